@@ -1,0 +1,417 @@
+//! The `hudd` command line: argument parsing (clap) and one function per subcommand over the library.
+//!
+//! [`main`] is everything the binary does; tests call [`main_with`] with their own registry and writers.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::engine::{self, EngineError, Outcome, RunOptions};
+use crate::manifest::{self, ManifestError, Override, Workflow};
+use crate::plan::Freshness;
+use crate::progress::Reporter;
+use crate::stage::Registry;
+use crate::store::{EntryState, Store};
+
+#[derive(Parser, Debug)]
+#[command(name = "hudd", version, about = "Heatmap-based Unsupervised Debugging of DNNs: a cached workflow engine")]
+pub struct Cli {
+    /// Workspace folder: holds the store (.hudd/) and the reports (reports/); relative paths in manifests start here.
+    #[arg(long, global = true, default_value = ".")]
+    pub workspace: PathBuf,
+    /// Log what happens (-v: debug, -vv: trace), on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every stale stage of a workflow.
+    Run {
+        manifest: PathBuf,
+        /// Override a parameter: <stage-id>.<param>=<value> (repeatable).
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<Override>,
+        /// Stages to run at once.
+        #[arg(short, long, default_value_t = 1)]
+        jobs: usize,
+        /// Run everything that does not depend on a failed stage, then report.
+        #[arg(long)]
+        keep_going: bool,
+        /// libtorch threads per stage (default: cores / jobs).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Show which stages are fresh and why the others would run.
+    Plan {
+        manifest: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<Override>,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check manifests and print every problem found.
+    Check {
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<Override>,
+    },
+    /// Print the stage graph.
+    Dag {
+        manifest: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<Override>,
+        #[arg(long, value_enum, default_value_t = DagFormat::Dot)]
+        format: DagFormat,
+    },
+    /// Show a workflow's stages with their last results, or the latest runs of the workspace.
+    Status { manifest: Option<PathBuf> },
+    /// Drop store entries that no manifest of the workspace reaches.
+    Gc {
+        /// Only list what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-hash every store entry; report and drop corrupt ones.
+    Verify,
+    /// Print libtorch's version, the device, threads and cache locations.
+    Doctor,
+    /// Run one stage alone from its key (what cluster jobs execute).
+    Exec {
+        key: String,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DagFormat {
+    Dot,
+    Mermaid,
+}
+
+/// Runs the command line with the binary's stdout and stderr; returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>, registry: &Registry) -> u8 {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    main_with(args, registry, &mut stdout.lock(), &mut stderr.lock(), Reporter::stderr())
+}
+
+/// Runs the command line with given writers: 0 ok, 1 a quality gate failed, 2 an error, 3 waiting for a person.
+pub fn main_with(
+    args: impl IntoIterator<Item = OsString>,
+    registry: &Registry,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    reporter: Reporter,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let text = e.render().to_string();
+            let _ = if e.use_stderr() { write!(err, "{text}") } else { write!(out, "{text}") };
+            return code;
+        }
+    };
+    init_logging(cli.verbose);
+    match dispatch(cli, registry, out, err, &reporter) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = match &e {
+                // Rendered diagnostics carry their own `error:` lines.
+                CliError::Manifest(ManifestError::Invalid { rendered, .. }) => write!(err, "{rendered}"),
+                other => writeln!(err, "error: {other}"),
+            };
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    if verbose == 0 {
+        return;
+    }
+    let level = if verbose == 1 { "hudd=debug" } else { "hudd=trace" };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Everything a subcommand can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Engine(e) => e.exit_code(),
+            _ => 2,
+        }
+    }
+}
+
+fn dispatch(
+    cli: Cli,
+    registry: &Registry,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    reporter: &Reporter,
+) -> Result<u8, CliError> {
+    let ws = &cli.workspace;
+    if !ws.is_dir() {
+        return Err(CliError::Usage(format!("workspace {} is not a folder", ws.display())));
+    }
+    match cli.command {
+        Command::Check { manifests, set } => {
+            let mut failed = false;
+            for path in &manifests {
+                match manifest::load(path, &set, registry) {
+                    Ok(w) => writeln!(out, "{}: ok ({} stages)", path.display(), w.stages.len())?,
+                    Err(e) => {
+                        failed = true;
+                        writeln!(err, "{e}")?;
+                    }
+                }
+            }
+            Ok(if failed { 2 } else { 0 })
+        }
+        Command::Dag { manifest, set, format } => {
+            let w = manifest::load(&manifest, &set, registry)?;
+            write!(out, "{}", render_dag(&w, format))?;
+            Ok(0)
+        }
+        Command::Plan { manifest, set, json } => {
+            let w = manifest::load(&manifest, &set, registry)?;
+            let store = Store::open(ws)?;
+            let planned = engine::plan(&store, &w, registry)?;
+            if json {
+                let rows: Vec<serde_json::Value> = w
+                    .stages
+                    .iter()
+                    .zip(&planned.specs)
+                    .zip(&planned.decisions)
+                    .map(|((s, spec), d)| {
+                        serde_json::json!({
+                            "stage": s.id,
+                            "kind": s.kind,
+                            "key": spec.key,
+                            "state": if d.is_fresh() { "fresh" } else { "stale" },
+                            "reasons": match d { Freshness::Stale(r) => r.clone(), Freshness::Fresh => Vec::new() },
+                        })
+                    })
+                    .collect();
+                let doc = serde_json::json!({ "workflow": w.name, "stages": rows });
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("plan serialises"))?;
+            } else {
+                let width = w.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
+                for &i in w.dag.order() {
+                    let (state, why) = match &planned.decisions[i] {
+                        Freshness::Fresh => ("fresh", String::new()),
+                        Freshness::Stale(r) => ("stale", r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")),
+                    };
+                    writeln!(out, "{state}  {:width$}  {why}", w.stages[i].id)?;
+                }
+                let stale = planned.stale().count();
+                writeln!(out, "{stale} of {} stages would run", w.stages.len())?;
+            }
+            Ok(0)
+        }
+        Command::Run { manifest, set, jobs, keep_going, threads } => {
+            let w = manifest::load(&manifest, &set, registry)?;
+            let store = Store::open(ws)?;
+            let options = RunOptions { jobs, keep_going, threads };
+            let report = engine::run(&store, &w, registry, &options, reporter)?;
+            for (s, o) in w.stages.iter().zip(&report.outcomes) {
+                match o {
+                    Outcome::Failed { error, .. } => writeln!(err, "failed: {}: {error}", s.id)?,
+                    Outcome::Skipped { because } => writeln!(err, "skipped: {} ({because})", s.id)?,
+                    _ => {}
+                }
+            }
+            writeln!(
+                err,
+                "{}: {} ran, {} cached, {} failed or skipped; outputs under {}",
+                w.name,
+                report.ran(),
+                report.hits(),
+                w.stages.len() - report.ran() - report.hits(),
+                ws.join("reports").join(&w.name).display()
+            )?;
+            Ok(report.exit_code())
+        }
+        Command::Status { manifest } => {
+            let store = Store::open(ws)?;
+            match manifest {
+                Some(path) => status_of_workflow(&store, &manifest::load(&path, &[], registry)?, registry, out)?,
+                None => {
+                    let runs = store.runs(10);
+                    if runs.is_empty() {
+                        writeln!(out, "no runs recorded in {}", store.root().display())?;
+                    }
+                    for (_, run) in runs {
+                        writeln!(
+                            out,
+                            "{}  {:20}  {} ran, {} cached  ({})",
+                            run["started"].as_str().unwrap_or("?"),
+                            run["workflow"].as_str().unwrap_or("?"),
+                            run["ran"],
+                            run["hits"],
+                            run["manifest"].as_str().unwrap_or("?"),
+                        )?;
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
+        Command::Verify => {
+            let store = Store::open(ws)?;
+            let _lock = store.lock(|m| reporter.line(m))?;
+            let keys = store.keys()?;
+            let mut corrupt = 0;
+            for key in &keys {
+                if let Some(reason) = store.verify_entry(key)? {
+                    corrupt += 1;
+                    writeln!(out, "dropped {key}: {reason}")?;
+                    store.remove_entry(key)?;
+                }
+            }
+            writeln!(out, "verified {} entries, dropped {corrupt} corrupt", keys.len())?;
+            Ok(0)
+        }
+        Command::Doctor => {
+            let store_root = ws.join(".hudd");
+            let rows = crate::runtime::doctor(&store_root);
+            let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (k, v) in rows {
+                writeln!(out, "{k:width$}  {v}")?;
+            }
+            Ok(0)
+        }
+        Command::Exec { key, threads } => {
+            let store = Store::open(ws)?;
+            let _key_lock = store.lock_key(&key)?;
+            if store.state(&key) == EntryState::Intact {
+                writeln!(err, "{key}: already in the store")?;
+                return Ok(0);
+            }
+            let spec = store.read_spec(&key)?;
+            let threads = threads.unwrap_or_else(crate::runtime::cores);
+            let entry = engine::execute(&store, registry, &spec, threads, reporter)?;
+            writeln!(err, "{}: done in {:.1} s ({key})", spec.stage, entry.seconds)?;
+            Ok(0)
+        }
+    }
+}
+
+fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mut dyn Write) -> Result<(), CliError> {
+    let planned = engine::plan(store, w, registry)?;
+    let width = w.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
+    for &i in w.dag.order() {
+        let spec = &planned.specs[i];
+        let detail = match (&planned.decisions[i], store.entry(&spec.key)) {
+            (Freshness::Fresh, Some(e)) => format!("done {} in {:.1} s", e.created, e.seconds),
+            (Freshness::Fresh, None) => "done".into(),
+            (Freshness::Stale(r), _) => r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
+        };
+        let state = if planned.decisions[i].is_fresh() { "fresh" } else { "stale" };
+        writeln!(out, "{state}  {:width$}  {}  {detail}", w.stages[i].id, &spec.key[..12])?;
+    }
+    Ok(())
+}
+
+/// Keeps every entry reachable from a manifest under `workflows/` or from a workflow's last run; drops the rest.
+fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let store = Store::open(ws)?;
+    let _lock = store.lock(|m| {
+        let _ = writeln!(err, "{m}");
+    })?;
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(ws.join("workflows"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    manifests.sort();
+    for path in &manifests {
+        match manifest::load(path, &[], registry).map_err(CliError::from).and_then(|w| Ok(engine::plan(&store, &w, registry)?)) {
+            Ok(planned) => keep.extend(planned.specs.into_iter().map(|s| s.key)),
+            Err(e) => writeln!(err, "warning: {} is not checked, its entries are kept only if its last run reached them:\n{e}", path.display())?,
+        }
+    }
+    for workflow in store.workflows() {
+        keep.extend(store.read_state(&workflow).into_values().map(|r| r.key));
+    }
+    let mut dropped = 0;
+    for key in store.keys()? {
+        if keep.contains(&key) {
+            continue;
+        }
+        dropped += 1;
+        let what = store.entry(&key).map_or_else(|| "incomplete".to_string(), |e| format!("{} ({})", e.stage, e.workflow));
+        if dry_run {
+            writeln!(out, "would drop {key}  {what}")?;
+        } else {
+            store.remove_entry(&key)?;
+            let _ = std::fs::remove_file(store.root().join("specs").join(format!("{key}.json")));
+            writeln!(out, "dropped {key}  {what}")?;
+        }
+    }
+    if !dry_run {
+        store.clean_tmp()?;
+    }
+    writeln!(out, "{} {dropped} entries, kept {}", if dry_run { "would drop" } else { "dropped" }, keep.len())?;
+    Ok(0)
+}
+
+/// The stage graph as Graphviz dot or a Mermaid flowchart; edges are labelled with the output they carry.
+pub fn render_dag(w: &Workflow, format: DagFormat) -> String {
+    let mut s = String::new();
+    let edges = w.stages.iter().enumerate().flat_map(|(i, stage)| {
+        stage.inputs.iter().flat_map(move |(slot, refs)| refs.iter().map(move |r| (r.stage, i, r.output.as_str(), slot.as_str())))
+    });
+    match format {
+        DagFormat::Dot => {
+            s.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", w.name));
+            for stage in &w.stages {
+                s.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", stage.id, stage.id, stage.kind));
+            }
+            for (a, b, output, slot) in edges {
+                s.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{output} -> {slot}\"];\n", w.stages[a].id, w.stages[b].id));
+            }
+            s.push_str("}\n");
+        }
+        DagFormat::Mermaid => {
+            s.push_str("flowchart LR\n");
+            for (i, stage) in w.stages.iter().enumerate() {
+                s.push_str(&format!("  s{i}[\"{}<br/>({})\"]\n", stage.id, stage.kind));
+            }
+            for (a, b, output, slot) in edges {
+                s.push_str(&format!("  s{a} -->|{output} → {slot}| s{b}\n"));
+            }
+        }
+    }
+    s
+}

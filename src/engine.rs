@@ -1,0 +1,452 @@
+//! Runs a checked workflow against the store: keys, plan, parallel execution along the DAG, views, provenance.
+//!
+//! The engine knows no stage by name; it looks kinds up in a [`Registry`]. A stage runs through [`execute`]
+//! whether it is part of a local run or alone in another process (`hudd exec <key>`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::manifest::Workflow;
+use crate::plan::{Freshness, decide};
+use crate::progress::Reporter;
+use crate::runtime;
+use crate::stage::{InputArtefact, Registry, StageContext, StageError};
+use crate::store::{Entry, InputKey, KeyMaterial, Spec, StateRecord, Store, StoreError, now};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stage `{stage}` reads {path}, which cannot be read: {source}")]
+    External { stage: String, path: PathBuf, source: Box<StoreError> },
+    #[error("unknown stage kind `{kind}` (this hudd knows: {known})")]
+    UnknownKind { kind: String, known: String },
+    #[error("the spec of key {key} was written for {kind} version {spec}, this hudd has version {ours}")]
+    VersionMismatch { key: String, kind: String, spec: u32, ours: u32 },
+    #[error("stage `{stage}` failed: {source}")]
+    Stage { stage: String, source: StageError },
+}
+
+impl EngineError {
+    /// 1 for a failed quality gate, 3 for a stage waiting for a person, 2 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::Stage { source: StageError::Gate { .. }, .. } => 1,
+            EngineError::Stage { source: StageError::Blocked { .. }, .. } => 3,
+            _ => 2,
+        }
+    }
+}
+
+/// A workflow with every stage's key and freshness: what a run would do.
+pub struct Planned {
+    /// Indexed like `workflow.stages`.
+    pub specs: Vec<Spec>,
+    pub decisions: Vec<Freshness>,
+}
+
+impl Planned {
+    pub fn stale(&self) -> impl Iterator<Item = usize> + '_ {
+        self.decisions.iter().enumerate().filter(|(_, d)| !d.is_fresh()).map(|(i, _)| i)
+    }
+}
+
+/// Computes every stage's key (in DAG order, so input keys are known) and decides its freshness.
+pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<Planned, EngineError> {
+    let n = workflow.stages.len();
+    let mut specs: Vec<Option<Spec>> = vec![None; n];
+    let state = store.read_state(&workflow.name);
+    let mut decisions = vec![Freshness::Fresh; n];
+    for &i in workflow.dag.order() {
+        let stage = &workflow.stages[i];
+        let kind = registry.get(&stage.kind).ok_or_else(|| unknown_kind(&stage.kind, registry))?;
+        let mut inputs = BTreeMap::new();
+        let mut input_stages = BTreeMap::new();
+        for (slot, refs) in &stage.inputs {
+            let mut keys = Vec::new();
+            let mut stages = Vec::new();
+            for r in refs {
+                let producer = specs[r.stage].as_ref().expect("DAG order puts producers first");
+                keys.push(InputKey { key: producer.key.clone(), output: r.output.clone() });
+                stages.push((producer.stage.clone(), producer.matrix.clone()));
+            }
+            inputs.insert(slot.clone(), keys);
+            input_stages.insert(slot.clone(), stages);
+        }
+        let mut externals = BTreeMap::new();
+        for path in &stage.externals {
+            let hash = store.hash_external(&store.workspace().join(path)).map_err(|e| EngineError::External {
+                stage: stage.id.clone(),
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            externals.insert(path.display().to_string(), hash);
+        }
+        let seed = kind.uses_seed().then(|| stage.params.get("seed").and_then(|s| s.as_u64()).unwrap_or(workflow.seed));
+        let material = KeyMaterial {
+            kind: stage.kind.clone(),
+            version: kind.version(),
+            params: stage.params.clone(),
+            seed,
+            inputs,
+            externals,
+        };
+        let key = material.key();
+        decisions[i] = decide(&material, &key, state.get(&stage.id), &store.state(&key));
+        specs[i] = Some(Spec {
+            key,
+            workflow: workflow.name.clone(),
+            stage: stage.id.clone(),
+            matrix: stage.matrix.clone(),
+            material,
+            input_stages,
+            seed: workflow.seed,
+        });
+    }
+    store.save_stat_cache()?;
+    Ok(Planned { specs: specs.into_iter().map(|s| s.expect("every stage is in the DAG order")).collect(), decisions })
+}
+
+fn unknown_kind(kind: &str, registry: &Registry) -> EngineError {
+    EngineError::UnknownKind { kind: kind.to_string(), known: registry.names().collect::<Vec<_>>().join(", ") }
+}
+
+/// Runs one stage from its spec and commits its entry. Used by local runs and by `hudd exec`.
+pub fn execute(
+    store: &Store,
+    registry: &Registry,
+    spec: &Spec,
+    threads: usize,
+    reporter: &Reporter,
+) -> Result<Entry, EngineError> {
+    let kind = registry.get(&spec.material.kind).ok_or_else(|| unknown_kind(&spec.material.kind, registry))?;
+    if kind.version() != spec.material.version {
+        return Err(EngineError::VersionMismatch {
+            key: spec.key.clone(),
+            kind: spec.material.kind.clone(),
+            spec: spec.material.version,
+            ours: kind.version(),
+        });
+    }
+    let mut inputs = BTreeMap::new();
+    for (slot, keys) in &spec.material.inputs {
+        let names = spec.input_stages.get(slot).map_or(&[][..], Vec::as_slice);
+        let mut list = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let (stage, matrix) = names.get(i).cloned().unwrap_or_default();
+            let path = store.output_path(&k.key, &k.output)?;
+            list.push(InputArtefact { stage, output: k.output.clone(), key: k.key.clone(), path, matrix });
+        }
+        inputs.insert(slot.clone(), list);
+    }
+    let tmp = store.begin(&spec.key)?;
+    let out_dir = tmp.path().join("out");
+    let progress = reporter.stage(&spec.stage);
+    let seed = spec.material.seed.unwrap_or(spec.seed);
+    let started = Instant::now();
+    let result = {
+        let mut ctx = StageContext {
+            stage_id: &spec.stage,
+            workflow: &spec.workflow,
+            seed,
+            threads,
+            progress: &progress,
+            workspace: store.workspace(),
+            inputs: &inputs,
+            out_dir: &out_dir,
+            outputs: kind.outputs(),
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.material.params, &mut ctx)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(StageError::failed(format!("internal error (a bug in hudd, please report it): {what}")))
+            })
+    };
+    drop(progress);
+    result.map_err(|source| EngineError::Stage { stage: spec.stage.clone(), source })?;
+    Ok(store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64())?)
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stages run at once.
+    pub jobs: usize,
+    /// Go on with everything that does not depend on a failure.
+    pub keep_going: bool,
+    /// Threads each stage may use (tch intra-op threads); default: the machine's cores divided by `jobs`.
+    pub threads: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { jobs: 1, keep_going: false, threads: None }
+    }
+}
+
+/// What happened to one stage in a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Its entry was already in the store.
+    Hit,
+    Ran { seconds: f64 },
+    Failed { error: String, exit_code: u8 },
+    /// Not run: it depends on a failed stage, or the run stopped at the first failure.
+    Skipped { because: String },
+}
+
+/// The outcome of every stage, indexed like `workflow.stages`.
+#[derive(Debug)]
+pub struct RunReport {
+    pub outcomes: Vec<Outcome>,
+    pub keys: Vec<String>,
+    pub provenance: PathBuf,
+}
+
+impl RunReport {
+    pub fn ran(&self) -> usize {
+        self.outcomes.iter().filter(|o| matches!(o, Outcome::Ran { .. })).count()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.outcomes.iter().filter(|o| matches!(o, Outcome::Hit)).count()
+    }
+
+    /// 0 when every stage is done, else the most serious failure's code (2 over 1 over 3).
+    pub fn exit_code(&self) -> u8 {
+        let codes: BTreeSet<u8> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Failed { exit_code, .. } => Some(*exit_code),
+                _ => None,
+            })
+            .collect();
+        [2, 1, 3].into_iter().find(|c| codes.contains(c)).unwrap_or(0)
+    }
+}
+
+#[derive(Serialize)]
+struct RunRecord<'a> {
+    workflow: &'a str,
+    manifest: String,
+    manifest_hash: &'a str,
+    overrides: Vec<String>,
+    seed: u64,
+    started: String,
+    ended: String,
+    hudd_version: &'static str,
+    libtorch_version: &'static str,
+    device: Option<String>,
+    jobs: usize,
+    threads_per_stage: usize,
+    hits: usize,
+    ran: usize,
+    stages: Vec<StageRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct StageRecord<'a> {
+    id: &'a str,
+    kind: &'a str,
+    key: &'a str,
+    params: &'a serde_json::Value,
+    seed: Option<u64>,
+    reasons: Vec<String>,
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+}
+
+/// Runs every stale stage of a workflow, in parallel along the DAG, and records the run.
+pub fn run(
+    store: &Store,
+    workflow: &Workflow,
+    registry: &Registry,
+    options: &RunOptions,
+    reporter: &Reporter,
+) -> Result<RunReport, EngineError> {
+    let started = now();
+    let _lock = store.lock(|message| reporter.line(message))?;
+    let planned = plan(store, workflow, registry)?;
+    let n = workflow.stages.len();
+    let jobs = options.jobs.max(1);
+    let threads = options.threads.unwrap_or_else(|| (runtime::cores() / jobs).max(1));
+
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    let stale: BTreeSet<usize> = planned.stale().collect();
+    for i in 0..n {
+        if !stale.contains(&i) {
+            outcomes[i] = Some(Outcome::Hit);
+        }
+    }
+    for &i in &stale {
+        store.write_spec(&planned.specs[i])?;
+    }
+    if !stale.is_empty() {
+        reporter.line(&format!("{}: {} of {n} stages to run", workflow.name, stale.len()));
+    }
+
+    // Kahn's algorithm over the stale stages; fresh stages count as done.
+    let mut waiting: Vec<usize> =
+        (0..n).map(|i| workflow.dag.parents(i).filter(|p| stale.contains(p)).count()).collect();
+    let mut ready: VecDeque<usize> = workflow.dag.order().iter().copied().filter(|&i| stale.contains(&i) && waiting[i] == 0).collect();
+    let mut stop = false;
+    std::thread::scope(|scope| {
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Entry, EngineError>)>();
+        let mut running = 0usize;
+        loop {
+            while !stop && running < jobs {
+                let Some(i) = ready.pop_front() else { break };
+                let tx = done_tx.clone();
+                let spec = &planned.specs[i];
+                let reasons: Vec<String> = match &planned.decisions[i] {
+                    Freshness::Stale(r) => r.iter().map(|r| r.to_string()).collect(),
+                    Freshness::Fresh => Vec::new(),
+                };
+                reporter.line(&format!("{}: running ({})", spec.stage, reasons.join("; ")));
+                scope.spawn(move || {
+                    let result = execute(store, registry, spec, threads, reporter);
+                    let _ = tx.send((i, result));
+                });
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let (i, result) = done_rx.recv().expect("a worker always reports");
+            running -= 1;
+            let stage = &workflow.stages[i].id;
+            match result {
+                Ok(entry) => {
+                    reporter.line(&format!("{stage}: done in {:.1} s", entry.seconds));
+                    outcomes[i] = Some(Outcome::Ran { seconds: entry.seconds });
+                    for c in workflow.dag.children(i) {
+                        if stale.contains(&c) {
+                            waiting[c] -= 1;
+                            if waiting[c] == 0 && outcomes[c].is_none() {
+                                ready.push_back(c);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    reporter.line(&format!("{stage}: FAILED: {e}"));
+                    outcomes[i] = Some(Outcome::Failed { error: e.to_string(), exit_code: e.exit_code() });
+                    for d in workflow.dag.descendants(i) {
+                        outcomes[d].get_or_insert_with(|| Outcome::Skipped { because: format!("needs `{stage}`, which failed") });
+                    }
+                    if !options.keep_going {
+                        stop = true;
+                    }
+                }
+            }
+        }
+    });
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Skipped { because: "the run stopped at the first failure".into() }))
+        .collect();
+
+    // Remember what every finished stage ran with, and show its outputs under reports/.
+    let mut state = store.read_state(&workflow.name);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if matches!(outcome, Outcome::Hit | Outcome::Ran { .. }) {
+            let spec = &planned.specs[i];
+            state.insert(spec.stage.clone(), StateRecord { key: spec.key.clone(), material: spec.material.clone() });
+            link_view(store, workflow, spec)?;
+        }
+    }
+    store.write_state(&workflow.name, &state)?;
+
+    let ran = outcomes.iter().filter(|o| matches!(o, Outcome::Ran { .. })).count();
+    let hits = outcomes.iter().filter(|o| matches!(o, Outcome::Hit)).count();
+    let record = RunRecord {
+        workflow: &workflow.name,
+        manifest: workflow.path.display().to_string(),
+        manifest_hash: &workflow.manifest_hash,
+        overrides: workflow.overrides.iter().map(|o| o.to_string()).collect(),
+        seed: workflow.seed,
+        started: started.clone(),
+        ended: now(),
+        hudd_version: env!("CARGO_PKG_VERSION"),
+        libtorch_version: runtime::LIBTORCH_VERSION,
+        device: (!stale.is_empty()).then(runtime::device_summary),
+        jobs,
+        threads_per_stage: threads,
+        hits,
+        ran,
+        stages: (0..n)
+            .map(|i| StageRecord {
+                id: &workflow.stages[i].id,
+                kind: &workflow.stages[i].kind,
+                key: &planned.specs[i].key,
+                params: &workflow.stages[i].params,
+                seed: planned.specs[i].material.seed,
+                reasons: match &planned.decisions[i] {
+                    Freshness::Stale(r) => r.iter().map(|r| r.to_string()).collect(),
+                    Freshness::Fresh => Vec::new(),
+                },
+                outcome: &outcomes[i],
+            })
+            .collect(),
+    };
+    let stamp = started.replace([':', '.'], "-");
+    let provenance = store.write_run(&format!("{stamp}-{}", workflow.name), &record)?;
+    Ok(RunReport { outcomes, keys: planned.specs.iter().map(|s| s.key.clone()).collect(), provenance })
+}
+
+/// `reports/<workflow>/<stage-id>/<output>`: relative links into the stage's entry, for browsing.
+fn link_view(store: &Store, workflow: &Workflow, spec: &Spec) -> Result<(), StoreError> {
+    let Some(entry) = store.entry(&spec.key) else { return Ok(()) };
+    let view = store.workspace().join("reports").join(&workflow.name).join(&spec.stage);
+    std::fs::create_dir_all(&view).map_err(|source| StoreError::Io { path: view.clone(), source })?;
+    for record in entry.outputs.values() {
+        let link = view.join(&record.path);
+        let target = store.entry_dir(&spec.key).join("out").join(&record.path);
+        if let Ok(meta) = std::fs::symlink_metadata(&link) {
+            let _ = if meta.is_dir() { std::fs::remove_dir_all(&link) } else { std::fs::remove_file(&link) };
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io { path: parent.to_path_buf(), source })?;
+        }
+        let relative = relative_path(link.parent().unwrap_or(&view), &target);
+        std::os::unix::fs::symlink(&relative, &link).map_err(|source| StoreError::Io { path: link.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// The path from folder `from` to `to`, both inside the workspace.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_climb_to_the_common_folder() {
+        assert_eq!(
+            relative_path(Path::new("/w/reports/q/train"), Path::new("/w/.hudd/store/ab/abc/out/w.bin")),
+            PathBuf::from("../../../.hudd/store/ab/abc/out/w.bin")
+        );
+    }
+}

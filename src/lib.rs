@@ -1,0 +1,13 @@
+//! hudd: Heatmap-based Unsupervised Debugging of DNNs as a declarative workflow engine with a content-addressed store.
+
+pub mod cli;
+pub mod diagnostic;
+pub mod engine;
+pub mod graph;
+pub mod manifest;
+pub mod plan;
+pub mod progress;
+pub mod runtime;
+pub mod stage;
+pub mod stages;
+pub mod store;

@@ -1,0 +1,699 @@
+//! TOML manifest → checked [`Workflow`]: matrix expansion, `--set` overrides, parameter checks, reference resolution.
+//!
+//! Checking runs in passes and collects every problem before it reports: TOML syntax; the shape of `[workflow]`
+//! and each `[[stage]]`; each stage kind's parameters; then references between stages and cycles.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostic::{Diagnostic, Sources, did_you_mean};
+use crate::graph::Dag;
+use crate::stage::Registry;
+
+/// Keys of a `[[stage]]` table that belong to the engine, not to the stage kind.
+const RESERVED: [&str; 3] = ["id", "kind", "matrix"];
+const TOP_LEVEL: [&str; 2] = ["workflow", "stage"];
+
+/// A checked workflow: every stage instance with canonical parameters and resolved references.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    /// The manifest as given on the command line.
+    pub path: PathBuf,
+    /// blake3 of the manifest's bytes.
+    pub manifest_hash: String,
+    pub stages: Vec<StageSpec>,
+    pub dag: Dag,
+    pub overrides: Vec<Override>,
+}
+
+/// One stage instance (a matrix stage has one per combination of its values).
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// `train`, or `retrain[seed=1,strategy=hudd]` for a matrix instance.
+    pub id: String,
+    /// The id written in the manifest.
+    pub base_id: String,
+    pub kind: String,
+    /// This instance's matrix values, as shown in its id.
+    pub matrix: BTreeMap<String, String>,
+    /// Canonical parameters: defaults filled in, keys sorted.
+    pub params: serde_json::Value,
+    /// Input slot → the artefacts it reads, in manifest order.
+    pub inputs: BTreeMap<String, Vec<Reference>>,
+    /// Files and folders outside the store that the stage reads.
+    pub externals: Vec<PathBuf>,
+}
+
+/// A resolved `"<stage-id>.<output>"` reference.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Reference {
+    /// Index of the producing stage instance in [`Workflow::stages`].
+    pub stage: usize,
+    pub output: String,
+}
+
+impl Workflow {
+    pub fn stage_index(&self, id: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.id == id)
+    }
+}
+
+/// `--set <stage-id>.<param>=<value>`: a parameter override applied before checking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub stage: String,
+    /// Dotted path inside the stage table.
+    pub key: String,
+    /// The value as typed; read as TOML when it parses as a TOML value, as a string otherwise.
+    pub value: String,
+}
+
+impl FromStr for Override {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (lhs, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected <stage-id>.<param>=<value>"))?;
+        let (stage, key) =
+            lhs.trim().split_once('.').ok_or_else(|| format!("`{s}`: expected <stage-id>.<param>=<value>"))?;
+        if stage.is_empty() || key.is_empty() {
+            return Err(format!("`{s}`: expected <stage-id>.<param>=<value>"));
+        }
+        Ok(Override { stage: stage.to_string(), key: key.to_string(), value: value.trim().to_string() })
+    }
+}
+
+impl std::fmt::Display for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}={}", self.stage, self.key, self.value)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Every problem of the manifest, rendered with locations.
+    #[error("{rendered}")]
+    Invalid { rendered: String, diagnostics: Vec<Diagnostic> },
+}
+
+/// Reads and checks a manifest file.
+pub fn load(path: &Path, overrides: &[Override], registry: &Registry) -> Result<Workflow, ManifestError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    parse(path, &text, overrides, registry)
+}
+
+/// Checks a manifest's text; `path` names it in messages.
+pub fn parse(path: &Path, text: &str, overrides: &[Override], registry: &Registry) -> Result<Workflow, ManifestError> {
+    let mut sources = Sources::default();
+    sources.add(path.display().to_string(), text);
+    let mut checker = Checker { registry, diags: Vec::new() };
+    let result = checker.check(text, &mut sources, overrides);
+    let mut diags = checker.diags;
+    match result {
+        Some((header, stages, dag)) if diags.is_empty() => Ok(Workflow {
+            name: header.name.into_inner(),
+            description: header.description,
+            seed: header.seed,
+            path: path.to_path_buf(),
+            manifest_hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            stages,
+            dag,
+            overrides: overrides.to_vec(),
+        }),
+        _ => {
+            diags.sort_by_key(|d| d.span.start);
+            diags.dedup();
+            Err(ManifestError::Invalid { rendered: sources.render(&diags), diagnostics: diags })
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// A `[[stage]]` table after the engine's keys are taken out.
+struct RawStage<'i> {
+    id: Spanned<String>,
+    kind: Spanned<String>,
+    matrix: Vec<(Spanned<String>, Vec<Spanned<DeValue<'i>>>)>,
+    rest: DeTable<'i>,
+    span: Range<usize>,
+}
+
+/// A stage instance before its references are resolved.
+struct Instance {
+    spec: StageSpec,
+    refs: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+struct Checker<'r> {
+    registry: &'r Registry,
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn check<'a>(
+        &mut self,
+        text: &'a str,
+        sources: &mut Sources,
+        overrides: &'a [Override],
+    ) -> Option<(Header, Vec<StageSpec>, Dag)> {
+        let (root, errors) = DeTable::parse_recoverable(text);
+        if !errors.is_empty() {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                self.error(Diagnostic::new(format!("invalid TOML: {}", e.message().trim()), span));
+            }
+            return None;
+        }
+        let root_span = root.span();
+        let mut root = root.into_inner();
+
+        for (key, _) in root.iter() {
+            if !TOP_LEVEL.contains(&key.get_ref().as_ref()) {
+                let mut d = Diagnostic::new(format!("unknown top-level key `{}`", key.get_ref()), key.span());
+                d = match did_you_mean(key.get_ref(), TOP_LEVEL) {
+                    Some(s) => d.with_label(format!("did you mean `{s}`?")),
+                    None => d.with_label("a manifest has `[workflow]` and `[[stage]]` tables"),
+                };
+                self.error(d);
+            }
+        }
+
+        let header = match root.remove("workflow") {
+            Some(value) => self.header(value),
+            None => {
+                self.error(Diagnostic::new("the manifest has no `[workflow]` table (name, description, seed)", 0..0));
+                None
+            }
+        };
+
+        let mut raw = match root.remove("stage") {
+            Some(value) => self.raw_stages(value),
+            None => {
+                self.error(Diagnostic::new("the manifest declares no `[[stage]]`", root_span.start..root_span.start));
+                Vec::new()
+            }
+        };
+        self.apply_overrides(&mut raw, sources, overrides);
+
+        let mut instances = Vec::new();
+        for stage in raw {
+            self.expand(stage, &mut instances);
+        }
+        let dag = self.resolve(&mut instances);
+        let stages = instances.into_iter().map(|i| i.spec).collect();
+        Some((header?, stages, dag?))
+    }
+
+    fn header(&mut self, value: Spanned<DeValue<'_>>) -> Option<Header> {
+        let span = value.span();
+        if !value.get_ref().is_table() {
+            self.error(Diagnostic::new("`workflow` must be a table: `[workflow]`", span));
+            return None;
+        }
+        match Header::deserialize(value.into_deserializer()) {
+            Ok(h) => {
+                if !is_valid_id(h.name.get_ref()) {
+                    self.error(
+                        Diagnostic::new(
+                            format!("invalid workflow name `{}`", h.name.get_ref()),
+                            h.name.span(),
+                        )
+                        .with_label("names use letters, digits, `_` and `-` (they become folder names)"),
+                    );
+                }
+                Some(h)
+            }
+            Err(e) => {
+                self.error(Diagnostic::new(format!("[workflow]: {}", e.message().trim()), e.span().unwrap_or(span)));
+                None
+            }
+        }
+    }
+
+    fn raw_stages<'i>(&mut self, value: Spanned<DeValue<'i>>) -> Vec<RawStage<'i>> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.error(Diagnostic::new("`stage` must be an array of tables: `[[stage]]`", span));
+            return Vec::new();
+        };
+        let mut out: Vec<RawStage<'i>> = Vec::new();
+        for item in items.iter().cloned() {
+            let span = item.span();
+            let DeValue::Table(mut table) = item.into_inner() else {
+                self.error(Diagnostic::new("each `stage` must be a table: `[[stage]]`", span));
+                continue;
+            };
+            let id = self.required_string(&mut table, "id", &span);
+            let kind = self.required_string(&mut table, "kind", &span);
+            let matrix = self.matrix(table.remove("matrix"));
+            let (Some(id), Some(kind)) = (id, kind) else { continue };
+            if !is_valid_id(id.get_ref()) {
+                self.error(
+                    Diagnostic::new(format!("invalid stage id `{}`", id.get_ref()), id.span())
+                        .with_label("ids use letters, digits, `_` and `-`"),
+                );
+                continue;
+            }
+            if let Some(first) = out.iter().find(|s| s.id.get_ref() == id.get_ref()) {
+                self.error(
+                    Diagnostic::new(format!("duplicate stage id `{}`", id.get_ref()), id.span())
+                        .with_note("first defined here", first.id.span()),
+                );
+                continue;
+            }
+            if self.registry.get(kind.get_ref()).is_none() {
+                let label = match did_you_mean(kind.get_ref(), self.registry.names()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("known kinds: {}", self.registry.names().collect::<Vec<_>>().join(", ")),
+                };
+                self.error(Diagnostic::new(format!("unknown stage kind `{}`", kind.get_ref()), kind.span()).with_label(label));
+                continue;
+            }
+            out.push(RawStage { id, kind, matrix: matrix.unwrap_or_default(), rest: table, span });
+        }
+        out
+    }
+
+    fn required_string(&mut self, table: &mut DeTable<'_>, key: &str, span: &Range<usize>) -> Option<Spanned<String>> {
+        match table.remove(key) {
+            Some(v) => match v.get_ref().as_str() {
+                Some(s) => Some(Spanned::new(v.span(), s.to_string())),
+                None => {
+                    self.error(Diagnostic::new(
+                        format!("stage `{key}` must be a string, found {}", v.get_ref().type_str()),
+                        v.span(),
+                    ));
+                    None
+                }
+            },
+            None => {
+                self.error(Diagnostic::new(format!("stage without `{key}`"), span.start..span.start + 9));
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn matrix<'i>(
+        &mut self,
+        value: Option<Spanned<DeValue<'i>>>,
+    ) -> Option<Vec<(Spanned<String>, Vec<Spanned<DeValue<'i>>>)>> {
+        let value = value?;
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            self.error(Diagnostic::new("`matrix` must be a table of arrays: `matrix = { seed = [1, 2, 3] }`", span));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (key, values) in table.iter() {
+            let name = Spanned::new(key.span(), key.get_ref().to_string());
+            if RESERVED.contains(&name.get_ref().as_str()) {
+                self.error(Diagnostic::new(format!("`{}` cannot vary in a matrix", name.get_ref()), key.span()));
+                continue;
+            }
+            let DeValue::Array(items) = values.get_ref() else {
+                self.error(Diagnostic::new(
+                    format!("matrix `{}` must be an array of values, found {}", name.get_ref(), values.get_ref().type_str()),
+                    values.span(),
+                ));
+                continue;
+            };
+            if items.is_empty() {
+                self.error(Diagnostic::new(format!("matrix `{}` has no values", name.get_ref()), values.span()));
+                continue;
+            }
+            let mut shown = Vec::new();
+            let mut ok = true;
+            for item in items.iter() {
+                match scalar_text(item.get_ref()) {
+                    Some(text) if shown.contains(&text) => {
+                        self.error(Diagnostic::new(format!("matrix `{}` repeats the value {text}", name.get_ref()), item.span()));
+                        ok = false;
+                    }
+                    Some(text) => shown.push(text),
+                    None => {
+                        self.error(Diagnostic::new(
+                            format!("matrix values must be strings, numbers or booleans, found {}", item.get_ref().type_str()),
+                            item.span(),
+                        ));
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                out.push((name, items.iter().cloned().collect()));
+            }
+        }
+        Some(out)
+    }
+
+    fn apply_overrides<'a>(&mut self, raw: &mut [RawStage<'a>], sources: &mut Sources, overrides: &'a [Override]) {
+        for o in overrides {
+            let offset = sources.add(format!("--set {}.{}", o.stage, o.key), o.value.clone());
+            let whole = offset..offset + o.value.len();
+            let value = match DeValue::parse(&o.value) {
+                Ok(v) => shift(v, offset),
+                Err(_) => Spanned::new(whole.clone(), DeValue::String(Cow::Owned(o.value.clone()))),
+            };
+            let Some(stage) = raw.iter_mut().find(|s| s.id.get_ref() == &o.stage) else {
+                let ids: Vec<&str> = raw.iter().map(|s| s.id.get_ref().as_str()).collect();
+                let mut d = Diagnostic::new(format!("--set names stage `{}`, which the workflow does not declare", o.stage), whole);
+                if let Some(s) = did_you_mean(&o.stage, ids) {
+                    d = d.with_label(format!("did you mean `{s}`?"));
+                }
+                self.error(d);
+                continue;
+            };
+            if RESERVED.contains(&o.key.as_str()) {
+                self.error(Diagnostic::new(format!("--set cannot change a stage's `{}`", o.key), whole));
+                continue;
+            }
+            let parts: Vec<&str> = o.key.split('.').collect();
+            if let Err(part) = insert_path(&mut stage.rest, &parts, value, &whole) {
+                self.error(Diagnostic::new(format!("--set {}: `{part}` is not a table", o.key), whole));
+            }
+        }
+    }
+
+    /// Expands a stage's matrix and checks each instance's inputs and parameters.
+    fn expand(&mut self, stage: RawStage<'_>, out: &mut Vec<Instance>) {
+        let kind = self.registry.get(stage.kind.get_ref()).expect("kinds were checked when stages were read");
+        let mut combos: Vec<Vec<(&Spanned<String>, &Spanned<DeValue<'_>>)>> = vec![Vec::new()];
+        for (name, values) in &stage.matrix {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((name, v));
+                        c
+                    })
+                })
+                .collect();
+        }
+        for combo in combos {
+            let mut table = stage.rest.clone();
+            let mut matrix = BTreeMap::new();
+            for (name, value) in &combo {
+                if let Some((key, _)) = table.get_key_value(name.get_ref().as_str()) {
+                    self.error(
+                        Diagnostic::new(format!("`{}` is set both in `matrix` and directly", name.get_ref()), key.span())
+                            .with_note("the matrix sets it here", name.span()),
+                    );
+                    continue;
+                }
+                table.insert(Spanned::new(name.span(), Cow::Owned(name.get_ref().clone())), (*value).clone());
+                matrix.insert(name.get_ref().clone(), scalar_text(value.get_ref()).expect("matrix values were checked"));
+            }
+            let id = instance_id(stage.id.get_ref(), &matrix);
+
+            let mut refs = BTreeMap::new();
+            for slot in kind.inputs() {
+                match table.remove(slot.name) {
+                    Some(value) => {
+                        if let Some(list) = self.reference_list(value, slot.name, slot.many) {
+                            refs.insert(slot.name.to_string(), list);
+                        }
+                    }
+                    None if slot.required => self.error(
+                        Diagnostic::new(
+                            format!("stage `{}` (kind `{}`) needs input `{}`", stage.id.get_ref(), kind.kind(), slot.name),
+                            stage.id.span(),
+                        )
+                        .with_label(format!("add `{} = \"<stage-id>.<output>\"`", slot.name)),
+                    ),
+                    None => {}
+                }
+            }
+            let params = match kind.check(Spanned::new(stage.span.clone(), DeValue::Table(table))) {
+                Ok(p) => p,
+                Err(diags) => {
+                    self.diags.extend(diags);
+                    serde_json::Value::Null
+                }
+            };
+            let externals = if params.is_null() { Vec::new() } else { kind.external_paths(&params) };
+            out.push(Instance {
+                spec: StageSpec {
+                    id,
+                    base_id: stage.id.get_ref().clone(),
+                    kind: kind.kind().to_string(),
+                    matrix,
+                    params,
+                    inputs: BTreeMap::new(),
+                    externals,
+                },
+                refs,
+            });
+        }
+    }
+
+    fn reference_list(&mut self, value: Spanned<DeValue<'_>>, slot: &str, many: bool) -> Option<Vec<Spanned<String>>> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(vec![Spanned::new(value.span(), s.to_string())]),
+            DeValue::Array(items) if many => {
+                let mut out = Vec::new();
+                for item in items.iter() {
+                    match item.get_ref().as_str() {
+                        Some(s) => out.push(Spanned::new(item.span(), s.to_string())),
+                        None => self.error(Diagnostic::new(
+                            format!("input `{slot}` lists references \"<stage-id>.<output>\", found {}", item.get_ref().type_str()),
+                            item.span(),
+                        )),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                let expected = if many { "a reference \"<stage-id>.<output>\" or a list of them" } else { "one reference \"<stage-id>.<output>\"" };
+                self.error(Diagnostic::new(format!("input `{slot}` takes {expected}, found {}", other.type_str()), value.span()));
+                None
+            }
+        }
+    }
+
+    /// Resolves references to stage instances and builds the DAG.
+    fn resolve(&mut self, instances: &mut [Instance]) -> Option<Dag> {
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        let mut by_base: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, inst) in instances.iter().enumerate() {
+            by_id.insert(inst.spec.id.clone(), i);
+            by_base.entry(inst.spec.base_id.clone()).or_default().push(i);
+        }
+        let mut names: Vec<String> = by_base.keys().cloned().collect();
+        names.extend(by_id.keys().cloned());
+        names.sort();
+        names.dedup();
+
+        let mut edges = Vec::new();
+        let mut edge_spans: HashMap<(usize, usize), Range<usize>> = HashMap::new();
+        let mut ok = true;
+        for i in 0..instances.len() {
+            let refs = std::mem::take(&mut instances[i].refs);
+            for (slot_name, list) in &refs {
+                let kind = self.registry.get(&instances[i].spec.kind).expect("checked kind");
+                let slot = kind.inputs().iter().find(|s| s.name == slot_name).expect("slot came from the kind");
+                let mut resolved = Vec::new();
+                for text in list {
+                    let Some((target, output)) = text.get_ref().rsplit_once('.') else {
+                        self.error(
+                            Diagnostic::new(format!("`{}` is not a reference", text.get_ref()), text.span())
+                                .with_label("write \"<stage-id>.<output>\""),
+                        );
+                        ok = false;
+                        continue;
+                    };
+                    let targets: Vec<usize> = if let Some(&j) = by_id.get(target) {
+                        vec![j]
+                    } else if let Some(js) = by_base.get(target) {
+                        js.clone()
+                    } else {
+                        let mut d = Diagnostic::new(format!("reference to unknown stage `{target}`"), text.span());
+                        if let Some(s) = did_you_mean(target, names.iter().map(String::as_str)) {
+                            d = d.with_label(format!("did you mean `{s}.{output}`?"));
+                        }
+                        self.error(d);
+                        ok = false;
+                        continue;
+                    };
+                    let target_kind = self.registry.get(&instances[targets[0]].spec.kind).expect("checked kind");
+                    if !target_kind.outputs().iter().any(|o| o.name == output) {
+                        let outputs: Vec<&str> = target_kind.outputs().iter().map(|o| o.name).collect();
+                        let label = match did_you_mean(output, outputs.iter().copied()) {
+                            Some(s) => format!("did you mean `{target}.{s}`?"),
+                            None => format!("its outputs: {}", outputs.join(", ")),
+                        };
+                        self.error(
+                            Diagnostic::new(
+                                format!("stage `{target}` (kind `{}`) has no output `{output}`", target_kind.kind()),
+                                text.span(),
+                            )
+                            .with_label(label),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    // A reference to a matrix stage keeps the instances that agree on the matrix keys both share.
+                    let me = &instances[i].spec.matrix;
+                    let matching: Vec<usize> = if targets.len() > 1 {
+                        targets
+                            .into_iter()
+                            .filter(|&j| {
+                                instances[j].spec.matrix.iter().all(|(k, v)| me.get(k).is_none_or(|mine| mine == v))
+                            })
+                            .collect()
+                    } else {
+                        targets
+                    };
+                    if matching.is_empty() {
+                        self.error(Diagnostic::new(
+                            format!("no instance of `{target}` matches the matrix values of `{}`", instances[i].spec.id),
+                            text.span(),
+                        ));
+                        ok = false;
+                        continue;
+                    }
+                    if !slot.many && matching.len() > 1 {
+                        self.error(
+                            Diagnostic::new(
+                                format!(
+                                    "`{target}` has {} instances and input `{slot_name}` takes one",
+                                    matching.len()
+                                ),
+                                text.span(),
+                            )
+                            .with_label(format!(
+                                "name one, e.g. `{}.{output}`, or give this stage the same matrix keys",
+                                instances[matching[0]].spec.id
+                            )),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    for j in matching {
+                        edges.push((j, i));
+                        edge_spans.entry((j, i)).or_insert_with(|| text.span());
+                        resolved.push(Reference { stage: j, output: output.to_string() });
+                    }
+                }
+                instances[i].spec.inputs.insert(slot_name.clone(), resolved);
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match Dag::new(instances.len(), edges) {
+            Ok(dag) => Some(dag),
+            Err(cycles) => {
+                for cycle in cycles {
+                    let names: Vec<&str> = cycle.iter().map(|&i| instances[i].spec.id.as_str()).collect();
+                    let span = edge_spans.get(&(cycle[0], cycle[1])).cloned().unwrap_or(0..0);
+                    self.error(
+                        Diagnostic::new(format!("dependency cycle: {}", names.join(" -> ")), span)
+                            .with_label("stages cannot read their own outputs, directly or not"),
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Letters, digits, `_` and `-`: safe as folder names and in job scripts.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `retrain[seed=1,strategy=hudd]`: the id of one matrix instance, keys sorted.
+pub fn instance_id(base: &str, matrix: &BTreeMap<String, String>) -> String {
+    if matrix.is_empty() {
+        return base.to_string();
+    }
+    let parts: Vec<String> = matrix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{base}[{}]", parts.join(","))
+}
+
+/// The text of a scalar as it appears in an instance id.
+fn scalar_text(v: &DeValue<'_>) -> Option<String> {
+    match v {
+        DeValue::String(s) => Some(s.to_string()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            i64::from_str_radix(&digits, i.radix()).ok().map(|n| n.to_string())
+        }
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok().map(|x| x.to_string()),
+        DeValue::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Inserts `value` at a dotted path inside a table, creating intermediate tables; `Err(part)` names a non-table.
+fn insert_path<'a>(
+    table: &mut DeTable<'a>,
+    parts: &[&str],
+    value: Spanned<DeValue<'a>>,
+    span: &Range<usize>,
+) -> Result<(), String> {
+    let (first, rest) = parts.split_first().expect("a key has at least one part");
+    let key = Spanned::new(span.clone(), Cow::Owned(first.to_string()));
+    if rest.is_empty() {
+        table.insert(key, value);
+        return Ok(());
+    }
+    let entry = table.entry(key).or_insert_with(|| Spanned::new(span.clone(), DeValue::Table(DeTable::new())));
+    match entry.get_mut() {
+        DeValue::Table(t) => insert_path(t, rest, value, span),
+        _ => Err(first.to_string()),
+    }
+}
+
+/// Moves every span of a value parsed from an override's own text to its place in [`Sources`].
+fn shift(v: Spanned<DeValue<'_>>, offset: usize) -> Spanned<DeValue<'_>> {
+    let span = v.span();
+    let span = span.start + offset..span.end + offset;
+    let value = match v.into_inner() {
+        DeValue::Array(items) => {
+            let mut out = toml::de::DeArray::new();
+            for item in items.iter().cloned() {
+                out.push(shift(item, offset));
+            }
+            DeValue::Array(out)
+        }
+        DeValue::Table(table) => {
+            let mut out = DeTable::new();
+            for (k, val) in table {
+                let ks = k.span();
+                out.insert(Spanned::new(ks.start + offset..ks.end + offset, k.into_inner()), shift(val, offset));
+            }
+            DeValue::Table(out)
+        }
+        other => other,
+    };
+    Spanned::new(span, value)
+}

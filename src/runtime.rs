@@ -1,0 +1,130 @@
+//! Facts about the compute runtime: libtorch's version and location, CUDA loading, devices and threads.
+//!
+//! tch links `torch_cuda` "as needed" and the linker drops it, so on a GPU host CUDA would be silently missing;
+//! [`load_cuda`] opens `libtorch_cuda.so` (RTLD_GLOBAL) before the first device query, which registers CUDA.
+//! It is only called when a device is chosen, so commands that never touch a model start fast.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// libtorch's version as found at build time (the PyTorch wheel's `torch/version.py`).
+pub const LIBTORCH_VERSION: &str = env!("HUDD_LIBTORCH_VERSION");
+/// The folder holding `libtorch_cpu.so`, embedded as the binary's rpath.
+pub const TORCH_LIB_DIR: &str = env!("HUDD_TORCH_LIB");
+
+/// Cores available to this process.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Outcome of trying to load libtorch's CUDA backend.
+#[derive(Debug, Clone)]
+pub enum CudaLibrary {
+    Loaded(PathBuf),
+    /// The libtorch build has no CUDA library (a CPU-only libtorch).
+    Absent,
+    Failed(String),
+}
+
+/// Loads `libtorch_cuda.so` once per process so tch sees CUDA devices.
+pub fn load_cuda() -> &'static CudaLibrary {
+    static CUDA: OnceLock<CudaLibrary> = OnceLock::new();
+    CUDA.get_or_init(|| {
+        let path = Path::new(TORCH_LIB_DIR).join("libtorch_cuda.so");
+        if !path.exists() {
+            return CudaLibrary::Absent;
+        }
+        // SAFETY: loading libtorch's own CUDA library runs its static initialisers, which register the CUDA
+        // backend with libtorch_cpu; it is never unloaded (the handle is leaked on purpose).
+        let opened = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+            )
+        };
+        match opened {
+            Ok(lib) => {
+                std::mem::forget(lib);
+                CudaLibrary::Loaded(path)
+            }
+            Err(e) => CudaLibrary::Failed(e.to_string()),
+        }
+    })
+}
+
+/// The device a model-running stage asks for in its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when a GPU is visible, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Resolves a device choice; asking for CUDA on a host without it is an error, not a silent CPU run.
+pub fn device(choice: DeviceChoice) -> Result<tch::Device, String> {
+    match choice {
+        DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+        DeviceChoice::Auto => {
+            load_cuda();
+            Ok(tch::Device::cuda_if_available())
+        }
+        DeviceChoice::Cuda => {
+            load_cuda();
+            if tch::Cuda::is_available() {
+                Ok(tch::Device::Cuda(0))
+            } else {
+                Err(format!("device = \"cuda\" but no CUDA device is visible ({})", describe_cuda(load_cuda())))
+            }
+        }
+    }
+}
+
+fn describe_cuda(lib: &CudaLibrary) -> String {
+    match lib {
+        CudaLibrary::Loaded(p) => format!("{} loaded", p.display()),
+        CudaLibrary::Absent => "this libtorch has no CUDA library".into(),
+        CudaLibrary::Failed(e) => format!("libtorch_cuda.so failed to load: {e}"),
+    }
+}
+
+/// "cuda (2 devices)" or "cpu": what `device = "auto"` resolves to here.
+pub fn device_summary() -> String {
+    load_cuda();
+    if tch::Cuda::is_available() {
+        format!("cuda ({} device{})", tch::Cuda::device_count(), if tch::Cuda::device_count() == 1 { "" } else { "s" })
+    } else {
+        "cpu".into()
+    }
+}
+
+/// Sets libtorch's intra-op thread count for this process.
+pub fn set_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}
+
+/// Lines for `hudd doctor`.
+pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
+    let cuda = load_cuda();
+    let available = tch::Cuda::is_available();
+    let venv = Path::new(TORCH_LIB_DIR)
+        .ancestors()
+        .find(|p| p.join("pyvenv.cfg").exists())
+        .map_or_else(|| "(not a venv)".to_string(), |p| p.display().to_string());
+    vec![
+        ("hudd".into(), env!("CARGO_PKG_VERSION").into()),
+        ("libtorch".into(), LIBTORCH_VERSION.into()),
+        ("libtorch folder".into(), TORCH_LIB_DIR.into()),
+        ("libtorch venv (cache)".into(), venv),
+        ("CUDA library".into(), describe_cuda(cuda)),
+        ("CUDA available".into(), if available { format!("yes, {} device(s)", tch::Cuda::device_count()) } else { "no".into() }),
+        ("cuDNN available".into(), if tch::Cuda::cudnn_is_available() { "yes".into() } else { "no".into() }),
+        ("device (auto)".into(), device_summary()),
+        ("cores".into(), cores().to_string()),
+        ("libtorch threads".into(), tch::get_num_threads().to_string()),
+        ("store".into(), store_root.display().to_string()),
+        ("stat cache".into(), store_root.join("statcache.json").display().to_string()),
+    ]
+}

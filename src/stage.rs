@@ -1,0 +1,287 @@
+//! The contract between the engine and a stage kind: declared inputs and outputs, parameter checking, execution.
+//!
+//! A stage kind implements [`Stage`] with a typed parameter struct; the blanket [`StageKind`] impl turns it into
+//! the object the engine and the manifest checker use. The engine knows no stage by name: it only sees a [`Registry`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml::Spanned;
+use toml::de::DeValue;
+
+use crate::diagnostic::Diagnostic;
+use crate::progress::Progress;
+
+/// A named input of a stage kind, filled in the manifest with `"<stage-id>.<output>"` references.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSlot {
+    pub name: &'static str,
+    /// Takes any number of artefacts (all instances of a matrix stage, or a list of references).
+    pub many: bool,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+/// A named output of a stage kind and the path it has inside the entry: a folder when it ends with `/`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSpec {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub doc: &'static str,
+}
+
+impl OutputSpec {
+    pub fn is_dir(&self) -> bool {
+        self.path.ends_with('/')
+    }
+
+    pub fn rel_path(&self) -> &'static str {
+        self.path.trim_end_matches('/')
+    }
+}
+
+/// A value rule broken by checked parameters: the dotted field path and a message stating the rule and the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// Typed stage parameters: serde gives the types, `validate` the value rules.
+pub trait Params: DeserializeOwned + Serialize + Send + Sync + 'static {
+    fn validate(&self) -> Vec<Invalid> {
+        Vec::new()
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The data handed to the stage is unusable (truncated image, wrong shape, missing file): exit code 2.
+    #[error("{message}")]
+    Input { message: String },
+    /// A post-condition of the stage does not hold (a quality gate): exit code 1.
+    #[error("{message}")]
+    Gate { message: String },
+    /// The stage waits for a person (for example a labelling sheet to fill in).
+    #[error("{message}")]
+    Blocked { message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{message}")]
+    Failed { message: String },
+}
+
+impl StageError {
+    pub fn input(message: impl Into<String>) -> Self {
+        StageError::Input { message: message.into() }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        StageError::Failed { message: message.into() }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StageError::Io { path: path.into(), source }
+    }
+}
+
+/// One artefact a stage reads: which stage instance produced it and where its output lies in the store.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct InputArtefact {
+    pub stage: String,
+    pub output: String,
+    pub key: String,
+    pub path: PathBuf,
+    /// The producing instance's matrix values (empty for a plain stage).
+    pub matrix: BTreeMap<String, String>,
+}
+
+/// Everything a running stage may touch: its inputs, its output folder, its seed, its progress.
+pub struct StageContext<'a> {
+    pub stage_id: &'a str,
+    pub workflow: &'a str,
+    pub seed: u64,
+    pub threads: usize,
+    pub progress: &'a Progress,
+    /// Relative paths in parameters are relative to this folder.
+    pub workspace: &'a Path,
+    pub(crate) inputs: &'a BTreeMap<String, Vec<InputArtefact>>,
+    pub(crate) out_dir: &'a Path,
+    pub(crate) outputs: &'static [OutputSpec],
+}
+
+impl<'a> StageContext<'a> {
+    /// A path from the parameters, resolved against the workspace.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.workspace.join(path)
+    }
+
+    /// The single artefact of an input slot.
+    pub fn input(&self, slot: &str) -> Result<&InputArtefact, StageError> {
+        match self.inputs(slot) {
+            [one] => Ok(one),
+            [] => Err(StageError::failed(format!("stage `{}` has no input `{slot}`", self.stage_id))),
+            many => Err(StageError::failed(format!(
+                "stage `{}`: input `{slot}` holds {} artefacts where one was expected",
+                self.stage_id,
+                many.len()
+            ))),
+        }
+    }
+
+    /// All artefacts of an input slot, in manifest order (empty when an optional slot is not given).
+    pub fn inputs(&self, slot: &str) -> &[InputArtefact] {
+        self.inputs.get(slot).map_or(&[], Vec::as_slice)
+    }
+
+    /// Where to write a declared output; its parent folders (or the folder itself) exist.
+    pub fn output(&self, name: &str) -> Result<PathBuf, StageError> {
+        let spec = self
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| StageError::failed(format!("stage `{}` declares no output `{name}`", self.stage_id)))?;
+        let path = self.out_dir.join(spec.rel_path());
+        let dir = if spec.is_dir() { path.as_path() } else { path.parent().unwrap_or(self.out_dir) };
+        std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir, e))?;
+        Ok(path)
+    }
+}
+
+/// A stage kind with typed parameters. Implement this; the engine sees it through [`StageKind`].
+pub trait Stage: Send + Sync + 'static {
+    type Params: Params;
+    const KIND: &'static str;
+    /// Bump when the implementation changes what it writes: every cached entry of the kind goes stale.
+    const VERSION: u32;
+    const INPUTS: &'static [InputSlot] = &[];
+    const OUTPUTS: &'static [OutputSpec];
+    /// The stage draws random numbers: its effective seed (`seed` parameter, else the workflow's) enters its key.
+    const USES_SEED: bool = false;
+    const DOC: &'static str = "";
+
+    /// Files and folders outside the store that the stage reads; their content hashes enter its key.
+    fn external_paths(_params: &Self::Params) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn run(&self, params: &Self::Params, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
+}
+
+/// The object-safe view of a stage kind used by the manifest checker and the engine.
+pub trait StageKind: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn inputs(&self) -> &'static [InputSlot];
+    fn outputs(&self) -> &'static [OutputSpec];
+    fn uses_seed(&self) -> bool;
+    fn doc(&self) -> &'static str;
+    /// Checks a stage's parameter table and returns its canonical form (defaults filled in, keys sorted).
+    fn check(&self, table: Spanned<DeValue<'_>>) -> Result<serde_json::Value, Vec<Diagnostic>>;
+    fn external_paths(&self, params: &serde_json::Value) -> Vec<PathBuf>;
+    fn run(&self, params: &serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
+}
+
+impl<S: Stage> StageKind for S {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+
+    fn inputs(&self) -> &'static [InputSlot] {
+        S::INPUTS
+    }
+
+    fn outputs(&self) -> &'static [OutputSpec] {
+        S::OUTPUTS
+    }
+
+    fn uses_seed(&self) -> bool {
+        S::USES_SEED
+    }
+
+    fn doc(&self) -> &'static str {
+        S::DOC
+    }
+
+    fn check(&self, table: Spanned<DeValue<'_>>) -> Result<serde_json::Value, Vec<Diagnostic>> {
+        let span = table.span();
+        let lookup = table.clone();
+        let params: S::Params = serde::Deserialize::deserialize(table.into_deserializer()).map_err(|e| {
+            let at = e.span().unwrap_or_else(|| span.clone());
+            vec![Diagnostic::new(format!("stage kind `{}`: {}", S::KIND, e.message().trim()), at)]
+        })?;
+        let invalid = params.validate();
+        if !invalid.is_empty() {
+            return Err(invalid
+                .into_iter()
+                .map(|i| {
+                    let at = field_span(&lookup, &i.field).unwrap_or_else(|| span.clone());
+                    Diagnostic::new(format!("invalid `{}`: {}", i.field, i.message), at)
+                })
+                .collect());
+        }
+        serde_json::to_value(&params).map_err(|e| vec![Diagnostic::new(e.to_string(), span)])
+    }
+
+    fn external_paths(&self, params: &serde_json::Value) -> Vec<PathBuf> {
+        serde_json::from_value::<S::Params>(params.clone()).map(|p| S::external_paths(&p)).unwrap_or_default()
+    }
+
+    fn run(&self, params: &serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let params: S::Params = serde_json::from_value(params.clone())
+            .map_err(|e| StageError::failed(format!("stage kind `{}`: stored parameters unreadable: {e}", S::KIND)))?;
+        Stage::run(self, &params, ctx)
+    }
+}
+
+/// The span of a dotted field path inside a parameter table, for value-rule errors.
+fn field_span(table: &Spanned<DeValue<'_>>, field: &str) -> Option<Range<usize>> {
+    let mut at = table;
+    for part in field.split('.') {
+        at = match (at.get_ref(), part.parse::<usize>()) {
+            (DeValue::Array(items), Ok(i)) => items.get(i)?,
+            (DeValue::Table(t), _) => t.get(part)?,
+            _ => return None,
+        };
+    }
+    Some(at.span())
+}
+
+/// The stage kinds a workflow may use, by name.
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Box<dyn StageKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    pub fn with(mut self, kind: impl StageKind + 'static) -> Self {
+        self.kinds.insert(kind.kind(), Box::new(kind));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&dyn StageKind> {
+        self.kinds.get(kind).map(|k| k.as_ref())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}

@@ -1,0 +1,537 @@
+//! The content-addressed artefact store under `.hudd/`: the only writer there.
+//!
+//! Layout (all under the workspace's `.hudd/`):
+//! - `store/<key[..2]>/<key>/entry.json` and `out/`: one entry per stage key; `entry.json` is written last,
+//!   inside a temporary folder that is renamed into place, so an entry that has one is complete.
+//! - `specs/<key>.json`: what `hudd exec <key>` needs to run a stage alone.
+//! - `state/<workflow>.json`: the key material each stage id last ran with, to say why a stage is stale.
+//! - `runs/`: provenance of every run. `statcache.json`: content hashes of external files by size and mtime.
+//! - `lock`: the workspace lock; `tmp/`: entries being written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stage::OutputSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: unreadable store record: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("no stage spec for key `{key}` in {dir} (run `hudd run` or `hudd plan` on its workflow first)")]
+    NoSpec { key: String, dir: PathBuf },
+    #[error("stage `{stage}` did not write its declared output `{output}` ({path})")]
+    MissingOutput { stage: String, output: String, path: PathBuf },
+    #[error("input `{output}` of key {key} is not in the store: run its producer first")]
+    MissingInput { key: String, output: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// One file of an output, as recorded in `entry.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Path relative to the entry's `out/` folder, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// A declared output of an entry: its path inside `out/` and every file under it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub path: String,
+    pub dir: bool,
+    pub files: Vec<FileDigest>,
+}
+
+/// The manifest of a complete store entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub workflow: String,
+    pub stage: String,
+    pub kind: String,
+    pub version: u32,
+    pub outputs: BTreeMap<String, OutputRecord>,
+    pub created: String,
+    pub seconds: f64,
+}
+
+/// What a stage key is computed from. Serialised with sorted keys, so equal material means equal bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyMaterial {
+    pub kind: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    /// The effective seed, for kinds that draw random numbers.
+    pub seed: Option<u64>,
+    /// Input slot → the keys and output names it reads, in order.
+    pub inputs: BTreeMap<String, Vec<InputKey>>,
+    /// External path (as written in the manifest) → content hash.
+    pub externals: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputKey {
+    pub key: String,
+    pub output: String,
+}
+
+impl KeyMaterial {
+    /// The stage key: blake3 over the canonical JSON of this material.
+    pub fn key(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("key material serialises");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// Everything `hudd exec <key>` needs to run one stage instance in any process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub key: String,
+    pub workflow: String,
+    pub stage: String,
+    pub matrix: BTreeMap<String, String>,
+    pub material: KeyMaterial,
+    /// Input slot → producing stage ids, aligned with `material.inputs`.
+    pub input_stages: BTreeMap<String, Vec<(String, BTreeMap<String, String>)>>,
+    /// The workflow's seed, used when the stage sets none.
+    pub seed: u64,
+}
+
+/// Whether an entry can be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryState {
+    Intact,
+    Missing,
+    Corrupt(String),
+}
+
+/// The key material each stage id of a workflow last ran with.
+pub type WorkflowState = BTreeMap<String, StateRecord>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub key: String,
+    pub material: KeyMaterial,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StatRecord {
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+    hash: String,
+}
+
+/// A workspace's `.hudd/` folder.
+pub struct Store {
+    workspace: PathBuf,
+    root: PathBuf,
+    stat_cache: Mutex<HashMap<PathBuf, StatRecord>>,
+    stat_cache_dirty: Mutex<bool>,
+}
+
+impl Store {
+    /// Opens (creating its folders as needed) the store of a workspace.
+    pub fn open(workspace: &Path) -> Result<Store, StoreError> {
+        let root = workspace.join(".hudd");
+        for sub in ["store", "tmp", "specs", "state", "runs", "locks"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let cache_path = root.join("statcache.json");
+        let stat_cache = match fs::read(&cache_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        };
+        Ok(Store {
+            workspace: workspace.to_path_buf(),
+            root,
+            stat_cache: Mutex::new(stat_cache),
+            stat_cache_dirty: Mutex::new(false),
+        })
+    }
+
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn entry_dir(&self, key: &str) -> PathBuf {
+        self.root.join("store").join(&key[..2.min(key.len())]).join(key)
+    }
+
+    /// Reads a complete entry's record, if there is one.
+    pub fn entry(&self, key: &str) -> Option<Entry> {
+        let bytes = fs::read(self.entry_dir(key).join("entry.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// A hit needs the entry and every output file it lists, at its recorded size.
+    pub fn state(&self, key: &str) -> EntryState {
+        let dir = self.entry_dir(key);
+        let Ok(bytes) = fs::read(dir.join("entry.json")) else { return EntryState::Missing };
+        let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
+            return EntryState::Corrupt("entry.json unreadable".into());
+        };
+        for (name, output) in &entry.outputs {
+            for f in &output.files {
+                match fs::metadata(dir.join("out").join(&f.path)) {
+                    Ok(m) if m.len() == f.size => {}
+                    Ok(_) => return EntryState::Corrupt(format!("output `{name}`: {} changed size", f.path)),
+                    Err(_) => return EntryState::Corrupt(format!("output `{name}`: {} missing", f.path)),
+                }
+            }
+        }
+        EntryState::Intact
+    }
+
+    /// Where an output of a complete entry lies.
+    pub fn output_path(&self, key: &str, output: &str) -> Result<PathBuf, StoreError> {
+        let entry = self.entry(key).ok_or_else(|| StoreError::MissingInput { key: key.into(), output: output.into() })?;
+        let record = entry
+            .outputs
+            .get(output)
+            .ok_or_else(|| StoreError::MissingInput { key: key.into(), output: output.into() })?;
+        Ok(self.entry_dir(key).join("out").join(&record.path))
+    }
+
+    /// A fresh temporary folder for an entry being written; deleted when dropped unless committed.
+    pub fn begin(&self, key: &str) -> Result<tempfile::TempDir, StoreError> {
+        let tmp = self.root.join("tmp");
+        let dir = tempfile::Builder::new().prefix(&format!("{key}.")).tempdir_in(&tmp).map_err(io_err(&tmp))?;
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).map_err(io_err(&out))?;
+        Ok(dir)
+    }
+
+    /// Hashes the declared outputs written under `tmp/out`, writes `entry.json`, and renames the folder into place.
+    pub fn commit(
+        &self,
+        tmp: tempfile::TempDir,
+        spec: &Spec,
+        outputs: &[OutputSpec],
+        seconds: f64,
+    ) -> Result<Entry, StoreError> {
+        let out = tmp.path().join("out");
+        let mut records = BTreeMap::new();
+        for o in outputs {
+            let path = out.join(o.rel_path());
+            let ok = if o.is_dir() { path.is_dir() } else { path.is_file() };
+            if !ok {
+                return Err(StoreError::MissingOutput { stage: spec.stage.clone(), output: o.name.into(), path });
+            }
+            let files = digest_tree(&out, &path)?;
+            records.insert(o.name.to_string(), OutputRecord { path: o.rel_path().to_string(), dir: o.is_dir(), files });
+        }
+        let entry = Entry {
+            key: spec.key.clone(),
+            workflow: spec.workflow.clone(),
+            stage: spec.stage.clone(),
+            kind: spec.material.kind.clone(),
+            version: spec.material.version,
+            outputs: records,
+            created: now(),
+            seconds,
+        };
+        write_json(&tmp.path().join("entry.json"), &entry)?;
+        let dest = self.entry_dir(&spec.key);
+        let parent = dest.parent().expect("entry dirs have a parent");
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        if dest.exists() {
+            if self.state(&spec.key) == EntryState::Intact {
+                // Another process committed the same key first; its entry is as good as ours.
+                return Ok(entry);
+            }
+            self.remove_entry(&spec.key)?;
+        }
+        let tmp_path = tmp.keep();
+        fs::rename(&tmp_path, &dest).map_err(io_err(&dest))?;
+        Ok(entry)
+    }
+
+    /// Removes an entry so that it never looks complete on the way: `entry.json` goes first.
+    pub fn remove_entry(&self, key: &str) -> Result<(), StoreError> {
+        let dir = self.entry_dir(key);
+        let record = dir.join("entry.json");
+        match fs::remove_file(&record) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path: record, source: e }),
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { path: dir, source: e }),
+        }
+    }
+
+    /// The keys of every folder in the store, complete or not.
+    pub fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let store = self.root.join("store");
+        for shard in fs::read_dir(&store).map_err(io_err(&store))? {
+            let shard = shard.map_err(io_err(&store))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&shard).map_err(io_err(&shard))? {
+                let e = e.map_err(io_err(&shard))?;
+                keys.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Re-hashes every file of an entry; `Ok(None)` when intact, `Ok(Some(reason))` when not.
+    pub fn verify_entry(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let Some(entry) = self.entry(key) else { return Ok(Some("no readable entry.json".into())) };
+        let out = self.entry_dir(key).join("out");
+        for (name, record) in &entry.outputs {
+            for f in &record.files {
+                let path = out.join(&f.path);
+                match hash_file(&path) {
+                    Ok(h) if h == f.blake3 => {}
+                    Ok(_) => return Ok(Some(format!("output `{name}`: {} does not match its hash", f.path))),
+                    Err(_) => return Ok(Some(format!("output `{name}`: {} missing", f.path))),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn write_spec(&self, spec: &Spec) -> Result<(), StoreError> {
+        write_json(&self.root.join("specs").join(format!("{}.json", spec.key)), spec)
+    }
+
+    pub fn read_spec(&self, key: &str) -> Result<Spec, StoreError> {
+        let dir = self.root.join("specs");
+        let path = dir.join(format!("{key}.json"));
+        let bytes = fs::read(&path).map_err(|_| StoreError::NoSpec { key: key.into(), dir: dir.clone() })?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
+    }
+
+    pub fn read_state(&self, workflow: &str) -> WorkflowState {
+        fs::read(self.state_path(workflow))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn write_state(&self, workflow: &str, state: &WorkflowState) -> Result<(), StoreError> {
+        write_json(&self.state_path(workflow), state)
+    }
+
+    /// Every workflow name with a recorded state.
+    pub fn workflows(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("state"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn state_path(&self, workflow: &str) -> PathBuf {
+        self.root.join("state").join(format!("{workflow}.json"))
+    }
+
+    /// Writes a run's provenance record and returns its path.
+    pub fn write_run(&self, name: &str, record: &impl Serialize) -> Result<PathBuf, StoreError> {
+        let path = self.root.join("runs").join(format!("{name}.json"));
+        write_json(&path, record)?;
+        Ok(path)
+    }
+
+    /// The newest provenance records, newest first.
+    pub fn runs(&self, limit: usize) -> Vec<(PathBuf, serde_json::Value)> {
+        let mut paths: Vec<PathBuf> = fs::read_dir(self.root.join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths.reverse();
+        paths
+            .into_iter()
+            .take(limit)
+            .filter_map(|p| {
+                let v = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+                Some((p, v))
+            })
+            .collect()
+    }
+
+    /// Content hash of a file or folder outside the store, reusing the last hash while size, mtime and inode hold.
+    pub fn hash_external(&self, path: &Path) -> Result<String, StoreError> {
+        let meta = fs::metadata(path).map_err(io_err(path))?;
+        if meta.is_dir() {
+            let mut hasher = blake3::Hasher::new();
+            let mut files = Vec::new();
+            walk(path, &mut files)?;
+            files.sort();
+            for f in files {
+                let rel = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().replace('\\', "/");
+                hasher.update(rel.as_bytes());
+                hasher.update(&[0]);
+                hasher.update(self.hash_external(&f)?.as_bytes());
+            }
+            return Ok(hasher.finalize().to_hex().to_string());
+        }
+        let abs = fs::canonicalize(path).map_err(io_err(path))?;
+        let stat = stat_of(&meta);
+        {
+            let cache = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = cache.get(&abs)
+                && (r.size, r.mtime_ns, r.inode) == stat
+            {
+                return Ok(r.hash.clone());
+            }
+        }
+        let hash = hash_file(path)?;
+        let record = StatRecord { size: stat.0, mtime_ns: stat.1, inode: stat.2, hash: hash.clone() };
+        self.stat_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(abs, record);
+        *self.stat_cache_dirty.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        Ok(hash)
+    }
+
+    /// Saves the stat cache if it changed.
+    pub fn save_stat_cache(&self) -> Result<(), StoreError> {
+        let mut dirty = self.stat_cache_dirty.lock().unwrap_or_else(|e| e.into_inner());
+        if *dirty {
+            let cache = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+            write_json(&self.root.join("statcache.json"), &*cache)?;
+            *dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Takes the workspace lock, waiting (with a message through `waiting`) while another run holds it.
+    pub fn lock(&self, waiting: impl FnOnce(&str)) -> Result<WorkspaceLock, StoreError> {
+        let path = self.root.join("lock");
+        let file = File::options().create(true).truncate(false).write(true).read(true).open(&path).map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(self.root.join("lock.pid")).unwrap_or_default();
+                let holder = holder.trim();
+                waiting(&format!(
+                    "another hudd run holds this workspace ({}); waiting for it to finish",
+                    if holder.is_empty() { "pid unknown".to_string() } else { format!("pid {holder}") }
+                ));
+                file.lock().map_err(io_err(&path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { path, source: e }),
+        }
+        let _ = fs::write(self.root.join("lock.pid"), std::process::id().to_string());
+        Ok(WorkspaceLock { _file: file })
+    }
+
+    /// A per-key lock, so that two processes never compute the same entry at once.
+    pub fn lock_key(&self, key: &str) -> Result<WorkspaceLock, StoreError> {
+        let path = self.root.join("locks").join(key);
+        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        file.lock().map_err(io_err(&path))?;
+        Ok(WorkspaceLock { _file: file })
+    }
+
+    /// Removes leftovers of interrupted writes.
+    pub fn clean_tmp(&self) -> Result<usize, StoreError> {
+        let tmp = self.root.join("tmp");
+        let mut n = 0;
+        for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Held while a run uses the workspace; released when dropped (or when the process dies).
+pub struct WorkspaceLock {
+    _file: File,
+}
+
+fn stat_of(meta: &fs::Metadata) -> (u64, i128, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.len(), meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128, meta.ino())
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = e.map_err(io_err(dir))?.path();
+        if path.is_dir() {
+            walk(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Digests of every file under `path` (a file or a folder), relative to `base`.
+fn digest_tree(base: &Path, path: &Path) -> Result<Vec<FileDigest>, StoreError> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        walk(path, &mut files)?;
+    } else {
+        files.push(path.to_path_buf());
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let size = fs::metadata(&f).map_err(io_err(&f))?.len();
+            let rel = f.strip_prefix(base).unwrap_or(&f).to_string_lossy().replace('\\', "/");
+            Ok(FileDigest { path: rel, size, blake3: hash_file(&f)? })
+        })
+        .collect()
+}
+
+pub fn hash_file(path: &Path) -> Result<String, StoreError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Writes JSON through a temporary file and a rename, so readers never see half a record.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(value).expect("store records serialise");
+    let dir = path.parent().expect("store records live in a folder");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(&bytes).map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| StoreError::Io { path: path.to_path_buf(), source: e.error })?;
+    Ok(())
+}
+
+/// The current time as RFC 3339, for records (never inside artefacts).
+pub fn now() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Millisecond).map(|t| t.to_string()).unwrap_or_default()
+}

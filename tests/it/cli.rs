@@ -1,0 +1,60 @@
+//! The command line end to end, in-process: check, dag, status, doctor and argument errors.
+
+use crate::support::Ws;
+
+const TWO: &str = "[workflow]\nname = \"two\"\n[[stage]]\nid = \"a\"\nkind = \"echo\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nfrom = \"a.out\"\n";
+
+#[test]
+fn check_accepts_a_good_manifest() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", TWO);
+    let (code, out, _) = ws.cli(&["check", m.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ok (2 stages)"), "{out}");
+}
+
+#[test]
+fn dag_prints_dot_and_mermaid_with_labelled_edges() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", TWO);
+    let (_, dot, _) = ws.cli(&["dag", m.to_str().unwrap()]);
+    assert!(dot.starts_with("digraph \"two\""), "{dot}");
+    assert!(dot.contains("\"a\" -> \"b\" [label=\"out -> from\"]"), "{dot}");
+    let (_, mermaid, _) = ws.cli(&["dag", "--format", "mermaid", m.to_str().unwrap()]);
+    assert!(mermaid.contains("s0 -->|out → from| s1"), "{mermaid}");
+}
+
+#[test]
+fn status_lists_stages_and_recent_runs() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", TWO);
+    let (_, before, _) = ws.cli(&["status"]);
+    assert!(before.contains("no runs recorded"), "{before}");
+    ws.run(&m);
+    let (_, out, _) = ws.cli(&["status", m.to_str().unwrap()]);
+    assert!(out.contains("fresh  a"), "{out}");
+    assert!(out.contains("done 20"), "{out}");
+    let (_, runs, _) = ws.cli(&["status"]);
+    assert!(runs.contains("two"), "{runs}");
+    assert!(runs.contains("2 ran, 0 cached"), "{runs}");
+}
+
+#[test]
+fn doctor_names_libtorch_and_the_device() {
+    let ws = Ws::new();
+    let (code, out, _) = ws.cli(&["doctor"]);
+    assert_eq!(code, 0);
+    let version = out.lines().find(|l| l.starts_with("libtorch ")).unwrap();
+    assert!(version.trim_end().ends_with("2.13.0+cu130") || version.contains("2.13.0"), "{out}");
+    assert!(out.contains("device (auto)"), "{out}");
+    assert!(out.contains("libtorch threads"), "{out}");
+}
+
+#[test]
+fn a_malformed_set_is_a_usage_error() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", TWO);
+    let (code, _, err) = ws.cli(&["run", m.to_str().unwrap(), "--set", "novalue"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected <stage-id>.<param>=<value>"), "{err}");
+}

@@ -1,0 +1,392 @@
+//! Cache behaviour of the engine, named as sentences, on fake stages.
+
+use std::collections::BTreeSet;
+
+use hudd::engine::{Outcome, RunOptions};
+use proptest::prelude::*;
+
+use crate::support::Ws;
+
+const CHAIN: &str = r#"
+[workflow]
+name = "chain"
+seed = 7
+
+[[stage]]
+id = "a"
+kind = "echo"
+text = "A"
+
+[[stage]]
+id = "b"
+kind = "echo"
+text = "B"
+from = "a.out"
+
+[[stage]]
+id = "c"
+kind = "echo"
+from = ["b.out", "a.out"]
+
+[[stage]]
+id = "d"
+kind = "echo"
+text = "D"
+"#;
+
+#[test]
+fn a_hit_skips_execution() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (w, first) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &first), ["a", "b", "c", "d"]);
+    let (w, second) = ws.run(&m);
+    assert!(Ws::ran(&w, &second).is_empty());
+    assert_eq!(second.hits(), 4);
+    assert_eq!(first.keys, second.keys);
+    assert_eq!(ws.output(&w, &second, "c", "out"), " seed=7\n<b:B seed=7\n<a:A seed=7>>\n<a:A seed=7>");
+}
+
+#[test]
+fn a_parameter_change_invalidates_that_stage_and_its_dependents_only() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    ws.run(&m);
+    let m = ws.write("w.toml", &CHAIN.replace("text = \"B\"", "text = \"B2\""));
+    let (w, report) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &report), ["b", "c"]);
+}
+
+#[test]
+fn plan_says_which_parameter_changed_and_which_input() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    ws.run(&m);
+    ws.write("w.toml", &CHAIN.replace("text = \"B\"", "text = \"B2\""));
+    let (code, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("fresh  a"), "{out}");
+    assert!(out.contains("stale  b  parameter changed: text"), "{out}");
+    assert!(out.contains("stale  c  input changed: from"), "{out}");
+    assert!(out.contains("2 of 4 stages would run"), "{out}");
+    let (_, json, _) = ws.cli(&["plan", "--json", m.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["stages"][1]["state"], "stale");
+    assert_eq!(doc["stages"][1]["reasons"][0], serde_json::json!({"reason": "params_changed", "params": ["text"]}));
+}
+
+#[test]
+fn the_key_ignores_toml_key_order_and_formatting() {
+    let ws = Ws::new();
+    let one = ws.write("one.toml", "[workflow]\nname='x'\n[[stage]]\nid='a'\nkind='echo'\ntext='t'\nsleep_ms=0\ntags=['p','q']\n");
+    let two = ws.write(
+        "two.toml",
+        "# same stage, other order and spelling\n[workflow]\nname = \"x\"\n\n[[stage]]\ntags = [ \"p\", \"q\" ]\nkind = \"echo\"\ntext = \"\"\"t\"\"\"\nid = \"a\"\n",
+    );
+    let (_, r1) = ws.run(&one);
+    let (w2, r2) = ws.run(&two);
+    assert_eq!(r1.keys, r2.keys);
+    assert!(Ws::ran(&w2, &r2).is_empty());
+}
+
+#[test]
+fn a_default_written_out_does_not_change_the_key() {
+    let ws = Ws::new();
+    let plain = ws.write("a.toml", "[workflow]\nname='x'\n[[stage]]\nid='a'\nkind='echo'\n");
+    let explicit = ws.write("b.toml", "[workflow]\nname='x'\n[[stage]]\nid='a'\nkind='echo'\nsleep_ms=0\nfail=false\n");
+    assert_eq!(ws.run(&plain).1.keys, ws.run(&explicit).1.keys);
+}
+
+#[test]
+fn a_missing_output_reruns_only_that_stage() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (w, r) = ws.run(&m);
+    let b = w.stage_index("b").unwrap();
+    std::fs::remove_file(ws.store().output_path(&r.keys[b], "out").unwrap()).unwrap();
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(plan.contains("stale  b  output corrupt: output `out`: out.txt missing"), "{plan}");
+    let (w, again) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &again), ["b"]);
+}
+
+#[test]
+fn a_removed_entry_reruns_and_says_the_output_is_missing() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (w, r) = ws.run(&m);
+    let d = w.stage_index("d").unwrap();
+    ws.store().remove_entry(&r.keys[d]).unwrap();
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(plan.contains("stale  d  output missing"), "{plan}");
+}
+
+#[test]
+fn a_corrupted_output_of_the_same_size_is_found_by_verify_and_recomputed() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (w, r) = ws.run(&m);
+    let a = w.stage_index("a").unwrap();
+    let path = ws.store().output_path(&r.keys[a], "out").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace('A', "Z")).unwrap();
+    let (code, out, _) = ws.cli(&["verify"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("dropped {}", r.keys[a])), "{out}");
+    assert!(out.contains("verified 4 entries, dropped 1 corrupt"), "{out}");
+    let (w, again) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &again), ["a"]);
+    assert_eq!(ws.output(&w, &again, "a", "out"), "A seed=7");
+}
+
+#[test]
+fn a_failing_stage_leaves_no_entry_and_stops_the_run() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", &CHAIN.replace("text = \"B\"", "text = \"B\"\nfail = true"));
+    let (w, r) = ws.run(&m);
+    let b = w.stage_index("b").unwrap();
+    assert!(matches!(&r.outcomes[b], Outcome::Failed { error, exit_code: 2 } if error.contains("asked to fail")));
+    assert!(ws.store().entry(&r.keys[b]).is_none());
+    assert!(!ws.store().entry_dir(&r.keys[b]).exists());
+    assert_eq!(std::fs::read_dir(ws.path().join(".hudd/tmp")).unwrap().count(), 0, "no temporary folder left");
+    let c = w.stage_index("c").unwrap();
+    assert!(matches!(&r.outcomes[c], Outcome::Skipped { because } if because.contains("`b`")));
+    assert_eq!(r.exit_code(), 2);
+}
+
+#[test]
+fn keep_going_runs_everything_that_does_not_depend_on_the_failure() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", &CHAIN.replace("text = \"A\"", "text = \"A\"\nfail = true"));
+    let options = RunOptions { keep_going: true, ..RunOptions::default() };
+    let (w, r) = ws.run_with(&m, &[], options);
+    assert_eq!(Ws::ran(&w, &r), ["d"]);
+    let (code, _, err) = ws.cli(&["run", "--keep-going", m.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("skipped: b (needs `a`, which failed)"), "{err}");
+    assert!(err.contains("skipped: c (needs `a`, which failed)"), "{err}");
+}
+
+#[test]
+fn a_failed_quality_gate_exits_with_code_one() {
+    let ws = Ws::new();
+    let m = ws.write(
+        "w.toml",
+        "[workflow]\nname='g'\n[[stage]]\nid='m'\nkind='echo'\n[[stage]]\nid='g'\nkind='gate'\nmodel='m.out'\npass=false\n",
+    );
+    let (code, _, err) = ws.cli(&["run", m.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("accuracy 0.50 below the target 0.95"), "{err}");
+}
+
+const MATRIX: &str = r#"
+[workflow]
+name = "m"
+seed = 1
+
+[[stage]]
+id = "data"
+kind = "echo"
+text = "data"
+
+[[stage]]
+id = "retrain"
+kind = "echo"
+from = "data.out"
+matrix = { seed = [1, 2, 3], text = ["hudd", "random"] }
+
+[[stage]]
+id = "test"
+kind = "echo"
+from = "retrain.out"
+matrix = { seed = [1, 2, 3], text = ["hudd", "random"] }
+
+[[stage]]
+id = "compare"
+kind = "echo"
+from = "test.out"
+"#;
+
+#[test]
+fn a_matrix_expands_into_one_instance_per_combination_with_predictable_ids() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", MATRIX);
+    let w = ws.workflow(&m, &[]);
+    let ids: Vec<&str> = w.stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), 1 + 6 + 6 + 1);
+    assert!(ids.contains(&"retrain[seed=1,text=hudd]"));
+    assert!(ids.contains(&"test[seed=3,text=random]"));
+    // Each test instance reads the retrain instance with the same matrix values.
+    let t = &w.stages[w.stage_index("test[seed=2,text=random]").unwrap()];
+    let producer = t.inputs["from"][0].stage;
+    assert_eq!(w.stages[producer].id, "retrain[seed=2,text=random]");
+    // compare takes all six test instances as one collection.
+    let c = &w.stages[w.stage_index("compare").unwrap()];
+    assert_eq!(c.inputs["from"].len(), 6);
+    let (w, r) = ws.run(&m);
+    let out = ws.output(&w, &r, "compare", "out");
+    assert_eq!(out.matches("<test[").count(), 6, "{out}");
+    assert!(out.contains("<retrain[seed=3,text=hudd]:hudd seed=3"), "{out}");
+}
+
+#[test]
+fn set_overrides_a_parameter_like_editing_the_file() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let edited = ws.write("edited.toml", &CHAIN.replace("text = \"B\"", "text = \"over\""));
+    let (_, by_set) = ws.run_with(&m, &["b.text=over"], RunOptions::default());
+    let (w, by_edit) = ws.run(&edited);
+    assert_eq!(by_set.keys, by_edit.keys);
+    assert!(Ws::ran(&w, &by_edit).is_empty());
+    let (_, numeric) = ws.run_with(&m, &["b.sleep_ms=1"], RunOptions::default());
+    assert_ne!(numeric.keys[1], by_set.keys[1]);
+}
+
+#[test]
+fn the_seed_enters_the_key_of_stages_that_draw_random_numbers() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (_, r7) = ws.run(&m);
+    let m = ws.write("w.toml", &CHAIN.replace("seed = 7", "seed = 8"));
+    let (w, r8) = ws.run(&m);
+    assert_ne!(r7.keys, r8.keys);
+    assert_eq!(ws.output(&w, &r8, "a", "out"), "A seed=8");
+}
+
+#[test]
+fn an_external_folder_change_reruns_the_stage_that_reads_it() {
+    let ws = Ws::new();
+    ws.write("data/x.txt", "one");
+    let m = ws.write("w.toml", "[workflow]\nname='f'\n[[stage]]\nid='files'\nkind='files'\npath='data'\n[[stage]]\nid='e'\nkind='echo'\nfrom='files.copy'\n");
+    let (w, r) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &r), ["files", "e"]);
+    let (w, r) = ws.run(&m);
+    assert!(Ws::ran(&w, &r).is_empty());
+    assert!(ws.path().join(".hudd/statcache.json").exists());
+    ws.write("data/x.txt", "two!");
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(plan.contains("stale  files  external file changed: data"), "{plan}");
+    let (w, r) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &r), ["files", "e"]);
+}
+
+#[test]
+fn a_missing_external_path_is_an_error_naming_it() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", "[workflow]\nname='f'\n[[stage]]\nid='files'\nkind='files'\npath='nowhere'\n");
+    let (code, _, err) = ws.cli(&["run", m.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("stage `files` reads nowhere"), "{err}");
+}
+
+#[test]
+fn exec_runs_one_stage_from_its_key_in_another_process() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let w = ws.workflow(&m, &[]);
+    let store = ws.store();
+    let planned = hudd::engine::plan(&store, &w, &crate::support::registry()).unwrap();
+    // A run writes the specs; here only `a` has its spec written and is executed by key.
+    store.write_spec(&planned.specs[0]).unwrap();
+    let (code, _, err) = ws.cli(&["exec", &planned.specs[0].key]);
+    assert_eq!(code, 0, "{err}");
+    let (w, r) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &r), ["b", "c", "d"]);
+    let (code, _, err) = ws.cli(&["exec", "0123456789abcdef"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no stage spec for key `0123456789abcdef`"), "{err}");
+}
+
+#[test]
+fn outputs_are_browsable_under_reports() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    ws.run(&m);
+    let view = ws.path().join("reports/chain/b/out.txt");
+    assert!(std::fs::symlink_metadata(&view).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(view).unwrap(), "B seed=7\n<a:A seed=7>");
+}
+
+#[test]
+fn provenance_records_keys_hits_and_versions() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (_, r) = ws.run(&m);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&r.provenance).unwrap()).unwrap();
+    assert_eq!(record["workflow"], "chain");
+    assert_eq!(record["ran"], 4);
+    assert_eq!(record["stages"][0]["key"], r.keys[0].as_str());
+    assert_eq!(record["stages"][0]["outcome"], "ran");
+    assert_eq!(record["stages"][0]["reasons"][0], "new");
+    assert!(record["libtorch_version"].as_str().unwrap().starts_with("2."));
+}
+
+#[test]
+fn gc_drops_only_entries_no_manifest_reaches() {
+    let ws = Ws::new();
+    let m = ws.write("workflows/w.toml", CHAIN);
+    let (_, old) = ws.run(&m);
+    let m = ws.write("workflows/w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\""));
+    let (_, new) = ws.run(&m);
+    let (_, out, _) = ws.cli(&["gc", "--dry-run"]);
+    assert!(out.contains(&format!("would drop {}", old.keys[3])), "{out}");
+    assert!(out.contains("would drop 1 entries"), "{out}");
+    let (code, out, _) = ws.cli(&["gc"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(ws.store().entry(&old.keys[3]).is_none());
+    for key in &new.keys {
+        assert!(ws.store().entry(key).is_some());
+    }
+}
+
+#[test]
+fn a_second_run_waits_for_the_workspace_lock() {
+    let ws = Ws::new();
+    let store = ws.store();
+    let held = store.lock(|_| panic!("the first lock does not wait")).unwrap();
+    let path = ws.path().to_path_buf();
+    let waiter = std::thread::spawn(move || {
+        let store = hudd::store::Store::open(&path).unwrap();
+        let mut said = String::new();
+        let _lock = store.lock(|m| said = m.to_string()).unwrap();
+        said
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drop(held);
+    let said = waiter.join().unwrap();
+    assert!(said.contains("another hudd run holds this workspace"), "{said}");
+}
+
+/// Random DAGs: edges only from lower to higher index, so they are acyclic by construction.
+fn dag_manifest(n: usize, edges: &BTreeSet<(usize, usize)>) -> String {
+    let mut s = String::from("[workflow]\nname = \"p\"\n");
+    for i in 0..n {
+        s.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = {}\n", (i * 7) % 5));
+        let parents: Vec<String> = edges.iter().filter(|(_, b)| *b == i).map(|(a, _)| format!("\"s{a}.out\"")).collect();
+        if !parents.is_empty() {
+            s.push_str(&format!("from = [{}]\n", parents.join(", ")));
+        }
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parallel_runs_respect_every_edge(n in 2usize..9, raw in proptest::collection::vec((0usize..9, 0usize..9), 0..16)) {
+        let edges: BTreeSet<(usize, usize)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).filter(|(a, b)| a < b).collect();
+        let ws = Ws::new();
+        let m = ws.write("w.toml", &dag_manifest(n, &edges));
+        let (w, r) = ws.run_with(&m, &[], RunOptions { jobs: 4, ..RunOptions::default() });
+        prop_assert_eq!(r.ran(), n);
+        let ticks = |i: usize| -> (u64, u64) {
+            let t = ws.output(&w, &r, &format!("s{i}"), "ticks");
+            let (a, b) = t.split_once(' ').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        };
+        for &(a, b) in &edges {
+            prop_assert!(ticks(a).1 < ticks(b).0, "s{} must end before s{} starts", a, b);
+        }
+    }
+}

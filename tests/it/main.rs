@@ -1,0 +1,6 @@
+//! The integration tests: one binary, one module per area, shared helpers in `support`.
+
+mod cli;
+mod engine;
+mod manifest_errors;
+mod support;

@@ -1,0 +1,216 @@
+//! Fake stage kinds and a throwaway workspace, so the engine is exercised without tch.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hudd::engine::{self, RunOptions, RunReport};
+use hudd::manifest::{self, Override, Workflow};
+use hudd::progress::Reporter;
+use hudd::stage::{InputSlot, Invalid, OutputSpec, Params, Registry, Stage, StageContext, StageError};
+use hudd::store::Store;
+use serde::{Deserialize, Serialize};
+
+/// A global clock: every stage start and end takes a tick, so tests can check the order stages ran in.
+static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+fn tick() -> u64 {
+    CLOCK.fetch_add(1, Ordering::SeqCst)
+}
+
+/// `echo`: writes its text, its seed and its inputs' contents; can sleep and fail on request.
+pub struct Echo;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoParams {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub sleep_ms: u64,
+    #[serde(default)]
+    pub fail: bool,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Params for EchoParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.sleep_ms > 10_000 {
+            out.push(Invalid::new("sleep_ms", format!("must be at most 10000, got {}", self.sleep_ms)));
+        }
+        out
+    }
+}
+
+impl Stage for Echo {
+    type Params = EchoParams;
+    const KIND: &'static str = "echo";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "from", many: true, required: false, doc: "" }];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "out", path: "out.txt", doc: "" },
+        OutputSpec { name: "ticks", path: "ticks.txt", doc: "" },
+    ];
+    const USES_SEED: bool = true;
+
+    fn run(&self, p: &EchoParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let start = tick();
+        std::thread::sleep(std::time::Duration::from_millis(p.sleep_ms));
+        if p.fail {
+            // A failing stage may have written part of its outputs already.
+            std::fs::write(ctx.output("out")?, "partial").unwrap();
+            return Err(StageError::failed("asked to fail"));
+        }
+        let mut text = format!("{} seed={}", p.text, ctx.seed);
+        for input in ctx.inputs("from") {
+            let content = if input.path.is_dir() {
+                let mut names: Vec<String> =
+                    std::fs::read_dir(&input.path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+                names.sort();
+                names.join(",")
+            } else {
+                std::fs::read_to_string(&input.path).unwrap()
+            };
+            text.push_str(&format!("\n<{}:{content}>", input.stage));
+        }
+        std::fs::write(ctx.output("out")?, text).unwrap();
+        let end = tick();
+        std::fs::write(ctx.output("ticks")?, format!("{start} {end}")).unwrap();
+        Ok(())
+    }
+}
+
+/// `files`: copies an external folder into the store.
+pub struct Files;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesParams {
+    pub path: PathBuf,
+}
+
+impl Params for FilesParams {}
+
+impl Stage for Files {
+    type Params = FilesParams;
+    const KIND: &'static str = "files";
+    const VERSION: u32 = 1;
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "copy", path: "copy/", doc: "" }];
+
+    fn external_paths(p: &FilesParams) -> Vec<PathBuf> {
+        vec![p.path.clone()]
+    }
+
+    fn run(&self, p: &FilesParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let src = ctx.resolve(&p.path);
+        let dst = ctx.output("copy")?;
+        for e in std::fs::read_dir(&src).map_err(|e| StageError::io(&src, e))? {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+        Ok(())
+    }
+}
+
+/// `gate`: fails its quality gate when `pass` is false.
+pub struct GateStage;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateParams {
+    pub pass: bool,
+}
+
+impl Params for GateParams {}
+
+impl Stage for GateStage {
+    type Params = GateParams;
+    const KIND: &'static str = "gate";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "model", many: false, required: true, doc: "" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "verdict", path: "verdict.txt", doc: "" }];
+
+    fn run(&self, p: &GateParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        ctx.input("model")?;
+        if !p.pass {
+            return Err(StageError::Gate { message: "accuracy 0.50 below the target 0.95".into() });
+        }
+        std::fs::write(ctx.output("verdict")?, "pass").unwrap();
+        Ok(())
+    }
+}
+
+pub fn registry() -> Registry {
+    Registry::new().with(Echo).with(Files).with(GateStage)
+}
+
+/// A temporary workspace with helpers to write manifests and run them.
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        Ws { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        path
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(self.path()).unwrap()
+    }
+
+    pub fn workflow(&self, manifest: &Path, overrides: &[&str]) -> Workflow {
+        let overrides: Vec<Override> = overrides.iter().map(|o| o.parse().unwrap()).collect();
+        manifest::load(manifest, &overrides, &registry()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn run_with(&self, manifest: &Path, overrides: &[&str], options: RunOptions) -> (Workflow, RunReport) {
+        let w = self.workflow(manifest, overrides);
+        let report = engine::run(&self.store(), &w, &registry(), &options, &Reporter::hidden()).unwrap();
+        (w, report)
+    }
+
+    pub fn run(&self, manifest: &Path) -> (Workflow, RunReport) {
+        self.run_with(manifest, &[], RunOptions::default())
+    }
+
+    /// Runs the command line in-process: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (u8, String, String) {
+        let mut all = vec!["hudd".to_string(), "--workspace".into(), self.path().display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = hudd::cli::main_with(all.iter().map(Into::into), &registry(), &mut out, &mut err, Reporter::hidden());
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    /// The ids of the stages that ran (not cached) in a report.
+    pub fn ran(w: &Workflow, r: &RunReport) -> Vec<String> {
+        w.stages
+            .iter()
+            .zip(&r.outcomes)
+            .filter(|(_, o)| matches!(o, hudd::engine::Outcome::Ran { .. }))
+            .map(|(s, _)| s.id.clone())
+            .collect()
+    }
+
+    pub fn output(&self, w: &Workflow, r: &RunReport, stage: &str, output: &str) -> String {
+        let i = w.stage_index(stage).unwrap();
+        let path = self.store().output_path(&r.keys[i], output).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    }
+}
