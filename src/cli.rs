@@ -83,6 +83,27 @@ pub enum Command {
     Verify,
     /// Print libtorch's version, the device, threads and cache locations.
     Doctor,
+    /// Draw images from a simulator into a folder: PNG files, params.csv and, with --sheet, a contact sheet.
+    Simulate {
+        /// The simulator (signs).
+        simulator: String,
+        /// The task (defaults to the simulator's first).
+        #[arg(long)]
+        task: Option<String>,
+        /// Number of images.
+        #[arg(long)]
+        n: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write sheet.png, one row per class.
+        #[arg(long)]
+        sheet: bool,
+        /// Image width and height.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+    },
     /// Run one stage alone from its key (what cluster jobs execute).
     Exec {
         key: String,
@@ -157,6 +178,8 @@ pub enum CliError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Dataset(#[from] crate::dataset::DatasetError),
     #[error("{0}")]
     Usage(String),
 }
@@ -306,6 +329,21 @@ fn dispatch(
             for (k, v) in rows {
                 writeln!(out, "{k:width$}  {v}")?;
             }
+            Ok(0)
+        }
+        Command::Simulate { simulator, task, n, seed, out: dir, sheet, size } => {
+            let sim = crate::sim::simulator(&simulator).ok_or_else(|| {
+                CliError::Usage(format!("unknown simulator `{simulator}` (simulators: {})", crate::sim::simulator_names().join(", ")))
+            })?;
+            let task = task.unwrap_or_else(|| sim.tasks()[0].to_string());
+            if !sim.tasks().contains(&task.as_str()) {
+                return Err(CliError::Usage(format!("simulator `{simulator}` has no task `{task}` (tasks: {})", sim.tasks().join(", "))));
+            }
+            if !(16..=512).contains(&size) {
+                return Err(CliError::Usage(format!("--size must be between 16 and 512, got {size}")));
+            }
+            crate::sim::folder::write_folder(sim, &task, n, seed, size, &dir, sheet)?;
+            writeln!(err, "{n} {simulator} images, params.csv{} in {}", if sheet { " and sheet.png" } else { "" }, dir.display())?;
             Ok(0)
         }
         Command::Exec { key, threads } => {

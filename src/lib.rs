@@ -1,13 +1,17 @@
 //! hudd: Heatmap-based Unsupervised Debugging of DNNs as a declarative workflow engine with a content-addressed store.
 
 pub mod cli;
+pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
 pub mod graph;
 pub mod manifest;
+pub mod npy;
 pub mod plan;
 pub mod progress;
 pub mod runtime;
+pub mod sheet;
+pub mod sim;
 pub mod stage;
 pub mod stages;
 pub mod store;

@@ -3,4 +3,5 @@
 mod cli;
 mod engine;
 mod manifest_errors;
+mod simulate;
 mod support;

@@ -1,0 +1,431 @@
+//! Parametric image simulators: their parameters, the distributions a manifest declares for them, and generation.
+//!
+//! A simulator draws one image from one row of parameter values; labels and targets derive from the parameters.
+//! Every image has its own RNG seeded from (seed, split, index), so generation is parallel and reproducible.
+
+pub mod folder;
+pub mod raster;
+pub mod signs;
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::did_you_mean;
+use crate::stage::Invalid;
+
+/// The kind of values a parameter takes, and its physical range.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamKind {
+    Real { min: f64, max: f64, unit: &'static str },
+    /// Degrees; analysed with circular statistics.
+    Angle { min: f64, max: f64 },
+    Categorical(&'static [&'static str]),
+    Bool,
+}
+
+/// A simulator parameter with its default distribution.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub default: DefaultDist,
+    pub doc: &'static str,
+}
+
+/// A simulator's default distribution for a parameter (static so specs can be `const`).
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultDist {
+    Uniform(f64, f64),
+    Normal(f64, f64),
+    /// Uniform over every category (or true/false).
+    AnyCategory,
+    /// Probability of `true`.
+    Chance(f64),
+}
+
+/// A scalar as written in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+/// A distribution declared in a manifest for one parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Dist {
+    /// `{ uniform = [min, max] }`
+    Uniform([f64; 2]),
+    /// `{ normal = [mean, sd] }`, truncated to the parameter's range.
+    Normal([f64; 2]),
+    /// `{ weights = { day = 0.9, night = 0.1 } }` for categorical and boolean parameters.
+    Weights(BTreeMap<String, f64>),
+    /// `{ fixed = value }`
+    Fixed(Scalar),
+}
+
+/// A distribution checked against its parameter, ready to sample.
+#[derive(Debug, Clone)]
+enum Sampler {
+    Uniform(f64, f64),
+    Normal { mean: f64, sd: f64, min: f64, max: f64 },
+    /// Cumulative weights over category indices (bool: index 0 false, 1 true).
+    Categorical(Vec<f64>),
+    Fixed(f64),
+}
+
+impl Sampler {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
+        match *self {
+            Sampler::Uniform(a, b) if a == b => a,
+            Sampler::Uniform(a, b) => rng.random_range(a..=b),
+            Sampler::Normal { mean, sd, min, max } => {
+                // Truncated normal by rejection; the clamp only guards against a window far in the tail.
+                for _ in 0..64 {
+                    let x = mean + sd * standard_normal(rng);
+                    if (min..=max).contains(&x) {
+                        return x;
+                    }
+                }
+                mean.clamp(min, max)
+            }
+            Sampler::Categorical(ref cumulative) => {
+                let total = *cumulative.last().expect("at least one category");
+                let r = rng.random_range(0.0..total);
+                cumulative.iter().position(|&c| r < c).unwrap_or(cumulative.len() - 1) as f64
+            }
+            Sampler::Fixed(v) => v,
+        }
+    }
+}
+
+/// Box-Muller: one standard normal draw.
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+impl ParamSpec {
+    fn range(&self) -> (f64, f64) {
+        match self.kind {
+            ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } => (min, max),
+            ParamKind::Categorical(c) => (0.0, (c.len() - 1) as f64),
+            ParamKind::Bool => (0.0, 1.0),
+        }
+    }
+
+    fn categories(&self) -> Option<Vec<&'static str>> {
+        match self.kind {
+            ParamKind::Categorical(c) => Some(c.to_vec()),
+            ParamKind::Bool => Some(vec!["false", "true"]),
+            _ => None,
+        }
+    }
+
+    fn default_sampler(&self) -> Sampler {
+        let (min, max) = self.range();
+        match self.default {
+            DefaultDist::Uniform(a, b) => Sampler::Uniform(a, b),
+            DefaultDist::Normal(mean, sd) => Sampler::Normal { mean, sd, min, max },
+            DefaultDist::AnyCategory => {
+                let n = self.categories().map_or(1, |c| c.len());
+                Sampler::Categorical((1..=n).map(|i| i as f64).collect())
+            }
+            DefaultDist::Chance(p) => Sampler::Categorical(vec![1.0 - p, 1.0]),
+        }
+    }
+
+    /// Checks a declared distribution; `field` names it in messages.
+    fn sampler(&self, dist: &Dist, field: &str) -> Result<Sampler, Invalid> {
+        let (min, max) = self.range();
+        let bad = |message: String| Invalid::new(field, message);
+        let numeric = self.categories().is_none();
+        match dist {
+            Dist::Uniform([a, b]) => {
+                if !numeric {
+                    return Err(bad(format!("`{}` is categorical: use weights or fixed, not uniform", self.name)));
+                }
+                if a > b {
+                    return Err(bad(format!("uniform range [{a}, {b}] has its min above its max")));
+                }
+                if *a < min || *b > max {
+                    return Err(bad(format!("uniform range [{a}, {b}] leaves the parameter's range [{min}, {max}]")));
+                }
+                Ok(Sampler::Uniform(*a, *b))
+            }
+            Dist::Normal([mean, sd]) => {
+                if !numeric {
+                    return Err(bad(format!("`{}` is categorical: use weights or fixed, not normal", self.name)));
+                }
+                if !(*sd > 0.0) {
+                    return Err(bad(format!("normal sd must be above 0, got {sd}")));
+                }
+                if *mean < min || *mean > max {
+                    return Err(bad(format!("normal mean {mean} is outside the parameter's range [{min}, {max}]")));
+                }
+                Ok(Sampler::Normal { mean: *mean, sd: *sd, min, max })
+            }
+            Dist::Weights(weights) => {
+                let Some(categories) = self.categories() else {
+                    return Err(bad(format!("`{}` is numeric: use uniform, normal or fixed, not weights", self.name)));
+                };
+                let mut w = vec![0.0; categories.len()];
+                for (name, weight) in weights {
+                    let Some(i) = categories.iter().position(|c| c == name) else {
+                        return Err(bad(format!("`{name}` is not a value of `{}` (values: {})", self.name, categories.join(", "))));
+                    };
+                    if !(*weight >= 0.0) || !weight.is_finite() {
+                        return Err(bad(format!("weight of `{name}` must be 0 or more, got {weight}")));
+                    }
+                    w[i] = *weight;
+                }
+                if w.iter().sum::<f64>() <= 0.0 {
+                    return Err(bad("weights sum to 0".to_string()));
+                }
+                let mut acc = 0.0;
+                Ok(Sampler::Categorical(
+                    w.into_iter()
+                        .map(|x| {
+                            acc += x;
+                            acc
+                        })
+                        .collect(),
+                ))
+            }
+            Dist::Fixed(value) => {
+                let v = match (value, self.categories()) {
+                    (Scalar::Number(x), None) => *x,
+                    (Scalar::Text(t), Some(c)) => c
+                        .iter()
+                        .position(|v| v == t)
+                        .ok_or_else(|| bad(format!("`{t}` is not a value of `{}` (values: {})", self.name, c.join(", "))))?
+                        as f64,
+                    (Scalar::Bool(b), Some(_)) if matches!(self.kind, ParamKind::Bool) => f64::from(u8::from(*b)),
+                    _ => return Err(bad(format!("fixed value {value:?} does not suit parameter `{}`", self.name))),
+                };
+                if v < min || v > max {
+                    return Err(bad(format!("fixed value {v} is outside the parameter's range [{min}, {max}]")));
+                }
+                Ok(Sampler::Fixed(v))
+            }
+        }
+    }
+
+    /// A value as it appears in tables: the category name for categorical parameters.
+    pub fn show(&self, v: f64) -> String {
+        match self.categories() {
+            Some(c) => c[v as usize].to_string(),
+            None => format!("{}", (v * 1e4).round() / 1e4),
+        }
+    }
+
+    /// "real", "angle", "categorical" or "bool": how evaluation stages must measure spread.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ParamKind::Real { .. } => "real",
+            ParamKind::Angle { .. } => "angle",
+            ParamKind::Categorical(_) => "categorical",
+            ParamKind::Bool => "bool",
+        }
+    }
+}
+
+/// What a task asks the DNN to predict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Target {
+    Classification { classes: Vec<String> },
+    Regression { targets: Vec<String> },
+}
+
+/// The label of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Label {
+    Class(usize),
+    Targets(Vec<f32>),
+}
+
+/// One rendered image: interleaved RGB bytes, `size × size`.
+pub struct Sample {
+    pub rgb: Vec<u8>,
+    pub label: Label,
+}
+
+/// A procedural image generator for one domain.
+pub trait Simulator: Sync {
+    fn name(&self) -> &'static str;
+    /// Task names; the first is the default.
+    fn tasks(&self) -> &'static [&'static str];
+    fn target(&self, task: &str) -> Target;
+    fn params(&self) -> &'static [ParamSpec];
+    /// Draws one image from parameter values (in `params()` order); `rng` drives incidental detail only.
+    fn render(&self, task: &str, values: &[f64], size: u32, rng: &mut ChaCha8Rng) -> Sample;
+}
+
+/// Every simulator, by name.
+pub fn simulators() -> [&'static dyn Simulator; 1] {
+    [&signs::Signs]
+}
+
+pub fn simulator(name: &str) -> Option<&'static dyn Simulator> {
+    simulators().into_iter().find(|s| s.name() == name)
+}
+
+pub fn simulator_names() -> Vec<&'static str> {
+    simulators().iter().map(|s| s.name()).collect()
+}
+
+/// Parameter distributions for one split, checked against a simulator.
+#[derive(Debug, Clone)]
+pub struct Distributions {
+    samplers: Vec<Sampler>,
+}
+
+impl Distributions {
+    /// Defaults of the simulator, overridden by `declared`; `field` prefixes parameter names in messages.
+    pub fn new(sim: &dyn Simulator, declared: &BTreeMap<String, Dist>, field: &str) -> Result<Self, Vec<Invalid>> {
+        let specs = sim.params();
+        let mut errors = Vec::new();
+        for name in declared.keys() {
+            if !specs.iter().any(|p| p.name == name) {
+                let hint = did_you_mean(name, specs.iter().map(|p| p.name))
+                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                errors.push(Invalid::new(
+                    format!("{field}.{name}"),
+                    format!("simulator `{}` has no parameter `{name}`{hint}", sim.name()),
+                ));
+            }
+        }
+        let mut samplers = Vec::with_capacity(specs.len());
+        for p in specs {
+            match declared.get(p.name) {
+                Some(d) => match p.sampler(d, &format!("{field}.{}", p.name)) {
+                    Ok(s) => samplers.push(s),
+                    Err(e) => errors.push(e),
+                },
+                None => samplers.push(p.default_sampler()),
+            }
+        }
+        if errors.is_empty() { Ok(Distributions { samplers }) } else { Err(errors) }
+    }
+
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Vec<f64> {
+        self.samplers.iter().map(|s| s.sample(rng)).collect()
+    }
+}
+
+/// The RNG of image `index` of split number `split`: independent of every other image and of thread scheduling.
+pub fn image_rng(seed: u64, split: u64, index: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(split);
+    rng.set_word_pos(u128::from(index) << 20);
+    // Mix once more so neighbouring images do not share a keystream prefix with a fixed offset.
+    ChaCha8Rng::seed_from_u64(rng.random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: ParamSpec = ParamSpec {
+        name: "yaw",
+        kind: ParamKind::Angle { min: -60.0, max: 60.0 },
+        default: DefaultDist::Normal(0.0, 10.0),
+        doc: "",
+    };
+
+    #[test]
+    fn a_truncated_normal_stays_in_range() {
+        let s = SPEC.sampler(&Dist::Normal([50.0, 30.0]), "yaw").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..1000 {
+            let x = s.sample(&mut rng);
+            assert!((-60.0..=60.0).contains(&x));
+        }
+    }
+
+    #[test]
+    fn invalid_distributions_state_the_rule_and_the_value() {
+        let e = SPEC.sampler(&Dist::Uniform([30.0, 10.0]), "f").unwrap_err();
+        assert_eq!(e.message, "uniform range [30, 10] has its min above its max");
+        let e = SPEC.sampler(&Dist::Uniform([-90.0, 10.0]), "f").unwrap_err();
+        assert_eq!(e.message, "uniform range [-90, 10] leaves the parameter's range [-60, 60]");
+        let e = SPEC.sampler(&Dist::Weights(BTreeMap::from([("a".into(), 1.0)])), "f").unwrap_err();
+        assert!(e.message.contains("is numeric"), "{}", e.message);
+    }
+
+    #[test]
+    fn weights_pick_categories_in_proportion() {
+        let spec = ParamSpec { name: "bg", kind: ParamKind::Categorical(&["a", "b"]), default: DefaultDist::AnyCategory, doc: "" };
+        let s = spec.sampler(&Dist::Weights(BTreeMap::from([("a".into(), 1.0), ("b".into(), 3.0)])), "f").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let b = (0..4000).filter(|_| s.sample(&mut rng) == 1.0).count();
+        assert!((2800..3200).contains(&b), "{b}");
+    }
+
+    #[test]
+    fn image_rngs_differ_between_images_and_splits() {
+        let a: u64 = image_rng(1, 0, 0).random();
+        let b: u64 = image_rng(1, 0, 1).random();
+        let c: u64 = image_rng(1, 1, 0).random();
+        assert!(a != b && a != c && b != c);
+        assert_eq!(a, image_rng(1, 0, 0).random::<u64>());
+    }
+}
+
+/// One split to generate: its name, size and parameter distributions.
+pub struct SplitPlan {
+    pub name: String,
+    pub count: usize,
+    pub dists: Distributions,
+}
+
+/// One generated image with the parameter row it was drawn from.
+pub struct Generated {
+    pub split: usize,
+    pub index: usize,
+    pub values: Vec<f64>,
+    pub sample: Sample,
+}
+
+/// Images generated per parallel batch: bounds memory while keeping every core busy.
+const CHUNK: usize = 256;
+
+/// Generates every split in order, in parallel batches, handing images to `sink` in (split, index) order.
+pub fn generate<E>(
+    sim: &dyn Simulator,
+    task: &str,
+    size: u32,
+    seed: u64,
+    splits: &[SplitPlan],
+    pool: &rayon::ThreadPool,
+    mut sink: impl FnMut(Generated) -> Result<(), E>,
+) -> Result<(), E> {
+    use rayon::prelude::*;
+    for (s, split) in splits.iter().enumerate() {
+        for start in (0..split.count).step_by(CHUNK) {
+            let end = (start + CHUNK).min(split.count);
+            let batch: Vec<Generated> = pool.install(|| {
+                (start..end)
+                    .into_par_iter()
+                    .map(|index| {
+                        let mut rng = image_rng(seed, s as u64, index as u64);
+                        let values = split.dists.sample(&mut rng);
+                        let sample = sim.render(task, &values, size, &mut rng);
+                        Generated { split: s, index, values, sample }
+                    })
+                    .collect()
+            });
+            for g in batch {
+                sink(g)?;
+            }
+        }
+    }
+    Ok(())
+}

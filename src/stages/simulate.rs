@@ -1,0 +1,207 @@
+//! Stage `simulate`: a dataset artefact drawn from a procedural simulator, with per-split parameter distributions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{DatasetMeta, DatasetWriter, ParamInfo};
+use crate::diagnostic::did_you_mean;
+use crate::sim::{self, Dist, Distributions, Label, SplitPlan};
+use crate::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+
+pub struct Simulate;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateParams {
+    /// `signs` (more simulators: see workflows/README.md).
+    pub simulator: String,
+    /// Defaults to the simulator's first task.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Image width and height in pixels.
+    #[serde(default = "default_size")]
+    pub size: u32,
+    /// 1 (grey) or 3 (RGB).
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// Distributions for every split; a split's own `params` override these.
+    #[serde(default)]
+    pub params: BTreeMap<String, Dist>,
+    /// Split name (`train`, `test`, `improvement`, ...) → count and distributions.
+    pub splits: BTreeMap<String, SplitSpec>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    pub count: usize,
+    #[serde(default)]
+    pub params: BTreeMap<String, Dist>,
+}
+
+fn default_size() -> u32 {
+    64
+}
+
+fn default_channels() -> usize {
+    3
+}
+
+impl SimulateParams {
+    fn simulator(&self) -> Option<&'static dyn sim::Simulator> {
+        sim::simulator(&self.simulator)
+    }
+
+    fn task(&self, sim: &dyn sim::Simulator) -> String {
+        self.task.clone().unwrap_or_else(|| sim.tasks()[0].to_string())
+    }
+
+    /// The splits in table order: `train`, `test`, `improvement` first, then any others by name.
+    fn ordered_splits(&self) -> Vec<(&String, &SplitSpec)> {
+        let rank = |name: &str| ["train", "test", "improvement"].iter().position(|s| *s == name).unwrap_or(3);
+        let mut splits: Vec<_> = self.splits.iter().collect();
+        splits.sort_by_key(|(name, _)| (rank(name), name.to_string()));
+        splits
+    }
+
+    fn plans(&self, sim: &dyn sim::Simulator) -> Result<Vec<SplitPlan>, Vec<Invalid>> {
+        let mut errors = Vec::new();
+        if let Err(e) = Distributions::new(sim, &self.params, "params") {
+            errors.extend(e);
+        }
+        let mut plans = Vec::new();
+        for (name, split) in self.ordered_splits() {
+            if let Err(e) = Distributions::new(sim, &split.params, &format!("splits.{name}.params")) {
+                errors.extend(e);
+                continue;
+            }
+            let mut merged = self.params.clone();
+            merged.extend(split.params.clone());
+            match Distributions::new(sim, &merged, &format!("splits.{name}.params")) {
+                Ok(dists) => plans.push(SplitPlan { name: name.clone(), count: split.count, dists }),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() { Ok(plans) } else { Err(errors) }
+    }
+}
+
+impl Params for SimulateParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let Some(sim) = self.simulator() else {
+            let names = sim::simulator_names();
+            let hint = did_you_mean(&self.simulator, names.iter().copied())
+                .map_or_else(|| format!("simulators: {}", names.join(", ")), |s| format!("did you mean `{s}`?"));
+            return vec![Invalid::new("simulator", format!("unknown simulator `{}` ({hint})", self.simulator))];
+        };
+        if let Some(task) = &self.task
+            && !sim.tasks().contains(&task.as_str())
+        {
+            out.push(Invalid::new(
+                "task",
+                format!("simulator `{}` has no task `{task}` (tasks: {})", sim.name(), sim.tasks().join(", ")),
+            ));
+        }
+        if !(16..=512).contains(&self.size) {
+            out.push(Invalid::new("size", format!("must be between 16 and 512 pixels, got {}", self.size)));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            out.push(Invalid::new("channels", format!("must be 1 (grey) or 3 (RGB), got {}", self.channels)));
+        }
+        if self.splits.is_empty() {
+            out.push(Invalid::new("splits", "declare at least one split, e.g. [stage.splits.train] count = 1000"));
+        }
+        for (name, split) in &self.splits {
+            if !crate::manifest::is_valid_id(name) {
+                out.push(Invalid::new(format!("splits.{name}"), format!("split names use letters, digits, `_` and `-`, got `{name}`")));
+            }
+            if split.count == 0 {
+                out.push(Invalid::new(format!("splits.{name}.count"), "must be at least 1, got 0"));
+            }
+        }
+        if let Err(e) = self.plans(sim) {
+            out.extend(e);
+        }
+        out
+    }
+}
+
+impl Stage for Simulate {
+    type Params = SimulateParams;
+    const KIND: &'static str = "simulate";
+    const VERSION: u32 = 1;
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "dataset", path: "dataset/", doc: "images.npy, table.csv, meta.json" },
+        OutputSpec { name: "sheet", path: "sheet.png", doc: "a contact sheet: one row per class (or the first images)" },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Draws a dataset from a procedural simulator.";
+
+    fn run(&self, p: &SimulateParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let sim = p.simulator().ok_or_else(|| StageError::input(format!("unknown simulator `{}`", p.simulator)))?;
+        let task = p.task(sim);
+        let plans = p.plans(sim).map_err(|e| StageError::input(e.into_iter().map(|i| i.message).collect::<Vec<_>>().join("; ")))?;
+        let meta = DatasetMeta {
+            source: format!("simulate:{}", sim.name()),
+            task: task.clone(),
+            target: sim.target(&task),
+            channels: p.channels,
+            height: p.size as usize,
+            width: p.size as usize,
+            count: 0,
+            splits: Vec::new(),
+            params: sim.params().iter().map(ParamInfo::of).collect(),
+        };
+        let dir = ctx.output("dataset")?;
+        let mut writer = DatasetWriter::create(&dir, meta, sim.params()).map_err(|e| StageError::failed(e.to_string()))?;
+        let total: usize = plans.iter().map(|s| s.count).sum();
+        ctx.progress.start(total as u64, &format!("{} images", sim.name()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads)
+            .build()
+            .map_err(|e| StageError::failed(format!("thread pool: {e}")))?;
+        let mut sheet = SheetRows::default();
+        sim::generate(sim, &task, p.size, ctx.seed, &plans, &pool, |g| {
+            let split = &plans[g.split].name;
+            sheet.offer(&g.sample.label, &g.sample.rgb);
+            writer
+                .push(format!("{split}-{:06}", g.index), split, &g.sample.rgb, g.sample.label, g.values)
+                .map_err(|e| StageError::failed(e.to_string()))?;
+            ctx.progress.inc(1);
+            Ok::<(), StageError>(())
+        })?;
+        writer.finish().map_err(|e| StageError::failed(e.to_string()))?;
+        let rows: Vec<Vec<&[u8]>> = sheet.rows.values().map(|r| r.iter().map(Vec::as_slice).collect()).collect();
+        let path = ctx.output("sheet")?;
+        crate::sheet::write_sheet(&path, &rows, p.size as usize).map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
+        Ok(())
+    }
+}
+
+/// The first images of each class (or simply the first images), for the contact sheet.
+#[derive(Default)]
+pub struct SheetRows {
+    pub rows: BTreeMap<usize, Vec<Vec<u8>>>,
+}
+
+impl SheetRows {
+    const PER_ROW: usize = 10;
+
+    pub fn offer(&mut self, label: &Label, rgb: &[u8]) {
+        let row = match label {
+            Label::Class(c) => *c,
+            Label::Targets(_) => self.rows.values().map(Vec::len).sum::<usize>() / Self::PER_ROW,
+        };
+        if matches!(label, Label::Targets(_)) && row >= Self::PER_ROW {
+            return;
+        }
+        let r = self.rows.entry(row).or_default();
+        if r.len() < Self::PER_ROW {
+            r.push(rgb.to_vec());
+        }
+    }
+}
