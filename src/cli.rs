@@ -104,11 +104,31 @@ pub enum Command {
         #[arg(long, default_value_t = 64)]
         size: u32,
     },
+    /// Inspect declared architectures.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Run one stage alone from its key (what cluster jobs execute).
     Exec {
         key: String,
         #[arg(long)]
         threads: Option<usize>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Print every layer with its output shape and parameter count.
+    Describe {
+        /// An architecture file, or the name of a shipped one (alexnet, alexnet-small, kpnet, kpnet-small).
+        architecture: PathBuf,
+        /// Input as C,H,W (default: the architecture's own).
+        #[arg(long, value_delimiter = ',')]
+        input: Option<Vec<usize>>,
+        /// Classes or keypoints of the last layer.
+        #[arg(long, default_value_t = 10)]
+        outputs: usize,
     },
 }
 
@@ -344,6 +364,23 @@ fn dispatch(
             }
             crate::sim::folder::write_folder(sim, &task, n, seed, size, &dir, sheet)?;
             writeln!(err, "{n} {simulator} images, params.csv{} in {}", if sheet { " and sheet.png" } else { "" }, dir.display())?;
+            Ok(0)
+        }
+        Command::Model { command: ModelCommand::Describe { architecture, input, outputs } } => {
+            let path = crate::model::architecture_path(&architecture);
+            let arch = crate::model::Architecture::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+            let input = match input.as_deref() {
+                Some([c, h, w]) => [*c, *h, *w],
+                Some(other) => return Err(CliError::Usage(format!("--input takes C,H,W, got {other:?}"))),
+                None => arch.model.input,
+            };
+            let rows = arch.describe(input, outputs).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            writeln!(out, "{} ({}), input {}×{}×{}, {outputs} outputs", arch.model.name, path.display(), input[0], input[1], input[2])?;
+            writeln!(out, "{:<16} {:<20} {:>16} {:>12}", "layer", "kind", "output", "parameters")?;
+            for r in &rows {
+                writeln!(out, "{:<16} {:<20} {:>16} {:>12}", r.name, r.kind, r.output.to_string(), r.params)?;
+            }
+            writeln!(out, "total parameters: {}", rows.iter().map(|r| r.params).sum::<usize>())?;
             Ok(0)
         }
         Command::Exec { key, threads } => {

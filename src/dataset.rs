@@ -191,3 +191,144 @@ pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<(), DatasetError> {
         .finish(df)
         .map_err(|e| DatasetError::Table { path: path.to_path_buf(), message: e.to_string() })
 }
+
+/// A dataset artefact opened for reading: its meta, its table, and its images on disk.
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub meta: DatasetMeta,
+    pub table: DataFrame,
+}
+
+impl Dataset {
+    /// Opens a dataset folder and checks that its three files agree.
+    pub fn open(dir: &Path) -> Result<Dataset, DatasetError> {
+        let bad = |path: PathBuf, message: String| DatasetError::Table { path, message };
+        let meta_path = dir.join("meta.json");
+        let bytes = std::fs::read(&meta_path).map_err(|source| DatasetError::Io { path: meta_path.clone(), source })?;
+        let meta: DatasetMeta =
+            serde_json::from_slice(&bytes).map_err(|e| bad(meta_path.clone(), format!("not a dataset meta.json: {e}")))?;
+        let table_path = dir.join("table.csv");
+        let table = read_csv(&table_path)?;
+        if table.height() != meta.count {
+            return Err(bad(table_path, format!("{} rows where meta.json declares {} images", table.height(), meta.count)));
+        }
+        let images = crate::npy::NpyReader::<u8>::open(&dir.join("images.npy"))?;
+        let expected = vec![meta.count, meta.channels, meta.height, meta.width];
+        if images.shape != expected {
+            return Err(bad(dir.join("images.npy"), format!("shape {:?} where meta.json declares {expected:?}", images.shape)));
+        }
+        Ok(Dataset { dir: dir.to_path_buf(), meta, table })
+    }
+
+    fn column_err(&self, e: polars::error::PolarsError) -> DatasetError {
+        DatasetError::Table { path: self.dir.join("table.csv"), message: e.to_string() }
+    }
+
+    /// A string column.
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, DatasetError> {
+        let col = self.table.column(name).map_err(|e| self.column_err(e))?;
+        let col = col.cast(&polars::prelude::DataType::String).map_err(|e| self.column_err(e))?;
+        let ca = col.str().map_err(|e| self.column_err(e))?;
+        Ok(ca.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+    }
+
+    /// A numeric column as f64 (missing values as NaN).
+    pub fn numbers(&self, name: &str) -> Result<Vec<f64>, DatasetError> {
+        let col = self.table.column(name).map_err(|e| self.column_err(e))?;
+        let col = col.cast(&polars::prelude::DataType::Float64).map_err(|e| self.column_err(e))?;
+        let ca = col.f64().map_err(|e| self.column_err(e))?;
+        Ok(ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    }
+
+    pub fn ids(&self) -> Result<Vec<String>, DatasetError> {
+        self.strings("image")
+    }
+
+    /// Row numbers of a split, or an error naming the splits there are.
+    pub fn split_rows(&self, split: &str) -> Result<Vec<usize>, DatasetError> {
+        let splits = self.strings("split")?;
+        let rows: Vec<usize> = splits.iter().enumerate().filter(|(_, s)| *s == split).map(|(i, _)| i).collect();
+        if rows.is_empty() && !self.meta.splits.iter().any(|(s, _)| s == split) {
+            let names: Vec<&str> = self.meta.splits.iter().map(|(s, _)| s.as_str()).collect();
+            return Err(DatasetError::Table {
+                path: self.dir.join("table.csv"),
+                message: format!("no split `{split}` (splits: {})", names.join(", ")),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Class indices of every row (classification datasets).
+    pub fn class_labels(&self) -> Result<Vec<i64>, DatasetError> {
+        Ok(self.numbers("label_index")?.into_iter().map(|v| v as i64).collect())
+    }
+
+    /// Regression targets of every row, `targets` values each.
+    pub fn targets(&self) -> Result<Vec<Vec<f32>>, DatasetError> {
+        let Target::Regression { targets } = &self.meta.target else { return Ok(Vec::new()) };
+        let cols: Vec<Vec<f64>> =
+            targets.iter().map(|t| self.numbers(&format!("target_{t}"))).collect::<Result<_, _>>()?;
+        Ok((0..self.meta.count).map(|i| cols.iter().map(|c| c[i] as f32).collect()).collect())
+    }
+
+    /// The images of the given rows, uint8 N×C×H×W, in the given order.
+    pub fn images(&self, rows: &[usize]) -> Result<Vec<u8>, DatasetError> {
+        let mut reader = crate::npy::NpyReader::<u8>::open(&self.dir.join("images.npy"))?;
+        let mut out = Vec::with_capacity(rows.len() * reader.row_len());
+        // Contiguous runs are read in one go.
+        let mut i = 0;
+        while i < rows.len() {
+            let mut j = i + 1;
+            while j < rows.len() && rows[j] == rows[j - 1] + 1 {
+                j += 1;
+            }
+            out.extend(reader.read_rows(rows[i], j - i)?);
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// The parameter columns (simulator parameters) present in the table.
+    pub fn param_names(&self) -> Vec<String> {
+        self.meta.params.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Writes the given rows as a new dataset artefact in `dir` (same meta, counts and splits recomputed).
+    pub fn write_subset(&self, rows: &[usize], dir: &Path) -> Result<DatasetMeta, DatasetError> {
+        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io { path: dir.to_path_buf(), source })?;
+        let mut writer = crate::npy::NpyWriter::<u8>::create(&dir.join("images.npy"), &[self.meta.channels, self.meta.height, self.meta.width])?;
+        for chunk in rows.chunks(512) {
+            writer.append(&self.images(chunk)?)?;
+        }
+        writer.finish()?;
+        let idx: Vec<polars::prelude::IdxSize> = rows.iter().map(|&r| r as polars::prelude::IdxSize).collect();
+        let idx = polars::prelude::IdxCa::from_vec("idx".into(), idx);
+        let mut table = self.table.take(&idx).map_err(|e| self.column_err(e))?;
+        write_csv(&dir.join("table.csv"), &mut table)?;
+        let splits_all = self.strings("split")?;
+        let mut meta = self.meta.clone();
+        meta.count = rows.len();
+        meta.splits = Vec::new();
+        for &r in rows {
+            match meta.splits.iter_mut().find(|(name, _)| *name == splits_all[r]) {
+                Some((_, n)) => *n += 1,
+                None => meta.splits.push((splits_all[r].clone(), 1)),
+            }
+        }
+        let meta_path = dir.join("meta.json");
+        std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
+            .map_err(|source| DatasetError::Io { path: meta_path, source })?;
+        Ok(meta)
+    }
+}
+
+/// Reads a CSV table with a header row.
+pub fn read_csv(path: &Path) -> Result<DataFrame, DatasetError> {
+    use polars::prelude::{CsvReadOptions, SerReader};
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(10_000))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(|e| DatasetError::Table { path: path.to_path_buf(), message: e.to_string() })
+}

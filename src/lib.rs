@@ -6,6 +6,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod graph;
 pub mod manifest;
+pub mod model;
 pub mod npy;
 pub mod plan;
 pub mod progress;

@@ -1,10 +1,13 @@
 //! The built-in stage kinds, one file each, gathered into the registry the `hudd` binary uses.
 
+pub mod import;
 pub mod simulate;
+pub mod test;
+pub mod train;
 
 use crate::stage::Registry;
 
 /// Every stage kind this build of hudd knows.
 pub fn registry() -> Registry {
-    Registry::new().with(simulate::Simulate)
+    Registry::new().with(simulate::Simulate).with(train::Train).with(test::Test).with(import::Import)
 }

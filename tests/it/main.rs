@@ -3,5 +3,6 @@
 mod cli;
 mod engine;
 mod manifest_errors;
+mod model;
 mod simulate;
 mod support;

@@ -1,0 +1,180 @@
+//! The model artefact: `model.json` (architecture, input, outputs, task, input normalisation) and the weights,
+//! as `weights.safetensors` (declared architectures) or `model.pt` (TorchScript, predictions only).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use super::net::Net;
+use super::{ArchError, Architecture};
+use crate::sim::Target;
+
+pub const WEIGHTS: &str = "weights.safetensors";
+pub const TORCHSCRIPT: &str = "model.pt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Declared,
+    Torchscript,
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelMeta {
+    pub format: Format,
+    /// The layers (declared models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<Architecture>,
+    /// `[channels, height, width]` the model takes.
+    pub input: [usize; 3],
+    /// Classes, or keypoints (one output map each).
+    pub outputs: usize,
+    pub target: Target,
+    /// Per-channel normalisation applied to pixels in `0..=1`: `(x - mean) / std`.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Arch(#[from] ArchError),
+    #[error("{path}: cannot load weights: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("model {path} is TorchScript: {what} needs declared layers (an architecture file and safetensors weights)")]
+    NoLayers { path: PathBuf, what: String },
+}
+
+/// A model ready to run.
+pub struct Model {
+    pub dir: PathBuf,
+    pub meta: ModelMeta,
+    pub device: Device,
+    body: Body,
+}
+
+enum Body {
+    Declared { vs: nn::VarStore, net: Net },
+    Torchscript(tch::CModule),
+}
+
+impl Model {
+    /// A fresh declared model with initial weights drawn from tch's seeded RNG.
+    pub fn init(meta: ModelMeta, device: Device) -> Result<Model, ModelError> {
+        let arch = meta.architecture.clone().ok_or_else(|| ModelError::Invalid {
+            path: PathBuf::from("model.json"),
+            message: "a declared model needs its architecture".into(),
+        })?;
+        let vs = nn::VarStore::new(device);
+        let net = Net::new(&arch, &vs.root(), meta.input, meta.outputs)?;
+        Ok(Model { dir: PathBuf::new(), meta, device, body: Body::Declared { vs, net } })
+    }
+
+    /// Loads a model artefact folder.
+    pub fn load(dir: &Path, device: Device) -> Result<Model, ModelError> {
+        let meta_path = dir.join("model.json");
+        let bytes = std::fs::read(&meta_path).map_err(|source| ModelError::Io { path: meta_path.clone(), source })?;
+        let meta: ModelMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| ModelError::Invalid { path: meta_path.clone(), message: format!("not a model.json: {e}") })?;
+        let body = match meta.format {
+            Format::Declared => {
+                let arch = meta.architecture.clone().ok_or_else(|| ModelError::Invalid {
+                    path: meta_path.clone(),
+                    message: "format is `declared` but there is no architecture".into(),
+                })?;
+                let mut vs = nn::VarStore::new(device);
+                let net = Net::new(&arch, &vs.root(), meta.input, meta.outputs)?;
+                load_weights(&mut vs, &dir.join(WEIGHTS))?;
+                Body::Declared { vs, net }
+            }
+            Format::Torchscript => {
+                let path = dir.join(TORCHSCRIPT);
+                let module = tch::CModule::load_on_device(&path, device)
+                    .map_err(|e| ModelError::Weights { path: path.clone(), message: e.to_string() })?;
+                Body::Torchscript(module)
+            }
+        };
+        Ok(Model { dir: dir.to_path_buf(), meta, device, body })
+    }
+
+    /// The declared layers, or an error saying that `what` needs them.
+    pub fn net(&self, what: &str) -> Result<&Net, ModelError> {
+        match &self.body {
+            Body::Declared { net, .. } => Ok(net),
+            Body::Torchscript(_) => Err(ModelError::NoLayers { path: self.dir.clone(), what: what.to_string() }),
+        }
+    }
+
+    pub fn var_store(&self) -> Option<&nn::VarStore> {
+        match &self.body {
+            Body::Declared { vs, .. } => Some(vs),
+            Body::Torchscript(_) => None,
+        }
+    }
+
+    pub fn var_store_mut(&mut self) -> Option<&mut nn::VarStore> {
+        match &mut self.body {
+            Body::Declared { vs, .. } => Some(vs),
+            Body::Torchscript(_) => None,
+        }
+    }
+
+    /// uint8 N×C×H×W pixels → normalised float input on the model's device.
+    pub fn preprocess(&self, pixels: &Tensor) -> Tensor {
+        let c = self.meta.mean.len() as i64;
+        let mean = Tensor::from_slice(&self.meta.mean).view([1, c, 1, 1]).to_device(self.device);
+        let std = Tensor::from_slice(&self.meta.std).view([1, c, 1, 1]).to_device(self.device);
+        (pixels.to_device(self.device).to_kind(Kind::Float) / 255.0 - mean) / std
+    }
+
+    /// The raw outputs (logits or keypoint maps) for a preprocessed batch.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        match &self.body {
+            Body::Declared { net, .. } => Ok(net.forward_t(x, train)),
+            Body::Torchscript(m) => m
+                .forward_ts(&[x])
+                .map_err(|e| ModelError::Weights { path: self.dir.join(TORCHSCRIPT), message: e.to_string() }),
+        }
+    }
+
+    /// Saves a declared model: `model.json` and `weights.safetensors` in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
+        let meta_path = dir.join("model.json");
+        std::fs::write(&meta_path, serde_json::to_vec_pretty(&self.meta).expect("meta serialises"))
+            .map_err(|source| ModelError::Io { path: meta_path, source })?;
+        let vs = self.var_store().ok_or_else(|| ModelError::NoLayers { path: dir.to_path_buf(), what: "saving weights".into() })?;
+        let path = dir.join(WEIGHTS);
+        vs.save(&path).map_err(|e| ModelError::Weights { path, message: e.to_string() })
+    }
+}
+
+/// Loads named tensors into a var store, with errors that name missing or misshaped parameters.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
+    let err = |message: String| ModelError::Weights { path: path.to_path_buf(), message };
+    let named = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
+    let file: std::collections::HashMap<String, Tensor> = named.into_iter().collect();
+    let mut variables = vs.variables();
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    let missing: Vec<&str> = names.iter().filter(|n| !file.contains_key(n.as_str())).map(|n| n.as_str()).collect();
+    if !missing.is_empty() {
+        return Err(err(format!("missing parameters: {}", missing.join(", "))));
+    }
+    tch::no_grad(|| {
+        for (name, var) in variables.iter_mut() {
+            let src = &file[name];
+            if src.size() != var.size() {
+                return Err(err(format!("`{name}` has shape {:?} in the file, the architecture expects {:?}", src.size(), var.size())));
+            }
+            var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,437 @@
+//! Declared DNN architectures: an ordered list of named layers read from TOML, with shape inference that names
+//! the offending layer instead of letting tch panic.
+//!
+//! Layer names follow PyTorch's `nn.Sequential` convention (`features.0`, `classifier.6`), so parameters are named
+//! `features.0.weight` and weights move both ways between PyTorch and `hudd` as safetensors.
+
+pub mod artefact;
+pub mod fit;
+pub mod net;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A size that is either a number or `"outputs"`: the class or keypoint count of the task, known at build time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Fixed(usize),
+    Outputs(OutputsWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputsWord {
+    Outputs,
+}
+
+impl Size {
+    pub fn resolve(self, outputs: usize) -> usize {
+        match self {
+            Size::Fixed(n) => n,
+            Size::Outputs(_) => outputs,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn zero() -> usize {
+    0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn slope() -> f64 {
+    0.01
+}
+
+fn bn_eps() -> f64 {
+    1e-5
+}
+
+fn bn_momentum() -> f64 {
+    0.1
+}
+
+/// One layer kind with PyTorch's argument names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerKind {
+    Conv2d {
+        out_channels: Size,
+        kernel_size: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default = "zero")]
+        padding: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    ConvTranspose2d {
+        out_channels: Size,
+        kernel_size: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default = "zero")]
+        padding: usize,
+        #[serde(default = "zero")]
+        output_padding: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Linear {
+        out_features: Size,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Relu,
+    LeakyRelu {
+        #[serde(default = "slope")]
+        negative_slope: f64,
+    },
+    MaxPool2d {
+        kernel_size: usize,
+        /// Defaults to `kernel_size`, as in PyTorch.
+        #[serde(default)]
+        stride: Option<usize>,
+        #[serde(default = "zero")]
+        padding: usize,
+    },
+    AvgPool2d {
+        kernel_size: usize,
+        #[serde(default)]
+        stride: Option<usize>,
+        #[serde(default = "zero")]
+        padding: usize,
+    },
+    AdaptiveAvgPool2d {
+        output_size: [usize; 2],
+    },
+    BatchNorm2d {
+        #[serde(default = "bn_eps")]
+        eps: f64,
+        #[serde(default = "bn_momentum")]
+        momentum: f64,
+    },
+    Dropout {
+        #[serde(default = "half")]
+        p: f64,
+    },
+    Flatten,
+}
+
+impl LayerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LayerKind::Conv2d { .. } => "conv2d",
+            LayerKind::ConvTranspose2d { .. } => "conv_transpose2d",
+            LayerKind::Linear { .. } => "linear",
+            LayerKind::Relu => "relu",
+            LayerKind::LeakyRelu { .. } => "leaky_relu",
+            LayerKind::MaxPool2d { .. } => "max_pool2d",
+            LayerKind::AvgPool2d { .. } => "avg_pool2d",
+            LayerKind::AdaptiveAvgPool2d { .. } => "adaptive_avg_pool2d",
+            LayerKind::BatchNorm2d { .. } => "batch_norm2d",
+            LayerKind::Dropout { .. } => "dropout",
+            LayerKind::Flatten => "flatten",
+        }
+    }
+}
+
+/// A named layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: LayerKind,
+}
+
+/// An architecture file: `[model]` and an ordered `[[layer]]` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    pub model: ModelHeader,
+    #[serde(rename = "layer")]
+    pub layers: Vec<Layer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelHeader {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The input the architecture is designed for: `[channels, height, width]`.
+    pub input: [usize; 3],
+    /// `classification` (the last layer's outputs are logits) or `keypoints` (one heatmap per keypoint).
+    #[serde(default = "default_head")]
+    pub head: Head,
+}
+
+fn default_head() -> Head {
+    Head::Classification
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    Classification,
+    Keypoints,
+}
+
+/// A tensor shape without the batch dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Channels, height, width.
+    Map(usize, usize, usize),
+    Flat(usize),
+}
+
+impl Shape {
+    pub fn dims(&self) -> Vec<usize> {
+        match *self {
+            Shape::Map(c, h, w) => vec![c, h, w],
+            Shape::Flat(n) => vec![n],
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.dims().iter().product()
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Map(c, h, w) => write!(f, "{c}×{h}×{w}"),
+            Shape::Flat(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    #[error("cannot read architecture {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("layer `{layer}` ({kind}): {message}")]
+    Shape { layer: String, kind: &'static str, message: String },
+    #[error("duplicate layer name `{0}`")]
+    Duplicate(String),
+    #[error("invalid layer name `{0}`: names are dot-separated parts of letters, digits and `_` (PyTorch's convention)")]
+    Name(String),
+}
+
+/// One row of `hudd model describe`.
+#[derive(Debug, Clone)]
+pub struct LayerInfo {
+    pub name: String,
+    pub kind: &'static str,
+    pub input: Shape,
+    pub output: Shape,
+    pub params: usize,
+}
+
+impl Architecture {
+    pub fn load(path: &Path) -> Result<Architecture, ArchError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Read { path: path.to_path_buf(), source })?;
+        Architecture::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Architecture, ArchError> {
+        let arch: Architecture = toml::from_str(text).map_err(|e| {
+            let location = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                format!("{}:{}: ", before.matches('\n').count() + 1, before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1)
+            });
+            ArchError::Parse { path: path.to_path_buf(), message: format!("{}{}", location.unwrap_or_default(), e.message().trim()) }
+        })?;
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &arch.layers {
+            let valid = !l.name.is_empty()
+                && l.name.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            if !valid {
+                return Err(ArchError::Name(l.name.clone()));
+            }
+            if !seen.insert(l.name.clone()) {
+                return Err(ArchError::Duplicate(l.name.clone()));
+            }
+        }
+        Ok(arch)
+    }
+
+    /// Every layer's input and output shape and parameter count for an input and an output count.
+    pub fn describe(&self, input: [usize; 3], outputs: usize) -> Result<Vec<LayerInfo>, ArchError> {
+        let mut shape = Shape::Map(input[0], input[1], input[2]);
+        let mut rows = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (output, params) = infer(layer, &shape, outputs)?;
+            rows.push(LayerInfo { name: layer.name.clone(), kind: layer.kind.name(), input: shape, output: output.clone(), params });
+            shape = output;
+        }
+        Ok(rows)
+    }
+
+    /// The output shape for an input, or the first layer that cannot take what it is given.
+    pub fn output_shape(&self, input: [usize; 3], outputs: usize) -> Result<Shape, ArchError> {
+        let rows = self.describe(input, outputs)?;
+        Ok(rows.last().map_or(Shape::Map(input[0], input[1], input[2]), |r| r.output.clone()))
+    }
+}
+
+fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    (size + 2 * padding).checked_sub(kernel).map(|d| d / stride + 1)
+}
+
+/// The output shape and parameter count of one layer.
+fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize), ArchError> {
+    let err = |message: String| ArchError::Shape { layer: layer.name.clone(), kind: layer.kind.name(), message };
+    let map = |what: &str| -> Result<(usize, usize, usize), ArchError> {
+        match *input {
+            Shape::Map(c, h, w) => Ok((c, h, w)),
+            Shape::Flat(n) => Err(err(format!("needs a C×H×W input for {what}, got a flat vector of {n}; is a flatten misplaced?"))),
+        }
+    };
+    let positive = |name: &str, v: usize| if v == 0 { Err(err(format!("{name} must be at least 1, got 0"))) } else { Ok(()) };
+    Ok(match &layer.kind {
+        LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => {
+            let (c, h, w) = map("a convolution")?;
+            positive("kernel_size", *kernel_size)?;
+            positive("stride", *stride)?;
+            let out = out_channels.resolve(outputs);
+            positive("out_channels", out)?;
+            let (oh, ow) = match (conv_out(h, *kernel_size, *stride, *padding), conv_out(w, *kernel_size, *stride, *padding)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(err(format!("input {input} is smaller than the kernel {kernel_size} with padding {padding}"))),
+            };
+            (Shape::Map(out, oh, ow), out * c * kernel_size * kernel_size + if *bias { out } else { 0 })
+        }
+        LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
+            let (c, h, w) = map("a transposed convolution")?;
+            positive("kernel_size", *kernel_size)?;
+            positive("stride", *stride)?;
+            let out = out_channels.resolve(outputs);
+            positive("out_channels", out)?;
+            if output_padding >= stride {
+                return Err(err(format!("output_padding ({output_padding}) must be smaller than stride ({stride})")));
+            }
+            let size = |x: usize| ((x - 1) * stride + kernel_size + output_padding).checked_sub(2 * padding);
+            let (oh, ow) = match (size(h), size(w)) {
+                (Some(a), Some(b)) if a > 0 && b > 0 => (a, b),
+                _ => return Err(err(format!("padding {padding} removes the whole output for input {input}"))),
+            };
+            (Shape::Map(out, oh, ow), c * out * kernel_size * kernel_size + if *bias { out } else { 0 })
+        }
+        LayerKind::Linear { out_features, bias } => {
+            let n = match input {
+                Shape::Flat(n) => *n,
+                Shape::Map(..) => return Err(err(format!("needs a flat input, got {input}; add a flatten layer before it"))),
+            };
+            let out = out_features.resolve(outputs);
+            positive("out_features", out)?;
+            (Shape::Flat(out), n * out + if *bias { out } else { 0 })
+        }
+        LayerKind::Relu | LayerKind::LeakyRelu { .. } => (input.clone(), 0),
+        LayerKind::Dropout { p } => {
+            if !(0.0..1.0).contains(p) {
+                return Err(err(format!("p must be in [0, 1), got {p}")));
+            }
+            (input.clone(), 0)
+        }
+        LayerKind::MaxPool2d { kernel_size, stride, padding } | LayerKind::AvgPool2d { kernel_size, stride, padding } => {
+            let (c, h, w) = map("pooling")?;
+            positive("kernel_size", *kernel_size)?;
+            let stride = stride.unwrap_or(*kernel_size);
+            positive("stride", stride)?;
+            if 2 * padding > *kernel_size {
+                return Err(err(format!("padding ({padding}) must be at most half the kernel ({kernel_size})")));
+            }
+            match (conv_out(h, *kernel_size, stride, *padding), conv_out(w, *kernel_size, stride, *padding)) {
+                (Some(a), Some(b)) => (Shape::Map(c, a, b), 0),
+                _ => return Err(err(format!("input {input} is smaller than the kernel {kernel_size}"))),
+            }
+        }
+        LayerKind::AdaptiveAvgPool2d { output_size } => {
+            let (c, _, _) = map("pooling")?;
+            positive("output_size", output_size[0].min(output_size[1]))?;
+            (Shape::Map(c, output_size[0], output_size[1]), 0)
+        }
+        LayerKind::BatchNorm2d { eps, .. } => {
+            let (c, _, _) = map("batch norm")?;
+            if !(*eps > 0.0) {
+                return Err(err(format!("eps must be above 0, got {eps}")));
+            }
+            (input.clone(), 2 * c)
+        }
+        LayerKind::Flatten => (Shape::Flat(input.numel()), 0),
+    })
+}
+
+/// The folder of shipped architectures, in the source tree the binary was built from.
+pub fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// A bare name (`alexnet-small`) is a shipped architecture; anything with a `/` or a `.toml` suffix is a path.
+pub fn architecture_path(name: &Path) -> PathBuf {
+    let text = name.to_string_lossy();
+    if text.contains('/') || text.ends_with(".toml") {
+        name.to_path_buf()
+    } else {
+        shipped_dir().join(format!("{text}.toml"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(layers: &str) -> Architecture {
+        Architecture::parse(Path::new("t.toml"), &format!("[model]\nname = \"t\"\ninput = [3, 32, 32]\n{layers}")).unwrap()
+    }
+
+    #[test]
+    fn shapes_and_parameter_counts_follow_pytorch() {
+        let a = arch(
+            "[[layer]]\nname = \"f.0\"\nkind = \"conv2d\"\nout_channels = 8\nkernel_size = 3\npadding = 1\n\
+             [[layer]]\nname = \"f.1\"\nkind = \"max_pool2d\"\nkernel_size = 2\n\
+             [[layer]]\nname = \"flatten\"\nkind = \"flatten\"\n\
+             [[layer]]\nname = \"c.0\"\nkind = \"linear\"\nout_features = \"outputs\"\n",
+        );
+        let rows = a.describe([3, 32, 32], 10).unwrap();
+        assert_eq!(rows[0].output, Shape::Map(8, 32, 32));
+        assert_eq!(rows[0].params, 8 * 3 * 9 + 8);
+        assert_eq!(rows[1].output, Shape::Map(8, 16, 16));
+        assert_eq!(rows[2].output, Shape::Flat(2048));
+        assert_eq!(rows[3].output, Shape::Flat(10));
+        assert_eq!(rows[3].params, 2048 * 10 + 10);
+    }
+
+    #[test]
+    fn a_shape_mismatch_names_the_layer() {
+        let a = arch("[[layer]]\nname = \"c.0\"\nkind = \"linear\"\nout_features = 4\n");
+        let e = a.describe([3, 32, 32], 10).unwrap_err().to_string();
+        assert_eq!(e, "layer `c.0` (linear): needs a flat input, got 3×32×32; add a flatten layer before it");
+        let a = arch("[[layer]]\nname = \"f.0\"\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 7\n");
+        let e = a.describe([3, 4, 4], 10).unwrap_err().to_string();
+        assert!(e.contains("layer `f.0` (conv2d): input 3×4×4 is smaller than the kernel 7"), "{e}");
+    }
+
+    #[test]
+    fn transposed_convolutions_upsample_like_pytorch() {
+        let a = arch("[[layer]]\nname = \"d.0\"\nkind = \"conv_transpose2d\"\nout_channels = 5\nkernel_size = 4\nstride = 2\npadding = 1\n");
+        assert_eq!(a.output_shape([3, 16, 16], 0).unwrap(), Shape::Map(5, 32, 32));
+    }
+}

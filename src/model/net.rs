@@ -1,0 +1,143 @@
+//! A declared architecture built on tch: an explicit ordered list of layers (never closures), so LRP can walk them.
+
+use tch::{Tensor, nn};
+
+use super::{ArchError, Architecture, LayerKind};
+
+/// One built layer.
+#[derive(Debug)]
+pub enum Op {
+    Conv(nn::Conv2D),
+    ConvTranspose(nn::ConvTranspose2D),
+    Linear(nn::Linear),
+    Relu,
+    LeakyRelu(f64),
+    MaxPool { kernel: i64, stride: i64, padding: i64 },
+    AvgPool { kernel: i64, stride: i64, padding: i64 },
+    AdaptiveAvgPool([i64; 2]),
+    BatchNorm(nn::BatchNorm),
+    Dropout(f64),
+    Flatten,
+}
+
+/// A network: named layers applied in order.
+#[derive(Debug)]
+pub struct Net {
+    pub layers: Vec<(String, Op)>,
+    pub input: [usize; 3],
+    pub outputs: usize,
+}
+
+/// The tch path of a dotted PyTorch name: `features.0` → `root / "features" / "0"`.
+fn sub<'a>(root: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
+    name.split('.').fold(root.clone(), |p, part| p.sub(part))
+}
+
+impl Net {
+    /// Builds the layers under `root`; shapes are checked first, so a mismatch is an error naming the layer.
+    pub fn new(arch: &Architecture, root: &nn::Path<'_>, input: [usize; 3], outputs: usize) -> Result<Net, ArchError> {
+        let rows = arch.describe(input, outputs)?;
+        let mut layers = Vec::with_capacity(arch.layers.len());
+        for (layer, row) in arch.layers.iter().zip(&rows) {
+            let p = sub(root, &layer.name);
+            let in_ch = row.input.dims()[0] as i64;
+            let op = match &layer.kind {
+                LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => Op::Conv(nn::conv2d(
+                    &p,
+                    in_ch,
+                    out_channels.resolve(outputs) as i64,
+                    *kernel_size as i64,
+                    nn::ConvConfig { stride: *stride as i64, padding: *padding as i64, bias: *bias, ..Default::default() },
+                )),
+                LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
+                    Op::ConvTranspose(nn::conv_transpose2d(
+                        &p,
+                        in_ch,
+                        out_channels.resolve(outputs) as i64,
+                        *kernel_size as i64,
+                        nn::ConvTransposeConfig {
+                            stride: *stride as i64,
+                            padding: *padding as i64,
+                            output_padding: *output_padding as i64,
+                            bias: *bias,
+                            ..Default::default()
+                        },
+                    ))
+                }
+                LayerKind::Linear { out_features, bias } => Op::Linear(nn::linear(
+                    &p,
+                    row.input.numel() as i64,
+                    out_features.resolve(outputs) as i64,
+                    nn::LinearConfig { bias: *bias, ..Default::default() },
+                )),
+                LayerKind::Relu => Op::Relu,
+                LayerKind::LeakyRelu { negative_slope } => Op::LeakyRelu(*negative_slope),
+                LayerKind::MaxPool2d { kernel_size, stride, padding } => Op::MaxPool {
+                    kernel: *kernel_size as i64,
+                    stride: stride.unwrap_or(*kernel_size) as i64,
+                    padding: *padding as i64,
+                },
+                LayerKind::AvgPool2d { kernel_size, stride, padding } => Op::AvgPool {
+                    kernel: *kernel_size as i64,
+                    stride: stride.unwrap_or(*kernel_size) as i64,
+                    padding: *padding as i64,
+                },
+                LayerKind::AdaptiveAvgPool2d { output_size } => {
+                    Op::AdaptiveAvgPool([output_size[0] as i64, output_size[1] as i64])
+                }
+                LayerKind::BatchNorm2d { eps, momentum } => Op::BatchNorm(nn::batch_norm2d(
+                    &p,
+                    in_ch,
+                    nn::BatchNormConfig { eps: *eps, momentum: *momentum, ..Default::default() },
+                )),
+                LayerKind::Dropout { p } => Op::Dropout(*p),
+                LayerKind::Flatten => Op::Flatten,
+            };
+            layers.push((layer.name.clone(), op));
+        }
+        Ok(Net { layers, input, outputs })
+    }
+
+    /// Applies one layer.
+    pub fn apply(op: &Op, x: &Tensor, train: bool) -> Tensor {
+        match op {
+            Op::Conv(c) => x.apply(c),
+            Op::ConvTranspose(c) => x.apply(c),
+            Op::Linear(l) => x.apply(l),
+            Op::Relu => x.relu(),
+            Op::LeakyRelu(slope) => leaky_relu(x, *slope),
+            Op::MaxPool { kernel, stride, padding } => {
+                x.max_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], [1, 1], false)
+            }
+            Op::AvgPool { kernel, stride, padding } => {
+                x.avg_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], false, true, None::<i64>)
+            }
+            Op::AdaptiveAvgPool(size) => x.adaptive_avg_pool2d(*size),
+            Op::BatchNorm(bn) => x.apply_t(bn, train),
+            Op::Dropout(p) => x.dropout(*p, train),
+            Op::Flatten => x.flatten(1, -1),
+        }
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |x, (_, op)| Net::apply(op, &x, train))
+    }
+
+    /// The input of every layer and, last, the network's output (evaluation mode).
+    pub fn forward_layers(&self, x: &Tensor) -> Vec<Tensor> {
+        let mut acts = Vec::with_capacity(self.layers.len() + 1);
+        let mut x = x.shallow_clone();
+        for (_, op) in &self.layers {
+            let y = Net::apply(op, &x, false);
+            acts.push(x);
+            x = y;
+        }
+        acts.push(x);
+        acts
+    }
+}
+
+/// Leaky ReLU with any slope (tch's `leaky_relu` fixes it at 0.01).
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
+    x.clamp_min(0.0) + x.clamp_max(0.0) * slope
+}

@@ -1,0 +1,421 @@
+//! Stage `dataset`: real images imported into a dataset artefact, from HUDD's folder layout
+//! (`{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`), a CSV listing, or IDX files (MNIST, Fashion-MNIST).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{DatasetMeta, write_csv};
+use crate::npy::NpyWriter;
+use crate::sim::Target;
+use crate::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+
+pub struct Import;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// HUDD's `DataSets/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`.
+    Folders,
+    /// A CSV with `path,label` (or `path,target_*`) and optional `split` and parameter columns.
+    Csv,
+    /// IDX files: `train-images-idx3-ubyte[.gz]` and friends.
+    Idx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// Scale to `size × size`, ignoring the aspect ratio.
+    #[default]
+    Stretch,
+    /// Scale the shorter side to `size` and crop the centre.
+    Crop,
+    /// Refuse images that are not already `size × size`.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBad {
+    #[default]
+    Error,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    pub format: SourceFormat,
+    /// A folder (folders, idx) or a CSV file (csv), relative to the workspace.
+    pub path: PathBuf,
+    /// Output width and height.
+    pub size: u32,
+    /// 1 (grey) or 3 (RGB).
+    #[serde(default = "three")]
+    pub channels: usize,
+    #[serde(default)]
+    pub resize: Resize,
+    #[serde(default)]
+    pub on_bad_image: OnBad,
+    /// The class names in label order; by default the sorted folder names (folders), the sorted labels (csv),
+    /// or `0`..`9` (idx).
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Share of the training split moved, at random, to a split `improvement` (for sources without one).
+    #[serde(default)]
+    pub improvement: f64,
+    /// At most this many images per split (all by default), taken in order.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn three() -> usize {
+    3
+}
+
+impl Params for ImportParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if !(8..=1024).contains(&self.size) {
+            out.push(Invalid::new("size", format!("must be between 8 and 1024 pixels, got {}", self.size)));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            out.push(Invalid::new("channels", format!("must be 1 (grey) or 3 (RGB), got {}", self.channels)));
+        }
+        if !(0.0..1.0).contains(&self.improvement) {
+            out.push(Invalid::new("improvement", format!("must be in [0, 1), got {}", self.improvement)));
+        }
+        if let Some(classes) = &self.classes {
+            let mut seen = std::collections::BTreeSet::new();
+            for c in classes {
+                if !seen.insert(c) {
+                    out.push(Invalid::new("classes", format!("`{c}` appears twice")));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One image to import: where its pixels come from, its split and label, and any extra columns.
+struct Item {
+    id: String,
+    split: String,
+    label: String,
+    pixels: Pixels,
+    extra: Vec<String>,
+}
+
+enum Pixels {
+    File(PathBuf),
+    /// Grey pixels already in memory (IDX), `rows × cols`.
+    Grey { rows: usize, cols: usize, data: Vec<u8> },
+}
+
+impl Stage for Import {
+    type Params = ImportParams;
+    const KIND: &'static str = "dataset";
+    const VERSION: u32 = 1;
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "dataset", path: "dataset/", doc: "images.npy, table.csv, meta.json" },
+        OutputSpec { name: "skipped", path: "skipped.csv", doc: "images skipped with on_bad_image = \"skip\", and why" },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Imports real images.";
+
+    fn external_paths(p: &ImportParams) -> Vec<PathBuf> {
+        vec![p.path.clone()]
+    }
+
+    fn run(&self, p: &ImportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let root = ctx.resolve(&p.path);
+        let (mut items, extra_names) = match p.format {
+            SourceFormat::Folders => (folders(&root)?, Vec::new()),
+            SourceFormat::Csv => csv(&root)?,
+            SourceFormat::Idx => (idx(&root)?, Vec::new()),
+        };
+        if p.improvement > 0.0 {
+            let mut train: Vec<usize> = items.iter().enumerate().filter(|(_, it)| it.split == "train").map(|(i, _)| i).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+            train.shuffle(&mut rng);
+            let moved = (train.len() as f64 * p.improvement).round() as usize;
+            for &i in &train[..moved] {
+                items[i].split = "improvement".into();
+            }
+        }
+        // Splits in table order (train, test, improvement, others), images in source order within each.
+        let rank = |s: &str| ["train", "test", "improvement"].iter().position(|x| *x == s).unwrap_or(3);
+        items.sort_by(|a, b| (rank(&a.split), &a.split).cmp(&(rank(&b.split), &b.split)));
+        if let Some(limit) = p.limit {
+            let mut counts = std::collections::BTreeMap::<String, usize>::new();
+            items.retain(|it| {
+                let c = counts.entry(it.split.clone()).or_default();
+                *c += 1;
+                *c <= limit
+            });
+        }
+        let classes: Vec<String> = match &p.classes {
+            Some(c) => c.clone(),
+            None if p.format == SourceFormat::Idx => (0..10).map(|d| d.to_string()).collect(),
+            None => {
+                let mut c: Vec<String> = items.iter().map(|it| it.label.clone()).collect();
+                c.sort();
+                c.dedup();
+                c
+            }
+        };
+        for it in &items {
+            if !classes.contains(&it.label) {
+                return Err(StageError::input(format!(
+                    "{}: label `{}` is not in the class list ({})",
+                    it.id,
+                    it.label,
+                    classes.join(", ")
+                )));
+            }
+        }
+
+        let dir = ctx.output("dataset")?;
+        let size = p.size as usize;
+        let mut images = NpyWriter::<u8>::create(&dir.join("images.npy"), &[p.channels, size, size])
+            .map_err(|e| StageError::failed(e.to_string()))?;
+        let (mut ids, mut splits, mut labels, mut label_index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut extras: Vec<Vec<String>> = vec![Vec::new(); extra_names.len()];
+        let mut skipped = String::from("image,reason\n");
+        let mut meta_splits: Vec<(String, usize)> = Vec::new();
+        ctx.progress.start(items.len() as u64, "images");
+        let mut chw = Vec::with_capacity(p.channels * size * size);
+        for it in &items {
+            ctx.progress.inc(1);
+            let rgb = match decode(&it.pixels, size, p.resize) {
+                Ok(rgb) => rgb,
+                Err(reason) if p.on_bad_image == OnBad::Skip => {
+                    skipped.push_str(&format!("{},{}\n", csv_field(&it.id), csv_field(&reason)));
+                    continue;
+                }
+                Err(reason) => {
+                    return Err(StageError::input(format!("{}: {reason} (on_bad_image = \"skip\" skips such images)", it.id)));
+                }
+            };
+            chw.clear();
+            crate::dataset::to_chw(&rgb, size, p.channels, &mut chw);
+            images.append(&chw).map_err(|e| StageError::failed(e.to_string()))?;
+            ids.push(it.id.clone());
+            splits.push(it.split.clone());
+            let li = classes.iter().position(|c| *c == it.label).expect("labels were checked") as u32;
+            labels.push(it.label.clone());
+            label_index.push(li);
+            for (k, v) in it.extra.iter().enumerate() {
+                extras[k].push(v.clone());
+            }
+            match meta_splits.last_mut() {
+                Some((s, n)) if *s == it.split => *n += 1,
+                _ => meta_splits.push((it.split.clone(), 1)),
+            }
+        }
+        let count = images.finish().map_err(|e| StageError::failed(e.to_string()))?;
+        let mut columns = vec![
+            polars::prelude::Column::new("image".into(), &ids),
+            polars::prelude::Column::new("split".into(), &splits),
+            polars::prelude::Column::new("label".into(), &labels),
+            polars::prelude::Column::new("label_index".into(), &label_index),
+        ];
+        for (name, values) in extra_names.iter().zip(&extras) {
+            columns.push(polars::prelude::Column::new(name.as_str().into(), values));
+        }
+        let mut df = polars::prelude::DataFrame::new(count, columns).map_err(|e| StageError::failed(e.to_string()))?;
+        write_csv(&dir.join("table.csv"), &mut df).map_err(|e| StageError::failed(e.to_string()))?;
+        let meta = DatasetMeta {
+            source: format!("{}:{}", serde_json::to_value(p.format).expect("enum").as_str().unwrap_or(""), p.path.display()),
+            task: "classification".into(),
+            target: Target::Classification { classes },
+            channels: p.channels,
+            height: size,
+            width: size,
+            count,
+            splits: meta_splits,
+            params: Vec::new(),
+        };
+        let path = dir.join("meta.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises")).map_err(|e| StageError::io(&path, e))?;
+        let path = ctx.output("skipped")?;
+        std::fs::write(&path, skipped).map_err(|e| StageError::io(&path, e))?;
+        Ok(())
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// Decodes and resizes one image to interleaved RGB `size × size`, or says why it cannot.
+fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<Vec<u8>, String> {
+    let img: image::RgbImage = match pixels {
+        Pixels::File(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            image::load_from_memory(&bytes).map_err(|e| format!("unreadable or truncated image: {e}"))?.to_rgb8()
+        }
+        Pixels::Grey { rows, cols, data } => {
+            let grey = image::GrayImage::from_raw(*cols as u32, *rows as u32, data.clone()).ok_or("truncated IDX image")?;
+            image::DynamicImage::ImageLuma8(grey).to_rgb8()
+        }
+    };
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let out = if w == size && h == size {
+        img
+    } else {
+        match resize {
+            Resize::None => return Err(format!("is {w}×{h}, not {size}×{size} (resize = \"none\")")),
+            Resize::Stretch => image::imageops::resize(&img, size as u32, size as u32, image::imageops::FilterType::Triangle),
+            Resize::Crop => {
+                let scale = size as f64 / w.min(h) as f64;
+                let (nw, nh) = (((w as f64 * scale).round() as u32).max(size as u32), ((h as f64 * scale).round() as u32).max(size as u32));
+                let scaled = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+                image::imageops::crop_imm(&scaled, (nw - size as u32) / 2, (nh - size as u32) / 2, size as u32, size as u32).to_image()
+            }
+        }
+    };
+    Ok(out.into_raw())
+}
+
+/// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`.
+fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
+    const SPLITS: [(&str, &str); 3] = [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement")];
+    let mut items = Vec::new();
+    let mut found = false;
+    for (folder, split) in SPLITS {
+        let dir = root.join(folder);
+        if !dir.is_dir() {
+            continue;
+        }
+        found = true;
+        for class in sorted_entries(&dir)? {
+            if !class.is_dir() {
+                continue;
+            }
+            let label = class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            for file in sorted_entries(&class)? {
+                if file.is_file() {
+                    let rel = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
+                    items.push(Item { id: rel, split: split.into(), label: label.clone(), pixels: Pixels::File(file), extra: Vec::new() });
+                }
+            }
+        }
+    }
+    if !found {
+        return Err(StageError::input(format!(
+            "{}: no TrainingSet, TestSet or ImprovementSet folder (HUDD's layout: <path>/TrainingSet/<class>/<image>)",
+            root.display()
+        )));
+    }
+    Ok(items)
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| StageError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// A CSV listing: `path` and `label` columns, optional `split` (default `train`), other columns kept.
+fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>), StageError> {
+    let df = crate::dataset::read_csv(file).map_err(|e| StageError::input(e.to_string()))?;
+    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    for required in ["path", "label"] {
+        if !names.iter().any(|n| n == required) {
+            return Err(StageError::input(format!("{}: no `{required}` column (columns: {})", file.display(), names.join(", "))));
+        }
+    }
+    let col = |name: &str| -> Result<Vec<String>, StageError> {
+        let c = df.column(name).map_err(|e| StageError::input(e.to_string()))?;
+        let c = c.cast(&polars::prelude::DataType::String).map_err(|e| StageError::input(e.to_string()))?;
+        Ok(c.str().map_err(|e| StageError::input(e.to_string()))?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+    };
+    let paths = col("path")?;
+    let labels = col("label")?;
+    let splits = if names.iter().any(|n| n == "split") { col("split")? } else { vec!["train".to_string(); paths.len()] };
+    let extra_names: Vec<String> = names.iter().filter(|n| !["path", "label", "split"].contains(&n.as_str())).cloned().collect();
+    let extra_cols: Vec<Vec<String>> = extra_names.iter().map(|n| col(n)).collect::<Result<_, _>>()?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let items = (0..paths.len())
+        .map(|i| Item {
+            id: paths[i].clone(),
+            split: splits[i].clone(),
+            label: labels[i].clone(),
+            pixels: Pixels::File(base.join(&paths[i])),
+            extra: extra_cols.iter().map(|c| c[i].clone()).collect(),
+        })
+        .collect();
+    Ok((items, extra_names))
+}
+
+/// IDX files (MNIST layout), gzipped or not: `train-*` become split `train`, `t10k-*` split `test`.
+fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
+    let mut items = Vec::new();
+    for (prefix, split) in [("train", "train"), ("t10k", "test")] {
+        let images = read_idx(root, &format!("{prefix}-images-idx3-ubyte"))?;
+        let labels = read_idx(root, &format!("{prefix}-labels-idx1-ubyte"))?;
+        let (Some((img_dims, img)), Some((lab_dims, lab))) = (images, labels) else { continue };
+        let (n, rows, cols) = match img_dims.as_slice() {
+            [n, r, c] => (*n, *r, *c),
+            other => return Err(StageError::input(format!("{prefix}-images: expected 3 dimensions, got {other:?}"))),
+        };
+        if lab_dims.first() != Some(&n) {
+            return Err(StageError::input(format!("{prefix}: {n} images but {:?} labels", lab_dims)));
+        }
+        for i in 0..n {
+            items.push(Item {
+                id: format!("{split}-{i:05}"),
+                split: split.into(),
+                label: lab[i].to_string(),
+                pixels: Pixels::Grey { rows, cols, data: img[i * rows * cols..(i + 1) * rows * cols].to_vec() },
+                extra: Vec::new(),
+            });
+        }
+    }
+    if items.is_empty() {
+        return Err(StageError::input(format!("{}: no train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]", root.display())));
+    }
+    Ok(items)
+}
+
+/// Reads `<root>/<name>` or `<root>/<name>.gz`: the dimensions and the unsigned-byte payload.
+fn read_idx(root: &Path, name: &str) -> Result<Option<(Vec<usize>, Vec<u8>)>, StageError> {
+    let plain = root.join(name);
+    let gz = root.join(format!("{name}.gz"));
+    let (path, bytes) = if plain.is_file() {
+        (plain.clone(), std::fs::read(&plain).map_err(|e| StageError::io(&plain, e))?)
+    } else if gz.is_file() {
+        let file = std::fs::File::open(&gz).map_err(|e| StageError::io(&gz, e))?;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(file).read_to_end(&mut out).map_err(|e| StageError::input(format!("{}: {e}", gz.display())))?;
+        (gz, out)
+    } else {
+        return Ok(None);
+    };
+    let bad = |m: &str| StageError::input(format!("{}: {m}", path.display()));
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        return Err(bad("not an IDX file of unsigned bytes"));
+    }
+    let ndim = bytes[3] as usize;
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(bad("truncated header"));
+    }
+    let dims: Vec<usize> = (0..ndim).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize).collect();
+    let expected = header + dims.iter().product::<usize>();
+    if bytes.len() < expected {
+        return Err(bad(&format!("truncated: {} bytes where {dims:?} needs {expected}", bytes.len())));
+    }
+    Ok(Some((dims, bytes[header..expected].to_vec())))
+}

@@ -1,0 +1,182 @@
+//! Models: declared architectures, training, testing, weights in and out.
+
+use hudd::engine::{self, RunOptions};
+use hudd::manifest;
+use hudd::progress::Reporter;
+use hudd::store::Store;
+
+use crate::support::Ws;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// 32 images of 4 sign classes, a tiny net trained on them, tested on the same images.
+fn overfit_manifest() -> String {
+    format!(
+        r#"
+[workflow]
+name = "fit"
+seed = 5
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = {{ class = {{ weights = {{ stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 }} }}, noise = {{ fixed = 0.0 }} }}
+splits = {{ train = {{ count = 32 }} }}
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "{}"
+epochs = 40
+batch_size = 8
+optimizer = "adam"
+lr = 0.003
+weight_decay = 0.0
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "test"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+split = "train"
+"#,
+        fixture("tiny.toml")
+    )
+}
+
+struct Ran {
+    ws: Ws,
+    keys: Vec<String>,
+    w: hudd::manifest::Workflow,
+}
+
+impl Ran {
+    fn output(&self, stage: &str, output: &str) -> std::path::PathBuf {
+        let i = self.w.stage_index(stage).unwrap();
+        Store::open(self.ws.path()).unwrap().output_path(&self.keys[i], output).unwrap()
+    }
+}
+
+fn run(text: &str) -> Ran {
+    let ws = Ws::new();
+    let path = ws.write("w.toml", text);
+    let registry = hudd::stages::registry();
+    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(ws.path()).unwrap();
+    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    Ran { keys: report.keys.clone(), w, ws }
+}
+
+#[test]
+fn a_tiny_model_overfits_32_images_and_the_results_table_has_huddss_columns() {
+    let ran = run(&overfit_manifest());
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.output("test", "summary")).unwrap()).unwrap();
+    assert!(summary["accuracy"].as_f64().unwrap() >= 0.95, "{summary}");
+    let results = std::fs::read_to_string(ran.output("test", "results")).unwrap();
+    let header = results.lines().next().unwrap();
+    assert!(header.starts_with("image,result,expected,predicted,speed_30,speed_50,"), "{header}");
+    assert!(header.contains(",class,scale,"), "the dataset's parameters follow the scores: {header}");
+    assert_eq!(results.lines().count(), 33);
+    let curve = std::fs::read_to_string(ran.output("train", "curve")).unwrap();
+    assert_eq!(curve.lines().count(), 41);
+    let errors = hudd::dataset::Dataset::open(&ran.output("test", "errors")).unwrap();
+    assert_eq!(errors.meta.count, summary["errors"].as_u64().unwrap() as usize);
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let (a, b) = (run(&overfit_manifest()), run(&overfit_manifest()));
+    let weights = |r: &Ran| std::fs::read(r.output("train", "model").join("weights.safetensors")).unwrap();
+    assert!(weights(&a) == weights(&b), "same seed, same weights");
+}
+
+#[test]
+fn weights_round_trip_through_safetensors() {
+    use hudd::model::artefact::Model;
+    let ran = run(&overfit_manifest());
+    let dir = ran.output("train", "model");
+    let model = Model::load(&dir, tch::Device::Cpu).unwrap();
+    let again = tempfile::tempdir().unwrap();
+    model.save(again.path()).unwrap();
+    let reloaded = Model::load(again.path(), tch::Device::Cpu).unwrap();
+    let x = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let (y1, y2) = (model.forward_t(&x, false).unwrap(), reloaded.forward_t(&x, false).unwrap());
+    assert_eq!(f64::try_from((y1 - y2).abs().max()).unwrap(), 0.0);
+}
+
+#[test]
+fn weights_written_by_pytorch_load_with_the_documented_names() {
+    use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
+    use hudd::model::Architecture;
+    let arch = Architecture::load(std::path::Path::new(&fixture("tiny.toml"))).unwrap();
+    let meta = ModelMeta {
+        format: Format::Declared,
+        architecture: Some(arch),
+        input: [3, 32, 32],
+        outputs: 4,
+        target: hudd::sim::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    let mut model = Model::init(meta, tch::Device::Cpu).unwrap();
+    load_weights(model.var_store_mut().unwrap(), std::path::Path::new(&fixture("pytorch_tiny.safetensors"))).unwrap();
+    let io = tch::Tensor::read_safetensors(fixture("pytorch_tiny_io.safetensors")).unwrap();
+    let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
+    let y = model.forward_t(&get("input"), false).unwrap();
+    let diff = f64::try_from((y - get("output")).abs().max()).unwrap();
+    assert!(diff < 1e-5, "PyTorch and hudd disagree by {diff}");
+}
+
+#[test]
+fn a_model_that_cannot_take_the_images_is_an_error_naming_both_sizes() {
+    let text = overfit_manifest().replace(&fixture("tiny.toml"), "alexnet");
+    let ws = Ws::new();
+    let path = ws.write("w.toml", &text);
+    let registry = hudd::stages::registry();
+    let w = manifest::load(&path, &[], &registry).unwrap();
+    let store = Store::open(ws.path()).unwrap();
+    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 2);
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else { panic!("{:?}", report.outcomes) };
+    assert!(error.contains("alexnet cannot take the dataset's [3, 32, 32] images"), "{error}");
+    assert!(error.contains("layer `features.12` (max_pool2d): input 256×1×1 is smaller than the kernel 3"), "{error}");
+}
+
+#[test]
+fn a_missing_split_is_named_with_the_splits_there_are() {
+    let text = overfit_manifest().replace("split = \"train\"", "split = \"tset\"");
+    let ws = Ws::new();
+    let path = ws.write("w.toml", &text);
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let args = ["hudd", "--workspace", ws.path().to_str().unwrap(), "run", path.to_str().unwrap()];
+    let code = hudd::cli::main_with(args.iter().map(Into::into), &hudd::stages::registry(), &mut o, &mut e, Reporter::hidden());
+    let err = String::from_utf8(e).unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no split `tset` (splits: train)"), "{err}");
+}
+
+#[test]
+fn model_describe_prints_shapes_and_parameter_counts() {
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let args = ["hudd", "model", "describe", "alexnet"];
+    let code = hudd::cli::main_with(args.iter().map(Into::into), &hudd::stages::registry(), &mut o, &mut e, Reporter::hidden());
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&e));
+    let out = String::from_utf8(o).unwrap();
+    // torchvision's AlexNet with 10 classes has 57,044,810 parameters.
+    assert!(out.contains("total parameters: 57044810"), "{out}");
+    assert!(out.contains("features.12"), "{out}");
+    let args = ["hudd", "model", "describe", "alexnet", "--input", "3,32,32"];
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let code = hudd::cli::main_with(args.iter().map(Into::into), &hudd::stages::registry(), &mut o, &mut e, Reporter::hidden());
+    assert_eq!(code, 2);
+    let err = String::from_utf8(e).unwrap();
+    assert!(err.contains("layer `features.12` (max_pool2d)"), "{err}");
+}
