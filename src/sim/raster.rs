@@ -4,7 +4,16 @@
 use rand_chacha::ChaCha8Rng;
 use tiny_skia::Pixmap;
 
-use super::standard_normal;
+use rand::Rng;
+
+/// Two independent standard normal draws (Box-Muller, single precision).
+fn normal_pair(rng: &mut ChaCha8Rng) -> (f32, f32) {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random_range(0.0..1.0);
+    let r = (-2.0 * u1.ln()).sqrt();
+    let (s, c) = (std::f32::consts::TAU * u2).sin_cos();
+    (r * c, r * s)
+}
 
 /// An RGB image with channels in `0..=1`, row-major.
 #[derive(Clone)]
@@ -71,9 +80,18 @@ impl Canvas {
         if sigma <= 0.0 {
             return;
         }
+        let mut spare: Option<f32> = None;
         for p in &mut self.px {
             for c in p.iter_mut() {
-                *c += sigma * standard_normal(rng) as f32;
+                let z = match spare.take() {
+                    Some(z) => z,
+                    None => {
+                        let (a, b) = normal_pair(rng);
+                        spare = Some(b);
+                        a
+                    }
+                };
+                *c += sigma * z;
             }
         }
     }
@@ -81,7 +99,7 @@ impl Canvas {
     fn sample(&self, x: f32, y: f32) -> [f32; 3] {
         let x = x.clamp(0.0, (self.w - 1) as f32);
         let y = y.clamp(0.0, (self.h - 1) as f32);
-        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x0, y0) = (x as usize, y as usize); // x, y >= 0 here: truncation is the floor
         let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
         let (fx, fy) = (x - x0 as f32, y - y0 as f32);
         let at = |xx: usize, yy: usize| self.px[yy * self.w + xx];
@@ -161,9 +179,10 @@ impl Texture {
 
     fn sample(&self, x: f32, y: f32) -> [f32; 4] {
         // Pixel centres sit at +0.5; outside the texture is transparent.
-        let (x, y) = (x - 0.5, y - 0.5);
-        let (x0, y0) = (x.floor(), y.floor());
+        let (x, y) = (x + 0.5, y + 0.5); // shifted by one pixel so that truncation is a floor for x >= -1
+        let (x0, y0) = ((x as i32) as f32, (y as i32) as f32);
         let (fx, fy) = (x - x0, y - y0);
+        let (x0, y0) = (x0 - 1.0, y0 - 1.0);
         let at = |xx: f32, yy: f32| -> [f32; 4] {
             if xx < 0.0 || yy < 0.0 || xx >= self.w as f32 || yy >= self.h as f32 {
                 [0.0; 4]
@@ -202,23 +221,21 @@ impl Plane {
 
     /// Where a camera ray through output pixel `(x, y)` meets the plane, as `(u, v)`.
     pub fn hit(&self, cam: &Camera, x: f64, y: f64) -> Option<(f64, f64)> {
-        let d = [(x - cam.cx) / cam.f, (y - cam.cy) / cam.f, 1.0];
-        // Solve [a b -d] (u v t)ᵀ = -centre by Cramer's rule.
-        let m = [[self.a[0], self.b[0], -d[0]], [self.a[1], self.b[1], -d[1]], [self.a[2], self.b[2], -d[2]]];
-        let rhs = self.centre.map(|c| -c);
-        let det = det3(m);
-        if det.abs() < 1e-12 {
-            return None;
-        }
-        let col = |k: usize| {
-            let mut mk = m;
-            for (i, row) in mk.iter_mut().enumerate() {
-                row[k] = rhs[i];
-            }
-            det3(mk) / det
-        };
-        let (u, v, t) = (col(0), col(1), col(2));
-        (t > 0.0).then_some((u, v))
+        self.mapping(cam).map(x, y)
+    }
+
+    /// The projective map from output pixels to plane coordinates, computed once per plane and camera.
+    ///
+    /// A ray `t·d` meets the plane where `t = n·C / n·d` (`n = a × b`); since `a ⊥ b`,
+    /// `u = (t·d − C)·a / |a|² = ((n·C) a − (C·a) n)·d / (|a|² n·d)`, and likewise `v` with `b`:
+    /// both are ratios of linear functions of `d`, so of the pixel `(x, y)`.
+    pub fn mapping(&self, cam: &Camera) -> Mapping {
+        let n = cross(self.a, self.b);
+        let nc = dot(n, self.centre);
+        let (ca, cb) = (dot(self.centre, self.a), dot(self.centre, self.b));
+        let u: [f64; 3] = std::array::from_fn(|i| nc * self.a[i] - ca * n[i]);
+        let v: [f64; 3] = std::array::from_fn(|i| nc * self.b[i] - cb * n[i]);
+        Mapping { cam: *cam, u, v, n, nc, inv_a2: 1.0 / dot(self.a, self.a), inv_b2: 1.0 / dot(self.b, self.b) }
     }
 
     /// The output pixel a plane point projects to.
@@ -228,9 +245,37 @@ impl Plane {
     }
 }
 
-fn det3(m: [[f64; 3]; 3]) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+/// See [`Plane::mapping`].
+#[derive(Debug, Clone, Copy)]
+pub struct Mapping {
+    cam: Camera,
+    u: [f64; 3],
+    v: [f64; 3],
+    n: [f64; 3],
+    nc: f64,
+    inv_a2: f64,
+    inv_b2: f64,
+}
+
+impl Mapping {
+    #[inline]
+    pub fn map(&self, x: f64, y: f64) -> Option<(f64, f64)> {
+        let d = [(x - self.cam.cx) / self.cam.f, (y - self.cam.cy) / self.cam.f, 1.0];
+        let nd = dot(self.n, d);
+        // Parallel rays never meet the plane; a negative t means it lies behind the camera.
+        if nd.abs() < 1e-12 || self.nc / nd <= 0.0 {
+            return None;
+        }
+        Some((dot(self.u, d) * self.inv_a2 / nd, dot(self.v, d) * self.inv_b2 / nd))
+    }
+}
+
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 }
 
 /// Rotation matrix: roll about z first, then pitch about x, then yaw about y.
@@ -252,11 +297,19 @@ fn matmul(a: [[f64; 3]; 3], b: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
 pub fn warp(canvas: &mut Canvas, tex: &Texture, cam: &Camera, plane: &Plane) -> Vec<f32> {
     let mut coverage = vec![0.0f32; canvas.px.len()];
     const OFFSETS: [(f64, f64); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
-    for y in 0..canvas.h {
-        for x in 0..canvas.w {
+    // Only pixels inside the projected corners' bounding box can see the plane (it lies in front of the camera).
+    let corners = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)].map(|(u, v)| plane.project(cam, u, v));
+    let clamp = |v: f64, hi: usize| (v.max(0.0) as usize).min(hi);
+    let x0 = clamp(corners.iter().map(|c| c.0).fold(f64::INFINITY, f64::min).floor() - 1.0, canvas.w);
+    let x1 = clamp(corners.iter().map(|c| c.0).fold(f64::NEG_INFINITY, f64::max).ceil() + 1.0, canvas.w);
+    let y0 = clamp(corners.iter().map(|c| c.1).fold(f64::INFINITY, f64::min).floor() - 1.0, canvas.h);
+    let y1 = clamp(corners.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max).ceil() + 1.0, canvas.h);
+    let mapping = plane.mapping(cam);
+    for y in y0..y1 {
+        for x in x0..x1 {
             let mut acc = [0.0f32; 4];
             for (ox, oy) in OFFSETS {
-                if let Some((u, v)) = plane.hit(cam, x as f64 + ox, y as f64 + oy)
+                if let Some((u, v)) = mapping.map(x as f64 + ox, y as f64 + oy)
                     && (-1.0..=1.0).contains(&u)
                     && (-1.0..=1.0).contains(&v)
                 {

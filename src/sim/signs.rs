@@ -437,7 +437,7 @@ fn age(face: &mut Pixmap, fading: f32, dirt: f32, rng: &mut ChaCha8Rng) {
                 continue;
             }
             let pale = 0.8 * a;
-            let mix = |c: u8| -> u8 { (c as f32 * (1.0 - fading * 0.8) + pale * fading * 0.8).round().clamp(0.0, a) as u8 };
+            let mix = |c: u8| -> u8 { (c as f32 * (1.0 - fading * 0.8) + pale * fading * 0.8 + 0.5).min(a) as u8 };
             if let Some(p) = tiny_skia::PremultipliedColorU8::from_rgba(mix(px.red()), mix(px.green()), mix(px.blue()), px.alpha()) {
                 *px = p;
             }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod engine;
+mod import;
 mod manifest_errors;
 mod model;
 mod simulate;

@@ -1,0 +1,122 @@
+//! The `dataset` stage: HUDD's folder layout, CSV listings and IDX files, and their bad inputs.
+
+use std::io::Write;
+
+use hudd::engine::{self, Outcome, RunOptions};
+use hudd::manifest;
+use hudd::progress::Reporter;
+use hudd::store::Store;
+
+use crate::support::Ws;
+
+fn png(path: &std::path::Path, w: u32, h: u32, value: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 255 - value])).save(path).unwrap();
+}
+
+fn run(ws: &Ws, stage: &str) -> (Vec<String>, Vec<Outcome>) {
+    let text = format!("[workflow]\nname = \"imp\"\nseed = 3\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\n{stage}");
+    let path = ws.write("w.toml", &text);
+    let registry = hudd::stages::registry();
+    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let report = engine::run(&Store::open(ws.path()).unwrap(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    (report.keys, report.outcomes)
+}
+
+fn dataset(ws: &Ws, key: &str) -> hudd::dataset::Dataset {
+    hudd::dataset::Dataset::open(&Store::open(ws.path()).unwrap().output_path(key, "dataset").unwrap()).unwrap()
+}
+
+#[test]
+fn huddss_folder_layout_becomes_a_dataset_with_splits_and_classes() {
+    let ws = Ws::new();
+    for (split, n) in [("TrainingSet", 3), ("TestSet", 2), ("ImprovementSet", 1)] {
+        for class in ["open", "closed"] {
+            for i in 0..n {
+                png(&ws.path().join(format!("DataSets/{split}/{class}/{i}.png")), 20, 10, 40 * i as u8);
+            }
+        }
+    }
+    let (keys, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 16\nresize = \"crop\"\n");
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
+    let ds = dataset(&ws, &keys[0]);
+    assert_eq!(ds.meta.splits, vec![("train".into(), 6), ("test".into(), 4), ("improvement".into(), 2)]);
+    assert_eq!(ds.meta.target, hudd::sim::Target::Classification { classes: vec!["closed".into(), "open".into()] });
+    assert_eq!((ds.meta.height, ds.meta.width, ds.meta.channels), (16, 16, 3));
+    assert_eq!(ds.ids().unwrap()[0], "TrainingSet/closed/0.png");
+}
+
+#[test]
+fn a_truncated_image_stops_the_stage_naming_the_file_or_is_skipped_and_listed() {
+    let ws = Ws::new();
+    png(&ws.path().join("DataSets/TrainingSet/a/good.png"), 8, 8, 10);
+    png(&ws.path().join("DataSets/TrainingSet/a/bad.png"), 8, 8, 10);
+    let bad = ws.path().join("DataSets/TrainingSet/a/bad.png");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let (keys, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 8\n");
+    let Outcome::Failed { error, exit_code } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert_eq!(*exit_code, 2);
+    assert!(error.contains("TrainingSet/a/bad.png: unreadable or truncated image"), "{error}");
+    assert!(Store::open(ws.path()).unwrap().entry(&keys[0]).is_none(), "nothing partial enters the store");
+    let (keys, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 8\non_bad_image = \"skip\"\n");
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
+    assert_eq!(dataset(&ws, &keys[0]).meta.count, 1);
+    let skipped = std::fs::read_to_string(Store::open(ws.path()).unwrap().output_path(&keys[0], "skipped").unwrap()).unwrap();
+    assert!(skipped.contains("TrainingSet/a/bad.png,"), "{skipped}");
+}
+
+#[test]
+fn a_csv_listing_keeps_its_extra_columns_and_refuses_unknown_labels() {
+    let ws = Ws::new();
+    png(&ws.path().join("imgs/x.png"), 12, 12, 200);
+    png(&ws.path().join("imgs/y.png"), 12, 12, 20);
+    ws.write("list.csv", "path,label,split,weather\nimgs/x.png,cat,train,rain\nimgs/y.png,dog,test,sun\n");
+    let (keys, outcomes) = run(&ws, "format = \"csv\"\npath = \"list.csv\"\nsize = 12\nresize = \"none\"\nchannels = 1\n");
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
+    let ds = dataset(&ws, &keys[0]);
+    assert_eq!(ds.strings("weather").unwrap(), ["rain", "sun"]);
+    assert_eq!(ds.meta.channels, 1);
+    let (_, outcomes) = run(&ws, "format = \"csv\"\npath = \"list.csv\"\nsize = 12\nclasses = [\"cat\", \"bird\"]\n");
+    let Outcome::Failed { error, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(error.contains("imgs/y.png: label `dog` is not in the class list (cat, bird)"), "{error}");
+    let (_, outcomes) = run(&ws, "format = \"csv\"\npath = \"list.csv\"\nsize = 10\nresize = \"none\"\n");
+    let Outcome::Failed { error, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(error.contains("imgs/x.png: is 12×12, not 10×10"), "{error}");
+}
+
+/// Writes an IDX file of unsigned bytes, gzipped.
+fn idx(path: &std::path::Path, dims: &[u32], data: &[u8]) {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    gz.write_all(&bytes).unwrap();
+    gz.finish().unwrap();
+}
+
+#[test]
+fn idx_files_import_with_an_improvement_split_carved_from_training() {
+    let ws = Ws::new();
+    let dir = ws.path().join("mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 20u32;
+    idx(&dir.join("train-images-idx3-ubyte.gz"), &[n, 8, 8], &(0..n * 64).map(|i| i as u8).collect::<Vec<_>>());
+    idx(&dir.join("train-labels-idx1-ubyte.gz"), &[n], &(0..n).map(|i| (i % 10) as u8).collect::<Vec<_>>());
+    idx(&dir.join("t10k-images-idx3-ubyte.gz"), &[5, 8, 8], &[7; 320]);
+    idx(&dir.join("t10k-labels-idx1-ubyte.gz"), &[5], &[1; 5]);
+    let (keys, outcomes) = run(&ws, "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\nimprovement = 0.25\n");
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
+    let ds = dataset(&ws, &keys[0]);
+    assert_eq!(ds.meta.splits, vec![("train".into(), 15), ("test".into(), 5), ("improvement".into(), 5)]);
+    let row = ds.ids().unwrap().iter().position(|id| id == "train-00000").unwrap();
+    let first = ds.images(&[row]).unwrap();
+    assert_eq!(first, (0..64).collect::<Vec<u8>>(), "pixels arrive unchanged at their own size");
+    // A truncated file is named.
+    idx(&dir.join("t10k-images-idx3-ubyte.gz"), &[5, 8, 8], &[7; 100]);
+    let (_, outcomes) = run(&ws, "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\n");
+    let Outcome::Failed { error, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(error.contains("t10k-images-idx3-ubyte.gz: truncated"), "{error}");
+}
