@@ -140,9 +140,8 @@ pub enum DagFormat {
 
 /// Runs the command line with the binary's stdout and stderr; returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>, registry: &Registry) -> u8 {
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    main_with(args, registry, &mut stdout.lock(), &mut stderr.lock(), Reporter::stderr())
+    // Unlocked handles: stages report progress on stderr from worker threads while the command runs.
+    main_with(args, registry, &mut std::io::stdout(), &mut std::io::stderr(), Reporter::stderr())
 }
 
 /// Runs the command line with given writers: 0 ok, 1 a quality gate failed, 2 an error, 3 waiting for a person.

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area, shared helpers in `support`.
 
+mod binary;
 mod cli;
 mod engine;
 mod import;
