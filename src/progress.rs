@@ -64,7 +64,7 @@ impl Reporter {
             bar,
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
             last_line: Mutex::new(Instant::now()),
         }
     }
@@ -77,7 +77,7 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     total: AtomicU64,
     done: AtomicU64,
-    started: Instant,
+    started: Mutex<Instant>,
     last_line: Mutex<Instant>,
 }
 
@@ -92,6 +92,7 @@ impl Progress {
     pub fn start(&self, total: u64, message: &str) {
         self.total.store(total, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if let Some(bar) = &self.bar {
             bar.reset();
             bar.set_length(total);
@@ -110,7 +111,7 @@ impl Progress {
             if last.elapsed() >= LINE_EVERY {
                 *last = Instant::now();
                 let total = self.total.load(Ordering::Relaxed).max(1);
-                let elapsed = self.started.elapsed().as_secs_f64();
+                let elapsed = self.started.lock().unwrap_or_else(|e| e.into_inner()).elapsed().as_secs_f64();
                 let eta = elapsed / done.max(1) as f64 * total.saturating_sub(done) as f64;
                 eprintln!("  {}: {done}/{total} ({:.0}%), eta {eta:.0} s", self.stage_id, 100.0 * done as f64 / total as f64);
             }

@@ -133,3 +133,66 @@ fn hudd_simulate_writes_pngs_a_table_and_a_sheet() {
     assert_eq!(rows.len(), 21);
     assert_eq!(rows[1][0], "000000.png");
 }
+
+#[test]
+fn a_small_cnn_learns_signs_and_errs_more_where_training_was_thin() {
+    // Training sees signs nearly face-on; the test set turns them up to 70 degrees.
+    let text = format!(
+        r#"
+[workflow]
+name = "rare"
+seed = 4
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = {{ class = {{ weights = {{ stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0, ahead_only = 1.0 }} }} }}
+
+[stage.splits.train]
+count = 600
+params = {{ yaw = {{ normal = [0.0, 6.0] }} }}
+
+[stage.splits.test]
+count = 400
+params = {{ yaw = {{ uniform = [-70.0, 70.0] }} }}
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "{}/tests/fixtures/tiny.toml"
+epochs = 15
+batch_size = 32
+optimizer = "adam"
+lr = 0.003
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "test"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ws = Ws::new();
+    let path = ws.write("w.toml", &text);
+    let registry = hudd::stages::registry();
+    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(ws.path()).unwrap();
+    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let results = read_table(&store.output_path(&report.keys[2], "results").unwrap());
+    let col = |name: &str| results[0].iter().position(|h| h == name).unwrap();
+    let (yaw, result) = (col("yaw"), col("result"));
+    let error_rate = |keep: &dyn Fn(f64) -> bool| {
+        let rows: Vec<&Vec<String>> = results[1..].iter().filter(|r| keep(r[yaw].parse::<f64>().unwrap().abs())).collect();
+        rows.iter().filter(|r| r[result] == "Wrong").count() as f64 / rows.len() as f64
+    };
+    let (common, rare) = (error_rate(&|y| y < 15.0), error_rate(&|y| y > 50.0));
+    assert!(common < 0.4, "5 classes: chance errs 80%; face-on error rate {common:.2}");
+    assert!(rare > common + 0.1, "turned signs ({rare:.2}) should fail more than face-on ones ({common:.2})");
+}
