@@ -2,9 +2,7 @@
 
 use std::io::Write;
 
-use hudd::engine::{self, Outcome, RunOptions};
-use hudd::manifest;
-use hudd::progress::Reporter;
+use hudd::engine::Outcome;
 use hudd::store::Store;
 
 use crate::support::Ws;
@@ -16,10 +14,7 @@ fn png(path: &std::path::Path, w: u32, h: u32, value: u8) {
 
 fn run(ws: &Ws, stage: &str) -> (Vec<String>, Vec<Outcome>) {
     let text = format!("[workflow]\nname = \"imp\"\nseed = 3\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\n{stage}");
-    let path = ws.write("w.toml", &text);
-    let registry = hudd::stages::registry();
-    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
-    let report = engine::run(&Store::open(ws.path()).unwrap(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    let (_, report) = ws.run_builtin(&text);
     (report.keys, report.outcomes)
 }
 

@@ -1,7 +1,5 @@
 //! Models: declared architectures, training, testing, weights in and out.
 
-use hudd::engine::{self, RunOptions};
-use hudd::manifest;
 use hudd::progress::Reporter;
 use hudd::store::Store;
 
@@ -66,11 +64,7 @@ impl Ran {
 
 fn run(text: &str) -> Ran {
     let ws = Ws::new();
-    let path = ws.write("w.toml", text);
-    let registry = hudd::stages::registry();
-    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::open(ws.path()).unwrap();
-    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    let (w, report) = ws.run_builtin(text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     Ran { keys: report.keys.clone(), w, ws }
 }
@@ -139,11 +133,7 @@ fn weights_written_by_pytorch_load_with_the_documented_names() {
 fn a_model_that_cannot_take_the_images_is_an_error_naming_both_sizes() {
     let text = overfit_manifest().replace(&fixture("tiny.toml"), "alexnet");
     let ws = Ws::new();
-    let path = ws.write("w.toml", &text);
-    let registry = hudd::stages::registry();
-    let w = manifest::load(&path, &[], &registry).unwrap();
-    let store = Store::open(ws.path()).unwrap();
-    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    let (_, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 2);
     let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else { panic!("{:?}", report.outcomes) };
     assert!(error.contains("alexnet cannot take the dataset's [3, 32, 32] images"), "{error}");

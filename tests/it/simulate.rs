@@ -1,6 +1,5 @@
 //! The `simulate` stage and `hudd simulate`: determinism, ranges, labels, manifest errors.
 
-use hudd::engine::{self, RunOptions};
 use hudd::manifest;
 use hudd::npy::NpyReader;
 use hudd::progress::Reporter;
@@ -31,11 +30,7 @@ params = { yaw = { uniform = [40.0, 60.0] }, class = { fixed = "stop" } }
 
 /// Runs a manifest with the built-in stage kinds; returns the key of its first stage.
 fn run_builtin(ws: &Ws, text: &str) -> String {
-    let path = ws.write("w.toml", text);
-    let registry = hudd::stages::registry();
-    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::open(ws.path()).unwrap();
-    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    let (_, report) = ws.run_builtin(text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     report.keys[0].clone()
 }
@@ -179,12 +174,9 @@ dataset = "data.dataset"
         env!("CARGO_MANIFEST_DIR")
     );
     let ws = Ws::new();
-    let path = ws.write("w.toml", &text);
-    let registry = hudd::stages::registry();
-    let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::open(ws.path()).unwrap();
-    let report = engine::run(&store, &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    let (_, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let store = Store::open(ws.path()).unwrap();
     let results = read_table(&store.output_path(&report.keys[2], "results").unwrap());
     let col = |name: &str| results[0].iter().position(|h| h == name).unwrap();
     let (yaw, result) = (col("yaw"), col("result"));

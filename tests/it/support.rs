@@ -189,6 +189,15 @@ impl Ws {
         self.run_with(manifest, &[], RunOptions::default())
     }
 
+    /// Writes a manifest and runs it with the built-in stage kinds (the `hudd` binary's registry).
+    pub fn run_builtin(&self, text: &str) -> (Workflow, RunReport) {
+        let path = self.write("w.toml", text);
+        let registry = hudd::stages::registry();
+        let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+        let report = engine::run(&self.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+        (w, report)
+    }
+
     /// Runs the command line in-process: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (u8, String, String) {
         let mut all = vec!["hudd".to_string(), "--workspace".into(), self.path().display().to_string()];
