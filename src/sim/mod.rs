@@ -3,6 +3,7 @@
 //! A simulator draws one image from one row of parameter values; labels and targets derive from the parameters.
 //! Every image has its own RNG seeded from (seed, split, index), so generation is parallel and reproducible.
 
+pub mod eyes;
 pub mod folder;
 pub mod raster;
 pub mod signs;
@@ -269,8 +270,8 @@ pub trait Simulator: Sync {
 }
 
 /// Every simulator, by name.
-pub fn simulators() -> [&'static dyn Simulator; 1] {
-    [&signs::Signs]
+pub fn simulators() -> [&'static dyn Simulator; 2] {
+    [&signs::Signs, &eyes::Eyes]
 }
 
 pub fn simulator(name: &str) -> Option<&'static dyn Simulator> {
