@@ -97,6 +97,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
         };
         let key = material.key();
         decisions[i] = decide(&material, &key, state.get(&stage.id), &store.state(&key));
+        tracing::debug!(stage = %stage.id, key = %key, decision = ?decisions[i], "planned");
         specs[i] = Some(Spec {
             key,
             workflow: workflow.name.clone(),
@@ -145,6 +146,8 @@ pub fn execute(
     }
     let tmp = store.begin(&spec.key)?;
     let out_dir = tmp.path().join("out");
+    let _span = tracing::info_span!("stage", id = %spec.stage, kind = %spec.material.kind).entered();
+    tracing::debug!(key = %spec.key, dir = %tmp.path().display(), threads, "executing");
     let progress = reporter.stage(&spec.stage);
     let seed = spec.material.seed.unwrap_or(spec.seed);
     let started = Instant::now();
@@ -172,7 +175,9 @@ pub fn execute(
     };
     drop(progress);
     result.map_err(|source| EngineError::Stage { stage: spec.stage.clone(), source })?;
-    Ok(store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64())?)
+    let entry = store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64())?;
+    tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
+    Ok(entry)
 }
 
 #[derive(Debug, Clone)]

@@ -406,6 +406,7 @@ impl Store {
                 return Ok(r.hash.clone());
             }
         }
+        tracing::debug!(path = %path.display(), "hashing an external file");
         let hash = hash_file(path)?;
         let record = StatRecord { size: stat.0, mtime_ns: stat.1, inode: stat.2, hash: hash.clone() };
         self.stat_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(abs, record);

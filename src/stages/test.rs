@@ -25,6 +25,9 @@ pub struct TestParams {
     pub threshold: f64,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// libtorch threads for this stage (default: the run's, cores / --jobs).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn default_split() -> String {
@@ -150,7 +153,7 @@ impl Stage for Test {
     const DOC: &'static str = "Runs a model over a dataset split.";
 
     fn run(&self, p: &TestParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(ctx.threads);
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
         let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;

@@ -50,6 +50,9 @@ pub struct TrainParams {
     pub keep: Keep,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// libtorch threads for this stage (default: the run's, cores / --jobs).
+    #[serde(default)]
+    pub threads: Option<usize>,
     #[serde(default)]
     pub seed: Option<u64>,
 }
@@ -166,7 +169,7 @@ impl Stage for Train {
     }
 
     fn run(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(ctx.threads);
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let rows = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;

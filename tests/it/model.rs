@@ -170,3 +170,59 @@ fn model_describe_prints_shapes_and_parameter_counts() {
     let err = String::from_utf8(e).unwrap();
     assert!(err.contains("layer `features.12` (max_pool2d)"), "{err}");
 }
+
+/// A 4-class dataset of 32×32 images imported from a CSV listing.
+fn four_classes(ws: &Ws) -> String {
+    let mut listing = String::from("path,label,split\n");
+    for (i, label) in ["a", "b", "c", "d", "a", "b"].iter().enumerate() {
+        let path = ws.path().join(format!("imgs/{i}.png"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(32, 32, image::Rgb([40 * i as u8, 90, 200])).save(&path).unwrap();
+        listing.push_str(&format!("imgs/{i}.png,{label},test\n"));
+    }
+    ws.write("list.csv", &listing);
+    "[[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\npath = \"list.csv\"\nsize = 32\n".to_string()
+}
+
+#[test]
+fn a_torchscript_model_is_imported_tested_and_refused_where_layers_are_needed() {
+    use hudd::model::artefact::Model;
+    let ws = Ws::new();
+    let script = fixture("tiny_script.pt");
+    let text = format!(
+        "[workflow]\nname = \"ts\"\n{}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\ntorchscript = \"{script}\"\n\
+         [[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"dnn.model\"\ndataset = \"data.dataset\"\n",
+        four_classes(&ws)
+    );
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let store = Store::open(ws.path()).unwrap();
+    let dir = store.output_path(&report.keys[w.stage_index("dnn").unwrap()], "model").unwrap();
+    let model = Model::load(&dir, tch::Device::Cpu).unwrap();
+    let io = tch::Tensor::read_safetensors(fixture("tiny_script_io.safetensors")).unwrap();
+    let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
+    let diff = f64::try_from((model.forward_t(&get("input"), false).unwrap() - get("output")).abs().max()).unwrap();
+    assert!(diff < 1e-5, "TorchScript output differs from PyTorch's by {diff}");
+    let err = model.net("LRP heatmaps").unwrap_err().to_string();
+    assert!(err.contains("is TorchScript: LRP heatmaps needs declared layers"), "{err}");
+    let results = std::fs::read_to_string(store.output_path(&report.keys[w.stage_index("test").unwrap()], "results").unwrap()).unwrap();
+    assert!(results.starts_with("image,result,expected,predicted,a,b,c,d"), "{results}");
+}
+
+#[test]
+fn pytorch_weights_are_imported_with_a_declared_architecture_and_checked() {
+    let ws = Ws::new();
+    let text = format!(
+        "[workflow]\nname = \"pt\"\n{}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\narchitecture = \"{}\"\nweights = \"{}\"\n",
+        four_classes(&ws),
+        fixture("tiny.toml"),
+        fixture("pytorch_tiny.safetensors")
+    );
+    let (_, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    // Weights for another architecture are refused with the parameter named.
+    let text = text.replace(&fixture("tiny.toml"), "alexnet-small");
+    let (_, report) = ws.run_builtin(&text);
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else { panic!("{:?}", report.outcomes) };
+    assert!(error.contains("missing parameters: classifier.1.bias"), "{error}");
+}

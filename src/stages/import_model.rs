@@ -1,0 +1,119 @@
+//! Stage `model`: a DNN trained elsewhere brought in as a model artefact: a declared architecture with PyTorch
+//! safetensors weights (every stage can use it), or a TorchScript file (predictions only: the `test` stage).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::dataset::Dataset;
+use crate::model::artefact::{Format, Model, ModelMeta, TORCHSCRIPT, load_weights};
+use crate::model::{Architecture, architecture_path};
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::stages::train::outputs_of;
+
+pub struct ImportModel;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportModelParams {
+    /// A TorchScript file (`torch.jit.save`), relative to the workspace.
+    #[serde(default)]
+    pub torchscript: Option<PathBuf>,
+    /// A shipped architecture name or file, with `weights`.
+    #[serde(default)]
+    pub architecture: Option<PathBuf>,
+    /// Safetensors weights named as PyTorch names them (`features.0.weight`).
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Per-channel normalisation the model expects of pixels in 0..1: `(x - mean) / std`.
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+}
+
+impl Params for ImportModelParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        match (&self.torchscript, &self.architecture, &self.weights) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (Some(_), _, _) => out.push(Invalid::new("torchscript", "give either `torchscript`, or `architecture` with `weights`, not both")),
+            (None, Some(_), None) => out.push(Invalid::new("architecture", "needs `weights` (a safetensors file)")),
+            (None, None, Some(_)) => out.push(Invalid::new("weights", "needs `architecture` (a shipped name or a file)")),
+            (None, None, None) => out.push(Invalid::new("torchscript", "give `torchscript`, or `architecture` with `weights`")),
+        }
+        if let Some(std) = &self.std
+            && std.iter().any(|s| !(*s > 0.0))
+        {
+            out.push(Invalid::new("std", format!("every value must be above 0, got {std:?}")));
+        }
+        out
+    }
+}
+
+impl Stage for ImportModel {
+    type Params = ImportModelParams;
+    const KIND: &'static str = "model";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] =
+        &[InputSlot { name: "dataset", many: false, required: true, doc: "the data the model takes: input size and classes" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "model", path: "model/", doc: "model.json with weights or model.pt" }];
+    const DOC: &'static str = "Imports a DNN trained elsewhere.";
+
+    fn external_paths(p: &ImportModelParams) -> Vec<PathBuf> {
+        let arch = p.architecture.as_ref().map(|a| architecture_path(a));
+        [p.torchscript.clone(), arch, p.weights.clone()].into_iter().flatten().collect()
+    }
+
+    fn run(&self, p: &ImportModelParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
+        let outputs = outputs_of(&ds.meta.target);
+        let c = ds.meta.channels;
+        let mean = p.mean.clone().unwrap_or_else(|| vec![0.0; c]);
+        let std = p.std.clone().unwrap_or_else(|| vec![1.0; c]);
+        if mean.len() != c || std.len() != c {
+            return Err(StageError::input(format!("mean and std need {c} values (one per channel), got {} and {}", mean.len(), std.len())));
+        }
+        let dir = ctx.output("model")?;
+        let mut meta = ModelMeta { format: Format::Torchscript, architecture: None, input, outputs, target: ds.meta.target.clone(), mean, std };
+        match (&p.torchscript, &p.architecture, &p.weights) {
+            (Some(ts), _, _) => {
+                let src = ctx.resolve(ts);
+                std::fs::copy(&src, dir.join(TORCHSCRIPT)).map_err(|e| StageError::io(&src, e))?;
+            }
+            (None, Some(arch), Some(weights)) => {
+                let path = ctx.resolve(&architecture_path(arch));
+                let architecture = Architecture::load(&path).map_err(|e| StageError::input(e.to_string()))?;
+                meta.format = Format::Declared;
+                meta.architecture = Some(architecture);
+                let mut model = Model::init(meta.clone(), tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
+                let vs = model.var_store_mut().expect("a declared model has a var store");
+                load_weights(vs, &ctx.resolve(weights)).map_err(|e| StageError::input(e.to_string()))?;
+                model.save(&dir).map_err(|e| StageError::failed(e.to_string()))?;
+            }
+            _ => return Err(StageError::input("give `torchscript`, or `architecture` with `weights`")),
+        }
+        let meta_path = dir.join("model.json");
+        std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises")).map_err(|e| StageError::io(&meta_path, e))?;
+        // The model must take one image of the dataset and give the task's outputs.
+        let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
+        let pixels = ds.images(&[0]).map_err(|e| StageError::input(e.to_string()))?;
+        let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
+        let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false)).map_err(|e| {
+            StageError::input(format!("the model cannot take the dataset's {input:?} images: {e}"))
+        })?;
+        let got = y.size();
+        let ok = match &ds.meta.target {
+            crate::sim::Target::Classification { .. } => got == [1, outputs as i64],
+            crate::sim::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
+        };
+        if !ok || y.kind() != Kind::Float {
+            return Err(StageError::input(format!(
+                "the model gives outputs of shape {got:?} for one image; the dataset's task needs {outputs} outputs"
+            )));
+        }
+        Ok(())
+    }
+}
