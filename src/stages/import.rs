@@ -108,7 +108,10 @@ impl Params for ImportParams {
 struct Item {
     id: String,
     split: String,
+    /// The class name (classification) or empty (regression).
     label: String,
+    /// Keypoint coordinates `x0, y0, x1, ...` in the source image's pixels (regression).
+    targets: Vec<f32>,
     pixels: Pixels,
     extra: Vec<String>,
 }
@@ -136,11 +139,12 @@ impl Stage for Import {
 
     fn run(&self, p: &ImportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let root = ctx.resolve(&p.path);
-        let (mut items, extra_names) = match p.format {
-            SourceFormat::Folders => (folders(&root)?, Vec::new()),
+        let (mut items, extra_names, target_names) = match p.format {
+            SourceFormat::Folders => (folders(&root)?, Vec::new(), Vec::new()),
             SourceFormat::Csv => csv(&root)?,
-            SourceFormat::Idx => (idx(&root)?, Vec::new()),
+            SourceFormat::Idx => (idx(&root)?, Vec::new(), Vec::new()),
         };
+        let regression = !target_names.is_empty();
         if p.improvement > 0.0 {
             let mut train: Vec<usize> = items.iter().enumerate().filter(|(_, it)| it.split == "train").map(|(i, _)| i).collect();
             let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
@@ -162,6 +166,7 @@ impl Stage for Import {
             });
         }
         let classes: Vec<String> = match &p.classes {
+            _ if regression => Vec::new(),
             Some(c) => c.clone(),
             None if p.format == SourceFormat::Idx => (0..10).map(|d| d.to_string()).collect(),
             None => {
@@ -171,7 +176,7 @@ impl Stage for Import {
                 c
             }
         };
-        for it in &items {
+        for it in items.iter().filter(|_| !regression) {
             if !classes.contains(&it.label) {
                 return Err(StageError::input(format!(
                     "{}: label `{}` is not in the class list ({})",
@@ -188,14 +193,15 @@ impl Stage for Import {
             .map_err(|e| StageError::failed(e.to_string()))?;
         let (mut ids, mut splits, mut labels, mut label_index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut extras: Vec<Vec<String>> = vec![Vec::new(); extra_names.len()];
+        let mut targets: Vec<Vec<f32>> = vec![Vec::new(); target_names.len()];
         let mut skipped = String::from("image,reason\n");
         let mut meta_splits: Vec<(String, usize)> = Vec::new();
         ctx.progress.start(items.len() as u64, "images");
         let mut chw = Vec::with_capacity(p.channels * size * size);
         for it in &items {
             ctx.progress.inc(1);
-            let rgb = match decode(&it.pixels, size, p.resize) {
-                Ok(rgb) => rgb,
+            let (rgb, map) = match decode(&it.pixels, size, p.resize) {
+                Ok(decoded) => decoded,
                 Err(reason) if p.on_bad_image == OnBad::Skip => {
                     skipped.push_str(&format!("{},{}\n", csv_field(&it.id), csv_field(&reason)));
                     continue;
@@ -209,9 +215,15 @@ impl Stage for Import {
             images.append(&chw).map_err(|e| StageError::failed(e.to_string()))?;
             ids.push(it.id.clone());
             splits.push(it.split.clone());
-            let li = classes.iter().position(|c| *c == it.label).expect("labels were checked") as u32;
-            labels.push(it.label.clone());
-            label_index.push(li);
+            if regression {
+                for (k, &t) in it.targets.iter().enumerate() {
+                    targets[k].push(if k % 2 == 0 { t * map.0 + map.2 } else { t * map.1 + map.3 });
+                }
+            } else {
+                let li = classes.iter().position(|c| *c == it.label).expect("labels were checked") as u32;
+                labels.push(it.label.clone());
+                label_index.push(li);
+            }
             for (k, v) in it.extra.iter().enumerate() {
                 extras[k].push(v.clone());
             }
@@ -224,9 +236,15 @@ impl Stage for Import {
         let mut columns = vec![
             polars::prelude::Column::new("image".into(), &ids),
             polars::prelude::Column::new("split".into(), &splits),
-            polars::prelude::Column::new("label".into(), &labels),
-            polars::prelude::Column::new("label_index".into(), &label_index),
         ];
+        if regression {
+            for (name, values) in target_names.iter().zip(&targets) {
+                columns.push(polars::prelude::Column::new(format!("target_{name}").into(), values));
+            }
+        } else {
+            columns.push(polars::prelude::Column::new("label".into(), &labels));
+            columns.push(polars::prelude::Column::new("label_index".into(), &label_index));
+        }
         for (name, values) in extra_names.iter().zip(&extras) {
             columns.push(polars::prelude::Column::new(name.as_str().into(), values));
         }
@@ -234,8 +252,8 @@ impl Stage for Import {
         write_csv(&dir.join("table.csv"), &mut df).map_err(|e| StageError::failed(e.to_string()))?;
         let meta = DatasetMeta {
             source: format!("{}:{}", serde_json::to_value(p.format).expect("enum").as_str().unwrap_or(""), p.path.display()),
-            task: "classification".into(),
-            target: Target::Classification { classes },
+            task: if regression { "keypoints".into() } else { "classification".into() },
+            target: if regression { Target::Regression { targets: target_names } } else { Target::Classification { classes } },
             channels: p.channels,
             height: size,
             width: size,
@@ -255,8 +273,11 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
+/// How source pixel coordinates map to the output: `(scale_x, scale_y, offset_x, offset_y)`.
+type CoordMap = (f32, f32, f32, f32);
+
 /// Decodes and resizes one image to interleaved RGB `size × size`, or says why it cannot.
-fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<Vec<u8>, String> {
+fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, CoordMap), String> {
     let img: image::RgbImage = match pixels {
         Pixels::File(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
@@ -268,21 +289,26 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<Vec<u8>, Strin
         }
     };
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let out = if w == size && h == size {
-        img
+    let (out, map) = if w == size && h == size {
+        (img, (1.0, 1.0, 0.0, 0.0))
     } else {
         match resize {
             Resize::None => return Err(format!("is {w}×{h}, not {size}×{size} (resize = \"none\")")),
-            Resize::Stretch => image::imageops::resize(&img, size as u32, size as u32, image::imageops::FilterType::Triangle),
+            Resize::Stretch => (
+                image::imageops::resize(&img, size as u32, size as u32, image::imageops::FilterType::Triangle),
+                (size as f32 / w as f32, size as f32 / h as f32, 0.0, 0.0),
+            ),
             Resize::Crop => {
                 let scale = size as f64 / w.min(h) as f64;
                 let (nw, nh) = (((w as f64 * scale).round() as u32).max(size as u32), ((h as f64 * scale).round() as u32).max(size as u32));
                 let scaled = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
-                image::imageops::crop_imm(&scaled, (nw - size as u32) / 2, (nh - size as u32) / 2, size as u32, size as u32).to_image()
+                let (ox, oy) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
+                let map = (nw as f32 / w as f32, nh as f32 / h as f32, -(ox as f32), -(oy as f32));
+                (image::imageops::crop_imm(&scaled, ox, oy, size as u32, size as u32).to_image(), map)
             }
         }
     };
-    Ok(out.into_raw())
+    Ok((out.into_raw(), map))
 }
 
 /// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`.
@@ -304,7 +330,14 @@ fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
             for file in sorted_entries(&class)? {
                 if file.is_file() {
                     let rel = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
-                    items.push(Item { id: rel, split: split.into(), label: label.clone(), pixels: Pixels::File(file), extra: Vec::new() });
+                    items.push(Item {
+                        id: rel,
+                        split: split.into(),
+                        label: label.clone(),
+                        targets: Vec::new(),
+                        pixels: Pixels::File(file),
+                        extra: Vec::new(),
+                    });
                 }
             }
         }
@@ -327,14 +360,23 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
     Ok(v)
 }
 
-/// A CSV listing: `path` and `label` columns, optional `split` (default `train`), other columns kept.
-fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>), StageError> {
+/// A CSV listing: `path` and either `label` (classification) or `target_<name>` columns (keypoints, `x0, y0, x1,
+/// ...` in source pixels), optional `split` (default `train`), other columns kept. Returns the items, the extra
+/// column names and the target names.
+fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>, Vec<String>), StageError> {
     let df = crate::dataset::read_csv(file).map_err(|e| StageError::input(e.to_string()))?;
     let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
-    for required in ["path", "label"] {
-        if !names.iter().any(|n| n == required) {
-            return Err(StageError::input(format!("{}: no `{required}` column (columns: {})", file.display(), names.join(", "))));
-        }
+    let target_names: Vec<String> = names.iter().filter_map(|n| n.strip_prefix("target_").map(str::to_string)).collect();
+    let has = |c: &str| names.iter().any(|n| n == c);
+    if !has("path") || (!has("label") && target_names.is_empty()) {
+        return Err(StageError::input(format!(
+            "{}: needs a `path` column and a `label` column (or `target_<name>` columns); columns: {}",
+            file.display(),
+            names.join(", ")
+        )));
+    }
+    if target_names.len() % 2 == 1 {
+        return Err(StageError::input(format!("{}: target columns come in x, y pairs, got {}", file.display(), target_names.len())));
     }
     let col = |name: &str| -> Result<Vec<String>, StageError> {
         let c = df.column(name).map_err(|e| StageError::input(e.to_string()))?;
@@ -342,9 +384,19 @@ fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>), StageError> {
         Ok(c.str().map_err(|e| StageError::input(e.to_string()))?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
     };
     let paths = col("path")?;
-    let labels = col("label")?;
+    let labels = if has("label") { col("label")? } else { vec![String::new(); paths.len()] };
+    let numbers = |name: &str| -> Result<Vec<f32>, StageError> {
+        let c = df.column(name).map_err(|e| StageError::input(e.to_string()))?;
+        let c = c.cast(&polars::prelude::DataType::Float32).map_err(|e| StageError::input(e.to_string()))?;
+        Ok(c.f32().map_err(|e| StageError::input(e.to_string()))?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+    };
+    let target_cols: Vec<Vec<f32>> = target_names.iter().map(|t| numbers(&format!("target_{t}"))).collect::<Result<_, _>>()?;
     let splits = if names.iter().any(|n| n == "split") { col("split")? } else { vec!["train".to_string(); paths.len()] };
-    let extra_names: Vec<String> = names.iter().filter(|n| !["path", "label", "split"].contains(&n.as_str())).cloned().collect();
+    let extra_names: Vec<String> = names
+        .iter()
+        .filter(|n| !["path", "label", "split"].contains(&n.as_str()) && !n.starts_with("target_"))
+        .cloned()
+        .collect();
     let extra_cols: Vec<Vec<String>> = extra_names.iter().map(|n| col(n)).collect::<Result<_, _>>()?;
     let base = file.parent().unwrap_or(Path::new("."));
     let items = (0..paths.len())
@@ -352,11 +404,12 @@ fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>), StageError> {
             id: paths[i].clone(),
             split: splits[i].clone(),
             label: labels[i].clone(),
+            targets: target_cols.iter().map(|c| c[i]).collect(),
             pixels: Pixels::File(base.join(&paths[i])),
             extra: extra_cols.iter().map(|c| c[i].clone()).collect(),
         })
         .collect();
-    Ok((items, extra_names))
+    Ok((items, extra_names, target_names))
 }
 
 /// IDX files (MNIST layout), gzipped or not: `train-*` become split `train`, `t10k-*` split `test`.
@@ -378,6 +431,7 @@ fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
                 id: format!("{split}-{i:05}"),
                 split: split.into(),
                 label: lab[i].to_string(),
+                targets: Vec::new(),
                 pixels: Pixels::Grey { rows, cols, data: img[i * rows * cols..(i + 1) * rows * cols].to_vec() },
                 extra: Vec::new(),
             });

@@ -226,3 +226,50 @@ fn pytorch_weights_are_imported_with_a_declared_architecture_and_checked() {
     let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else { panic!("{:?}", report.outcomes) };
     assert!(error.contains("missing parameters: classifier.1.bias"), "{error}");
 }
+
+#[test]
+fn a_keypoint_model_learns_where_a_dot_is_and_the_test_reports_pixel_errors() {
+    use rand::{Rng, SeedableRng};
+    let ws = Ws::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    // Source images are 64×64 and imported at 32×32: the targets must be scaled with the pixels.
+    let mut listing = String::from("path,split,target_x0,target_y0\n");
+    for i in 0..160 {
+        let (x, y) = (rng.random_range(12..52u32), rng.random_range(12..52u32));
+        let mut img = image::RgbImage::from_pixel(64, 64, image::Rgb([30, 30, 30]));
+        for dy in 0..4 {
+            for dx in 0..4 {
+                img.put_pixel(x - 2 + dx, y - 2 + dy, image::Rgb([250, 250, 250]));
+            }
+        }
+        let path = format!("dots/{i}.png");
+        std::fs::create_dir_all(ws.path().join("dots")).unwrap();
+        img.save(ws.path().join(&path)).unwrap();
+        let split = if i < 128 { "train" } else { "test" };
+        listing.push_str(&format!("{path},{split},{x},{y}\n"));
+    }
+    ws.write("dots.csv", &listing);
+    let text = format!(
+        "[workflow]\nname = \"kp\"\nseed = 1\n\
+         [[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\npath = \"dots.csv\"\nsize = 32\nchannels = 1\n\
+         [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"{}\"\nepochs = 80\nbatch_size = 16\n\
+         optimizer = \"adam\"\nlr = 0.002\nweight_decay = 0.0\nvalidation = 0.0\ndevice = \"cpu\"\n\
+         [[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\n",
+        fixture("tiny-kp.toml")
+    );
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let store = Store::open(ws.path()).unwrap();
+    let data = hudd::dataset::Dataset::open(&store.output_path(&report.keys[0], "dataset").unwrap()).unwrap();
+    assert_eq!(data.meta.target, hudd::sim::Target::Regression { targets: vec!["x0".into(), "y0".into()] });
+    let first = &data.targets().unwrap()[0];
+    assert!(first.iter().all(|&t| (6.0..=26.0).contains(&t)), "targets scaled to 32 px: {first:?}");
+    let test = w.stage_index("test").unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.output_path(&report.keys[test], "summary").unwrap()).unwrap()).unwrap();
+    let mean_error = summary["mean_error"].as_f64().unwrap();
+    assert!(mean_error < 3.0, "a dot is easy to find: mean error {mean_error:.2} px ({summary})");
+    assert!(summary["accuracy"].as_f64().unwrap() >= 0.8, "most dots within HUDD's 4 px: {summary}");
+    let results = std::fs::read_to_string(store.output_path(&report.keys[test], "results").unwrap()).unwrap();
+    assert!(results.starts_with("image,result,avg_error,max_error,worst_kp,KP0"), "{results}");
+}
