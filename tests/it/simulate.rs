@@ -129,30 +129,15 @@ fn hudd_simulate_writes_pngs_a_table_and_a_sheet() {
     assert_eq!(rows[1][0], "000000.png");
 }
 
-#[test]
-fn a_small_cnn_learns_signs_and_errs_more_where_training_was_thin() {
-    // Training sees signs nearly face-on; the test set turns them up to 70 degrees.
+/// Runs a simulate → train (tiny net) → test workflow and returns the test error rates of the images whose
+/// parameter `param` satisfies `common`, and of those that satisfy `rare`.
+fn error_rates(data_stage: &str, param: &str, common: &dyn Fn(f64) -> bool, rare: &dyn Fn(f64) -> bool) -> (f64, f64) {
     let text = format!(
         r#"
 [workflow]
 name = "rare"
 seed = 4
-
-[[stage]]
-id = "data"
-kind = "simulate"
-simulator = "signs"
-size = 32
-params = {{ class = {{ weights = {{ stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0, ahead_only = 1.0 }} }} }}
-
-[stage.splits.train]
-count = 600
-params = {{ yaw = {{ normal = [0.0, 6.0] }} }}
-
-[stage.splits.test]
-count = 400
-params = {{ yaw = {{ uniform = [-70.0, 70.0] }} }}
-
+{data_stage}
 [[stage]]
 id = "train"
 kind = "train"
@@ -179,12 +164,34 @@ dataset = "data.dataset"
     let store = Store::open(ws.path()).unwrap();
     let results = read_table(&store.output_path(&report.keys[2], "results").unwrap());
     let col = |name: &str| results[0].iter().position(|h| h == name).unwrap();
-    let (yaw, result) = (col("yaw"), col("result"));
-    let error_rate = |keep: &dyn Fn(f64) -> bool| {
-        let rows: Vec<&Vec<String>> = results[1..].iter().filter(|r| keep(r[yaw].parse::<f64>().unwrap().abs())).collect();
+    let (value, result) = (col(param), col("result"));
+    let rate = |keep: &dyn Fn(f64) -> bool| {
+        let rows: Vec<&Vec<String>> = results[1..].iter().filter(|r| keep(r[value].parse::<f64>().unwrap())).collect();
         rows.iter().filter(|r| r[result] == "Wrong").count() as f64 / rows.len() as f64
     };
-    let (common, rare) = (error_rate(&|y| y < 15.0), error_rate(&|y| y > 50.0));
+    (rate(common), rate(rare))
+}
+
+#[test]
+fn a_small_cnn_learns_signs_and_errs_more_where_training_was_thin() {
+    // Training sees signs nearly face-on; the test set turns them up to 70 degrees.
+    let data = r#"
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = { class = { weights = { stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0, ahead_only = 1.0 } } }
+
+[stage.splits.train]
+count = 600
+params = { yaw = { normal = [0.0, 6.0] } }
+
+[stage.splits.test]
+count = 400
+params = { yaw = { uniform = [-70.0, 70.0] } }
+"#;
+    let (common, rare) = error_rates(data, "yaw", &|y| y.abs() < 15.0, &|y| y.abs() > 50.0);
     assert!(common < 0.4, "5 classes: chance errs 80%; face-on error rate {common:.2}");
     assert!(rare > common + 0.1, "turned signs ({rare:.2}) should fail more than face-on ones ({common:.2})");
 }
@@ -192,60 +199,24 @@ dataset = "data.dataset"
 #[test]
 fn a_small_cnn_learns_eye_openness_and_errs_more_in_the_dark() {
     // Training sees well-lit eyes; the test set is lit from 0.1 to 1.3.
-    let text = format!(
-        r#"
-[workflow]
-name = "dark"
-seed = 8
-
+    let data = r#"
 [[stage]]
 id = "data"
 kind = "simulate"
 simulator = "eyes"
 task = "openness"
 size = 32
-params = {{ openness = {{ uniform = [0.0, 0.6] }} }}
+params = { openness = { uniform = [0.0, 0.6] } }
 
 [stage.splits.train]
 count = 600
-params = {{ light_intensity = {{ uniform = [0.9, 1.3] }} }}
+params = { light_intensity = { uniform = [0.9, 1.3] } }
 
 [stage.splits.test]
 count = 400
-params = {{ light_intensity = {{ uniform = [0.1, 1.3] }} }}
-
-[[stage]]
-id = "train"
-kind = "train"
-dataset = "data.dataset"
-architecture = "{}/tests/fixtures/tiny.toml"
-epochs = 15
-batch_size = 32
-optimizer = "adam"
-lr = 0.003
-validation = 0.0
-device = "cpu"
-
-[[stage]]
-id = "test"
-kind = "test"
-model = "train.model"
-dataset = "data.dataset"
-"#,
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let ws = Ws::new();
-    let (_, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
-    let store = Store::open(ws.path()).unwrap();
-    let results = read_table(&store.output_path(&report.keys[2], "results").unwrap());
-    let col = |name: &str| results[0].iter().position(|h| h == name).unwrap();
-    let (light, result) = (col("light_intensity"), col("result"));
-    let error_rate = |keep: &dyn Fn(f64) -> bool| {
-        let rows: Vec<&Vec<String>> = results[1..].iter().filter(|r| keep(r[light].parse::<f64>().unwrap())).collect();
-        rows.iter().filter(|r| r[result] == "Wrong").count() as f64 / rows.len() as f64
-    };
-    let (common, rare) = (error_rate(&|l| l > 0.9), error_rate(&|l| l < 0.3));
+params = { light_intensity = { uniform = [0.1, 1.3] } }
+"#;
+    let (common, rare) = error_rates(data, "light_intensity", &|l| l > 0.9, &|l| l < 0.3);
     assert!(common < 0.25, "2 classes: chance errs 50%; well-lit error rate {common:.2}");
     assert!(rare > common + 0.1, "dark eyes ({rare:.2}) should fail more than well-lit ones ({common:.2})");
 }
