@@ -63,7 +63,7 @@ pub struct ImportParams {
     #[serde(default)]
     pub on_bad_image: OnBad,
     /// The class names in label order; by default the sorted folder names (folders), the sorted labels (csv),
-    /// or `0`..`9` (idx).
+    /// or `0`..`9` (idx, where `classes` names the label indices in order).
     #[serde(default)]
     pub classes: Option<Vec<String>>,
     /// Share of the training split moved, at random, to a split `improvement` (for sources without one).
@@ -164,6 +164,15 @@ impl Stage for Import {
                 *c += 1;
                 *c <= limit
             });
+        }
+        // IDX labels are class indices: `classes`, when given, names them in order.
+        if let (SourceFormat::Idx, Some(names)) = (p.format, &p.classes) {
+            for it in &mut items {
+                let d: usize = it.label.parse().expect("IDX labels are numbers");
+                it.label = names.get(d).cloned().ok_or_else(|| {
+                    StageError::input(format!("{}: label {d} has no name in `classes` ({} names)", it.id, names.len()))
+                })?;
+            }
         }
         let classes: Vec<String> = match &p.classes {
             _ if regression => Vec::new(),

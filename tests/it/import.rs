@@ -109,6 +109,15 @@ fn idx_files_import_with_an_improvement_split_carved_from_training() {
     let row = ds.ids().unwrap().iter().position(|id| id == "train-00000").unwrap();
     let first = ds.images(&[row]).unwrap();
     assert_eq!(first, (0..64).collect::<Vec<u8>>(), "pixels arrive unchanged at their own size");
+    // `classes` names IDX label indices in order.
+    let names = "classes = [\"zero\", \"one\", \"two\", \"three\", \"four\", \"five\", \"six\", \"seven\", \"eight\", \"nine\"]\n";
+    let (keys, outcomes) = run(&ws, &format!("format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\n{names}"));
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
+    let ds = dataset(&ws, &keys[0]);
+    assert_eq!(&ds.strings("label").unwrap()[..3], ["zero", "one", "two"]);
+    let (_, outcomes) = run(&ws, "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\nclasses = [\"a\", \"b\"]\n");
+    let Outcome::Failed { error, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(error.contains("train-00002: label 2 has no name in `classes` (2 names)"), "{error}");
     // A truncated file is named.
     idx(&dir.join("t10k-images-idx3-ubyte.gz"), &[5, 8, 8], &[7; 100]);
     let (_, outcomes) = run(&ws, "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\n");
