@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
 pub mod graph;
+pub mod lrp;
 pub mod manifest;
 pub mod model;
 pub mod npy;

@@ -7,8 +7,9 @@ use super::{ArchError, Architecture, LayerKind};
 /// One built layer.
 #[derive(Debug)]
 pub enum Op {
-    Conv(nn::Conv2D),
-    ConvTranspose(nn::ConvTranspose2D),
+    /// tch keeps its configs private, so the hyperparameters LRP needs are kept beside the layer.
+    Conv { layer: nn::Conv2D, stride: i64, padding: i64 },
+    ConvTranspose { layer: nn::ConvTranspose2D, stride: i64, padding: i64, output_padding: i64 },
     Linear(nn::Linear),
     Relu,
     LeakyRelu(f64),
@@ -42,27 +43,36 @@ impl Net {
             let p = sub(root, &layer.name);
             let in_ch = row.input.dims()[0] as i64;
             let op = match &layer.kind {
-                LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => Op::Conv(nn::conv2d(
-                    &p,
-                    in_ch,
-                    out_channels.resolve(outputs) as i64,
-                    *kernel_size as i64,
-                    nn::ConvConfig { stride: *stride as i64, padding: *padding as i64, bias: *bias, ..Default::default() },
-                )),
-                LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
-                    Op::ConvTranspose(nn::conv_transpose2d(
+                LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => Op::Conv {
+                    layer: nn::conv2d(
                         &p,
                         in_ch,
                         out_channels.resolve(outputs) as i64,
                         *kernel_size as i64,
-                        nn::ConvTransposeConfig {
-                            stride: *stride as i64,
-                            padding: *padding as i64,
-                            output_padding: *output_padding as i64,
-                            bias: *bias,
-                            ..Default::default()
-                        },
-                    ))
+                        nn::ConvConfig { stride: *stride as i64, padding: *padding as i64, bias: *bias, ..Default::default() },
+                    ),
+                    stride: *stride as i64,
+                    padding: *padding as i64,
+                },
+                LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
+                    Op::ConvTranspose {
+                        layer: nn::conv_transpose2d(
+                            &p,
+                            in_ch,
+                            out_channels.resolve(outputs) as i64,
+                            *kernel_size as i64,
+                            nn::ConvTransposeConfig {
+                                stride: *stride as i64,
+                                padding: *padding as i64,
+                                output_padding: *output_padding as i64,
+                                bias: *bias,
+                                ..Default::default()
+                            },
+                        ),
+                        stride: *stride as i64,
+                        padding: *padding as i64,
+                        output_padding: *output_padding as i64,
+                    }
                 }
                 LayerKind::Linear { out_features, bias } => Op::Linear(nn::linear(
                     &p,
@@ -101,8 +111,8 @@ impl Net {
     /// Applies one layer.
     pub fn apply(op: &Op, x: &Tensor, train: bool) -> Tensor {
         match op {
-            Op::Conv(c) => x.apply(c),
-            Op::ConvTranspose(c) => x.apply(c),
+            Op::Conv { layer, .. } => x.apply(layer),
+            Op::ConvTranspose { layer, .. } => x.apply(layer),
             Op::Linear(l) => x.apply(l),
             Op::Relu => x.relu(),
             Op::LeakyRelu(slope) => leaky_relu(x, *slope),

@@ -23,7 +23,7 @@ fn dataset(ws: &Ws, key: &str) -> hudd::dataset::Dataset {
 }
 
 #[test]
-fn huddss_folder_layout_becomes_a_dataset_with_splits_and_classes() {
+fn hudds_folder_layout_becomes_a_dataset_with_splits_and_classes() {
     let ws = Ws::new();
     for (split, n) in [("TrainingSet", 3), ("TestSet", 2), ("ImprovementSet", 1)] {
         for class in ["open", "closed"] {

@@ -70,7 +70,7 @@ fn run(text: &str) -> Ran {
 }
 
 #[test]
-fn a_tiny_model_overfits_32_images_and_the_results_table_has_huddss_columns() {
+fn a_tiny_model_overfits_32_images_and_the_results_table_has_hudds_columns() {
     let ran = run(&overfit_manifest());
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.output("test", "summary")).unwrap()).unwrap();
     assert!(summary["accuracy"].as_f64().unwrap() >= 0.95, "{summary}");

@@ -1,0 +1,257 @@
+//! Layer-wise Relevance Propagation over a declared network: rules, composites, and the backward sweep that
+//! gives the relevance at the input of every layer (HUDD's internal heatmaps) for a whole batch at once.
+//!
+//! Each rule is the "modified gradient" form used by Zennit: for a layer `f` whose parameters (and inputs) the rule
+//! modifies into `f̃`, `z = f̃(a)`, `s = R / stab(z)`, `c = ∂(z · s)/∂a` (with `s` held constant) and `R_in = a · c`.
+//! tch's autograd computes `c` for every layer kind, so one mechanism serves convolutions, linear layers, pools
+//! and transposed convolutions alike.
+
+use tch::{Kind, Tensor};
+
+use crate::model::net::{Net, Op};
+
+/// A propagation rule for one layer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Rule {
+    /// LRP-0 with a tiny unsigned stabiliser (HUDD's rule for convolutions and max-pool: `z + 1e-9`).
+    Zero,
+    /// LRP-ε: `z + ε·sign(z)`.
+    Epsilon { epsilon: f64 },
+    /// LRP-γ: weights `w + γ·w⁺` (and bias `b + γ·b⁺`).
+    Gamma { gamma: f64 },
+    /// z⁺: positive weights only, bias ignored (HUDD's rule for linear layers; inputs are non-negative after ReLU).
+    ZPlus,
+    /// LRP-αβ: `α·R⁺ − β·R⁻` from the positive and negative contributions (`α − β = 1` conserves relevance).
+    AlphaBeta { alpha: f64, beta: f64 },
+    /// Flat: relevance spread uniformly over each output's receptive field.
+    Flat,
+    /// w²: relevance spread in proportion to the squared weights.
+    WSquare,
+    /// z^B for the first layer of bounded inputs: `low` and `high` are the input's bounds (after normalisation).
+    Bounded { low: f64, high: f64 },
+    /// Relevance passes through unchanged (activations, dropout, flatten).
+    Pass,
+    /// Max-pool: all relevance to the window's maximum (the gradient of max).
+    WinnerTakesAll,
+}
+
+/// The stabiliser of HUDD's LRP-0 rule.
+pub const HUDD_STABILISER: f64 = 1e-9;
+
+/// `z` moved away from zero: by `eps·sign(z)` (ε rules), or by `eps` (HUDD's unsigned 1e-9).
+fn stabilise(z: &Tensor, eps: f64, signed: bool) -> Tensor {
+    if signed {
+        // sign(0) counts as positive, so a zero denominator never stays zero.
+        let sign = z.ge(0.0).to_kind(z.kind()) * 2.0 - 1.0;
+        z + sign * eps
+    } else {
+        z + eps
+    }
+}
+
+/// A linear-like layer with (possibly modified) parameters, applied to an input.
+fn apply_with(op: &Op, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    match op {
+        Op::Conv { stride, padding, .. } => x.conv2d(weight, bias, [*stride; 2], [*padding; 2], [1, 1], 1),
+        Op::ConvTranspose { stride, padding, output_padding, .. } => {
+            x.conv_transpose2d(weight, bias, [*stride; 2], [*padding; 2], [*output_padding; 2], 1, [1, 1])
+        }
+        Op::Linear(_) => x.linear(weight, bias),
+        _ => unreachable!("apply_with is only called for layers with weights"),
+    }
+}
+
+fn params(op: &Op) -> Option<(Tensor, Option<Tensor>)> {
+    match op {
+        Op::Conv { layer, .. } => Some((layer.ws.detach(), layer.bs.as_ref().map(Tensor::detach))),
+        Op::ConvTranspose { layer, .. } => Some((layer.ws.detach(), layer.bs.as_ref().map(Tensor::detach))),
+        Op::Linear(l) => Some((l.ws.detach(), l.bs.as_ref().map(Tensor::detach))),
+        _ => None,
+    }
+}
+
+/// `a · ∂(f(a) · s)/∂a` for a function `f` of the input, with `s` held constant: the "gradient times input" step.
+fn grad_times(input: &Tensor, f: impl Fn(&Tensor) -> Tensor, s: &Tensor) -> Tensor {
+    let a = input.detach().set_requires_grad(true);
+    let z = f(&a);
+    let grads = Tensor::run_backward(&[(z * s.detach()).sum(Kind::Float)], &[&a], false, false);
+    grads.into_iter().next().expect("one input, one gradient")
+}
+
+/// The relevance at a layer's input from the relevance at its output, under `rule`.
+pub fn propagate(op: &Op, input: &Tensor, relevance: &Tensor, rule: Rule) -> Tensor {
+    tch::with_grad(|| propagate_inner(op, input, relevance, rule)).detach()
+}
+
+fn propagate_inner(op: &Op, input: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
+    let a = input.detach();
+    if rule == Rule::Pass {
+        return r.shallow_clone();
+    }
+    let Some((w, b)) = params(op) else {
+        // Parameter-free layers (pools): LRP-0 through the layer's own function, which for max-pool is
+        // winner-takes-all (the gradient of max) and for average pools is proportional.
+        let f = |x: &Tensor| Net::apply(op, x, false);
+        let z = f(&a);
+        let s = r / stabilise(&z, HUDD_STABILISER, false);
+        return grad_times(&a, f, &s) * &a;
+    };
+    match rule {
+        Rule::Zero | Rule::WinnerTakesAll | Rule::Pass => lrp_linear(op, &a, r, &w, b.as_ref(), HUDD_STABILISER, false),
+        Rule::Epsilon { epsilon } => lrp_linear(op, &a, r, &w, b.as_ref(), epsilon, true),
+        Rule::Gamma { gamma } => {
+            let w = &w + w.clamp_min(0.0) * gamma;
+            let b = b.map(|b| &b + b.clamp_min(0.0) * gamma);
+            lrp_linear(op, &a, r, &w, b.as_ref(), 1e-9, true)
+        }
+        Rule::ZPlus => lrp_linear(op, &a, r, &w.clamp_min(0.0), None, HUDD_STABILISER, false),
+        Rule::AlphaBeta { alpha, beta } => {
+            let (ap, an) = (a.clamp_min(0.0), a.clamp_max(0.0));
+            let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
+            let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
+            // Positive contributions: a⁺w⁺ + a⁻w⁻ (+ b⁺); negative ones: a⁺w⁻ + a⁻w⁺ (+ b⁻).
+            let part = |w1: &Tensor, w2: &Tensor, bias: Option<&Tensor>| {
+                let z = apply_with(op, &ap, w1, bias) + apply_with(op, &an, w2, None);
+                let s = r / stabilise(&z, 1e-9, true);
+                grad_times(&ap, |x| apply_with(op, x, w1, None), &s) * &ap + grad_times(&an, |x| apply_with(op, x, w2, None), &s) * &an
+            };
+            part(&wp, &wn, bp.as_ref()) * alpha - part(&wn, &wp, bn.as_ref()) * beta
+        }
+        Rule::Flat | Rule::WSquare => {
+            let ones = a.ones_like();
+            let w = if rule == Rule::Flat { w.ones_like() } else { w.square() };
+            let z = apply_with(op, &ones, &w, None);
+            let s = r / stabilise(&z, 1e-9, true);
+            grad_times(&ones, |x| apply_with(op, x, &w, None), &s)
+        }
+        Rule::Bounded { low, high } => {
+            let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
+            let (l, h) = (a.full_like(low), a.full_like(high));
+            let z = apply_with(op, &a, &w, b.as_ref()) - apply_with(op, &l, &wp, None) - apply_with(op, &h, &wn, None);
+            let s = r / stabilise(&z, 1e-9, true);
+            grad_times(&a, |x| apply_with(op, x, &w, None), &s) * &a
+                - grad_times(&l, |x| apply_with(op, x, &wp, None), &s) * &l
+                - grad_times(&h, |x| apply_with(op, x, &wn, None), &s) * &h
+        }
+    }
+}
+
+/// The relevance at the input of every layer (index `k`: the input of layer `k`), for a batch, from the relevance
+/// at the network's output (`seed`, shaped like the output) and one rule per layer.
+pub fn relevance(net: &Net, x: &Tensor, seed: &Tensor, rules: &[Rule]) -> Vec<Tensor> {
+    assert_eq!(rules.len(), net.layers.len(), "one rule per layer");
+    let acts = tch::no_grad(|| net.forward_layers(x));
+    let mut out = Vec::with_capacity(net.layers.len());
+    let mut r = seed.shallow_clone();
+    for k in (0..net.layers.len()).rev() {
+        r = propagate(&net.layers[k].1, &acts[k], &r, rules[k]);
+        out.push(r.shallow_clone());
+    }
+    out.reverse();
+    out
+}
+
+/// HUDD's composite: z⁺ for linear layers, LRP-0 (1e-9) for convolutions and pools (max-pool winner-takes-all),
+/// relevance passed through activations, dropout, flatten and batch norm (merged into convolutions beforehand).
+pub fn hudd_rules(net: &Net) -> Vec<Rule> {
+    net.layers
+        .iter()
+        .map(|(_, op)| match op {
+            Op::Linear(_) => Rule::ZPlus,
+            Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Rule::Zero,
+            Op::MaxPool { .. } => Rule::WinnerTakesAll,
+            Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => Rule::Pass,
+        })
+        .collect()
+}
+
+/// LRP-0 / ε through a layer with parameters `w`, `b`: `R_in = a · Wᵀ(R / stab(z))`.
+fn lrp_linear(op: &Op, a: &Tensor, r: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64, signed: bool) -> Tensor {
+    let z = apply_with(op, a, w, b);
+    let s = r / stabilise(&z, eps, signed);
+    grad_times(a, |x| apply_with(op, x, w, None), &s) * a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Architecture;
+    use tch::nn;
+
+    /// flatten → linear 2→2 → relu → linear 2→1 with weights chosen for hand computation.
+    fn two_layers() -> (nn::VarStore, Net) {
+        let arch = Architecture::parse(
+            std::path::Path::new("two.toml"),
+            "[model]\nname = \"two\"\ninput = [2, 1, 1]\n\
+             [[layer]]\nname = \"flatten\"\nkind = \"flatten\"\n\
+             [[layer]]\nname = \"fc.0\"\nkind = \"linear\"\nout_features = 2\n\
+             [[layer]]\nname = \"fc.1\"\nkind = \"relu\"\n\
+             [[layer]]\nname = \"fc.2\"\nkind = \"linear\"\nout_features = 1\n",
+        )
+        .unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = Net::new(&arch, &vs.root(), [2, 1, 1], 1).unwrap();
+        let mut vars = vs.variables();
+        tch::no_grad(|| {
+            vars.get_mut("fc.0.weight").unwrap().copy_(&Tensor::from_slice(&[1.0f32, -1.0, 2.0, 1.0]).view([2, 2]));
+            vars.get_mut("fc.0.bias").unwrap().copy_(&Tensor::from_slice(&[0.5f32, -0.5]));
+            vars.get_mut("fc.2.weight").unwrap().copy_(&Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]));
+            vars.get_mut("fc.2.bias").unwrap().copy_(&Tensor::from_slice(&[0.0f32]));
+        });
+        (vs, net)
+    }
+
+    fn input_relevance(rules: &[Rule]) -> Vec<f32> {
+        let (_vs, net) = two_layers();
+        let x = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2, 1, 1]);
+        let y = tch::no_grad(|| net.forward_t(&x, false));
+        assert_eq!(f64::try_from(&y.sum(Kind::Float)).unwrap(), 7.0);
+        let r = relevance(&net, &x, &y, rules);
+        Vec::<f32>::try_from(r[0].flatten(0, -1)).unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{a:?} != {b:?}");
+    }
+
+    #[test]
+    fn lrp_zero_matches_the_hand_computation_and_the_bias_absorbs_the_rest() {
+        // h = W1 x + b1 = [-0.5, 3.5], relu → [0, 3.5], y = 7. Layer 2: R = [0, 7].
+        // Layer 1: s = R / z = [0, 2], c = W1ᵀ s = [4, 2], R = x · c = [4, 4] (the bias took −1).
+        close(&input_relevance(&[Rule::Pass, Rule::Zero, Rule::Pass, Rule::Zero]), &[4.0, 4.0]);
+    }
+
+    #[test]
+    fn hudds_composite_uses_z_plus_on_linear_layers_and_conserves_relevance() {
+        // z⁺: W1⁺ = [[1, 0], [2, 1]], z = [1, 4], s = [0, 7/4], c = [3.5, 1.75], R = [3.5, 3.5]: sums to y = 7.
+        let (_vs, net) = two_layers();
+        let rules = hudd_rules(&net);
+        assert_eq!(rules, [Rule::Pass, Rule::ZPlus, Rule::Pass, Rule::ZPlus]);
+        close(&input_relevance(&rules), &[3.5, 3.5]);
+    }
+
+    #[test]
+    fn epsilon_absorbs_relevance_in_the_stabiliser() {
+        // ε = 1: layer 2 s = 7/8, R = [0, 6.125]; layer 1 z = [-1.5, 4.5] after ε, s = [0, 1.36111], R = [2.72222; 2].
+        let rules = [Rule::Pass, Rule::Epsilon { epsilon: 1.0 }, Rule::Pass, Rule::Epsilon { epsilon: 1.0 }];
+        close(&input_relevance(&rules), &[2.722222, 2.722222]);
+    }
+
+    #[test]
+    fn alpha_one_beta_zero_equals_z_plus_on_non_negative_inputs() {
+        let ab = [Rule::Pass, Rule::AlphaBeta { alpha: 1.0, beta: 0.0 }, Rule::Pass, Rule::ZPlus];
+        close(&input_relevance(&ab), &[3.5, 3.5]);
+    }
+
+    #[test]
+    fn max_pool_gives_all_relevance_to_the_winner() {
+        let op = Op::MaxPool { kernel: 2, stride: 2, padding: 0 };
+        let a = Tensor::from_slice(&[1.0f32, 5.0, 2.0, 3.0]).view([1, 1, 2, 2]);
+        let r = propagate(&op, &a, &Tensor::from_slice(&[10.0f32]).view([1, 1, 1, 1]), Rule::WinnerTakesAll);
+        close(&Vec::<f32>::try_from(r.flatten(0, -1)).unwrap(), &[0.0, 10.0, 0.0, 0.0]);
+        let avg = Op::AvgPool { kernel: 2, stride: 2, padding: 0 };
+        let r = propagate(&avg, &a, &Tensor::from_slice(&[11.0f32]).view([1, 1, 1, 1]), Rule::Zero);
+        close(&Vec::<f32>::try_from(r.flatten(0, -1)).unwrap(), &[1.0, 5.0, 2.0, 3.0]);
+    }
+}
