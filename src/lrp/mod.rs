@@ -20,8 +20,12 @@ pub enum Rule {
     Epsilon { epsilon: f64 },
     /// LRP-γ: weights `w + γ·w⁺` (and bias `b + γ·b⁺`).
     Gamma { gamma: f64 },
-    /// z⁺: positive weights only, bias ignored (HUDD's rule for linear layers; inputs are non-negative after ReLU).
+    /// z⁺ as Zennit defines it (αβ with α = 1, β = 0): positive contributions only, that is positive inputs
+    /// with positive weights plus the positive bias, and negative inputs with negative weights.
     ZPlus,
+    /// HUDD's z⁺: positive weights only, bias ignored, `1e-9` added to the denominator. On non-negative inputs
+    /// (after a ReLU, as at every linear layer of HUDD's AlexNet) it differs from `z-plus` only by the bias.
+    ZPlusNoBias,
     /// LRP-αβ: `α·R⁺ − β·R⁻` from the positive and negative contributions (`α − β = 1` conserves relevance).
     AlphaBeta { alpha: f64, beta: f64 },
     /// Flat: relevance spread uniformly over each output's receptive field.
@@ -87,7 +91,8 @@ pub fn propagate(op: &Op, input: &Tensor, relevance: &Tensor, rule: Rule) -> Ten
 fn propagate_inner(op: &Op, input: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
     let a = input.detach();
     if rule == Rule::Pass {
-        return r.shallow_clone();
+        // Unchanged, in the input's shape (flatten changes only the shape).
+        return r.reshape(a.size());
     }
     let Some((w, b)) = params(op) else {
         // Parameter-free layers (pools): LRP-0 through the layer's own function, which for max-pool is
@@ -105,18 +110,17 @@ fn propagate_inner(op: &Op, input: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
             let b = b.map(|b| &b + b.clamp_min(0.0) * gamma);
             lrp_linear(op, &a, r, &w, b.as_ref(), 1e-9, true)
         }
-        Rule::ZPlus => lrp_linear(op, &a, r, &w.clamp_min(0.0), None, HUDD_STABILISER, false),
+        Rule::ZPlus => {
+            let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
+            let bp = b.as_ref().map(|b| b.clamp_min(0.0));
+            contributions(op, &a, r, &wp, &wn, bp.as_ref(), 1e-6)
+        }
+        Rule::ZPlusNoBias => lrp_linear(op, &a, r, &w.clamp_min(0.0), None, HUDD_STABILISER, false),
         Rule::AlphaBeta { alpha, beta } => {
-            let (ap, an) = (a.clamp_min(0.0), a.clamp_max(0.0));
             let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
             let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
             // Positive contributions: a⁺w⁺ + a⁻w⁻ (+ b⁺); negative ones: a⁺w⁻ + a⁻w⁺ (+ b⁻).
-            let part = |w1: &Tensor, w2: &Tensor, bias: Option<&Tensor>| {
-                let z = apply_with(op, &ap, w1, bias) + apply_with(op, &an, w2, None);
-                let s = r / stabilise(&z, 1e-9, true);
-                grad_times(&ap, |x| apply_with(op, x, w1, None), &s) * &ap + grad_times(&an, |x| apply_with(op, x, w2, None), &s) * &an
-            };
-            part(&wp, &wn, bp.as_ref()) * alpha - part(&wn, &wp, bn.as_ref()) * beta
+            contributions(op, &a, r, &wp, &wn, bp.as_ref(), 1e-9) * alpha - contributions(op, &a, r, &wn, &wp, bn.as_ref(), 1e-9) * beta
         }
         Rule::Flat | Rule::WSquare => {
             let ones = a.ones_like();
@@ -127,8 +131,10 @@ fn propagate_inner(op: &Op, input: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
         }
         Rule::Bounded { low, high } => {
             let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
+            let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
             let (l, h) = (a.full_like(low), a.full_like(high));
-            let z = apply_with(op, &a, &w, b.as_ref()) - apply_with(op, &l, &wp, None) - apply_with(op, &h, &wn, None);
+            // As Zennit: the bounds' terms carry the clamped biases, so the bias cancels out of the denominator.
+            let z = apply_with(op, &a, &w, b.as_ref()) - apply_with(op, &l, &wp, bp.as_ref()) - apply_with(op, &h, &wn, bn.as_ref());
             let s = r / stabilise(&z, 1e-9, true);
             grad_times(&a, |x| apply_with(op, x, &w, None), &s) * &a
                 - grad_times(&l, |x| apply_with(op, x, &wp, None), &s) * &l
@@ -158,12 +164,20 @@ pub fn hudd_rules(net: &Net) -> Vec<Rule> {
     net.layers
         .iter()
         .map(|(_, op)| match op {
-            Op::Linear(_) => Rule::ZPlus,
+            Op::Linear(_) => Rule::ZPlusNoBias,
             Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Rule::Zero,
             Op::MaxPool { .. } => Rule::WinnerTakesAll,
             Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => Rule::Pass,
         })
         .collect()
+}
+
+/// Relevance through the contributions `a⁺·w1 + a⁻·w2 (+ bias)` only.
+fn contributions(op: &Op, a: &Tensor, r: &Tensor, w1: &Tensor, w2: &Tensor, bias: Option<&Tensor>, eps: f64) -> Tensor {
+    let (ap, an) = (a.clamp_min(0.0), a.clamp_max(0.0));
+    let z = apply_with(op, &ap, w1, bias) + apply_with(op, &an, w2, None);
+    let s = r / stabilise(&z, eps, true);
+    grad_times(&ap, |x| apply_with(op, x, w1, None), &s) * &ap + grad_times(&an, |x| apply_with(op, x, w2, None), &s) * &an
 }
 
 /// LRP-0 / ε through a layer with parameters `w`, `b`: `R_in = a · Wᵀ(R / stab(z))`.
@@ -227,7 +241,7 @@ mod tests {
         // z⁺: W1⁺ = [[1, 0], [2, 1]], z = [1, 4], s = [0, 7/4], c = [3.5, 1.75], R = [3.5, 3.5]: sums to y = 7.
         let (_vs, net) = two_layers();
         let rules = hudd_rules(&net);
-        assert_eq!(rules, [Rule::Pass, Rule::ZPlus, Rule::Pass, Rule::ZPlus]);
+        assert_eq!(rules, [Rule::Pass, Rule::ZPlusNoBias, Rule::Pass, Rule::ZPlusNoBias]);
         close(&input_relevance(&rules), &[3.5, 3.5]);
     }
 
@@ -239,8 +253,8 @@ mod tests {
     }
 
     #[test]
-    fn alpha_one_beta_zero_equals_z_plus_on_non_negative_inputs() {
-        let ab = [Rule::Pass, Rule::AlphaBeta { alpha: 1.0, beta: 0.0 }, Rule::Pass, Rule::ZPlus];
+    fn alpha_one_beta_zero_equals_hudds_z_plus_where_the_bias_does_not_matter() {
+        let ab = [Rule::Pass, Rule::AlphaBeta { alpha: 1.0, beta: 0.0 }, Rule::Pass, Rule::ZPlusNoBias];
         close(&input_relevance(&ab), &[3.5, 3.5]);
     }
 

@@ -4,6 +4,7 @@ mod binary;
 mod cli;
 mod engine;
 mod import;
+mod lrp;
 mod manifest_errors;
 mod model;
 mod simulate;
