@@ -161,15 +161,17 @@ pub fn relevance(net: &Net, x: &Tensor, seed: &Tensor, rules: &[Rule]) -> Vec<Te
 /// HUDD's composite: z⁺ for linear layers, LRP-0 (1e-9) for convolutions and pools (max-pool winner-takes-all),
 /// relevance passed through activations, dropout, flatten and batch norm (merged into convolutions beforehand).
 pub fn hudd_rules(net: &Net) -> Vec<Rule> {
-    net.layers
-        .iter()
-        .map(|(_, op)| match op {
-            Op::Linear(_) => Rule::ZPlusNoBias,
-            Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Rule::Zero,
-            Op::MaxPool { .. } => Rule::WinnerTakesAll,
-            Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => Rule::Pass,
-        })
-        .collect()
+    net.layers.iter().map(|(_, op)| hudd_rules_one(op)).collect()
+}
+
+/// HUDD's rule for one layer (see [`hudd_rules`]).
+pub fn hudd_rules_one(op: &Op) -> Rule {
+    match op {
+        Op::Linear(_) => Rule::ZPlusNoBias,
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Rule::Zero,
+        Op::MaxPool { .. } => Rule::WinnerTakesAll,
+        Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => Rule::Pass,
+    }
 }
 
 /// Relevance through the contributions `a⁺·w1 + a⁻·w2 (+ bias)` only.

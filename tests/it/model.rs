@@ -273,3 +273,33 @@ fn a_keypoint_model_learns_where_a_dot_is_and_the_test_reports_pixel_errors() {
     let results = std::fs::read_to_string(store.output_path(&report.keys[test], "results").unwrap()).unwrap();
     assert!(results.starts_with("image,result,avg_error,max_error,worst_kp,KP0"), "{results}");
 }
+
+#[test]
+fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set() {
+    let ws = Ws::new();
+    let text = format!(
+        "[workflow]\nname = \"ts\"\n{}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\ntorchscript = \"{}\"\n\
+         [[stage]]\nid = \"hm\"\nkind = \"heatmaps\"\nmodel = \"dnn.model\"\nimages = \"data.dataset\"\n",
+        four_classes(&ws),
+        fixture("tiny_script.pt")
+    );
+    let (_, report) = ws.run_builtin(&text);
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[2] else { panic!("{:?}", report.outcomes) };
+    assert_eq!(*exit_code, 2);
+    assert!(error.contains("is TorchScript: the heatmaps stage (LRP) needs declared layers"), "{error}");
+
+    // An empty image set gives empty but valid arrays.
+    let text = format!(
+        "[workflow]\nname = \"empty\"\n{}limit = 0\n[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"all.dataset\"\narchitecture = \"{}\"\nweights = \"{}\"\n\
+         [[stage]]\nid = \"all\"\nkind = \"dataset\"\nformat = \"csv\"\npath = \"list.csv\"\nsize = 32\n\
+         [[stage]]\nid = \"hm\"\nkind = \"heatmaps\"\nmodel = \"dnn.model\"\nimages = \"data.dataset\"\n",
+        four_classes(&ws),
+        fixture("tiny.toml"),
+        fixture("pytorch_tiny.safetensors")
+    );
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let dir = Store::open(ws.path()).unwrap().output_path(&report.keys[w.stage_index("hm").unwrap()], "heatmaps").unwrap();
+    let r = hudd::npy::NpyReader::<f32>::open(&dir.join("features.0.npy")).unwrap();
+    assert_eq!(r.shape, vec![0, 3, 32, 32]);
+}

@@ -1,0 +1,314 @@
+//! Stage `heatmaps` (HUDD's HeatmapModule): LRP relevance at the input of every layer, for every image of a
+//! dataset, in batches, streamed to one `.npy` file per layer, with conservation and finiteness gates.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::dataset::{Dataset, write_csv};
+use crate::lrp::{self, Rule};
+use crate::model::artefact::Model;
+use crate::model::fit::keypoints_from_maps;
+use crate::model::net::{Net, Op};
+use crate::npy::NpyWriter;
+use crate::runtime::{self, DeviceChoice};
+use crate::sim::Target;
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+
+pub struct Heatmaps;
+
+/// Rule presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// HUDD's original rules: z⁺ without bias for linear layers, LRP-0 (1e-9) for convolutions and pools.
+    #[default]
+    Hudd,
+    /// Zennit's EpsilonPlus: ε (1e-6) for linear layers, z⁺ for convolutions.
+    EpsilonPlus,
+    /// Zennit's EpsilonGammaBox: z^B for the first convolution, γ = 0.25 for the others, ε (1e-6) for linear layers.
+    EpsilonGammaBox,
+}
+
+/// What the relevance starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Seed {
+    /// The predicted class's logit, every other output zero (HUDD). Keypoints: the worst keypoint's map (HUDD).
+    #[default]
+    Predicted,
+    /// The true class's logit. Keypoints: every map.
+    True,
+    /// 1 at the predicted class.
+    PredictedOneHot,
+    /// 1 at the true class.
+    TrueOneHot,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeatmapParams {
+    #[serde(default)]
+    pub preset: Preset,
+    /// Rules that replace the preset's, by layer name (`features.0`) or layer kind (`conv2d`, `linear`, ...).
+    #[serde(default)]
+    pub rules: BTreeMap<String, Rule>,
+    #[serde(default)]
+    pub seed_with: Seed,
+    /// Bounds of the normalised input for z^B (epsilon-gamma-box).
+    #[serde(default = "low")]
+    pub low: f64,
+    #[serde(default = "high")]
+    pub high: f64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Conservation gate: the worst relative deviation a conserving layer may show.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+fn low() -> f64 {
+    -3.0
+}
+fn high() -> f64 {
+    3.0
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_tolerance() -> f64 {
+    1e-3
+}
+
+const KINDS: [&str; 11] = [
+    "conv2d", "conv_transpose2d", "linear", "relu", "leaky_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm2d",
+    "dropout", "flatten",
+];
+
+impl Params for HeatmapParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.batch_size == 0 {
+            out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        if !(self.tolerance > 0.0) {
+            out.push(Invalid::new("tolerance", format!("must be above 0, got {}", self.tolerance)));
+        }
+        if !(self.low < self.high) {
+            out.push(Invalid::new("low", format!("must be below high ({}), got {}", self.high, self.low)));
+        }
+        for (key, rule) in &self.rules {
+            if let Rule::AlphaBeta { alpha, beta } = rule
+                && (alpha - beta - 1.0).abs() > 1e-9
+            {
+                out.push(Invalid::new(format!("rules.{key}"), format!("alpha - beta must be 1 to conserve relevance, got {alpha} - {beta}")));
+            }
+        }
+        out
+    }
+}
+
+fn kind_of(op: &Op) -> &'static str {
+    match op {
+        Op::Conv { .. } => "conv2d",
+        Op::ConvTranspose { .. } => "conv_transpose2d",
+        Op::Linear(_) => "linear",
+        Op::Relu => "relu",
+        Op::LeakyRelu(_) => "leaky_relu",
+        Op::MaxPool { .. } => "max_pool2d",
+        Op::AvgPool { .. } => "avg_pool2d",
+        Op::AdaptiveAvgPool(_) => "adaptive_avg_pool2d",
+        Op::BatchNorm(_) => "batch_norm2d",
+        Op::Dropout(_) => "dropout",
+        Op::Flatten => "flatten",
+    }
+}
+
+/// The rule of every layer: the preset's, then overrides by kind, then by name.
+pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
+    for key in p.rules.keys() {
+        if !KINDS.contains(&key.as_str()) && !net.layers.iter().any(|(n, _)| n == key) {
+            let names: Vec<&str> = net.layers.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!("rules name `{key}`, which is neither a layer of the model ({}) nor a layer kind", names.join(", ")));
+        }
+    }
+    let mut first_conv = true;
+    Ok(net
+        .layers
+        .iter()
+        .map(|(name, op)| {
+            let preset = match (p.preset, op) {
+                (Preset::Hudd, _) => lrp::hudd_rules_one(op),
+                (_, Op::Linear(_)) => Rule::Epsilon { epsilon: 1e-6 },
+                (Preset::EpsilonPlus, Op::Conv { .. } | Op::ConvTranspose { .. }) => Rule::ZPlus,
+                (Preset::EpsilonGammaBox, Op::Conv { .. } | Op::ConvTranspose { .. }) => {
+                    if std::mem::take(&mut first_conv) {
+                        Rule::Bounded { low: p.low, high: p.high }
+                    } else {
+                        Rule::Gamma { gamma: 0.25 }
+                    }
+                }
+                (_, op) => lrp::hudd_rules_one(op),
+            };
+            let by_kind = p.rules.get(kind_of(op)).copied().unwrap_or(preset);
+            p.rules.get(name).copied().unwrap_or(by_kind)
+        })
+        .collect())
+}
+
+impl Stage for Heatmaps {
+    type Params = HeatmapParams;
+    const KIND: &'static str = "heatmaps";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "model", many: false, required: true, doc: "a declared model" },
+        InputSlot { name: "images", many: false, required: true, doc: "a dataset artefact (typically test.errors)" },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "heatmaps", path: "heatmaps/", doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json" },
+    ];
+    const DOC: &'static str = "LRP heatmaps of every layer.";
+
+    fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
+        let net = model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
+        if model.meta.input != input {
+            return Err(StageError::input(format!("the model takes {:?} images, the image set has {input:?}", model.meta.input)));
+        }
+        let rules = rules_for(net, p).map_err(StageError::input)?;
+        let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
+        let shapes = arch.describe(input, model.meta.outputs).map_err(|e| StageError::input(e.to_string()))?;
+        let dir = ctx.output("heatmaps")?;
+        let mut writers = Vec::with_capacity(net.layers.len());
+        for (row, (name, _)) in shapes.iter().zip(&net.layers) {
+            let path = dir.join(format!("{name}.npy"));
+            writers.push(NpyWriter::<f32>::create(&path, &row.input.dims()).map_err(|e| StageError::failed(e.to_string()))?);
+        }
+        let n = ds.meta.count;
+        let labels = match &ds.meta.target {
+            Target::Classification { .. } => ds.class_labels().map_err(|e| StageError::input(e.to_string()))?,
+            Target::Regression { .. } => Vec::new(),
+        };
+        let targets = ds.targets().map_err(|e| StageError::input(e.to_string()))?;
+        let mut worst = vec![0.0f64; net.layers.len()];
+        ctx.progress.start(n as u64, "heatmaps");
+        let rows: Vec<usize> = (0..n).collect();
+        for chunk in rows.chunks(p.batch_size) {
+            let pixels = ds.images(chunk).map_err(|e| StageError::input(e.to_string()))?;
+            let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, input[0] as i64, input[1] as i64, input[2] as i64]));
+            let y = tch::no_grad(|| net.forward_t(&x, false));
+            let seed = seed_of(&y, p.seed_with, chunk, &labels, &targets, model.meta.input);
+            let relevance = lrp::relevance(net, &x, &seed, &rules);
+            let out_sum = seed.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).flatten(0, -1);
+            for (k, r) in relevance.iter().enumerate() {
+                let r = r.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
+                let values: Vec<f32> = Vec::try_from(r.flatten(0, -1)).map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
+                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(StageError::Gate {
+                        message: format!("layer `{}`: relevance is not finite (image {})", net.layers[k].0, chunk[bad / (values.len() / chunk.len())]),
+                    });
+                }
+                writers[k].append(&values).map_err(|e| StageError::failed(e.to_string()))?;
+                if conserves(rules[k], &net.layers[k].1) && downstream_conserves(&rules[k..], &net.layers[k..]) {
+                    let sums = r.flatten(1, -1).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+                    let dev = ((sums - &out_sum).abs() / out_sum.abs().clamp_min(1e-12)).max();
+                    worst[k] = worst[k].max(f64::try_from(dev).unwrap_or(f64::INFINITY));
+                } else {
+                    worst[k] = f64::NAN;
+                }
+            }
+            ctx.progress.inc(chunk.len() as u64);
+        }
+        for w in writers {
+            w.finish().map_err(|e| StageError::failed(e.to_string()))?;
+        }
+        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let mut index = polars::prelude::DataFrame::new(
+            n,
+            vec![
+                polars::prelude::Column::new("row".into(), (0..n as u32).collect::<Vec<u32>>()),
+                polars::prelude::Column::new("image".into(), &ids),
+            ],
+        )
+        .map_err(|e| StageError::failed(e.to_string()))?;
+        write_csv(&dir.join("index.csv"), &mut index).map_err(|e| StageError::failed(e.to_string()))?;
+        let mut text = String::from("layer,rule,worst_relative_deviation\n");
+        for (k, (name, _)) in net.layers.iter().enumerate() {
+            let rule = serde_json::to_value(rules[k]).expect("rules serialise")["rule"].as_str().unwrap_or("").to_string();
+            let dev = if worst[k].is_nan() { String::new() } else { format!("{:.3e}", worst[k]) };
+            text.push_str(&format!("{name},{rule},{dev}\n"));
+        }
+        let path = dir.join("conservation.csv");
+        std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+        let named: BTreeMap<&str, Rule> = net.layers.iter().zip(&rules).map(|((n, _), r)| (n.as_str(), *r)).collect();
+        let path = dir.join("rules.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&named).expect("rules serialise")).map_err(|e| StageError::io(&path, e))?;
+        for (k, w) in worst.iter().enumerate() {
+            if !w.is_nan() && *w > p.tolerance {
+                return Err(StageError::Gate {
+                    message: format!(
+                        "layer `{}`: relevance is not conserved: worst relative deviation {w:.3e} above the tolerance {}",
+                        net.layers[k].0, p.tolerance
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a rule keeps the relevance sum through a layer exactly (up to the stabiliser).
+fn conserves(rule: Rule, op: &Op) -> bool {
+    let biased = match op {
+        Op::Conv { layer, .. } => layer.bs.is_some(),
+        Op::ConvTranspose { layer, .. } => layer.bs.is_some(),
+        Op::Linear(l) => l.bs.is_some(),
+        _ => false,
+    };
+    match rule {
+        Rule::Pass | Rule::WinnerTakesAll | Rule::ZPlusNoBias | Rule::Flat | Rule::WSquare => true,
+        Rule::Zero | Rule::ZPlus | Rule::AlphaBeta { .. } => !biased,
+        Rule::Epsilon { .. } | Rule::Gamma { .. } | Rule::Bounded { .. } => false,
+    }
+}
+
+/// The sum at a layer's input equals the output's only if every later layer conserves too.
+fn downstream_conserves(rules: &[Rule], layers: &[(String, Op)]) -> bool {
+    rules.iter().zip(layers).all(|(r, (_, op))| conserves(*r, op))
+}
+
+/// The relevance at the output: a class logit (or 1) per image, or keypoint maps.
+fn seed_of(y: &Tensor, mode: Seed, rows: &[usize], labels: &[i64], targets: &[Vec<f32>], input: [usize; 3]) -> Tensor {
+    if y.dim() == 2 {
+        let class = match mode {
+            Seed::Predicted | Seed::PredictedOneHot => y.argmax(1, true),
+            Seed::True | Seed::TrueOneHot => {
+                Tensor::from_slice(&rows.iter().map(|&r| labels[r]).collect::<Vec<i64>>()).view([-1, 1]).to_device(y.device())
+            }
+        };
+        let value = match mode {
+            Seed::Predicted | Seed::True => y.gather(1, &class, false),
+            _ => Tensor::ones([y.size()[0], 1], (Kind::Float, y.device())),
+        };
+        return y.zeros_like().scatter(1, &class, &value);
+    }
+    // Keypoint maps: HUDD seeds with the worst keypoint's map; `true` keeps every map.
+    if matches!(mode, Seed::True | Seed::TrueOneHot) || targets.is_empty() {
+        return y.shallow_clone();
+    }
+    let flat: Vec<f32> = rows.iter().flat_map(|&r| targets[r].iter().copied()).collect();
+    let t = Tensor::from_slice(&flat).view([rows.len() as i64, -1]).to_device(y.device());
+    let errors = crate::model::fit::keypoint_errors(&keypoints_from_maps(y, input), &t);
+    let worst = errors.argmax(1, true);
+    let mask = y.zeros_like().select(3, 0).select(2, 0).scatter_value(1, &worst, 1.0);
+    y * mask.view([y.size()[0], y.size()[1], 1, 1])
+}
