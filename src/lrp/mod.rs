@@ -170,7 +170,7 @@ pub fn hudd_rules_one(op: &Op) -> Rule {
         Op::Linear(_) => Rule::ZPlusNoBias,
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Rule::Zero,
         Op::MaxPool { .. } => Rule::WinnerTakesAll,
-        Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm(_) => Rule::Pass,
+        Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm { .. } | Op::Merged => Rule::Pass,
     }
 }
 

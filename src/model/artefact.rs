@@ -111,6 +111,14 @@ impl Model {
         }
     }
 
+    /// The declared layers, mutable (for canonisation); `None` for TorchScript.
+    pub fn net_mut(&mut self) -> Option<&mut Net> {
+        match &mut self.body {
+            Body::Declared { net, .. } => Some(net),
+            Body::Torchscript(_) => None,
+        }
+    }
+
     pub fn var_store(&self) -> Option<&nn::VarStore> {
         match &self.body {
             Body::Declared { vs, .. } => Some(vs),

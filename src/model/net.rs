@@ -16,9 +16,11 @@ pub enum Op {
     MaxPool { kernel: i64, stride: i64, padding: i64 },
     AvgPool { kernel: i64, stride: i64, padding: i64 },
     AdaptiveAvgPool([i64; 2]),
-    BatchNorm(nn::BatchNorm),
+    BatchNorm { layer: nn::BatchNorm, eps: f64 },
     Dropout(f64),
     Flatten,
+    /// A batch norm merged into the convolution before it by [`Net::canonise`].
+    Merged,
 }
 
 /// A network: named layers applied in order.
@@ -95,11 +97,10 @@ impl Net {
                 LayerKind::AdaptiveAvgPool2d { output_size } => {
                     Op::AdaptiveAvgPool([output_size[0] as i64, output_size[1] as i64])
                 }
-                LayerKind::BatchNorm2d { eps, momentum } => Op::BatchNorm(nn::batch_norm2d(
-                    &p,
-                    in_ch,
-                    nn::BatchNormConfig { eps: *eps, momentum: *momentum, ..Default::default() },
-                )),
+                LayerKind::BatchNorm2d { eps, momentum } => Op::BatchNorm {
+                    layer: nn::batch_norm2d(&p, in_ch, nn::BatchNormConfig { eps: *eps, momentum: *momentum, ..Default::default() }),
+                    eps: *eps,
+                },
                 LayerKind::Dropout { p } => Op::Dropout(*p),
                 LayerKind::Flatten => Op::Flatten,
             };
@@ -123,10 +124,34 @@ impl Net {
                 x.avg_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], false, true, None::<i64>)
             }
             Op::AdaptiveAvgPool(size) => x.adaptive_avg_pool2d(*size),
-            Op::BatchNorm(bn) => x.apply_t(bn, train),
+            Op::BatchNorm { layer, .. } => x.apply_t(layer, train),
             Op::Dropout(p) => x.dropout(*p, train),
             Op::Flatten => x.flatten(1, -1),
+            Op::Merged => x.shallow_clone(),
         }
+    }
+
+    /// Merges every batch norm that directly follows a convolution into that convolution's weights and bias
+    /// (LRP's canonisation: the merged network computes the same function in evaluation mode, and relevance then
+    /// flows through one linear layer). Returns the names of the merged batch-norm layers.
+    pub fn canonise(&mut self) -> Vec<String> {
+        let mut merged = Vec::new();
+        for i in 1..self.layers.len() {
+            let (before, after) = self.layers.split_at_mut(i);
+            let (name, op) = &mut after[0];
+            let (Op::BatchNorm { layer: bn, eps }, Op::Conv { layer: conv, .. }) = (&*op, &mut before[i - 1].1) else { continue };
+            tch::no_grad(|| {
+                let gamma = bn.ws.as_ref().map_or_else(|| bn.running_var.ones_like(), Tensor::detach);
+                let beta = bn.bs.as_ref().map_or_else(|| bn.running_mean.zeros_like(), Tensor::detach);
+                let scale = gamma / (&bn.running_var + *eps).sqrt();
+                let bias = conv.bs.as_ref().map_or_else(|| bn.running_mean.zeros_like(), Tensor::detach);
+                conv.ws = conv.ws.detach() * scale.view([-1, 1, 1, 1]);
+                conv.bs = Some((bias - &bn.running_mean) * &scale + beta);
+            });
+            *op = Op::Merged;
+            merged.push(name.clone());
+        }
+        merged
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -150,4 +175,40 @@ impl Net {
 /// Leaky ReLU with any slope (tch's `leaky_relu` fixes it at 0.01).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
     x.clamp_min(0.0) + x.clamp_max(0.0) * slope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Architecture;
+
+    #[test]
+    fn canonisation_merges_batch_norm_into_the_convolution_without_changing_outputs() {
+        let arch = Architecture::parse(
+            std::path::Path::new("bn.toml"),
+            "[model]\nname = \"bn\"\ninput = [3, 8, 8]\n\
+             [[layer]]\nname = \"f.0\"\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = 1\n\
+             [[layer]]\nname = \"f.1\"\nkind = \"batch_norm2d\"\n\
+             [[layer]]\nname = \"f.2\"\nkind = \"relu\"\n",
+        )
+        .unwrap();
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut net = Net::new(&arch, &vs.root(), [3, 8, 8], 1).unwrap();
+        if let Op::BatchNorm { layer, .. } = &mut net.layers[1].1 {
+            tch::no_grad(|| {
+                layer.running_mean.copy_(&Tensor::from_slice(&[0.3f32, -0.2, 0.1, 0.0]));
+                layer.running_var.copy_(&Tensor::from_slice(&[2.0f32, 0.5, 1.0, 4.0]));
+                layer.ws.as_mut().unwrap().copy_(&Tensor::from_slice(&[1.5f32, 0.5, -1.0, 2.0]));
+                layer.bs.as_mut().unwrap().copy_(&Tensor::from_slice(&[0.1f32, 0.2, -0.3, 0.0]));
+            });
+        }
+        let x = Tensor::randn([2, 3, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
+        let before = tch::no_grad(|| net.forward_t(&x, false));
+        assert_eq!(net.canonise(), ["f.1"]);
+        assert!(matches!(net.layers[1].1, Op::Merged));
+        let after = tch::no_grad(|| net.forward_t(&x, false));
+        let diff = f64::try_from((after - before).abs().max()).unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
 }

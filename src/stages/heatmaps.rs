@@ -123,7 +123,7 @@ fn kind_of(op: &Op) -> &'static str {
         Op::MaxPool { .. } => "max_pool2d",
         Op::AvgPool { .. } => "avg_pool2d",
         Op::AdaptiveAvgPool(_) => "adaptive_avg_pool2d",
-        Op::BatchNorm(_) => "batch_norm2d",
+        Op::BatchNorm { .. } | Op::Merged => "batch_norm2d",
         Op::Dropout(_) => "dropout",
         Op::Flatten => "flatten",
     }
@@ -177,13 +177,15 @@ impl Stage for Heatmaps {
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
-        let net = model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
+        let mut model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
+        model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
         let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         if model.meta.input != input {
             return Err(StageError::input(format!("the model takes {:?} images, the image set has {input:?}", model.meta.input)));
         }
+        canonise(&mut model, &ds, p.batch_size)?;
+        let net = model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
         let rules = rules_for(net, p).map_err(StageError::input)?;
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
         let shapes = arch.describe(input, model.meta.outputs).map_err(|e| StageError::input(e.to_string()))?;
@@ -264,6 +266,31 @@ impl Stage for Heatmaps {
         }
         Ok(())
     }
+}
+
+/// Merges batch norms into their convolutions and checks, on the first batch, that the outputs did not change.
+fn canonise(model: &mut Model, ds: &Dataset, batch: usize) -> Result<(), StageError> {
+    let rows: Vec<usize> = (0..ds.meta.count.min(batch)).collect();
+    let [c, h, w] = model.meta.input.map(|v| v as i64);
+    let x = if rows.is_empty() {
+        None
+    } else {
+        let pixels = ds.images(&rows).map_err(|e| StageError::input(e.to_string()))?;
+        Some(model.preprocess(&Tensor::from_slice(&pixels).view([rows.len() as i64, c, h, w])))
+    };
+    let before = x.as_ref().map(|x| tch::no_grad(|| model.net("canonisation").expect("checked").forward_t(x, false)));
+    let merged = model.net_mut().expect("a declared model").canonise();
+    if let (Some(x), Some(before), false) = (&x, before, merged.is_empty()) {
+        let after = tch::no_grad(|| model.net("canonisation").expect("checked").forward_t(x, false));
+        let scale = f64::try_from(before.abs().max()).unwrap_or(1.0).max(1e-6);
+        let diff = f64::try_from((after - &before).abs().max()).unwrap_or(f64::INFINITY) / scale;
+        if !(diff < 1e-4) {
+            return Err(StageError::Gate {
+                message: format!("merging batch norms {} changed the model's outputs by {diff:.2e} of their scale", merged.join(", ")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether a rule keeps the relevance sum through a layer exactly (up to the stabiliser).
