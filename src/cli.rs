@@ -384,7 +384,6 @@ fn dispatch(
         }
         Command::Exec { key, threads } => {
             let store = Store::open(ws)?;
-            let _key_lock = store.lock_key(&key)?;
             if store.state(&key) == EntryState::Intact {
                 writeln!(err, "{key}: already in the store")?;
                 return Ok(0);

@@ -133,6 +133,13 @@ pub fn execute(
             ours: kind.version(),
         });
     }
+    // Two stages of one run (or two processes) may share a key: one computes, the other finds the entry.
+    let _key_lock = store.lock_key(&spec.key)?;
+    if store.state(&spec.key) == crate::store::EntryState::Intact
+        && let Some(entry) = store.entry(&spec.key)
+    {
+        return Ok(entry);
+    }
     let mut inputs = BTreeMap::new();
     for (slot, keys) in &spec.material.inputs {
         let names = spec.input_stages.get(slot).map_or(&[][..], Vec::as_slice);

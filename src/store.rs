@@ -259,7 +259,14 @@ impl Store {
             self.remove_entry(&spec.key)?;
         }
         let tmp_path = tmp.keep();
-        fs::rename(&tmp_path, &dest).map_err(io_err(&dest))?;
+        if let Err(e) = fs::rename(&tmp_path, &dest) {
+            let _ = fs::remove_dir_all(&tmp_path);
+            // Another process renamed the same key into place in between: its entry is as good as ours.
+            if self.state(&spec.key) == EntryState::Intact {
+                return Ok(entry);
+            }
+            return Err(StoreError::Io { path: dest, source: e });
+        }
         Ok(entry)
     }
 

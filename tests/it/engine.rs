@@ -390,3 +390,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn two_stages_with_the_same_key_in_one_parallel_run_both_succeed() {
+    // s1 and s2 have the same kind, parameters and inputs, so the same key; -j 4 starts them together.
+    let ws = Ws::new();
+    let mut text = String::from("[workflow]\nname = \"twins\"\n");
+    for i in 0..6 {
+        text.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = 50\ntext = \"same\"\n"));
+    }
+    let m = ws.write("w.toml", &text);
+    let (_, r) = ws.run_with(&m, &[], RunOptions { jobs: 4, ..RunOptions::default() });
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert!(r.keys.iter().all(|k| *k == r.keys[0]));
+}
