@@ -392,15 +392,17 @@ proptest! {
 }
 
 #[test]
-fn two_stages_with_the_same_key_in_one_parallel_run_both_succeed() {
-    // s1 and s2 have the same kind, parameters and inputs, so the same key; -j 4 starts them together.
+fn stages_sharing_a_key_in_a_parallel_run_compute_it_once_and_all_succeed() {
+    // Six stages with the same kind, parameters and inputs have the same key; -j 4 starts four at once.
     let ws = Ws::new();
+    let log = ws.path().join("executions.log");
     let mut text = String::from("[workflow]\nname = \"twins\"\n");
     for i in 0..6 {
-        text.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = 50\ntext = \"same\"\n"));
+        text.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = 50\ntext = \"same\"\nlog = \"{}\"\n", log.display()));
     }
     let m = ws.write("w.toml", &text);
     let (_, r) = ws.run_with(&m, &[], RunOptions { jobs: 4, ..RunOptions::default() });
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     assert!(r.keys.iter().all(|k| *k == r.keys[0]));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "one execution for one key");
 }

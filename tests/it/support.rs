@@ -34,6 +34,9 @@ pub struct EchoParams {
     pub seed: Option<u64>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// A file each execution appends a line to, to count executions.
+    #[serde(default)]
+    pub log: Option<PathBuf>,
 }
 
 impl Params for EchoParams {
@@ -59,6 +62,10 @@ impl Stage for Echo {
 
     fn run(&self, p: &EchoParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let start = tick();
+        if let Some(log) = &p.log {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+            writeln!(f, "{}", ctx.stage_id).unwrap();
+        }
         std::thread::sleep(std::time::Duration::from_millis(p.sleep_ms));
         if p.fail {
             // A failing stage may have written part of its outputs already.
