@@ -85,6 +85,30 @@ fn main() {
         noops.push(t.elapsed().as_secs_f64());
     }
     let (plan, noop) = (median(plans), median(noops));
-    println!("check + plan, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})", if plan < 1.0 { "met" } else { "NOT met" });
-    println!("no-op run, 200 stages (median of 5):    {noop:.3} s  (target < 1 s: {})", if noop < 1.0 { "met" } else { "NOT met" });
+    println!("library: check + plan, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})", if plan < 1.0 { "met" } else { "NOT met" });
+    println!("library: no-op run, 200 stages (median of 5):    {noop:.3} s  (target < 1 s: {})", if noop < 1.0 { "met" } else { "NOT met" });
+    cli(dir.path());
+}
+
+/// The same through the `hudd` binary, as a user runs it: 200 tiny `simulate` stages in layers (process start and
+/// libtorch loading included).
+fn cli(dir: &std::path::Path) {
+    let mut s = String::from("[workflow]\nname = \"cli\"\nseed = 1\n");
+    for i in 0..200 {
+        s.push_str(&format!("\n[[stage]]\nid = \"s{i}\"\nkind = \"simulate\"\nsimulator = \"signs\"\nsize = 16\nseed = {i}\nsplits = {{ train = {{ count = 1 }} }}\n"));
+    }
+    std::fs::write(dir.join("cli.toml"), s).unwrap();
+    let hudd = |args: &[&str]| {
+        let t = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hudd")).current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        t.elapsed().as_secs_f64()
+    };
+    hudd(&["run", "cli.toml"]);
+    let start = median((0..5).map(|_| hudd(&["--help"])).collect());
+    let plan = median((0..5).map(|_| hudd(&["plan", "cli.toml"])).collect());
+    let noop = median((0..5).map(|_| hudd(&["run", "cli.toml"])).collect());
+    println!("binary: `hudd --help` (process start, libtorch loading): {start:.3} s");
+    println!("binary: `hudd plan`, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})", if plan < 1.0 { "met" } else { "NOT met" });
+    println!("binary: no-op `hudd run`, 200 stages (median of 5): {noop:.3} s  (target < 1 s: {})", if noop < 1.0 { "met" } else { "NOT met" });
 }
