@@ -118,10 +118,7 @@ impl DatasetWriter {
         self.splits.push(split.to_string());
         self.labels.push(label);
         self.values.push(values);
-        match self.meta.splits.last_mut() {
-            Some((name, n)) if name == split => *n += 1,
-            _ => self.meta.splits.push((split.to_string(), 1)),
-        }
+        count_split(&mut self.meta.splits, split);
         Ok(())
     }
 
@@ -310,15 +307,20 @@ impl Dataset {
         meta.count = rows.len();
         meta.splits = Vec::new();
         for &r in rows {
-            match meta.splits.iter_mut().find(|(name, _)| *name == splits_all[r]) {
-                Some((_, n)) => *n += 1,
-                None => meta.splits.push((splits_all[r].clone(), 1)),
-            }
+            count_split(&mut meta.splits, &splits_all[r]);
         }
         let meta_path = dir.join("meta.json");
         std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
             .map_err(|source| DatasetError::Io { path: meta_path, source })?;
         Ok(meta)
+    }
+}
+
+/// Counts one more image of `split`, keeping splits in the order they first appear.
+pub fn count_split(splits: &mut Vec<(String, usize)>, split: &str) {
+    match splits.iter_mut().find(|(name, _)| name == split) {
+        Some((_, n)) => *n += 1,
+        None => splits.push((split.to_string(), 1)),
     }
 }
 

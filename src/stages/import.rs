@@ -236,10 +236,7 @@ impl Stage for Import {
             for (k, v) in it.extra.iter().enumerate() {
                 extras[k].push(v.clone());
             }
-            match meta_splits.last_mut() {
-                Some((s, n)) if *s == it.split => *n += 1,
-                _ => meta_splits.push((it.split.clone(), 1)),
-            }
+            crate::dataset::count_split(&mut meta_splits, &it.split);
         }
         let count = images.finish().map_err(|e| StageError::failed(e.to_string()))?;
         let mut columns = vec![

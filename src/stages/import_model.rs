@@ -82,6 +82,9 @@ impl Stage for ImportModel {
             (Some(ts), _, _) => {
                 let src = ctx.resolve(ts);
                 std::fs::copy(&src, dir.join(TORCHSCRIPT)).map_err(|e| StageError::io(&src, e))?;
+                let meta_path = dir.join("model.json");
+                std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
+                    .map_err(|e| StageError::io(&meta_path, e))?;
             }
             (None, Some(arch), Some(weights)) => {
                 let path = ctx.resolve(&architecture_path(arch));
@@ -91,12 +94,11 @@ impl Stage for ImportModel {
                 let mut model = Model::init(meta.clone(), tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
                 let vs = model.var_store_mut().expect("a declared model has a var store");
                 load_weights(vs, &ctx.resolve(weights)).map_err(|e| StageError::input(e.to_string()))?;
+                // Writes model.json and the weights.
                 model.save(&dir).map_err(|e| StageError::failed(e.to_string()))?;
             }
             _ => return Err(StageError::input("give `torchscript`, or `architecture` with `weights`")),
         }
-        let meta_path = dir.join("model.json");
-        std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises")).map_err(|e| StageError::io(&meta_path, e))?;
         // The model must take one image of the dataset and give the task's outputs.
         let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
         let pixels = ds.images(&[0]).map_err(|e| StageError::input(e.to_string()))?;
