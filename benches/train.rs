@@ -4,10 +4,10 @@
 //! Run with `cargo bench --bench train`. The PyTorch side runs from the fixtures venv
 //! (`tests/fixtures/venv.sh` creates it); without it only hudd's figure is printed.
 
+mod common;
+
 use std::time::Instant;
 
-use hudd::model::Architecture;
-use hudd::model::artefact::{Format, Model, ModelMeta};
 use hudd::model::fit::{self, Data, FitConfig, Keep, OptimizerKind};
 use hudd::progress::Progress;
 use tch::{Kind, Tensor};
@@ -16,17 +16,7 @@ fn main() {
     let (n, batch, epochs, threads) = (2048usize, 64usize, 3usize, 2usize);
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
-    let arch = Architecture::load(&hudd::model::architecture_path("alexnet-small".as_ref())).unwrap();
-    let meta = ModelMeta {
-        format: Format::Declared,
-        architecture: Some(arch),
-        input: [3, 64, 64],
-        outputs: 15,
-        target: hudd::sim::Target::Classification { classes: (0..15).map(|i| i.to_string()).collect() },
-        mean: vec![0.5; 3],
-        std: vec![0.25; 3],
-    };
-    let mut model = Model::init(meta, tch::Device::Cpu).unwrap();
+    let mut model = common::alexnet_small();
     let data = Data {
         pixels: Tensor::randint(256, [n as i64, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu)),
         classes: Some(Tensor::randint(15, [n as i64], (Kind::Int64, tch::Device::Cpu))),
@@ -47,11 +37,7 @@ fn main() {
     let progress = Progress::hidden();
     fit::fit(&mut model, &data, &empty, &cfg(1), &progress).unwrap(); // warm-up
     println!("alexnet-small, {n} images 64x64, batch {batch}, SGD, {threads} threads, {epochs} epochs a round; 3 rounds each, alternating");
-    let python = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/venv.sh"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let python = common::python();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let t = Instant::now();
@@ -69,17 +55,13 @@ fn main() {
             }
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!("hudd (tch): {:?} images/s", ours.iter().map(|v| v.round()).collect::<Vec<_>>());
-    let ours = median(ours);
+    let ours = common::median(ours);
     if theirs.is_empty() {
         println!("PyTorch: (no fixtures venv: run tests/fixtures/venv.sh)");
         return;
     }
     println!("PyTorch:    {:?} images/s", theirs.iter().map(|v| v.round()).collect::<Vec<_>>());
-    let theirs = median(theirs);
+    let theirs = common::median(theirs);
     println!("medians: hudd {ours:.1}, PyTorch {theirs:.1}; ratio hudd / PyTorch {:.3} (target >= 0.90: {})", ours / theirs, if ours / theirs >= 0.9 { "met" } else { "NOT met" });
 }

@@ -8,29 +8,12 @@ import sys
 import time
 
 import torch
+from alexnet_small import AlexNetSmall
 from torch import nn
 
 n, batch, epochs, threads = (int(a) for a in sys.argv[1:5])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-
-
-class AlexNetSmall(nn.Module):
-    def __init__(self, classes):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
-        self.classifier = nn.Sequential(
-            nn.Dropout(0.5), nn.Linear(64 * 4 * 4, 256), nn.ReLU(),
-            nn.Dropout(0.5), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, classes))
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 pixels = torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8)

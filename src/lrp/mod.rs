@@ -3,8 +3,9 @@
 //!
 //! Each rule is the "modified gradient" form used by Zennit: for a layer `f` whose parameters (and inputs) the rule
 //! modifies into `f̃`, `z = f̃(a)`, `s = R / stab(z)`, `c = ∂(z · s)/∂a` (with `s` held constant) and `R_in = a · c`.
-//! tch's autograd computes `c` for every layer kind, so one mechanism serves convolutions, linear layers, pools
-//! and transposed convolutions alike.
+//! For layers with weights `c` is the transposed operation applied to `s` (a transposed convolution, a matrix
+//! product), computed directly; pools go through tch's autograd. Rules that keep the layer's own weights (LRP-0, ε)
+//! reuse the forward pass's output as `z`, so the whole sweep costs about one forward and one backward pass.
 
 use tch::{Kind, Tensor};
 
@@ -75,21 +76,35 @@ fn params(op: &Op) -> Option<(Tensor, Option<Tensor>)> {
     }
 }
 
-/// `a · ∂(f(a) · s)/∂a` for a function `f` of the input, with `s` held constant: the "gradient times input" step.
-fn grad_times(input: &Tensor, f: impl Fn(&Tensor) -> Tensor, s: &Tensor) -> Tensor {
-    let a = input.detach().set_requires_grad(true);
-    let z = f(&a);
-    let grads = Tensor::run_backward(&[(z * s.detach()).sum(Kind::Float)], &[&a], false, false);
-    grads.into_iter().next().expect("one input, one gradient")
+/// `∂(f(a) · s)/∂a` for a layer with parameters `w` (bias irrelevant), `f` linear in `a`: the transposed
+/// operation applied to `s`, computed directly rather than through autograd.
+fn vjp(op: &Op, a: &Tensor, w: &Tensor, s: &Tensor) -> Tensor {
+    match op {
+        Op::Conv { stride, padding, .. } => {
+            // The transposed convolution, with the output padding that gives back the input's exact size.
+            let (k, out, inp) = (w.size(), s.size(), a.size());
+            let extra = |d: usize| inp[d + 2] - ((out[d + 2] - 1) * stride - 2 * padding + k[d + 2]);
+            s.conv_transpose2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [extra(0), extra(1)], 1, [1, 1])
+        }
+        Op::ConvTranspose { stride, padding, .. } => s.conv2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [1, 1], 1),
+        Op::Linear(_) => s.matmul(w),
+        _ => unreachable!("vjp is only called for layers with weights"),
+    }
 }
 
 /// The relevance at a layer's input from the relevance at its output, under `rule`.
 pub fn propagate(op: &Op, input: &Tensor, relevance: &Tensor, rule: Rule) -> Tensor {
-    tch::with_grad(|| propagate_inner(op, input, relevance, rule)).detach()
+    let output = tch::no_grad(|| Net::apply(op, input, false));
+    propagate_from(op, input, &output, relevance, rule)
 }
 
-fn propagate_inner(op: &Op, input: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
-    let a = input.detach();
+/// [`propagate`] given the layer's output for `input` (from the forward pass), which LRP-0, ε and the pools
+/// reuse as their denominator instead of recomputing it.
+pub fn propagate_from(op: &Op, input: &Tensor, output: &Tensor, relevance: &Tensor, rule: Rule) -> Tensor {
+    tch::no_grad(|| propagate_inner(op, &input.detach(), &output.detach(), relevance, rule))
+}
+
+fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
     if rule == Rule::Pass {
         // Unchanged, in the input's shape (flatten changes only the shape).
         return r.reshape(a.size());
@@ -97,48 +112,50 @@ fn propagate_inner(op: &Op, input: &Tensor, r: &Tensor, rule: Rule) -> Tensor {
     let Some((w, b)) = params(op) else {
         // Parameter-free layers (pools): LRP-0 through the layer's own function, which for max-pool is
         // winner-takes-all (the gradient of max) and for average pools is proportional.
-        let f = |x: &Tensor| Net::apply(op, x, false);
-        let z = f(&a);
-        let s = r / stabilise(&z, HUDD_STABILISER, false);
-        return grad_times(&a, f, &s) * &a;
+        let s = r / stabilise(z, HUDD_STABILISER, false);
+        let c = tch::with_grad(|| {
+            let x = a.detach().set_requires_grad(true);
+            let y = Net::apply(op, &x, false);
+            let grads = Tensor::run_backward(&[(y * s).sum(Kind::Float)], &[&x], false, false);
+            grads.into_iter().next().expect("one input, one gradient")
+        });
+        return c * a;
     };
     match rule {
-        Rule::Zero | Rule::WinnerTakesAll | Rule::Pass => lrp_linear(op, &a, r, &w, b.as_ref(), HUDD_STABILISER, false),
-        Rule::Epsilon { epsilon } => lrp_linear(op, &a, r, &w, b.as_ref(), epsilon, true),
+        // The layer's own weights and bias: the forward pass's output is the denominator.
+        Rule::Zero | Rule::WinnerTakesAll | Rule::Pass => vjp(op, a, &w, &(r / stabilise(z, HUDD_STABILISER, false))) * a,
+        Rule::Epsilon { epsilon } => vjp(op, a, &w, &(r / stabilise(z, epsilon, true))) * a,
         Rule::Gamma { gamma } => {
             let w = &w + w.clamp_min(0.0) * gamma;
             let b = b.map(|b| &b + b.clamp_min(0.0) * gamma);
-            lrp_linear(op, &a, r, &w, b.as_ref(), 1e-9, true)
+            lrp_linear(op, a, r, &w, b.as_ref(), 1e-9, true)
         }
         Rule::ZPlus => {
             let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
             let bp = b.as_ref().map(|b| b.clamp_min(0.0));
-            contributions(op, &a, r, &wp, &wn, bp.as_ref(), 1e-6)
+            contributions(op, a, r, &wp, &wn, bp.as_ref(), 1e-6)
         }
-        Rule::ZPlusNoBias => lrp_linear(op, &a, r, &w.clamp_min(0.0), None, HUDD_STABILISER, false),
+        Rule::ZPlusNoBias => lrp_linear(op, a, r, &w.clamp_min(0.0), None, HUDD_STABILISER, false),
         Rule::AlphaBeta { alpha, beta } => {
             let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
             let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
             // Positive contributions: a⁺w⁺ + a⁻w⁻ (+ b⁺); negative ones: a⁺w⁻ + a⁻w⁺ (+ b⁻).
-            contributions(op, &a, r, &wp, &wn, bp.as_ref(), 1e-9) * alpha - contributions(op, &a, r, &wn, &wp, bn.as_ref(), 1e-9) * beta
+            contributions(op, a, r, &wp, &wn, bp.as_ref(), 1e-9) * alpha - contributions(op, a, r, &wn, &wp, bn.as_ref(), 1e-9) * beta
         }
         Rule::Flat | Rule::WSquare => {
             let ones = a.ones_like();
             let w = if rule == Rule::Flat { w.ones_like() } else { w.square() };
             let z = apply_with(op, &ones, &w, None);
-            let s = r / stabilise(&z, 1e-9, true);
-            grad_times(&ones, |x| apply_with(op, x, &w, None), &s)
+            vjp(op, &ones, &w, &(r / stabilise(&z, 1e-9, true)))
         }
         Rule::Bounded { low, high } => {
             let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
             let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
             let (l, h) = (a.full_like(low), a.full_like(high));
             // As Zennit: the bounds' terms carry the clamped biases, so the bias cancels out of the denominator.
-            let z = apply_with(op, &a, &w, b.as_ref()) - apply_with(op, &l, &wp, bp.as_ref()) - apply_with(op, &h, &wn, bn.as_ref());
+            let z = apply_with(op, a, &w, b.as_ref()) - apply_with(op, &l, &wp, bp.as_ref()) - apply_with(op, &h, &wn, bn.as_ref());
             let s = r / stabilise(&z, 1e-9, true);
-            grad_times(&a, |x| apply_with(op, x, &w, None), &s) * &a
-                - grad_times(&l, |x| apply_with(op, x, &wp, None), &s) * &l
-                - grad_times(&h, |x| apply_with(op, x, &wn, None), &s) * &h
+            vjp(op, a, &w, &s) * a - vjp(op, &l, &wp, &s) * &l - vjp(op, &h, &wn, &s) * &h
         }
     }
 }
@@ -151,7 +168,7 @@ pub fn relevance(net: &Net, x: &Tensor, seed: &Tensor, rules: &[Rule]) -> Vec<Te
     let mut out = Vec::with_capacity(net.layers.len());
     let mut r = seed.shallow_clone();
     for k in (0..net.layers.len()).rev() {
-        r = propagate(&net.layers[k].1, &acts[k], &r, rules[k]);
+        r = propagate_from(&net.layers[k].1, &acts[k], &acts[k + 1], &r, rules[k]);
         out.push(r.shallow_clone());
     }
     out.reverse();
@@ -174,19 +191,26 @@ pub fn hudd_rules_one(op: &Op) -> Rule {
     }
 }
 
-/// Relevance through the contributions `a⁺·w1 + a⁻·w2 (+ bias)` only.
+/// Relevance through the contributions `a⁺·w1 + a⁻·w2 (+ bias)` only. The `a⁻` term is skipped where the input
+/// is non-negative (after a ReLU, the common case), which halves the cost.
 fn contributions(op: &Op, a: &Tensor, r: &Tensor, w1: &Tensor, w2: &Tensor, bias: Option<&Tensor>, eps: f64) -> Tensor {
-    let (ap, an) = (a.clamp_min(0.0), a.clamp_max(0.0));
-    let z = apply_with(op, &ap, w1, bias) + apply_with(op, &an, w2, None);
-    let s = r / stabilise(&z, eps, true);
-    grad_times(&ap, |x| apply_with(op, x, w1, None), &s) * &ap + grad_times(&an, |x| apply_with(op, x, w2, None), &s) * &an
+    let negative = bool::try_from(a.lt(0.0).any()).unwrap_or(true);
+    let ap = a.clamp_min(0.0);
+    if !negative {
+        let z = apply_with(op, &ap, w1, bias);
+        return vjp(op, &ap, w1, &(r / stabilise(&z, eps, true))) * &ap;
+    }
+    // Both terms in one operation: inputs stacked along the channels, weights along their input dimension.
+    let stacked = Tensor::cat(&[&ap, &a.clamp_max(0.0)], 1);
+    let w = Tensor::cat(&[w1, w2], if matches!(op, Op::ConvTranspose { .. }) { 0 } else { 1 });
+    let z = apply_with(op, &stacked, &w, bias);
+    (vjp(op, &stacked, &w, &(r / stabilise(&z, eps, true))) * &stacked).chunk(2, 1).into_iter().reduce(|p, n| p + n).expect("two halves")
 }
 
 /// LRP-0 / ε through a layer with parameters `w`, `b`: `R_in = a · Wᵀ(R / stab(z))`.
 fn lrp_linear(op: &Op, a: &Tensor, r: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f64, signed: bool) -> Tensor {
     let z = apply_with(op, a, w, b);
-    let s = r / stabilise(&z, eps, signed);
-    grad_times(a, |x| apply_with(op, x, w, None), &s) * a
+    vjp(op, a, w, &(r / stabilise(&z, eps, signed))) * a
 }
 
 #[cfg(test)]
@@ -258,6 +282,33 @@ mod tests {
     fn alpha_one_beta_zero_equals_hudds_z_plus_where_the_bias_does_not_matter() {
         let ab = [Rule::Pass, Rule::AlphaBeta { alpha: 1.0, beta: 0.0 }, Rule::Pass, Rule::ZPlusNoBias];
         close(&input_relevance(&ab), &[3.5, 3.5]);
+    }
+
+    #[test]
+    fn the_direct_transposed_operations_equal_autograds_input_gradient() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let conv = |stride, padding| nn::ConvConfig { stride, padding, ..Default::default() };
+        let tconv = nn::ConvTransposeConfig { stride: 2, padding: 1, output_padding: 1, ..Default::default() };
+        let cases = [
+            // Odd sizes with stride 2: the transposed convolution needs an output padding to give back 9×9.
+            (Op::Conv { layer: nn::conv2d(vs.root() / "a", 3, 4, 3, conv(2, 1)), stride: 2, padding: 1 }, vec![2, 3, 9, 9]),
+            (Op::Conv { layer: nn::conv2d(vs.root() / "b", 3, 4, 5, conv(2, 2)), stride: 2, padding: 2 }, vec![2, 3, 10, 10]),
+            (Op::ConvTranspose { layer: nn::conv_transpose2d(vs.root() / "c", 4, 3, 3, tconv), stride: 2, padding: 1, output_padding: 1 }, vec![2, 4, 5, 5]),
+            (Op::Linear(nn::linear(vs.root() / "d", 6, 5, Default::default())), vec![2, 6]),
+        ];
+        for (op, shape) in cases {
+            let a = Tensor::randn(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+            let (w, _) = params(&op).unwrap();
+            let s = tch::no_grad(|| Net::apply(&op, &a, false)).randn_like();
+            let want = tch::with_grad(|| {
+                let x = a.detach().set_requires_grad(true);
+                let y = apply_with(&op, &x, &w, None);
+                Tensor::run_backward(&[(y * &s).sum(Kind::Float)], &[&x], false, false).remove(0)
+            });
+            let got = vjp(&op, &a, &w, &s);
+            assert_eq!(got.size(), a.size(), "{op:?}");
+            assert!(f64::try_from((got - want).abs().max()).unwrap() < 1e-4, "{op:?}");
+        }
     }
 
     #[test]

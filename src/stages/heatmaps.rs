@@ -164,7 +164,7 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
 impl Stage for Heatmaps {
     type Params = HeatmapParams;
     const KIND: &'static str = "heatmaps";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", many: false, required: true, doc: "a declared model" },
         InputSlot { name: "images", many: false, required: true, doc: "a dataset artefact (typically test.errors)" },
@@ -338,4 +338,49 @@ fn seed_of(y: &Tensor, mode: Seed, rows: &[usize], labels: &[i64], targets: &[Ve
     let worst = errors.argmax(1, true);
     let mask = y.zeros_like().select(3, 0).select(2, 0).scatter_value(1, &worst, 1.0);
     y * mask.view([y.size()[0], y.size()[1], 1, 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two images, three keypoint maps of 8×8 over a 16×16 input, each map a single peak.
+    fn maps(peaks: &[[(i64, i64); 3]; 2]) -> Tensor {
+        let y = Tensor::zeros([2, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
+        for (i, image) in peaks.iter().enumerate() {
+            for (k, &(row, col)) in image.iter().enumerate() {
+                let _ = y.get(i as i64).get(k as i64).get(row).get(col).fill_(5.0);
+            }
+        }
+        y
+    }
+
+    fn nonzero_maps(seed: &Tensor) -> Vec<Vec<bool>> {
+        let sums = Vec::<f32>::try_from(seed.abs().sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float).flatten(0, -1)).unwrap();
+        sums.chunks(3).map(|c| c.iter().map(|v| *v > 0.0).collect()).collect()
+    }
+
+    #[test]
+    fn keypoint_seeds_keep_only_the_worst_keypoints_map() {
+        // A peak at map cell (r, c) predicts the pixel ((c + 0.5)·2, (r + 0.5)·2).
+        let y = maps(&[[(1, 1), (4, 4), (6, 2)], [(0, 7), (3, 3), (7, 0)]]);
+        // Image 0: keypoint 2 is 6 px off, the others exact. Image 1: keypoint 0 is 10 px off, keypoint 1 is 2 px off.
+        let targets = vec![vec![3.0, 3.0, 9.0, 9.0, 5.0, 19.0], vec![15.0, 11.0, 9.0, 7.0, 1.0, 15.0]];
+        let seed = seed_of(&y, Seed::Predicted, &[0, 1], &[], &targets, [1, 16, 16]);
+        assert_eq!(nonzero_maps(&seed), [[false, false, true], [true, false, false]]);
+        // The kept map is the prediction itself, unscaled.
+        assert_eq!(f64::try_from(seed.get(1).get(0).sum(Kind::Double)).unwrap(), 5.0);
+        // `true` keeps every map.
+        let all = seed_of(&y, Seed::True, &[0, 1], &[], &targets, [1, 16, 16]);
+        assert_eq!(nonzero_maps(&all), [[true; 3], [true; 3]]);
+    }
+
+    #[test]
+    fn class_seeds_pick_the_predicted_or_the_true_class() {
+        let y = Tensor::from_slice(&[1.0f32, 3.0, -2.0, 0.5, -1.0, 2.0]).view([2, 3]);
+        let dense = |s: Tensor| Vec::<f32>::try_from(s.flatten(0, -1)).unwrap();
+        assert_eq!(dense(seed_of(&y, Seed::Predicted, &[0, 1], &[0, 0], &[], [1, 1, 1])), [0.0, 3.0, 0.0, 0.0, 0.0, 2.0]);
+        assert_eq!(dense(seed_of(&y, Seed::True, &[0, 1], &[0, 1], &[], [1, 1, 1])), [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]);
+        assert_eq!(dense(seed_of(&y, Seed::TrueOneHot, &[1, 0], &[2, 0], &[], [1, 1, 1])), [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    }
 }

@@ -79,6 +79,13 @@ fn epsilon_gamma_box_matches_zennit_at_every_layer() {
     compare("epsilon-gamma-box", &rules);
 }
 
+#[test]
+fn hudds_composite_matches_zennit_with_the_same_layer_map() {
+    let refs = reference();
+    let (_vs, net) = net(&refs);
+    compare("hudd", &lrp::hudd_rules(&net));
+}
+
 const TRAINED: &str = r#"
 [workflow]
 name = "hm"

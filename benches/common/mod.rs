@@ -1,0 +1,34 @@
+//! Shared by the benches: the `alexnet-small` model they time, and the fixtures venv's Python for the reference side.
+
+use hudd::model::Architecture;
+use hudd::model::artefact::{Format, Model, ModelMeta};
+
+/// `alexnet-small` for 15 classes of 3×64×64 images, freshly initialised (seed it with `tch::manual_seed` first).
+pub fn alexnet_small() -> Model {
+    let arch = Architecture::load(&hudd::model::architecture_path("alexnet-small".as_ref())).unwrap();
+    let meta = ModelMeta {
+        format: Format::Declared,
+        architecture: Some(arch),
+        input: [3, 64, 64],
+        outputs: 15,
+        target: hudd::sim::Target::Classification { classes: (0..15).map(|i| i.to_string()).collect() },
+        mean: vec![0.5; 3],
+        std: vec![0.25; 3],
+    };
+    Model::init(meta, tch::Device::Cpu).unwrap()
+}
+
+/// The fixtures venv's python (`tests/fixtures/venv.sh` creates it), if it can be had.
+pub fn python() -> Option<String> {
+    std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/venv.sh"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The middle value.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

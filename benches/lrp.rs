@@ -1,0 +1,110 @@
+//! LRP cost on `alexnet-small` (64×64, batch 32): relevance at every layer's input against one forward plus one
+//! backward pass of the same batch (target, issue 5: at most 2×), and side by side with Zennit on the same
+//! weights and images (target: hudd at least as fast), for the `hudd` and `epsilon-plus` composites.
+//!
+//! Run with `cargo bench --bench lrp`. Zennit runs from the fixtures venv (`tests/fixtures/venv.sh` creates it);
+//! without it only hudd's figures are printed.
+
+mod common;
+
+use std::time::Instant;
+
+use hudd::lrp::{self, Rule};
+use hudd::model::net::Op;
+use tch::{Kind, Tensor};
+
+const ROUNDS: usize = 7;
+
+fn time(mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    common::median(
+        (0..ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let (batch, threads) = (32i64, 2);
+    tch::set_num_threads(threads);
+    tch::manual_seed(0);
+    let model = common::alexnet_small();
+    let net = model.net("bench").unwrap();
+    let x = Tensor::randn([batch, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
+    let y = tch::no_grad(|| net.forward_t(&x, false));
+    let seed = y.zeros_like().scatter(1, &y.argmax(1, true), &y.gather(1, &y.argmax(1, true), false));
+
+    let forward_backward = time(|| {
+        let a = x.detach().set_requires_grad(true);
+        let out = net.forward_t(&a, false);
+        let g = Tensor::run_backward(&[(out * &seed).sum(Kind::Float)], &[&a], false, false);
+        assert_eq!(g[0].size(), a.size());
+    });
+    let epsilon_plus: Vec<Rule> = net
+        .layers
+        .iter()
+        .map(|(_, op)| match op {
+            Op::Conv { .. } => Rule::ZPlus,
+            Op::Linear(_) => Rule::Epsilon { epsilon: 1e-6 },
+            op => lrp::hudd_rules_one(op),
+        })
+        .collect();
+    let composites = [("hudd", lrp::hudd_rules(net)), ("epsilon-plus", epsilon_plus)];
+    let ours: Vec<(&str, f64)> = composites
+        .iter()
+        .map(|(name, rules)| {
+            (*name, time(|| assert_eq!(lrp::relevance(net, &x, &seed, rules).len(), net.layers.len())))
+        })
+        .collect();
+
+    println!("alexnet-small, batch {batch} of 3x64x64, {threads} threads, CPU; medians of {ROUNDS} rounds");
+    println!("forward + backward (tch):           {:8.1} ms", forward_backward * 1e3);
+    for (name, t) in &ours {
+        let ratio = t / forward_backward;
+        println!(
+            "hudd LRP, {name:12} all {} layers: {:8.1} ms = {ratio:.2}x forward+backward (target <= 2: {})",
+            net.layers.len(),
+            t * 1e3,
+            if ratio <= 2.0 { "met" } else { "NOT met" }
+        );
+    }
+
+    let Some(python) = common::python()
+    else {
+        println!("Zennit: (no fixtures venv: run tests/fixtures/venv.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.safetensors");
+    let mut tensors: Vec<(String, Tensor)> = model.var_store().unwrap().variables().into_iter().collect();
+    tensors.push(("input".into(), x.shallow_clone()));
+    tensors.push(("seed".into(), seed.shallow_clone()));
+    Tensor::write_safetensors(&tensors, &file).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/lrp_zennit.py"))
+        .arg(&file)
+        .args([threads.to_string(), ROUNDS.to_string()])
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let theirs: std::collections::HashMap<String, f64> =
+        text.lines().filter_map(|l| l.split_once(' ')).filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?))).collect();
+    if theirs.is_empty() {
+        println!("Zennit side failed: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    println!("forward + backward (PyTorch):       {:8.1} ms", theirs["forward-backward"] * 1e3);
+    for (name, t) in &ours {
+        let z = theirs[*name];
+        println!(
+            "Zennit {name:12}:                {:8.1} ms; ratio Zennit / hudd {:.2} (target >= 1: {})",
+            z * 1e3,
+            z / t,
+            if z / t >= 1.0 { "met" } else { "NOT met" }
+        );
+    }
+}
