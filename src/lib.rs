@@ -1,6 +1,7 @@
 //! hudd: Heatmap-based Unsupervised Debugging of DNNs as a declarative workflow engine with a content-addressed store.
 
 pub mod cli;
+pub mod cluster;
 pub mod dataset;
 pub mod diagnostic;
 pub mod engine;

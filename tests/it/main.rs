@@ -2,6 +2,7 @@
 
 mod binary;
 mod cli;
+mod cluster;
 mod engine;
 mod import;
 mod lrp;

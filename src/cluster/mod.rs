@@ -1,0 +1,341 @@
+//! Root-cause clusters (HUDD Step 1b): Euclidean distances between heatmaps through matrix products,
+//! hierarchical agglomerative clustering (kodama), the sweep of cluster counts with HUDD's WICD and the silhouette,
+//! and deterministic cluster ids.
+
+pub mod knee;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// The linkage criterion of the agglomerative clustering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Linkage {
+    #[default]
+    Ward,
+    Average,
+    Complete,
+    Single,
+}
+
+impl Linkage {
+    fn method(self) -> kodama::Method {
+        match self {
+            Linkage::Ward => kodama::Method::Ward,
+            Linkage::Average => kodama::Method::Average,
+            Linkage::Complete => kodama::Method::Complete,
+            Linkage::Single => kodama::Method::Single,
+        }
+    }
+}
+
+/// A symmetric n×n distance matrix, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub n: usize,
+    pub data: Vec<f64>,
+}
+
+impl Matrix {
+    pub fn get(&self, i: usize, j: usize) -> f64 {
+        self.data[i * self.n + j]
+    }
+
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.data[i * self.n..(i + 1) * self.n]
+    }
+
+    /// The upper triangle row by row (scipy's condensed form, what kodama takes).
+    pub fn condensed(&self) -> Vec<f64> {
+        (0..self.n).flat_map(|i| self.row(i)[i + 1..].iter().copied()).collect()
+    }
+
+    pub fn max(&self) -> f64 {
+        self.data.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// Euclidean distances between `n` vectors of length `d`, read in column chunks: `chunk(start, width)` returns
+/// columns `[start, start + width)` of every vector, `n × width` row-major. The Gram matrix is accumulated chunk by
+/// chunk (each chunk centred on its column means, which leaves distances unchanged and limits cancellation), so
+/// memory stays at the n×n matrix plus one chunk of about the same size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
+/// zero, with exact zeros on the diagonal.
+pub fn distances<E>(n: usize, d: usize, mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>) -> Result<Matrix, E> {
+    if n == 0 {
+        return Ok(Matrix { n, data: Vec::new() });
+    }
+    let width = n.max(1024).min(d.max(1));
+    let mut gram = Tensor::zeros([n as i64, n as i64], (Kind::Double, tch::Device::Cpu));
+    let mut start = 0;
+    while start < d {
+        let w = width.min(d - start);
+        let values = chunk(start, w)?;
+        let x = Tensor::from_slice(&values).view([n as i64, w as i64]);
+        let x = &x - x.mean_dim([0i64].as_slice(), true, Kind::Float);
+        gram += x.matmul(&x.tr()).to_kind(Kind::Double);
+        start += w;
+    }
+    let norms = gram.diagonal(0, 0, 1);
+    let squared = (norms.unsqueeze(1) + norms.unsqueeze(0) - gram * 2.0).clamp_min(0.0);
+    let mut data = Vec::<f64>::try_from(squared.sqrt().flatten(0, -1)).expect("a double tensor");
+    for i in 0..n {
+        data[i * n + i] = 0.0;
+    }
+    Ok(Matrix { n, data })
+}
+
+/// Distances between vectors held in memory (`n × d` row-major).
+pub fn distances_of(values: &[f32], n: usize, d: usize) -> Matrix {
+    distances::<std::convert::Infallible>(n, d, |start, width| {
+        Ok((0..n).flat_map(|i| values[i * d + start..i * d + start + width].iter().copied()).collect())
+    })
+    .expect("infallible")
+}
+
+/// HUDD's clustering space: every row of the distance matrix divided by its maximum, and the Euclidean distances
+/// between those rows taken as vectors.
+pub fn hudd_space(m: &Matrix) -> Matrix {
+    let rows: Vec<f32> = (0..m.n)
+        .flat_map(|i| {
+            let row = m.row(i);
+            let max = row.iter().copied().fold(0.0, f64::max);
+            row.iter().map(move |&v| if max > 0.0 { (v / max) as f32 } else { 0.0 })
+        })
+        .collect();
+    distances_of(&rows, m.n, m.n)
+}
+
+/// The dendrogram of `m` under `linkage` (steps sorted by height, as scipy's `linkage`).
+pub fn dendrogram(m: &Matrix, linkage: Linkage) -> kodama::Dendrogram<f64> {
+    let mut condensed = m.condensed();
+    kodama::linkage(&mut condensed, m.n, linkage.method())
+}
+
+/// The partition into `k` clusters: the dendrogram with its last `k − 1` merges undone (scipy's
+/// `fcluster(criterion="maxclust")` where no two merges have the same height). Labels are canonical (see [`canonical`]).
+pub fn cut(dendrogram: &kodama::Dendrogram<f64>, k: usize) -> Vec<usize> {
+    let n = dendrogram.observations();
+    let k = k.clamp(1, n.max(1));
+    // Union-find over the first n − k merges.
+    let mut parent: Vec<usize> = (0..2 * n).collect();
+    fn find(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for (i, step) in dendrogram.steps().iter().take(n - k).enumerate() {
+        let (a, b) = (find(&mut parent, step.cluster1), find(&mut parent, step.cluster2));
+        parent[a] = n + i;
+        parent[b] = n + i;
+    }
+    let roots: Vec<usize> = (0..n).map(|p| find(&mut parent, p)).collect();
+    canonical(&roots)
+}
+
+/// Relabels a partition deterministically: clusters ordered by size (largest first), then by their smallest member,
+/// numbered from 0.
+pub fn canonical(labels: &[usize]) -> Vec<usize> {
+    let mut groups: std::collections::BTreeMap<usize, (usize, usize)> = std::collections::BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        let e = groups.entry(l).or_insert((0, i));
+        e.0 += 1;
+    }
+    let mut order: Vec<(usize, usize, usize)> = groups.into_iter().map(|(l, (size, first))| (l, size, first)).collect();
+    order.sort_by_key(|&(_, size, first)| (std::cmp::Reverse(size), first));
+    let new: std::collections::HashMap<usize, usize> = order.iter().enumerate().map(|(i, &(l, _, _))| (l, i)).collect();
+    labels.iter().map(|l| new[l]).collect()
+}
+
+/// The members of every cluster of a canonical partition.
+pub fn members(labels: &[usize]) -> Vec<Vec<usize>> {
+    let k = labels.iter().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); k];
+    for (i, &l) in labels.iter().enumerate() {
+        out[l].push(i);
+    }
+    out
+}
+
+/// HUDD's weighted intra-cluster distance: `(1/K) · Σ_{|c|>1} (|c|/N) · mean pairwise distance inside c`.
+pub fn wicd(m: &Matrix, labels: &[usize]) -> f64 {
+    let groups = members(labels);
+    let total: f64 = groups.iter().filter(|c| c.len() > 1).map(|c| c.len() as f64 / m.n as f64 * mean_intra(m, c)).sum();
+    total / groups.len().max(1) as f64
+}
+
+/// The mean silhouette (scikit-learn's convention: 0 for members of singleton clusters).
+pub fn silhouette(m: &Matrix, labels: &[usize]) -> f64 {
+    let groups = members(labels);
+    let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+    let total: f64 = (0..m.n)
+        .map(|p| {
+            let mut sums = vec![0.0; groups.len()];
+            for (q, &l) in labels.iter().enumerate() {
+                sums[l] += m.get(p, q);
+            }
+            silhouette_of(&sums, &sizes, labels[p])
+        })
+        .sum();
+    total / m.n.max(1) as f64
+}
+
+/// One point's silhouette from its distance sums to every cluster.
+fn silhouette_of(sums: &[f64], sizes: &[usize], own: usize) -> f64 {
+    if sizes[own] <= 1 {
+        return 0.0;
+    }
+    let a = sums[own] / (sizes[own] - 1) as f64;
+    let b = (0..sums.len()).filter(|&c| c != own && sizes[c] > 0).map(|c| sums[c] / sizes[c] as f64).fold(f64::INFINITY, f64::min);
+    let scale = a.max(b);
+    if scale > 0.0 && b.is_finite() { (b - a) / scale } else { 0.0 }
+}
+
+/// WICD and silhouette of every cut of a dendrogram from 2 to `max_k` clusters, on the distances `m`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub ks: Vec<usize>,
+    pub wicd: Vec<f64>,
+    pub silhouette: Vec<f64>,
+}
+
+/// Computes the sweep incrementally: going from k to k + 1 clusters splits one cluster in two, so each point's
+/// distance sum to every current cluster is updated from the smaller half alone (O(n · smaller half) per split,
+/// O(n · k) for the silhouettes), instead of O(n²) per k.
+pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> Sweep {
+    let n = m.n;
+    let max_k = max_k.min(n);
+    let mut out = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+    if n < 2 || max_k < 2 {
+        return out;
+    }
+    let steps = dendrogram.steps();
+    let leaves = |node: usize| -> Vec<usize> {
+        let mut stack = vec![node];
+        let mut found = Vec::new();
+        while let Some(x) = stack.pop() {
+            if x < n {
+                found.push(x);
+            } else {
+                stack.push(steps[x - n].cluster1);
+                stack.push(steps[x - n].cluster2);
+            }
+        }
+        found
+    };
+    let size = |node: usize| if node < n { 1 } else { steps[node - n].size };
+    // Slot 0 holds everything; sums[p * max_k + c]: the sum of distances from p to the members of slot c.
+    let mut label = vec![0usize; n];
+    let mut sizes = vec![n];
+    let mut node_slot = std::collections::HashMap::from([(2 * n - 2, 0usize)]);
+    let mut sums = vec![0.0f64; n * max_k];
+    for p in 0..n {
+        sums[p * max_k] = m.row(p).iter().sum();
+    }
+    let mut intra = vec![(0..n).map(|p| sums[p * max_k]).sum::<f64>()];
+    for k in 2..=max_k {
+        // Undo merge n − k (the (k−1)-th highest): its node is a current cluster.
+        let step = &steps[n - k];
+        let slot = node_slot.remove(&(2 * n - k)).expect("the node being split is a current cluster");
+        let (small, big) = if size(step.cluster1) <= size(step.cluster2) { (step.cluster1, step.cluster2) } else { (step.cluster2, step.cluster1) };
+        let new = k - 1;
+        let moved = leaves(small);
+        for p in 0..n {
+            let row = m.row(p);
+            let v: f64 = moved.iter().map(|&q| row[q]).sum();
+            sums[p * max_k + new] = v;
+            sums[p * max_k + slot] -= v;
+        }
+        for &q in &moved {
+            label[q] = new;
+        }
+        sizes[slot] -= moved.len();
+        sizes.push(moved.len());
+        node_slot.insert(big, slot);
+        node_slot.insert(small, new);
+        intra[slot] = (0..n).filter(|&p| label[p] == slot).map(|p| sums[p * max_k + slot]).sum();
+        intra.push(moved.iter().map(|&q| sums[q * max_k + new]).sum());
+        let wicd: f64 = (0..k)
+            .filter(|&c| sizes[c] > 1)
+            .map(|c| sizes[c] as f64 / n as f64 * intra[c] / (sizes[c] * (sizes[c] - 1)) as f64)
+            .sum::<f64>()
+            / k as f64;
+        let silhouette = (0..n).map(|p| silhouette_of(&sums[p * max_k..p * max_k + k], &sizes, label[p])).sum::<f64>() / n as f64;
+        out.ks.push(k);
+        out.wicd.push(wicd);
+        out.silhouette.push(silhouette);
+    }
+    out
+}
+
+/// How the number of clusters is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChooseK {
+    /// HUDD's: the knee (kneedle, S = 1) of the smoothed derivative of the WICD curve; the best silhouette where
+    /// there is no knee (recorded).
+    #[default]
+    Knee,
+    /// The k with the highest mean silhouette.
+    Silhouette,
+    /// The manifest's `k`.
+    Fixed,
+}
+
+/// The chosen k and how it was chosen (a sentence for the outputs and the report).
+pub fn choose_k(sweep: &Sweep, rule: ChooseK, fixed: Option<usize>) -> (usize, String) {
+    let best_silhouette = || {
+        let i = (0..sweep.ks.len()).fold(0, |b, i| if sweep.silhouette[i] > sweep.silhouette[b] { i } else { b });
+        sweep.ks.get(i).copied().unwrap_or(1)
+    };
+    match rule {
+        ChooseK::Fixed => {
+            let k = fixed.unwrap_or(2);
+            (k, format!("fixed at {k} by the manifest"))
+        }
+        ChooseK::Silhouette => (best_silhouette(), "the highest mean silhouette".into()),
+        ChooseK::Knee => {
+            let derivative = knee::smoothed_derivative(&sweep.wicd);
+            let x: Vec<f64> = sweep.ks.iter().skip(2).take(derivative.len()).map(|&k| k as f64).collect();
+            match knee::kneedle(&x, &derivative, 1.0) {
+                Some(i) => (x[i] as usize, "the knee of the WICD curve (kneedle on its smoothed derivative)".into()),
+                None => {
+                    let k = best_silhouette();
+                    (k, format!("no knee in the WICD curve over k = 2..{}: fell back to the highest mean silhouette", sweep.ks.last().unwrap_or(&2)))
+                }
+            }
+        }
+    }
+}
+
+/// Per cluster, the member whose distances to the other members sum least, and each point's distance to its
+/// cluster's medoid.
+pub fn medoids(m: &Matrix, labels: &[usize]) -> (Vec<usize>, Vec<f64>) {
+    let groups = members(labels);
+    let medoids: Vec<usize> = groups
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|&p| (p, c.iter().map(|&q| m.get(p, q)).sum::<f64>()))
+                .fold((usize::MAX, f64::INFINITY), |best, (p, s)| if s < best.1 { (p, s) } else { best })
+                .0
+        })
+        .collect();
+    let to_medoid = labels.iter().enumerate().map(|(p, &l)| m.get(p, medoids[l])).collect();
+    (medoids, to_medoid)
+}
+
+/// Mean pairwise distance inside a set of points (0 for fewer than two).
+pub fn mean_intra(m: &Matrix, set: &[usize]) -> f64 {
+    if set.len() < 2 {
+        return 0.0;
+    }
+    let sum: f64 = set.iter().map(|&p| set.iter().map(|&q| m.get(p, q)).sum::<f64>()).sum();
+    sum / (set.len() * (set.len() - 1)) as f64
+}
+
+/// HUDD's default largest cluster count: `max(2, min(500, n / 2))`.
+pub fn default_max_k(n: usize) -> usize {
+    (n / 2).clamp(2, 500)
+}
