@@ -235,6 +235,22 @@ impl<T: Element> NpyReader<T> {
         Ok(bytes.chunks_exact(T::SIZE).map(T::read_le).collect())
     }
 
+    /// Columns `[start, start + width)` of every row (the row flattened), `rows × width` row-major: one seek and
+    /// read per row, for streaming a wide array through memory in column chunks.
+    pub fn read_columns(&mut self, start: usize, width: usize) -> Result<Vec<T>, NpyError> {
+        let io = |source| NpyError::Io { path: self.path.clone(), source };
+        let row_bytes = self.row_len() * T::SIZE;
+        let mut bytes = vec![0u8; width * T::SIZE];
+        let mut out = Vec::with_capacity(self.rows() * width);
+        for row in 0..self.rows() {
+            let at = self.data_start + (row * row_bytes + start * T::SIZE) as u64;
+            self.file.seek(SeekFrom::Start(at)).map_err(io)?;
+            self.file.read_exact(&mut bytes).map_err(io)?;
+            out.extend(bytes.chunks_exact(T::SIZE).map(T::read_le));
+        }
+        Ok(out)
+    }
+
     pub fn read_all(&mut self) -> Result<Vec<T>, NpyError> {
         let rows = self.rows();
         self.read_rows(0, rows)

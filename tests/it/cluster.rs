@@ -151,3 +151,230 @@ proptest! {
         prop_assert_eq!(labels, again);
     }
 }
+
+// --- the `cluster` stage ---
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const PIPELINE: &str = r#"
+[workflow]
+name = "cl"
+seed = 4
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = { class = { weights = { stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 } } }
+splits = { train = { count = 40 } }
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "TINY"
+epochs = 2
+batch_size = 8
+optimizer = "adam"
+lr = 0.003
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "heatmaps"
+kind = "heatmaps"
+model = "train.model"
+images = "data.dataset"
+
+[[stage]]
+id = "cluster"
+kind = "cluster"
+heatmaps = "heatmaps.heatmaps"
+images = "data.dataset"
+"#;
+
+fn csv_column(text: &str, column: usize) -> Vec<String> {
+    text.lines().skip(1).map(|l| l.split(',').nth(column).unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_cluster_stage_partitions_the_images_and_writes_what_an_engineer_inspects() {
+    let manifest = PIPELINE.replace("TINY", &fixture("tiny.toml"));
+    let ws = crate::support::Ws::new();
+    let (w, report) = ws.run_builtin(&manifest);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    let k = summary["clusters"].as_u64().unwrap() as usize;
+    assert!(k >= 2 && k <= 20, "{summary}");
+    // The input layer is clustered but never selected; pass-through layers are not clustered.
+    let layer = summary["layer"].as_str().unwrap();
+    assert_ne!(layer, "features.0", "{summary}");
+    let clustered: Vec<&str> = summary["layers"].as_array().unwrap().iter().map(|l| l["layer"].as_str().unwrap()).collect();
+    assert!(clustered.contains(&"features.0") && !clustered.contains(&"features.1"), "{clustered:?}");
+    // A partition of the 40 images, ids 1..=k by decreasing size.
+    let table = std::fs::read_to_string(dir.join("clusters.csv")).unwrap();
+    let ids: Vec<usize> = csv_column(&table, 1).iter().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 40);
+    let sizes: Vec<usize> = (1..=k).map(|c| ids.iter().filter(|&&i| i == c).count()).collect();
+    assert!(sizes.iter().all(|&s| s > 0) && sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    let listed: Vec<usize> = csv_column(&std::fs::read_to_string(dir.join("summary.csv")).unwrap(), 1).iter().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(listed, sizes);
+    for c in 1..=k {
+        let rcc = dir.join("rcc");
+        assert_eq!(std::fs::read_dir(rcc.join(c.to_string())).unwrap().count(), sizes[c - 1]);
+        let gif = std::fs::read(rcc.join(format!("{c}.gif"))).unwrap();
+        assert!(gif.starts_with(b"GIF89a"));
+        image::open(rcc.join(format!("{c}-sheet.png"))).unwrap();
+        let overlay = image::open(rcc.join(format!("{c}-heatmap.png"))).unwrap();
+        assert_eq!(overlay.width(), 128, "32-pixel images enlarged 4 times");
+    }
+    for l in &clustered {
+        let layer_dir = dir.join("layers").join(l);
+        let r = hudd::npy::NpyReader::<f32>::open(&layer_dir.join("distances.npy")).unwrap();
+        assert_eq!(r.shape, [40, 40]);
+        let curve = std::fs::read_to_string(layer_dir.join("curve.csv")).unwrap();
+        assert_eq!(curve.lines().count(), 1 + 19, "k from 2 to 20");
+        assert!(std::fs::read_to_string(layer_dir.join("knee.svg")).unwrap().starts_with("<svg"));
+    }
+    // The same manifest in another workspace: the same clusters.
+    let other = crate::support::Ws::new();
+    let (w2, report2) = other.run_builtin(&manifest);
+    let dir2 = other.store().output_path(&report2.keys[w2.stage_index("cluster").unwrap()], "clusters").unwrap();
+    assert_eq!(table, std::fs::read_to_string(dir2.join("clusters.csv")).unwrap());
+}
+
+/// A workflow clustering hand-made heatmaps (copied into the store by the test-only `files` stage) of 12 simulated
+/// images: `layers` maps a layer name to one heatmap row per image.
+fn crafted(ws: &crate::support::Ws, images: usize, layers: &[(&str, Vec<Vec<f32>>)], extra: &str) -> (hudd::manifest::Workflow, hudd::engine::RunReport) {
+    let dir = ws.path().join("crafted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ids: Vec<String> = (0..images).map(|i| format!("train-{i:06}")).collect();
+    let index: String = std::iter::once("row,image".to_string()).chain(ids.iter().enumerate().map(|(i, id)| format!("{i},{id}"))).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.join("index.csv"), index + "\n").unwrap();
+    let mut conservation = String::from("layer,rule,worst_relative_deviation\n");
+    let mut rules = serde_json::Map::new();
+    for (name, rows) in layers {
+        let flat: Vec<f32> = rows.concat();
+        hudd::npy::write(&dir.join(format!("{name}.npy")), &[rows.len(), rows[0].len()], &flat).unwrap();
+        conservation.push_str(&format!("{name},zero,\n"));
+        rules.insert(name.to_string(), serde_json::json!({ "rule": "zero" }));
+    }
+    std::fs::write(dir.join("conservation.csv"), conservation).unwrap();
+    std::fs::write(dir.join("rules.json"), serde_json::Value::Object(rules).to_string()).unwrap();
+    let manifest = format!(
+        r#"
+[workflow]
+name = "crafted"
+seed = 1
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 16
+splits = {{ train = {{ count = {images} }} }}
+
+[[stage]]
+id = "heatmaps"
+kind = "files"
+path = "crafted"
+
+[[stage]]
+id = "cluster"
+kind = "cluster"
+heatmaps = "heatmaps.copy"
+images = "data.dataset"
+{extra}
+"#
+    );
+    let path = ws.write("crafted.toml", &manifest);
+    let registry = hudd::stages::registry().with(crate::support::Files);
+    let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let report = hudd::engine::run(&ws.store(), &w, &registry, &Default::default(), &hudd::progress::Reporter::hidden()).unwrap();
+    (w, report)
+}
+
+/// Three tight groups of four points in 6 dimensions.
+fn three_groups() -> Vec<Vec<f32>> {
+    (0..12).map(|i| (0..6).map(|d| if d == i % 3 { 10.0 } else { 0.0 } + (i * 7 + d) as f32 * 0.01).collect()).collect()
+}
+
+fn failure(w: &hudd::manifest::Workflow, report: &hudd::engine::RunReport, stage: &str) -> String {
+    match &report.outcomes[w.stage_index(stage).unwrap()] {
+        hudd::engine::Outcome::Failed { error, .. } => error.clone(),
+        other => panic!("{stage} did not fail: {other:?}"),
+    }
+}
+
+#[test]
+fn without_a_knee_the_stage_falls_back_to_the_silhouette_and_says_so() {
+    let ws = crate::support::Ws::new();
+    let noise: Vec<Vec<f32>> = (0..12).map(|i| vec![i as f32, 0.5]).collect();
+    let (w, report) = crafted(&ws, 12, &[("input", noise), ("fc", three_groups())], "");
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    assert_eq!(summary["layer"], "fc");
+    assert_eq!(summary["clusters"], 3);
+    assert!(summary["k_rule"].as_str().unwrap().contains("no knee in the WICD curve"), "{summary}");
+    // Image i is in group i % 3: the groups are the clusters.
+    let table = std::fs::read_to_string(dir.join("clusters.csv")).unwrap();
+    let ids = csv_column(&table, 1);
+    assert!((0..12).all(|i| ids[i] == ids[i % 3]) && ids[0] != ids[1] && ids[1] != ids[2], "{table}");
+}
+
+#[test]
+fn a_fixed_k_with_average_linkage_in_direct_mode_is_honoured() {
+    let ws = crate::support::Ws::new();
+    let (w, report) = crafted(&ws, 12, &[("input", three_groups()), ("fc", three_groups())], "mode = \"direct\"\nlinkage = \"average\"\nchoose_k = \"fixed\"\nk = 2\n");
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    assert_eq!((summary["clusters"].as_u64(), summary["mode"].as_str(), summary["linkage"].as_str()), (Some(2), Some("direct"), Some("average")));
+}
+
+#[test]
+fn two_error_images_give_an_empty_clustering() {
+    let ws = crate::support::Ws::new();
+    let (w, report) = crafted(&ws, 2, &[("input", vec![vec![1.0, 2.0], vec![3.0, 4.0]])], "");
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    assert_eq!(summary["empty"], "no root-cause clusters: only 2 error-inducing images");
+    assert_eq!(summary["clusters"], 0);
+    assert_eq!(std::fs::read_to_string(dir.join("clusters.csv")).unwrap(), "image,cluster,distance_to_medoid\n");
+}
+
+#[test]
+fn identical_or_non_finite_heatmaps_are_refused_with_the_layer_and_image() {
+    let ws = crate::support::Ws::new();
+    let same = vec![vec![1.0f32, 2.0, 3.0]; 5];
+    let (w, report) = crafted(&ws, 5, &[("input", same.clone()), ("fc", same)], "");
+    assert_eq!(report.exit_code(), 2, "bad input");
+    let error = failure(&w, &report, "cluster");
+    assert!(error.contains("all 5 images have identical heatmaps in every clustered layer"), "{error}");
+
+    let ws = crate::support::Ws::new();
+    let mut rows = three_groups();
+    rows[7][2] = f32::NAN;
+    let (w, report) = crafted(&ws, 12, &[("input", three_groups()), ("fc", rows)], "");
+    let error = failure(&w, &report, "cluster");
+    assert!(error.contains("layer `fc`: the heatmap of image train-000007 holds NaN (at element 2)"), "{error}");
+    let key = &report.keys[w.stage_index("cluster").unwrap()];
+    assert!(ws.store().output_path(key, "clusters").map_or(true, |p| !p.exists()), "nothing half-written in the store");
+}
+
+#[test]
+fn unknown_layers_and_a_fixed_rule_without_k_are_named() {
+    let ws = crate::support::Ws::new();
+    let (w, report) = crafted(&ws, 12, &[("input", three_groups()), ("fc", three_groups())], "layers = [\"fc\", \"conv9\"]\n");
+    let error = failure(&w, &report, "cluster");
+    assert!(error.contains("layers name `conv9`, which has no heatmaps (layers: input, fc)"), "{error}");
+    let path = ws.write("bad.toml", "[workflow]\nname = \"b\"\n[[stage]]\nid = \"c\"\nkind = \"cluster\"\nheatmaps = \"x.y\"\nimages = \"x.z\"\nchoose_k = \"fixed\"\n");
+    let err = hudd::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_err().to_string();
+    assert!(err.contains("k") && err.contains("is required when choose_k = \"fixed\""), "{err}");
+}

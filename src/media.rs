@@ -1,0 +1,58 @@
+//! Pictures for people: images back from the dataset's C×H×W layout, PNG files, animated GIFs that play a set of
+//! images, and relevance overlaid on an image.
+
+use std::path::Path;
+
+/// Interleaved RGB from a C×H×W image (grey images repeat their channel).
+pub fn chw_to_rgb(chw: &[u8], channels: usize, pixels: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pixels * 3);
+    for i in 0..pixels {
+        for c in 0..3 {
+            out.push(chw[if channels == 1 { i } else { c * pixels + i }]);
+        }
+    }
+    out
+}
+
+/// Writes interleaved RGB as a PNG, enlarged by an integer `scale` (nearest neighbour) so small images stay visible.
+pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize, scale: usize) -> Result<(), String> {
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or("image buffer of the wrong size")?;
+    let img = if scale > 1 {
+        image::imageops::resize(&img, (width * scale) as u32, (height * scale) as u32, image::imageops::FilterType::Nearest)
+    } else {
+        img
+    };
+    img.save_with_format(path, image::ImageFormat::Png).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// An animated GIF playing `frames` (interleaved RGB, all `width × height`), each shown for `delay_cs` hundredths of
+/// a second, looping forever.
+pub fn write_gif(path: &Path, frames: &[Vec<u8>], width: usize, height: usize, delay_cs: u16) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| fail(&e))?);
+    let mut encoder = gif::Encoder::new(file, width as u16, height as u16, &[]).map_err(|e| fail(&e))?;
+    encoder.set_repeat(gif::Repeat::Infinite).map_err(|e| fail(&e))?;
+    for rgb in frames {
+        let mut frame = gif::Frame::from_rgb_speed(width as u16, height as u16, rgb, 10);
+        frame.delay = delay_cs;
+        encoder.write_frame(&frame).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
+/// Relevance `heat` (one value per pixel, H×W) over a greyed copy of `rgb`: positive relevance in red, negative in
+/// blue, opacity in proportion to the magnitude relative to the largest.
+pub fn overlay(rgb: &[u8], heat: &[f32], pixels: usize) -> Vec<u8> {
+    let max = heat.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut out = Vec::with_capacity(pixels * 3);
+    for i in 0..pixels {
+        let p = &rgb[i * 3..i * 3 + 3];
+        let grey = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+        let base = 0.35 * grey + 80.0;
+        let v = if max > 0.0 { heat[i] / max } else { 0.0 };
+        let alpha = v.abs().sqrt().min(1.0);
+        let colour = if v >= 0.0 { [230.0, 30.0, 30.0] } else { [30.0, 80.0, 230.0] };
+        out.extend(colour.iter().map(|c| (base * (1.0 - alpha) + c * alpha).round().clamp(0.0, 255.0) as u8));
+    }
+    out
+}
