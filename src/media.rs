@@ -40,8 +40,25 @@ pub fn write_gif(path: &Path, frames: &[Vec<u8>], width: usize, height: usize, d
     Ok(())
 }
 
+/// A box blur of radius `r` (two passes: rows, then columns) of a `width × height` map.
+pub fn box_blur(map: &[f32], width: usize, height: usize, r: usize) -> Vec<f32> {
+    let pass = |src: &[f32], along_rows: bool| -> Vec<f32> {
+        let (outer, inner) = if along_rows { (height, width) } else { (width, height) };
+        let at = |o: usize, i: usize| if along_rows { o * width + i } else { i * width + o };
+        let mut out = vec![0.0; src.len()];
+        for o in 0..outer {
+            for i in 0..inner {
+                let (lo, hi) = (i.saturating_sub(r), (i + r).min(inner - 1));
+                out[at(o, i)] = (lo..=hi).map(|j| src[at(o, j)]).sum::<f32>() / (hi - lo + 1) as f32;
+            }
+        }
+        out
+    };
+    pass(&pass(map, true), false)
+}
+
 /// Relevance `heat` (one value per pixel, H×W) over a greyed copy of `rgb`: positive relevance in red, negative in
-/// blue, opacity in proportion to the magnitude relative to the largest.
+/// blue, opaque where the magnitude nears the largest and transparent below a fifth of it.
 pub fn overlay(rgb: &[u8], heat: &[f32], pixels: usize) -> Vec<u8> {
     let max = heat.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let mut out = Vec::with_capacity(pixels * 3);
@@ -50,7 +67,7 @@ pub fn overlay(rgb: &[u8], heat: &[f32], pixels: usize) -> Vec<u8> {
         let grey = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
         let base = 0.35 * grey + 80.0;
         let v = if max > 0.0 { heat[i] / max } else { 0.0 };
-        let alpha = v.abs().sqrt().min(1.0);
+        let alpha = ((v.abs() - 0.2) / 0.8).clamp(0.0, 1.0).sqrt() * 0.85;
         let colour = if v >= 0.0 { [230.0, 30.0, 30.0] } else { [30.0, 80.0, 230.0] };
         out.extend(colour.iter().map(|c| (base * (1.0 - alpha) + c * alpha).round().clamp(0.0, 255.0) as u8));
     }

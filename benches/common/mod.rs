@@ -1,4 +1,5 @@
 //! Shared by the benches: the `alexnet-small` model they time, and the fixtures venv's Python for the reference side.
+#![allow(dead_code)]
 
 use hudd::model::Architecture;
 use hudd::model::artefact::{Format, Model, ModelMeta};

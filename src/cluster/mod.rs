@@ -57,29 +57,34 @@ impl Matrix {
 
 /// Euclidean distances between `n` vectors of length `d`, read in column chunks: `chunk(start, width)` returns
 /// columns `[start, start + width)` of every vector, `n × width` row-major. The Gram matrix is accumulated chunk by
-/// chunk (each chunk centred on its column means, which leaves distances unchanged and limits cancellation), so
-/// memory stays at the n×n matrix plus one chunk of about the same size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
+/// chunk in place (each chunk centred on its column means, which leaves distances unchanged and limits cancellation),
+/// so memory stays at the n×n matrix plus one chunk of about its size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
 /// zero, with exact zeros on the diagonal.
 pub fn distances<E>(n: usize, d: usize, mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>) -> Result<Matrix, E> {
     if n == 0 {
         return Ok(Matrix { n, data: Vec::new() });
     }
-    let width = n.max(1024).min(d.max(1));
-    let mut gram = Tensor::zeros([n as i64, n as i64], (Kind::Double, tch::Device::Cpu));
+    // Chunks of about the matrix's size (at least 2,048 columns, so the products stay efficient).
+    let width = n.max(2048).min(d.max(1));
+    let mut gram = Tensor::zeros([n as i64, n as i64], (Kind::Float, tch::Device::Cpu));
     let mut start = 0;
     while start < d {
         let w = width.min(d - start);
-        let values = chunk(start, w)?;
-        let x = Tensor::from_slice(&values).view([n as i64, w as i64]);
-        let x = &x - x.mean_dim([0i64].as_slice(), true, Kind::Float);
-        gram += x.matmul(&x.tr()).to_kind(Kind::Double);
+        let mut x = Tensor::from_slice(&chunk(start, w)?).view([n as i64, w as i64]);
+        let mean = x.mean_dim([0i64].as_slice(), true, Kind::Float);
+        let _ = x.g_sub_(&mean);
+        let _ = gram.addmm_(&x, &x.tr());
         start += w;
     }
-    let norms = gram.diagonal(0, 0, 1);
-    let squared = (norms.unsqueeze(1) + norms.unsqueeze(0) - gram * 2.0).clamp_min(0.0);
-    let mut data = Vec::<f64>::try_from(squared.sqrt().flatten(0, -1)).expect("a double tensor");
+    let gram = Vec::<f32>::try_from(gram.flatten(0, -1)).expect("a float tensor");
+    let norms: Vec<f64> = (0..n).map(|i| f64::from(gram[i * n + i])).collect();
+    let mut data = vec![0.0f64; n * n];
     for i in 0..n {
-        data[i * n + i] = 0.0;
+        for j in 0..n {
+            if i != j {
+                data[i * n + j] = (norms[i] + norms[j] - 2.0 * f64::from(gram[i * n + j])).max(0.0).sqrt();
+            }
+        }
     }
     Ok(Matrix { n, data })
 }

@@ -222,14 +222,7 @@ impl Stage for Cluster {
                 ctx.progress.inc(1);
                 continue;
             }
-            let space = match p.mode {
-                Mode::Hudd => cluster::hudd_space(&raw),
-                Mode::Direct => raw.clone(),
-            };
-            let dendrogram = cluster::dendrogram(&space, p.linkage);
-            let sweep = cluster::sweep(&space, &dendrogram, max_k);
-            let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
-            let labels = cluster::cut(&dendrogram, k.min(n));
+            let (labels, sweep, k_rule) = cluster_layer(&raw, p, max_k);
             let score = LayerScore {
                 layer: name.clone(),
                 k: cluster::members(&labels).len(),
@@ -283,6 +276,19 @@ impl Stage for Cluster {
     }
 }
 
+/// Clusters one layer from its raw heatmap distances: the clustering space of the mode, the dendrogram, the sweep
+/// of k from 2 to `max_k`, the chosen k; returns the canonical partition, the sweep and how k was chosen.
+pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usize>, cluster::Sweep, String) {
+    let space = match p.mode {
+        Mode::Hudd => cluster::hudd_space(raw),
+        Mode::Direct => raw.clone(),
+    };
+    let dendrogram = cluster::dendrogram(&space, p.linkage);
+    let sweep = cluster::sweep(&space, &dendrogram, max_k);
+    let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
+    (cluster::cut(&dendrogram, k), sweep, k_rule)
+}
+
 /// The layers in the network's order (from conservation.csv) and their rules (rules.json).
 fn heatmap_layers(dir: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), StageError> {
     let path = dir.join("conservation.csv");
@@ -297,7 +303,7 @@ fn heatmap_layers(dir: &Path) -> Result<(Vec<String>, BTreeMap<String, String>),
 }
 
 /// The raw Euclidean distances between the images' heatmaps at one layer, streamed from its `.npy` file.
-fn layer_distances(dir: &Path, layer: &str, ids: &[String]) -> Result<Matrix, StageError> {
+pub fn layer_distances(dir: &Path, layer: &str, ids: &[String]) -> Result<Matrix, StageError> {
     let path = dir.join(format!("{layer}.npy"));
     let mut reader = NpyReader::<f32>::open(&path).map_err(|e| StageError::input(e.to_string()))?;
     if reader.rows() != ids.len() {
@@ -360,7 +366,7 @@ fn write_layer(dir: &Path, ids: &[String], labels: &[usize], sweep: &cluster::Sw
 }
 
 /// The selected layer's clusters as tables, and per cluster its images, a GIF, a contact sheet and the mean pixel
-/// relevance over the medoid.
+/// relevance (the heatmap of the input layer, the one aligned with the image) over the medoid.
 fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[usize], pixels: &Path, p: &ClusterParams) -> Result<(), StageError> {
     let (medoids, to_medoid) = cluster::medoids(raw, labels);
     let groups = cluster::members(labels);
@@ -413,6 +419,8 @@ fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[
                 }
             }
         }
+        // Pixel relevance is speckled (neighbouring pixels alternate in sign): a light blur shows where it gathers.
+        let mean = crate::media::box_blur(&mean, w, h, (w / 32).max(1));
         let medoid = frames[ordered.iter().position(|&i| i == medoids[c]).unwrap_or(0)].clone();
         let picture = crate::media::overlay(&medoid, &mean, w * h);
         crate::media::write_png(&out.join("rcc").join(format!("{}-heatmap.png", c + 1)), &picture, w, h, scale).map_err(StageError::failed)?;
