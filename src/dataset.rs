@@ -292,6 +292,11 @@ impl Dataset {
 
     /// Writes the given rows as a new dataset artefact in `dir` (same meta, counts and splits recomputed).
     pub fn write_subset(&self, rows: &[usize], dir: &Path) -> Result<DatasetMeta, DatasetError> {
+        self.write_subset_with(rows, dir, Vec::new())
+    }
+
+    /// [`Dataset::write_subset`] with extra table columns (one value per written row), replacing any of the same name.
+    pub fn write_subset_with(&self, rows: &[usize], dir: &Path, extra: Vec<Column>) -> Result<DatasetMeta, DatasetError> {
         std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io { path: dir.to_path_buf(), source })?;
         let mut writer = crate::npy::NpyWriter::<u8>::create(&dir.join("images.npy"), &[self.meta.channels, self.meta.height, self.meta.width])?;
         for chunk in rows.chunks(512) {
@@ -301,6 +306,9 @@ impl Dataset {
         let idx: Vec<polars::prelude::IdxSize> = rows.iter().map(|&r| r as polars::prelude::IdxSize).collect();
         let idx = polars::prelude::IdxCa::from_vec("idx".into(), idx);
         let mut table = self.table.take(&idx).map_err(|e| self.column_err(e))?;
+        for column in extra {
+            table.with_column(column).map_err(|e| self.column_err(e))?;
+        }
         write_csv(&dir.join("table.csv"), &mut table)?;
         let splits_all = self.strings("split")?;
         let mut meta = self.meta.clone();

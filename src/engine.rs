@@ -78,7 +78,12 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             input_stages.insert(slot.clone(), stages);
         }
         let mut externals = BTreeMap::new();
-        for path in &stage.externals {
+        let optional = kind.optional_paths(&stage.params);
+        for path in stage.externals.iter().chain(&optional) {
+            if optional.contains(path) && !store.workspace().join(path).exists() {
+                externals.insert(path.display().to_string(), "absent".to_string());
+                continue;
+            }
             let hash = store.hash_external(&store.workspace().join(path)).map_err(|e| EngineError::External {
                 stage: stage.id.clone(),
                 path: path.clone(),

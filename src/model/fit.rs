@@ -87,7 +87,7 @@ pub struct Epoch {
 }
 
 /// Whether a higher score is better (accuracy) or a lower one (keypoint error).
-fn better(a: f64, b: f64, keypoints: bool) -> bool {
+pub fn better(a: f64, b: f64, keypoints: bool) -> bool {
     if b.is_nan() {
         return !a.is_nan();
     }

@@ -130,9 +130,10 @@ pub struct LayerScore {
     /// Chosen k (0 when the layer could not be clustered).
     pub k: usize,
     pub k_rule: String,
-    /// WICD and mean silhouette of the chosen clusters on the layer's raw heatmap distances.
-    pub wicd: f64,
-    pub silhouette: f64,
+    /// WICD and mean silhouette of the chosen clusters on the layer's raw heatmap distances (none when the layer
+    /// could not be clustered).
+    pub wicd: Option<f64>,
+    pub silhouette: Option<f64>,
     /// Whether the layer may be selected (the input layer may not, as in HUDD).
     pub eligible: bool,
 }
@@ -215,8 +216,8 @@ impl Stage for Cluster {
                     layer: name.clone(),
                     k: 0,
                     k_rule: format!("all {n} heatmaps of this layer are identical: nothing to cluster"),
-                    wicd: f64::NAN,
-                    silhouette: f64::NAN,
+                    wicd: None,
+                    silhouette: None,
                     eligible: false,
                 });
                 ctx.progress.inc(1);
@@ -227,8 +228,8 @@ impl Stage for Cluster {
                 layer: name.clone(),
                 k: cluster::members(&labels).len(),
                 k_rule,
-                wicd: cluster::wicd(&raw, &labels),
-                silhouette: cluster::silhouette(&raw, &labels),
+                wicd: Some(cluster::wicd(&raw, &labels)),
+                silhouette: Some(cluster::silhouette(&raw, &labels)),
                 eligible,
             };
             write_layer(&dir, &ids, &labels, &sweep, &score)?;
@@ -255,8 +256,8 @@ impl Stage for Cluster {
                 l.layer,
                 l.k,
                 l.k_rule.replace('"', "'"),
-                l.wicd,
-                l.silhouette,
+                l.wicd.map_or(String::new(), |v| v.to_string()),
+                l.silhouette.map_or(String::new(), |v| v.to_string()),
                 l.eligible,
                 i == chosen
             );
@@ -329,7 +330,7 @@ fn write_text(path: &Path, text: &str) -> Result<(), StageError> {
 }
 
 /// A layer or image name made safe as one path component.
-fn file_name(name: &str) -> String {
+pub fn file_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
 }
 
@@ -392,23 +393,12 @@ fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[
     let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
     let scale = (128 / w.max(1)).max(1);
     let mut heat = NpyReader::<f32>::open(pixels).map_err(|e| StageError::input(e.to_string()))?;
-    let delay = (6000.0 / p.gif_images_per_minute).round().clamp(1.0, 65535.0) as u16;
     for (c, members) in groups.iter().enumerate() {
-        let dir = out.join("rcc").join(format!("{}", c + 1));
-        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
         // Closest to the medoid first: the GIF and the sheet open with the most typical images.
         let mut ordered = members.clone();
         ordered.sort_by(|&a, &b| to_medoid[a].total_cmp(&to_medoid[b]).then(a.cmp(&b)));
-        let chw = ds.images(&ordered).map_err(|e| StageError::input(e.to_string()))?;
-        let frames: Vec<Vec<u8>> = chw.chunks_exact(ch * w * h).map(|img| crate::media::chw_to_rgb(img, ch, w * h)).collect();
-        for (&i, rgb) in ordered.iter().zip(&frames) {
-            crate::media::write_png(&dir.join(format!("{}.png", file_name(&ids[i]))), rgb, w, h, 1).map_err(StageError::failed)?;
-        }
-        crate::media::write_gif(&out.join("rcc").join(format!("{}.gif", c + 1)), &frames, w, h, delay).map_err(StageError::failed)?;
-        let tiles: Vec<&[u8]> = frames.iter().take(p.sheet_images).map(Vec::as_slice).collect();
-        let rows: Vec<Vec<&[u8]>> = tiles.chunks(8).map(<[&[u8]]>::to_vec).collect();
-        let path = out.join("rcc").join(format!("{}-sheet.png", c + 1));
-        crate::sheet::write_sheet(&path, &rows, w).map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
+        let names: Vec<&str> = ordered.iter().map(|&i| ids[i].as_str()).collect();
+        let frames = write_group(&out.join("rcc"), &(c + 1).to_string(), ds, &ordered, &names, p.gif_images_per_minute, p.sheet_images)?;
         // Mean pixel relevance (summed over colour channels) of the cluster, over its medoid.
         let mut mean = vec![0.0f32; w * h];
         if heat.row_len() == ch * w * h {
@@ -426,4 +416,25 @@ fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[
         crate::media::write_png(&out.join("rcc").join(format!("{}-heatmap.png", c + 1)), &picture, w, h, scale).map_err(StageError::failed)?;
     }
     Ok(())
+}
+
+/// A group of images for a person: `<base>/<name>/<image>.png`, `<base>/<name>.gif` playing them at `per_minute`
+/// images a minute, and `<base>/<name>-sheet.png` with the first `sheet` of them. `rows` are dataset rows, `names`
+/// their image ids. Returns the images as RGB, in order.
+pub fn write_group(base: &Path, name: &str, ds: &Dataset, rows: &[usize], names: &[&str], per_minute: f64, sheet: usize) -> Result<Vec<Vec<u8>>, StageError> {
+    let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
+    let dir = base.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+    let chw = ds.images(rows).map_err(|e| StageError::input(e.to_string()))?;
+    let frames: Vec<Vec<u8>> = chw.chunks_exact(ch * w * h).map(|img| crate::media::chw_to_rgb(img, ch, w * h)).collect();
+    for (id, rgb) in names.iter().zip(&frames) {
+        crate::media::write_png(&dir.join(format!("{}.png", file_name(id))), rgb, w, h, 1).map_err(StageError::failed)?;
+    }
+    let delay = (6000.0 / per_minute).round().clamp(1.0, 65535.0) as u16;
+    crate::media::write_gif(&base.join(format!("{name}.gif")), &frames, w, h, delay).map_err(StageError::failed)?;
+    let tiles: Vec<&[u8]> = frames.iter().take(sheet).map(Vec::as_slice).collect();
+    let grid: Vec<Vec<&[u8]>> = tiles.chunks(8).map(<[&[u8]]>::to_vec).collect();
+    let path = base.join(format!("{name}-sheet.png"));
+    crate::sheet::write_sheet(&path, &grid, w).map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
+    Ok(frames)
 }

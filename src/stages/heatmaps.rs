@@ -177,14 +177,9 @@ impl Stage for Heatmaps {
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let mut model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
-        model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
         let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
-        if model.meta.input != input {
-            return Err(StageError::input(format!("the model takes {:?} images, the image set has {input:?}", model.meta.input)));
-        }
-        canonise(&mut model, &ds, p.batch_size)?;
+        let model = prepare(&ctx.input("model")?.path, device, &ds, p.batch_size)?;
         let net = model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
         let rules = rules_for(net, p).map_err(StageError::input)?;
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
@@ -196,20 +191,10 @@ impl Stage for Heatmaps {
             writers.push(NpyWriter::<f32>::create(&path, &row.input.dims()).map_err(|e| StageError::failed(e.to_string()))?);
         }
         let n = ds.meta.count;
-        let labels = match &ds.meta.target {
-            Target::Classification { .. } => ds.class_labels().map_err(|e| StageError::input(e.to_string()))?,
-            Target::Regression { .. } => Vec::new(),
-        };
-        let targets = ds.targets().map_err(|e| StageError::input(e.to_string()))?;
         let mut worst = vec![0.0f64; net.layers.len()];
         ctx.progress.start(n as u64, "heatmaps");
         let rows: Vec<usize> = (0..n).collect();
-        for chunk in rows.chunks(p.batch_size) {
-            let pixels = ds.images(chunk).map_err(|e| StageError::input(e.to_string()))?;
-            let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, input[0] as i64, input[1] as i64, input[2] as i64]));
-            let y = tch::no_grad(|| net.forward_t(&x, false));
-            let seed = seed_of(&y, p.seed_with, chunk, &labels, &targets, model.meta.input);
-            let relevance = lrp::relevance(net, &x, &seed, &rules);
+        for_each_batch(&model, &ds, &rows, &rules, p.seed_with, p.batch_size, |chunk, seed, relevance| {
             let out_sum = seed.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).flatten(0, -1);
             for (k, r) in relevance.iter().enumerate() {
                 let r = r.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
@@ -229,7 +214,8 @@ impl Stage for Heatmaps {
                 }
             }
             ctx.progress.inc(chunk.len() as u64);
-        }
+            Ok(())
+        })?;
         for w in writers {
             w.finish().map_err(|e| StageError::failed(e.to_string()))?;
         }
@@ -266,6 +252,47 @@ impl Stage for Heatmaps {
         }
         Ok(())
     }
+}
+
+/// Runs LRP over some rows of a dataset, batch by batch: `sink` gets the batch's rows, the seed and the relevance
+/// at the input of every layer. The model must be declared and canonised ([`prepare`]).
+pub fn for_each_batch(
+    model: &Model,
+    ds: &Dataset,
+    rows: &[usize],
+    rules: &[Rule],
+    seed_with: Seed,
+    batch: usize,
+    mut sink: impl FnMut(&[usize], &Tensor, &[Tensor]) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    let net = model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
+    let labels = match &ds.meta.target {
+        Target::Classification { .. } => ds.class_labels().map_err(|e| StageError::input(e.to_string()))?,
+        Target::Regression { .. } => Vec::new(),
+    };
+    let targets = ds.targets().map_err(|e| StageError::input(e.to_string()))?;
+    let [c, h, w] = model.meta.input.map(|v| v as i64);
+    for chunk in rows.chunks(batch.max(1)) {
+        let pixels = ds.images(chunk).map_err(|e| StageError::input(e.to_string()))?;
+        let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, c, h, w]));
+        let y = tch::no_grad(|| net.forward_t(&x, false));
+        let seed = seed_of(&y, seed_with, chunk, &labels, &targets, model.meta.input);
+        sink(chunk, &seed, &lrp::relevance(net, &x, &seed, rules))?;
+    }
+    Ok(())
+}
+
+/// Loads a declared model for LRP on a dataset's images: the input shape checked, batch norms merged (canonised)
+/// with the outputs checked unchanged on the first `batch` images.
+pub fn prepare(path: &std::path::Path, device: tch::Device, ds: &Dataset, batch: usize) -> Result<Model, StageError> {
+    let mut model = Model::load(path, device).map_err(|e| StageError::input(e.to_string()))?;
+    model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
+    let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
+    if model.meta.input != input {
+        return Err(StageError::input(format!("the model takes {:?} images, the image set has {input:?}", model.meta.input)));
+    }
+    canonise(&mut model, ds, batch)?;
+    Ok(model)
 }
 
 /// Merges batch norms into their convolutions and checks, on the first batch, that the outputs did not change.

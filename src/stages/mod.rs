@@ -1,9 +1,13 @@
 //! The built-in stage kinds, one file each, gathered into the registry the `hudd` binary uses.
 
+pub mod balance;
 pub mod cluster;
 pub mod heatmaps;
 pub mod import;
 pub mod import_model;
+pub mod label;
+pub mod retrain;
+pub mod select;
 pub mod simulate;
 pub mod test;
 pub mod train;
@@ -12,6 +16,16 @@ use crate::stage::Registry;
 
 /// Every stage kind this build of hudd knows.
 pub fn registry() -> Registry {
-    Registry::new().with(simulate::Simulate).with(train::Train).with(test::Test).with(import::Import).with(import_model::ImportModel).with(heatmaps::Heatmaps)
+    Registry::new()
+        .with(simulate::Simulate)
+        .with(import::Import)
+        .with(import_model::ImportModel)
+        .with(train::Train)
+        .with(test::Test)
+        .with(heatmaps::Heatmaps)
         .with(cluster::Cluster)
+        .with(select::Select)
+        .with(label::Label)
+        .with(balance::Balance)
+        .with(retrain::Retrain)
 }

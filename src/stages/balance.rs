@@ -1,0 +1,109 @@
+//! Stage `balance` (HUDD Step 6): bootstrap resampling of the labelled unsafe set so that every root-cause cluster
+//! contributes the same number of images to retraining.
+
+use rand::SeedableRng;
+use rand::distr::Distribution;
+use rand::distr::weighted::WeightedIndex;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+
+pub struct Balance;
+
+/// The sampling distribution inside a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weighting {
+    /// Every image equally likely.
+    #[default]
+    Uniform,
+    /// In proportion to `1 / (distance to the cluster + δ)`, δ a thousandth of the cluster's mean distance
+    /// (normalised into a proper distribution; the original's "p > r" rule was not one).
+    Distance,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceParams {
+    /// Images per cluster (default: as many as the largest cluster has).
+    #[serde(default)]
+    pub per_cluster: Option<usize>,
+    #[serde(default)]
+    pub weighting: Weighting,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Params for BalanceParams {
+    fn validate(&self) -> Vec<Invalid> {
+        if self.per_cluster == Some(0) { vec![Invalid::new("per_cluster", "must be at least 1, got 0")] } else { Vec::new() }
+    }
+}
+
+/// The rows to keep, cluster by cluster: every member once and the rest drawn with replacement up to `target`
+/// (or `target` members drawn without replacement from a larger cluster).
+pub fn draw(groups: &[(usize, Vec<usize>, Vec<f64>)], target: usize, weighting: Weighting, rng: &mut ChaCha8Rng) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (cluster, rows, distances) in groups {
+        if rows.len() >= target {
+            let mut picked: Vec<usize> = sample(rng, rows.len(), target).into_iter().collect();
+            picked.sort_unstable();
+            out.extend(picked.into_iter().map(|i| (*cluster, rows[i])));
+            continue;
+        }
+        out.extend(rows.iter().map(|&r| (*cluster, r)));
+        let weights: Vec<f64> = match weighting {
+            Weighting::Uniform => vec![1.0; rows.len()],
+            Weighting::Distance => {
+                let mean = distances.iter().sum::<f64>() / distances.len() as f64;
+                let delta = (mean * 1e-3).max(1e-12);
+                distances.iter().map(|d| 1.0 / (d.max(0.0) + delta)).collect()
+            }
+        };
+        let dist = WeightedIndex::new(&weights).expect("positive weights");
+        out.extend((rows.len()..target).map(|_| (*cluster, rows[dist.sample(rng)])));
+    }
+    out
+}
+
+impl Stage for Balance {
+    type Params = BalanceParams;
+    const KIND: &'static str = "balance";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "labelled", many: false, required: true, doc: "a label stage's labelled images" }];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "balanced", path: "balanced/", doc: "the resampled images as a dataset" },
+        OutputSpec { name: "counts", path: "balance.csv", doc: "cluster,images,drawn" },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Balances the labelled unsafe set across clusters.";
+
+    fn run(&self, p: &BalanceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let ds = Dataset::open(&ctx.input("labelled")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let clusters = ds.numbers("rcc").map_err(|_| {
+            StageError::input(format!("{} has no `rcc` column: balance reads the images a select stage chose (select → label → balance)", ds.dir.display()))
+        })?;
+        let distances = ds.numbers("rcc_distance").unwrap_or_else(|_| vec![0.0; clusters.len()]);
+        let mut groups: std::collections::BTreeMap<usize, (Vec<usize>, Vec<f64>)> = std::collections::BTreeMap::new();
+        for (row, (&c, &d)) in clusters.iter().zip(&distances).enumerate() {
+            let g = groups.entry(c as usize).or_default();
+            g.0.push(row);
+            g.1.push(d);
+        }
+        let groups: Vec<(usize, Vec<usize>, Vec<f64>)> = groups.into_iter().map(|(c, (r, d))| (c, r, d)).collect();
+        let target = p.per_cluster.unwrap_or_else(|| groups.iter().map(|g| g.1.len()).max().unwrap_or(0));
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+        let drawn = draw(&groups, target, p.weighting, &mut rng);
+        let mut counts = String::from("cluster,images,drawn\n");
+        for (c, rows, _) in &groups {
+            counts.push_str(&format!("{c},{},{}\n", rows.len(), drawn.iter().filter(|(x, _)| x == c).count()));
+        }
+        let path = ctx.output("counts")?;
+        std::fs::write(&path, counts).map_err(|e| StageError::io(&path, e))?;
+        let rows: Vec<usize> = drawn.iter().map(|(_, r)| *r).collect();
+        ds.write_subset(&rows, &ctx.output("balanced")?).map(|_| ()).map_err(|e| StageError::failed(e.to_string()))
+    }
+}

@@ -1,0 +1,160 @@
+//! Stage `label` (HUDD Step 5): labels for the selected images, from the dataset itself (`oracle`, how the
+//! evaluation runs) or from a person (`manual`: a labelling sheet to fill in; the run waits for it).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::Column;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+use crate::sim::Target;
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::svg::escape;
+
+pub struct Label;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelMode {
+    /// The labels (or regression targets) the dataset already carries stand in for a person's.
+    #[default]
+    Oracle,
+    /// A person fills in `labels` (CSV `image,label`); the run stops until it covers exactly the selected images.
+    Manual,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelParams {
+    #[serde(default)]
+    pub mode: LabelMode,
+    /// `manual`: the labelling sheet, relative to the workspace (written with an empty `label` column when absent).
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+}
+
+impl Params for LabelParams {
+    fn validate(&self) -> Vec<Invalid> {
+        match (self.mode, &self.labels) {
+            (LabelMode::Manual, None) => vec![Invalid::new("labels", "is required with mode = \"manual\": the CSV file a person fills in, e.g. \"labels/unsafe.csv\"")],
+            (LabelMode::Oracle, Some(_)) => vec![Invalid::new("labels", "is only read with mode = \"manual\"")],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Stage for Label {
+    type Params = LabelParams;
+    const KIND: &'static str = "label";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "selected", many: false, required: true, doc: "a select stage's selected images" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "labelled", path: "labelled/", doc: "the selected images with their labels, as a dataset" }];
+    const DOC: &'static str = "Labels the selected images.";
+
+    fn optional_paths(p: &LabelParams) -> Vec<PathBuf> {
+        p.labels.iter().cloned().collect()
+    }
+
+    fn run(&self, p: &LabelParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let ds = Dataset::open(&ctx.input("selected")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let rows: Vec<usize> = (0..ds.meta.count).collect();
+        let out = ctx.output("labelled")?;
+        let Some(sheet) = &p.labels else {
+            return ds.write_subset(&rows, &out).map(|_| ()).map_err(|e| StageError::failed(e.to_string()));
+        };
+        let Target::Classification { classes } = &ds.meta.target else {
+            return Err(StageError::input(
+                "manual labelling covers classification; keypoint targets come from the dataset (mode = \"oracle\") or an imported, labelled dataset",
+            ));
+        };
+        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let path = ctx.resolve(sheet);
+        if !path.exists() {
+            write_sheet(&path, &ds, &ids, classes)?;
+            return Err(StageError::Blocked {
+                message: format!(
+                    "{} images wait for labels: fill in the `label` column of {} (classes: {}; {} shows every image beside its row), then run again",
+                    ids.len(),
+                    path.display(),
+                    classes.join(", "),
+                    path.with_extension("html").display()
+                ),
+            });
+        }
+        let labels = read_sheet(&path, &ids, classes)?;
+        let index: Vec<i64> = labels.iter().map(|l| classes.iter().position(|c| c == l).expect("checked") as i64).collect();
+        let extra = vec![Column::new("label".into(), labels), Column::new("label_index".into(), index)];
+        ds.write_subset_with(&rows, &out, extra).map(|_| ()).map_err(|e| StageError::failed(e.to_string()))
+    }
+}
+
+/// The labelling sheet: `image,label` with the label empty, an HTML page showing each image beside its row, and the
+/// images it shows (`<sheet stem>-images/`).
+fn write_sheet(path: &Path, ds: &Dataset, ids: &[String], classes: &[String]) -> Result<(), StageError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "labels".into());
+    let images = parent.join(format!("{stem}-images"));
+    std::fs::create_dir_all(&images).map_err(|e| StageError::io(&images, e))?;
+    let rows: Vec<usize> = (0..ids.len()).collect();
+    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
+    let chw = ds.images(&rows).map_err(|e| StageError::input(e.to_string()))?;
+    let mut html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>Labelling sheet: {0}</title><style>body{{font-family:sans-serif}}td{{padding:4px 12px}}img{{image-rendering:pixelated}}</style>\
+         <h1>Labelling sheet</h1><p>Fill in the <code>label</code> column of <code>{0}</code> with one of: {1}.</p><table><tr><th>image</th><th>id</th></tr>",
+        escape(&path.display().to_string()),
+        classes.iter().map(|c| format!("<code>{}</code>", escape(c))).collect::<Vec<_>>().join(", ")
+    );
+    let mut csv = String::from("image,label\n");
+    for (i, img) in chw.chunks_exact(ch * w * h).enumerate() {
+        let file = format!("{}.png", crate::stages::cluster::file_name(names[i]));
+        crate::media::write_png(&images.join(&file), &crate::media::chw_to_rgb(img, ch, w * h), w, h, (128 / w.max(1)).max(1)).map_err(StageError::failed)?;
+        let _ = write!(html, "<tr><td><img src=\"{}/{}\" alt=\"\"></td><td>{}</td></tr>", escape(&format!("{stem}-images")), escape(&file), escape(names[i]));
+        let _ = writeln!(csv, "{},", names[i]);
+    }
+    html.push_str("</table>\n");
+    std::fs::write(path.with_extension("html"), html).map_err(|e| StageError::io(path.with_extension("html"), e))?;
+    std::fs::write(path, csv).map_err(|e| StageError::io(path, e))
+}
+
+/// Reads a filled-in sheet: exactly the selected images, each with a known class.
+fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<String>, StageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == "image,label" => {}
+        other => return Err(StageError::input(format!("{}:1: the header must be `image,label`, found {:?}", path.display(), other.map(|(_, h)| h).unwrap_or("")))),
+    }
+    let mut given: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (id, label) = line.split_once(',').unwrap_or((line, ""));
+        let (id, label) = (id.trim(), label.trim().trim_matches('"'));
+        if !ids.iter().any(|x| x == id) {
+            return Err(StageError::input(format!("{}:{}: image `{id}` was not selected for labelling", path.display(), i + 1)));
+        }
+        if !label.is_empty() && !classes.iter().any(|c| c == label) {
+            return Err(StageError::input(format!("{}:{}: `{label}` is not a class (classes: {})", path.display(), i + 1, classes.join(", "))));
+        }
+        if given.insert(id, label.to_string()).is_some() {
+            return Err(StageError::input(format!("{}:{}: image `{id}` is listed twice", path.display(), i + 1)));
+        }
+    }
+    let missing: Vec<&str> = ids.iter().filter(|id| given.get(id.as_str()).is_none_or(String::is_empty)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(StageError::Blocked {
+            message: format!(
+                "{} of {} images in {} have no label yet ({}{}); fill them in, then run again",
+                missing.len(),
+                ids.len(),
+                path.display(),
+                missing.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+                if missing.len() > 5 { ", ..." } else { "" }
+            ),
+        });
+    }
+    Ok(ids.iter().map(|id| given[id.as_str()].clone()).collect())
+}

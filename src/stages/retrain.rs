@@ -1,0 +1,219 @@
+//! Stage `retrain` (HUDD Step 7): the model under analysis trained further on its training set together with the
+//! balanced, labelled unsafe set; the epoch chosen on held-out data, and the result compared with the original there.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::dataset::Dataset;
+use crate::model::artefact::Model;
+use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
+use crate::runtime::{self, DeviceChoice};
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::stages::train::{data_of, write_curve};
+
+pub struct Retrain;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainParams {
+    /// The split of `dataset` that the model was trained on.
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// A split of `dataset` to choose the epoch on and to compare with the original model (recommended: one drawn like
+    /// the test set). Without it, `validation` of the combined training data is held out.
+    #[serde(default)]
+    pub validation_split: Option<String>,
+    #[serde(default = "default_validation")]
+    pub validation: f64,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub augment: Augment,
+    #[serde(default = "default_keep")]
+    pub keep: Keep,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_split() -> String {
+    "train".into()
+}
+fn default_validation() -> f64 {
+    0.1
+}
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch() -> usize {
+    128
+}
+fn default_lr() -> f64 {
+    0.001
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_wd() -> f64 {
+    5e-4
+}
+fn default_keep() -> Keep {
+    Keep::Best
+}
+
+impl Params for RetrainParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.epochs == 0 {
+            out.push(Invalid::new("epochs", "must be at least 1, got 0"));
+        }
+        if self.batch_size == 0 {
+            out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        if !(self.lr > 0.0) {
+            out.push(Invalid::new("lr", format!("must be above 0, got {}", self.lr)));
+        }
+        if !(0.0..0.9).contains(&self.validation) || (self.validation_split.is_none() && self.validation == 0.0) {
+            out.push(Invalid::new("validation", format!("must be in (0, 0.9) without a validation_split, got {}", self.validation)));
+        }
+        out
+    }
+}
+
+/// `retrain.json`: how the retrained model compares with the original on the same held-out images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetrainSummary {
+    pub validation: String,
+    pub validation_images: usize,
+    pub training_images: usize,
+    pub unsafe_images: usize,
+    /// Accuracy (classification) or mean keypoint error in pixels, before and after.
+    pub original: f64,
+    pub retrained: f64,
+    pub difference: f64,
+    pub better: bool,
+    pub best_epoch: usize,
+}
+
+fn concat(parts: &[&Data]) -> Data {
+    let cat = |f: &dyn Fn(&Data) -> Option<&Tensor>| -> Option<Tensor> {
+        let ts: Vec<&Tensor> = parts.iter().filter_map(|d| f(d)).collect();
+        (ts.len() == parts.len()).then(|| Tensor::cat(&ts, 0))
+    };
+    Data { pixels: Tensor::cat(&parts.iter().map(|d| &d.pixels).collect::<Vec<_>>(), 0), classes: cat(&|d| d.classes.as_ref()), keypoints: cat(&|d| d.keypoints.as_ref()) }
+}
+
+fn take(data: &Data, idx: &[i64]) -> Data {
+    let idx = Tensor::from_slice(idx);
+    Data {
+        pixels: data.pixels.index_select(0, &idx),
+        classes: data.classes.as_ref().map(|t| t.index_select(0, &idx)),
+        keypoints: data.keypoints.as_ref().map(|t| t.index_select(0, &idx)),
+    }
+}
+
+impl Stage for Retrain {
+    type Params = RetrainParams;
+    const KIND: &'static str = "retrain";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "model", many: false, required: true, doc: "the model under analysis: retraining starts from its weights" },
+        InputSlot { name: "dataset", many: false, required: true, doc: "the dataset it was trained on" },
+        InputSlot { name: "extra", many: false, required: true, doc: "the balanced, labelled images to add (a balance stage's output)" },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "model", path: "model/", doc: "model.json and weights.safetensors" },
+        OutputSpec { name: "curve", path: "curve.csv", doc: "epoch,loss,train_score,val_score,seconds" },
+        OutputSpec { name: "summary", path: "retrain.json", doc: "original against retrained on the held-out images" },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Retrains the model with the unsafe set.";
+
+    fn run(&self, p: &RetrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let mut model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
+        model.net("retraining").map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let extra = Dataset::open(&ctx.input("extra")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        for (what, d) in [("dataset", &ds), ("extra", &extra)] {
+            if d.meta.target != model.meta.target || [d.meta.channels, d.meta.height, d.meta.width] != model.meta.input {
+                return Err(StageError::input(format!("`{what}` ({}) does not match the model's input and task", d.dir.display())));
+            }
+        }
+        let train_rows = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
+        let original = data_of(&ds, &train_rows)?;
+        let added = data_of(&extra, &(0..extra.meta.count).collect::<Vec<_>>())?;
+        let combined = concat(&[&original, &added]);
+        let (train, val, validation) = match &p.validation_split {
+            Some(split) => {
+                let rows = ds.split_rows(split).map_err(|e| StageError::input(e.to_string()))?;
+                (combined, data_of(&ds, &rows)?, format!("split `{split}`"))
+            }
+            None => {
+                let mut order: Vec<i64> = (0..combined.len() as i64).collect();
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x7e7a_1d));
+                let n_val = ((order.len() as f64) * p.validation).round() as usize;
+                let (val, train) = order.split_at(n_val);
+                (take(&combined, train), take(&combined, val), format!("{:.0}% of the combined training data", p.validation * 100.0))
+            }
+        };
+        if val.is_empty() {
+            return Err(StageError::input(format!("the validation images ({validation}) are empty")));
+        }
+        let keypoints = val.keypoints.is_some();
+        let before = fit::evaluate(&model, &val).map_err(|e| StageError::failed(e.to_string()))?;
+        let cfg = FitConfig {
+            epochs: p.epochs,
+            batch_size: p.batch_size,
+            optimizer: p.optimizer,
+            lr: p.lr,
+            momentum: p.momentum,
+            weight_decay: p.weight_decay,
+            augment: p.augment.clone(),
+            keep: p.keep,
+            seed: ctx.seed,
+        };
+        let curve = fit::fit(&mut model, &train, &val, &cfg, ctx.progress).map_err(|e| StageError::failed(e.to_string()))?;
+        if curve.iter().any(|e| !e.loss.is_finite()) {
+            return Err(StageError::Gate { message: format!("retraining diverged (loss is not finite); lower lr (now {})", p.lr) });
+        }
+        let after = fit::evaluate(&model, &val).map_err(|e| StageError::failed(e.to_string()))?;
+        let best_epoch = curve.iter().fold(None::<&fit::Epoch>, |b, e| match b {
+            Some(b) if !fit::better(e.val_score, b.val_score, keypoints) => Some(b),
+            _ => Some(e),
+        });
+        let summary = RetrainSummary {
+            validation,
+            validation_images: val.len(),
+            training_images: train.len(),
+            unsafe_images: added.len(),
+            original: before,
+            retrained: after,
+            difference: after - before,
+            better: fit::better(after, before, keypoints),
+            best_epoch: if p.keep == Keep::Best { best_epoch.map_or(0, |e| e.epoch) } else { p.epochs },
+        };
+        model.save(&ctx.output("model")?).map_err(|e| StageError::failed(e.to_string()))?;
+        write_curve(&ctx.output("curve")?, &curve)?;
+        let path = ctx.output("summary")?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+    }
+}
+

@@ -1,0 +1,297 @@
+//! Stage `select` (HUDD Step 4, AssignModule): the improvement-set images most likely to fail for the reasons the
+//! root-cause clusters capture, chosen for labelling by their heatmap distance to the clusters' members.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use polars::prelude::Column;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::dataset::Dataset;
+use crate::lrp::Rule;
+use crate::npy::NpyReader;
+use crate::runtime::{self, DeviceChoice};
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::stages::cluster::{ClusterSummary, write_group};
+use crate::stages::heatmaps::{self, Seed};
+
+pub struct Select;
+
+/// How images are assigned to clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectMode {
+    /// HUDD's: every image goes to its closest cluster that still has room, greedily by rank and distance.
+    #[default]
+    Closest,
+    /// As `closest`, but an image is accepted only if it is closer to the cluster than the cluster's own spread
+    /// (the mean distance between its members).
+    Threshold,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectParams {
+    /// The split of the dataset to select from (never the training or test images).
+    #[serde(default = "default_split")]
+    pub split: String,
+    #[serde(default)]
+    pub mode: SelectMode,
+    /// Per-cluster quota as a multiple of the cluster's size (HUDD: 2, so ⌈2·|cluster|⌉).
+    #[serde(default = "default_quota")]
+    pub quota: f64,
+    /// At most this many images in all (the labelling budget).
+    #[serde(default)]
+    pub budget: Option<usize>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_per_minute")]
+    pub gif_images_per_minute: f64,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+fn default_split() -> String {
+    "improvement".into()
+}
+fn default_quota() -> f64 {
+    2.0
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_per_minute() -> f64 {
+    100.0
+}
+
+impl Params for SelectParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if !(self.quota > 0.0) {
+            out.push(Invalid::new("quota", format!("must be above 0, got {}", self.quota)));
+        }
+        if self.budget == Some(0) {
+            out.push(Invalid::new("budget", "must be at least 1 image, got 0"));
+        }
+        if self.batch_size == 0 {
+            out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        if !(self.gif_images_per_minute > 0.0 && self.gif_images_per_minute <= 6000.0) {
+            out.push(Invalid::new("gif_images_per_minute", format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute)));
+        }
+        if matches!(self.split.as_str(), "train" | "test") {
+            out.push(Invalid::new("split", format!("must not be `{}`: selection picks new images to label, from an improvement set", self.split)));
+        }
+        out
+    }
+}
+
+/// One selected image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick {
+    /// Index into the candidate images.
+    pub image: usize,
+    /// Index into the clusters.
+    pub cluster: usize,
+    pub distance: f64,
+    /// 1 when the cluster is the image's closest, 2 for its second closest, ...
+    pub rank: usize,
+}
+
+/// HUDD's greedy assignment: `distances[i][c]` from candidate `i` to cluster `c`; `quotas[c]` images at most per
+/// cluster; `accept(c, d)` may refuse a distance; `budget` images at most in all. Rank by rank (every image's
+/// closest cluster first), images in ascending distance; an image is taken once.
+pub fn assign(distances: &[Vec<f64>], quotas: &[usize], budget: usize, accept: impl Fn(usize, f64) -> bool) -> Vec<Pick> {
+    let k = quotas.len();
+    let orders: Vec<Vec<usize>> = distances
+        .iter()
+        .map(|d| {
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| d[a].total_cmp(&d[b]).then(a.cmp(&b)));
+            order
+        })
+        .collect();
+    let mut taken = vec![false; distances.len()];
+    let mut counts = vec![0usize; k];
+    let mut picks = Vec::new();
+    for rank in 0..k {
+        if picks.len() >= budget || counts.iter().zip(quotas).all(|(c, q)| c >= q) {
+            break;
+        }
+        let mut candidates: Vec<(f64, usize, usize)> =
+            (0..distances.len()).filter(|&i| !taken[i]).map(|i| (distances[i][orders[i][rank]], i, orders[i][rank])).collect();
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (d, i, c) in candidates {
+            if picks.len() >= budget {
+                break;
+            }
+            if !taken[i] && counts[c] < quotas[c] && accept(c, d) {
+                taken[i] = true;
+                counts[c] += 1;
+                picks.push(Pick { image: i, cluster: c, distance: d, rank: rank + 1 });
+            }
+        }
+    }
+    picks
+}
+
+impl Stage for Select {
+    type Params = SelectParams;
+    const KIND: &'static str = "select";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "model", many: false, required: true, doc: "the model under analysis" },
+        InputSlot { name: "dataset", many: false, required: true, doc: "the dataset holding the improvement split" },
+        InputSlot { name: "clusters", many: false, required: true, doc: "a cluster stage's output" },
+        InputSlot { name: "heatmaps", many: false, required: true, doc: "the heatmaps the clusters were made from" },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "unsafe", path: "unsafe.csv", doc: "image,cluster,distance,rank" },
+        OutputSpec { name: "selected", path: "selected/", doc: "the selected images as a dataset (columns rcc, rcc_distance added)" },
+        OutputSpec { name: "pictures", path: "pictures/", doc: "per cluster: its selected images, a GIF and a contact sheet; select.json" },
+    ];
+    const DOC: &'static str = "Selects likely-unsafe improvement images for labelling.";
+
+    fn run(&self, p: &SelectParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let candidates = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
+        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let cdir = ctx.input("clusters")?.path.clone();
+        let hdir = ctx.input("heatmaps")?.path.clone();
+        let summary: ClusterSummary = read_json(&cdir.join("cluster.json"))?;
+        let pictures = ctx.output("pictures")?;
+        std::fs::create_dir_all(&pictures).map_err(|e| StageError::io(&pictures, e))?;
+        let mut report = serde_json::json!({ "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
+        let Some(layer) = summary.layer.clone() else {
+            report["empty"] = serde_json::json!(summary.empty.clone().unwrap_or_else(|| "no root-cause clusters".into()));
+            return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
+        };
+        // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
+        let table = std::fs::read_to_string(cdir.join("clusters.csv")).map_err(|e| StageError::io(cdir.join("clusters.csv"), e))?;
+        let index: Vec<String> = std::fs::read_to_string(hdir.join("index.csv"))
+            .map_err(|e| StageError::io(hdir.join("index.csv"), e))?
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(',').map(|(_, id)| id.to_string()))
+            .collect();
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for line in table.lines().skip(1) {
+            let mut f = line.split(',');
+            let (Some(id), Some(c)) = (f.next(), f.next().and_then(|c| c.parse::<usize>().ok())) else { continue };
+            let row = index.iter().position(|x| x == id).ok_or_else(|| StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display())))?;
+            groups.entry(c).or_default().push(row);
+        }
+        let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
+        let mut reader = NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy"))).map_err(|e| StageError::input(e.to_string()))?;
+        let d = reader.row_len();
+        let member_rows: Vec<usize> = clusters.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+        let mut members = Vec::with_capacity(member_rows.len() * d);
+        for &r in &member_rows {
+            members.extend(reader.read_rows(r, 1).map_err(|e| StageError::input(e.to_string()))?);
+        }
+        let members = Tensor::from_slice(&members).view([member_rows.len() as i64, d as i64]).to_kind(Kind::Double);
+        let member_norms = members.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        let spans: Vec<(usize, usize)> = clusters.iter().scan(0, |at, (_, m)| {
+            let span = (*at, *at + m.len());
+            *at += m.len();
+            Some(span)
+        }).collect();
+        // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
+        let model = heatmaps::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size)?;
+        let net = model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
+        let named: BTreeMap<String, Rule> = read_json(&hdir.join("rules.json"))?;
+        let rules: Vec<Rule> = net
+            .layers
+            .iter()
+            .map(|(name, _)| named.get(name).copied().ok_or_else(|| StageError::input(format!("{} has no rule for layer `{name}`: the heatmaps were made with another model", hdir.display()))))
+            .collect::<Result<_, _>>()?;
+        let k = net.layers.iter().position(|(name, _)| *name == layer).ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
+        let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
+        ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
+        heatmaps::for_each_batch(&model, &ds, &candidates, &rules, Seed::Predicted, p.batch_size, |chunk, _, relevance| {
+            let h = relevance[k].to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
+            let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + member_norms.unsqueeze(0) - h.matmul(&members.tr()) * 2.0).clamp_min(0.0).sqrt();
+            let cross = Vec::<f64>::try_from(cross.flatten(0, -1)).map_err(|e| StageError::failed(e.to_string()))?;
+            for row in cross.chunks(member_rows.len()) {
+                distances.push(spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect());
+            }
+            ctx.progress.inc(chunk.len() as u64);
+            Ok(())
+        })?;
+        let quotas: Vec<usize> = clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect();
+        // A cluster's spread: the mean distance between its members at the layer.
+        let spreads: Vec<f64> = spans
+            .iter()
+            .map(|&(a, b)| {
+                let x = members.narrow(0, a as i64, (b - a) as i64);
+                let sq = x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+                let dist = (sq.unsqueeze(1) + sq.unsqueeze(0) - x.matmul(&x.tr()) * 2.0).clamp_min(0.0).sqrt();
+                f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0) / ((b - a) * (b - a - 1)) as f64
+            })
+            .collect();
+        let picks = assign(&distances, &quotas, p.budget.unwrap_or(usize::MAX), |c, d| p.mode == SelectMode::Closest || d <= spreads[c]);
+        let cluster_ids: Vec<usize> = clusters.iter().map(|(c, _)| *c).collect();
+        report["layer"] = serde_json::json!(layer);
+        report["clusters"] = serde_json::json!(clusters
+            .iter()
+            .enumerate()
+            .map(|(i, (c, m))| serde_json::json!({
+                "cluster": c, "members": m.len(), "quota": quotas[i], "spread": spreads[i],
+                "selected": picks.iter().filter(|p| p.cluster == i).count(),
+            }))
+            .collect::<Vec<_>>());
+        report["ignored_singletons"] = serde_json::json!(summary.clusters - clusters.len());
+        report["selected"] = serde_json::json!(picks.len());
+        finish(ctx, &ds, &picks, &cluster_ids, &ids, &candidates, &report, p.gif_images_per_minute)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, StageError> {
+    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", path.display())))
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Writes the unsafe-set table, the selected images as a dataset, and the pictures per cluster.
+fn finish(
+    ctx: &mut StageContext<'_>,
+    ds: &Dataset,
+    picks: &[Pick],
+    cluster_ids: &[usize],
+    ids: &[String],
+    candidates: &[usize],
+    report: &serde_json::Value,
+    per_minute: f64,
+) -> Result<(), StageError> {
+    let mut ordered: Vec<&Pick> = picks.iter().collect();
+    ordered.sort_by(|a, b| a.cluster.cmp(&b.cluster).then(a.distance.total_cmp(&b.distance)).then(a.image.cmp(&b.image)));
+    let mut table = String::from("image,cluster,distance,rank\n");
+    for pick in &ordered {
+        let _ = writeln!(table, "{},{},{},{}", ids[candidates[pick.image]], cluster_ids[pick.cluster], pick.distance, pick.rank);
+    }
+    let path = ctx.output("unsafe")?;
+    std::fs::write(&path, table).map_err(|e| StageError::io(&path, e))?;
+    let rows: Vec<usize> = ordered.iter().map(|p| candidates[p.image]).collect();
+    let extra = vec![
+        Column::new("rcc".into(), ordered.iter().map(|p| cluster_ids[p.cluster] as u32).collect::<Vec<u32>>()),
+        Column::new("rcc_distance".into(), ordered.iter().map(|p| p.distance).collect::<Vec<f64>>()),
+    ];
+    ds.write_subset_with(&rows, &ctx.output("selected")?, extra).map_err(|e| StageError::failed(e.to_string()))?;
+    let pictures = ctx.output("pictures")?;
+    for (i, &c) in cluster_ids.iter().enumerate() {
+        let group: Vec<&&Pick> = ordered.iter().filter(|p| p.cluster == i).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let rows: Vec<usize> = group.iter().map(|p| candidates[p.image]).collect();
+        let names: Vec<&str> = rows.iter().map(|&r| ids[r].as_str()).collect();
+        write_group(&pictures, &c.to_string(), ds, &rows, &names, per_minute, 64)?;
+    }
+    let path = pictures.join("select.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(report).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+}
