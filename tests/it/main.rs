@@ -8,5 +8,6 @@ mod import;
 mod lrp;
 mod manifest_errors;
 mod model;
+mod repair;
 mod simulate;
 mod support;

@@ -1,0 +1,231 @@
+//! HUDD Steps 4-7: selecting the unsafe set, labelling it, balancing it across clusters, retraining.
+
+use hudd::stages::balance::{Weighting, draw};
+use hudd::stages::select::assign;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+#[test]
+fn assignment_goes_rank_by_rank_within_quotas_and_budget() {
+    // Three images closest to cluster 0, which has room for two: the third goes to its second-closest cluster.
+    let d = vec![vec![1.0, 5.0], vec![2.0, 6.0], vec![3.0, 4.0], vec![9.0, 0.5]];
+    let picks = assign(&d, &[2, 5], usize::MAX, |_, _| true);
+    let got: Vec<(usize, usize, usize)> = picks.iter().map(|p| (p.image, p.cluster, p.rank)).collect();
+    assert_eq!(got, [(3, 1, 1), (0, 0, 1), (1, 0, 1), (2, 1, 2)]);
+    // A budget of two keeps the two closest of the first rank.
+    let picks = assign(&d, &[2, 5], 2, |_, _| true);
+    assert_eq!(picks.iter().map(|p| p.image).collect::<Vec<_>>(), [3, 0]);
+    // A threshold refuses the far ones.
+    let picks = assign(&d, &[2, 5], usize::MAX, |_, dist| dist < 2.5);
+    assert_eq!(picks.iter().map(|p| p.image).collect::<Vec<_>>(), [3, 0, 1]);
+}
+
+fn groups() -> Vec<(usize, Vec<usize>, Vec<f64>)> {
+    vec![(1, vec![0, 1, 2, 3, 4, 5], vec![1.0; 6]), (2, vec![6, 7], vec![0.1, 5.0]), (3, vec![8], vec![2.0])]
+}
+
+#[test]
+fn balancing_gives_every_cluster_the_same_size_and_keeps_every_labelled_image() {
+    let drawn = draw(&groups(), 6, Weighting::Uniform, &mut ChaCha8Rng::seed_from_u64(1));
+    for c in [1, 2, 3] {
+        assert_eq!(drawn.iter().filter(|(x, _)| *x == c).count(), 6, "cluster {c}");
+    }
+    assert!((0..9).all(|r| drawn.iter().any(|(_, x)| *x == r)), "every image at least once: {drawn:?}");
+    // Fewer per cluster than a cluster has: drawn without replacement.
+    let small = draw(&groups(), 3, Weighting::Uniform, &mut ChaCha8Rng::seed_from_u64(1));
+    let first: Vec<usize> = small.iter().filter(|(c, _)| *c == 1).map(|(_, r)| *r).collect();
+    assert_eq!(first.len(), 3);
+    assert!(first.windows(2).all(|w| w[0] < w[1]), "{first:?}");
+}
+
+#[test]
+fn bootstrap_draws_follow_the_seed_and_the_distance_weights() {
+    let a = draw(&groups(), 40, Weighting::Uniform, &mut ChaCha8Rng::seed_from_u64(1));
+    let b = draw(&groups(), 40, Weighting::Uniform, &mut ChaCha8Rng::seed_from_u64(1));
+    let c = draw(&groups(), 40, Weighting::Uniform, &mut ChaCha8Rng::seed_from_u64(2));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    // Distance weighting: image 6 (distance 0.1) is drawn far more often than image 7 (distance 5).
+    let w = draw(&groups(), 1000, Weighting::Distance, &mut ChaCha8Rng::seed_from_u64(3));
+    let (near, far) = (w.iter().filter(|(_, r)| *r == 6).count(), w.iter().filter(|(_, r)| *r == 7).count());
+    assert!(near > 20 * far, "{near} against {far}");
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const LOOP: &str = r#"
+[workflow]
+name = "repair"
+seed = 3
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = { class = { weights = { stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 } } }
+splits = { train = { count = 60 }, test = { count = 40, params = { yaw = { uniform = [-70.0, 70.0] } } }, improvement = { count = 80, params = { yaw = { uniform = [-70.0, 70.0] } } } }
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "TINY"
+epochs = 2
+batch_size = 8
+optimizer = "adam"
+lr = 0.003
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "test"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+
+[[stage]]
+id = "heatmaps"
+kind = "heatmaps"
+model = "train.model"
+images = "test.errors"
+
+[[stage]]
+id = "cluster"
+kind = "cluster"
+heatmaps = "heatmaps.heatmaps"
+images = "test.errors"
+choose_k = "fixed"
+k = 3
+
+[[stage]]
+id = "select"
+kind = "select"
+model = "train.model"
+dataset = "data.dataset"
+clusters = "cluster.clusters"
+heatmaps = "heatmaps.heatmaps"
+quota = 1.0
+"#;
+
+const TAIL: &str = r#"
+[[stage]]
+id = "balance"
+kind = "balance"
+labelled = "label.labelled"
+
+[[stage]]
+id = "retrain"
+kind = "retrain"
+model = "train.model"
+dataset = "data.dataset"
+extra = "balance.balanced"
+epochs = 1
+batch_size = 16
+validation_split = "test"
+device = "cpu"
+"#;
+
+fn manifest(label: &str) -> String {
+    LOOP.replace("TINY", &fixture("tiny.toml")) + label + TAIL
+}
+
+fn column(text: &str, name: &str) -> Vec<String> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+    lines.map(|l| l.split(',').nth(at).unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given_weights() {
+    let ws = crate::support::Ws::new();
+    let (w, report) = ws.run_builtin(&manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n"));
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let store = ws.store();
+    let out = |stage: &str, output: &str| store.output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();
+    let unsafe_set = std::fs::read_to_string(out("select", "unsafe")).unwrap();
+    let images = column(&unsafe_set, "image");
+    assert!(!images.is_empty(), "{unsafe_set}");
+    assert!(images.iter().all(|i| i.starts_with("improvement-")), "only improvement images: {images:?}");
+    // Quotas: at most ⌈1 · |cluster|⌉ per cluster.
+    let summary = std::fs::read_to_string(out("cluster", "clusters").join("summary.csv")).unwrap();
+    let sizes: Vec<usize> = column(&summary, "size").iter().map(|s| s.parse().unwrap()).collect();
+    let chosen = column(&unsafe_set, "cluster");
+    for (c, size) in sizes.iter().enumerate() {
+        let n = chosen.iter().filter(|x| **x == (c + 1).to_string()).count();
+        assert!(n <= *size, "cluster {}: {n} selected for {size} members", c + 1);
+    }
+    // The selected images as a dataset, with their clusters; the labelled set keeps the dataset's labels.
+    let selected = std::fs::read_to_string(out("select", "selected").join("table.csv")).unwrap();
+    assert_eq!(column(&selected, "rcc").len(), images.len());
+    let labelled = std::fs::read_to_string(out("label", "labelled").join("table.csv")).unwrap();
+    assert_eq!(column(&labelled, "label"), column(&selected, "label"));
+    // Balanced: every cluster the same size.
+    let counts = std::fs::read_to_string(out("balance", "counts")).unwrap();
+    let drawn: Vec<String> = column(&counts, "drawn");
+    assert!(drawn.windows(2).all(|w| w[0] == w[1]), "{counts}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
+    assert_eq!(summary["validation"], "split `test`");
+    assert_eq!(summary["validation_images"], 40);
+    assert_eq!(summary["unsafe_images"].as_u64().unwrap() as usize, drawn.iter().map(|d| d.parse::<usize>().unwrap()).sum::<usize>());
+
+    // With a learning rate of almost nothing, retraining leaves the given weights as they were.
+    let frozen = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n")
+        .replace("validation_split = \"test\"", "validation_split = \"test\"\noptimizer = \"sgd\"\nlr = 1e-12\nmomentum = 0.0\nweight_decay = 0.0");
+    let (w2, report2) = ws.run_builtin(&frozen);
+    assert_eq!(report2.exit_code(), 0, "{:?}", report2.outcomes);
+    let weights = |w: &hudd::manifest::Workflow, r: &hudd::engine::RunReport, stage: &str| -> Vec<(String, tch::Tensor)> {
+        let dir = ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], "model").unwrap();
+        let mut v = tch::Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    for ((name, a), (_, b)) in weights(&w2, &report2, "train").iter().zip(weights(&w2, &report2, "retrain")) {
+        let diff = f64::try_from((a - &b).abs().max()).unwrap();
+        assert!(diff < 1e-6, "{name} moved by {diff}");
+    }
+}
+
+#[test]
+fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depends_on_it() {
+    let ws = crate::support::Ws::new();
+    let text = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\nmode = \"manual\"\nlabels = \"labels/unsafe.csv\"\n");
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 3, "blocked: {:?}", report.outcomes);
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else { panic!("{:?}", report.outcomes) };
+    assert!(error.contains("wait for labels: fill in the `label` column of") && error.contains("labels/unsafe.csv"), "{error}");
+    let sheet_path = ws.path().join("labels/unsafe.csv");
+    let sheet = std::fs::read_to_string(&sheet_path).unwrap();
+    assert!(ws.path().join("labels/unsafe.html").exists() && ws.path().join("labels/unsafe-images").is_dir());
+    // The true labels, from the selected images' table.
+    let selected = std::fs::read_to_string(ws.store().output_path(&report.keys[w.stage_index("select").unwrap()], "selected").unwrap().join("table.csv")).unwrap();
+    let (ids, labels) = (column(&selected, "image"), column(&selected, "label"));
+    assert_eq!(column(&sheet, "image"), ids);
+
+    // Half filled in: still waiting, naming how many are missing.
+    let half: String = ids.iter().zip(&labels).enumerate().map(|(i, (id, l))| format!("{id},{}\n", if i % 2 == 0 { l.as_str() } else { "" })).collect();
+    std::fs::write(&sheet_path, format!("image,label\n{half}")).unwrap();
+    let (_, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 3);
+    // A label outside the classes: an error naming it and the line.
+    std::fs::write(&sheet_path, format!("image,label\n{},<script>\n", ids[0])).unwrap();
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 2);
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else { panic!() };
+    assert!(error.contains("unsafe.csv:2: `<script>` is not a class"), "{error}");
+
+    // Complete: the run goes through.
+    let full: String = ids.iter().zip(&labels).map(|(id, l)| format!("{id},{l}\n")).collect();
+    std::fs::write(&sheet_path, format!("image,label\n{full}")).unwrap();
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(crate::support::Ws::ran(&w, &report), ["label", "balance", "retrain"]);
+    // Editing one label reruns the label stage and what depends on it, nothing upstream.
+    let other = if labels[0] == "stop" { "yield" } else { "stop" };
+    std::fs::write(&sheet_path, format!("image,label\n{},{other}\n{}", ids[0], full.split_once('\n').unwrap().1)).unwrap();
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(crate::support::Ws::ran(&w, &report), ["label", "balance", "retrain"]);
+}
