@@ -179,7 +179,7 @@ impl Stage for Heatmaps {
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
-        let model = prepare(&ctx.input("model")?.path, device, &ds, p.batch_size)?;
+        let model = prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the heatmaps stage (LRP)")?;
         let net = model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
         let rules = rules_for(net, p).map_err(StageError::input)?;
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
@@ -282,11 +282,12 @@ pub fn for_each_batch(
     Ok(())
 }
 
-/// Loads a declared model for LRP on a dataset's images: the input shape checked, batch norms merged (canonised)
+/// Loads a declared model for LRP on a dataset's images (`what` names the stage in the error for a model without
+/// declared layers): the input shape checked, batch norms merged (canonised)
 /// with the outputs checked unchanged on the first `batch` images.
-pub fn prepare(path: &std::path::Path, device: tch::Device, ds: &Dataset, batch: usize) -> Result<Model, StageError> {
+pub fn prepare(path: &std::path::Path, device: tch::Device, ds: &Dataset, batch: usize, what: &str) -> Result<Model, StageError> {
     let mut model = Model::load(path, device).map_err(|e| StageError::input(e.to_string()))?;
-    model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
+    model.net(what).map_err(|e| StageError::input(e.to_string()))?;
     let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
     if model.meta.input != input {
         return Err(StageError::input(format!("the model takes {:?} images, the image set has {input:?}", model.meta.input)));

@@ -168,7 +168,7 @@ impl Stage for Retrain {
             }
             None => {
                 let mut order: Vec<i64> = (0..combined.len() as i64).collect();
-                order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x7e7a_1d));
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x007e_7a1d));
                 let n_val = ((order.len() as f64) * p.validation).round() as usize;
                 let (val, train) = order.split_at(n_val);
                 (take(&combined, train), take(&combined, val), format!("{:.0}% of the combined training data", p.validation * 100.0))

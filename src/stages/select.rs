@@ -202,7 +202,7 @@ impl Stage for Select {
             Some(span)
         }).collect();
         // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
-        let model = heatmaps::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size)?;
+        let model = heatmaps::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
         let net = model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
         let named: BTreeMap<String, Rule> = read_json(&hdir.join("rules.json"))?;
         let rules: Vec<Rule> = net

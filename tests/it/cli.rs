@@ -58,3 +58,17 @@ fn a_malformed_set_is_a_usage_error() {
     assert_eq!(code, 2);
     assert!(err.contains("expected <stage-id>.<param>=<value>"), "{err}");
 }
+
+#[test]
+fn every_shipped_workflow_passes_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            hudd::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
