@@ -119,7 +119,7 @@ pub fn load(path: &Path, overrides: &[Override], registry: &Registry) -> Result<
 pub fn parse(path: &Path, text: &str, overrides: &[Override], registry: &Registry) -> Result<Workflow, ManifestError> {
     let mut sources = Sources::default();
     sources.add(path.display().to_string(), text);
-    let mut checker = Checker { registry, diags: Vec::new() };
+    let mut checker = Checker { registry, diags: Vec::new(), matrix_keys: BTreeMap::new() };
     let result = checker.check(text, &mut sources, overrides);
     let mut diags = checker.diags;
     match result {
@@ -169,6 +169,8 @@ struct Instance {
 struct Checker<'r> {
     registry: &'r Registry,
     diags: Vec<Diagnostic>,
+    /// How many stages use each matrix key (a key another stage uses may label instances of a kind without it).
+    matrix_keys: BTreeMap<String, usize>,
 }
 
 impl Checker<'_> {
@@ -220,6 +222,11 @@ impl Checker<'_> {
             }
         };
         self.apply_overrides(&mut raw, sources, overrides);
+        for stage in &raw {
+            for name in stage.matrix.iter().map(|(n, _)| n.get_ref().clone()) {
+                *self.matrix_keys.entry(name).or_default() += 1;
+            }
+        }
 
         let mut instances = Vec::new();
         for stage in raw {
@@ -428,7 +435,17 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-                table.insert(Spanned::new(name.span(), Cow::Owned(name.get_ref().clone())), (*value).clone());
+                let key = name.get_ref().as_str();
+                let takes = kind.param_names().contains(&key) || kind.inputs().iter().any(|s| s.name == key);
+                if takes {
+                    table.insert(Spanned::new(name.span(), Cow::Owned(name.get_ref().clone())), (*value).clone());
+                } else if self.matrix_keys.get(key).copied().unwrap_or(0) < 2 {
+                    self.error(
+                        Diagnostic::new(format!("matrix key `{key}` is not a parameter or input of kind `{}`", kind.kind()), name.span())
+                            .with_label("a key the kind does not take may only label instances to match another stage's matrix, and no other stage has it"),
+                    );
+                    continue;
+                }
                 matrix.insert(name.get_ref().clone(), scalar_text(value.get_ref()).expect("matrix values were checked"));
             }
             let id = instance_id(stage.id.get_ref(), &matrix);

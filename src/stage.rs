@@ -191,6 +191,8 @@ pub trait StageKind: Send + Sync {
     fn inputs(&self) -> &'static [InputSlot];
     fn outputs(&self) -> &'static [OutputSpec];
     fn uses_seed(&self) -> bool;
+    /// The parameter names the kind takes (from its serde definition).
+    fn param_names(&self) -> &'static [&'static str];
     fn doc(&self) -> &'static str;
     /// Checks a stage's parameter table and returns its canonical form (defaults filled in, keys sorted).
     fn check(&self, table: Spanned<DeValue<'_>>) -> Result<serde_json::Value, Vec<Diagnostic>>;
@@ -218,6 +220,10 @@ impl<S: Stage> StageKind for S {
 
     fn uses_seed(&self) -> bool {
         S::USES_SEED
+    }
+
+    fn param_names(&self) -> &'static [&'static str] {
+        field_names::<S::Params>()
     }
 
     fn doc(&self) -> &'static str {
@@ -295,4 +301,28 @@ impl Registry {
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()
     }
+}
+
+/// The field names of a struct deserialised by serde's derive: it asks `deserialize_struct` for them, and this
+/// deserializer records them and stops.
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor, value::Error};
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], _: V) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit unit_struct
+            newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
 }

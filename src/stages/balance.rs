@@ -28,7 +28,7 @@ pub enum Weighting {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceParams {
-    /// Images per cluster (default: as many as the largest cluster has).
+    /// Images per cluster (default: as many as the largest cluster has; with `like`, that set's size shared equally).
     #[serde(default)]
     pub per_cluster: Option<usize>,
     #[serde(default)]
@@ -73,7 +73,10 @@ impl Stage for Balance {
     type Params = BalanceParams;
     const KIND: &'static str = "balance";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "labelled", many: false, required: true, doc: "a label stage's labelled images" }];
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "labelled", many: false, required: true, doc: "a label stage's labelled images" },
+        InputSlot { name: "like", many: false, required: false, doc: "another balanced set: reach its size in all (baselines match HUDD's)" },
+    ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "balanced", path: "balanced/", doc: "the resampled images as a dataset" },
         OutputSpec { name: "counts", path: "balance.csv", doc: "cluster,images,drawn" },
@@ -94,7 +97,15 @@ impl Stage for Balance {
             g.1.push(d);
         }
         let groups: Vec<(usize, Vec<usize>, Vec<f64>)> = groups.into_iter().map(|(c, (r, d))| (c, r, d)).collect();
-        let target = p.per_cluster.unwrap_or_else(|| groups.iter().map(|g| g.1.len()).max().unwrap_or(0));
+        let like = match ctx.inputs("like").first() {
+            Some(other) => Some(Dataset::open(&other.path).map_err(|e| StageError::input(e.to_string()))?.meta.count),
+            None => None,
+        };
+        let target = match (p.per_cluster, like) {
+            (Some(n), _) => n,
+            (None, Some(total)) => total.div_ceil(groups.len().max(1)),
+            (None, None) => groups.iter().map(|g| g.1.len()).max().unwrap_or(0),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let drawn = draw(&groups, target, p.weighting, &mut rng);
         let mut counts = String::from("cluster,images,drawn\n");

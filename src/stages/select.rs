@@ -30,9 +30,25 @@ pub enum SelectMode {
     Threshold,
 }
 
+/// Which images to select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// HUDD's: the images closest to the root-cause clusters.
+    #[default]
+    Hudd,
+    /// Baseline: images drawn uniformly from the improvement set.
+    Random,
+    /// Baseline: images drawn at random and labelled, keeping those the model gets wrong; each image labelled
+    /// counts against the budget, failing or not.
+    Failing,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectParams {
+    #[serde(default)]
+    pub strategy: Strategy,
     /// The split of the dataset to select from (never the training or test images).
     #[serde(default = "default_split")]
     pub split: String,
@@ -52,6 +68,8 @@ pub struct SelectParams {
     pub device: DeviceChoice,
     #[serde(default)]
     pub threads: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 fn default_split() -> String {
@@ -81,6 +99,9 @@ impl Params for SelectParams {
         }
         if !(self.gif_images_per_minute > 0.0 && self.gif_images_per_minute <= 6000.0) {
             out.push(Invalid::new("gif_images_per_minute", format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute)));
+        }
+        if self.strategy != Strategy::Hudd && self.mode != SelectMode::Closest {
+            out.push(Invalid::new("mode", "only applies to strategy \"hudd\""));
         }
         if matches!(self.split.as_str(), "train" | "test") {
             out.push(Invalid::new("split", format!("must not be `{}`: selection picks new images to label, from an improvement set", self.split)));
@@ -145,14 +166,16 @@ impl Stage for Select {
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", many: false, required: true, doc: "the model under analysis" },
         InputSlot { name: "dataset", many: false, required: true, doc: "the dataset holding the improvement split" },
-        InputSlot { name: "clusters", many: false, required: true, doc: "a cluster stage's output" },
-        InputSlot { name: "heatmaps", many: false, required: true, doc: "the heatmaps the clusters were made from" },
+        InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output (strategy hudd)" },
+        InputSlot { name: "heatmaps", many: false, required: false, doc: "the heatmaps the clusters were made from (strategy hudd)" },
+        InputSlot { name: "budget_of", many: false, required: false, doc: "another select stage's unsafe set: the budget is its size" },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "unsafe", path: "unsafe.csv", doc: "image,cluster,distance,rank" },
         OutputSpec { name: "selected", path: "selected/", doc: "the selected images as a dataset (columns rcc, rcc_distance added)" },
         OutputSpec { name: "pictures", path: "pictures/", doc: "per cluster: its selected images, a GIF and a contact sheet; select.json" },
     ];
+    const USES_SEED: bool = true;
     const DOC: &'static str = "Selects likely-unsafe improvement images for labelling.";
 
     fn run(&self, p: &SelectParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -161,12 +184,27 @@ impl Stage for Select {
         let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let candidates = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
         let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let budget = match (p.budget, ctx.inputs("budget_of").first()) {
+            (Some(b), _) => b,
+            (None, Some(other)) => {
+                let path = &other.path;
+                std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?.lines().skip(1).filter(|l| !l.is_empty()).count()
+            }
+            (None, None) if p.strategy == Strategy::Hudd => usize::MAX,
+            (None, None) => return Err(StageError::input("the random and failing strategies need a labelling budget: `budget = <images>` or `budget_of = \"<select stage>.unsafe\"`")),
+        };
+        if p.strategy != Strategy::Hudd {
+            return baseline(p, ctx, &ds, &ids, &candidates, budget, device);
+        }
+        if ctx.inputs("clusters").is_empty() || ctx.inputs("heatmaps").is_empty() {
+            return Err(StageError::input("strategy \"hudd\" needs `clusters` (a cluster stage's output) and `heatmaps` (the heatmaps they were made from)"));
+        }
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
         let summary: ClusterSummary = read_json(&cdir.join("cluster.json"))?;
         let pictures = ctx.output("pictures")?;
         std::fs::create_dir_all(&pictures).map_err(|e| StageError::io(&pictures, e))?;
-        let mut report = serde_json::json!({ "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
+        let mut report = serde_json::json!({ "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
         let Some(layer) = summary.layer.clone() else {
             report["empty"] = serde_json::json!(summary.empty.clone().unwrap_or_else(|| "no root-cause clusters".into()));
             return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
@@ -234,7 +272,7 @@ impl Stage for Select {
                 f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0) / ((b - a) * (b - a - 1)) as f64
             })
             .collect();
-        let picks = assign(&distances, &quotas, p.budget.unwrap_or(usize::MAX), |c, d| p.mode == SelectMode::Closest || d <= spreads[c]);
+        let picks = assign(&distances, &quotas, budget, |c, d| p.mode == SelectMode::Closest || d <= spreads[c]);
         let cluster_ids: Vec<usize> = clusters.iter().map(|(c, _)| *c).collect();
         report["layer"] = serde_json::json!(layer);
         report["clusters"] = serde_json::json!(clusters
@@ -249,6 +287,30 @@ impl Stage for Select {
         report["selected"] = serde_json::json!(picks.len());
         finish(ctx, &ds, &picks, &cluster_ids, &ids, &candidates, &report, p.gif_images_per_minute)
     }
+}
+
+/// The baselines: `budget` images drawn at random from the candidates (`random`), or drawn at random, labelled and
+/// kept when the model gets them wrong (`failing`). They form one group, cluster 0.
+fn baseline(p: &SelectParams, ctx: &mut StageContext<'_>, ds: &Dataset, ids: &[String], candidates: &[usize], budget: usize, device: tch::Device) -> Result<(), StageError> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(ctx.seed));
+    order.truncate(budget.min(candidates.len()));
+    order.sort_unstable();
+    let labelled = order.len();
+    if p.strategy == Strategy::Failing {
+        let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
+        let rows: Vec<usize> = order.iter().map(|&i| candidates[i]).collect();
+        let predictions = crate::stages::test::predict(&model, ds, &rows, p.batch_size, 4.0, ctx.progress)?;
+        order = order.into_iter().zip(&predictions).filter(|(_, pr)| !pr.correct()).map(|(i, _)| i).collect();
+    }
+    let picks: Vec<Pick> = order.into_iter().map(|image| Pick { image, cluster: 0, distance: 0.0, rank: 1 }).collect();
+    let report = serde_json::json!({
+        "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "budget": budget,
+        "labelled": labelled, "selected": picks.len(),
+    });
+    finish(ctx, ds, &picks, &[0], ids, candidates, &report, p.gif_images_per_minute)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, StageError> {
