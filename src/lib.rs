@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod sheet;
 pub mod sim;
 pub mod stage;
+pub mod stats;
 pub mod stages;
 pub mod store;
 pub mod svg;

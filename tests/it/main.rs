@@ -10,4 +10,5 @@ mod manifest_errors;
 mod model;
 mod repair;
 mod simulate;
+mod stats;
 mod support;

@@ -1,0 +1,106 @@
+//! Statistics for comparing repeated runs: the Mann-Whitney U test (as scipy.stats.mannwhitneyu computes it,
+//! two-sided) and the Vargha-Delaney Â12 effect size, and summaries of a sample.
+
+use statrs::distribution::{ContinuousCDF, Normal};
+
+/// Mann-Whitney U of `x` against `y`, two-sided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannWhitney {
+    /// U of `x` (scipy's `statistic`).
+    pub u: f64,
+    pub p: f64,
+    /// Whether the p-value is exact (small samples without ties) or from the normal approximation.
+    pub exact: bool,
+}
+
+/// Average ranks (1-based) of `values`, ties sharing their mean rank, and the sizes of the tie groups.
+fn ranks(values: &[f64]) -> (Vec<f64>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut ties = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i + 1;
+        while j < order.len() && values[order[j]] == values[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j + 1) as f64 / 2.0;
+        for &k in &order[i..j] {
+            ranks[k] = rank;
+        }
+        ties.push(j - i);
+        i = j;
+    }
+    (ranks, ties)
+}
+
+/// The two-sided Mann-Whitney U test, choosing the method as scipy does by default: exact when either sample has at
+/// most 8 values and there are no ties, otherwise the normal approximation with tie and continuity corrections.
+pub fn mann_whitney(x: &[f64], y: &[f64]) -> MannWhitney {
+    let (n1, n2) = (x.len(), y.len());
+    if n1 == 0 || n2 == 0 {
+        return MannWhitney { u: f64::NAN, p: f64::NAN, exact: false };
+    }
+    let all: Vec<f64> = x.iter().chain(y).copied().collect();
+    let (r, ties) = ranks(&all);
+    let r1: f64 = r[..n1].iter().sum();
+    let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
+    let u2 = (n1 * n2) as f64 - u1;
+    let u = u1.max(u2);
+    let has_ties = ties.iter().any(|&t| t > 1);
+    let (p, exact) = if (n1 <= 8 || n2 <= 8) && !has_ties {
+        (2.0 * exact_sf(u.round() as usize, n1, n2), true)
+    } else {
+        let n = (n1 + n2) as f64;
+        let tie_term: f64 = ties.iter().map(|&t| (t * t * t - t) as f64).sum();
+        let s = ((n1 * n2) as f64 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)))).sqrt();
+        let z = (u - (n1 * n2) as f64 / 2.0 - 0.5) / s;
+        let p = if s > 0.0 { 2.0 * (1.0 - Normal::standard().cdf(z)) } else { 1.0 };
+        (p, false)
+    };
+    MannWhitney { u: u1, p: p.clamp(0.0, 1.0), exact }
+}
+
+/// P(U ≥ k) under the null hypothesis, from the exact distribution of U for samples of `n1` and `n2` distinct
+/// values: `f[m][n][u]` arrangements of m x-values and n y-values with statistic u, by where the largest value
+/// comes from (an x above all n y-values adds n; a y adds nothing).
+fn exact_sf(k: usize, n1: usize, n2: usize) -> f64 {
+    let max = n1 * n2;
+    if k > max {
+        return 0.0;
+    }
+    let mut f = vec![vec![vec![0.0f64; max + 1]; n2 + 1]; n1 + 1];
+    for m in 0..=n1 {
+        for n in 0..=n2 {
+            if m == 0 || n == 0 {
+                f[m][n][0] = 1.0;
+                continue;
+            }
+            for u in 0..=max {
+                let from_x = if u >= n { f[m - 1][n][u - n] } else { 0.0 };
+                f[m][n][u] = from_x + f[m][n - 1][u];
+            }
+        }
+    }
+    let counts = &f[n1][n2];
+    counts[k..].iter().sum::<f64>() / counts.iter().sum::<f64>()
+}
+
+/// Vargha and Delaney's Â12: the probability that a value of `x` exceeds one of `y`, ties counting half
+/// (0.5: no difference; 1: every x above every y).
+pub fn a12(x: &[f64], y: &[f64]) -> f64 {
+    let mut wins = 0.0;
+    for a in x {
+        for b in y {
+            wins += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+        }
+    }
+    wins / (x.len() * y.len()) as f64
+}
+
+/// Mean, minimum and maximum of a sample.
+pub fn summary(v: &[f64]) -> (f64, f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    (mean, v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+}
