@@ -104,3 +104,51 @@ pub fn summary(v: &[f64]) -> (f64, f64, f64) {
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
     (mean, v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
 }
+
+/// Population variance (0 for fewer than two values).
+pub fn variance(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64
+}
+
+/// Circular variance of angles in degrees: `1 − R̄`, R̄ the length of the mean unit vector (0: all equal, 1: spread
+/// evenly around the circle). Wrapping at 0°/360° does not matter.
+pub fn circular_variance(degrees: &[f64]) -> f64 {
+    if degrees.is_empty() {
+        return 0.0;
+    }
+    let (s, c) = degrees.iter().fold((0.0, 0.0), |(s, c), d| (s + d.to_radians().sin(), c + d.to_radians().cos()));
+    let n = degrees.len() as f64;
+    (1.0 - (s * s + c * c).sqrt() / n).max(0.0)
+}
+
+/// Gini impurity of categories: `1 − Σ p²` (0: one category; higher: more mixed).
+pub fn gini<T: Ord>(values: &[T]) -> f64 {
+    let mut counts: std::collections::BTreeMap<&T, usize> = std::collections::BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let n = values.len().max(1) as f64;
+    1.0 - counts.values().map(|&c| (c as f64 / n).powi(2)).sum::<f64>()
+}
+
+/// The shortest arc (start, end) in degrees, in [0, 360), that holds every angle: the circle minus its largest gap.
+pub fn arc(degrees: &[f64]) -> (f64, f64) {
+    let mut a: Vec<f64> = degrees.iter().map(|d| d.rem_euclid(360.0)).collect();
+    a.sort_by(f64::total_cmp);
+    if a.is_empty() {
+        return (0.0, 0.0);
+    }
+    // The gap after each angle (the last one wraps to the first).
+    let (mut gap, mut after) = (a[0] + 360.0 - a[a.len() - 1], a.len() - 1);
+    for i in 0..a.len() - 1 {
+        if a[i + 1] - a[i] > gap {
+            gap = a[i + 1] - a[i];
+            after = i;
+        }
+    }
+    (a[(after + 1) % a.len()], a[after])
+}

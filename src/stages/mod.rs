@@ -2,6 +2,7 @@
 
 pub mod balance;
 pub mod cluster;
+pub mod compare;
 pub mod heatmaps;
 pub mod import;
 pub mod import_model;
@@ -11,6 +12,7 @@ pub mod select;
 pub mod simulate;
 pub mod test;
 pub mod train;
+pub mod variance;
 
 use crate::stage::Registry;
 
@@ -28,4 +30,6 @@ pub fn registry() -> Registry {
         .with(label::Label)
         .with(balance::Balance)
         .with(retrain::Retrain)
+        .with(variance::Variance)
+        .with(compare::Compare)
 }

@@ -25,3 +25,17 @@ fn a12_is_one_half_for_identical_samples_and_one_for_separated_ones() {
     assert_eq!(stats::a12(&[0.95, 0.97], &[0.80, 0.81, 0.9]), 1.0);
     assert_eq!(stats::a12(&[0.80, 0.81, 0.9], &[0.95, 0.97]), 0.0);
 }
+
+#[test]
+fn spreads_of_angles_wrap_around_and_categories_use_gini() {
+    // Angles around 0°: 350°, 355°, 5°, 10° are close, with the circular variance of -10°, -5°, 5°, 10°.
+    let wrapped = stats::circular_variance(&[350.0, 355.0, 5.0, 10.0]);
+    let plain = stats::circular_variance(&[-10.0, -5.0, 5.0, 10.0]);
+    assert!((wrapped - plain).abs() < 1e-12 && wrapped < 0.01, "{wrapped} {plain}");
+    assert!(stats::circular_variance(&[0.0, 90.0, 180.0, 270.0]) > 0.999);
+    assert_eq!(stats::arc(&[350.0, 355.0, 5.0, 10.0]), (350.0, 10.0));
+    assert_eq!(stats::arc(&[205.0, 219.0, 210.0]), (205.0, 219.0));
+    assert_eq!(stats::gini(&["a", "a", "a"]), 0.0);
+    assert!((stats::gini(&["a", "b", "a", "b"]) - 0.5).abs() < 1e-12);
+    assert!((stats::variance(&[1.0, 2.0, 3.0, 4.0]) - 1.25).abs() < 1e-12);
+}

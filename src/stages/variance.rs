@@ -1,0 +1,216 @@
+//! Stage `variance` (RQ1: do the images of a root-cause cluster share a cause?): for every cluster and simulator
+//! parameter, how much smaller the parameter's spread is inside the cluster than over all error-inducing images.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Dataset, ParamInfo};
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::stats;
+
+pub struct Variance;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VarianceParams {
+    /// A cluster is explained when some parameter's spread drops by at least this share (HUDD: 0.5).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Images an engineer looks at per cluster (HUDD's Table 1: 5).
+    #[serde(default = "default_inspect")]
+    pub inspect_per_cluster: usize,
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+fn default_inspect() -> usize {
+    5
+}
+
+impl Params for VarianceParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            out.push(Invalid::new("threshold", format!("must be in (0, 1], got {}", self.threshold)));
+        }
+        if self.inspect_per_cluster == 0 {
+            out.push(Invalid::new("inspect_per_cluster", "must be at least 1, got 0"));
+        }
+        out
+    }
+}
+
+/// `summary.json`: HUDD's Table 1 figures and the RQ1 share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VarianceSummary {
+    pub failing: usize,
+    pub clusters: usize,
+    /// Images an engineer inspects: up to `inspect_per_cluster` per cluster, and their share of the failing images.
+    pub inspected: usize,
+    pub inspected_share: f64,
+    /// Clusters with at least two images (a single image has no spread to compare).
+    pub assessed: usize,
+    pub explained: usize,
+    /// `explained / assessed`; none without simulator parameters.
+    pub explained_share: Option<f64>,
+    pub threshold: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A parameter's values over some images, as its kind needs them.
+enum Values {
+    Real(Vec<f64>),
+    Angle(Vec<f64>),
+    Category(Vec<String>),
+}
+
+impl Values {
+    fn of(ds: &Dataset, info: &ParamInfo) -> Result<Values, StageError> {
+        let e = |e: crate::dataset::DatasetError| StageError::input(e.to_string());
+        Ok(match info.kind.as_str() {
+            "real" => Values::Real(ds.numbers(&info.name).map_err(e)?),
+            "angle" => Values::Angle(ds.numbers(&info.name).map_err(e)?),
+            _ => Values::Category(ds.strings(&info.name).map_err(e)?),
+        })
+    }
+
+    /// The spread of the values at `rows`: variance, circular variance, or Gini impurity.
+    fn spread(&self, rows: &[usize]) -> f64 {
+        match self {
+            Values::Real(v) => stats::variance(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>()),
+            Values::Angle(v) => stats::circular_variance(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>()),
+            Values::Category(v) => stats::gini(&rows.iter().map(|&r| v[r].as_str()).collect::<Vec<_>>()),
+        }
+    }
+
+    /// What the images at `rows` share, in words: a range, an arc, or the commonest category and its share.
+    fn describe(&self, name: &str, unit: Option<&str>, rows: &[usize]) -> String {
+        let unit = match unit {
+            Some("degrees") => "°".to_string(),
+            Some(u) => format!(" {u}"),
+            None => String::new(),
+        };
+        match self {
+            Values::Real(v) => {
+                let (_, lo, hi) = stats::summary(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>());
+                format!("{name} {}–{}{unit}", short(lo), short(hi))
+            }
+            Values::Angle(v) => {
+                let (a, b) = stats::arc(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>());
+                let signed = |d: f64| if d > 180.0 { d - 360.0 } else { d };
+                format!("{name} {}–{}{unit}", short(signed(a)), short(signed(b)))
+            }
+            Values::Category(v) => {
+                let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+                for &r in rows {
+                    *counts.entry(v[r].as_str()).or_default() += 1;
+                }
+                let (top, n) = counts.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))).map(|(k, n)| (*k, *n)).unwrap_or(("", 0));
+                if n == rows.len() { format!("{name} {top} (all)") } else { format!("{name} {top} ({:.0}%)", 100.0 * n as f64 / rows.len() as f64) }
+            }
+        }
+    }
+}
+
+fn short(v: f64) -> String {
+    if v.abs() >= 100.0 { format!("{v:.0}") } else if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+}
+
+impl Stage for Variance {
+    type Params = VarianceParams;
+    const KIND: &'static str = "variance";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "clusters", many: false, required: true, doc: "a cluster stage's output" },
+        InputSlot { name: "images", many: false, required: true, doc: "the clustered images, with their simulator parameters" },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "reductions", path: "variance.csv", doc: "cluster,size,parameter,kind,reduction" },
+        OutputSpec { name: "clusters", path: "clusters.csv", doc: "cluster,size,explained,best_parameter,best_reduction,description" },
+        OutputSpec { name: "summary", path: "summary.json", doc: "Table 1 figures and the share of explained clusters" },
+    ];
+    const DOC: &'static str = "Variance reduction of simulator parameters inside each cluster (RQ1).";
+
+    fn run(&self, p: &VarianceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let cdir = ctx.input("clusters")?.path.clone();
+        let path = cdir.join("clusters.csv");
+        let table = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, line) in table.lines().enumerate().skip(1) {
+            let mut f = line.split(',');
+            let (Some(id), Some(c)) = (f.next(), f.next()) else { continue };
+            let c: usize = c.parse().map_err(|_| StageError::input(format!("{}:{}: cluster `{c}` is not a number", path.display(), i + 1)))?;
+            let row = ids.iter().position(|x| x == id).ok_or_else(|| StageError::input(format!("{}:{}: image {id} is not in {}", path.display(), i + 1, ds.dir.display())))?;
+            groups.entry(c).or_default().push(row);
+        }
+        let failing = ds.meta.count;
+        let inspected: usize = groups.values().map(|g| g.len().min(p.inspect_per_cluster)).sum();
+        let params: Vec<(ParamInfo, Values)> =
+            ds.meta.params.iter().map(|info| Values::of(&ds, info).map(|v| (info.clone(), v))).collect::<Result<_, _>>()?;
+        let all: Vec<usize> = groups.values().flatten().copied().collect();
+        let overall: Vec<f64> = params.iter().map(|(_, v)| v.spread(&all)).collect();
+        let mut reductions = String::from("cluster,size,parameter,kind,reduction\n");
+        let mut rows = String::from("cluster,size,explained,best_parameter,best_reduction,description\n");
+        let (mut assessed, mut explained) = (0, 0);
+        for (c, members) in &groups {
+            let mut scored: Vec<(usize, f64)> = Vec::new();
+            if members.len() >= 2 {
+                for (k, (info, values)) in params.iter().enumerate() {
+                    if overall[k] > 0.0 {
+                        let r = 1.0 - values.spread(members) / overall[k];
+                        let _ = writeln!(reductions, "{c},{},{},{},{r}", members.len(), info.name, info.kind);
+                        scored.push((k, r));
+                    }
+                }
+            }
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let assessable = members.len() >= 2 && !scored.is_empty();
+            let is_explained = assessable && scored[0].1 >= p.threshold;
+            assessed += usize::from(assessable);
+            explained += usize::from(is_explained);
+            let description: Vec<String> = scored
+                .iter()
+                .filter(|(_, r)| *r >= p.threshold)
+                .take(3)
+                .map(|&(k, _)| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members))
+                .collect();
+            let (best, best_r) = scored.first().map_or((String::new(), String::new()), |&(k, r)| (params[k].0.name.clone(), format!("{r}")));
+            let _ = writeln!(
+                rows,
+                "{c},{},{},{best},{best_r},\"{}\"",
+                members.len(),
+                if assessable { is_explained.to_string() } else { String::new() },
+                description.join("; ")
+            );
+        }
+        let note = if params.is_empty() {
+            Some("the images carry no simulator parameters (real images): RQ1 does not apply".to_string())
+        } else if groups.is_empty() {
+            Some("no root-cause clusters".to_string())
+        } else {
+            None
+        };
+        let summary = VarianceSummary {
+            failing,
+            clusters: groups.len(),
+            inspected,
+            inspected_share: if failing > 0 { inspected as f64 / failing as f64 } else { 0.0 },
+            assessed,
+            explained,
+            explained_share: (assessed > 0).then(|| explained as f64 / assessed as f64),
+            threshold: p.threshold,
+            note,
+        };
+        for (name, text) in [("reductions", reductions), ("clusters", rows)] {
+            let path = ctx.output(name)?;
+            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+        }
+        let path = ctx.output("summary")?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+    }
+}
