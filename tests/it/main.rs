@@ -4,6 +4,7 @@ mod binary;
 mod cli;
 mod cluster;
 mod engine;
+mod evaluation;
 mod import;
 mod lrp;
 mod manifest_errors;

@@ -161,3 +161,19 @@ fn a_rejected_manifest_writes_nothing_and_exits_with_two() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot read manifest missing.toml"), "{err}");
 }
+
+#[test]
+fn a_matrix_key_a_kind_does_not_take_may_label_instances_only_when_another_stage_uses_it() {
+    let ws = crate::support::Ws::new();
+    let base = "[workflow]\nname = \"m\"\n[[stage]]\nid = \"a\"\nkind = \"echo\"\nmatrix = { seed = [1, 2] }\n[[stage]]\nid = \"b\"\nkind = \"files\"\npath = \"x\"\n";
+    // `files` takes no `seed`: as a label it names b's instances (another stage has the key)...
+    let path = ws.write("ok.toml", &format!("{base}matrix = {{ seed = [1, 2] }}\n"));
+    let w = hudd::manifest::load(&path, &[], &crate::support::registry()).unwrap();
+    let ids: Vec<&str> = w.stages.iter().map(|s| s.id.as_str()).collect();
+    assert!(ids.contains(&"b[seed=1]") && ids.contains(&"b[seed=2]"), "{ids:?}");
+    assert!(w.stages.iter().filter(|s| s.base_id == "b").all(|s| s.params.get("seed").is_none()));
+    // ...but a key no other stage has is a mistake, located.
+    let path = ws.write("bad.toml", &format!("{base}matrix = {{ sed = [1, 2] }}\n"));
+    let err = hudd::manifest::load(&path, &[], &crate::support::registry()).unwrap_err().to_string();
+    assert!(err.contains("matrix key `sed` is not a parameter or input of kind `files`") && err.contains("bad.toml:11:"), "{err}");
+}

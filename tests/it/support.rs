@@ -123,6 +123,34 @@ impl Stage for Files {
     }
 }
 
+/// `results`: writes its `text` as `results.csv` (a test stage's results, made by hand); `strategy` and `seed` only
+/// name instances.
+pub struct Text;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextParams {
+    pub text: String,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Params for TextParams {}
+
+impl Stage for Text {
+    type Params = TextParams;
+    const KIND: &'static str = "results";
+    const VERSION: u32 = 1;
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "results", path: "results.csv", doc: "" }];
+
+    fn run(&self, p: &TextParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let path = ctx.output("results")?;
+        std::fs::write(&path, &p.text).map_err(|e| StageError::io(&path, e))
+    }
+}
+
 /// `gate`: fails its quality gate when `pass` is false.
 pub struct GateStage;
 

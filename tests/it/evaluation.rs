@@ -1,0 +1,143 @@
+//! RQ1 (`variance`) and RQ2 (`compare`) on inputs with known answers.
+
+use hudd::engine::{RunOptions, RunReport};
+use hudd::manifest::Workflow;
+use hudd::progress::Reporter;
+
+fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
+    let path = ws.write("w.toml", text);
+    let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
+    let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    (w, report)
+}
+
+fn json(ws: &crate::support::Ws, w: &Workflow, r: &RunReport, stage: &str, output: &str) -> serde_json::Value {
+    let path = ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], output).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn text(ws: &crate::support::Ws, w: &Workflow, r: &RunReport, stage: &str, output: &str) -> String {
+    std::fs::read_to_string(ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], output).unwrap()).unwrap()
+}
+
+#[test]
+fn variance_reduction_finds_the_parameter_a_cluster_shares_even_across_0_degrees() {
+    // Cluster 1: signs seen face-on (yaw within ±4°, across 0°/360°), at any brightness; cluster 2: signs turned
+    // 40-60° and dark. Over both, yaw spreads widely: each cluster shares a small range of it.
+    let manifest = r#"
+[workflow]
+name = "rq1"
+seed = 5
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 16
+splits = { a = { count = 10, params = { yaw = { uniform = [-4.0, 4.0] }, night = { uniform = [0.0, 1.0] } } }, b = { count = 10, params = { yaw = { uniform = [40.0, 60.0] }, night = { uniform = [0.8, 0.9] } } } }
+
+[[stage]]
+id = "clusters"
+kind = "files"
+path = "clusters"
+
+[[stage]]
+id = "variance"
+kind = "variance"
+clusters = "clusters.copy"
+images = "data.dataset"
+inspect_per_cluster = 3
+"#;
+    let ws = crate::support::Ws::new();
+    let table: String = (0..10).map(|i| format!("a-{i:06},1,0\n")).chain((0..10).map(|i| format!("b-{i:06},2,0\n"))).collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{table}"));
+    let (w, r) = run(&ws, manifest);
+    let summary = json(&ws, &w, &r, "variance", "summary");
+    assert_eq!((summary["failing"].as_u64(), summary["clusters"].as_u64(), summary["inspected"].as_u64()), (Some(20), Some(2), Some(6)));
+    assert_eq!(summary["explained_share"], 1.0, "{summary}");
+    let clusters = text(&ws, &w, &r, "variance", "clusters");
+    let rows: Vec<&str> = clusters.lines().skip(1).collect();
+    assert!(rows[0].starts_with("1,10,true,yaw,0.99"), "{clusters}");
+    // The arc across 0° reads as signed degrees (-3.5–2.9°), not as 356.5–2.9°.
+    let yaw = rows[0].split('"').nth(1).unwrap().split(';').next().unwrap();
+    let (lo, hi) = yaw.trim_start_matches("yaw ").trim_end_matches('°').split_once('–').unwrap();
+    let (lo, hi): (f64, f64) = (lo.parse().unwrap(), hi.parse().unwrap());
+    assert!((-4.0..0.0).contains(&lo) && (0.0..4.0).contains(&hi), "{clusters}");
+    assert!(rows[1].contains("night 0.8"), "{clusters}");
+    let reductions = text(&ws, &w, &r, "variance", "reductions");
+    // Night spreads over [0, 1] in cluster 1: no reduction there (it may even grow).
+    let night_1: f64 = reductions.lines().find(|l| l.starts_with("1,10,night,")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
+    assert!(night_1 < 0.5, "{reductions}");
+}
+
+#[test]
+fn compare_reports_scores_fixed_and_broken_images_and_the_statistics() {
+    let results = |correct: &[bool]| -> String {
+        let rows: String = correct.iter().enumerate().map(|(i, c)| format!("img-{i},{}\n", if *c { "Correct" } else { "Wrong" })).collect();
+        format!("image,result\n{rows}")
+    };
+    // The original gets images 0-3 wrong; HUDD's runs fix 3 or 4 of them, the random runs 0 or 1 and break one.
+    let original = results(&[false, false, false, false, true, true, true, true, true, true]);
+    let hudd = [
+        results(&[true, true, true, false, true, true, true, true, true, true]),
+        results(&[true, true, true, true, true, true, true, true, true, true]),
+        results(&[true, true, true, false, true, true, true, true, true, true]),
+    ];
+    let random = [
+        results(&[false, false, false, false, false, true, true, true, true, true]),
+        results(&[true, false, false, false, false, true, true, true, true, true]),
+        results(&[false, false, false, false, true, true, true, true, true, false]),
+    ];
+    let q = |s: &str| format!("{s:?}");
+    let manifest = format!(
+        r#"
+[workflow]
+name = "rq2"
+
+[[stage]]
+id = "original"
+kind = "results"
+text = {}
+
+{}
+{}
+[[stage]]
+id = "clusters"
+kind = "files"
+path = "clusters"
+
+[[stage]]
+id = "compare"
+kind = "compare"
+original = "original.results"
+reference = ["h0.results", "h1.results", "h2.results"]
+runs = ["r0.results", "r1.results", "r2.results"]
+clusters = "clusters.copy"
+"#,
+        q(&original),
+        hudd.iter().enumerate().map(|(i, t)| format!("[[stage]]\nid = \"h{i}\"\nkind = \"results\"\nseed = {i}\ntext = {}\n", q(t))).collect::<String>(),
+        random.iter().enumerate().map(|(i, t)| format!("[[stage]]\nid = \"r{i}\"\nkind = \"results\"\nmatrix = {{ strategy = [\"random\"] }}\nseed = {i}\ntext = {}\n", q(t))).collect::<String>(),
+    );
+    let ws = crate::support::Ws::new();
+    ws.write("clusters/clusters.csv", "image,cluster,distance_to_medoid\nimg-0,1,0\nimg-1,1,0\nimg-2,2,0\nimg-3,2,0\n");
+    let (w, r) = run(&ws, &manifest);
+    let summary = json(&ws, &w, &r, "compare", "summary");
+    assert_eq!(summary["metric"], "accuracy");
+    assert_eq!(summary["original"], 0.6);
+    let strategies = summary["strategies"].as_array().unwrap();
+    let hudd_row = strategies.iter().find(|s| s["strategy"] == "hudd").unwrap();
+    assert!((hudd_row["mean"].as_f64().unwrap() - 0.9333333).abs() < 1e-6, "{summary}");
+    assert_eq!((hudd_row["min"].as_f64(), hudd_row["max"].as_f64()), (Some(0.9), Some(1.0)));
+    assert!((hudd_row["fixed"].as_f64().unwrap() - 10.0 / 3.0).abs() < 1e-9 && hudd_row["broken"] == 0.0, "{summary}");
+    // The baseline runs are grouped by their `strategy` matrix value.
+    let tests = summary["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 1, "{summary}");
+    assert_eq!(tests[0]["baseline"], "random");
+    assert_eq!(tests[0]["a12"], 1.0, "every HUDD run beats every baseline run: {summary}");
+    let random_row = strategies.iter().find(|s| s["strategy"] == "random").unwrap();
+    assert_eq!((random_row["runs"].as_u64(), random_row["broken"].as_f64()), (Some(3), Some(1.0)), "{summary}");
+    let rcc = text(&ws, &w, &r, "compare", "rcc");
+    assert!(rcc.contains("hudd,1,2,0,1\n") && rcc.contains("hudd,2,2,0,0.6666666666666666\n"), "{rcc}");
+}
