@@ -332,6 +332,17 @@ pub fn count_split(splits: &mut Vec<(String, usize)>, split: &str) {
     }
 }
 
+/// Writes a copy of a CSV table as Parquet (for readers such as pandas, polars or DuckDB).
+pub fn csv_to_parquet(csv: &Path, parquet: &Path) -> Result<(), DatasetError> {
+    use polars::prelude::ParquetWriter;
+    let mut df = read_csv(csv)?;
+    let file = File::create(parquet).map_err(|source| DatasetError::Io { path: parquet.to_path_buf(), source })?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .map(|_| ())
+        .map_err(|e| DatasetError::Table { path: parquet.to_path_buf(), message: e.to_string() })
+}
+
 /// Reads a CSV table with a header row.
 pub fn read_csv(path: &Path) -> Result<DataFrame, DatasetError> {
     use polars::prelude::{CsvReadOptions, SerReader};

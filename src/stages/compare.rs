@@ -76,6 +76,9 @@ pub struct CompareSummary {
     pub reference: String,
     pub strategies: Vec<StrategyRow>,
     pub tests: Vec<TestRow>,
+    /// RQ1's headline figures, when a `variance` summary is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rq1: Option<crate::stages::variance::VarianceSummary>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,13 +110,15 @@ impl Stage for Compare {
         InputSlot { name: "reference", many: true, required: true, doc: "test results of the models retrained with HUDD's selection" },
         InputSlot { name: "runs", many: true, required: true, doc: "test results of the models retrained with the baselines (grouped by their `strategy`)" },
         InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output, for accuracy per cluster" },
+        InputSlot { name: "variance", many: false, required: false, doc: "a variance stage's summary, copied into this summary (RQ1)" },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "runs", path: "runs.csv", doc: "strategy,stage,score,fixed,broken" },
         OutputSpec { name: "strategies", path: "strategies.csv", doc: "strategy,runs,mean,min,max,fixed,broken" },
         OutputSpec { name: "tests", path: "tests.csv", doc: "reference,baseline,u,p,a12" },
         OutputSpec { name: "rcc", path: "rcc.csv", doc: "strategy,cluster,images,before,after (mean over runs)" },
-        OutputSpec { name: "summary", path: "summary.json", doc: "the headline figures" },
+        OutputSpec { name: "summary", path: "summary.json", doc: "the headline figures of RQ2 (and RQ1 with `variance`)" },
+        OutputSpec { name: "parquet", path: "parquet/", doc: "runs, strategies, tests and rcc as Parquet" },
     ];
     const DOC: &'static str = "Compares retraining strategies over repeated runs (RQ2).";
 
@@ -175,16 +180,27 @@ impl Stage for Compare {
                 }
             }
         }
+        let parquet = ctx.output("parquet")?;
         for (output, text) in [("runs", runs_csv), ("strategies", strategies_csv(&strategies)), ("tests", tests_csv), ("rcc", rcc_csv)] {
             let path = ctx.output(output)?;
             std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+            let file = parquet.join(path.with_extension("parquet").file_name().expect("a file name"));
+            crate::dataset::csv_to_parquet(&path, &file).map_err(|e| StageError::failed(e.to_string()))?;
         }
+        let rq1 = match ctx.inputs("variance").first() {
+            Some(a) => {
+                let bytes = std::fs::read(&a.path).map_err(|e| StageError::io(&a.path, e))?;
+                Some(serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", a.path.display())))?)
+            }
+            None => None,
+        };
         let summary = CompareSummary {
             metric: if keypoints { "mean keypoint error (px)".into() } else { "accuracy".into() },
             original: original.score,
             reference: p.reference_name.clone(),
             strategies,
             tests,
+            rq1,
         };
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))

@@ -131,6 +131,7 @@ impl Stage for Variance {
         OutputSpec { name: "reductions", path: "variance.csv", doc: "cluster,size,parameter,kind,reduction" },
         OutputSpec { name: "clusters", path: "clusters.csv", doc: "cluster,size,explained,best_parameter,best_reduction,description" },
         OutputSpec { name: "summary", path: "summary.json", doc: "Table 1 figures and the share of explained clusters" },
+        OutputSpec { name: "parquet", path: "parquet/", doc: "variance.parquet and clusters.parquet" },
     ];
     const DOC: &'static str = "Variance reduction of simulator parameters inside each cluster (RQ1).";
 
@@ -206,9 +207,12 @@ impl Stage for Variance {
             threshold: p.threshold,
             note,
         };
+        let parquet = ctx.output("parquet")?;
         for (name, text) in [("reductions", reductions), ("clusters", rows)] {
             let path = ctx.output(name)?;
             std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+            let file = parquet.join(path.with_extension("parquet").file_name().expect("a file name"));
+            crate::dataset::csv_to_parquet(&path, &file).map_err(|e| StageError::failed(e.to_string()))?;
         }
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))

@@ -138,6 +138,12 @@ clusters = "clusters.copy"
     assert_eq!(tests[0]["a12"], 1.0, "every HUDD run beats every baseline run: {summary}");
     let random_row = strategies.iter().find(|s| s["strategy"] == "random").unwrap();
     assert_eq!((random_row["runs"].as_u64(), random_row["broken"].as_f64()), (Some(3), Some(1.0)), "{summary}");
+    // The same tables as Parquet.
+    let parquet = ws.store().output_path(&r.keys[w.stage_index("compare").unwrap()], "parquet").unwrap();
+    use polars::prelude::SerReader;
+    let runs = polars::prelude::ParquetReader::new(std::fs::File::open(parquet.join("runs.parquet")).unwrap()).finish().unwrap();
+    assert_eq!(runs.height(), 6);
+    assert_eq!(runs.get_column_names(), ["strategy", "stage", "score", "fixed", "broken"]);
     let rcc = text(&ws, &w, &r, "compare", "rcc");
     assert!(rcc.contains("hudd,1,2,0,1\n") && rcc.contains("hudd,2,2,0,0.6666666666666666\n"), "{rcc}");
 }
