@@ -101,7 +101,14 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             externals,
         };
         let key = material.key();
-        decisions[i] = decide(&material, &key, state.get(&stage.id), &store.state(&key));
+        let mut entry = store.state(&key);
+        if entry == crate::store::EntryState::Intact
+            && let Some(missing) = store.entry(&key).and_then(|e| kind.outputs().iter().find(|o| !e.outputs.contains_key(o.name)))
+        {
+            // An entry without a declared output was written by an implementation that did not declare it.
+            entry = crate::store::EntryState::Corrupt(format!("output `{}` missing (written by an older implementation)", missing.name));
+        }
+        decisions[i] = decide(&material, &key, state.get(&stage.id), &entry);
         tracing::debug!(stage = %stage.id, key = %key, decision = ?decisions[i], "planned");
         specs[i] = Some(Spec {
             key,

@@ -406,3 +406,19 @@ fn stages_sharing_a_key_in_a_parallel_run_compute_it_once_and_all_succeed() {
     assert!(r.keys.iter().all(|k| *k == r.keys[0]));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "one execution for one key");
 }
+
+#[test]
+fn an_entry_without_a_declared_output_is_recomputed() {
+    // An implementation that added an output without a new version left entries without it: they are not reused.
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (w, r) = ws.run(&m);
+    let store = ws.store();
+    let entry_path = store.output_path(&r.keys[0], "out").unwrap().parent().unwrap().parent().unwrap().join("entry.json");
+    let mut entry: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&entry_path).unwrap()).unwrap();
+    entry["outputs"].as_object_mut().unwrap().remove("ticks");
+    std::fs::write(&entry_path, entry.to_string()).unwrap();
+    let planned = hudd::engine::plan(&store, &w, &crate::support::registry()).unwrap();
+    let reason = format!("{:?}", planned.decisions[0]);
+    assert!(reason.contains("output `ticks` missing"), "{reason}");
+}
