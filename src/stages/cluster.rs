@@ -65,10 +65,16 @@ pub struct ClusterParams {
     /// Images on each cluster's contact sheet (those closest to the medoid).
     #[serde(default = "default_sheet")]
     pub sheet_images: usize,
+    /// Fewer error-inducing images than this give an empty clustering (at least 3).
+    #[serde(default = "default_min_images")]
+    pub min_images: usize,
     #[serde(default)]
     pub threads: Option<usize>,
 }
 
+fn default_min_images() -> usize {
+    3
+}
 fn default_per_minute() -> f64 {
     100.0
 }
@@ -94,6 +100,9 @@ impl Params for ClusterParams {
         }
         if !(self.gif_images_per_minute > 0.0 && self.gif_images_per_minute <= 6000.0) {
             out.push(Invalid::new("gif_images_per_minute", format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute)));
+        }
+        if self.min_images < 3 {
+            out.push(Invalid::new("min_images", format!("must be at least 3 (two images make no clusters), got {}", self.min_images)));
         }
         if let Some(layers) = &self.layers
             && layers.is_empty()
@@ -196,7 +205,7 @@ impl Stage for Cluster {
             linkage: p.linkage,
             layers: Vec::new(),
         };
-        if n < 3 {
+        if n < p.min_images {
             summary.empty = Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
             return write_empty(&out, &summary);
         }

@@ -229,3 +229,18 @@ fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depend
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(crate::support::Ws::ran(&w, &report), ["label", "balance", "retrain"]);
 }
+
+#[test]
+fn an_empty_clustering_flows_through_selection_labelling_balancing_and_retraining() {
+    let ws = crate::support::Ws::new();
+    let text = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n")
+        .replace("choose_k = \"fixed\"\nk = 3", "min_images = 1000");
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let out = |stage: &str, output: &str| ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();
+    assert_eq!(std::fs::read_to_string(out("select", "unsafe")).unwrap(), "image,cluster,distance,rank\n");
+    let select: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
+    assert!(select["empty"].as_str().unwrap().starts_with("no root-cause clusters: only"), "{select}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
+    assert_eq!(summary["unsafe_images"], 0);
+}
