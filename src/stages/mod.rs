@@ -7,6 +7,7 @@ pub mod heatmaps;
 pub mod import;
 pub mod import_model;
 pub mod label;
+pub mod report;
 pub mod retrain;
 pub mod select;
 pub mod simulate;
@@ -32,4 +33,5 @@ pub fn registry() -> Registry {
         .with(retrain::Retrain)
         .with(variance::Variance)
         .with(compare::Compare)
+        .with(report::Report)
 }

@@ -10,6 +10,7 @@ mod lrp;
 mod manifest_errors;
 mod model;
 mod repair;
+mod report;
 mod simulate;
 mod stats;
 mod support;

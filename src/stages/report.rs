@@ -1,0 +1,377 @@
+//! Stage `report`: the safety-analysis report (HTML and Markdown) rendered through minijinja templates from the
+//! artefacts of a HUDD workflow: what fails, why (root-cause clusters), what retraining achieved, what remains.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+
+pub struct Report;
+
+/// The shipped templates; a manifest's `template` folder may replace either.
+const MARKDOWN: &str = include_str!("../../templates/report.md.j2");
+const HTML: &str = include_str!("../../templates/report.html.j2");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    /// The report's title (default: the workflow's name).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// What the DNN is and does, in a sentence, for the summary.
+    #[serde(default)]
+    pub dnn: Option<String>,
+    /// The safety target the verdict checks, `accuracy >= 0.95` (operators `>=`, `>`, `<=`, `<`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `annotations.toml`: the engineers' notes per cluster (relative to the workspace; optional).
+    #[serde(default)]
+    pub annotations: Option<PathBuf>,
+    /// A folder with `report.md.j2` and/or `report.html.j2` replacing the shipped templates.
+    #[serde(default)]
+    pub template: Option<PathBuf>,
+}
+
+/// A parsed target: metric, comparison, threshold.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    metric: String,
+    op: String,
+    value: f64,
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [metric, op, value] = parts[..] else {
+        return Err(format!("expected `<metric> <op> <value>` such as `accuracy >= 0.95`, got `{text}`"));
+    };
+    if metric != "accuracy" {
+        return Err(format!("the metric must be `accuracy`, got `{metric}`"));
+    }
+    if !matches!(op, ">=" | ">" | "<=" | "<") {
+        return Err(format!("the comparison must be one of >=, >, <=, <, got `{op}`"));
+    }
+    let value = value.parse::<f64>().map_err(|_| format!("`{value}` is not a number"))?;
+    Ok(Target { metric: metric.into(), op: op.into(), value })
+}
+
+impl Target {
+    fn met(&self, v: f64) -> bool {
+        match self.op.as_str() {
+            ">=" => v >= self.value,
+            ">" => v > self.value,
+            "<=" => v <= self.value,
+            _ => v < self.value,
+        }
+    }
+}
+
+impl Params for ReportParams {
+    fn validate(&self) -> Vec<Invalid> {
+        match &self.target {
+            Some(t) => parse_target(t).err().map(|e| Invalid::new("target", e)).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// One cluster's notes in `annotations.toml` (`[cluster.3]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Annotation {
+    #[serde(default)]
+    pub triggering_condition: String,
+    #[serde(default)]
+    pub hazard: String,
+    #[serde(default)]
+    pub countermeasure: String,
+    #[serde(default)]
+    pub reviewer: String,
+    /// `open`, `in-review`, `closed`, ...
+    #[serde(default)]
+    pub status: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Annotations {
+    #[serde(default)]
+    cluster: BTreeMap<String, Annotation>,
+}
+
+#[derive(Debug, Serialize)]
+struct Picture {
+    /// Relative path for the Markdown report.
+    file: String,
+    /// A data URI for the self-contained HTML report.
+    data: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterView {
+    id: usize,
+    size: usize,
+    share: f64,
+    explained: Option<bool>,
+    description: String,
+    best_parameter: String,
+    best_reduction: Option<f64>,
+    before: Option<f64>,
+    after: Option<f64>,
+    sheet: Option<Picture>,
+    gif: Option<Picture>,
+    heatmap: Option<Picture>,
+    annotation: Option<Annotation>,
+}
+
+/// Everything the templates see.
+#[derive(Debug, Serialize)]
+struct Context {
+    title: String,
+    workflow: String,
+    dnn: String,
+    test: serde_json::Value,
+    target: Option<serde_json::Value>,
+    clustering: Option<serde_json::Value>,
+    clusters: Vec<ClusterView>,
+    rq1: Option<serde_json::Value>,
+    rq2: Option<serde_json::Value>,
+    /// The strip plot of scores per strategy (inline SVG, trusted: made here from numbers).
+    rq2_plot: Option<String>,
+    best: Option<serde_json::Value>,
+    residual: Vec<usize>,
+    to_review: Vec<usize>,
+    inputs: Vec<serde_json::Value>,
+    versions: serde_json::Value,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, StageError> {
+    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", path.display())))
+}
+
+/// A CSV file as rows of column → text (simple CSV: quoted fields may hold commas).
+fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, StageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?;
+    let split = |line: &str| -> Vec<String> {
+        let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+        for ch in line.chars() {
+            match ch {
+                '"' => quoted = !quoted,
+                ',' if !quoted => out.push(std::mem::take(&mut cur)),
+                c => cur.push(c),
+            }
+        }
+        out.push(cur);
+        out
+    };
+    let mut lines = text.lines();
+    let header = lines.next().map(split).unwrap_or_default();
+    Ok(lines.filter(|l| !l.is_empty()).map(|l| header.iter().cloned().zip(split(l)).collect()).collect())
+}
+
+fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageError> {
+    if !src.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(src).map_err(|e| StageError::io(src, e))?;
+    let dest = dir.join("images").join(name);
+    std::fs::write(&dest, &bytes).map_err(|e| StageError::io(&dest, e))?;
+    let mime = if name.ends_with(".gif") { "image/gif" } else { "image/png" };
+    Ok(Some(Picture { file: format!("images/{name}"), data: format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)) }))
+}
+
+/// Scores per strategy as dots on a shared axis, with each strategy's mean as a bar.
+fn strip_plot(runs: &[BTreeMap<String, String>], original: f64) -> String {
+    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in runs {
+        if let (Some(s), Some(v)) = (r.get("strategy"), r.get("score").and_then(|v| v.parse::<f64>().ok())) {
+            groups.entry(s.clone()).or_default().push(v);
+        }
+    }
+    let all: Vec<f64> = groups.values().flatten().copied().chain([original]).collect();
+    let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let (w, row, left) = (560.0, 36.0, 110.0);
+    let h = row * (groups.len() as f64 + 1.0) + 30.0;
+    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 20.0);
+    let mut svg = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img"><rect width="{w}" height="{h}" fill="#fff"/>"##);
+    let ox = x(original);
+    svg.push_str(&format!(r##"<line x1="{ox:.1}" x2="{ox:.1}" y1="10" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{ox:.1}" y="{:.1}" text-anchor="middle" fill="#666">before {:.3}</text>"##, h - 24.0, h - 8.0, original));
+    for (i, (name, values)) in groups.iter().enumerate() {
+        let y = row * (i as f64 + 1.0);
+        svg.push_str(&format!(r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, left - 8.0, y + 4.0, crate::svg::escape(name)));
+        for v in values {
+            svg.push_str(&format!(r##"<circle cx="{:.1}" cy="{y:.1}" r="4" fill="#1f5fa8" fill-opacity="0.7"/>"##, x(*v)));
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        svg.push_str(&format!(r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#d33" stroke-width="2"/>"##, x(mean), y - 10.0, y + 10.0));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+impl Stage for Report {
+    type Params = ReportParams;
+    const KIND: &'static str = "report";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "test", many: false, required: true, doc: "the original model's test summary" },
+        InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output" },
+        InputSlot { name: "variance", many: false, required: false, doc: "a variance stage's clusters table" },
+        InputSlot { name: "compare", many: false, required: false, doc: "a compare stage's summary" },
+        InputSlot { name: "runs", many: false, required: false, doc: "a compare stage's runs table (for the plot)" },
+        InputSlot { name: "rcc", many: false, required: false, doc: "a compare stage's rcc table (accuracy per cluster)" },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "report", path: "report/", doc: "report.html, report.md and images/" }];
+    const DOC: &'static str = "Renders the safety-analysis report.";
+
+    fn external_paths(p: &ReportParams) -> Vec<PathBuf> {
+        p.template.iter().cloned().collect()
+    }
+
+    fn optional_paths(p: &ReportParams) -> Vec<PathBuf> {
+        p.annotations.iter().cloned().collect()
+    }
+
+    fn run(&self, p: &ReportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let out = ctx.output("report")?;
+        std::fs::create_dir_all(out.join("images")).map_err(|e| StageError::io(out.join("images"), e))?;
+        let test = read_json(&ctx.input("test")?.path)?;
+        let annotations: Annotations = match &p.annotations {
+            Some(path) if ctx.resolve(path).exists() => {
+                let path = ctx.resolve(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+                toml::from_str(&text).map_err(|e| StageError::input(format!("{}: {e}", path.display())))?
+            }
+            _ => Annotations::default(),
+        };
+        let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
+        let mut clustering = first("clusters").map(|d| read_json(&d.join("cluster.json"))).transpose()?;
+        // Optional fields are left out of cluster.json; the strict templates see them as null.
+        for key in ["empty", "layer"] {
+            if let Some(object) = clustering.as_mut().and_then(|c| c.as_object_mut()) {
+                object.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+        let explanations: BTreeMap<usize, BTreeMap<String, String>> = match first("variance") {
+            Some(path) => read_rows(&path)?.into_iter().filter_map(|r| Some((r.get("cluster")?.parse().ok()?, r))).collect(),
+            None => BTreeMap::new(),
+        };
+        let compare = first("compare").map(|p| read_json(&p)).transpose()?;
+        let reference = compare.as_ref().and_then(|c| c["reference"].as_str().map(str::to_string)).unwrap_or_else(|| "hudd".into());
+        let mut accuracy: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        if let Some(path) = first("rcc") {
+            for r in read_rows(&path)? {
+                if r.get("strategy") == Some(&reference)
+                    && let (Some(c), Some(b), Some(a)) = (r.get("cluster"), r.get("before"), r.get("after"))
+                {
+                    accuracy.insert(c.parse().unwrap_or(0), (b.parse().unwrap_or(f64::NAN), a.parse().unwrap_or(f64::NAN)));
+                }
+            }
+        }
+        let mut clusters = Vec::new();
+        if let Some(dir) = first("clusters") {
+            for r in read_rows(&dir.join("summary.csv"))? {
+                let id: usize = r.get("cluster").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let e = explanations.get(&id);
+                let text = |k: &str| e.and_then(|e| e.get(k)).cloned().unwrap_or_default();
+                clusters.push(ClusterView {
+                    id,
+                    size: r.get("size").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    share: r.get("share").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+                    explained: e.and_then(|e| e.get("explained")).and_then(|v| v.parse().ok()),
+                    description: text("description"),
+                    best_parameter: text("best_parameter"),
+                    best_reduction: e.and_then(|e| e.get("best_reduction")).and_then(|v| v.parse().ok()),
+                    before: accuracy.get(&id).map(|a| a.0),
+                    after: accuracy.get(&id).map(|a| a.1),
+                    sheet: picture(&dir.join(format!("rcc/{id}-sheet.png")), &out, &format!("rcc-{id}-sheet.png"))?,
+                    gif: picture(&dir.join(format!("rcc/{id}.gif")), &out, &format!("rcc-{id}.gif"))?,
+                    heatmap: picture(&dir.join(format!("rcc/{id}-heatmap.png")), &out, &format!("rcc-{id}-heatmap.png"))?,
+                    annotation: annotations.cluster.get(&id.to_string()).cloned(),
+                });
+            }
+        }
+        let rq2_plot = match (first("runs"), &compare) {
+            (Some(path), Some(c)) => Some(strip_plot(&read_rows(&path)?, c["original"].as_f64().unwrap_or(0.0))),
+            _ => None,
+        };
+        if let Some(svg) = &rq2_plot {
+            let path = out.join("images/rq2.svg");
+            std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
+        }
+        let best = compare.as_ref().and_then(|c| {
+            c["strategies"].as_array()?.iter().find(|s| s["strategy"].as_str() == Some(reference.as_str())).cloned()
+        });
+        let original = test["accuracy"].as_f64().unwrap_or(f64::NAN);
+        let target = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?.map(|t| {
+            let after = best.as_ref().and_then(|b| b["mean"].as_f64());
+            serde_json::json!({
+                "text": p.target, "metric": t.metric, "value": t.value,
+                "met_before": t.met(original), "met_after": after.map(|a| t.met(a)),
+            })
+        });
+        // Residual risk: clusters whose images the retrained models still get wrong more than half the time.
+        let residual = clusters.iter().filter(|c| c.after.is_some_and(|a| a < 0.5)).map(|c| c.id).collect();
+        let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
+        let inputs = ["test", "clusters", "variance", "compare", "runs", "rcc"]
+            .iter()
+            .flat_map(|slot| ctx.inputs(slot).iter().map(move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key })))
+            .collect();
+        let context = Context {
+            title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
+            workflow: ctx.workflow.to_string(),
+            dnn: p.dnn.clone().unwrap_or_default(),
+            test,
+            target,
+            clustering,
+            clusters,
+            rq1: compare.as_ref().and_then(|c| c.get("rq1").cloned()),
+            rq2: compare,
+            rq2_plot,
+            best,
+            residual,
+            to_review,
+            inputs,
+            versions: serde_json::json!({ "hudd": env!("CARGO_PKG_VERSION"), "libtorch": crate::runtime::LIBTORCH_VERSION }),
+        };
+        let (md, html) = render(&context, p.template.as_ref().map(|t| ctx.resolve(t)).as_deref())?;
+        for (name, text) in [("report.md", md), ("report.html", html)] {
+            let path = out.join(name);
+            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders both templates (a user folder's where present, else the shipped ones), strict about undefined values,
+/// HTML-escaping the HTML one.
+fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), StageError> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None });
+    let mut sources = vec![("report.md.j2", MARKDOWN.to_string()), ("report.html.j2", HTML.to_string())];
+    if let Some(dir) = folder {
+        for (name, source) in &mut sources {
+            let path = dir.join(*name);
+            if path.exists() {
+                *source = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+            }
+        }
+    }
+    let where_ = |e: &minijinja::Error| {
+        let origin = folder.map_or("shipped template".to_string(), |d| format!("template folder {}", d.display()));
+        format!("{} line {} ({origin}): {}", e.name().unwrap_or("template"), e.line().unwrap_or(0), e)
+    };
+    for (name, source) in sources {
+        env.add_template_owned(name, source).map_err(|e| StageError::input(where_(&e)))?;
+    }
+    let value = minijinja::value::Value::from(minijinja::value::Serde(context));
+    let draw = |name: &str| env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)));
+    Ok((draw("report.md.j2")?, draw("report.html.j2")?))
+}

@@ -1,0 +1,104 @@
+//! The safety-analysis report: golden Markdown, escaping of user data, user templates, annotations.
+
+use hudd::engine::{RunOptions, RunReport};
+use hudd::manifest::Workflow;
+use hudd::progress::Reporter;
+
+fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
+    let path = ws.write("w.toml", text);
+    let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
+    let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    (w, report)
+}
+
+/// A stage writing `text` as its output (the test-only `results` kind).
+fn text_stage(id: &str, text: &str) -> String {
+    format!("[[stage]]\nid = \"{id}\"\nkind = \"results\"\ntext = {text:?}\n\n")
+}
+
+const TEST: &str = r#"{"split": "test", "images": 1000, "errors": 191, "accuracy": 0.809}"#;
+const COMPARE: &str = r#"{"metric": "accuracy", "original": 0.809, "reference": "hudd",
+ "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0},
+                {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
+ "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}],
+ "rq1": {"failing": 191, "clusters": 2, "inspected": 10, "inspected_share": 0.0524, "assessed": 2, "explained": 1, "explained_share": 0.5, "threshold": 0.5}}"#;
+const RUNS: &str = "strategy,stage,score,fixed,broken\nhudd,\"t[seed=1]\",0.92,120,14\nhudd,\"t[seed=2]\",0.94,140,14\nrandom,\"b[seed=1]\",0.90,100,12\nrandom,\"b[seed=2]\",0.92,120,12\n";
+const RCC: &str = "strategy,cluster,images,before,after\nhudd,1,150,0,0.9\nhudd,2,41,0,0.4\nrandom,1,150,0,0.7\nrandom,2,41,0,0.3\n";
+const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description\n1,150,true,night,0.8,\"night 0.62–0.98 share\"\n2,41,false,yaw,0.3,\"\"\n";
+
+fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
+    ws.write(
+        "clusters/cluster.json",
+        r#"{"images": 191, "layer": "classifier.4", "clusters": 2, "k_rule": "the knee", "layer_rule": "wicd", "mode": "hudd", "linkage": "ward", "layers": []}"#,
+    );
+    ws.write("clusters/summary.csv", "cluster,size,share,mean_intra_distance,medoid\n1,150,0.785,0.2,test-1\n2,41,0.215,0.3,test-2\n");
+    format!(
+        "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
+         [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.results\"\nclusters = \"clusters.copy\"\nvariance = \"variance.results\"\n\
+         compare = \"compare.results\"\nruns = \"runs.results\"\nrcc = \"rcc.results\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
+        text_stage("test", TEST),
+        text_stage("compare", COMPARE),
+        text_stage("runs", RUNS),
+        text_stage("rcc", RCC),
+        text_stage("variance", VARIANCE),
+    )
+}
+
+fn output(ws: &crate::support::Ws, w: &Workflow, r: &RunReport, file: &str) -> String {
+    let dir = ws.store().output_path(&r.keys[w.stage_index("report").unwrap()], "report").unwrap();
+    std::fs::read_to_string(dir.join(file)).unwrap()
+}
+
+#[test]
+fn the_markdown_report_matches_its_golden_file() {
+    let ws = crate::support::Ws::new();
+    ws.write("notes.toml", "[cluster.1]\ntriggering_condition = \"Night\"\nhazard = \"Misread speed limit\"\ncountermeasure = \"Night-time data\"\nreviewer = \"A. Engineer\"\nstatus = \"closed\"\n");
+    let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"A sign classifier.\"\n"));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    // The traceability block (versions, keys) is left out of the comparison.
+    let content = md.split("## 5. Traceability").next().unwrap();
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/report.md");
+    if std::env::var_os("HUDD_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, content).unwrap();
+    }
+    assert_eq!(content, std::fs::read_to_string(&golden).unwrap(), "rerun with HUDD_UPDATE_GOLDEN=1 to accept");
+    assert!(md.contains("| test | `test` | results |"), "{md}");
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(html.contains("<svg") && html.contains("Cluster 2: 41 images"), "{html}");
+}
+
+#[test]
+fn user_data_is_escaped_in_the_html() {
+    let ws = crate::support::Ws::new();
+    ws.write("notes.toml", "[cluster.2]\ntriggering_condition = \"<script>alert(1)</script>\"\n");
+    let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"<img src=x onerror=alert(2)>\"\n"));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{html}");
+    assert!(!html.contains("<img src=x"), "{html}");
+}
+
+#[test]
+fn editing_the_annotations_rerenders_only_the_report() {
+    let ws = crate::support::Ws::new();
+    let text = manifest(&ws, "annotations = \"notes.toml\"\n");
+    let (w, r) = run(&ws, &text);
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert!(output(&ws, &w, &r, "report.md").contains("Open items (clusters to review): 1, 2."));
+    ws.write("notes.toml", "[cluster.1]\nstatus = \"open\"\n");
+    let (w, r) = run(&ws, &text);
+    assert_eq!(crate::support::Ws::ran(&w, &r), ["report"]);
+    assert!(output(&ws, &w, &r, "report.md").contains("Open items (clusters to review): 2."));
+}
+
+#[test]
+fn a_broken_user_template_is_named_with_its_line() {
+    let ws = crate::support::Ws::new();
+    ws.write("tpl/report.md.j2", "# {{ title }}\n\n{{ no_such_value }}\n");
+    let (w, r) = run(&ws, &manifest(&ws, "template = \"tpl\"\n"));
+    assert_eq!(r.exit_code(), 2);
+    let hudd::engine::Outcome::Failed { error, .. } = &r.outcomes[w.stage_index("report").unwrap()] else { panic!("{:?}", r.outcomes) };
+    assert!(error.contains("report.md.j2 line 3") && error.contains("tpl"), "{error}");
+}
