@@ -188,10 +188,7 @@ impl Stage for Compare {
             crate::dataset::csv_to_parquet(&path, &file).map_err(|e| StageError::failed(e.to_string()))?;
         }
         let rq1 = match ctx.inputs("variance").first() {
-            Some(a) => {
-                let bytes = std::fs::read(&a.path).map_err(|e| StageError::io(&a.path, e))?;
-                Some(serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", a.path.display())))?)
-            }
+            Some(a) => Some(crate::stages::select::read_json(&a.path)?),
             None => None,
         };
         let summary = CompareSummary {

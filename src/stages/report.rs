@@ -149,8 +149,7 @@ struct Context {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, StageError> {
-    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", path.display())))
+    crate::stages::select::read_json(path)
 }
 
 /// A CSV file as rows of column → text (simple CSV: quoted fields may hold commas).

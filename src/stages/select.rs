@@ -313,7 +313,8 @@ fn baseline(p: &SelectParams, ctx: &mut StageContext<'_>, ds: &Dataset, ids: &[S
     finish(ctx, ds, &picks, &[0], ids, candidates, &report, p.gif_images_per_minute)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, StageError> {
+/// A JSON file of an input artefact, or an error naming it.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, StageError> {
     let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", path.display())))
 }
