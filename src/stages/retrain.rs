@@ -20,15 +20,15 @@ pub struct Retrain;
 #[serde(deny_unknown_fields)]
 pub struct RetrainParams {
     /// The split of `dataset` that the model was trained on.
-    #[serde(default = "default_split")]
+    #[serde(default = "crate::stages::train::default_split")]
     pub split: String,
     /// A split of `dataset` to choose the epoch on and to compare with the original model (recommended: one drawn like
     /// the test set). Without it, `validation` of the combined training data is held out.
     #[serde(default)]
     pub validation_split: Option<String>,
-    #[serde(default = "default_validation")]
+    #[serde(default = "crate::stages::train::default_validation")]
     pub validation: f64,
-    #[serde(default = "default_epochs")]
+    #[serde(default = "crate::stages::train::default_epochs")]
     pub epochs: usize,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -36,9 +36,9 @@ pub struct RetrainParams {
     pub optimizer: OptimizerKind,
     #[serde(default = "default_lr")]
     pub lr: f64,
-    #[serde(default = "default_momentum")]
+    #[serde(default = "crate::stages::train::default_momentum")]
     pub momentum: f64,
-    #[serde(default = "default_wd")]
+    #[serde(default = "crate::stages::train::default_wd")]
     pub weight_decay: f64,
     #[serde(default)]
     pub augment: Augment,
@@ -52,26 +52,11 @@ pub struct RetrainParams {
     pub seed: Option<u64>,
 }
 
-fn default_split() -> String {
-    "train".into()
-}
-fn default_validation() -> f64 {
-    0.1
-}
-fn default_epochs() -> usize {
-    10
-}
 fn default_batch() -> usize {
     128
 }
 fn default_lr() -> f64 {
     0.001
-}
-fn default_momentum() -> f64 {
-    0.9
-}
-fn default_wd() -> f64 {
-    5e-4
 }
 fn default_keep() -> Keep {
     Keep::Best

@@ -57,10 +57,10 @@ pub struct TrainParams {
     pub seed: Option<u64>,
 }
 
-fn default_split() -> String {
+pub(crate) fn default_split() -> String {
     "train".into()
 }
-fn default_epochs() -> usize {
+pub(crate) fn default_epochs() -> usize {
     10
 }
 fn default_batch() -> usize {
@@ -69,13 +69,13 @@ fn default_batch() -> usize {
 fn default_lr() -> f64 {
     0.01
 }
-fn default_momentum() -> f64 {
+pub(crate) fn default_momentum() -> f64 {
     0.9
 }
-fn default_wd() -> f64 {
+pub(crate) fn default_wd() -> f64 {
     5e-4
 }
-fn default_validation() -> f64 {
+pub(crate) fn default_validation() -> f64 {
     0.1
 }
 
