@@ -180,12 +180,8 @@ impl Stage for Compare {
                 }
             }
         }
-        let parquet = ctx.output("parquet")?;
         for (output, text) in [("runs", runs_csv), ("strategies", strategies_csv(&strategies)), ("tests", tests_csv), ("rcc", rcc_csv)] {
-            let path = ctx.output(output)?;
-            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
-            let file = parquet.join(path.with_extension("parquet").file_name().expect("a file name"));
-            crate::dataset::csv_to_parquet(&path, &file).map_err(|e| StageError::failed(e.to_string()))?;
+            write_table(ctx, output, &text)?;
         }
         let rq1 = match ctx.inputs("variance").first() {
             Some(a) => Some(crate::stages::select::read_json(&a.path)?),
@@ -202,6 +198,14 @@ impl Stage for Compare {
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
     }
+}
+
+/// Writes a CSV output and its Parquet copy under the stage's `parquet` output.
+pub(crate) fn write_table(ctx: &StageContext<'_>, output: &str, csv: &str) -> Result<(), StageError> {
+    let path = ctx.output(output)?;
+    std::fs::write(&path, csv).map_err(|e| StageError::io(&path, e))?;
+    let file = ctx.output("parquet")?.join(path.with_extension("parquet").file_name().expect("a file name"));
+    crate::dataset::csv_to_parquet(&path, &file).map_err(|e| StageError::failed(e.to_string()))
 }
 
 fn strategies_csv(rows: &[StrategyRow]) -> String {

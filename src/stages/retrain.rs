@@ -12,7 +12,7 @@ use crate::model::artefact::Model;
 use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
 use crate::runtime::{self, DeviceChoice};
 use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::stages::train::{data_of, write_curve};
+use crate::stages::train::{data_of, fit_gated, write_curve};
 
 pub struct Retrain;
 
@@ -175,10 +175,7 @@ impl Stage for Retrain {
             keep: p.keep,
             seed: ctx.seed,
         };
-        let curve = fit::fit(&mut model, &train, &val, &cfg, ctx.progress).map_err(|e| StageError::failed(e.to_string()))?;
-        if curve.iter().any(|e| !e.loss.is_finite()) {
-            return Err(StageError::Gate { message: format!("retraining diverged (loss is not finite); lower lr (now {})", p.lr) });
-        }
+        let curve = fit_gated(&mut model, &train, &val, &cfg, ctx.progress, "retraining")?;
         let after = fit::evaluate(&model, &val).map_err(|e| StageError::failed(e.to_string()))?;
         let best_epoch = curve.iter().fold(None::<&fit::Epoch>, |b, e| match b {
             Some(b) if !fit::better(e.val_score, b.val_score, keypoints) => Some(b),

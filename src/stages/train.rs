@@ -225,13 +225,19 @@ impl Stage for Train {
             keep: p.keep,
             seed: ctx.seed,
         };
-        let curve = fit::fit(&mut model, &train, &val, &cfg, ctx.progress).map_err(|e| StageError::failed(e.to_string()))?;
-        if curve.iter().any(|e| !e.loss.is_finite()) {
-            return Err(StageError::Gate { message: format!("training diverged (loss is not finite); lower lr (now {})", p.lr) });
-        }
+        let curve = fit_gated(&mut model, &train, &val, &cfg, ctx.progress, "training")?;
         model.save(&ctx.output("model")?).map_err(|e| StageError::failed(e.to_string()))?;
         write_curve(&ctx.output("curve")?, &curve)
     }
+}
+
+/// Fits a model and fails the stage's gate when the loss stopped being finite (`what`: training, retraining).
+pub(crate) fn fit_gated(model: &mut Model, train: &Data, val: &Data, cfg: &FitConfig, progress: &crate::progress::Progress, what: &str) -> Result<Vec<fit::Epoch>, StageError> {
+    let curve = fit::fit(model, train, val, cfg, progress).map_err(|e| StageError::failed(e.to_string()))?;
+    if curve.iter().any(|e| !e.loss.is_finite()) {
+        return Err(StageError::Gate { message: format!("{what} diverged (loss is not finite); lower lr (now {})", cfg.lr) });
+    }
+    Ok(curve)
 }
 
 pub fn write_curve(path: &std::path::Path, curve: &[fit::Epoch]) -> Result<(), StageError> {

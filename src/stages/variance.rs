@@ -207,12 +207,8 @@ impl Stage for Variance {
             threshold: p.threshold,
             note,
         };
-        let parquet = ctx.output("parquet")?;
         for (name, text) in [("reductions", reductions), ("clusters", rows)] {
-            let path = ctx.output(name)?;
-            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
-            let file = parquet.join(path.with_extension("parquet").file_name().expect("a file name"));
-            crate::dataset::csv_to_parquet(&path, &file).map_err(|e| StageError::failed(e.to_string()))?;
+            crate::stages::compare::write_table(ctx, name, &text)?;
         }
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
