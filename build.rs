@@ -20,4 +20,26 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=HUDD_LIBTORCH_VERSION={version}");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rustc-env=HUDD_CRATES={}", crate_versions());
+}
+
+/// The versions of the crates that compute results (for the report's traceability), from Cargo.lock.
+fn crate_versions() -> String {
+    const CRATES: [&str; 8] = ["tch", "polars", "kodama", "statrs", "minijinja", "image", "tiny-skia", "rand_chacha"];
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let mut found = Vec::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take())
+            && CRATES.contains(&n.as_str())
+        {
+            found.push(format!("{n} {}", v.trim_matches('"')));
+        }
+    }
+    found.sort();
+    found.dedup();
+    found.join(", ")
 }

@@ -15,7 +15,7 @@ use crate::plan::{Freshness, decide};
 use crate::progress::Reporter;
 use crate::runtime;
 use crate::stage::{InputArtefact, Registry, StageContext, StageError};
-use crate::store::{Entry, InputKey, KeyMaterial, Spec, StateRecord, Store, StoreError, now};
+use crate::store::{Entry, InputKey, KeyMaterial, ManifestRef, Spec, StateRecord, Store, StoreError, now};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -91,6 +91,13 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             })?;
             externals.insert(path.display().to_string(), hash);
         }
+        let manifest = kind.deliverable().then(|| ManifestRef {
+            path: manifest_path(workflow, store.workspace()),
+            hash: workflow.manifest_hash.clone(),
+        });
+        if let Some(m) = &manifest {
+            externals.insert(format!("manifest {}", m.path), m.hash.clone());
+        }
         let seed = kind.uses_seed().then(|| stage.params.get("seed").and_then(|s| s.as_u64()).unwrap_or(workflow.seed));
         let material = KeyMaterial {
             kind: stage.kind.clone(),
@@ -118,6 +125,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             material,
             input_stages,
             seed: workflow.seed,
+            manifest,
         });
     }
     store.save_stat_cache()?;
@@ -181,6 +189,8 @@ pub fn execute(
             inputs: &inputs,
             out_dir: &out_dir,
             outputs: kind.outputs(),
+            store,
+            manifest: spec.manifest.as_ref(),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.material.params, &mut ctx)))
             .unwrap_or_else(|panic| {
@@ -194,7 +204,7 @@ pub fn execute(
     };
     drop(progress);
     result.map_err(|source| EngineError::Stage { stage: spec.stage.clone(), source })?;
-    let entry = store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64())?;
+    let entry = store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64(), Some(runtime::device_summary()))?;
     tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
     Ok(entry)
 }
@@ -385,7 +395,11 @@ pub fn run(
         if matches!(outcome, Outcome::Hit | Outcome::Ran { .. }) {
             let spec = &planned.specs[i];
             state.insert(spec.stage.clone(), StateRecord { key: spec.key.clone(), material: spec.material.clone() });
-            link_view(store, workflow, spec)?;
+            if registry.get(&spec.material.kind).is_some_and(|k| k.deliverable()) {
+                publish(store, workflow, registry, spec)?;
+            } else {
+                link_view(store, workflow, spec)?;
+            }
         }
     }
     store.write_state(&workflow.name, &state)?;
@@ -445,6 +459,53 @@ fn link_view(store: &Store, workflow: &Workflow, spec: &Spec) -> Result<(), Stor
         std::os::unix::fs::symlink(&relative, &link).map_err(|source| StoreError::Io { path: link.clone(), source })?;
     }
     Ok(())
+}
+
+/// A deliverable's outputs, copied (not linked: the folder is meant to be mailed or committed) to
+/// `reports/<workflow>/`, or to `reports/<workflow>/<stage-id>/` when the workflow has several deliverables.
+fn publish(store: &Store, workflow: &Workflow, registry: &Registry, spec: &Spec) -> Result<(), StoreError> {
+    let Some(entry) = store.entry(&spec.key) else { return Ok(()) };
+    let deliverables = workflow.stages.iter().filter(|s| registry.get(&s.kind).is_some_and(|k| k.deliverable())).count();
+    let mut dest = store.workspace().join("reports").join(&workflow.name);
+    if deliverables > 1 {
+        dest.push(&spec.stage);
+    }
+    let out = store.entry_dir(&spec.key).join("out");
+    // What the last publication wrote goes first, so that no stale image outlives its report.
+    let list = dest.join(".published");
+    for rel in std::fs::read_to_string(&list).unwrap_or_default().lines().filter(|l| !l.is_empty() && !l.contains("..")) {
+        let _ = std::fs::remove_file(dest.join(rel));
+    }
+    let mut written = String::new();
+    for record in entry.outputs.values() {
+        let base = if record.dir { out.join(&record.path) } else { out.join(&record.path).parent().map(Path::to_path_buf).unwrap_or(out.clone()) };
+        for file in &record.files {
+            let from = out.join(&file.path);
+            let rel = from.strip_prefix(&base).unwrap_or(Path::new(&file.path));
+            let to = dest.join(rel);
+            let parent = to.parent().unwrap_or(&dest);
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io { path: parent.to_path_buf(), source })?;
+            if let Ok(meta) = std::fs::symlink_metadata(&to)
+                && meta.is_dir()
+            {
+                std::fs::remove_dir_all(&to).map_err(|source| StoreError::Io { path: to.clone(), source })?;
+            }
+            // Through a temporary name, so a reader never sees half a report.
+            let tmp = parent.join(format!(".{}.part", to.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+            std::fs::copy(&from, &tmp).map_err(|source| StoreError::Io { path: tmp.clone(), source })?;
+            std::fs::rename(&tmp, &to).map_err(|source| StoreError::Io { path: to.clone(), source })?;
+            written.push_str(&format!("{}\n", rel.display()));
+        }
+    }
+    std::fs::write(&list, written).map_err(|source| StoreError::Io { path: list.clone(), source })
+}
+
+/// The manifest's path as the key sees it: relative to the workspace where it lies inside, so that
+/// `workflows/x.toml` and `./workflows/x.toml` give one key.
+fn manifest_path(workflow: &Workflow, workspace: &Path) -> String {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let path = canonical(&workflow.path);
+    path.strip_prefix(canonical(workspace)).map(Path::to_path_buf).unwrap_or(path).display().to_string()
 }
 
 /// The path from folder `from` to `to`, both inside the workspace.

@@ -100,6 +100,12 @@ pub fn device_summary() -> String {
     }
 }
 
+/// This machine's host name (Linux), for provenance.
+pub fn host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
+}
+
 /// Sets libtorch's intra-op thread count for this process.
 pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);

@@ -118,6 +118,27 @@ pub struct StageContext<'a> {
     pub(crate) inputs: &'a BTreeMap<String, Vec<InputArtefact>>,
     pub(crate) out_dir: &'a Path,
     pub(crate) outputs: &'static [OutputSpec],
+    pub(crate) store: &'a crate::store::Store,
+    /// The manifest, for deliverable kinds.
+    pub manifest: Option<&'a crate::store::ManifestRef>,
+}
+
+/// One stage instance upstream of a running stage, as the store recorded it: what produced an artefact it reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ancestor {
+    pub stage: String,
+    pub kind: String,
+    pub version: u32,
+    pub key: String,
+    /// Parameters with defaults filled in.
+    pub params: serde_json::Value,
+    pub seed: Option<u64>,
+    /// External files and their content hashes.
+    pub externals: BTreeMap<String, String>,
+    pub created: String,
+    pub seconds: f64,
+    pub host: Option<String>,
+    pub device: Option<String>,
 }
 
 impl<'a> StageContext<'a> {
@@ -137,6 +158,36 @@ impl<'a> StageContext<'a> {
                 many.len()
             ))),
         }
+    }
+
+    /// Every stage instance upstream of this one (inputs, their inputs, ...), in the order they were computed.
+    /// A producer whose spec is gone from the store (`hudd gc`) ends its branch.
+    pub fn lineage(&self) -> Vec<Ancestor> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo: Vec<String> = self.inputs.values().flatten().map(|a| a.key.clone()).collect();
+        let mut out = Vec::new();
+        while let Some(key) = todo.pop() {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let (Ok(spec), Some(entry)) = (self.store.read_spec(&key), self.store.entry(&key)) else { continue };
+            todo.extend(spec.material.inputs.values().flatten().map(|k| k.key.clone()));
+            out.push(Ancestor {
+                stage: spec.stage,
+                kind: spec.material.kind,
+                version: spec.material.version,
+                key,
+                params: spec.material.params,
+                seed: spec.material.seed,
+                externals: spec.material.externals,
+                created: entry.created,
+                seconds: entry.seconds,
+                host: entry.host,
+                device: entry.device,
+            });
+        }
+        out.sort_by(|a, b| (&a.created, &a.stage).cmp(&(&b.created, &b.stage)));
+        out
     }
 
     /// All artefacts of an input slot, in manifest order (empty when an optional slot is not given).
@@ -168,6 +219,9 @@ pub trait Stage: Send + Sync + 'static {
     const OUTPUTS: &'static [OutputSpec];
     /// The stage draws random numbers: its effective seed (`seed` parameter, else the workflow's) enters its key.
     const USES_SEED: bool = false;
+    /// The stage delivers the workflow's result (the report): the manifest's path and hash enter its key and its
+    /// context, and its output folder is copied to `reports/<workflow>/` after a run.
+    const DELIVERABLE: bool = false;
     const DOC: &'static str = "";
 
     /// Files and folders outside the store that the stage reads; their content hashes enter its key.
@@ -191,6 +245,7 @@ pub trait StageKind: Send + Sync {
     fn inputs(&self) -> &'static [InputSlot];
     fn outputs(&self) -> &'static [OutputSpec];
     fn uses_seed(&self) -> bool;
+    fn deliverable(&self) -> bool;
     /// The parameter names the kind takes (from its serde definition).
     fn param_names(&self) -> &'static [&'static str];
     fn doc(&self) -> &'static str;
@@ -220,6 +275,10 @@ impl<S: Stage> StageKind for S {
 
     fn uses_seed(&self) -> bool {
         S::USES_SEED
+    }
+
+    fn deliverable(&self) -> bool {
+        S::DELIVERABLE
     }
 
     fn param_names(&self) -> &'static [&'static str] {

@@ -64,6 +64,12 @@ pub struct Entry {
     pub outputs: BTreeMap<String, OutputRecord>,
     pub created: String,
     pub seconds: f64,
+    /// The machine that computed it (absent in entries written before hudd recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `cpu` or `cuda (n devices)` on that machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// What a stage key is computed from. Serialised with sorted keys, so equal material means equal bytes.
@@ -106,6 +112,18 @@ pub struct Spec {
     pub input_stages: BTreeMap<String, Vec<(String, BTreeMap<String, String>)>>,
     /// The workflow's seed, used when the stage sets none.
     pub seed: u64,
+    /// The manifest, for kinds that deliver a workflow's result ([`crate::stage::Stage::DELIVERABLE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestRef>,
+}
+
+/// A manifest as a deliverable stage saw it at planning time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestRef {
+    /// As given on the command line.
+    pub path: String,
+    /// blake3 of its bytes.
+    pub hash: String,
 }
 
 /// Whether an entry can be reused.
@@ -225,6 +243,7 @@ impl Store {
         spec: &Spec,
         outputs: &[OutputSpec],
         seconds: f64,
+        device: Option<String>,
     ) -> Result<Entry, StoreError> {
         let out = tmp.path().join("out");
         let mut records = BTreeMap::new();
@@ -246,6 +265,8 @@ impl Store {
             outputs: records,
             created: now(),
             seconds,
+            host: crate::runtime::host(),
+            device,
         };
         write_json(&tmp.path().join("entry.json"), &entry)?;
         let dest = self.entry_dir(&spec.key);

@@ -146,6 +146,14 @@ struct Context {
     to_review: Vec<usize>,
     inputs: Vec<serde_json::Value>,
     versions: serde_json::Value,
+    /// The manifest as run: path, hash and text.
+    manifest: Option<serde_json::Value>,
+    /// Every stage upstream of the report, in the order computed, with resolved parameters, seeds and times.
+    lineage: Vec<crate::stage::Ancestor>,
+    /// Sum of the upstream stages' run times.
+    compute_seconds: f64,
+    /// The machines and devices that computed the artefacts.
+    machines: Vec<String>,
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, StageError> {
@@ -217,7 +225,7 @@ fn strip_plot(runs: &[BTreeMap<String, String>], original: f64) -> String {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "test", many: false, required: true, doc: "the original model's test summary" },
         InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output" },
@@ -228,6 +236,7 @@ impl Stage for Report {
     ];
     const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "report", path: "report/", doc: "report.html, report.md and images/" }];
     const DOC: &'static str = "Renders the safety-analysis report.";
+    const DELIVERABLE: bool = true;
 
     fn external_paths(p: &ReportParams) -> Vec<PathBuf> {
         p.template.iter().cloned().collect()
@@ -322,6 +331,13 @@ impl Stage for Report {
             .iter()
             .flat_map(|slot| ctx.inputs(slot).iter().map(move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key })))
             .collect();
+        let lineage = ctx.lineage();
+        let machines: Vec<String> = lineage
+            .iter()
+            .map(|a| format!("{} ({})", a.host.as_deref().unwrap_or("unrecorded host"), a.device.as_deref().unwrap_or("unrecorded device")))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let context = Context {
             title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
             workflow: ctx.workflow.to_string(),
@@ -337,7 +353,15 @@ impl Stage for Report {
             residual,
             to_review,
             inputs,
-            versions: serde_json::json!({ "hudd": env!("CARGO_PKG_VERSION"), "libtorch": crate::runtime::LIBTORCH_VERSION }),
+            versions: serde_json::json!({
+                "hudd": env!("CARGO_PKG_VERSION"),
+                "libtorch": crate::runtime::LIBTORCH_VERSION,
+                "crates": env!("HUDD_CRATES"),
+            }),
+            manifest: manifest(ctx)?,
+            compute_seconds: lineage.iter().map(|a| a.seconds).sum(),
+            machines,
+            lineage,
         };
         let (md, html) = render(&context, p.template.as_ref().map(|t| ctx.resolve(t)).as_deref())?;
         for (name, text) in [("report.md", md), ("report.html", html)] {
@@ -346,6 +370,22 @@ impl Stage for Report {
         }
         Ok(())
     }
+}
+
+/// The manifest the report was planned from, with its text; refused when the file changed since planning (the
+/// report would describe a manifest it was not computed from).
+fn manifest(ctx: &StageContext<'_>) -> Result<Option<serde_json::Value>, StageError> {
+    let Some(m) = ctx.manifest else { return Ok(None) };
+    let path = ctx.resolve(Path::new(&m.path));
+    let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+    if blake3::hash(text.as_bytes()).to_hex().as_str() != m.hash {
+        return Err(StageError::input(format!(
+            "{} changed after the run was planned (hash {} expected); run the workflow again",
+            path.display(),
+            m.hash
+        )));
+    }
+    Ok(Some(serde_json::json!({ "path": m.path, "hash": m.hash, "text": text })))
 }
 
 /// Renders both templates (a user folder's where present, else the shipped ones), strict about undefined values,

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area, shared helpers in `support`.
 
 mod binary;
+mod browser;
 mod cli;
 mod cluster;
 mod engine;

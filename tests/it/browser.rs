@@ -1,0 +1,105 @@
+//! The quickstart's report in a real browser (Debian's `chromium`, installed by scripts/deps.sh): every image loads
+//! and no text overflows its column at 1280 px; a screenshot is taken at that width.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hudd::engine::RunOptions;
+use hudd::manifest::Override;
+use hudd::progress::Reporter;
+
+/// Runs in the page after load and leaves its findings in `body[data-check]` (only in the test's copy).
+const CHECK: &str = r#"<script>
+window.addEventListener('load', () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const overflow = [];
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth) overflow.push('page ' + page.scrollWidth + ' > ' + page.clientWidth);
+  for (const e of document.body.querySelectorAll('*')) {
+    const style = getComputedStyle(e);
+    if (style.display === 'inline' || e.tagName === 'svg' || e.closest('svg')) continue;
+    if (e.scrollWidth > e.clientWidth + 1 && style.overflowX === 'visible')
+      overflow.push(e.tagName + ' ' + (e.textContent || '').slice(0, 60) + ': ' + e.scrollWidth + ' > ' + e.clientWidth);
+    const parent = e.parentElement.getBoundingClientRect();
+    if (e.getBoundingClientRect().right > parent.right + 1)
+      overflow.push(e.tagName + ' ' + (e.textContent || '').slice(0, 60) + ' sticks out of ' + e.parentElement.tagName);
+  }
+  document.body.setAttribute('data-check', JSON.stringify({ images: images.length, broken, overflow }));
+});
+</script>"#;
+
+fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
+    let which = Command::new("chromium").arg("--version").output();
+    assert!(which.is_ok_and(|o| o.status.success()), "chromium is not installed: run scripts/deps.sh (scripts/test does)");
+    Command::new("timeout")
+        .arg("120")
+        .arg("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,2000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium runs")
+}
+
+fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = ws.write("workflows/quickstart.toml", &std::fs::read_to_string(root.join("workflows/quickstart.toml")).unwrap());
+    ws.write(
+        "workflows/annotations/quickstart.toml",
+        &std::fs::read_to_string(root.join("workflows/annotations/quickstart.toml")).unwrap(),
+    );
+    // The quickstart shrunk to run in the test suite: fewer images and epochs, every stage kept.
+    let overrides: Vec<Override> = [
+        "data.splits.train.count=400",
+        "data.splits.test.count=200",
+        "data.splits.validation.count=60",
+        "data.splits.improvement.count=400",
+        "train.epochs=3",
+        "retrain.epochs=1",
+        "retrain-baseline.epochs=1",
+    ]
+    .iter()
+    .map(|o| o.parse().unwrap())
+    .collect();
+    let registry = hudd::stages::registry();
+    let w = hudd::manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
+    let r = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    ws.path().join("reports/quickstart/report.html")
+}
+
+#[test]
+fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
+    let ws = crate::support::Ws::new();
+    let html = quickstart_report(&ws);
+    let dir = html.parent().unwrap();
+    assert!(dir.join("report.md").is_file() && dir.join("images").is_dir(), "the Markdown report lies beside the HTML");
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(!text.contains("<script"), "the report itself carries no script");
+
+    let checked = ws.write("check/report.html", &text.replace("</body>", &format!("{CHECK}</body>")));
+    let out = chromium(
+        &["--virtual-time-budget=10000", "--dump-dom", &format!("file://{}", checked.display())],
+        &ws.path().join("profile-1"),
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let start = dom.find("data-check=\"").unwrap_or_else(|| panic!("the check did not run: {}", String::from_utf8_lossy(&out.stderr)));
+    let value = &dom[start + 12..];
+    let value = value[..value.find('"').unwrap()].replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+    let check: serde_json::Value = serde_json::from_str(&value).unwrap();
+    let clusters = text.matches("<section class=\"cluster\">").count();
+    assert!(clusters > 0, "the quickstart finds root-cause clusters");
+    assert!(check["images"].as_u64().unwrap() as usize >= clusters * 2, "{check}");
+    assert_eq!(check["broken"], serde_json::json!([]), "images that did not load");
+    assert_eq!(check["overflow"], serde_json::json!([]), "text wider than its column at 1280 px");
+
+    let shot = ws.path().join("report.png");
+    let out = chromium(&[&format!("--screenshot={}", shot.display()), &format!("file://{}", html.display())], &ws.path().join("profile-2"));
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let png = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(png.width(), 1280);
+    let distinct: std::collections::BTreeSet<[u8; 3]> = png.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 100, "the screenshot shows a rendered page ({} colours)", distinct.len());
+}
