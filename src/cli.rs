@@ -46,6 +46,12 @@ pub enum Command {
         /// libtorch threads per stage (default: cores / jobs).
         #[arg(long)]
         threads: Option<usize>,
+        /// Where stages run: here, or as Slurm jobs (default: the manifest's `[executor] default`, else local).
+        #[arg(long, value_enum)]
+        executor: Option<crate::slurm::ExecutorKind>,
+        /// With `--executor slurm`: submit the jobs and return; `hudd status <manifest>` follows them.
+        #[arg(long)]
+        detach: bool,
     },
     /// Show which stages are fresh and why the others would run.
     Plan {
@@ -278,17 +284,39 @@ fn dispatch(
             }
             Ok(0)
         }
-        Command::Run { manifest, set, jobs, keep_going, threads } => {
+        Command::Run { manifest, set, jobs, keep_going, threads, executor, detach } => {
             let w = manifest::load(&manifest, &set, registry)?;
             let store = Store::open(ws)?;
-            let options = RunOptions { jobs, keep_going, threads };
-            let report = engine::run(&store, &w, registry, &options, reporter)?;
+            let executor = executor.or(w.executor.default).unwrap_or(crate::slurm::ExecutorKind::Local);
+            if detach && executor != crate::slurm::ExecutorKind::Slurm {
+                return Err(CliError::Usage("--detach needs --executor slurm".into()));
+            }
+            let report = match executor {
+                crate::slurm::ExecutorKind::Local => {
+                    engine::run(&store, &w, registry, &RunOptions { jobs, keep_going, threads }, reporter)?
+                }
+                crate::slurm::ExecutorKind::Slurm => {
+                    let program = std::env::current_exe().map_err(|e| CliError::Usage(format!("cannot find the hudd binary: {e}")))?;
+                    let options = crate::slurm::SlurmOptions { detach, program };
+                    crate::slurm::run(&store, &w, registry, &w.executor, &options, reporter)?
+                }
+            };
+            let submitted = report.outcomes.iter().filter(|o| matches!(o, Outcome::Submitted { .. })).count();
             for (s, o) in w.stages.iter().zip(&report.outcomes) {
                 match o {
                     Outcome::Failed { error, .. } => writeln!(err, "failed: {}: {error}", s.id)?,
                     Outcome::Skipped { because } => writeln!(err, "skipped: {} ({because})", s.id)?,
                     _ => {}
                 }
+            }
+            if submitted > 0 {
+                writeln!(
+                    err,
+                    "{}: {submitted} stages submitted to Slurm; `hudd status {}` follows them, and `hudd run` again (it submits nothing new) updates reports/ once they are done",
+                    w.name,
+                    manifest.display()
+                )?;
+                return Ok(0);
             }
             writeln!(
                 err,
@@ -405,7 +433,10 @@ fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mu
         let detail = match (&planned.decisions[i], store.entry(&spec.key)) {
             (Freshness::Fresh, Some(e)) => format!("done {} in {:.1} s", e.created, e.seconds),
             (Freshness::Fresh, None) => "done".into(),
-            (Freshness::Stale(r), _) => r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
+            (Freshness::Stale(r), _) => match crate::slurm::job_status(store, &spec.key) {
+                Some(job) => job,
+                None => r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
+            },
         };
         let state = if planned.decisions[i].is_fresh() { "fresh" } else { "stale" };
         writeln!(out, "{state}  {:width$}  {}  {detail}", w.stages[i].id, &spec.key[..12])?;

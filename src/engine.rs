@@ -29,6 +29,8 @@ pub enum EngineError {
     VersionMismatch { key: String, kind: String, spec: u32, ours: u32 },
     #[error("stage `{stage}` failed: {source}")]
     Stage { stage: String, source: StageError },
+    #[error("slurm: {0}")]
+    Scheduler(String),
 }
 
 impl EngineError {
@@ -235,6 +237,8 @@ pub enum Outcome {
     Failed { error: String, exit_code: u8 },
     /// Not run: it depends on a failed stage, or the run stopped at the first failure.
     Skipped { because: String },
+    /// Handed to a cluster scheduler and not followed (`--detach`): job `job` will compute it.
+    Submitted { job: String },
 }
 
 /// The outcome of every stage, indexed like `workflow.stages`.
@@ -279,6 +283,7 @@ struct RunRecord<'a> {
     ended: String,
     hudd_version: &'static str,
     libtorch_version: &'static str,
+    executor: &'static str,
     device: Option<String>,
     jobs: usize,
     threads_per_stage: usize,
@@ -299,6 +304,22 @@ struct StageRecord<'a> {
     outcome: &'a Outcome,
 }
 
+/// Plans a run (under the caller's workspace lock): the plan, the stale stages with their specs written for
+/// `hudd exec`, and the outcomes so far (fresh stages are hits).
+pub(crate) fn prepare(
+    store: &Store,
+    workflow: &Workflow,
+    registry: &Registry,
+) -> Result<(Planned, BTreeSet<usize>, Vec<Option<Outcome>>), EngineError> {
+    let planned = plan(store, workflow, registry)?;
+    let stale: BTreeSet<usize> = planned.stale().collect();
+    for &i in &stale {
+        store.write_spec(&planned.specs[i])?;
+    }
+    let outcomes = (0..workflow.stages.len()).map(|i| (!stale.contains(&i)).then_some(Outcome::Hit)).collect();
+    Ok((planned, stale, outcomes))
+}
+
 /// Runs every stale stage of a workflow, in parallel along the DAG, and records the run.
 pub fn run(
     store: &Store,
@@ -309,21 +330,10 @@ pub fn run(
 ) -> Result<RunReport, EngineError> {
     let started = now();
     let _lock = store.lock(|message| reporter.line(message))?;
-    let planned = plan(store, workflow, registry)?;
+    let (planned, stale, mut outcomes) = prepare(store, workflow, registry)?;
     let n = workflow.stages.len();
     let jobs = options.jobs.max(1);
     let threads = options.threads.unwrap_or_else(|| (runtime::cores() / jobs).max(1));
-
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-    let stale: BTreeSet<usize> = planned.stale().collect();
-    for i in 0..n {
-        if !stale.contains(&i) {
-            outcomes[i] = Some(Outcome::Hit);
-        }
-    }
-    for &i in &stale {
-        store.write_spec(&planned.specs[i])?;
-    }
     if !stale.is_empty() {
         reporter.line(&format!("{}: {} of {n} stages to run", workflow.name, stale.len()));
     }
@@ -389,6 +399,29 @@ pub fn run(
         .map(|o| o.unwrap_or_else(|| Outcome::Skipped { because: "the run stopped at the first failure".into() }))
         .collect();
 
+    let device = (!stale.is_empty()).then(runtime::device_summary);
+    finish(store, workflow, registry, &planned, outcomes, Finish { started, jobs, threads, device, executor: "local" })
+}
+
+/// How a run went, beside its outcomes, for the provenance record.
+pub(crate) struct Finish {
+    pub started: String,
+    pub jobs: usize,
+    pub threads: usize,
+    pub device: Option<String>,
+    pub executor: &'static str,
+}
+
+/// Records a run whatever executed it: the workflow's state, the views under `reports/`, the provenance record.
+pub(crate) fn finish(
+    store: &Store,
+    workflow: &Workflow,
+    registry: &Registry,
+    planned: &Planned,
+    outcomes: Vec<Outcome>,
+    how: Finish,
+) -> Result<RunReport, EngineError> {
+    let n = workflow.stages.len();
     // Remember what every finished stage ran with, and show its outputs under reports/.
     let mut state = store.read_state(&workflow.name);
     for (i, outcome) in outcomes.iter().enumerate() {
@@ -412,13 +445,14 @@ pub fn run(
         manifest_hash: &workflow.manifest_hash,
         overrides: workflow.overrides.iter().map(|o| o.to_string()).collect(),
         seed: workflow.seed,
-        started: started.clone(),
+        started: how.started.clone(),
         ended: now(),
         hudd_version: env!("CARGO_PKG_VERSION"),
         libtorch_version: runtime::LIBTORCH_VERSION,
-        device: (!stale.is_empty()).then(runtime::device_summary),
-        jobs,
-        threads_per_stage: threads,
+        executor: how.executor,
+        device: how.device,
+        jobs: how.jobs,
+        threads_per_stage: how.threads,
         hits,
         ran,
         stages: (0..n)
@@ -436,7 +470,7 @@ pub fn run(
             })
             .collect(),
     };
-    let stamp = started.replace([':', '.'], "-");
+    let stamp = how.started.replace([':', '.'], "-");
     let provenance = store.write_run(&format!("{stamp}-{}", workflow.name), &record)?;
     Ok(RunReport { outcomes, keys: planned.specs.iter().map(|s| s.key.clone()).collect(), provenance })
 }

@@ -16,6 +16,7 @@ pub mod progress;
 pub mod runtime;
 pub mod sheet;
 pub mod sim;
+pub mod slurm;
 pub mod stage;
 pub mod stats;
 pub mod stages;

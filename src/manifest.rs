@@ -16,11 +16,11 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Sources, did_you_mean};
 use crate::graph::Dag;
-use crate::stage::Registry;
+use crate::stage::{Registry, field_span};
 
 /// Keys of a `[[stage]]` table that belong to the engine, not to the stage kind.
 const RESERVED: [&str; 3] = ["id", "kind", "matrix"];
-const TOP_LEVEL: [&str; 2] = ["workflow", "stage"];
+const TOP_LEVEL: [&str; 3] = ["workflow", "stage", "executor"];
 
 /// A checked workflow: every stage instance with canonical parameters and resolved references.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct Workflow {
     pub stages: Vec<StageSpec>,
     pub dag: Dag,
     pub overrides: Vec<Override>,
+    /// `[executor]`: where stages run and with which resources (Slurm).
+    pub executor: crate::slurm::ExecutorConfig,
 }
 
 /// One stage instance (a matrix stage has one per combination of its values).
@@ -123,7 +125,7 @@ pub fn parse(path: &Path, text: &str, overrides: &[Override], registry: &Registr
     let result = checker.check(text, &mut sources, overrides);
     let mut diags = checker.diags;
     match result {
-        Some((header, stages, dag)) if diags.is_empty() => Ok(Workflow {
+        Some((header, stages, dag, executor)) if diags.is_empty() => Ok(Workflow {
             name: header.name.into_inner(),
             description: header.description,
             seed: header.seed,
@@ -132,6 +134,7 @@ pub fn parse(path: &Path, text: &str, overrides: &[Override], registry: &Registr
             stages,
             dag,
             overrides: overrides.to_vec(),
+            executor,
         }),
         _ => {
             diags.sort_by_key(|d| d.span.start);
@@ -183,7 +186,7 @@ impl Checker<'_> {
         text: &'a str,
         sources: &mut Sources,
         overrides: &'a [Override],
-    ) -> Option<(Header, Vec<StageSpec>, Dag)> {
+    ) -> Option<(Header, Vec<StageSpec>, Dag, crate::slurm::ExecutorConfig)> {
         let (root, errors) = DeTable::parse_recoverable(text);
         if !errors.is_empty() {
             for e in errors {
@@ -214,6 +217,7 @@ impl Checker<'_> {
             }
         };
 
+        let executor = root.remove("executor");
         let mut raw = match root.remove("stage") {
             Some(value) => self.raw_stages(value),
             None => {
@@ -233,8 +237,65 @@ impl Checker<'_> {
             self.expand(stage, &mut instances);
         }
         let dag = self.resolve(&mut instances);
-        let stages = instances.into_iter().map(|i| i.spec).collect();
-        Some((header?, stages, dag?))
+        let stages: Vec<StageSpec> = instances.into_iter().map(|i| i.spec).collect();
+        let executor = match executor {
+            Some(value) => self.executor(value, &stages),
+            None => Some(crate::slurm::ExecutorConfig::default()),
+        };
+        Some((header?, stages, dag?, executor?))
+    }
+
+    /// `[executor]`: resources for Slurm jobs, per kind and per stage id, each name checked.
+    fn executor(&mut self, value: Spanned<DeValue<'_>>, stages: &[StageSpec]) -> Option<crate::slurm::ExecutorConfig> {
+        let span = value.span();
+        let lookup = value.clone();
+        if let DeValue::Table(table) = lookup.get_ref() {
+            let known: Vec<&str> = crate::slurm::ExecutorConfig::OWN_KEYS
+                .iter()
+                .chain(crate::stage::field_names::<crate::slurm::Resources>())
+                .copied()
+                .collect();
+            for (key, _) in table.iter().filter(|(k, _)| !known.contains(&k.get_ref().as_ref())) {
+                let mut d = Diagnostic::new(format!("[executor]: unknown key `{}`", key.get_ref()), key.span());
+                if let Some(s) = did_you_mean(key.get_ref(), known.iter().copied()) {
+                    d = d.with_label(format!("did you mean `{s}`?"));
+                }
+                self.error(d);
+            }
+        }
+        let config = match crate::slurm::ExecutorConfig::deserialize(value.into_deserializer()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(Diagnostic::new(format!("[executor]: {}", e.message().trim()), e.span().unwrap_or(span)));
+                return None;
+            }
+        };
+        let at = |path: &str| field_span(&lookup, path).unwrap_or_else(|| span.clone());
+        let before = self.diags.len();
+        let check = |this: &mut Self, prefix: &str, r: &crate::slurm::Resources| {
+            for (field, message) in r.validate() {
+                let path = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+                this.error(Diagnostic::new(format!("[executor] invalid `{path}`: {message}"), at(&path)));
+            }
+        };
+        check(self, "", &config.defaults);
+        let kinds: Vec<&str> = self.registry.names().collect();
+        let ids: Vec<&str> = stages.iter().map(|s| s.base_id.as_str()).collect();
+        for (table, known, what, entries) in
+            [("kind", &kinds, "unknown stage kind", &config.kind), ("stage", &ids, "no stage id", &config.stage)]
+        {
+            for (name, r) in entries {
+                if !known.contains(&name.as_str()) {
+                    let mut d = Diagnostic::new(format!("[executor.{table}]: {what} `{name}`"), at(&format!("{table}.{name}")));
+                    if let Some(s) = did_you_mean(name, known.iter().copied()) {
+                        d = d.with_label(format!("did you mean `{s}`?"));
+                    }
+                    self.error(d);
+                }
+                check(self, &format!("{table}.{name}"), r);
+            }
+        }
+        (self.diags.len() == before).then_some(config)
     }
 
     fn header(&mut self, value: Spanned<DeValue<'_>>) -> Option<Header> {

@@ -325,7 +325,7 @@ impl<S: Stage> StageKind for S {
 }
 
 /// The span of a dotted field path inside a parameter table, for value-rule errors.
-fn field_span(table: &Spanned<DeValue<'_>>, field: &str) -> Option<Range<usize>> {
+pub(crate) fn field_span(table: &Spanned<DeValue<'_>>, field: &str) -> Option<Range<usize>> {
     let mut at = table;
     for part in field.split('.') {
         at = match (at.get_ref(), part.parse::<usize>()) {
@@ -364,7 +364,7 @@ impl Registry {
 
 /// The field names of a struct deserialised by serde's derive: it asks `deserialize_struct` for them, and this
 /// deserializer records them and stops.
-fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
     use serde::de::{Error as _, Visitor, value::Error};
     struct Fields<'a>(&'a mut &'static [&'static str]);
     impl<'de> serde::Deserializer<'de> for Fields<'_> {

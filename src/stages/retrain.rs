@@ -116,7 +116,7 @@ fn take(data: &Data, idx: &[i64]) -> Data {
 impl Stage for Retrain {
     type Params = RetrainParams;
     const KIND: &'static str = "retrain";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", many: false, required: true, doc: "the model under analysis: retraining starts from its weights" },
         InputSlot { name: "dataset", many: false, required: true, doc: "the dataset it was trained on" },
@@ -124,7 +124,7 @@ impl Stage for Retrain {
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "model", path: "model/", doc: "model.json and weights.safetensors" },
-        OutputSpec { name: "curve", path: "curve.csv", doc: "epoch,loss,train_score,val_score,seconds" },
+        OutputSpec { name: "curve", path: "curve.csv", doc: "epoch,loss,train_score,val_score" },
         OutputSpec { name: "summary", path: "retrain.json", doc: "original against retrained on the held-out images" },
     ];
     const USES_SEED: bool = true;

@@ -152,14 +152,14 @@ pub fn outputs_of(target: &Target) -> usize {
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "dataset", many: false, required: true, doc: "a dataset artefact" },
         InputSlot { name: "init", many: false, required: false, doc: "a model whose weights training starts from" },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "model", path: "model/", doc: "model.json and weights.safetensors" },
-        OutputSpec { name: "curve", path: "curve.csv", doc: "epoch,loss,train_score,val_score,seconds" },
+        OutputSpec { name: "curve", path: "curve.csv", doc: "epoch,loss,train_score,val_score" },
     ];
     const USES_SEED: bool = true;
     const DOC: &'static str = "Trains a declared architecture.";
@@ -240,10 +240,11 @@ pub(crate) fn fit_gated(model: &mut Model, train: &Data, val: &Data, cfg: &FitCo
     Ok(curve)
 }
 
+/// The learning curve; no wall times (they live in `entry.json`), so equal training gives equal bytes.
 pub fn write_curve(path: &std::path::Path, curve: &[fit::Epoch]) -> Result<(), StageError> {
-    let mut text = String::from("epoch,loss,train_score,val_score,seconds\n");
+    let mut text = String::from("epoch,loss,train_score,val_score\n");
     for e in curve {
-        text.push_str(&format!("{},{:.6},{:.6},{:.6},{:.3}\n", e.epoch, e.loss, e.train_score, e.val_score, e.seconds));
+        text.push_str(&format!("{},{:.6},{:.6},{:.6}\n", e.epoch, e.loss, e.train_score, e.val_score));
     }
     std::fs::write(path, text).map_err(|e| StageError::io(path, e))
 }

@@ -13,5 +13,6 @@ mod model;
 mod repair;
 mod report;
 mod simulate;
+mod slurm;
 mod stats;
 mod support;

@@ -177,3 +177,25 @@ fn a_matrix_key_a_kind_does_not_take_may_label_instances_only_when_another_stage
     let err = hudd::manifest::load(&path, &[], &crate::support::registry()).unwrap_err().to_string();
     assert!(err.contains("matrix key `sed` is not a parameter or input of kind `files`") && err.contains("bad.toml:11:"), "{err}");
 }
+
+#[test]
+fn executor_mistakes_are_located_and_named() {
+    let stage = "[[stage]]\nid = \"a\"\nkind = \"echo\"\n";
+    check(
+        &format!("{HEAD}[executor]\npartiton = \"gpu\"\n\n{stage}"),
+        &["[executor]: unknown key `partiton`", "--> w.toml:4:1", "did you mean `partition`?"],
+    );
+    check(
+        &format!("{HEAD}[executor]\ntime = \"1h\"\n[executor.kind.echoo]\ncpus = 0\n[executor.stage.b]\nmemory = \"16GB\"\n\n{stage}"),
+        &[
+            "[executor] invalid `time`: `1h` is not a Slurm time",
+            "[executor.kind]: unknown stage kind `echoo`",
+            "did you mean `echo`?",
+            "[executor] invalid `kind.echoo.cpus`: must be at least 1",
+            "[executor.stage]: no stage id `b`",
+            "[executor] invalid `stage.b.memory`: `16GB` is not a Slurm memory size",
+            "--> w.toml:8:10",
+        ],
+    );
+    check(&format!("{HEAD}[executor]\ndefault = \"cloud\"\n\n{stage}"), &["unknown variant `cloud`", "--> w.toml:4:11"]);
+}

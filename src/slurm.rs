@@ -1,0 +1,556 @@
+//! The Slurm executor: every stale stage becomes an `sbatch` job running `hudd exec <key>` in the same workspace
+//! (the store on a shared file system), a matrix stage one job array, and the DAG's edges `afterok` dependencies
+//! with `--kill-on-invalid-dep=yes`, so the whole DAG is submitted at once and Slurm orders it.
+//!
+//! Keys, specs and entries are the local executor's: a stage computed by a job is the same artefact, and a rerun
+//! submits nothing. Jobs already queued or running for a key (another run, another user) are depended on, not
+//! submitted twice: `.hudd/slurm/jobs/<key>` remembers the job that computes each key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{EngineError, Finish, Outcome, RunReport, finish, prepare};
+use crate::manifest::Workflow;
+use crate::progress::Reporter;
+use crate::stage::Registry;
+use crate::store::{EntryState, Store, now};
+
+/// Resources of a job, as `[executor]`, `[executor.kind.<kind>]` and `[executor.stage.<stage-id>]` declare them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// `minutes`, `HH:MM:SS`, `D-HH:MM:SS`, ... as `sbatch --time` takes it.
+    pub time: Option<String>,
+    pub cpus: Option<u32>,
+    /// `sbatch --mem`: `4000` (MB), `16G`, ...
+    pub memory: Option<String>,
+    pub gpus: Option<u32>,
+    /// Further `sbatch` options, one argument each (`["--qos=high", "--constraint=a100"]`).
+    #[serde(default)]
+    pub sbatch: Vec<String>,
+}
+
+/// The manifest's `[executor]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+// Unknown keys are found by the manifest checker (serde cannot deny them beside a flattened field).
+pub struct ExecutorConfig {
+    /// `local` (default) or `slurm`: the executor `hudd run` uses without `--executor`.
+    #[serde(default)]
+    pub default: Option<ExecutorKind>,
+    /// Seconds between two looks at the queue while following the jobs (default 5).
+    pub poll_seconds: Option<f64>,
+    /// Every job's resources.
+    #[serde(flatten)]
+    pub defaults: Resources,
+    /// Per stage kind.
+    #[serde(default)]
+    pub kind: BTreeMap<String, Resources>,
+    /// Per stage id (a matrix stage's id as written: its instances form one job array).
+    #[serde(default)]
+    pub stage: BTreeMap<String, Resources>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+impl Resources {
+    /// `self` with every value `over` sets replacing it (extra options are appended).
+    fn with(&self, over: &Resources) -> Resources {
+        Resources {
+            partition: over.partition.clone().or_else(|| self.partition.clone()),
+            account: over.account.clone().or_else(|| self.account.clone()),
+            time: over.time.clone().or_else(|| self.time.clone()),
+            cpus: over.cpus.or(self.cpus),
+            memory: over.memory.clone().or_else(|| self.memory.clone()),
+            gpus: over.gpus.or(self.gpus),
+            sbatch: self.sbatch.iter().chain(&over.sbatch).cloned().collect(),
+        }
+    }
+
+    /// The `sbatch` arguments.
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                args.push(format!("--{flag}={v}"));
+            }
+        };
+        push("partition", self.partition.clone());
+        push("account", self.account.clone());
+        push("time", self.time.clone());
+        push("cpus-per-task", self.cpus.map(|c| c.to_string()));
+        push("mem", self.memory.clone());
+        push("gpus", self.gpus.filter(|&g| g > 0).map(|g| g.to_string()));
+        args.extend(self.sbatch.iter().cloned());
+        args
+    }
+
+    /// Problems as (field, message).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.time {
+            let (days, clock) = t.split_once('-').unwrap_or(("0", t));
+            let parts: Vec<&str> = clock.split(':').collect();
+            let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+            if !digits(days) || parts.len() > 3 || !parts.iter().all(|p| digits(p)) {
+                out.push(("time", format!("`{t}` is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")));
+            }
+        }
+        if let Some(m) = &self.memory {
+            let number = m.trim_end_matches(['K', 'M', 'G', 'T']);
+            if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) || m.len() - number.len() > 1 {
+                out.push(("memory", format!("`{m}` is not a Slurm memory size (`4000` MB, `16G`, ...)")));
+            }
+        }
+        if self.cpus == Some(0) {
+            out.push(("cpus", "must be at least 1".into()));
+        }
+        for o in &self.sbatch {
+            if !o.starts_with('-') {
+                out.push(("sbatch", format!("`{o}` is not an option (each entry is one argument such as `--qos=high`)")));
+            }
+        }
+        out
+    }
+}
+
+impl ExecutorConfig {
+    /// The keys of `[executor]` besides a job's resources.
+    pub const OWN_KEYS: [&'static str; 4] = ["default", "poll_seconds", "kind", "stage"];
+
+    /// What a job of `kind` for stage `base_id` asks for: defaults, then the kind's, then the stage's.
+    pub fn resources(&self, kind: &str, base_id: &str) -> Resources {
+        let none = Resources::default();
+        self.defaults.with(self.kind.get(kind).unwrap_or(&none)).with(self.stage.get(base_id).unwrap_or(&none))
+    }
+}
+
+/// How `hudd run --executor slurm` behaves.
+#[derive(Debug, Clone)]
+pub struct SlurmOptions {
+    /// Submit and return; `hudd status` follows up.
+    pub detach: bool,
+    /// The `hudd` binary the jobs run (visible from every node: a shared file system).
+    pub program: PathBuf,
+}
+
+/// Quotes a value for a POSIX shell: `'...'` with every `'` written as `'\''`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+fn slurm_error(message: impl Into<String>) -> EngineError {
+    EngineError::Scheduler(message.into())
+}
+
+/// Runs a Slurm command; its stdout, or an error with its stderr.
+fn slurm(program: &str, args: &[String]) -> Result<String, EngineError> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        slurm_error(format!("cannot run `{program}` ({e}); is Slurm installed and on PATH (Debian: slurm-wlm)?"))
+    })?;
+    if !out.status.success() {
+        return Err(slurm_error(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A job's state as `squeue` shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct JobState {
+    state: String,
+    reason: String,
+}
+
+impl JobState {
+    fn active(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "REQUEUED" | "RESIZING" | "SIGNALING" | "STAGE_OUT"
+        )
+    }
+}
+
+/// States of jobs (array tasks expanded as `123_4`), finished ones included while Slurm remembers them.
+fn job_states(ids: &BTreeSet<String>) -> Result<BTreeMap<String, JobState>, EngineError> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let args = ["-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j"].iter().map(|s| s.to_string());
+    let args: Vec<String> = args.chain([ids.iter().cloned().collect::<Vec<_>>().join(",")]).collect();
+    let text = match slurm("squeue", &args) {
+        Ok(text) => text,
+        // Every job listed is gone from the controller's memory.
+        Err(EngineError::Scheduler(m)) if m.contains("Invalid job id") => String::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split('|');
+            let (id, state, reason) = (f.next()?, f.next()?, f.next().unwrap_or(""));
+            Some((id.to_string(), JobState { state: state.to_string(), reason: reason.to_string() }))
+        })
+        .collect())
+}
+
+/// The exit code `scontrol` recorded for a finished job, while it remembers the job.
+fn exit_code(job: &str) -> Option<u8> {
+    let text = slurm("scontrol", &["show".into(), "job".into(), job.into()]).ok()?;
+    let code = text.split_whitespace().find_map(|w| w.strip_prefix("ExitCode="))?;
+    code.split(':').next()?.parse().ok()
+}
+
+/// Where `.hudd/slurm/` keeps job scripts, logs and the job of each key (absolute: jobs and messages use it).
+fn slurm_dir(store: &Store) -> PathBuf {
+    std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf()).join("slurm")
+}
+
+/// The job that computes `key`, as recorded at submission (`123` or `123_4`), with its log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job: String,
+    pub log: PathBuf,
+    pub workflow: String,
+    pub stage: String,
+    pub submitted: String,
+}
+
+fn job_record_path(store: &Store, key: &str) -> PathBuf {
+    slurm_dir(store).join("jobs").join(key)
+}
+
+pub fn job_record(store: &Store, key: &str) -> Option<JobRecord> {
+    serde_json::from_slice(&std::fs::read(job_record_path(store, key)).ok()?).ok()
+}
+
+/// One line on the job computing a stale key, for `hudd status`: queued, running, or how it ended.
+pub fn job_status(store: &Store, key: &str) -> Option<String> {
+    let record = job_record(store, key)?;
+    let states = job_states(&BTreeSet::from([base_job(&record.job).to_string()])).ok()?;
+    Some(match states.get(&record.job) {
+        Some(s) if s.state == "PENDING" => format!("queued as Slurm job {} ({})", record.job, s.reason),
+        Some(s) if s.active() => format!("{} as Slurm job {}", s.state.to_lowercase(), record.job),
+        Some(s) => format!("Slurm job {} ended {}; log: {}", record.job, s.state, record.log.display()),
+        None => format!("Slurm job {} ended; log: {}", record.job, record.log.display()),
+    })
+}
+
+/// `123` of `123_4`.
+fn base_job(job: &str) -> &str {
+    job.split('_').next().unwrap_or(job)
+}
+
+/// One `sbatch` submission: a stage, or every stale instance of a matrix stage as an array.
+struct Group {
+    base_id: String,
+    kind: String,
+    /// Stage indices, array task `i` computing `members[i]`.
+    members: Vec<usize>,
+}
+
+/// Runs a workflow's stale stages on Slurm, following the jobs to the end unless `options.detach`.
+pub fn run(
+    store: &Store,
+    workflow: &Workflow,
+    registry: &Registry,
+    config: &ExecutorConfig,
+    options: &SlurmOptions,
+    reporter: &Reporter,
+) -> Result<RunReport, EngineError> {
+    let started = now();
+    let _lock = store.lock(|message| reporter.line(message))?;
+    let (planned, stale, mut outcomes) = prepare(store, workflow, registry)?;
+    let n = workflow.stages.len();
+
+    // Keys a live job already computes (another run, another user) are depended on, not submitted again.
+    let recorded: BTreeMap<usize, JobRecord> =
+        stale.iter().filter_map(|&i| Some((i, job_record(store, &planned.specs[i].key)?))).collect();
+    let states = job_states(&recorded.values().map(|r| base_job(&r.job).to_string()).collect())?;
+    let mut jobs: BTreeMap<usize, JobRecord> = BTreeMap::new();
+    for (i, record) in recorded {
+        if states.get(&record.job).is_some_and(JobState::active) {
+            reporter.line(&format!("{}: already submitted as Slurm job {}", workflow.stages[i].id, record.job));
+            jobs.insert(i, record);
+        }
+    }
+
+    // One submission per stage id as written, in DAG order; a matrix's stale instances form an array.
+    let mut groups: Vec<Group> = Vec::new();
+    for &i in workflow.dag.order() {
+        if !stale.contains(&i) || jobs.contains_key(&i) {
+            continue;
+        }
+        let stage = &workflow.stages[i];
+        match groups.iter_mut().find(|g| g.base_id == stage.base_id) {
+            Some(g) => g.members.push(i),
+            None => groups.push(Group { base_id: stage.base_id.clone(), kind: stage.kind.clone(), members: vec![i] }),
+        }
+    }
+    // Instances of one matrix stage never depend on each other, but an instance may come later in DAG order than
+    // a stage depending on an earlier sibling; submitting groups in order of their last member keeps parents first.
+    groups.sort_by_key(|g| g.members.iter().map(|m| workflow.dag.order().iter().position(|o| o == m)).max());
+
+    let dir = slurm_dir(store);
+    let stamp = started.replace([':', '.'], "-");
+    for sub in ["scripts", "logs", "jobs"] {
+        let path = dir.join(sub);
+        std::fs::create_dir_all(&path).map_err(|source| crate::store::StoreError::Io { path: path.clone(), source })?;
+    }
+    let workspace = std::fs::canonicalize(store.workspace()).unwrap_or_else(|_| store.workspace().to_path_buf());
+    let mut submitted: Vec<String> = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        let mut after: BTreeSet<String> = BTreeSet::new();
+        for &m in &group.members {
+            // A parent in an array depends on its task (`123_4`), not on the whole array.
+            for p in workflow.dag.parents(m) {
+                if !group.members.contains(&p)
+                    && let Some(job) = jobs.get(&p)
+                {
+                    after.insert(job.job.clone());
+                }
+            }
+        }
+        let script = dir.join("scripts").join(format!("{stamp}-{g}.sh"));
+        let keys: Vec<String> = group.members.iter().map(|&m| shell_quote(&planned.specs[m].key)).collect();
+        let text = format!(
+            "#!/bin/bash\n# Written by hudd for workflow {wf}: array task i computes the i-th key.\nset -euo pipefail\n\
+             keys=({keys})\nexec {program} --workspace {ws} exec \"${{keys[${{SLURM_ARRAY_TASK_ID:-0}}]}}\" \
+             --threads \"${{SLURM_CPUS_PER_TASK:-${{SLURM_CPUS_ON_NODE:-1}}}}\"\n",
+            wf = shell_quote(&workflow.name),
+            keys = keys.join(" "),
+            program = shell_quote(&options.program.display().to_string()),
+            ws = shell_quote(&workspace.display().to_string()),
+        );
+        std::fs::write(&script, text).map_err(|source| crate::store::StoreError::Io { path: script.clone(), source })?;
+        let array = group.members.len() > 1 || !workflow.stages[group.members[0]].matrix.is_empty();
+        let log_pattern = dir.join("logs").join(if array { format!("{stamp}-{g}-%A_%a.log") } else { format!("{stamp}-{g}-%j.log") });
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name=hudd:{}:{}", workflow.name, group.base_id),
+            format!("--chdir={}", workspace.display()),
+            format!("--output={}", log_pattern.display()),
+        ];
+        if array {
+            args.push(format!("--array=0-{}", group.members.len() - 1));
+        }
+        if !after.is_empty() {
+            args.push(format!("--dependency=afterok:{}", after.iter().cloned().collect::<Vec<_>>().join(":")));
+            args.push("--kill-on-invalid-dep=yes".into());
+        }
+        args.extend(config.resources(&group.kind, &group.base_id).args());
+        args.push(script.display().to_string());
+        let job_id = slurm("sbatch", &args)?.trim().split(';').next().unwrap_or("").to_string();
+        if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(slurm_error(format!("sbatch answered `{job_id}` instead of a job id")));
+        }
+        submitted.push(job_id.clone());
+        for (t, &m) in group.members.iter().enumerate() {
+            let job = if array { format!("{job_id}_{t}") } else { job_id.clone() };
+            let log = PathBuf::from(
+                log_pattern.display().to_string().replace("%A", &job_id).replace("%a", &t.to_string()).replace("%j", &job_id),
+            );
+            let record =
+                JobRecord { job, log, workflow: workflow.name.clone(), stage: workflow.stages[m].id.clone(), submitted: now() };
+            crate::store::write_json(&job_record_path(store, &planned.specs[m].key), &record)?;
+            jobs.insert(m, record);
+        }
+        reporter.line(&format!(
+            "{}: submitted as Slurm job {job_id}{}{}",
+            group.base_id,
+            if array { format!(" (array of {})", group.members.len()) } else { String::new() },
+            if after.is_empty() { String::new() } else { format!(", after {}", after.iter().cloned().collect::<Vec<_>>().join(", ")) }
+        ));
+    }
+    if !stale.is_empty() {
+        reporter.line(&format!("{}: {} of {n} stages on Slurm ({} new jobs)", workflow.name, stale.len(), submitted.len()));
+    }
+
+    let how = Finish { started, jobs: jobs.len(), threads: 0, device: None, executor: "slurm" };
+    if options.detach {
+        for (&i, record) in &jobs {
+            outcomes[i] = Some(Outcome::Submitted { job: record.job.clone() });
+        }
+        let outcomes = outcomes.into_iter().map(|o| o.expect("every stage is fresh or submitted")).collect();
+        return finish(store, workflow, registry, &planned, outcomes, how);
+    }
+
+    follow(store, workflow, &planned.specs, &jobs, &mut outcomes, config, reporter)?;
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Skipped { because: "interrupted before its job ended".into() }))
+        .collect();
+    finish(store, workflow, registry, &planned, outcomes, how)
+}
+
+/// Polls the queue until every job has ended, reporting each stage as its job ends; Ctrl-C offers to cancel.
+fn follow(
+    store: &Store,
+    workflow: &Workflow,
+    specs: &[crate::store::Spec],
+    jobs: &BTreeMap<usize, JobRecord>,
+    outcomes: &mut [Option<Outcome>],
+    config: &ExecutorConfig,
+    reporter: &Reporter,
+) -> Result<(), EngineError> {
+    // Ctrl-C sets a flag instead of ending the process, so that the jobs can be cancelled or left on purpose.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let handler = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted))
+        .map_err(|e| slurm_error(format!("cannot watch for Ctrl-C: {e}")))?;
+    let _unregister = Unregister(handler);
+    let poll = Duration::from_secs_f64(config.poll_seconds.unwrap_or(5.0).max(0.1));
+    let mut waiting: BTreeSet<usize> = jobs.keys().copied().collect();
+    let mut running: BTreeSet<usize> = BTreeSet::new();
+    while !waiting.is_empty() {
+        if interrupted.swap(false, Ordering::SeqCst) {
+            let live: BTreeSet<String> = waiting.iter().map(|i| jobs[i].job.clone()).collect();
+            on_interrupt(&live, reporter)?;
+            return Ok(());
+        }
+        let states = job_states(&waiting.iter().map(|i| base_job(&jobs[i].job).to_string()).collect())?;
+        for i in waiting.clone() {
+            let (stage, record) = (&workflow.stages[i].id, &jobs[&i]);
+            let state = states.get(&record.job);
+            let outcome = if store.state(&specs[i].key) == EntryState::Intact {
+                let seconds = store.entry(&specs[i].key).map_or(0.0, |e| e.seconds);
+                reporter.line(&format!("{stage}: done in {seconds:.1} s (Slurm job {})", record.job));
+                Outcome::Ran { seconds }
+            } else {
+                match state {
+                    Some(s) if s.active() => {
+                        if s.state == "RUNNING" && running.insert(i) {
+                            reporter.line(&format!("{stage}: running (Slurm job {})", record.job));
+                        }
+                        continue;
+                    }
+                    Some(s) if s.state == "CANCELLED" && s.reason.contains("Dependency") => {
+                        let failed = workflow.dag.ancestors(i).into_iter().find(|&a| matches!(outcomes[a], Some(Outcome::Failed { .. })));
+                        let because = match failed {
+                            Some(a) => format!("needs `{}`, which failed", workflow.stages[a].id),
+                            None => format!("Slurm job {} cancelled: a dependency failed", record.job),
+                        };
+                        reporter.line(&format!("{stage}: skipped ({because})"));
+                        Outcome::Skipped { because }
+                    }
+                    other => {
+                        let (what, code) = match other {
+                            Some(s) => (s.state.clone(), exit_code(&record.job)),
+                            None => ("ended".to_string(), None),
+                        };
+                        let error = format!(
+                            "Slurm job {} {}{} without an entry; log: {}{}",
+                            record.job,
+                            what.to_lowercase(),
+                            code.map(|c| format!(" (exit code {c})")).unwrap_or_default(),
+                            record.log.display(),
+                            log_tail(&record.log)
+                        );
+                        reporter.line(&format!("{stage}: FAILED: {error}"));
+                        Outcome::Failed { error, exit_code: code.filter(|c| (1..=3).contains(c)).unwrap_or(2) }
+                    }
+                }
+            };
+            outcomes[i] = Some(outcome);
+            waiting.remove(&i);
+        }
+        if !waiting.is_empty() {
+            std::thread::sleep(poll);
+        }
+    }
+    Ok(())
+}
+
+/// Restores Ctrl-C's default action when following ends.
+struct Unregister(signal_hook::SigId);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.0);
+    }
+}
+
+/// The last lines of a job's log, to show beside its failure.
+fn log_tail(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() { String::new() } else { format!("\n    {}", tail.join("\n    ")) }
+}
+
+/// Ctrl-C while following: asks (on a terminal) whether to cancel the jobs still queued or running.
+fn on_interrupt(live: &BTreeSet<String>, reporter: &Reporter) -> Result<(), EngineError> {
+    let ids: Vec<String> = live.iter().cloned().collect();
+    let cancel = if std::io::stdin().is_terminal() {
+        eprint!("\ninterrupted: cancel the {} Slurm job(s) still queued or running ({})? [y/N] ", ids.len(), ids.join(" "));
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    } else {
+        false
+    };
+    if cancel {
+        slurm("scancel", &ids)?;
+        reporter.line(&format!("cancelled Slurm jobs {}", ids.join(" ")));
+    } else {
+        reporter.line(&format!(
+            "interrupted; Slurm jobs {} go on (`hudd status <manifest>` follows them, `scancel {}` stops them)",
+            ids.join(" "),
+            ids.join(" ")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_every_shell_character() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's $(rm -rf /) `x` \"y\"; z"), r#"'it'\''s $(rm -rf /) `x` "y"; z'"#);
+        // Check against a real shell: the value comes back unchanged.
+        let hostile = "it's $(echo pwned) `id` \"q\"; & | \\ \n newline";
+        let out = Command::new("sh").arg("-c").arg(format!("printf %s {}", shell_quote(hostile))).output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), hostile);
+    }
+
+    #[test]
+    fn stage_resources_override_kind_resources_override_defaults() {
+        let config: ExecutorConfig = toml::from_str(
+            "partition = \"cpu\"\ntime = \"01:00:00\"\ncpus = 2\nsbatch = [\"--qos=low\"]\n\
+             [kind.train]\npartition = \"gpu\"\ngpus = 1\n[stage.report]\ncpus = 1\ntime = \"5\"\n",
+        )
+        .unwrap();
+        let args = config.resources("train", "train").args();
+        assert_eq!(args, ["--partition=gpu", "--time=01:00:00", "--cpus-per-task=2", "--gpus=1", "--qos=low"]);
+        let args = config.resources("report", "report").args();
+        assert_eq!(args, ["--partition=cpu", "--time=5", "--cpus-per-task=1", "--qos=low"]);
+    }
+
+    #[test]
+    fn bad_times_and_memory_sizes_are_named() {
+        let r = Resources { time: Some("1h".into()), memory: Some("16GB".into()), cpus: Some(0), ..Default::default() };
+        let fields: Vec<&str> = r.validate().iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, ["time", "memory", "cpus"]);
+        let ok = Resources { time: Some("1-02:00:00".into()), memory: Some("4000".into()), ..Default::default() };
+        assert!(ok.validate().is_empty());
+    }
+}
