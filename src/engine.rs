@@ -31,14 +31,18 @@ pub enum EngineError {
     Stage { stage: String, source: StageError },
     #[error("slurm: {0}")]
     Scheduler(String),
+    /// Ctrl-C while following cluster jobs; the message says what became of them.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl EngineError {
-    /// 1 for a failed quality gate, 3 for a stage waiting for a person, 2 for everything else.
+    /// 1 for a failed quality gate, 3 for a stage waiting for a person, 130 for Ctrl-C, 2 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::Stage { source: StageError::Gate { .. }, .. } => 1,
             EngineError::Stage { source: StageError::Blocked { .. }, .. } => 3,
+            EngineError::Interrupted(_) => 130,
             _ => 2,
         }
     }

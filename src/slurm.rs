@@ -420,8 +420,7 @@ fn follow(
     while !waiting.is_empty() {
         if interrupted.swap(false, Ordering::SeqCst) {
             let live: BTreeSet<String> = waiting.iter().map(|i| jobs[i].job.clone()).collect();
-            on_interrupt(&live, reporter)?;
-            return Ok(());
+            return Err(on_interrupt(&live)?);
         }
         let states = job_states(&waiting.iter().map(|i| base_job(&jobs[i].job).to_string()).collect())?;
         for i in waiting.clone() {
@@ -493,8 +492,9 @@ fn log_tail(path: &Path) -> String {
     if tail.is_empty() { String::new() } else { format!("\n    {}", tail.join("\n    ")) }
 }
 
-/// Ctrl-C while following: asks (on a terminal) whether to cancel the jobs still queued or running.
-fn on_interrupt(live: &BTreeSet<String>, reporter: &Reporter) -> Result<(), EngineError> {
+/// Ctrl-C while following: asks (on a terminal) whether to cancel the jobs still queued or running, and says
+/// what became of them.
+fn on_interrupt(live: &BTreeSet<String>) -> Result<EngineError, EngineError> {
     let ids: Vec<String> = live.iter().cloned().collect();
     let cancel = if std::io::stdin().is_terminal() {
         eprint!("\ninterrupted: cancel the {} Slurm job(s) still queued or running ({})? [y/N] ", ids.len(), ids.join(" "));
@@ -505,17 +505,16 @@ fn on_interrupt(live: &BTreeSet<String>, reporter: &Reporter) -> Result<(), Engi
     } else {
         false
     };
-    if cancel {
+    Ok(EngineError::Interrupted(if cancel {
         slurm("scancel", &ids)?;
-        reporter.line(&format!("cancelled Slurm jobs {}", ids.join(" ")));
+        format!("cancelled Slurm jobs {}", ids.join(" "))
     } else {
-        reporter.line(&format!(
-            "interrupted; Slurm jobs {} go on (`hudd status <manifest>` follows them, `scancel {}` stops them)",
+        format!(
+            "Slurm jobs {} go on (`hudd status <manifest>` follows them, `scancel {}` stops them)",
             ids.join(" "),
             ids.join(" ")
-        ));
-    }
-    Ok(())
+        )
+    }))
 }
 
 #[cfg(test)]

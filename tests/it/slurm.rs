@@ -229,6 +229,23 @@ fn a_workflow_on_slurm_gives_the_local_artefacts_fails_cleanly_and_reruns_nothin
     let status = text(&cluster.hudd(&ws, &["status", "w.toml"]));
     assert!(status.contains("queued as Slurm job"), "{status}");
 
+    // Ctrl-C while following (no terminal to ask on): the jobs stay queued, and the run says so.
+    let interrupted_log = ws.join("interrupted.log");
+    let mut follow = cluster
+        .command(env!("CARGO_BIN_EXE_hudd"))
+        .current_dir(&ws)
+        .args(["run", "w.toml", "--executor", "slurm"])
+        .stderr(std::fs::File::create(&interrupted_log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the follower to start", || std::fs::read_to_string(&interrupted_log).is_ok_and(|t| t.contains("7 of 7 stages on Slurm")));
+    assert!(Command::new("kill").args(["-INT", &follow.id().to_string()]).status().unwrap().success());
+    assert_eq!(follow.wait().unwrap().code(), Some(130));
+    let log = std::fs::read_to_string(&interrupted_log).unwrap();
+    assert!(log.contains("interrupted: Slurm jobs") && log.contains("go on"), "{log}");
+    let status = text(&cluster.hudd(&ws, &["status", "w.toml"]));
+    assert!(status.contains("queued as Slurm job"), "still queued after Ctrl-C: {status}");
+
     // Following up does not submit the held jobs again; it waits for them once released.
     let follow_log = ws.join("follow.log");
     let mut follow = cluster
