@@ -4,6 +4,7 @@
 //! Every image has its own RNG seeded from (seed, split, index), so generation is parallel and reproducible.
 
 pub mod eyes;
+pub mod faces;
 pub mod folder;
 pub mod raster;
 pub mod signs;
@@ -270,8 +271,8 @@ pub trait Simulator: Sync {
 }
 
 /// Every simulator, by name.
-pub fn simulators() -> [&'static dyn Simulator; 2] {
-    [&signs::Signs, &eyes::Eyes]
+pub fn simulators() -> [&'static dyn Simulator; 3] {
+    [&signs::Signs, &eyes::Eyes, &faces::Faces]
 }
 
 pub fn simulator(name: &str) -> Option<&'static dyn Simulator> {

@@ -220,3 +220,86 @@ params = { light_intensity = { uniform = [0.1, 1.3] } }
     assert!(common < 0.25, "2 classes: chance errs 50%; well-lit error rate {common:.2}");
     assert!(rare > common + 0.1, "dark eyes ({rare:.2}) should fail more than well-lit ones ({common:.2})");
 }
+
+#[test]
+fn a_small_cnn_learns_eyeglasses_and_errs_more_in_the_dark() {
+    // Training sees well-lit faces; the test set is lit from 0.1 to 1.3. Half the faces wear thick frames or
+    // sunglasses, half none.
+    let data = r#"
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "faces"
+task = "eyeglasses"
+size = 32
+params = { glasses = { weights = { none = 2.0, thick = 1.0, sunglasses = 1.0 } }, yaw = { normal = [0.0, 10.0] } }
+
+[stage.splits.train]
+count = 600
+params = { light_intensity = { uniform = [0.9, 1.3] } }
+
+[stage.splits.test]
+count = 400
+params = { light_intensity = { uniform = [0.1, 1.3] } }
+"#;
+    let (common, rare) = error_rates(data, "light_intensity", &|l| l > 0.9, &|l| l < 0.3);
+    assert!(common < 0.25, "2 classes: chance errs 50%; well-lit error rate {common:.2}");
+    assert!(rare > common + 0.1, "dark faces ({rare:.2}) should fail more than well-lit ones ({common:.2})");
+}
+
+#[test]
+fn face_landmarks_lie_on_the_face_and_labels_follow_the_parameters() {
+    use hudd::sim::{self, Distributions, SplitPlan};
+    let faces = sim::simulator("faces").unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let names: Vec<&str> = faces.params().iter().map(|p| p.name).collect();
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    for task in faces.tasks() {
+        let dists = Distributions::new(faces, &Default::default(), "params").unwrap();
+        let plans = [SplitPlan { name: "t".into(), count: 60, dists }];
+        sim::generate(faces, task, 64, 9, &plans, &pool, |g| {
+            let v = &g.values;
+            for (spec, x) in faces.params().iter().zip(v) {
+                if let sim::ParamKind::Real { min, max, .. } | sim::ParamKind::Angle { min, max } = spec.kind {
+                    assert!((min..=max).contains(x), "{} = {x}", spec.name);
+                }
+            }
+            match (&g.sample.label, *task) {
+                (sim::Label::Targets(kp), "landmarks") => {
+                    assert_eq!(kp.len(), 54);
+                    // Every landmark inside the image, and the chin below the eyes in an upright head's frame.
+                    assert!(kp.iter().all(|&c| (0.0..64.0).contains(&c)), "{kp:?}");
+                    let (chin_y, eye_y) = (kp[2 * 24 + 1], kp[2 * 7 + 1]);
+                    assert!(v[at("roll")].abs() > 30.0 || chin_y > eye_y, "chin {chin_y} above the eye {eye_y}");
+                }
+                (sim::Label::Class(c), "headpose") => {
+                    assert_eq!(*c, sim::faces::headpose_class(v[at("yaw")], v[at("pitch")]));
+                }
+                (sim::Label::Class(c), "eyeglasses") => assert_eq!(*c == 1, v[at("glasses")] >= 1.0),
+                (label, task) => panic!("{task}: {label:?}"),
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_faces() {
+    use hudd::sim::{self, Distributions, SplitPlan};
+    let faces = sim::simulator("faces").unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let draw = |seed: u64| {
+        let dists = Distributions::new(faces, &Default::default(), "params").unwrap();
+        let plans = [SplitPlan { name: "t".into(), count: 30, dists }];
+        let mut images = Vec::new();
+        sim::generate(faces, "headpose", 48, seed, &plans, &pool, |g| {
+            images.push(g.sample.rgb);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        images
+    };
+    assert_eq!(draw(5), draw(5));
+    assert_ne!(draw(5), draw(6));
+}
