@@ -382,7 +382,8 @@ pub fn run(
         reporter.line(&format!("{}: {} of {n} stages on Slurm ({} new jobs)", workflow.name, stale.len(), submitted.len()));
     }
 
-    let how = Finish { started, jobs: jobs.len(), threads: 0, device: None, executor: "slurm" };
+    let threads = config.defaults.cpus.map_or(1, |c| c as usize);
+    let how = Finish { started, jobs: jobs.len(), threads, device: None, executor: "slurm" };
     if options.detach {
         for (&i, record) in &jobs {
             outcomes[i] = Some(Outcome::Submitted { job: record.job.clone() });
