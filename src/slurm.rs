@@ -252,6 +252,11 @@ pub fn job_status(store: &Store, key: &str) -> Option<String> {
     })
 }
 
+/// The first group whose members' parents outside it are all `settled` (fresh, or given a job).
+fn next_ready(groups: &[Group], dag: &crate::graph::Dag, settled: &dyn Fn(usize) -> bool) -> Option<usize> {
+    groups.iter().position(|g| g.members.iter().all(|&m| dag.parents(m).all(|p| g.members.contains(&p) || settled(p))))
+}
+
 /// `123` of `123_4`.
 fn base_job(job: &str) -> &str {
     job.split('_').next().unwrap_or(job)
@@ -303,9 +308,6 @@ pub fn run(
             None => groups.push(Group { base_id: stage.base_id.clone(), kind: stage.kind.clone(), members: vec![i] }),
         }
     }
-    // Instances of one matrix stage never depend on each other, but an instance may come later in DAG order than
-    // a stage depending on an earlier sibling; submitting groups in order of their last member keeps parents first.
-    groups.sort_by_key(|g| g.members.iter().map(|m| workflow.dag.order().iter().position(|o| o == m)).max());
 
     let dir = slurm_dir(store);
     let stamp = started.replace([':', '.'], "-");
@@ -315,7 +317,15 @@ pub fn run(
     }
     let workspace = std::fs::canonicalize(store.workspace()).unwrap_or_else(|_| store.workspace().to_path_buf());
     let mut submitted: Vec<String> = Vec::new();
-    for (g, group) in groups.iter().enumerate() {
+    // A group goes when every stale parent of its members has a job. Edges join stage ids as written, which form a
+    // DAG, so one group is always ready (a stage may depend on an early instance of a matrix whose later instances
+    // come after it in DAG order, so the DAG order of instances alone would not do).
+    let mut g = 0;
+    while !groups.is_empty() {
+        let ready = next_ready(&groups, &workflow.dag, &|p| !stale.contains(&p) || jobs.contains_key(&p))
+            .expect("stage ids form a DAG");
+        let group = groups.remove(ready);
+        g += 1;
         let mut after: BTreeSet<String> = BTreeSet::new();
         for &m in &group.members {
             // A parent in an array depends on its task (`123_4`), not on the whole array.
@@ -543,6 +553,18 @@ mod tests {
         assert_eq!(args, ["--partition=gpu", "--time=01:00:00", "--cpus-per-task=2", "--gpus=1", "--qos=low"]);
         let args = config.resources("report", "report").args();
         assert_eq!(args, ["--partition=cpu", "--time=5", "--cpus-per-task=1", "--qos=low"]);
+    }
+
+    #[test]
+    fn a_group_waits_for_every_parent_even_a_later_array_task() {
+        // Stage 0 = a[1], stage 1 = b (reads a[1]), stage 2 = a[2]: DAG order 0, 1, 2, but b must follow array a.
+        let dag = crate::graph::Dag::new(3, [(0, 1)]).unwrap();
+        let group = |id: &str, members: Vec<usize>| Group { base_id: id.into(), kind: "k".into(), members };
+        let groups = [group("b", vec![1]), group("a", vec![0, 2])];
+        let none_submitted = |_: usize| false;
+        assert_eq!(next_ready(&groups, &dag, &none_submitted), Some(1), "the array goes first");
+        let a_submitted = |p: usize| p != 1;
+        assert_eq!(next_ready(&groups[..1], &dag, &a_submitted), Some(0));
     }
 
     #[test]
