@@ -225,7 +225,7 @@ fn strip_plot(runs: &[BTreeMap<String, String>], original: f64) -> String {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "test", many: false, required: true, doc: "the original model's test summary" },
         InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output" },
@@ -313,12 +313,25 @@ impl Stage for Report {
             let path = out.join("images/rq2.svg");
             std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
         }
+        // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
+        let accuracy_compared = compare.as_ref().is_none_or(|c| c["metric"].as_str().is_none_or(|m| m == "accuracy"));
         let best = compare.as_ref().and_then(|c| {
-            c["strategies"].as_array()?.iter().find(|s| s["strategy"].as_str() == Some(reference.as_str())).cloned()
+            let mut best = c["strategies"].as_array()?.iter().find(|s| s["strategy"].as_str() == Some(reference.as_str())).cloned()?;
+            let (mean, min, max) = (best["mean"].as_f64()?, best["min"].as_f64()?, best["max"].as_f64()?);
+            let (metric, shown) = if accuracy_compared {
+                ("Accuracy".to_string(), format!("{:.1}% ({:.1}–{:.1})", mean * 100.0, min * 100.0, max * 100.0))
+            } else {
+                let metric = c["metric"].as_str().unwrap_or("score");
+                (format!("{}{}", metric[..1].to_uppercase(), &metric[1..]), format!("{mean:.2} ({min:.2}–{max:.2})"))
+            };
+            best["metric"] = serde_json::json!(metric);
+            best["shown"] = serde_json::json!(shown);
+            Some(best)
         });
         let original = test["accuracy"].as_f64().unwrap_or(f64::NAN);
         let target = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?.map(|t| {
-            let after = best.as_ref().and_then(|b| b["mean"].as_f64());
+            // After retraining only accuracy can be checked against an accuracy target.
+            let after = best.as_ref().filter(|_| accuracy_compared).and_then(|b| b["mean"].as_f64());
             serde_json::json!({
                 "text": p.target, "metric": t.metric, "value": t.value,
                 "met_before": t.met(original), "met_after": after.map(|a| t.met(a)),

@@ -102,3 +102,19 @@ fn a_broken_user_template_is_named_with_its_line() {
     let hudd::engine::Outcome::Failed { error, .. } = &r.outcomes[w.stage_index("report").unwrap()] else { panic!("{:?}", r.outcomes) };
     assert!(error.contains("report.md.j2 line 3") && error.contains("tpl"), "{error}");
 }
+
+#[test]
+fn a_keypoint_model_is_reported_by_its_mean_error_not_as_an_accuracy() {
+    let ws = crate::support::Ws::new();
+    let text = manifest(&ws, "")
+        .replace(r#"\"accuracy\": 0.809}"#, r#"\"accuracy\": 0.2, \"mean_error\": 15.67}"#)
+        .replace(r#"\"metric\": \"accuracy\""#, r#"\"metric\": \"mean keypoint error (px)\""#)
+        .replace(r#"\"mean\": 0.93, \"min\": 0.92, \"max\": 0.94"#, r#"\"mean\": 12.98, \"min\": 12.5, \"max\": 13.4"#);
+    let (w, r) = run(&ws, &text);
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(md.contains("| Mean keypoint error | 15.67 px |"), "{md}");
+    assert!(md.contains("| Mean keypoint error (px) after HUDD's retraining (mean of 2 runs) | 12.98 (12.50–13.40) |"), "{md}");
+    // An accuracy target cannot be judged on a keypoint error after retraining.
+    assert!(md.contains("| Target `accuracy >= 0.92` | before: not met |"), "{md}");
+}
