@@ -316,7 +316,6 @@ pub fn run(
         std::fs::create_dir_all(&path).map_err(|source| crate::store::StoreError::Io { path: path.clone(), source })?;
     }
     let workspace = std::fs::canonicalize(store.workspace()).unwrap_or_else(|_| store.workspace().to_path_buf());
-    let mut submitted: Vec<String> = Vec::new();
     // A group goes when every stale parent of its members has a job. Edges join stage ids as written, which form a
     // DAG, so one group is always ready (a stage may depend on an early instance of a matrix whose later instances
     // come after it in DAG order, so the DAG order of instances alone would not do).
@@ -370,7 +369,6 @@ pub fn run(
         if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(slurm_error(format!("sbatch answered `{job_id}` instead of a job id")));
         }
-        submitted.push(job_id.clone());
         for (t, &m) in group.members.iter().enumerate() {
             let job = if array { format!("{job_id}_{t}") } else { job_id.clone() };
             let log = PathBuf::from(
@@ -389,7 +387,7 @@ pub fn run(
         ));
     }
     if !stale.is_empty() {
-        reporter.line(&format!("{}: {} of {n} stages on Slurm ({} new jobs)", workflow.name, stale.len(), submitted.len()));
+        reporter.line(&format!("{}: {} of {n} stages on Slurm ({g} new jobs)", workflow.name, stale.len()));
     }
 
     let threads = config.defaults.cpus.map_or(1, |c| c as usize);

@@ -196,10 +196,20 @@ params = { yaw = { uniform = [-70.0, 70.0] } }
     assert!(rare > common + 0.1, "turned signs ({rare:.2}) should fail more than face-on ones ({common:.2})");
 }
 
+/// The simulate stage `head` (a simulator, task and fixed distributions) lit from 0.9 to 1.3 in training and from
+/// 0.1 to 1.3 in the test set: the error rates of a tiny CNN on well-lit (> 0.9) and dark (< 0.3) test images.
+fn well_lit_and_dark_error_rates(head: &str) -> (f64, f64) {
+    let data = format!(
+        "{head}\n[stage.splits.train]\ncount = 600\nparams = {{ light_intensity = {{ uniform = [0.9, 1.3] }} }}\n\n\
+         [stage.splits.test]\ncount = 400\nparams = {{ light_intensity = {{ uniform = [0.1, 1.3] }} }}\n"
+    );
+    error_rates(&data, "light_intensity", &|l| l > 0.9, &|l| l < 0.3)
+}
+
 #[test]
 fn a_small_cnn_learns_eye_openness_and_errs_more_in_the_dark() {
-    // Training sees well-lit eyes; the test set is lit from 0.1 to 1.3.
-    let data = r#"
+    let (common, rare) = well_lit_and_dark_error_rates(
+        r#"
 [[stage]]
 id = "data"
 kind = "simulate"
@@ -207,25 +217,17 @@ simulator = "eyes"
 task = "openness"
 size = 32
 params = { openness = { uniform = [0.0, 0.6] } }
-
-[stage.splits.train]
-count = 600
-params = { light_intensity = { uniform = [0.9, 1.3] } }
-
-[stage.splits.test]
-count = 400
-params = { light_intensity = { uniform = [0.1, 1.3] } }
-"#;
-    let (common, rare) = error_rates(data, "light_intensity", &|l| l > 0.9, &|l| l < 0.3);
+"#,
+    );
     assert!(common < 0.25, "2 classes: chance errs 50%; well-lit error rate {common:.2}");
     assert!(rare > common + 0.1, "dark eyes ({rare:.2}) should fail more than well-lit ones ({common:.2})");
 }
 
 #[test]
 fn a_small_cnn_learns_eyeglasses_and_errs_more_in_the_dark() {
-    // Training sees well-lit faces; the test set is lit from 0.1 to 1.3. Half the faces wear thick frames or
-    // sunglasses, half none.
-    let data = r#"
+    // Half the faces wear thick frames or sunglasses, half none.
+    let (common, rare) = well_lit_and_dark_error_rates(
+        r#"
 [[stage]]
 id = "data"
 kind = "simulate"
@@ -233,16 +235,8 @@ simulator = "faces"
 task = "eyeglasses"
 size = 32
 params = { glasses = { weights = { none = 2.0, thick = 1.0, sunglasses = 1.0 } }, yaw = { normal = [0.0, 10.0] } }
-
-[stage.splits.train]
-count = 600
-params = { light_intensity = { uniform = [0.9, 1.3] } }
-
-[stage.splits.test]
-count = 400
-params = { light_intensity = { uniform = [0.1, 1.3] } }
-"#;
-    let (common, rare) = error_rates(data, "light_intensity", &|l| l > 0.9, &|l| l < 0.3);
+"#,
+    );
     assert!(common < 0.25, "2 classes: chance errs 50%; well-lit error rate {common:.2}");
     assert!(rare > common + 0.1, "dark faces ({rare:.2}) should fail more than well-lit ones ({common:.2})");
 }
