@@ -60,6 +60,11 @@ pub struct SelectParams {
     /// At most this many images in all (the labelling budget).
     #[serde(default)]
     pub budget: Option<usize>,
+    /// `failing` with a keypoint model: an image fails when its mean keypoint error exceeds this many pixels
+    /// (default 4, HUDD's, as the `test` stage; ignored by the other strategies and by classifiers). Set it to the
+    /// `test` stage's `threshold` when that one differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_per_minute")]
@@ -102,6 +107,11 @@ impl Params for SelectParams {
         }
         if self.strategy != Strategy::Hudd && self.mode != SelectMode::Closest {
             out.push(Invalid::new("mode", "only applies to strategy \"hudd\""));
+        }
+        if let Some(t) = self.threshold {
+            if !(t > 0.0) {
+                out.push(Invalid::new("threshold", format!("must be above 0 pixels, got {t}")));
+            }
         }
         if matches!(self.split.as_str(), "train" | "test") {
             out.push(Invalid::new("split", format!("must not be `{}`: selection picks new images to label, from an improvement set", self.split)));
@@ -302,7 +312,7 @@ fn baseline(p: &SelectParams, ctx: &mut StageContext<'_>, ds: &Dataset, ids: &[S
     if p.strategy == Strategy::Failing {
         let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
         let rows: Vec<usize> = order.iter().map(|&i| candidates[i]).collect();
-        let predictions = crate::stages::test::predict(&model, ds, &rows, p.batch_size, 4.0, ctx.progress)?;
+        let predictions = crate::stages::test::predict(&model, ds, &rows, p.batch_size, p.threshold.unwrap_or(crate::stages::test::DEFAULT_THRESHOLD), ctx.progress)?;
         order = order.into_iter().zip(&predictions).filter(|(_, pr)| !pr.correct()).map(|(i, _)| i).collect();
     }
     let picks: Vec<Pick> = order.into_iter().map(|image| Pick { image, cluster: 0, distance: 0.0, rank: 1 }).collect();

@@ -36,8 +36,11 @@ fn default_split() -> String {
 fn default_batch() -> usize {
     256
 }
+/// HUDD's: a keypoint image fails above 4 pixels of mean error.
+pub(crate) const DEFAULT_THRESHOLD: f64 = 4.0;
+
 fn default_threshold() -> f64 {
-    4.0
+    DEFAULT_THRESHOLD
 }
 
 impl Params for TestParams {

@@ -244,3 +244,36 @@ fn an_empty_clustering_flows_through_selection_labelling_balancing_and_retrainin
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
     assert_eq!(summary["unsafe_images"], 0);
 }
+
+#[test]
+fn the_failing_baseline_judges_a_keypoint_model_by_the_given_threshold() {
+    let ws = crate::support::Ws::new();
+    let baseline = |id: &str, threshold: f64| {
+        format!(
+            "[[stage]]\nid = \"{id}\"\nkind = \"select\"\nstrategy = \"failing\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\n\
+             budget = 30\nthreshold = {threshold}\ndevice = \"cpu\"\n"
+        )
+    };
+    let text = format!(
+        "[workflow]\nname = \"kp-baseline\"\nseed = 2\n\
+         [[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"faces\"\ntask = \"landmarks\"\nsize = 32\nchannels = 1\n\
+         splits = {{ train = {{ count = 16 }}, improvement = {{ count = 40 }} }}\n\
+         [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"{}\"\nepochs = 1\nbatch_size = 8\n\
+         validation = 0.0\ndevice = \"cpu\"\n{}{}",
+        fixture("tiny-kp.toml"),
+        baseline("strict", 1e-3),
+        baseline("lenient", 1e6)
+    );
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let selected = |stage: &str| {
+        let path = ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], "unsafe").unwrap();
+        column(&std::fs::read_to_string(path).unwrap(), "image").len()
+    };
+    // Every one of the 30 labelled images is off by more than a thousandth of a pixel; none by a million pixels.
+    assert_eq!((selected("strict"), selected("lenient")), (30, 0));
+
+    let bad = text.replace("threshold = 0.001", "threshold = 0.0");
+    let err = hudd::manifest::parse(std::path::Path::new("kp.toml"), &bad, &[], &hudd::stages::registry()).unwrap_err().to_string();
+    assert!(err.contains("invalid `threshold`: must be above 0 pixels, got 0"), "{err}");
+}
