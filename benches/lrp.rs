@@ -31,7 +31,6 @@ fn time(mut f: impl FnMut()) -> f64 {
 fn main() {
     let (batch, threads) = (32i64, 2);
     tch::set_num_threads(threads);
-    tch::manual_seed(0);
     let model = common::alexnet_small();
     let net = model.net("bench").unwrap();
     let x = Tensor::randn([batch, 3, 64, 64], (Kind::Float, tch::Device::Cpu));

@@ -15,7 +15,6 @@ use tch::{Kind, Tensor};
 fn main() {
     let (n, batch, epochs, threads) = (2048usize, 64usize, 3usize, 2usize);
     tch::set_num_threads(threads as i32);
-    tch::manual_seed(0);
     let mut model = common::alexnet_small();
     let data = Data {
         pixels: Tensor::randint(256, [n as i64, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu)),

@@ -106,6 +106,15 @@ pub fn host() -> Option<String> {
     Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }
 
+/// libtorch has one random generator per process (`tch::manual_seed` reseeds it for every thread), so two stages
+/// running side by side (`--jobs`), or two tests in one binary, would interleave their draws and lose determinism.
+/// Whoever seeds it and draws from it (weight initialisation, dropout) holds this lock from the seed to the last draw.
+pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A stage that panicked while holding the lock left nothing to repair: the next holder reseeds.
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Sets libtorch's intra-op thread count for this process.
 pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);

@@ -286,6 +286,7 @@ mod tests {
 
     #[test]
     fn the_direct_transposed_operations_equal_autograds_input_gradient() {
+        let _rng = crate::runtime::torch_rng();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let conv = |stride, padding| nn::ConvConfig { stride, padding, ..Default::default() };
         let tconv = nn::ConvTransposeConfig { stride: 2, padding: 1, output_padding: 1, ..Default::default() };

@@ -59,20 +59,31 @@ pub struct Model {
     body: Body,
 }
 
+/// Builds the layers, holding libtorch's generator: building draws initial weights (even when weights are loaded
+/// over them next), which must not fall into another thread's seeded sequence. `seed` reseeds it first.
+fn build(arch: &Architecture, meta: &ModelMeta, device: Device, seed: Option<u64>) -> Result<(nn::VarStore, Net), ModelError> {
+    let _rng = crate::runtime::torch_rng();
+    if let Some(seed) = seed {
+        tch::manual_seed(seed as i64);
+    }
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(arch, &vs.root(), meta.input, meta.outputs)?;
+    Ok((vs, net))
+}
+
 enum Body {
     Declared { vs: nn::VarStore, net: Net },
     Torchscript(tch::CModule),
 }
 
 impl Model {
-    /// A fresh declared model with initial weights drawn from tch's seeded RNG.
-    pub fn init(meta: ModelMeta, device: Device) -> Result<Model, ModelError> {
+    /// A fresh declared model with initial weights drawn from libtorch's generator seeded with `seed`.
+    pub fn init(meta: ModelMeta, device: Device, seed: u64) -> Result<Model, ModelError> {
         let arch = meta.architecture.clone().ok_or_else(|| ModelError::Invalid {
             path: PathBuf::from("model.json"),
             message: "a declared model needs its architecture".into(),
         })?;
-        let vs = nn::VarStore::new(device);
-        let net = Net::new(&arch, &vs.root(), meta.input, meta.outputs)?;
+        let (vs, net) = build(&arch, &meta, device, Some(seed))?;
         Ok(Model { dir: PathBuf::new(), meta, device, body: Body::Declared { vs, net } })
     }
 
@@ -88,8 +99,7 @@ impl Model {
                     path: meta_path.clone(),
                     message: "format is `declared` but there is no architecture".into(),
                 })?;
-                let mut vs = nn::VarStore::new(device);
-                let net = Net::new(&arch, &vs.root(), meta.input, meta.outputs)?;
+                let (mut vs, net) = build(&arch, &meta, device, None)?;
                 load_weights(&mut vs, &dir.join(WEIGHTS))?;
                 Body::Declared { vs, net }
             }

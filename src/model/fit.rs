@@ -104,7 +104,13 @@ pub fn channel_stats(pixels: &Tensor) -> (Vec<f32>, Vec<f32>) {
 
 /// Trains `model` in place; returns the curve. `val` may be empty.
 pub fn fit(model: &mut Model, train: &Data, val: &Data, cfg: &FitConfig, progress: &Progress) -> Result<Vec<Epoch>, ModelError> {
-    tch::manual_seed(cfg.seed as i64);
+    // Dropout draws from libtorch's process-wide generator: hold it for the whole fit, so that the draws follow
+    // the seed whatever else runs in this process (trainings of such models in one process take turns).
+    let _rng = model.net("training").is_ok_and(|net| net.draws_in_training()).then(|| {
+        let guard = crate::runtime::torch_rng();
+        tch::manual_seed(cfg.seed as i64);
+        guard
+    });
     let keypoints = train.keypoints.is_some();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let vs = model.var_store().expect("training needs a declared model");

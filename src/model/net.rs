@@ -37,6 +37,11 @@ fn sub<'a>(root: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
 }
 
 impl Net {
+    /// Whether a forward pass in training mode draws from libtorch's random generator (dropout).
+    pub fn draws_in_training(&self) -> bool {
+        self.layers.iter().any(|(_, op)| matches!(op, Op::Dropout(p) if *p > 0.0))
+    }
+
     /// Builds the layers under `root`; shapes are checked first, so a mismatch is an error naming the layer.
     pub fn new(arch: &Architecture, root: &nn::Path<'_>, input: [usize; 3], outputs: usize) -> Result<Net, ArchError> {
         let rows = arch.describe(input, outputs)?;
@@ -192,6 +197,7 @@ mod tests {
              [[layer]]\nname = \"f.2\"\nkind = \"relu\"\n",
         )
         .unwrap();
+        let _rng = crate::runtime::torch_rng();
         tch::manual_seed(4);
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let mut net = Net::new(&arch, &vs.root(), [3, 8, 8], 1).unwrap();

@@ -91,7 +91,7 @@ impl Stage for ImportModel {
                 let architecture = Architecture::load(&path).map_err(|e| StageError::input(e.to_string()))?;
                 meta.format = Format::Declared;
                 meta.architecture = Some(architecture);
-                let mut model = Model::init(meta.clone(), tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
+                let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0).map_err(|e| StageError::input(e.to_string()))?;
                 let vs = model.var_store_mut().expect("a declared model has a var store");
                 load_weights(vs, &ctx.resolve(weights)).map_err(|e| StageError::input(e.to_string()))?;
                 // Writes model.json and the weights.

@@ -179,7 +179,6 @@ impl Stage for Train {
         let (train, val) = split_data(&ds, &rows, p.validation, ctx.seed)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         let outputs = outputs_of(&ds.meta.target);
-        tch::manual_seed(ctx.seed as i64);
         let mut model = match ctx.inputs("init").first() {
             Some(init) => {
                 let m = Model::load(&init.path.clone(), device).map_err(|e| StageError::input(e.to_string()))?;
@@ -211,7 +210,7 @@ impl Stage for Train {
                     mean,
                     std,
                 };
-                Model::init(meta, device).map_err(|e| StageError::input(e.to_string()))?
+                Model::init(meta, device, ctx.seed).map_err(|e| StageError::input(e.to_string()))?
             }
         };
         let cfg = FitConfig {

@@ -92,6 +92,28 @@ fn training_is_deterministic_for_a_seed() {
     assert!(weights(&a) == weights(&b), "same seed, same weights");
 }
 
+/// Two trainings of a model with dropout side by side (`--jobs 2`) both draw from libtorch's one generator;
+/// each must still give the weights it gives alone.
+#[test]
+fn trainings_side_by_side_give_the_weights_each_gives_alone() {
+    let text = overfit_manifest().replace("tiny.toml", "tiny-dropout.toml").replace("epochs = 40", "epochs = 15\nmatrix = { seed = [1, 2] }");
+    let text = &text[..text.find("[[stage]]\nid = \"test\"").unwrap()];
+    let options = |jobs| hudd::engine::RunOptions { jobs, threads: Some(1), ..Default::default() };
+    let (together, alone) = (Ws::new(), Ws::new());
+    let (w, r) = together.run_builtin_with(text, options(2));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let (w1, r1) = alone.run_builtin_with(text, options(1));
+    assert_eq!(r1.exit_code(), 0, "{:?}", r1.outcomes);
+    let weights = |ws: &Ws, w: &hudd::manifest::Workflow, r: &hudd::engine::RunReport, id: &str| {
+        let path = ws.store().output_path(&r.keys[w.stage_index(id).unwrap()], "model").unwrap();
+        std::fs::read(path.join("weights.safetensors")).unwrap()
+    };
+    for id in ["train[seed=1]", "train[seed=2]"] {
+        assert!(weights(&together, &w, &r, id) == weights(&alone, &w1, &r1, id), "{id}: side by side, other weights than alone");
+    }
+    assert!(weights(&alone, &w1, &r1, "train[seed=1]") != weights(&alone, &w1, &r1, "train[seed=2]"), "the seeds differ");
+}
+
 #[test]
 fn weights_round_trip_through_safetensors() {
     use hudd::model::artefact::Model;
@@ -101,7 +123,10 @@ fn weights_round_trip_through_safetensors() {
     let again = tempfile::tempdir().unwrap();
     model.save(again.path()).unwrap();
     let reloaded = Model::load(again.path(), tch::Device::Cpu).unwrap();
-    let x = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let x = {
+        let _rng = hudd::runtime::torch_rng();
+        tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu))
+    };
     let (y1, y2) = (model.forward_t(&x, false).unwrap(), reloaded.forward_t(&x, false).unwrap());
     assert_eq!(f64::try_from((y1 - y2).abs().max()).unwrap(), 0.0);
 }
@@ -120,7 +145,7 @@ fn weights_written_by_pytorch_load_with_the_documented_names() {
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
     };
-    let mut model = Model::init(meta, tch::Device::Cpu).unwrap();
+    let mut model = Model::init(meta, tch::Device::Cpu, 0).unwrap();
     load_weights(model.var_store_mut().unwrap(), std::path::Path::new(&fixture("pytorch_tiny.safetensors"))).unwrap();
     let io = tch::Tensor::read_safetensors(fixture("pytorch_tiny_io.safetensors")).unwrap();
     let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();

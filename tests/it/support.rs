@@ -226,10 +226,14 @@ impl Ws {
 
     /// Writes a manifest and runs it with the built-in stage kinds (the `hudd` binary's registry).
     pub fn run_builtin(&self, text: &str) -> (Workflow, RunReport) {
+        self.run_builtin_with(text, RunOptions::default())
+    }
+
+    pub fn run_builtin_with(&self, text: &str, options: RunOptions) -> (Workflow, RunReport) {
         let path = self.write("w.toml", text);
         let registry = hudd::stages::registry();
         let w = manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
-        let report = engine::run(&self.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+        let report = engine::run(&self.store(), &w, &registry, &options, &Reporter::hidden()).unwrap();
         (w, report)
     }
 
