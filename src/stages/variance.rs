@@ -99,9 +99,13 @@ impl Values {
                 format!("{name} {}–{}{unit}", short(lo), short(hi))
             }
             Values::Angle(v) => {
+                // Signed degrees, from one end of the arc to the other counterclockwise; "to" rather than a dash,
+                // which would run into minus signs (-69.6–-36.8°).
                 let (a, b) = stats::arc(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>());
                 let signed = |d: f64| if d > 180.0 { d - 360.0 } else { d };
-                format!("{name} {}–{}{unit}", short(signed(a)), short(signed(b)))
+                let (a, b) = (signed(a), signed(b));
+                let across = if a > b { " across ±180°" } else { "" };
+                format!("{name} {}{unit} to {}{unit}{across}", short(a), short(b))
             }
             Values::Category(v) => {
                 let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
@@ -122,7 +126,7 @@ fn short(v: f64) -> String {
 impl Stage for Variance {
     type Params = VarianceParams;
     const KIND: &'static str = "variance";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "clusters", many: false, required: true, doc: "a cluster stage's output" },
         InputSlot { name: "images", many: false, required: true, doc: "the clustered images, with their simulator parameters" },
@@ -212,5 +216,18 @@ impl Stage for Variance {
         }
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Values;
+
+    #[test]
+    fn an_arc_of_angles_reads_as_signed_degrees_and_says_when_it_crosses_180() {
+        let angles = Values::Angle(vec![-69.6, -36.8, -50.0, 155.0, 170.0, -99.6, 5.0, 355.0]);
+        assert_eq!(angles.describe("yaw", Some("degrees"), &[0, 1, 2]), "yaw -69.6° to -36.8°");
+        assert_eq!(angles.describe("light", Some("degrees"), &[3, 4, 5]), "light 155° to -99.6° across ±180°");
+        assert_eq!(angles.describe("roll", Some("degrees"), &[6, 7]), "roll -5.00° to 5.00°");
     }
 }

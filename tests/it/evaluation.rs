@@ -60,10 +60,10 @@ inspect_per_cluster = 3
     let clusters = text(&ws, &w, &r, "variance", "clusters");
     let rows: Vec<&str> = clusters.lines().skip(1).collect();
     assert!(rows[0].starts_with("1,10,true,yaw,0.99"), "{clusters}");
-    // The arc across 0° reads as signed degrees (-3.5–2.9°), not as 356.5–2.9°.
+    // The arc across 0° reads as signed degrees (-3.5° to 2.9°), not as 356.5° to 2.9°.
     let yaw = rows[0].split('"').nth(1).unwrap().split(';').next().unwrap();
-    let (lo, hi) = yaw.trim_start_matches("yaw ").trim_end_matches('°').split_once('–').unwrap();
-    let (lo, hi): (f64, f64) = (lo.parse().unwrap(), hi.parse().unwrap());
+    let (lo, hi) = yaw.trim_start_matches("yaw ").split_once(" to ").unwrap();
+    let (lo, hi): (f64, f64) = (lo.trim_end_matches('°').parse().unwrap(), hi.trim_end_matches('°').parse().unwrap());
     assert!((-4.0..0.0).contains(&lo) && (0.0..4.0).contains(&hi), "{clusters}");
     assert!(rows[1].contains("night 0.8"), "{clusters}");
     let reductions = text(&ws, &w, &r, "variance", "reductions");
