@@ -5,8 +5,9 @@ use std::path::Path;
 
 fn main() {
     // torch-sys (links = "tch") passes the libtorch lib folder it linked against.
-    let lib = env::var("DEP_TCH_LIBTORCH_LIB")
-        .expect("torch-sys did not report its libtorch folder; build through ./hudd or scripts/test, which set LIBTORCH");
+    let lib = env::var("DEP_TCH_LIBTORCH_LIB").expect(
+        "torch-sys did not report its libtorch folder; build through ./hudd or scripts/test, which set LIBTORCH",
+    );
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rustc-env=HUDD_TORCH_LIB={lib}");
     let version_py = Path::new(&lib).join("..").join("version.py");
@@ -14,8 +15,9 @@ fn main() {
     let version = std::fs::read_to_string(&version_py)
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=HUDD_LIBTORCH_VERSION={version}");

@@ -18,7 +18,12 @@ use tch::{Kind, Tensor};
 /// Peak resident memory of this process so far, in bytes (Linux).
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) * 1024
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 fn main() {
@@ -31,7 +36,8 @@ fn main() {
         let centres = Tensor::randn([20, d as i64], (Kind::Float, tch::Device::Cpu));
         let which = Tensor::randint(20, [n as i64], (Kind::Int64, tch::Device::Cpu));
         let spread = Tensor::rand([n as i64, 1], (Kind::Float, tch::Device::Cpu)) * 1.5 + 0.2;
-        let x = centres.index_select(0, &which) + Tensor::randn([n as i64, d as i64], (Kind::Float, tch::Device::Cpu)) * spread;
+        let x = centres.index_select(0, &which)
+            + Tensor::randn([n as i64, d as i64], (Kind::Float, tch::Device::Cpu)) * spread;
         let values = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
         hudd::npy::write(&dir.path().join("layer.npy"), &[n, d], &values).unwrap();
     }
@@ -50,7 +56,10 @@ fn main() {
     let k = cluster::members(&labels).len();
     drop(raw);
 
-    let x = Tensor::from_slice(&hudd::npy::NpyReader::<f32>::open(&dir.path().join("layer.npy")).unwrap().read_all().unwrap()).view([n as i64, d as i64]);
+    let x = Tensor::from_slice(
+        &hudd::npy::NpyReader::<f32>::open(&dir.path().join("layer.npy")).unwrap().read_all().unwrap(),
+    )
+    .view([n as i64, d as i64]);
     let mut products = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
@@ -72,11 +81,29 @@ fn main() {
 
     println!("n = {n} heatmaps of {d} floats, {threads} threads");
     println!("X·Xᵀ (f32, libtorch):                   {:7.3} s", product);
-    println!("distances in memory:                    {:7.3} s = {:.2}x the product (target <= 1.5: {})", in_memory, in_memory / product, if in_memory / product <= 1.5 { "met" } else { "NOT met" });
-    println!("distances streamed from the .npy file:  {:7.3} s = {:.2}x the product", t_distances, t_distances / product);
-    println!("hudd, one layer (distances, HUDD space, Ward, sweep k=2..{}, knee, scores): {:.3} s; k = {k} ({rule}); WICD {wicd:.4}, silhouette {silhouette:.4}", cluster::default_max_k(n), t_stage);
+    println!(
+        "distances in memory:                    {:7.3} s = {:.2}x the product (target <= 1.5: {})",
+        in_memory,
+        in_memory / product,
+        if in_memory / product <= 1.5 { "met" } else { "NOT met" }
+    );
+    println!(
+        "distances streamed from the .npy file:  {:7.3} s = {:.2}x the product",
+        t_distances,
+        t_distances / product
+    );
+    println!(
+        "hudd, one layer (distances, HUDD space, Ward, sweep k=2..{}, knee, scores): {:.3} s; k = {k} ({rule}); WICD {wicd:.4}, silhouette {silhouette:.4}",
+        cluster::default_max_k(n),
+        t_stage
+    );
     let matrix = (n * n * 8) as f64;
-    println!("peak memory added by that stage: {:.0} MB = {:.1}x the n×n matrix of f64 ({:.0} MB)", peak as f64 / 1e6, peak as f64 / matrix, matrix / 1e6);
+    println!(
+        "peak memory added by that stage: {:.0} MB = {:.1}x the n×n matrix of f64 ({:.0} MB)",
+        peak as f64 / 1e6,
+        peak as f64 / matrix,
+        matrix / 1e6
+    );
 
     let Some(python) = common::python() else {
         println!("scipy + kneed: (no fixtures venv: run tests/fixtures/venv.sh)");
@@ -89,10 +116,15 @@ fn main() {
         .output()
         .expect("python runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let Some(theirs) = text.lines().find_map(|l| l.strip_prefix("seconds ")).and_then(|v| v.trim().parse::<f64>().ok()) else {
+    let Some(theirs) = text.lines().find_map(|l| l.strip_prefix("seconds ")).and_then(|v| v.trim().parse::<f64>().ok())
+    else {
         println!("scipy side failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
         return;
     };
     print!("{text}");
-    println!("ratio scipy + kneed / hudd: {:.1} (target > 1: {})", theirs / t_stage, if theirs > t_stage { "met" } else { "NOT met" });
+    println!(
+        "ratio scipy + kneed / hudd: {:.1} (target > 1: {})",
+        theirs / t_stage,
+        if theirs > t_stage { "met" } else { "NOT met" }
+    );
 }

@@ -85,8 +85,14 @@ fn main() {
         noops.push(t.elapsed().as_secs_f64());
     }
     let (plan, noop) = (median(plans), median(noops));
-    println!("library: check + plan, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})", if plan < 1.0 { "met" } else { "NOT met" });
-    println!("library: no-op run, 200 stages (median of 5):    {noop:.3} s  (target < 1 s: {})", if noop < 1.0 { "met" } else { "NOT met" });
+    println!(
+        "library: check + plan, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})",
+        if plan < 1.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "library: no-op run, 200 stages (median of 5):    {noop:.3} s  (target < 1 s: {})",
+        if noop < 1.0 { "met" } else { "NOT met" }
+    );
     cli(dir.path());
 }
 
@@ -109,6 +115,12 @@ fn cli(dir: &std::path::Path) {
     let plan = median((0..5).map(|_| hudd(&["plan", "cli.toml"])).collect());
     let noop = median((0..5).map(|_| hudd(&["run", "cli.toml"])).collect());
     println!("binary: `hudd --help` (process start, libtorch loading): {start:.3} s");
-    println!("binary: `hudd plan`, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})", if plan < 1.0 { "met" } else { "NOT met" });
-    println!("binary: no-op `hudd run`, 200 stages (median of 5): {noop:.3} s  (target < 1 s: {})", if noop < 1.0 { "met" } else { "NOT met" });
+    println!(
+        "binary: `hudd plan`, 200 stages (median of 5): {plan:.3} s  (target < 1 s: {})",
+        if plan < 1.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "binary: no-op `hudd run`, 200 stages (median of 5): {noop:.3} s  (target < 1 s: {})",
+        if noop < 1.0 { "met" } else { "NOT met" }
+    );
 }

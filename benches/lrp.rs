@@ -72,8 +72,7 @@ fn main() {
         );
     }
 
-    let Some(python) = common::python()
-    else {
+    let Some(python) = common::python() else {
         println!("Zennit: (no fixtures venv: run tests/fixtures/venv.sh)");
         return;
     };
@@ -90,8 +89,11 @@ fn main() {
         .output()
         .expect("python runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let theirs: std::collections::HashMap<String, f64> =
-        text.lines().filter_map(|l| l.split_once(' ')).filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?))).collect();
+    let theirs: std::collections::HashMap<String, f64> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
     if theirs.is_empty() {
         println!("Zennit side failed: {}", String::from_utf8_lossy(&out.stderr));
         return;

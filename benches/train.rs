@@ -21,7 +21,11 @@ fn main() {
         classes: Some(Tensor::randint(15, [n as i64], (Kind::Int64, tch::Device::Cpu))),
         keypoints: None,
     };
-    let empty = Data { pixels: Tensor::zeros([0, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu)), classes: Some(Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu))), keypoints: None };
+    let empty = Data {
+        pixels: Tensor::zeros([0, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu)),
+        classes: Some(Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu))),
+        keypoints: None,
+    };
     let cfg = |epochs| FitConfig {
         epochs,
         batch_size: batch,
@@ -35,7 +39,9 @@ fn main() {
     };
     let progress = Progress::hidden();
     fit::fit(&mut model, &data, &empty, &cfg(1), &progress).unwrap(); // warm-up
-    println!("alexnet-small, {n} images 64x64, batch {batch}, SGD, {threads} threads, {epochs} epochs a round; 3 rounds each, alternating");
+    println!(
+        "alexnet-small, {n} images 64x64, batch {batch}, SGD, {threads} threads, {epochs} epochs a round; 3 rounds each, alternating"
+    );
     let python = common::python();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -62,5 +68,9 @@ fn main() {
     }
     println!("PyTorch:    {:?} images/s", theirs.iter().map(|v| v.round()).collect::<Vec<_>>());
     let theirs = common::median(theirs);
-    println!("medians: hudd {ours:.1}, PyTorch {theirs:.1}; ratio hudd / PyTorch {:.3} (target >= 0.90: {})", ours / theirs, if ours / theirs >= 0.9 { "met" } else { "NOT met" });
+    println!(
+        "medians: hudd {ours:.1}, PyTorch {theirs:.1}; ratio hudd / PyTorch {:.3} (target >= 0.90: {})",
+        ours / theirs,
+        if ours / theirs >= 0.9 { "met" } else { "NOT met" }
+    );
 }

@@ -275,7 +275,9 @@ fn dispatch(
                 for &i in w.dag.order() {
                     let (state, why) = match &planned.decisions[i] {
                         Freshness::Fresh => ("fresh", String::new()),
-                        Freshness::Stale(r) => ("stale", r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")),
+                        Freshness::Stale(r) => {
+                            ("stale", r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))
+                        }
                     };
                     writeln!(out, "{state}  {:width$}  {why}", w.stages[i].id)?;
                 }
@@ -296,7 +298,8 @@ fn dispatch(
                     engine::run(&store, &w, registry, &RunOptions { jobs, keep_going, threads }, reporter)?
                 }
                 crate::slurm::ExecutorKind::Slurm => {
-                    let program = std::env::current_exe().map_err(|e| CliError::Usage(format!("cannot find the hudd binary: {e}")))?;
+                    let program = std::env::current_exe()
+                        .map_err(|e| CliError::Usage(format!("cannot find the hudd binary: {e}")))?;
                     let options = crate::slurm::SlurmOptions { detach, program };
                     crate::slurm::run(&store, &w, registry, &w.executor, &options, reporter)?
                 }
@@ -380,17 +383,28 @@ fn dispatch(
         }
         Command::Simulate { simulator, task, n, seed, out: dir, sheet, size } => {
             let sim = crate::sim::simulator(&simulator).ok_or_else(|| {
-                CliError::Usage(format!("unknown simulator `{simulator}` (simulators: {})", crate::sim::simulator_names().join(", ")))
+                CliError::Usage(format!(
+                    "unknown simulator `{simulator}` (simulators: {})",
+                    crate::sim::simulator_names().join(", ")
+                ))
             })?;
             let task = task.unwrap_or_else(|| sim.tasks()[0].to_string());
             if !sim.tasks().contains(&task.as_str()) {
-                return Err(CliError::Usage(format!("simulator `{simulator}` has no task `{task}` (tasks: {})", sim.tasks().join(", "))));
+                return Err(CliError::Usage(format!(
+                    "simulator `{simulator}` has no task `{task}` (tasks: {})",
+                    sim.tasks().join(", ")
+                )));
             }
             if !(16..=512).contains(&size) {
                 return Err(CliError::Usage(format!("--size must be between 16 and 512, got {size}")));
             }
             crate::sim::folder::write_folder(sim, &task, n, seed, size, &dir, sheet)?;
-            writeln!(err, "{n} {simulator} images, params.csv{} in {}", if sheet { " and sheet.png" } else { "" }, dir.display())?;
+            writeln!(
+                err,
+                "{n} {simulator} images, params.csv{} in {}",
+                if sheet { " and sheet.png" } else { "" },
+                dir.display()
+            )?;
             Ok(0)
         }
         Command::Model { command: ModelCommand::Describe { architecture, input, outputs } } => {
@@ -401,8 +415,17 @@ fn dispatch(
                 Some(other) => return Err(CliError::Usage(format!("--input takes C,H,W, got {other:?}"))),
                 None => arch.model.input,
             };
-            let rows = arch.describe(input, outputs).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            writeln!(out, "{} ({}), input {}×{}×{}, {outputs} outputs", arch.model.name, path.display(), input[0], input[1], input[2])?;
+            let rows =
+                arch.describe(input, outputs).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            writeln!(
+                out,
+                "{} ({}), input {}×{}×{}, {outputs} outputs",
+                arch.model.name,
+                path.display(),
+                input[0],
+                input[1],
+                input[2]
+            )?;
             writeln!(out, "{:<16} {:<20} {:>16} {:>12}", "layer", "kind", "output", "parameters")?;
             for r in &rows {
                 writeln!(out, "{:<16} {:<20} {:>16} {:>12}", r.name, r.kind, r.output.to_string(), r.params)?;
@@ -460,9 +483,16 @@ fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &
         .collect();
     manifests.sort();
     for path in &manifests {
-        match manifest::load(path, &[], registry).map_err(CliError::from).and_then(|w| Ok(engine::plan(&store, &w, registry)?)) {
+        match manifest::load(path, &[], registry)
+            .map_err(CliError::from)
+            .and_then(|w| Ok(engine::plan(&store, &w, registry)?))
+        {
             Ok(planned) => keep.extend(planned.specs.into_iter().map(|s| s.key)),
-            Err(e) => writeln!(err, "warning: {} is not checked, its entries are kept only if its last run reached them:\n{e}", path.display())?,
+            Err(e) => writeln!(
+                err,
+                "warning: {} is not checked, its entries are kept only if its last run reached them:\n{e}",
+                path.display()
+            )?,
         }
     }
     for workflow in store.workflows() {
@@ -474,7 +504,8 @@ fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &
             continue;
         }
         dropped += 1;
-        let what = store.entry(&key).map_or_else(|| "incomplete".to_string(), |e| format!("{} ({})", e.stage, e.workflow));
+        let what =
+            store.entry(&key).map_or_else(|| "incomplete".to_string(), |e| format!("{} ({})", e.stage, e.workflow));
         if dry_run {
             writeln!(out, "would drop {key}  {what}")?;
         } else {
@@ -494,7 +525,10 @@ fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &
 pub fn render_dag(w: &Workflow, format: DagFormat) -> String {
     let mut s = String::new();
     let edges = w.stages.iter().enumerate().flat_map(|(i, stage)| {
-        stage.inputs.iter().flat_map(move |(slot, refs)| refs.iter().map(move |r| (r.stage, i, r.output.as_str(), slot.as_str())))
+        stage
+            .inputs
+            .iter()
+            .flat_map(move |(slot, refs)| refs.iter().map(move |r| (r.stage, i, r.output.as_str(), slot.as_str())))
     });
     match format {
         DagFormat::Dot => {
@@ -503,7 +537,10 @@ pub fn render_dag(w: &Workflow, format: DagFormat) -> String {
                 s.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", stage.id, stage.id, stage.kind));
             }
             for (a, b, output, slot) in edges {
-                s.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{output} -> {slot}\"];\n", w.stages[a].id, w.stages[b].id));
+                s.push_str(&format!(
+                    "  \"{}\" -> \"{}\" [label=\"{output} -> {slot}\"];\n",
+                    w.stages[a].id, w.stages[b].id
+                ));
             }
             s.push_str("}\n");
         }

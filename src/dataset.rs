@@ -110,7 +110,14 @@ impl DatasetWriter {
     }
 
     /// Appends one image (interleaved RGB, `width × height`) with its row.
-    pub fn push(&mut self, id: String, split: &str, rgb: &[u8], label: Label, values: Vec<f64>) -> Result<(), DatasetError> {
+    pub fn push(
+        &mut self,
+        id: String,
+        split: &str,
+        rgb: &[u8],
+        label: Label,
+        values: Vec<f64>,
+    ) -> Result<(), DatasetError> {
         self.chw.clear();
         to_chw(rgb, self.meta.width, self.meta.channels, &mut self.chw);
         self.images.append(&self.chw)?;
@@ -126,9 +133,11 @@ impl DatasetWriter {
     pub fn finish(mut self) -> Result<DatasetMeta, DatasetError> {
         self.meta.count = self.images.finish()?;
         let table_path = self.dir.join("table.csv");
-        let table_err = |e: polars::error::PolarsError| DatasetError::Table { path: table_path.clone(), message: e.to_string() };
-        let mut df = build_table(&self.ids, Some(&self.splits), &self.meta.target, &self.labels, self.specs, &self.values)
-            .map_err(table_err)?;
+        let table_err =
+            |e: polars::error::PolarsError| DatasetError::Table { path: table_path.clone(), message: e.to_string() };
+        let mut df =
+            build_table(&self.ids, Some(&self.splits), &self.meta.target, &self.labels, self.specs, &self.values)
+                .map_err(table_err)?;
         write_csv(&table_path, &mut df)?;
         let meta_path = self.dir.join("meta.json");
         std::fs::write(&meta_path, serde_json::to_vec_pretty(&self.meta).expect("meta serialises"))
@@ -202,17 +211,23 @@ impl Dataset {
         let bad = |path: PathBuf, message: String| DatasetError::Table { path, message };
         let meta_path = dir.join("meta.json");
         let bytes = std::fs::read(&meta_path).map_err(|source| DatasetError::Io { path: meta_path.clone(), source })?;
-        let meta: DatasetMeta =
-            serde_json::from_slice(&bytes).map_err(|e| bad(meta_path.clone(), format!("not a dataset meta.json: {e}")))?;
+        let meta: DatasetMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(meta_path.clone(), format!("not a dataset meta.json: {e}")))?;
         let table_path = dir.join("table.csv");
         let table = read_csv(&table_path)?;
         if table.height() != meta.count {
-            return Err(bad(table_path, format!("{} rows where meta.json declares {} images", table.height(), meta.count)));
+            return Err(bad(
+                table_path,
+                format!("{} rows where meta.json declares {} images", table.height(), meta.count),
+            ));
         }
         let images = crate::npy::NpyReader::<u8>::open(&dir.join("images.npy"))?;
         let expected = vec![meta.count, meta.channels, meta.height, meta.width];
         if images.shape != expected {
-            return Err(bad(dir.join("images.npy"), format!("shape {:?} where meta.json declares {expected:?}", images.shape)));
+            return Err(bad(
+                dir.join("images.npy"),
+                format!("shape {:?} where meta.json declares {expected:?}", images.shape),
+            ));
         }
         Ok(Dataset { dir: dir.to_path_buf(), meta, table })
     }
@@ -296,9 +311,17 @@ impl Dataset {
     }
 
     /// [`Dataset::write_subset`] with extra table columns (one value per written row), replacing any of the same name.
-    pub fn write_subset_with(&self, rows: &[usize], dir: &Path, extra: Vec<Column>) -> Result<DatasetMeta, DatasetError> {
+    pub fn write_subset_with(
+        &self,
+        rows: &[usize],
+        dir: &Path,
+        extra: Vec<Column>,
+    ) -> Result<DatasetMeta, DatasetError> {
         std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io { path: dir.to_path_buf(), source })?;
-        let mut writer = crate::npy::NpyWriter::<u8>::create(&dir.join("images.npy"), &[self.meta.channels, self.meta.height, self.meta.width])?;
+        let mut writer = crate::npy::NpyWriter::<u8>::create(
+            &dir.join("images.npy"),
+            &[self.meta.channels, self.meta.height, self.meta.width],
+        )?;
         for chunk in rows.chunks(512) {
             writer.append(&self.images(chunk)?)?;
         }

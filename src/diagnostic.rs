@@ -155,7 +155,8 @@ mod tests {
     fn renders_a_caret_under_the_span() {
         let mut s = Sources::default();
         s.add("w.toml", "[[stage]]\nkind = \"trian\"\n");
-        let text = s.render(&[Diagnostic::new("unknown stage kind `trian`", 17..24).with_label("did you mean `train`?")]);
+        let text =
+            s.render(&[Diagnostic::new("unknown stage kind `trian`", 17..24).with_label("did you mean `train`?")]);
         assert!(text.contains("--> w.toml:2:8"), "{text}");
         assert!(text.contains("2 | kind = \"trian\"\n  |        ^^^^^^^ did you mean `train`?"), "{text}");
     }

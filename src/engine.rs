@@ -116,10 +116,14 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
         let key = material.key();
         let mut entry = store.state(&key);
         if entry == crate::store::EntryState::Intact
-            && let Some(missing) = store.entry(&key).and_then(|e| kind.outputs().iter().find(|o| !e.outputs.contains_key(o.name)))
+            && let Some(missing) =
+                store.entry(&key).and_then(|e| kind.outputs().iter().find(|o| !e.outputs.contains_key(o.name)))
         {
             // An entry without a declared output was written by an implementation that did not declare it.
-            entry = crate::store::EntryState::Corrupt(format!("output `{}` missing (written by an older implementation)", missing.name));
+            entry = crate::store::EntryState::Corrupt(format!(
+                "output `{}` missing (written by an older implementation)",
+                missing.name
+            ));
         }
         decisions[i] = decide(&material, &key, state.get(&stage.id), &entry);
         tracing::debug!(stage = %stage.id, key = %key, decision = ?decisions[i], "planned");
@@ -210,7 +214,8 @@ pub fn execute(
     };
     drop(progress);
     result.map_err(|source| EngineError::Stage { stage: spec.stage.clone(), source })?;
-    let entry = store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64(), Some(runtime::device_summary()))?;
+    let entry =
+        store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64(), Some(runtime::device_summary()))?;
     tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
     Ok(entry)
 }
@@ -237,12 +242,21 @@ impl Default for RunOptions {
 pub enum Outcome {
     /// Its entry was already in the store.
     Hit,
-    Ran { seconds: f64 },
-    Failed { error: String, exit_code: u8 },
+    Ran {
+        seconds: f64,
+    },
+    Failed {
+        error: String,
+        exit_code: u8,
+    },
     /// Not run: it depends on a failed stage, or the run stopped at the first failure.
-    Skipped { because: String },
+    Skipped {
+        because: String,
+    },
     /// Handed to a cluster scheduler and not followed (`--detach`): job `job` will compute it.
-    Submitted { job: String },
+    Submitted {
+        job: String,
+    },
 }
 
 /// The outcome of every stage, indexed like `workflow.stages`.
@@ -345,7 +359,8 @@ pub fn run(
     // Kahn's algorithm over the stale stages; fresh stages count as done.
     let mut waiting: Vec<usize> =
         (0..n).map(|i| workflow.dag.parents(i).filter(|p| stale.contains(p)).count()).collect();
-    let mut ready: VecDeque<usize> = workflow.dag.order().iter().copied().filter(|&i| stale.contains(&i) && waiting[i] == 0).collect();
+    let mut ready: VecDeque<usize> =
+        workflow.dag.order().iter().copied().filter(|&i| stale.contains(&i) && waiting[i] == 0).collect();
     let mut stop = false;
     std::thread::scope(|scope| {
         let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Entry, EngineError>)>();
@@ -389,7 +404,9 @@ pub fn run(
                     reporter.line(&format!("{stage}: FAILED: {e}"));
                     outcomes[i] = Some(Outcome::Failed { error: e.to_string(), exit_code: e.exit_code() });
                     for d in workflow.dag.descendants(i) {
-                        outcomes[d].get_or_insert_with(|| Outcome::Skipped { because: format!("needs `{stage}`, which failed") });
+                        outcomes[d].get_or_insert_with(|| Outcome::Skipped {
+                            because: format!("needs `{stage}`, which failed"),
+                        });
                     }
                     if !options.keep_going {
                         stop = true;
@@ -503,7 +520,8 @@ fn link_view(store: &Store, workflow: &Workflow, spec: &Spec) -> Result<(), Stor
 /// `reports/<workflow>/`, or to `reports/<workflow>/<stage-id>/` when the workflow has several deliverables.
 fn publish(store: &Store, workflow: &Workflow, registry: &Registry, spec: &Spec) -> Result<(), StoreError> {
     let Some(entry) = store.entry(&spec.key) else { return Ok(()) };
-    let deliverables = workflow.stages.iter().filter(|s| registry.get(&s.kind).is_some_and(|k| k.deliverable())).count();
+    let deliverables =
+        workflow.stages.iter().filter(|s| registry.get(&s.kind).is_some_and(|k| k.deliverable())).count();
     let mut dest = store.workspace().join("reports").join(&workflow.name);
     if deliverables > 1 {
         dest.push(&spec.stage);
@@ -511,12 +529,17 @@ fn publish(store: &Store, workflow: &Workflow, registry: &Registry, spec: &Spec)
     let out = store.entry_dir(&spec.key).join("out");
     // What the last publication wrote goes first, so that no stale image outlives its report.
     let list = dest.join(".published");
-    for rel in std::fs::read_to_string(&list).unwrap_or_default().lines().filter(|l| !l.is_empty() && !l.contains("..")) {
+    for rel in std::fs::read_to_string(&list).unwrap_or_default().lines().filter(|l| !l.is_empty() && !l.contains(".."))
+    {
         let _ = std::fs::remove_file(dest.join(rel));
     }
     let mut written = String::new();
     for record in entry.outputs.values() {
-        let base = if record.dir { out.join(&record.path) } else { out.join(&record.path).parent().map(Path::to_path_buf).unwrap_or(out.clone()) };
+        let base = if record.dir {
+            out.join(&record.path)
+        } else {
+            out.join(&record.path).parent().map(Path::to_path_buf).unwrap_or(out.clone())
+        };
         for file in &record.files {
             let from = out.join(&file.path);
             let rel = from.strip_prefix(&base).unwrap_or(Path::new(&file.path));

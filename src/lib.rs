@@ -18,7 +18,7 @@ pub mod sheet;
 pub mod sim;
 pub mod slurm;
 pub mod stage;
-pub mod stats;
 pub mod stages;
+pub mod stats;
 pub mod store;
 pub mod svg;

@@ -286,7 +286,8 @@ impl Checker<'_> {
         {
             for (name, r) in entries {
                 if !known.contains(&name.as_str()) {
-                    let mut d = Diagnostic::new(format!("[executor.{table}]: {what} `{name}`"), at(&format!("{table}.{name}")));
+                    let mut d =
+                        Diagnostic::new(format!("[executor.{table}]: {what} `{name}`"), at(&format!("{table}.{name}")));
                     if let Some(s) = did_you_mean(name, known.iter().copied()) {
                         d = d.with_label(format!("did you mean `{s}`?"));
                     }
@@ -308,11 +309,8 @@ impl Checker<'_> {
             Ok(h) => {
                 if !is_valid_id(h.name.get_ref()) {
                     self.error(
-                        Diagnostic::new(
-                            format!("invalid workflow name `{}`", h.name.get_ref()),
-                            h.name.span(),
-                        )
-                        .with_label("names use letters, digits, `_` and `-` (they become folder names)"),
+                        Diagnostic::new(format!("invalid workflow name `{}`", h.name.get_ref()), h.name.span())
+                            .with_label("names use letters, digits, `_` and `-` (they become folder names)"),
                     );
                 }
                 Some(h)
@@ -360,7 +358,9 @@ impl Checker<'_> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("known kinds: {}", self.registry.names().collect::<Vec<_>>().join(", ")),
                 };
-                self.error(Diagnostic::new(format!("unknown stage kind `{}`", kind.get_ref()), kind.span()).with_label(label));
+                self.error(
+                    Diagnostic::new(format!("unknown stage kind `{}`", kind.get_ref()), kind.span()).with_label(label),
+                );
                 continue;
             }
             out.push(RawStage { id, kind, matrix: matrix.unwrap_or_default(), rest: table, span });
@@ -407,7 +407,11 @@ impl Checker<'_> {
             }
             let DeValue::Array(items) = values.get_ref() else {
                 self.error(Diagnostic::new(
-                    format!("matrix `{}` must be an array of values, found {}", name.get_ref(), values.get_ref().type_str()),
+                    format!(
+                        "matrix `{}` must be an array of values, found {}",
+                        name.get_ref(),
+                        values.get_ref().type_str()
+                    ),
                     values.span(),
                 ));
                 continue;
@@ -421,13 +425,19 @@ impl Checker<'_> {
             for item in items.iter() {
                 match scalar_text(item.get_ref()) {
                     Some(text) if shown.contains(&text) => {
-                        self.error(Diagnostic::new(format!("matrix `{}` repeats the value {text}", name.get_ref()), item.span()));
+                        self.error(Diagnostic::new(
+                            format!("matrix `{}` repeats the value {text}", name.get_ref()),
+                            item.span(),
+                        ));
                         ok = false;
                     }
                     Some(text) => shown.push(text),
                     None => {
                         self.error(Diagnostic::new(
-                            format!("matrix values must be strings, numbers or booleans, found {}", item.get_ref().type_str()),
+                            format!(
+                                "matrix values must be strings, numbers or booleans, found {}",
+                                item.get_ref().type_str()
+                            ),
                             item.span(),
                         ));
                         ok = false;
@@ -451,7 +461,10 @@ impl Checker<'_> {
             };
             let Some(stage) = raw.iter_mut().find(|s| s.id.get_ref() == &o.stage) else {
                 let ids: Vec<&str> = raw.iter().map(|s| s.id.get_ref().as_str()).collect();
-                let mut d = Diagnostic::new(format!("--set names stage `{}`, which the workflow does not declare", o.stage), whole);
+                let mut d = Diagnostic::new(
+                    format!("--set names stage `{}`, which the workflow does not declare", o.stage),
+                    whole,
+                );
                 if let Some(s) = did_you_mean(&o.stage, ids) {
                     d = d.with_label(format!("did you mean `{s}`?"));
                 }
@@ -491,8 +504,11 @@ impl Checker<'_> {
             for (name, value) in &combo {
                 if let Some((key, _)) = table.get_key_value(name.get_ref().as_str()) {
                     self.error(
-                        Diagnostic::new(format!("`{}` is set both in `matrix` and directly", name.get_ref()), key.span())
-                            .with_note("the matrix sets it here", name.span()),
+                        Diagnostic::new(
+                            format!("`{}` is set both in `matrix` and directly", name.get_ref()),
+                            key.span(),
+                        )
+                        .with_note("the matrix sets it here", name.span()),
                     );
                     continue;
                 }
@@ -507,7 +523,8 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-                matrix.insert(name.get_ref().clone(), scalar_text(value.get_ref()).expect("matrix values were checked"));
+                matrix
+                    .insert(name.get_ref().clone(), scalar_text(value.get_ref()).expect("matrix values were checked"));
             }
             let id = instance_id(stage.id.get_ref(), &matrix);
 
@@ -521,7 +538,12 @@ impl Checker<'_> {
                     }
                     None if slot.required => self.error(
                         Diagnostic::new(
-                            format!("stage `{}` (kind `{}`) needs input `{}`", stage.id.get_ref(), kind.kind(), slot.name),
+                            format!(
+                                "stage `{}` (kind `{}`) needs input `{}`",
+                                stage.id.get_ref(),
+                                kind.kind(),
+                                slot.name
+                            ),
                             stage.id.span(),
                         )
                         .with_label(format!("add `{} = \"<stage-id>.<output>\"`", slot.name)),
@@ -561,7 +583,10 @@ impl Checker<'_> {
                     match item.get_ref().as_str() {
                         Some(s) => out.push(Spanned::new(item.span(), s.to_string())),
                         None => self.error(Diagnostic::new(
-                            format!("input `{slot}` lists references \"<stage-id>.<output>\", found {}", item.get_ref().type_str()),
+                            format!(
+                                "input `{slot}` lists references \"<stage-id>.<output>\", found {}",
+                                item.get_ref().type_str()
+                            ),
                             item.span(),
                         )),
                     }
@@ -569,8 +594,15 @@ impl Checker<'_> {
                 Some(out)
             }
             other => {
-                let expected = if many { "a reference \"<stage-id>.<output>\" or a list of them" } else { "one reference \"<stage-id>.<output>\"" };
-                self.error(Diagnostic::new(format!("input `{slot}` takes {expected}, found {}", other.type_str()), value.span()));
+                let expected = if many {
+                    "a reference \"<stage-id>.<output>\" or a list of them"
+                } else {
+                    "one reference \"<stage-id>.<output>\""
+                };
+                self.error(Diagnostic::new(
+                    format!("input `{slot}` takes {expected}, found {}", other.type_str()),
+                    value.span(),
+                ));
                 None
             }
         }
@@ -651,7 +683,10 @@ impl Checker<'_> {
                     };
                     if matching.is_empty() {
                         self.error(Diagnostic::new(
-                            format!("no instance of `{target}` matches the matrix values of `{}`", instances[i].spec.id),
+                            format!(
+                                "no instance of `{target}` matches the matrix values of `{}`",
+                                instances[i].spec.id
+                            ),
                             text.span(),
                         ));
                         ok = false;

@@ -16,9 +16,15 @@ pub fn chw_to_rgb(chw: &[u8], channels: usize, pixels: usize) -> Vec<u8> {
 
 /// Writes interleaved RGB as a PNG, enlarged by an integer `scale` (nearest neighbour) so small images stay visible.
 pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize, scale: usize) -> Result<(), String> {
-    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or("image buffer of the wrong size")?;
+    let img =
+        image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or("image buffer of the wrong size")?;
     let img = if scale > 1 {
-        image::imageops::resize(&img, (width * scale) as u32, (height * scale) as u32, image::imageops::FilterType::Nearest)
+        image::imageops::resize(
+            &img,
+            (width * scale) as u32,
+            (height * scale) as u32,
+            image::imageops::FilterType::Nearest,
+        )
     } else {
         img
     };

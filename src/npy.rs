@@ -142,7 +142,8 @@ impl<T: Element> NpyWriter<T> {
             return Err(NpyError::Format { path: self.path.clone(), reason: "header outgrew its slack".into() });
         }
         self.file.flush().map_err(io)?;
-        let mut file = self.file.into_inner().map_err(|e| NpyError::Io { path: self.path.clone(), source: e.into_error() })?;
+        let mut file =
+            self.file.into_inner().map_err(|e| NpyError::Io { path: self.path.clone(), source: e.into_error() })?;
         file.seek(SeekFrom::Start(0)).map_err(|source| NpyError::Io { path: self.path.clone(), source })?;
         file.write_all(&h).map_err(|source| NpyError::Io { path: self.path.clone(), source })?;
         file.sync_data().map_err(|source| NpyError::Io { path: self.path.clone(), source })?;
@@ -198,11 +199,8 @@ impl<T: Element> NpyReader<T> {
         if dict.contains("'fortran_order': True") {
             return Err(bad("Fortran order"));
         }
-        let shape_text = dict
-            .split("'shape': (")
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .ok_or_else(|| bad("no shape"))?;
+        let shape_text =
+            dict.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).ok_or_else(|| bad("no shape"))?;
         let shape: Vec<usize> = shape_text
             .split(',')
             .map(str::trim)

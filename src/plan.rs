@@ -12,15 +12,32 @@ use crate::store::{EntryState, KeyMaterial, StateRecord};
 pub enum Reason {
     /// The stage has never run in this workspace.
     New,
-    KindChanged { from: String, to: String },
-    ImplementationChanged { from: u32, to: u32 },
-    ParamsChanged { params: Vec<String> },
-    SeedChanged { from: Option<u64>, to: Option<u64> },
-    InputChanged { inputs: Vec<String> },
-    ExternalChanged { paths: Vec<String> },
+    KindChanged {
+        from: String,
+        to: String,
+    },
+    ImplementationChanged {
+        from: u32,
+        to: u32,
+    },
+    ParamsChanged {
+        params: Vec<String>,
+    },
+    SeedChanged {
+        from: Option<u64>,
+        to: Option<u64>,
+    },
+    InputChanged {
+        inputs: Vec<String>,
+    },
+    ExternalChanged {
+        paths: Vec<String>,
+    },
     /// Same key as last time, but the entry is gone (deleted, or dropped by `hudd gc` or `hudd verify`).
     OutputMissing,
-    OutputCorrupt { detail: String },
+    OutputCorrupt {
+        detail: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -160,7 +177,10 @@ mod tests {
     #[test]
     fn the_same_key_without_an_entry_means_the_output_went_missing() {
         let m = material(json!({}));
-        assert_eq!(decide(&m, &m.key(), Some(&record(&m)), &EntryState::Missing), Freshness::Stale(vec![Reason::OutputMissing]));
+        assert_eq!(
+            decide(&m, &m.key(), Some(&record(&m)), &EntryState::Missing),
+            Freshness::Stale(vec![Reason::OutputMissing])
+        );
         assert_eq!(decide(&m, &m.key(), None, &EntryState::Missing), Freshness::Stale(vec![Reason::New]));
     }
 

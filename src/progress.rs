@@ -113,7 +113,11 @@ impl Progress {
                 let total = self.total.load(Ordering::Relaxed).max(1);
                 let elapsed = self.started.lock().unwrap_or_else(|e| e.into_inner()).elapsed().as_secs_f64();
                 let eta = elapsed / done.max(1) as f64 * total.saturating_sub(done) as f64;
-                eprintln!("  {}: {done}/{total} ({:.0}%), eta {eta:.0} s", self.stage_id, 100.0 * done as f64 / total as f64);
+                eprintln!(
+                    "  {}: {done}/{total} ({:.0}%), eta {eta:.0} s",
+                    self.stage_id,
+                    100.0 * done as f64 / total as f64
+                );
             }
         }
     }

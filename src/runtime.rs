@@ -134,7 +134,10 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
         ("libtorch folder".into(), TORCH_LIB_DIR.into()),
         ("libtorch venv (cache)".into(), venv),
         ("CUDA library".into(), describe_cuda(cuda)),
-        ("CUDA available".into(), if available { format!("yes, {} device(s)", tch::Cuda::device_count()) } else { "no".into() }),
+        (
+            "CUDA available".into(),
+            if available { format!("yes, {} device(s)", tch::Cuda::device_count()) } else { "no".into() },
+        ),
         ("cuDNN available".into(), if tch::Cuda::cudnn_is_available() { "yes".into() } else { "no".into() }),
         ("device (auto)".into(), device_summary()),
         ("cores".into(), cores().to_string()),

@@ -120,7 +120,10 @@ impl Resources {
         }
         for o in &self.sbatch {
             if !o.starts_with('-') {
-                out.push(("sbatch", format!("`{o}` is not an option (each entry is one argument such as `--qos=high`)")));
+                out.push((
+                    "sbatch",
+                    format!("`{o}` is not an option (each entry is one argument such as `--qos=high`)"),
+                ));
             }
         }
         out
@@ -182,7 +185,15 @@ impl JobState {
     fn active(&self) -> bool {
         matches!(
             self.state.as_str(),
-            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "REQUEUED" | "RESIZING" | "SIGNALING" | "STAGE_OUT"
+            "PENDING"
+                | "RUNNING"
+                | "CONFIGURING"
+                | "COMPLETING"
+                | "SUSPENDED"
+                | "REQUEUED"
+                | "RESIZING"
+                | "SIGNALING"
+                | "STAGE_OUT"
         )
     }
 }
@@ -347,9 +358,11 @@ pub fn run(
             program = shell_quote(&options.program.display().to_string()),
             ws = shell_quote(&workspace.display().to_string()),
         );
-        std::fs::write(&script, text).map_err(|source| crate::store::StoreError::Io { path: script.clone(), source })?;
+        std::fs::write(&script, text)
+            .map_err(|source| crate::store::StoreError::Io { path: script.clone(), source })?;
         let array = group.members.len() > 1 || !workflow.stages[group.members[0]].matrix.is_empty();
-        let log_pattern = dir.join("logs").join(if array { format!("{stamp}-{g}-%A_%a.log") } else { format!("{stamp}-{g}-%j.log") });
+        let log_pattern =
+            dir.join("logs").join(if array { format!("{stamp}-{g}-%A_%a.log") } else { format!("{stamp}-{g}-%j.log") });
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name=hudd:{}:{}", workflow.name, group.base_id),
@@ -372,10 +385,20 @@ pub fn run(
         for (t, &m) in group.members.iter().enumerate() {
             let job = if array { format!("{job_id}_{t}") } else { job_id.clone() };
             let log = PathBuf::from(
-                log_pattern.display().to_string().replace("%A", &job_id).replace("%a", &t.to_string()).replace("%j", &job_id),
+                log_pattern
+                    .display()
+                    .to_string()
+                    .replace("%A", &job_id)
+                    .replace("%a", &t.to_string())
+                    .replace("%j", &job_id),
             );
-            let record =
-                JobRecord { job, log, workflow: workflow.name.clone(), stage: workflow.stages[m].id.clone(), submitted: now() };
+            let record = JobRecord {
+                job,
+                log,
+                workflow: workflow.name.clone(),
+                stage: workflow.stages[m].id.clone(),
+                submitted: now(),
+            };
             crate::store::write_json(&job_record_path(store, &planned.specs[m].key), &record)?;
             jobs.insert(m, record);
         }
@@ -383,7 +406,11 @@ pub fn run(
             "{}: submitted as Slurm job {job_id}{}{}",
             group.base_id,
             if array { format!(" (array of {})", group.members.len()) } else { String::new() },
-            if after.is_empty() { String::new() } else { format!(", after {}", after.iter().cloned().collect::<Vec<_>>().join(", ")) }
+            if after.is_empty() {
+                String::new()
+            } else {
+                format!(", after {}", after.iter().cloned().collect::<Vec<_>>().join(", "))
+            }
         ));
     }
     if !stale.is_empty() {
@@ -448,7 +475,11 @@ fn follow(
                         continue;
                     }
                     Some(s) if s.state == "CANCELLED" && s.reason.contains("Dependency") => {
-                        let failed = workflow.dag.ancestors(i).into_iter().find(|&a| matches!(outcomes[a], Some(Outcome::Failed { .. })));
+                        let failed = workflow
+                            .dag
+                            .ancestors(i)
+                            .into_iter()
+                            .find(|&a| matches!(outcomes[a], Some(Outcome::Failed { .. })));
                         let because = match failed {
                             Some(a) => format!("needs `{}`, which failed", workflow.stages[a].id),
                             None => format!("Slurm job {} cancelled: a dependency failed", record.job),
@@ -506,7 +537,11 @@ fn log_tail(path: &Path) -> String {
 fn on_interrupt(live: &BTreeSet<String>) -> Result<EngineError, EngineError> {
     let ids: Vec<String> = live.iter().cloned().collect();
     let cancel = if std::io::stdin().is_terminal() {
-        eprint!("\ninterrupted: cancel the {} Slurm job(s) still queued or running ({})? [y/N] ", ids.len(), ids.join(" "));
+        eprint!(
+            "\ninterrupted: cancel the {} Slurm job(s) still queued or running ({})? [y/N] ",
+            ids.len(),
+            ids.join(" ")
+        );
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);

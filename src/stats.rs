@@ -93,7 +93,13 @@ pub fn a12(x: &[f64], y: &[f64]) -> f64 {
     let mut wins = 0.0;
     for a in x {
         for b in y {
-            wins += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+            wins += if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     wins / (x.len() * y.len()) as f64

@@ -219,7 +219,8 @@ impl Store {
 
     /// Where an output of a complete entry lies.
     pub fn output_path(&self, key: &str, output: &str) -> Result<PathBuf, StoreError> {
-        let entry = self.entry(key).ok_or_else(|| StoreError::MissingInput { key: key.into(), output: output.into() })?;
+        let entry =
+            self.entry(key).ok_or_else(|| StoreError::MissingInput { key: key.into(), output: output.into() })?;
         let record = entry
             .outputs
             .get(output)
@@ -354,10 +355,7 @@ impl Store {
     }
 
     pub fn read_state(&self, workflow: &str) -> WorkflowState {
-        fs::read(self.state_path(workflow))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        fs::read(self.state_path(workflow)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
     pub fn write_state(&self, workflow: &str, state: &WorkflowState) -> Result<(), StoreError> {
@@ -456,7 +454,8 @@ impl Store {
     /// Takes the workspace lock, waiting (with a message through `waiting`) while another run holds it.
     pub fn lock(&self, waiting: impl FnOnce(&str)) -> Result<WorkspaceLock, StoreError> {
         let path = self.root.join("lock");
-        let file = File::options().create(true).truncate(false).write(true).read(true).open(&path).map_err(io_err(&path))?;
+        let file =
+            File::options().create(true).truncate(false).write(true).read(true).open(&path).map_err(io_err(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {

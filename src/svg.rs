@@ -33,15 +33,33 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series<'_>], marker: Opt
     let _ = write!(svg, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##);
     for i in 0..=4 {
         let x = x0 + (x1 - x0) * f64::from(i) / 4.0;
-        let _ = write!(svg, r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, sx(x), top + ph + 16.0, short(x));
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            sx(x),
+            top + ph + 16.0,
+            short(x)
+        );
     }
-    let _ = write!(svg, r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, left + pw / 2.0, top + ph + 34.0, escape(x_label));
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+        left + pw / 2.0,
+        top + ph + 34.0,
+        escape(x_label)
+    );
     for (i, s) in series.iter().enumerate() {
         let (y0, y1) = s.points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let span = if y1 > y0 { y1 - y0 } else { 1.0 };
         let sy = |y: f64| top + ph - (y - y0) / span * ph;
-        let path: Vec<String> = s.points.iter().filter(|p| p.1.is_finite()).map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1))).collect();
-        let _ = write!(svg, r##"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"##, escape(s.colour), path.join(" "));
+        let path: Vec<String> =
+            s.points.iter().filter(|p| p.1.is_finite()).map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1))).collect();
+        let _ = write!(
+            svg,
+            r##"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"##,
+            escape(s.colour),
+            path.join(" ")
+        );
         let lx = left + i as f64 * pw / series.len() as f64;
         let _ = write!(
             svg,

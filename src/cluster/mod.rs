@@ -60,7 +60,11 @@ impl Matrix {
 /// chunk in place (each chunk centred on its column means, which leaves distances unchanged and limits cancellation),
 /// so memory stays at the n×n matrix plus one chunk of about its size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
 /// zero, with exact zeros on the diagonal.
-pub fn distances<E>(n: usize, d: usize, mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>) -> Result<Matrix, E> {
+pub fn distances<E>(
+    n: usize,
+    d: usize,
+    mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>,
+) -> Result<Matrix, E> {
     if n == 0 {
         return Ok(Matrix { n, data: Vec::new() });
     }
@@ -166,7 +170,8 @@ pub fn members(labels: &[usize]) -> Vec<Vec<usize>> {
 /// HUDD's weighted intra-cluster distance: `(1/K) · Σ_{|c|>1} (|c|/N) · mean pairwise distance inside c`.
 pub fn wicd(m: &Matrix, labels: &[usize]) -> f64 {
     let groups = members(labels);
-    let total: f64 = groups.iter().filter(|c| c.len() > 1).map(|c| c.len() as f64 / m.n as f64 * mean_intra(m, c)).sum();
+    let total: f64 =
+        groups.iter().filter(|c| c.len() > 1).map(|c| c.len() as f64 / m.n as f64 * mean_intra(m, c)).sum();
     total / groups.len().max(1) as f64
 }
 
@@ -192,7 +197,10 @@ fn silhouette_of(sums: &[f64], sizes: &[usize], own: usize) -> f64 {
         return 0.0;
     }
     let a = sums[own] / (sizes[own] - 1) as f64;
-    let b = (0..sums.len()).filter(|&c| c != own && sizes[c] > 0).map(|c| sums[c] / sizes[c] as f64).fold(f64::INFINITY, f64::min);
+    let b = (0..sums.len())
+        .filter(|&c| c != own && sizes[c] > 0)
+        .map(|c| sums[c] / sizes[c] as f64)
+        .fold(f64::INFINITY, f64::min);
     let scale = a.max(b);
     if scale > 0.0 && b.is_finite() { (b - a) / scale } else { 0.0 }
 }
@@ -243,7 +251,11 @@ pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> 
         // Undo merge n − k (the (k−1)-th highest): its node is a current cluster.
         let step = &steps[n - k];
         let slot = node_slot.remove(&(2 * n - k)).expect("the node being split is a current cluster");
-        let (small, big) = if size(step.cluster1) <= size(step.cluster2) { (step.cluster1, step.cluster2) } else { (step.cluster2, step.cluster1) };
+        let (small, big) = if size(step.cluster1) <= size(step.cluster2) {
+            (step.cluster1, step.cluster2)
+        } else {
+            (step.cluster2, step.cluster1)
+        };
         let new = k - 1;
         let moved = leaves(small);
         for p in 0..n {
@@ -266,7 +278,8 @@ pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> 
             .map(|c| sizes[c] as f64 / n as f64 * intra[c] / (sizes[c] * (sizes[c] - 1)) as f64)
             .sum::<f64>()
             / k as f64;
-        let silhouette = (0..n).map(|p| silhouette_of(&sums[p * max_k..p * max_k + k], &sizes, label[p])).sum::<f64>() / n as f64;
+        let silhouette =
+            (0..n).map(|p| silhouette_of(&sums[p * max_k..p * max_k + k], &sizes, label[p])).sum::<f64>() / n as f64;
         out.ks.push(k);
         out.wicd.push(wicd);
         out.silhouette.push(silhouette);
@@ -307,7 +320,13 @@ pub fn choose_k(sweep: &Sweep, rule: ChooseK, fixed: Option<usize>) -> (usize, S
                 Some(i) => (x[i] as usize, "the knee of the WICD curve (kneedle on its smoothed derivative)".into()),
                 None => {
                     let k = best_silhouette();
-                    (k, format!("no knee in the WICD curve over k = 2..{}: fell back to the highest mean silhouette", sweep.ks.last().unwrap_or(&2)))
+                    (
+                        k,
+                        format!(
+                            "no knee in the WICD curve over k = 2..{}: fell back to the highest mean silhouette",
+                            sweep.ks.last().unwrap_or(&2)
+                        ),
+                    )
                 }
             }
         }

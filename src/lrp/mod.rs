@@ -86,7 +86,9 @@ fn vjp(op: &Op, a: &Tensor, w: &Tensor, s: &Tensor) -> Tensor {
             let extra = |d: usize| inp[d + 2] - ((out[d + 2] - 1) * stride - 2 * padding + k[d + 2]);
             s.conv_transpose2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [extra(0), extra(1)], 1, [1, 1])
         }
-        Op::ConvTranspose { stride, padding, .. } => s.conv2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [1, 1], 1),
+        Op::ConvTranspose { stride, padding, .. } => {
+            s.conv2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [1, 1], 1)
+        }
         Op::Linear(_) => s.matmul(w),
         _ => unreachable!("vjp is only called for layers with weights"),
     }
@@ -123,7 +125,9 @@ fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> T
     };
     match rule {
         // The layer's own weights and bias: the forward pass's output is the denominator.
-        Rule::Zero | Rule::WinnerTakesAll | Rule::Pass => vjp(op, a, &w, &(r / stabilise(z, HUDD_STABILISER, false))) * a,
+        Rule::Zero | Rule::WinnerTakesAll | Rule::Pass => {
+            vjp(op, a, &w, &(r / stabilise(z, HUDD_STABILISER, false))) * a
+        }
         Rule::Epsilon { epsilon } => vjp(op, a, &w, &(r / stabilise(z, epsilon, true))) * a,
         Rule::Gamma { gamma } => {
             let w = &w + w.clamp_min(0.0) * gamma;
@@ -140,7 +144,8 @@ fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> T
             let (wp, wn) = (w.clamp_min(0.0), w.clamp_max(0.0));
             let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
             // Positive contributions: a⁺w⁺ + a⁻w⁻ (+ b⁺); negative ones: a⁺w⁻ + a⁻w⁺ (+ b⁻).
-            contributions(op, a, r, &wp, &wn, bp.as_ref(), 1e-9) * alpha - contributions(op, a, r, &wn, &wp, bn.as_ref(), 1e-9) * beta
+            contributions(op, a, r, &wp, &wn, bp.as_ref(), 1e-9) * alpha
+                - contributions(op, a, r, &wn, &wp, bn.as_ref(), 1e-9) * beta
         }
         Rule::Flat | Rule::WSquare => {
             let ones = a.ones_like();
@@ -153,7 +158,9 @@ fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> T
             let (bp, bn) = (b.as_ref().map(|b| b.clamp_min(0.0)), b.as_ref().map(|b| b.clamp_max(0.0)));
             let (l, h) = (a.full_like(low), a.full_like(high));
             // As Zennit: the bounds' terms carry the clamped biases, so the bias cancels out of the denominator.
-            let z = apply_with(op, a, &w, b.as_ref()) - apply_with(op, &l, &wp, bp.as_ref()) - apply_with(op, &h, &wn, bn.as_ref());
+            let z = apply_with(op, a, &w, b.as_ref())
+                - apply_with(op, &l, &wp, bp.as_ref())
+                - apply_with(op, &h, &wn, bn.as_ref());
             let s = r / stabilise(&z, 1e-9, true);
             vjp(op, a, &w, &s) * a - vjp(op, &l, &wp, &s) * &l - vjp(op, &h, &wn, &s) * &h
         }
@@ -204,7 +211,11 @@ fn contributions(op: &Op, a: &Tensor, r: &Tensor, w1: &Tensor, w2: &Tensor, bias
     let stacked = Tensor::cat(&[&ap, &a.clamp_max(0.0)], 1);
     let w = Tensor::cat(&[w1, w2], if matches!(op, Op::ConvTranspose { .. }) { 0 } else { 1 });
     let z = apply_with(op, &stacked, &w, bias);
-    (vjp(op, &stacked, &w, &(r / stabilise(&z, eps, true))) * &stacked).chunk(2, 1).into_iter().reduce(|p, n| p + n).expect("two halves")
+    (vjp(op, &stacked, &w, &(r / stabilise(&z, eps, true))) * &stacked)
+        .chunk(2, 1)
+        .into_iter()
+        .reduce(|p, n| p + n)
+        .expect("two halves")
 }
 
 /// LRP-0 / ε through a layer with parameters `w`, `b`: `R_in = a · Wᵀ(R / stab(z))`.
@@ -292,9 +303,23 @@ mod tests {
         let tconv = nn::ConvTransposeConfig { stride: 2, padding: 1, output_padding: 1, ..Default::default() };
         let cases = [
             // Odd sizes with stride 2: the transposed convolution needs an output padding to give back 9×9.
-            (Op::Conv { layer: nn::conv2d(vs.root() / "a", 3, 4, 3, conv(2, 1)), stride: 2, padding: 1 }, vec![2, 3, 9, 9]),
-            (Op::Conv { layer: nn::conv2d(vs.root() / "b", 3, 4, 5, conv(2, 2)), stride: 2, padding: 2 }, vec![2, 3, 10, 10]),
-            (Op::ConvTranspose { layer: nn::conv_transpose2d(vs.root() / "c", 4, 3, 3, tconv), stride: 2, padding: 1, output_padding: 1 }, vec![2, 4, 5, 5]),
+            (
+                Op::Conv { layer: nn::conv2d(vs.root() / "a", 3, 4, 3, conv(2, 1)), stride: 2, padding: 1 },
+                vec![2, 3, 9, 9],
+            ),
+            (
+                Op::Conv { layer: nn::conv2d(vs.root() / "b", 3, 4, 5, conv(2, 2)), stride: 2, padding: 2 },
+                vec![2, 3, 10, 10],
+            ),
+            (
+                Op::ConvTranspose {
+                    layer: nn::conv_transpose2d(vs.root() / "c", 4, 3, 3, tconv),
+                    stride: 2,
+                    padding: 1,
+                    output_padding: 1,
+                },
+                vec![2, 4, 5, 5],
+            ),
             (Op::Linear(nn::linear(vs.root() / "d", 6, 5, Default::default())), vec![2, 6]),
         ];
         for (op, shape) in cases {

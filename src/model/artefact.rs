@@ -61,7 +61,12 @@ pub struct Model {
 
 /// Builds the layers, holding libtorch's generator: building draws initial weights (even when weights are loaded
 /// over them next), which must not fall into another thread's seeded sequence. `seed` reseeds it first.
-fn build(arch: &Architecture, meta: &ModelMeta, device: Device, seed: Option<u64>) -> Result<(nn::VarStore, Net), ModelError> {
+fn build(
+    arch: &Architecture,
+    meta: &ModelMeta,
+    device: Device,
+    seed: Option<u64>,
+) -> Result<(nn::VarStore, Net), ModelError> {
     let _rng = crate::runtime::torch_rng();
     if let Some(seed) = seed {
         tch::manual_seed(seed as i64);
@@ -167,7 +172,9 @@ impl Model {
         let meta_path = dir.join("model.json");
         std::fs::write(&meta_path, serde_json::to_vec_pretty(&self.meta).expect("meta serialises"))
             .map_err(|source| ModelError::Io { path: meta_path, source })?;
-        let vs = self.var_store().ok_or_else(|| ModelError::NoLayers { path: dir.to_path_buf(), what: "saving weights".into() })?;
+        let vs = self
+            .var_store()
+            .ok_or_else(|| ModelError::NoLayers { path: dir.to_path_buf(), what: "saving weights".into() })?;
         let path = dir.join(WEIGHTS);
         vs.save(&path).map_err(|e| ModelError::Weights { path, message: e.to_string() })
     }
@@ -189,7 +196,11 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError
         for (name, var) in variables.iter_mut() {
             let src = &file[name];
             if src.size() != var.size() {
-                return Err(err(format!("`{name}` has shape {:?} in the file, the architecture expects {:?}", src.size(), var.size())));
+                return Err(err(format!(
+                    "`{name}` has shape {:?} in the file, the architecture expects {:?}",
+                    src.size(),
+                    var.size()
+                )));
             }
             var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
         }

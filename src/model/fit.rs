@@ -103,7 +103,13 @@ pub fn channel_stats(pixels: &Tensor) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Trains `model` in place; returns the curve. `val` may be empty.
-pub fn fit(model: &mut Model, train: &Data, val: &Data, cfg: &FitConfig, progress: &Progress) -> Result<Vec<Epoch>, ModelError> {
+pub fn fit(
+    model: &mut Model,
+    train: &Data,
+    val: &Data,
+    cfg: &FitConfig,
+    progress: &Progress,
+) -> Result<Vec<Epoch>, ModelError> {
     // Dropout draws from libtorch's process-wide generator: hold it for the whole fit, so that the draws follow
     // the seed whatever else runs in this process (trainings of such models in one process take turns).
     let _rng = model.net("training").is_ok_and(|net| net.draws_in_training()).then(|| {
@@ -115,7 +121,9 @@ pub fn fit(model: &mut Model, train: &Data, val: &Data, cfg: &FitConfig, progres
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let vs = model.var_store().expect("training needs a declared model");
     let mut opt = match cfg.optimizer {
-        OptimizerKind::Sgd => nn::Sgd { momentum: cfg.momentum, dampening: 0.0, wd: cfg.weight_decay, nesterov: false }.build(vs, cfg.lr),
+        OptimizerKind::Sgd => {
+            nn::Sgd { momentum: cfg.momentum, dampening: 0.0, wd: cfg.weight_decay, nesterov: false }.build(vs, cfg.lr)
+        }
         OptimizerKind::Adam => nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(vs, cfg.lr),
     }
     .map_err(|e| ModelError::Invalid { path: "optimizer".into(), message: e.to_string() })?;
@@ -149,7 +157,10 @@ pub fn fit(model: &mut Model, train: &Data, val: &Data, cfg: &FitConfig, progres
             val_score,
             seconds: started.elapsed().as_secs_f64(),
         };
-        progress.message(&format!("epoch {epoch}: loss {:.4}, train {:.4}, val {:.4}", row.loss, row.train_score, row.val_score));
+        progress.message(&format!(
+            "epoch {epoch}: loss {:.4}, train {:.4}, val {:.4}",
+            row.loss, row.train_score, row.val_score
+        ));
         if cfg.keep == Keep::Best && best.as_ref().is_none_or(|(b, _)| better(val_score, *b, keypoints)) {
             let vs = model.var_store().expect("declared");
             let snapshot = vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
@@ -200,10 +211,16 @@ fn loss_and_score(out: &Tensor, data: &Data, idx: &Tensor, model: &Model) -> Res
     if let Some(classes) = &data.classes {
         let y = classes.index_select(0, idx).to_device(out.device());
         let loss = out.cross_entropy_for_logits(&y);
-        let acc = f64::try_from(out.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float)).unwrap_or(0.0);
+        let acc =
+            f64::try_from(out.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float)).unwrap_or(0.0);
         Ok((loss, acc))
     } else {
-        let kp = data.keypoints.as_ref().expect("a dataset has classes or keypoints").index_select(0, idx).to_device(out.device());
+        let kp = data
+            .keypoints
+            .as_ref()
+            .expect("a dataset has classes or keypoints")
+            .index_select(0, idx)
+            .to_device(out.device());
         let target = gaussian_maps(&kp, &out.size(), model.meta.input);
         let loss = out.mse_loss(&target, tch::Reduction::Mean) * 1000.0;
         let pred = keypoints_from_maps(&out.detach(), model.meta.input);

@@ -230,7 +230,9 @@ pub enum ArchError {
     Shape { layer: String, kind: &'static str, message: String },
     #[error("duplicate layer name `{0}`")]
     Duplicate(String),
-    #[error("invalid layer name `{0}`: names are dot-separated parts of letters, digits and `_` (PyTorch's convention)")]
+    #[error(
+        "invalid layer name `{0}`: names are dot-separated parts of letters, digits and `_` (PyTorch's convention)"
+    )]
     Name(String),
 }
 
@@ -246,7 +248,8 @@ pub struct LayerInfo {
 
 impl Architecture {
     pub fn load(path: &Path) -> Result<Architecture, ArchError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ArchError::Read { path: path.to_path_buf(), source })?;
         Architecture::parse(path, &text)
     }
 
@@ -254,9 +257,16 @@ impl Architecture {
         let arch: Architecture = toml::from_str(text).map_err(|e| {
             let location = e.span().map(|s| {
                 let before = &text[..s.start.min(text.len())];
-                format!("{}:{}: ", before.matches('\n').count() + 1, before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1)
+                format!(
+                    "{}:{}: ",
+                    before.matches('\n').count() + 1,
+                    before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1
+                )
             });
-            ArchError::Parse { path: path.to_path_buf(), message: format!("{}{}", location.unwrap_or_default(), e.message().trim()) }
+            ArchError::Parse {
+                path: path.to_path_buf(),
+                message: format!("{}{}", location.unwrap_or_default(), e.message().trim()),
+            }
         })?;
         let mut seen = std::collections::BTreeSet::new();
         for l in &arch.layers {
@@ -278,7 +288,13 @@ impl Architecture {
         let mut rows = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (output, params) = infer(layer, &shape, outputs)?;
-            rows.push(LayerInfo { name: layer.name.clone(), kind: layer.kind.name(), input: shape, output: output.clone(), params });
+            rows.push(LayerInfo {
+                name: layer.name.clone(),
+                kind: layer.kind.name(),
+                input: shape,
+                output: output.clone(),
+                params,
+            });
             shape = output;
         }
         Ok(rows)
@@ -301,10 +317,13 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
     let map = |what: &str| -> Result<(usize, usize, usize), ArchError> {
         match *input {
             Shape::Map(c, h, w) => Ok((c, h, w)),
-            Shape::Flat(n) => Err(err(format!("needs a C×H×W input for {what}, got a flat vector of {n}; is a flatten misplaced?"))),
+            Shape::Flat(n) => {
+                Err(err(format!("needs a C×H×W input for {what}, got a flat vector of {n}; is a flatten misplaced?")))
+            }
         }
     };
-    let positive = |name: &str, v: usize| if v == 0 { Err(err(format!("{name} must be at least 1, got 0"))) } else { Ok(()) };
+    let positive =
+        |name: &str, v: usize| if v == 0 { Err(err(format!("{name} must be at least 1, got 0"))) } else { Ok(()) };
     Ok(match &layer.kind {
         LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => {
             let (c, h, w) = map("a convolution")?;
@@ -312,10 +331,15 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
             positive("stride", *stride)?;
             let out = out_channels.resolve(outputs);
             positive("out_channels", out)?;
-            let (oh, ow) = match (conv_out(h, *kernel_size, *stride, *padding), conv_out(w, *kernel_size, *stride, *padding)) {
-                (Some(a), Some(b)) => (a, b),
-                _ => return Err(err(format!("input {input} is smaller than the kernel {kernel_size} with padding {padding}"))),
-            };
+            let (oh, ow) =
+                match (conv_out(h, *kernel_size, *stride, *padding), conv_out(w, *kernel_size, *stride, *padding)) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => {
+                        return Err(err(format!(
+                            "input {input} is smaller than the kernel {kernel_size} with padding {padding}"
+                        )));
+                    }
+                };
             (Shape::Map(out, oh, ow), out * c * kernel_size * kernel_size + if *bias { out } else { 0 })
         }
         LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
@@ -337,7 +361,9 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
         LayerKind::Linear { out_features, bias } => {
             let n = match input {
                 Shape::Flat(n) => *n,
-                Shape::Map(..) => return Err(err(format!("needs a flat input, got {input}; add a flatten layer before it"))),
+                Shape::Map(..) => {
+                    return Err(err(format!("needs a flat input, got {input}; add a flatten layer before it")));
+                }
             };
             let out = out_features.resolve(outputs);
             positive("out_features", out)?;
@@ -350,7 +376,8 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
             }
             (input.clone(), 0)
         }
-        LayerKind::MaxPool2d { kernel_size, stride, padding } | LayerKind::AvgPool2d { kernel_size, stride, padding } => {
+        LayerKind::MaxPool2d { kernel_size, stride, padding }
+        | LayerKind::AvgPool2d { kernel_size, stride, padding } => {
             let (c, h, w) = map("pooling")?;
             positive("kernel_size", *kernel_size)?;
             let stride = stride.unwrap_or(*kernel_size);
@@ -399,7 +426,8 @@ mod tests {
     use super::*;
 
     fn arch(layers: &str) -> Architecture {
-        Architecture::parse(Path::new("t.toml"), &format!("[model]\nname = \"t\"\ninput = [3, 32, 32]\n{layers}")).unwrap()
+        Architecture::parse(Path::new("t.toml"), &format!("[model]\nname = \"t\"\ninput = [3, 32, 32]\n{layers}"))
+            .unwrap()
     }
 
     #[test]
@@ -431,7 +459,9 @@ mod tests {
 
     #[test]
     fn transposed_convolutions_upsample_like_pytorch() {
-        let a = arch("[[layer]]\nname = \"d.0\"\nkind = \"conv_transpose2d\"\nout_channels = 5\nkernel_size = 4\nstride = 2\npadding = 1\n");
+        let a = arch(
+            "[[layer]]\nname = \"d.0\"\nkind = \"conv_transpose2d\"\nout_channels = 5\nkernel_size = 4\nstride = 2\npadding = 1\n",
+        );
         assert_eq!(a.output_shape([3, 16, 16], 0).unwrap(), Shape::Map(5, 32, 32));
     }
 }

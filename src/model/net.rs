@@ -8,15 +8,35 @@ use super::{ArchError, Architecture, LayerKind};
 #[derive(Debug)]
 pub enum Op {
     /// tch keeps its configs private, so the hyperparameters LRP needs are kept beside the layer.
-    Conv { layer: nn::Conv2D, stride: i64, padding: i64 },
-    ConvTranspose { layer: nn::ConvTranspose2D, stride: i64, padding: i64, output_padding: i64 },
+    Conv {
+        layer: nn::Conv2D,
+        stride: i64,
+        padding: i64,
+    },
+    ConvTranspose {
+        layer: nn::ConvTranspose2D,
+        stride: i64,
+        padding: i64,
+        output_padding: i64,
+    },
     Linear(nn::Linear),
     Relu,
     LeakyRelu(f64),
-    MaxPool { kernel: i64, stride: i64, padding: i64 },
-    AvgPool { kernel: i64, stride: i64, padding: i64 },
+    MaxPool {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    AvgPool {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
     AdaptiveAvgPool([i64; 2]),
-    BatchNorm { layer: nn::BatchNorm, eps: f64 },
+    BatchNorm {
+        layer: nn::BatchNorm,
+        eps: f64,
+    },
     Dropout(f64),
     Flatten,
     /// A batch norm merged into the convolution before it by [`Net::canonise`].
@@ -56,7 +76,12 @@ impl Net {
                         in_ch,
                         out_channels.resolve(outputs) as i64,
                         *kernel_size as i64,
-                        nn::ConvConfig { stride: *stride as i64, padding: *padding as i64, bias: *bias, ..Default::default() },
+                        nn::ConvConfig {
+                            stride: *stride as i64,
+                            padding: *padding as i64,
+                            bias: *bias,
+                            ..Default::default()
+                        },
                     ),
                     stride: *stride as i64,
                     padding: *padding as i64,
@@ -103,7 +128,11 @@ impl Net {
                     Op::AdaptiveAvgPool([output_size[0] as i64, output_size[1] as i64])
                 }
                 LayerKind::BatchNorm2d { eps, momentum } => Op::BatchNorm {
-                    layer: nn::batch_norm2d(&p, in_ch, nn::BatchNormConfig { eps: *eps, momentum: *momentum, ..Default::default() }),
+                    layer: nn::batch_norm2d(
+                        &p,
+                        in_ch,
+                        nn::BatchNormConfig { eps: *eps, momentum: *momentum, ..Default::default() },
+                    ),
                     eps: *eps,
                 },
                 LayerKind::Dropout { p } => Op::Dropout(*p),
@@ -144,7 +173,9 @@ impl Net {
         for i in 1..self.layers.len() {
             let (before, after) = self.layers.split_at_mut(i);
             let (name, op) = &mut after[0];
-            let (Op::BatchNorm { layer: bn, eps }, Op::Conv { layer: conv, .. }) = (&*op, &mut before[i - 1].1) else { continue };
+            let (Op::BatchNorm { layer: bn, eps }, Op::Conv { layer: conv, .. }) = (&*op, &mut before[i - 1].1) else {
+                continue;
+            };
             tch::no_grad(|| {
                 let gamma = bn.ws.as_ref().map_or_else(|| bn.running_var.ones_like(), Tensor::detach);
                 let beta = bn.bs.as_ref().map_or_else(|| bn.running_mean.zeros_like(), Tensor::detach);

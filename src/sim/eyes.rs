@@ -14,11 +14,21 @@ use super::{DefaultDist, Label, ParamKind, ParamSpec, Sample, Simulator, Target}
 pub struct Eyes;
 
 /// HUDD's eight gaze directions, in label order (a ninth, `MiddleCenter`, for task `gaze9`).
-pub const GAZE: [&str; 9] =
-    ["BottomCenter", "BottomLeft", "BottomRight", "MiddleLeft", "MiddleRight", "TopCenter", "TopLeft", "TopRight", "MiddleCenter"];
+pub const GAZE: [&str; 9] = [
+    "BottomCenter",
+    "BottomLeft",
+    "BottomRight",
+    "MiddleLeft",
+    "MiddleRight",
+    "TopCenter",
+    "TopLeft",
+    "TopRight",
+    "MiddleCenter",
+];
 pub const OPENNESS: [&str; 2] = ["closed", "open"];
 const IRIS: [&str; 5] = ["brown", "blue", "green", "grey", "hazel"];
-const IRIS_RGB: [Rgb; 5] = [[0.36, 0.22, 0.12], [0.3, 0.5, 0.75], [0.3, 0.55, 0.35], [0.5, 0.55, 0.58], [0.55, 0.42, 0.2]];
+const IRIS_RGB: [Rgb; 5] =
+    [[0.36, 0.22, 0.12], [0.3, 0.5, 0.75], [0.3, 0.55, 0.35], [0.5, 0.55, 0.58], [0.55, 0.42, 0.2]];
 
 /// An eye counts as closed below this lid opening (task `openness`).
 pub const CLOSED_BELOW: f64 = 0.2;
@@ -42,10 +52,25 @@ static PARAMS: [ParamSpec; 15] = [
     spec("pupil", real(0.2, 0.7, "share of the iris"), Uniform(0.3, 0.5), "pupil radius"),
     spec("iris_radius", real(0.1, 0.25, "image widths"), Uniform(0.14, 0.18), "iris radius"),
     spec("iris_colour", ParamKind::Categorical(&IRIS), AnyCategory, "iris colour"),
-    spec("head_yaw", ParamKind::Angle { min: -50.0, max: 50.0 }, Normal(0.0, 10.0), "head turn: horizontal foreshortening"),
-    spec("head_pitch", ParamKind::Angle { min: -40.0, max: 40.0 }, Normal(0.0, 8.0), "head tilt: vertical foreshortening"),
+    spec(
+        "head_yaw",
+        ParamKind::Angle { min: -50.0, max: 50.0 },
+        Normal(0.0, 10.0),
+        "head turn: horizontal foreshortening",
+    ),
+    spec(
+        "head_pitch",
+        ParamKind::Angle { min: -40.0, max: 40.0 },
+        Normal(0.0, 8.0),
+        "head tilt: vertical foreshortening",
+    ),
     spec("skin_tone", real(0.0, 1.0, "dark to light"), Uniform(0.0, 1.0), "skin tone"),
-    spec("light_angle", ParamKind::Angle { min: 0.0, max: 360.0 }, Uniform(0.0, 360.0), "direction the light comes from"),
+    spec(
+        "light_angle",
+        ParamKind::Angle { min: 0.0, max: 360.0 },
+        Uniform(0.0, 360.0),
+        "direction the light comes from",
+    ),
     spec("light_intensity", real(0.1, 2.0, "gain"), Uniform(0.7, 1.2), "illumination"),
     spec("eyelashes", real(0.0, 1.0, "share"), Uniform(0.2, 0.8), "eyelash length and darkness"),
     spec("reflection", real(0.0, 1.0, "share"), Uniform(0.0, 0.15), "strength of a glasses reflection across the eye"),
@@ -197,10 +222,22 @@ fn draw(pixmap: &mut Pixmap, v: &[f64], t: Transform, rng: &mut ChaCha8Rng) {
     let circle = |x: f32, y: f32, r: f32| PathBuilder::from_circle(x, y, r.max(0.1)).expect("positive radius");
     let iris = IRIS_RGB[v[p::IRIS_COLOUR] as usize];
     pen.pixmap.fill_path(&circle(ix, iy, iris_r), &paint(iris, 1.0), FillRule::Winding, t, Some(&mask));
-    pen.pixmap.fill_path(&circle(ix, iy, iris_r * 0.85), &paint(iris.map(|x| x * 1.25), 0.5), FillRule::Winding, t, Some(&mask));
+    pen.pixmap.fill_path(
+        &circle(ix, iy, iris_r * 0.85),
+        &paint(iris.map(|x| x * 1.25), 0.5),
+        FillRule::Winding,
+        t,
+        Some(&mask),
+    );
     let pupil = v[p::PUPIL] as f32 * iris_r;
     pen.pixmap.fill_path(&circle(ix, iy, pupil), &paint([0.03, 0.03, 0.04], 1.0), FillRule::Winding, t, Some(&mask));
-    pen.pixmap.fill_path(&circle(ix + iris_r * 0.3, iy - iris_r * 0.35, iris_r * 0.15), &paint([1.0; 3], 0.9), FillRule::Winding, t, Some(&mask));
+    pen.pixmap.fill_path(
+        &circle(ix + iris_r * 0.3, iy - iris_r * 0.35, iris_r * 0.15),
+        &paint([1.0; 3], 0.9),
+        FillRule::Winding,
+        t,
+        Some(&mask),
+    );
 
     // Lid line, lower lid, eyelashes along the upper lid.
     pen.pixmap.stroke_path(&upper, &paint(dark, 1.0), &stroke(s * 0.025), t, None);
@@ -225,7 +262,9 @@ fn draw(pixmap: &mut Pixmap, v: &[f64], t: Transform, rng: &mut ChaCha8Rng) {
     let r = v[p::REFLECTION] as f32;
     if r > 0.0 {
         let x0 = rng.random_range(0.1..0.6f32) * s;
-        if let Some(path) = super::raster::polygon_path(&[(x0, 0.0), (x0 + s * 0.18, 0.0), (x0 + s * 0.02, s), (x0 - s * 0.16, s)]) {
+        if let Some(path) =
+            super::raster::polygon_path(&[(x0, 0.0), (x0 + s * 0.18, 0.0), (x0 + s * 0.02, s), (x0 - s * 0.16, s)])
+        {
             pen.pixmap.fill_path(&path, &paint([1.0; 3], 0.7 * r), FillRule::Winding, Transform::identity(), None);
         }
     }

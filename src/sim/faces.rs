@@ -17,12 +17,22 @@ use super::{DefaultDist, Label, ParamKind, ParamSpec, Sample, Simulator, Target}
 pub struct Faces;
 
 /// HUDD's nine head-pose classes, in label order.
-pub const HEADPOSE: [&str; 9] =
-    ["BottomCenter", "BottomLeft", "BottomRight", "MiddleCenter", "MiddleLeft", "MiddleRight", "TopCenter", "TopLeft", "TopRight"];
+pub const HEADPOSE: [&str; 9] = [
+    "BottomCenter",
+    "BottomLeft",
+    "BottomRight",
+    "MiddleCenter",
+    "MiddleLeft",
+    "MiddleRight",
+    "TopCenter",
+    "TopLeft",
+    "TopRight",
+];
 pub const EYEGLASSES: [&str; 2] = ["no", "yes"];
 const HAIR: [&str; 4] = ["short", "long", "bald", "cap"];
 const HAIR_COLOUR: [&str; 5] = ["black", "brown", "blond", "grey", "red"];
-const HAIR_RGB: [[f32; 3]; 5] = [[0.08, 0.07, 0.06], [0.3, 0.18, 0.1], [0.75, 0.62, 0.35], [0.62, 0.62, 0.6], [0.55, 0.22, 0.1]];
+const HAIR_RGB: [[f32; 3]; 5] =
+    [[0.08, 0.07, 0.06], [0.3, 0.18, 0.1], [0.75, 0.62, 0.35], [0.62, 0.62, 0.6], [0.55, 0.22, 0.1]];
 const GLASSES: [&str; 4] = ["none", "thin", "thick", "sunglasses"];
 const BACKGROUND: [&str; 3] = ["plain", "car", "outdoor"];
 const OCCLUSION: [&str; 3] = ["none", "hand", "scarf"];
@@ -43,7 +53,12 @@ const fn real(min: f64, max: f64, unit: &'static str) -> ParamKind {
 }
 
 static PARAMS: [ParamSpec; 19] = [
-    spec("yaw", ParamKind::Angle { min: -70.0, max: 70.0 }, Normal(0.0, 20.0), "head turned towards the image's left (−) or right (+)"),
+    spec(
+        "yaw",
+        ParamKind::Angle { min: -70.0, max: 70.0 },
+        Normal(0.0, 20.0),
+        "head turned towards the image's left (−) or right (+)",
+    ),
     spec("pitch", ParamKind::Angle { min: -45.0, max: 45.0 }, Normal(0.0, 12.0), "head tilted down (−) or up (+)"),
     spec("roll", ParamKind::Angle { min: -35.0, max: 35.0 }, Normal(0.0, 8.0), "head tilted sideways (clockwise +)"),
     spec("face_width", real(0.8, 1.2, "relative"), Uniform(0.88, 1.12), "face width"),
@@ -53,13 +68,28 @@ static PARAMS: [ParamSpec; 19] = [
     spec("hair_colour", ParamKind::Categorical(&HAIR_COLOUR), AnyCategory, "hair (and brow) colour"),
     spec("glasses", ParamKind::Categorical(&GLASSES), AnyCategory, "eyeglasses"),
     spec("mouth_open", real(0.0, 1.0, "share"), Uniform(0.0, 0.4), "mouth opening"),
-    spec("light_angle", ParamKind::Angle { min: 0.0, max: 360.0 }, Uniform(0.0, 360.0), "direction the light comes from"),
+    spec(
+        "light_angle",
+        ParamKind::Angle { min: 0.0, max: 360.0 },
+        Uniform(0.0, 360.0),
+        "direction the light comes from",
+    ),
     spec("light_intensity", real(0.1, 2.0, "gain"), Uniform(0.7, 1.2), "illumination"),
     spec("background", ParamKind::Categorical(&BACKGROUND), AnyCategory, "what is behind the head"),
     spec("occlusion", ParamKind::Categorical(&OCCLUSION), AnyCategory, "what covers part of the face"),
-    spec("occlusion_amount", real(0.0, 1.0, "share"), Uniform(0.2, 0.6), "how much of the lower face the occluder covers"),
+    spec(
+        "occlusion_amount",
+        real(0.0, 1.0, "share"),
+        Uniform(0.2, 0.6),
+        "how much of the lower face the occluder covers",
+    ),
     spec("distance", real(0.7, 1.6, "relative"), Uniform(0.9, 1.15), "camera distance (larger: smaller head)"),
-    spec("gaze", ParamKind::Angle { min: -30.0, max: 30.0 }, Uniform(-15.0, 15.0), "where the eyes look, left (−) or right (+)"),
+    spec(
+        "gaze",
+        ParamKind::Angle { min: -30.0, max: 30.0 },
+        Uniform(-15.0, 15.0),
+        "where the eyes look, left (−) or right (+)",
+    ),
     spec("blur", real(0.0, 4.0, "pixels at 64 px"), Uniform(0.0, 0.6), "defocus"),
     spec("noise", real(0.0, 0.2, "sd of 0..1 pixels"), Uniform(0.0, 0.02), "sensor noise"),
 ];
@@ -120,8 +150,20 @@ pub const LANDMARKS: [(&str, f64, f64); 27] = [
 
 /// The head-pose class of a pose: three columns by yaw, three rows by pitch.
 pub fn headpose_class(yaw: f64, pitch: f64) -> usize {
-    let column = if yaw < -SIDE_BEYOND { "Left" } else if yaw > SIDE_BEYOND { "Right" } else { "Center" };
-    let row = if pitch < -TILT_BEYOND { "Bottom" } else if pitch > TILT_BEYOND { "Top" } else { "Middle" };
+    let column = if yaw < -SIDE_BEYOND {
+        "Left"
+    } else if yaw > SIDE_BEYOND {
+        "Right"
+    } else {
+        "Center"
+    };
+    let row = if pitch < -TILT_BEYOND {
+        "Bottom"
+    } else if pitch > TILT_BEYOND {
+        "Top"
+    } else {
+        "Middle"
+    };
     HEADPOSE.iter().position(|c| *c == format!("{row}{column}")).expect("every row and column is a class")
 }
 
@@ -174,7 +216,11 @@ impl Ellipsoid {
     fn at(&self, theta_deg: f64, phi_deg: f64) -> V3 {
         let (st, ct) = theta_deg.to_radians().sin_cos();
         let (sp, cp) = phi_deg.to_radians().sin_cos();
-        [self.centre[0] + self.radii[0] * st * cp, self.centre[1] - self.radii[1] * sp, self.centre[2] - self.radii[2] * ct * cp]
+        [
+            self.centre[0] + self.radii[0] * st * cp,
+            self.centre[1] - self.radii[1] * sp,
+            self.centre[2] - self.radii[2] * ct * cp,
+        ]
     }
 
     /// The angles (θ, φ) in degrees of a surface point.
@@ -206,7 +252,15 @@ impl Scene {
         // Positive yaw turns the face towards the image's right; positive pitch lifts it.
         let r = rotation(v[p::ROLL], -v[p::PITCH], -v[p::YAW]);
         let distance = 3.2 * v[p::DISTANCE];
-        Scene { head, nose, ears: [ear(-1.0), ear(1.0)], r, centre: [0.0, -0.05, distance], f: size * 1.55, c: size / 2.0 }
+        Scene {
+            head,
+            nose,
+            ears: [ear(-1.0), ear(1.0)],
+            r,
+            centre: [0.0, -0.05, distance],
+            f: size * 1.55,
+            c: size / 2.0,
+        }
     }
 
     fn to_camera(&self, p: V3) -> V3 {
@@ -286,7 +340,13 @@ impl Faces {
             let e = ellipse(theta, phi, cx, 11.0, 11.0, 3.4);
             if e < 1.0 {
                 let iris = ellipse(theta, phi, cx + v[p::GAZE] * 0.25, 11.0, 3.6, 3.6);
-                return if iris < 0.18 { [0.03, 0.03, 0.03] } else if iris < 1.0 { [0.3, 0.2, 0.12] } else { [0.92, 0.9, 0.88] };
+                return if iris < 0.18 {
+                    [0.03, 0.03, 0.03]
+                } else if iris < 1.0 {
+                    [0.3, 0.2, 0.12]
+                } else {
+                    [0.92, 0.9, 0.88]
+                };
             }
             if e < 1.5 && phi > 11.0 {
                 return mix(skin, [0.1, 0.07, 0.05], 0.6);
@@ -350,7 +410,10 @@ impl Simulator for Faces {
         let origin = apply_t(&scene.r, scene.centre.map(|x| -x));
         for y in 0..n {
             for x in 0..n {
-                let d = apply_t(&scene.r, [(x as f64 + 0.5 - scene.c) / scene.f, (y as f64 + 0.5 - scene.c) / scene.f, 1.0]);
+                let d = apply_t(
+                    &scene.r,
+                    [(x as f64 + 0.5 - scene.c) / scene.f, (y as f64 + 0.5 - scene.c) / scene.f, 1.0],
+                );
                 let at = |t: f64| -> V3 { std::array::from_fn(|i| origin[i] + t * d[i]) };
                 let mut best: Option<(f64, Hit)> = None;
                 let mut consider = |t: Option<f64>, make: &dyn Fn(V3) -> Hit| {
@@ -448,7 +511,8 @@ fn glasses(canvas: &mut Canvas, v: &[f64], scene: &Scene) {
         }
         // The bridge: a segment between the inner edges.
         let (ax, ay, bx, by) = (left.0 + radius, left.1, right.0 - radius, right.1);
-        let t = (((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / ((bx - ax).powi(2) + (by - ay).powi(2)).max(1e-9)).clamp(0.0, 1.0);
+        let t = (((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / ((bx - ax).powi(2) + (by - ay).powi(2)).max(1e-9))
+            .clamp(0.0, 1.0);
         if bx > ax && ((x - ax - t * (bx - ax)).powi(2) + (y - ay - t * (by - ay)).powi(2)).sqrt() < width.max(0.5) {
             *px = frame;
         }
@@ -521,7 +585,8 @@ mod tests {
             let i = LANDMARKS.iter().position(|(n, ..)| *n == name).unwrap();
             (kp[2 * i] as f64, kp[2 * i + 1] as f64)
         };
-        for (l, r) in [("eye_left_outer", "eye_right_outer"), ("mouth_left", "mouth_right"), ("jaw_left", "jaw_right")] {
+        for (l, r) in [("eye_left_outer", "eye_right_outer"), ("mouth_left", "mouth_right"), ("jaw_left", "jaw_right")]
+        {
             let ((lx, ly), (rx, ry)) = (at(l), at(r));
             assert!((lx + rx - 64.0).abs() < 1e-4 && (ly - ry).abs() < 1e-4, "{l} {lx},{ly} and {r} {rx},{ry}");
             assert!(lx < 32.0);

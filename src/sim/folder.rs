@@ -26,8 +26,15 @@ pub fn write_folder(
     generate(sim, task, size, seed, &plans, &pool, |g| {
         let name = format!("{:06}.png", g.index);
         let path = out.join(&name);
-        image::save_buffer_with_format(&path, &g.sample.rgb, size, size, image::ColorType::Rgb8, image::ImageFormat::Png)
-            .map_err(|e| DatasetError::Table { path: path.clone(), message: e.to_string() })?;
+        image::save_buffer_with_format(
+            &path,
+            &g.sample.rgb,
+            size,
+            size,
+            image::ColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| DatasetError::Table { path: path.clone(), message: e.to_string() })?;
         if sheet {
             rows.offer(&g.sample.label, &g.sample.rgb);
         }

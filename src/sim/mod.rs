@@ -21,9 +21,16 @@ use crate::stage::Invalid;
 /// The kind of values a parameter takes, and its physical range.
 #[derive(Debug, Clone, Copy)]
 pub enum ParamKind {
-    Real { min: f64, max: f64, unit: &'static str },
+    Real {
+        min: f64,
+        max: f64,
+        unit: &'static str,
+    },
     /// Degrees; analysed with circular statistics.
-    Angle { min: f64, max: f64 },
+    Angle {
+        min: f64,
+        max: f64,
+    },
     Categorical(&'static [&'static str]),
     Bool,
 }
@@ -75,7 +82,12 @@ pub enum Dist {
 #[derive(Debug, Clone)]
 enum Sampler {
     Uniform(f64, f64),
-    Normal { mean: f64, sd: f64, min: f64, max: f64 },
+    Normal {
+        mean: f64,
+        sd: f64,
+        min: f64,
+        max: f64,
+    },
     /// Cumulative weights over category indices (bool: index 0 false, 1 true).
     Categorical(Vec<f64>),
     Fixed(f64),
@@ -180,7 +192,11 @@ impl ParamSpec {
                 let mut w = vec![0.0; categories.len()];
                 for (name, weight) in weights {
                     let Some(i) = categories.iter().position(|c| c == name) else {
-                        return Err(bad(format!("`{name}` is not a value of `{}` (values: {})", self.name, categories.join(", "))));
+                        return Err(bad(format!(
+                            "`{name}` is not a value of `{}` (values: {})",
+                            self.name,
+                            categories.join(", ")
+                        )));
                     };
                     if !(*weight >= 0.0) || !weight.is_finite() {
                         return Err(bad(format!("weight of `{name}` must be 0 or more, got {weight}")));
@@ -203,11 +219,9 @@ impl ParamSpec {
             Dist::Fixed(value) => {
                 let v = match (value, self.categories()) {
                     (Scalar::Number(x), None) => *x,
-                    (Scalar::Text(t), Some(c)) => c
-                        .iter()
-                        .position(|v| v == t)
-                        .ok_or_else(|| bad(format!("`{t}` is not a value of `{}` (values: {})", self.name, c.join(", "))))?
-                        as f64,
+                    (Scalar::Text(t), Some(c)) => c.iter().position(|v| v == t).ok_or_else(|| {
+                        bad(format!("`{t}` is not a value of `{}` (values: {})", self.name, c.join(", ")))
+                    })? as f64,
                     (Scalar::Bool(b), Some(_)) if matches!(self.kind, ParamKind::Bool) => f64::from(u8::from(*b)),
                     _ => return Err(bad(format!("fixed value {value:?} does not suit parameter `{}`", self.name))),
                 };
@@ -364,7 +378,12 @@ mod tests {
 
     #[test]
     fn weights_pick_categories_in_proportion() {
-        let spec = ParamSpec { name: "bg", kind: ParamKind::Categorical(&["a", "b"]), default: DefaultDist::AnyCategory, doc: "" };
+        let spec = ParamSpec {
+            name: "bg",
+            kind: ParamKind::Categorical(&["a", "b"]),
+            default: DefaultDist::AnyCategory,
+            doc: "",
+        };
         let s = spec.sampler(&Dist::Weights(BTreeMap::from([("a".into(), 1.0), ("b".into(), 3.0)])), "f").unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let b = (0..4000).filter(|_| s.sample(&mut rng) == 1.0).count();

@@ -172,7 +172,9 @@ impl Texture {
         let px = p
             .pixels()
             .iter()
-            .map(|c| [c.red() as f32 / 255.0, c.green() as f32 / 255.0, c.blue() as f32 / 255.0, c.alpha() as f32 / 255.0])
+            .map(|c| {
+                [c.red() as f32 / 255.0, c.green() as f32 / 255.0, c.blue() as f32 / 255.0, c.alpha() as f32 / 255.0]
+            })
             .collect();
         Texture { w: p.width() as usize, h: p.height() as usize, px }
     }
@@ -215,7 +217,9 @@ impl Plane {
     /// A plane of half-size `radius` at `centre`, turned by roll (in-plane), then pitch (about x), then yaw (about y).
     pub fn oriented(centre: [f64; 3], radius: f64, roll_deg: f64, pitch_deg: f64, yaw_deg: f64) -> Plane {
         let r = rotation(roll_deg, pitch_deg, yaw_deg);
-        let apply = |v: [f64; 3]| -> [f64; 3] { std::array::from_fn(|i| radius * (r[i][0] * v[0] + r[i][1] * v[1] + r[i][2] * v[2])) };
+        let apply = |v: [f64; 3]| -> [f64; 3] {
+            std::array::from_fn(|i| radius * (r[i][0] * v[0] + r[i][1] * v[1] + r[i][2] * v[2]))
+        };
         Plane { centre, a: apply([1.0, 0.0, 0.0]), b: apply([0.0, 1.0, 0.0]) }
     }
 
@@ -313,7 +317,8 @@ pub fn warp(canvas: &mut Canvas, tex: &Texture, cam: &Camera, plane: &Plane) -> 
                     && (-1.0..=1.0).contains(&u)
                     && (-1.0..=1.0).contains(&v)
                 {
-                    let s = tex.sample(((u + 1.0) * 0.5 * tex.w as f64) as f32, ((v + 1.0) * 0.5 * tex.h as f64) as f32);
+                    let s =
+                        tex.sample(((u + 1.0) * 0.5 * tex.w as f64) as f32, ((v + 1.0) * 0.5 * tex.h as f64) as f32);
                     for k in 0..4 {
                         acc[k] += s[k] * 0.25;
                     }
@@ -363,8 +368,13 @@ pub type Rgb = [f32; 3];
 fn paint(rgb: Rgb, alpha: f32) -> tiny_skia::Paint<'static> {
     let mut p = tiny_skia::Paint::default();
     p.set_color(
-        tiny_skia::Color::from_rgba(rgb[0].clamp(0.0, 1.0), rgb[1].clamp(0.0, 1.0), rgb[2].clamp(0.0, 1.0), alpha.clamp(0.0, 1.0))
-            .expect("clamped channels are valid"),
+        tiny_skia::Color::from_rgba(
+            rgb[0].clamp(0.0, 1.0),
+            rgb[1].clamp(0.0, 1.0),
+            rgb[2].clamp(0.0, 1.0),
+            alpha.clamp(0.0, 1.0),
+        )
+        .expect("clamped channels are valid"),
     );
     p.anti_alias = true;
     p
@@ -372,7 +382,13 @@ fn paint(rgb: Rgb, alpha: f32) -> tiny_skia::Paint<'static> {
 
 impl Pen<'_> {
     pub fn fill(&mut self, path: &tiny_skia::Path, rgb: Rgb, alpha: f32) {
-        self.pixmap.fill_path(path, &paint(rgb, alpha), tiny_skia::FillRule::EvenOdd, tiny_skia::Transform::identity(), None);
+        self.pixmap.fill_path(
+            path,
+            &paint(rgb, alpha),
+            tiny_skia::FillRule::EvenOdd,
+            tiny_skia::Transform::identity(),
+            None,
+        );
     }
 
     pub fn stroke(&mut self, path: &tiny_skia::Path, rgb: Rgb, width: f32) {

@@ -36,7 +36,14 @@ const BACKGROUNDS: [&str; 3] = ["urban", "rural", "sky"];
 const OCCLUDERS: [&str; 3] = ["foliage", "pole", "vehicle"];
 const SIDES: [&str; 4] = ["left", "right", "top", "bottom"];
 
-const fn real(name: &'static str, min: f64, max: f64, unit: &'static str, default: DefaultDist, doc: &'static str) -> ParamSpec {
+const fn real(
+    name: &'static str,
+    min: f64,
+    max: f64,
+    unit: &'static str,
+    default: DefaultDist,
+    doc: &'static str,
+) -> ParamSpec {
     ParamSpec { name, kind: ParamKind::Real { min, max, unit }, default, doc }
 }
 
@@ -70,7 +77,14 @@ const PARAMS: [ParamSpec; 20] = [
     real("clutter", 0.0, 1.0, "share", Uniform(0.0, 0.6), "density of objects in the background"),
     categorical("background", &BACKGROUNDS, "the kind of scene behind the sign"),
     real("fog", 0.0, 1.0, "share", Uniform(0.0, 0.15), "haze blended over the image"),
-    real("night", 0.0, 1.0, "share", Uniform(0.0, 0.15), "darkness; the retro-reflective sign stays brighter than the scene"),
+    real(
+        "night",
+        0.0,
+        1.0,
+        "share",
+        Uniform(0.0, 0.15),
+        "darkness; the retro-reflective sign stays brighter than the scene",
+    ),
 ];
 
 /// Noise is drawn with the other sensor effects; it is a parameter like any other.
@@ -167,11 +181,8 @@ impl Simulator for Signs {
         age(&mut face, v[p::FADING] as f32, v[p::DIRT] as f32, rng);
         let distance = 4.0;
         let cam = Camera { f: f64::from(radius_px) * distance, cx: f64::from(s) / 2.0, cy: f64::from(s) / 2.0 };
-        let centre = [
-            (f64::from(cx) - cam.cx) / cam.f * distance,
-            (f64::from(cy) - cam.cy) / cam.f * distance,
-            distance,
-        ];
+        let centre =
+            [(f64::from(cx) - cam.cx) / cam.f * distance, (f64::from(cy) - cam.cy) / cam.f * distance, distance];
         let plane = Plane::oriented(centre, 1.0, v[p::ROTATION], v[p::PITCH], v[p::YAW]);
         let coverage = warp(&mut canvas, &Texture::from_pixmap(&face), &cam, &plane);
 
@@ -196,7 +207,9 @@ impl Simulator for Signs {
 /// Sky, ground and, with `clutter`, buildings, trees and poles.
 fn background(pixmap: &mut Pixmap, kind: usize, clutter: f32, rng: &mut ChaCha8Rng) {
     let s = pixmap.width() as f32;
-    let jitter = |rng: &mut ChaCha8Rng, c: Rgb, amount: f32| -> Rgb { c.map(|x| (x + rng.random_range(-amount..amount)).clamp(0.0, 1.0)) };
+    let jitter = |rng: &mut ChaCha8Rng, c: Rgb, amount: f32| -> Rgb {
+        c.map(|x| (x + rng.random_range(-amount..amount)).clamp(0.0, 1.0))
+    };
     let (sky, ground) = match BACKGROUNDS[kind] {
         "urban" => ([0.62, 0.68, 0.74], [0.35, 0.34, 0.33]),
         "rural" => ([0.55, 0.7, 0.88], [0.3, 0.45, 0.2]),
@@ -303,7 +316,11 @@ fn draw_face(pixmap: &mut Pixmap, class: usize) {
             if let Some(path) = pb.finish() {
                 pen.stroke(&path, BLACK, r * 0.1);
             }
-            pen.polygon(&[(c + r * 0.3, c - r * 0.18), (c + r * 0.08, c - r * 0.3), (c + r * 0.13, c - r * 0.0)], BLACK, 1.0);
+            pen.polygon(
+                &[(c + r * 0.3, c - r * 0.18), (c + r * 0.08, c - r * 0.3), (c + r * 0.13, c - r * 0.0)],
+                BLACK,
+                1.0,
+            );
         }
         "yield" => {
             let outer = regular_polygon(c, c - r * 0.15, r * 1.15, 3, 90.0);
@@ -373,14 +390,40 @@ enum Seg {
 fn glyph(ch: char) -> Vec<((f32, f32), Vec<Seg>)> {
     use Seg::{L, Q};
     match ch {
-        '0' | 'O' => vec![((0.5, 0.0), vec![Q(0.0, 0.0, 0.0, 0.5), Q(0.0, 1.0, 0.5, 1.0), Q(1.0, 1.0, 1.0, 0.5), Q(1.0, 0.0, 0.5, 0.0)])],
+        '0' | 'O' => vec![(
+            (0.5, 0.0),
+            vec![Q(0.0, 0.0, 0.0, 0.5), Q(0.0, 1.0, 0.5, 1.0), Q(1.0, 1.0, 1.0, 0.5), Q(1.0, 0.0, 0.5, 0.0)],
+        )],
         '1' => vec![((0.2, 0.25), vec![L(0.6, 0.0), L(0.6, 1.0)])],
-        '3' => vec![((0.1, 0.15), vec![Q(0.5, -0.12, 0.85, 0.2), Q(0.9, 0.47, 0.42, 0.48), Q(0.95, 0.52, 0.9, 0.78), Q(0.5, 1.12, 0.08, 0.86)])],
-        '5' => vec![((0.85, 0.0), vec![L(0.2, 0.0), L(0.15, 0.45), Q(0.9, 0.25, 0.9, 0.68), Q(0.85, 1.05, 0.4, 1.0), Q(0.15, 0.97, 0.08, 0.85)])],
+        '3' => vec![(
+            (0.1, 0.15),
+            vec![
+                Q(0.5, -0.12, 0.85, 0.2),
+                Q(0.9, 0.47, 0.42, 0.48),
+                Q(0.95, 0.52, 0.9, 0.78),
+                Q(0.5, 1.12, 0.08, 0.86),
+            ],
+        )],
+        '5' => vec![(
+            (0.85, 0.0),
+            vec![
+                L(0.2, 0.0),
+                L(0.15, 0.45),
+                Q(0.9, 0.25, 0.9, 0.68),
+                Q(0.85, 1.05, 0.4, 1.0),
+                Q(0.15, 0.97, 0.08, 0.85),
+            ],
+        )],
         '7' => vec![((0.08, 0.0), vec![L(0.92, 0.0), L(0.4, 1.0)])],
-        'S' => vec![((0.88, 0.15), vec![Q(0.5, -0.1, 0.15, 0.15), Q(0.0, 0.42, 0.5, 0.5), Q(1.0, 0.58, 0.85, 0.85), Q(0.5, 1.1, 0.1, 0.85)])],
+        'S' => vec![(
+            (0.88, 0.15),
+            vec![Q(0.5, -0.1, 0.15, 0.15), Q(0.0, 0.42, 0.5, 0.5), Q(1.0, 0.58, 0.85, 0.85), Q(0.5, 1.1, 0.1, 0.85)],
+        )],
         'T' => vec![((0.0, 0.0), vec![L(1.0, 0.0)]), ((0.5, 0.0), vec![L(0.5, 1.0)])],
-        'P' => vec![((0.1, 1.0), vec![L(0.1, 0.0), L(0.5, 0.0), Q(0.95, 0.0, 0.95, 0.28), Q(0.95, 0.56, 0.5, 0.56), L(0.1, 0.56)])],
+        'P' => vec![(
+            (0.1, 1.0),
+            vec![L(0.1, 0.0), L(0.5, 0.0), Q(0.95, 0.0, 0.95, 0.28), Q(0.95, 0.56, 0.5, 0.56), L(0.1, 0.56)],
+        )],
         other => unreachable!("no glyph for {other:?}"),
     }
 }
@@ -438,7 +481,9 @@ fn age(face: &mut Pixmap, fading: f32, dirt: f32, rng: &mut ChaCha8Rng) {
             }
             let pale = 0.8 * a;
             let mix = |c: u8| -> u8 { (c as f32 * (1.0 - fading * 0.8) + pale * fading * 0.8 + 0.5).min(a) as u8 };
-            if let Some(p) = tiny_skia::PremultipliedColorU8::from_rgba(mix(px.red()), mix(px.green()), mix(px.blue()), px.alpha()) {
+            if let Some(p) =
+                tiny_skia::PremultipliedColorU8::from_rgba(mix(px.red()), mix(px.green()), mix(px.blue()), px.alpha())
+            {
                 *px = p;
             }
         }

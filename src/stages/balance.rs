@@ -39,13 +39,22 @@ pub struct BalanceParams {
 
 impl Params for BalanceParams {
     fn validate(&self) -> Vec<Invalid> {
-        if self.per_cluster == Some(0) { vec![Invalid::new("per_cluster", "must be at least 1, got 0")] } else { Vec::new() }
+        if self.per_cluster == Some(0) {
+            vec![Invalid::new("per_cluster", "must be at least 1, got 0")]
+        } else {
+            Vec::new()
+        }
     }
 }
 
 /// The rows to keep, cluster by cluster: every member once and the rest drawn with replacement up to `target`
 /// (or `target` members drawn without replacement from a larger cluster).
-pub fn draw(groups: &[(usize, Vec<usize>, Vec<f64>)], target: usize, weighting: Weighting, rng: &mut ChaCha8Rng) -> Vec<(usize, usize)> {
+pub fn draw(
+    groups: &[(usize, Vec<usize>, Vec<f64>)],
+    target: usize,
+    weighting: Weighting,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for (cluster, rows, distances) in groups {
         if rows.len() >= target {
@@ -75,7 +84,12 @@ impl Stage for Balance {
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "labelled", many: false, required: true, doc: "a label stage's labelled images" },
-        InputSlot { name: "like", many: false, required: false, doc: "another balanced set: reach its size in all (baselines match HUDD's)" },
+        InputSlot {
+            name: "like",
+            many: false,
+            required: false,
+            doc: "another balanced set: reach its size in all (baselines match HUDD's)",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "balanced", path: "balanced/", doc: "the resampled images as a dataset" },
@@ -87,7 +101,10 @@ impl Stage for Balance {
     fn run(&self, p: &BalanceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let ds = Dataset::open(&ctx.input("labelled")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let clusters = ds.numbers("rcc").map_err(|_| {
-            StageError::input(format!("{} has no `rcc` column: balance reads the images a select stage chose (select → label → balance)", ds.dir.display()))
+            StageError::input(format!(
+                "{} has no `rcc` column: balance reads the images a select stage chose (select → label → balance)",
+                ds.dir.display()
+            ))
         })?;
         let distances = ds.numbers("rcc_distance").unwrap_or_else(|_| vec![0.0; clusters.len()]);
         let mut groups: std::collections::BTreeMap<usize, (Vec<usize>, Vec<f64>)> = std::collections::BTreeMap::new();

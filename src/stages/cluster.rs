@@ -88,9 +88,10 @@ impl Params for ClusterParams {
         match (self.choose_k, self.k) {
             (ChooseK::Fixed, None) => out.push(Invalid::new("k", "is required when choose_k = \"fixed\"")),
             (ChooseK::Fixed, Some(k)) if k < 1 => out.push(Invalid::new("k", "must be at least 1, got 0")),
-            (ChooseK::Knee | ChooseK::Silhouette, Some(_)) => {
-                out.push(Invalid::new("k", "is only read when choose_k = \"fixed\"; remove it or set choose_k = \"fixed\""))
-            }
+            (ChooseK::Knee | ChooseK::Silhouette, Some(_)) => out.push(Invalid::new(
+                "k",
+                "is only read when choose_k = \"fixed\"; remove it or set choose_k = \"fixed\"",
+            )),
             _ => {}
         }
         if let Some(m) = self.max_clusters
@@ -99,10 +100,16 @@ impl Params for ClusterParams {
             out.push(Invalid::new("max_clusters", format!("must be at least 2, got {m}")));
         }
         if !(self.gif_images_per_minute > 0.0 && self.gif_images_per_minute <= 6000.0) {
-            out.push(Invalid::new("gif_images_per_minute", format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute)));
+            out.push(Invalid::new(
+                "gif_images_per_minute",
+                format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute),
+            ));
         }
         if self.min_images < 3 {
-            out.push(Invalid::new("min_images", format!("must be at least 3 (two images make no clusters), got {}", self.min_images)));
+            out.push(Invalid::new(
+                "min_images",
+                format!("must be at least 3 (two images make no clusters), got {}", self.min_images),
+            ));
         }
         if let Some(layers) = &self.layers
             && layers.is_empty()
@@ -186,7 +193,10 @@ impl Stage for Cluster {
         let layers = match &p.layers {
             Some(names) => {
                 if let Some(bad) = names.iter().find(|n| !order.contains(n)) {
-                    return Err(StageError::input(format!("layers name `{bad}`, which has no heatmaps (layers: {})", order.join(", "))));
+                    return Err(StageError::input(format!(
+                        "layers name `{bad}`, which has no heatmaps (layers: {})",
+                        order.join(", ")
+                    )));
                 }
                 names.clone()
             }
@@ -206,7 +216,8 @@ impl Stage for Cluster {
             layers: Vec::new(),
         };
         if n < p.min_images {
-            summary.empty = Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
+            summary.empty =
+                Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
             return write_empty(&out, &summary);
         }
         let max_k = p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n - 1);
@@ -219,7 +230,8 @@ impl Stage for Cluster {
             let dir = out.join("layers").join(file_name(name));
             std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
             let values: Vec<f32> = raw.data.iter().map(|&v| v as f32).collect();
-            crate::npy::write(&dir.join("distances.npy"), &[n, n], &values).map_err(|e| StageError::failed(e.to_string()))?;
+            crate::npy::write(&dir.join("distances.npy"), &[n, n], &values)
+                .map_err(|e| StageError::failed(e.to_string()))?;
             if raw.max() == 0.0 {
                 summary.layers.push(LayerScore {
                     layer: name.clone(),
@@ -254,9 +266,13 @@ impl Stage for Cluster {
         }
         let Some((chosen, raw, labels)) = best else {
             if summary.layers.iter().all(|l| l.k == 0) {
-                return Err(StageError::input(format!("all {n} images have identical heatmaps in every clustered layer: nothing to cluster")));
+                return Err(StageError::input(format!(
+                    "all {n} images have identical heatmaps in every clustered layer: nothing to cluster"
+                )));
             }
-            return Err(StageError::input("no layer but the input layer was clustered: list at least one internal layer in `layers`"));
+            return Err(StageError::input(
+                "no layer but the input layer was clustered: list at least one internal layer in `layers`",
+            ));
         };
         for (i, l) in summary.layers.iter().enumerate() {
             let _ = writeln!(
@@ -278,7 +294,9 @@ impl Stage for Cluster {
         summary.k_rule = layer.k_rule.clone();
         summary.layer_rule = match p.select_layer {
             SelectLayer::Wicd => "the lowest WICD on raw heatmap distances (the input layer excluded)".into(),
-            SelectLayer::Silhouette => "the highest mean silhouette on raw heatmap distances (the input layer excluded)".into(),
+            SelectLayer::Silhouette => {
+                "the highest mean silhouette on raw heatmap distances (the input layer excluded)".into()
+            }
         };
         let pixel_layer = order.first().cloned().unwrap_or_default();
         inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p)?;
@@ -317,7 +335,12 @@ pub fn layer_distances(dir: &Path, layer: &str, ids: &[String]) -> Result<Matrix
     let path = dir.join(format!("{layer}.npy"));
     let mut reader = NpyReader::<f32>::open(&path).map_err(|e| StageError::input(e.to_string()))?;
     if reader.rows() != ids.len() {
-        return Err(StageError::input(format!("{}: {} rows where index.csv lists {} images", path.display(), reader.rows(), ids.len())));
+        return Err(StageError::input(format!(
+            "{}: {} rows where index.csv lists {} images",
+            path.display(),
+            reader.rows(),
+            ids.len()
+        )));
     }
     let d = reader.row_len();
     cluster::distances(ids.len(), d, |start, width| {
@@ -351,7 +374,13 @@ fn write_empty(out: &Path, summary: &ClusterSummary) -> Result<(), StageError> {
 }
 
 /// A layer's curve over k, its clusters and its knee plot.
-fn write_layer(dir: &Path, ids: &[String], labels: &[usize], sweep: &cluster::Sweep, score: &LayerScore) -> Result<(), StageError> {
+fn write_layer(
+    dir: &Path,
+    ids: &[String],
+    labels: &[usize],
+    sweep: &cluster::Sweep,
+    score: &LayerScore,
+) -> Result<(), StageError> {
     let mut curve = String::from("k,wicd,silhouette,chosen\n");
     for (i, k) in sweep.ks.iter().enumerate() {
         let _ = writeln!(curve, "{k},{},{},{}", sweep.wicd[i], sweep.silhouette[i], *k == score.k);
@@ -363,7 +392,11 @@ fn write_layer(dir: &Path, ids: &[String], labels: &[usize], sweep: &cluster::Sw
     }
     write_text(&dir.join("clusters.csv"), &table)?;
     let series = [
-        crate::svg::Series { name: "WICD", points: sweep.ks.iter().zip(&sweep.wicd).map(|(&k, &w)| (k as f64, w)).collect(), colour: "#1f5fa8" },
+        crate::svg::Series {
+            name: "WICD",
+            points: sweep.ks.iter().zip(&sweep.wicd).map(|(&k, &w)| (k as f64, w)).collect(),
+            colour: "#1f5fa8",
+        },
         crate::svg::Series {
             name: "silhouette",
             points: sweep.ks.iter().zip(&sweep.silhouette).map(|(&k, &s)| (k as f64, s)).collect(),
@@ -371,13 +404,26 @@ fn write_layer(dir: &Path, ids: &[String], labels: &[usize], sweep: &cluster::Sw
         },
     ];
     let title = format!("{}: k = {} ({})", score.layer, score.k, score.k_rule);
-    let svg = crate::svg::line_chart(&title, "number of clusters k", &series, Some((score.k as f64, &format!("k = {}", score.k))));
+    let svg = crate::svg::line_chart(
+        &title,
+        "number of clusters k",
+        &series,
+        Some((score.k as f64, &format!("k = {}", score.k))),
+    );
     write_text(&dir.join("knee.svg"), &svg)
 }
 
 /// The selected layer's clusters as tables, and per cluster its images, a GIF, a contact sheet and the mean pixel
 /// relevance (the heatmap of the input layer, the one aligned with the image) over the medoid.
-fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[usize], pixels: &Path, p: &ClusterParams) -> Result<(), StageError> {
+fn inspection(
+    out: &Path,
+    ds: &Dataset,
+    ids: &[String],
+    raw: &Matrix,
+    labels: &[usize],
+    pixels: &Path,
+    p: &ClusterParams,
+) -> Result<(), StageError> {
     let (medoids, to_medoid) = cluster::medoids(raw, labels);
     let groups = cluster::members(labels);
     let n = ids.len();
@@ -407,7 +453,15 @@ fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[
         let mut ordered = members.clone();
         ordered.sort_by(|&a, &b| to_medoid[a].total_cmp(&to_medoid[b]).then(a.cmp(&b)));
         let names: Vec<&str> = ordered.iter().map(|&i| ids[i].as_str()).collect();
-        let frames = write_group(&out.join("rcc"), &(c + 1).to_string(), ds, &ordered, &names, p.gif_images_per_minute, p.sheet_images)?;
+        let frames = write_group(
+            &out.join("rcc"),
+            &(c + 1).to_string(),
+            ds,
+            &ordered,
+            &names,
+            p.gif_images_per_minute,
+            p.sheet_images,
+        )?;
         // Mean pixel relevance (summed over colour channels) of the cluster, over its medoid.
         let mut mean = vec![0.0f32; w * h];
         if heat.row_len() == ch * w * h {
@@ -422,7 +476,8 @@ fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[
         let mean = crate::media::box_blur(&mean, w, h, (w / 32).max(1));
         let medoid = frames[ordered.iter().position(|&i| i == medoids[c]).unwrap_or(0)].clone();
         let picture = crate::media::overlay(&medoid, &mean, w * h);
-        crate::media::write_png(&out.join("rcc").join(format!("{}-heatmap.png", c + 1)), &picture, w, h, scale).map_err(StageError::failed)?;
+        crate::media::write_png(&out.join("rcc").join(format!("{}-heatmap.png", c + 1)), &picture, w, h, scale)
+            .map_err(StageError::failed)?;
     }
     Ok(())
 }
@@ -430,14 +485,24 @@ fn inspection(out: &Path, ds: &Dataset, ids: &[String], raw: &Matrix, labels: &[
 /// A group of images for a person: `<base>/<name>/<image>.png`, `<base>/<name>.gif` playing them at `per_minute`
 /// images a minute, and `<base>/<name>-sheet.png` with the first `sheet` of them. `rows` are dataset rows, `names`
 /// their image ids. Returns the images as RGB, in order.
-pub fn write_group(base: &Path, name: &str, ds: &Dataset, rows: &[usize], names: &[&str], per_minute: f64, sheet: usize) -> Result<Vec<Vec<u8>>, StageError> {
+pub fn write_group(
+    base: &Path,
+    name: &str,
+    ds: &Dataset,
+    rows: &[usize],
+    names: &[&str],
+    per_minute: f64,
+    sheet: usize,
+) -> Result<Vec<Vec<u8>>, StageError> {
     let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
     let dir = base.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
     let chw = ds.images(rows).map_err(|e| StageError::input(e.to_string()))?;
-    let frames: Vec<Vec<u8>> = chw.chunks_exact(ch * w * h).map(|img| crate::media::chw_to_rgb(img, ch, w * h)).collect();
+    let frames: Vec<Vec<u8>> =
+        chw.chunks_exact(ch * w * h).map(|img| crate::media::chw_to_rgb(img, ch, w * h)).collect();
     for (id, rgb) in names.iter().zip(&frames) {
-        crate::media::write_png(&dir.join(format!("{}.png", file_name(id))), rgb, w, h, 1).map_err(StageError::failed)?;
+        crate::media::write_png(&dir.join(format!("{}.png", file_name(id))), rgb, w, h, 1)
+            .map_err(StageError::failed)?;
     }
     let delay = (6000.0 / per_minute).round().clamp(1.0, 65535.0) as u16;
     crate::media::write_gif(&base.join(format!("{name}.gif")), &frames, w, h, delay).map_err(StageError::failed)?;

@@ -42,7 +42,10 @@ fn read_results(a: &InputArtefact) -> Result<(Outcome, bool), StageError> {
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
     let (Some(image), Some(result)) = (col("image"), col("result")) else {
-        return Err(StageError::input(format!("{}: not a test stage's results (no image and result columns)", path.display())));
+        return Err(StageError::input(format!(
+            "{}: not a test stage's results (no image and result columns)",
+            path.display()
+        )));
     };
     let error = col("avg_error");
     let (mut correct, mut errors) = (HashMap::new(), Vec::new());
@@ -107,17 +110,41 @@ impl Stage for Compare {
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "original", many: false, required: true, doc: "the original model's test results" },
-        InputSlot { name: "reference", many: true, required: true, doc: "test results of the models retrained with HUDD's selection" },
-        InputSlot { name: "runs", many: true, required: true, doc: "test results of the models retrained with the baselines (grouped by their `strategy`)" },
-        InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output, for accuracy per cluster" },
-        InputSlot { name: "variance", many: false, required: false, doc: "a variance stage's summary, copied into this summary (RQ1)" },
+        InputSlot {
+            name: "reference",
+            many: true,
+            required: true,
+            doc: "test results of the models retrained with HUDD's selection",
+        },
+        InputSlot {
+            name: "runs",
+            many: true,
+            required: true,
+            doc: "test results of the models retrained with the baselines (grouped by their `strategy`)",
+        },
+        InputSlot {
+            name: "clusters",
+            many: false,
+            required: false,
+            doc: "a cluster stage's output, for accuracy per cluster",
+        },
+        InputSlot {
+            name: "variance",
+            many: false,
+            required: false,
+            doc: "a variance stage's summary, copied into this summary (RQ1)",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "runs", path: "runs.csv", doc: "strategy,stage,score,fixed,broken" },
         OutputSpec { name: "strategies", path: "strategies.csv", doc: "strategy,runs,mean,min,max,fixed,broken" },
         OutputSpec { name: "tests", path: "tests.csv", doc: "reference,baseline,u,p,a12" },
         OutputSpec { name: "rcc", path: "rcc.csv", doc: "strategy,cluster,images,before,after (mean over runs)" },
-        OutputSpec { name: "summary", path: "summary.json", doc: "the headline figures of RQ2 (and RQ1 with `variance`)" },
+        OutputSpec {
+            name: "summary",
+            path: "summary.json",
+            doc: "the headline figures of RQ2 (and RQ1 with `variance`)",
+        },
         OutputSpec { name: "parquet", path: "parquet/", doc: "runs, strategies, tests and rcc as Parquet" },
     ];
     const DOC: &'static str = "Compares retraining strategies over repeated runs (RQ2).";
@@ -125,11 +152,19 @@ impl Stage for Compare {
     fn run(&self, p: &CompareParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let (original, keypoints) = read_results(ctx.input("original")?)?;
         let mut groups: BTreeMap<String, Vec<(String, Outcome)>> = BTreeMap::new();
-        for (slot, a) in ctx.inputs("reference").iter().map(|a| ("reference", a)).chain(ctx.inputs("runs").iter().map(|a| ("runs", a))) {
+        for (slot, a) in ctx
+            .inputs("reference")
+            .iter()
+            .map(|a| ("reference", a))
+            .chain(ctx.inputs("runs").iter().map(|a| ("runs", a)))
+        {
             let (outcome, _) = read_results(a)?;
             let name = if slot == "reference" { p.reference_name.clone() } else { strategy_of(a) };
             if slot == "runs" && name == p.reference_name {
-                return Err(StageError::input(format!("baseline runs from `{}` are named `{name}`, like the reference: rename the reference (`reference_name`)", a.stage)));
+                return Err(StageError::input(format!(
+                    "baseline runs from `{}` are named `{name}`, like the reference: rename the reference (`reference_name`)",
+                    a.stage
+                )));
             }
             groups.entry(name).or_default().push((a.stage.clone(), outcome));
         }
@@ -146,10 +181,20 @@ impl Stage for Compare {
             }
             let scores: Vec<f64> = runs.iter().map(|(_, o)| o.score).collect();
             let (mean, min, max) = stats::summary(&scores);
-            strategies.push(StrategyRow { strategy: name.clone(), runs: runs.len(), mean, min, max, fixed: stats::summary(&fixed).0, broken: stats::summary(&broken).0 });
+            strategies.push(StrategyRow {
+                strategy: name.clone(),
+                runs: runs.len(),
+                mean,
+                min,
+                max,
+                fixed: stats::summary(&fixed).0,
+                broken: stats::summary(&broken).0,
+            });
         }
         // "Better" is a higher accuracy or a lower keypoint error: Â12 is computed on the signed score.
-        let signed = |runs: &[(String, Outcome)]| -> Vec<f64> { runs.iter().map(|(_, o)| if keypoints { -o.score } else { o.score }).collect() };
+        let signed = |runs: &[(String, Outcome)]| -> Vec<f64> {
+            runs.iter().map(|(_, o)| if keypoints { -o.score } else { o.score }).collect()
+        };
         let reference = signed(&groups[&p.reference_name]);
         let mut tests = Vec::new();
         let mut tests_csv = String::from("reference,baseline,u,p,a12\n");
@@ -174,13 +219,17 @@ impl Stage for Compare {
             }
             for (name, runs) in &groups {
                 for (k, ids) in &members {
-                    let share = |o: &Outcome| ids.iter().filter(|id| o.correct.get(*id) == Some(&true)).count() as f64 / ids.len() as f64;
+                    let share = |o: &Outcome| {
+                        ids.iter().filter(|id| o.correct.get(*id) == Some(&true)).count() as f64 / ids.len() as f64
+                    };
                     let after = runs.iter().map(|(_, o)| share(o)).sum::<f64>() / runs.len() as f64;
                     let _ = writeln!(rcc_csv, "{name},{k},{},{},{after}", ids.len(), share(&original));
                 }
             }
         }
-        for (output, text) in [("runs", runs_csv), ("strategies", strategies_csv(&strategies)), ("tests", tests_csv), ("rcc", rcc_csv)] {
+        for (output, text) in
+            [("runs", runs_csv), ("strategies", strategies_csv(&strategies)), ("tests", tests_csv), ("rcc", rcc_csv)]
+        {
             write_table(ctx, output, &text)?;
         }
         let rq1 = match ctx.inputs("variance").first() {
@@ -196,7 +245,8 @@ impl Stage for Compare {
             rq1,
         };
         let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable"))
+            .map_err(|e| StageError::io(&path, e))
     }
 }
 

@@ -86,8 +86,17 @@ fn default_tolerance() -> f64 {
 }
 
 const KINDS: [&str; 11] = [
-    "conv2d", "conv_transpose2d", "linear", "relu", "leaky_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm2d",
-    "dropout", "flatten",
+    "conv2d",
+    "conv_transpose2d",
+    "linear",
+    "relu",
+    "leaky_relu",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "batch_norm2d",
+    "dropout",
+    "flatten",
 ];
 
 impl Params for HeatmapParams {
@@ -106,7 +115,10 @@ impl Params for HeatmapParams {
             if let Rule::AlphaBeta { alpha, beta } = rule
                 && (alpha - beta - 1.0).abs() > 1e-9
             {
-                out.push(Invalid::new(format!("rules.{key}"), format!("alpha - beta must be 1 to conserve relevance, got {alpha} - {beta}")));
+                out.push(Invalid::new(
+                    format!("rules.{key}"),
+                    format!("alpha - beta must be 1 to conserve relevance, got {alpha} - {beta}"),
+                ));
             }
         }
         out
@@ -134,7 +146,10 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
     for key in p.rules.keys() {
         if !KINDS.contains(&key.as_str()) && !net.layers.iter().any(|(n, _)| n == key) {
             let names: Vec<&str> = net.layers.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!("rules name `{key}`, which is neither a layer of the model ({}) nor a layer kind", names.join(", ")));
+            return Err(format!(
+                "rules name `{key}`, which is neither a layer of the model ({}) nor a layer kind",
+                names.join(", ")
+            ));
         }
     }
     let mut first_conv = true;
@@ -169,9 +184,11 @@ impl Stage for Heatmaps {
         InputSlot { name: "model", many: false, required: true, doc: "a declared model" },
         InputSlot { name: "images", many: false, required: true, doc: "a dataset artefact (typically test.errors)" },
     ];
-    const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "heatmaps", path: "heatmaps/", doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json" },
-    ];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
+        name: "heatmaps",
+        path: "heatmaps/",
+        doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json",
+    }];
     const DOC: &'static str = "LRP heatmaps of every layer.";
 
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -188,7 +205,9 @@ impl Stage for Heatmaps {
         let mut writers = Vec::with_capacity(net.layers.len());
         for (row, (name, _)) in shapes.iter().zip(&net.layers) {
             let path = dir.join(format!("{name}.npy"));
-            writers.push(NpyWriter::<f32>::create(&path, &row.input.dims()).map_err(|e| StageError::failed(e.to_string()))?);
+            writers.push(
+                NpyWriter::<f32>::create(&path, &row.input.dims()).map_err(|e| StageError::failed(e.to_string()))?,
+            );
         }
         let n = ds.meta.count;
         let mut worst = vec![0.0f64; net.layers.len()];
@@ -198,10 +217,15 @@ impl Stage for Heatmaps {
             let out_sum = seed.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).flatten(0, -1);
             for (k, r) in relevance.iter().enumerate() {
                 let r = r.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
-                let values: Vec<f32> = Vec::try_from(r.flatten(0, -1)).map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
+                let values: Vec<f32> =
+                    Vec::try_from(r.flatten(0, -1)).map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
                 if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
                     return Err(StageError::Gate {
-                        message: format!("layer `{}`: relevance is not finite (image {})", net.layers[k].0, chunk[bad / (values.len() / chunk.len())]),
+                        message: format!(
+                            "layer `{}`: relevance is not finite (image {})",
+                            net.layers[k].0,
+                            chunk[bad / (values.len() / chunk.len())]
+                        ),
                     });
                 }
                 writers[k].append(&values).map_err(|e| StageError::failed(e.to_string()))?;
@@ -231,7 +255,8 @@ impl Stage for Heatmaps {
         write_csv(&dir.join("index.csv"), &mut index).map_err(|e| StageError::failed(e.to_string()))?;
         let mut text = String::from("layer,rule,worst_relative_deviation\n");
         for (k, (name, _)) in net.layers.iter().enumerate() {
-            let rule = serde_json::to_value(rules[k]).expect("rules serialise")["rule"].as_str().unwrap_or("").to_string();
+            let rule =
+                serde_json::to_value(rules[k]).expect("rules serialise")["rule"].as_str().unwrap_or("").to_string();
             let dev = if worst[k].is_nan() { String::new() } else { format!("{:.3e}", worst[k]) };
             text.push_str(&format!("{name},{rule},{dev}\n"));
         }
@@ -239,7 +264,8 @@ impl Stage for Heatmaps {
         std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
         let named: BTreeMap<&str, Rule> = net.layers.iter().zip(&rules).map(|((n, _), r)| (n.as_str(), *r)).collect();
         let path = dir.join("rules.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&named).expect("rules serialise")).map_err(|e| StageError::io(&path, e))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&named).expect("rules serialise"))
+            .map_err(|e| StageError::io(&path, e))?;
         for (k, w) in worst.iter().enumerate() {
             if !w.is_nan() && *w > p.tolerance {
                 return Err(StageError::Gate {
@@ -285,12 +311,21 @@ pub fn for_each_batch(
 /// Loads a declared model for LRP on a dataset's images (`what` names the stage in the error for a model without
 /// declared layers): the input shape checked, batch norms merged (canonised)
 /// with the outputs checked unchanged on the first `batch` images.
-pub fn prepare(path: &std::path::Path, device: tch::Device, ds: &Dataset, batch: usize, what: &str) -> Result<Model, StageError> {
+pub fn prepare(
+    path: &std::path::Path,
+    device: tch::Device,
+    ds: &Dataset,
+    batch: usize,
+    what: &str,
+) -> Result<Model, StageError> {
     let mut model = Model::load(path, device).map_err(|e| StageError::input(e.to_string()))?;
     model.net(what).map_err(|e| StageError::input(e.to_string()))?;
     let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
     if model.meta.input != input {
-        return Err(StageError::input(format!("the model takes {:?} images, the image set has {input:?}", model.meta.input)));
+        return Err(StageError::input(format!(
+            "the model takes {:?} images, the image set has {input:?}",
+            model.meta.input
+        )));
     }
     canonise(&mut model, ds, batch)?;
     Ok(model)
@@ -314,7 +349,10 @@ fn canonise(model: &mut Model, ds: &Dataset, batch: usize) -> Result<(), StageEr
         let diff = f64::try_from((after - &before).abs().max()).unwrap_or(f64::INFINITY) / scale;
         if !(diff < 1e-4) {
             return Err(StageError::Gate {
-                message: format!("merging batch norms {} changed the model's outputs by {diff:.2e} of their scale", merged.join(", ")),
+                message: format!(
+                    "merging batch norms {} changed the model's outputs by {diff:.2e} of their scale",
+                    merged.join(", ")
+                ),
             });
         }
     }
@@ -346,9 +384,9 @@ fn seed_of(y: &Tensor, mode: Seed, rows: &[usize], labels: &[i64], targets: &[Ve
     if y.dim() == 2 {
         let class = match mode {
             Seed::Predicted | Seed::PredictedOneHot => y.argmax(1, true),
-            Seed::True | Seed::TrueOneHot => {
-                Tensor::from_slice(&rows.iter().map(|&r| labels[r]).collect::<Vec<i64>>()).view([-1, 1]).to_device(y.device())
-            }
+            Seed::True | Seed::TrueOneHot => Tensor::from_slice(&rows.iter().map(|&r| labels[r]).collect::<Vec<i64>>())
+                .view([-1, 1])
+                .to_device(y.device()),
         };
         let value = match mode {
             Seed::Predicted | Seed::True => y.gather(1, &class, false),
@@ -384,7 +422,9 @@ mod tests {
     }
 
     fn nonzero_maps(seed: &Tensor) -> Vec<Vec<bool>> {
-        let sums = Vec::<f32>::try_from(seed.abs().sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float).flatten(0, -1)).unwrap();
+        let sums =
+            Vec::<f32>::try_from(seed.abs().sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float).flatten(0, -1))
+                .unwrap();
         sums.chunks(3).map(|c| c.iter().map(|v| *v > 0.0).collect()).collect()
     }
 
@@ -407,8 +447,14 @@ mod tests {
     fn class_seeds_pick_the_predicted_or_the_true_class() {
         let y = Tensor::from_slice(&[1.0f32, 3.0, -2.0, 0.5, -1.0, 2.0]).view([2, 3]);
         let dense = |s: Tensor| Vec::<f32>::try_from(s.flatten(0, -1)).unwrap();
-        assert_eq!(dense(seed_of(&y, Seed::Predicted, &[0, 1], &[0, 0], &[], [1, 1, 1])), [0.0, 3.0, 0.0, 0.0, 0.0, 2.0]);
+        assert_eq!(
+            dense(seed_of(&y, Seed::Predicted, &[0, 1], &[0, 0], &[], [1, 1, 1])),
+            [0.0, 3.0, 0.0, 0.0, 0.0, 2.0]
+        );
         assert_eq!(dense(seed_of(&y, Seed::True, &[0, 1], &[0, 1], &[], [1, 1, 1])), [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]);
-        assert_eq!(dense(seed_of(&y, Seed::TrueOneHot, &[1, 0], &[2, 0], &[], [1, 1, 1])), [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(
+            dense(seed_of(&y, Seed::TrueOneHot, &[1, 0], &[2, 0], &[], [1, 1, 1])),
+            [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+        );
     }
 }

@@ -119,7 +119,11 @@ struct Item {
 enum Pixels {
     File(PathBuf),
     /// Grey pixels already in memory (IDX), `rows × cols`.
-    Grey { rows: usize, cols: usize, data: Vec<u8> },
+    Grey {
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    },
 }
 
 impl Stage for Import {
@@ -128,7 +132,11 @@ impl Stage for Import {
     const VERSION: u32 = 1;
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "dataset", path: "dataset/", doc: "images.npy, table.csv, meta.json" },
-        OutputSpec { name: "skipped", path: "skipped.csv", doc: "images skipped with on_bad_image = \"skip\", and why" },
+        OutputSpec {
+            name: "skipped",
+            path: "skipped.csv",
+            doc: "images skipped with on_bad_image = \"skip\", and why",
+        },
     ];
     const USES_SEED: bool = true;
     const DOC: &'static str = "Imports real images.";
@@ -146,7 +154,8 @@ impl Stage for Import {
         };
         let regression = !target_names.is_empty();
         if p.improvement > 0.0 {
-            let mut train: Vec<usize> = items.iter().enumerate().filter(|(_, it)| it.split == "train").map(|(i, _)| i).collect();
+            let mut train: Vec<usize> =
+                items.iter().enumerate().filter(|(_, it)| it.split == "train").map(|(i, _)| i).collect();
             let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
             train.shuffle(&mut rng);
             let moved = (train.len() as f64 * p.improvement).round() as usize;
@@ -216,7 +225,10 @@ impl Stage for Import {
                     continue;
                 }
                 Err(reason) => {
-                    return Err(StageError::input(format!("{}: {reason} (on_bad_image = \"skip\" skips such images)", it.id)));
+                    return Err(StageError::input(format!(
+                        "{}: {reason} (on_bad_image = \"skip\" skips such images)",
+                        it.id
+                    )));
                 }
             };
             chw.clear();
@@ -257,9 +269,17 @@ impl Stage for Import {
         let mut df = polars::prelude::DataFrame::new(count, columns).map_err(|e| StageError::failed(e.to_string()))?;
         write_csv(&dir.join("table.csv"), &mut df).map_err(|e| StageError::failed(e.to_string()))?;
         let meta = DatasetMeta {
-            source: format!("{}:{}", serde_json::to_value(p.format).expect("enum").as_str().unwrap_or(""), p.path.display()),
+            source: format!(
+                "{}:{}",
+                serde_json::to_value(p.format).expect("enum").as_str().unwrap_or(""),
+                p.path.display()
+            ),
             task: if regression { "keypoints".into() } else { "classification".into() },
-            target: if regression { Target::Regression { targets: target_names } } else { Target::Classification { classes } },
+            target: if regression {
+                Target::Regression { targets: target_names }
+            } else {
+                Target::Classification { classes }
+            },
             channels: p.channels,
             height: size,
             width: size,
@@ -268,7 +288,8 @@ impl Stage for Import {
             params: Vec::new(),
         };
         let path = dir.join("meta.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises")).map_err(|e| StageError::io(&path, e))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
+            .map_err(|e| StageError::io(&path, e))?;
         let path = ctx.output("skipped")?;
         std::fs::write(&path, skipped).map_err(|e| StageError::io(&path, e))?;
         Ok(())
@@ -290,7 +311,8 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, Coor
             image::load_from_memory(&bytes).map_err(|e| format!("unreadable or truncated image: {e}"))?.to_rgb8()
         }
         Pixels::Grey { rows, cols, data } => {
-            let grey = image::GrayImage::from_raw(*cols as u32, *rows as u32, data.clone()).ok_or("truncated IDX image")?;
+            let grey =
+                image::GrayImage::from_raw(*cols as u32, *rows as u32, data.clone()).ok_or("truncated IDX image")?;
             image::DynamicImage::ImageLuma8(grey).to_rgb8()
         }
     };
@@ -306,7 +328,10 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, Coor
             ),
             Resize::Crop => {
                 let scale = size as f64 / w.min(h) as f64;
-                let (nw, nh) = (((w as f64 * scale).round() as u32).max(size as u32), ((h as f64 * scale).round() as u32).max(size as u32));
+                let (nw, nh) = (
+                    ((w as f64 * scale).round() as u32).max(size as u32),
+                    ((h as f64 * scale).round() as u32).max(size as u32),
+                );
                 let scaled = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
                 let (ox, oy) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
                 let map = (nw as f32 / w as f32, nh as f32 / h as f32, -(ox as f32), -(oy as f32));
@@ -319,7 +344,8 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, Coor
 
 /// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`.
 fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
-    const SPLITS: [(&str, &str); 3] = [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement")];
+    const SPLITS: [(&str, &str); 3] =
+        [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement")];
     let mut items = Vec::new();
     let mut found = false;
     for (folder, split) in SPLITS {
@@ -358,10 +384,8 @@ fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| StageError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(|e| StageError::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     v.sort();
     Ok(v)
 }
@@ -372,7 +396,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
 fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>, Vec<String>), StageError> {
     let df = crate::dataset::read_csv(file).map_err(|e| StageError::input(e.to_string()))?;
     let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
-    let target_names: Vec<String> = names.iter().filter_map(|n| n.strip_prefix("target_").map(str::to_string)).collect();
+    let target_names: Vec<String> =
+        names.iter().filter_map(|n| n.strip_prefix("target_").map(str::to_string)).collect();
     let has = |c: &str| names.iter().any(|n| n == c);
     if !has("path") || (!has("label") && target_names.is_empty()) {
         return Err(StageError::input(format!(
@@ -382,12 +407,20 @@ fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>, Vec<String>), StageError>
         )));
     }
     if target_names.len() % 2 == 1 {
-        return Err(StageError::input(format!("{}: target columns come in x, y pairs, got {}", file.display(), target_names.len())));
+        return Err(StageError::input(format!(
+            "{}: target columns come in x, y pairs, got {}",
+            file.display(),
+            target_names.len()
+        )));
     }
     let col = |name: &str| -> Result<Vec<String>, StageError> {
         let c = df.column(name).map_err(|e| StageError::input(e.to_string()))?;
         let c = c.cast(&polars::prelude::DataType::String).map_err(|e| StageError::input(e.to_string()))?;
-        Ok(c.str().map_err(|e| StageError::input(e.to_string()))?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+        Ok(c.str()
+            .map_err(|e| StageError::input(e.to_string()))?
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
     };
     let paths = col("path")?;
     let labels = if has("label") { col("label")? } else { vec![String::new(); paths.len()] };
@@ -396,8 +429,10 @@ fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>, Vec<String>), StageError>
         let c = c.cast(&polars::prelude::DataType::Float32).map_err(|e| StageError::input(e.to_string()))?;
         Ok(c.f32().map_err(|e| StageError::input(e.to_string()))?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
     };
-    let target_cols: Vec<Vec<f32>> = target_names.iter().map(|t| numbers(&format!("target_{t}"))).collect::<Result<_, _>>()?;
-    let splits = if names.iter().any(|n| n == "split") { col("split")? } else { vec!["train".to_string(); paths.len()] };
+    let target_cols: Vec<Vec<f32>> =
+        target_names.iter().map(|t| numbers(&format!("target_{t}"))).collect::<Result<_, _>>()?;
+    let splits =
+        if names.iter().any(|n| n == "split") { col("split")? } else { vec!["train".to_string(); paths.len()] };
     let extra_names: Vec<String> = names
         .iter()
         .filter(|n| !["path", "label", "split"].contains(&n.as_str()) && !n.starts_with("target_"))
@@ -444,7 +479,10 @@ fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
         }
     }
     if items.is_empty() {
-        return Err(StageError::input(format!("{}: no train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]", root.display())));
+        return Err(StageError::input(format!(
+            "{}: no train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]",
+            root.display()
+        )));
     }
     Ok(items)
 }
@@ -458,7 +496,9 @@ fn read_idx(root: &Path, name: &str) -> Result<Option<(Vec<usize>, Vec<u8>)>, St
     } else if gz.is_file() {
         let file = std::fs::File::open(&gz).map_err(|e| StageError::io(&gz, e))?;
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(file).read_to_end(&mut out).map_err(|e| StageError::input(format!("{}: {e}", gz.display())))?;
+        flate2::read::GzDecoder::new(file)
+            .read_to_end(&mut out)
+            .map_err(|e| StageError::input(format!("{}: {e}", gz.display())))?;
         (gz, out)
     } else {
         return Ok(None);
@@ -472,7 +512,9 @@ fn read_idx(root: &Path, name: &str) -> Result<Option<(Vec<usize>, Vec<u8>)>, St
     if bytes.len() < header {
         return Err(bad("truncated header"));
     }
-    let dims: Vec<usize> = (0..ndim).map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize).collect();
+    let dims: Vec<usize> = (0..ndim)
+        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
+        .collect();
     let expected = header + dims.iter().product::<usize>();
     if bytes.len() < expected {
         return Err(bad(&format!("truncated: {} bytes where {dims:?} needs {expected}", bytes.len())));

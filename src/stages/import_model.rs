@@ -38,10 +38,17 @@ impl Params for ImportModelParams {
         let mut out = Vec::new();
         match (&self.torchscript, &self.architecture, &self.weights) {
             (Some(_), None, None) | (None, Some(_), Some(_)) => {}
-            (Some(_), _, _) => out.push(Invalid::new("torchscript", "give either `torchscript`, or `architecture` with `weights`, not both")),
+            (Some(_), _, _) => out.push(Invalid::new(
+                "torchscript",
+                "give either `torchscript`, or `architecture` with `weights`, not both",
+            )),
             (None, Some(_), None) => out.push(Invalid::new("architecture", "needs `weights` (a safetensors file)")),
-            (None, None, Some(_)) => out.push(Invalid::new("weights", "needs `architecture` (a shipped name or a file)")),
-            (None, None, None) => out.push(Invalid::new("torchscript", "give `torchscript`, or `architecture` with `weights`")),
+            (None, None, Some(_)) => {
+                out.push(Invalid::new("weights", "needs `architecture` (a shipped name or a file)"))
+            }
+            (None, None, None) => {
+                out.push(Invalid::new("torchscript", "give `torchscript`, or `architecture` with `weights`"))
+            }
         }
         if let Some(std) = &self.std
             && std.iter().any(|s| !(*s > 0.0))
@@ -56,9 +63,14 @@ impl Stage for ImportModel {
     type Params = ImportModelParams;
     const KIND: &'static str = "model";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] =
-        &[InputSlot { name: "dataset", many: false, required: true, doc: "the data the model takes: input size and classes" }];
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "model", path: "model/", doc: "model.json with weights or model.pt" }];
+    const INPUTS: &'static [InputSlot] = &[InputSlot {
+        name: "dataset",
+        many: false,
+        required: true,
+        doc: "the data the model takes: input size and classes",
+    }];
+    const OUTPUTS: &'static [OutputSpec] =
+        &[OutputSpec { name: "model", path: "model/", doc: "model.json with weights or model.pt" }];
     const DOC: &'static str = "Imports a DNN trained elsewhere.";
 
     fn external_paths(p: &ImportModelParams) -> Vec<PathBuf> {
@@ -74,10 +86,22 @@ impl Stage for ImportModel {
         let mean = p.mean.clone().unwrap_or_else(|| vec![0.0; c]);
         let std = p.std.clone().unwrap_or_else(|| vec![1.0; c]);
         if mean.len() != c || std.len() != c {
-            return Err(StageError::input(format!("mean and std need {c} values (one per channel), got {} and {}", mean.len(), std.len())));
+            return Err(StageError::input(format!(
+                "mean and std need {c} values (one per channel), got {} and {}",
+                mean.len(),
+                std.len()
+            )));
         }
         let dir = ctx.output("model")?;
-        let mut meta = ModelMeta { format: Format::Torchscript, architecture: None, input, outputs, target: ds.meta.target.clone(), mean, std };
+        let mut meta = ModelMeta {
+            format: Format::Torchscript,
+            architecture: None,
+            input,
+            outputs,
+            target: ds.meta.target.clone(),
+            mean,
+            std,
+        };
         match (&p.torchscript, &p.architecture, &p.weights) {
             (Some(ts), _, _) => {
                 let src = ctx.resolve(ts);
@@ -91,7 +115,8 @@ impl Stage for ImportModel {
                 let architecture = Architecture::load(&path).map_err(|e| StageError::input(e.to_string()))?;
                 meta.format = Format::Declared;
                 meta.architecture = Some(architecture);
-                let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0).map_err(|e| StageError::input(e.to_string()))?;
+                let mut model =
+                    Model::init(meta.clone(), tch::Device::Cpu, 0).map_err(|e| StageError::input(e.to_string()))?;
                 let vs = model.var_store_mut().expect("a declared model has a var store");
                 load_weights(vs, &ctx.resolve(weights)).map_err(|e| StageError::input(e.to_string()))?;
                 // Writes model.json and the weights.
@@ -103,9 +128,8 @@ impl Stage for ImportModel {
         let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
         let pixels = ds.images(&[0]).map_err(|e| StageError::input(e.to_string()))?;
         let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
-        let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false)).map_err(|e| {
-            StageError::input(format!("the model cannot take the dataset's {input:?} images: {e}"))
-        })?;
+        let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false))
+            .map_err(|e| StageError::input(format!("the model cannot take the dataset's {input:?} images: {e}")))?;
         let got = y.size();
         let ok = match &ds.meta.target {
             crate::sim::Target::Classification { .. } => got == [1, outputs as i64],

@@ -37,7 +37,10 @@ pub struct LabelParams {
 impl Params for LabelParams {
     fn validate(&self) -> Vec<Invalid> {
         match (self.mode, &self.labels) {
-            (LabelMode::Manual, None) => vec![Invalid::new("labels", "is required with mode = \"manual\": the CSV file a person fills in, e.g. \"labels/unsafe.csv\"")],
+            (LabelMode::Manual, None) => vec![Invalid::new(
+                "labels",
+                "is required with mode = \"manual\": the CSV file a person fills in, e.g. \"labels/unsafe.csv\"",
+            )],
             (LabelMode::Oracle, Some(_)) => vec![Invalid::new("labels", "is only read with mode = \"manual\"")],
             _ => Vec::new(),
         }
@@ -48,8 +51,13 @@ impl Stage for Label {
     type Params = LabelParams;
     const KIND: &'static str = "label";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "selected", many: false, required: true, doc: "a select stage's selected images" }];
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "labelled", path: "labelled/", doc: "the selected images with their labels, as a dataset" }];
+    const INPUTS: &'static [InputSlot] =
+        &[InputSlot { name: "selected", many: false, required: true, doc: "a select stage's selected images" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
+        name: "labelled",
+        path: "labelled/",
+        doc: "the selected images with their labels, as a dataset",
+    }];
     const DOC: &'static str = "Labels the selected images.";
 
     fn optional_paths(p: &LabelParams) -> Vec<PathBuf> {
@@ -83,7 +91,8 @@ impl Stage for Label {
             });
         }
         let labels = read_sheet(&path, &ids, classes)?;
-        let index: Vec<i64> = labels.iter().map(|l| classes.iter().position(|c| c == l).expect("checked") as i64).collect();
+        let index: Vec<i64> =
+            labels.iter().map(|l| classes.iter().position(|c| c == l).expect("checked") as i64).collect();
         let extra = vec![Column::new("label".into(), labels), Column::new("label_index".into(), index)];
         ds.write_subset_with(&rows, &out, extra).map(|_| ()).map_err(|e| StageError::failed(e.to_string()))
     }
@@ -109,8 +118,21 @@ fn write_sheet(path: &Path, ds: &Dataset, ids: &[String], classes: &[String]) ->
     let mut csv = String::from("image,label\n");
     for (i, img) in chw.chunks_exact(ch * w * h).enumerate() {
         let file = format!("{}.png", crate::stages::cluster::file_name(names[i]));
-        crate::media::write_png(&images.join(&file), &crate::media::chw_to_rgb(img, ch, w * h), w, h, (128 / w.max(1)).max(1)).map_err(StageError::failed)?;
-        let _ = write!(html, "<tr><td><img src=\"{}/{}\" alt=\"\"></td><td>{}</td></tr>", escape(&format!("{stem}-images")), escape(&file), escape(names[i]));
+        crate::media::write_png(
+            &images.join(&file),
+            &crate::media::chw_to_rgb(img, ch, w * h),
+            w,
+            h,
+            (128 / w.max(1)).max(1),
+        )
+        .map_err(StageError::failed)?;
+        let _ = write!(
+            html,
+            "<tr><td><img src=\"{}/{}\" alt=\"\"></td><td>{}</td></tr>",
+            escape(&format!("{stem}-images")),
+            escape(&file),
+            escape(names[i])
+        );
         let _ = writeln!(csv, "{},", names[i]);
     }
     html.push_str("</table>\n");
@@ -124,7 +146,13 @@ fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<Str
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, header)) if header.trim() == "image,label" => {}
-        other => return Err(StageError::input(format!("{}:1: the header must be `image,label`, found {:?}", path.display(), other.map(|(_, h)| h).unwrap_or("")))),
+        other => {
+            return Err(StageError::input(format!(
+                "{}:1: the header must be `image,label`, found {:?}",
+                path.display(),
+                other.map(|(_, h)| h).unwrap_or("")
+            )));
+        }
     }
     let mut given: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for (i, line) in lines {
@@ -134,16 +162,26 @@ fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<Str
         let (id, label) = line.split_once(',').unwrap_or((line, ""));
         let (id, label) = (id.trim(), label.trim().trim_matches('"'));
         if !ids.iter().any(|x| x == id) {
-            return Err(StageError::input(format!("{}:{}: image `{id}` was not selected for labelling", path.display(), i + 1)));
+            return Err(StageError::input(format!(
+                "{}:{}: image `{id}` was not selected for labelling",
+                path.display(),
+                i + 1
+            )));
         }
         if !label.is_empty() && !classes.iter().any(|c| c == label) {
-            return Err(StageError::input(format!("{}:{}: `{label}` is not a class (classes: {})", path.display(), i + 1, classes.join(", "))));
+            return Err(StageError::input(format!(
+                "{}:{}: `{label}` is not a class (classes: {})",
+                path.display(),
+                i + 1,
+                classes.join(", ")
+            )));
         }
         if given.insert(id, label.to_string()).is_some() {
             return Err(StageError::input(format!("{}:{}: image `{id}` is listed twice", path.display(), i + 1)));
         }
     }
-    let missing: Vec<&str> = ids.iter().filter(|id| given.get(id.as_str()).is_none_or(String::is_empty)).map(String::as_str).collect();
+    let missing: Vec<&str> =
+        ids.iter().filter(|id| given.get(id.as_str()).is_none_or(String::is_empty)).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(StageError::Blocked {
             message: format!(

@@ -188,7 +188,10 @@ fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageE
     let dest = dir.join("images").join(name);
     std::fs::write(&dest, &bytes).map_err(|e| StageError::io(&dest, e))?;
     let mime = if name.ends_with(".gif") { "image/gif" } else { "image/png" };
-    Ok(Some(Picture { file: format!("images/{name}"), data: format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)) }))
+    Ok(Some(Picture {
+        file: format!("images/{name}"),
+        data: format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }))
 }
 
 /// Scores per strategy as dots on a shared axis, with each strategy's mean as a bar.
@@ -206,17 +209,32 @@ fn strip_plot(runs: &[BTreeMap<String, String>], original: f64) -> String {
     let (w, row, left) = (560.0, 36.0, 110.0);
     let h = row * (groups.len() as f64 + 1.0) + 30.0;
     let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 20.0);
-    let mut svg = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img"><rect width="{w}" height="{h}" fill="#fff"/>"##);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img"><rect width="{w}" height="{h}" fill="#fff"/>"##
+    );
     let ox = x(original);
     svg.push_str(&format!(r##"<line x1="{ox:.1}" x2="{ox:.1}" y1="10" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{ox:.1}" y="{:.1}" text-anchor="middle" fill="#666">before {:.3}</text>"##, h - 24.0, h - 8.0, original));
     for (i, (name, values)) in groups.iter().enumerate() {
         let y = row * (i as f64 + 1.0);
-        svg.push_str(&format!(r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, left - 8.0, y + 4.0, crate::svg::escape(name)));
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left - 8.0,
+            y + 4.0,
+            crate::svg::escape(name)
+        ));
         for v in values {
-            svg.push_str(&format!(r##"<circle cx="{:.1}" cy="{y:.1}" r="4" fill="#1f5fa8" fill-opacity="0.7"/>"##, x(*v)));
+            svg.push_str(&format!(
+                r##"<circle cx="{:.1}" cy="{y:.1}" r="4" fill="#1f5fa8" fill-opacity="0.7"/>"##,
+                x(*v)
+            ));
         }
         let mean = values.iter().sum::<f64>() / values.len() as f64;
-        svg.push_str(&format!(r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#d33" stroke-width="2"/>"##, x(mean), y - 10.0, y + 10.0));
+        svg.push_str(&format!(
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#d33" stroke-width="2"/>"##,
+            x(mean),
+            y - 10.0,
+            y + 10.0
+        ));
     }
     svg.push_str("</svg>");
     svg
@@ -232,9 +250,15 @@ impl Stage for Report {
         InputSlot { name: "variance", many: false, required: false, doc: "a variance stage's clusters table" },
         InputSlot { name: "compare", many: false, required: false, doc: "a compare stage's summary" },
         InputSlot { name: "runs", many: false, required: false, doc: "a compare stage's runs table (for the plot)" },
-        InputSlot { name: "rcc", many: false, required: false, doc: "a compare stage's rcc table (accuracy per cluster)" },
+        InputSlot {
+            name: "rcc",
+            many: false,
+            required: false,
+            doc: "a compare stage's rcc table (accuracy per cluster)",
+        },
     ];
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "report", path: "report/", doc: "report.html, report.md and images/" }];
+    const OUTPUTS: &'static [OutputSpec] =
+        &[OutputSpec { name: "report", path: "report/", doc: "report.html, report.md and images/" }];
     const DOC: &'static str = "Renders the safety-analysis report.";
     const DELIVERABLE: bool = true;
 
@@ -267,18 +291,22 @@ impl Stage for Report {
             }
         }
         let explanations: BTreeMap<usize, BTreeMap<String, String>> = match first("variance") {
-            Some(path) => read_rows(&path)?.into_iter().filter_map(|r| Some((r.get("cluster")?.parse().ok()?, r))).collect(),
+            Some(path) => {
+                read_rows(&path)?.into_iter().filter_map(|r| Some((r.get("cluster")?.parse().ok()?, r))).collect()
+            }
             None => BTreeMap::new(),
         };
         let compare = first("compare").map(|p| read_json(&p)).transpose()?;
-        let reference = compare.as_ref().and_then(|c| c["reference"].as_str().map(str::to_string)).unwrap_or_else(|| "hudd".into());
+        let reference =
+            compare.as_ref().and_then(|c| c["reference"].as_str().map(str::to_string)).unwrap_or_else(|| "hudd".into());
         let mut accuracy: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
         if let Some(path) = first("rcc") {
             for r in read_rows(&path)? {
                 if r.get("strategy") == Some(&reference)
                     && let (Some(c), Some(b), Some(a)) = (r.get("cluster"), r.get("before"), r.get("after"))
                 {
-                    accuracy.insert(c.parse().unwrap_or(0), (b.parse().unwrap_or(f64::NAN), a.parse().unwrap_or(f64::NAN)));
+                    accuracy
+                        .insert(c.parse().unwrap_or(0), (b.parse().unwrap_or(f64::NAN), a.parse().unwrap_or(f64::NAN)));
                 }
             }
         }
@@ -300,7 +328,11 @@ impl Stage for Report {
                     after: accuracy.get(&id).map(|a| a.1),
                     sheet: picture(&dir.join(format!("rcc/{id}-sheet.png")), &out, &format!("rcc-{id}-sheet.png"))?,
                     gif: picture(&dir.join(format!("rcc/{id}.gif")), &out, &format!("rcc-{id}.gif"))?,
-                    heatmap: picture(&dir.join(format!("rcc/{id}-heatmap.png")), &out, &format!("rcc-{id}-heatmap.png"))?,
+                    heatmap: picture(
+                        &dir.join(format!("rcc/{id}-heatmap.png")),
+                        &out,
+                        &format!("rcc-{id}-heatmap.png"),
+                    )?,
                     annotation: annotations.cluster.get(&id.to_string()).cloned(),
                 });
             }
@@ -316,7 +348,11 @@ impl Stage for Report {
         // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
         let accuracy_compared = compare.as_ref().is_none_or(|c| c["metric"].as_str().is_none_or(|m| m == "accuracy"));
         let best = compare.as_ref().and_then(|c| {
-            let mut best = c["strategies"].as_array()?.iter().find(|s| s["strategy"].as_str() == Some(reference.as_str())).cloned()?;
+            let mut best = c["strategies"]
+                .as_array()?
+                .iter()
+                .find(|s| s["strategy"].as_str() == Some(reference.as_str()))
+                .cloned()?;
             let (mean, min, max) = (best["mean"].as_f64()?, best["min"].as_f64()?, best["max"].as_f64()?);
             let (metric, shown) = if accuracy_compared {
                 ("Accuracy".to_string(), format!("{:.1}% ({:.1}–{:.1})", mean * 100.0, min * 100.0, max * 100.0))
@@ -342,12 +378,22 @@ impl Stage for Report {
         let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
         let inputs = ["test", "clusters", "variance", "compare", "runs", "rcc"]
             .iter()
-            .flat_map(|slot| ctx.inputs(slot).iter().map(move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key })))
+            .flat_map(|slot| {
+                ctx.inputs(slot).iter().map(
+                    move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key }),
+                )
+            })
             .collect();
         let lineage = ctx.lineage();
         let machines: Vec<String> = lineage
             .iter()
-            .map(|a| format!("{} ({})", a.host.as_deref().unwrap_or("unrecorded host"), a.device.as_deref().unwrap_or("unrecorded device")))
+            .map(|a| {
+                format!(
+                    "{} ({})",
+                    a.host.as_deref().unwrap_or("unrecorded host"),
+                    a.device.as_deref().unwrap_or("unrecorded device")
+                )
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -406,7 +452,9 @@ fn manifest(ctx: &StageContext<'_>) -> Result<Option<serde_json::Value>, StageEr
 fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), StageError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|name| if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None });
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+    });
     let mut sources = vec![("report.md.j2", MARKDOWN.to_string()), ("report.html.j2", HTML.to_string())];
     if let Some(dir) = folder {
         for (name, source) in &mut sources {
@@ -424,6 +472,8 @@ fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), 
         env.add_template_owned(name, source).map_err(|e| StageError::input(where_(&e)))?;
     }
     let value = minijinja::value::Value::from(minijinja::value::Serde(context));
-    let draw = |name: &str| env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)));
+    let draw = |name: &str| {
+        env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)))
+    };
     Ok((draw("report.md.j2")?, draw("report.html.j2")?))
 }

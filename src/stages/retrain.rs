@@ -75,7 +75,10 @@ impl Params for RetrainParams {
             out.push(Invalid::new("lr", format!("must be above 0, got {}", self.lr)));
         }
         if !(0.0..0.9).contains(&self.validation) || (self.validation_split.is_none() && self.validation == 0.0) {
-            out.push(Invalid::new("validation", format!("must be in (0, 0.9) without a validation_split, got {}", self.validation)));
+            out.push(Invalid::new(
+                "validation",
+                format!("must be in (0, 0.9) without a validation_split, got {}", self.validation),
+            ));
         }
         out
     }
@@ -101,7 +104,11 @@ fn concat(parts: &[&Data]) -> Data {
         let ts: Vec<&Tensor> = parts.iter().filter_map(|d| f(d)).collect();
         (ts.len() == parts.len()).then(|| Tensor::cat(&ts, 0))
     };
-    Data { pixels: Tensor::cat(&parts.iter().map(|d| &d.pixels).collect::<Vec<_>>(), 0), classes: cat(&|d| d.classes.as_ref()), keypoints: cat(&|d| d.keypoints.as_ref()) }
+    Data {
+        pixels: Tensor::cat(&parts.iter().map(|d| &d.pixels).collect::<Vec<_>>(), 0),
+        classes: cat(&|d| d.classes.as_ref()),
+        keypoints: cat(&|d| d.keypoints.as_ref()),
+    }
 }
 
 fn take(data: &Data, idx: &[i64]) -> Data {
@@ -118,9 +125,19 @@ impl Stage for Retrain {
     const KIND: &'static str = "retrain";
     const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "model", many: false, required: true, doc: "the model under analysis: retraining starts from its weights" },
+        InputSlot {
+            name: "model",
+            many: false,
+            required: true,
+            doc: "the model under analysis: retraining starts from its weights",
+        },
         InputSlot { name: "dataset", many: false, required: true, doc: "the dataset it was trained on" },
-        InputSlot { name: "extra", many: false, required: true, doc: "the balanced, labelled images to add (a balance stage's output)" },
+        InputSlot {
+            name: "extra",
+            many: false,
+            required: true,
+            doc: "the balanced, labelled images to add (a balance stage's output)",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "model", path: "model/", doc: "model.json and weights.safetensors" },
@@ -138,8 +155,12 @@ impl Stage for Retrain {
         let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
         let extra = Dataset::open(&ctx.input("extra")?.path).map_err(|e| StageError::input(e.to_string()))?;
         for (what, d) in [("dataset", &ds), ("extra", &extra)] {
-            if d.meta.target != model.meta.target || [d.meta.channels, d.meta.height, d.meta.width] != model.meta.input {
-                return Err(StageError::input(format!("`{what}` ({}) does not match the model's input and task", d.dir.display())));
+            if d.meta.target != model.meta.target || [d.meta.channels, d.meta.height, d.meta.width] != model.meta.input
+            {
+                return Err(StageError::input(format!(
+                    "`{what}` ({}) does not match the model's input and task",
+                    d.dir.display()
+                )));
             }
         }
         let train_rows = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
@@ -156,7 +177,11 @@ impl Stage for Retrain {
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x007e_7a1d));
                 let n_val = ((order.len() as f64) * p.validation).round() as usize;
                 let (val, train) = order.split_at(n_val);
-                (take(&combined, train), take(&combined, val), format!("{:.0}% of the combined training data", p.validation * 100.0))
+                (
+                    take(&combined, train),
+                    take(&combined, val),
+                    format!("{:.0}% of the combined training data", p.validation * 100.0),
+                )
             }
         };
         if val.is_empty() {
@@ -195,7 +220,7 @@ impl Stage for Retrain {
         model.save(&ctx.output("model")?).map_err(|e| StageError::failed(e.to_string()))?;
         write_curve(&ctx.output("curve")?, &curve)?;
         let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable"))
+            .map_err(|e| StageError::io(&path, e))
     }
 }
-

@@ -103,7 +103,10 @@ impl Params for SelectParams {
             out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
         }
         if !(self.gif_images_per_minute > 0.0 && self.gif_images_per_minute <= 6000.0) {
-            out.push(Invalid::new("gif_images_per_minute", format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute)));
+            out.push(Invalid::new(
+                "gif_images_per_minute",
+                format!("must be above 0 and at most 6000, got {}", self.gif_images_per_minute),
+            ));
         }
         if self.strategy != Strategy::Hudd && self.mode != SelectMode::Closest {
             out.push(Invalid::new("mode", "only applies to strategy \"hudd\""));
@@ -114,7 +117,10 @@ impl Params for SelectParams {
             }
         }
         if matches!(self.split.as_str(), "train" | "test") {
-            out.push(Invalid::new("split", format!("must not be `{}`: selection picks new images to label, from an improvement set", self.split)));
+            out.push(Invalid::new(
+                "split",
+                format!("must not be `{}`: selection picks new images to label, from an improvement set", self.split),
+            ));
         }
         out
     }
@@ -135,7 +141,12 @@ pub struct Pick {
 /// HUDD's greedy assignment: `distances[i][c]` from candidate `i` to cluster `c`; `quotas[c]` images at most per
 /// cluster; `accept(c, d)` may refuse a distance; `budget` images at most in all. Rank by rank (every image's
 /// closest cluster first), images in ascending distance; an image is taken once.
-pub fn assign(distances: &[Vec<f64>], quotas: &[usize], budget: usize, accept: impl Fn(usize, f64) -> bool) -> Vec<Pick> {
+pub fn assign(
+    distances: &[Vec<f64>],
+    quotas: &[usize],
+    budget: usize,
+    accept: impl Fn(usize, f64) -> bool,
+) -> Vec<Pick> {
     let k = quotas.len();
     let orders: Vec<Vec<usize>> = distances
         .iter()
@@ -152,8 +163,10 @@ pub fn assign(distances: &[Vec<f64>], quotas: &[usize], budget: usize, accept: i
         if picks.len() >= budget || counts.iter().zip(quotas).all(|(c, q)| c >= q) {
             break;
         }
-        let mut candidates: Vec<(f64, usize, usize)> =
-            (0..distances.len()).filter(|&i| !taken[i]).map(|i| (distances[i][orders[i][rank]], i, orders[i][rank])).collect();
+        let mut candidates: Vec<(f64, usize, usize)> = (0..distances.len())
+            .filter(|&i| !taken[i])
+            .map(|i| (distances[i][orders[i][rank]], i, orders[i][rank]))
+            .collect();
         candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for (d, i, c) in candidates {
             if picks.len() >= budget {
@@ -177,13 +190,31 @@ impl Stage for Select {
         InputSlot { name: "model", many: false, required: true, doc: "the model under analysis" },
         InputSlot { name: "dataset", many: false, required: true, doc: "the dataset holding the improvement split" },
         InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output (strategy hudd)" },
-        InputSlot { name: "heatmaps", many: false, required: false, doc: "the heatmaps the clusters were made from (strategy hudd)" },
-        InputSlot { name: "budget_of", many: false, required: false, doc: "another select stage's unsafe set: the budget is its size" },
+        InputSlot {
+            name: "heatmaps",
+            many: false,
+            required: false,
+            doc: "the heatmaps the clusters were made from (strategy hudd)",
+        },
+        InputSlot {
+            name: "budget_of",
+            many: false,
+            required: false,
+            doc: "another select stage's unsafe set: the budget is its size",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "unsafe", path: "unsafe.csv", doc: "image,cluster,distance,rank" },
-        OutputSpec { name: "selected", path: "selected/", doc: "the selected images as a dataset (columns rcc, rcc_distance added)" },
-        OutputSpec { name: "pictures", path: "pictures/", doc: "per cluster: its selected images, a GIF and a contact sheet; select.json" },
+        OutputSpec {
+            name: "selected",
+            path: "selected/",
+            doc: "the selected images as a dataset (columns rcc, rcc_distance added)",
+        },
+        OutputSpec {
+            name: "pictures",
+            path: "pictures/",
+            doc: "per cluster: its selected images, a GIF and a contact sheet; select.json",
+        },
     ];
     const USES_SEED: bool = true;
     const DOC: &'static str = "Selects likely-unsafe improvement images for labelling.";
@@ -198,16 +229,27 @@ impl Stage for Select {
             (Some(b), _) => b,
             (None, Some(other)) => {
                 let path = &other.path;
-                std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?.lines().skip(1).filter(|l| !l.is_empty()).count()
+                std::fs::read_to_string(path)
+                    .map_err(|e| StageError::io(path, e))?
+                    .lines()
+                    .skip(1)
+                    .filter(|l| !l.is_empty())
+                    .count()
             }
             (None, None) if p.strategy == Strategy::Hudd => usize::MAX,
-            (None, None) => return Err(StageError::input("the random and failing strategies need a labelling budget: `budget = <images>` or `budget_of = \"<select stage>.unsafe\"`")),
+            (None, None) => {
+                return Err(StageError::input(
+                    "the random and failing strategies need a labelling budget: `budget = <images>` or `budget_of = \"<select stage>.unsafe\"`",
+                ));
+            }
         };
         if p.strategy != Strategy::Hudd {
             return baseline(p, ctx, &ds, &ids, &candidates, budget, device);
         }
         if ctx.inputs("clusters").is_empty() || ctx.inputs("heatmaps").is_empty() {
-            return Err(StageError::input("strategy \"hudd\" needs `clusters` (a cluster stage's output) and `heatmaps` (the heatmaps they were made from)"));
+            return Err(StageError::input(
+                "strategy \"hudd\" needs `clusters` (a cluster stage's output) and `heatmaps` (the heatmaps they were made from)",
+            ));
         }
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
@@ -216,11 +258,13 @@ impl Stage for Select {
         std::fs::create_dir_all(&pictures).map_err(|e| StageError::io(&pictures, e))?;
         let mut report = serde_json::json!({ "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
         let Some(layer) = summary.layer.clone() else {
-            report["empty"] = serde_json::json!(summary.empty.clone().unwrap_or_else(|| "no root-cause clusters".into()));
+            report["empty"] =
+                serde_json::json!(summary.empty.clone().unwrap_or_else(|| "no root-cause clusters".into()));
             return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
         };
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
-        let table = std::fs::read_to_string(cdir.join("clusters.csv")).map_err(|e| StageError::io(cdir.join("clusters.csv"), e))?;
+        let table = std::fs::read_to_string(cdir.join("clusters.csv"))
+            .map_err(|e| StageError::io(cdir.join("clusters.csv"), e))?;
         let index: Vec<String> = std::fs::read_to_string(hdir.join("index.csv"))
             .map_err(|e| StageError::io(hdir.join("index.csv"), e))?
             .lines()
@@ -231,11 +275,14 @@ impl Stage for Select {
         for line in table.lines().skip(1) {
             let mut f = line.split(',');
             let (Some(id), Some(c)) = (f.next(), f.next().and_then(|c| c.parse::<usize>().ok())) else { continue };
-            let row = index.iter().position(|x| x == id).ok_or_else(|| StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display())))?;
+            let row = index.iter().position(|x| x == id).ok_or_else(|| {
+                StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display()))
+            })?;
             groups.entry(c).or_default().push(row);
         }
         let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
-        let mut reader = NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy"))).map_err(|e| StageError::input(e.to_string()))?;
+        let mut reader =
+            NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy"))).map_err(|e| StageError::input(e.to_string()))?;
         let d = reader.row_len();
         let member_rows: Vec<usize> = clusters.iter().flat_map(|(_, m)| m.iter().copied()).collect();
         let mut members = Vec::with_capacity(member_rows.len() * d);
@@ -244,11 +291,14 @@ impl Stage for Select {
         }
         let members = Tensor::from_slice(&members).view([member_rows.len() as i64, d as i64]).to_kind(Kind::Double);
         let member_norms = members.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-        let spans: Vec<(usize, usize)> = clusters.iter().scan(0, |at, (_, m)| {
-            let span = (*at, *at + m.len());
-            *at += m.len();
-            Some(span)
-        }).collect();
+        let spans: Vec<(usize, usize)> = clusters
+            .iter()
+            .scan(0, |at, (_, m)| {
+                let span = (*at, *at + m.len());
+                *at += m.len();
+                Some(span)
+            })
+            .collect();
         // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
         let model = heatmaps::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
         let net = model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
@@ -256,21 +306,47 @@ impl Stage for Select {
         let rules: Vec<Rule> = net
             .layers
             .iter()
-            .map(|(name, _)| named.get(name).copied().ok_or_else(|| StageError::input(format!("{} has no rule for layer `{name}`: the heatmaps were made with another model", hdir.display()))))
+            .map(|(name, _)| {
+                named.get(name).copied().ok_or_else(|| {
+                    StageError::input(format!(
+                        "{} has no rule for layer `{name}`: the heatmaps were made with another model",
+                        hdir.display()
+                    ))
+                })
+            })
             .collect::<Result<_, _>>()?;
-        let k = net.layers.iter().position(|(name, _)| *name == layer).ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
+        let k = net
+            .layers
+            .iter()
+            .position(|(name, _)| *name == layer)
+            .ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
-        heatmaps::for_each_batch(&model, &ds, &candidates, &rules, Seed::Predicted, p.batch_size, |chunk, _, relevance| {
-            let h = relevance[k].to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
-            let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + member_norms.unsqueeze(0) - h.matmul(&members.tr()) * 2.0).clamp_min(0.0).sqrt();
-            let cross = Vec::<f64>::try_from(cross.flatten(0, -1)).map_err(|e| StageError::failed(e.to_string()))?;
-            for row in cross.chunks(member_rows.len()) {
-                distances.push(spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect());
-            }
-            ctx.progress.inc(chunk.len() as u64);
-            Ok(())
-        })?;
+        heatmaps::for_each_batch(
+            &model,
+            &ds,
+            &candidates,
+            &rules,
+            Seed::Predicted,
+            p.batch_size,
+            |chunk, _, relevance| {
+                let h = relevance[k].to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
+                let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double)
+                    + member_norms.unsqueeze(0)
+                    - h.matmul(&members.tr()) * 2.0)
+                    .clamp_min(0.0)
+                    .sqrt();
+                let cross =
+                    Vec::<f64>::try_from(cross.flatten(0, -1)).map_err(|e| StageError::failed(e.to_string()))?;
+                for row in cross.chunks(member_rows.len()) {
+                    distances.push(
+                        spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect(),
+                    );
+                }
+                ctx.progress.inc(chunk.len() as u64);
+                Ok(())
+            },
+        )?;
         let quotas: Vec<usize> = clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect();
         // A cluster's spread: the mean distance between its members at the layer.
         let spreads: Vec<f64> = spans
@@ -285,14 +361,16 @@ impl Stage for Select {
         let picks = assign(&distances, &quotas, budget, |c, d| p.mode == SelectMode::Closest || d <= spreads[c]);
         let cluster_ids: Vec<usize> = clusters.iter().map(|(c, _)| *c).collect();
         report["layer"] = serde_json::json!(layer);
-        report["clusters"] = serde_json::json!(clusters
-            .iter()
-            .enumerate()
-            .map(|(i, (c, m))| serde_json::json!({
-                "cluster": c, "members": m.len(), "quota": quotas[i], "spread": spreads[i],
-                "selected": picks.iter().filter(|p| p.cluster == i).count(),
-            }))
-            .collect::<Vec<_>>());
+        report["clusters"] = serde_json::json!(
+            clusters
+                .iter()
+                .enumerate()
+                .map(|(i, (c, m))| serde_json::json!({
+                    "cluster": c, "members": m.len(), "quota": quotas[i], "spread": spreads[i],
+                    "selected": picks.iter().filter(|p| p.cluster == i).count(),
+                }))
+                .collect::<Vec<_>>()
+        );
         report["ignored_singletons"] = serde_json::json!(summary.clusters - clusters.len());
         report["selected"] = serde_json::json!(picks.len());
         finish(ctx, &ds, &picks, &cluster_ids, &ids, &candidates, &report, p.gif_images_per_minute)
@@ -301,7 +379,15 @@ impl Stage for Select {
 
 /// The baselines: `budget` images drawn at random from the candidates (`random`), or drawn at random, labelled and
 /// kept when the model gets them wrong (`failing`). They form one group, cluster 0.
-fn baseline(p: &SelectParams, ctx: &mut StageContext<'_>, ds: &Dataset, ids: &[String], candidates: &[usize], budget: usize, device: tch::Device) -> Result<(), StageError> {
+fn baseline(
+    p: &SelectParams,
+    ctx: &mut StageContext<'_>,
+    ds: &Dataset,
+    ids: &[String],
+    candidates: &[usize],
+    budget: usize,
+    device: tch::Device,
+) -> Result<(), StageError> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut order: Vec<usize> = (0..candidates.len()).collect();
@@ -310,9 +396,17 @@ fn baseline(p: &SelectParams, ctx: &mut StageContext<'_>, ds: &Dataset, ids: &[S
     order.sort_unstable();
     let labelled = order.len();
     if p.strategy == Strategy::Failing {
-        let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
+        let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device)
+            .map_err(|e| StageError::input(e.to_string()))?;
         let rows: Vec<usize> = order.iter().map(|&i| candidates[i]).collect();
-        let predictions = crate::stages::test::predict(&model, ds, &rows, p.batch_size, p.threshold.unwrap_or(crate::stages::test::DEFAULT_THRESHOLD), ctx.progress)?;
+        let predictions = crate::stages::test::predict(
+            &model,
+            ds,
+            &rows,
+            p.batch_size,
+            p.threshold.unwrap_or(crate::stages::test::DEFAULT_THRESHOLD),
+            ctx.progress,
+        )?;
         order = order.into_iter().zip(&predictions).filter(|(_, pr)| !pr.correct()).map(|(i, _)| i).collect();
     }
     let picks: Vec<Pick> = order.into_iter().map(|image| Pick { image, cluster: 0, distance: 0.0, rank: 1 }).collect();
@@ -342,10 +436,15 @@ fn finish(
     per_minute: f64,
 ) -> Result<(), StageError> {
     let mut ordered: Vec<&Pick> = picks.iter().collect();
-    ordered.sort_by(|a, b| a.cluster.cmp(&b.cluster).then(a.distance.total_cmp(&b.distance)).then(a.image.cmp(&b.image)));
+    ordered
+        .sort_by(|a, b| a.cluster.cmp(&b.cluster).then(a.distance.total_cmp(&b.distance)).then(a.image.cmp(&b.image)));
     let mut table = String::from("image,cluster,distance,rank\n");
     for pick in &ordered {
-        let _ = writeln!(table, "{},{},{},{}", ids[candidates[pick.image]], cluster_ids[pick.cluster], pick.distance, pick.rank);
+        let _ = writeln!(
+            table,
+            "{},{},{},{}",
+            ids[candidates[pick.image]], cluster_ids[pick.cluster], pick.distance, pick.rank
+        );
     }
     let path = ctx.output("unsafe")?;
     std::fs::write(&path, table).map_err(|e| StageError::io(&path, e))?;
@@ -366,5 +465,6 @@ fn finish(
         write_group(&pictures, &c.to_string(), ds, &rows, &names, per_minute, 64)?;
     }
     let path = pictures.join("select.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(report).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+    std::fs::write(&path, serde_json::to_vec_pretty(report).expect("serialisable"))
+        .map_err(|e| StageError::io(&path, e))
 }

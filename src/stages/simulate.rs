@@ -117,7 +117,10 @@ impl Params for SimulateParams {
         }
         for (name, split) in &self.splits {
             if !crate::manifest::is_valid_id(name) {
-                out.push(Invalid::new(format!("splits.{name}"), format!("split names use letters, digits, `_` and `-`, got `{name}`")));
+                out.push(Invalid::new(
+                    format!("splits.{name}"),
+                    format!("split names use letters, digits, `_` and `-`, got `{name}`"),
+                ));
             }
             if split.count == 0 {
                 out.push(Invalid::new(format!("splits.{name}.count"), "must be at least 1, got 0"));
@@ -136,7 +139,11 @@ impl Stage for Simulate {
     const VERSION: u32 = 1;
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "dataset", path: "dataset/", doc: "images.npy, table.csv, meta.json" },
-        OutputSpec { name: "sheet", path: "sheet.png", doc: "a contact sheet: one row per class (or the first images)" },
+        OutputSpec {
+            name: "sheet",
+            path: "sheet.png",
+            doc: "a contact sheet: one row per class (or the first images)",
+        },
     ];
     const USES_SEED: bool = true;
     const DOC: &'static str = "Draws a dataset from a procedural simulator.";
@@ -144,7 +151,9 @@ impl Stage for Simulate {
     fn run(&self, p: &SimulateParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let sim = p.simulator().ok_or_else(|| StageError::input(format!("unknown simulator `{}`", p.simulator)))?;
         let task = p.task(sim);
-        let plans = p.plans(sim).map_err(|e| StageError::input(e.into_iter().map(|i| i.message).collect::<Vec<_>>().join("; ")))?;
+        let plans = p
+            .plans(sim)
+            .map_err(|e| StageError::input(e.into_iter().map(|i| i.message).collect::<Vec<_>>().join("; ")))?;
         let meta = DatasetMeta {
             source: format!("simulate:{}", sim.name()),
             task: task.clone(),
@@ -157,7 +166,8 @@ impl Stage for Simulate {
             params: sim.params().iter().map(ParamInfo::of).collect(),
         };
         let dir = ctx.output("dataset")?;
-        let mut writer = DatasetWriter::create(&dir, meta, sim.params()).map_err(|e| StageError::failed(e.to_string()))?;
+        let mut writer =
+            DatasetWriter::create(&dir, meta, sim.params()).map_err(|e| StageError::failed(e.to_string()))?;
         let total: usize = plans.iter().map(|s| s.count).sum();
         ctx.progress.start(total as u64, &format!("{} images", sim.name()));
         let pool = rayon::ThreadPoolBuilder::new()
@@ -177,7 +187,8 @@ impl Stage for Simulate {
         writer.finish().map_err(|e| StageError::failed(e.to_string()))?;
         let rows: Vec<Vec<&[u8]>> = sheet.rows.values().map(|r| r.iter().map(Vec::as_slice).collect()).collect();
         let path = ctx.output("sheet")?;
-        crate::sheet::write_sheet(&path, &rows, p.size as usize).map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
+        crate::sheet::write_sheet(&path, &rows, p.size as usize)
+            .map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
         Ok(())
     }
 }

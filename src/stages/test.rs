@@ -92,7 +92,14 @@ fn mean(v: &[f32]) -> f64 {
 }
 
 /// Runs a model over some rows of a dataset in batches.
-pub fn predict(model: &Model, ds: &Dataset, rows: &[usize], batch: usize, threshold: f64, progress: &crate::progress::Progress) -> Result<Vec<Prediction>, StageError> {
+pub fn predict(
+    model: &Model,
+    ds: &Dataset,
+    rows: &[usize],
+    batch: usize,
+    threshold: f64,
+    progress: &crate::progress::Progress,
+) -> Result<Vec<Prediction>, StageError> {
     let m = &ds.meta;
     let labels = match &m.target {
         Target::Classification { .. } => ds.class_labels().map_err(|e| StageError::input(e.to_string()))?,
@@ -104,12 +111,18 @@ pub fn predict(model: &Model, ds: &Dataset, rows: &[usize], batch: usize, thresh
     tch::no_grad(|| {
         for chunk in rows.chunks(batch.max(1)) {
             let pixels = ds.images(chunk).map_err(|e| StageError::input(e.to_string()))?;
-            let x = Tensor::from_slice(&pixels).view([chunk.len() as i64, m.channels as i64, m.height as i64, m.width as i64]);
+            let x = Tensor::from_slice(&pixels).view([
+                chunk.len() as i64,
+                m.channels as i64,
+                m.height as i64,
+                m.width as i64,
+            ]);
             let y = model.forward_t(&model.preprocess(&x), false).map_err(|e| StageError::input(e.to_string()))?;
             match &m.target {
                 Target::Classification { .. } => {
                     let scores = y.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-                    let flat: Vec<f32> = Vec::try_from(scores.flatten(0, -1)).map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
+                    let flat: Vec<f32> = Vec::try_from(scores.flatten(0, -1))
+                        .map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
                     let k = y.size()[1] as usize;
                     for (i, &row) in chunk.iter().enumerate() {
                         let s = flat[i * k..(i + 1) * k].to_vec();
@@ -123,7 +136,8 @@ pub fn predict(model: &Model, ds: &Dataset, rows: &[usize], batch: usize, thresh
                     let t = Tensor::from_slice(&flat).view([chunk.len() as i64, -1]);
                     let errors = keypoint_errors(&pred, &t);
                     let k = errors.size()[1] as usize;
-                    let flat: Vec<f32> = Vec::try_from(errors.flatten(0, -1)).map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
+                    let flat: Vec<f32> = Vec::try_from(errors.flatten(0, -1))
+                        .map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
                     for i in 0..chunk.len() {
                         out.push(Prediction::Keypoints { errors: flat[i * k..(i + 1) * k].to_vec(), threshold });
                     }
@@ -149,7 +163,11 @@ impl Stage for Test {
         InputSlot { name: "dataset", many: false, required: true, doc: "a dataset artefact" },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "results", path: "results.csv", doc: "image,result,expected,predicted,<score per class>,<parameters>" },
+        OutputSpec {
+            name: "results",
+            path: "results.csv",
+            doc: "image,result,expected,predicted,<score per class>,<parameters>",
+        },
         OutputSpec { name: "errors", path: "errors/", doc: "the error-inducing images, as a dataset artefact" },
         OutputSpec { name: "summary", path: "summary.json", doc: "accuracy, errors, per-class accuracy" },
     ];
@@ -168,7 +186,9 @@ impl Stage for Test {
             )));
         }
         if model.meta.target != ds.meta.target {
-            return Err(StageError::input("the model was trained for another task (different classes or keypoints)".to_string()));
+            return Err(StageError::input(
+                "the model was trained for another task (different classes or keypoints)".to_string(),
+            ));
         }
         let rows = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
         let preds = predict(&model, &ds, &rows, p.batch_size, p.threshold, ctx.progress)?;
@@ -190,16 +210,38 @@ impl Stage for Test {
         summary.accuracy = 1.0 - summary.errors as f64 / rows.len().max(1) as f64;
         match &ds.meta.target {
             Target::Classification { classes } => {
-                let expected: Vec<&str> = preds.iter().map(|pr| match pr { Prediction::Class { expected, .. } => classes[*expected].as_str(), _ => "" }).collect();
-                let predicted: Vec<&str> = preds.iter().map(|pr| match pr { Prediction::Class { predicted, .. } => classes[*predicted].as_str(), _ => "" }).collect();
+                let expected: Vec<&str> = preds
+                    .iter()
+                    .map(|pr| match pr {
+                        Prediction::Class { expected, .. } => classes[*expected].as_str(),
+                        _ => "",
+                    })
+                    .collect();
+                let predicted: Vec<&str> = preds
+                    .iter()
+                    .map(|pr| match pr {
+                        Prediction::Class { predicted, .. } => classes[*predicted].as_str(),
+                        _ => "",
+                    })
+                    .collect();
                 columns.push(polars::prelude::Column::new("expected".into(), &expected));
                 columns.push(polars::prelude::Column::new("predicted".into(), &predicted));
                 for (k, class) in classes.iter().enumerate() {
-                    let s: Vec<f32> = preds.iter().map(|pr| match pr { Prediction::Class { scores, .. } => scores[k], _ => f32::NAN }).collect();
+                    let s: Vec<f32> = preds
+                        .iter()
+                        .map(|pr| match pr {
+                            Prediction::Class { scores, .. } => scores[k],
+                            _ => f32::NAN,
+                        })
+                        .collect();
                     columns.push(polars::prelude::Column::new(class.as_str().into(), s));
                 }
                 for (k, class) in classes.iter().enumerate() {
-                    let of_class: Vec<bool> = preds.iter().filter(|pr| matches!(pr, Prediction::Class { expected, .. } if *expected == k)).map(Prediction::correct).collect();
+                    let of_class: Vec<bool> = preds
+                        .iter()
+                        .filter(|pr| matches!(pr, Prediction::Class { expected, .. } if *expected == k))
+                        .map(Prediction::correct)
+                        .collect();
                     if !of_class.is_empty() {
                         let acc = of_class.iter().filter(|c| **c).count() as f64 / of_class.len() as f64;
                         summary.per_class.push((class.clone(), acc, of_class.len()));
@@ -207,7 +249,13 @@ impl Stage for Test {
                 }
             }
             Target::Regression { targets } => {
-                let errors: Vec<&Vec<f32>> = preds.iter().map(|pr| match pr { Prediction::Keypoints { errors, .. } => errors, _ => unreachable!() }).collect();
+                let errors: Vec<&Vec<f32>> = preds
+                    .iter()
+                    .map(|pr| match pr {
+                        Prediction::Keypoints { errors, .. } => errors,
+                        _ => unreachable!(),
+                    })
+                    .collect();
                 let avg: Vec<f64> = errors.iter().map(|e| mean(e)).collect();
                 let max: Vec<f32> = errors.iter().map(|e| e.iter().copied().fold(0.0, f32::max)).collect();
                 let worst: Vec<u32> = errors.iter().map(|e| argmax(e) as u32).collect();
@@ -230,13 +278,16 @@ impl Stage for Test {
                 columns.push(taken);
             }
         }
-        let mut df = polars::prelude::DataFrame::new(rows.len(), columns).map_err(|e| StageError::failed(e.to_string()))?;
+        let mut df =
+            polars::prelude::DataFrame::new(rows.len(), columns).map_err(|e| StageError::failed(e.to_string()))?;
         write_csv(&ctx.output("results")?, &mut df).map_err(|e| StageError::failed(e.to_string()))?;
         let wrong: Vec<usize> = rows.iter().zip(&preds).filter(|(_, pr)| !pr.correct()).map(|(&r, _)| r).collect();
         ds.write_subset(&wrong, &ctx.output("errors")?).map_err(|e| StageError::failed(e.to_string()))?;
         let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("summary serialises")).map_err(|e| StageError::io(&path, e))?;
-        ctx.progress.message(&format!("accuracy {:.4}, {} errors of {}", summary.accuracy, summary.errors, summary.images));
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("summary serialises"))
+            .map_err(|e| StageError::io(&path, e))?;
+        ctx.progress
+            .message(&format!("accuracy {:.4}, {} errors of {}", summary.accuracy, summary.errors, summary.images));
         Ok(())
     }
 }

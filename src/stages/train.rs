@@ -125,7 +125,8 @@ pub fn split_data(ds: &Dataset, rows: &[usize], validation: f64, seed: u64) -> R
 pub fn data_of(ds: &Dataset, rows: &[usize]) -> Result<Data, StageError> {
     let m = &ds.meta;
     let pixels = ds.images(rows).map_err(|e| StageError::input(e.to_string()))?;
-    let pixels = Tensor::from_slice(&pixels).view([rows.len() as i64, m.channels as i64, m.height as i64, m.width as i64]);
+    let pixels =
+        Tensor::from_slice(&pixels).view([rows.len() as i64, m.channels as i64, m.height as i64, m.width as i64]);
     match &m.target {
         Target::Classification { .. } => {
             let all = ds.class_labels().map_err(|e| StageError::input(e.to_string()))?;
@@ -231,10 +232,19 @@ impl Stage for Train {
 }
 
 /// Fits a model and fails the stage's gate when the loss stopped being finite (`what`: training, retraining).
-pub(crate) fn fit_gated(model: &mut Model, train: &Data, val: &Data, cfg: &FitConfig, progress: &crate::progress::Progress, what: &str) -> Result<Vec<fit::Epoch>, StageError> {
+pub(crate) fn fit_gated(
+    model: &mut Model,
+    train: &Data,
+    val: &Data,
+    cfg: &FitConfig,
+    progress: &crate::progress::Progress,
+    what: &str,
+) -> Result<Vec<fit::Epoch>, StageError> {
     let curve = fit::fit(model, train, val, cfg, progress).map_err(|e| StageError::failed(e.to_string()))?;
     if curve.iter().any(|e| !e.loss.is_finite()) {
-        return Err(StageError::Gate { message: format!("{what} diverged (loss is not finite); lower lr (now {})", cfg.lr) });
+        return Err(StageError::Gate {
+            message: format!("{what} diverged (loss is not finite); lower lr (now {})", cfg.lr),
+        });
     }
     Ok(curve)
 }

@@ -112,15 +112,29 @@ impl Values {
                 for &r in rows {
                     *counts.entry(v[r].as_str()).or_default() += 1;
                 }
-                let (top, n) = counts.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))).map(|(k, n)| (*k, *n)).unwrap_or(("", 0));
-                if n == rows.len() { format!("{name} {top} (all)") } else { format!("{name} {top} ({:.0}%)", 100.0 * n as f64 / rows.len() as f64) }
+                let (top, n) = counts
+                    .iter()
+                    .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
+                    .map(|(k, n)| (*k, *n))
+                    .unwrap_or(("", 0));
+                if n == rows.len() {
+                    format!("{name} {top} (all)")
+                } else {
+                    format!("{name} {top} ({:.0}%)", 100.0 * n as f64 / rows.len() as f64)
+                }
             }
         }
     }
 }
 
 fn short(v: f64) -> String {
-    if v.abs() >= 100.0 { format!("{v:.0}") } else if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 impl Stage for Variance {
@@ -129,12 +143,25 @@ impl Stage for Variance {
     const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "clusters", many: false, required: true, doc: "a cluster stage's output" },
-        InputSlot { name: "images", many: false, required: true, doc: "the clustered images, with their simulator parameters" },
+        InputSlot {
+            name: "images",
+            many: false,
+            required: true,
+            doc: "the clustered images, with their simulator parameters",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "reductions", path: "variance.csv", doc: "cluster,size,parameter,kind,reduction" },
-        OutputSpec { name: "clusters", path: "clusters.csv", doc: "cluster,size,explained,best_parameter,best_reduction,description" },
-        OutputSpec { name: "summary", path: "summary.json", doc: "Table 1 figures and the share of explained clusters" },
+        OutputSpec {
+            name: "clusters",
+            path: "clusters.csv",
+            doc: "cluster,size,explained,best_parameter,best_reduction,description",
+        },
+        OutputSpec {
+            name: "summary",
+            path: "summary.json",
+            doc: "Table 1 figures and the share of explained clusters",
+        },
         OutputSpec { name: "parquet", path: "parquet/", doc: "variance.parquet and clusters.parquet" },
     ];
     const DOC: &'static str = "Variance reduction of simulator parameters inside each cluster (RQ1).";
@@ -149,14 +176,22 @@ impl Stage for Variance {
         for (i, line) in table.lines().enumerate().skip(1) {
             let mut f = line.split(',');
             let (Some(id), Some(c)) = (f.next(), f.next()) else { continue };
-            let c: usize = c.parse().map_err(|_| StageError::input(format!("{}:{}: cluster `{c}` is not a number", path.display(), i + 1)))?;
-            let row = ids.iter().position(|x| x == id).ok_or_else(|| StageError::input(format!("{}:{}: image {id} is not in {}", path.display(), i + 1, ds.dir.display())))?;
+            let c: usize = c.parse().map_err(|_| {
+                StageError::input(format!("{}:{}: cluster `{c}` is not a number", path.display(), i + 1))
+            })?;
+            let row = ids.iter().position(|x| x == id).ok_or_else(|| {
+                StageError::input(format!("{}:{}: image {id} is not in {}", path.display(), i + 1, ds.dir.display()))
+            })?;
             groups.entry(c).or_default().push(row);
         }
         let failing = ds.meta.count;
         let inspected: usize = groups.values().map(|g| g.len().min(p.inspect_per_cluster)).sum();
-        let params: Vec<(ParamInfo, Values)> =
-            ds.meta.params.iter().map(|info| Values::of(&ds, info).map(|v| (info.clone(), v))).collect::<Result<_, _>>()?;
+        let params: Vec<(ParamInfo, Values)> = ds
+            .meta
+            .params
+            .iter()
+            .map(|info| Values::of(&ds, info).map(|v| (info.clone(), v)))
+            .collect::<Result<_, _>>()?;
         let all: Vec<usize> = groups.values().flatten().copied().collect();
         let overall: Vec<f64> = params.iter().map(|(_, v)| v.spread(&all)).collect();
         let mut reductions = String::from("cluster,size,parameter,kind,reduction\n");
@@ -184,7 +219,9 @@ impl Stage for Variance {
                 .take(3)
                 .map(|&(k, _)| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members))
                 .collect();
-            let (best, best_r) = scored.first().map_or((String::new(), String::new()), |&(k, r)| (params[k].0.name.clone(), format!("{r}")));
+            let (best, best_r) = scored
+                .first()
+                .map_or((String::new(), String::new()), |&(k, r)| (params[k].0.name.clone(), format!("{r}")));
             let _ = writeln!(
                 rows,
                 "{c},{},{},{best},{best_r},\"{}\"",
@@ -215,7 +252,8 @@ impl Stage for Variance {
             crate::stages::compare::write_table(ctx, name, &text)?;
         }
         let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable")).map_err(|e| StageError::io(&path, e))
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable"))
+            .map_err(|e| StageError::io(&path, e))
     }
 }
 

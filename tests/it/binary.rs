@@ -19,7 +19,11 @@ fn hudd(ws: &Ws, args: &[&str]) -> (i32, String, String) {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
             let _ = status;
-            return (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into());
+            return (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into(),
+                String::from_utf8_lossy(&out.stderr).into(),
+            );
         }
         if started.elapsed() > Duration::from_secs(120) {
             child.kill().unwrap();

@@ -31,7 +31,10 @@ window.addEventListener('load', () => {
 
 fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
     let which = Command::new("chromium").arg("--version").output();
-    assert!(which.is_ok_and(|o| o.status.success()), "chromium is not installed: run scripts/deps.sh (scripts/test does)");
+    assert!(
+        which.is_ok_and(|o| o.status.success()),
+        "chromium is not installed: run scripts/deps.sh (scripts/test does)"
+    );
     Command::new("timeout")
         .arg("120")
         .arg("chromium")
@@ -45,7 +48,8 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
 
 fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = ws.write("workflows/quickstart.toml", &std::fs::read_to_string(root.join("workflows/quickstart.toml")).unwrap());
+    let manifest = ws
+        .write("workflows/quickstart.toml", &std::fs::read_to_string(root.join("workflows/quickstart.toml")).unwrap());
     ws.write(
         "workflows/annotations/quickstart.toml",
         &std::fs::read_to_string(root.join("workflows/annotations/quickstart.toml")).unwrap(),
@@ -85,9 +89,15 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
         &ws.path().join("profile-1"),
     );
     let dom = String::from_utf8_lossy(&out.stdout);
-    let start = dom.find("data-check=\"").unwrap_or_else(|| panic!("the check did not run: {}", String::from_utf8_lossy(&out.stderr)));
+    let start = dom
+        .find("data-check=\"")
+        .unwrap_or_else(|| panic!("the check did not run: {}", String::from_utf8_lossy(&out.stderr)));
     let value = &dom[start + 12..];
-    let value = value[..value.find('"').unwrap()].replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+    let value = value[..value.find('"').unwrap()]
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
     let check: serde_json::Value = serde_json::from_str(&value).unwrap();
     let clusters = text.matches("<section class=\"cluster\">").count();
     assert!(clusters > 0, "the quickstart finds root-cause clusters");
@@ -96,7 +106,10 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     assert_eq!(check["overflow"], serde_json::json!([]), "text wider than its column at 1280 px");
 
     let shot = ws.path().join("report.png");
-    let out = chromium(&[&format!("--screenshot={}", shot.display()), &format!("file://{}", html.display())], &ws.path().join("profile-2"));
+    let out = chromium(
+        &[&format!("--screenshot={}", shot.display()), &format!("file://{}", html.display())],
+        &ws.path().join("profile-2"),
+    );
     assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
     let png = image::open(&shot).unwrap().to_rgb8();
     assert_eq!(png.width(), 1280);

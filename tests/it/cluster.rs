@@ -58,7 +58,11 @@ fn distances_read_in_column_chunks_equal_the_exact_ones() {
     for i in 0..n {
         for j in 0..n {
             let exact = (0..d).map(|c| (f64::from(x[i * d + c]) - f64::from(x[j * d + c])).powi(2)).sum::<f64>().sqrt();
-            assert!((chunked.get(i, j) - exact).abs() < 1e-4 * (1.0 + exact), "{i},{j}: {} against {exact}", chunked.get(i, j));
+            assert!(
+                (chunked.get(i, j) - exact).abs() < 1e-4 * (1.0 + exact),
+                "{i},{j}: {} against {exact}",
+                chunked.get(i, j)
+            );
         }
     }
 }
@@ -67,7 +71,12 @@ fn distances_read_in_column_chunks_equal_the_exact_ones() {
 fn every_linkage_gives_scipys_partitions() {
     for case in reference()["cases"].as_array().unwrap() {
         let m = matrix(case);
-        for (name, linkage) in [("ward", Linkage::Ward), ("average", Linkage::Average), ("complete", Linkage::Complete), ("single", Linkage::Single)] {
+        for (name, linkage) in [
+            ("ward", Linkage::Ward),
+            ("average", Linkage::Average),
+            ("complete", Linkage::Complete),
+            ("single", Linkage::Single),
+        ] {
             let dendrogram = cluster::dendrogram(&m, linkage);
             for (k, labels) in case["direct"][name].as_object().unwrap() {
                 let got = cluster::cut(&dendrogram, k.parse().unwrap());
@@ -97,13 +106,19 @@ fn wicd_and_silhouette_match_the_reference_and_the_incremental_sweep_matches_bot
         for (k, labels) in case["direct"]["ward"].as_object().unwrap() {
             let labels = scipy_labels(labels);
             let k: usize = k.parse().unwrap();
-            let (wicd, silhouette) = (case["wicd"][k.to_string()].as_f64().unwrap(), case["silhouette"][k.to_string()].as_f64().unwrap());
+            let (wicd, silhouette) =
+                (case["wicd"][k.to_string()].as_f64().unwrap(), case["silhouette"][k.to_string()].as_f64().unwrap());
             let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * (1.0 + b.abs());
             assert!(close(cluster::wicd(&m, &labels), wicd), "{} k={k}", case["name"]);
             assert!(close(cluster::silhouette(&m, &labels), silhouette), "{} k={k}", case["name"]);
             let i = sweep.ks.iter().position(|&x| x == k).unwrap();
             assert!(close(sweep.wicd[i], wicd), "{} k={k}: sweep {} against {wicd}", case["name"], sweep.wicd[i]);
-            assert!(close(sweep.silhouette[i], silhouette), "{} k={k}: sweep {} against {silhouette}", case["name"], sweep.silhouette[i]);
+            assert!(
+                close(sweep.silhouette[i], silhouette),
+                "{} k={k}: sweep {} against {silhouette}",
+                case["name"],
+                sweep.silhouette[i]
+            );
         }
     }
 }
@@ -207,13 +222,15 @@ fn the_cluster_stage_partitions_the_images_and_writes_what_an_engineer_inspects(
     let (w, report) = ws.run_builtin(&manifest);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
     let k = summary["clusters"].as_u64().unwrap() as usize;
     assert!((2..=20).contains(&k), "{summary}");
     // The input layer is clustered but never selected; pass-through layers are not clustered.
     let layer = summary["layer"].as_str().unwrap();
     assert_ne!(layer, "features.0", "{summary}");
-    let clustered: Vec<&str> = summary["layers"].as_array().unwrap().iter().map(|l| l["layer"].as_str().unwrap()).collect();
+    let clustered: Vec<&str> =
+        summary["layers"].as_array().unwrap().iter().map(|l| l["layer"].as_str().unwrap()).collect();
     assert!(clustered.contains(&"features.0") && !clustered.contains(&"features.1"), "{clustered:?}");
     // A partition of the 40 images, ids 1..=k by decreasing size.
     let table = std::fs::read_to_string(dir.join("clusters.csv")).unwrap();
@@ -221,7 +238,10 @@ fn the_cluster_stage_partitions_the_images_and_writes_what_an_engineer_inspects(
     assert_eq!(ids.len(), 40);
     let sizes: Vec<usize> = (1..=k).map(|c| ids.iter().filter(|&&i| i == c).count()).collect();
     assert!(sizes.iter().all(|&s| s > 0) && sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
-    let listed: Vec<usize> = csv_column(&std::fs::read_to_string(dir.join("summary.csv")).unwrap(), 1).iter().map(|v| v.parse().unwrap()).collect();
+    let listed: Vec<usize> = csv_column(&std::fs::read_to_string(dir.join("summary.csv")).unwrap(), 1)
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
     assert_eq!(listed, sizes);
     for c in 1..=k {
         let rcc = dir.join("rcc");
@@ -249,11 +269,19 @@ fn the_cluster_stage_partitions_the_images_and_writes_what_an_engineer_inspects(
 
 /// A workflow clustering hand-made heatmaps (copied into the store by the test-only `files` stage) of 12 simulated
 /// images: `layers` maps a layer name to one heatmap row per image.
-fn crafted(ws: &crate::support::Ws, images: usize, layers: &[(&str, Vec<Vec<f32>>)], extra: &str) -> (hudd::manifest::Workflow, hudd::engine::RunReport) {
+fn crafted(
+    ws: &crate::support::Ws,
+    images: usize,
+    layers: &[(&str, Vec<Vec<f32>>)],
+    extra: &str,
+) -> (hudd::manifest::Workflow, hudd::engine::RunReport) {
     let dir = ws.path().join("crafted");
     std::fs::create_dir_all(&dir).unwrap();
     let ids: Vec<String> = (0..images).map(|i| format!("train-{i:06}")).collect();
-    let index: String = std::iter::once("row,image".to_string()).chain(ids.iter().enumerate().map(|(i, id)| format!("{i},{id}"))).collect::<Vec<_>>().join("\n");
+    let index: String = std::iter::once("row,image".to_string())
+        .chain(ids.iter().enumerate().map(|(i, id)| format!("{i},{id}")))
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(dir.join("index.csv"), index + "\n").unwrap();
     let mut conservation = String::from("layer,rule,worst_relative_deviation\n");
     let mut rules = serde_json::Map::new();
@@ -294,7 +322,9 @@ images = "data.dataset"
     let path = ws.write("crafted.toml", &manifest);
     let registry = hudd::stages::registry().with(crate::support::Files);
     let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
-    let report = hudd::engine::run(&ws.store(), &w, &registry, &Default::default(), &hudd::progress::Reporter::hidden()).unwrap();
+    let report =
+        hudd::engine::run(&ws.store(), &w, &registry, &Default::default(), &hudd::progress::Reporter::hidden())
+            .unwrap();
     (w, report)
 }
 
@@ -317,7 +347,8 @@ fn without_a_knee_the_stage_falls_back_to_the_silhouette_and_says_so() {
     let (w, report) = crafted(&ws, 12, &[("input", noise), ("fc", three_groups())], "");
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
     assert_eq!(summary["layer"], "fc");
     assert_eq!(summary["clusters"], 3);
     assert!(summary["k_rule"].as_str().unwrap().contains("no knee in the WICD curve"), "{summary}");
@@ -330,11 +361,20 @@ fn without_a_knee_the_stage_falls_back_to_the_silhouette_and_says_so() {
 #[test]
 fn a_fixed_k_with_average_linkage_in_direct_mode_is_honoured() {
     let ws = crate::support::Ws::new();
-    let (w, report) = crafted(&ws, 12, &[("input", three_groups()), ("fc", three_groups())], "mode = \"direct\"\nlinkage = \"average\"\nchoose_k = \"fixed\"\nk = 2\n");
+    let (w, report) = crafted(
+        &ws,
+        12,
+        &[("input", three_groups()), ("fc", three_groups())],
+        "mode = \"direct\"\nlinkage = \"average\"\nchoose_k = \"fixed\"\nk = 2\n",
+    );
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
-    assert_eq!((summary["clusters"].as_u64(), summary["mode"].as_str(), summary["linkage"].as_str()), (Some(2), Some("direct"), Some("average")));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    assert_eq!(
+        (summary["clusters"].as_u64(), summary["mode"].as_str(), summary["linkage"].as_str()),
+        (Some(2), Some("direct"), Some("average"))
+    );
 }
 
 #[test]
@@ -343,7 +383,8 @@ fn two_error_images_give_an_empty_clustering() {
     let (w, report) = crafted(&ws, 2, &[("input", vec![vec![1.0, 2.0], vec![3.0, 4.0]])], "");
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
     assert_eq!(summary["empty"], "no root-cause clusters: only 2 error-inducing images");
     assert_eq!(summary["clusters"], 0);
     assert_eq!(std::fs::read_to_string(dir.join("clusters.csv")).unwrap(), "image,cluster,distance_to_medoid\n");
@@ -371,7 +412,8 @@ fn identical_or_non_finite_heatmaps_are_refused_with_the_layer_and_image() {
 #[test]
 fn unknown_layers_and_a_fixed_rule_without_k_are_named() {
     let ws = crate::support::Ws::new();
-    let (w, report) = crafted(&ws, 12, &[("input", three_groups()), ("fc", three_groups())], "layers = [\"fc\", \"conv9\"]\n");
+    let (w, report) =
+        crafted(&ws, 12, &[("input", three_groups()), ("fc", three_groups())], "layers = [\"fc\", \"conv9\"]\n");
     let error = failure(&w, &report, "cluster");
     assert!(error.contains("layers name `conv9`, which has no heatmaps (layers: input, fc)"), "{error}");
     let path = ws.write("bad.toml", "[workflow]\nname = \"b\"\n[[stage]]\nid = \"c\"\nkind = \"cluster\"\nheatmaps = \"x.y\"\nimages = \"x.z\"\nchoose_k = \"fixed\"\n");

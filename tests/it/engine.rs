@@ -78,7 +78,10 @@ fn plan_says_which_parameter_changed_and_which_input() {
 #[test]
 fn the_key_ignores_toml_key_order_and_formatting() {
     let ws = Ws::new();
-    let one = ws.write("one.toml", "[workflow]\nname='x'\n[[stage]]\nid='a'\nkind='echo'\ntext='t'\nsleep_ms=0\ntags=['p','q']\n");
+    let one = ws.write(
+        "one.toml",
+        "[workflow]\nname='x'\n[[stage]]\nid='a'\nkind='echo'\ntext='t'\nsleep_ms=0\ntags=['p','q']\n",
+    );
     let two = ws.write(
         "two.toml",
         "# same stage, other order and spelling\n[workflow]\nname = \"x\"\n\n[[stage]]\ntags = [ \"p\", \"q\" ]\nkind = \"echo\"\ntext = \"\"\"t\"\"\"\nid = \"a\"\n",
@@ -362,7 +365,8 @@ fn dag_manifest(n: usize, edges: &BTreeSet<(usize, usize)>) -> String {
     let mut s = String::from("[workflow]\nname = \"p\"\n");
     for i in 0..n {
         s.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = {}\n", (i * 7) % 5));
-        let parents: Vec<String> = edges.iter().filter(|(_, b)| *b == i).map(|(a, _)| format!("\"s{a}.out\"")).collect();
+        let parents: Vec<String> =
+            edges.iter().filter(|(_, b)| *b == i).map(|(a, _)| format!("\"s{a}.out\"")).collect();
         if !parents.is_empty() {
             s.push_str(&format!("from = [{}]\n", parents.join(", ")));
         }
@@ -398,7 +402,10 @@ fn stages_sharing_a_key_in_a_parallel_run_compute_it_once_and_all_succeed() {
     let log = ws.path().join("executions.log");
     let mut text = String::from("[workflow]\nname = \"twins\"\n");
     for i in 0..6 {
-        text.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = 50\ntext = \"same\"\nlog = \"{}\"\n", log.display()));
+        text.push_str(&format!(
+            "[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = 50\ntext = \"same\"\nlog = \"{}\"\n",
+            log.display()
+        ));
     }
     let m = ws.write("w.toml", &text);
     let (_, r) = ws.run_with(&m, &[], RunOptions { jobs: 4, ..RunOptions::default() });
@@ -414,7 +421,8 @@ fn an_entry_without_a_declared_output_is_recomputed() {
     let m = ws.write("w.toml", CHAIN);
     let (w, r) = ws.run(&m);
     let store = ws.store();
-    let entry_path = store.output_path(&r.keys[0], "out").unwrap().parent().unwrap().parent().unwrap().join("entry.json");
+    let entry_path =
+        store.output_path(&r.keys[0], "out").unwrap().parent().unwrap().parent().unwrap().join("entry.json");
     let mut entry: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&entry_path).unwrap()).unwrap();
     entry["outputs"].as_object_mut().unwrap().remove("ticks");
     std::fs::write(&entry_path, entry.to_string()).unwrap();

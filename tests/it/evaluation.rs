@@ -51,11 +51,15 @@ images = "data.dataset"
 inspect_per_cluster = 3
 "#;
     let ws = crate::support::Ws::new();
-    let table: String = (0..10).map(|i| format!("a-{i:06},1,0\n")).chain((0..10).map(|i| format!("b-{i:06},2,0\n"))).collect();
+    let table: String =
+        (0..10).map(|i| format!("a-{i:06},1,0\n")).chain((0..10).map(|i| format!("b-{i:06},2,0\n"))).collect();
     ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{table}"));
     let (w, r) = run(&ws, manifest);
     let summary = json(&ws, &w, &r, "variance", "summary");
-    assert_eq!((summary["failing"].as_u64(), summary["clusters"].as_u64(), summary["inspected"].as_u64()), (Some(20), Some(2), Some(6)));
+    assert_eq!(
+        (summary["failing"].as_u64(), summary["clusters"].as_u64(), summary["inspected"].as_u64()),
+        (Some(20), Some(2), Some(6))
+    );
     assert_eq!(summary["explained_share"], 1.0, "{summary}");
     let clusters = text(&ws, &w, &r, "variance", "clusters");
     let rows: Vec<&str> = clusters.lines().skip(1).collect();
@@ -68,14 +72,19 @@ inspect_per_cluster = 3
     assert!(rows[1].contains("night 0.8"), "{clusters}");
     let reductions = text(&ws, &w, &r, "variance", "reductions");
     // Night spreads over [0, 1] in cluster 1: no reduction there (it may even grow).
-    let night_1: f64 = reductions.lines().find(|l| l.starts_with("1,10,night,")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
+    let night_1: f64 =
+        reductions.lines().find(|l| l.starts_with("1,10,night,")).unwrap().rsplit(',').next().unwrap().parse().unwrap();
     assert!(night_1 < 0.5, "{reductions}");
 }
 
 #[test]
 fn compare_reports_scores_fixed_and_broken_images_and_the_statistics() {
     let results = |correct: &[bool]| -> String {
-        let rows: String = correct.iter().enumerate().map(|(i, c)| format!("img-{i},{}\n", if *c { "Correct" } else { "Wrong" })).collect();
+        let rows: String = correct
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("img-{i},{}\n", if *c { "Correct" } else { "Wrong" }))
+            .collect();
         format!("image,result\n{rows}")
     };
     // The original gets images 0-3 wrong; HUDD's runs fix 3 or 4 of them, the random runs 0 or 1 and break one.
@@ -141,7 +150,9 @@ clusters = "clusters.copy"
     // The same tables as Parquet.
     let parquet = ws.store().output_path(&r.keys[w.stage_index("compare").unwrap()], "parquet").unwrap();
     use polars::prelude::SerReader;
-    let runs = polars::prelude::ParquetReader::new(std::fs::File::open(parquet.join("runs.parquet")).unwrap()).finish().unwrap();
+    let runs = polars::prelude::ParquetReader::new(std::fs::File::open(parquet.join("runs.parquet")).unwrap())
+        .finish()
+        .unwrap();
     assert_eq!(runs.height(), 6);
     assert_eq!(runs.get_column_names(), ["strategy", "stage", "score", "fixed", "broken"]);
     let rcc = text(&ws, &w, &r, "compare", "rcc");

@@ -57,7 +57,8 @@ fn a_truncated_image_stops_the_stage_naming_the_file_or_is_skipped_and_listed() 
     let (keys, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 8\non_bad_image = \"skip\"\n");
     assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
     assert_eq!(dataset(&ws, &keys[0]).meta.count, 1);
-    let skipped = std::fs::read_to_string(Store::open(ws.path()).unwrap().output_path(&keys[0], "skipped").unwrap()).unwrap();
+    let skipped =
+        std::fs::read_to_string(Store::open(ws.path()).unwrap().output_path(&keys[0], "skipped").unwrap()).unwrap();
     assert!(skipped.contains("TrainingSet/a/bad.png,"), "{skipped}");
 }
 
@@ -67,7 +68,8 @@ fn a_csv_listing_keeps_its_extra_columns_and_refuses_unknown_labels() {
     png(&ws.path().join("imgs/x.png"), 12, 12, 200);
     png(&ws.path().join("imgs/y.png"), 12, 12, 20);
     ws.write("list.csv", "path,label,split,weather\nimgs/x.png,cat,train,rain\nimgs/y.png,dog,test,sun\n");
-    let (keys, outcomes) = run(&ws, "format = \"csv\"\npath = \"list.csv\"\nsize = 12\nresize = \"none\"\nchannels = 1\n");
+    let (keys, outcomes) =
+        run(&ws, "format = \"csv\"\npath = \"list.csv\"\nsize = 12\nresize = \"none\"\nchannels = 1\n");
     assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
     let ds = dataset(&ws, &keys[0]);
     assert_eq!(ds.strings("weather").unwrap(), ["rain", "sun"]);
@@ -115,7 +117,8 @@ fn idx_files_import_with_an_improvement_split_carved_from_training() {
     assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
     let ds = dataset(&ws, &keys[0]);
     assert_eq!(&ds.strings("label").unwrap()[..3], ["zero", "one", "two"]);
-    let (_, outcomes) = run(&ws, "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\nclasses = [\"a\", \"b\"]\n");
+    let (_, outcomes) =
+        run(&ws, "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\nclasses = [\"a\", \"b\"]\n");
     let Outcome::Failed { error, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
     assert!(error.contains("train-00002: label 2 has no name in `classes` (2 names)"), "{error}");
     // A truncated file is named.

@@ -76,7 +76,12 @@ fn epsilon_plus_matches_zennit_at_every_layer() {
 fn epsilon_gamma_box_matches_zennit_at_every_layer() {
     let refs = reference();
     let (_vs, net) = net(&refs);
-    let rules = rules_by_kind(&net, Rule::Gamma { gamma: 0.25 }, Rule::Bounded { low: -3.0, high: 3.0 }, Rule::Epsilon { epsilon: 1e-6 });
+    let rules = rules_by_kind(
+        &net,
+        Rule::Gamma { gamma: 0.25 },
+        Rule::Bounded { low: -3.0, high: 3.0 },
+        Rule::Epsilon { epsilon: 1e-6 },
+    );
     compare("epsilon-gamma-box", &rules);
 }
 
@@ -127,7 +132,12 @@ fn the_heatmaps_stage_writes_one_array_per_layer_with_an_index_and_conservation(
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let store = hudd::store::Store::open(ws.path()).unwrap();
     let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
-    let shapes = [("features.0", vec![40, 3, 32, 32]), ("features.2", vec![40, 8, 32, 32]), ("flatten", vec![40, 8, 8, 8]), ("classifier.0", vec![40, 512])];
+    let shapes = [
+        ("features.0", vec![40, 3, 32, 32]),
+        ("features.2", vec![40, 8, 32, 32]),
+        ("flatten", vec![40, 8, 8, 8]),
+        ("classifier.0", vec![40, 512]),
+    ];
     for (layer, shape) in shapes {
         let r = hudd::npy::NpyReader::<f32>::open(&dir.join(format!("{layer}.npy"))).unwrap();
         assert_eq!(r.shape, shape, "{layer}");
@@ -146,8 +156,11 @@ fn the_heatmaps_stage_writes_one_array_per_layer_with_an_index_and_conservation(
 #[test]
 fn the_heatmaps_stage_refuses_unknown_layer_names_in_its_rules() {
     let ws = crate::support::Ws::new();
-    let text = TRAINED.replace("TINY", &fixture("tiny.toml")) + "rules = { \"features.9\" = { rule = \"epsilon\", epsilon = 0.1 } }\n";
+    let text = TRAINED.replace("TINY", &fixture("tiny.toml"))
+        + "rules = { \"features.9\" = { rule = \"epsilon\", epsilon = 0.1 } }\n";
     let (w, report) = ws.run_builtin(&text);
-    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("heatmaps").unwrap()] else { panic!("{:?}", report.outcomes) };
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("heatmaps").unwrap()] else {
+        panic!("{:?}", report.outcomes)
+    };
     assert!(error.contains("rules name `features.9`, which is neither a layer of the model"), "{error}");
 }

@@ -49,7 +49,9 @@ fn an_unknown_stage_kind_suggests_the_closest() {
 #[test]
 fn a_reference_to_an_unknown_stage_suggests_the_closest() {
     check(
-        &format!("{HEAD}[[stage]]\nid = \"train\"\nkind = \"echo\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nfrom = \"trian.out\"\n"),
+        &format!(
+            "{HEAD}[[stage]]\nid = \"train\"\nkind = \"echo\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nfrom = \"trian.out\"\n"
+        ),
         &["reference to unknown stage `trian`", "--> w.toml:9:8", "did you mean `train.out`?"],
     );
 }
@@ -57,7 +59,9 @@ fn a_reference_to_an_unknown_stage_suggests_the_closest() {
 #[test]
 fn a_reference_to_an_unknown_output_suggests_the_closest() {
     check(
-        &format!("{HEAD}[[stage]]\nid = \"a\"\nkind = \"echo\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nfrom = \"a.outt\"\n"),
+        &format!(
+            "{HEAD}[[stage]]\nid = \"a\"\nkind = \"echo\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nfrom = \"a.outt\"\n"
+        ),
         &["stage `a` (kind `echo`) has no output `outt`", "--> w.toml:9:8", "did you mean `a.out`?"],
     );
 }
@@ -109,12 +113,10 @@ fn a_single_input_given_a_whole_matrix_asks_for_one_instance() {
 #[test]
 fn matrix_mistakes_are_located() {
     check(
-        &format!("{HEAD}[[stage]]\nid = \"a\"\nkind = \"echo\"\ntext = \"x\"\nmatrix = {{ text = [\"p\", \"p\"], seed = [], id = [\"z\"] }}\n"),
-        &[
-            "matrix `text` repeats the value p",
-            "matrix `seed` has no values",
-            "`id` cannot vary in a matrix",
-        ],
+        &format!(
+            "{HEAD}[[stage]]\nid = \"a\"\nkind = \"echo\"\ntext = \"x\"\nmatrix = {{ text = [\"p\", \"p\"], seed = [], id = [\"z\"] }}\n"
+        ),
+        &["matrix `text` repeats the value p", "matrix `seed` has no values", "`id` cannot vary in a matrix"],
     );
 }
 
@@ -125,14 +127,22 @@ fn invalid_toml_is_located() {
 
 #[test]
 fn unknown_top_level_and_workflow_keys_are_reported() {
-    check("[workflow]\nname = \"w\"\nseeed = 3\n[[stages]]\nid = \"a\"\n", &["[workflow]: unknown field `seeed`", "--> w.toml:3:1"]);
-    check("[workflow]\nname = \"w\"\n[[stages]]\nid = \"a\"\n", &["unknown top-level key `stages`", "did you mean `stage`?"]);
+    check(
+        "[workflow]\nname = \"w\"\nseeed = 3\n[[stages]]\nid = \"a\"\n",
+        &["[workflow]: unknown field `seeed`", "--> w.toml:3:1"],
+    );
+    check(
+        "[workflow]\nname = \"w\"\n[[stages]]\nid = \"a\"\n",
+        &["unknown top-level key `stages`", "did you mean `stage`?"],
+    );
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
     let got = problems(
-        &format!("{HEAD}[[stage]]\nid = \"a\"\nkind = \"ecoh\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nbad = 1\n[[stage]]\nid = \"b\"\nkind = \"echo\"\n"),
+        &format!(
+            "{HEAD}[[stage]]\nid = \"a\"\nkind = \"ecoh\"\n[[stage]]\nid = \"b\"\nkind = \"echo\"\nbad = 1\n[[stage]]\nid = \"b\"\nkind = \"echo\"\n"
+        ),
         &[],
     );
     assert!(got.contains("3 problems found"), "{got}");
@@ -175,7 +185,10 @@ fn a_matrix_key_a_kind_does_not_take_may_label_instances_only_when_another_stage
     // ...but a key no other stage has is a mistake, located.
     let path = ws.write("bad.toml", &format!("{base}matrix = {{ sed = [1, 2] }}\n"));
     let err = hudd::manifest::load(&path, &[], &crate::support::registry()).unwrap_err().to_string();
-    assert!(err.contains("matrix key `sed` is not a parameter or input of kind `files`") && err.contains("bad.toml:11:"), "{err}");
+    assert!(
+        err.contains("matrix key `sed` is not a parameter or input of kind `files`") && err.contains("bad.toml:11:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,7 +199,9 @@ fn executor_mistakes_are_located_and_named() {
         &["[executor]: unknown key `partiton`", "--> w.toml:4:1", "did you mean `partition`?"],
     );
     check(
-        &format!("{HEAD}[executor]\ntime = \"1h\"\n[executor.kind.echoo]\ncpus = 0\n[executor.stage.b]\nmemory = \"16GB\"\n\n{stage}"),
+        &format!(
+            "{HEAD}[executor]\ntime = \"1h\"\n[executor.kind.echoo]\ncpus = 0\n[executor.stage.b]\nmemory = \"16GB\"\n\n{stage}"
+        ),
         &[
             "[executor] invalid `time`: `1h` is not a Slurm time",
             "[executor.kind]: unknown stage kind `echoo`",
@@ -197,5 +212,8 @@ fn executor_mistakes_are_located_and_named() {
             "--> w.toml:8:10",
         ],
     );
-    check(&format!("{HEAD}[executor]\ndefault = \"cloud\"\n\n{stage}"), &["unknown variant `cloud`", "--> w.toml:4:11"]);
+    check(
+        &format!("{HEAD}[executor]\ndefault = \"cloud\"\n\n{stage}"),
+        &["unknown variant `cloud`", "--> w.toml:4:11"],
+    );
 }

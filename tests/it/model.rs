@@ -72,7 +72,8 @@ fn run(text: &str) -> Ran {
 #[test]
 fn a_tiny_model_overfits_32_images_and_the_results_table_has_hudds_columns() {
     let ran = run(&overfit_manifest());
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.output("test", "summary")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ran.output("test", "summary")).unwrap()).unwrap();
     assert!(summary["accuracy"].as_f64().unwrap() >= 0.95, "{summary}");
     let results = std::fs::read_to_string(ran.output("test", "results")).unwrap();
     let header = results.lines().next().unwrap();
@@ -96,7 +97,9 @@ fn training_is_deterministic_for_a_seed() {
 /// each must still give the weights it gives alone.
 #[test]
 fn trainings_side_by_side_give_the_weights_each_gives_alone() {
-    let text = overfit_manifest().replace("tiny.toml", "tiny-dropout.toml").replace("epochs = 40", "epochs = 15\nmatrix = { seed = [1, 2] }");
+    let text = overfit_manifest()
+        .replace("tiny.toml", "tiny-dropout.toml")
+        .replace("epochs = 40", "epochs = 15\nmatrix = { seed = [1, 2] }");
     let text = &text[..text.find("[[stage]]\nid = \"test\"").unwrap()];
     let options = |jobs| hudd::engine::RunOptions { jobs, threads: Some(1), ..Default::default() };
     let (together, alone) = (Ws::new(), Ws::new());
@@ -109,9 +112,15 @@ fn trainings_side_by_side_give_the_weights_each_gives_alone() {
         std::fs::read(path.join("weights.safetensors")).unwrap()
     };
     for id in ["train[seed=1]", "train[seed=2]"] {
-        assert!(weights(&together, &w, &r, id) == weights(&alone, &w1, &r1, id), "{id}: side by side, other weights than alone");
+        assert!(
+            weights(&together, &w, &r, id) == weights(&alone, &w1, &r1, id),
+            "{id}: side by side, other weights than alone"
+        );
     }
-    assert!(weights(&alone, &w1, &r1, "train[seed=1]") != weights(&alone, &w1, &r1, "train[seed=2]"), "the seeds differ");
+    assert!(
+        weights(&alone, &w1, &r1, "train[seed=1]") != weights(&alone, &w1, &r1, "train[seed=2]"),
+        "the seeds differ"
+    );
 }
 
 #[test]
@@ -133,8 +142,8 @@ fn weights_round_trip_through_safetensors() {
 
 #[test]
 fn weights_written_by_pytorch_load_with_the_documented_names() {
-    use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
     use hudd::model::Architecture;
+    use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
     let arch = Architecture::load(std::path::Path::new(&fixture("tiny.toml"))).unwrap();
     let meta = ModelMeta {
         format: Format::Declared,
@@ -172,7 +181,13 @@ fn a_missing_split_is_named_with_the_splits_there_are() {
     let path = ws.write("w.toml", &text);
     let (mut o, mut e) = (Vec::new(), Vec::new());
     let args = ["hudd", "--workspace", ws.path().to_str().unwrap(), "run", path.to_str().unwrap()];
-    let code = hudd::cli::main_with(args.iter().map(Into::into), &hudd::stages::registry(), &mut o, &mut e, Reporter::hidden());
+    let code = hudd::cli::main_with(
+        args.iter().map(Into::into),
+        &hudd::stages::registry(),
+        &mut o,
+        &mut e,
+        Reporter::hidden(),
+    );
     let err = String::from_utf8(e).unwrap();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no split `tset` (splits: train)"), "{err}");
@@ -182,7 +197,13 @@ fn a_missing_split_is_named_with_the_splits_there_are() {
 fn model_describe_prints_shapes_and_parameter_counts() {
     let (mut o, mut e) = (Vec::new(), Vec::new());
     let args = ["hudd", "model", "describe", "alexnet"];
-    let code = hudd::cli::main_with(args.iter().map(Into::into), &hudd::stages::registry(), &mut o, &mut e, Reporter::hidden());
+    let code = hudd::cli::main_with(
+        args.iter().map(Into::into),
+        &hudd::stages::registry(),
+        &mut o,
+        &mut e,
+        Reporter::hidden(),
+    );
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&e));
     let out = String::from_utf8(o).unwrap();
     // torchvision's AlexNet with 10 classes has 57,044,810 parameters.
@@ -190,7 +211,13 @@ fn model_describe_prints_shapes_and_parameter_counts() {
     assert!(out.contains("features.12"), "{out}");
     let args = ["hudd", "model", "describe", "alexnet", "--input", "3,32,32"];
     let (mut o, mut e) = (Vec::new(), Vec::new());
-    let code = hudd::cli::main_with(args.iter().map(Into::into), &hudd::stages::registry(), &mut o, &mut e, Reporter::hidden());
+    let code = hudd::cli::main_with(
+        args.iter().map(Into::into),
+        &hudd::stages::registry(),
+        &mut o,
+        &mut e,
+        Reporter::hidden(),
+    );
     assert_eq!(code, 2);
     let err = String::from_utf8(e).unwrap();
     assert!(err.contains("layer `features.12` (max_pool2d)"), "{err}");
@@ -230,7 +257,9 @@ fn a_torchscript_model_is_imported_tested_and_refused_where_layers_are_needed() 
     assert!(diff < 1e-5, "TorchScript output differs from PyTorch's by {diff}");
     let err = model.net("LRP heatmaps").unwrap_err().to_string();
     assert!(err.contains("is TorchScript: LRP heatmaps needs declared layers"), "{err}");
-    let results = std::fs::read_to_string(store.output_path(&report.keys[w.stage_index("test").unwrap()], "results").unwrap()).unwrap();
+    let results =
+        std::fs::read_to_string(store.output_path(&report.keys[w.stage_index("test").unwrap()], "results").unwrap())
+            .unwrap();
     assert!(results.starts_with("image,result,expected,predicted,a,b,c,d"), "{results}");
 }
 
@@ -291,7 +320,8 @@ fn a_keypoint_model_learns_where_a_dot_is_and_the_test_reports_pixel_errors() {
     assert!(first.iter().all(|&t| (6.0..=26.0).contains(&t)), "targets scaled to 32 px: {first:?}");
     let test = w.stage_index("test").unwrap();
     let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(store.output_path(&report.keys[test], "summary").unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(store.output_path(&report.keys[test], "summary").unwrap()).unwrap())
+            .unwrap();
     let mean_error = summary["mean_error"].as_f64().unwrap();
     assert!(mean_error < 3.0, "a dot is easy to find: mean error {mean_error:.2} px ({summary})");
     assert!(summary["accuracy"].as_f64().unwrap() >= 0.8, "most dots within HUDD's 4 px: {summary}");
@@ -309,7 +339,9 @@ fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set
         fixture("tiny_script.pt")
     );
     let (_, report) = ws.run_builtin(&text);
-    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[2] else { panic!("{:?}", report.outcomes) };
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[2] else {
+        panic!("{:?}", report.outcomes)
+    };
     assert_eq!(*exit_code, 2);
     assert!(error.contains("is TorchScript: the heatmaps stage (LRP) needs declared layers"), "{error}");
 
@@ -324,7 +356,8 @@ fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set
     );
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
-    let dir = Store::open(ws.path()).unwrap().output_path(&report.keys[w.stage_index("hm").unwrap()], "heatmaps").unwrap();
+    let dir =
+        Store::open(ws.path()).unwrap().output_path(&report.keys[w.stage_index("hm").unwrap()], "heatmaps").unwrap();
     let r = hudd::npy::NpyReader::<f32>::open(&dir.join("features.0.npy")).unwrap();
     assert_eq!(r.shape, vec![0, 3, 32, 32]);
 }

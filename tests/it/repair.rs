@@ -142,10 +142,12 @@ fn column(text: &str, name: &str) -> Vec<String> {
 #[test]
 fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given_weights() {
     let ws = crate::support::Ws::new();
-    let (w, report) = ws.run_builtin(&manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n"));
+    let (w, report) =
+        ws.run_builtin(&manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n"));
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let store = ws.store();
-    let out = |stage: &str, output: &str| store.output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();
+    let out =
+        |stage: &str, output: &str| store.output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();
     let unsafe_set = std::fs::read_to_string(out("select", "unsafe")).unwrap();
     let images = column(&unsafe_set, "image");
     assert!(!images.is_empty(), "{unsafe_set}");
@@ -167,22 +169,29 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     let counts = std::fs::read_to_string(out("balance", "counts")).unwrap();
     let drawn: Vec<String> = column(&counts, "drawn");
     assert!(drawn.windows(2).all(|w| w[0] == w[1]), "{counts}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
     assert_eq!(summary["validation"], "split `test`");
     assert_eq!(summary["validation_images"], 40);
-    assert_eq!(summary["unsafe_images"].as_u64().unwrap() as usize, drawn.iter().map(|d| d.parse::<usize>().unwrap()).sum::<usize>());
+    assert_eq!(
+        summary["unsafe_images"].as_u64().unwrap() as usize,
+        drawn.iter().map(|d| d.parse::<usize>().unwrap()).sum::<usize>()
+    );
 
     // With a learning rate of almost nothing, retraining leaves the given weights as they were.
-    let frozen = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n")
-        .replace("validation_split = \"test\"", "validation_split = \"test\"\noptimizer = \"sgd\"\nlr = 1e-12\nmomentum = 0.0\nweight_decay = 0.0");
+    let frozen = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n").replace(
+        "validation_split = \"test\"",
+        "validation_split = \"test\"\noptimizer = \"sgd\"\nlr = 1e-12\nmomentum = 0.0\nweight_decay = 0.0",
+    );
     let (w2, report2) = ws.run_builtin(&frozen);
     assert_eq!(report2.exit_code(), 0, "{:?}", report2.outcomes);
-    let weights = |w: &hudd::manifest::Workflow, r: &hudd::engine::RunReport, stage: &str| -> Vec<(String, tch::Tensor)> {
-        let dir = ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], "model").unwrap();
-        let mut v = tch::Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
+    let weights =
+        |w: &hudd::manifest::Workflow, r: &hudd::engine::RunReport, stage: &str| -> Vec<(String, tch::Tensor)> {
+            let dir = ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], "model").unwrap();
+            let mut v = tch::Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
     for ((name, a), (_, b)) in weights(&w2, &report2, "train").iter().zip(weights(&w2, &report2, "retrain")) {
         let diff = f64::try_from((a - &b).abs().max()).unwrap();
         assert!(diff < 1e-6, "{name} moved by {diff}");
@@ -192,21 +201,36 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
 #[test]
 fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depends_on_it() {
     let ws = crate::support::Ws::new();
-    let text = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\nmode = \"manual\"\nlabels = \"labels/unsafe.csv\"\n");
+    let text = manifest(
+        "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\nmode = \"manual\"\nlabels = \"labels/unsafe.csv\"\n",
+    );
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 3, "blocked: {:?}", report.outcomes);
-    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else { panic!("{:?}", report.outcomes) };
-    assert!(error.contains("wait for labels: fill in the `label` column of") && error.contains("labels/unsafe.csv"), "{error}");
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else {
+        panic!("{:?}", report.outcomes)
+    };
+    assert!(
+        error.contains("wait for labels: fill in the `label` column of") && error.contains("labels/unsafe.csv"),
+        "{error}"
+    );
     let sheet_path = ws.path().join("labels/unsafe.csv");
     let sheet = std::fs::read_to_string(&sheet_path).unwrap();
     assert!(ws.path().join("labels/unsafe.html").exists() && ws.path().join("labels/unsafe-images").is_dir());
     // The true labels, from the selected images' table.
-    let selected = std::fs::read_to_string(ws.store().output_path(&report.keys[w.stage_index("select").unwrap()], "selected").unwrap().join("table.csv")).unwrap();
+    let selected = std::fs::read_to_string(
+        ws.store().output_path(&report.keys[w.stage_index("select").unwrap()], "selected").unwrap().join("table.csv"),
+    )
+    .unwrap();
     let (ids, labels) = (column(&selected, "image"), column(&selected, "label"));
     assert_eq!(column(&sheet, "image"), ids);
 
     // Half filled in: still waiting, naming how many are missing.
-    let half: String = ids.iter().zip(&labels).enumerate().map(|(i, (id, l))| format!("{id},{}\n", if i % 2 == 0 { l.as_str() } else { "" })).collect();
+    let half: String = ids
+        .iter()
+        .zip(&labels)
+        .enumerate()
+        .map(|(i, (id, l))| format!("{id},{}\n", if i % 2 == 0 { l.as_str() } else { "" }))
+        .collect();
     std::fs::write(&sheet_path, format!("image,label\n{half}")).unwrap();
     let (_, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 3);
@@ -214,7 +238,9 @@ fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depend
     std::fs::write(&sheet_path, format!("image,label\n{},<script>\n", ids[0])).unwrap();
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 2);
-    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else { panic!() };
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else {
+        panic!()
+    };
     assert!(error.contains("unsafe.csv:2: `<script>` is not a class"), "{error}");
 
     // Complete: the run goes through.
@@ -225,7 +251,8 @@ fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depend
     assert_eq!(crate::support::Ws::ran(&w, &report), ["label", "balance", "retrain"]);
     // Editing one label reruns the label stage and what depends on it, nothing upstream.
     let other = if labels[0] == "stop" { "yield" } else { "stop" };
-    std::fs::write(&sheet_path, format!("image,label\n{},{other}\n{}", ids[0], full.split_once('\n').unwrap().1)).unwrap();
+    std::fs::write(&sheet_path, format!("image,label\n{},{other}\n{}", ids[0], full.split_once('\n').unwrap().1))
+        .unwrap();
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(crate::support::Ws::ran(&w, &report), ["label", "balance", "retrain"]);
 }
@@ -237,11 +264,15 @@ fn an_empty_clustering_flows_through_selection_labelling_balancing_and_retrainin
         .replace("choose_k = \"fixed\"\nk = 3", "min_images = 1000");
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
-    let out = |stage: &str, output: &str| ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();
+    let out = |stage: &str, output: &str| {
+        ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
+    };
     assert_eq!(std::fs::read_to_string(out("select", "unsafe")).unwrap(), "image,cluster,distance,rank\n");
-    let select: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
+    let select: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
     assert!(select["empty"].as_str().unwrap().starts_with("no root-cause clusters: only"), "{select}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
     assert_eq!(summary["unsafe_images"], 0);
 }
 
@@ -274,6 +305,8 @@ fn the_failing_baseline_judges_a_keypoint_model_by_the_given_threshold() {
     assert_eq!((selected("strict"), selected("lenient")), (30, 0));
 
     let bad = text.replace("threshold = 0.001", "threshold = 0.0");
-    let err = hudd::manifest::parse(std::path::Path::new("kp.toml"), &bad, &[], &hudd::stages::registry()).unwrap_err().to_string();
+    let err = hudd::manifest::parse(std::path::Path::new("kp.toml"), &bad, &[], &hudd::stages::registry())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("invalid `threshold`: must be above 0 pixels, got 0"), "{err}");
 }

@@ -24,7 +24,8 @@ const COMPARE: &str = r#"{"metric": "accuracy", "original": 0.809, "reference": 
  "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}],
  "rq1": {"failing": 191, "clusters": 2, "inspected": 10, "inspected_share": 0.0524, "assessed": 2, "explained": 1, "explained_share": 0.5, "threshold": 0.5}}"#;
 const RUNS: &str = "strategy,stage,score,fixed,broken\nhudd,\"t[seed=1]\",0.92,120,14\nhudd,\"t[seed=2]\",0.94,140,14\nrandom,\"b[seed=1]\",0.90,100,12\nrandom,\"b[seed=2]\",0.92,120,12\n";
-const RCC: &str = "strategy,cluster,images,before,after\nhudd,1,150,0,0.9\nhudd,2,41,0,0.4\nrandom,1,150,0,0.7\nrandom,2,41,0,0.3\n";
+const RCC: &str =
+    "strategy,cluster,images,before,after\nhudd,1,150,0,0.9\nhudd,2,41,0,0.4\nrandom,1,150,0,0.7\nrandom,2,41,0,0.3\n";
 const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description\n1,150,true,night,0.8,\"night 0.62–0.98 share\"\n2,41,false,yaw,0.3,\"\"\n";
 
 fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
@@ -32,7 +33,10 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
         "clusters/cluster.json",
         r#"{"images": 191, "layer": "classifier.4", "clusters": 2, "k_rule": "the knee", "layer_rule": "wicd", "mode": "hudd", "linkage": "ward", "layers": []}"#,
     );
-    ws.write("clusters/summary.csv", "cluster,size,share,mean_intra_distance,medoid\n1,150,0.785,0.2,test-1\n2,41,0.215,0.3,test-2\n");
+    ws.write(
+        "clusters/summary.csv",
+        "cluster,size,share,mean_intra_distance,medoid\n1,150,0.785,0.2,test-1\n2,41,0.215,0.3,test-2\n",
+    );
     format!(
         "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
          [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.results\"\nclusters = \"clusters.copy\"\nvariance = \"variance.results\"\n\
@@ -99,7 +103,9 @@ fn a_broken_user_template_is_named_with_its_line() {
     ws.write("tpl/report.md.j2", "# {{ title }}\n\n{{ no_such_value }}\n");
     let (w, r) = run(&ws, &manifest(&ws, "template = \"tpl\"\n"));
     assert_eq!(r.exit_code(), 2);
-    let hudd::engine::Outcome::Failed { error, .. } = &r.outcomes[w.stage_index("report").unwrap()] else { panic!("{:?}", r.outcomes) };
+    let hudd::engine::Outcome::Failed { error, .. } = &r.outcomes[w.stage_index("report").unwrap()] else {
+        panic!("{:?}", r.outcomes)
+    };
     assert!(error.contains("report.md.j2 line 3") && error.contains("tpl"), "{error}");
 }
 
@@ -114,7 +120,10 @@ fn a_keypoint_model_is_reported_by_its_mean_error_not_as_an_accuracy() {
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     let md = output(&ws, &w, &r, "report.md");
     assert!(md.contains("| Mean keypoint error | 15.67 px |"), "{md}");
-    assert!(md.contains("| Mean keypoint error (px) after HUDD's retraining (mean of 2 runs) | 12.98 (12.50–13.40) |"), "{md}");
+    assert!(
+        md.contains("| Mean keypoint error (px) after HUDD's retraining (mean of 2 runs) | 12.98 (12.50–13.40) |"),
+        "{md}"
+    );
     // An accuracy target cannot be judged on a keypoint error after retraining.
     assert!(md.contains("| Target `accuracy >= 0.92` | before: not met |"), "{md}");
 }

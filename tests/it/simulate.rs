@@ -44,7 +44,8 @@ fn the_same_seed_gives_byte_identical_images_and_tables() {
     let (a, b) = (Ws::new(), Ws::new());
     let (ka, kb) = (run_builtin(&a, SIGNS), run_builtin(&b, SIGNS));
     assert_eq!(ka, kb);
-    let (da, db) = (Store::open(a.path()).unwrap().entry(&ka).unwrap(), Store::open(b.path()).unwrap().entry(&kb).unwrap());
+    let (da, db) =
+        (Store::open(a.path()).unwrap().entry(&ka).unwrap(), Store::open(b.path()).unwrap().entry(&kb).unwrap());
     assert_eq!(da.outputs, db.outputs, "every file has the same blake3 in both workspaces");
     let c = Ws::new();
     let kc = run_builtin(&c, &SIGNS.replace("seed = 11", "seed = 12"));
@@ -98,15 +99,21 @@ fn invalid_distributions_are_manifest_errors_with_their_location() {
         Err(e) => e.to_string(),
     };
     let base = "[workflow]\nname = \"s\"\n[[stage]]\nid = \"d\"\nkind = \"simulate\"\nsimulator = \"signs\"\n";
-    let got = check(&format!("{base}[stage.splits.train]\ncount = 5\nparams = {{ yaw = {{ uniform = [30.0, 10.0] }} }}\n"));
-    assert!(got.contains("invalid `splits.train.params.yaw`: uniform range [30, 10] has its min above its max"), "{got}");
+    let got =
+        check(&format!("{base}[stage.splits.train]\ncount = 5\nparams = {{ yaw = {{ uniform = [30.0, 10.0] }} }}\n"));
+    assert!(
+        got.contains("invalid `splits.train.params.yaw`: uniform range [30, 10] has its min above its max"),
+        "{got}"
+    );
     assert!(got.contains("s.toml:9:"), "{got}");
     let got = check(&format!("{base}[stage.splits.train]\ncount = -5\n"));
     assert!(got.contains("invalid value: integer `-5`, expected usize"), "{got}");
     assert!(got.contains("s.toml:8:9"), "{got}");
     let got = check(&format!("{base}[stage.splits.train]\ncount = 5\nparams = {{ yaww = {{ fixed = 3.0 }} }}\n"));
     assert!(got.contains("simulator `signs` has no parameter `yaww` (did you mean `yaw`?)"), "{got}");
-    let got = check("[workflow]\nname = \"s\"\n[[stage]]\nid = \"d\"\nkind = \"simulate\"\nsimulator = \"sings\"\nsplits = { train = { count = 1 } }\n");
+    let got = check(
+        "[workflow]\nname = \"s\"\n[[stage]]\nid = \"d\"\nkind = \"simulate\"\nsimulator = \"sings\"\nsplits = { train = { count = 1 } }\n",
+    );
     assert!(got.contains("unknown simulator `sings` (did you mean `signs`?)"), "{got}");
     assert!(got.contains("s.toml:6:13"), "{got}");
 }
@@ -116,7 +123,20 @@ fn hudd_simulate_writes_pngs_a_table_and_a_sheet() {
     let ws = Ws::new();
     let out = ws.path().join("look");
     let registry = hudd::stages::registry();
-    let args = ["hudd", "simulate", "signs", "--n", "20", "--seed", "3", "--size", "32", "--sheet", "--out", out.to_str().unwrap()];
+    let args = [
+        "hudd",
+        "simulate",
+        "signs",
+        "--n",
+        "20",
+        "--seed",
+        "3",
+        "--size",
+        "32",
+        "--sheet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let (mut o, mut e) = (Vec::new(), Vec::new());
     let code = hudd::cli::main_with(args.iter().map(Into::into), &registry, &mut o, &mut e, Reporter::hidden());
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&e));

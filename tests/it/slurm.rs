@@ -45,7 +45,8 @@ impl Cluster {
         if !read_pid(munge_pid).is_some_and(alive) {
             std::fs::create_dir_all("/run/munge").unwrap();
             assert!(Command::new("chown").args(["munge:munge", "/run/munge"]).status().unwrap().success());
-            let ok = Command::new("runuser").args(["-u", "munge", "--", "/usr/sbin/munged"]).status().unwrap().success();
+            let ok =
+                Command::new("runuser").args(["-u", "munge", "--", "/usr/sbin/munged"]).status().unwrap().success();
             assert!(ok, "munged did not start");
             wait_for("munged", || read_pid(munge_pid).is_some_and(alive));
             cluster.pids.push(read_pid(munge_pid).unwrap());
@@ -75,10 +76,14 @@ impl Cluster {
         );
         std::fs::write(cluster.conf(), conf).unwrap();
         let conf = cluster.conf();
-        assert!(Command::new("/usr/sbin/slurmctld").arg("-f").arg(&conf).status().unwrap().success(), "slurmctld did not start");
+        assert!(
+            Command::new("/usr/sbin/slurmctld").arg("-f").arg(&conf).status().unwrap().success(),
+            "slurmctld did not start"
+        );
         wait_for("slurmctld", || read_pid(&d.join("slurmctld.pid")).is_some_and(alive));
         cluster.pids.push(read_pid(&d.join("slurmctld.pid")).unwrap());
-        let ok = Command::new("/usr/sbin/slurmd").arg("-f").arg(&conf).args(["-N", "localhost"]).status().unwrap().success();
+        let ok =
+            Command::new("/usr/sbin/slurmd").arg("-f").arg(&conf).args(["-N", "localhost"]).status().unwrap().success();
         assert!(ok, "slurmd did not start");
         wait_for("slurmd", || read_pid(&d.join("slurmd.pid")).is_some_and(alive));
         cluster.pids.push(read_pid(&d.join("slurmd.pid")).unwrap());
@@ -239,7 +244,9 @@ fn a_workflow_on_slurm_gives_the_local_artefacts_fails_cleanly_and_reruns_nothin
         .stderr(std::fs::File::create(&interrupted_log).unwrap())
         .spawn()
         .unwrap();
-    wait_for("the follower to start", || std::fs::read_to_string(&interrupted_log).is_ok_and(|t| t.contains("7 of 7 stages on Slurm")));
+    wait_for("the follower to start", || {
+        std::fs::read_to_string(&interrupted_log).is_ok_and(|t| t.contains("7 of 7 stages on Slurm"))
+    });
     assert!(Command::new("kill").args(["-INT", &follow.id().to_string()]).status().unwrap().success());
     assert_eq!(follow.wait().unwrap().code(), Some(130));
     let log = std::fs::read_to_string(&interrupted_log).unwrap();

@@ -75,8 +75,10 @@ impl Stage for Echo {
         let mut text = format!("{} seed={}", p.text, ctx.seed);
         for input in ctx.inputs("from") {
             let content = if input.path.is_dir() {
-                let mut names: Vec<String> =
-                    std::fs::read_dir(&input.path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+                let mut names: Vec<String> = std::fs::read_dir(&input.path)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect();
                 names.sort();
                 names.join(",")
             } else {
@@ -242,7 +244,8 @@ impl Ws {
         let mut all = vec!["hudd".to_string(), "--workspace".into(), self.path().display().to_string()];
         all.extend(args.iter().map(|s| s.to_string()));
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = hudd::cli::main_with(all.iter().map(Into::into), &registry(), &mut out, &mut err, Reporter::hidden());
+        let code =
+            hudd::cli::main_with(all.iter().map(Into::into), &registry(), &mut out, &mut err, Reporter::hidden());
         (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 
