@@ -73,7 +73,7 @@ fn main() {
     for _ in 0..3 {
         let t = Instant::now();
         let m = cluster::distances_of(&values, n, d);
-        assert_eq!(m.n, n);
+        assert_eq!(m.nrows(), n);
         in_memory.push(t.elapsed().as_secs_f64());
     }
     let in_memory = common::median(in_memory);

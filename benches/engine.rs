@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use hudd::engine::manifest;
+use hudd::engine::progress::Reporter;
+use hudd::engine::stage::{ArtefactKind, InputSlot, OutputSpec, Params, Registry, Stage, StageContext, StageError};
 use hudd::engine::{self, RunOptions};
-use hudd::manifest;
-use hudd::progress::Reporter;
-use hudd::stage::{InputSlot, OutputSpec, Params, Registry, Stage, StageContext, StageError};
-use hudd::store::Store;
+
+const TEXT: ArtefactKind = ArtefactKind { name: "text", doc: "a text file" };
+use hudd::engine::store::Store;
 use serde::{Deserialize, Serialize};
 
 struct Write;
@@ -28,8 +30,9 @@ impl Stage for Write {
     type Params = WriteParams;
     const KIND: &'static str = "write";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "from", many: true, required: false, doc: "" }];
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "out", path: "out.txt", doc: "" }];
+    const INPUTS: &'static [InputSlot] =
+        &[InputSlot { name: "from", accepts: &[TEXT], many: true, required: false, doc: "" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "out", kind: TEXT, path: "out.txt", doc: "" }];
 
     fn run(&self, p: &WriteParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         std::fs::write(ctx.output("out")?, p.n.to_string()).map_err(|e| StageError::io("out.txt", e))

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Instant;
 
+use hudd::engine::progress::Progress;
 use hudd::model::fit::{self, Data, FitConfig, Keep, OptimizerKind};
-use hudd::progress::Progress;
 use tch::{Kind, Tensor};
 
 fn main() {

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::engine::executor::ExecutorKind;
+use crate::engine::freshness::Freshness;
+use crate::engine::manifest::{self, ManifestError, Override, Workflow};
+use crate::engine::progress::Reporter;
+use crate::engine::stage::Registry;
+use crate::engine::store::{EntryState, Store};
 use crate::engine::{self, EngineError, Outcome, RunOptions};
-use crate::manifest::{self, ManifestError, Override, Workflow};
-use crate::plan::Freshness;
-use crate::progress::Reporter;
-use crate::stage::Registry;
-use crate::store::{EntryState, Store};
 
 #[derive(Parser, Debug)]
 #[command(name = "hudd", version, about = "Heatmap-based Unsupervised Debugging of DNNs: a cached workflow engine")]
@@ -48,7 +49,7 @@ pub enum Command {
         threads: Option<usize>,
         /// Where stages run: here, or as Slurm jobs (default: the manifest's `[executor] default`, else local).
         #[arg(long, value_enum)]
-        executor: Option<crate::slurm::ExecutorKind>,
+        executor: Option<ExecutorKind>,
         /// With `--executor slurm`: submit the jobs and return; `hudd status <manifest>` follows them.
         #[arg(long)]
         detach: bool,
@@ -200,7 +201,7 @@ pub enum CliError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::engine::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -230,222 +231,303 @@ fn dispatch(
         return Err(CliError::Usage(format!("workspace {} is not a folder", ws.display())));
     }
     match cli.command {
-        Command::Check { manifests, set } => {
-            let mut failed = false;
-            for path in &manifests {
-                match manifest::load(path, &set, registry) {
-                    Ok(w) => writeln!(out, "{}: ok ({} stages)", path.display(), w.stages.len())?,
-                    Err(e) => {
-                        failed = true;
-                        writeln!(err, "{e}")?;
-                    }
-                }
-            }
-            Ok(if failed { 2 } else { 0 })
-        }
-        Command::Dag { manifest, set, format } => {
-            let w = manifest::load(&manifest, &set, registry)?;
-            write!(out, "{}", render_dag(&w, format))?;
-            Ok(0)
-        }
-        Command::Plan { manifest, set, json } => {
-            let w = manifest::load(&manifest, &set, registry)?;
-            let store = Store::open(ws)?;
-            let planned = engine::plan(&store, &w, registry)?;
-            if json {
-                let rows: Vec<serde_json::Value> = w
-                    .stages
-                    .iter()
-                    .zip(&planned.specs)
-                    .zip(&planned.decisions)
-                    .map(|((s, spec), d)| {
-                        serde_json::json!({
-                            "stage": s.id,
-                            "kind": s.kind,
-                            "key": spec.key,
-                            "state": if d.is_fresh() { "fresh" } else { "stale" },
-                            "reasons": match d { Freshness::Stale(r) => r.clone(), Freshness::Fresh => Vec::new() },
-                        })
-                    })
-                    .collect();
-                let doc = serde_json::json!({ "workflow": w.name, "stages": rows });
-                writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("plan serialises"))?;
-            } else {
-                let width = w.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
-                for &i in w.dag.order() {
-                    let (state, why) = match &planned.decisions[i] {
-                        Freshness::Fresh => ("fresh", String::new()),
-                        Freshness::Stale(r) => {
-                            ("stale", r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))
-                        }
-                    };
-                    writeln!(out, "{state}  {:width$}  {why}", w.stages[i].id)?;
-                }
-                let stale = planned.stale().count();
-                writeln!(out, "{stale} of {} stages would run", w.stages.len())?;
-            }
-            Ok(0)
-        }
-        Command::Run { manifest, set, jobs, keep_going, threads, executor, detach } => {
-            let w = manifest::load(&manifest, &set, registry)?;
-            let store = Store::open(ws)?;
-            let executor = executor.or(w.executor.default).unwrap_or(crate::slurm::ExecutorKind::Local);
-            if detach && executor != crate::slurm::ExecutorKind::Slurm {
-                return Err(CliError::Usage("--detach needs --executor slurm".into()));
-            }
-            let report = match executor {
-                crate::slurm::ExecutorKind::Local => {
-                    engine::run(&store, &w, registry, &RunOptions { jobs, keep_going, threads }, reporter)?
-                }
-                crate::slurm::ExecutorKind::Slurm => {
-                    let program = std::env::current_exe()
-                        .map_err(|e| CliError::Usage(format!("cannot find the hudd binary: {e}")))?;
-                    let options = crate::slurm::SlurmOptions { detach, program };
-                    crate::slurm::run(&store, &w, registry, &w.executor, &options, reporter)?
-                }
-            };
-            let submitted = report.outcomes.iter().filter(|o| matches!(o, Outcome::Submitted { .. })).count();
-            for (s, o) in w.stages.iter().zip(&report.outcomes) {
-                match o {
-                    Outcome::Failed { error, .. } => writeln!(err, "failed: {}: {error}", s.id)?,
-                    Outcome::Skipped { because } => writeln!(err, "skipped: {} ({because})", s.id)?,
-                    _ => {}
-                }
-            }
-            if submitted > 0 {
-                writeln!(
-                    err,
-                    "{}: {submitted} stages submitted to Slurm; `hudd status {}` follows them, and `hudd run` again (it submits nothing new) updates reports/ once they are done",
-                    w.name,
-                    manifest.display()
-                )?;
-                return Ok(0);
-            }
-            writeln!(
-                err,
-                "{}: {} ran, {} cached, {} failed or skipped; outputs under {}",
-                w.name,
-                report.ran(),
-                report.hits(),
-                w.stages.len() - report.ran() - report.hits(),
-                ws.join("reports").join(&w.name).display()
-            )?;
-            Ok(report.exit_code())
-        }
-        Command::Status { manifest } => {
-            let store = Store::open(ws)?;
-            match manifest {
-                Some(path) => status_of_workflow(&store, &manifest::load(&path, &[], registry)?, registry, out)?,
-                None => {
-                    let runs = store.runs(10);
-                    if runs.is_empty() {
-                        writeln!(out, "no runs recorded in {}", store.root().display())?;
-                    }
-                    for (_, run) in runs {
-                        writeln!(
-                            out,
-                            "{}  {:20}  {} ran, {} cached  ({})",
-                            run["started"].as_str().unwrap_or("?"),
-                            run["workflow"].as_str().unwrap_or("?"),
-                            run["ran"],
-                            run["hits"],
-                            run["manifest"].as_str().unwrap_or("?"),
-                        )?;
-                    }
-                }
-            }
-            Ok(0)
-        }
-        Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
-        Command::Verify => {
-            let store = Store::open(ws)?;
-            let _lock = store.lock(|m| reporter.line(m))?;
-            let keys = store.keys()?;
-            let mut corrupt = 0;
-            for key in &keys {
-                if let Some(reason) = store.verify_entry(key)? {
-                    corrupt += 1;
-                    writeln!(out, "dropped {key}: {reason}")?;
-                    store.remove_entry(key)?;
-                }
-            }
-            writeln!(out, "verified {} entries, dropped {corrupt} corrupt", keys.len())?;
-            Ok(0)
-        }
-        Command::Doctor => {
-            let store_root = ws.join(".hudd");
-            let rows = crate::runtime::doctor(&store_root);
-            let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-            for (k, v) in rows {
-                writeln!(out, "{k:width$}  {v}")?;
-            }
-            Ok(0)
-        }
+        Command::Check { manifests, set } => check(&manifests, &set, registry, out, err),
+        Command::Dag { manifest, set, format } => dag(&manifest, &set, format, registry, out),
+        Command::Plan { manifest, set, json } => plan(ws, &manifest, &set, json, registry, out),
+        Command::Run { manifest, set, jobs, keep_going, threads, executor, detach } => run(
+            ws,
+            &manifest,
+            &set,
+            RunOptions { jobs, keep_going, threads },
+            executor,
+            detach,
+            registry,
+            err,
+            reporter,
+        ),
+        Command::Status { manifest } => status(ws, manifest.as_deref(), registry, out),
+        Command::Verify => verify(ws, out, reporter),
+        Command::Doctor => doctor(ws, out),
         Command::Simulate { simulator, task, n, seed, out: dir, sheet, size } => {
-            let sim = crate::sim::simulator(&simulator).ok_or_else(|| {
-                CliError::Usage(format!(
-                    "unknown simulator `{simulator}` (simulators: {})",
-                    crate::sim::simulator_names().join(", ")
-                ))
-            })?;
-            let task = task.unwrap_or_else(|| sim.tasks()[0].to_string());
-            if !sim.tasks().contains(&task.as_str()) {
-                return Err(CliError::Usage(format!(
-                    "simulator `{simulator}` has no task `{task}` (tasks: {})",
-                    sim.tasks().join(", ")
-                )));
-            }
-            if !(16..=512).contains(&size) {
-                return Err(CliError::Usage(format!("--size must be between 16 and 512, got {size}")));
-            }
-            crate::sim::folder::write_folder(sim, &task, n, seed, size, &dir, sheet)?;
-            writeln!(
-                err,
-                "{n} {simulator} images, params.csv{} in {}",
-                if sheet { " and sheet.png" } else { "" },
-                dir.display()
-            )?;
-            Ok(0)
+            simulate(&simulator, task, n, seed, &dir, sheet, size, err)
         }
         Command::Model { command: ModelCommand::Describe { architecture, input, outputs } } => {
-            let path = crate::model::architecture_path(&architecture);
-            let arch = crate::model::Architecture::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
-            let input = match input.as_deref() {
-                Some([c, h, w]) => [*c, *h, *w],
-                Some(other) => return Err(CliError::Usage(format!("--input takes C,H,W, got {other:?}"))),
-                None => arch.model.input,
-            };
-            let rows =
-                arch.describe(input, outputs).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            writeln!(
-                out,
-                "{} ({}), input {}×{}×{}, {outputs} outputs",
-                arch.model.name,
-                path.display(),
-                input[0],
-                input[1],
-                input[2]
-            )?;
-            writeln!(out, "{:<16} {:<20} {:>16} {:>12}", "layer", "kind", "output", "parameters")?;
-            for r in &rows {
-                writeln!(out, "{:<16} {:<20} {:>16} {:>12}", r.name, r.kind, r.output.to_string(), r.params)?;
-            }
-            writeln!(out, "total parameters: {}", rows.iter().map(|r| r.params).sum::<usize>())?;
-            Ok(0)
+            describe_model(&architecture, input.as_deref(), outputs, out)
         }
-        Command::Exec { key, threads } => {
-            let store = Store::open(ws)?;
-            if store.state(&key) == EntryState::Intact {
-                writeln!(err, "{key}: already in the store")?;
-                return Ok(0);
+        Command::Exec { key, threads } => exec(ws, &key, threads, registry, err, reporter),
+        Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
+    }
+}
+
+fn check(
+    manifests: &[PathBuf],
+    set: &[Override],
+    registry: &Registry,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let mut failed = false;
+    for path in manifests {
+        match manifest::load(path, set, registry) {
+            Ok(w) => writeln!(out, "{}: ok ({} stages)", path.display(), w.stages.len())?,
+            Err(e) => {
+                failed = true;
+                writeln!(err, "{e}")?;
             }
-            let spec = store.read_spec(&key)?;
-            let threads = threads.unwrap_or_else(crate::runtime::cores);
-            let entry = engine::execute(&store, registry, &spec, threads, reporter)?;
-            writeln!(err, "{}: done in {:.1} s ({key})", spec.stage, entry.seconds)?;
-            Ok(0)
         }
     }
+    Ok(if failed { 2 } else { 0 })
+}
+
+fn dag(
+    manifest: &Path,
+    set: &[Override],
+    format: DagFormat,
+    registry: &Registry,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let w = manifest::load(manifest, set, registry)?;
+    write!(out, "{}", render_dag(&w, format))?;
+    Ok(0)
+}
+
+fn plan(
+    ws: &Path,
+    manifest: &Path,
+    set: &[Override],
+    json: bool,
+    registry: &Registry,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let w = manifest::load(manifest, set, registry)?;
+    let store = Store::open(ws)?;
+    let planned = engine::plan(&store, &w, registry)?;
+    if json {
+        let rows: Vec<serde_json::Value> = w
+            .stages
+            .iter()
+            .zip(&planned.specs)
+            .zip(&planned.decisions)
+            .map(|((s, spec), d)| {
+                serde_json::json!({
+                    "stage": s.id,
+                    "kind": s.kind,
+                    "key": spec.key,
+                    "state": if d.is_fresh() { "fresh" } else { "stale" },
+                    "reasons": match d { Freshness::Stale(r) => r.clone(), Freshness::Fresh => Vec::new() },
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "workflow": w.name, "stages": rows });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("plan serialises"))?;
+    } else {
+        let width = w.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
+        for &i in w.dag.order() {
+            let (state, why) = match &planned.decisions[i] {
+                Freshness::Fresh => ("fresh", String::new()),
+                Freshness::Stale(r) => ("stale", r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")),
+            };
+            writeln!(out, "{state}  {:width$}  {why}", w.stages[i].id)?;
+        }
+        let stale = planned.stale().count();
+        writeln!(out, "{stale} of {} stages would run", w.stages.len())?;
+    }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    ws: &Path,
+    manifest: &Path,
+    set: &[Override],
+    options: RunOptions,
+    executor: Option<ExecutorKind>,
+    detach: bool,
+    registry: &Registry,
+    err: &mut dyn Write,
+    reporter: &Reporter,
+) -> Result<u8, CliError> {
+    let w = manifest::load(manifest, set, registry)?;
+    let store = Store::open(ws)?;
+    let executor = executor.or(w.executor.default).unwrap_or(ExecutorKind::Local);
+    if detach && executor != ExecutorKind::Slurm {
+        return Err(CliError::Usage("--detach needs --executor slurm".into()));
+    }
+    let report = match executor {
+        ExecutorKind::Local => engine::run(&store, &w, registry, &options, reporter)?,
+        ExecutorKind::Slurm => {
+            let program =
+                std::env::current_exe().map_err(|e| CliError::Usage(format!("cannot find the hudd binary: {e}")))?;
+            let options = crate::engine::slurm::SlurmOptions { detach, program };
+            crate::engine::slurm::run(&store, &w, registry, &w.executor, &options, reporter)?
+        }
+    };
+    let submitted = report.outcomes.iter().filter(|o| matches!(o, Outcome::Submitted { .. })).count();
+    for (s, o) in w.stages.iter().zip(&report.outcomes) {
+        match o {
+            Outcome::Failed { error, .. } => writeln!(err, "failed: {}: {error}", s.id)?,
+            Outcome::Skipped { because } => writeln!(err, "skipped: {} ({because})", s.id)?,
+            _ => {}
+        }
+    }
+    if submitted > 0 {
+        writeln!(
+            err,
+            "{}: {submitted} stages submitted to Slurm; `hudd status {}` follows them, and `hudd run` again (it submits nothing new) updates reports/ once they are done",
+            w.name,
+            manifest.display()
+        )?;
+        return Ok(0);
+    }
+    writeln!(
+        err,
+        "{}: {} ran, {} cached, {} failed or skipped; outputs under {}",
+        w.name,
+        report.ran(),
+        report.hits(),
+        w.stages.len() - report.ran() - report.hits(),
+        ws.join("reports").join(&w.name).display()
+    )?;
+    Ok(report.exit_code())
+}
+
+fn status(ws: &Path, manifest: Option<&Path>, registry: &Registry, out: &mut dyn Write) -> Result<u8, CliError> {
+    let store = Store::open(ws)?;
+    match manifest {
+        Some(path) => status_of_workflow(&store, &manifest::load(path, &[], registry)?, registry, out)?,
+        None => {
+            let runs = store.runs(10);
+            if runs.is_empty() {
+                writeln!(out, "no runs recorded in {}", store.root().display())?;
+            }
+            for (_, run) in runs {
+                writeln!(
+                    out,
+                    "{}  {:20}  {} ran, {} cached  ({})",
+                    run["started"].as_str().unwrap_or("?"),
+                    run["workflow"].as_str().unwrap_or("?"),
+                    run["ran"],
+                    run["hits"],
+                    run["manifest"].as_str().unwrap_or("?"),
+                )?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn verify(ws: &Path, out: &mut dyn Write, reporter: &Reporter) -> Result<u8, CliError> {
+    let store = Store::open(ws)?;
+    let _lock = store.lock(|m| reporter.line(m))?;
+    let keys = store.keys()?;
+    let mut corrupt = 0;
+    for key in &keys {
+        if let Some(reason) = store.verify_entry(key)? {
+            corrupt += 1;
+            writeln!(out, "dropped {key}: {reason}")?;
+            store.remove_entry(key)?;
+        }
+    }
+    writeln!(out, "verified {} entries, dropped {corrupt} corrupt", keys.len())?;
+    Ok(0)
+}
+
+fn doctor(ws: &Path, out: &mut dyn Write) -> Result<u8, CliError> {
+    let store_root = Store::root_of(ws);
+    let rows = crate::runtime::doctor(&store_root);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        writeln!(out, "{k:width$}  {v}")?;
+    }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simulate(
+    simulator: &str,
+    task: Option<String>,
+    n: usize,
+    seed: u64,
+    dir: &Path,
+    sheet: bool,
+    size: u32,
+    err: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let sim = crate::sim::simulator(simulator).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown simulator `{simulator}` (simulators: {})",
+            crate::sim::simulator_names().join(", ")
+        ))
+    })?;
+    let task = task.unwrap_or_else(|| sim.tasks()[0].to_string());
+    if !sim.tasks().contains(&task.as_str()) {
+        return Err(CliError::Usage(format!(
+            "simulator `{simulator}` has no task `{task}` (tasks: {})",
+            sim.tasks().join(", ")
+        )));
+    }
+    if !(16..=512).contains(&size) {
+        return Err(CliError::Usage(format!("--size must be between 16 and 512, got {size}")));
+    }
+    crate::sim::folder::write_folder(sim, &task, n, seed, size, dir, sheet)?;
+    writeln!(
+        err,
+        "{n} {simulator} images, params.csv{} in {}",
+        if sheet { " and sheet.png" } else { "" },
+        dir.display()
+    )?;
+    Ok(0)
+}
+
+fn describe_model(
+    architecture: &Path,
+    input: Option<&[usize]>,
+    outputs: usize,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let path = crate::model::architecture_path(architecture);
+    let arch = crate::model::Architecture::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let input = match input {
+        Some([c, h, w]) => [*c, *h, *w],
+        Some(other) => return Err(CliError::Usage(format!("--input takes C,H,W, got {other:?}"))),
+        None => arch.model.input,
+    };
+    let rows = arch.describe(input, outputs).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    writeln!(
+        out,
+        "{} ({}), input {}×{}×{}, {outputs} outputs",
+        arch.model.name,
+        path.display(),
+        input[0],
+        input[1],
+        input[2]
+    )?;
+    writeln!(out, "{:<16} {:<20} {:>16} {:>12}", "layer", "kind", "output", "parameters")?;
+    for r in &rows {
+        writeln!(out, "{:<16} {:<20} {:>16} {:>12}", r.name, r.kind, r.output.to_string(), r.params)?;
+    }
+    writeln!(out, "total parameters: {}", rows.iter().map(|r| r.params).sum::<usize>())?;
+    Ok(0)
+}
+
+fn exec(
+    ws: &Path,
+    key: &str,
+    threads: Option<usize>,
+    registry: &Registry,
+    err: &mut dyn Write,
+    reporter: &Reporter,
+) -> Result<u8, CliError> {
+    let store = Store::open(ws)?;
+    if store.state(key) == EntryState::Intact {
+        writeln!(err, "{key}: already in the store")?;
+        return Ok(0);
+    }
+    let spec = store.read_spec(key)?;
+    let threads = threads.unwrap_or_else(crate::runtime::cores);
+    let entry = engine::execute(&store, registry, &spec, threads, reporter)?;
+    writeln!(err, "{}: done in {:.1} s ({key})", spec.stage, entry.seconds)?;
+    Ok(0)
 }
 
 fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mut dyn Write) -> Result<(), CliError> {
@@ -456,7 +538,7 @@ fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mu
         let detail = match (&planned.decisions[i], store.entry(&spec.key)) {
             (Freshness::Fresh, Some(e)) => format!("done {} in {:.1} s", e.created, e.seconds),
             (Freshness::Fresh, None) => "done".into(),
-            (Freshness::Stale(r), _) => match crate::slurm::job_status(store, &spec.key) {
+            (Freshness::Stale(r), _) => match crate::engine::slurm::job_status(store, &spec.key) {
                 Some(job) => job,
                 None => r.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
             },
@@ -510,7 +592,7 @@ fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &
             writeln!(out, "would drop {key}  {what}")?;
         } else {
             store.remove_entry(&key)?;
-            let _ = std::fs::remove_file(store.root().join("specs").join(format!("{key}.json")));
+            store.remove_spec(&key);
             writeln!(out, "dropped {key}  {what}")?;
         }
     }

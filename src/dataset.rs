@@ -10,7 +10,74 @@ use polars::prelude::{Column, CsvWriter, DataFrame, SerWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::npy::{NpyError, NpyWriter};
-use crate::sim::{Label, ParamKind, ParamSpec, Target};
+
+/// What a task asks the DNN to predict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Target {
+    Classification { classes: Vec<String> },
+    Regression { targets: Vec<String> },
+}
+
+/// The label of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Label {
+    Class(usize),
+    Targets(Vec<f32>),
+}
+
+/// The kind of values a parameter takes, and its physical range.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamKind {
+    Real {
+        min: f64,
+        max: f64,
+        unit: &'static str,
+    },
+    /// Degrees; analysed with circular statistics.
+    Angle {
+        min: f64,
+        max: f64,
+    },
+    Categorical(&'static [&'static str]),
+    Bool,
+}
+
+impl ParamKind {
+    /// The names of a categorical or boolean parameter's values, by index.
+    pub fn categories(&self) -> Option<Vec<&'static str>> {
+        match *self {
+            ParamKind::Categorical(c) => Some(c.to_vec()),
+            ParamKind::Bool => Some(vec!["false", "true"]),
+            _ => None,
+        }
+    }
+
+    /// A value as it appears in tables: the category name for categorical parameters.
+    pub fn show(&self, v: f64) -> String {
+        match self.categories() {
+            Some(c) => c[v as usize].to_string(),
+            None => format!("{}", (v * 1e4).round() / 1e4),
+        }
+    }
+
+    /// "real", "angle", "categorical" or "bool": how evaluation stages must measure spread.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ParamKind::Real { .. } => "real",
+            ParamKind::Angle { .. } => "angle",
+            ParamKind::Categorical(_) => "categorical",
+            ParamKind::Bool => "bool",
+        }
+    }
+}
+
+/// A parameter column of a dataset's table: its name and the kind of its values.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamColumn {
+    pub name: &'static str,
+    pub kind: ParamKind,
+}
 
 /// Colour policy of a dataset: grey (luminance) or RGB.
 pub fn to_chw(rgb: &[u8], size: usize, channels: usize, out: &mut Vec<u8>) {
@@ -41,14 +108,14 @@ pub struct ParamInfo {
 }
 
 impl ParamInfo {
-    pub fn of(spec: &ParamSpec) -> ParamInfo {
+    pub fn of(spec: &ParamColumn) -> ParamInfo {
         let (unit, values) = match spec.kind {
             ParamKind::Real { unit, .. } => (Some(unit.to_string()), Vec::new()),
             ParamKind::Angle { .. } => (Some("degrees".to_string()), Vec::new()),
             ParamKind::Categorical(v) => (None, v.iter().map(|s| s.to_string()).collect()),
             ParamKind::Bool => (None, vec!["false".into(), "true".into()]),
         };
-        ParamInfo { name: spec.name.to_string(), kind: spec.kind_name().to_string(), unit, values }
+        ParamInfo { name: spec.name.to_string(), kind: spec.kind.name().to_string(), unit, values }
     }
 }
 
@@ -78,12 +145,18 @@ pub enum DatasetError {
     Table { path: PathBuf, message: String },
 }
 
+impl From<DatasetError> for crate::engine::stage::StageError {
+    fn from(e: DatasetError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
 /// Writes a dataset artefact image by image.
 pub struct DatasetWriter {
     dir: PathBuf,
     images: NpyWriter<u8>,
     meta: DatasetMeta,
-    specs: &'static [ParamSpec],
+    specs: Vec<ParamColumn>,
     ids: Vec<String>,
     splits: Vec<String>,
     labels: Vec<Label>,
@@ -93,7 +166,7 @@ pub struct DatasetWriter {
 
 impl DatasetWriter {
     /// Starts a dataset in `dir` (created); `meta.count` and `meta.splits` are filled in as images arrive.
-    pub fn create(dir: &Path, meta: DatasetMeta, specs: &'static [ParamSpec]) -> Result<Self, DatasetError> {
+    pub fn create(dir: &Path, meta: DatasetMeta, specs: Vec<ParamColumn>) -> Result<Self, DatasetError> {
         std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io { path: dir.to_path_buf(), source })?;
         let images = NpyWriter::create(&dir.join("images.npy"), &[meta.channels, meta.height, meta.width])?;
         Ok(DatasetWriter {
@@ -136,7 +209,7 @@ impl DatasetWriter {
         let table_err =
             |e: polars::error::PolarsError| DatasetError::Table { path: table_path.clone(), message: e.to_string() };
         let mut df =
-            build_table(&self.ids, Some(&self.splits), &self.meta.target, &self.labels, self.specs, &self.values)
+            build_table(&self.ids, Some(&self.splits), &self.meta.target, &self.labels, &self.specs, &self.values)
                 .map_err(table_err)?;
         write_csv(&table_path, &mut df)?;
         let meta_path = self.dir.join("meta.json");
@@ -152,7 +225,7 @@ pub fn build_table(
     splits: Option<&[String]>,
     target: &Target,
     labels: &[Label],
-    specs: &[ParamSpec],
+    specs: &[ParamColumn],
     values: &[Vec<f64>],
 ) -> polars::error::PolarsResult<DataFrame> {
     let mut columns = vec![Column::new("image".into(), ids)];
@@ -177,7 +250,7 @@ pub fn build_table(
     for (k, spec) in specs.iter().enumerate() {
         let column = match spec.kind {
             ParamKind::Categorical(_) | ParamKind::Bool => {
-                let v: Vec<String> = values.iter().map(|row| spec.show(row[k])).collect();
+                let v: Vec<String> = values.iter().map(|row| spec.kind.show(row[k])).collect();
                 Column::new(spec.name.into(), v)
             }
             _ => {
@@ -375,4 +448,10 @@ pub fn read_csv(path: &Path) -> Result<DataFrame, DatasetError> {
         .try_into_reader_with_file_path(Some(path.to_path_buf()))
         .and_then(|r| r.finish())
         .map_err(|e| DatasetError::Table { path: path.to_path_buf(), message: e.to_string() })
+}
+
+impl From<polars::error::PolarsError> for crate::engine::stage::StageError {
+    fn from(e: polars::error::PolarsError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
 }

@@ -63,6 +63,12 @@ pub enum NpyError {
     RowCount { path: PathBuf, wrote: usize, expected: usize },
 }
 
+impl From<NpyError> for crate::engine::stage::StageError {
+    fn from(e: NpyError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
 /// Header with room for the final shape: the header is rewritten in place when the writer finishes.
 fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -116,7 +122,7 @@ impl<T: Element> NpyWriter<T> {
     /// Appends whole rows; `values.len()` must be a multiple of the row length.
     pub fn append(&mut self, values: &[T]) -> Result<(), NpyError> {
         assert!(
-            self.row_len == 0 || values.len() % self.row_len == 0,
+            self.row_len == 0 || values.len().is_multiple_of(self.row_len),
             "append takes whole rows of {} values, got {}",
             self.row_len,
             values.len()

@@ -56,7 +56,8 @@ pub fn mann_whitney(x: &[f64], y: &[f64]) -> MannWhitney {
         let tie_term: f64 = ties.iter().map(|&t| (t * t * t - t) as f64).sum();
         let s = ((n1 * n2) as f64 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)))).sqrt();
         let z = (u - (n1 * n2) as f64 / 2.0 - 0.5) / s;
-        let p = if s > 0.0 { 2.0 * (1.0 - Normal::standard().cdf(z)) } else { 1.0 };
+        // The survival function, not 1 - cdf: exact in the far tail, where small p-values live.
+        let p = if s > 0.0 { 2.0 * Normal::standard().sf(z) } else { 1.0 };
         (p, false)
     };
     MannWhitney { u: u1, p: p.clamp(0.0, 1.0), exact }

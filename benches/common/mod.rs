@@ -12,7 +12,7 @@ pub fn alexnet_small() -> Model {
         architecture: Some(arch),
         input: [3, 64, 64],
         outputs: 15,
-        target: hudd::sim::Target::Classification { classes: (0..15).map(|i| i.to_string()).collect() },
+        target: hudd::dataset::Target::Classification { classes: (0..15).map(|i| i.to_string()).collect() },
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
     };

@@ -4,8 +4,22 @@
 
 pub mod knee;
 
+use ndarray::{Array2, s};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+/// What the agglomerative clustering runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// HUDD's: every row of the distance matrix divided by its maximum, those rows clustered as vectors (an image
+    /// is described by how far it is from every other, relative to its farthest), which makes the clusters
+    /// insensitive to the overall scale of an image's relevance (it follows the logit the relevance was seeded with).
+    #[default]
+    Hudd,
+    /// The heatmaps themselves, on their Euclidean distances.
+    Direct,
+}
 
 /// The linkage criterion of the agglomerative clustering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -29,30 +43,17 @@ impl Linkage {
     }
 }
 
-/// A symmetric n×n distance matrix, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Matrix {
-    pub n: usize,
-    pub data: Vec<f64>,
+/// A symmetric n×n distance matrix.
+pub type Matrix = Array2<f64>;
+
+/// The upper triangle row by row (scipy's condensed form, what kodama takes).
+pub fn condensed(m: &Matrix) -> Vec<f64> {
+    m.outer_iter().enumerate().flat_map(|(i, row)| row.slice(s![i + 1..]).to_vec()).collect()
 }
 
-impl Matrix {
-    pub fn get(&self, i: usize, j: usize) -> f64 {
-        self.data[i * self.n + j]
-    }
-
-    pub fn row(&self, i: usize) -> &[f64] {
-        &self.data[i * self.n..(i + 1) * self.n]
-    }
-
-    /// The upper triangle row by row (scipy's condensed form, what kodama takes).
-    pub fn condensed(&self) -> Vec<f64> {
-        (0..self.n).flat_map(|i| self.row(i)[i + 1..].iter().copied()).collect()
-    }
-
-    pub fn max(&self) -> f64 {
-        self.data.iter().copied().fold(0.0, f64::max)
-    }
+/// The largest distance (0 for an empty matrix).
+pub fn max_distance(m: &Matrix) -> f64 {
+    m.fold(0.0, |a, &b| a.max(b))
 }
 
 /// Euclidean distances between `n` vectors of length `d`, read in column chunks: `chunk(start, width)` returns
@@ -66,7 +67,7 @@ pub fn distances<E>(
     mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>,
 ) -> Result<Matrix, E> {
     if n == 0 {
-        return Ok(Matrix { n, data: Vec::new() });
+        return Ok(Matrix::zeros((0, 0)));
     }
     // Chunks of about the matrix's size (at least 2,048 columns, so the products stay efficient).
     let width = n.max(2048).min(d.max(1));
@@ -82,15 +83,9 @@ pub fn distances<E>(
     }
     let gram = Vec::<f32>::try_from(gram.flatten(0, -1)).expect("a float tensor");
     let norms: Vec<f64> = (0..n).map(|i| f64::from(gram[i * n + i])).collect();
-    let mut data = vec![0.0f64; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            if i != j {
-                data[i * n + j] = (norms[i] + norms[j] - 2.0 * f64::from(gram[i * n + j])).max(0.0).sqrt();
-            }
-        }
-    }
-    Ok(Matrix { n, data })
+    Ok(Matrix::from_shape_fn((n, n), |(i, j)| {
+        if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * f64::from(gram[i * n + j])).max(0.0).sqrt() }
+    }))
 }
 
 /// Distances between vectors held in memory (`n × d` row-major).
@@ -104,20 +99,20 @@ pub fn distances_of(values: &[f32], n: usize, d: usize) -> Matrix {
 /// HUDD's clustering space: every row of the distance matrix divided by its maximum, and the Euclidean distances
 /// between those rows taken as vectors.
 pub fn hudd_space(m: &Matrix) -> Matrix {
-    let rows: Vec<f32> = (0..m.n)
-        .flat_map(|i| {
-            let row = m.row(i);
-            let max = row.iter().copied().fold(0.0, f64::max);
-            row.iter().map(move |&v| if max > 0.0 { (v / max) as f32 } else { 0.0 })
+    let rows: Vec<f32> = m
+        .outer_iter()
+        .flat_map(|row| {
+            let max = row.fold(0.0, |a: f64, &b| a.max(b));
+            row.iter().map(move |&v| if max > 0.0 { (v / max) as f32 } else { 0.0 }).collect::<Vec<_>>()
         })
         .collect();
-    distances_of(&rows, m.n, m.n)
+    distances_of(&rows, m.nrows(), m.nrows())
 }
 
 /// The dendrogram of `m` under `linkage` (steps sorted by height, as scipy's `linkage`).
 pub fn dendrogram(m: &Matrix, linkage: Linkage) -> kodama::Dendrogram<f64> {
-    let mut condensed = m.condensed();
-    kodama::linkage(&mut condensed, m.n, linkage.method())
+    let mut condensed = condensed(m);
+    kodama::linkage(&mut condensed, m.nrows(), linkage.method())
 }
 
 /// The partition into `k` clusters: the dendrogram with its last `k − 1` merges undone (scipy's
@@ -171,7 +166,7 @@ pub fn members(labels: &[usize]) -> Vec<Vec<usize>> {
 pub fn wicd(m: &Matrix, labels: &[usize]) -> f64 {
     let groups = members(labels);
     let total: f64 =
-        groups.iter().filter(|c| c.len() > 1).map(|c| c.len() as f64 / m.n as f64 * mean_intra(m, c)).sum();
+        groups.iter().filter(|c| c.len() > 1).map(|c| c.len() as f64 / m.nrows() as f64 * mean_intra(m, c)).sum();
     total / groups.len().max(1) as f64
 }
 
@@ -179,16 +174,16 @@ pub fn wicd(m: &Matrix, labels: &[usize]) -> f64 {
 pub fn silhouette(m: &Matrix, labels: &[usize]) -> f64 {
     let groups = members(labels);
     let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
-    let total: f64 = (0..m.n)
+    let total: f64 = (0..m.nrows())
         .map(|p| {
             let mut sums = vec![0.0; groups.len()];
             for (q, &l) in labels.iter().enumerate() {
-                sums[l] += m.get(p, q);
+                sums[l] += m[[p, q]];
             }
             silhouette_of(&sums, &sizes, labels[p])
         })
         .sum();
-    total / m.n.max(1) as f64
+    total / m.nrows().max(1) as f64
 }
 
 /// One point's silhouette from its distance sums to every cluster.
@@ -217,7 +212,7 @@ pub struct Sweep {
 /// distance sum to every current cluster is updated from the smaller half alone (O(n · smaller half) per split,
 /// O(n · k) for the silhouettes), instead of O(n²) per k.
 pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> Sweep {
-    let n = m.n;
+    let n = m.nrows();
     let max_k = max_k.min(n);
     let mut out = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
     if n < 2 || max_k < 2 {
@@ -341,12 +336,12 @@ pub fn medoids(m: &Matrix, labels: &[usize]) -> (Vec<usize>, Vec<f64>) {
         .iter()
         .map(|c| {
             c.iter()
-                .map(|&p| (p, c.iter().map(|&q| m.get(p, q)).sum::<f64>()))
+                .map(|&p| (p, c.iter().map(|&q| m[[p, q]]).sum::<f64>()))
                 .fold((usize::MAX, f64::INFINITY), |best, (p, s)| if s < best.1 { (p, s) } else { best })
                 .0
         })
         .collect();
-    let to_medoid = labels.iter().enumerate().map(|(p, &l)| m.get(p, medoids[l])).collect();
+    let to_medoid = labels.iter().enumerate().map(|(p, &l)| m[[p, medoids[l]]]).collect();
     (medoids, to_medoid)
 }
 
@@ -355,7 +350,7 @@ pub fn mean_intra(m: &Matrix, set: &[usize]) -> f64 {
     if set.len() < 2 {
         return 0.0;
     }
-    let sum: f64 = set.iter().map(|&p| set.iter().map(|&q| m.get(p, q)).sum::<f64>()).sum();
+    let sum: f64 = set.iter().map(|&p| set.iter().map(|&q| m[[p, q]]).sum::<f64>()).sum();
     sum / (set.len() * (set.len() - 1)) as f64
 }
 

@@ -7,6 +7,8 @@
 //! product), computed directly; pools go through tch's autograd. Rules that keep the layer's own weights (LRP-0, ε)
 //! reuse the forward pass's output as `z`, so the whole sweep costs about one forward and one backward pass.
 
+pub mod batch;
+
 use tch::{Kind, Tensor};
 
 use crate::model::net::{Net, Op};

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::net::Net;
 use super::{ArchError, Architecture};
-use crate::sim::Target;
+use crate::dataset::Target;
 
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const TORCHSCRIPT: &str = "model.pt";
@@ -49,6 +49,12 @@ pub enum ModelError {
     Weights { path: PathBuf, message: String },
     #[error("model {path} is TorchScript: {what} needs declared layers (an architecture file and safetensors weights)")]
     NoLayers { path: PathBuf, what: String },
+}
+
+impl From<ModelError> for crate::engine::stage::StageError {
+    fn from(e: ModelError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
 }
 
 /// A model ready to run.

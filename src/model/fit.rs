@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::OptimizerConfig};
 
 use super::artefact::{Model, ModelError};
-use crate::progress::Progress;
+use crate::dataset::{Dataset, DatasetError, Target};
+use crate::engine::progress::Progress;
+use crate::engine::stage::StageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +67,41 @@ pub struct Data {
 }
 
 impl Data {
+    /// The training data of a split, with a seeded validation hold-out.
+    pub fn split(ds: &Dataset, rows: &[usize], validation: f64, seed: u64) -> Result<(Data, Data), DatasetError> {
+        let mut rows = rows.to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_7a11);
+        rows.shuffle(&mut rng);
+        let n_val = ((rows.len() as f64) * validation).round() as usize;
+        let (val, train) = rows.split_at(n_val.min(rows.len()));
+        let mut train = train.to_vec();
+        let mut val = val.to_vec();
+        train.sort_unstable();
+        val.sort_unstable();
+        Ok((Data::of(ds, &train)?, Data::of(ds, &val)?))
+    }
+
+    /// Pixels and labels of the given rows, in memory.
+    pub fn of(ds: &Dataset, rows: &[usize]) -> Result<Data, DatasetError> {
+        let m = &ds.meta;
+        let pixels = ds.images(rows)?;
+        let pixels =
+            Tensor::from_slice(&pixels).view([rows.len() as i64, m.channels as i64, m.height as i64, m.width as i64]);
+        match &m.target {
+            Target::Classification { .. } => {
+                let all = ds.class_labels()?;
+                let y: Vec<i64> = rows.iter().map(|&r| all[r]).collect();
+                Ok(Data { pixels, classes: Some(Tensor::from_slice(&y)), keypoints: None })
+            }
+            Target::Regression { targets } => {
+                let all = ds.targets()?;
+                let flat: Vec<f32> = rows.iter().flat_map(|&r| all[r].iter().copied()).collect();
+                let kp = Tensor::from_slice(&flat).view([rows.len() as i64, targets.len() as i64]);
+                Ok(Data { pixels, classes: None, keypoints: Some(kp) })
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.pixels.size()[0] as usize
     }
@@ -283,4 +320,58 @@ pub fn keypoint_errors(pred: &Tensor, target: &Tensor) -> Tensor {
     let size = pred.size();
     let t = target.view([size[0], size[1], 2]).to_kind(Kind::Float).to_device(pred.device());
     (pred - t).square().sum_dim_intlist([-1i64].as_slice(), false, Kind::Float).sqrt()
+}
+
+/// Why a fit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A quality gate: the stage reports it with exit code 1.
+    #[error("{what} diverged (loss is not finite); lower lr (now {lr})")]
+    Diverged { what: String, lr: f64 },
+}
+
+impl From<FitError> for StageError {
+    fn from(e: FitError) -> Self {
+        match e {
+            FitError::Diverged { .. } => StageError::Gate { message: e.to_string() },
+            other => StageError::artefact(other),
+        }
+    }
+}
+
+/// The defaults that training and retraining share.
+pub mod defaults {
+    pub fn default_split() -> String {
+        "train".into()
+    }
+    pub fn default_epochs() -> usize {
+        10
+    }
+    pub fn default_momentum() -> f64 {
+        0.9
+    }
+    pub fn default_wd() -> f64 {
+        5e-4
+    }
+    pub fn default_validation() -> f64 {
+        0.1
+    }
+}
+
+/// Fits a model and fails when the loss stopped being finite (`what`: training, retraining).
+pub fn fit_finite(
+    model: &mut Model,
+    train: &Data,
+    val: &Data,
+    cfg: &FitConfig,
+    progress: &Progress,
+    what: &str,
+) -> Result<Vec<Epoch>, FitError> {
+    let curve = fit(model, train, val, cfg, progress)?;
+    if curve.iter().any(|e| !e.loss.is_finite()) {
+        return Err(FitError::Diverged { what: what.to_string(), lr: cfg.lr });
+    }
+    Ok(curve)
 }

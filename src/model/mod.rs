@@ -7,6 +7,7 @@
 pub mod artefact;
 pub mod fit;
 pub mod net;
+pub mod predict;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -236,6 +237,12 @@ pub enum ArchError {
     Name(String),
 }
 
+impl From<ArchError> for crate::engine::stage::StageError {
+    fn from(e: ArchError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
 /// One row of `hudd model describe`.
 #[derive(Debug, Clone)]
 pub struct LayerInfo {
@@ -418,6 +425,14 @@ pub fn architecture_path(name: &Path) -> PathBuf {
         name.to_path_buf()
     } else {
         shipped_dir().join(format!("{text}.toml"))
+    }
+}
+
+/// Number of outputs a dataset's task needs: classes, or keypoints (two targets each).
+pub fn outputs_for(target: &crate::dataset::Target) -> usize {
+    match target {
+        crate::dataset::Target::Classification { classes } => classes.len(),
+        crate::dataset::Target::Regression { targets } => targets.len() / 2,
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use super::{Distributions, Simulator, SplitPlan, generate};
+use super::SheetRows;
+use super::{Distributions, ParamSpec, Simulator, SplitPlan, generate};
 use crate::dataset::{DatasetError, build_table, write_csv};
-use crate::stages::simulate::SheetRows;
 
 /// Writes `n` images drawn from the simulator's default distributions into `out`.
 pub fn write_folder(
@@ -44,13 +44,20 @@ pub fn write_folder(
         Ok::<(), DatasetError>(())
     })?;
     let csv = out.join("params.csv");
-    let mut df = build_table(&ids, None, &sim.target(task), &labels, sim.params(), &values)
-        .map_err(|e| DatasetError::Table { path: csv.clone(), message: e.to_string() })?;
+    let mut df = build_table(
+        &ids,
+        None,
+        &sim.target(task),
+        &labels,
+        &sim.params().iter().map(ParamSpec::column).collect::<Vec<_>>(),
+        &values,
+    )
+    .map_err(|e| DatasetError::Table { path: csv.clone(), message: e.to_string() })?;
     write_csv(&csv, &mut df)?;
     if sheet {
         let grid: Vec<Vec<&[u8]>> = rows.rows.values().map(|r| r.iter().map(Vec::as_slice).collect()).collect();
         let path = out.join("sheet.png");
-        crate::sheet::write_sheet(&path, &grid, size as usize)
+        crate::media::sheet::write_sheet(&path, &grid, size as usize)
             .map_err(|e| DatasetError::Table { path: path.clone(), message: e.to_string() })?;
     }
     Ok(())

@@ -15,25 +15,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::diagnostic::did_you_mean;
-use crate::stage::Invalid;
-
-/// The kind of values a parameter takes, and its physical range.
-#[derive(Debug, Clone, Copy)]
-pub enum ParamKind {
-    Real {
-        min: f64,
-        max: f64,
-        unit: &'static str,
-    },
-    /// Degrees; analysed with circular statistics.
-    Angle {
-        min: f64,
-        max: f64,
-    },
-    Categorical(&'static [&'static str]),
-    Bool,
-}
+pub use crate::dataset::ParamKind;
+use crate::dataset::{Label, ParamColumn, Target};
+use crate::engine::diagnostic::did_you_mean;
+use crate::engine::stage::Invalid;
 
 /// A simulator parameter with its default distribution.
 #[derive(Debug, Clone, Copy)]
@@ -135,11 +120,12 @@ impl ParamSpec {
     }
 
     fn categories(&self) -> Option<Vec<&'static str>> {
-        match self.kind {
-            ParamKind::Categorical(c) => Some(c.to_vec()),
-            ParamKind::Bool => Some(vec!["false", "true"]),
-            _ => None,
-        }
+        self.kind.categories()
+    }
+
+    /// The parameter as a dataset column.
+    pub fn column(&self) -> ParamColumn {
+        ParamColumn { name: self.name, kind: self.kind }
     }
 
     fn default_sampler(&self) -> Sampler {
@@ -232,39 +218,6 @@ impl ParamSpec {
             }
         }
     }
-
-    /// A value as it appears in tables: the category name for categorical parameters.
-    pub fn show(&self, v: f64) -> String {
-        match self.categories() {
-            Some(c) => c[v as usize].to_string(),
-            None => format!("{}", (v * 1e4).round() / 1e4),
-        }
-    }
-
-    /// "real", "angle", "categorical" or "bool": how evaluation stages must measure spread.
-    pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            ParamKind::Real { .. } => "real",
-            ParamKind::Angle { .. } => "angle",
-            ParamKind::Categorical(_) => "categorical",
-            ParamKind::Bool => "bool",
-        }
-    }
-}
-
-/// What a task asks the DNN to predict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Target {
-    Classification { classes: Vec<String> },
-    Regression { targets: Vec<String> },
-}
-
-/// The label of one image.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Label {
-    Class(usize),
-    Targets(Vec<f32>),
 }
 
 /// One rendered image: interleaved RGB bytes, `size × size`.
@@ -345,6 +298,81 @@ pub fn image_rng(seed: u64, split: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(rng.random())
 }
 
+/// The first images of each class (or simply the first images), for the contact sheet.
+#[derive(Default)]
+pub struct SheetRows {
+    pub rows: BTreeMap<usize, Vec<Vec<u8>>>,
+}
+
+impl SheetRows {
+    const PER_ROW: usize = 10;
+
+    pub fn offer(&mut self, label: &Label, rgb: &[u8]) {
+        let row = match label {
+            Label::Class(c) => *c,
+            Label::Targets(_) => self.rows.values().map(Vec::len).sum::<usize>() / Self::PER_ROW,
+        };
+        if matches!(label, Label::Targets(_)) && row >= Self::PER_ROW {
+            return;
+        }
+        let r = self.rows.entry(row).or_default();
+        if r.len() < Self::PER_ROW {
+            r.push(rgb.to_vec());
+        }
+    }
+}
+
+/// One split to generate: its name, size and parameter distributions.
+pub struct SplitPlan {
+    pub name: String,
+    pub count: usize,
+    pub dists: Distributions,
+}
+
+/// One generated image with the parameter row it was drawn from.
+pub struct Generated {
+    pub split: usize,
+    pub index: usize,
+    pub values: Vec<f64>,
+    pub sample: Sample,
+}
+
+/// Images generated per parallel batch: bounds memory while keeping every core busy.
+const CHUNK: usize = 256;
+
+/// Generates every split in order, in parallel batches, handing images to `sink` in (split, index) order.
+pub fn generate<E>(
+    sim: &dyn Simulator,
+    task: &str,
+    size: u32,
+    seed: u64,
+    splits: &[SplitPlan],
+    pool: &rayon::ThreadPool,
+    mut sink: impl FnMut(Generated) -> Result<(), E>,
+) -> Result<(), E> {
+    use rayon::prelude::*;
+    for (s, split) in splits.iter().enumerate() {
+        for start in (0..split.count).step_by(CHUNK) {
+            let end = (start + CHUNK).min(split.count);
+            let batch: Vec<Generated> = pool.install(|| {
+                (start..end)
+                    .into_par_iter()
+                    .map(|index| {
+                        let mut rng = image_rng(seed, s as u64, index as u64);
+                        let values = split.dists.sample(&mut rng);
+                        let sample = sim.render(task, &values, size, &mut rng);
+                        Generated { split: s, index, values, sample }
+                    })
+                    .collect()
+            });
+            for g in batch {
+                sink(g)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,55 +426,4 @@ mod tests {
         assert!(a != b && a != c && b != c);
         assert_eq!(a, image_rng(1, 0, 0).random::<u64>());
     }
-}
-
-/// One split to generate: its name, size and parameter distributions.
-pub struct SplitPlan {
-    pub name: String,
-    pub count: usize,
-    pub dists: Distributions,
-}
-
-/// One generated image with the parameter row it was drawn from.
-pub struct Generated {
-    pub split: usize,
-    pub index: usize,
-    pub values: Vec<f64>,
-    pub sample: Sample,
-}
-
-/// Images generated per parallel batch: bounds memory while keeping every core busy.
-const CHUNK: usize = 256;
-
-/// Generates every split in order, in parallel batches, handing images to `sink` in (split, index) order.
-pub fn generate<E>(
-    sim: &dyn Simulator,
-    task: &str,
-    size: u32,
-    seed: u64,
-    splits: &[SplitPlan],
-    pool: &rayon::ThreadPool,
-    mut sink: impl FnMut(Generated) -> Result<(), E>,
-) -> Result<(), E> {
-    use rayon::prelude::*;
-    for (s, split) in splits.iter().enumerate() {
-        for start in (0..split.count).step_by(CHUNK) {
-            let end = (start + CHUNK).min(split.count);
-            let batch: Vec<Generated> = pool.install(|| {
-                (start..end)
-                    .into_par_iter()
-                    .map(|index| {
-                        let mut rng = image_rng(seed, s as u64, index as u64);
-                        let values = split.dists.sample(&mut rng);
-                        let sample = sim.render(task, &values, size, &mut rng);
-                        Generated { split: s, index, values, sample }
-                    })
-                    .collect()
-            });
-            for g in batch {
-                sink(g)?;
-            }
-        }
-    }
-    Ok(())
 }

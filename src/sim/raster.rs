@@ -333,30 +333,6 @@ pub fn warp(canvas: &mut Canvas, tex: &Texture, cam: &Camera, plane: &Plane) -> 
     coverage
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_facing_plane_projects_its_centre_to_the_principal_point_and_back() {
-        let cam = Camera { f: 100.0, cx: 32.0, cy: 32.0 };
-        let plane = Plane::oriented([0.0, 0.0, 3.0], 1.0, 10.0, 20.0, 30.0);
-        assert_eq!(plane.project(&cam, 0.0, 0.0), (32.0, 32.0));
-        let (x, y) = plane.project(&cam, 0.4, -0.7);
-        let (u, v) = plane.hit(&cam, x, y).unwrap();
-        assert!((u - 0.4).abs() < 1e-9 && (v + 0.7).abs() < 1e-9);
-    }
-
-    #[test]
-    fn yaw_foreshortens_the_width_by_its_cosine() {
-        let cam = Camera { f: 1000.0, cx: 0.0, cy: 0.0 };
-        let flat = Plane::oriented([0.0, 0.0, 100.0], 1.0, 0.0, 0.0, 0.0);
-        let turned = Plane::oriented([0.0, 0.0, 100.0], 1.0, 0.0, 0.0, 60.0);
-        let width = |p: &Plane| p.project(&cam, 1.0, 0.0).0 - p.project(&cam, -1.0, 0.0).0;
-        assert!((width(&turned) / width(&flat) - 0.5).abs() < 0.01);
-    }
-}
-
 /// Anti-aliased vector drawing on a pixmap, in pixel coordinates.
 pub struct Pen<'a> {
     pub pixmap: &'a mut Pixmap,
@@ -440,4 +416,28 @@ pub fn regular_polygon(cx: f32, cy: f32, r: f32, n: usize, start_deg: f32) -> Ve
             (cx + r * a.cos(), cy + r * a.sin())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_facing_plane_projects_its_centre_to_the_principal_point_and_back() {
+        let cam = Camera { f: 100.0, cx: 32.0, cy: 32.0 };
+        let plane = Plane::oriented([0.0, 0.0, 3.0], 1.0, 10.0, 20.0, 30.0);
+        assert_eq!(plane.project(&cam, 0.0, 0.0), (32.0, 32.0));
+        let (x, y) = plane.project(&cam, 0.4, -0.7);
+        let (u, v) = plane.hit(&cam, x, y).unwrap();
+        assert!((u - 0.4).abs() < 1e-9 && (v + 0.7).abs() < 1e-9);
+    }
+
+    #[test]
+    fn yaw_foreshortens_the_width_by_its_cosine() {
+        let cam = Camera { f: 1000.0, cx: 0.0, cy: 0.0 };
+        let flat = Plane::oriented([0.0, 0.0, 100.0], 1.0, 0.0, 0.0, 0.0);
+        let turned = Plane::oriented([0.0, 0.0, 100.0], 1.0, 0.0, 0.0, 60.0);
+        let width = |p: &Plane| p.project(&cam, 1.0, 0.0).0 - p.project(&cam, -1.0, 0.0).0;
+        assert!((width(&turned) / width(&flat) - 0.5).abs() < 0.01);
+    }
 }

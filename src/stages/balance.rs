@@ -8,8 +8,11 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::selection::BalanceRow;
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, BALANCE_COUNTS, SELECTION};
 use crate::dataset::Dataset;
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Balance;
 
@@ -83,23 +86,30 @@ impl Stage for Balance {
     const KIND: &'static str = "balance";
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "labelled", many: false, required: true, doc: "a label stage's labelled images" },
+        InputSlot {
+            name: "labelled",
+            accepts: &[SELECTION],
+            many: false,
+            required: true,
+            doc: "a label stage's labelled images",
+        },
         InputSlot {
             name: "like",
+            accepts: ANY_DATASET,
             many: false,
             required: false,
             doc: "another balanced set: reach its size in all (baselines match HUDD's)",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "balanced", path: "balanced/", doc: "the resampled images as a dataset" },
-        OutputSpec { name: "counts", path: "balance.csv", doc: "cluster,images,drawn" },
+        OutputSpec { name: "balanced", kind: SELECTION, path: "balanced/", doc: "the resampled images as a dataset" },
+        OutputSpec { name: "counts", kind: BALANCE_COUNTS, path: "balance.csv", doc: "cluster,images,drawn" },
     ];
     const USES_SEED: bool = true;
     const DOC: &'static str = "Balances the labelled unsafe set across clusters.";
 
     fn run(&self, p: &BalanceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let ds = Dataset::open(&ctx.input("labelled")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("labelled")?.path)?;
         let clusters = ds.numbers("rcc").map_err(|_| {
             StageError::input(format!(
                 "{} has no `rcc` column: balance reads the images a select stage chose (select → label → balance)",
@@ -115,7 +125,7 @@ impl Stage for Balance {
         }
         let groups: Vec<(usize, Vec<usize>, Vec<f64>)> = groups.into_iter().map(|(c, (r, d))| (c, r, d)).collect();
         let like = match ctx.inputs("like").first() {
-            Some(other) => Some(Dataset::open(&other.path).map_err(|e| StageError::input(e.to_string()))?.meta.count),
+            Some(other) => Some(Dataset::open(&other.path)?.meta.count),
             None => None,
         };
         let target = match (p.per_cluster, like) {
@@ -125,12 +135,14 @@ impl Stage for Balance {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let drawn = draw(&groups, target, p.weighting, &mut rng);
-        let mut counts = String::from("cluster,images,drawn\n");
-        for (c, rows, _) in &groups {
-            counts.push_str(&format!("{c},{},{}\n", rows.len(), drawn.iter().filter(|(x, _)| x == c).count()));
-        }
-        let path = ctx.output("counts")?;
-        std::fs::write(&path, counts).map_err(|e| StageError::io(&path, e))?;
+        let counts: Vec<BalanceRow> = (groups.iter())
+            .map(|(c, rows, _)| BalanceRow {
+                cluster: *c,
+                images: rows.len(),
+                drawn: drawn.iter().filter(|(x, _)| x == c).count(),
+            })
+            .collect();
+        table::write(&ctx.output("counts")?, &counts)?;
         let rows: Vec<usize> = drawn.iter().map(|(_, r)| *r).collect();
         ds.write_subset(&rows, &ctx.output("balanced")?).map(|_| ()).map_err(|e| StageError::failed(e.to_string()))
     }

@@ -2,30 +2,20 @@
 //! heatmaps, layer by layer, the best layer chosen, and what an engineer inspects for each cluster.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::clusters::{ClusterRow, ClusterSummary, CurvePoint, LayerMember, LayerRow, LayerScore, Member};
+use crate::artefact::heatmaps::Heatmaps;
+use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, table};
+pub use crate::cluster::Mode;
 use crate::cluster::{self, ChooseK, Linkage, Matrix};
 use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::npy::NpyReader;
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Cluster;
-
-/// What the agglomerative clustering runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// HUDD's: every row of the distance matrix divided by its maximum, those rows clustered as vectors (an image
-    /// is described by how far it is from every other, relative to its farthest), which makes the clusters
-    /// insensitive to the overall scale of an image's relevance (it follows the logit the relevance was seeded with).
-    #[default]
-    Hudd,
-    /// The heatmaps themselves, on their Euclidean distances.
-    Direct,
-}
 
 /// How the layer whose clusters are reported is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -120,50 +110,29 @@ impl Params for ClusterParams {
     }
 }
 
-/// `cluster.json`: what was clustered and what was chosen.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClusterSummary {
-    pub images: usize,
-    /// Why there are no clusters, when there are none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub empty: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layer: Option<String>,
-    pub clusters: usize,
-    #[serde(default)]
-    pub k_rule: String,
-    #[serde(default)]
-    pub layer_rule: String,
-    pub mode: Mode,
-    pub linkage: Linkage,
-    pub layers: Vec<LayerScore>,
-}
-
-/// One clustered layer's result.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LayerScore {
-    pub layer: String,
-    /// Chosen k (0 when the layer could not be clustered).
-    pub k: usize,
-    pub k_rule: String,
-    /// WICD and mean silhouette of the chosen clusters on the layer's raw heatmap distances (none when the layer
-    /// could not be clustered).
-    pub wicd: Option<f64>,
-    pub silhouette: Option<f64>,
-    /// Whether the layer may be selected (the input layer may not, as in HUDD).
-    pub eligible: bool,
-}
-
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "heatmaps", many: false, required: true, doc: "a heatmaps stage's output" },
-        InputSlot { name: "images", many: false, required: true, doc: "the dataset the heatmaps were computed for" },
+        InputSlot {
+            name: "heatmaps",
+            accepts: &[HEATMAPS],
+            many: false,
+            required: true,
+            doc: "a heatmaps stage's output",
+        },
+        InputSlot {
+            name: "images",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the dataset the heatmaps were computed for",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
         name: "clusters",
+        kind: CLUSTERS,
         path: "clusters/",
         doc: "cluster.json, clusters.csv, summary.csv, layers.csv, layers/<layer>/, rcc/<id>/",
     }];
@@ -172,15 +141,13 @@ impl Stage for Cluster {
     fn run(&self, p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         crate::runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let hm = ctx.input("heatmaps")?.path.clone();
-        let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
-        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
-        let (order, rules) = heatmap_layers(&hm)?;
-        let index = crate::dataset::read_csv(&hm.join("index.csv")).map_err(|e| StageError::input(e.to_string()))?;
-        let indexed: Vec<String> = index
-            .column("image")
-            .and_then(|c| c.cast(&polars::prelude::DataType::String))
-            .map(|c| c.str().map(|s| s.iter().map(|v| v.unwrap_or_default().to_string()).collect()).unwrap_or_default())
-            .map_err(|e| StageError::input(format!("{}: {e}", hm.join("index.csv").display())))?;
+        let ds = Dataset::open(&ctx.input("images")?.path)?;
+        let ids = ds.ids()?;
+        let heatmaps = Heatmaps::open(&hm);
+        let conservation = heatmaps.layers()?;
+        let order: Vec<String> = conservation.iter().map(|r| r.layer.clone()).collect();
+        let rules: BTreeMap<String, String> = conservation.into_iter().map(|r| (r.layer, r.rule)).collect();
+        let indexed = heatmaps.ids()?;
         if indexed != ids {
             return Err(StageError::input(format!(
                 "the heatmaps ({} images, first {:?}) were not computed for this image set ({} images, first {:?}): connect the dataset the heatmaps stage read",
@@ -222,17 +189,15 @@ impl Stage for Cluster {
         }
         let max_k = p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n - 1);
         let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
-        let mut layer_rows = String::from("layer,k,k_rule,wicd,silhouette,eligible,selected\n");
         ctx.progress.start(layers.len() as u64, "layers");
         for name in &layers {
             let raw = layer_distances(&hm, name, &ids)?;
             let eligible = order.first() != Some(name) || layers.len() == 1;
-            let dir = out.join("layers").join(file_name(name));
+            let dir = out.join("layers").join(crate::media::file_name(name));
             std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-            let values: Vec<f32> = raw.data.iter().map(|&v| v as f32).collect();
-            crate::npy::write(&dir.join("distances.npy"), &[n, n], &values)
-                .map_err(|e| StageError::failed(e.to_string()))?;
-            if raw.max() == 0.0 {
+            let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+            crate::npy::write(&dir.join("distances.npy"), &[n, n], &values)?;
+            if cluster::max_distance(&raw) == 0.0 {
                 summary.layers.push(LayerScore {
                     layer: name.clone(),
                     k: 0,
@@ -274,20 +239,21 @@ impl Stage for Cluster {
                 "no layer but the input layer was clustered: list at least one internal layer in `layers`",
             ));
         };
-        for (i, l) in summary.layers.iter().enumerate() {
-            let _ = writeln!(
-                layer_rows,
-                "{},{},\"{}\",{},{},{},{}",
-                l.layer,
-                l.k,
-                l.k_rule.replace('"', "'"),
-                l.wicd.map_or(String::new(), |v| v.to_string()),
-                l.silhouette.map_or(String::new(), |v| v.to_string()),
-                l.eligible,
-                i == chosen
-            );
-        }
-        write_text(&out.join("layers.csv"), &layer_rows)?;
+        let layer_rows: Vec<LayerRow> = summary
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerRow {
+                layer: l.layer.clone(),
+                k: l.k,
+                k_rule: l.k_rule.clone(),
+                wicd: l.wicd,
+                silhouette: l.silhouette,
+                eligible: l.eligible,
+                selected: i == chosen,
+            })
+            .collect();
+        table::write(&out.join("layers.csv"), &layer_rows)?;
         let layer = summary.layers[chosen].clone();
         summary.layer = Some(layer.layer.clone());
         summary.clusters = layer.k;
@@ -300,7 +266,7 @@ impl Stage for Cluster {
         };
         let pixel_layer = order.first().cloned().unwrap_or_default();
         inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p)?;
-        write_text(&out.join("cluster.json"), &serde_json::to_string_pretty(&summary).expect("serialisable"))
+        Ok(table::write_json(&out.join("cluster.json"), &summary)?)
     }
 }
 
@@ -317,23 +283,10 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
     (cluster::cut(&dendrogram, k), sweep, k_rule)
 }
 
-/// The layers in the network's order (from conservation.csv) and their rules (rules.json).
-fn heatmap_layers(dir: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), StageError> {
-    let path = dir.join("conservation.csv");
-    let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
-    let order: Vec<String> = text.lines().skip(1).filter_map(|l| l.split(',').next()).map(str::to_string).collect();
-    let path = dir.join("rules.json");
-    let bytes = std::fs::read(&path).map_err(|e| StageError::io(&path, e))?;
-    let rules: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", path.display())))?;
-    let rules = rules.into_iter().map(|(k, v)| (k, v["rule"].as_str().unwrap_or_default().to_string())).collect();
-    Ok((order, rules))
-}
-
 /// The raw Euclidean distances between the images' heatmaps at one layer, streamed from its `.npy` file.
 pub fn layer_distances(dir: &Path, layer: &str, ids: &[String]) -> Result<Matrix, StageError> {
     let path = dir.join(format!("{layer}.npy"));
-    let mut reader = NpyReader::<f32>::open(&path).map_err(|e| StageError::input(e.to_string()))?;
+    let mut reader = NpyReader::<f32>::open(&path)?;
     if reader.rows() != ids.len() {
         return Err(StageError::input(format!(
             "{}: {} rows where index.csv lists {} images",
@@ -344,7 +297,7 @@ pub fn layer_distances(dir: &Path, layer: &str, ids: &[String]) -> Result<Matrix
     }
     let d = reader.row_len();
     cluster::distances(ids.len(), d, |start, width| {
-        let values = reader.read_columns(start, width).map_err(|e| StageError::input(e.to_string()))?;
+        let values = reader.read_columns(start, width)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(StageError::input(format!(
                 "layer `{layer}`: the heatmap of image {} holds {} (at element {})",
@@ -361,16 +314,11 @@ fn write_text(path: &Path, text: &str) -> Result<(), StageError> {
     std::fs::write(path, text).map_err(|e| StageError::io(path, e))
 }
 
-/// A layer or image name made safe as one path component.
-pub fn file_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
-}
-
 fn write_empty(out: &Path, summary: &ClusterSummary) -> Result<(), StageError> {
-    write_text(&out.join("clusters.csv"), "image,cluster,distance_to_medoid\n")?;
-    write_text(&out.join("summary.csv"), "cluster,size,share,mean_intra_distance,medoid\n")?;
-    write_text(&out.join("layers.csv"), "layer,k,k_rule,wicd,silhouette,eligible,selected\n")?;
-    write_text(&out.join("cluster.json"), &serde_json::to_string_pretty(summary).expect("serialisable"))
+    table::write::<Member>(&out.join("clusters.csv"), &[])?;
+    table::write::<ClusterRow>(&out.join("summary.csv"), &[])?;
+    table::write::<LayerRow>(&out.join("layers.csv"), &[])?;
+    Ok(table::write_json(&out.join("cluster.json"), summary)?)
 }
 
 /// A layer's curve over k, its clusters and its knee plot.
@@ -381,30 +329,27 @@ fn write_layer(
     sweep: &cluster::Sweep,
     score: &LayerScore,
 ) -> Result<(), StageError> {
-    let mut curve = String::from("k,wicd,silhouette,chosen\n");
-    for (i, k) in sweep.ks.iter().enumerate() {
-        let _ = writeln!(curve, "{k},{},{},{}", sweep.wicd[i], sweep.silhouette[i], *k == score.k);
-    }
-    write_text(&dir.join("curve.csv"), &curve)?;
-    let mut table = String::from("image,cluster\n");
-    for (id, l) in ids.iter().zip(labels) {
-        let _ = writeln!(table, "{id},{}", l + 1);
-    }
-    write_text(&dir.join("clusters.csv"), &table)?;
+    let curve: Vec<CurvePoint> = (sweep.ks.iter().enumerate())
+        .map(|(i, &k)| CurvePoint { k, wicd: sweep.wicd[i], silhouette: sweep.silhouette[i], chosen: k == score.k })
+        .collect();
+    table::write(&dir.join("curve.csv"), &curve)?;
+    let members: Vec<LayerMember> =
+        ids.iter().zip(labels).map(|(id, l)| LayerMember { image: id.clone(), cluster: l + 1 }).collect();
+    table::write(&dir.join("clusters.csv"), &members)?;
     let series = [
-        crate::svg::Series {
+        crate::media::svg::Series {
             name: "WICD",
             points: sweep.ks.iter().zip(&sweep.wicd).map(|(&k, &w)| (k as f64, w)).collect(),
             colour: "#1f5fa8",
         },
-        crate::svg::Series {
+        crate::media::svg::Series {
             name: "silhouette",
             points: sweep.ks.iter().zip(&sweep.silhouette).map(|(&k, &s)| (k as f64, s)).collect(),
             colour: "#2a9d4b",
         },
     ];
     let title = format!("{}: k = {} ({})", score.layer, score.k, score.k_rule);
-    let svg = crate::svg::line_chart(
+    let svg = crate::media::svg::line_chart(
         &title,
         "number of clusters k",
         &series,
@@ -427,33 +372,31 @@ fn inspection(
     let (medoids, to_medoid) = cluster::medoids(raw, labels);
     let groups = cluster::members(labels);
     let n = ids.len();
-    let mut table = String::from("image,cluster,distance_to_medoid\n");
-    for i in 0..n {
-        let _ = writeln!(table, "{},{},{}", ids[i], labels[i] + 1, to_medoid[i]);
-    }
-    write_text(&out.join("clusters.csv"), &table)?;
-    let mut summary = String::from("cluster,size,share,mean_intra_distance,medoid\n");
-    for (c, members) in groups.iter().enumerate() {
-        let _ = writeln!(
-            summary,
-            "{},{},{},{},{}",
-            c + 1,
-            members.len(),
-            members.len() as f64 / n as f64,
-            cluster::mean_intra(raw, members),
-            ids[medoids[c]]
-        );
-    }
-    write_text(&out.join("summary.csv"), &summary)?;
+    let table: Vec<Member> = (0..n)
+        .map(|i| Member { image: ids[i].clone(), cluster: labels[i] + 1, distance_to_medoid: to_medoid[i] })
+        .collect();
+    table::write(&out.join("clusters.csv"), &table)?;
+    let summary: Vec<ClusterRow> = groups
+        .iter()
+        .enumerate()
+        .map(|(c, members)| ClusterRow {
+            cluster: c + 1,
+            size: members.len(),
+            share: members.len() as f64 / n as f64,
+            mean_intra_distance: cluster::mean_intra(raw, members),
+            medoid: ids[medoids[c]].clone(),
+        })
+        .collect();
+    table::write(&out.join("summary.csv"), &summary)?;
     let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
     let scale = (128 / w.max(1)).max(1);
-    let mut heat = NpyReader::<f32>::open(pixels).map_err(|e| StageError::input(e.to_string()))?;
+    let mut heat = NpyReader::<f32>::open(pixels)?;
     for (c, members) in groups.iter().enumerate() {
         // Closest to the medoid first: the GIF and the sheet open with the most typical images.
         let mut ordered = members.clone();
         ordered.sort_by(|&a, &b| to_medoid[a].total_cmp(&to_medoid[b]).then(a.cmp(&b)));
         let names: Vec<&str> = ordered.iter().map(|&i| ids[i].as_str()).collect();
-        let frames = write_group(
+        let frames = crate::media::group::write_group(
             &out.join("rcc"),
             &(c + 1).to_string(),
             ds,
@@ -466,7 +409,7 @@ fn inspection(
         let mut mean = vec![0.0f32; w * h];
         if heat.row_len() == ch * w * h {
             for &i in members {
-                let r = heat.read_rows(i, 1).map_err(|e| StageError::input(e.to_string()))?;
+                let r = heat.read_rows(i, 1)?;
                 for (k, v) in r.iter().enumerate() {
                     mean[k % (w * h)] += v / members.len() as f32;
                 }
@@ -480,35 +423,4 @@ fn inspection(
             .map_err(StageError::failed)?;
     }
     Ok(())
-}
-
-/// A group of images for a person: `<base>/<name>/<image>.png`, `<base>/<name>.gif` playing them at `per_minute`
-/// images a minute, and `<base>/<name>-sheet.png` with the first `sheet` of them. `rows` are dataset rows, `names`
-/// their image ids. Returns the images as RGB, in order.
-pub fn write_group(
-    base: &Path,
-    name: &str,
-    ds: &Dataset,
-    rows: &[usize],
-    names: &[&str],
-    per_minute: f64,
-    sheet: usize,
-) -> Result<Vec<Vec<u8>>, StageError> {
-    let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
-    let dir = base.join(name);
-    std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-    let chw = ds.images(rows).map_err(|e| StageError::input(e.to_string()))?;
-    let frames: Vec<Vec<u8>> =
-        chw.chunks_exact(ch * w * h).map(|img| crate::media::chw_to_rgb(img, ch, w * h)).collect();
-    for (id, rgb) in names.iter().zip(&frames) {
-        crate::media::write_png(&dir.join(format!("{}.png", file_name(id))), rgb, w, h, 1)
-            .map_err(StageError::failed)?;
-    }
-    let delay = (6000.0 / per_minute).round().clamp(1.0, 65535.0) as u16;
-    crate::media::write_gif(&base.join(format!("{name}.gif")), &frames, w, h, delay).map_err(StageError::failed)?;
-    let tiles: Vec<&[u8]> = frames.iter().take(sheet).map(Vec::as_slice).collect();
-    let grid: Vec<Vec<&[u8]>> = tiles.chunks(8).map(<[&[u8]]>::to_vec).collect();
-    let path = base.join(format!("{name}-sheet.png"));
-    crate::sheet::write_sheet(&path, &grid, w).map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
-    Ok(frames)
 }

@@ -4,17 +4,19 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
-use crate::dataset::{Dataset, write_csv};
-use crate::lrp::{self, Rule};
-use crate::model::artefact::Model;
-use crate::model::fit::keypoints_from_maps;
+use crate::artefact::heatmaps::{ConservationRow, IndexRow};
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, HEATMAPS, MODEL};
+use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::lrp::Rule;
+pub use crate::lrp::batch::Seed;
+use crate::lrp::batch::{for_each_batch, prepare};
 use crate::model::net::{Net, Op};
 use crate::npy::NpyWriter;
 use crate::runtime::{self, DeviceChoice};
-use crate::sim::Target;
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Heatmaps;
 
@@ -29,21 +31,6 @@ pub enum Preset {
     EpsilonPlus,
     /// Zennit's EpsilonGammaBox: z^B for the first convolution, γ = 0.25 for the others, ε (1e-6) for linear layers.
     EpsilonGammaBox,
-}
-
-/// What the relevance starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Seed {
-    /// The predicted class's logit, every other output zero (HUDD). Keypoints: the worst keypoint's map (HUDD).
-    #[default]
-    Predicted,
-    /// The true class's logit. Keypoints: every map.
-    True,
-    /// 1 at the predicted class.
-    PredictedOneHot,
-    /// 1 at the true class.
-    TrueOneHot,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,7 +145,7 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
         .iter()
         .map(|(name, op)| {
             let preset = match (p.preset, op) {
-                (Preset::Hudd, _) => lrp::hudd_rules_one(op),
+                (Preset::Hudd, _) => crate::lrp::hudd_rules_one(op),
                 (_, Op::Linear(_)) => Rule::Epsilon { epsilon: 1e-6 },
                 (Preset::EpsilonPlus, Op::Conv { .. } | Op::ConvTranspose { .. }) => Rule::ZPlus,
                 (Preset::EpsilonGammaBox, Op::Conv { .. } | Op::ConvTranspose { .. }) => {
@@ -168,7 +155,7 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
                         Rule::Gamma { gamma: 0.25 }
                     }
                 }
-                (_, op) => lrp::hudd_rules_one(op),
+                (_, op) => crate::lrp::hudd_rules_one(op),
             };
             let by_kind = p.rules.get(kind_of(op)).copied().unwrap_or(preset);
             p.rules.get(name).copied().unwrap_or(by_kind)
@@ -181,11 +168,18 @@ impl Stage for Heatmaps {
     const KIND: &'static str = "heatmaps";
     const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "model", many: false, required: true, doc: "a declared model" },
-        InputSlot { name: "images", many: false, required: true, doc: "a dataset artefact (typically test.errors)" },
+        InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "a declared model" },
+        InputSlot {
+            name: "images",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "a dataset artefact (typically test.errors)",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
         name: "heatmaps",
+        kind: HEATMAPS,
         path: "heatmaps/",
         doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json",
     }];
@@ -194,20 +188,18 @@ impl Stage for Heatmaps {
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("images")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         let model = prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the heatmaps stage (LRP)")?;
-        let net = model.net("the heatmaps stage (LRP)").map_err(|e| StageError::input(e.to_string()))?;
+        let net = model.net("the heatmaps stage (LRP)")?;
         let rules = rules_for(net, p).map_err(StageError::input)?;
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
-        let shapes = arch.describe(input, model.meta.outputs).map_err(|e| StageError::input(e.to_string()))?;
+        let shapes = arch.describe(input, model.meta.outputs)?;
         let dir = ctx.output("heatmaps")?;
         let mut writers = Vec::with_capacity(net.layers.len());
         for (row, (name, _)) in shapes.iter().zip(&net.layers) {
             let path = dir.join(format!("{name}.npy"));
-            writers.push(
-                NpyWriter::<f32>::create(&path, &row.input.dims()).map_err(|e| StageError::failed(e.to_string()))?,
-            );
+            writers.push(NpyWriter::<f32>::create(&path, &row.input.dims())?);
         }
         let n = ds.meta.count;
         let mut worst = vec![0.0f64; net.layers.len()];
@@ -228,7 +220,7 @@ impl Stage for Heatmaps {
                         ),
                     });
                 }
-                writers[k].append(&values).map_err(|e| StageError::failed(e.to_string()))?;
+                writers[k].append(&values)?;
                 if conserves(rules[k], &net.layers[k].1) && downstream_conserves(&rules[k..], &net.layers[k..]) {
                     let sums = r.flatten(1, -1).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
                     let dev = ((sums - &out_sum).abs() / out_sum.abs().clamp_min(1e-12)).max();
@@ -241,31 +233,24 @@ impl Stage for Heatmaps {
             Ok(())
         })?;
         for w in writers {
-            w.finish().map_err(|e| StageError::failed(e.to_string()))?;
+            w.finish()?;
         }
-        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
-        let mut index = polars::prelude::DataFrame::new(
-            n,
-            vec![
-                polars::prelude::Column::new("row".into(), (0..n as u32).collect::<Vec<u32>>()),
-                polars::prelude::Column::new("image".into(), &ids),
-            ],
-        )
-        .map_err(|e| StageError::failed(e.to_string()))?;
-        write_csv(&dir.join("index.csv"), &mut index).map_err(|e| StageError::failed(e.to_string()))?;
-        let mut text = String::from("layer,rule,worst_relative_deviation\n");
-        for (k, (name, _)) in net.layers.iter().enumerate() {
-            let rule =
-                serde_json::to_value(rules[k]).expect("rules serialise")["rule"].as_str().unwrap_or("").to_string();
-            let dev = if worst[k].is_nan() { String::new() } else { format!("{:.3e}", worst[k]) };
-            text.push_str(&format!("{name},{rule},{dev}\n"));
-        }
-        let path = dir.join("conservation.csv");
-        std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+        let ids = ds.ids()?;
+        let index: Vec<IndexRow> = ids.into_iter().enumerate().map(|(row, image)| IndexRow { row, image }).collect();
+        table::write(&dir.join("index.csv"), &index)?;
+        let conservation: Vec<ConservationRow> = (net.layers.iter().enumerate())
+            .map(|(k, (name, _))| ConservationRow {
+                layer: name.clone(),
+                rule: serde_json::to_value(rules[k]).expect("rules serialise")["rule"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                worst_relative_deviation: if worst[k].is_nan() { String::new() } else { format!("{:.3e}", worst[k]) },
+            })
+            .collect();
+        table::write(&dir.join("conservation.csv"), &conservation)?;
         let named: BTreeMap<&str, Rule> = net.layers.iter().zip(&rules).map(|((n, _), r)| (n.as_str(), *r)).collect();
-        let path = dir.join("rules.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&named).expect("rules serialise"))
-            .map_err(|e| StageError::io(&path, e))?;
+        table::write_json(&dir.join("rules.json"), &named)?;
         for (k, w) in worst.iter().enumerate() {
             if !w.is_nan() && *w > p.tolerance {
                 return Err(StageError::Gate {
@@ -278,85 +263,6 @@ impl Stage for Heatmaps {
         }
         Ok(())
     }
-}
-
-/// Runs LRP over some rows of a dataset, batch by batch: `sink` gets the batch's rows, the seed and the relevance
-/// at the input of every layer. The model must be declared and canonised ([`prepare`]).
-pub fn for_each_batch(
-    model: &Model,
-    ds: &Dataset,
-    rows: &[usize],
-    rules: &[Rule],
-    seed_with: Seed,
-    batch: usize,
-    mut sink: impl FnMut(&[usize], &Tensor, &[Tensor]) -> Result<(), StageError>,
-) -> Result<(), StageError> {
-    let net = model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
-    let labels = match &ds.meta.target {
-        Target::Classification { .. } => ds.class_labels().map_err(|e| StageError::input(e.to_string()))?,
-        Target::Regression { .. } => Vec::new(),
-    };
-    let targets = ds.targets().map_err(|e| StageError::input(e.to_string()))?;
-    let [c, h, w] = model.meta.input.map(|v| v as i64);
-    for chunk in rows.chunks(batch.max(1)) {
-        let pixels = ds.images(chunk).map_err(|e| StageError::input(e.to_string()))?;
-        let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, c, h, w]));
-        let y = tch::no_grad(|| net.forward_t(&x, false));
-        let seed = seed_of(&y, seed_with, chunk, &labels, &targets, model.meta.input);
-        sink(chunk, &seed, &lrp::relevance(net, &x, &seed, rules))?;
-    }
-    Ok(())
-}
-
-/// Loads a declared model for LRP on a dataset's images (`what` names the stage in the error for a model without
-/// declared layers): the input shape checked, batch norms merged (canonised)
-/// with the outputs checked unchanged on the first `batch` images.
-pub fn prepare(
-    path: &std::path::Path,
-    device: tch::Device,
-    ds: &Dataset,
-    batch: usize,
-    what: &str,
-) -> Result<Model, StageError> {
-    let mut model = Model::load(path, device).map_err(|e| StageError::input(e.to_string()))?;
-    model.net(what).map_err(|e| StageError::input(e.to_string()))?;
-    let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
-    if model.meta.input != input {
-        return Err(StageError::input(format!(
-            "the model takes {:?} images, the image set has {input:?}",
-            model.meta.input
-        )));
-    }
-    canonise(&mut model, ds, batch)?;
-    Ok(model)
-}
-
-/// Merges batch norms into their convolutions and checks, on the first batch, that the outputs did not change.
-fn canonise(model: &mut Model, ds: &Dataset, batch: usize) -> Result<(), StageError> {
-    let rows: Vec<usize> = (0..ds.meta.count.min(batch)).collect();
-    let [c, h, w] = model.meta.input.map(|v| v as i64);
-    let x = if rows.is_empty() {
-        None
-    } else {
-        let pixels = ds.images(&rows).map_err(|e| StageError::input(e.to_string()))?;
-        Some(model.preprocess(&Tensor::from_slice(&pixels).view([rows.len() as i64, c, h, w])))
-    };
-    let before = x.as_ref().map(|x| tch::no_grad(|| model.net("canonisation").expect("checked").forward_t(x, false)));
-    let merged = model.net_mut().expect("a declared model").canonise();
-    if let (Some(x), Some(before), false) = (&x, before, merged.is_empty()) {
-        let after = tch::no_grad(|| model.net("canonisation").expect("checked").forward_t(x, false));
-        let scale = f64::try_from(before.abs().max()).unwrap_or(1.0).max(1e-6);
-        let diff = f64::try_from((after - &before).abs().max()).unwrap_or(f64::INFINITY) / scale;
-        if !(diff < 1e-4) {
-            return Err(StageError::Gate {
-                message: format!(
-                    "merging batch norms {} changed the model's outputs by {diff:.2e} of their scale",
-                    merged.join(", ")
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Whether a rule keeps the relevance sum through a layer exactly (up to the stabiliser).
@@ -377,84 +283,4 @@ fn conserves(rule: Rule, op: &Op) -> bool {
 /// The sum at a layer's input equals the output's only if every later layer conserves too.
 fn downstream_conserves(rules: &[Rule], layers: &[(String, Op)]) -> bool {
     rules.iter().zip(layers).all(|(r, (_, op))| conserves(*r, op))
-}
-
-/// The relevance at the output: a class logit (or 1) per image, or keypoint maps.
-fn seed_of(y: &Tensor, mode: Seed, rows: &[usize], labels: &[i64], targets: &[Vec<f32>], input: [usize; 3]) -> Tensor {
-    if y.dim() == 2 {
-        let class = match mode {
-            Seed::Predicted | Seed::PredictedOneHot => y.argmax(1, true),
-            Seed::True | Seed::TrueOneHot => Tensor::from_slice(&rows.iter().map(|&r| labels[r]).collect::<Vec<i64>>())
-                .view([-1, 1])
-                .to_device(y.device()),
-        };
-        let value = match mode {
-            Seed::Predicted | Seed::True => y.gather(1, &class, false),
-            _ => Tensor::ones([y.size()[0], 1], (Kind::Float, y.device())),
-        };
-        return y.zeros_like().scatter(1, &class, &value);
-    }
-    // Keypoint maps: HUDD seeds with the worst keypoint's map; `true` keeps every map.
-    if matches!(mode, Seed::True | Seed::TrueOneHot) || targets.is_empty() {
-        return y.shallow_clone();
-    }
-    let flat: Vec<f32> = rows.iter().flat_map(|&r| targets[r].iter().copied()).collect();
-    let t = Tensor::from_slice(&flat).view([rows.len() as i64, -1]).to_device(y.device());
-    let errors = crate::model::fit::keypoint_errors(&keypoints_from_maps(y, input), &t);
-    let worst = errors.argmax(1, true);
-    let mask = y.zeros_like().select(3, 0).select(2, 0).scatter_value(1, &worst, 1.0);
-    y * mask.view([y.size()[0], y.size()[1], 1, 1])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Two images, three keypoint maps of 8×8 over a 16×16 input, each map a single peak.
-    fn maps(peaks: &[[(i64, i64); 3]; 2]) -> Tensor {
-        let y = Tensor::zeros([2, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
-        for (i, image) in peaks.iter().enumerate() {
-            for (k, &(row, col)) in image.iter().enumerate() {
-                let _ = y.get(i as i64).get(k as i64).get(row).get(col).fill_(5.0);
-            }
-        }
-        y
-    }
-
-    fn nonzero_maps(seed: &Tensor) -> Vec<Vec<bool>> {
-        let sums =
-            Vec::<f32>::try_from(seed.abs().sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float).flatten(0, -1))
-                .unwrap();
-        sums.chunks(3).map(|c| c.iter().map(|v| *v > 0.0).collect()).collect()
-    }
-
-    #[test]
-    fn keypoint_seeds_keep_only_the_worst_keypoints_map() {
-        // A peak at map cell (r, c) predicts the pixel ((c + 0.5)·2, (r + 0.5)·2).
-        let y = maps(&[[(1, 1), (4, 4), (6, 2)], [(0, 7), (3, 3), (7, 0)]]);
-        // Image 0: keypoint 2 is 6 px off, the others exact. Image 1: keypoint 0 is 10 px off, keypoint 1 is 2 px off.
-        let targets = vec![vec![3.0, 3.0, 9.0, 9.0, 5.0, 19.0], vec![15.0, 11.0, 9.0, 7.0, 1.0, 15.0]];
-        let seed = seed_of(&y, Seed::Predicted, &[0, 1], &[], &targets, [1, 16, 16]);
-        assert_eq!(nonzero_maps(&seed), [[false, false, true], [true, false, false]]);
-        // The kept map is the prediction itself, unscaled.
-        assert_eq!(f64::try_from(seed.get(1).get(0).sum(Kind::Double)).unwrap(), 5.0);
-        // `true` keeps every map.
-        let all = seed_of(&y, Seed::True, &[0, 1], &[], &targets, [1, 16, 16]);
-        assert_eq!(nonzero_maps(&all), [[true; 3], [true; 3]]);
-    }
-
-    #[test]
-    fn class_seeds_pick_the_predicted_or_the_true_class() {
-        let y = Tensor::from_slice(&[1.0f32, 3.0, -2.0, 0.5, -1.0, 2.0]).view([2, 3]);
-        let dense = |s: Tensor| Vec::<f32>::try_from(s.flatten(0, -1)).unwrap();
-        assert_eq!(
-            dense(seed_of(&y, Seed::Predicted, &[0, 1], &[0, 0], &[], [1, 1, 1])),
-            [0.0, 3.0, 0.0, 0.0, 0.0, 2.0]
-        );
-        assert_eq!(dense(seed_of(&y, Seed::True, &[0, 1], &[0, 1], &[], [1, 1, 1])), [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]);
-        assert_eq!(
-            dense(seed_of(&y, Seed::TrueOneHot, &[1, 0], &[2, 0], &[], [1, 1, 1])),
-            [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
-        );
-    }
 }

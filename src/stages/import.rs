@@ -9,10 +9,13 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::skipped::SkippedRow;
+use crate::artefact::table;
+use crate::artefact::{DATASET, SKIPPED_IMAGES};
+use crate::dataset::Target;
 use crate::dataset::{DatasetMeta, write_csv};
+use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::npy::NpyWriter;
-use crate::sim::Target;
-use crate::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Import;
 
@@ -131,9 +134,10 @@ impl Stage for Import {
     const KIND: &'static str = "dataset";
     const VERSION: u32 = 1;
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "dataset", path: "dataset/", doc: "images.npy, table.csv, meta.json" },
+        OutputSpec { name: "dataset", kind: DATASET, path: "dataset/", doc: "images.npy, table.csv, meta.json" },
         OutputSpec {
             name: "skipped",
+            kind: SKIPPED_IMAGES,
             path: "skipped.csv",
             doc: "images skipped with on_bad_image = \"skip\", and why",
         },
@@ -207,12 +211,11 @@ impl Stage for Import {
 
         let dir = ctx.output("dataset")?;
         let size = p.size as usize;
-        let mut images = NpyWriter::<u8>::create(&dir.join("images.npy"), &[p.channels, size, size])
-            .map_err(|e| StageError::failed(e.to_string()))?;
+        let mut images = NpyWriter::<u8>::create(&dir.join("images.npy"), &[p.channels, size, size])?;
         let (mut ids, mut splits, mut labels, mut label_index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut extras: Vec<Vec<String>> = vec![Vec::new(); extra_names.len()];
         let mut targets: Vec<Vec<f32>> = vec![Vec::new(); target_names.len()];
-        let mut skipped = String::from("image,reason\n");
+        let mut skipped = Vec::new();
         let mut meta_splits: Vec<(String, usize)> = Vec::new();
         ctx.progress.start(items.len() as u64, "images");
         let mut chw = Vec::with_capacity(p.channels * size * size);
@@ -221,7 +224,7 @@ impl Stage for Import {
             let (rgb, map) = match decode(&it.pixels, size, p.resize) {
                 Ok(decoded) => decoded,
                 Err(reason) if p.on_bad_image == OnBad::Skip => {
-                    skipped.push_str(&format!("{},{}\n", csv_field(&it.id), csv_field(&reason)));
+                    skipped.push(SkippedRow { image: it.id.clone(), reason });
                     continue;
                 }
                 Err(reason) => {
@@ -233,7 +236,7 @@ impl Stage for Import {
             };
             chw.clear();
             crate::dataset::to_chw(&rgb, size, p.channels, &mut chw);
-            images.append(&chw).map_err(|e| StageError::failed(e.to_string()))?;
+            images.append(&chw)?;
             ids.push(it.id.clone());
             splits.push(it.split.clone());
             if regression {
@@ -250,7 +253,7 @@ impl Stage for Import {
             }
             crate::dataset::count_split(&mut meta_splits, &it.split);
         }
-        let count = images.finish().map_err(|e| StageError::failed(e.to_string()))?;
+        let count = images.finish()?;
         let mut columns = vec![
             polars::prelude::Column::new("image".into(), &ids),
             polars::prelude::Column::new("split".into(), &splits),
@@ -266,8 +269,8 @@ impl Stage for Import {
         for (name, values) in extra_names.iter().zip(&extras) {
             columns.push(polars::prelude::Column::new(name.as_str().into(), values));
         }
-        let mut df = polars::prelude::DataFrame::new(count, columns).map_err(|e| StageError::failed(e.to_string()))?;
-        write_csv(&dir.join("table.csv"), &mut df).map_err(|e| StageError::failed(e.to_string()))?;
+        let mut df = polars::prelude::DataFrame::new(count, columns)?;
+        write_csv(&dir.join("table.csv"), &mut df)?;
         let meta = DatasetMeta {
             source: format!(
                 "{}:{}",
@@ -290,14 +293,9 @@ impl Stage for Import {
         let path = dir.join("meta.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
             .map_err(|e| StageError::io(&path, e))?;
-        let path = ctx.output("skipped")?;
-        std::fs::write(&path, skipped).map_err(|e| StageError::io(&path, e))?;
+        table::write(&ctx.output("skipped")?, &skipped)?;
         Ok(())
     }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 /// How source pixel coordinates map to the output: `(scale_x, scale_y, offset_x, offset_y)`.
@@ -393,8 +391,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
 /// A CSV listing: `path` and either `label` (classification) or `target_<name>` columns (keypoints, `x0, y0, x1,
 /// ...` in source pixels), optional `split` (default `train`), other columns kept. Returns the items, the extra
 /// column names and the target names.
-fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>, Vec<String>), StageError> {
-    let df = crate::dataset::read_csv(file).map_err(|e| StageError::input(e.to_string()))?;
+/// A CSV listing: its items, the names of its extra columns, and the names of its keypoint targets.
+type Listing = (Vec<Item>, Vec<String>, Vec<String>);
+
+fn csv(file: &Path) -> Result<Listing, StageError> {
+    let df = crate::dataset::read_csv(file)?;
     let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
     let target_names: Vec<String> =
         names.iter().filter_map(|n| n.strip_prefix("target_").map(str::to_string)).collect();
@@ -414,20 +415,16 @@ fn csv(file: &Path) -> Result<(Vec<Item>, Vec<String>, Vec<String>), StageError>
         )));
     }
     let col = |name: &str| -> Result<Vec<String>, StageError> {
-        let c = df.column(name).map_err(|e| StageError::input(e.to_string()))?;
-        let c = c.cast(&polars::prelude::DataType::String).map_err(|e| StageError::input(e.to_string()))?;
-        Ok(c.str()
-            .map_err(|e| StageError::input(e.to_string()))?
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
+        let c = df.column(name)?;
+        let c = c.cast(&polars::prelude::DataType::String)?;
+        Ok(c.str()?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
     };
     let paths = col("path")?;
     let labels = if has("label") { col("label")? } else { vec![String::new(); paths.len()] };
     let numbers = |name: &str| -> Result<Vec<f32>, StageError> {
-        let c = df.column(name).map_err(|e| StageError::input(e.to_string()))?;
-        let c = c.cast(&polars::prelude::DataType::Float32).map_err(|e| StageError::input(e.to_string()))?;
-        Ok(c.f32().map_err(|e| StageError::input(e.to_string()))?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+        let c = df.column(name)?;
+        let c = c.cast(&polars::prelude::DataType::Float32)?;
+        Ok(c.f32()?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
     };
     let target_cols: Vec<Vec<f32>> =
         target_names.iter().map(|t| numbers(&format!("target_{t}"))).collect::<Result<_, _>>()?;
@@ -488,7 +485,10 @@ fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
 }
 
 /// Reads `<root>/<name>` or `<root>/<name>.gz`: the dimensions and the unsigned-byte payload.
-fn read_idx(root: &Path, name: &str) -> Result<Option<(Vec<usize>, Vec<u8>)>, StageError> {
+/// An IDX file's dimensions and bytes.
+type Idx = (Vec<usize>, Vec<u8>);
+
+fn read_idx(root: &Path, name: &str) -> Result<Option<Idx>, StageError> {
     let plain = root.join(name);
     let gz = root.join(format!("{name}.gz"));
     let (path, bytes) = if plain.is_file() {

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::artefact::{ANY_DATASET, MODEL};
 use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::{Format, Model, ModelMeta, TORCHSCRIPT, load_weights};
 use crate::model::{Architecture, architecture_path};
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::stages::train::outputs_of;
 
 pub struct ImportModel;
 
@@ -65,12 +65,13 @@ impl Stage for ImportModel {
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[InputSlot {
         name: "dataset",
+        accepts: ANY_DATASET,
         many: false,
         required: true,
         doc: "the data the model takes: input size and classes",
     }];
     const OUTPUTS: &'static [OutputSpec] =
-        &[OutputSpec { name: "model", path: "model/", doc: "model.json with weights or model.pt" }];
+        &[OutputSpec { name: "model", kind: MODEL, path: "model/", doc: "model.json with weights or model.pt" }];
     const DOC: &'static str = "Imports a DNN trained elsewhere.";
 
     fn external_paths(p: &ImportModelParams) -> Vec<PathBuf> {
@@ -79,9 +80,9 @@ impl Stage for ImportModel {
     }
 
     fn run(&self, p: &ImportModelParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
-        let outputs = outputs_of(&ds.meta.target);
+        let outputs = crate::model::outputs_for(&ds.meta.target);
         let c = ds.meta.channels;
         let mean = p.mean.clone().unwrap_or_else(|| vec![0.0; c]);
         let std = p.std.clone().unwrap_or_else(|| vec![1.0; c]);
@@ -112,28 +113,27 @@ impl Stage for ImportModel {
             }
             (None, Some(arch), Some(weights)) => {
                 let path = ctx.resolve(&architecture_path(arch));
-                let architecture = Architecture::load(&path).map_err(|e| StageError::input(e.to_string()))?;
+                let architecture = Architecture::load(&path)?;
                 meta.format = Format::Declared;
                 meta.architecture = Some(architecture);
-                let mut model =
-                    Model::init(meta.clone(), tch::Device::Cpu, 0).map_err(|e| StageError::input(e.to_string()))?;
+                let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0)?;
                 let vs = model.var_store_mut().expect("a declared model has a var store");
-                load_weights(vs, &ctx.resolve(weights)).map_err(|e| StageError::input(e.to_string()))?;
+                load_weights(vs, &ctx.resolve(weights))?;
                 // Writes model.json and the weights.
-                model.save(&dir).map_err(|e| StageError::failed(e.to_string()))?;
+                model.save(&dir)?;
             }
             _ => return Err(StageError::input("give `torchscript`, or `architecture` with `weights`")),
         }
         // The model must take one image of the dataset and give the task's outputs.
-        let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| StageError::input(e.to_string()))?;
-        let pixels = ds.images(&[0]).map_err(|e| StageError::input(e.to_string()))?;
+        let model = Model::load(&dir, tch::Device::Cpu)?;
+        let pixels = ds.images(&[0])?;
         let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
         let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false))
             .map_err(|e| StageError::input(format!("the model cannot take the dataset's {input:?} images: {e}")))?;
         let got = y.size();
         let ok = match &ds.meta.target {
-            crate::sim::Target::Classification { .. } => got == [1, outputs as i64],
-            crate::sim::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
+            crate::dataset::Target::Classification { .. } => got == [1, outputs as i64],
+            crate::dataset::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
         };
         if !ok || y.kind() != Kind::Float {
             return Err(StageError::input(format!(

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::SELECTION;
+use crate::artefact::table::{self, Row};
 use crate::dataset::Dataset;
-use crate::sim::Target;
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::svg::escape;
+use crate::dataset::Target;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::media::svg::escape;
 
 pub struct Label;
 
@@ -51,10 +53,16 @@ impl Stage for Label {
     type Params = LabelParams;
     const KIND: &'static str = "label";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] =
-        &[InputSlot { name: "selected", many: false, required: true, doc: "a select stage's selected images" }];
+    const INPUTS: &'static [InputSlot] = &[InputSlot {
+        name: "selected",
+        accepts: &[SELECTION],
+        many: false,
+        required: true,
+        doc: "a select stage's selected images",
+    }];
     const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
         name: "labelled",
+        kind: SELECTION,
         path: "labelled/",
         doc: "the selected images with their labels, as a dataset",
     }];
@@ -65,7 +73,7 @@ impl Stage for Label {
     }
 
     fn run(&self, p: &LabelParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let ds = Dataset::open(&ctx.input("selected")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("selected")?.path)?;
         let rows: Vec<usize> = (0..ds.meta.count).collect();
         let out = ctx.output("labelled")?;
         let Some(sheet) = &p.labels else {
@@ -76,7 +84,7 @@ impl Stage for Label {
                 "manual labelling covers classification; keypoint targets come from the dataset (mode = \"oracle\") or an imported, labelled dataset",
             ));
         };
-        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let ids = ds.ids()?;
         let path = ctx.resolve(sheet);
         if !path.exists() {
             write_sheet(&path, &ds, &ids, classes)?;
@@ -108,16 +116,16 @@ fn write_sheet(path: &Path, ds: &Dataset, ids: &[String], classes: &[String]) ->
     let rows: Vec<usize> = (0..ids.len()).collect();
     let names: Vec<&str> = ids.iter().map(String::as_str).collect();
     let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
-    let chw = ds.images(&rows).map_err(|e| StageError::input(e.to_string()))?;
+    let chw = ds.images(&rows)?;
     let mut html = format!(
         "<!doctype html><meta charset=\"utf-8\"><title>Labelling sheet: {0}</title><style>body{{font-family:sans-serif}}td{{padding:4px 12px}}img{{image-rendering:pixelated}}</style>\
          <h1>Labelling sheet</h1><p>Fill in the <code>label</code> column of <code>{0}</code> with one of: {1}.</p><table><tr><th>image</th><th>id</th></tr>",
         escape(&path.display().to_string()),
         classes.iter().map(|c| format!("<code>{}</code>", escape(c))).collect::<Vec<_>>().join(", ")
     );
-    let mut csv = String::from("image,label\n");
+    let mut sheet = Vec::with_capacity(ids.len());
     for (i, img) in chw.chunks_exact(ch * w * h).enumerate() {
-        let file = format!("{}.png", crate::stages::cluster::file_name(names[i]));
+        let file = format!("{}.png", crate::media::file_name(names[i]));
         crate::media::write_png(
             &images.join(&file),
             &crate::media::chw_to_rgb(img, ch, w * h),
@@ -133,34 +141,56 @@ fn write_sheet(path: &Path, ds: &Dataset, ids: &[String], classes: &[String]) ->
             escape(&file),
             escape(names[i])
         );
-        let _ = writeln!(csv, "{},", names[i]);
+        sheet.push(SheetRow { image: names[i].to_string(), label: String::new() });
     }
     html.push_str("</table>\n");
     std::fs::write(path.with_extension("html"), html).map_err(|e| StageError::io(path.with_extension("html"), e))?;
-    std::fs::write(path, csv).map_err(|e| StageError::io(path, e))
+    Ok(table::write(path, &sheet)?)
+}
+
+/// A row of the labelling sheet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SheetRow {
+    image: String,
+    label: String,
+}
+
+impl Row for SheetRow {
+    const COLUMNS: &'static [&'static str] = &["image", "label"];
 }
 
 /// Reads a filled-in sheet: exactly the selected images, each with a known class.
 fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<String>, StageError> {
-    let text = std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?;
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, header)) if header.trim() == "image,label" => {}
+    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
+    // A person fills the sheet in, perhaps in a spreadsheet: rows may be short, fields padded.
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).has_headers(false).from_reader(&bytes[..]);
+    let mut records = reader.records();
+    let at = |r: &csv::StringRecord| r.position().map_or(0, csv::Position::line);
+    match records.next() {
+        Some(Ok(header)) if header.iter().eq(SheetRow::COLUMNS.iter().copied()) => {}
         other => {
+            let found = match other {
+                Some(Ok(h)) => h.iter().collect::<Vec<_>>().join(","),
+                _ => String::new(),
+            };
             return Err(StageError::input(format!(
-                "{}:1: the header must be `image,label`, found {:?}",
-                path.display(),
-                other.map(|(_, h)| h).unwrap_or("")
+                "{}:1: the header must be `image,label`, found {found:?}",
+                path.display()
             )));
         }
     }
-    let mut given: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() {
+    let mut given: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for record in records {
+        let record = record.map_err(|e| {
+            StageError::input(format!("{}:{}: {e}", path.display(), e.position().map_or(0, csv::Position::line)))
+        })?;
+        let line = at(&record);
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let (id, label) = line.split_once(',').unwrap_or((line, ""));
-        let (id, label) = (id.trim(), label.trim().trim_matches('"'));
+        let (id, label) = (record.get(0).unwrap_or(""), record.get(1).unwrap_or(""));
+        let i = line.saturating_sub(1);
         if !ids.iter().any(|x| x == id) {
             return Err(StageError::input(format!(
                 "{}:{}: image `{id}` was not selected for labelling",
@@ -176,7 +206,7 @@ fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<Str
                 classes.join(", ")
             )));
         }
-        if given.insert(id, label.to_string()).is_some() {
+        if given.insert(id.to_string(), label.to_string()).is_some() {
             return Err(StageError::input(format!("{}:{}: image `{id}` is listed twice", path.display(), i + 1)));
         }
     }

@@ -15,7 +15,7 @@ pub mod test;
 pub mod train;
 pub mod variance;
 
-use crate::stage::Registry;
+use crate::engine::stage::Registry;
 
 /// Every stage kind this build of hudd knows.
 pub fn registry() -> Registry {

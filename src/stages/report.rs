@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::artefact::table;
+use crate::artefact::{CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, EXPLANATIONS, REPORT, TEST_SUMMARY};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Report;
 
@@ -149,7 +151,7 @@ struct Context {
     /// The manifest as run: path, hash and text.
     manifest: Option<serde_json::Value>,
     /// Every stage upstream of the report, in the order computed, with resolved parameters, seeds and times.
-    lineage: Vec<crate::stage::Ancestor>,
+    lineage: Vec<crate::engine::stage::Ancestor>,
     /// Sum of the upstream stages' run times.
     compute_seconds: f64,
     /// The machines and devices that computed the artefacts.
@@ -157,27 +159,12 @@ struct Context {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, StageError> {
-    crate::stages::select::read_json(path)
+    Ok(table::read_json(path)?)
 }
 
-/// A CSV file as rows of column → text (simple CSV: quoted fields may hold commas).
+/// A table of an input artefact as rows of column → text, for the templates.
 fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, StageError> {
-    let text = std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?;
-    let split = |line: &str| -> Vec<String> {
-        let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-        for ch in line.chars() {
-            match ch {
-                '"' => quoted = !quoted,
-                ',' if !quoted => out.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        out.push(cur);
-        out
-    };
-    let mut lines = text.lines();
-    let header = lines.next().map(split).unwrap_or_default();
-    Ok(lines.filter(|l| !l.is_empty()).map(|l| header.iter().cloned().zip(split(l)).collect()).collect())
+    Ok(table::read_maps(path)?)
 }
 
 fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageError> {
@@ -220,7 +207,7 @@ fn strip_plot(runs: &[BTreeMap<String, String>], original: f64) -> String {
             r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
             left - 8.0,
             y + 4.0,
-            crate::svg::escape(name)
+            crate::media::svg::escape(name)
         ));
         for v in values {
             svg.push_str(&format!(
@@ -245,20 +232,51 @@ impl Stage for Report {
     const KIND: &'static str = "report";
     const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "test", many: false, required: true, doc: "the original model's test summary" },
-        InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output" },
-        InputSlot { name: "variance", many: false, required: false, doc: "a variance stage's clusters table" },
-        InputSlot { name: "compare", many: false, required: false, doc: "a compare stage's summary" },
-        InputSlot { name: "runs", many: false, required: false, doc: "a compare stage's runs table (for the plot)" },
+        InputSlot {
+            name: "test",
+            accepts: &[TEST_SUMMARY],
+            many: false,
+            required: true,
+            doc: "the original model's test summary",
+        },
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: false,
+            doc: "a cluster stage's output",
+        },
+        InputSlot {
+            name: "variance",
+            accepts: &[EXPLANATIONS],
+            many: false,
+            required: false,
+            doc: "a variance stage's clusters table",
+        },
+        InputSlot {
+            name: "compare",
+            accepts: &[COMPARE_SUMMARY],
+            many: false,
+            required: false,
+            doc: "a compare stage's summary",
+        },
+        InputSlot {
+            name: "runs",
+            accepts: &[COMPARE_RUNS],
+            many: false,
+            required: false,
+            doc: "a compare stage's runs table (for the plot)",
+        },
         InputSlot {
             name: "rcc",
+            accepts: &[COMPARE_RCC],
             many: false,
             required: false,
             doc: "a compare stage's rcc table (accuracy per cluster)",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] =
-        &[OutputSpec { name: "report", path: "report/", doc: "report.html, report.md and images/" }];
+        &[OutputSpec { name: "report", kind: REPORT, path: "report/", doc: "report.html, report.md and images/" }];
     const DOC: &'static str = "Renders the safety-analysis report.";
     const DELIVERABLE: bool = true;
 
@@ -384,7 +402,7 @@ impl Stage for Report {
                 )
             })
             .collect();
-        let lineage = ctx.lineage();
+        let lineage = ctx.lineage().to_vec();
         let machines: Vec<String> = lineage
             .iter()
             .map(|a| {

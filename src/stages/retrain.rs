@@ -7,12 +7,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::artefact::curve;
+use crate::artefact::{ANY_DATASET, LEARNING_CURVE, MODEL, RETRAIN_SUMMARY};
 use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
+use crate::model::fit::defaults::{default_epochs, default_momentum, default_split, default_validation, default_wd};
 use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
 use crate::runtime::{self, DeviceChoice};
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::stages::train::{data_of, fit_gated, write_curve};
 
 pub struct Retrain;
 
@@ -20,15 +22,15 @@ pub struct Retrain;
 #[serde(deny_unknown_fields)]
 pub struct RetrainParams {
     /// The split of `dataset` that the model was trained on.
-    #[serde(default = "crate::stages::train::default_split")]
+    #[serde(default = "default_split")]
     pub split: String,
     /// A split of `dataset` to choose the epoch on and to compare with the original model (recommended: one drawn like
     /// the test set). Without it, `validation` of the combined training data is held out.
     #[serde(default)]
     pub validation_split: Option<String>,
-    #[serde(default = "crate::stages::train::default_validation")]
+    #[serde(default = "default_validation")]
     pub validation: f64,
-    #[serde(default = "crate::stages::train::default_epochs")]
+    #[serde(default = "default_epochs")]
     pub epochs: usize,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -36,9 +38,9 @@ pub struct RetrainParams {
     pub optimizer: OptimizerKind,
     #[serde(default = "default_lr")]
     pub lr: f64,
-    #[serde(default = "crate::stages::train::default_momentum")]
+    #[serde(default = "default_momentum")]
     pub momentum: f64,
-    #[serde(default = "crate::stages::train::default_wd")]
+    #[serde(default = "default_wd")]
     pub weight_decay: f64,
     #[serde(default)]
     pub augment: Augment,
@@ -127,22 +129,35 @@ impl Stage for Retrain {
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",
+            accepts: &[MODEL],
             many: false,
             required: true,
             doc: "the model under analysis: retraining starts from its weights",
         },
-        InputSlot { name: "dataset", many: false, required: true, doc: "the dataset it was trained on" },
+        InputSlot {
+            name: "dataset",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the dataset it was trained on",
+        },
         InputSlot {
             name: "extra",
+            accepts: ANY_DATASET,
             many: false,
             required: true,
             doc: "the balanced, labelled images to add (a balance stage's output)",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "model", path: "model/", doc: "model.json and weights.safetensors" },
-        OutputSpec { name: "curve", path: "curve.csv", doc: "epoch,loss,train_score,val_score" },
-        OutputSpec { name: "summary", path: "retrain.json", doc: "original against retrained on the held-out images" },
+        OutputSpec { name: "model", kind: MODEL, path: "model/", doc: "model.json and weights.safetensors" },
+        OutputSpec { name: "curve", kind: LEARNING_CURVE, path: "curve.csv", doc: "epoch,loss,train_score,val_score" },
+        OutputSpec {
+            name: "summary",
+            kind: RETRAIN_SUMMARY,
+            path: "retrain.json",
+            doc: "original against retrained on the held-out images",
+        },
     ];
     const USES_SEED: bool = true;
     const DOC: &'static str = "Retrains the model with the unsafe set.";
@@ -150,10 +165,10 @@ impl Stage for Retrain {
     fn run(&self, p: &RetrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let mut model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
-        model.net("retraining").map_err(|e| StageError::input(e.to_string()))?;
-        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
-        let extra = Dataset::open(&ctx.input("extra")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let mut model = Model::load(&ctx.input("model")?.path, device)?;
+        model.net("retraining")?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        let extra = Dataset::open(&ctx.input("extra")?.path)?;
         for (what, d) in [("dataset", &ds), ("extra", &extra)] {
             if d.meta.target != model.meta.target || [d.meta.channels, d.meta.height, d.meta.width] != model.meta.input
             {
@@ -163,14 +178,14 @@ impl Stage for Retrain {
                 )));
             }
         }
-        let train_rows = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
-        let original = data_of(&ds, &train_rows)?;
-        let added = data_of(&extra, &(0..extra.meta.count).collect::<Vec<_>>())?;
+        let train_rows = ds.split_rows(&p.split)?;
+        let original = Data::of(&ds, &train_rows)?;
+        let added = Data::of(&extra, &(0..extra.meta.count).collect::<Vec<_>>())?;
         let combined = concat(&[&original, &added]);
         let (train, val, validation) = match &p.validation_split {
             Some(split) => {
-                let rows = ds.split_rows(split).map_err(|e| StageError::input(e.to_string()))?;
-                (combined, data_of(&ds, &rows)?, format!("split `{split}`"))
+                let rows = ds.split_rows(split)?;
+                (combined, Data::of(&ds, &rows)?, format!("split `{split}`"))
             }
             None => {
                 let mut order: Vec<i64> = (0..combined.len() as i64).collect();
@@ -188,7 +203,7 @@ impl Stage for Retrain {
             return Err(StageError::input(format!("the validation images ({validation}) are empty")));
         }
         let keypoints = val.keypoints.is_some();
-        let before = fit::evaluate(&model, &val).map_err(|e| StageError::failed(e.to_string()))?;
+        let before = fit::evaluate(&model, &val)?;
         let cfg = FitConfig {
             epochs: p.epochs,
             batch_size: p.batch_size,
@@ -200,8 +215,8 @@ impl Stage for Retrain {
             keep: p.keep,
             seed: ctx.seed,
         };
-        let curve = fit_gated(&mut model, &train, &val, &cfg, ctx.progress, "retraining")?;
-        let after = fit::evaluate(&model, &val).map_err(|e| StageError::failed(e.to_string()))?;
+        let curve = fit::fit_finite(&mut model, &train, &val, &cfg, ctx.progress, "retraining")?;
+        let after = fit::evaluate(&model, &val)?;
         let best_epoch = curve.iter().fold(None::<&fit::Epoch>, |b, e| match b {
             Some(b) if !fit::better(e.val_score, b.val_score, keypoints) => Some(b),
             _ => Some(e),
@@ -217,8 +232,8 @@ impl Stage for Retrain {
             better: fit::better(after, before, keypoints),
             best_epoch: if p.keep == Keep::Best { best_epoch.map_or(0, |e| e.epoch) } else { p.epochs },
         };
-        model.save(&ctx.output("model")?).map_err(|e| StageError::failed(e.to_string()))?;
-        write_curve(&ctx.output("curve")?, &curve)?;
+        model.save(&ctx.output("model")?)?;
+        curve::write(&ctx.output("curve")?, &curve)?;
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable"))
             .map_err(|e| StageError::io(&path, e))

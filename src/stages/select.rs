@@ -2,19 +2,24 @@
 //! root-cause clusters capture, chosen for labelling by their heatmap distance to the clusters' members.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::artefact::clusters::{ClusterSummary, Clusters};
+use crate::artefact::heatmaps::Heatmaps;
+use crate::artefact::selection::UnsafeRow;
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, MODEL, PICTURES, SELECTION, UNSAFE_SET};
 use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::Rule;
+use crate::lrp::batch::{self, Seed};
+use crate::media::group::write_group;
+use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::npy::NpyReader;
 use crate::runtime::{self, DeviceChoice};
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::stages::cluster::{ClusterSummary, write_group};
-use crate::stages::heatmaps::{self, Seed};
 
 pub struct Select;
 
@@ -111,10 +116,10 @@ impl Params for SelectParams {
         if self.strategy != Strategy::Hudd && self.mode != SelectMode::Closest {
             out.push(Invalid::new("mode", "only applies to strategy \"hudd\""));
         }
-        if let Some(t) = self.threshold {
-            if !(t > 0.0) {
-                out.push(Invalid::new("threshold", format!("must be above 0 pixels, got {t}")));
-            }
+        if let Some(t) = self.threshold
+            && !(t > 0.0)
+        {
+            out.push(Invalid::new("threshold", format!("must be above 0 pixels, got {t}")));
         }
         if matches!(self.split.as_str(), "train" | "test") {
             out.push(Invalid::new(
@@ -187,31 +192,47 @@ impl Stage for Select {
     const KIND: &'static str = "select";
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "model", many: false, required: true, doc: "the model under analysis" },
-        InputSlot { name: "dataset", many: false, required: true, doc: "the dataset holding the improvement split" },
-        InputSlot { name: "clusters", many: false, required: false, doc: "a cluster stage's output (strategy hudd)" },
+        InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model under analysis" },
+        InputSlot {
+            name: "dataset",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the dataset holding the improvement split",
+        },
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: false,
+            doc: "a cluster stage's output (strategy hudd)",
+        },
         InputSlot {
             name: "heatmaps",
+            accepts: &[HEATMAPS],
             many: false,
             required: false,
             doc: "the heatmaps the clusters were made from (strategy hudd)",
         },
         InputSlot {
             name: "budget_of",
+            accepts: &[UNSAFE_SET],
             many: false,
             required: false,
             doc: "another select stage's unsafe set: the budget is its size",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "unsafe", path: "unsafe.csv", doc: "image,cluster,distance,rank" },
+        OutputSpec { name: "unsafe", kind: UNSAFE_SET, path: "unsafe.csv", doc: "image,cluster,distance,rank" },
         OutputSpec {
             name: "selected",
+            kind: SELECTION,
             path: "selected/",
             doc: "the selected images as a dataset (columns rcc, rcc_distance added)",
         },
         OutputSpec {
             name: "pictures",
+            kind: PICTURES,
             path: "pictures/",
             doc: "per cluster: its selected images, a GIF and a contact sheet; select.json",
         },
@@ -222,20 +243,12 @@ impl Stage for Select {
     fn run(&self, p: &SelectParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
-        let candidates = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
-        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        let candidates = ds.split_rows(&p.split)?;
+        let ids = ds.ids()?;
         let budget = match (p.budget, ctx.inputs("budget_of").first()) {
             (Some(b), _) => b,
-            (None, Some(other)) => {
-                let path = &other.path;
-                std::fs::read_to_string(path)
-                    .map_err(|e| StageError::io(path, e))?
-                    .lines()
-                    .skip(1)
-                    .filter(|l| !l.is_empty())
-                    .count()
-            }
+            (None, Some(other)) => table::read::<UnsafeRow>(&other.path)?.len(),
             (None, None) if p.strategy == Strategy::Hudd => usize::MAX,
             (None, None) => {
                 return Err(StageError::input(
@@ -253,7 +266,7 @@ impl Stage for Select {
         }
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
-        let summary: ClusterSummary = read_json(&cdir.join("cluster.json"))?;
+        let summary: ClusterSummary = table::read_json(&cdir.join("cluster.json"))?;
         let pictures = ctx.output("pictures")?;
         std::fs::create_dir_all(&pictures).map_err(|e| StageError::io(&pictures, e))?;
         let mut report = serde_json::json!({ "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
@@ -263,31 +276,28 @@ impl Stage for Select {
             return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
         };
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
-        let table = std::fs::read_to_string(cdir.join("clusters.csv"))
-            .map_err(|e| StageError::io(cdir.join("clusters.csv"), e))?;
-        let index: Vec<String> = std::fs::read_to_string(hdir.join("index.csv"))
-            .map_err(|e| StageError::io(hdir.join("index.csv"), e))?
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(',').map(|(_, id)| id.to_string()))
-            .collect();
+        let heatmaps = Heatmaps::open(&hdir);
+        let index = heatmaps.ids()?;
+        let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, id) in index.iter().enumerate() {
+            row_of.entry(id.as_str()).or_insert(i);
+        }
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for line in table.lines().skip(1) {
-            let mut f = line.split(',');
-            let (Some(id), Some(c)) = (f.next(), f.next().and_then(|c| c.parse::<usize>().ok())) else { continue };
-            let row = index.iter().position(|x| x == id).ok_or_else(|| {
-                StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display()))
-            })?;
-            groups.entry(c).or_default().push(row);
+        for (c, members) in Clusters::open(&cdir).groups()? {
+            for id in members {
+                let row = *row_of.get(id.as_str()).ok_or_else(|| {
+                    StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display()))
+                })?;
+                groups.entry(c).or_default().push(row);
+            }
         }
         let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
-        let mut reader =
-            NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy"))).map_err(|e| StageError::input(e.to_string()))?;
+        let mut reader = NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy")))?;
         let d = reader.row_len();
         let member_rows: Vec<usize> = clusters.iter().flat_map(|(_, m)| m.iter().copied()).collect();
         let mut members = Vec::with_capacity(member_rows.len() * d);
         for &r in &member_rows {
-            members.extend(reader.read_rows(r, 1).map_err(|e| StageError::input(e.to_string()))?);
+            members.extend(reader.read_rows(r, 1)?);
         }
         let members = Tensor::from_slice(&members).view([member_rows.len() as i64, d as i64]).to_kind(Kind::Double);
         let member_norms = members.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
@@ -300,9 +310,9 @@ impl Stage for Select {
             })
             .collect();
         // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
-        let model = heatmaps::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
-        let net = model.net("LRP").map_err(|e| StageError::input(e.to_string()))?;
-        let named: BTreeMap<String, Rule> = read_json(&hdir.join("rules.json"))?;
+        let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
+        let net = model.net("LRP")?;
+        let named: BTreeMap<String, Rule> = heatmaps.rules()?;
         let rules: Vec<Rule> = net
             .layers
             .iter()
@@ -322,7 +332,7 @@ impl Stage for Select {
             .ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
-        heatmaps::for_each_batch(
+        batch::for_each_batch(
             &model,
             &ds,
             &candidates,
@@ -336,15 +346,15 @@ impl Stage for Select {
                     - h.matmul(&members.tr()) * 2.0)
                     .clamp_min(0.0)
                     .sqrt();
-                let cross =
-                    Vec::<f64>::try_from(cross.flatten(0, -1)).map_err(|e| StageError::failed(e.to_string()))?;
+                let cross = Vec::<f64>::try_from(cross.flatten(0, -1))
+                    .map_err(|e| StageError::failed(format!("libtorch: {e}")))?;
                 for row in cross.chunks(member_rows.len()) {
                     distances.push(
                         spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect(),
                     );
                 }
                 ctx.progress.inc(chunk.len() as u64);
-                Ok(())
+                Ok::<(), StageError>(())
             },
         )?;
         let quotas: Vec<usize> = clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect();
@@ -396,17 +406,10 @@ fn baseline(
     order.sort_unstable();
     let labelled = order.len();
     if p.strategy == Strategy::Failing {
-        let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device)
-            .map_err(|e| StageError::input(e.to_string()))?;
+        let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?;
         let rows: Vec<usize> = order.iter().map(|&i| candidates[i]).collect();
-        let predictions = crate::stages::test::predict(
-            &model,
-            ds,
-            &rows,
-            p.batch_size,
-            p.threshold.unwrap_or(crate::stages::test::DEFAULT_THRESHOLD),
-            ctx.progress,
-        )?;
+        let predictions =
+            predict(&model, ds, &rows, p.batch_size, p.threshold.unwrap_or(DEFAULT_THRESHOLD), ctx.progress)?;
         order = order.into_iter().zip(&predictions).filter(|(_, pr)| !pr.correct()).map(|(i, _)| i).collect();
     }
     let picks: Vec<Pick> = order.into_iter().map(|image| Pick { image, cluster: 0, distance: 0.0, rank: 1 }).collect();
@@ -415,12 +418,6 @@ fn baseline(
         "labelled": labelled, "selected": picks.len(),
     });
     finish(ctx, ds, &picks, &[0], ids, candidates, &report, p.gif_images_per_minute)
-}
-
-/// A JSON file of an input artefact, or an error naming it.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, StageError> {
-    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| StageError::input(format!("{}: {e}", path.display())))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -438,22 +435,22 @@ fn finish(
     let mut ordered: Vec<&Pick> = picks.iter().collect();
     ordered
         .sort_by(|a, b| a.cluster.cmp(&b.cluster).then(a.distance.total_cmp(&b.distance)).then(a.image.cmp(&b.image)));
-    let mut table = String::from("image,cluster,distance,rank\n");
-    for pick in &ordered {
-        let _ = writeln!(
-            table,
-            "{},{},{},{}",
-            ids[candidates[pick.image]], cluster_ids[pick.cluster], pick.distance, pick.rank
-        );
-    }
-    let path = ctx.output("unsafe")?;
-    std::fs::write(&path, table).map_err(|e| StageError::io(&path, e))?;
+    let table: Vec<UnsafeRow> = ordered
+        .iter()
+        .map(|pick| UnsafeRow {
+            image: ids[candidates[pick.image]].clone(),
+            cluster: cluster_ids[pick.cluster],
+            distance: pick.distance,
+            rank: pick.rank,
+        })
+        .collect();
+    table::write(&ctx.output("unsafe")?, &table)?;
     let rows: Vec<usize> = ordered.iter().map(|p| candidates[p.image]).collect();
     let extra = vec![
         Column::new("rcc".into(), ordered.iter().map(|p| cluster_ids[p.cluster] as u32).collect::<Vec<u32>>()),
         Column::new("rcc_distance".into(), ordered.iter().map(|p| p.distance).collect::<Vec<f64>>()),
     ];
-    ds.write_subset_with(&rows, &ctx.output("selected")?, extra).map_err(|e| StageError::failed(e.to_string()))?;
+    ds.write_subset_with(&rows, &ctx.output("selected")?, extra)?;
     let pictures = ctx.output("pictures")?;
     for (i, &c) in cluster_ids.iter().enumerate() {
         let group: Vec<&&Pick> = ordered.iter().filter(|p| p.cluster == i).collect();
@@ -464,7 +461,5 @@ fn finish(
         let names: Vec<&str> = rows.iter().map(|&r| ids[r].as_str()).collect();
         write_group(&pictures, &c.to_string(), ds, &rows, &names, per_minute, 64)?;
     }
-    let path = pictures.join("select.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(report).expect("serialisable"))
-        .map_err(|e| StageError::io(&path, e))
+    Ok(table::write_json(&pictures.join("select.json"), report)?)
 }

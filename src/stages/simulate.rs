@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::{DATASET, PICTURES};
 use crate::dataset::{DatasetMeta, DatasetWriter, ParamInfo};
-use crate::diagnostic::did_you_mean;
-use crate::sim::{self, Dist, Distributions, Label, SplitPlan};
-use crate::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::engine::diagnostic::did_you_mean;
+use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::sim::{self, Dist, Distributions, ParamSpec, SheetRows, SplitPlan};
 
 pub struct Simulate;
 
@@ -116,7 +117,7 @@ impl Params for SimulateParams {
             out.push(Invalid::new("splits", "declare at least one split, e.g. [stage.splits.train] count = 1000"));
         }
         for (name, split) in &self.splits {
-            if !crate::manifest::is_valid_id(name) {
+            if !crate::engine::manifest::is_valid_id(name) {
                 out.push(Invalid::new(
                     format!("splits.{name}"),
                     format!("split names use letters, digits, `_` and `-`, got `{name}`"),
@@ -138,9 +139,10 @@ impl Stage for Simulate {
     const KIND: &'static str = "simulate";
     const VERSION: u32 = 1;
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "dataset", path: "dataset/", doc: "images.npy, table.csv, meta.json" },
+        OutputSpec { name: "dataset", kind: DATASET, path: "dataset/", doc: "images.npy, table.csv, meta.json" },
         OutputSpec {
             name: "sheet",
+            kind: PICTURES,
             path: "sheet.png",
             doc: "a contact sheet: one row per class (or the first images)",
         },
@@ -163,11 +165,10 @@ impl Stage for Simulate {
             width: p.size as usize,
             count: 0,
             splits: Vec::new(),
-            params: sim.params().iter().map(ParamInfo::of).collect(),
+            params: sim.params().iter().map(|p| ParamInfo::of(&p.column())).collect(),
         };
         let dir = ctx.output("dataset")?;
-        let mut writer =
-            DatasetWriter::create(&dir, meta, sim.params()).map_err(|e| StageError::failed(e.to_string()))?;
+        let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;
         let total: usize = plans.iter().map(|s| s.count).sum();
         ctx.progress.start(total as u64, &format!("{} images", sim.name()));
         let pool = rayon::ThreadPoolBuilder::new()
@@ -178,41 +179,15 @@ impl Stage for Simulate {
         sim::generate(sim, &task, p.size, ctx.seed, &plans, &pool, |g| {
             let split = &plans[g.split].name;
             sheet.offer(&g.sample.label, &g.sample.rgb);
-            writer
-                .push(format!("{split}-{:06}", g.index), split, &g.sample.rgb, g.sample.label, g.values)
-                .map_err(|e| StageError::failed(e.to_string()))?;
+            writer.push(format!("{split}-{:06}", g.index), split, &g.sample.rgb, g.sample.label, g.values)?;
             ctx.progress.inc(1);
             Ok::<(), StageError>(())
         })?;
-        writer.finish().map_err(|e| StageError::failed(e.to_string()))?;
+        writer.finish()?;
         let rows: Vec<Vec<&[u8]>> = sheet.rows.values().map(|r| r.iter().map(Vec::as_slice).collect()).collect();
         let path = ctx.output("sheet")?;
-        crate::sheet::write_sheet(&path, &rows, p.size as usize)
+        crate::media::sheet::write_sheet(&path, &rows, p.size as usize)
             .map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
         Ok(())
-    }
-}
-
-/// The first images of each class (or simply the first images), for the contact sheet.
-#[derive(Default)]
-pub struct SheetRows {
-    pub rows: BTreeMap<usize, Vec<Vec<u8>>>,
-}
-
-impl SheetRows {
-    const PER_ROW: usize = 10;
-
-    pub fn offer(&mut self, label: &Label, rgb: &[u8]) {
-        let row = match label {
-            Label::Class(c) => *c,
-            Label::Targets(_) => self.rows.values().map(Vec::len).sum::<usize>() / Self::PER_ROW,
-        };
-        if matches!(label, Label::Targets(_)) && row >= Self::PER_ROW {
-            return;
-        }
-        let r = self.rows.entry(row).or_default();
-        if r.len() < Self::PER_ROW {
-            r.push(rgb.to_vec());
-        }
     }
 }

@@ -2,14 +2,14 @@
 //! error-inducing images as a dataset of their own, and an accuracy summary.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 
+use crate::artefact::{ANY_DATASET, DATASET, MODEL, TEST_RESULTS, TEST_SUMMARY};
+use crate::dataset::Target;
 use crate::dataset::{Dataset, write_csv};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
-use crate::model::fit::{keypoint_errors, keypoints_from_maps};
+use crate::model::predict::{DEFAULT_THRESHOLD, Prediction, argmax, mean, predict};
 use crate::runtime::{self, DeviceChoice};
-use crate::sim::Target;
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Test;
 
@@ -36,8 +36,6 @@ fn default_split() -> String {
 fn default_batch() -> usize {
     256
 }
-/// HUDD's: a keypoint image fails above 4 pixels of mean error.
-pub(crate) const DEFAULT_THRESHOLD: f64 = 4.0;
 
 fn default_threshold() -> f64 {
     DEFAULT_THRESHOLD
@@ -72,112 +70,47 @@ pub struct Summary {
     pub per_class: Vec<(String, f64, usize)>,
 }
 
-/// Predictions of one image.
-pub enum Prediction {
-    Class { expected: usize, predicted: usize, scores: Vec<f32> },
-    Keypoints { errors: Vec<f32>, threshold: f64 },
-}
-
-impl Prediction {
-    pub fn correct(&self) -> bool {
-        match self {
-            Prediction::Class { expected, predicted, .. } => expected == predicted,
-            Prediction::Keypoints { errors, threshold } => mean(errors) <= *threshold,
-        }
-    }
-}
-
-fn mean(v: &[f32]) -> f64 {
-    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64
-}
-
-/// Runs a model over some rows of a dataset in batches.
-pub fn predict(
-    model: &Model,
-    ds: &Dataset,
-    rows: &[usize],
-    batch: usize,
-    threshold: f64,
-    progress: &crate::progress::Progress,
-) -> Result<Vec<Prediction>, StageError> {
-    let m = &ds.meta;
-    let labels = match &m.target {
-        Target::Classification { .. } => ds.class_labels().map_err(|e| StageError::input(e.to_string()))?,
-        Target::Regression { .. } => Vec::new(),
-    };
-    let targets = ds.targets().map_err(|e| StageError::input(e.to_string()))?;
-    let mut out = Vec::with_capacity(rows.len());
-    progress.start(rows.len() as u64, "predictions");
-    tch::no_grad(|| {
-        for chunk in rows.chunks(batch.max(1)) {
-            let pixels = ds.images(chunk).map_err(|e| StageError::input(e.to_string()))?;
-            let x = Tensor::from_slice(&pixels).view([
-                chunk.len() as i64,
-                m.channels as i64,
-                m.height as i64,
-                m.width as i64,
-            ]);
-            let y = model.forward_t(&model.preprocess(&x), false).map_err(|e| StageError::input(e.to_string()))?;
-            match &m.target {
-                Target::Classification { .. } => {
-                    let scores = y.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-                    let flat: Vec<f32> = Vec::try_from(scores.flatten(0, -1))
-                        .map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
-                    let k = y.size()[1] as usize;
-                    for (i, &row) in chunk.iter().enumerate() {
-                        let s = flat[i * k..(i + 1) * k].to_vec();
-                        let predicted = argmax(&s);
-                        out.push(Prediction::Class { expected: labels[row] as usize, predicted, scores: s });
-                    }
-                }
-                Target::Regression { .. } => {
-                    let pred = keypoints_from_maps(&y, model.meta.input).to_device(tch::Device::Cpu);
-                    let flat: Vec<f32> = chunk.iter().flat_map(|&r| targets[r].iter().copied()).collect();
-                    let t = Tensor::from_slice(&flat).view([chunk.len() as i64, -1]);
-                    let errors = keypoint_errors(&pred, &t);
-                    let k = errors.size()[1] as usize;
-                    let flat: Vec<f32> = Vec::try_from(errors.flatten(0, -1))
-                        .map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
-                    for i in 0..chunk.len() {
-                        out.push(Prediction::Keypoints { errors: flat[i * k..(i + 1) * k].to_vec(), threshold });
-                    }
-                }
-            }
-            progress.inc(chunk.len() as u64);
-        }
-        Ok::<(), StageError>(())
-    })?;
-    Ok(out)
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
-}
-
 impl Stage for Test {
     type Params = TestParams;
     const KIND: &'static str = "test";
     const VERSION: u32 = 1;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "model", many: false, required: true, doc: "a model artefact (declared or TorchScript)" },
-        InputSlot { name: "dataset", many: false, required: true, doc: "a dataset artefact" },
+        InputSlot {
+            name: "model",
+            accepts: &[MODEL],
+            many: false,
+            required: true,
+            doc: "a model artefact (declared or TorchScript)",
+        },
+        InputSlot { name: "dataset", accepts: ANY_DATASET, many: false, required: true, doc: "a dataset artefact" },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec {
             name: "results",
+            kind: TEST_RESULTS,
             path: "results.csv",
             doc: "image,result,expected,predicted,<score per class>,<parameters>",
         },
-        OutputSpec { name: "errors", path: "errors/", doc: "the error-inducing images, as a dataset artefact" },
-        OutputSpec { name: "summary", path: "summary.json", doc: "accuracy, errors, per-class accuracy" },
+        OutputSpec {
+            name: "errors",
+            kind: DATASET,
+            path: "errors/",
+            doc: "the error-inducing images, as a dataset artefact",
+        },
+        OutputSpec {
+            name: "summary",
+            kind: TEST_SUMMARY,
+            path: "summary.json",
+            doc: "accuracy, errors, per-class accuracy",
+        },
     ];
     const DOC: &'static str = "Runs a model over a dataset split.";
 
     fn run(&self, p: &TestParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let model = Model::load(&ctx.input("model")?.path, device).map_err(|e| StageError::input(e.to_string()))?;
-        let ds = Dataset::open(&ctx.input("dataset")?.path).map_err(|e| StageError::input(e.to_string()))?;
+        let model = Model::load(&ctx.input("model")?.path, device)?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         if model.meta.input != input {
             return Err(StageError::input(format!(
@@ -190,9 +123,9 @@ impl Stage for Test {
                 "the model was trained for another task (different classes or keypoints)".to_string(),
             ));
         }
-        let rows = ds.split_rows(&p.split).map_err(|e| StageError::input(e.to_string()))?;
+        let rows = ds.split_rows(&p.split)?;
         let preds = predict(&model, &ds, &rows, p.batch_size, p.threshold, ctx.progress)?;
-        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let ids = ds.ids()?;
         let ids: Vec<String> = rows.iter().map(|&r| ids[r].clone()).collect();
         let results: Vec<&str> = preds.iter().map(|pr| if pr.correct() { "Correct" } else { "Wrong" }).collect();
         let mut columns = vec![
@@ -272,17 +205,14 @@ impl Stage for Test {
         for name in ds.param_names() {
             if let Ok(col) = ds.table.column(&name) {
                 let idx: Vec<polars::prelude::IdxSize> = rows.iter().map(|&r| r as polars::prelude::IdxSize).collect();
-                let taken = col
-                    .take(&polars::prelude::IdxCa::from_vec("idx".into(), idx))
-                    .map_err(|e| StageError::failed(e.to_string()))?;
+                let taken = col.take(&polars::prelude::IdxCa::from_vec("idx".into(), idx))?;
                 columns.push(taken);
             }
         }
-        let mut df =
-            polars::prelude::DataFrame::new(rows.len(), columns).map_err(|e| StageError::failed(e.to_string()))?;
-        write_csv(&ctx.output("results")?, &mut df).map_err(|e| StageError::failed(e.to_string()))?;
+        let mut df = polars::prelude::DataFrame::new(rows.len(), columns)?;
+        write_csv(&ctx.output("results")?, &mut df)?;
         let wrong: Vec<usize> = rows.iter().zip(&preds).filter(|(_, pr)| !pr.correct()).map(|(&r, _)| r).collect();
-        ds.write_subset(&wrong, &ctx.output("errors")?).map_err(|e| StageError::failed(e.to_string()))?;
+        ds.write_subset(&wrong, &ctx.output("errors")?)?;
         let path = ctx.output("summary")?;
         std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("summary serialises"))
             .map_err(|e| StageError::io(&path, e))?;

@@ -1,12 +1,16 @@
 //! Stage `variance` (RQ1: do the images of a root-cause cluster share a cause?): for every cluster and simulator
 //! parameter, how much smaller the parameter's spread is inside the cluster than over all error-inducing images.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::clusters::Clusters;
+use crate::artefact::evaluation::{ExplanationRow, ReductionRow, VarianceSummary};
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, CLUSTERS, EXPLANATIONS, PARQUET, VARIANCE_SUMMARY, VARIANCE_TABLE};
 use crate::dataset::{Dataset, ParamInfo};
-use crate::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::stats;
 
 pub struct Variance;
@@ -40,24 +44,6 @@ impl Params for VarianceParams {
         }
         out
     }
-}
-
-/// `summary.json`: HUDD's Table 1 figures and the RQ1 share.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VarianceSummary {
-    pub failing: usize,
-    pub clusters: usize,
-    /// Images an engineer inspects: up to `inspect_per_cluster` per cluster, and their share of the failing images.
-    pub inspected: usize,
-    pub inspected_share: f64,
-    /// Clusters with at least two images (a single image has no spread to compare).
-    pub assessed: usize,
-    pub explained: usize,
-    /// `explained / assessed`; none without simulator parameters.
-    pub explained_share: Option<f64>,
-    pub threshold: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
 
 /// A parameter's values over some images, as its kind needs them.
@@ -142,47 +128,66 @@ impl Stage for Variance {
     const KIND: &'static str = "variance";
     const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
-        InputSlot { name: "clusters", many: false, required: true, doc: "a cluster stage's output" },
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: true,
+            doc: "a cluster stage's output",
+        },
         InputSlot {
             name: "images",
+            accepts: ANY_DATASET,
             many: false,
             required: true,
             doc: "the clustered images, with their simulator parameters",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "reductions", path: "variance.csv", doc: "cluster,size,parameter,kind,reduction" },
+        OutputSpec {
+            name: "reductions",
+            kind: VARIANCE_TABLE,
+            path: "variance.csv",
+            doc: "cluster,size,parameter,kind,reduction",
+        },
         OutputSpec {
             name: "clusters",
+            kind: EXPLANATIONS,
             path: "clusters.csv",
             doc: "cluster,size,explained,best_parameter,best_reduction,description",
         },
         OutputSpec {
             name: "summary",
+            kind: VARIANCE_SUMMARY,
             path: "summary.json",
             doc: "Table 1 figures and the share of explained clusters",
         },
-        OutputSpec { name: "parquet", path: "parquet/", doc: "variance.parquet and clusters.parquet" },
+        OutputSpec { name: "parquet", kind: PARQUET, path: "parquet/", doc: "variance.parquet and clusters.parquet" },
     ];
     const DOC: &'static str = "Variance reduction of simulator parameters inside each cluster (RQ1).";
 
     fn run(&self, p: &VarianceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let ds = Dataset::open(&ctx.input("images")?.path).map_err(|e| StageError::input(e.to_string()))?;
-        let ids = ds.ids().map_err(|e| StageError::input(e.to_string()))?;
+        let ds = Dataset::open(&ctx.input("images")?.path)?;
+        let ids = ds.ids()?;
         let cdir = ctx.input("clusters")?.path.clone();
+        let clusters = Clusters::open(&cdir);
         let path = cdir.join("clusters.csv");
-        let table = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
-        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
-        for (i, line) in table.lines().enumerate().skip(1) {
-            let mut f = line.split(',');
-            let (Some(id), Some(c)) = (f.next(), f.next()) else { continue };
-            let c: usize = c.parse().map_err(|_| {
-                StageError::input(format!("{}:{}: cluster `{c}` is not a number", path.display(), i + 1))
+        let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            row_of.entry(id.as_str()).or_insert(i);
+        }
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, m) in clusters.members()?.into_iter().enumerate() {
+            let row = *row_of.get(m.image.as_str()).ok_or_else(|| {
+                StageError::input(format!(
+                    "{}: row {}: image {} is not in {}",
+                    path.display(),
+                    i + 1,
+                    m.image,
+                    ds.dir.display()
+                ))
             })?;
-            let row = ids.iter().position(|x| x == id).ok_or_else(|| {
-                StageError::input(format!("{}:{}: image {id} is not in {}", path.display(), i + 1, ds.dir.display()))
-            })?;
-            groups.entry(c).or_default().push(row);
+            groups.entry(m.cluster).or_default().push(row);
         }
         let failing = ds.meta.count;
         let inspected: usize = groups.values().map(|g| g.len().min(p.inspect_per_cluster)).sum();
@@ -194,8 +199,8 @@ impl Stage for Variance {
             .collect::<Result<_, _>>()?;
         let all: Vec<usize> = groups.values().flatten().copied().collect();
         let overall: Vec<f64> = params.iter().map(|(_, v)| v.spread(&all)).collect();
-        let mut reductions = String::from("cluster,size,parameter,kind,reduction\n");
-        let mut rows = String::from("cluster,size,explained,best_parameter,best_reduction,description\n");
+        let mut reductions = Vec::new();
+        let mut rows = Vec::new();
         let (mut assessed, mut explained) = (0, 0);
         for (c, members) in &groups {
             let mut scored: Vec<(usize, f64)> = Vec::new();
@@ -203,7 +208,13 @@ impl Stage for Variance {
                 for (k, (info, values)) in params.iter().enumerate() {
                     if overall[k] > 0.0 {
                         let r = 1.0 - values.spread(members) / overall[k];
-                        let _ = writeln!(reductions, "{c},{},{},{},{r}", members.len(), info.name, info.kind);
+                        reductions.push(ReductionRow {
+                            cluster: *c,
+                            size: members.len(),
+                            parameter: info.name.clone(),
+                            kind: info.kind.clone(),
+                            reduction: r,
+                        });
                         scored.push((k, r));
                     }
                 }
@@ -219,16 +230,16 @@ impl Stage for Variance {
                 .take(3)
                 .map(|&(k, _)| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members))
                 .collect();
-            let (best, best_r) = scored
-                .first()
-                .map_or((String::new(), String::new()), |&(k, r)| (params[k].0.name.clone(), format!("{r}")));
-            let _ = writeln!(
-                rows,
-                "{c},{},{},{best},{best_r},\"{}\"",
-                members.len(),
-                if assessable { is_explained.to_string() } else { String::new() },
-                description.join("; ")
-            );
+            let (best_parameter, best_reduction) =
+                scored.first().map_or((String::new(), None), |&(k, r)| (params[k].0.name.clone(), Some(r)));
+            rows.push(ExplanationRow {
+                cluster: *c,
+                size: members.len(),
+                explained: assessable.then_some(is_explained),
+                best_parameter,
+                best_reduction,
+                description: description.join("; "),
+            });
         }
         let note = if params.is_empty() {
             Some("the images carry no simulator parameters (real images): RQ1 does not apply".to_string())
@@ -248,12 +259,10 @@ impl Stage for Variance {
             threshold: p.threshold,
             note,
         };
-        for (name, text) in [("reductions", reductions), ("clusters", rows)] {
-            crate::stages::compare::write_table(ctx, name, &text)?;
-        }
-        let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable"))
-            .map_err(|e| StageError::io(&path, e))
+        let parquet = ctx.output("parquet")?;
+        table::write_with_parquet(&ctx.output("reductions")?, &parquet, &reductions)?;
+        table::write_with_parquet(&ctx.output("clusters")?, &parquet, &rows)?;
+        Ok(table::write_json(&ctx.output("summary")?, &summary)?)
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hudd::engine::RunOptions;
-use hudd::manifest::Override;
-use hudd::progress::Reporter;
+use hudd::engine::manifest::Override;
+use hudd::engine::progress::Reporter;
 
 /// Runs in the page after load and leaves its findings in `body[data-check]` (only in the test's copy).
 const CHECK: &str = r#"<script>
@@ -68,7 +68,7 @@ fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
     .map(|o| o.parse().unwrap())
     .collect();
     let registry = hudd::stages::registry();
-    let w = hudd::manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
+    let w = hudd::engine::manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
     let r = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     ws.path().join("reports/quickstart/report.html")

@@ -66,7 +66,7 @@ fn every_shipped_workflow_passes_check() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            hudd::manifest::load(&path, &[], &hudd::stages::registry())
+            hudd::engine::manifest::load(&path, &[], &hudd::stages::registry())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             checked += 1;
         }

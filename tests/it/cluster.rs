@@ -22,7 +22,7 @@ fn points(case: &Value) -> (Vec<f32>, usize, usize) {
 
 fn matrix(case: &Value) -> Matrix {
     let rows: Vec<Vec<f64>> = case["distances"].as_array().unwrap().iter().map(floats).collect();
-    Matrix { n: rows.len(), data: rows.concat() }
+    Matrix::from_shape_vec((rows.len(), rows.len()), rows.concat()).unwrap()
 }
 
 /// scipy's labels (1-based, arbitrary order) in hudd's canonical order.
@@ -36,10 +36,10 @@ fn distances_through_matrix_products_match_scipys_pdist() {
         let (x, n, d) = points(case);
         let got = cluster::distances_of(&x, n, d);
         let want = matrix(case);
-        let scale = want.max();
-        let worst = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let scale = cluster::max_distance(&want);
+        let worst = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5 * scale, "{}: worst difference {worst} at scale {scale}", case["name"]);
-        assert!((0..n).all(|i| got.get(i, i) == 0.0));
+        assert!((0..n).all(|i| got[[i, i]] == 0.0));
     }
 }
 
@@ -59,9 +59,9 @@ fn distances_read_in_column_chunks_equal_the_exact_ones() {
         for j in 0..n {
             let exact = (0..d).map(|c| (f64::from(x[i * d + c]) - f64::from(x[j * d + c])).powi(2)).sum::<f64>().sqrt();
             assert!(
-                (chunked.get(i, j) - exact).abs() < 1e-4 * (1.0 + exact),
+                (chunked[[i, j]] - exact).abs() < 1e-4 * (1.0 + exact),
                 "{i},{j}: {} against {exact}",
-                chunked.get(i, j)
+                chunked[[i, j]]
             );
         }
     }
@@ -274,7 +274,7 @@ fn crafted(
     images: usize,
     layers: &[(&str, Vec<Vec<f32>>)],
     extra: &str,
-) -> (hudd::manifest::Workflow, hudd::engine::RunReport) {
+) -> (hudd::engine::manifest::Workflow, hudd::engine::RunReport) {
     let dir = ws.path().join("crafted");
     std::fs::create_dir_all(&dir).unwrap();
     let ids: Vec<String> = (0..images).map(|i| format!("train-{i:06}")).collect();
@@ -314,16 +314,16 @@ path = "crafted"
 [[stage]]
 id = "cluster"
 kind = "cluster"
-heatmaps = "heatmaps.copy"
+heatmaps = "heatmaps.heatmaps"
 images = "data.dataset"
 {extra}
 "#
     );
     let path = ws.write("crafted.toml", &manifest);
     let registry = hudd::stages::registry().with(crate::support::Files);
-    let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report =
-        hudd::engine::run(&ws.store(), &w, &registry, &Default::default(), &hudd::progress::Reporter::hidden())
+        hudd::engine::run(&ws.store(), &w, &registry, &Default::default(), &hudd::engine::progress::Reporter::hidden())
             .unwrap();
     (w, report)
 }
@@ -333,7 +333,7 @@ fn three_groups() -> Vec<Vec<f32>> {
     (0..12).map(|i| (0..6).map(|d| if d == i % 3 { 10.0 } else { 0.0 } + (i * 7 + d) as f32 * 0.01).collect()).collect()
 }
 
-fn failure(w: &hudd::manifest::Workflow, report: &hudd::engine::RunReport, stage: &str) -> String {
+fn failure(w: &hudd::engine::manifest::Workflow, report: &hudd::engine::RunReport, stage: &str) -> String {
     match &report.outcomes[w.stage_index(stage).unwrap()] {
         hudd::engine::Outcome::Failed { error, .. } => error.clone(),
         other => panic!("{stage} did not fail: {other:?}"),
@@ -417,6 +417,6 @@ fn unknown_layers_and_a_fixed_rule_without_k_are_named() {
     let error = failure(&w, &report, "cluster");
     assert!(error.contains("layers name `conv9`, which has no heatmaps (layers: input, fc)"), "{error}");
     let path = ws.write("bad.toml", "[workflow]\nname = \"b\"\n[[stage]]\nid = \"c\"\nkind = \"cluster\"\nheatmaps = \"x.y\"\nimages = \"x.z\"\nchoose_k = \"fixed\"\n");
-    let err = hudd::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_err().to_string();
+    let err = hudd::engine::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_err().to_string();
     assert!(err.contains("k") && err.contains("is required when choose_k = \"fixed\""), "{err}");
 }

@@ -349,7 +349,7 @@ fn a_second_run_waits_for_the_workspace_lock() {
     let held = store.lock(|_| panic!("the first lock does not wait")).unwrap();
     let path = ws.path().to_path_buf();
     let waiter = std::thread::spawn(move || {
-        let store = hudd::store::Store::open(&path).unwrap();
+        let store = hudd::engine::store::Store::open(&path).unwrap();
         let mut said = String::new();
         let _lock = store.lock(|m| said = m.to_string()).unwrap();
         said

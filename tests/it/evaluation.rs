@@ -1,13 +1,13 @@
 //! RQ1 (`variance`) and RQ2 (`compare`) on inputs with known answers.
 
+use hudd::engine::manifest::Workflow;
+use hudd::engine::progress::Reporter;
 use hudd::engine::{RunOptions, RunReport};
-use hudd::manifest::Workflow;
-use hudd::progress::Reporter;
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
     let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
-    let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     (w, report)
@@ -46,7 +46,7 @@ path = "clusters"
 [[stage]]
 id = "variance"
 kind = "variance"
-clusters = "clusters.copy"
+clusters = "clusters.clusters"
 images = "data.dataset"
 inspect_per_cluster = 3
 "#;
@@ -62,14 +62,17 @@ inspect_per_cluster = 3
     );
     assert_eq!(summary["explained_share"], 1.0, "{summary}");
     let clusters = text(&ws, &w, &r, "variance", "clusters");
-    let rows: Vec<&str> = clusters.lines().skip(1).collect();
-    assert!(rows[0].starts_with("1,10,true,yaw,0.99"), "{clusters}");
+    let rows: Vec<hudd::artefact::evaluation::ExplanationRow> =
+        hudd::artefact::table::parse(std::path::Path::new("clusters.csv"), clusters.as_bytes()).unwrap();
+    let first = &rows[0];
+    assert_eq!((first.cluster, first.size, first.explained, first.best_parameter.as_str()), (1, 10, Some(true), "yaw"));
+    assert!(first.best_reduction.is_some_and(|r| (0.99..1.0).contains(&r)), "{clusters}");
     // The arc across 0° reads as signed degrees (-3.5° to 2.9°), not as 356.5° to 2.9°.
-    let yaw = rows[0].split('"').nth(1).unwrap().split(';').next().unwrap();
+    let yaw = first.description.split(';').next().unwrap();
     let (lo, hi) = yaw.trim_start_matches("yaw ").split_once(" to ").unwrap();
     let (lo, hi): (f64, f64) = (lo.trim_end_matches('°').parse().unwrap(), hi.trim_end_matches('°').parse().unwrap());
     assert!((-4.0..0.0).contains(&lo) && (0.0..4.0).contains(&hi), "{clusters}");
-    assert!(rows[1].contains("night 0.8"), "{clusters}");
+    assert!(rows[1].description.contains("night 0.8"), "{clusters}");
     let reductions = text(&ws, &w, &r, "variance", "reductions");
     // Night spreads over [0, 1] in cluster 1: no reduction there (it may even grow).
     let night_1: f64 =
@@ -123,7 +126,7 @@ kind = "compare"
 original = "original.results"
 reference = ["h0.results", "h1.results", "h2.results"]
 runs = ["r0.results", "r1.results", "r2.results"]
-clusters = "clusters.copy"
+clusters = "clusters.clusters"
 "#,
         q(&original),
         hudd.iter().enumerate().map(|(i, t)| format!("[[stage]]\nid = \"h{i}\"\nkind = \"results\"\nseed = {i}\ntext = {}\n", q(t))).collect::<String>(),

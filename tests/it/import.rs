@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use hudd::engine::Outcome;
-use hudd::store::Store;
+use hudd::engine::store::Store;
 
 use crate::support::Ws;
 
@@ -36,7 +36,7 @@ fn hudds_folder_layout_becomes_a_dataset_with_splits_and_classes() {
     assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
     let ds = dataset(&ws, &keys[0]);
     assert_eq!(ds.meta.splits, vec![("train".into(), 6), ("test".into(), 4), ("improvement".into(), 2)]);
-    assert_eq!(ds.meta.target, hudd::sim::Target::Classification { classes: vec!["closed".into(), "open".into()] });
+    assert_eq!(ds.meta.target, hudd::dataset::Target::Classification { classes: vec!["closed".into(), "open".into()] });
     assert_eq!((ds.meta.height, ds.meta.width, ds.meta.channels), (16, 16, 3));
     assert_eq!(ds.ids().unwrap()[0], "TrainingSet/closed/0.png");
 }

@@ -130,7 +130,7 @@ fn the_heatmaps_stage_writes_one_array_per_layer_with_an_index_and_conservation(
     let ws = crate::support::Ws::new();
     let (w, report) = ws.run_builtin(&TRAINED.replace("TINY", &fixture("tiny.toml")));
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
-    let store = hudd::store::Store::open(ws.path()).unwrap();
+    let store = hudd::engine::store::Store::open(ws.path()).unwrap();
     let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
     let shapes = [
         ("features.0", vec![40, 3, 32, 32]),

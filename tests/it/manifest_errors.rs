@@ -1,7 +1,7 @@
 //! Every manifest error, each as a TOML snippet and the message and `file:line:col` it must produce.
 
 use crate::support::{Ws, registry};
-use hudd::manifest::{self, ManifestError, Override};
+use hudd::engine::manifest::{self, ManifestError, Override};
 
 const HEAD: &str = "[workflow]\nname = \"w\"\n";
 
@@ -178,13 +178,13 @@ fn a_matrix_key_a_kind_does_not_take_may_label_instances_only_when_another_stage
     let base = "[workflow]\nname = \"m\"\n[[stage]]\nid = \"a\"\nkind = \"echo\"\nmatrix = { seed = [1, 2] }\n[[stage]]\nid = \"b\"\nkind = \"files\"\npath = \"x\"\n";
     // `files` takes no `seed`: as a label it names b's instances (another stage has the key)...
     let path = ws.write("ok.toml", &format!("{base}matrix = {{ seed = [1, 2] }}\n"));
-    let w = hudd::manifest::load(&path, &[], &crate::support::registry()).unwrap();
+    let w = hudd::engine::manifest::load(&path, &[], &crate::support::registry()).unwrap();
     let ids: Vec<&str> = w.stages.iter().map(|s| s.id.as_str()).collect();
     assert!(ids.contains(&"b[seed=1]") && ids.contains(&"b[seed=2]"), "{ids:?}");
     assert!(w.stages.iter().filter(|s| s.base_id == "b").all(|s| s.params.get("seed").is_none()));
     // ...but a key no other stage has is a mistake, located.
     let path = ws.write("bad.toml", &format!("{base}matrix = {{ sed = [1, 2] }}\n"));
-    let err = hudd::manifest::load(&path, &[], &crate::support::registry()).unwrap_err().to_string();
+    let err = hudd::engine::manifest::load(&path, &[], &crate::support::registry()).unwrap_err().to_string();
     assert!(
         err.contains("matrix key `sed` is not a parameter or input of kind `files`") && err.contains("bad.toml:11:"),
         "{err}"
@@ -216,4 +216,21 @@ fn executor_mistakes_are_located_and_named() {
         &format!("{HEAD}[executor]\ndefault = \"cloud\"\n\n{stage}"),
         &["unknown variant `cloud`", "--> w.toml:4:11"],
     );
+}
+
+#[test]
+fn a_wrongly_wired_input_is_located_and_names_both_artefact_kinds() {
+    let text = "[workflow]\nname = \"w\"\n\
+                [[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\n\
+                [stage.splits.test]\ncount = 10\n\
+                [[stage]]\nid = \"t\"\nkind = \"test\"\nmodel = \"data.dataset\"\ndataset = \"data.dataset\"\n";
+    let got = match manifest::parse(std::path::Path::new("w.toml"), text, &[], &hudd::stages::registry()) {
+        Ok(_) => panic!("a dataset wired into `model` was accepted"),
+        Err(ManifestError::Invalid { rendered, .. }) => rendered,
+        Err(e) => panic!("{e}"),
+    };
+    for e in ["`model` takes a model; `data.dataset` is a dataset", "--> w.toml:12:9", "^^^^^^^^^^^^^^"] {
+        assert!(got.contains(e), "expected {e:?} in:\n{got}");
+    }
+    assert!(!got.contains("w.toml:13:"), "the dataset input is rightly wired:\n{got}");
 }

@@ -1,7 +1,7 @@
 //! Models: declared architectures, training, testing, weights in and out.
 
-use hudd::progress::Reporter;
-use hudd::store::Store;
+use hudd::engine::progress::Reporter;
+use hudd::engine::store::Store;
 
 use crate::support::Ws;
 
@@ -52,7 +52,7 @@ split = "train"
 struct Ran {
     ws: Ws,
     keys: Vec<String>,
-    w: hudd::manifest::Workflow,
+    w: hudd::engine::manifest::Workflow,
 }
 
 impl Ran {
@@ -107,7 +107,7 @@ fn trainings_side_by_side_give_the_weights_each_gives_alone() {
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     let (w1, r1) = alone.run_builtin_with(text, options(1));
     assert_eq!(r1.exit_code(), 0, "{:?}", r1.outcomes);
-    let weights = |ws: &Ws, w: &hudd::manifest::Workflow, r: &hudd::engine::RunReport, id: &str| {
+    let weights = |ws: &Ws, w: &hudd::engine::manifest::Workflow, r: &hudd::engine::RunReport, id: &str| {
         let path = ws.store().output_path(&r.keys[w.stage_index(id).unwrap()], "model").unwrap();
         std::fs::read(path.join("weights.safetensors")).unwrap()
     };
@@ -150,7 +150,7 @@ fn weights_written_by_pytorch_load_with_the_documented_names() {
         architecture: Some(arch),
         input: [3, 32, 32],
         outputs: 4,
-        target: hudd::sim::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
+        target: hudd::dataset::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
     };
@@ -315,7 +315,7 @@ fn a_keypoint_model_learns_where_a_dot_is_and_the_test_reports_pixel_errors() {
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let store = Store::open(ws.path()).unwrap();
     let data = hudd::dataset::Dataset::open(&store.output_path(&report.keys[0], "dataset").unwrap()).unwrap();
-    assert_eq!(data.meta.target, hudd::sim::Target::Regression { targets: vec!["x0".into(), "y0".into()] });
+    assert_eq!(data.meta.target, hudd::dataset::Target::Regression { targets: vec!["x0".into(), "y0".into()] });
     let first = &data.targets().unwrap()[0];
     assert!(first.iter().all(|&t| (6.0..=26.0).contains(&t)), "targets scaled to 32 px: {first:?}");
     let test = w.stage_index("test").unwrap();

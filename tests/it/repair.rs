@@ -185,13 +185,15 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     );
     let (w2, report2) = ws.run_builtin(&frozen);
     assert_eq!(report2.exit_code(), 0, "{:?}", report2.outcomes);
-    let weights =
-        |w: &hudd::manifest::Workflow, r: &hudd::engine::RunReport, stage: &str| -> Vec<(String, tch::Tensor)> {
-            let dir = ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], "model").unwrap();
-            let mut v = tch::Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
+    let weights = |w: &hudd::engine::manifest::Workflow,
+                   r: &hudd::engine::RunReport,
+                   stage: &str|
+     -> Vec<(String, tch::Tensor)> {
+        let dir = ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], "model").unwrap();
+        let mut v = tch::Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
     for ((name, a), (_, b)) in weights(&w2, &report2, "train").iter().zip(weights(&w2, &report2, "retrain")) {
         let diff = f64::try_from((a - &b).abs().max()).unwrap();
         assert!(diff < 1e-6, "{name} moved by {diff}");
@@ -305,7 +307,7 @@ fn the_failing_baseline_judges_a_keypoint_model_by_the_given_threshold() {
     assert_eq!((selected("strict"), selected("lenient")), (30, 0));
 
     let bad = text.replace("threshold = 0.001", "threshold = 0.0");
-    let err = hudd::manifest::parse(std::path::Path::new("kp.toml"), &bad, &[], &hudd::stages::registry())
+    let err = hudd::engine::manifest::parse(std::path::Path::new("kp.toml"), &bad, &[], &hudd::stages::registry())
         .unwrap_err()
         .to_string();
     assert!(err.contains("invalid `threshold`: must be above 0 pixels, got 0"), "{err}");

@@ -1,13 +1,13 @@
 //! The safety-analysis report: golden Markdown, escaping of user data, user templates, annotations.
 
+use hudd::engine::manifest::Workflow;
+use hudd::engine::progress::Reporter;
 use hudd::engine::{RunOptions, RunReport};
-use hudd::manifest::Workflow;
-use hudd::progress::Reporter;
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
     let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
-    let w = hudd::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     (w, report)
 }
@@ -39,8 +39,8 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
     );
     format!(
         "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
-         [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.results\"\nclusters = \"clusters.copy\"\nvariance = \"variance.results\"\n\
-         compare = \"compare.results\"\nruns = \"runs.results\"\nrcc = \"rcc.results\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
+         [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.summary\"\nclusters = \"clusters.clusters\"\nvariance = \"variance.explanations\"\n\
+         compare = \"compare.compare\"\nruns = \"runs.runs\"\nrcc = \"rcc.rcc\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
         text_stage("test", TEST),
         text_stage("compare", COMPARE),
         text_stage("runs", RUNS),
@@ -68,7 +68,7 @@ fn the_markdown_report_matches_its_golden_file() {
         std::fs::write(&golden, content).unwrap();
     }
     assert_eq!(content, std::fs::read_to_string(&golden).unwrap(), "rerun with HUDD_UPDATE_GOLDEN=1 to accept");
-    assert!(md.contains("| test | `test` | results |"), "{md}");
+    assert!(md.contains("| test | `test` | summary |"), "{md}");
     let html = output(&ws, &w, &r, "report.html");
     assert!(html.contains("<svg") && html.contains("Cluster 2: 41 images"), "{html}");
 }

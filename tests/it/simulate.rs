@@ -1,9 +1,9 @@
 //! The `simulate` stage and `hudd simulate`: determinism, ranges, labels, manifest errors.
 
-use hudd::manifest;
+use hudd::engine::manifest;
+use hudd::engine::progress::Reporter;
+use hudd::engine::store::Store;
 use hudd::npy::NpyReader;
-use hudd::progress::Reporter;
-use hudd::store::Store;
 
 use crate::support::Ws;
 
@@ -279,17 +279,17 @@ fn face_landmarks_lie_on_the_face_and_labels_follow_the_parameters() {
                 }
             }
             match (&g.sample.label, *task) {
-                (sim::Label::Targets(kp), "landmarks") => {
+                (hudd::dataset::Label::Targets(kp), "landmarks") => {
                     assert_eq!(kp.len(), 54);
                     // Every landmark inside the image, and the chin below the eyes in an upright head's frame.
                     assert!(kp.iter().all(|&c| (0.0..64.0).contains(&c)), "{kp:?}");
                     let (chin_y, eye_y) = (kp[2 * 24 + 1], kp[2 * 7 + 1]);
                     assert!(v[at("roll")].abs() > 30.0 || chin_y > eye_y, "chin {chin_y} above the eye {eye_y}");
                 }
-                (sim::Label::Class(c), "headpose") => {
+                (hudd::dataset::Label::Class(c), "headpose") => {
                     assert_eq!(*c, sim::faces::headpose_class(v[at("yaw")], v[at("pitch")]));
                 }
-                (sim::Label::Class(c), "eyeglasses") => assert_eq!(*c == 1, v[at("glasses")] >= 1.0),
+                (hudd::dataset::Label::Class(c), "eyeglasses") => assert_eq!(*c == 1, v[at("glasses")] >= 1.0),
                 (label, task) => panic!("{task}: {label:?}"),
             }
             Ok::<(), ()>(())

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hudd::store::Store;
+use hudd::engine::store::Store;
 
 /// A running slurmctld and slurmd (and munged, when this test had to start it).
 struct Cluster {
@@ -193,7 +193,7 @@ fn text(o: &Output) -> String {
 }
 
 /// Every stage's key and the digests of its outputs.
-fn results(ws: &Path, w: &hudd::manifest::Workflow) -> Vec<(String, String, String)> {
+fn results(ws: &Path, w: &hudd::engine::manifest::Workflow) -> Vec<(String, String, String)> {
     let store = Store::open(ws).unwrap();
     let planned = hudd::engine::plan(&store, w, &hudd::stages::registry()).unwrap();
     w.stages
@@ -286,7 +286,7 @@ fn a_workflow_on_slurm_gives_the_local_artefacts_fails_cleanly_and_reruns_nothin
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let registry = hudd::stages::registry();
-    let w = |dir: &Path| hudd::manifest::load(&dir.join("w.toml"), &[], &registry).unwrap();
+    let w = |dir: &Path| hudd::engine::manifest::load(&dir.join("w.toml"), &[], &registry).unwrap();
     let on_slurm = results(&ws, &w(&ws));
     assert_eq!(on_slurm.len(), 5, "{on_slurm:?}");
     assert_eq!(on_slurm, results(&local, &w(&local)));

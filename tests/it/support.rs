@@ -4,12 +4,17 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hudd::engine::manifest::{self, Override, Workflow};
+use hudd::engine::progress::Reporter;
+use hudd::engine::stage::{
+    ArtefactKind, InputSlot, Invalid, OutputSpec, Params, Registry, Stage, StageContext, StageError,
+};
+use hudd::engine::store::Store;
 use hudd::engine::{self, RunOptions, RunReport};
-use hudd::manifest::{self, Override, Workflow};
-use hudd::progress::Reporter;
-use hudd::stage::{InputSlot, Invalid, OutputSpec, Params, Registry, Stage, StageContext, StageError};
-use hudd::store::Store;
 use serde::{Deserialize, Serialize};
+
+/// The one artefact kind of the fake stages.
+const TEXT: ArtefactKind = ArtefactKind { name: "text", doc: "a text file" };
 
 /// A global clock: every stage start and end takes a tick, so tests can check the order stages ran in.
 static CLOCK: AtomicU64 = AtomicU64::new(0);
@@ -53,10 +58,11 @@ impl Stage for Echo {
     type Params = EchoParams;
     const KIND: &'static str = "echo";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "from", many: true, required: false, doc: "" }];
+    const INPUTS: &'static [InputSlot] =
+        &[InputSlot { name: "from", accepts: &[TEXT], many: true, required: false, doc: "" }];
     const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "out", path: "out.txt", doc: "" },
-        OutputSpec { name: "ticks", path: "ticks.txt", doc: "" },
+        OutputSpec { name: "out", kind: TEXT, path: "out.txt", doc: "" },
+        OutputSpec { name: "ticks", kind: TEXT, path: "ticks.txt", doc: "" },
     ];
     const USES_SEED: bool = true;
 
@@ -93,7 +99,7 @@ impl Stage for Echo {
     }
 }
 
-/// `files`: copies an external folder into the store.
+/// `files`: copies an external folder into the store, offered as text, heatmaps or clusters.
 pub struct Files;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -108,7 +114,12 @@ impl Stage for Files {
     type Params = FilesParams;
     const KIND: &'static str = "files";
     const VERSION: u32 = 1;
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "copy", path: "copy/", doc: "" }];
+    // One folder, offered as each artefact kind a test crafts by hand.
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "copy", kind: TEXT, path: "copy/", doc: "" },
+        OutputSpec { name: "heatmaps", kind: hudd::artefact::HEATMAPS, path: "copy/", doc: "" },
+        OutputSpec { name: "clusters", kind: hudd::artefact::CLUSTERS, path: "copy/", doc: "" },
+    ];
 
     fn external_paths(p: &FilesParams) -> Vec<PathBuf> {
         vec![p.path.clone()]
@@ -125,7 +136,8 @@ impl Stage for Files {
     }
 }
 
-/// `results`: writes its `text` as `results.csv` (a test stage's results, made by hand); `strategy` and `seed` only
+/// `results`: writes its `text` as `results.csv` (a test stage's results or summary, a table of a compare or
+/// variance stage: made by hand); `strategy` and `seed` only
 /// name instances.
 pub struct Text;
 
@@ -145,7 +157,15 @@ impl Stage for Text {
     type Params = TextParams;
     const KIND: &'static str = "results";
     const VERSION: u32 = 1;
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "results", path: "results.csv", doc: "" }];
+    // One file, offered as each artefact kind a test crafts by hand.
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec { name: "results", kind: hudd::artefact::TEST_RESULTS, path: "results.csv", doc: "" },
+        OutputSpec { name: "summary", kind: hudd::artefact::TEST_SUMMARY, path: "results.csv", doc: "" },
+        OutputSpec { name: "explanations", kind: hudd::artefact::EXPLANATIONS, path: "results.csv", doc: "" },
+        OutputSpec { name: "compare", kind: hudd::artefact::COMPARE_SUMMARY, path: "results.csv", doc: "" },
+        OutputSpec { name: "runs", kind: hudd::artefact::COMPARE_RUNS, path: "results.csv", doc: "" },
+        OutputSpec { name: "rcc", kind: hudd::artefact::COMPARE_RCC, path: "results.csv", doc: "" },
+    ];
 
     fn run(&self, p: &TextParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let path = ctx.output("results")?;
@@ -168,8 +188,9 @@ impl Stage for GateStage {
     type Params = GateParams;
     const KIND: &'static str = "gate";
     const VERSION: u32 = 1;
-    const INPUTS: &'static [InputSlot] = &[InputSlot { name: "model", many: false, required: true, doc: "" }];
-    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "verdict", path: "verdict.txt", doc: "" }];
+    const INPUTS: &'static [InputSlot] =
+        &[InputSlot { name: "model", accepts: &[TEXT], many: false, required: true, doc: "" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "verdict", kind: TEXT, path: "verdict.txt", doc: "" }];
 
     fn run(&self, p: &GateParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         ctx.input("model")?;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::store::{EntryState, KeyMaterial, StateRecord};
+use crate::engine::store::{EntryState, KeyMaterial, StateRecord};
 
 /// Why a stage must run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stage::OutputSpec;
+use crate::engine::stage::{ManifestRef, OutputSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,6 +100,9 @@ impl KeyMaterial {
     }
 }
 
+/// A stage instance that produced an input: its base id and its matrix values.
+pub type Producer = (String, BTreeMap<String, String>);
+
 /// Everything `hudd exec <key>` needs to run one stage instance in any process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -109,21 +112,12 @@ pub struct Spec {
     pub matrix: BTreeMap<String, String>,
     pub material: KeyMaterial,
     /// Input slot → producing stage ids, aligned with `material.inputs`.
-    pub input_stages: BTreeMap<String, Vec<(String, BTreeMap<String, String>)>>,
+    pub input_stages: BTreeMap<String, Vec<Producer>>,
     /// The workflow's seed, used when the stage sets none.
     pub seed: u64,
-    /// The manifest, for kinds that deliver a workflow's result ([`crate::stage::Stage::DELIVERABLE`]).
+    /// The manifest, for kinds that deliver a workflow's result ([`crate::engine::stage::Stage::DELIVERABLE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<ManifestRef>,
-}
-
-/// A manifest as a deliverable stage saw it at planning time.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ManifestRef {
-    /// As given on the command line.
-    pub path: String,
-    /// blake3 of its bytes.
-    pub hash: String,
 }
 
 /// Whether an entry can be reused.
@@ -162,7 +156,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating its folders as needed) the store of a workspace.
     pub fn open(workspace: &Path) -> Result<Store, StoreError> {
-        let root = workspace.join(".hudd");
+        let root = Store::root_of(workspace);
         for sub in ["store", "tmp", "specs", "state", "runs", "locks"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -178,6 +172,11 @@ impl Store {
             stat_cache: Mutex::new(stat_cache),
             stat_cache_dirty: Mutex::new(false),
         })
+    }
+
+    /// Where a workspace's store lives (`.hudd/`), whether or not it exists yet.
+    pub fn root_of(workspace: &Path) -> PathBuf {
+        workspace.join(".hudd")
     }
 
     pub fn workspace(&self) -> &Path {
@@ -341,6 +340,44 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// Forgets the spec of a key (`hudd gc`, with its entry).
+    pub fn remove_spec(&self, key: &str) {
+        let _ = fs::remove_file(self.root.join("specs").join(format!("{key}.json")));
+    }
+
+    /// `.hudd/slurm/` (absolute: job scripts and messages name it), with its `scripts`, `logs` and `jobs` folders.
+    pub fn slurm_dir(&self) -> Result<PathBuf, StoreError> {
+        let dir = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("slurm");
+        for sub in ["scripts", "logs", "jobs"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_err(&path))?;
+        }
+        Ok(dir)
+    }
+
+    /// Writes a Slurm job script `.hudd/slurm/scripts/<name>.sh` and returns its path.
+    pub fn write_slurm_script(&self, name: &str, text: &str) -> Result<PathBuf, StoreError> {
+        let path = self.slurm_dir()?.join("scripts").join(format!("{name}.sh"));
+        fs::write(&path, text).map_err(io_err(&path))?;
+        Ok(path)
+    }
+
+    /// The log file pattern for Slurm jobs of a script (`%A_%a` or `%j` filled in by Slurm).
+    pub fn slurm_log_pattern(&self, name: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.slurm_dir()?.join("logs").join(format!("{name}.log")))
+    }
+
+    /// Remembers the Slurm job that computes a key (`.hudd/slurm/jobs/<key>`).
+    pub fn write_job_record(&self, key: &str, record: &impl Serialize) -> Result<(), StoreError> {
+        write_json(&self.slurm_dir()?.join("jobs").join(key), record)
+    }
+
+    /// The Slurm job recorded for a key, if any.
+    pub fn read_job_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let dir = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("slurm");
+        serde_json::from_slice(&fs::read(dir.join("jobs").join(key)).ok()?).ok()
     }
 
     pub fn write_spec(&self, spec: &Spec) -> Result<(), StoreError> {

@@ -16,130 +16,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::executor::ExecutorConfig;
+use crate::engine::manifest::Workflow;
+use crate::engine::progress::Reporter;
+use crate::engine::stage::Registry;
+use crate::engine::store::{EntryState, Store, now};
 use crate::engine::{EngineError, Finish, Outcome, RunReport, finish, prepare};
-use crate::manifest::Workflow;
-use crate::progress::Reporter;
-use crate::stage::Registry;
-use crate::store::{EntryState, Store, now};
-
-/// Resources of a job, as `[executor]`, `[executor.kind.<kind>]` and `[executor.stage.<stage-id>]` declare them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    pub partition: Option<String>,
-    pub account: Option<String>,
-    /// `minutes`, `HH:MM:SS`, `D-HH:MM:SS`, ... as `sbatch --time` takes it.
-    pub time: Option<String>,
-    pub cpus: Option<u32>,
-    /// `sbatch --mem`: `4000` (MB), `16G`, ...
-    pub memory: Option<String>,
-    pub gpus: Option<u32>,
-    /// Further `sbatch` options, one argument each (`["--qos=high", "--constraint=a100"]`).
-    #[serde(default)]
-    pub sbatch: Vec<String>,
-}
-
-/// The manifest's `[executor]` table.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-// Unknown keys are found by the manifest checker (serde cannot deny them beside a flattened field).
-pub struct ExecutorConfig {
-    /// `local` (default) or `slurm`: the executor `hudd run` uses without `--executor`.
-    #[serde(default)]
-    pub default: Option<ExecutorKind>,
-    /// Seconds between two looks at the queue while following the jobs (default 5).
-    pub poll_seconds: Option<f64>,
-    /// Every job's resources.
-    #[serde(flatten)]
-    pub defaults: Resources,
-    /// Per stage kind.
-    #[serde(default)]
-    pub kind: BTreeMap<String, Resources>,
-    /// Per stage id (a matrix stage's id as written: its instances form one job array).
-    #[serde(default)]
-    pub stage: BTreeMap<String, Resources>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
-    Local,
-    Slurm,
-}
-
-impl Resources {
-    /// `self` with every value `over` sets replacing it (extra options are appended).
-    fn with(&self, over: &Resources) -> Resources {
-        Resources {
-            partition: over.partition.clone().or_else(|| self.partition.clone()),
-            account: over.account.clone().or_else(|| self.account.clone()),
-            time: over.time.clone().or_else(|| self.time.clone()),
-            cpus: over.cpus.or(self.cpus),
-            memory: over.memory.clone().or_else(|| self.memory.clone()),
-            gpus: over.gpus.or(self.gpus),
-            sbatch: self.sbatch.iter().chain(&over.sbatch).cloned().collect(),
-        }
-    }
-
-    /// The `sbatch` arguments.
-    fn args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        let mut push = |flag: &str, v: Option<String>| {
-            if let Some(v) = v {
-                args.push(format!("--{flag}={v}"));
-            }
-        };
-        push("partition", self.partition.clone());
-        push("account", self.account.clone());
-        push("time", self.time.clone());
-        push("cpus-per-task", self.cpus.map(|c| c.to_string()));
-        push("mem", self.memory.clone());
-        push("gpus", self.gpus.filter(|&g| g > 0).map(|g| g.to_string()));
-        args.extend(self.sbatch.iter().cloned());
-        args
-    }
-
-    /// Problems as (field, message).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if let Some(t) = &self.time {
-            let (days, clock) = t.split_once('-').unwrap_or(("0", t));
-            let parts: Vec<&str> = clock.split(':').collect();
-            let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-            if !digits(days) || parts.len() > 3 || !parts.iter().all(|p| digits(p)) {
-                out.push(("time", format!("`{t}` is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")));
-            }
-        }
-        if let Some(m) = &self.memory {
-            let number = m.trim_end_matches(['K', 'M', 'G', 'T']);
-            if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) || m.len() - number.len() > 1 {
-                out.push(("memory", format!("`{m}` is not a Slurm memory size (`4000` MB, `16G`, ...)")));
-            }
-        }
-        if self.cpus == Some(0) {
-            out.push(("cpus", "must be at least 1".into()));
-        }
-        for o in &self.sbatch {
-            if !o.starts_with('-') {
-                out.push((
-                    "sbatch",
-                    format!("`{o}` is not an option (each entry is one argument such as `--qos=high`)"),
-                ));
-            }
-        }
-        out
-    }
-}
-
-impl ExecutorConfig {
-    /// The keys of `[executor]` besides a job's resources.
-    pub const OWN_KEYS: [&'static str; 4] = ["default", "poll_seconds", "kind", "stage"];
-
-    /// What a job of `kind` for stage `base_id` asks for: defaults, then the kind's, then the stage's.
-    pub fn resources(&self, kind: &str, base_id: &str) -> Resources {
-        let none = Resources::default();
-        self.defaults.with(self.kind.get(kind).unwrap_or(&none)).with(self.stage.get(base_id).unwrap_or(&none))
-    }
-}
 
 /// How `hudd run --executor slurm` behaves.
 #[derive(Debug, Clone)]
@@ -228,11 +110,6 @@ fn exit_code(job: &str) -> Option<u8> {
     code.split(':').next()?.parse().ok()
 }
 
-/// Where `.hudd/slurm/` keeps job scripts, logs and the job of each key (absolute: jobs and messages use it).
-fn slurm_dir(store: &Store) -> PathBuf {
-    std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf()).join("slurm")
-}
-
 /// The job that computes `key`, as recorded at submission (`123` or `123_4`), with its log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -243,12 +120,8 @@ pub struct JobRecord {
     pub submitted: String,
 }
 
-fn job_record_path(store: &Store, key: &str) -> PathBuf {
-    slurm_dir(store).join("jobs").join(key)
-}
-
 pub fn job_record(store: &Store, key: &str) -> Option<JobRecord> {
-    serde_json::from_slice(&std::fs::read(job_record_path(store, key)).ok()?).ok()
+    store.read_job_record(key)
 }
 
 /// One line on the job computing a stale key, for `hudd status`: queued, running, or how it ended.
@@ -264,7 +137,7 @@ pub fn job_status(store: &Store, key: &str) -> Option<String> {
 }
 
 /// The first group whose members' parents outside it are all `settled` (fresh, or given a job).
-fn next_ready(groups: &[Group], dag: &crate::graph::Dag, settled: &dyn Fn(usize) -> bool) -> Option<usize> {
+fn next_ready(groups: &[Group], dag: &crate::engine::graph::Dag, settled: &dyn Fn(usize) -> bool) -> Option<usize> {
     groups.iter().position(|g| g.members.iter().all(|&m| dag.parents(m).all(|p| g.members.contains(&p) || settled(p))))
 }
 
@@ -320,12 +193,7 @@ pub fn run(
         }
     }
 
-    let dir = slurm_dir(store);
     let stamp = started.replace([':', '.'], "-");
-    for sub in ["scripts", "logs", "jobs"] {
-        let path = dir.join(sub);
-        std::fs::create_dir_all(&path).map_err(|source| crate::store::StoreError::Io { path: path.clone(), source })?;
-    }
     let workspace = std::fs::canonicalize(store.workspace()).unwrap_or_else(|_| store.workspace().to_path_buf());
     // A group goes when every stale parent of its members has a job. Edges join stage ids as written, which form a
     // DAG, so one group is always ready (a stage may depend on an early instance of a matrix whose later instances
@@ -347,7 +215,6 @@ pub fn run(
                 }
             }
         }
-        let script = dir.join("scripts").join(format!("{stamp}-{g}.sh"));
         let keys: Vec<String> = group.members.iter().map(|&m| shell_quote(&planned.specs[m].key)).collect();
         let text = format!(
             "#!/bin/bash\n# Written by hudd for workflow {wf}: array task i computes the i-th key.\nset -euo pipefail\n\
@@ -358,11 +225,10 @@ pub fn run(
             program = shell_quote(&options.program.display().to_string()),
             ws = shell_quote(&workspace.display().to_string()),
         );
-        std::fs::write(&script, text)
-            .map_err(|source| crate::store::StoreError::Io { path: script.clone(), source })?;
+        let script = store.write_slurm_script(&format!("{stamp}-{g}"), &text)?;
         let array = group.members.len() > 1 || !workflow.stages[group.members[0]].matrix.is_empty();
         let log_pattern =
-            dir.join("logs").join(if array { format!("{stamp}-{g}-%A_%a.log") } else { format!("{stamp}-{g}-%j.log") });
+            store.slurm_log_pattern(&if array { format!("{stamp}-{g}-%A_%a") } else { format!("{stamp}-{g}-%j") })?;
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name=hudd:{}:{}", workflow.name, group.base_id),
@@ -399,7 +265,7 @@ pub fn run(
                 stage: workflow.stages[m].id.clone(),
                 submitted: now(),
             };
-            crate::store::write_json(&job_record_path(store, &planned.specs[m].key), &record)?;
+            store.write_job_record(&planned.specs[m].key, &record)?;
             jobs.insert(m, record);
         }
         reporter.line(&format!(
@@ -439,7 +305,7 @@ pub fn run(
 fn follow(
     store: &Store,
     workflow: &Workflow,
-    specs: &[crate::store::Spec],
+    specs: &[crate::engine::store::Spec],
     jobs: &BTreeMap<usize, JobRecord>,
     outcomes: &mut [Option<Outcome>],
     config: &ExecutorConfig,
@@ -576,36 +442,14 @@ mod tests {
     }
 
     #[test]
-    fn stage_resources_override_kind_resources_override_defaults() {
-        let config: ExecutorConfig = toml::from_str(
-            "partition = \"cpu\"\ntime = \"01:00:00\"\ncpus = 2\nsbatch = [\"--qos=low\"]\n\
-             [kind.train]\npartition = \"gpu\"\ngpus = 1\n[stage.report]\ncpus = 1\ntime = \"5\"\n",
-        )
-        .unwrap();
-        let args = config.resources("train", "train").args();
-        assert_eq!(args, ["--partition=gpu", "--time=01:00:00", "--cpus-per-task=2", "--gpus=1", "--qos=low"]);
-        let args = config.resources("report", "report").args();
-        assert_eq!(args, ["--partition=cpu", "--time=5", "--cpus-per-task=1", "--qos=low"]);
-    }
-
-    #[test]
     fn a_group_waits_for_every_parent_even_a_later_array_task() {
         // Stage 0 = a[1], stage 1 = b (reads a[1]), stage 2 = a[2]: DAG order 0, 1, 2, but b must follow array a.
-        let dag = crate::graph::Dag::new(3, [(0, 1)]).unwrap();
+        let dag = crate::engine::graph::Dag::new(3, [(0, 1)]).unwrap();
         let group = |id: &str, members: Vec<usize>| Group { base_id: id.into(), kind: "k".into(), members };
         let groups = [group("b", vec![1]), group("a", vec![0, 2])];
         let none_submitted = |_: usize| false;
         assert_eq!(next_ready(&groups, &dag, &none_submitted), Some(1), "the array goes first");
         let a_submitted = |p: usize| p != 1;
         assert_eq!(next_ready(&groups[..1], &dag, &a_submitted), Some(0));
-    }
-
-    #[test]
-    fn bad_times_and_memory_sizes_are_named() {
-        let r = Resources { time: Some("1h".into()), memory: Some("16GB".into()), cpus: Some(0), ..Default::default() };
-        let fields: Vec<&str> = r.validate().iter().map(|(f, _)| *f).collect();
-        assert_eq!(fields, ["time", "memory", "cpus"]);
-        let ok = Resources { time: Some("1-02:00:00".into()), memory: Some("4000".into()), ..Default::default() };
-        assert!(ok.validate().is_empty());
     }
 }

@@ -1,7 +1,23 @@
 //! Pictures for people: images back from the dataset's C×H×W layout, PNG files, animated GIFs that play a set of
-//! images, and relevance overlaid on an image.
+//! images, and relevance overlaid on an image; contact sheets ([`sheet`]) and small SVG charts ([`svg`]).
+
+pub mod group;
+pub mod sheet;
+pub mod svg;
 
 use std::path::Path;
+
+/// An image id or layer name as one file name: itself when it holds only ASCII letters, digits and `._-`; otherwise
+/// those characters kept, the others written `_`, and `~` with a short hash of the whole name appended, so that two
+/// names never share a file (`ä304.png` and `ö304.png` become `_304~1c0f9a2b` and `_304~7e51d3c8`).
+pub fn file_name(name: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if !name.is_empty() && name.chars().all(safe) && name != "." && name != ".." {
+        return name.to_string();
+    }
+    let kept: String = name.chars().map(|c| if safe(c) { c } else { '_' }).collect();
+    format!("{kept}~{}", &blake3::hash(name.as_bytes()).to_hex()[..8])
+}
 
 /// Interleaved RGB from a C×H×W image (grey images repeat their channel).
 pub fn chw_to_rgb(chw: &[u8], channels: usize, pixels: usize) -> Vec<u8> {

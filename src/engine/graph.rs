@@ -2,7 +2,7 @@
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{Bfs, EdgeRef, IntoNeighbors, Reversed, Visitable};
 use std::collections::{BTreeSet, VecDeque};
 
 /// A DAG over stage indices `0..n`; an edge `a -> b` means `b` reads an output of `a`.
@@ -53,29 +53,31 @@ impl Dag {
 
     /// All stages that read, directly or not, from stage `i`.
     pub fn descendants(&self, i: usize) -> BTreeSet<usize> {
-        let mut out = BTreeSet::new();
-        let mut queue: VecDeque<usize> = self.children(i).collect();
-        while let Some(j) = queue.pop_front() {
-            if out.insert(j) {
-                queue.extend(self.children(j));
-            }
-        }
-        out
+        reachable(&self.graph, i)
     }
 
     /// All stages that stage `i` reads from, directly or not.
     pub fn ancestors(&self, i: usize) -> BTreeSet<usize> {
-        let mut out = BTreeSet::new();
-        let mut queue: VecDeque<usize> = self.parents(i).collect();
-        while let Some(j) = queue.pop_front() {
-            if out.insert(j) {
-                queue.extend(self.parents(j));
-            }
-        }
-        out
+        reachable(Reversed(&self.graph), i)
     }
 }
 
+/// The nodes reachable from `i` along the graph's edges, `i` itself excluded.
+fn reachable<G>(graph: G, i: usize) -> BTreeSet<usize>
+where
+    G: IntoNeighbors<NodeId = NodeIndex> + Visitable,
+{
+    let mut bfs = Bfs::new(graph, NodeIndex::new(i));
+    let mut out = BTreeSet::new();
+    while let Some(n) = bfs.next(graph) {
+        out.insert(n.index());
+    }
+    out.remove(&i);
+    out
+}
+
+/// Kahn's algorithm taking the lowest ready index first (petgraph's `toposort` follows its own DFS order, which
+/// would reorder stages when an unrelated edge is added).
 fn stable_topo_order(graph: &DiGraph<(), ()>) -> Vec<usize> {
     let n = graph.node_count();
     let mut indegree: Vec<usize> =

@@ -12,13 +12,23 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::diagnostic::Diagnostic;
-use crate::progress::Progress;
+use crate::engine::diagnostic::Diagnostic;
+use crate::engine::progress::Progress;
+
+/// The type of an artefact: what a stage's output is and what an input accepts. The engine compares them by name
+/// when it checks a manifest; the method declares them (`crate::artefact`) with the schema that goes with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArtefactKind {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
 
 /// A named input of a stage kind, filled in the manifest with `"<stage-id>.<output>"` references.
 #[derive(Debug, Clone, Copy)]
 pub struct InputSlot {
     pub name: &'static str,
+    /// The artefact kinds the input takes.
+    pub accepts: &'static [ArtefactKind],
     /// Takes any number of artefacts (all instances of a matrix stage, or a list of references).
     pub many: bool,
     pub required: bool,
@@ -29,6 +39,8 @@ pub struct InputSlot {
 #[derive(Debug, Clone, Copy)]
 pub struct OutputSpec {
     pub name: &'static str,
+    /// The artefact kind of the output.
+    pub kind: ArtefactKind,
     pub path: &'static str,
     pub doc: &'static str,
 }
@@ -77,6 +89,10 @@ pub enum StageError {
     Blocked { message: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// An artefact (or a file it names) could not be read or written; the error names the file, line or value.
+    /// Exit code 2. The method's error types convert into it, so `?` keeps their source chain.
+    #[error(transparent)]
+    Artefact(Box<dyn std::error::Error + Send + Sync>),
     #[error("{message}")]
     Failed { message: String },
 }
@@ -92,6 +108,11 @@ impl StageError {
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StageError::Io { path: path.into(), source }
+    }
+
+    /// An artefact error, with its source chain.
+    pub fn artefact(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StageError::Artefact(Box::new(source))
     }
 }
 
@@ -118,9 +139,18 @@ pub struct StageContext<'a> {
     pub(crate) inputs: &'a BTreeMap<String, Vec<InputArtefact>>,
     pub(crate) out_dir: &'a Path,
     pub(crate) outputs: &'static [OutputSpec],
-    pub(crate) store: &'a crate::store::Store,
+    pub(crate) lineage: Vec<Ancestor>,
     /// The manifest, for deliverable kinds.
-    pub manifest: Option<&'a crate::store::ManifestRef>,
+    pub manifest: Option<&'a ManifestRef>,
+}
+
+/// A manifest as a deliverable stage saw it at planning time.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ManifestRef {
+    /// As given on the command line.
+    pub path: String,
+    /// blake3 of its bytes.
+    pub hash: String,
 }
 
 /// One stage instance upstream of a running stage, as the store recorded it: what produced an artefact it reads.
@@ -160,34 +190,10 @@ impl<'a> StageContext<'a> {
         }
     }
 
-    /// Every stage instance upstream of this one (inputs, their inputs, ...), in the order they were computed.
-    /// A producer whose spec is gone from the store (`hudd gc`) ends its branch.
-    pub fn lineage(&self) -> Vec<Ancestor> {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut todo: Vec<String> = self.inputs.values().flatten().map(|a| a.key.clone()).collect();
-        let mut out = Vec::new();
-        while let Some(key) = todo.pop() {
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            let (Ok(spec), Some(entry)) = (self.store.read_spec(&key), self.store.entry(&key)) else { continue };
-            todo.extend(spec.material.inputs.values().flatten().map(|k| k.key.clone()));
-            out.push(Ancestor {
-                stage: spec.stage,
-                kind: spec.material.kind,
-                version: spec.material.version,
-                key,
-                params: spec.material.params,
-                seed: spec.material.seed,
-                externals: spec.material.externals,
-                created: entry.created,
-                seconds: entry.seconds,
-                host: entry.host,
-                device: entry.device,
-            });
-        }
-        out.sort_by(|a, b| (&a.created, &a.stage).cmp(&(&b.created, &b.stage)));
-        out
+    /// Every stage instance upstream of this one (inputs, their inputs, ...), in the order they were computed;
+    /// filled in by the engine for deliverable kinds only (empty otherwise).
+    pub fn lineage(&self) -> &[Ancestor] {
+        &self.lineage
     }
 
     /// All artefacts of an input slot, in manifest order (empty when an optional slot is not given).

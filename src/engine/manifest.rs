@@ -14,9 +14,9 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::diagnostic::{Diagnostic, Sources, did_you_mean};
-use crate::graph::Dag;
-use crate::stage::{Registry, field_span};
+use crate::engine::diagnostic::{Diagnostic, Sources, did_you_mean};
+use crate::engine::graph::Dag;
+use crate::engine::stage::{Registry, field_span};
 
 /// Keys of a `[[stage]]` table that belong to the engine, not to the stage kind.
 const RESERVED: [&str; 3] = ["id", "kind", "matrix"];
@@ -36,7 +36,7 @@ pub struct Workflow {
     pub dag: Dag,
     pub overrides: Vec<Override>,
     /// `[executor]`: where stages run and with which resources (Slurm).
-    pub executor: crate::slurm::ExecutorConfig,
+    pub executor: crate::engine::executor::ExecutorConfig,
 }
 
 /// One stage instance (a matrix stage has one per combination of its values).
@@ -186,7 +186,7 @@ impl Checker<'_> {
         text: &'a str,
         sources: &mut Sources,
         overrides: &'a [Override],
-    ) -> Option<(Header, Vec<StageSpec>, Dag, crate::slurm::ExecutorConfig)> {
+    ) -> Option<(Header, Vec<StageSpec>, Dag, crate::engine::executor::ExecutorConfig)> {
         let (root, errors) = DeTable::parse_recoverable(text);
         if !errors.is_empty() {
             for e in errors {
@@ -240,19 +240,23 @@ impl Checker<'_> {
         let stages: Vec<StageSpec> = instances.into_iter().map(|i| i.spec).collect();
         let executor = match executor {
             Some(value) => self.executor(value, &stages),
-            None => Some(crate::slurm::ExecutorConfig::default()),
+            None => Some(crate::engine::executor::ExecutorConfig::default()),
         };
         Some((header?, stages, dag?, executor?))
     }
 
     /// `[executor]`: resources for Slurm jobs, per kind and per stage id, each name checked.
-    fn executor(&mut self, value: Spanned<DeValue<'_>>, stages: &[StageSpec]) -> Option<crate::slurm::ExecutorConfig> {
+    fn executor(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        stages: &[StageSpec],
+    ) -> Option<crate::engine::executor::ExecutorConfig> {
         let span = value.span();
         let lookup = value.clone();
         if let DeValue::Table(table) = lookup.get_ref() {
-            let known: Vec<&str> = crate::slurm::ExecutorConfig::OWN_KEYS
+            let known: Vec<&str> = crate::engine::executor::ExecutorConfig::OWN_KEYS
                 .iter()
-                .chain(crate::stage::field_names::<crate::slurm::Resources>())
+                .chain(crate::engine::stage::field_names::<crate::engine::executor::Resources>())
                 .copied()
                 .collect();
             for (key, _) in table.iter().filter(|(k, _)| !known.contains(&k.get_ref().as_ref())) {
@@ -263,7 +267,7 @@ impl Checker<'_> {
                 self.error(d);
             }
         }
-        let config = match crate::slurm::ExecutorConfig::deserialize(value.into_deserializer()) {
+        let config = match crate::engine::executor::ExecutorConfig::deserialize(value.into_deserializer()) {
             Ok(c) => c,
             Err(e) => {
                 self.error(Diagnostic::new(format!("[executor]: {}", e.message().trim()), e.span().unwrap_or(span)));
@@ -272,7 +276,7 @@ impl Checker<'_> {
         };
         let at = |path: &str| field_span(&lookup, path).unwrap_or_else(|| span.clone());
         let before = self.diags.len();
-        let check = |this: &mut Self, prefix: &str, r: &crate::slurm::Resources| {
+        let check = |this: &mut Self, prefix: &str, r: &crate::engine::executor::Resources| {
             for (field, message) in r.validate() {
                 let path = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
                 this.error(Diagnostic::new(format!("[executor] invalid `{path}`: {message}"), at(&path)));
@@ -665,6 +669,24 @@ impl Checker<'_> {
                                 text.span(),
                             )
                             .with_label(label),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    let produced = target_kind.outputs().iter().find(|o| o.name == output).expect("checked output");
+                    if !slot.accepts.contains(&produced.kind) {
+                        let takes: Vec<String> = slot.accepts.iter().map(|k| format!("a {}", k.name)).collect();
+                        self.error(
+                            Diagnostic::new(
+                                format!(
+                                    "`{slot_name}` takes {}; `{}` is a {}",
+                                    takes.join(" or "),
+                                    text.get_ref(),
+                                    produced.kind.name
+                                ),
+                                text.span(),
+                            )
+                            .with_label(format!("{}: {}", produced.kind.name, produced.kind.doc)),
                         );
                         ok = false;
                         continue;

@@ -1,7 +1,19 @@
-//! Runs a checked workflow against the store: keys, plan, parallel execution along the DAG, views, provenance.
+//! The workflow engine, apart from the HUDD method: a TOML manifest becomes a checked DAG of stages, keys are computed
+//! before anything runs, stale stages run (here or as Slurm jobs) and their outputs enter a content-addressed store.
 //!
-//! The engine knows no stage by name; it looks kinds up in a [`Registry`]. A stage runs through [`execute`]
-//! whether it is part of a local run or alone in another process (`hudd exec <key>`).
+//! This file holds what every executor shares: [`plan`] (keys and freshness), [`execute`] (one stage, in this process
+//! or alone in another: `hudd exec <key>`), [`finish`] (state, views, provenance) and the local executor [`run`].
+//! The engine knows no stage by name; it looks kinds up in a [`Registry`].
+
+pub mod diagnostic;
+pub mod executor;
+pub mod freshness;
+pub mod graph;
+pub mod manifest;
+pub mod progress;
+pub mod slurm;
+pub mod stage;
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -10,12 +22,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::manifest::Workflow;
-use crate::plan::{Freshness, decide};
-use crate::progress::Reporter;
+use crate::engine::freshness::{Freshness, decide};
+use crate::engine::manifest::Workflow;
+use crate::engine::progress::Reporter;
+use crate::engine::stage::{Ancestor, InputArtefact, ManifestRef, Registry, StageContext, StageError};
+use crate::engine::store::{Entry, InputKey, KeyMaterial, Spec, StateRecord, Store, StoreError, now};
 use crate::runtime;
-use crate::stage::{InputArtefact, Registry, StageContext, StageError};
-use crate::store::{Entry, InputKey, KeyMaterial, ManifestRef, Spec, StateRecord, Store, StoreError, now};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -115,12 +127,12 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
         };
         let key = material.key();
         let mut entry = store.state(&key);
-        if entry == crate::store::EntryState::Intact
+        if entry == crate::engine::store::EntryState::Intact
             && let Some(missing) =
                 store.entry(&key).and_then(|e| kind.outputs().iter().find(|o| !e.outputs.contains_key(o.name)))
         {
             // An entry without a declared output was written by an implementation that did not declare it.
-            entry = crate::store::EntryState::Corrupt(format!(
+            entry = crate::engine::store::EntryState::Corrupt(format!(
                 "output `{}` missing (written by an older implementation)",
                 missing.name
             ));
@@ -165,7 +177,7 @@ pub fn execute(
     }
     // Two stages of one run (or two processes) may share a key: one computes, the other finds the entry.
     let _key_lock = store.lock_key(&spec.key)?;
-    if store.state(&spec.key) == crate::store::EntryState::Intact
+    if store.state(&spec.key) == crate::engine::store::EntryState::Intact
         && let Some(entry) = store.entry(&spec.key)
     {
         return Ok(entry);
@@ -199,7 +211,7 @@ pub fn execute(
             inputs: &inputs,
             out_dir: &out_dir,
             outputs: kind.outputs(),
-            store,
+            lineage: if kind.deliverable() { lineage(store, &inputs) } else { Vec::new() },
             manifest: spec.manifest.as_ref(),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.material.params, &mut ctx)))
@@ -218,6 +230,36 @@ pub fn execute(
         store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64(), Some(runtime::device_summary()))?;
     tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
     Ok(entry)
+}
+
+/// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), in the order they were computed.
+/// A producer whose spec is gone from the store (`hudd gc`) ends its branch.
+fn lineage(store: &Store, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<Ancestor> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = inputs.values().flatten().map(|a| a.key.clone()).collect();
+    let mut out = Vec::new();
+    while let Some(key) = todo.pop() {
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let (Ok(spec), Some(entry)) = (store.read_spec(&key), store.entry(&key)) else { continue };
+        todo.extend(spec.material.inputs.values().flatten().map(|k| k.key.clone()));
+        out.push(Ancestor {
+            stage: spec.stage,
+            kind: spec.material.kind,
+            version: spec.material.version,
+            key,
+            params: spec.material.params,
+            seed: spec.material.seed,
+            externals: spec.material.externals,
+            created: entry.created,
+            seconds: entry.seconds,
+            host: entry.host,
+            device: entry.device,
+        });
+    }
+    out.sort_by(|a, b| (&a.created, &a.stage).cmp(&(&b.created, &b.stage)));
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -322,13 +364,12 @@ struct StageRecord<'a> {
     outcome: &'a Outcome,
 }
 
+/// A planned run: the plan, the stale stages, and each stage's outcome so far (fresh stages are hits).
+pub(crate) type Prepared = (Planned, BTreeSet<usize>, Vec<Option<Outcome>>);
+
 /// Plans a run (under the caller's workspace lock): the plan, the stale stages with their specs written for
 /// `hudd exec`, and the outcomes so far (fresh stages are hits).
-pub(crate) fn prepare(
-    store: &Store,
-    workflow: &Workflow,
-    registry: &Registry,
-) -> Result<(Planned, BTreeSet<usize>, Vec<Option<Outcome>>), EngineError> {
+pub(crate) fn prepare(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<Prepared, EngineError> {
     let planned = plan(store, workflow, registry)?;
     let stale: BTreeSet<usize> = planned.stale().collect();
     for &i in &stale {

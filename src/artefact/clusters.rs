@@ -1,0 +1,181 @@
+//! The `clusters` artefact, a cluster stage's folder: `cluster.json` ([`ClusterSummary`]), `clusters.csv` (every
+//! image of the selected layer with its cluster, [`Member`]), `summary.csv` ([`ClusterRow`]), `layers.csv`
+//! ([`LayerRow`]), and per clustered layer `layers/<layer>/{curve.csv,clusters.csv,knee.svg}` ([`CurvePoint`],
+//! [`LayerMember`]); `rcc/<id>/` holds pictures for people.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{self, Row, TableError, display};
+use crate::cluster::{Linkage, Mode};
+
+/// `cluster.json`: what was clustered and what was chosen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterSummary {
+    pub images: usize,
+    /// Why there are no clusters, when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    pub clusters: usize,
+    #[serde(default)]
+    pub k_rule: String,
+    #[serde(default)]
+    pub layer_rule: String,
+    pub mode: Mode,
+    pub linkage: Linkage,
+    pub layers: Vec<LayerScore>,
+}
+
+/// One clustered layer's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerScore {
+    pub layer: String,
+    /// Chosen k (0 when the layer could not be clustered).
+    pub k: usize,
+    pub k_rule: String,
+    /// WICD and mean silhouette of the chosen clusters on the layer's raw heatmap distances (none when the layer
+    /// could not be clustered).
+    pub wicd: Option<f64>,
+    pub silhouette: Option<f64>,
+    /// Whether the layer may be selected (the input layer may not, as in HUDD).
+    pub eligible: bool,
+}
+
+/// A row of `clusters.csv`: an image of the selected layer's clustering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub image: String,
+    /// 1..k, by decreasing size.
+    pub cluster: usize,
+    #[serde(serialize_with = "display")]
+    pub distance_to_medoid: f64,
+}
+
+impl Row for Member {
+    const COLUMNS: &'static [&'static str] = &["image", "cluster", "distance_to_medoid"];
+}
+
+/// A row of `summary.csv`: one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRow {
+    pub cluster: usize,
+    pub size: usize,
+    #[serde(serialize_with = "display")]
+    pub share: f64,
+    #[serde(serialize_with = "display")]
+    pub mean_intra_distance: f64,
+    /// The medoid's image id.
+    pub medoid: String,
+}
+
+impl Row for ClusterRow {
+    const COLUMNS: &'static [&'static str] = &["cluster", "size", "share", "mean_intra_distance", "medoid"];
+}
+
+/// A row of `layers.csv`: one clustered layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRow {
+    pub layer: String,
+    pub k: usize,
+    pub k_rule: String,
+    #[serde(serialize_with = "option_display")]
+    pub wicd: Option<f64>,
+    #[serde(serialize_with = "option_display")]
+    pub silhouette: Option<f64>,
+    pub eligible: bool,
+    pub selected: bool,
+}
+
+impl Row for LayerRow {
+    const COLUMNS: &'static [&'static str] = &["layer", "k", "k_rule", "wicd", "silhouette", "eligible", "selected"];
+}
+
+fn option_display<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}
+
+/// A row of `layers/<layer>/curve.csv`: the clustering of a layer at one k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub k: usize,
+    #[serde(serialize_with = "display")]
+    pub wicd: f64,
+    #[serde(serialize_with = "display")]
+    pub silhouette: f64,
+    pub chosen: bool,
+}
+
+impl Row for CurvePoint {
+    const COLUMNS: &'static [&'static str] = &["k", "wicd", "silhouette", "chosen"];
+}
+
+/// A row of `layers/<layer>/clusters.csv`: an image's cluster at that layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerMember {
+    pub image: String,
+    pub cluster: usize,
+}
+
+impl Row for LayerMember {
+    const COLUMNS: &'static [&'static str] = &["image", "cluster"];
+}
+
+/// A cluster stage's folder, for reading.
+pub struct Clusters {
+    pub dir: PathBuf,
+}
+
+impl Clusters {
+    pub fn open(dir: &Path) -> Clusters {
+        Clusters { dir: dir.to_path_buf() }
+    }
+
+    /// `cluster.json`: what was clustered and what was chosen.
+    pub fn summary(&self) -> Result<ClusterSummary, TableError> {
+        table::read_json(&self.dir.join("cluster.json"))
+    }
+
+    /// `clusters.csv`: every clustered image with its cluster.
+    pub fn members(&self) -> Result<Vec<Member>, TableError> {
+        table::read(&self.dir.join("clusters.csv"))
+    }
+
+    /// Cluster id → its members' image ids, in table order.
+    pub fn groups(&self) -> Result<BTreeMap<usize, Vec<String>>, TableError> {
+        let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for m in self.members()? {
+            groups.entry(m.cluster).or_default().push(m.image);
+        }
+        Ok(groups)
+    }
+
+    /// `summary.csv`: one row per cluster.
+    pub fn rows(&self) -> Result<Vec<ClusterRow>, TableError> {
+        table::read(&self.dir.join("summary.csv"))
+    }
+
+    /// The pictures of a cluster for people: its contact sheet, its GIF and its mean relevance over the medoid.
+    pub fn picture(&self, cluster: usize, what: Picture) -> PathBuf {
+        let rcc = self.dir.join("rcc");
+        match what {
+            Picture::Sheet => rcc.join(format!("{cluster}-sheet.png")),
+            Picture::Gif => rcc.join(format!("{cluster}.gif")),
+            Picture::Heatmap => rcc.join(format!("{cluster}-heatmap.png")),
+        }
+    }
+}
+
+/// A picture of a cluster.
+#[derive(Debug, Clone, Copy)]
+pub enum Picture {
+    Sheet,
+    Gif,
+    Heatmap,
+}

@@ -1,0 +1,184 @@
+//! The evaluation's artefacts: RQ1's variance tables and summary (a variance stage), RQ2's tables of retrained
+//! models, strategies, statistical tests and per-cluster accuracy, and its summary (a compare stage).
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{Row, display};
+
+/// `summary.json`: HUDD's Table 1 figures and the RQ1 share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VarianceSummary {
+    pub failing: usize,
+    pub clusters: usize,
+    /// Images an engineer inspects: up to `inspect_per_cluster` per cluster, and their share of the failing images.
+    pub inspected: usize,
+    pub inspected_share: f64,
+    /// Clusters with at least two images (a single image has no spread to compare).
+    pub assessed: usize,
+    pub explained: usize,
+    /// `explained / assessed`; none without simulator parameters.
+    pub explained_share: Option<f64>,
+    pub threshold: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `summary.json`: the headline figures of RQ2.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CompareSummary {
+    /// `accuracy` or `mean keypoint error (px)`; for the latter lower is better.
+    pub metric: String,
+    pub original: f64,
+    pub reference: String,
+    pub strategies: Vec<StrategyRow>,
+    pub tests: Vec<TestRow>,
+    /// RQ1's headline figures, when a `variance` summary is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rq1: Option<VarianceSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StrategyRow {
+    pub strategy: String,
+    pub runs: usize,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub fixed: f64,
+    pub broken: f64,
+}
+
+/// The reference strategy against one other: `a12` is the probability that a reference run scores better.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestRow {
+    pub baseline: String,
+    pub u: f64,
+    pub p: f64,
+    pub a12: f64,
+}
+
+/// A row of a variance stage's `variance.csv`: one cluster and parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReductionRow {
+    pub cluster: usize,
+    pub size: usize,
+    pub parameter: String,
+    pub kind: String,
+    #[serde(serialize_with = "display")]
+    pub reduction: f64,
+}
+
+impl Row for ReductionRow {
+    const COLUMNS: &'static [&'static str] = &["cluster", "size", "parameter", "kind", "reduction"];
+}
+
+/// A row of a variance stage's `clusters.csv`: is the cluster explained, and by what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplanationRow {
+    pub cluster: usize,
+    pub size: usize,
+    /// Empty for a cluster that cannot be assessed (one image, or no parameters).
+    pub explained: Option<bool>,
+    pub best_parameter: String,
+    #[serde(serialize_with = "option_display")]
+    pub best_reduction: Option<f64>,
+    pub description: String,
+}
+
+impl Row for ExplanationRow {
+    const COLUMNS: &'static [&'static str] =
+        &["cluster", "size", "explained", "best_parameter", "best_reduction", "description"];
+}
+
+/// A row of a compare stage's `runs.csv`: one retrained model's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub strategy: String,
+    /// The test stage that scored it.
+    pub stage: String,
+    #[serde(serialize_with = "display")]
+    pub score: f64,
+    /// Images the original got wrong and this model right, and the reverse.
+    pub fixed: usize,
+    pub broken: usize,
+}
+
+impl Row for RunRow {
+    const COLUMNS: &'static [&'static str] = &["strategy", "stage", "score", "fixed", "broken"];
+}
+
+/// A row of `strategies.csv` ([`StrategyRow`] as a table line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyLine {
+    pub strategy: String,
+    pub runs: usize,
+    #[serde(serialize_with = "display")]
+    pub mean: f64,
+    #[serde(serialize_with = "display")]
+    pub min: f64,
+    #[serde(serialize_with = "display")]
+    pub max: f64,
+    #[serde(serialize_with = "display")]
+    pub fixed: f64,
+    #[serde(serialize_with = "display")]
+    pub broken: f64,
+}
+
+impl Row for StrategyLine {
+    const COLUMNS: &'static [&'static str] = &["strategy", "runs", "mean", "min", "max", "fixed", "broken"];
+}
+
+impl From<&StrategyRow> for StrategyLine {
+    fn from(r: &StrategyRow) -> Self {
+        StrategyLine {
+            strategy: r.strategy.clone(),
+            runs: r.runs,
+            mean: r.mean,
+            min: r.min,
+            max: r.max,
+            fixed: r.fixed,
+            broken: r.broken,
+        }
+    }
+}
+
+/// A row of `tests.csv`: the reference strategy against one baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestLine {
+    pub reference: String,
+    pub baseline: String,
+    #[serde(serialize_with = "display")]
+    pub u: f64,
+    #[serde(serialize_with = "display")]
+    pub p: f64,
+    #[serde(serialize_with = "display")]
+    pub a12: f64,
+}
+
+impl Row for TestLine {
+    const COLUMNS: &'static [&'static str] = &["reference", "baseline", "u", "p", "a12"];
+}
+
+/// A row of `rcc.csv`: a strategy's accuracy on one root-cause cluster's images (the original's failures).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RccRow {
+    pub strategy: String,
+    pub cluster: usize,
+    pub images: usize,
+    #[serde(serialize_with = "display")]
+    pub before: f64,
+    /// The mean over the strategy's runs.
+    #[serde(serialize_with = "display")]
+    pub after: f64,
+}
+
+impl Row for RccRow {
+    const COLUMNS: &'static [&'static str] = &["strategy", "cluster", "images", "before", "after"];
+}
+
+fn option_display<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}

@@ -1,0 +1,68 @@
+//! The `heatmaps` artefact, a heatmaps stage's folder: `<layer>.npy` (relevance at the layer's input, one row per
+//! image, f32), `index.csv` (row → image id, [`IndexRow`]), `conservation.csv` (the layers in the network's order
+//! with their rule and how well relevance was conserved, [`ConservationRow`]) and `rules.json` (layer → rule).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{self, Row, TableError};
+use crate::lrp::Rule;
+
+/// A row of `index.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexRow {
+    pub row: usize,
+    pub image: String,
+}
+
+impl Row for IndexRow {
+    const COLUMNS: &'static [&'static str] = &["row", "image"];
+}
+
+/// A row of `conservation.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConservationRow {
+    pub layer: String,
+    /// The rule's name (`zplus`, `epsilon`, `pass`, ...).
+    pub rule: String,
+    /// The worst relative deviation of a layer's relevance sum from the output's, as `1.234e-5`; empty where the
+    /// rules do not conserve relevance exactly.
+    pub worst_relative_deviation: String,
+}
+
+impl Row for ConservationRow {
+    const COLUMNS: &'static [&'static str] = &["layer", "rule", "worst_relative_deviation"];
+}
+
+/// A heatmaps folder, opened for reading.
+pub struct Heatmaps {
+    pub dir: PathBuf,
+}
+
+impl Heatmaps {
+    pub fn open(dir: &Path) -> Heatmaps {
+        Heatmaps { dir: dir.to_path_buf() }
+    }
+
+    /// The image ids, in row order.
+    pub fn ids(&self) -> Result<Vec<String>, TableError> {
+        Ok(table::read::<IndexRow>(&self.dir.join("index.csv"))?.into_iter().map(|r| r.image).collect())
+    }
+
+    /// The layers, in the network's order, with their rules' names.
+    pub fn layers(&self) -> Result<Vec<ConservationRow>, TableError> {
+        table::read(&self.dir.join("conservation.csv"))
+    }
+
+    /// Layer name → the rule its relevance was computed with.
+    pub fn rules(&self) -> Result<BTreeMap<String, Rule>, TableError> {
+        table::read_json(&self.dir.join("rules.json"))
+    }
+
+    /// The `.npy` file of a layer.
+    pub fn layer_path(&self, layer: &str) -> PathBuf {
+        self.dir.join(format!("{layer}.npy"))
+    }
+}

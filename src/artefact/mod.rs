@@ -1,0 +1,77 @@
+//! Typed artefacts between stages: the kind of every output a stage declares and the kinds each input accepts
+//! (checked by `hudd check` before anything runs), and the on-disk schema of the tables and JSON files that stages
+//! exchange, each with one reader and one writer.
+//!
+//! Datasets (`crate::dataset`) and models (`crate::model::artefact`) own their folders; the modules here own the
+//! rest. Every row table goes through [`table`]: the `csv` crate, quoted where a field needs it, so ids with commas,
+//! quotes, newlines or non-ASCII letters round-trip.
+
+pub mod clusters;
+pub mod curve;
+pub mod evaluation;
+pub mod heatmaps;
+pub mod results;
+pub mod selection;
+pub mod skipped;
+pub mod table;
+
+use crate::engine::stage::ArtefactKind;
+
+const fn kind(name: &'static str, doc: &'static str) -> ArtefactKind {
+    ArtefactKind { name, doc }
+}
+
+pub const DATASET: ArtefactKind = kind("dataset", "images with their ids, splits, labels and parameters");
+/// A dataset whose images were assigned to root-cause clusters (`rcc`, `rcc_distance` columns).
+pub const SELECTION: ArtefactKind = kind("selection", "a dataset of selected images with the cluster each belongs to");
+pub const MODEL: ArtefactKind = kind("model", "a DNN: model.json with its weights");
+pub const HEATMAPS: ArtefactKind = kind("heatmaps", "LRP heatmaps of internal layers, one .npy per layer");
+pub const CLUSTERS: ArtefactKind = kind("clusters", "root-cause clusters of error-inducing images");
+pub const TEST_RESULTS: ArtefactKind = kind("test results", "one row per image: expected, predicted, correct");
+pub const TEST_SUMMARY: ArtefactKind = kind("test summary", "a model's accuracy or mean keypoint error on a split");
+pub const UNSAFE_SET: ArtefactKind = kind("unsafe set", "the selected images with their cluster, distance and rank");
+pub const PICTURES: ArtefactKind = kind("pictures", "images for people: per-cluster PNGs, GIFs and contact sheets");
+pub const LEARNING_CURVE: ArtefactKind = kind("learning curve", "loss and scores per epoch");
+pub const RETRAIN_SUMMARY: ArtefactKind = kind("retraining summary", "the retrained model against the original");
+pub const BALANCE_COUNTS: ArtefactKind = kind("balance counts", "images per cluster before and after balancing");
+pub const SKIPPED_IMAGES: ArtefactKind = kind("skipped images", "images an import skipped, with the reason");
+pub const VARIANCE_TABLE: ArtefactKind = kind("variance table", "variance reduction per cluster and parameter");
+pub const EXPLANATIONS: ArtefactKind = kind("cluster explanations", "per cluster: explained or not, and by what");
+pub const VARIANCE_SUMMARY: ArtefactKind = kind("variance summary", "RQ1's figures: clusters explained, inspected");
+pub const COMPARE_RUNS: ArtefactKind = kind("compared runs", "the score of every retrained model by strategy");
+pub const COMPARE_STRATEGIES: ArtefactKind = kind("strategy table", "score per strategy: mean, min, max");
+pub const COMPARE_TESTS: ArtefactKind = kind("statistical tests", "Mann-Whitney U and Vargha-Delaney A12");
+pub const COMPARE_RCC: ArtefactKind = kind("per-cluster accuracy", "accuracy per root-cause cluster by strategy");
+pub const COMPARE_SUMMARY: ArtefactKind = kind("comparison summary", "RQ2's headline figures");
+pub const PARQUET: ArtefactKind = kind("parquet tables", "copies of a stage's tables as Parquet");
+pub const REPORT: ArtefactKind = kind("report", "the safety-analysis report: HTML, Markdown and images");
+
+/// Every dataset, selections included.
+pub const ANY_DATASET: &[ArtefactKind] = &[DATASET, SELECTION];
+
+/// Every artefact kind, for documentation and tests.
+pub const ALL: &[ArtefactKind] = &[
+    DATASET,
+    SELECTION,
+    MODEL,
+    HEATMAPS,
+    CLUSTERS,
+    TEST_RESULTS,
+    TEST_SUMMARY,
+    UNSAFE_SET,
+    PICTURES,
+    LEARNING_CURVE,
+    RETRAIN_SUMMARY,
+    BALANCE_COUNTS,
+    SKIPPED_IMAGES,
+    VARIANCE_TABLE,
+    EXPLANATIONS,
+    VARIANCE_SUMMARY,
+    COMPARE_RUNS,
+    COMPARE_STRATEGIES,
+    COMPARE_TESTS,
+    COMPARE_RCC,
+    COMPARE_SUMMARY,
+    PARQUET,
+    REPORT,
+];

@@ -1,0 +1,55 @@
+//! The `test results` artefact, `results.csv` of a test stage: one row per image with `image`, `result`
+//! (`Correct` or `Wrong`), the expected and predicted values, per-class scores or per-keypoint errors (`avg_error`
+//! for keypoint models) and the image's parameters. Its columns depend on the task, so it is read by name.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::table::TableError;
+
+/// What the evaluation needs of a test: each image's outcome and, for keypoint models, its mean error.
+pub struct TestResults {
+    pub path: PathBuf,
+    /// Image id → whether the model got it right, in table order.
+    pub images: Vec<(String, bool)>,
+    /// Mean keypoint error per image (keypoint models only), in table order.
+    pub errors: Option<Vec<f64>>,
+}
+
+impl TestResults {
+    pub fn read(path: &Path) -> Result<TestResults, TableError> {
+        let mut reader = csv::Reader::from_path(path).map_err(|e| row_error(path, e))?;
+        let header = reader.headers().map_err(|e| row_error(path, e))?.clone();
+        let col = |name: &str| header.iter().position(|h| h == name);
+        let (Some(image), Some(result)) = (col("image"), col("result")) else {
+            return Err(TableError::Header {
+                path: path.to_path_buf(),
+                found: header.iter().collect::<Vec<_>>().join(","),
+                expected: "a test stage's results: image,result,...".into(),
+            });
+        };
+        let error = col("avg_error");
+        let (mut images, mut errors) = (Vec::new(), Vec::new());
+        for record in reader.records() {
+            let record = record.map_err(|e| row_error(path, e))?;
+            images.push((record[image].to_string(), &record[result] == "Correct"));
+            if let Some(e) = error {
+                errors.push(record[e].parse::<f64>().unwrap_or(f64::NAN));
+            }
+        }
+        Ok(TestResults { path: path.to_path_buf(), images, errors: error.map(|_| errors) })
+    }
+
+    /// Image id → correct.
+    pub fn correct(&self) -> HashMap<String, bool> {
+        self.images.iter().cloned().collect()
+    }
+}
+
+fn row_error(path: &Path, e: csv::Error) -> TableError {
+    TableError::Row {
+        path: path.to_path_buf(),
+        line: e.position().map_or(0, csv::Position::line),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,110 @@
+//! A model's predictions over rows of a dataset, in batches: the class and its scores, or the error of every
+//! keypoint, and whether the image counts as correct.
+
+use tch::{Kind, Tensor};
+
+use super::artefact::{Model, ModelError};
+use super::fit::{keypoint_errors, keypoints_from_maps};
+use crate::dataset::{Dataset, DatasetError, Target};
+use crate::engine::progress::Progress;
+
+/// HUDD's: a keypoint image fails above 4 pixels of mean error.
+pub const DEFAULT_THRESHOLD: f64 = 4.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl From<PredictError> for crate::engine::stage::StageError {
+    fn from(e: PredictError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
+/// Predictions of one image.
+pub enum Prediction {
+    Class { expected: usize, predicted: usize, scores: Vec<f32> },
+    Keypoints { errors: Vec<f32>, threshold: f64 },
+}
+
+impl Prediction {
+    pub fn correct(&self) -> bool {
+        match self {
+            Prediction::Class { expected, predicted, .. } => expected == predicted,
+            Prediction::Keypoints { errors, threshold } => mean(errors) <= *threshold,
+        }
+    }
+}
+
+/// The mean of some keypoint errors.
+pub fn mean(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Runs a model over some rows of a dataset in batches.
+pub fn predict(
+    model: &Model,
+    ds: &Dataset,
+    rows: &[usize],
+    batch: usize,
+    threshold: f64,
+    progress: &Progress,
+) -> Result<Vec<Prediction>, PredictError> {
+    let m = &ds.meta;
+    let labels = match &m.target {
+        Target::Classification { .. } => ds.class_labels()?,
+        Target::Regression { .. } => Vec::new(),
+    };
+    let targets = ds.targets()?;
+    let mut out = Vec::with_capacity(rows.len());
+    progress.start(rows.len() as u64, "predictions");
+    tch::no_grad(|| {
+        for chunk in rows.chunks(batch.max(1)) {
+            let pixels = ds.images(chunk)?;
+            let x = Tensor::from_slice(&pixels).view([
+                chunk.len() as i64,
+                m.channels as i64,
+                m.height as i64,
+                m.width as i64,
+            ]);
+            let y = model.forward_t(&model.preprocess(&x), false)?;
+            match &m.target {
+                Target::Classification { .. } => {
+                    let scores = y.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+                    let flat: Vec<f32> = Vec::try_from(scores.flatten(0, -1))?;
+                    let k = y.size()[1] as usize;
+                    for (i, &row) in chunk.iter().enumerate() {
+                        let s = flat[i * k..(i + 1) * k].to_vec();
+                        let predicted = argmax(&s);
+                        out.push(Prediction::Class { expected: labels[row] as usize, predicted, scores: s });
+                    }
+                }
+                Target::Regression { .. } => {
+                    let pred = keypoints_from_maps(&y, model.meta.input).to_device(tch::Device::Cpu);
+                    let flat: Vec<f32> = chunk.iter().flat_map(|&r| targets[r].iter().copied()).collect();
+                    let t = Tensor::from_slice(&flat).view([chunk.len() as i64, -1]);
+                    let errors = keypoint_errors(&pred, &t);
+                    let k = errors.size()[1] as usize;
+                    let flat: Vec<f32> = Vec::try_from(errors.flatten(0, -1))?;
+                    for i in 0..chunk.len() {
+                        out.push(Prediction::Keypoints { errors: flat[i * k..(i + 1) * k].to_vec(), threshold });
+                    }
+                }
+            }
+            progress.inc(chunk.len() as u64);
+        }
+        Ok::<(), PredictError>(())
+    })?;
+    Ok(out)
+}
+
+/// The index of the largest value (the first of equals).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}

@@ -1,0 +1,189 @@
+//! Tidy checks over the source tree: what a grep can prove about the house (ARCHITECTURE.md's invariants).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root()).unwrap().to_string_lossy().replace('\\', "/");
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// The unit of a source file for the dependency graph: a top-level module (`src/x.rs` or `src/x/`), except that
+/// the engine's and the stages' files are units of their own (`engine::store`, `stages::select`).
+fn unit_of_file(rel: &str) -> String {
+    let path = rel.strip_prefix("src/").unwrap().strip_suffix(".rs").unwrap();
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["engine", "mod"] => "engine".into(),
+        ["engine", file] => format!("engine::{file}"),
+        ["stages", "mod"] => "stages".into(),
+        ["stages", file] => format!("stages::{file}"),
+        [top, ..] => (*top).to_string(),
+        [] => unreachable!(),
+    }
+}
+
+/// The units a file refers to through `crate::` paths (in `use` lines and inline paths), tests excluded.
+fn references(text: &str, units: &BTreeSet<String>) -> BTreeSet<String> {
+    let code = code_of(text);
+    let code = code.as_str();
+    let mut out = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+        let parts: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+        let Some(first) = parts.first() else { continue };
+        let nested = parts.get(1).map(|second| format!("{first}::{second}"));
+        match nested {
+            Some(n) if units.contains(&n) => out.insert(n),
+            _ => out.insert((*first).to_string()),
+        };
+    }
+    // Grouped imports (`use crate::{a, b}`) would hide units: the house does not write them.
+    assert!(!code.contains("use crate::{"), "grouped `use crate::{{...}}` found; write one path per line");
+    out
+}
+
+/// A file's code: tests and comment lines left out.
+fn code_of(text: &str) -> String {
+    let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+    code.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn every_source_file_opens_with_a_doc_line() {
+    let missing: Vec<String> =
+        sources().into_iter().filter(|(_, text)| !text.starts_with("//!")).map(|(rel, _)| rel).collect();
+    assert!(missing.is_empty(), "these files do not open with a `//!` line saying what they own: {missing:?}");
+}
+
+#[test]
+fn no_stage_imports_another_stage() {
+    let mut offences = Vec::new();
+    for (rel, text) in sources() {
+        let Some(file) = rel.strip_prefix("src/stages/") else { continue };
+        if file == "mod.rs" {
+            continue;
+        }
+        let code = code_of(&text);
+        if code.contains("crate::stages::") || code.contains("super::") {
+            offences.push(rel);
+        }
+    }
+    assert!(offences.is_empty(), "stage files reach into other stages: {offences:?}");
+}
+
+#[test]
+fn modules_have_no_import_cycles() {
+    let files = sources();
+    let units: BTreeSet<String> = files.iter().map(|(rel, _)| unit_of_file(rel)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, text) in &files {
+        let from = unit_of_file(rel);
+        for to in references(text, &units) {
+            // A parent module declaring its children is not an import; the registry gathers the stages.
+            let parent_of_child = to.starts_with(&format!("{from}::"));
+            if to != from && units.contains(&to) && !parent_of_child && (from != "stages") {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    let mut graph = petgraph::graph::DiGraph::<&str, ()>::new();
+    let index: BTreeMap<&str, _> = units.iter().map(|u| (u.as_str(), graph.add_node(u.as_str()))).collect();
+    for (from, tos) in &edges {
+        for to in tos {
+            graph.add_edge(index[from.as_str()], index[to.as_str()], ());
+        }
+    }
+    let cycles: Vec<Vec<&str>> = petgraph::algo::tarjan_scc(&graph)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .map(|c| c.into_iter().map(|n| graph[n]).collect())
+        .collect();
+    assert!(cycles.is_empty(), "import cycles between modules: {cycles:?}");
+    // The engine knows nothing of the method: no engine unit refers to a method module.
+    let method = ["artefact", "cluster", "dataset", "lrp", "media", "model", "npy", "sim", "stages", "stats"];
+    for (from, tos) in &edges {
+        if from.starts_with("engine") {
+            let bad: Vec<&String> = tos.iter().filter(|t| method.contains(&t.as_str())).collect();
+            assert!(bad.is_empty(), "`{from}` refers to the method's {bad:?}");
+        }
+    }
+}
+
+#[test]
+fn workflows_readme_documents_every_stage_kind_input_and_parameter() {
+    let readme = std::fs::read_to_string(root().join("workflows/README.md")).unwrap();
+    let registry = hudd::stages::registry();
+    let mut missing = Vec::new();
+    for name in registry.names() {
+        let kind = registry.get(name).unwrap();
+        let heading = format!("### `{name}`");
+        let Some(start) = readme.find(&heading) else {
+            missing.push(format!("no section `{heading}`"));
+            continue;
+        };
+        let body = &readme[start + heading.len()..];
+        let section = &body[..body.find("\n### ").or_else(|| body.find("\n## ")).unwrap_or(body.len())];
+        // A parameter is documented by a table row whose first cell names it (`| `a`, `b` | ...`).
+        let keys: Vec<&str> =
+            section.lines().filter_map(|l| l.strip_prefix('|')).filter_map(|l| l.split('|').next()).collect();
+        for param in kind.param_names() {
+            if !keys.iter().any(|cell| cell.contains(&format!("`{param}`"))) {
+                missing.push(format!("{name}: parameter `{param}`"));
+            }
+        }
+        for slot in kind.inputs() {
+            if !section.contains(&format!("`{}`", slot.name)) {
+                missing.push(format!("{name}: input `{}`", slot.name));
+            }
+        }
+        for output in kind.outputs() {
+            if !section.contains(&format!("`{}`", output.name)) {
+                missing.push(format!("{name}: output `{}`", output.name));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "workflows/README.md does not document: {missing:#?}");
+}
+
+#[test]
+fn only_the_store_writes_under_the_hudd_folder() {
+    // Paths under `.hudd/` are built by the store alone: no other file names the folder or its parts.
+    let mut offences = Vec::new();
+    for (rel, text) in sources() {
+        if rel == "src/engine/store.rs" {
+            continue;
+        }
+        let code = code_of(&text);
+        for needle in ["\".hudd\"", "join(\"slurm\")", "join(\"specs\")", "join(\"tmp\")", "join(\"runs\")"] {
+            if code.contains(needle) {
+                offences.push(format!("{rel}: {needle}"));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "paths under .hudd/ built outside the store: {offences:?}");
+}
