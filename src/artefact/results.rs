@@ -1,9 +1,12 @@
 //! The `test results` artefact, `results.csv` of a test stage: one row per image with `image`, `result`
 //! (`Correct` or `Wrong`), the expected and predicted values, per-class scores or per-keypoint errors (`avg_error`
 //! for keypoint models) and the image's parameters. Its columns depend on the task, so it is read by name.
+//! Beside it, `summary.json` ([`TestSummary`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::table::TableError;
 
@@ -52,4 +55,20 @@ fn row_error(path: &Path, e: csv::Error) -> TableError {
         line: e.position().map_or(0, csv::Position::line),
         message: e.to_string(),
     }
+}
+
+/// `summary.json` of a test stage (the `test summary` artefact).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestSummary {
+    pub split: String,
+    pub images: usize,
+    pub errors: usize,
+    /// Share of correct images (keypoints: mean error within the threshold).
+    pub accuracy: f64,
+    /// Keypoint models: mean keypoint error in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_error: Option<f64>,
+    /// Classification: accuracy per class name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<(String, f64, usize)>,
 }

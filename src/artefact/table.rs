@@ -103,23 +103,6 @@ pub fn parse<R: Row>(path: &Path, bytes: &[u8]) -> Result<Vec<R>, TableError> {
     r.deserialize().map(|row| row.map_err(row_error)).collect()
 }
 
-/// Reads any table as rows of column → text (for templates, which show what a table holds).
-pub fn read_maps(path: &Path) -> Result<Vec<std::collections::BTreeMap<String, String>>, TableError> {
-    let row_error = |e: csv::Error| TableError::Row {
-        path: path.to_path_buf(),
-        line: e.position().map_or(0, |p| p.line()),
-        message: e.to_string(),
-    };
-    let mut r = csv::Reader::from_path(path).map_err(row_error)?;
-    let header = r.headers().map_err(row_error)?.clone();
-    r.records()
-        .map(|record| {
-            let record = record.map_err(row_error)?;
-            Ok(header.iter().map(str::to_string).zip(record.iter().map(str::to_string)).collect())
-        })
-        .collect()
-}
-
 /// Reads a JSON file of an artefact.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, TableError> {
     let bytes = std::fs::read(path).map_err(|source| TableError::Io { path: path.to_path_buf(), source })?;

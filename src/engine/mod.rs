@@ -11,11 +11,12 @@ pub mod freshness;
 pub mod graph;
 pub mod manifest;
 pub mod progress;
+pub mod schedule;
 pub mod slurm;
 pub mod stage;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use crate::engine::freshness::{Freshness, decide};
 use crate::engine::manifest::Workflow;
 use crate::engine::progress::Reporter;
+use crate::engine::schedule::Schedule;
 use crate::engine::stage::{Ancestor, InputArtefact, ManifestRef, Registry, StageContext, StageError};
 use crate::engine::store::{Entry, InputKey, KeyMaterial, Spec, StateRecord, Store, StoreError, now};
 use crate::runtime;
@@ -397,18 +399,13 @@ pub fn run(
         reporter.line(&format!("{}: {} of {n} stages to run", workflow.name, stale.len()));
     }
 
-    // Kahn's algorithm over the stale stages; fresh stages count as done.
-    let mut waiting: Vec<usize> =
-        (0..n).map(|i| workflow.dag.parents(i).filter(|p| stale.contains(p)).count()).collect();
-    let mut ready: VecDeque<usize> =
-        workflow.dag.order().iter().copied().filter(|&i| stale.contains(&i) && waiting[i] == 0).collect();
-    let mut stop = false;
+    let mut schedule = Schedule::new(&workflow.dag, &stale);
     std::thread::scope(|scope| {
         let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Entry, EngineError>)>();
         let mut running = 0usize;
         loop {
-            while !stop && running < jobs {
-                let Some(i) = ready.pop_front() else { break };
+            while running < jobs {
+                let Some(i) = schedule.start_next() else { break };
                 let tx = done_tx.clone();
                 let spec = &planned.specs[i];
                 let reasons: Vec<String> = match &planned.decisions[i] {
@@ -432,25 +429,16 @@ pub fn run(
                 Ok(entry) => {
                     reporter.line(&format!("{stage}: done in {:.1} s", entry.seconds));
                     outcomes[i] = Some(Outcome::Ran { seconds: entry.seconds });
-                    for c in workflow.dag.children(i) {
-                        if stale.contains(&c) {
-                            waiting[c] -= 1;
-                            if waiting[c] == 0 && outcomes[c].is_none() {
-                                ready.push_back(c);
-                            }
-                        }
-                    }
+                    schedule.finish(i);
                 }
                 Err(e) => {
                     reporter.line(&format!("{stage}: FAILED: {e}"));
                     outcomes[i] = Some(Outcome::Failed { error: e.to_string(), exit_code: e.exit_code() });
-                    for d in workflow.dag.descendants(i) {
-                        outcomes[d].get_or_insert_with(|| Outcome::Skipped {
-                            because: format!("needs `{stage}`, which failed"),
-                        });
+                    for d in schedule.fail(i) {
+                        outcomes[d] = Some(Outcome::Skipped { because: format!("needs `{stage}`, which failed") });
                     }
                     if !options.keep_going {
-                        stop = true;
+                        schedule.stop();
                     }
                 }
             }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::executor::ExecutorConfig;
 use crate::engine::manifest::Workflow;
 use crate::engine::progress::Reporter;
+use crate::engine::schedule::Schedule;
 use crate::engine::stage::Registry;
 use crate::engine::store::{EntryState, Store, now};
 use crate::engine::{EngineError, Finish, Outcome, RunReport, finish, prepare};
@@ -136,9 +137,11 @@ pub fn job_status(store: &Store, key: &str) -> Option<String> {
     })
 }
 
-/// The first group whose members' parents outside it are all `settled` (fresh, or given a job).
-fn next_ready(groups: &[Group], dag: &crate::engine::graph::Dag, settled: &dyn Fn(usize) -> bool) -> Option<usize> {
-    groups.iter().position(|g| g.members.iter().all(|&m| dag.parents(m).all(|p| g.members.contains(&p) || settled(p))))
+/// The first group whose members' unfinished parents (stale, without a job) are all inside it.
+fn next_ready(groups: &[Group], schedule: &Schedule<'_>) -> Option<usize> {
+    groups
+        .iter()
+        .position(|g| g.members.iter().all(|&m| schedule.unfinished_parents(m).all(|p| g.members.contains(&p))))
 }
 
 /// `123` of `123_4`.
@@ -198,11 +201,18 @@ pub fn run(
     // A group goes when every stale parent of its members has a job. Edges join stage ids as written, which form a
     // DAG, so one group is always ready (a stage may depend on an early instance of a matrix whose later instances
     // come after it in DAG order, so the DAG order of instances alone would not do).
+    // A stage with a job counts as finished for the schedule: Slurm's dependencies order the rest.
+    let mut schedule = Schedule::new(&workflow.dag, &stale);
+    for &i in jobs.keys() {
+        schedule.finish(i);
+    }
     let mut g = 0;
     while !groups.is_empty() {
-        let ready = next_ready(&groups, &workflow.dag, &|p| !stale.contains(&p) || jobs.contains_key(&p))
-            .expect("stage ids form a DAG");
+        let ready = next_ready(&groups, &schedule).expect("stage ids form a DAG");
         let group = groups.remove(ready);
+        for &m in &group.members {
+            schedule.start(m, &group.members);
+        }
         g += 1;
         let mut after: BTreeSet<String> = BTreeSet::new();
         for &m in &group.members {
@@ -267,6 +277,7 @@ pub fn run(
             };
             store.write_job_record(&planned.specs[m].key, &record)?;
             jobs.insert(m, record);
+            schedule.finish(m);
         }
         reporter.line(&format!(
             "{}: submitted as Slurm job {job_id}{}{}",
@@ -447,9 +458,12 @@ mod tests {
         let dag = crate::engine::graph::Dag::new(3, [(0, 1)]).unwrap();
         let group = |id: &str, members: Vec<usize>| Group { base_id: id.into(), kind: "k".into(), members };
         let groups = [group("b", vec![1]), group("a", vec![0, 2])];
-        let none_submitted = |_: usize| false;
-        assert_eq!(next_ready(&groups, &dag, &none_submitted), Some(1), "the array goes first");
-        let a_submitted = |p: usize| p != 1;
-        assert_eq!(next_ready(&groups[..1], &dag, &a_submitted), Some(0));
+        let mut schedule = Schedule::new(&dag, &(0..3).collect());
+        assert_eq!(next_ready(&groups, &schedule), Some(1), "the array goes first");
+        for m in [0, 2] {
+            schedule.start(m, &[0, 2]);
+            schedule.finish(m);
+        }
+        assert_eq!(next_ready(&groups[..1], &schedule), Some(0));
     }
 }

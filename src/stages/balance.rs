@@ -144,6 +144,6 @@ impl Stage for Balance {
             .collect();
         table::write(&ctx.output("counts")?, &counts)?;
         let rows: Vec<usize> = drawn.iter().map(|(_, r)| *r).collect();
-        ds.write_subset(&rows, &ctx.output("balanced")?).map(|_| ()).map_err(|e| StageError::failed(e.to_string()))
+        Ok(ds.write_subset(&rows, &ctx.output("balanced")?).map(|_| ())?)
     }
 }

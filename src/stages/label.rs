@@ -77,7 +77,7 @@ impl Stage for Label {
         let rows: Vec<usize> = (0..ds.meta.count).collect();
         let out = ctx.output("labelled")?;
         let Some(sheet) = &p.labels else {
-            return ds.write_subset(&rows, &out).map(|_| ()).map_err(|e| StageError::failed(e.to_string()));
+            return Ok(ds.write_subset(&rows, &out).map(|_| ())?);
         };
         let Target::Classification { classes } = &ds.meta.target else {
             return Err(StageError::input(
@@ -102,7 +102,7 @@ impl Stage for Label {
         let index: Vec<i64> =
             labels.iter().map(|l| classes.iter().position(|c| c == l).expect("checked") as i64).collect();
         let extra = vec![Column::new("label".into(), labels), Column::new("label_index".into(), index)];
-        ds.write_subset_with(&rows, &out, extra).map(|_| ()).map_err(|e| StageError::failed(e.to_string()))
+        Ok(ds.write_subset_with(&rows, &out, extra).map(|_| ())?)
     }
 }
 

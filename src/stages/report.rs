@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::clusters::Clusters;
+use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
+use crate::artefact::results::TestSummary;
 use crate::artefact::table;
 use crate::artefact::{CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, EXPLANATIONS, REPORT, TEST_SUMMARY};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -158,15 +161,6 @@ struct Context {
     machines: Vec<String>,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, StageError> {
-    Ok(table::read_json(path)?)
-}
-
-/// A table of an input artefact as rows of column → text, for the templates.
-fn read_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>, StageError> {
-    Ok(table::read_maps(path)?)
-}
-
 fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageError> {
     if !src.exists() {
         return Ok(None);
@@ -182,12 +176,10 @@ fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageE
 }
 
 /// Scores per strategy as dots on a shared axis, with each strategy's mean as a bar.
-fn strip_plot(runs: &[BTreeMap<String, String>], original: f64) -> String {
+fn strip_plot(runs: &[RunRow], original: f64) -> String {
     let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in runs {
-        if let (Some(s), Some(v)) = (r.get("strategy"), r.get("score").and_then(|v| v.parse::<f64>().ok())) {
-            groups.entry(s.clone()).or_default().push(v);
-        }
+        groups.entry(r.strategy.clone()).or_default().push(r.score);
     }
     let all: Vec<f64> = groups.values().flatten().copied().chain([original]).collect();
     let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
@@ -291,7 +283,7 @@ impl Stage for Report {
     fn run(&self, p: &ReportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let out = ctx.output("report")?;
         std::fs::create_dir_all(out.join("images")).map_err(|e| StageError::io(out.join("images"), e))?;
-        let test = read_json(&ctx.input("test")?.path)?;
+        let test: TestSummary = table::read_json(&ctx.input("test")?.path)?;
         let annotations: Annotations = match &p.annotations {
             Some(path) if ctx.resolve(path).exists() => {
                 let path = ctx.resolve(path);
@@ -301,47 +293,32 @@ impl Stage for Report {
             _ => Annotations::default(),
         };
         let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
-        let mut clustering = first("clusters").map(|d| read_json(&d.join("cluster.json"))).transpose()?;
-        // Optional fields are left out of cluster.json; the strict templates see them as null.
-        for key in ["empty", "layer"] {
-            if let Some(object) = clustering.as_mut().and_then(|c| c.as_object_mut()) {
-                object.entry(key).or_insert(serde_json::Value::Null);
-            }
-        }
-        let explanations: BTreeMap<usize, BTreeMap<String, String>> = match first("variance") {
-            Some(path) => {
-                read_rows(&path)?.into_iter().filter_map(|r| Some((r.get("cluster")?.parse().ok()?, r))).collect()
-            }
+        let clustering = first("clusters").map(|d| Clusters::open(&d).summary()).transpose()?;
+        let explanations: BTreeMap<usize, ExplanationRow> = match first("variance") {
+            Some(path) => table::read::<ExplanationRow>(&path)?.into_iter().map(|r| (r.cluster, r)).collect(),
             None => BTreeMap::new(),
         };
-        let compare = first("compare").map(|p| read_json(&p)).transpose()?;
-        let reference =
-            compare.as_ref().and_then(|c| c["reference"].as_str().map(str::to_string)).unwrap_or_else(|| "hudd".into());
+        let compare: Option<CompareSummary> = first("compare").map(|p| table::read_json(&p)).transpose()?;
+        let reference = compare.as_ref().map_or_else(|| "hudd".to_string(), |c| c.reference.clone());
         let mut accuracy: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
         if let Some(path) = first("rcc") {
-            for r in read_rows(&path)? {
-                if r.get("strategy") == Some(&reference)
-                    && let (Some(c), Some(b), Some(a)) = (r.get("cluster"), r.get("before"), r.get("after"))
-                {
-                    accuracy
-                        .insert(c.parse().unwrap_or(0), (b.parse().unwrap_or(f64::NAN), a.parse().unwrap_or(f64::NAN)));
-                }
+            for r in table::read::<RccRow>(&path)?.into_iter().filter(|r| r.strategy == reference) {
+                accuracy.insert(r.cluster, (r.before, r.after));
             }
         }
         let mut clusters = Vec::new();
         if let Some(dir) = first("clusters") {
-            for r in read_rows(&dir.join("summary.csv"))? {
-                let id: usize = r.get("cluster").and_then(|v| v.parse().ok()).unwrap_or(0);
+            for r in Clusters::open(&dir).rows()? {
+                let id = r.cluster;
                 let e = explanations.get(&id);
-                let text = |k: &str| e.and_then(|e| e.get(k)).cloned().unwrap_or_default();
                 clusters.push(ClusterView {
                     id,
-                    size: r.get("size").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    share: r.get("share").and_then(|v| v.parse().ok()).unwrap_or(0.0),
-                    explained: e.and_then(|e| e.get("explained")).and_then(|v| v.parse().ok()),
-                    description: text("description"),
-                    best_parameter: text("best_parameter"),
-                    best_reduction: e.and_then(|e| e.get("best_reduction")).and_then(|v| v.parse().ok()),
+                    size: r.size,
+                    share: r.share,
+                    explained: e.and_then(|e| e.explained),
+                    description: e.map(|e| e.description.clone()).unwrap_or_default(),
+                    best_parameter: e.map(|e| e.best_parameter.clone()).unwrap_or_default(),
+                    best_reduction: e.and_then(|e| e.best_reduction),
                     before: accuracy.get(&id).map(|a| a.0),
                     after: accuracy.get(&id).map(|a| a.1),
                     sheet: picture(&dir.join(format!("rcc/{id}-sheet.png")), &out, &format!("rcc-{id}-sheet.png"))?,
@@ -356,7 +333,7 @@ impl Stage for Report {
             }
         }
         let rq2_plot = match (first("runs"), &compare) {
-            (Some(path), Some(c)) => Some(strip_plot(&read_rows(&path)?, c["original"].as_f64().unwrap_or(0.0))),
+            (Some(path), Some(c)) => Some(strip_plot(&table::read::<RunRow>(&path)?, c.original)),
             _ => None,
         };
         if let Some(svg) = &rq2_plot {
@@ -364,28 +341,29 @@ impl Stage for Report {
             std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
         }
         // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
-        let accuracy_compared = compare.as_ref().is_none_or(|c| c["metric"].as_str().is_none_or(|m| m == "accuracy"));
+        let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
         let best = compare.as_ref().and_then(|c| {
-            let mut best = c["strategies"]
-                .as_array()?
-                .iter()
-                .find(|s| s["strategy"].as_str() == Some(reference.as_str()))
-                .cloned()?;
-            let (mean, min, max) = (best["mean"].as_f64()?, best["min"].as_f64()?, best["max"].as_f64()?);
+            let best = c.strategies.iter().find(|s| s.strategy == reference)?;
+            let (mean, min, max) = (best.mean, best.min, best.max);
             let (metric, shown) = if accuracy_compared {
                 ("Accuracy".to_string(), format!("{:.1}% ({:.1}–{:.1})", mean * 100.0, min * 100.0, max * 100.0))
             } else {
-                let metric = c["metric"].as_str().unwrap_or("score");
+                let metric = &c.metric;
                 (format!("{}{}", metric[..1].to_uppercase(), &metric[1..]), format!("{mean:.2} ({min:.2}–{max:.2})"))
             };
-            best["metric"] = serde_json::json!(metric);
-            best["shown"] = serde_json::json!(shown);
-            Some(best)
+            let mut view = serde_json::to_value(best).expect("a strategy row serialises");
+            view["metric"] = serde_json::json!(metric);
+            view["shown"] = serde_json::json!(shown);
+            Some(view)
         });
-        let original = test["accuracy"].as_f64().unwrap_or(f64::NAN);
+        let original = test.accuracy;
         let target = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?.map(|t| {
             // After retraining only accuracy can be checked against an accuracy target.
-            let after = best.as_ref().filter(|_| accuracy_compared).and_then(|b| b["mean"].as_f64());
+            let after = compare
+                .as_ref()
+                .filter(|_| accuracy_compared)
+                .and_then(|c| c.strategies.iter().find(|s| s.strategy == reference))
+                .map(|b| b.mean);
             serde_json::json!({
                 "text": p.target, "metric": t.metric, "value": t.value,
                 "met_before": t.met(original), "met_after": after.map(|a| t.met(a)),
@@ -419,12 +397,19 @@ impl Stage for Report {
             title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
             workflow: ctx.workflow.to_string(),
             dnn: p.dnn.clone().unwrap_or_default(),
-            test,
+            test: serde_json::to_value(&test).expect("a test summary serialises"),
             target,
-            clustering,
+            // Optional fields are left out of cluster.json; the strict templates see them as null.
+            clustering: clustering.map(|c| {
+                let mut v = serde_json::to_value(&c).expect("a cluster summary serialises");
+                for key in ["empty", "layer"] {
+                    v.as_object_mut().expect("an object").entry(key).or_insert(serde_json::Value::Null);
+                }
+                v
+            }),
             clusters,
-            rq1: compare.as_ref().and_then(|c| c.get("rq1").cloned()),
-            rq2: compare,
+            rq1: compare.as_ref().and_then(|c| c.rq1.as_ref()).map(|r| serde_json::to_value(r).expect("serialises")),
+            rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
             rq2_plot,
             best,
             residual,

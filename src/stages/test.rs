@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::results::TestSummary;
+use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, DATASET, MODEL, TEST_RESULTS, TEST_SUMMARY};
 use crate::dataset::Target;
 use crate::dataset::{Dataset, write_csv};
@@ -52,22 +54,6 @@ impl Params for TestParams {
         }
         out
     }
-}
-
-/// The summary a test writes (`summary.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
-    pub split: String,
-    pub images: usize,
-    pub errors: usize,
-    /// Share of correct images (keypoints: mean error within the threshold).
-    pub accuracy: f64,
-    /// Keypoint models: mean keypoint error in pixels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean_error: Option<f64>,
-    /// Classification: accuracy per class name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub per_class: Vec<(String, f64, usize)>,
 }
 
 impl Stage for Test {
@@ -132,7 +118,7 @@ impl Stage for Test {
             polars::prelude::Column::new("image".into(), &ids),
             polars::prelude::Column::new("result".into(), &results),
         ];
-        let mut summary = Summary {
+        let mut summary = TestSummary {
             split: p.split.clone(),
             images: rows.len(),
             errors: results.iter().filter(|r| **r == "Wrong").count(),
@@ -213,9 +199,7 @@ impl Stage for Test {
         write_csv(&ctx.output("results")?, &mut df)?;
         let wrong: Vec<usize> = rows.iter().zip(&preds).filter(|(_, pr)| !pr.correct()).map(|(&r, _)| r).collect();
         ds.write_subset(&wrong, &ctx.output("errors")?)?;
-        let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("summary serialises"))
-            .map_err(|e| StageError::io(&path, e))?;
+        table::write_json(&ctx.output("summary")?, &summary)?;
         ctx.progress
             .message(&format!("accuracy {:.4}, {} errors of {}", summary.accuracy, summary.errors, summary.images));
         Ok(())

@@ -55,11 +55,10 @@ enum Values {
 
 impl Values {
     fn of(ds: &Dataset, info: &ParamInfo) -> Result<Values, StageError> {
-        let e = |e: crate::dataset::DatasetError| StageError::input(e.to_string());
         Ok(match info.kind.as_str() {
-            "real" => Values::Real(ds.numbers(&info.name).map_err(e)?),
-            "angle" => Values::Angle(ds.numbers(&info.name).map_err(e)?),
-            _ => Values::Category(ds.strings(&info.name).map_err(e)?),
+            "real" => Values::Real(ds.numbers(&info.name)?),
+            "angle" => Values::Angle(ds.numbers(&info.name)?),
+            _ => Values::Category(ds.strings(&info.name)?),
         })
     }
 
