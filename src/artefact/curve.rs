@@ -1,5 +1,6 @@
-//! The `learning curve` artefact, `curve.csv` of a train or retrain stage: loss and scores per epoch
-//! ([`EpochRow`]). No wall times (they live in `entry.json`), so equal training gives equal bytes.
+//! The artefacts of training: the `learning curve`, `curve.csv` of a train or retrain stage (loss and scores per
+//! epoch, [`EpochRow`]; no wall times, they live in `entry.json`, so equal training gives equal bytes), and the
+//! `retraining summary`, `retrain.json` ([`RetrainSummary`]).
 
 use std::path::Path;
 
@@ -33,4 +34,19 @@ pub fn write(path: &Path, curve: &[Epoch]) -> Result<(), TableError> {
         .map(|e| EpochRow { epoch: e.epoch, loss: e.loss, train_score: e.train_score, val_score: e.val_score })
         .collect();
     table::write(path, &rows)
+}
+
+/// `retrain.json`: how the retrained model compares with the original on the same held-out images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetrainSummary {
+    pub validation: String,
+    pub validation_images: usize,
+    pub training_images: usize,
+    pub unsafe_images: usize,
+    /// Accuracy (classification) or mean keypoint error in pixels, before and after.
+    pub original: f64,
+    pub retrained: f64,
+    pub difference: f64,
+    pub better: bool,
+    pub best_epoch: usize,
 }

@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::artefact::curve;
+use crate::artefact::curve::{self, RetrainSummary};
+use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, LEARNING_CURVE, MODEL, RETRAIN_SUMMARY};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -84,21 +85,6 @@ impl Params for RetrainParams {
         }
         out
     }
-}
-
-/// `retrain.json`: how the retrained model compares with the original on the same held-out images.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RetrainSummary {
-    pub validation: String,
-    pub validation_images: usize,
-    pub training_images: usize,
-    pub unsafe_images: usize,
-    /// Accuracy (classification) or mean keypoint error in pixels, before and after.
-    pub original: f64,
-    pub retrained: f64,
-    pub difference: f64,
-    pub better: bool,
-    pub best_epoch: usize,
 }
 
 fn concat(parts: &[&Data]) -> Data {
@@ -234,8 +220,6 @@ impl Stage for Retrain {
         };
         model.save(&ctx.output("model")?)?;
         curve::write(&ctx.output("curve")?, &curve)?;
-        let path = ctx.output("summary")?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("serialisable"))
-            .map_err(|e| StageError::io(&path, e))
+        Ok(table::write_json(&ctx.output("summary")?, &summary)?)
     }
 }
