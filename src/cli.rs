@@ -381,11 +381,15 @@ fn run(
     }
     writeln!(
         err,
-        "{}: {} ran, {} cached, {} failed or skipped; outputs under {}",
+        "{}: {} ran, {} cached, {}{} failed or skipped; outputs under {}",
         w.name,
         report.ran(),
         report.hits(),
-        w.stages.len() - report.ran() - report.hits(),
+        match report.kept() {
+            0 => String::new(),
+            k => format!("{k} kept (their inputs came out unchanged), "),
+        },
+        w.stages.len() - report.ran() - report.hits() - report.kept(),
         ws.join("reports").join(&w.name).display()
     )?;
     Ok(report.exit_code())
@@ -518,15 +522,25 @@ fn exec(
     err: &mut dyn Write,
     reporter: &Reporter,
 ) -> Result<u8, CliError> {
+    if !crate::engine::store::valid_key(key) {
+        return Err(CliError::Usage(format!(
+            "`{key}` is not a key (64 hexadecimal digits, as `hudd plan --json` shows)"
+        )));
+    }
     let store = Store::open(ws)?;
-    if store.state(key) == EntryState::Intact {
+    let resolved = store.resolve(key);
+    if store.state(&resolved) == EntryState::Intact {
         writeln!(err, "{key}: already in the store")?;
         return Ok(0);
     }
     let spec = store.read_spec(key)?;
     let threads = threads.unwrap_or_else(crate::runtime::cores);
-    let entry = engine::execute(&store, registry, &spec, threads, reporter)?;
-    writeln!(err, "{}: done in {:.1} s ({key})", spec.stage, entry.seconds)?;
+    let done = engine::execute(&store, registry, &spec, threads, reporter)?;
+    if done.kept {
+        writeln!(err, "{}: kept, its inputs came out unchanged ({})", spec.stage, done.spec.key)?;
+    } else {
+        writeln!(err, "{}: done in {:.1} s ({})", spec.stage, done.entry.seconds, done.spec.key)?;
+    }
     Ok(0)
 }
 
@@ -569,7 +583,7 @@ fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &
             .map_err(CliError::from)
             .and_then(|w| Ok(engine::plan(&store, &w, registry)?))
         {
-            Ok(planned) => keep.extend(planned.specs.into_iter().map(|s| s.key)),
+            Ok(planned) => keep.extend(planned.specs.into_iter().map(|s| store.resolve(&s.key))),
             Err(e) => writeln!(
                 err,
                 "warning: {} is not checked, its entries are kept only if its last run reached them:\n{e}",

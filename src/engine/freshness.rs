@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::engine::store::{EntryState, KeyMaterial, StateRecord};
+use crate::engine::store::{EntryState, InputKey, KeyMaterial, StateRecord};
 
 /// Why a stage must run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +30,10 @@ pub enum Reason {
     InputChanged {
         inputs: Vec<String>,
     },
+    /// An input runs first; the stage is kept (early cutoff) if that input's output comes out unchanged.
+    InputPending {
+        inputs: Vec<String>,
+    },
     ExternalChanged {
         paths: Vec<String>,
     },
@@ -52,6 +56,9 @@ impl fmt::Display for Reason {
                 write!(f, "seed changed: {} -> {}", show(from), show(to))
             }
             Reason::InputChanged { inputs } => write!(f, "input changed: {}", inputs.join(", ")),
+            Reason::InputPending { inputs } => {
+                write!(f, "input to be recomputed first: {} (kept if it comes out unchanged)", inputs.join(", "))
+            }
             Reason::ExternalChanged { paths } => write!(f, "external file changed: {}", paths.join(", ")),
             Reason::OutputMissing => write!(f, "output missing"),
             Reason::OutputCorrupt { detail } => write!(f, "output corrupt: {detail}"),
@@ -98,11 +105,28 @@ pub fn decide(material: &KeyMaterial, key: &str, previous: Option<&StateRecord>,
     if before.seed != material.seed {
         reasons.push(Reason::SeedChanged { from: before.seed, to: material.seed });
     }
+    // An input whose producer runs first is pending; the others changed if their contents (or, for an input
+    // recorded before contents were, their producers) differ.
     let slots: std::collections::BTreeSet<&String> = before.inputs.keys().chain(material.inputs.keys()).collect();
-    let inputs: Vec<String> =
-        slots.into_iter().filter(|s| before.inputs.get(*s) != material.inputs.get(*s)).cloned().collect();
-    if !inputs.is_empty() {
-        reasons.push(Reason::InputChanged { inputs });
+    let (mut pending, mut changed) = (Vec::new(), Vec::new());
+    for slot in slots {
+        let now = material.inputs.get(slot);
+        if now.is_some_and(|list| list.iter().any(|i| i.content.is_none())) {
+            pending.push(slot.clone());
+            continue;
+        }
+        let as_content = |list: Option<&Vec<InputKey>>| -> Vec<(String, Option<String>)> {
+            list.into_iter().flatten().map(|i| (i.output.clone(), i.content.clone())).collect()
+        };
+        if as_content(before.inputs.get(slot)) != as_content(now) {
+            changed.push(slot.clone());
+        }
+    }
+    if !changed.is_empty() {
+        reasons.push(Reason::InputChanged { inputs: changed });
+    }
+    if !pending.is_empty() {
+        reasons.push(Reason::InputPending { inputs: pending });
     }
     let paths: std::collections::BTreeSet<&String> = before.externals.keys().chain(material.externals.keys()).collect();
     let paths: Vec<String> =

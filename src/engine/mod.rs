@@ -43,6 +43,8 @@ pub enum EngineError {
     VersionMismatch { key: String, kind: String, spec: u32, ours: u32 },
     #[error("stage `{stage}` failed: {source}")]
     Stage { stage: String, source: StageError },
+    #[error("stage `{stage}`: input `{slot}` comes from key {key}, which is not in the store (was its stage run?)")]
+    InputMissing { stage: String, slot: String, key: String },
     #[error("slurm: {0}")]
     Scheduler(String),
     /// Ctrl-C while following cluster jobs; the message says what became of them.
@@ -91,11 +93,27 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             let mut stages = Vec::new();
             for r in refs {
                 let producer = specs[r.stage].as_ref().expect("DAG order puts producers first");
-                keys.push(InputKey { key: producer.key.clone(), output: r.output.clone() });
+                // A fresh producer's output is there: the key depends on its content (early cutoff).
+                let content = decisions[r.stage]
+                    .is_fresh()
+                    .then(|| store.entry(&producer.key))
+                    .flatten()
+                    .and_then(|e| e.outputs.get(&r.output).map(|o| o.digest()));
+                keys.push(InputKey { key: producer.key.clone(), output: r.output.clone(), content });
                 stages.push((producer.stage.clone(), producer.matrix.clone()));
             }
             inputs.insert(slot.clone(), keys);
             input_stages.insert(slot.clone(), stages);
+        }
+        // Execution settings run the stage but stay out of its key.
+        let mut params = stage.params.clone();
+        let mut settings = serde_json::Map::new();
+        if let Some(map) = params.as_object_mut() {
+            for name in kind.settings() {
+                if let Some(value) = map.remove(*name) {
+                    settings.insert(name.to_string(), value);
+                }
+            }
         }
         let mut externals = BTreeMap::new();
         let optional = kind.optional_paths(&stage.params);
@@ -119,14 +137,8 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             externals.insert(format!("manifest {}", m.path), m.hash.clone());
         }
         let seed = kind.uses_seed().then(|| stage.params.get("seed").and_then(|s| s.as_u64()).unwrap_or(workflow.seed));
-        let material = KeyMaterial {
-            kind: stage.kind.clone(),
-            version: kind.version(),
-            params: stage.params.clone(),
-            seed,
-            inputs,
-            externals,
-        };
+        let material =
+            KeyMaterial { kind: stage.kind.clone(), version: kind.version(), params, seed, inputs, externals };
         let key = material.key();
         let mut entry = store.state(&key);
         if entry == crate::engine::store::EntryState::Intact
@@ -150,6 +162,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             input_stages,
             seed: workflow.seed,
             manifest,
+            settings,
         });
     }
     store.save_stat_cache()?;
@@ -160,14 +173,52 @@ fn unknown_kind(kind: &str, registry: &Registry) -> EngineError {
     EngineError::UnknownKind { kind: kind.to_string(), known: registry.names().collect::<Vec<_>>().join(", ") }
 }
 
-/// Runs one stage from its spec and commits its entry. Used by local runs and by `hudd exec`.
+/// What [`execute`] did with a stage.
+#[derive(Debug)]
+pub struct Executed {
+    pub entry: Entry,
+    /// The spec under the stage's final key (its inputs' contents filled in).
+    pub spec: Spec,
+    /// The stage was planned under a provisional key, and once its inputs' contents were known its entry was
+    /// already in the store: nothing ran (early cutoff).
+    pub kept: bool,
+}
+
+/// The spec a stage runs under: every input resolved to its producer's final key and its output's content, and the
+/// key computed from those contents. A producer planned under a provisional key is found through its alias.
+pub fn resolve(store: &Store, spec: &Spec) -> Result<Spec, EngineError> {
+    let mut resolved = spec.clone();
+    for (slot, inputs) in resolved.material.inputs.iter_mut() {
+        for input in inputs.iter_mut() {
+            let producer = store.resolve(&input.key);
+            let entry = store.entry(&producer).ok_or_else(|| EngineError::InputMissing {
+                stage: spec.stage.clone(),
+                slot: slot.clone(),
+                key: producer.clone(),
+            })?;
+            let record = entry.outputs.get(&input.output).ok_or_else(|| EngineError::InputMissing {
+                stage: spec.stage.clone(),
+                slot: slot.clone(),
+                key: producer.clone(),
+            })?;
+            input.key = producer;
+            input.content = Some(record.digest());
+        }
+    }
+    resolved.key = resolved.material.key();
+    Ok(resolved)
+}
+
+/// Runs one stage from its spec and commits its entry, unless the entry is already there once its inputs'
+/// contents are known. Used by local runs and by `hudd exec`.
 pub fn execute(
     store: &Store,
     registry: &Registry,
-    spec: &Spec,
+    planned: &Spec,
     threads: usize,
     reporter: &Reporter,
-) -> Result<Entry, EngineError> {
+) -> Result<Executed, EngineError> {
+    let spec = planned;
     let kind = registry.get(&spec.material.kind).ok_or_else(|| unknown_kind(&spec.material.kind, registry))?;
     if kind.version() != spec.material.version {
         return Err(EngineError::VersionMismatch {
@@ -177,12 +228,17 @@ pub fn execute(
             ours: kind.version(),
         });
     }
+    let spec = &resolve(store, planned)?;
     // Two stages of one run (or two processes) may share a key: one computes, the other finds the entry.
     let _key_lock = store.lock_key(&spec.key)?;
     if store.state(&spec.key) == crate::engine::store::EntryState::Intact
         && let Some(entry) = store.entry(&spec.key)
     {
-        return Ok(entry);
+        store.write_spec(spec)?;
+        store.write_alias(&planned.key, &spec.key)?;
+        // Kept when the key moved once the inputs were known (early cutoff); otherwise another stage of the same
+        // key computed it meanwhile.
+        return Ok(Executed { entry, spec: spec.clone(), kept: planned.key != spec.key });
     }
     let mut inputs = BTreeMap::new();
     for (slot, keys) in &spec.material.inputs {
@@ -197,6 +253,7 @@ pub fn execute(
     }
     let tmp = store.begin(&spec.key)?;
     let out_dir = tmp.path().join("out");
+    store.write_spec(spec)?;
     let _span = tracing::info_span!("stage", id = %spec.stage, kind = %spec.material.kind).entered();
     tracing::debug!(key = %spec.key, dir = %tmp.path().display(), threads, "executing");
     let progress = reporter.stage(&spec.stage);
@@ -216,7 +273,7 @@ pub fn execute(
             lineage: if kind.deliverable() { lineage(store, &inputs) } else { Vec::new() },
             manifest: spec.manifest.as_ref(),
         };
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.material.params, &mut ctx)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.run_params(), &mut ctx)))
             .unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<String>()
@@ -231,7 +288,8 @@ pub fn execute(
     let entry =
         store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64(), Some(runtime::device_summary()))?;
     tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
-    Ok(entry)
+    store.write_alias(&planned.key, &spec.key)?;
+    Ok(Executed { entry, spec: spec.clone(), kept: false })
 }
 
 /// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), in the order they were computed.
@@ -286,6 +344,9 @@ impl Default for RunOptions {
 pub enum Outcome {
     /// Its entry was already in the store.
     Hit,
+    /// Planned to run because an input was to be recomputed; that input came out unchanged, so its entry was
+    /// already in the store (early cutoff).
+    Kept,
     Ran {
         seconds: f64,
     },
@@ -320,6 +381,11 @@ impl RunReport {
         self.outcomes.iter().filter(|o| matches!(o, Outcome::Hit)).count()
     }
 
+    /// Stages kept by early cutoff: their inputs were recomputed and came out unchanged.
+    pub fn kept(&self) -> usize {
+        self.outcomes.iter().filter(|o| matches!(o, Outcome::Kept)).count()
+    }
+
     /// 0 when every stage is done, else the most serious failure's code (2 over 1 over 3).
     pub fn exit_code(&self) -> u8 {
         let codes: BTreeSet<u8> = self
@@ -350,6 +416,8 @@ struct RunRecord<'a> {
     jobs: usize,
     threads_per_stage: usize,
     hits: usize,
+    /// Stages kept by early cutoff.
+    kept: usize,
     ran: usize,
     stages: Vec<StageRecord<'a>>,
 }
@@ -401,7 +469,7 @@ pub fn run(
 
     let mut schedule = Schedule::new(&workflow.dag, &stale);
     std::thread::scope(|scope| {
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Entry, EngineError>)>();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Executed, EngineError>)>();
         let mut running = 0usize;
         loop {
             while running < jobs {
@@ -426,9 +494,14 @@ pub fn run(
             running -= 1;
             let stage = &workflow.stages[i].id;
             match result {
-                Ok(entry) => {
-                    reporter.line(&format!("{stage}: done in {:.1} s", entry.seconds));
-                    outcomes[i] = Some(Outcome::Ran { seconds: entry.seconds });
+                Ok(done) if done.kept => {
+                    reporter.line(&format!("{stage}: kept, its inputs came out unchanged"));
+                    outcomes[i] = Some(Outcome::Kept);
+                    schedule.finish(i);
+                }
+                Ok(done) => {
+                    reporter.line(&format!("{stage}: done in {:.1} s", done.entry.seconds));
+                    outcomes[i] = Some(Outcome::Ran { seconds: done.entry.seconds });
                     schedule.finish(i);
                 }
                 Err(e) => {
@@ -472,11 +545,18 @@ pub(crate) fn finish(
     how: Finish,
 ) -> Result<RunReport, EngineError> {
     let n = workflow.stages.len();
+    // A stage planned under a provisional key ran (or was kept) under its final one.
+    let specs: Vec<Spec> = (planned.specs.iter())
+        .map(|spec| match store.resolve(&spec.key) {
+            key if key != spec.key => store.read_spec(&key).unwrap_or_else(|_| spec.clone()),
+            _ => spec.clone(),
+        })
+        .collect();
     // Remember what every finished stage ran with, and show its outputs under reports/.
     let mut state = store.read_state(&workflow.name);
     for (i, outcome) in outcomes.iter().enumerate() {
-        if matches!(outcome, Outcome::Hit | Outcome::Ran { .. }) {
-            let spec = &planned.specs[i];
+        if matches!(outcome, Outcome::Hit | Outcome::Kept | Outcome::Ran { .. }) {
+            let spec = &specs[i];
             state.insert(spec.stage.clone(), StateRecord { key: spec.key.clone(), material: spec.material.clone() });
             if registry.get(&spec.material.kind).is_some_and(|k| k.deliverable()) {
                 publish(store, workflow, registry, spec)?;
@@ -489,6 +569,7 @@ pub(crate) fn finish(
 
     let ran = outcomes.iter().filter(|o| matches!(o, Outcome::Ran { .. })).count();
     let hits = outcomes.iter().filter(|o| matches!(o, Outcome::Hit)).count();
+    let kept = outcomes.iter().filter(|o| matches!(o, Outcome::Kept)).count();
     let record = RunRecord {
         workflow: &workflow.name,
         manifest: workflow.path.display().to_string(),
@@ -504,12 +585,13 @@ pub(crate) fn finish(
         jobs: how.jobs,
         threads_per_stage: how.threads,
         hits,
+        kept,
         ran,
         stages: (0..n)
             .map(|i| StageRecord {
                 id: &workflow.stages[i].id,
                 kind: &workflow.stages[i].kind,
-                key: &planned.specs[i].key,
+                key: &specs[i].key,
                 params: &workflow.stages[i].params,
                 seed: planned.specs[i].material.seed,
                 reasons: match &planned.decisions[i] {
@@ -522,7 +604,7 @@ pub(crate) fn finish(
     };
     let stamp = how.started.replace([':', '.'], "-");
     let provenance = store.write_run(&format!("{stamp}-{}", workflow.name), &record)?;
-    Ok(RunReport { outcomes, keys: planned.specs.iter().map(|s| s.key.clone()).collect(), provenance })
+    Ok(RunReport { outcomes, keys: specs.iter().map(|s| s.key.clone()).collect(), provenance })
 }
 
 /// `reports/<workflow>/<stage-id>/<output>`: relative links into the stage's entry, for browsing.

@@ -339,8 +339,8 @@ fn follow(
         for i in waiting.clone() {
             let (stage, record) = (&workflow.stages[i].id, &jobs[&i]);
             let state = states.get(&record.job);
-            let outcome = if store.state(&specs[i].key) == EntryState::Intact {
-                let seconds = store.entry(&specs[i].key).map_or(0.0, |e| e.seconds);
+            let outcome = if store.state(&store.resolve(&specs[i].key)) == EntryState::Intact {
+                let seconds = store.entry(&store.resolve(&specs[i].key)).map_or(0.0, |e| e.seconds);
                 reporter.line(&format!("{stage}: done in {seconds:.1} s (Slurm job {})", record.job));
                 Outcome::Ran { seconds }
             } else {

@@ -228,6 +228,10 @@ pub trait Stage: Send + Sync + 'static {
     /// The stage delivers the workflow's result (the report): the manifest's path and hash enter its key and its
     /// context, and its output folder is copied to `reports/<workflow>/` after a run.
     const DELIVERABLE: bool = false;
+    /// Parameters that change how the stage runs, never what it writes (threads, inference batch sizes): they are
+    /// kept out of its key, so changing one reruns nothing. Each is backed by a test that two values give the same
+    /// bytes.
+    const SETTINGS: &'static [&'static str] = &[];
     const DOC: &'static str = "";
 
     /// Files and folders outside the store that the stage reads; their content hashes enter its key.
@@ -252,6 +256,7 @@ pub trait StageKind: Send + Sync {
     fn outputs(&self) -> &'static [OutputSpec];
     fn uses_seed(&self) -> bool;
     fn deliverable(&self) -> bool;
+    fn settings(&self) -> &'static [&'static str];
     /// The parameter names the kind takes (from its serde definition).
     fn param_names(&self) -> &'static [&'static str];
     fn doc(&self) -> &'static str;
@@ -285,6 +290,10 @@ impl<S: Stage> StageKind for S {
 
     fn deliverable(&self) -> bool {
         S::DELIVERABLE
+    }
+
+    fn settings(&self) -> &'static [&'static str] {
+        S::SETTINGS
     }
 
     fn param_names(&self) -> &'static [&'static str] {

@@ -53,6 +53,20 @@ pub struct OutputRecord {
     pub files: Vec<FileDigest>,
 }
 
+impl OutputRecord {
+    /// The output's content: blake3 over its files' relative paths, sizes and digests. Equal bytes, equal digest,
+    /// whichever stage and key wrote them.
+    pub fn digest(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        let base = format!("{}/", self.path);
+        for f in &self.files {
+            let rel = f.path.strip_prefix(&base).unwrap_or(&f.path);
+            hasher.update(format!("{rel}\0{}\0{}\n", f.size, f.blake3).as_bytes());
+        }
+        hasher.finalize().to_hex().to_string()
+    }
+}
+
 /// The manifest of a complete store entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -70,6 +84,9 @@ pub struct Entry {
     /// `cpu` or `cuda (n devices)` on that machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The execution settings it ran with (threads, inference batch sizes): not part of its key.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a stage key is computed from. Serialised with sorted keys, so equal material means equal bytes.
@@ -86,17 +103,71 @@ pub struct KeyMaterial {
     pub externals: BTreeMap<String, String>,
 }
 
+/// An input as the key sees it: the producing stage instance's key, the output read, and (once the producer's
+/// entry exists) the output's content digest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InputKey {
     pub key: String,
     pub output: String,
+    /// [`OutputRecord::digest`] of the output. When present, the stage key depends on it instead of the
+    /// producer's key, so a producer that reruns and writes the same bytes leaves this key as it was (early
+    /// cutoff). Absent while the producer is still to run: the key is then provisional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 impl KeyMaterial {
-    /// The stage key: blake3 over the canonical JSON of this material.
+    /// The stage key: blake3 over the canonical JSON of this material, each input standing for its content where
+    /// known and for its producer's key otherwise.
     pub fn key(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("key material serialises");
+        /// The hashed form of an input: its producer's key only while its content is unknown.
+        #[derive(Serialize)]
+        struct Input<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            key: Option<&'a str>,
+            output: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            content: Option<&'a str>,
+        }
+        /// The hashed form of the material (fields in the material's order, so stages without inputs keep the
+        /// keys they had before inputs were hashed by content).
+        #[derive(Serialize)]
+        struct Basis<'a> {
+            kind: &'a str,
+            version: u32,
+            params: &'a serde_json::Value,
+            seed: Option<u64>,
+            inputs: BTreeMap<&'a str, Vec<Input<'a>>>,
+            externals: &'a BTreeMap<String, String>,
+        }
+        let inputs = (self.inputs.iter())
+            .map(|(slot, list)| {
+                let list = list
+                    .iter()
+                    .map(|i| Input {
+                        key: i.content.is_none().then_some(i.key.as_str()),
+                        output: &i.output,
+                        content: i.content.as_deref(),
+                    })
+                    .collect();
+                (slot.as_str(), list)
+            })
+            .collect();
+        let basis = Basis {
+            kind: &self.kind,
+            version: self.version,
+            params: &self.params,
+            seed: self.seed,
+            inputs,
+            externals: &self.externals,
+        };
+        let bytes = serde_json::to_vec(&basis).expect("key material serialises");
         blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// Whether every input's content is known, so that the key is the stage's final one.
+    pub fn is_final(&self) -> bool {
+        self.inputs.values().flatten().all(|i| i.content.is_some())
     }
 }
 
@@ -118,6 +189,21 @@ pub struct Spec {
     /// The manifest, for kinds that deliver a workflow's result ([`crate::engine::stage::Stage::DELIVERABLE`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<ManifestRef>,
+    /// Execution settings (threads, inference batch sizes): passed to the stage with its parameters, kept out of
+    /// the key ([`crate::engine::stage::Stage::SETTINGS`]).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Spec {
+    /// The parameters the stage runs with: its keyed parameters and its execution settings.
+    pub fn run_params(&self) -> serde_json::Value {
+        let mut params = self.material.params.clone();
+        if let Some(map) = params.as_object_mut() {
+            map.extend(self.settings.clone());
+        }
+        params
+    }
 }
 
 /// Whether an entry can be reused.
@@ -157,7 +243,7 @@ impl Store {
     /// Opens (creating its folders as needed) the store of a workspace.
     pub fn open(workspace: &Path) -> Result<Store, StoreError> {
         let root = Store::root_of(workspace);
-        for sub in ["store", "tmp", "specs", "state", "runs", "locks"] {
+        for sub in ["store", "tmp", "specs", "state", "runs", "locks", "aliases"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -267,6 +353,7 @@ impl Store {
             seconds,
             host: crate::runtime::host(),
             device,
+            settings: spec.settings.clone(),
         };
         write_json(&tmp.path().join("entry.json"), &entry)?;
         let dest = self.entry_dir(&spec.key);
@@ -378,6 +465,30 @@ impl Store {
     pub fn read_job_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
         let dir = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("slurm");
         serde_json::from_slice(&fs::read(dir.join("jobs").join(key)).ok()?).ok()
+    }
+
+    /// Records that the stage planned under the provisional key `from` (an input still to run) has the final key
+    /// `to`, once its inputs' contents are known. Written through a temporary name, so it is whole or absent.
+    pub fn write_alias(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        if from == to {
+            return Ok(());
+        }
+        let dir = self.root.join("aliases");
+        let tmp = dir.join(format!(".{from}.{}", std::process::id()));
+        fs::write(&tmp, to).map_err(io_err(&tmp))?;
+        let path = dir.join(from);
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// The final key of a stage planned under `key`: its alias when it has one, else `key` itself.
+    pub fn resolve(&self, key: &str) -> String {
+        if !valid_key(key) {
+            return key.to_string();
+        }
+        match fs::read_to_string(self.root.join("aliases").join(key)) {
+            Ok(to) if valid_key(to.trim()) => to.trim().to_string(),
+            _ => key.to_string(),
+        }
     }
 
     pub fn write_spec(&self, spec: &Spec) -> Result<(), StoreError> {
@@ -584,6 +695,11 @@ pub fn hash_file(path: &Path) -> Result<String, StoreError> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Whether a text is a store key (64 lowercase hex digits), so it may name a file.
+pub fn valid_key(key: &str) -> bool {
+    key.len() == 64 && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Writes JSON through a temporary file and a rename, so readers never see half a record.

@@ -183,6 +183,9 @@ impl Stage for Heatmaps {
         path: "heatmaps/",
         doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json",
     }];
+    // Backed by tests/it/settings.rs: 1 and 2 threads give the same bytes. The batch size does not: oneDNN's
+    // kernels sum in another order for another batch, and the last bits of scores and relevance move.
+    const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "LRP heatmaps of every layer.";
 
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {

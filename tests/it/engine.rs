@@ -67,7 +67,7 @@ fn plan_says_which_parameter_changed_and_which_input() {
     assert_eq!(code, 0);
     assert!(out.contains("fresh  a"), "{out}");
     assert!(out.contains("stale  b  parameter changed: text"), "{out}");
-    assert!(out.contains("stale  c  input changed: from"), "{out}");
+    assert!(out.contains("stale  c  input to be recomputed first: from (kept if it comes out unchanged)"), "{out}");
     assert!(out.contains("2 of 4 stages would run"), "{out}");
     let (_, json, _) = ws.cli(&["plan", "--json", m.to_str().unwrap()]);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -295,9 +295,14 @@ fn exec_runs_one_stage_from_its_key_in_another_process() {
     assert_eq!(code, 0, "{err}");
     let (w, r) = ws.run(&m);
     assert_eq!(Ws::ran(&w, &r), ["b", "c", "d"]);
-    let (code, _, err) = ws.cli(&["exec", "0123456789abcdef"]);
+    let unknown = "0123456789abcdef".repeat(4);
+    let (code, _, err) = ws.cli(&["exec", &unknown]);
     assert_eq!(code, 2);
-    assert!(err.contains("no stage spec for key `0123456789abcdef`"), "{err}");
+    assert!(err.contains(&format!("no stage spec for key `{unknown}`")), "{err}");
+    // Not a key at all (and not ASCII): refused by name, no panic.
+    let (code, _, err) = ws.cli(&["exec", "€abc"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`€abc` is not a key"), "{err}");
 }
 
 #[test]
@@ -429,4 +434,30 @@ fn an_entry_without_a_declared_output_is_recomputed() {
     let planned = hudd::engine::plan(&store, &w, &crate::support::registry()).unwrap();
     let reason = format!("{:?}", planned.decisions[0]);
     assert!(reason.contains("output `ticks` missing"), "{reason}");
+}
+
+#[test]
+fn a_rerun_stage_that_writes_the_same_bytes_keeps_its_dependants() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    let (w, first) = ws.run(&m);
+    let c = w.stage_index("c").unwrap();
+    // `b` sleeps a millisecond longer: a new key, the same output. `c` reads it and is kept, not rerun.
+    let slower = CHAIN.replace("text = \"B\"", "text = \"B\"\nsleep_ms = 1");
+    let m = ws.write("w.toml", &slower);
+    let (code, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("stale  c  input to be recomputed first: from (kept if it comes out unchanged)"), "{out}");
+    let (w, r) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &r), ["b"]);
+    assert!(matches!(r.outcomes[c], hudd::engine::Outcome::Kept), "{:?}", r.outcomes);
+    assert_eq!(r.kept(), 1);
+    assert_eq!(r.keys[c], first.keys[c], "c keeps its key: its inputs' contents did not change");
+    let (_, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(out.contains("0 of 4 stages would run"), "{out}");
+    // A changed output still reruns its dependants.
+    let m = ws.write("w.toml", &slower.replace("text = \"B\"", "text = \"B2\""));
+    let (w, r) = ws.run(&m);
+    assert_eq!(Ws::ran(&w, &r), ["b", "c"]);
+    assert_ne!(r.keys[c], first.keys[c]);
 }

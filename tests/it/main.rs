@@ -13,6 +13,7 @@ mod manifest_errors;
 mod model;
 mod repair;
 mod report;
+mod settings;
 mod simulate;
 mod slurm;
 mod stats;
