@@ -23,6 +23,9 @@ pub struct Cli {
     /// Workspace folder: holds the store (.hudd/) and the reports (reports/); relative paths in manifests start here.
     #[arg(long, global = true, default_value = ".")]
     pub workspace: PathBuf,
+    /// A store shared by several workspaces (entries, specs); default: the workspace's own `.hudd/`.
+    #[arg(long, global = true, env = "HUDD_STORE")]
+    pub store: Option<PathBuf>,
     /// Log what happens (-v: debug, -vv: trace), on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -219,6 +222,19 @@ impl CliError {
     }
 }
 
+/// The workspace a command works in, and where its entries live.
+struct Workspace<'a> {
+    dir: &'a Path,
+    /// A shared store (`--store`, `HUDD_STORE`), or none for the workspace's own.
+    store: Option<&'a Path>,
+}
+
+impl Workspace<'_> {
+    fn open(&self) -> Result<Store, CliError> {
+        Ok(Store::open_shared(self.dir, self.store)?)
+    }
+}
+
 fn dispatch(
     cli: Cli,
     registry: &Registry,
@@ -226,10 +242,10 @@ fn dispatch(
     err: &mut dyn Write,
     reporter: &Reporter,
 ) -> Result<u8, CliError> {
-    let ws = &cli.workspace;
-    if !ws.is_dir() {
-        return Err(CliError::Usage(format!("workspace {} is not a folder", ws.display())));
+    if !cli.workspace.is_dir() {
+        return Err(CliError::Usage(format!("workspace {} is not a folder", cli.workspace.display())));
     }
+    let ws = &Workspace { dir: &cli.workspace, store: cli.store.as_deref() };
     match cli.command {
         Command::Check { manifests, set } => check(&manifests, &set, registry, out, err),
         Command::Dag { manifest, set, format } => dag(&manifest, &set, format, registry, out),
@@ -292,7 +308,7 @@ fn dag(
 }
 
 fn plan(
-    ws: &Path,
+    ws: &Workspace<'_>,
     manifest: &Path,
     set: &[Override],
     json: bool,
@@ -300,7 +316,7 @@ fn plan(
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     let w = manifest::load(manifest, set, registry)?;
-    let store = Store::open(ws)?;
+    let store = ws.open()?;
     let planned = engine::plan(&store, &w, registry)?;
     if json {
         let rows: Vec<serde_json::Value> = w
@@ -337,7 +353,7 @@ fn plan(
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    ws: &Path,
+    ws: &Workspace<'_>,
     manifest: &Path,
     set: &[Override],
     options: RunOptions,
@@ -348,7 +364,7 @@ fn run(
     reporter: &Reporter,
 ) -> Result<u8, CliError> {
     let w = manifest::load(manifest, set, registry)?;
-    let store = Store::open(ws)?;
+    let store = ws.open()?;
     let executor = executor.or(w.executor.default).unwrap_or(ExecutorKind::Local);
     if detach && executor != ExecutorKind::Slurm {
         return Err(CliError::Usage("--detach needs --executor slurm".into()));
@@ -390,13 +406,18 @@ fn run(
             k => format!("{k} kept (their inputs came out unchanged), "),
         },
         w.stages.len() - report.ran() - report.hits() - report.kept(),
-        ws.join("reports").join(&w.name).display()
+        ws.dir.join("reports").join(&w.name).display()
     )?;
     Ok(report.exit_code())
 }
 
-fn status(ws: &Path, manifest: Option<&Path>, registry: &Registry, out: &mut dyn Write) -> Result<u8, CliError> {
-    let store = Store::open(ws)?;
+fn status(
+    ws: &Workspace<'_>,
+    manifest: Option<&Path>,
+    registry: &Registry,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let store = ws.open()?;
     match manifest {
         Some(path) => status_of_workflow(&store, &manifest::load(path, &[], registry)?, registry, out)?,
         None => {
@@ -420,8 +441,8 @@ fn status(ws: &Path, manifest: Option<&Path>, registry: &Registry, out: &mut dyn
     Ok(0)
 }
 
-fn verify(ws: &Path, out: &mut dyn Write, reporter: &Reporter) -> Result<u8, CliError> {
-    let store = Store::open(ws)?;
+fn verify(ws: &Workspace<'_>, out: &mut dyn Write, reporter: &Reporter) -> Result<u8, CliError> {
+    let store = ws.open()?;
     let _lock = store.lock(|m| reporter.line(m))?;
     let keys = store.keys()?;
     let mut corrupt = 0;
@@ -436,9 +457,15 @@ fn verify(ws: &Path, out: &mut dyn Write, reporter: &Reporter) -> Result<u8, Cli
     Ok(0)
 }
 
-fn doctor(ws: &Path, out: &mut dyn Write) -> Result<u8, CliError> {
-    let store_root = Store::root_of(ws);
-    let rows = crate::runtime::doctor(&store_root);
+fn doctor(ws: &Workspace<'_>, out: &mut dyn Write) -> Result<u8, CliError> {
+    let mut rows = crate::runtime::doctor(&Store::root_of(ws.dir));
+    rows.push((
+        "entries".to_string(),
+        match ws.store {
+            Some(shared) => format!("{} (a store shared by workspaces: --store or HUDD_STORE)", shared.display()),
+            None => format!("{} (this workspace's own)", Store::root_of(ws.dir).display()),
+        },
+    ));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         writeln!(out, "{k:width$}  {v}")?;
@@ -515,7 +542,7 @@ fn describe_model(
 }
 
 fn exec(
-    ws: &Path,
+    ws: &Workspace<'_>,
     key: &str,
     threads: Option<usize>,
     registry: &Registry,
@@ -527,13 +554,16 @@ fn exec(
             "`{key}` is not a key (64 hexadecimal digits, as `hudd plan --json` shows)"
         )));
     }
-    let store = Store::open(ws)?;
+    let store = ws.open()?;
     let resolved = store.resolve(key);
     if store.state(&resolved) == EntryState::Intact {
         writeln!(err, "{key}: already in the store")?;
         return Ok(0);
     }
     let spec = store.read_spec(key)?;
+    let _exec = store.lock_exec(false, |m| {
+        let _ = writeln!(err, "{m}");
+    })?;
     let threads = threads.unwrap_or_else(crate::runtime::cores);
     let done = engine::execute(&store, registry, &spec, threads, reporter)?;
     if done.kept {
@@ -563,43 +593,57 @@ fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mu
     Ok(())
 }
 
-/// Keeps every entry reachable from a manifest under `workflows/` or from a workflow's last run; drops the rest.
-fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
-    let store = Store::open(ws)?;
-    let _lock = store.lock(|m| {
-        let _ = writeln!(err, "{m}");
-    })?;
+/// Keeps every entry that a manifest under `workflows/` of a workspace using the store reaches (planned now), or
+/// that a workflow's last run there used; drops the rest. With a shared store, every registered workspace counts.
+/// It holds every such workspace's run and exec locks while it works, so no stage is written meanwhile, and it
+/// removes nothing when a manifest cannot be checked or planned (what that one reaches cannot be known).
+fn gc(
+    ws: &Workspace<'_>,
+    registry: &Registry,
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let store = ws.open()?;
     let mut keep: BTreeSet<String> = BTreeSet::new();
-    let mut manifests: Vec<PathBuf> = std::fs::read_dir(ws.join("workflows"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    manifests.sort();
-    for path in &manifests {
-        match manifest::load(path, &[], registry)
-            .map_err(CliError::from)
-            .and_then(|w| Ok(engine::plan(&store, &w, registry)?))
-        {
-            Ok(planned) => keep.extend(planned.specs.into_iter().map(|s| store.resolve(&s.key))),
-            Err(e) => writeln!(
-                err,
-                "warning: {} is not checked, its entries are kept only if its last run reached them:\n{e}",
-                path.display()
-            )?,
+    let mut held = Vec::new();
+    for dir in store.workspaces() {
+        let other = Store::open_shared(&dir, ws.store)?;
+        let mut said = Vec::new();
+        held.push(other.lock(|m| said.push(format!("{}: {m}", dir.display())))?);
+        held.push(other.lock_exec(true, |m| said.push(format!("{}: {m}", dir.display())))?);
+        for line in said {
+            writeln!(err, "{line}")?;
+        }
+        let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir.join("workflows"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        manifests.sort();
+        for path in &manifests {
+            let planned = manifest::load(path, &[], registry)
+                .map_err(CliError::from)
+                .and_then(|w| Ok(engine::plan(&other, &w, registry)?))
+                .map_err(|e| {
+                    CliError::Usage(format!(
+                        "gc removed nothing: {} cannot be planned, so what it reaches is unknown:\n{e}",
+                        path.display()
+                    ))
+                })?;
+            keep.extend(planned.specs.into_iter().map(|s| other.resolve(&s.key)));
+        }
+        for workflow in other.workflows() {
+            keep.extend(other.read_state(&workflow).into_values().map(|r| r.key));
         }
     }
-    for workflow in store.workflows() {
-        keep.extend(store.read_state(&workflow).into_values().map(|r| r.key));
-    }
-    let mut dropped = 0;
+    let mut dropped = BTreeSet::new();
     for key in store.keys()? {
         if keep.contains(&key) {
             continue;
         }
-        dropped += 1;
         let what =
             store.entry(&key).map_or_else(|| "incomplete".to_string(), |e| format!("{} ({})", e.stage, e.workflow));
         if dry_run {
@@ -609,15 +653,18 @@ fn gc(ws: &Path, registry: &Registry, dry_run: bool, out: &mut dyn Write, err: &
             store.remove_spec(&key);
             writeln!(out, "dropped {key}  {what}")?;
         }
+        dropped.insert(key);
     }
     if !dry_run {
+        store.remove_aliases_to(&dropped);
+        // Every workspace's runs and execs are held off: what is left in tmp/ belongs to no live stage.
         store.clean_tmp()?;
     }
-    writeln!(out, "{} {dropped} entries, kept {}", if dry_run { "would drop" } else { "dropped" }, keep.len())?;
+    drop(held);
+    writeln!(out, "{} {} entries, kept {}", if dry_run { "would drop" } else { "dropped" }, dropped.len(), keep.len())?;
     Ok(0)
 }
 
-/// The stage graph as Graphviz dot or a Mermaid flowchart; edges are labelled with the output they carry.
 pub fn render_dag(w: &Workflow, format: DagFormat) -> String {
     let mut s = String::new();
     let edges = w.stages.iter().enumerate().flat_map(|(i, stage)| {

@@ -8,7 +8,7 @@
 //! - `runs/`: provenance of every run. `statcache.json`: content hashes of external files by size and mtime.
 //! - `lock`: the workspace lock; `tmp/`: entries being written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -231,20 +231,35 @@ struct StatRecord {
     hash: String,
 }
 
-/// A workspace's `.hudd/` folder.
+/// A workspace's `.hudd/` folder, and the entries it uses: under `.hudd/` too, or in a store shared by several
+/// workspaces (`--store DIR`, `HUDD_STORE`). Entries, specs, aliases, key locks and working folders live in the
+/// shared part; state, run records, the workspace lock, the stat cache and Slurm records stay with the workspace.
 pub struct Store {
     workspace: PathBuf,
     root: PathBuf,
+    /// Where entries live: `root`, or a store shared by several workspaces.
+    shared: PathBuf,
     stat_cache: Mutex<HashMap<PathBuf, StatRecord>>,
     stat_cache_dirty: Mutex<bool>,
 }
 
 impl Store {
-    /// Opens (creating its folders as needed) the store of a workspace.
+    /// Opens (creating its folders as needed) the store of a workspace, its entries in the workspace.
     pub fn open(workspace: &Path) -> Result<Store, StoreError> {
+        Store::open_shared(workspace, None)
+    }
+
+    /// Opens the store of a workspace whose entries live in `shared` (when given), registering the workspace
+    /// there so that `hudd gc` from any workspace keeps what this one reaches.
+    pub fn open_shared(workspace: &Path, shared: Option<&Path>) -> Result<Store, StoreError> {
         let root = Store::root_of(workspace);
-        for sub in ["store", "tmp", "specs", "state", "runs", "locks", "aliases"] {
+        for sub in ["state", "runs"] {
             let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let shared = shared.map_or_else(|| root.clone(), Path::to_path_buf);
+        for sub in ["store", "tmp", "specs", "locks", "aliases", "workspaces"] {
+            let dir = shared.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         let cache_path = root.join("statcache.json");
@@ -252,12 +267,50 @@ impl Store {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => HashMap::new(),
         };
-        Ok(Store {
+        let store = Store {
             workspace: workspace.to_path_buf(),
             root,
+            shared,
             stat_cache: Mutex::new(stat_cache),
             stat_cache_dirty: Mutex::new(false),
-        })
+        };
+        if store.is_shared() {
+            let me = fs::canonicalize(workspace).unwrap_or_else(|_| workspace.to_path_buf());
+            let text = me.display().to_string();
+            let path = store.shared.join("workspaces").join(&blake3::hash(text.as_bytes()).to_hex()[..16]);
+            if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                fs::write(&path, &text).map_err(io_err(&path))?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Whether the entries live outside the workspace, in a store other workspaces may share.
+    pub fn is_shared(&self) -> bool {
+        self.shared != self.root
+    }
+
+    /// Where the entries live.
+    pub fn shared_root(&self) -> &Path {
+        &self.shared
+    }
+
+    /// The workspaces registered in a shared store (those whose folder still exists); this workspace alone when
+    /// the store is its own.
+    pub fn workspaces(&self) -> Vec<PathBuf> {
+        if !self.is_shared() {
+            return vec![self.workspace.clone()];
+        }
+        let mut out: Vec<PathBuf> = fs::read_dir(self.shared.join("workspaces"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .collect();
+        out.sort();
+        out
     }
 
     /// Where a workspace's store lives (`.hudd/`), whether or not it exists yet.
@@ -274,7 +327,7 @@ impl Store {
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
-        self.root.join("store").join(&key[..2.min(key.len())]).join(key)
+        self.shared.join("store").join(&key[..2.min(key.len())]).join(key)
     }
 
     /// Reads a complete entry's record, if there is one.
@@ -315,7 +368,7 @@ impl Store {
 
     /// A fresh temporary folder for an entry being written; deleted when dropped unless committed.
     pub fn begin(&self, key: &str) -> Result<tempfile::TempDir, StoreError> {
-        let tmp = self.root.join("tmp");
+        let tmp = self.shared.join("tmp");
         let dir = tempfile::Builder::new().prefix(&format!("{key}.")).tempdir_in(&tmp).map_err(io_err(&tmp))?;
         let out = dir.path().join("out");
         fs::create_dir_all(&out).map_err(io_err(&out))?;
@@ -397,7 +450,7 @@ impl Store {
     /// The keys of every folder in the store, complete or not.
     pub fn keys(&self) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        let store = self.root.join("store");
+        let store = self.shared.join("store");
         for shard in fs::read_dir(&store).map_err(io_err(&store))? {
             let shard = shard.map_err(io_err(&store))?.path();
             if !shard.is_dir() {
@@ -431,7 +484,7 @@ impl Store {
 
     /// Forgets the spec of a key (`hudd gc`, with its entry).
     pub fn remove_spec(&self, key: &str) {
-        let _ = fs::remove_file(self.root.join("specs").join(format!("{key}.json")));
+        let _ = fs::remove_file(self.shared.join("specs").join(format!("{key}.json")));
     }
 
     /// `.hudd/slurm/` (absolute: job scripts and messages name it), with its `scripts`, `logs` and `jobs` folders.
@@ -473,7 +526,7 @@ impl Store {
         if from == to {
             return Ok(());
         }
-        let dir = self.root.join("aliases");
+        let dir = self.shared.join("aliases");
         let tmp = dir.join(format!(".{from}.{}", std::process::id()));
         fs::write(&tmp, to).map_err(io_err(&tmp))?;
         let path = dir.join(from);
@@ -485,18 +538,18 @@ impl Store {
         if !valid_key(key) {
             return key.to_string();
         }
-        match fs::read_to_string(self.root.join("aliases").join(key)) {
+        match fs::read_to_string(self.shared.join("aliases").join(key)) {
             Ok(to) if valid_key(to.trim()) => to.trim().to_string(),
             _ => key.to_string(),
         }
     }
 
     pub fn write_spec(&self, spec: &Spec) -> Result<(), StoreError> {
-        write_json(&self.root.join("specs").join(format!("{}.json", spec.key)), spec)
+        write_json(&self.shared.join("specs").join(format!("{}.json", spec.key)), spec)
     }
 
     pub fn read_spec(&self, key: &str) -> Result<Spec, StoreError> {
-        let dir = self.root.join("specs");
+        let dir = self.shared.join("specs");
         let path = dir.join(format!("{key}.json"));
         let bytes = fs::read(&path).map_err(|_| StoreError::NoSpec { key: key.into(), dir: dir.clone() })?;
         serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
@@ -622,8 +675,39 @@ impl Store {
     }
 
     /// A per-key lock, so that two processes never compute the same entry at once.
+    /// Held (shared) by `hudd exec` while it runs a stage, which takes no workspace lock (a Slurm follower holds
+    /// that); `hudd gc` takes it exclusively, so it never removes the working folder of a stage that is running.
+    pub fn lock_exec(&self, exclusive: bool, waiting: impl FnOnce(&str)) -> Result<WorkspaceLock, StoreError> {
+        let path = self.root.join("exec.lock");
+        let file =
+            File::options().create(true).truncate(false).write(true).read(true).open(&path).map_err(io_err(&path))?;
+        let tried = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match tried {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                waiting(if exclusive {
+                    "a stage runs through `hudd exec` in this workspace; waiting for it to finish"
+                } else {
+                    "`hudd gc` is cleaning this workspace's store; waiting for it to finish"
+                });
+                if exclusive { file.lock() } else { file.lock_shared() }.map_err(io_err(&path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { path, source: e }),
+        }
+        Ok(WorkspaceLock { _file: file })
+    }
+
+    /// Forgets the aliases that lead to `key` (after its entry was dropped).
+    pub fn remove_aliases_to(&self, keys: &BTreeSet<String>) {
+        for e in fs::read_dir(self.shared.join("aliases")).into_iter().flatten().flatten() {
+            if fs::read_to_string(e.path()).is_ok_and(|to| keys.contains(to.trim())) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
     pub fn lock_key(&self, key: &str) -> Result<WorkspaceLock, StoreError> {
-        let path = self.root.join("locks").join(key);
+        let path = self.shared.join("locks").join(key);
         let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         file.lock().map_err(io_err(&path))?;
         Ok(WorkspaceLock { _file: file })
@@ -631,7 +715,7 @@ impl Store {
 
     /// Removes leftovers of interrupted writes.
     pub fn clean_tmp(&self) -> Result<usize, StoreError> {
-        let tmp = self.root.join("tmp");
+        let tmp = self.shared.join("tmp");
         let mut n = 0;
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             let p = e.path();

@@ -461,3 +461,79 @@ fn a_rerun_stage_that_writes_the_same_bytes_keeps_its_dependants() {
     assert_eq!(Ws::ran(&w, &r), ["b", "c"]);
     assert_ne!(r.keys[c], first.keys[c]);
 }
+
+#[test]
+fn gc_removes_nothing_when_a_manifest_cannot_be_planned() {
+    let ws = Ws::new();
+    let m = ws.write("workflows/w.toml", CHAIN);
+    let (_, old) = ws.run(&m);
+    let m = ws.write("workflows/w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\""));
+    ws.run(&m);
+    ws.write("workflows/broken.toml", "[workflow]\nname = \"b\"\n[[stage]]\nid = \"x\"\nkind = \"no-such-kind\"\n");
+    let (code, out, err) = ws.cli(&["gc"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("gc removed nothing") && err.contains("broken.toml"), "{err}");
+    assert!(ws.store().entry(&old.keys[3]).is_some(), "nothing may go when a manifest cannot be planned");
+}
+
+#[test]
+fn gc_waits_for_a_running_exec_and_leaves_its_working_folder() {
+    let ws = Ws::new();
+    let store = ws.store();
+    let working = store.begin(&"e".repeat(64)).unwrap();
+    let held = store.lock_exec(false, |_| panic!("nothing else holds it")).unwrap();
+    let path = ws.path().to_path_buf();
+    let gc = std::thread::spawn(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let args = ["hudd", "--workspace", path.to_str().unwrap(), "gc"];
+        let code = hudd::cli::main_with(
+            args.iter().map(Into::into),
+            &crate::support::registry(),
+            &mut out,
+            &mut err,
+            hudd::engine::progress::Reporter::hidden(),
+        );
+        (code, String::from_utf8(err).unwrap())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!gc.is_finished(), "gc must wait for the exec");
+    assert!(working.path().exists(), "gc removed the working folder of a running exec");
+    drop(held);
+    let (code, err) = gc.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("a stage runs through `hudd exec`"), "{err}");
+}
+
+#[test]
+fn workspaces_sharing_a_store_reuse_each_others_entries_and_survive_gc_in_either() {
+    let (a, b) = (Ws::new(), Ws::new());
+    let shared = tempfile::tempdir().unwrap();
+    let s = shared.path().to_str().unwrap();
+    let ma = a.write("workflows/w.toml", CHAIN);
+    let (code, _, err) = a.cli(&["--store", s, "run", ma.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("4 ran, 0 cached"), "{err}");
+    // The same workflow in another workspace finds every entry.
+    let mb = b.write("workflows/w.toml", CHAIN);
+    let (code, _, err) = b.cli(&["--store", s, "run", mb.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 ran, 4 cached"), "{err}");
+    // B moves on; gc from A keeps what B reaches, and what A reaches.
+    let mb = b.write("workflows/w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\""));
+    let (code, _, err) = b.cli(&["--store", s, "run", mb.to_str().unwrap()]);
+    assert!(code == 0 && err.contains("1 ran, 3 cached"), "{err}");
+    let (code, out, err) = a.cli(&["--store", s, "gc"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dropped 0 entries"), "{out}");
+    let (_, out, _) = b.cli(&["--store", s, "plan", mb.to_str().unwrap()]);
+    assert!(out.contains("0 of 4 stages would run"), "{out}");
+    let (_, out, _) = a.cli(&["--store", s, "plan", ma.to_str().unwrap()]);
+    assert!(out.contains("0 of 4 stages would run"), "{out}");
+    // Once B is gone, what only B reached goes too; A keeps everything it reaches.
+    drop(b);
+    let (code, out, err) = a.cli(&["--store", s, "gc"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dropped 1 entries"), "{out}");
+    let (_, out, _) = a.cli(&["--store", s, "plan", ma.to_str().unwrap()]);
+    assert!(out.contains("0 of 4 stages would run"), "{out}");
+}
