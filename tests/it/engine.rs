@@ -529,6 +529,9 @@ fn workspaces_sharing_a_store_reuse_each_others_entries_and_survive_gc_in_either
     assert!(out.contains("0 of 4 stages would run"), "{out}");
     let (_, out, _) = a.cli(&["--store", s, "plan", ma.to_str().unwrap()]);
     assert!(out.contains("0 of 4 stages would run"), "{out}");
+    let (code, out, err) = b.cli(&["--store", s, "gc"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dropped 0 entries"), "{out}");
     // Once B is gone, what only B reached goes too; A keeps everything it reaches.
     drop(b);
     let (code, out, err) = a.cli(&["--store", s, "gc"]);
