@@ -174,6 +174,8 @@ pub fn main_with(
     init_logging(cli.verbose);
     match dispatch(cli, registry, out, err, &reporter) {
         Ok(code) => code,
+        // The reader went away (`hudd plan | head`): nothing more to say, and nobody to say it to.
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
             let _ = match &e {
                 // Rendered diagnostics carry their own `error:` lines.
@@ -441,6 +443,8 @@ fn status(
     Ok(0)
 }
 
+/// Re-hashes every entry and drops the corrupt ones; removes what lies in `store/` but is no entry. Exit code 1
+/// when it dropped or removed anything, so scripts can tell.
 fn verify(ws: &Workspace<'_>, out: &mut dyn Write, reporter: &Reporter) -> Result<u8, CliError> {
     let store = ws.open()?;
     let _lock = store.lock(|m| reporter.line(m))?;
@@ -453,8 +457,13 @@ fn verify(ws: &Workspace<'_>, out: &mut dyn Write, reporter: &Reporter) -> Resul
             store.remove_entry(key)?;
         }
     }
-    writeln!(out, "verified {} entries, dropped {corrupt} corrupt", keys.len())?;
-    Ok(0)
+    let strays = store.strays()?;
+    for path in &strays {
+        store.remove_stray(path)?;
+        writeln!(out, "removed {}: not an entry in its place", path.display())?;
+    }
+    writeln!(out, "verified {} entries, dropped {corrupt} corrupt, removed {} stray paths", keys.len(), strays.len())?;
+    Ok(if corrupt + strays.len() > 0 { 1 } else { 0 })
 }
 
 fn doctor(ws: &Workspace<'_>, out: &mut dyn Write) -> Result<u8, CliError> {

@@ -314,7 +314,9 @@ impl Checker<'_> {
                 if !is_valid_id(h.name.get_ref()) {
                     self.error(
                         Diagnostic::new(format!("invalid workflow name `{}`", h.name.get_ref()), h.name.span())
-                            .with_label("names use letters, digits, `_` and `-` (they become folder names)"),
+                            .with_label(format!(
+                                "names use letters, digits, `_` and `-`, at most {MAX_NAME} (they become folder names)"
+                            )),
                     );
                 }
                 Some(h)
@@ -346,7 +348,7 @@ impl Checker<'_> {
             if !is_valid_id(id.get_ref()) {
                 self.error(
                     Diagnostic::new(format!("invalid stage id `{}`", id.get_ref()), id.span())
-                        .with_label("ids use letters, digits, `_` and `-`"),
+                        .with_label(format!("ids use letters, digits, `_` and `-`, at most {MAX_NAME}")),
                 );
                 continue;
             }
@@ -428,6 +430,15 @@ impl Checker<'_> {
             let mut ok = true;
             for item in items.iter() {
                 match scalar_text(item.get_ref()) {
+                    Some(text) if !is_valid_matrix_value(&text) => {
+                        self.error(
+                            Diagnostic::new(format!("matrix `{}` has the value `{text}`", name.get_ref()), item.span())
+                                .with_label(format!(
+                                    "matrix values name instances and their folders: letters, digits, `_`, `-`, `.`, `+`, at most {MAX_NAME}"
+                                )),
+                        );
+                        ok = false;
+                    }
                     Some(text) if shown.contains(&text) => {
                         self.error(Diagnostic::new(
                             format!("matrix `{}` repeats the value {text}", name.get_ref()),
@@ -762,7 +773,20 @@ impl Checker<'_> {
 
 /// Letters, digits, `_` and `-`: safe as folder names and in job scripts.
 pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.len() <= MAX_NAME && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The longest id, workflow name or matrix value: ids become folder and file names (255 bytes on most file
+/// systems), and an instance id joins a stage id with its matrix values.
+pub const MAX_NAME: usize = 64;
+
+/// Whether a matrix value may appear in an instance id (and so in folder names): letters, digits, `_`, `-`, `.`,
+/// `+`, not only dots (`..` would climb out of `reports/`).
+pub fn is_valid_matrix_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
+        && !s.chars().all(|c| c == '.')
 }
 
 /// `retrain[seed=1,strategy=hudd]`: the id of one matrix instance, keys sorted.

@@ -306,6 +306,11 @@ impl<S: Stage> StageKind for S {
 
     fn check(&self, table: Spanned<DeValue<'_>>) -> Result<serde_json::Value, Vec<Diagnostic>> {
         let span = table.span();
+        let mut infinite = Vec::new();
+        non_finite(&table, "", &mut infinite);
+        if !infinite.is_empty() {
+            return Err(infinite);
+        }
         let lookup = table.clone();
         let params: S::Params = serde::Deserialize::deserialize(table.into_deserializer()).map_err(|e| {
             let at = e.span().unwrap_or_else(|| span.clone());
@@ -336,6 +341,31 @@ impl<S: Stage> StageKind for S {
         let params: S::Params = serde_json::from_value(params.clone())
             .map_err(|e| StageError::failed(format!("stage kind `{}`: stored parameters unreadable: {e}", S::KIND)))?;
         Stage::run(self, &params, ctx)
+    }
+}
+
+/// Every infinite or NaN float in a parameter table (TOML writes them `inf`, `nan`): no parameter takes one, and
+/// JSON, which keys and specs are made of, cannot hold them.
+fn non_finite(value: &Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Diagnostic>) {
+    match value.get_ref() {
+        DeValue::Float(f) => {
+            let text = f.as_str().replace('_', "");
+            if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                out.push(Diagnostic::new(format!("`{path}` must be a finite number, got {text}"), value.span()));
+            }
+        }
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                non_finite(item, &format!("{path}.{i}"), out);
+            }
+        }
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                let key = if path.is_empty() { k.get_ref().to_string() } else { format!("{path}.{}", k.get_ref()) };
+                non_finite(v, &key, out);
+            }
+        }
+        _ => {}
     }
 }
 

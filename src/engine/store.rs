@@ -30,6 +30,8 @@ pub enum StoreError {
     MissingOutput { stage: String, output: String, path: PathBuf },
     #[error("input `{output}` of key {key} is not in the store: run its producer first")]
     MissingInput { key: String, output: String },
+    #[error("{path} is {what}, not a regular file or folder: hudd reads only those")]
+    NotRegular { path: PathBuf, what: &'static str },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -449,20 +451,54 @@ impl Store {
 
     /// The keys of every folder in the store, complete or not.
     pub fn keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
+        Ok(self.scan()?.0)
+    }
+
+    /// Everything under `store/` that is not an entry in its place (a folder named like no key, or in the wrong
+    /// shard, or a stray file): what `hudd verify` removes.
+    pub fn strays(&self) -> Result<Vec<PathBuf>, StoreError> {
+        Ok(self.scan()?.1)
+    }
+
+    /// The keys of `store/<key[..2]>/<key>/` folders, and every other path there.
+    fn scan(&self) -> Result<(Vec<String>, Vec<PathBuf>), StoreError> {
+        let (mut keys, mut strays) = (Vec::new(), Vec::new());
         let store = self.shared.join("store");
         for shard in fs::read_dir(&store).map_err(io_err(&store))? {
             let shard = shard.map_err(io_err(&store))?.path();
             if !shard.is_dir() {
+                strays.push(shard);
                 continue;
             }
+            let prefix = shard.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             for e in fs::read_dir(&shard).map_err(io_err(&shard))? {
                 let e = e.map_err(io_err(&shard))?;
-                keys.push(e.file_name().to_string_lossy().into_owned());
+                let name = e.file_name().to_string_lossy().into_owned();
+                if valid_key(&name) && name.starts_with(&prefix) && prefix.len() == 2 && e.path().is_dir() {
+                    keys.push(name);
+                } else {
+                    strays.push(e.path());
+                }
             }
         }
         keys.sort();
-        Ok(keys)
+        strays.sort();
+        Ok((keys, strays))
+    }
+
+    /// Removes a stray path under `store/` (see [`Store::strays`]); nothing outside `store/`.
+    pub fn remove_stray(&self, path: &Path) -> Result<(), StoreError> {
+        let store = self.shared.join("store");
+        if !path.starts_with(&store) || path == store {
+            return Ok(());
+        }
+        let gone = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+        match gone {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::Io { path: path.to_path_buf(), source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Re-hashes every file of an entry; `Ok(None)` when intact, `Ok(Some(reason))` when not.
@@ -622,6 +658,21 @@ impl Store {
                 hasher.update(self.hash_external(&f)?.as_bytes());
             }
             return Ok(hasher.finalize().to_hex().to_string());
+        }
+        if !meta.is_file() {
+            // A FIFO would block the read (and the workspace lock) forever; a device may never end.
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            let what = if t.is_fifo() {
+                "a named pipe"
+            } else if t.is_char_device() || t.is_block_device() {
+                "a device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "a special file"
+            };
+            return Err(StoreError::NotRegular { path: path.to_path_buf(), what });
         }
         let abs = fs::canonicalize(path).map_err(io_err(path))?;
         let stat = stat_of(&meta);

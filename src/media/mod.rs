@@ -95,3 +95,21 @@ pub fn overlay(rgb: &[u8], heat: &[f32], pixels: usize) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod file_names {
+    use super::file_name;
+
+    #[test]
+    fn ids_that_differ_get_different_file_names() {
+        assert_eq!(file_name("test-000123.png"), "test-000123.png", "a safe id stays itself");
+        let (a, b) = (file_name("ä304.png"), file_name("ö304.png"));
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.starts_with("_304.png~") && name.is_ascii(), "{name}");
+        }
+        assert_ne!(file_name("img,12.png"), file_name("img_12.png"));
+        assert_ne!(file_name(".."), "..");
+        assert_ne!(file_name("a/b"), file_name("a_b"));
+    }
+}

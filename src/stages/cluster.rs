@@ -187,6 +187,13 @@ impl Stage for Cluster {
                 Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
             return write_empty(&out, &summary);
         }
+        if let (ChooseK::Fixed, Some(k)) = (p.choose_k, p.k)
+            && k > n
+        {
+            return Err(StageError::input(format!(
+                "`k = {k}` asks for more clusters than the {n} error-inducing images to cluster"
+            )));
+        }
         let max_k = p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n - 1);
         let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
         ctx.progress.start(layers.len() as u64, "layers");

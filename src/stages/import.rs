@@ -461,8 +461,10 @@ fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
             [n, r, c] => (*n, *r, *c),
             other => return Err(StageError::input(format!("{prefix}-images: expected 3 dimensions, got {other:?}"))),
         };
-        if lab_dims.first() != Some(&n) {
-            return Err(StageError::input(format!("{prefix}: {n} images but {:?} labels", lab_dims)));
+        if lab_dims != [n] {
+            return Err(StageError::input(format!(
+                "{prefix}: {n} images, so the labels must have dimensions [{n}], not {lab_dims:?}"
+            )));
         }
         for i in 0..n {
             items.push(Item {
@@ -515,7 +517,14 @@ fn read_idx(root: &Path, name: &str) -> Result<Option<Idx>, StageError> {
     let dims: Vec<usize> = (0..ndim)
         .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
         .collect();
-    let expected = header + dims.iter().product::<usize>();
+    if dims.contains(&0) {
+        return Err(bad(&format!("dimensions {dims:?}: an IDX file of images or labels has none of size 0")));
+    }
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_add(header))
+        .ok_or_else(|| bad(&format!("dimensions {dims:?} describe more bytes than any file holds")))?;
     if bytes.len() < expected {
         return Err(bad(&format!("truncated: {} bytes where {dims:?} needs {expected}", bytes.len())));
     }

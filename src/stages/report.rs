@@ -450,13 +450,53 @@ fn manifest(ctx: &StageContext<'_>) -> Result<Option<serde_json::Value>, StageEr
     Ok(Some(serde_json::json!({ "path": m.path, "hash": m.hash, "text": text })))
 }
 
+/// A Markdown code span holding `text` as it is: fenced by more backticks than any run inside it (CommonMark),
+/// so no text can close it early; inside it, `<` and `&` are shown, not interpreted.
+fn code_span(text: &str) -> String {
+    let ticks = "`".repeat(longest_run(text, '`') + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') { " " } else { "" };
+    format!("{ticks}{pad}{text}{pad}{ticks}")
+}
+
+/// The longest run of `c` in `text`.
+fn longest_run(text: &str, c: char) -> usize {
+    text.split(|x| x != c).map(str::len).max().unwrap_or(0)
+}
+
 /// Renders both templates (a user folder's where present, else the shipped ones), strict about undefined values,
 /// HTML-escaping the HTML one.
 fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), StageError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|name| {
-        if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+        if name.ends_with(".html.j2") {
+            minijinja::AutoEscape::Html
+        } else if name.ends_with(".md.j2") {
+            minijinja::AutoEscape::Custom("markdown".into())
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
+    // Markdown viewers render raw HTML: user text (titles, descriptions, annotations) has `<`, `>` and `&` escaped.
+    env.set_formatter(|out, state, value| {
+        if let minijinja::AutoEscape::Custom(name) = state.auto_escape()
+            && name == "markdown"
+        {
+            return match value.as_str() {
+                Some(text) if !value.is_safe() => {
+                    let escaped = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                    out.write_str(&escaped).map_err(minijinja::Error::from)
+                }
+                _ => write!(out, "{value}").map_err(minijinja::Error::from),
+            };
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.add_filter("code", |text: String| minijinja::Value::from_safe_string(code_span(&text)));
+    env.add_filter("fence", |text: String, lang: String| {
+        let ticks = "`".repeat(longest_run(&text, '`').max(2) + 1);
+        let newline = if text.ends_with('\n') { "" } else { "\n" };
+        minijinja::Value::from_safe_string(format!("{ticks}{lang}\n{text}{newline}{ticks}"))
     });
     let mut sources = vec![("report.md.j2", MARKDOWN.to_string()), ("report.html.j2", HTML.to_string())];
     if let Some(dir) = folder {

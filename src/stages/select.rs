@@ -295,6 +295,13 @@ impl Stage for Select {
             }
         }
         let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
+        if clusters.is_empty() {
+            report["empty"] = serde_json::json!(format!(
+                "every one of the {} clusters holds a single image, and clusters of one image are ignored (as in HUDD)",
+                summary.clusters
+            ));
+            return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
+        }
         let mut reader = NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy")))?;
         let d = reader.row_len();
         let member_rows: Vec<usize> = clusters.iter().flat_map(|(_, m)| m.iter().copied()).collect();

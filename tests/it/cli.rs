@@ -73,3 +73,33 @@ fn every_shipped_workflow_passes_check() {
     }
     assert!(checked >= 1);
 }
+
+/// A reader that went away: every write fails with a broken pipe.
+struct Closed;
+
+impl std::io::Write for Closed {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let ws = crate::support::Ws::new();
+    let m = ws.write("w.toml", "[workflow]\nname = \"p\"\n[[stage]]\nid = \"a\"\nkind = \"echo\"\n");
+    let args = ["hudd", "--workspace", ws.path().to_str().unwrap(), "plan", m.to_str().unwrap()];
+    let mut err = Vec::new();
+    let code = hudd::cli::main_with(
+        args.iter().map(Into::into),
+        &crate::support::registry(),
+        &mut Closed,
+        &mut err,
+        hudd::engine::progress::Reporter::hidden(),
+    );
+    assert_eq!(code, 0);
+    assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+}

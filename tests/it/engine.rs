@@ -133,10 +133,17 @@ fn a_corrupted_output_of_the_same_size_is_found_by_verify_and_recomputed() {
     let path = ws.store().output_path(&r.keys[a], "out").unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace('A', "Z")).unwrap();
+    // A stray folder and a stray file in the store are removed and named, not reported as dropped entries.
+    let shard = ws.path().join(".hudd/store").join(&r.keys[a][..2]);
+    std::fs::create_dir_all(shard.join("junk")).unwrap();
+    std::fs::write(ws.path().join(".hudd/store/stray.txt"), "x").unwrap();
     let (code, out, _) = ws.cli(&["verify"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1, "verify exits 1 when it dropped or removed something: {out}");
     assert!(out.contains(&format!("dropped {}", r.keys[a])), "{out}");
-    assert!(out.contains("verified 4 entries, dropped 1 corrupt"), "{out}");
+    assert!(out.contains("verified 4 entries, dropped 1 corrupt, removed 2 stray paths"), "{out}");
+    assert!(!shard.join("junk").exists() && !ws.path().join(".hudd/store/stray.txt").exists());
+    let (code, out, _) = ws.cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
     let (w, again) = ws.run(&m);
     assert_eq!(Ws::ran(&w, &again), ["a"]);
     assert_eq!(ws.output(&w, &again, "a", "out"), "A seed=7");
@@ -539,4 +546,18 @@ fn workspaces_sharing_a_store_reuse_each_others_entries_and_survive_gc_in_either
     assert!(out.contains("dropped 1 entries"), "{out}");
     let (_, out, _) = a.cli(&["--store", s, "plan", ma.to_str().unwrap()]);
     assert!(out.contains("0 of 4 stages would run"), "{out}");
+}
+
+#[test]
+fn a_named_pipe_or_a_device_as_an_input_file_is_refused_not_read_forever() {
+    let ws = Ws::new();
+    let fifo = ws.path().join("pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let m =
+            ws.write("w.toml", &format!("[workflow]\nname='f'\n[[stage]]\nid='files'\nkind='files'\npath='{path}'\n"));
+        let (code, _, err) = ws.cli(&["plan", m.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("not a regular file or folder"), "{err}");
+    }
 }

@@ -127,3 +127,34 @@ fn idx_files_import_with_an_improvement_split_carved_from_training() {
     let Outcome::Failed { error, .. } = &outcomes[0] else { panic!("{outcomes:?}") };
     assert!(error.contains("t10k-images-idx3-ubyte.gz: truncated"), "{error}");
 }
+
+#[test]
+fn crafted_idx_headers_are_refused_by_name_not_panicked_on() {
+    let ws = Ws::new();
+    let dir = ws.path().join("mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stage = "format = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\n";
+    let failure = |ws: &Ws| -> String {
+        let (_, outcomes) = run(ws, stage);
+        match &outcomes[0] {
+            Outcome::Failed { error, exit_code: 2 } => error.clone(),
+            other => panic!("accepted or wrong exit code: {other:?}"),
+        }
+    };
+    idx(&dir.join("train-images-idx3-ubyte.gz"), &[2, 8, 8], &[9; 128]);
+    // Labels with dimensions [n, 0]: no label at all.
+    idx(&dir.join("train-labels-idx1-ubyte.gz"), &[2, 0], &[]);
+    let e = failure(&ws);
+    assert!(e.contains("none of size 0"), "{e}");
+    idx(&dir.join("train-labels-idx1-ubyte.gz"), &[2, 1], &[1, 2]);
+    let e = failure(&ws);
+    assert!(e.contains("the labels must have dimensions [2], not [2, 1]"), "{e}");
+    idx(&dir.join("train-labels-idx1-ubyte.gz"), &[2], &[1, 2]);
+    // Image dimensions whose product overflows, and images of 0×0 pixels.
+    idx(&dir.join("train-images-idx3-ubyte.gz"), &[u32::MAX, u32::MAX, u32::MAX], &[]);
+    let e = failure(&ws);
+    assert!(e.contains("describe more bytes than any file holds"), "{e}");
+    idx(&dir.join("train-images-idx3-ubyte.gz"), &[2, 0, 0], &[]);
+    let e = failure(&ws);
+    assert!(e.contains("none of size 0"), "{e}");
+}

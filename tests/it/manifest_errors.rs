@@ -234,3 +234,43 @@ fn a_wrongly_wired_input_is_located_and_names_both_artefact_kinds() {
     }
     assert!(!got.contains("w.toml:13:"), "the dataset input is rightly wired:\n{got}");
 }
+
+#[test]
+fn a_matrix_value_that_would_climb_out_of_reports_is_refused() {
+    check(
+        &format!("{HEAD}[[stage]]\nid = \"a\"\nkind = \"echo\"\nmatrix = {{ text = [\"/../../victim/\", \"ok\"] }}\n"),
+        &["matrix `text` has the value `/../../victim/`", "--> w.toml:6:20", "letters, digits, `_`, `-`, `.`, `+`"],
+    );
+    check(
+        &format!("{HEAD}[[stage]]\nid = \"a\"\nkind = \"echo\"\nmatrix = {{ text = [\"..\"] }}\n"),
+        &["matrix `text` has the value `..`"],
+    );
+}
+
+#[test]
+fn ids_too_long_for_a_file_name_are_refused_at_check_time() {
+    let long = "a".repeat(65);
+    check(&format!("{HEAD}[[stage]]\nid = \"{long}\"\nkind = \"echo\"\n"), &["invalid stage id", "at most 64"]);
+    check(&format!("[workflow]\nname = \"{long}\"\n"), &["invalid workflow name", "at most 64"]);
+}
+
+#[test]
+fn infinite_and_nan_parameters_are_refused_at_their_place() {
+    let text = "[workflow]\nname = \"w\"\n[[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\n\
+                [stage.splits.train]\ncount = 10\n\
+                [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"tiny\"\nlr = inf\n";
+    let got = match manifest::parse(std::path::Path::new("w.toml"), text, &[], &hudd::stages::registry()) {
+        Ok(_) => panic!("lr = inf was accepted"),
+        Err(ManifestError::Invalid { rendered, .. }) => rendered,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(got.contains("`lr` must be a finite number, got inf") && got.contains("--> w.toml:14:6"), "{got}");
+    let overrides: Vec<Override> = vec!["train.lr=nan".parse().unwrap()];
+    let text = text.replace("lr = inf\n", "");
+    let got = match manifest::parse(std::path::Path::new("w.toml"), &text, &overrides, &hudd::stages::registry()) {
+        Ok(_) => panic!("--set train.lr=nan was accepted"),
+        Err(ManifestError::Invalid { rendered, .. }) => rendered,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(got.contains("`lr` must be a finite number, got nan"), "{got}");
+}

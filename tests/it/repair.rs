@@ -312,3 +312,28 @@ fn the_failing_baseline_judges_a_keypoint_model_by_the_given_threshold() {
         .to_string();
     assert!(err.contains("invalid `threshold`: must be above 0 pixels, got 0"), "{err}");
 }
+
+#[test]
+fn singleton_clusters_select_nothing_and_a_k_beyond_the_images_is_refused() {
+    let ws = crate::support::Ws::new();
+    let label = "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n";
+    let (w, report) = ws.run_builtin(&manifest(label).replace("k = 3", "k = 100000"));
+    match &report.outcomes[w.stage_index("cluster").unwrap()] {
+        hudd::engine::Outcome::Failed { error, exit_code } => {
+            assert!(error.contains("`k = 100000` asks for more clusters than the"), "{error}");
+            assert_eq!(*exit_code, 2);
+        }
+        other => panic!("cluster accepted k = 100000: {other:?}"),
+    }
+    let errors = ws.store().output_path(&report.keys[w.stage_index("test").unwrap()], "errors").unwrap();
+    let n = hudd::dataset::Dataset::open(&errors).unwrap().meta.count;
+    let (w, report) = ws.run_builtin(&manifest(label).replace("k = 3", &format!("k = {n}")));
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let out = |stage: &str, output: &str| {
+        ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
+    };
+    assert_eq!(std::fs::read_to_string(out("select", "unsafe")).unwrap(), "image,cluster,distance,rank\n");
+    let select: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
+    assert!(select["empty"].as_str().unwrap().contains("holds a single image"), "{select}");
+}

@@ -74,7 +74,7 @@ fn the_markdown_report_matches_its_golden_file() {
 }
 
 #[test]
-fn user_data_is_escaped_in_the_html() {
+fn user_data_is_escaped_in_the_html_and_the_markdown() {
     let ws = crate::support::Ws::new();
     ws.write("notes.toml", "[cluster.2]\ntriggering_condition = \"<script>alert(1)</script>\"\n");
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"<img src=x onerror=alert(2)>\"\n"));
@@ -82,6 +82,12 @@ fn user_data_is_escaped_in_the_html() {
     let html = output(&ws, &w, &r, "report.html");
     assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{html}");
     assert!(!html.contains("<img src=x"), "{html}");
+    // Markdown viewers render raw HTML too; the manifest's own text, in a code fence, is shown as it is.
+    let md = output(&ws, &w, &r, "report.md");
+    let (body, appendix) = md.split_once("## 5. Traceability").unwrap();
+    assert!(!body.contains("<script>") && body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{md}");
+    assert!(!body.contains("<img src=x") && body.contains("&lt;img src=x onerror=alert(2)&gt;"), "{md}");
+    assert!(appendix.contains("```toml\n") && appendix.contains("dnn = \"<img src=x onerror=alert(2)>\""), "{md}");
 }
 
 #[test]
