@@ -468,6 +468,8 @@ fn verify(ws: &Workspace<'_>, out: &mut dyn Write, reporter: &Reporter) -> Resul
 
 fn doctor(ws: &Workspace<'_>, out: &mut dyn Write) -> Result<u8, CliError> {
     let mut rows = crate::runtime::doctor(&Store::root_of(ws.dir));
+    let shipped: Vec<&str> = crate::model::SHIPPED.iter().map(|(n, _)| *n).collect();
+    rows.push(("shipped architectures".into(), format!("{} (compiled into the binary)", shipped.join(", "))));
     rows.push((
         "entries".to_string(),
         match ws.store {
@@ -525,8 +527,9 @@ fn describe_model(
     outputs: usize,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
-    let path = crate::model::architecture_path(architecture);
-    let arch = crate::model::Architecture::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let path = architecture;
+    let arch = crate::model::Architecture::resolve(architecture, Path::new("."))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let input = match input {
         Some([c, h, w]) => [*c, *h, *w],
         Some(other) => return Err(CliError::Usage(format!("--input takes C,H,W, got {other:?}"))),

@@ -6,7 +6,7 @@ use hudd::model::artefact::{Format, Model, ModelMeta};
 
 /// `alexnet-small` for 15 classes of 3×64×64 images, freshly initialised from seed 0 (which also leaves libtorch's generator seeded with 0, for the bench's data).
 pub fn alexnet_small() -> Model {
-    let arch = Architecture::load(&hudd::model::architecture_path("alexnet-small".as_ref())).unwrap();
+    let arch = Architecture::resolve("alexnet-small".as_ref(), std::path::Path::new(".")).unwrap();
     let meta = ModelMeta {
         format: Format::Declared,
         architecture: Some(arch),

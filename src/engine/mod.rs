@@ -129,6 +129,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             })?;
             externals.insert(path.display().to_string(), hash);
         }
+        externals.extend(kind.fingerprints(&stage.params));
         let manifest = kind.deliverable().then(|| ManifestRef {
             path: manifest_path(workflow, store.workspace()),
             hash: workflow.manifest_hash.clone(),

@@ -239,6 +239,12 @@ pub trait Stage: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Content the stage reads that is no file of the workspace (an architecture compiled into the binary): a name
+    /// and a hash each, entered into its key like external files.
+    fn fingerprints(_params: &Self::Params) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Files outside the store that the stage reads when they exist (a sheet a person fills in): their content, or
     /// their absence, enters the key, so creating or editing one reruns the stage.
     fn optional_paths(_params: &Self::Params) -> Vec<PathBuf> {
@@ -263,6 +269,7 @@ pub trait StageKind: Send + Sync {
     /// Checks a stage's parameter table and returns its canonical form (defaults filled in, keys sorted).
     fn check(&self, table: Spanned<DeValue<'_>>) -> Result<serde_json::Value, Vec<Diagnostic>>;
     fn external_paths(&self, params: &serde_json::Value) -> Vec<PathBuf>;
+    fn fingerprints(&self, params: &serde_json::Value) -> Vec<(String, String)>;
     fn optional_paths(&self, params: &serde_json::Value) -> Vec<PathBuf>;
     fn run(&self, params: &serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
 }
@@ -331,6 +338,10 @@ impl<S: Stage> StageKind for S {
 
     fn external_paths(&self, params: &serde_json::Value) -> Vec<PathBuf> {
         serde_json::from_value::<S::Params>(params.clone()).map(|p| S::external_paths(&p)).unwrap_or_default()
+    }
+
+    fn fingerprints(&self, params: &serde_json::Value) -> Vec<(String, String)> {
+        serde_json::from_value::<S::Params>(params.clone()).map(|p| S::fingerprints(&p)).unwrap_or_default()
     }
 
     fn optional_paths(&self, params: &serde_json::Value) -> Vec<PathBuf> {

@@ -231,6 +231,8 @@ pub enum ArchError {
     Shape { layer: String, kind: &'static str, message: String },
     #[error("duplicate layer name `{0}`")]
     Duplicate(String),
+    #[error("no shipped architecture `{name}` (shipped: {shipped}); give a file path (`my/arch.toml`) for your own")]
+    Unknown { name: String, shipped: String },
     #[error(
         "invalid layer name `{0}`: names are dot-separated parts of letters, digits and `_` (PyTorch's convention)"
     )]
@@ -413,18 +415,56 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
     })
 }
 
-/// The folder of shipped architectures, in the source tree the binary was built from.
-pub fn shipped_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+/// The architectures shipped with hudd (`models/*.toml`), compiled into the binary: a copied binary or a cluster
+/// node finds them without the source tree.
+pub const SHIPPED: [(&str, &str); 4] = [
+    ("alexnet", include_str!("../../models/alexnet.toml")),
+    ("alexnet-small", include_str!("../../models/alexnet-small.toml")),
+    ("kpnet", include_str!("../../models/kpnet.toml")),
+    ("kpnet-small", include_str!("../../models/kpnet-small.toml")),
+];
+
+/// A bare name (`alexnet-small`) names a shipped architecture; anything with a `/` or a `.toml` suffix is a file.
+pub fn is_shipped_name(name: &Path) -> bool {
+    let text = name.to_string_lossy();
+    !text.contains('/') && !text.ends_with(".toml")
 }
 
-/// A bare name (`alexnet-small`) is a shipped architecture; anything with a `/` or a `.toml` suffix is a path.
-pub fn architecture_path(name: &Path) -> PathBuf {
-    let text = name.to_string_lossy();
-    if text.contains('/') || text.ends_with(".toml") {
-        name.to_path_buf()
-    } else {
-        shipped_dir().join(format!("{text}.toml"))
+/// What a shipped architecture contributes to a stage key: its name and the hash of its text (so a hudd whose
+/// shipped file changed recomputes, and no checkout path enters the key). None for a file path.
+pub fn shipped_fingerprint(name: &Path) -> Option<(String, String)> {
+    if !is_shipped_name(name) {
+        return None;
+    }
+    let text = SHIPPED.iter().find(|(n, _)| Path::new(n) == name).map_or("", |(_, t)| t);
+    Some((format!("shipped architecture {}", name.display()), blake3::hash(text.as_bytes()).to_hex().to_string()))
+}
+
+/// The rule a manifest's `architecture` breaks, if any: a bare name must be a shipped architecture.
+pub fn check_name(name: &Path) -> Option<String> {
+    (is_shipped_name(name) && !SHIPPED.iter().any(|(n, _)| Path::new(n) == name)).then(|| {
+        let shipped: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
+        format!(
+            "no shipped architecture `{}` (shipped: {}); give a file path (`my/arch.toml`) for your own",
+            name.display(),
+            shipped.join(", ")
+        )
+    })
+}
+
+impl Architecture {
+    /// A shipped architecture by name, or an architecture file (relative paths from `base`).
+    pub fn resolve(name: &Path, base: &Path) -> Result<Architecture, ArchError> {
+        if !is_shipped_name(name) {
+            return Architecture::load(&base.join(name));
+        }
+        match SHIPPED.iter().find(|(n, _)| Path::new(n) == name) {
+            Some((n, text)) => Architecture::parse(Path::new(&format!("shipped architecture {n}")), text),
+            None => Err(ArchError::Unknown {
+                name: name.display().to_string(),
+                shipped: SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            }),
+        }
     }
 }
 

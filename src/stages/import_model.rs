@@ -10,7 +10,7 @@ use crate::artefact::{ANY_DATASET, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::{Format, Model, ModelMeta, TORCHSCRIPT, load_weights};
-use crate::model::{Architecture, architecture_path};
+use crate::model::{Architecture, is_shipped_name, shipped_fingerprint};
 
 pub struct ImportModel;
 
@@ -36,6 +36,9 @@ pub struct ImportModelParams {
 impl Params for ImportModelParams {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
+        if let Some(message) = self.architecture.as_deref().and_then(crate::model::check_name) {
+            out.push(Invalid::new("architecture", message));
+        }
         match (&self.torchscript, &self.architecture, &self.weights) {
             (Some(_), None, None) | (None, Some(_), Some(_)) => {}
             (Some(_), _, _) => out.push(Invalid::new(
@@ -75,8 +78,12 @@ impl Stage for ImportModel {
     const DOC: &'static str = "Imports a DNN trained elsewhere.";
 
     fn external_paths(p: &ImportModelParams) -> Vec<PathBuf> {
-        let arch = p.architecture.as_ref().map(|a| architecture_path(a));
+        let arch = p.architecture.clone().filter(|a| !is_shipped_name(a));
         [p.torchscript.clone(), arch, p.weights.clone()].into_iter().flatten().collect()
+    }
+
+    fn fingerprints(p: &ImportModelParams) -> Vec<(String, String)> {
+        p.architecture.iter().filter_map(|a| shipped_fingerprint(a)).collect()
     }
 
     fn run(&self, p: &ImportModelParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -112,8 +119,7 @@ impl Stage for ImportModel {
                     .map_err(|e| StageError::io(&meta_path, e))?;
             }
             (None, Some(arch), Some(weights)) => {
-                let path = ctx.resolve(&architecture_path(arch));
-                let architecture = Architecture::load(&path)?;
+                let architecture = Architecture::resolve(arch, ctx.workspace)?;
                 meta.format = Format::Declared;
                 meta.architecture = Some(architecture);
                 let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0)?;

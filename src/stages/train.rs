@@ -66,6 +66,9 @@ fn default_lr() -> f64 {
 impl Params for TrainParams {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
+        if let Some(message) = self.architecture.as_deref().and_then(crate::model::check_name) {
+            out.push(Invalid::new("architecture", message));
+        }
         if self.epochs == 0 {
             out.push(Invalid::new("epochs", "must be at least 1, got 0"));
         }
@@ -113,7 +116,11 @@ impl Stage for Train {
     const DOC: &'static str = "Trains a declared architecture.";
 
     fn external_paths(p: &TrainParams) -> Vec<PathBuf> {
-        p.architecture.iter().map(|a| crate::model::architecture_path(a)).collect()
+        p.architecture.iter().filter(|a| !crate::model::is_shipped_name(a)).cloned().collect()
+    }
+
+    fn fingerprints(p: &TrainParams) -> Vec<(String, String)> {
+        p.architecture.iter().filter_map(|a| crate::model::shipped_fingerprint(a)).collect()
     }
 
     fn run(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -143,7 +150,7 @@ impl Stage for Train {
                 let path = p.architecture.as_ref().ok_or_else(|| {
                     StageError::input("give `architecture = \"models/<name>.toml\"` or an `init` model to start from")
                 })?;
-                let arch = Architecture::load(&ctx.resolve(&crate::model::architecture_path(path)))?;
+                let arch = Architecture::resolve(path, ctx.workspace)?;
                 arch.describe(input, outputs).map_err(|e| {
                     StageError::input(format!("{} cannot take the dataset's {input:?} images: {e}", path.display()))
                 })?;

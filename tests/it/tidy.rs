@@ -187,3 +187,16 @@ fn only_the_store_writes_under_the_hudd_folder() {
     }
     assert!(offences.is_empty(), "paths under .hudd/ built outside the store: {offences:?}");
 }
+
+#[test]
+fn every_shipped_architecture_file_is_compiled_into_the_binary() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut shipped: Vec<String> = hudd::model::SHIPPED.iter().map(|(n, _)| n.to_string()).collect();
+    shipped.sort();
+    assert_eq!(files, shipped, "models/*.toml and hudd::model::SHIPPED differ");
+}
