@@ -349,6 +349,15 @@ fn plan(
         }
         let stale = planned.stale().count();
         writeln!(out, "{stale} of {} stages would run", w.stages.len())?;
+        let behind = planned.views_behind(&store, &w.name);
+        if !behind.is_empty() {
+            writeln!(
+                out,
+                "{} fresh stages are not shown under reports/ yet ({}): `hudd run` shows them, running nothing",
+                behind.len(),
+                behind.join(", ")
+            )?;
+        }
     }
     Ok(0)
 }

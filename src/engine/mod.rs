@@ -75,6 +75,16 @@ impl Planned {
     pub fn stale(&self) -> impl Iterator<Item = usize> + '_ {
         self.decisions.iter().enumerate().filter(|(_, d)| !d.is_fresh()).map(|(i, _)| i)
     }
+
+    /// Fresh stages whose outputs `reports/` does not show (a run stopped after computing them, or `hudd exec`
+    /// computed them): the next `hudd run` shows them, running nothing.
+    pub fn views_behind(&self, store: &Store, workflow: &str) -> Vec<String> {
+        let views = store.read_views(workflow);
+        (self.specs.iter().zip(&self.decisions))
+            .filter(|(s, d)| d.is_fresh() && views.get(&s.stage) != Some(&s.key))
+            .map(|(s, _)| s.stage.clone())
+            .collect()
+    }
 }
 
 /// Computes every stage's key (in DAG order, so input keys are known) and decides its freshness.
@@ -555,6 +565,7 @@ pub(crate) fn finish(
         .collect();
     // Remember what every finished stage ran with, and show its outputs under reports/.
     let mut state = store.read_state(&workflow.name);
+    let mut views = store.read_views(&workflow.name);
     for (i, outcome) in outcomes.iter().enumerate() {
         if matches!(outcome, Outcome::Hit | Outcome::Kept | Outcome::Ran { .. }) {
             let spec = &specs[i];
@@ -564,9 +575,11 @@ pub(crate) fn finish(
             } else {
                 link_view(store, workflow, spec)?;
             }
+            views.insert(spec.stage.clone(), spec.key.clone());
         }
     }
     store.write_state(&workflow.name, &state)?;
+    store.write_views(&workflow.name, &views)?;
 
     let ran = outcomes.iter().filter(|o| matches!(o, Outcome::Ran { .. })).count();
     let hits = outcomes.iter().filter(|o| matches!(o, Outcome::Hit)).count();

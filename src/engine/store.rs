@@ -395,6 +395,8 @@ impl Store {
                 return Err(StoreError::MissingOutput { stage: spec.stage.clone(), output: o.name.into(), path });
             }
             let files = digest_tree(&out, &path)?;
+            // Durable before the entry exists: an entry that survives a power loss has its bytes too.
+            sync_tree(&path)?;
             records.insert(o.name.to_string(), OutputRecord { path: o.rel_path().to_string(), dir: o.is_dir(), files });
         }
         let entry = Entry {
@@ -411,6 +413,7 @@ impl Store {
             settings: spec.settings.clone(),
         };
         write_json(&tmp.path().join("entry.json"), &entry)?;
+        sync_dir(tmp.path())?;
         let dest = self.entry_dir(&spec.key);
         let parent = dest.parent().expect("entry dirs have a parent");
         fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -430,6 +433,8 @@ impl Store {
             }
             return Err(StoreError::Io { path: dest, source: e });
         }
+        // The rename itself is durable once its folder is.
+        sync_dir(parent)?;
         Ok(entry)
     }
 
@@ -609,6 +614,18 @@ impl Store {
             .collect();
         names.sort();
         names
+    }
+
+    /// Stage id → the key whose outputs `reports/<workflow>/` shows (its views, or the published report).
+    pub fn read_views(&self, workflow: &str) -> BTreeMap<String, String> {
+        let path = self.root.join("views").join(format!("{workflow}.json"));
+        fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    pub fn write_views(&self, workflow: &str, views: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        let dir = self.root.join("views");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        write_json(&dir.join(format!("{workflow}.json")), views)
     }
 
     fn state_path(&self, workflow: &str) -> PathBuf {
@@ -799,6 +816,32 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Flushes every file under `path` (a file or a folder) and the folders holding them to the disk (fsync), as git
+/// and SQLite do before they make data visible.
+fn sync_tree(path: &Path) -> Result<(), StoreError> {
+    if path.is_dir() {
+        let mut files = Vec::new();
+        walk(path, &mut files)?;
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        for f in &files {
+            File::open(f).and_then(|f| f.sync_all()).map_err(io_err(f))?;
+            dirs.extend(f.parent().map(Path::to_path_buf));
+        }
+        dirs.insert(path.to_path_buf());
+        for d in dirs {
+            sync_dir(&d)?;
+        }
+        Ok(())
+    } else {
+        File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
+    }
+}
+
+/// Flushes a folder's entries (new names, renames) to the disk.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
+}
+
 /// Digests of every file under `path` (a file or a folder), relative to `base`.
 fn digest_tree(base: &Path, path: &Path) -> Result<Vec<FileDigest>, StoreError> {
     let mut files = Vec::new();
@@ -843,6 +886,7 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError>
     let dir = path.parent().expect("store records live in a folder");
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     tmp.write_all(&bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| StoreError::Io { path: path.to_path_buf(), source: e.error })?;
     Ok(())
 }

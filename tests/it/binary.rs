@@ -64,3 +64,66 @@ fn a_bad_manifest_exits_with_two_and_a_located_message() {
     assert!(err.contains("w.toml:8:8"), "{err}");
     assert!(!ws.path().join(".hudd").exists());
 }
+
+/// Every stage's output digests, from the workspace's recorded state.
+fn outputs(ws: &Ws, workflow: &str) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let store = ws.store();
+    store
+        .read_state(workflow)
+        .into_iter()
+        .map(|(stage, record)| {
+            let entry = store.entry(&record.key).unwrap();
+            let files = entry.outputs.values().flat_map(|o| o.files.iter().map(|f| (f.path.clone(), f.blake3.clone())));
+            (stage, files.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_stage_leaves_no_half_entry_and_a_rerun_gives_the_same_bytes() {
+    let tiny = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = format!(
+        "[workflow]\nname = \"kill\"\nseed = 2\n\
+         [[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\nsize = 32\n\
+         splits = {{ train = {{ count = 300 }}, test = {{ count = 100 }} }}\n\
+         [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"{tiny}\"\n\
+         epochs = 30\nbatch_size = 16\nvalidation = 0.0\ndevice = \"cpu\"\nthreads = 1\n\
+         [[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\nthreads = 1\n"
+    );
+    // A clean run, for the bytes to compare with.
+    let clean = Ws::new();
+    clean.write("w.toml", &text);
+    assert_eq!(hudd(&clean, &["run", "w.toml"]).0, 0);
+    // Killed with SIGKILL while training: `data` is stored, `train` is being written.
+    let ws = Ws::new();
+    ws.write("w.toml", &text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hudd"))
+        .current_dir(ws.path())
+        .args(["run", "w.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let tmp = ws.path().join(".hudd/tmp");
+    loop {
+        let stored = ws.path().join(".hudd/store").read_dir().map(|d| d.count()).unwrap_or(0);
+        let working = tmp.read_dir().map(|d| d.count()).unwrap_or(0);
+        if stored >= 1 && working >= 1 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(started.elapsed() < Duration::from_secs(120), "training never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing half-written counts as an entry: every entry verifies, and `train` and `test` are stale.
+    let (code, out, _) = hudd(&ws, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, plan, _) = hudd(&ws, &["plan", "w.toml"]);
+    assert!(plan.contains("fresh  data") && plan.contains("stale  train") && plan.contains("stale  test"), "{plan}");
+    let (code, _, err) = hudd(&ws, &["run", "w.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(outputs(&ws, "kill"), outputs(&clean, "kill"), "the rerun gives other bytes than a clean run");
+}

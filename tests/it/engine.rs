@@ -561,3 +561,29 @@ fn a_named_pipe_or_a_device_as_an_input_file_is_refused_not_read_forever() {
         assert!(err.contains("not a regular file or folder"), "{err}");
     }
 }
+
+#[test]
+fn a_stage_stored_but_not_yet_shown_is_reported_by_plan_and_shown_by_the_next_run() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", CHAIN);
+    ws.run(&m);
+    // `d` is computed alone (as a run killed after storing it would leave it): stored, not shown.
+    let m = ws.write("w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\""));
+    let w = ws.workflow(&m, &[]);
+    let store = ws.store();
+    let planned = hudd::engine::plan(&store, &w, &crate::support::registry()).unwrap();
+    let d = w.stage_index("d").unwrap();
+    store.write_spec(&planned.specs[d]).unwrap();
+    let (code, _, err) = ws.cli(&["exec", &planned.specs[d].key]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(out.contains("0 of 4 stages would run"), "{out}");
+    assert!(out.contains("1 fresh stages are not shown under reports/ yet (d)"), "{out}");
+    let shown = ws.path().join("reports/chain/d/out.txt");
+    assert!(std::fs::read_to_string(&shown).unwrap().starts_with("D seed"), "the view still shows the old d");
+    let (w, r) = ws.run(&m);
+    assert!(Ws::ran(&w, &r).is_empty());
+    assert!(std::fs::read_to_string(&shown).unwrap().starts_with("D2 seed"));
+    let (_, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(!out.contains("not shown"), "{out}");
+}
