@@ -33,6 +33,13 @@ pub struct SlurmOptions {
     pub program: PathBuf,
 }
 
+/// A log path as `sbatch --output` takes it: the folder's `%` doubled, the file name's `%A`, `%a`, `%j` kept.
+fn slurm_pattern(path: &Path) -> String {
+    let dir = path.parent().map_or(String::new(), |d| d.display().to_string().replace('%', "%%"));
+    let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    format!("{dir}/{name}")
+}
+
 /// Quotes a value for a POSIX shell: `'...'` with every `'` written as `'\''`.
 pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
@@ -243,7 +250,8 @@ pub fn run(
             "--parsable".to_string(),
             format!("--job-name=hudd:{}:{}", workflow.name, group.base_id),
             format!("--chdir={}", workspace.display()),
-            format!("--output={}", log_pattern.display()),
+            // Slurm expands `%` in `--output`: a `%` of the workspace's path is written `%%`.
+            format!("--output={}", slurm_pattern(&log_pattern)),
         ];
         if array {
             args.push(format!("--array=0-{}", group.members.len() - 1));
@@ -441,6 +449,11 @@ fn on_interrupt(live: &BTreeSet<String>) -> Result<EngineError, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_percent_in_the_workspace_path_is_not_expanded_by_slurm() {
+        assert_eq!(slurm_pattern(Path::new("/w/100%/logs/run-1-%j.log")), "/w/100%%/logs/run-1-%j.log");
+    }
 
     #[test]
     fn quoting_survives_every_shell_character() {

@@ -45,6 +45,8 @@ pub enum ModelError {
     Invalid { path: PathBuf, message: String },
     #[error(transparent)]
     Arch(#[from] ArchError),
+    #[error("the TorchScript module failed on a batch: {message}")]
+    Forward { message: String },
     #[error("{path}: cannot load weights: {message}")]
     Weights { path: PathBuf, message: String },
     #[error("model {path} is TorchScript: {what} needs declared layers (an architecture file and safetensors weights)")]
@@ -166,9 +168,7 @@ impl Model {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         match &self.body {
             Body::Declared { net, .. } => Ok(net.forward_t(x, train)),
-            Body::Torchscript(m) => m
-                .forward_ts(&[x])
-                .map_err(|e| ModelError::Weights { path: self.dir.join(TORCHSCRIPT), message: e.to_string() }),
+            Body::Torchscript(m) => m.forward_ts(&[x]).map_err(|e| ModelError::Forward { message: e.to_string() }),
         }
     }
 
@@ -207,6 +207,10 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError
                     src.size(),
                     var.size()
                 )));
+            }
+            let finite = src.to_kind(tch::Kind::Float).isfinite().all();
+            if !bool::try_from(finite).unwrap_or(false) {
+                return Err(err(format!("`{name}` holds NaN or infinite values")));
             }
             var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
         }

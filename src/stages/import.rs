@@ -421,10 +421,15 @@ fn csv(file: &Path) -> Result<Listing, StageError> {
     };
     let paths = col("path")?;
     let labels = if has("label") { col("label")? } else { vec![String::new(); paths.len()] };
+    // Rows are named by their line in the file (the header is line 1).
+    let at = |i: usize| format!("{}:{}", file.display(), i + 2);
     let numbers = |name: &str| -> Result<Vec<f32>, StageError> {
-        let c = df.column(name)?;
-        let c = c.cast(&polars::prelude::DataType::Float32)?;
-        Ok(c.f32()?.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+        (col(name)?.iter().enumerate())
+            .map(|(i, text)| match text.trim().parse::<f32>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => Err(StageError::input(format!("{}: `{name}` is `{text}`, not a finite number", at(i)))),
+            })
+            .collect()
     };
     let target_cols: Vec<Vec<f32>> =
         target_names.iter().map(|t| numbers(&format!("target_{t}"))).collect::<Result<_, _>>()?;
@@ -436,6 +441,25 @@ fn csv(file: &Path) -> Result<Listing, StageError> {
         .cloned()
         .collect();
     let extra_cols: Vec<Vec<String>> = extra_names.iter().map(|n| col(n)).collect::<Result<_, _>>()?;
+    if paths.is_empty() {
+        return Err(StageError::input(format!("{}: no images (only a header)", file.display())));
+    }
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, path) in paths.iter().enumerate() {
+        if path.trim().is_empty() {
+            return Err(StageError::input(format!("{}: empty `path`", at(i))));
+        }
+        if splits[i].trim().is_empty() {
+            return Err(StageError::input(format!("{}: empty `split` for {path}", at(i))));
+        }
+        if let Some(first) = seen.insert(path.as_str(), i) {
+            return Err(StageError::input(format!(
+                "{}: {path} is listed twice (also at line {}); an image id must be unique",
+                at(i),
+                first + 2
+            )));
+        }
+    }
     let base = file.parent().unwrap_or(Path::new("."));
     let items = (0..paths.len())
         .map(|i| Item {

@@ -130,20 +130,39 @@ impl Stage for ImportModel {
             }
             _ => return Err(StageError::input("give `torchscript`, or `architecture` with `weights`")),
         }
-        // The model must take one image of the dataset and give the task's outputs.
-        let model = Model::load(&dir, tch::Device::Cpu)?;
+        // The model must take one image of the dataset and give the task's outputs. Messages name the user's file,
+        // not the copy being written into the store.
+        let source = p.torchscript.as_ref().or(p.weights.as_ref()).map(|f| ctx.resolve(f)).unwrap_or_default();
+        let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| match e {
+            crate::model::artefact::ModelError::Weights { message, .. } => {
+                StageError::input(format!("{}: cannot load it: {message}", source.display()))
+            }
+            other => StageError::input(format!("{}: {other}", source.display())),
+        })?;
         let pixels = ds.images(&[0])?;
         let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
-        let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false))
-            .map_err(|e| StageError::input(format!("the model cannot take the dataset's {input:?} images: {e}")))?;
+        let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false)).map_err(|e| {
+            StageError::input(format!(
+                "{}: the model cannot take the dataset's {input:?} images: {e}",
+                source.display()
+            ))
+        })?;
         let got = y.size();
         let ok = match &ds.meta.target {
             crate::dataset::Target::Classification { .. } => got == [1, outputs as i64],
             crate::dataset::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
         };
-        if !ok || y.kind() != Kind::Float {
+        if y.kind() != Kind::Float {
             return Err(StageError::input(format!(
-                "the model gives outputs of shape {got:?} for one image; the dataset's task needs {outputs} outputs"
+                "{}: the model gives {:?} outputs; hudd needs float logits (or keypoint maps)",
+                source.display(),
+                y.kind()
+            )));
+        }
+        if !ok {
+            return Err(StageError::input(format!(
+                "{}: the model gives outputs of shape {got:?} for one image; the dataset's task needs {outputs} outputs",
+                source.display()
             )));
         }
         Ok(())

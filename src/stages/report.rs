@@ -149,6 +149,8 @@ struct Context {
     best: Option<serde_json::Value>,
     residual: Vec<usize>,
     to_review: Vec<usize>,
+    /// The `annotations` file the manifest names, when it does not exist.
+    annotations_missing: Option<String>,
     inputs: Vec<serde_json::Value>,
     versions: serde_json::Value,
     /// The manifest as run: path, hash and text.
@@ -292,6 +294,12 @@ impl Stage for Report {
             }
             _ => Annotations::default(),
         };
+        // A given annotations file that is not there is said, not silently read as "nothing reviewed yet".
+        let annotations_missing = p.annotations.as_ref().filter(|a| !ctx.resolve(a).exists()).map(|a| {
+            let shown = a.display().to_string();
+            ctx.progress.message(&format!("annotations file {shown} does not exist: every cluster is to review"));
+            shown
+        });
         let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
         let clustering = first("clusters").map(|d| Clusters::open(&d).summary()).transpose()?;
         let explanations: BTreeMap<usize, ExplanationRow> = match first("variance") {
@@ -414,6 +422,7 @@ impl Stage for Report {
             best,
             residual,
             to_review,
+            annotations_missing,
             inputs,
             versions: serde_json::json!({
                 "hudd": env!("CARGO_PKG_VERSION"),

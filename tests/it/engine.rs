@@ -376,7 +376,11 @@ fn a_second_run_waits_for_the_workspace_lock() {
 fn dag_manifest(n: usize, edges: &BTreeSet<(usize, usize)>) -> String {
     let mut s = String::from("[workflow]\nname = \"p\"\n");
     for i in 0..n {
-        s.push_str(&format!("[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\nsleep_ms = {}\n", (i * 7) % 5));
+        // Distinct texts: two stages with equal inputs and parameters would share a key (one kept, not run).
+        s.push_str(&format!(
+            "[[stage]]\nid = \"s{i}\"\nkind = \"echo\"\ntext = \"s{i}\"\nsleep_ms = {}\n",
+            (i * 7) % 5
+        ));
         let parents: Vec<String> =
             edges.iter().filter(|(_, b)| *b == i).map(|(a, _)| format!("\"s{a}.out\"")).collect();
         if !parents.is_empty() {

@@ -158,3 +158,31 @@ fn crafted_idx_headers_are_refused_by_name_not_panicked_on() {
     let e = failure(&ws);
     assert!(e.contains("none of size 0"), "{e}");
 }
+
+#[test]
+fn listings_that_would_import_silently_wrong_are_refused_naming_the_line() {
+    let ws = Ws::new();
+    png(&ws.path().join("imgs/x.png"), 12, 12, 200);
+    png(&ws.path().join("imgs/y.png"), 12, 12, 20);
+    let stage = "format = \"csv\"\npath = \"list.csv\"\nsize = 12\nresize = \"none\"\n";
+    let failure = |text: &str| -> String {
+        ws.write("list.csv", text);
+        let (_, outcomes) = run(&ws, stage);
+        match &outcomes[0] {
+            Outcome::Failed { error, exit_code: 2 } => error.clone(),
+            other => panic!("accepted:\n{text}\n{other:?}"),
+        }
+    };
+    let e = failure("path,target_x0,target_y0\nimgs/x.png,3,4\nimgs/y.png,abc,4\n");
+    assert!(e.contains("list.csv:3: `target_x0` is `abc`, not a finite number"), "{e}");
+    let e = failure("path,target_x0,target_y0\nimgs/x.png,3,\n");
+    assert!(e.contains("list.csv:2: `target_y0` is ``, not a finite number"), "{e}");
+    let e = failure("path,label\nimgs/x.png,cat\nimgs/x.png,dog\n");
+    assert!(e.contains("list.csv:3: imgs/x.png is listed twice (also at line 2)"), "{e}");
+    let e = failure("path,label,split\nimgs/x.png,cat,\n");
+    assert!(e.contains("list.csv:2: empty `split`"), "{e}");
+    let e = failure("path,label\n");
+    assert!(e.contains("list.csv: no images (only a header)"), "{e}");
+    let e = failure("path,label\n,cat\n");
+    assert!(e.contains("list.csv:2: empty `path`"), "{e}");
+}

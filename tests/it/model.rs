@@ -361,3 +361,46 @@ fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set
     let r = hudd::npy::NpyReader::<f32>::open(&dir.join("features.0.npy")).unwrap();
     assert_eq!(r.shape, vec![0, 3, 32, 32]);
 }
+
+#[test]
+fn weights_holding_nan_are_refused_naming_the_parameter() {
+    use hudd::model::Architecture;
+    use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
+    let dir = tempfile::tempdir().unwrap();
+    let mut named = tch::Tensor::read_safetensors(fixture("pytorch_tiny.safetensors")).unwrap();
+    let (name, t) = named.iter_mut().find(|(n, _)| n.ends_with("bias")).unwrap();
+    let name = name.clone();
+    let _ = t.fill_(f64::NAN);
+    let path = dir.path().join("nan.safetensors");
+    tch::Tensor::write_safetensors(&named.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), &path).unwrap();
+    let arch = Architecture::load(std::path::Path::new(&fixture("tiny.toml"))).unwrap();
+    let meta = ModelMeta {
+        format: Format::Declared,
+        architecture: Some(arch),
+        input: [3, 32, 32],
+        outputs: 4,
+        target: hudd::dataset::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    let mut model = Model::init(meta, tch::Device::Cpu, 0).unwrap();
+    let e = load_weights(model.var_store_mut().unwrap(), &path).unwrap_err().to_string();
+    assert!(e.contains(&format!("`{name}` holds NaN or infinite values")) && e.contains("nan.safetensors"), "{e}");
+}
+
+#[test]
+fn a_broken_torchscript_file_is_named_as_the_user_gave_it_not_as_the_stores_copy() {
+    let ws = Ws::new();
+    let garbage = ws.write("garbage.pt", "not a TorchScript archive");
+    let text = format!(
+        "[workflow]\nname = \"ts\"\n{}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\ntorchscript = \"garbage.pt\"\n",
+        four_classes(&ws)
+    );
+    let (w, report) = ws.run_builtin(&text);
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("dnn").unwrap()] else {
+        panic!("{:?}", report.outcomes)
+    };
+    assert_eq!(*exit_code, 2);
+    assert!(error.contains(&format!("{}: cannot load it:", garbage.display())), "{error}");
+    assert!(!error.contains(".hudd"), "the message names the store's copy: {error}");
+}

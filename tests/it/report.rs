@@ -133,3 +133,14 @@ fn a_keypoint_model_is_reported_by_its_mean_error_not_as_an_accuracy() {
     // An accuracy target cannot be judged on a keypoint error after retraining.
     assert!(md.contains("| Target `accuracy >= 0.92` | before: not met |"), "{md}");
 }
+
+#[test]
+fn a_misspelt_annotations_file_is_said_in_the_report() {
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notse.toml\"\n"));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(md.contains("The annotations file `notse.toml` named by the manifest does not exist"), "{md}");
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(html.contains("<code>notse.toml</code> named by the manifest does not exist"), "{html}");
+}
