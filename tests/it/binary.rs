@@ -127,3 +127,74 @@ fn a_run_killed_mid_stage_leaves_no_half_entry_and_a_rerun_gives_the_same_bytes(
     assert_eq!(code, 0, "{err}");
     assert_eq!(outputs(&ws, "kill"), outputs(&clean, "kill"), "the rerun gives other bytes than a clean run");
 }
+
+/// A small tmpfs, unmounted when dropped; none where this machine does not let a test mount one.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_stage_leaves_no_entry_and_gc_removes_nothing() {
+    let disk = match SmallDisk::mount("4m") {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("skipped: this machine does not let a test mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let ws = disk.dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hudd")).current_dir(ws).args(args).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let manifest = |count: usize| {
+        format!(
+            "[workflow]\nname = \"full\"\n[[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\nsize = 32\n\
+             splits = {{ train = {{ count = {count} }} }}\n"
+        )
+    };
+    std::fs::create_dir_all(ws.join("workflows")).unwrap();
+    // 2,000 images of 32×32×3 are 6 MB: the disk fills while the stage writes.
+    std::fs::write(ws.join("workflows/w.toml"), manifest(2000)).unwrap();
+    let (code, err) = run(&["run", "workflows/w.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let (code, err) = run(&["verify"]);
+    assert_eq!(code, 0, "a failed stage left something in the store: {err}");
+    // A workflow that fits, then a disk filled to the brim: gc cannot plan (it cannot save what it hashed), so it
+    // removes nothing.
+    std::fs::write(ws.join("workflows/w.toml"), manifest(50)).unwrap();
+    let (code, err) = run(&["run", "workflows/w.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let store = hudd::engine::store::Store::open(ws).unwrap();
+    let keys = store.keys().unwrap();
+    assert_eq!(keys.len(), 1);
+    std::fs::write(ws.join("workflows/extra.txt"), "touch").unwrap();
+    let mut filler = std::fs::File::create(ws.join("filler")).unwrap();
+    let block = vec![7u8; 1 << 16];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let (_, _) = run(&["gc"]);
+    assert!(store.entry(&keys[0]).is_some(), "gc removed an entry a manifest reaches while the disk was full");
+}

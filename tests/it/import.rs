@@ -186,3 +186,25 @@ fn listings_that_would_import_silently_wrong_are_refused_naming_the_line() {
     let e = failure("path,label\n,cat\n");
     assert!(e.contains("list.csv:2: empty `path`"), "{e}");
 }
+
+#[test]
+fn an_image_claiming_huge_dimensions_is_refused_not_allocated() {
+    let ws = Ws::new();
+    png(&ws.path().join("DataSets/TrainingSet/a/0.png"), 4, 4, 10);
+    png(&ws.path().join("DataSets/TestSet/a/0.png"), 4, 4, 10);
+    // A decompression bomb: the header claims 60000×60000 pixels (10.8 GB of RGB), the file holds a few bytes.
+    let bomb = ws.path().join("DataSets/TrainingSet/a/bomb.png");
+    png(&bomb, 4, 4, 10);
+    let mut bytes = std::fs::read(&bomb).unwrap();
+    // Signature (8), IHDR length (4), "IHDR" (4), then width and height, then the CRC over type and data.
+    bytes[16..20].copy_from_slice(&60000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&60000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    std::fs::write(&bomb, bytes).unwrap();
+    let (_, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 8\n");
+    let Outcome::Failed { error, exit_code } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert_eq!(*exit_code, 2);
+    assert!(error.contains("bomb.png"), "{error}");
+}

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod engine;
 mod evaluation;
+mod fuzz;
 mod ids;
 mod import;
 mod lrp;

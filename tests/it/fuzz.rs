@@ -1,0 +1,101 @@
+//! Bounded fuzzing in CI: the manifest parser, the table reader, the IDX importer and the weights reader take
+//! arbitrary bytes and answer with a value or an error, never a panic.
+
+use proptest::prelude::*;
+
+use crate::support::Ws;
+
+/// TOML-ish text: the tokens a manifest is made of, in any order.
+fn tomlish() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("[workflow]\n".to_string()),
+        Just("[[stage]]\n".to_string()),
+        Just("name = \"w\"\n".to_string()),
+        Just("id = \"a\"\n".to_string()),
+        Just("kind = \"train\"\n".to_string()),
+        Just("kind = \"select\"\n".to_string()),
+        Just("matrix = { seed = [1, 2] }\n".to_string()),
+        Just("dataset = \"a.dataset\"\n".to_string()),
+        Just("lr = inf\n".to_string()),
+        Just("epochs = -1\n".to_string()),
+        "[a-z_]{1,8} = [0-9.e+-]{1,6}\n",
+        "[a-z_.]{1,8} = \"[^\"\\\\]{0,12}\"\n",
+        "[\\[\\]{}=\",. \\na-z0-9]{1,16}",
+    ];
+    proptest::collection::vec(token, 0..24).prop_map(|t| t.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_manifest_parser_never_panics(text in tomlish()) {
+        let _ = hudd::engine::manifest::parse(std::path::Path::new("f.toml"), &text, &[], &hudd::stages::registry());
+    }
+
+    #[test]
+    fn the_table_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut text = b"image,cluster,distance,rank\n".to_vec();
+        text.extend(bytes);
+        let _ = hudd::artefact::table::parse::<hudd::artefact::selection::UnsafeRow>(std::path::Path::new("t.csv"), &text);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_idx_importer_refuses_or_imports_any_header(
+        ndim in 0u8..5,
+        dims in proptest::collection::vec(prop_oneof![Just(0u32), 1u32..4, Just(u32::MAX)], 0..5),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let ws = Ws::new();
+        let dir = ws.path().join("mnist");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = vec![0, 0, 8, ndim];
+        for d in &dims {
+            bytes.extend_from_slice(&d.to_be_bytes());
+        }
+        bytes.extend(&body);
+        std::fs::write(dir.join("train-images-idx3-ubyte"), &bytes).unwrap();
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), &bytes).unwrap();
+        let text = "[workflow]\nname = \"f\"\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"idx\"\npath = \"mnist\"\nsize = 8\nchannels = 1\n";
+        let (_, report) = ws.run_builtin(text);
+        match &report.outcomes[0] {
+            hudd::engine::Outcome::Ran { .. } => {}
+            hudd::engine::Outcome::Failed { error, exit_code } => {
+                prop_assert_eq!(*exit_code, 2);
+                prop_assert!(!error.contains("internal error"), "a panic: {}", error);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    #[test]
+    fn the_weights_reader_refuses_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        // A plausible header length first, so the reader gets past the first check on some cases.
+        let mut file = (bytes.len().min(64) as u64).to_le_bytes().to_vec();
+        file.extend(&bytes);
+        std::fs::write(&path, &file).unwrap();
+        let arch = hudd::model::Architecture::load(std::path::Path::new(&format!(
+            "{}/tests/fixtures/tiny.toml",
+            env!("CARGO_MANIFEST_DIR")
+        )))
+        .unwrap();
+        let meta = ModelMeta {
+            format: Format::Declared,
+            architecture: Some(arch),
+            input: [3, 32, 32],
+            outputs: 4,
+            target: hudd::dataset::Target::Classification { classes: (0..4).map(|i| i.to_string()).collect() },
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+        };
+        let mut model = Model::init(meta, tch::Device::Cpu, 0).unwrap();
+        prop_assert!(load_weights(model.var_store_mut().unwrap(), &path).is_err());
+    }
+}
