@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, when missing: chromium (the report's browser test), slurm-wlm and
-# munge (a single-node Slurm cluster for the Slurm executor's test).
+# munge (a single-node Slurm cluster for the Slurm executor's test), strace (counts a run's fsync calls).
 # Called by scripts/test; safe to rerun. Needs root (or sudo) the first time.
 set -euo pipefail
-packages=(chromium slurm-wlm munge)
+packages=(chromium slurm-wlm munge strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

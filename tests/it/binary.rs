@@ -198,3 +198,30 @@ fn a_full_disk_fails_the_stage_leaves_no_entry_and_gc_removes_nothing() {
     let (_, _) = run(&["gc"]);
     assert!(store.entry(&keys[0]).is_some(), "gc removed an entry a manifest reaches while the disk was full");
 }
+
+#[test]
+fn every_output_file_and_entry_json_is_flushed_to_disk_before_the_entry_appears() {
+    // strace (installed by scripts/deps.sh) counts the fsync calls of a run that stores one entry.
+    let ws = Ws::new();
+    ws.write(
+        "w.toml",
+        "[workflow]\nname = \"sync\"\n[[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\nsize = 16\n\
+         splits = { train = { count = 10 } }\n",
+    );
+    let log = ws.path().join("strace.log");
+    let status = Command::new("strace")
+        .args(["-f", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_hudd"))
+        .args(["--workspace", ws.path().to_str().unwrap(), "run", ws.path().join("w.toml").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("strace runs (scripts/deps.sh installs it)");
+    assert!(status.success());
+    let calls = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("fsync(")).count();
+    let entry = ws.store().keys().unwrap();
+    let files: usize = ws.store().entry(&entry[0]).unwrap().outputs.values().map(|o| o.files.len()).sum();
+    // Each output file, entry.json, the entry's folders and the shard folder.
+    assert!(calls > files + 2, "{calls} fsync calls for {files} output files");
+}
