@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{self, Row, TableError, display};
+use super::table::{self, Row, TableError, display, option_display};
 use crate::cluster::{Linkage, Mode};
 
 /// `cluster.json`: what was clustered and what was chosen.
@@ -92,13 +92,6 @@ pub struct LayerRow {
 
 impl Row for LayerRow {
     const COLUMNS: &'static [&'static str] = &["layer", "k", "k_rule", "wicd", "silhouette", "eligible", "selected"];
-}
-
-fn option_display<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_str(""),
-    }
 }
 
 /// A row of `layers/<layer>/curve.csv`: the clustering of a layer at one k.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{Row, display};
+use super::table::{Row, display, option_display};
 
 /// `summary.json`: HUDD's Table 1 figures and the RQ1 share.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -174,11 +174,4 @@ pub struct RccRow {
 
 impl Row for RccRow {
     const COLUMNS: &'static [&'static str] = &["strategy", "cluster", "images", "before", "after"];
-}
-
-fn option_display<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_str(""),
-    }
 }

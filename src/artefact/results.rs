@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::table::TableError;
+use super::table::{TableError, row_error};
 
 /// What the evaluation needs of a test: each image's outcome and, for keypoint models, its mean error.
 pub struct TestResults {
@@ -46,14 +46,6 @@ impl TestResults {
     /// Image id → correct.
     pub fn correct(&self) -> HashMap<String, bool> {
         self.images.iter().cloned().collect()
-    }
-}
-
-fn row_error(path: &Path, e: csv::Error) -> TableError {
-    TableError::Row {
-        path: path.to_path_buf(),
-        line: e.position().map_or(0, csv::Position::line),
-        message: e.to_string(),
     }
 }
 

@@ -43,6 +43,14 @@ pub fn display<T: Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::O
     s.collect_str(value)
 }
 
+/// Writes an optional float as `display` does, and nothing for none.
+pub fn option_display<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}
+
 /// Writes a float with six decimals.
 pub fn six_decimals<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{value:.6}"))
@@ -84,14 +92,7 @@ pub fn read<R: Row>(path: &Path) -> Result<Vec<R>, TableError> {
 /// Parses CSV text as a table of `R` (`path` only names the source in errors).
 pub fn parse<R: Row>(path: &Path, bytes: &[u8]) -> Result<Vec<R>, TableError> {
     let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
-    let row_error = |e: csv::Error| TableError::Row {
-        path: path.to_path_buf(),
-        line: e.position().map_or(0, |p| p.line()),
-        message: match e.kind() {
-            csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
-            _ => e.to_string(),
-        },
-    };
+    let row_error = |e: csv::Error| row_error(path, e);
     let header = r.headers().map_err(row_error)?.clone();
     if header.iter().ne(R::COLUMNS.iter().copied()) {
         return Err(TableError::Header {
@@ -101,6 +102,18 @@ pub fn parse<R: Row>(path: &Path, bytes: &[u8]) -> Result<Vec<R>, TableError> {
         });
     }
     r.deserialize().map(|row| row.map_err(row_error)).collect()
+}
+
+/// A csv error as a table error naming the file and line.
+pub(crate) fn row_error(path: &Path, e: csv::Error) -> TableError {
+    TableError::Row {
+        path: path.to_path_buf(),
+        line: e.position().map_or(0, |p| p.line()),
+        message: match e.kind() {
+            csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
+            _ => e.to_string(),
+        },
+    }
 }
 
 /// Reads a JSON file of an artefact.

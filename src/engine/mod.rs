@@ -93,6 +93,8 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
     let mut specs: Vec<Option<Spec>> = vec![None; n];
     let state = store.read_state(&workflow.name);
     let mut decisions = vec![Freshness::Fresh; n];
+    // Output digests of fresh producers, read once each however many stages read them.
+    let mut digests: BTreeMap<usize, BTreeMap<String, String>> = BTreeMap::new();
     for &i in workflow.dag.order() {
         let stage = &workflow.stages[i];
         let kind = registry.get(&stage.kind).ok_or_else(|| unknown_kind(&stage.kind, registry))?;
@@ -104,11 +106,17 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             for r in refs {
                 let producer = specs[r.stage].as_ref().expect("DAG order puts producers first");
                 // A fresh producer's output is there: the key depends on its content (early cutoff).
-                let content = decisions[r.stage]
-                    .is_fresh()
-                    .then(|| store.entry(&producer.key))
-                    .flatten()
-                    .and_then(|e| e.outputs.get(&r.output).map(|o| o.digest()));
+                let content = if decisions[r.stage].is_fresh() {
+                    let outputs = digests.entry(r.stage).or_insert_with(|| {
+                        let entry = store.entry(&producer.key);
+                        entry
+                            .map(|e| e.outputs.iter().map(|(k, o)| (k.clone(), o.digest())).collect())
+                            .unwrap_or_default()
+                    });
+                    outputs.get(&r.output).cloned()
+                } else {
+                    None
+                };
                 keys.push(InputKey { key: producer.key.clone(), output: r.output.clone(), content });
                 stages.push((producer.stage.clone(), producer.matrix.clone()));
             }

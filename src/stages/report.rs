@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::artefact::clusters::Clusters;
+use crate::artefact::clusters::{Clusters, Picture as Drawn};
 use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
 use crate::artefact::results::TestSummary;
 use crate::artefact::table;
@@ -316,7 +316,8 @@ impl Stage for Report {
         }
         let mut clusters = Vec::new();
         if let Some(dir) = first("clusters") {
-            for r in Clusters::open(&dir).rows()? {
+            let folder = Clusters::open(&dir);
+            for r in folder.rows()? {
                 let id = r.cluster;
                 let e = explanations.get(&id);
                 clusters.push(ClusterView {
@@ -329,13 +330,9 @@ impl Stage for Report {
                     best_reduction: e.and_then(|e| e.best_reduction),
                     before: accuracy.get(&id).map(|a| a.0),
                     after: accuracy.get(&id).map(|a| a.1),
-                    sheet: picture(&dir.join(format!("rcc/{id}-sheet.png")), &out, &format!("rcc-{id}-sheet.png"))?,
-                    gif: picture(&dir.join(format!("rcc/{id}.gif")), &out, &format!("rcc-{id}.gif"))?,
-                    heatmap: picture(
-                        &dir.join(format!("rcc/{id}-heatmap.png")),
-                        &out,
-                        &format!("rcc-{id}-heatmap.png"),
-                    )?,
+                    sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,
+                    gif: picture(&folder.picture(id, Drawn::Gif), &out, &format!("rcc-{id}.gif"))?,
+                    heatmap: picture(&folder.picture(id, Drawn::Heatmap), &out, &format!("rcc-{id}-heatmap.png"))?,
                     annotation: annotations.cluster.get(&id.to_string()).cloned(),
                 });
             }
