@@ -21,6 +21,25 @@ pub struct VarianceSummary {
     pub threshold: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// RQ1 against chance (absent without simulator parameters, or in summaries written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<ChanceCorrected>,
+}
+
+/// RQ1 with a null model: how many clusters are explained beyond what random clusters of their sizes reach.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChanceCorrected {
+    /// Clusters explained by the paper's criterion whose permutation p-value is below `alpha`.
+    pub explained: usize,
+    /// `explained / assessed`.
+    pub explained_share: f64,
+    /// The number of clusters random clusters of the same sizes would have "explained" by the paper's criterion.
+    pub expected_by_chance: f64,
+    /// Share of the failing images in clusters explained by the paper's criterion, and beyond chance.
+    pub images_explained: f64,
+    pub images_explained_beyond_chance: f64,
+    pub permutations: usize,
+    pub alpha: f64,
 }
 
 /// `summary.json`: the headline figures of RQ2.
@@ -83,11 +102,18 @@ pub struct ExplanationRow {
     #[serde(serialize_with = "option_display")]
     pub best_reduction: Option<f64>,
     pub description: String,
+    /// The permutation p-value of the best reduction: the share of random clusters of the same size, drawn from
+    /// the same failing images, whose best reduction over every parameter is at least as large.
+    #[serde(default, serialize_with = "option_display")]
+    pub p: Option<f64>,
+    /// Explained (the paper's criterion) and p below the stage's `alpha`.
+    #[serde(default)]
+    pub beats_chance: Option<bool>,
 }
 
 impl Row for ExplanationRow {
     const COLUMNS: &'static [&'static str] =
-        &["cluster", "size", "explained", "best_parameter", "best_reduction", "description"];
+        &["cluster", "size", "explained", "best_parameter", "best_reduction", "description", "p", "beats_chance"];
 }
 
 /// A row of a compare stage's `runs.csv`: one retrained model's score.

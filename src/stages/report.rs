@@ -124,6 +124,9 @@ struct ClusterView {
     description: String,
     best_parameter: String,
     best_reduction: Option<f64>,
+    /// The permutation p-value of its best reduction, and whether it is explained beyond chance.
+    p: Option<f64>,
+    beats_chance: Option<bool>,
     before: Option<f64>,
     after: Option<f64>,
     sheet: Option<Picture>,
@@ -328,6 +331,8 @@ impl Stage for Report {
                     description: e.map(|e| e.description.clone()).unwrap_or_default(),
                     best_parameter: e.map(|e| e.best_parameter.clone()).unwrap_or_default(),
                     best_reduction: e.and_then(|e| e.best_reduction),
+                    p: e.and_then(|e| e.p),
+                    beats_chance: e.and_then(|e| e.beats_chance),
                     before: accuracy.get(&id).map(|a| a.0),
                     after: accuracy.get(&id).map(|a| a.1),
                     sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,

@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use rand::SeedableRng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::Clusters;
-use crate::artefact::evaluation::{ExplanationRow, ReductionRow, VarianceSummary};
+use crate::artefact::evaluation::{ChanceCorrected, ExplanationRow, ReductionRow, VarianceSummary};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, EXPLANATIONS, PARQUET, VARIANCE_SUMMARY, VARIANCE_TABLE};
 use crate::dataset::{Dataset, ParamInfo};
@@ -24,6 +27,21 @@ pub struct VarianceParams {
     /// Images an engineer looks at per cluster (HUDD's Table 1: 5).
     #[serde(default = "default_inspect")]
     pub inspect_per_cluster: usize,
+    /// Random clusters of each size drawn for the null model (membership shuffled among the failing images).
+    #[serde(default = "default_permutations")]
+    pub permutations: usize,
+    /// A cluster beats chance when its permutation p-value is below this.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_permutations() -> usize {
+    1000
+}
+fn default_alpha() -> f64 {
+    0.05
 }
 
 fn default_threshold() -> f64 {
@@ -41,6 +59,15 @@ impl Params for VarianceParams {
         }
         if self.inspect_per_cluster == 0 {
             out.push(Invalid::new("inspect_per_cluster", "must be at least 1, got 0"));
+        }
+        if self.permutations < 19 {
+            out.push(Invalid::new(
+                "permutations",
+                format!("must be at least 19 (p < 0.05 needs them), got {}", self.permutations),
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            out.push(Invalid::new("alpha", format!("must be in (0, 1), got {}", self.alpha)));
         }
         out
     }
@@ -125,7 +152,8 @@ fn short(v: f64) -> String {
 impl Stage for Variance {
     type Params = VarianceParams;
     const KIND: &'static str = "variance";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
+    const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
@@ -201,6 +229,32 @@ impl Stage for Variance {
         let mut reductions = Vec::new();
         let mut rows = Vec::new();
         let (mut assessed, mut explained) = (0, 0);
+        // The null model: the best reduction over every parameter of a random cluster of the same size, drawn
+        // from the same failing images; the max over parameters, like the statistic, so that trying every
+        // parameter is accounted for.
+        let best_of = |rows: &[usize]| -> f64 {
+            (params.iter().zip(&overall))
+                .filter(|(_, o)| **o > 0.0)
+                .map(|((_, v), o)| 1.0 - v.spread(rows) / o)
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+        let mut nulls: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for size in groups.values().map(Vec::len).filter(|&m| m >= 2) {
+            if nulls.contains_key(&size) || params.is_empty() {
+                continue;
+            }
+            let draws = (0..p.permutations)
+                .map(|_| {
+                    let mut rows: Vec<usize> = all.choose_multiple(&mut rng, size).copied().collect();
+                    rows.sort_unstable();
+                    best_of(&rows)
+                })
+                .collect();
+            nulls.insert(size, draws);
+        }
+        let (mut beyond_chance, mut by_chance) = (0, 0.0);
+        let (mut images_explained, mut images_beyond_chance) = (0, 0);
         for (c, members) in &groups {
             let mut scored: Vec<(usize, f64)> = Vec::new();
             if members.len() >= 2 {
@@ -223,6 +277,24 @@ impl Stage for Variance {
             let is_explained = assessable && scored[0].1 >= p.threshold;
             assessed += usize::from(assessable);
             explained += usize::from(is_explained);
+            // p = (1 + null draws at least as good) / (1 + draws); the share of null draws reaching the threshold is
+            // the chance that a random cluster of this size counts as explained.
+            let null = nulls.get(&members.len()).filter(|_| assessable);
+            let p_value = null.map(|null| {
+                let at_least = null.iter().filter(|&&r| r >= scored[0].1).count();
+                (1 + at_least) as f64 / (1 + null.len()) as f64
+            });
+            if let Some(null) = null {
+                by_chance += null.iter().filter(|&&r| r >= p.threshold).count() as f64 / null.len() as f64;
+            }
+            let beats_chance = is_explained && p_value.is_some_and(|v| v < p.alpha);
+            beyond_chance += usize::from(beats_chance);
+            if is_explained {
+                images_explained += members.len();
+            }
+            if beats_chance {
+                images_beyond_chance += members.len();
+            }
             let description: Vec<String> = scored
                 .iter()
                 .filter(|(_, r)| *r >= p.threshold)
@@ -237,6 +309,8 @@ impl Stage for Variance {
                 explained: assessable.then_some(is_explained),
                 best_parameter,
                 best_reduction,
+                p: p_value,
+                beats_chance: assessable.then_some(beats_chance),
                 description: description.join("; "),
             });
         }
@@ -257,6 +331,15 @@ impl Stage for Variance {
             explained_share: (assessed > 0).then(|| explained as f64 / assessed as f64),
             threshold: p.threshold,
             note,
+            chance: (!params.is_empty() && assessed > 0).then(|| ChanceCorrected {
+                explained: beyond_chance,
+                explained_share: beyond_chance as f64 / assessed as f64,
+                expected_by_chance: by_chance,
+                images_explained: images_explained as f64 / failing.max(1) as f64,
+                images_explained_beyond_chance: images_beyond_chance as f64 / failing.max(1) as f64,
+                permutations: p.permutations,
+                alpha: p.alpha,
+            }),
         };
         let parquet = ctx.output("parquet")?;
         table::write_with_parquet(&ctx.output("reductions")?, &parquet, &reductions)?;

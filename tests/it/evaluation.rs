@@ -161,3 +161,65 @@ clusters = "clusters.clusters"
     let rcc = text(&ws, &w, &r, "compare", "rcc");
     assert!(rcc.contains("hudd,1,2,0,1\n") && rcc.contains("hudd,2,2,0,0.6666666666666666\n"), "{rcc}");
 }
+
+#[test]
+fn a_planted_explanation_beats_chance_and_random_clusters_of_the_same_size_do_not() {
+    // Cluster 1: signs drawn from a narrow yaw range (a planted cause); clusters 2 and 3: images drawn like all
+    // the others, grouped at random. Each has 12 images.
+    let manifest = r#"
+[workflow]
+name = "chance"
+seed = 8
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 16
+splits = { a = { count = 12, params = { yaw = { uniform = [20.0, 24.0] } } }, r = { count = 12 }, s = { count = 12 } }
+
+[[stage]]
+id = "clusters"
+kind = "files"
+path = "clusters"
+
+[[stage]]
+id = "variance"
+kind = "variance"
+clusters = "clusters.clusters"
+images = "data.dataset"
+permutations = 500
+"#;
+    let ws = crate::support::Ws::new();
+    let table: String = [("a", 1), ("r", 2), ("s", 3)]
+        .iter()
+        .flat_map(|(split, c)| (0..12).map(move |i| format!("{split}-{i:06},{c},0\n")))
+        .collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{table}"));
+    let (w, r) = run(&ws, manifest);
+    let rows: Vec<hudd::artefact::evaluation::ExplanationRow> = hudd::artefact::table::read(
+        &ws.store().output_path(&r.keys[w.stage_index("variance").unwrap()], "clusters").unwrap(),
+    )
+    .unwrap();
+    let planted = &rows[0];
+    assert_eq!(
+        (planted.best_parameter.as_str(), planted.explained, planted.beats_chance),
+        ("yaw", Some(true), Some(true))
+    );
+    assert!(planted.p.unwrap() < 0.01, "{rows:?}");
+    for random in &rows[1..] {
+        assert_eq!(random.beats_chance, Some(false), "a random cluster beat chance: {rows:?}");
+        assert!(random.p.unwrap() > 0.05, "{rows:?}");
+    }
+    let summary = json(&ws, &w, &r, "variance", "summary");
+    assert_eq!(summary["chance"]["explained"], 1, "{summary}");
+    assert_eq!(summary["chance"]["permutations"], 500);
+    let expected = summary["chance"]["expected_by_chance"].as_f64().unwrap();
+    assert!((0.0..3.0).contains(&expected), "{summary}");
+    // The same seed draws the same null: the stage is deterministic.
+    let again = crate::support::Ws::new();
+    again.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{table}"));
+    let (_, r2) = run(&again, manifest);
+    assert_eq!(r.keys, r2.keys);
+    assert_eq!(text(&ws, &w, &r, "variance", "clusters"), text(&again, &w, &r2, "variance", "clusters"));
+}

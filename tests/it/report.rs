@@ -22,11 +22,12 @@ const COMPARE: &str = r#"{"metric": "accuracy", "original": 0.809, "reference": 
  "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0},
                 {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
  "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}],
- "rq1": {"failing": 191, "clusters": 2, "inspected": 10, "inspected_share": 0.0524, "assessed": 2, "explained": 1, "explained_share": 0.5, "threshold": 0.5}}"#;
+ "rq1": {"failing": 191, "clusters": 2, "inspected": 10, "inspected_share": 0.0524, "assessed": 2, "explained": 1, "explained_share": 0.5, "threshold": 0.5,
+   "chance": {"explained": 1, "explained_share": 0.5, "expected_by_chance": 0.31, "images_explained": 0.785, "images_explained_beyond_chance": 0.785, "permutations": 1000, "alpha": 0.05}}}"#;
 const RUNS: &str = "strategy,stage,score,fixed,broken\nhudd,\"t[seed=1]\",0.92,120,14\nhudd,\"t[seed=2]\",0.94,140,14\nrandom,\"b[seed=1]\",0.90,100,12\nrandom,\"b[seed=2]\",0.92,120,12\n";
 const RCC: &str =
     "strategy,cluster,images,before,after\nhudd,1,150,0,0.9\nhudd,2,41,0,0.4\nrandom,1,150,0,0.7\nrandom,2,41,0,0.3\n";
-const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description\n1,150,true,night,0.8,\"night 0.62–0.98 share\"\n2,41,false,yaw,0.3,\"\"\n";
+const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance\n1,150,true,night,0.8,\"night 0.62–0.98 share\",0.001,true\n2,41,false,yaw,0.3,\"\",0.4,false\n";
 
 fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
     ws.write(
