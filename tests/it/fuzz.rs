@@ -74,28 +74,14 @@ proptest! {
 
     #[test]
     fn the_weights_reader_refuses_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
+        use hudd::model::artefact::load_weights;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         // A plausible header length first, so the reader gets past the first check on some cases.
         let mut file = (bytes.len().min(64) as u64).to_le_bytes().to_vec();
         file.extend(&bytes);
         std::fs::write(&path, &file).unwrap();
-        let arch = hudd::model::Architecture::load(std::path::Path::new(&format!(
-            "{}/tests/fixtures/tiny.toml",
-            env!("CARGO_MANIFEST_DIR")
-        )))
-        .unwrap();
-        let meta = ModelMeta {
-            format: Format::Declared,
-            architecture: Some(arch),
-            input: [3, 32, 32],
-            outputs: 4,
-            target: hudd::dataset::Target::Classification { classes: (0..4).map(|i| i.to_string()).collect() },
-            mean: vec![0.0; 3],
-            std: vec![1.0; 3],
-        };
-        let mut model = Model::init(meta, tch::Device::Cpu, 0).unwrap();
+        let mut model = crate::support::tiny_model();
         prop_assert!(load_weights(model.var_store_mut().unwrap(), &path).is_err());
     }
 }

@@ -142,19 +142,8 @@ fn weights_round_trip_through_safetensors() {
 
 #[test]
 fn weights_written_by_pytorch_load_with_the_documented_names() {
-    use hudd::model::Architecture;
-    use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
-    let arch = Architecture::load(std::path::Path::new(&fixture("tiny.toml"))).unwrap();
-    let meta = ModelMeta {
-        format: Format::Declared,
-        architecture: Some(arch),
-        input: [3, 32, 32],
-        outputs: 4,
-        target: hudd::dataset::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
-        mean: vec![0.0; 3],
-        std: vec![1.0; 3],
-    };
-    let mut model = Model::init(meta, tch::Device::Cpu, 0).unwrap();
+    use hudd::model::artefact::load_weights;
+    let mut model = crate::support::tiny_model();
     load_weights(model.var_store_mut().unwrap(), std::path::Path::new(&fixture("pytorch_tiny.safetensors"))).unwrap();
     let io = tch::Tensor::read_safetensors(fixture("pytorch_tiny_io.safetensors")).unwrap();
     let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
@@ -364,8 +353,7 @@ fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set
 
 #[test]
 fn weights_holding_nan_are_refused_naming_the_parameter() {
-    use hudd::model::Architecture;
-    use hudd::model::artefact::{Format, Model, ModelMeta, load_weights};
+    use hudd::model::artefact::load_weights;
     let dir = tempfile::tempdir().unwrap();
     let mut named = tch::Tensor::read_safetensors(fixture("pytorch_tiny.safetensors")).unwrap();
     let (name, t) = named.iter_mut().find(|(n, _)| n.ends_with("bias")).unwrap();
@@ -373,17 +361,7 @@ fn weights_holding_nan_are_refused_naming_the_parameter() {
     let _ = t.fill_(f64::NAN);
     let path = dir.path().join("nan.safetensors");
     tch::Tensor::write_safetensors(&named.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), &path).unwrap();
-    let arch = Architecture::load(std::path::Path::new(&fixture("tiny.toml"))).unwrap();
-    let meta = ModelMeta {
-        format: Format::Declared,
-        architecture: Some(arch),
-        input: [3, 32, 32],
-        outputs: 4,
-        target: hudd::dataset::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
-        mean: vec![0.0; 3],
-        std: vec![1.0; 3],
-    };
-    let mut model = Model::init(meta, tch::Device::Cpu, 0).unwrap();
+    let mut model = crate::support::tiny_model();
     let e = load_weights(model.var_store_mut().unwrap(), &path).unwrap_err().to_string();
     assert!(e.contains(&format!("`{name}` holds NaN or infinite values")) && e.contains("nan.safetensors"), "{e}");
 }

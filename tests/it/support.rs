@@ -286,3 +286,21 @@ impl Ws {
         std::fs::read_to_string(path).unwrap()
     }
 }
+
+/// The tiny test architecture (`tests/fixtures/tiny.toml`) as a declared model of four classes on 3×32×32 images,
+/// with fresh weights.
+pub fn tiny_model() -> hudd::model::artefact::Model {
+    use hudd::model::artefact::{Format, Model, ModelMeta};
+    let path = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
+    let arch = hudd::model::Architecture::load(Path::new(&path)).unwrap();
+    let meta = ModelMeta {
+        format: Format::Declared,
+        architecture: Some(arch),
+        input: [3, 32, 32],
+        outputs: 4,
+        target: hudd::dataset::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    Model::init(meta, tch::Device::Cpu, 0).unwrap()
+}
