@@ -382,3 +382,19 @@ fn a_broken_torchscript_file_is_named_as_the_user_gave_it_not_as_the_stores_copy
     assert!(error.contains(&format!("{}: cannot load it:", garbage.display())), "{error}");
     assert!(!error.contains(".hudd"), "the message names the store's copy: {error}");
 }
+
+#[test]
+fn a_torchscript_model_giving_integers_is_refused_by_name() {
+    let ws = Ws::new();
+    let text = format!(
+        "[workflow]\nname = \"ts\"\n{}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\ntorchscript = \"{}\"\n",
+        four_classes(&ws),
+        fixture("int_script.pt")
+    );
+    let (w, report) = ws.run_builtin(&text);
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("dnn").unwrap()] else {
+        panic!("{:?}", report.outcomes)
+    };
+    assert_eq!(*exit_code, 2);
+    assert!(error.contains("int_script.pt: the model gives Int64 outputs; hudd needs float logits"), "{error}");
+}
