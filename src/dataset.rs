@@ -105,6 +105,9 @@ pub struct ParamInfo {
     pub unit: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// The task's label is made from this parameter (`Simulator::label_params`): it restates the label.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub label: bool,
 }
 
 impl ParamInfo {
@@ -115,7 +118,7 @@ impl ParamInfo {
             ParamKind::Categorical(v) => (None, v.iter().map(|s| s.to_string()).collect()),
             ParamKind::Bool => (None, vec!["false".into(), "true".into()]),
         };
-        ParamInfo { name: spec.name.to_string(), kind: spec.kind.name().to_string(), unit, values }
+        ParamInfo { name: spec.name.to_string(), kind: spec.kind.name().to_string(), unit, values, label: false }
     }
 }
 

@@ -117,6 +117,13 @@ impl Simulator for Eyes {
         &["gaze", "gaze9", "openness"]
     }
 
+    fn label_params(&self, task: &str) -> &'static [&'static str] {
+        match task {
+            "openness" => &["openness"],
+            _ => &["gaze_yaw", "gaze_pitch"],
+        }
+    }
+
     fn target(&self, task: &str) -> Target {
         let classes: Vec<String> = match task {
             "gaze" => GAZE[..8].iter().map(|s| s.to_string()).collect(),

@@ -377,6 +377,15 @@ impl Simulator for Faces {
         &["headpose", "landmarks", "eyeglasses"]
     }
 
+    fn label_params(&self, task: &str) -> &'static [&'static str] {
+        match task {
+            "headpose" => &["yaw", "pitch"],
+            "eyeglasses" => &["glasses"],
+            // Keypoint targets are coordinates, not parameters.
+            _ => &[],
+        }
+    }
+
     fn target(&self, task: &str) -> Target {
         match task {
             "landmarks" => Target::Regression {

@@ -235,6 +235,9 @@ pub trait Simulator: Sync {
     fn params(&self) -> &'static [ParamSpec];
     /// Draws one image from parameter values (in `params()` order); `rng` drives incidental detail only.
     fn render(&self, task: &str, values: &[f64], size: u32, rng: &mut ChaCha8Rng) -> Sample;
+    /// The parameters a task's label is made from (the sign's `class`, the gaze angles of a gaze class): they
+    /// restate the label, so RQ1 does not count them as explaining a cluster.
+    fn label_params(&self, task: &str) -> &'static [&'static str];
 }
 
 /// Every simulator, by name.

@@ -141,6 +141,10 @@ impl Simulator for Signs {
         &["signs"]
     }
 
+    fn label_params(&self, _task: &str) -> &'static [&'static str] {
+        &["class"]
+    }
+
     fn target(&self, _task: &str) -> Target {
         Target::Classification { classes: CLASSES.iter().map(|c| c.to_string()).collect() }
     }

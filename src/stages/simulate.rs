@@ -137,7 +137,7 @@ impl Params for SimulateParams {
 impl Stage for Simulate {
     type Params = SimulateParams;
     const KIND: &'static str = "simulate";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "dataset", kind: DATASET, path: "dataset/", doc: "images.npy, table.csv, meta.json" },
         OutputSpec {
@@ -165,7 +165,9 @@ impl Stage for Simulate {
             width: p.size as usize,
             count: 0,
             splits: Vec::new(),
-            params: sim.params().iter().map(|p| ParamInfo::of(&p.column())).collect(),
+            params: (sim.params().iter())
+                .map(|p| ParamInfo { label: sim.label_params(&task).contains(&p.name), ..ParamInfo::of(&p.column()) })
+                .collect(),
         };
         let dir = ctx.output("dataset")?;
         let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;

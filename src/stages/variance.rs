@@ -234,7 +234,7 @@ impl Stage for Variance {
         // parameter is accounted for.
         let best_of = |rows: &[usize]| -> f64 {
             (params.iter().zip(&overall))
-                .filter(|(_, o)| **o > 0.0)
+                .filter(|((info, _), o)| **o > 0.0 && !info.label)
                 .map(|((_, v), o)| 1.0 - v.spread(rows) / o)
                 .fold(f64::NEG_INFINITY, f64::max)
         };
@@ -257,6 +257,7 @@ impl Stage for Variance {
         let (mut images_explained, mut images_beyond_chance) = (0, 0);
         for (c, members) in &groups {
             let mut scored: Vec<(usize, f64)> = Vec::new();
+            let mut labels: Vec<(usize, f64)> = Vec::new();
             if members.len() >= 2 {
                 for (k, (info, values)) in params.iter().enumerate() {
                     if overall[k] > 0.0 {
@@ -268,7 +269,12 @@ impl Stage for Variance {
                             kind: info.kind.clone(),
                             reduction: r,
                         });
-                        scored.push((k, r));
+                        // The label's own parameters restate the label: described, never counted as a cause.
+                        if !info.label {
+                            scored.push((k, r));
+                        } else if r >= p.threshold {
+                            labels.push((k, r));
+                        }
                     }
                 }
             }
@@ -295,12 +301,10 @@ impl Stage for Variance {
             if beats_chance {
                 images_beyond_chance += members.len();
             }
-            let description: Vec<String> = scored
-                .iter()
-                .filter(|(_, r)| *r >= p.threshold)
-                .take(3)
-                .map(|&(k, _)| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members))
-                .collect();
+            let describe = |k: usize| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members);
+            let mut description: Vec<String> =
+                scored.iter().filter(|(_, r)| *r >= p.threshold).take(3).map(|&(k, _)| describe(k)).collect();
+            description.extend(labels.iter().map(|&(k, _)| format!("the label: {}", describe(k))));
             let (best_parameter, best_reduction) =
                 scored.first().map_or((String::new(), None), |&(k, r)| (params[k].0.name.clone(), Some(r)));
             rows.push(ExplanationRow {

@@ -223,3 +223,51 @@ permutations = 500
     assert_eq!(r.keys, r2.keys);
     assert_eq!(text(&ws, &w, &r, "variance", "clusters"), text(&again, &w, &r2, "variance", "clusters"));
 }
+
+#[test]
+fn the_labels_own_parameter_is_described_but_never_counted_as_a_cause() {
+    // Cluster 1: every image a stop sign (the label's own parameter, `class`, fixed); cluster 2: all the others.
+    let manifest = r#"
+[workflow]
+name = "label"
+seed = 3
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 16
+splits = { k = { count = 12, params = { class = { fixed = "stop" } } }, r = { count = 24 } }
+
+[[stage]]
+id = "clusters"
+kind = "files"
+path = "clusters"
+
+[[stage]]
+id = "variance"
+kind = "variance"
+clusters = "clusters.clusters"
+images = "data.dataset"
+permutations = 200
+"#;
+    let ws = crate::support::Ws::new();
+    let table: String =
+        (0..12).map(|i| format!("k-{i:06},1,0\n")).chain((0..24).map(|i| format!("r-{i:06},2,0\n"))).collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{table}"));
+    let (w, r) = run(&ws, manifest);
+    let rows: Vec<hudd::artefact::evaluation::ExplanationRow> = hudd::artefact::table::read(
+        &ws.store().output_path(&r.keys[w.stage_index("variance").unwrap()], "clusters").unwrap(),
+    )
+    .unwrap();
+    let stops = &rows[0];
+    assert_ne!(stops.best_parameter, "class", "{rows:?}");
+    assert!(stops.description.contains("the label: class stop (all)"), "{rows:?}");
+    let meta = hudd::dataset::Dataset::open(
+        &ws.store().output_path(&r.keys[w.stage_index("data").unwrap()], "dataset").unwrap(),
+    )
+    .unwrap()
+    .meta;
+    let labels: Vec<&str> = meta.params.iter().filter(|p| p.label).map(|p| p.name.as_str()).collect();
+    assert_eq!(labels, ["class"]);
+}

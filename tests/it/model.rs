@@ -88,9 +88,19 @@ fn a_tiny_model_overfits_32_images_and_the_results_table_has_hudds_columns() {
 
 #[test]
 fn training_is_deterministic_for_a_seed() {
-    let (a, b) = (run(&overfit_manifest()), run(&overfit_manifest()));
-    let weights = |r: &Ran| std::fs::read(r.output("train", "model").join("weights.safetensors")).unwrap();
-    assert!(weights(&a) == weights(&b), "same seed, same weights");
+    // Each training in its own process: libtorch's thread count is global, and the other tests set theirs.
+    let train = || {
+        let ws = Ws::new();
+        let m = ws.write("w.toml", &overfit_manifest());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hudd"))
+            .args(["--workspace", ws.path().to_str().unwrap(), "run", m.to_str().unwrap(), "--threads", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let key = ws.store().read_state("fit").remove("train").unwrap().key;
+        std::fs::read(ws.store().output_path(&key, "model").unwrap().join("weights.safetensors")).unwrap()
+    };
+    assert!(train() == train(), "same seed, same weights");
 }
 
 /// Two trainings of a model with dropout side by side (`--jobs 2`) both draw from libtorch's one generator;
@@ -101,26 +111,29 @@ fn trainings_side_by_side_give_the_weights_each_gives_alone() {
         .replace("tiny.toml", "tiny-dropout.toml")
         .replace("epochs = 40", "epochs = 15\nmatrix = { seed = [1, 2] }");
     let text = &text[..text.find("[[stage]]\nid = \"test\"").unwrap()];
-    let options = |jobs| hudd::engine::RunOptions { jobs, threads: Some(1), ..Default::default() };
+    // Each run in its own process: libtorch's thread count is global to a process, and the other tests of this
+    // binary set theirs while they run.
+    let run = |ws: &Ws, jobs: &str| {
+        let m = ws.write("w.toml", text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hudd"))
+            .args(["--workspace", ws.path().to_str().unwrap(), "run", m.to_str().unwrap(), "--jobs", jobs])
+            .args(["--threads", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
     let (together, alone) = (Ws::new(), Ws::new());
-    let (w, r) = together.run_builtin_with(text, options(2));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
-    let (w1, r1) = alone.run_builtin_with(text, options(1));
-    assert_eq!(r1.exit_code(), 0, "{:?}", r1.outcomes);
-    let weights = |ws: &Ws, w: &hudd::engine::manifest::Workflow, r: &hudd::engine::RunReport, id: &str| {
-        let path = ws.store().output_path(&r.keys[w.stage_index(id).unwrap()], "model").unwrap();
+    run(&together, "2");
+    run(&alone, "1");
+    let weights = |ws: &Ws, id: &str| {
+        let key = ws.store().read_state("fit").remove(id).unwrap().key;
+        let path = ws.store().output_path(&key, "model").unwrap();
         std::fs::read(path.join("weights.safetensors")).unwrap()
     };
     for id in ["train[seed=1]", "train[seed=2]"] {
-        assert!(
-            weights(&together, &w, &r, id) == weights(&alone, &w1, &r1, id),
-            "{id}: side by side, other weights than alone"
-        );
+        assert!(weights(&together, id) == weights(&alone, id), "{id}: side by side, other weights than alone");
     }
-    assert!(
-        weights(&alone, &w1, &r1, "train[seed=1]") != weights(&alone, &w1, &r1, "train[seed=2]"),
-        "the seeds differ"
-    );
+    assert!(weights(&alone, "train[seed=1]") != weights(&alone, "train[seed=2]"), "the seeds differ");
 }
 
 #[test]
