@@ -61,8 +61,12 @@ impl Cluster {
             .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap()))
             .unwrap();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Free ports, so that two test runs on one machine (a clone beside a checkout) do not meet.
+        let listeners = [0, 1].map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let [ctld_port, slurmd_port] = listeners.each_ref().map(|l| l.local_addr().unwrap().port());
+        drop(listeners);
         let conf = format!(
-            "ClusterName=hudd-test\nSlurmctldHost=localhost\nSlurmctldPort=16817\nSlurmdPort=16818\nSlurmUser=root\n\
+            "ClusterName=hudd-test\nSlurmctldHost=localhost\nSlurmctldPort={ctld_port}\nSlurmdPort={slurmd_port}\nSlurmUser=root\n\
              AuthType=auth/munge\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
              SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\nSlurmctldLogFile={d}/log/slurmctld.log\n\
              SlurmdLogFile={d}/log/slurmd.log\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
