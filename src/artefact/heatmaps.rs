@@ -1,6 +1,7 @@
 //! The `heatmaps` artefact, a heatmaps stage's folder: `<layer>.npy` (relevance at the layer's input, one row per
 //! image, f32), `index.csv` (row → image id, [`IndexRow`]), `conservation.csv` (the layers in the network's order
-//! with their rule and how well relevance was conserved, [`ConservationRow`]) and `rules.json` (layer → rule).
+//! with their rule and how well relevance was conserved, [`ConservationRow`]), `rules.json` (layer → rule) and
+//! `seed.json` (what the relevance was seeded with, [`SeedRecord`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::table::{self, Row, TableError};
 use crate::lrp::Rule;
+use crate::lrp::batch::Seed;
 
 /// A row of `index.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +38,12 @@ impl Row for ConservationRow {
     const COLUMNS: &'static [&'static str] = &["layer", "rule", "worst_relative_deviation"];
 }
 
+/// `seed.json`: what the relevance at the output was seeded with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedRecord {
+    pub seed_with: Seed,
+}
+
 /// A heatmaps folder, opened for reading.
 pub struct Heatmaps {
     pub dir: PathBuf,
@@ -59,6 +67,11 @@ impl Heatmaps {
     /// Layer name → the rule its relevance was computed with.
     pub fn rules(&self) -> Result<BTreeMap<String, Rule>, TableError> {
         table::read_json(&self.dir.join("rules.json"))
+    }
+
+    /// What the relevance was seeded with.
+    pub fn seed(&self) -> Result<Seed, TableError> {
+        Ok(table::read_json::<SeedRecord>(&self.dir.join("seed.json"))?.seed_with)
     }
 
     /// The `.npy` file of a layer.

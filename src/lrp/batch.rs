@@ -51,6 +51,13 @@ pub enum Seed {
     TrueOneHot,
 }
 
+impl Seed {
+    /// Whether the seed reads the images' labels (the true class), which a selection of unlabelled images cannot.
+    pub fn reads_labels(self) -> bool {
+        matches!(self, Seed::True | Seed::TrueOneHot)
+    }
+}
+
 /// Runs LRP over some rows of a dataset, batch by batch: `sink` gets the batch's rows, the seed and the relevance
 /// at the input of every layer. The model must be declared and canonised ([`prepare`]).
 pub fn for_each_batch<E: From<BatchError>>(

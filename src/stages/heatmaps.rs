@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
-use crate::artefact::heatmaps::{ConservationRow, IndexRow};
+use crate::artefact::heatmaps::{ConservationRow, IndexRow, SeedRecord};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, HEATMAPS, MODEL};
 use crate::dataset::Dataset;
@@ -166,7 +166,7 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
 impl Stage for Heatmaps {
     type Params = HeatmapParams;
     const KIND: &'static str = "heatmaps";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "a declared model" },
         InputSlot {
@@ -181,7 +181,7 @@ impl Stage for Heatmaps {
         name: "heatmaps",
         kind: HEATMAPS,
         path: "heatmaps/",
-        doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json",
+        doc: "<layer>.npy per layer, index.csv, conservation.csv, rules.json, seed.json",
     }];
     // Backed by tests/it/settings.rs: 1 and 2 threads give the same bytes. The batch size does not: oneDNN's
     // kernels sum in another order for another batch, and the last bits of scores and relevance move.
@@ -254,6 +254,7 @@ impl Stage for Heatmaps {
         table::write(&dir.join("conservation.csv"), &conservation)?;
         let named: BTreeMap<&str, Rule> = net.layers.iter().zip(&rules).map(|((n, _), r)| (n.as_str(), *r)).collect();
         table::write_json(&dir.join("rules.json"), &named)?;
+        table::write_json(&dir.join("seed.json"), &SeedRecord { seed_with: p.seed_with })?;
         for (k, w) in worst.iter().enumerate() {
             if !w.is_nan() && *w > p.tolerance {
                 return Err(StageError::Gate {

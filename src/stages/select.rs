@@ -15,7 +15,7 @@ use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, MODEL, PICTURES, SELECTIO
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::Rule;
-use crate::lrp::batch::{self, Seed};
+use crate::lrp::batch;
 use crate::media::group::write_group;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::npy::NpyReader;
@@ -280,6 +280,17 @@ impl Stage for Select {
         };
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
         let heatmaps = Heatmaps::open(&hdir);
+        // Candidates are seeded as the cluster members were, so that like is compared with like; a seed that reads
+        // the true class would read the labels of every candidate, which selection has not paid for.
+        let seed_with = heatmaps.seed()?;
+        if seed_with.reads_labels() {
+            return Err(StageError::input(format!(
+                "the heatmaps in {} were seeded with the true class (`seed_with = \"{}\"`): selecting with them \
+                 would read the labels of every candidate; seed them with `predicted` or `predicted-one-hot`",
+                hdir.display(),
+                serde_json::to_value(seed_with).expect("a seed serialises").as_str().unwrap_or("true")
+            )));
+        }
         let index = heatmaps.ids()?;
         let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, id) in index.iter().enumerate() {
@@ -342,31 +353,22 @@ impl Stage for Select {
             .ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
-        batch::for_each_batch(
-            &model,
-            &ds,
-            &candidates,
-            &rules,
-            Seed::Predicted,
-            p.batch_size,
-            |chunk, _, relevance| {
-                let h = relevance[k].to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
-                let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double)
-                    + member_norms.unsqueeze(0)
-                    - h.matmul(&members.tr()) * 2.0)
-                    .clamp_min(0.0)
-                    .sqrt();
-                let cross = Vec::<f64>::try_from(cross.flatten(0, -1))
-                    .map_err(|e| StageError::failed(format!("libtorch: {e}")))?;
-                for row in cross.chunks(member_rows.len()) {
-                    distances.push(
-                        spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect(),
-                    );
-                }
-                ctx.progress.inc(chunk.len() as u64);
-                Ok::<(), StageError>(())
-            },
-        )?;
+        batch::for_each_batch(&model, &ds, &candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
+            let h = relevance[k].to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
+            let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + member_norms.unsqueeze(0)
+                - h.matmul(&members.tr()) * 2.0)
+                .clamp_min(0.0)
+                .sqrt();
+            let cross =
+                Vec::<f64>::try_from(cross.flatten(0, -1)).map_err(|e| StageError::failed(format!("libtorch: {e}")))?;
+            for row in cross.chunks(member_rows.len()) {
+                distances.push(
+                    spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect(),
+                );
+            }
+            ctx.progress.inc(chunk.len() as u64);
+            Ok::<(), StageError>(())
+        })?;
         let quotas: Vec<usize> = clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect();
         // A cluster's spread: the mean distance between its members at the layer.
         let spreads: Vec<f64> = spans

@@ -337,3 +337,27 @@ fn singleton_clusters_select_nothing_and_a_k_beyond_the_images_is_refused() {
         serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
     assert!(select["empty"].as_str().unwrap().contains("holds a single image"), "{select}");
 }
+
+#[test]
+fn selection_seeds_candidates_as_the_heatmaps_were_and_refuses_a_seed_that_reads_labels() {
+    let label = "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n";
+    let with_seed = |seed: &str| {
+        manifest(label).replace(
+            "images = \"test.errors\"\n\n[[stage]]\nid = \"cluster\"",
+            &format!("images = \"test.errors\"\nseed_with = \"{seed}\"\n\n[[stage]]\nid = \"cluster\""),
+        )
+    };
+    let text = with_seed("true");
+    assert!(text.contains("seed_with = \"true\""), "the manifest did not take the seed");
+    let ws = crate::support::Ws::new();
+    let (w, report) = ws.run_builtin(&text);
+    match &report.outcomes[w.stage_index("select").unwrap()] {
+        hudd::engine::Outcome::Failed { error, exit_code } => {
+            assert_eq!(*exit_code, 2);
+            assert!(error.contains("seeded with the true class (`seed_with = \"true\"`)"), "{error}");
+        }
+        other => panic!("select read the labels of its candidates: {other:?}"),
+    }
+    let (_, report) = ws.run_builtin(&with_seed("predicted-one-hot"));
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+}
