@@ -237,13 +237,12 @@ pub fn execute(
     threads: usize,
     reporter: &Reporter,
 ) -> Result<Executed, EngineError> {
-    let spec = planned;
-    let kind = registry.get(&spec.material.kind).ok_or_else(|| unknown_kind(&spec.material.kind, registry))?;
-    if kind.version() != spec.material.version {
+    let kind = registry.get(&planned.material.kind).ok_or_else(|| unknown_kind(&planned.material.kind, registry))?;
+    if kind.version() != planned.material.version {
         return Err(EngineError::VersionMismatch {
-            key: spec.key.clone(),
-            kind: spec.material.kind.clone(),
-            spec: spec.material.version,
+            key: planned.key.clone(),
+            kind: planned.material.kind.clone(),
+            spec: planned.material.version,
             ours: kind.version(),
         });
     }
