@@ -26,7 +26,7 @@ pub struct RetrainParams {
     #[serde(default = "default_split")]
     pub split: String,
     /// A split of `dataset` to choose the epoch on and to compare with the original model (recommended: one drawn like
-    /// the test set). Without it, `validation` of the combined training data is held out.
+    /// the test set). Without it, a `validation` share of the training split is held out before the unsafe set joins it.
     #[serde(default)]
     pub validation_split: Option<String>,
     #[serde(default = "default_validation")]
@@ -111,7 +111,7 @@ fn take(data: &Data, idx: &[i64]) -> Data {
 impl Stage for Retrain {
     type Params = RetrainParams;
     const KIND: &'static str = "retrain";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",
@@ -167,21 +167,25 @@ impl Stage for Retrain {
         let train_rows = ds.split_rows(&p.split)?;
         let original = Data::of(&ds, &train_rows)?;
         let added = Data::of(&extra, &(0..extra.meta.count).collect::<Vec<_>>())?;
-        let combined = concat(&[&original, &added]);
         let (train, val, validation) = match &p.validation_split {
             Some(split) => {
                 let rows = ds.split_rows(split)?;
-                (combined, Data::of(&ds, &rows)?, format!("split `{split}`"))
+                (concat(&[&original, &added]), Data::of(&ds, &rows)?, format!("split `{split}`"))
             }
             None => {
-                let mut order: Vec<i64> = (0..combined.len() as i64).collect();
+                // Held out of the training split before the unsafe set joins it: no bootstrap copy lands on both
+                // sides, and no selected image judges the model trained on it.
+                let mut order: Vec<i64> = (0..original.len() as i64).collect();
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x007e_7a1d));
                 let n_val = ((order.len() as f64) * p.validation).round() as usize;
                 let (val, train) = order.split_at(n_val);
                 (
-                    take(&combined, train),
-                    take(&combined, val),
-                    format!("{:.0}% of the combined training data", p.validation * 100.0),
+                    concat(&[&take(&original, train), &added]),
+                    take(&original, val),
+                    format!(
+                        "{:.0}% of the training split, held out before the unsafe set joined it",
+                        p.validation * 100.0
+                    ),
                 )
             }
         };

@@ -361,3 +361,22 @@ fn selection_seeds_candidates_as_the_heatmaps_were_and_refuses_a_seed_that_reads
     let (_, report) = ws.run_builtin(&with_seed("predicted-one-hot"));
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
 }
+
+#[test]
+fn without_a_validation_split_retraining_holds_validation_out_of_the_training_split_before_adding_the_unsafe_set() {
+    let label = "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n";
+    let text = manifest(label).replace("validation_split = \"test\"", "validation = 0.2");
+    let ws = crate::support::Ws::new();
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let out = |stage: &str, output: &str| {
+        ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
+    };
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
+    // 60 training images: 12 held out, 48 trained on together with every balanced image, none of which judges.
+    assert_eq!(summary["validation_images"], 12, "{summary}");
+    let unsafe_images = summary["unsafe_images"].as_u64().unwrap();
+    assert_eq!(summary["training_images"].as_u64().unwrap(), 48 + unsafe_images, "{summary}");
+    assert!(summary["validation"].as_str().unwrap().contains("held out before the unsafe set joined it"));
+}
