@@ -395,8 +395,6 @@ impl Store {
                 return Err(StoreError::MissingOutput { stage: spec.stage.clone(), output: o.name.into(), path });
             }
             let files = digest_tree(&out, &path)?;
-            // Durable before the entry exists: an entry that survives a power loss has its bytes too.
-            sync_tree(&path)?;
             records.insert(o.name.to_string(), OutputRecord { path: o.rel_path().to_string(), dir: o.is_dir(), files });
         }
         let entry = Entry {
@@ -530,7 +528,7 @@ impl Store {
 
     /// `.hudd/slurm/` (absolute: job scripts and messages name it), with its `scripts`, `logs` and `jobs` folders.
     pub fn slurm_dir(&self) -> Result<PathBuf, StoreError> {
-        let dir = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("slurm");
+        let dir = self.slurm_root();
         for sub in ["scripts", "logs", "jobs"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(io_err(&path))?;
@@ -557,8 +555,12 @@ impl Store {
 
     /// The Slurm job recorded for a key, if any.
     pub fn read_job_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let dir = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("slurm");
-        serde_json::from_slice(&fs::read(dir.join("jobs").join(key)).ok()?).ok()
+        serde_json::from_slice(&fs::read(self.slurm_root().join("jobs").join(key)).ok()?).ok()
+    }
+
+    /// `.hudd/slurm/`, absolute, whether or not it exists yet.
+    fn slurm_root(&self) -> PathBuf {
+        fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone()).join("slurm")
     }
 
     /// Records that the stage planned under the provisional key `from` (an input still to run) has the final key
@@ -816,33 +818,14 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Flushes every file under `path` (a file or a folder) and the folders holding them to the disk (fsync), as git
-/// and SQLite do before they make data visible.
-fn sync_tree(path: &Path) -> Result<(), StoreError> {
-    if path.is_dir() {
-        let mut files = Vec::new();
-        walk(path, &mut files)?;
-        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-        for f in &files {
-            File::open(f).and_then(|f| f.sync_all()).map_err(io_err(f))?;
-            dirs.extend(f.parent().map(Path::to_path_buf));
-        }
-        dirs.insert(path.to_path_buf());
-        for d in dirs {
-            sync_dir(&d)?;
-        }
-        Ok(())
-    } else {
-        File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
-    }
-}
-
 /// Flushes a folder's entries (new names, renames) to the disk.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
 }
 
-/// Digests of every file under `path` (a file or a folder), relative to `base`.
+/// Digests of every file under `path` (a file or a folder), relative to `base`, each file flushed to the disk
+/// (fsync) through the handle it was hashed with, then the folders holding them, as git and SQLite do before they
+/// make data visible: an entry that survives a power loss has its bytes too.
 fn digest_tree(base: &Path, path: &Path) -> Result<Vec<FileDigest>, StoreError> {
     let mut files = Vec::new();
     if path.is_dir() {
@@ -851,22 +834,38 @@ fn digest_tree(base: &Path, path: &Path) -> Result<Vec<FileDigest>, StoreError> 
         files.push(path.to_path_buf());
     }
     files.sort();
-    files
+    let mut dirs: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    if path.is_dir() {
+        dirs.insert(path.to_path_buf());
+    }
+    let digests = files
         .into_iter()
         .map(|f| {
-            let size = fs::metadata(&f).map_err(io_err(&f))?.len();
+            let mut file = File::open(&f).map_err(io_err(&f))?;
+            let blake3 = hash_reader(&mut file).map_err(io_err(&f))?;
+            file.sync_all().map_err(io_err(&f))?;
+            let size = file.metadata().map_err(io_err(&f))?.len();
             let rel = f.strip_prefix(base).unwrap_or(&f).to_string_lossy().replace('\\', "/");
-            Ok(FileDigest { path: rel, size, blake3: hash_file(&f)? })
+            Ok(FileDigest { path: rel, size, blake3 })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    for d in dirs {
+        sync_dir(&d)?;
+    }
+    Ok(digests)
 }
 
 pub fn hash_file(path: &Path) -> Result<String, StoreError> {
     let mut file = File::open(path).map_err(io_err(path))?;
+    hash_reader(&mut file).map_err(io_err(path))
+}
+
+/// blake3 of everything a reader yields, read in 64 KiB blocks.
+fn hash_reader(reader: &mut impl Read) -> io::Result<String> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).map_err(io_err(path))?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
