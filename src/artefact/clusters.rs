@@ -98,8 +98,11 @@ impl Row for LayerRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     pub k: usize,
+    /// The curve k is chosen on: WICD on the row-normalised distances (pairs i < j) in HUDD's mode, on the raw
+    /// distances in direct mode.
     #[serde(serialize_with = "display")]
     pub wicd: f64,
+    /// The mean silhouette in the clustering space.
     #[serde(serialize_with = "display")]
     pub silhouette: f64,
     pub chosen: bool,

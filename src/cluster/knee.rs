@@ -1,11 +1,23 @@
 //! Choosing the number of clusters: the kneedle algorithm (Satopää et al. 2011) as the `kneed` package computes it
-//! for a concave, increasing curve (HUDD's setting), and HUDD's smoothing of the WICD curve's derivative.
+//! for a concave, increasing curve (HUDD's setting), and the gradient of the WICD curve that HUDD runs it on.
 
-/// The 4th-order central difference of a curve sampled at unit steps, `(y[i−2] − 8y[i−1] + 8y[i+1] − y[i+2]) / 12`,
-/// at every point with two neighbours on each side (so it is 4 shorter than `y`). HUDD divides the stencil by
-/// another constant; kneedle normalises the curve, so the knee does not depend on it.
-pub fn smoothed_derivative(y: &[f64]) -> Vec<f64> {
-    y.windows(5).map(|w| (w[0] - 8.0 * w[1] + 8.0 * w[3] - w[4]) / 12.0).collect()
+/// The original toolset's `gradientO4(y, dx)`: 4th-order central differences `(y[i−2] − 8y[i−1] + 8y[i+1] −
+/// y[i+2]) / 12` inside, first differences `y[1] − y[0]`, `y[2] − y[1]` and `y[n−2] − y[n−3]`, `y[n−1] − y[n−2]`
+/// for the two points at each end, everything divided by `dx`; as long as `y`. `None` for fewer than 5 points.
+pub fn gradient_o4(y: &[f64], dx: f64) -> Option<Vec<f64>> {
+    let n = y.len();
+    if n < 5 {
+        return None;
+    }
+    let mut out = vec![0.0; n];
+    for i in 2..n - 2 {
+        out[i] = (y[i - 2] - 8.0 * y[i - 1] + 8.0 * y[i + 1] - y[i + 2]) / 12.0;
+    }
+    out[0] = y[1] - y[0];
+    out[1] = y[2] - y[1];
+    out[n - 2] = y[n - 2] - y[n - 3];
+    out[n - 1] = y[n - 1] - y[n - 2];
+    Some(out.into_iter().map(|v| v / dx).collect())
 }
 
 /// Index of the knee of a concave, increasing curve `y(x)` (x ascending), with sensitivity `s` (kneed's `S`);
@@ -54,15 +66,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_derivative_of_a_cubic_is_exact() {
-        // The 5-point stencil is exact for polynomials up to degree 4.
+    fn the_gradient_of_a_cubic_is_exact_inside() {
+        // The 5-point stencil is exact for polynomials up to degree 4; the ends are first differences.
         let y: Vec<f64> = (0..8).map(|i| f64::from(i).powi(3)).collect();
-        let d = smoothed_derivative(&y);
-        assert_eq!(d.len(), 4);
-        for (i, v) in d.iter().enumerate() {
-            let x = (i + 2) as f64;
-            assert!((v - 3.0 * x * x).abs() < 1e-9, "{d:?}");
+        let g = gradient_o4(&y, 1.0).unwrap();
+        assert_eq!(g.len(), 8);
+        for (i, v) in g.iter().enumerate().take(6).skip(2) {
+            assert!((v - 3.0 * (i * i) as f64).abs() < 1e-9, "{g:?}");
         }
+        assert_eq!([g[0], g[1], g[6], g[7]], [1.0, 7.0, 91.0, 127.0]);
+        assert_eq!(gradient_o4(&y, 4.0).unwrap()[7], 127.0 / 4.0);
+        assert_eq!(gradient_o4(&y[..4], 1.0), None);
     }
 
     #[test]

@@ -96,17 +96,32 @@ pub fn distances_of(values: &[f32], n: usize, d: usize) -> Matrix {
     .expect("infallible")
 }
 
-/// HUDD's clustering space: every row of the distance matrix divided by its maximum, and the Euclidean distances
-/// between those rows taken as vectors.
+/// Every row of a distance matrix divided by its maximum (a row of zeros stays zero): how far each image is from
+/// every other, relative to its farthest. Not symmetric.
+pub fn row_normalised(m: &Matrix) -> Matrix {
+    let mut out = m.clone();
+    for mut row in out.outer_iter_mut() {
+        let max = row.fold(0.0, |a: f64, &b| a.max(b));
+        if max > 0.0 {
+            row.mapv_inplace(|v| v / max);
+        }
+    }
+    out
+}
+
+/// HUDD's clustering space: the Euclidean distances between the rows of [`row_normalised`] taken as vectors.
 pub fn hudd_space(m: &Matrix) -> Matrix {
-    let rows: Vec<f32> = m
-        .outer_iter()
-        .flat_map(|row| {
-            let max = row.fold(0.0, |a: f64, &b| a.max(b));
-            row.iter().map(move |&v| if max > 0.0 { (v / max) as f32 } else { 0.0 }).collect::<Vec<_>>()
-        })
-        .collect();
-    distances_of(&rows, m.nrows(), m.nrows())
+    let rows = row_normalised(m);
+    let values: Vec<f32> = rows.iter().map(|&v| v as f32).collect();
+    distances_of(&values, m.nrows(), m.nrows())
+}
+
+/// The matrix HUDD's k curve is computed on: [`row_normalised`] read on its upper triangle only (pairs i < j, as
+/// the original toolset), mirrored so that the mean over a cluster's ordered pairs equals the mean over its pairs
+/// i < j.
+pub fn hudd_curve_space(m: &Matrix) -> Matrix {
+    let rows = row_normalised(m);
+    Matrix::from_shape_fn(rows.dim(), |(i, j)| rows[[i.min(j), i.max(j)]])
 }
 
 /// The dendrogram of `m` under `linkage` (steps sorted by height, as scipy's `linkage`).
@@ -200,7 +215,8 @@ fn silhouette_of(sums: &[f64], sizes: &[usize], own: usize) -> f64 {
     if scale > 0.0 && b.is_finite() { (b - a) / scale } else { 0.0 }
 }
 
-/// WICD and silhouette of every cut of a dendrogram from 2 to `max_k` clusters, on the distances `m`.
+/// WICD and silhouette of every cut of a dendrogram from 2 to `max_k` clusters. The two may be read on different
+/// matrices (HUDD's mode computes its k curve on another matrix than the one it clusters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sweep {
     pub ks: Vec<usize>,
@@ -208,11 +224,63 @@ pub struct Sweep {
     pub silhouette: Vec<f64>,
 }
 
+/// Per point, the sum of its distances to the members of every current cluster, and per cluster the sum of its
+/// members' distances to each other: what WICD and the silhouette need, kept up to date as clusters split.
+struct Sums<'a> {
+    m: &'a Matrix,
+    stride: usize,
+    to_cluster: Vec<f64>,
+    intra: Vec<f64>,
+}
+
+impl<'a> Sums<'a> {
+    fn new(m: &'a Matrix, stride: usize) -> Self {
+        let n = m.nrows();
+        let mut to_cluster = vec![0.0f64; n * stride];
+        for p in 0..n {
+            to_cluster[p * stride] = m.row(p).iter().sum();
+        }
+        let intra = vec![(0..n).map(|p| to_cluster[p * stride]).sum::<f64>()];
+        Sums { m, stride, to_cluster, intra }
+    }
+
+    /// `moved` (the smaller half of cluster `slot`) became cluster `new`; `label` is already updated.
+    fn split(&mut self, moved: &[usize], slot: usize, new: usize, label: &[usize]) {
+        let s = self.stride;
+        for p in 0..label.len() {
+            let row = self.m.row(p);
+            let v: f64 = moved.iter().map(|&q| row[q]).sum();
+            self.to_cluster[p * s + new] = v;
+            self.to_cluster[p * s + slot] -= v;
+        }
+        self.intra[slot] = (0..label.len()).filter(|&p| label[p] == slot).map(|p| self.to_cluster[p * s + slot]).sum();
+        self.intra.push(moved.iter().map(|&q| self.to_cluster[q * s + new]).sum());
+    }
+
+    fn wicd(&self, sizes: &[usize]) -> f64 {
+        let n = self.m.nrows() as f64;
+        let k = sizes.len();
+        (0..k)
+            .filter(|&c| sizes[c] > 1)
+            .map(|c| sizes[c] as f64 / n * self.intra[c] / (sizes[c] * (sizes[c] - 1)) as f64)
+            .sum::<f64>()
+            / k as f64
+    }
+
+    fn silhouette(&self, sizes: &[usize], label: &[usize]) -> f64 {
+        let (s, k) = (self.stride, sizes.len());
+        (0..label.len()).map(|p| silhouette_of(&self.to_cluster[p * s..p * s + k], sizes, label[p])).sum::<f64>()
+            / label.len() as f64
+    }
+}
+
 /// Computes the sweep incrementally: going from k to k + 1 clusters splits one cluster in two, so each point's
 /// distance sum to every current cluster is updated from the smaller half alone (O(n · smaller half) per split,
-/// O(n · k) for the silhouettes), instead of O(n²) per k.
-pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> Sweep {
-    let n = m.nrows();
+/// O(n · k) for the silhouettes), instead of O(n²) per k. WICD is read on `wicd_on`, the silhouette on
+/// `silhouette_on` (the same matrix is summed once).
+pub fn sweep(dendrogram: &kodama::Dendrogram<f64>, max_k: usize, wicd_on: &Matrix, silhouette_on: &Matrix) -> Sweep {
+    let n = silhouette_on.nrows();
+    assert_eq!(wicd_on.nrows(), n, "both matrices describe the same points");
     let max_k = max_k.min(n);
     let mut out = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
     if n < 2 || max_k < 2 {
@@ -233,15 +301,12 @@ pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> 
         found
     };
     let size = |node: usize| if node < n { 1 } else { steps[node - n].size };
-    // Slot 0 holds everything; sums[p * max_k + c]: the sum of distances from p to the members of slot c.
+    // Slot 0 holds everything.
     let mut label = vec![0usize; n];
     let mut sizes = vec![n];
     let mut node_slot = std::collections::HashMap::from([(2 * n - 2, 0usize)]);
-    let mut sums = vec![0.0f64; n * max_k];
-    for p in 0..n {
-        sums[p * max_k] = m.row(p).iter().sum();
-    }
-    let mut intra = vec![(0..n).map(|p| sums[p * max_k]).sum::<f64>()];
+    let mut silhouette_sums = Sums::new(silhouette_on, max_k);
+    let mut wicd_sums = (!std::ptr::eq(wicd_on, silhouette_on)).then(|| Sums::new(wicd_on, max_k));
     for k in 2..=max_k {
         // Undo merge n − k (the (k−1)-th highest): its node is a current cluster.
         let step = &steps[n - k];
@@ -253,12 +318,6 @@ pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> 
         };
         let new = k - 1;
         let moved = leaves(small);
-        for p in 0..n {
-            let row = m.row(p);
-            let v: f64 = moved.iter().map(|&q| row[q]).sum();
-            sums[p * max_k + new] = v;
-            sums[p * max_k + slot] -= v;
-        }
         for &q in &moved {
             label[q] = new;
         }
@@ -266,18 +325,13 @@ pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> 
         sizes.push(moved.len());
         node_slot.insert(big, slot);
         node_slot.insert(small, new);
-        intra[slot] = (0..n).filter(|&p| label[p] == slot).map(|p| sums[p * max_k + slot]).sum();
-        intra.push(moved.iter().map(|&q| sums[q * max_k + new]).sum());
-        let wicd: f64 = (0..k)
-            .filter(|&c| sizes[c] > 1)
-            .map(|c| sizes[c] as f64 / n as f64 * intra[c] / (sizes[c] * (sizes[c] - 1)) as f64)
-            .sum::<f64>()
-            / k as f64;
-        let silhouette =
-            (0..n).map(|p| silhouette_of(&sums[p * max_k..p * max_k + k], &sizes, label[p])).sum::<f64>() / n as f64;
+        silhouette_sums.split(&moved, slot, new, &label);
+        if let Some(w) = wicd_sums.as_mut() {
+            w.split(&moved, slot, new, &label);
+        }
         out.ks.push(k);
-        out.wicd.push(wicd);
-        out.silhouette.push(silhouette);
+        out.wicd.push(wicd_sums.as_ref().unwrap_or(&silhouette_sums).wicd(&sizes));
+        out.silhouette.push(silhouette_sums.silhouette(&sizes, &label));
     }
     out
 }
@@ -286,8 +340,8 @@ pub fn sweep(m: &Matrix, dendrogram: &kodama::Dendrogram<f64>, max_k: usize) -> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChooseK {
-    /// HUDD's: the knee (kneedle, S = 1) of the smoothed derivative of the WICD curve; the best silhouette where
-    /// there is no knee (recorded).
+    /// HUDD's: kneedle (S = 1) on the 4th-order gradient of the WICD curve over k, as the original toolset; the
+    /// best silhouette where there is no knee (recorded).
     #[default]
     Knee,
     /// The k with the highest mean silhouette.
@@ -309,10 +363,10 @@ pub fn choose_k(sweep: &Sweep, rule: ChooseK, fixed: Option<usize>) -> (usize, S
         }
         ChooseK::Silhouette => (best_silhouette(), "the highest mean silhouette".into()),
         ChooseK::Knee => {
-            let derivative = knee::smoothed_derivative(&sweep.wicd);
-            let x: Vec<f64> = sweep.ks.iter().skip(2).take(derivative.len()).map(|&k| k as f64).collect();
-            match knee::kneedle(&x, &derivative, 1.0) {
-                Some(i) => (x[i] as usize, "the knee of the WICD curve (kneedle on its smoothed derivative)".into()),
+            let gradient = knee::gradient_o4(&sweep.wicd, 4.0);
+            let x: Vec<f64> = sweep.ks.iter().map(|&k| k as f64).collect();
+            match gradient.and_then(|g| knee::kneedle(&x, &g, 1.0)) {
+                Some(i) => (sweep.ks[i], "the knee of the WICD curve (kneedle on its 4th-order gradient)".into()),
                 None => {
                     let k = best_silhouette();
                     (

@@ -113,7 +113,7 @@ impl Params for ClusterParams {
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "heatmaps",
@@ -278,14 +278,15 @@ impl Stage for Cluster {
 }
 
 /// Clusters one layer from its raw heatmap distances: the clustering space of the mode, the dendrogram, the sweep
-/// of k from 2 to `max_k`, the chosen k; returns the canonical partition, the sweep and how k was chosen.
+/// of k from 2 to `max_k`, the chosen k; returns the canonical partition, the sweep and how k was chosen. HUDD's mode
+/// reads its k curve on the row-normalised matrix (pairs i < j) and its silhouettes in the clustering space.
 pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usize>, cluster::Sweep, String) {
-    let space = match p.mode {
-        Mode::Hudd => cluster::hudd_space(raw),
-        Mode::Direct => raw.clone(),
+    let (space, curve) = match p.mode {
+        Mode::Hudd => (cluster::hudd_space(raw), Some(cluster::hudd_curve_space(raw))),
+        Mode::Direct => (raw.clone(), None),
     };
     let dendrogram = cluster::dendrogram(&space, p.linkage);
-    let sweep = cluster::sweep(&space, &dendrogram, max_k);
+    let sweep = cluster::sweep(&dendrogram, max_k, curve.as_ref().unwrap_or(&space), &space);
     let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
     (cluster::cut(&dendrogram, k), sweep, k_rule)
 }

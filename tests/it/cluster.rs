@@ -102,7 +102,7 @@ fn wicd_and_silhouette_match_the_reference_and_the_incremental_sweep_matches_bot
     for case in reference()["cases"].as_array().unwrap() {
         let m = matrix(case);
         let dendrogram = cluster::dendrogram(&m, Linkage::Ward);
-        let sweep = cluster::sweep(&m, &dendrogram, 10);
+        let sweep = cluster::sweep(&dendrogram, 10, &m, &m);
         for (k, labels) in case["direct"]["ward"].as_object().unwrap() {
             let labels = scipy_labels(labels);
             let k: usize = k.parse().unwrap();
@@ -131,16 +131,58 @@ fn knees_match_kneed() {
         let got = knee::kneedle(&x, &y, 1.0).map(|i| x[i]);
         assert_eq!(got, curve["knee"].as_f64(), "{}", curve["name"]);
     }
-    // The WICD curve's smoothed derivative, computed here, gives kneed's knee.
+    // The WICD curve's gradient, computed here, gives kneed's knee.
     let wicd = knees.iter().find(|c| c["name"] == "wicd").unwrap();
     let (ks, w) = (floats(&wicd["x"]), floats(&wicd["wicd"]));
-    let derivative = knee::smoothed_derivative(&w);
-    let reference = knees.iter().find(|c| c["name"] == "wicd-derivative").unwrap();
-    for (a, b) in derivative.iter().zip(floats(&reference["y"])) {
+    let gradient = knee::gradient_o4(&w, 4.0).unwrap();
+    let reference = knees.iter().find(|c| c["name"] == "wicd-gradient").unwrap();
+    assert_eq!(gradient.len(), ks.len());
+    for (a, b) in gradient.iter().zip(floats(&reference["y"])) {
         assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()));
     }
-    let got = knee::kneedle(&ks[2..ks.len() - 2], &derivative, 1.0).map(|i| ks[2 + i]);
+    let got = knee::kneedle(&ks, &gradient, 1.0).map(|i| ks[i]);
     assert_eq!(got, reference["knee"].as_f64());
+}
+
+/// The fixture's matrix: exact distances between its points, or a committed quickstart matrix.
+fn k_rule_matrix(case: &Value) -> Matrix {
+    if let Some(file) = case["file"].as_str() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
+        let mut reader = hudd::npy::NpyReader::<f32>::open(&path).unwrap();
+        let n = reader.rows();
+        let values = reader.read_all().unwrap();
+        return Matrix::from_shape_fn((n, n), |(i, j)| f64::from(values[i * n + j]));
+    }
+    let x: Vec<Vec<f64>> = case["x"].as_array().unwrap().iter().map(floats).collect();
+    Matrix::from_shape_fn((x.len(), x.len()), |(i, j)| {
+        x[i].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+    })
+}
+
+#[test]
+fn hudds_k_rule_picks_the_original_toolsets_k_and_partition() {
+    // tests/fixtures/k_rule_ref.py runs the original procedure (numpy, scipy, kneed), including on two layers of a
+    // real quickstart run, where hudd's earlier variant picked 14 clusters and the original picks 10 and 11.
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/tests/fixtures/k_rule_ref.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
+    let params: hudd::stages::cluster::ClusterParams = toml::from_str("").unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let raw = k_rule_matrix(case);
+        let (labels, sweep, rule) =
+            hudd::stages::cluster::cluster_layer(&raw, &params, cluster::default_max_k(raw.nrows()));
+        let ks: Vec<usize> = case["ks"].as_array().unwrap().iter().map(|k| k.as_u64().unwrap() as usize).collect();
+        assert_eq!(sweep.ks, ks, "{name}");
+        for (i, (a, b)) in sweep.wicd.iter().zip(floats(&case["curve"])).enumerate() {
+            assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{name}: WICD at k = {}: {a} against {b}", ks[i]);
+        }
+        let want = case["knee"].as_u64().unwrap() as usize;
+        assert_eq!(cluster::members(&labels).len(), want, "{name}: {rule}");
+        assert!(rule.contains("knee"), "{name}: {rule}");
+        assert_eq!(labels, scipy_labels(&case["partition"]), "{name}");
+    }
 }
 
 fn arbitrary_points() -> impl Strategy<Value = (Vec<f32>, usize)> {
@@ -344,14 +386,15 @@ fn failure(w: &hudd::engine::manifest::Workflow, report: &hudd::engine::RunRepor
 fn without_a_knee_the_stage_falls_back_to_the_silhouette_and_says_so() {
     let ws = crate::support::Ws::new();
     let noise: Vec<Vec<f32>> = (0..12).map(|i| vec![i as f32, 0.5]).collect();
-    let (w, report) = crafted(&ws, 12, &[("input", noise), ("fc", three_groups())], "");
+    // k = 2..5: four points, too few for the 4th-order gradient, so no knee.
+    let (w, report) = crafted(&ws, 12, &[("input", noise), ("fc", three_groups())], "max_clusters = 5");
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
     assert_eq!(summary["layer"], "fc");
     assert_eq!(summary["clusters"], 3);
-    assert!(summary["k_rule"].as_str().unwrap().contains("no knee in the WICD curve"), "{summary}");
+    assert!(summary["k_rule"].as_str().unwrap().contains("no knee in the WICD curve over k = 2..5"), "{summary}");
     // Image i is in group i % 3: the groups are the clusters.
     let table = std::fs::read_to_string(dir.join("clusters.csv")).unwrap();
     let ids = csv_column(&table, 1);
