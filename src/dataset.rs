@@ -136,6 +136,10 @@ pub struct DatasetMeta {
     /// Split name → number of images, in table order.
     pub splits: Vec<(String, usize)>,
     pub params: Vec<ParamInfo>,
+    /// For a selection: the splits whose images chose which images it holds (HUDD's: the split whose failures
+    /// were clustered). Subsets keep it; a model trained on the set records them as having chosen its data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chosen_by: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ pub fn alexnet_small() -> Model {
         target: hudd::dataset::Target::Classification { classes: (0..15).map(|i| i.to_string()).collect() },
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
+        seen: Vec::new(),
     };
     Model::init(meta, tch::Device::Cpu, 0).unwrap()
 }

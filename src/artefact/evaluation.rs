@@ -47,13 +47,42 @@ pub struct ChanceCorrected {
 pub struct CompareSummary {
     /// `accuracy` or `mean keypoint error (px)`; for the latter lower is better.
     pub metric: String,
-    pub original: f64,
     pub reference: String,
+    /// The split that judges: its images trained no model and chose neither data nor epochs. `original`,
+    /// `strategies` and `tests` are on it.
+    pub judged_on: String,
+    pub original: f64,
     pub strategies: Vec<StrategyRow>,
     pub tests: Vec<TestRow>,
+    /// The same figures on every split the models were tested on, the judging split first; the others say which
+    /// models saw them and how (the paper's protocol judges on the split whose failures chose HUDD's images).
+    pub protocols: Vec<Protocol>,
     /// RQ1's headline figures, when a `variance` summary is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rq1: Option<VarianceSummary>,
+}
+
+/// RQ2 on one split.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Protocol {
+    pub split: String,
+    /// Whether no model saw the split: the figures judge the strategies on independent images.
+    pub held_out: bool,
+    /// Which models saw the split, and how (empty when held out).
+    pub seen: Vec<SeenBy>,
+    /// One line for people: what judging on this split means.
+    pub label: String,
+    pub original: f64,
+    pub strategies: Vec<StrategyRow>,
+    pub tests: Vec<TestRow>,
+}
+
+/// The models of one strategy (or the original) saw a split.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeenBy {
+    /// A strategy's name, or `original`.
+    pub models: String,
+    pub how: crate::model::artefact::SeenAs,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +148,8 @@ impl Row for ExplanationRow {
 /// A row of a compare stage's `runs.csv`: one retrained model's score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
+    /// The split it was tested on.
+    pub split: String,
     pub strategy: String,
     /// The test stage that scored it.
     pub stage: String,
@@ -130,12 +161,13 @@ pub struct RunRow {
 }
 
 impl Row for RunRow {
-    const COLUMNS: &'static [&'static str] = &["strategy", "stage", "score", "fixed", "broken"];
+    const COLUMNS: &'static [&'static str] = &["split", "strategy", "stage", "score", "fixed", "broken"];
 }
 
 /// A row of `strategies.csv` ([`StrategyRow`] as a table line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StrategyLine {
+    pub split: String,
     pub strategy: String,
     pub runs: usize,
     #[serde(serialize_with = "display")]
@@ -151,12 +183,13 @@ pub struct StrategyLine {
 }
 
 impl Row for StrategyLine {
-    const COLUMNS: &'static [&'static str] = &["strategy", "runs", "mean", "min", "max", "fixed", "broken"];
+    const COLUMNS: &'static [&'static str] = &["split", "strategy", "runs", "mean", "min", "max", "fixed", "broken"];
 }
 
-impl From<&StrategyRow> for StrategyLine {
-    fn from(r: &StrategyRow) -> Self {
+impl StrategyLine {
+    pub fn of(split: &str, r: &StrategyRow) -> Self {
         StrategyLine {
+            split: split.to_string(),
             strategy: r.strategy.clone(),
             runs: r.runs,
             mean: r.mean,
@@ -171,6 +204,7 @@ impl From<&StrategyRow> for StrategyLine {
 /// A row of `tests.csv`: the reference strategy against one baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestLine {
+    pub split: String,
     pub reference: String,
     pub baseline: String,
     #[serde(serialize_with = "display")]
@@ -182,12 +216,14 @@ pub struct TestLine {
 }
 
 impl Row for TestLine {
-    const COLUMNS: &'static [&'static str] = &["reference", "baseline", "u", "p", "a12"];
+    const COLUMNS: &'static [&'static str] = &["split", "reference", "baseline", "u", "p", "a12"];
 }
 
-/// A row of `rcc.csv`: a strategy's accuracy on one root-cause cluster's images (the original's failures).
+/// A row of `rcc.csv`: a strategy's accuracy on the images of one split that belong to a root-cause cluster (on
+/// the clustered split, the cluster's members; on another, the images assigned to it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RccRow {
+    pub split: String,
     pub strategy: String,
     pub cluster: usize,
     pub images: usize,
@@ -199,5 +235,5 @@ pub struct RccRow {
 }
 
 impl Row for RccRow {
-    const COLUMNS: &'static [&'static str] = &["strategy", "cluster", "images", "before", "after"];
+    const COLUMNS: &'static [&'static str] = &["split", "strategy", "cluster", "images", "before", "after"];
 }

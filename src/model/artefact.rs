@@ -35,6 +35,68 @@ pub struct ModelMeta {
     /// Per-channel normalisation applied to pixels in `0..=1`: `(x - mean) / std`.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The splits of its dataset whose images trained it, chose its training data or chose its epoch: a test on
+    /// one of them does not judge it fairly (empty for imported models, whose history is unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<Seen>,
+}
+
+/// How a model saw a split of its dataset, from the strongest to the weakest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeenAs {
+    /// Its images were in the training data.
+    Trained,
+    /// Its images chose the training data (HUDD: the split whose failures were clustered).
+    ChoseData,
+    /// Its images chose the epoch that was kept.
+    ChoseEpoch,
+}
+
+impl SeenAs {
+    /// As written in tables: `trained`, `chose-data`, `chose-epoch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeenAs::Trained => "trained",
+            SeenAs::ChoseData => "chose-data",
+            SeenAs::ChoseEpoch => "chose-epoch",
+        }
+    }
+
+    /// Reads [`SeenAs::name`] back; `None` for `no` (or anything else).
+    pub fn parse(name: &str) -> Option<SeenAs> {
+        [SeenAs::Trained, SeenAs::ChoseData, SeenAs::ChoseEpoch].into_iter().find(|s| s.name() == name)
+    }
+
+    /// For people, after the models that saw a split: "hudd, whose training data its images chose".
+    pub fn describe(self) -> &'static str {
+        match self {
+            SeenAs::Trained => "trained on it",
+            SeenAs::ChoseData => "whose training data its images chose",
+            SeenAs::ChoseEpoch => "whose epoch its images chose",
+        }
+    }
+}
+
+/// One split a model saw, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub split: String,
+    pub how: SeenAs,
+}
+
+impl ModelMeta {
+    /// How the model saw `split` (the strongest way), or `None`.
+    pub fn saw(&self, split: &str) -> Option<SeenAs> {
+        self.seen.iter().filter(|s| s.split == split).map(|s| s.how).min()
+    }
+
+    /// Records that the model saw `split` as `how` (once per pair).
+    pub fn see(&mut self, split: &str, how: SeenAs) {
+        if !self.seen.iter().any(|s| s.split == split && s.how == how) {
+            self.seen.push(Seen { split: split.to_string(), how });
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

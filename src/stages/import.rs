@@ -72,6 +72,10 @@ pub struct ImportParams {
     /// Share of the training split moved, at random, to a split `improvement` (for sources without one).
     #[serde(default)]
     pub improvement: f64,
+    /// Share of the test split moved, at random, to a split `holdout` (for sources without one): images that
+    /// judge retraining and choose nothing.
+    #[serde(default)]
+    pub holdout: f64,
     /// At most this many images per split (all by default), taken in order.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -94,6 +98,9 @@ impl Params for ImportParams {
         }
         if !(0.0..1.0).contains(&self.improvement) {
             out.push(Invalid::new("improvement", format!("must be in [0, 1), got {}", self.improvement)));
+        }
+        if !(0.0..1.0).contains(&self.holdout) {
+            out.push(Invalid::new("holdout", format!("must be in [0, 1), got {}", self.holdout)));
         }
         if let Some(classes) = &self.classes {
             let mut seen = std::collections::BTreeSet::new();
@@ -157,14 +164,17 @@ impl Stage for Import {
             SourceFormat::Idx => (idx(&root)?, Vec::new(), Vec::new()),
         };
         let regression = !target_names.is_empty();
-        if p.improvement > 0.0 {
-            let mut train: Vec<usize> =
-                items.iter().enumerate().filter(|(_, it)| it.split == "train").map(|(i, _)| i).collect();
-            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
-            train.shuffle(&mut rng);
-            let moved = (train.len() as f64 * p.improvement).round() as usize;
-            for &i in &train[..moved] {
-                items[i].split = "improvement".into();
+        for (from, to, share, salt) in
+            [("train", "improvement", p.improvement, 0), ("test", "holdout", p.holdout, 0x401d)]
+        {
+            if share > 0.0 {
+                let mut rows: Vec<usize> =
+                    items.iter().enumerate().filter(|(_, it)| it.split == from).map(|(i, _)| i).collect();
+                rows.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ salt));
+                let moved = (rows.len() as f64 * share).round() as usize;
+                for &i in &rows[..moved] {
+                    items[i].split = to.into();
+                }
             }
         }
         // Splits in table order (train, test, improvement, others), images in source order within each.
@@ -289,6 +299,7 @@ impl Stage for Import {
             count,
             splits: meta_splits,
             params: Vec::new(),
+            chosen_by: Vec::new(),
         };
         let path = dir.join("meta.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
@@ -340,10 +351,11 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, Coor
     Ok((out.into_raw(), map))
 }
 
-/// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`.
+/// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`, and `HoldoutSet` for a split
+/// `holdout`.
 fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
-    const SPLITS: [(&str, &str); 3] =
-        [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement")];
+    const SPLITS: [(&str, &str); 4] =
+        [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement"), ("HoldoutSet", "holdout")];
     let mut items = Vec::new();
     let mut found = false;
     for (folder, split) in SPLITS {

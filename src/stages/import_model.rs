@@ -109,6 +109,7 @@ impl Stage for ImportModel {
             target: ds.meta.target.clone(),
             mean,
             std,
+            seen: Vec::new(),
         };
         match (&p.torchscript, &p.architecture, &p.weights) {
             (Some(ts), _, _) => {

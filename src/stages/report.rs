@@ -13,6 +13,7 @@ use crate::artefact::results::TestSummary;
 use crate::artefact::table;
 use crate::artefact::{CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, EXPLANATIONS, REPORT, TEST_SUMMARY};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::model::artefact::SeenAs;
 
 pub struct Report;
 
@@ -127,12 +128,25 @@ struct ClusterView {
     /// The permutation p-value of its best reduction, and whether it is explained beyond chance.
     p: Option<f64>,
     beats_chance: Option<bool>,
-    before: Option<f64>,
+    /// Accuracy on its images of each tested split, the judging split first.
+    accuracy: Vec<RccView>,
+    /// The mean accuracy after retraining on the judging split's images of the cluster (else the first split's).
     after: Option<f64>,
     sheet: Option<Picture>,
     gif: Option<Picture>,
     heatmap: Option<Picture>,
     annotation: Option<Annotation>,
+}
+
+/// A cluster's accuracy on one split's images of it, before and after retraining.
+#[derive(Debug, Clone, Serialize)]
+struct RccView {
+    split: String,
+    /// The judging split (its images are assigned to the cluster), or the one whose failures formed it.
+    held_out: bool,
+    images: usize,
+    before: f64,
+    after: f64,
 }
 
 /// Everything the templates see.
@@ -149,7 +163,10 @@ struct Context {
     rq2: Option<serde_json::Value>,
     /// The strip plot of scores per strategy (inline SVG, trusted: made here from numbers).
     rq2_plot: Option<String>,
+    /// HUDD's retraining on the judging split (the first of `retrained`).
     best: Option<serde_json::Value>,
+    /// HUDD's retraining on every tested split, the judging split first.
+    retrained: Vec<serde_json::Value>,
     residual: Vec<usize>,
     to_review: Vec<usize>,
     /// The `annotations` file the manifest names, when it does not exist.
@@ -227,7 +244,7 @@ fn strip_plot(runs: &[RunRow], original: f64) -> String {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -311,11 +328,22 @@ impl Stage for Report {
         };
         let compare: Option<CompareSummary> = first("compare").map(|p| table::read_json(&p)).transpose()?;
         let reference = compare.as_ref().map_or_else(|| "hudd".to_string(), |c| c.reference.clone());
-        let mut accuracy: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        let held_out = |split: &str| compare.as_ref().is_some_and(|c| c.judged_on == split);
+        let mut accuracy: BTreeMap<usize, Vec<RccView>> = BTreeMap::new();
         if let Some(path) = first("rcc") {
             for r in table::read::<RccRow>(&path)?.into_iter().filter(|r| r.strategy == reference) {
-                accuracy.insert(r.cluster, (r.before, r.after));
+                let view = RccView {
+                    held_out: held_out(&r.split),
+                    split: r.split,
+                    images: r.images,
+                    before: r.before,
+                    after: r.after,
+                };
+                accuracy.entry(r.cluster).or_default().push(view);
             }
+        }
+        for views in accuracy.values_mut() {
+            views.sort_by_key(|v| !v.held_out);
         }
         let mut clusters = Vec::new();
         if let Some(dir) = first("clusters") {
@@ -333,8 +361,8 @@ impl Stage for Report {
                     best_reduction: e.and_then(|e| e.best_reduction),
                     p: e.and_then(|e| e.p),
                     beats_chance: e.and_then(|e| e.beats_chance),
-                    before: accuracy.get(&id).map(|a| a.0),
-                    after: accuracy.get(&id).map(|a| a.1),
+                    after: accuracy.get(&id).and_then(|a| a.first()).map(|a| a.after),
+                    accuracy: accuracy.get(&id).cloned().unwrap_or_default(),
                     sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,
                     gif: picture(&folder.picture(id, Drawn::Gif), &out, &format!("rcc-{id}.gif"))?,
                     heatmap: picture(&folder.picture(id, Drawn::Heatmap), &out, &format!("rcc-{id}-heatmap.png"))?,
@@ -343,7 +371,11 @@ impl Stage for Report {
             }
         }
         let rq2_plot = match (first("runs"), &compare) {
-            (Some(path), Some(c)) => Some(strip_plot(&table::read::<RunRow>(&path)?, c.original)),
+            (Some(path), Some(c)) => {
+                let runs: Vec<RunRow> =
+                    table::read::<RunRow>(&path)?.into_iter().filter(|r| r.split == c.judged_on).collect();
+                Some(strip_plot(&runs, c.original))
+            }
             _ => None,
         };
         if let Some(svg) = &rq2_plot {
@@ -352,20 +384,38 @@ impl Stage for Report {
         }
         // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
         let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
-        let best = compare.as_ref().and_then(|c| {
-            let best = c.strategies.iter().find(|s| s.strategy == reference)?;
-            let (mean, min, max) = (best.mean, best.min, best.max);
-            let (metric, shown) = if accuracy_compared {
-                ("Accuracy".to_string(), format!("{:.1}% ({:.1}–{:.1})", mean * 100.0, min * 100.0, max * 100.0))
-            } else {
-                let metric = &c.metric;
-                (format!("{}{}", metric[..1].to_uppercase(), &metric[1..]), format!("{mean:.2} ({min:.2}–{max:.2})"))
-            };
-            let mut view = serde_json::to_value(best).expect("a strategy row serialises");
-            view["metric"] = serde_json::json!(metric);
-            view["shown"] = serde_json::json!(shown);
-            Some(view)
-        });
+        // HUDD's retraining on every tested split, the judging split first.
+        let retrained: Vec<serde_json::Value> = compare
+            .iter()
+            .flat_map(|c| {
+                c.protocols.iter().filter_map(|protocol| {
+                    let best = protocol.strategies.iter().find(|s| s.strategy == reference)?;
+                    let (mean, min, max) = (best.mean, best.min, best.max);
+                    let (metric, shown) = if accuracy_compared {
+                        (
+                            "Accuracy".to_string(),
+                            format!("{:.1}% ({:.1}–{:.1})", mean * 100.0, min * 100.0, max * 100.0),
+                        )
+                    } else {
+                        let metric = &c.metric;
+                        (
+                            format!("{}{}", metric[..1].to_uppercase(), &metric[1..]),
+                            format!("{mean:.2} ({min:.2}–{max:.2})"),
+                        )
+                    };
+                    let mut view = serde_json::to_value(best).expect("a strategy row serialises");
+                    view["metric"] = serde_json::json!(metric);
+                    view["shown"] = serde_json::json!(shown);
+                    view["split"] = serde_json::json!(protocol.split);
+                    view["held_out"] = serde_json::json!(protocol.held_out);
+                    view["label"] = serde_json::json!(protocol.label);
+                    view["paper"] = serde_json::json!(protocol.seen.iter().any(|s| s.how == SeenAs::ChoseData));
+                    view["original"] = serde_json::json!(protocol.original);
+                    Some(view)
+                })
+            })
+            .collect();
+        let best = retrained.first().cloned();
         let original = test.accuracy;
         let target = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?.map(|t| {
             // After retraining only accuracy can be checked against an accuracy target.
@@ -422,6 +472,7 @@ impl Stage for Report {
             rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
             rq2_plot,
             best,
+            retrained,
             residual,
             to_review,
             annotations_missing,

@@ -12,7 +12,7 @@ use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, LEARNING_CURVE, MODEL, RETRAIN_SUMMARY};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::model::artefact::Model;
+use crate::model::artefact::{Model, SeenAs};
 use crate::model::fit::defaults::{default_epochs, default_momentum, default_split, default_validation, default_wd};
 use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
 use crate::runtime::{self, DeviceChoice};
@@ -111,7 +111,7 @@ fn take(data: &Data, idx: &[i64]) -> Data {
 impl Stage for Retrain {
     type Params = RetrainParams;
     const KIND: &'static str = "retrain";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",
@@ -163,6 +163,33 @@ impl Stage for Retrain {
                     d.dir.display()
                 )));
             }
+        }
+        // What the retrained model will have seen, and a validation split that would choose its epoch with images
+        // that trained it or chose its data is refused: the epoch must be chosen by images that chose nothing.
+        let mut seen = model.meta.clone();
+        seen.see(&p.split, SeenAs::Trained);
+        for (split, _) in &extra.meta.splits {
+            seen.see(split, SeenAs::Trained);
+        }
+        for split in &extra.meta.chosen_by {
+            seen.see(split, SeenAs::ChoseData);
+        }
+        if let Some(split) = &p.validation_split
+            && let Some(how) = seen.saw(split)
+        {
+            let role = match how {
+                SeenAs::Trained => "are training images of the retrained model",
+                SeenAs::ChoseData => "chose the `extra` images (they were selected from this split's failures)",
+                SeenAs::ChoseEpoch => "chose the original model's epoch",
+            };
+            return Err(StageError::input(format!(
+                "`validation_split = \"{split}\"`: the images of split `{split}` {role}; choosing the epoch on them \
+                 would judge the retraining with images that are not independent of it. Use a split that chose \
+                 nothing (e.g. `validation`, drawn like the test split)"
+            )));
+        }
+        if let Some(split) = &p.validation_split {
+            seen.see(split, SeenAs::ChoseEpoch);
         }
         let train_rows = ds.split_rows(&p.split)?;
         let original = Data::of(&ds, &train_rows)?;
@@ -222,6 +249,7 @@ impl Stage for Retrain {
             better: fit::better(after, before, keypoints),
             best_epoch: if p.keep == Keep::Best { best_epoch.map_or(0, |e| e.epoch) } else { p.epochs },
         };
+        model.meta.seen = seen.seen;
         model.save(&ctx.output("model")?)?;
         curve::write(&ctx.output("curve")?, &curve)?;
         Ok(table::write_json(&ctx.output("summary")?, &summary)?)

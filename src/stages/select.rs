@@ -33,6 +33,9 @@ pub enum SelectMode {
     /// As `closest`, but an image is accepted only if it is closer to the cluster than the cluster's own spread
     /// (the mean distance between its members).
     Threshold,
+    /// Every candidate to its closest cluster, without quotas or budget: how held-out images are assigned to the
+    /// clusters to evaluate retraining per cluster (nothing is selected for labelling).
+    All,
 }
 
 /// Which images to select.
@@ -116,6 +119,9 @@ impl Params for SelectParams {
         if self.strategy != Strategy::Hudd && self.mode != SelectMode::Closest {
             out.push(Invalid::new("mode", "only applies to strategy \"hudd\""));
         }
+        if self.mode == SelectMode::All && self.budget.is_some() {
+            out.push(Invalid::new("budget", "does not apply to mode \"all\", which assigns every candidate"));
+        }
         if let Some(t) = self.threshold
             && !(t > 0.0)
         {
@@ -190,7 +196,7 @@ pub fn assign(
 impl Stage for Select {
     type Params = SelectParams;
     const KIND: &'static str = "select";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model under analysis" },
         InputSlot {
@@ -246,7 +252,7 @@ impl Stage for Select {
     fn run(&self, p: &SelectParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
-        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        let mut ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let candidates = ds.split_rows(&p.split)?;
         let ids = ds.ids()?;
         let budget = match (p.budget, ctx.inputs("budget_of").first()) {
@@ -303,6 +309,17 @@ impl Stage for Select {
                     StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display()))
                 })?;
                 groups.entry(c).or_default().push(row);
+            }
+        }
+        // The splits whose images chose the selection: those of the clustered images, where the dataset holds them.
+        let split_of: BTreeMap<String, String> = ids.iter().cloned().zip(ds.strings("split")?).collect();
+        for (_, members) in Clusters::open(&cdir).groups()? {
+            for id in members {
+                if let Some(split) = split_of.get(&id)
+                    && !ds.meta.chosen_by.contains(split)
+                {
+                    ds.meta.chosen_by.push(split.clone());
+                }
             }
         }
         let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
@@ -369,7 +386,10 @@ impl Stage for Select {
             ctx.progress.inc(chunk.len() as u64);
             Ok::<(), StageError>(())
         })?;
-        let quotas: Vec<usize> = clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect();
+        let quotas: Vec<usize> = match p.mode {
+            SelectMode::All => vec![usize::MAX; clusters.len()],
+            _ => clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect(),
+        };
         // A cluster's spread: the mean distance between its members at the layer.
         let spreads: Vec<f64> = spans
             .iter()
@@ -380,7 +400,8 @@ impl Stage for Select {
                 f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0) / ((b - a) * (b - a - 1)) as f64
             })
             .collect();
-        let picks = assign(&distances, &quotas, budget, |c, d| p.mode == SelectMode::Closest || d <= spreads[c]);
+        let budget = if p.mode == SelectMode::All { usize::MAX } else { budget };
+        let picks = assign(&distances, &quotas, budget, |c, d| p.mode != SelectMode::Threshold || d <= spreads[c]);
         let cluster_ids: Vec<usize> = clusters.iter().map(|(c, _)| *c).collect();
         report["layer"] = serde_json::json!(layer);
         report["clusters"] = serde_json::json!(

@@ -168,6 +168,7 @@ impl Stage for Simulate {
             params: (sim.params().iter())
                 .map(|p| ParamInfo { label: sim.label_params(&task).contains(&p.name), ..ParamInfo::of(&p.column()) })
                 .collect(),
+            chosen_by: Vec::new(),
         };
         let dir = ctx.output("dataset")?;
         let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;

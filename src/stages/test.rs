@@ -59,7 +59,7 @@ impl Params for TestParams {
 impl Stage for Test {
     type Params = TestParams;
     const KIND: &'static str = "test";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",
@@ -117,12 +117,17 @@ impl Stage for Test {
         let ids = ds.ids()?;
         let ids: Vec<String> = rows.iter().map(|&r| ids[r].clone()).collect();
         let results: Vec<&str> = preds.iter().map(|pr| if pr.correct() { "Correct" } else { "Wrong" }).collect();
+        // Whether the model saw these images (trained on them, chose its data or its epoch with them): such a test
+        // does not judge it on independent images, and `compare` tells the two apart.
+        let seen = model.meta.saw(&p.split);
+        let seen_name = seen.map_or("no".to_string(), |s| s.name().to_string());
         let mut columns = vec![
             polars::prelude::Column::new("image".into(), &ids),
             polars::prelude::Column::new("result".into(), &results),
         ];
         let mut summary = TestSummary {
             split: p.split.clone(),
+            seen,
             images: rows.len(),
             errors: results.iter().filter(|r| **r == "Wrong").count(),
             accuracy: 0.0,
@@ -191,6 +196,8 @@ impl Stage for Test {
                 }
             }
         }
+        columns.push(polars::prelude::Column::new("split".into(), vec![p.split.as_str(); rows.len()]));
+        columns.push(polars::prelude::Column::new("seen".into(), vec![seen_name.as_str(); rows.len()]));
         for name in ds.param_names() {
             if let Ok(col) = ds.table.column(&name) {
                 let idx: Vec<polars::prelude::IdxSize> = rows.iter().map(|&r| r as polars::prelude::IdxSize).collect();

@@ -9,7 +9,7 @@ use crate::artefact::{ANY_DATASET, LEARNING_CURVE, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::Architecture;
-use crate::model::artefact::{Format, Model, ModelMeta};
+use crate::model::artefact::{Format, Model, ModelMeta, SeenAs};
 use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
 use crate::runtime::{self, DeviceChoice};
 
@@ -97,7 +97,7 @@ impl Params for TrainParams {
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "dataset", accepts: ANY_DATASET, many: false, required: true, doc: "a dataset artefact" },
         InputSlot {
@@ -163,6 +163,7 @@ impl Stage for Train {
                     target: ds.meta.target.clone(),
                     mean,
                     std,
+                    seen: Vec::new(),
                 };
                 Model::init(meta, device, ctx.seed)?
             }
@@ -179,6 +180,8 @@ impl Stage for Train {
             seed: ctx.seed,
         };
         let curve = fit::fit_finite(&mut model, &train, &val, &cfg, ctx.progress, "training")?;
+        // Its validation share is carved from the training split, so the split is all it saw.
+        model.meta.see(&p.split, SeenAs::Trained);
         model.save(&ctx.output("model")?)?;
         Ok(curve::write(&ctx.output("curve")?, &curve)?)
     }

@@ -5,11 +5,17 @@ use hudd::engine::progress::Reporter;
 use hudd::engine::{RunOptions, RunReport};
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
+    let (w, report) = run_failing(ws, text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    (w, report)
+}
+
+/// Runs a workflow that may fail.
+fn run_failing(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
     let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
     let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     (w, report)
 }
 
@@ -80,64 +86,121 @@ inspect_per_cluster = 3
     assert!(night_1 < 0.5, "{reductions}");
 }
 
-#[test]
-fn compare_reports_scores_fixed_and_broken_images_and_the_statistics() {
-    let results = |correct: &[bool]| -> String {
-        let rows: String = correct
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("img-{i},{}\n", if *c { "Correct" } else { "Wrong" }))
-            .collect();
-        format!("image,result\n{rows}")
-    };
+/// A test stage's results table on one split: image `<split>-<i>` right or wrong, and how the model saw the split.
+fn results(split: &str, seen: &str, correct: &[bool]) -> String {
+    let rows: String = correct
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{split}-{i},{},{split},{seen}\n", if *c { "Correct" } else { "Wrong" }))
+        .collect();
+    format!("image,result,split,seen\n{rows}")
+}
+
+/// A compare stage over fake results: the original, HUDD's three runs and three random runs, on the held-out split
+/// and on the test split whose failures were clustered; `hudd_seen` is how HUDD's runs saw the test split.
+fn rq2_manifest(hudd_seen: &str, held_out_seen: &str) -> String {
+    let original = [false, false, false, false, true, true, true, true, true, true];
     // The original gets images 0-3 wrong; HUDD's runs fix 3 or 4 of them, the random runs 0 or 1 and break one.
-    let original = results(&[false, false, false, false, true, true, true, true, true, true]);
     let hudd = [
-        results(&[true, true, true, false, true, true, true, true, true, true]),
-        results(&[true, true, true, true, true, true, true, true, true, true]),
-        results(&[true, true, true, false, true, true, true, true, true, true]),
+        [true, true, true, false, true, true, true, true, true, true],
+        [true, true, true, true, true, true, true, true, true, true],
+        [true, true, true, false, true, true, true, true, true, true],
     ];
     let random = [
-        results(&[false, false, false, false, false, true, true, true, true, true]),
-        results(&[true, false, false, false, false, true, true, true, true, true]),
-        results(&[false, false, false, false, true, true, true, true, true, false]),
+        [false, false, false, false, false, true, true, true, true, true],
+        [true, false, false, false, false, true, true, true, true, true],
+        [false, false, false, false, true, true, true, true, true, false],
     ];
     let q = |s: &str| format!("{s:?}");
-    let manifest = format!(
+    let mut stages = String::new();
+    for (split, seen) in [("holdout", held_out_seen), ("test", "no")] {
+        stages += &format!(
+            "[[stage]]\nid = \"original-{split}\"\nkind = \"results\"\ntext = {}\n\n",
+            q(&results(split, "no", &original))
+        );
+        let hudd_seen = if split == "test" { hudd_seen } else { seen };
+        for (i, c) in hudd.iter().enumerate() {
+            stages += &format!(
+                "[[stage]]\nid = \"h{i}-{split}\"\nkind = \"results\"\nseed = {i}\ntext = {}\n\n",
+                q(&results(split, hudd_seen, c))
+            );
+        }
+        for (i, c) in random.iter().enumerate() {
+            stages += &format!(
+                "[[stage]]\nid = \"r{i}-{split}\"\nkind = \"results\"\nmatrix = {{ strategy = [\"random\"] }}\nseed = {i}\ntext = {}\n\n",
+                q(&results(split, "no", c))
+            );
+        }
+    }
+    let list = |prefix: &str| {
+        ["holdout", "test"]
+            .iter()
+            .flat_map(|s| (0..3).map(move |i| format!("\"{prefix}{i}-{s}.results\"")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
         r#"
 [workflow]
 name = "rq2"
 
-[[stage]]
-id = "original"
-kind = "results"
-text = {}
-
-{}
-{}
+{stages}
 [[stage]]
 id = "clusters"
 kind = "files"
 path = "clusters"
 
 [[stage]]
+id = "assigned"
+kind = "files"
+path = "assigned"
+
+[[stage]]
 id = "compare"
 kind = "compare"
-original = "original.results"
-reference = ["h0.results", "h1.results", "h2.results"]
-runs = ["r0.results", "r1.results", "r2.results"]
+original = ["original-test.results", "original-holdout.results"]
+reference = [{}]
+runs = [{}]
 clusters = "clusters.clusters"
+assigned = "assigned.selection"
 "#,
-        q(&original),
-        hudd.iter().enumerate().map(|(i, t)| format!("[[stage]]\nid = \"h{i}\"\nkind = \"results\"\nseed = {i}\ntext = {}\n", q(t))).collect::<String>(),
-        random.iter().enumerate().map(|(i, t)| format!("[[stage]]\nid = \"r{i}\"\nkind = \"results\"\nmatrix = {{ strategy = [\"random\"] }}\nseed = {i}\ntext = {}\n", q(t))).collect::<String>(),
-    );
+        list("h"),
+        list("r")
+    )
+}
+
+/// The clusters (test images 0-3) and the held-out failures assigned to them (holdout images 0-3, swapped).
+fn rq2_workspace() -> crate::support::Ws {
     let ws = crate::support::Ws::new();
-    ws.write("clusters/clusters.csv", "image,cluster,distance_to_medoid\nimg-0,1,0\nimg-1,1,0\nimg-2,2,0\nimg-3,2,0\n");
-    let (w, r) = run(&ws, &manifest);
+    ws.write(
+        "clusters/clusters.csv",
+        "image,cluster,distance_to_medoid\ntest-0,1,0\ntest-1,1,0\ntest-2,2,0\ntest-3,2,0\n",
+    );
+    ws.write("assigned/table.csv", "image,split,rcc,rcc_distance\nholdout-0,holdout,2,0.5\nholdout-1,holdout,2,0.5\nholdout-2,holdout,1,0.5\nholdout-3,holdout,1,0.5\n");
+    let meta = serde_json::json!({
+        "source": "test", "task": "classification", "target": { "type": "classification", "classes": ["a", "b"] },
+        "channels": 1, "height": 1, "width": 1, "count": 4, "splits": [["holdout", 4]], "params": []
+    });
+    ws.write("assigned/meta.json", &meta.to_string());
+    hudd::npy::write(&ws.path().join("assigned/images.npy"), &[4, 1, 1, 1], &[0u8; 4]).unwrap();
+    ws
+}
+
+#[test]
+fn compare_judges_on_the_held_out_split_and_gives_the_papers_protocol_beside_it() {
+    let ws = rq2_workspace();
+    let (w, r) = run(&ws, &rq2_manifest("chose-data", "no"));
     let summary = json(&ws, &w, &r, "compare", "summary");
     assert_eq!(summary["metric"], "accuracy");
+    // The held-out split judges, though `original` lists the test split first.
+    assert_eq!(summary["judged_on"], "holdout", "{summary}");
     assert_eq!(summary["original"], 0.6);
+    let protocols = summary["protocols"].as_array().unwrap();
+    assert_eq!(protocols.len(), 2);
+    assert_eq!((protocols[0]["split"].as_str(), protocols[0]["held_out"].as_bool()), (Some("holdout"), Some(true)));
+    assert_eq!((protocols[1]["split"].as_str(), protocols[1]["held_out"].as_bool()), (Some("test"), Some(false)));
+    assert_eq!(protocols[1]["seen"], serde_json::json!([{ "models": "hudd", "how": "chose-data" }]), "{summary}");
+    assert!(protocols[1]["label"].as_str().unwrap().starts_with("the paper's protocol"), "{summary}");
     let strategies = summary["strategies"].as_array().unwrap();
     let hudd_row = strategies.iter().find(|s| s["strategy"] == "hudd").unwrap();
     assert!((hudd_row["mean"].as_f64().unwrap() - 0.9333333).abs() < 1e-6, "{summary}");
@@ -150,16 +213,45 @@ clusters = "clusters.clusters"
     assert_eq!(tests[0]["a12"], 1.0, "every HUDD run beats every baseline run: {summary}");
     let random_row = strategies.iter().find(|s| s["strategy"] == "random").unwrap();
     assert_eq!((random_row["runs"].as_u64(), random_row["broken"].as_f64()), (Some(3), Some(1.0)), "{summary}");
-    // The same tables as Parquet.
+    // The same tables as Parquet, with the split.
     let parquet = ws.store().output_path(&r.keys[w.stage_index("compare").unwrap()], "parquet").unwrap();
     use polars::prelude::SerReader;
     let runs = polars::prelude::ParquetReader::new(std::fs::File::open(parquet.join("runs.parquet")).unwrap())
         .finish()
         .unwrap();
-    assert_eq!(runs.height(), 6);
-    assert_eq!(runs.get_column_names(), ["strategy", "stage", "score", "fixed", "broken"]);
+    assert_eq!(runs.height(), 12);
+    assert_eq!(runs.get_column_names(), ["split", "strategy", "stage", "score", "fixed", "broken"]);
+    // Per cluster: the members on the test split, the assigned images on the held-out split.
     let rcc = text(&ws, &w, &r, "compare", "rcc");
-    assert!(rcc.contains("hudd,1,2,0,1\n") && rcc.contains("hudd,2,2,0,0.6666666666666666\n"), "{rcc}");
+    assert!(rcc.contains("test,hudd,1,2,0,1\n") && rcc.contains("test,hudd,2,2,0,0.6666666666666666\n"), "{rcc}");
+    assert!(rcc.contains("holdout,hudd,2,2,0,1\n") && rcc.contains("holdout,hudd,1,2,0,0.6666666666666666\n"), "{rcc}");
+}
+
+#[test]
+fn compare_refuses_when_every_split_was_seen_by_a_model() {
+    // The held-out split chose the retrained models' epoch: nothing judges them fairly.
+    let ws = rq2_workspace();
+    let (w, r) = run_failing(&ws, &rq2_manifest("chose-data", "chose-epoch"));
+    let error = match &r.outcomes[w.stage_index("compare").unwrap()] {
+        hudd::engine::Outcome::Failed { error, exit_code } => {
+            assert_eq!(*exit_code, 2);
+            error.clone()
+        }
+        other => panic!("compare ran: {other:?}"),
+    };
+    assert!(error.contains("no split judges the retraining fairly"), "{error}");
+    assert!(error.contains("split `holdout`: seen by hudd, whose epoch its images chose"), "{error}");
+    // Without a seen column (imported models record nothing), the clustered images still mark the test split.
+    let ws = rq2_workspace();
+    let manifest = rq2_manifest("no", "chose-epoch").replace(",holdout,no", ",holdout,").replace(",test,no", ",test,");
+    let (w, r) = run_failing(&ws, &manifest);
+    let hudd::engine::Outcome::Failed { error, .. } = &r.outcomes[w.stage_index("compare").unwrap()] else {
+        panic!("compare ran")
+    };
+    assert!(
+        error.contains("split `test`: the paper's protocol: seen by hudd, whose training data its images chose"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -105,7 +105,24 @@ id = "retested"
 kind = "test"
 model = "retrain.model"
 dataset = "data.dataset"
-matrix = { strategy = ["hudd", "random"] }
+matrix = { strategy = ["hudd", "random"], split = ["holdout", "test"] }
+
+[[stage]]
+id = "test-holdout"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+split = "holdout"
+
+[[stage]]
+id = "assign"
+kind = "select"
+mode = "all"
+model = "train.model"
+dataset = "test-holdout.errors"
+split = "holdout"
+clusters = "cluster.clusters"
+heatmaps = "heatmaps.heatmaps"
 
 [[stage]]
 id = "variance"
@@ -116,10 +133,11 @@ images = "test.errors"
 [[stage]]
 id = "compare"
 kind = "compare"
-original = "test.results"
-reference = "retested[strategy=hudd].results"
-runs = "retested[strategy=random].results"
+original = ["test.results", "test-holdout.results"]
+reference = ["retested[split=holdout,strategy=hudd].results", "retested[split=test,strategy=hudd].results"]
+runs = ["retested[split=holdout,strategy=random].results", "retested[split=test,strategy=random].results"]
 clusters = "cluster.clusters"
+assigned = "assign.selected"
 
 [[stage]]
 id = "report"
@@ -136,7 +154,7 @@ rcc = "compare.rcc"
 fn ids_with_commas_quotes_newlines_and_accents_survive_every_stage_and_table() {
     let ws = Ws::new();
     let mut seed = 0;
-    for (split, n) in [("TrainingSet", 12), ("TestSet", 10), ("ImprovementSet", 10)] {
+    for (split, n) in [("TrainingSet", 12), ("TestSet", 10), ("ImprovementSet", 10), ("HoldoutSet", 10)] {
         for class in ["a", "b"] {
             for i in 0..n {
                 seed += 1;
@@ -177,12 +195,18 @@ fn ids_with_commas_quotes_newlines_and_accents_survive_every_stage_and_table() {
         }
     }
 
-    // Compare found every cluster member in the test results: per strategy, the clusters' images add up.
+    // Compare found every cluster member in the test results, and every held-out failure assigned to a
+    // cluster in the held-out results: per strategy and split, the clusters' images add up.
     let rcc: Vec<RccRow> = table::read(&out("compare", "rcc")).unwrap();
+    let held_out_failing = hudd::dataset::Dataset::open(&out("test-holdout", "errors")).unwrap().ids().unwrap();
+    assert!(held_out_failing.iter().all(|id| id.starts_with("HoldoutSet/")), "{held_out_failing:?}");
     for strategy in ["hudd", "random"] {
-        let images: usize = rcc.iter().filter(|r| r.strategy == strategy).map(|r| r.images).sum();
-        assert_eq!(images, members.len(), "{strategy}: {rcc:?}");
-        assert!(rcc.iter().all(|r| r.before == 0.0), "the original fails every cluster member: {rcc:?}");
+        for (split, want) in [("test", members.len()), ("holdout", held_out_failing.len())] {
+            let images: usize =
+                rcc.iter().filter(|r| r.strategy == strategy && r.split == split).map(|r| r.images).sum();
+            assert_eq!(images, want, "{strategy} on {split}: {rcc:?}");
+        }
+        assert!(rcc.iter().all(|r| r.before == 0.0), "the original fails every image of the clusters: {rcc:?}");
     }
 
     // The report rendered, and shows a medoid id with its comma or accent as it is.

@@ -66,7 +66,7 @@ kind = "simulate"
 simulator = "signs"
 size = 32
 params = { class = { weights = { stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 } } }
-splits = { train = { count = 60 }, test = { count = 40, params = { yaw = { uniform = [-70.0, 70.0] } } }, improvement = { count = 80, params = { yaw = { uniform = [-70.0, 70.0] } } } }
+splits = { train = { count = 60 }, test = { count = 40, params = { yaw = { uniform = [-70.0, 70.0] } } }, improvement = { count = 80, params = { yaw = { uniform = [-70.0, 70.0] } } }, validation = { count = 20, params = { yaw = { uniform = [-70.0, 70.0] } } } }
 
 [[stage]]
 id = "train"
@@ -124,7 +124,7 @@ dataset = "data.dataset"
 extra = "balance.balanced"
 epochs = 1
 batch_size = 16
-validation_split = "test"
+validation_split = "validation"
 device = "cpu"
 "#;
 
@@ -171,17 +171,69 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     assert!(drawn.windows(2).all(|w| w[0] == w[1]), "{counts}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
-    assert_eq!(summary["validation"], "split `test`");
-    assert_eq!(summary["validation_images"], 40);
+    assert_eq!(summary["validation"], "split `validation`");
+    assert_eq!(summary["validation_images"], 20);
     assert_eq!(
         summary["unsafe_images"].as_u64().unwrap() as usize,
         drawn.iter().map(|d| d.parse::<usize>().unwrap()).sum::<usize>()
     );
+    // Provenance: the selection was chosen by the test split's failures, and the retrained model records every
+    // split it saw and how.
+    let meta = |dir: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir).unwrap()).unwrap()
+    };
+    for (stage, output) in [("select", "selected"), ("label", "labelled"), ("balance", "balanced")] {
+        assert_eq!(meta(out(stage, output).join("meta.json"))["chosen_by"], serde_json::json!(["test"]), "{stage}");
+    }
+    assert_eq!(
+        meta(out("train", "model").join("model.json"))["seen"],
+        serde_json::json!([{ "split": "train", "how": "trained" }])
+    );
+    assert_eq!(
+        meta(out("retrain", "model").join("model.json"))["seen"],
+        serde_json::json!([
+            { "split": "train", "how": "trained" },
+            { "split": "improvement", "how": "trained" },
+            { "split": "test", "how": "chose-data" },
+            { "split": "validation", "how": "chose-epoch" },
+        ])
+    );
+
+    // Choosing the epoch on the split whose failures chose the unsafe set is refused, naming why.
+    let (w3, report3) = ws.run_builtin(
+        &manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n")
+            .replace("validation_split = \"validation\"", "validation_split = \"test\""),
+    );
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report3.outcomes[w3.stage_index("retrain").unwrap()]
+    else {
+        panic!("{:?}", report3.outcomes)
+    };
+    assert_eq!(*exit_code, 2);
+    assert!(
+        error.contains("`validation_split = \"test\"`: the images of split `test` chose the `extra` images"),
+        "{error}"
+    );
+
+    // Mode `all`: every candidate to its closest cluster, without quotas (how held-out failures are assigned).
+    let (w4, report4) = ws.run_builtin(&manifest(
+        "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n\n\
+         [[stage]]\nid = \"assign\"\nkind = \"select\"\nmode = \"all\"\nsplit = \"validation\"\nmodel = \"train.model\"\n\
+         dataset = \"data.dataset\"\nclusters = \"cluster.clusters\"\nheatmaps = \"heatmaps.heatmaps\"\n",
+    ));
+    assert_eq!(report4.exit_code(), 0, "{:?}", report4.outcomes);
+    let assigned = std::fs::read_to_string(
+        ws.store().output_path(&report4.keys[w4.stage_index("assign").unwrap()], "unsafe").unwrap(),
+    )
+    .unwrap();
+    let assigned_images = column(&assigned, "image");
+    assert_eq!(assigned_images.len(), 20, "every validation image once: {assigned}");
+    assert!(assigned_images.iter().all(|i| i.starts_with("validation-")), "{assigned}");
+    assert!(column(&assigned, "rank").iter().all(|r| r == "1"), "each to its closest cluster: {assigned}");
 
     // With a learning rate of almost nothing, retraining leaves the given weights as they were.
     let frozen = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n").replace(
-        "validation_split = \"test\"",
-        "validation_split = \"test\"\noptimizer = \"sgd\"\nlr = 1e-12\nmomentum = 0.0\nweight_decay = 0.0",
+        "validation_split = \"validation\"",
+        "validation_split = \"validation\"\noptimizer = \"sgd\"\nlr = 1e-12\nmomentum = 0.0\nweight_decay = 0.0",
     );
     let (w2, report2) = ws.run_builtin(&frozen);
     assert_eq!(report2.exit_code(), 0, "{:?}", report2.outcomes);
@@ -365,7 +417,7 @@ fn selection_seeds_candidates_as_the_heatmaps_were_and_refuses_a_seed_that_reads
 #[test]
 fn without_a_validation_split_retraining_holds_validation_out_of_the_training_split_before_adding_the_unsafe_set() {
     let label = "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n";
-    let text = manifest(label).replace("validation_split = \"test\"", "validation = 0.2");
+    let text = manifest(label).replace("validation_split = \"validation\"", "validation = 0.2");
     let ws = crate::support::Ws::new();
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);

@@ -119,6 +119,7 @@ impl Stage for Files {
         OutputSpec { name: "copy", kind: TEXT, path: "copy/", doc: "" },
         OutputSpec { name: "heatmaps", kind: hudd::artefact::HEATMAPS, path: "copy/", doc: "" },
         OutputSpec { name: "clusters", kind: hudd::artefact::CLUSTERS, path: "copy/", doc: "" },
+        OutputSpec { name: "selection", kind: hudd::artefact::SELECTION, path: "copy/", doc: "" },
     ];
 
     fn external_paths(p: &FilesParams) -> Vec<PathBuf> {
@@ -301,6 +302,7 @@ pub fn tiny_model() -> hudd::model::artefact::Model {
         target: hudd::dataset::Target::Classification { classes: vec!["a".into(), "b".into(), "c".into(), "d".into()] },
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
+        seen: Vec::new(),
     };
     Model::init(meta, tch::Device::Cpu, 0).unwrap()
 }
