@@ -39,6 +39,12 @@ pub enum ParamKind {
         min: f64,
         max: f64,
     },
+    /// Degrees of an axis, a direction without sense (θ and θ + 180° are the same line, as a blur direction);
+    /// analysed with axial statistics (period 180°).
+    Axial {
+        min: f64,
+        max: f64,
+    },
     Categorical(&'static [&'static str]),
     Bool,
 }
@@ -61,11 +67,12 @@ impl ParamKind {
         }
     }
 
-    /// "real", "angle", "categorical" or "bool": how evaluation stages must measure spread.
+    /// "real", "angle", "axial", "categorical" or "bool": how evaluation stages must measure spread.
     pub fn name(&self) -> &'static str {
         match self {
             ParamKind::Real { .. } => "real",
             ParamKind::Angle { .. } => "angle",
+            ParamKind::Axial { .. } => "axial",
             ParamKind::Categorical(_) => "categorical",
             ParamKind::Bool => "bool",
         }
@@ -99,7 +106,7 @@ pub fn to_chw(rgb: &[u8], size: usize, channels: usize, out: &mut Vec<u8>) {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParamInfo {
     pub name: String,
-    /// `real`, `angle`, `categorical` or `bool`.
+    /// `real`, `angle`, `axial`, `categorical` or `bool`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -114,7 +121,7 @@ impl ParamInfo {
     pub fn of(spec: &ParamColumn) -> ParamInfo {
         let (unit, values) = match spec.kind {
             ParamKind::Real { unit, .. } => (Some(unit.to_string()), Vec::new()),
-            ParamKind::Angle { .. } => (Some("degrees".to_string()), Vec::new()),
+            ParamKind::Angle { .. } | ParamKind::Axial { .. } => (Some("degrees".to_string()), Vec::new()),
             ParamKind::Categorical(v) => (None, v.iter().map(|s| s.to_string()).collect()),
             ParamKind::Bool => (None, vec!["false".into(), "true".into()]),
         };

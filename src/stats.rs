@@ -121,6 +121,44 @@ pub fn variance(v: &[f64]) -> f64 {
     v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64
 }
 
+/// Sample variance, `Σ (x − x̄)² / (n − 1)` (0 for fewer than two values): the unbiased estimate of the spread of
+/// what the values were drawn from. The population variance (`/ n`) shrinks a small set's spread by `(n − 1) / n`
+/// (a pair's by half), which would make small clusters look explained.
+pub fn sample_variance(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    variance(v) * v.len() as f64 / (v.len() - 1) as f64
+}
+
+/// The circular spread of angles in degrees on a circle of `period` degrees (360 for directions, 180 for axes such
+/// as a blur direction, where θ and θ + 180° are the same line), corrected for small samples like the sample
+/// variance: `1 − ρ̂` with `ρ̂² = max(0, (n R̄² − 1) / (n − 1))`, the unbiased estimate of the squared mean
+/// resultant length (E[n R̄²] = 1 + (n − 1) ρ²), R̄ the length of the mean unit vector of the angles scaled to
+/// 360°. 0: all equal; about 1: spread evenly around the circle, whatever n. 0 for fewer than two values.
+pub fn circular_spread(degrees: &[f64], period: f64) -> f64 {
+    if degrees.len() < 2 {
+        return 0.0;
+    }
+    let scale = 360.0 / period;
+    let (s, c) = degrees
+        .iter()
+        .fold((0.0, 0.0), |(s, c), d| (s + (d * scale).to_radians().sin(), c + (d * scale).to_radians().cos()));
+    let n = degrees.len() as f64;
+    let r2 = (s * s + c * c) / (n * n);
+    let rho2 = ((n * r2 - 1.0) / (n - 1.0)).max(0.0);
+    (1.0 - rho2.sqrt()).clamp(0.0, 1.0)
+}
+
+/// Gini impurity corrected for small samples, `n / (n − 1) · (1 − Σ p²)`: the unbiased estimate of the chance that
+/// two images drawn from what the values came from differ (0 for fewer than two values).
+pub fn sample_gini<T: Ord>(values: &[T]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    gini(values) * values.len() as f64 / (values.len() - 1) as f64
+}
+
 /// Circular variance of angles in degrees: `1 − R̄`, R̄ the length of the mean unit vector (0: all equal, 1: spread
 /// evenly around the circle). Wrapping at 0°/360° does not matter.
 pub fn circular_variance(degrees: &[f64]) -> f64 {
@@ -140,6 +178,18 @@ pub fn gini<T: Ord>(values: &[T]) -> f64 {
     }
     let n = values.len().max(1) as f64;
     1.0 - counts.values().map(|&c| (c as f64 / n).powi(2)).sum::<f64>()
+}
+
+/// The shortest arc (start, end) of axes in degrees (θ and θ + 180° the same), in [0, 180): [`arc`] of the
+/// doubled angles, halved.
+pub fn axial_arc(degrees: &[f64]) -> (f64, f64) {
+    let (a, b) = arc(&degrees.iter().map(|d| 2.0 * d).collect::<Vec<_>>());
+    (a / 2.0, b / 2.0)
+}
+
+/// The length in degrees of an arc from [`arc`] (counterclockwise from its start to its end).
+pub fn arc_length((a, b): (f64, f64)) -> f64 {
+    (b - a).rem_euclid(360.0)
 }
 
 /// The shortest arc (start, end) in degrees, in [0, 360), that holds every angle: the circle minus its largest gap.

@@ -28,6 +28,22 @@ pub struct ClusterSummary {
     pub mode: Mode,
     pub linkage: Linkage,
     pub layers: Vec<LayerScore>,
+    /// How the clusters' stability was measured (absent when it was not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<StabilitySummary>,
+}
+
+/// Hennig's cluster-wise stability (clusterboot, subsetting): how the selected layer's clusters were resampled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StabilitySummary {
+    /// Random subsets drawn (seeded), each reclustered with the same rule.
+    pub draws: usize,
+    /// Share of the failing images in each subset.
+    pub share: f64,
+    /// A cluster whose mean Jaccard similarity is below this is unstable (Hennig: 0.5, "dissolved").
+    pub threshold: f64,
+    /// Clusters below the threshold.
+    pub unstable: usize,
 }
 
 /// One clustered layer's result.
@@ -70,10 +86,18 @@ pub struct ClusterRow {
     pub mean_intra_distance: f64,
     /// The medoid's image id.
     pub medoid: String,
+    /// The mean Jaccard similarity of the cluster to its best match when a subset of the images is reclustered
+    /// (empty when stability was not measured).
+    #[serde(default, serialize_with = "option_display")]
+    pub stability: Option<f64>,
+    /// Stability at or above the threshold in `cluster.json`.
+    #[serde(default)]
+    pub stable: Option<bool>,
 }
 
 impl Row for ClusterRow {
-    const COLUMNS: &'static [&'static str] = &["cluster", "size", "share", "mean_intra_distance", "medoid"];
+    const COLUMNS: &'static [&'static str] =
+        &["cluster", "size", "share", "mean_intra_distance", "medoid", "stability", "stable"];
 }
 
 /// A row of `layers.csv`: one clustered layer.

@@ -4,7 +4,9 @@
 
 pub mod knee;
 
-use ndarray::{Array2, s};
+use ndarray::{Array2, Axis, s};
+use rand::SeedableRng;
+use rand::seq::index;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -411,4 +413,47 @@ pub fn mean_intra(m: &Matrix, set: &[usize]) -> f64 {
 /// HUDD's default largest cluster count: `max(2, min(500, n / 2))`.
 pub fn default_max_k(n: usize) -> usize {
     (n / 2).clamp(2, 500)
+}
+
+/// Hennig's cluster-wise stability (`clusterboot` with the subsetting scheme): `draws` random subsets of `share` of
+/// the points (seeded), each reclustered by `recluster` on the distances restricted to it; per cluster of `labels`,
+/// the mean over the draws of the Jaccard similarity between its members in the subset and the most similar new
+/// cluster (`None` for a cluster no subset held). Subsets, unlike bootstrap samples, hold no duplicate points, which
+/// would sit at distance 0 and pull the clustering apart. The distance matrix is not recomputed.
+pub fn stability(
+    m: &Matrix,
+    labels: &[usize],
+    draws: usize,
+    share: f64,
+    seed: u64,
+    mut recluster: impl FnMut(&Matrix) -> Vec<usize>,
+) -> Vec<Option<f64>> {
+    let n = m.nrows();
+    let k = labels.iter().max().map_or(0, |l| l + 1);
+    let size = ((n as f64 * share).round() as usize).clamp(2.min(n), n);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut sums, mut counts) = (vec![0.0; k], vec![0usize; k]);
+    for _ in 0..draws {
+        let mut subset = index::sample(&mut rng, n, size).into_vec();
+        subset.sort_unstable();
+        let sub = m.select(Axis(0), &subset).select(Axis(1), &subset);
+        let new = recluster(&sub);
+        let groups = members(&new);
+        for c in 0..k {
+            let mine: Vec<usize> = (0..subset.len()).filter(|&i| labels[subset[i]] == c).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let best = groups
+                .iter()
+                .map(|g| {
+                    let common = g.iter().filter(|i| labels[subset[**i]] == c).count();
+                    common as f64 / (mine.len() + g.len() - common) as f64
+                })
+                .fold(0.0, f64::max);
+            sums[c] += best;
+            counts[c] += 1;
+        }
+    }
+    (0..k).map(|c| (counts[c] > 0).then(|| sums[c] / counts[c] as f64)).collect()
 }

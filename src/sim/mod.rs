@@ -113,7 +113,9 @@ pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
 impl ParamSpec {
     fn range(&self) -> (f64, f64) {
         match self.kind {
-            ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } => (min, max),
+            ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } | ParamKind::Axial { min, max } => {
+                (min, max)
+            }
             ParamKind::Categorical(c) => (0.0, (c.len() - 1) as f64),
             ParamKind::Bool => (0.0, 1.0),
         }

@@ -51,6 +51,10 @@ const fn angle(name: &'static str, min: f64, max: f64, default: DefaultDist, doc
     ParamSpec { name, kind: ParamKind::Angle { min, max }, default, doc }
 }
 
+const fn axial(name: &'static str, min: f64, max: f64, default: DefaultDist, doc: &'static str) -> ParamSpec {
+    ParamSpec { name, kind: ParamKind::Axial { min, max }, default, doc }
+}
+
 const fn categorical(name: &'static str, values: &'static [&'static str], doc: &'static str) -> ParamSpec {
     ParamSpec { name, kind: ParamKind::Categorical(values), default: DefaultDist::AnyCategory, doc }
 }
@@ -68,7 +72,13 @@ const PARAMS: [ParamSpec; 20] = [
     real("brightness", 0.1, 2.0, "gain", Uniform(0.75, 1.2), "overall illumination gain"),
     real("contrast", 0.1, 1.5, "gain", Uniform(0.75, 1.1), "contrast around the image mean"),
     real("motion_blur", 0.0, 12.0, "pixels at 64 px", Uniform(0.0, 1.0), "length of the motion blur"),
-    angle("blur_angle", 0.0, 180.0, Uniform(0.0, 180.0), "direction of the motion blur"),
+    axial(
+        "blur_angle",
+        0.0,
+        180.0,
+        Uniform(0.0, 180.0),
+        "direction of the motion blur (an axis: 0° and 180° are the same)",
+    ),
     real("occlusion", 0.0, 0.8, "share of the sign", Uniform(0.0, 0.08), "how much of the sign an occluder hides"),
     categorical("occluder", &OCCLUDERS, "what hides the sign"),
     categorical("occlusion_side", &SIDES, "the side the occluder comes from"),

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artefact::clusters::{ClusterRow, ClusterSummary, CurvePoint, LayerMember, LayerRow, LayerScore, Member};
+use crate::artefact::clusters::{
+    ClusterRow, ClusterSummary, CurvePoint, LayerMember, LayerRow, LayerScore, Member, StabilitySummary,
+};
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, table};
 pub use crate::cluster::Mode;
@@ -58,10 +60,30 @@ pub struct ClusterParams {
     /// Fewer error-inducing images than this give an empty clustering (at least 3).
     #[serde(default = "default_min_images")]
     pub min_images: usize,
+    /// Random subsets of the failing images reclustered to measure each cluster's stability (0: not measured).
+    #[serde(default = "default_draws")]
+    pub stability_draws: usize,
+    /// Share of the failing images in each subset (clusterboot's subsetting default: half).
+    #[serde(default = "default_share")]
+    pub stability_share: f64,
+    /// A cluster whose mean Jaccard similarity falls below this is flagged unstable (Hennig: 0.5).
+    #[serde(default = "default_unstable")]
+    pub unstable_below: f64,
+    #[serde(default)]
+    pub seed: Option<u64>,
     #[serde(default)]
     pub threads: Option<usize>,
 }
 
+fn default_draws() -> usize {
+    50
+}
+fn default_share() -> f64 {
+    0.5
+}
+fn default_unstable() -> f64 {
+    0.5
+}
 fn default_min_images() -> usize {
     3
 }
@@ -101,6 +123,12 @@ impl Params for ClusterParams {
                 format!("must be at least 3 (two images make no clusters), got {}", self.min_images),
             ));
         }
+        if !(self.stability_share > 0.0 && self.stability_share < 1.0) {
+            out.push(Invalid::new("stability_share", format!("must be in (0, 1), got {}", self.stability_share)));
+        }
+        if !(0.0..=1.0).contains(&self.unstable_below) {
+            out.push(Invalid::new("unstable_below", format!("must be in [0, 1], got {}", self.unstable_below)));
+        }
         if let Some(layers) = &self.layers
             && layers.is_empty()
         {
@@ -113,7 +141,8 @@ impl Params for ClusterParams {
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
+    const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "heatmaps",
@@ -181,6 +210,7 @@ impl Stage for Cluster {
             mode: p.mode,
             linkage: p.linkage,
             layers: Vec::new(),
+            stability: None,
         };
         if n < p.min_images {
             summary.empty =
@@ -194,7 +224,8 @@ impl Stage for Cluster {
                 "`k = {k}` asks for more clusters than the {n} error-inducing images to cluster"
             )));
         }
-        let max_k = p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n - 1);
+        let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
+        let max_k = max_k_of(n);
         let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
         ctx.progress.start(layers.len() as u64, "layers");
         for name in &layers {
@@ -271,8 +302,22 @@ impl Stage for Cluster {
                 "the highest mean silhouette on raw heatmap distances (the input layer excluded)".into()
             }
         };
+        // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
+        ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
+        let stability = cluster::stability(&raw, &labels, p.stability_draws, p.stability_share, ctx.seed, |sub| {
+            cluster_layer(sub, p, max_k_of(sub.nrows())).0
+        });
+        if p.stability_draws > 0 {
+            summary.stability = Some(StabilitySummary {
+                draws: p.stability_draws,
+                share: p.stability_share,
+                threshold: p.unstable_below,
+                unstable: stability.iter().filter(|s| s.is_some_and(|s| s < p.unstable_below)).count(),
+            });
+        }
         let pixel_layer = order.first().cloned().unwrap_or_default();
-        inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p)?;
+        let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
+        inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p, &stable)?;
         Ok(table::write_json(&out.join("cluster.json"), &summary)?)
     }
 }
@@ -368,6 +413,7 @@ fn write_layer(
 
 /// The selected layer's clusters as tables, and per cluster its images, a GIF, a contact sheet and the mean pixel
 /// relevance (the heatmap of the input layer, the one aligned with the image) over the medoid.
+#[allow(clippy::too_many_arguments)]
 fn inspection(
     out: &Path,
     ds: &Dataset,
@@ -376,6 +422,7 @@ fn inspection(
     labels: &[usize],
     pixels: &Path,
     p: &ClusterParams,
+    stable: &dyn Fn(usize) -> Option<(f64, bool)>,
 ) -> Result<(), StageError> {
     let (medoids, to_medoid) = cluster::medoids(raw, labels);
     let groups = cluster::members(labels);
@@ -393,6 +440,8 @@ fn inspection(
             share: members.len() as f64 / n as f64,
             mean_intra_distance: cluster::mean_intra(raw, members),
             medoid: ids[medoids[c]].clone(),
+            stability: stable(c).map(|s| s.0),
+            stable: stable(c).map(|s| s.1),
         })
         .collect();
     table::write(&out.join("summary.csv"), &summary)?;

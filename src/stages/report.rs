@@ -128,6 +128,9 @@ struct ClusterView {
     /// The permutation p-value of its best reduction, and whether it is explained beyond chance.
     p: Option<f64>,
     beats_chance: Option<bool>,
+    /// Its stability under resampling (mean Jaccard) and whether it reaches the threshold.
+    stability: Option<f64>,
+    stable: Option<bool>,
     /// Accuracy on its images of each tested split, the judging split first.
     accuracy: Vec<RccView>,
     /// The mean accuracy after retraining on the judging split's images of the cluster (else the first split's).
@@ -361,6 +364,8 @@ impl Stage for Report {
                     best_reduction: e.and_then(|e| e.best_reduction),
                     p: e.and_then(|e| e.p),
                     beats_chance: e.and_then(|e| e.beats_chance),
+                    stability: r.stability,
+                    stable: r.stable,
                     after: accuracy.get(&id).and_then(|a| a.first()).map(|a| a.after),
                     accuracy: accuracy.get(&id).cloned().unwrap_or_default(),
                     sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,
@@ -462,7 +467,7 @@ impl Stage for Report {
             // Optional fields are left out of cluster.json; the strict templates see them as null.
             clustering: clustering.map(|c| {
                 let mut v = serde_json::to_value(&c).expect("a cluster summary serialises");
-                for key in ["empty", "layer"] {
+                for key in ["empty", "layer", "stability"] {
                     v.as_object_mut().expect("an object").entry(key).or_insert(serde_json::Value::Null);
                 }
                 v

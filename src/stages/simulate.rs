@@ -137,7 +137,7 @@ impl Params for SimulateParams {
 impl Stage for Simulate {
     type Params = SimulateParams;
     const KIND: &'static str = "simulate";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "dataset", kind: DATASET, path: "dataset/", doc: "images.npy, table.csv, meta.json" },
         OutputSpec {

@@ -76,48 +76,89 @@ impl Params for VarianceParams {
 /// A parameter's values over some images, as its kind needs them.
 enum Values {
     Real(Vec<f64>),
-    Angle(Vec<f64>),
+    /// Degrees on a circle of `period` degrees: 360 for directions, 180 for axes.
+    Angle(Vec<f64>, f64),
     Category(Vec<String>),
 }
+
+/// A range that covers at least this share of the failing images' range says little: the description says so.
+const WIDE: f64 = 0.75;
 
 impl Values {
     fn of(ds: &Dataset, info: &ParamInfo) -> Result<Values, StageError> {
         Ok(match info.kind.as_str() {
             "real" => Values::Real(ds.numbers(&info.name)?),
-            "angle" => Values::Angle(ds.numbers(&info.name)?),
+            "angle" => Values::Angle(ds.numbers(&info.name)?, 360.0),
+            "axial" => Values::Angle(ds.numbers(&info.name)?, 180.0),
             _ => Values::Category(ds.strings(&info.name)?),
         })
     }
 
-    /// The spread of the values at `rows`: variance, circular variance, or Gini impurity.
+    /// The spread of the values at `rows`, each estimate corrected for small samples so that a small cluster is
+    /// not made to look tight by its size alone: sample variance, circular (or axial) spread, or Gini impurity.
     fn spread(&self, rows: &[usize]) -> f64 {
         match self {
-            Values::Real(v) => stats::variance(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>()),
-            Values::Angle(v) => stats::circular_variance(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>()),
-            Values::Category(v) => stats::gini(&rows.iter().map(|&r| v[r].as_str()).collect::<Vec<_>>()),
+            Values::Real(v) => stats::sample_variance(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>()),
+            Values::Angle(v, period) => {
+                stats::circular_spread(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>(), *period)
+            }
+            Values::Category(v) => stats::sample_gini(&rows.iter().map(|&r| v[r].as_str()).collect::<Vec<_>>()),
         }
     }
 
-    /// What the images at `rows` share, in words: a range, an arc, or the commonest category and its share.
-    fn describe(&self, name: &str, unit: Option<&str>, rows: &[usize]) -> String {
+    /// The smallest range (or arc) holding the values at `rows`, and its width.
+    fn range(&self, rows: &[usize]) -> Option<((f64, f64), f64)> {
+        let v: Vec<f64> = match self {
+            Values::Real(v) | Values::Angle(v, _) => rows.iter().map(|&r| v[r]).collect(),
+            Values::Category(_) => return None,
+        };
+        Some(match self {
+            Values::Angle(_, period) if *period == 180.0 => {
+                let arc = stats::axial_arc(&v);
+                (arc, stats::arc_length((2.0 * arc.0, 2.0 * arc.1)) / 2.0)
+            }
+            Values::Angle(..) => {
+                let arc = stats::arc(&v);
+                (arc, stats::arc_length(arc))
+            }
+            _ => {
+                let (_, lo, hi) = stats::summary(&v);
+                ((lo, hi), hi - lo)
+            }
+        })
+    }
+
+    /// What the images at `rows` share, in words: a range, an arc, or the commonest category and its share; a range
+    /// covering most of the range over `all` (the failing images) says so, since it explains little.
+    fn describe(&self, name: &str, unit: Option<&str>, rows: &[usize], all: &[usize]) -> String {
         let unit = match unit {
             Some("degrees") => "°".to_string(),
             Some(u) => format!(" {u}"),
             None => String::new(),
         };
-        match self {
-            Values::Real(v) => {
-                let (_, lo, hi) = stats::summary(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>());
-                format!("{name} {}–{}{unit}", short(lo), short(hi))
+        let wide = match (self.range(rows), self.range(all)) {
+            (Some((_, w)), Some((_, total))) if total > 0.0 && w / total >= WIDE => {
+                format!(" ({:.0}% of its range among the failing images)", 100.0 * w / total)
             }
-            Values::Angle(v) => {
-                // Signed degrees, from one end of the arc to the other counterclockwise; "to" rather than a dash,
-                // which would run into minus signs (-69.6–-36.8°).
-                let (a, b) = stats::arc(&rows.iter().map(|&r| v[r]).collect::<Vec<_>>());
-                let signed = |d: f64| if d > 180.0 { d - 360.0 } else { d };
-                let (a, b) = (signed(a), signed(b));
-                let across = if a > b { " across ±180°" } else { "" };
-                format!("{name} {}{unit} to {}{unit}{across}", short(a), short(b))
+            _ => String::new(),
+        };
+        match self {
+            Values::Real(_) => {
+                let ((lo, hi), _) = self.range(rows).expect("a real parameter has a range");
+                format!("{name} {}–{}{unit}{wide}", short(lo), short(hi))
+            }
+            Values::Angle(_, period) => {
+                // Signed degrees for directions, from one end of the arc to the other counterclockwise; "to" rather
+                // than a dash, which would run into minus signs (-69.6–-36.8°). Axes read in [0°, 180°).
+                let ((a, b), _) = self.range(rows).expect("an angle has an arc");
+                let (a, b, across) = if *period == 180.0 {
+                    (a, b, if a > b { " across 0°" } else { "" })
+                } else {
+                    let signed = |d: f64| if d > 180.0 { d - 360.0 } else { d };
+                    let (a, b) = (signed(a), signed(b));
+                    (a, b, if a > b { " across ±180°" } else { "" })
+                };
+                format!("{name} {}{unit} to {}{unit}{across}{wide}", short(a), short(b))
             }
             Values::Category(v) => {
                 let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
@@ -152,7 +193,7 @@ fn short(v: f64) -> String {
 impl Stage for Variance {
     type Params = VarianceParams;
     const KIND: &'static str = "variance";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -301,7 +342,8 @@ impl Stage for Variance {
             if beats_chance {
                 images_beyond_chance += members.len();
             }
-            let describe = |k: usize| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members);
+            let describe =
+                |k: usize| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members, &all);
             let mut description: Vec<String> =
                 scored.iter().filter(|(_, r)| *r >= p.threshold).take(3).map(|&(k, _)| describe(k)).collect();
             description.extend(labels.iter().map(|&(k, _)| format!("the label: {}", describe(k))));
@@ -358,9 +400,36 @@ mod tests {
 
     #[test]
     fn an_arc_of_angles_reads_as_signed_degrees_and_says_when_it_crosses_180() {
-        let angles = Values::Angle(vec![-69.6, -36.8, -50.0, 155.0, 170.0, -99.6, 5.0, 355.0]);
-        assert_eq!(angles.describe("yaw", Some("degrees"), &[0, 1, 2]), "yaw -69.6° to -36.8°");
-        assert_eq!(angles.describe("light", Some("degrees"), &[3, 4, 5]), "light 155° to -99.6° across ±180°");
-        assert_eq!(angles.describe("roll", Some("degrees"), &[6, 7]), "roll -5.00° to 5.00°");
+        let angles = Values::Angle(vec![-69.6, -36.8, -50.0, 155.0, 170.0, -99.6, 5.0, 355.0], 360.0);
+        let all: Vec<usize> = (0..8).collect();
+        assert_eq!(angles.describe("yaw", Some("degrees"), &[0, 1, 2], &all), "yaw -69.6° to -36.8°");
+        assert_eq!(angles.describe("light", Some("degrees"), &[3, 4, 5], &all), "light 155° to -99.6° across ±180°");
+        assert_eq!(angles.describe("roll", Some("degrees"), &[6, 7], &all), "roll -5.00° to 5.00°");
+    }
+
+    #[test]
+    fn an_axis_reads_in_0_to_180_degrees_and_wraps_at_0() {
+        // 175° and 5° are 10° apart as axes: the tightest arc crosses 0°, and the spread is small.
+        let axes = Values::Angle(vec![175.0, 5.0, 178.0, 2.0, 90.0, 60.0], 180.0);
+        let all: Vec<usize> = (0..6).collect();
+        assert_eq!(
+            axes.describe("blur_angle", Some("degrees"), &[0, 1, 2, 3], &all),
+            "blur_angle 175° to 5.00° across 0°"
+        );
+        assert!(axes.spread(&[0, 1, 2, 3]) < 0.02, "{}", axes.spread(&[0, 1, 2, 3]));
+        // As directions on the full circle the same values would be spread far apart.
+        let directions = Values::Angle(vec![175.0, 5.0, 178.0, 2.0], 360.0);
+        assert!(directions.spread(&[0, 1, 2, 3]) > 0.9);
+    }
+
+    #[test]
+    fn a_range_covering_most_of_the_failing_images_range_says_so() {
+        let night = Values::Real(vec![0.1, 0.95, 0.2, 0.9, 0.5, 0.0, 1.0]);
+        let all: Vec<usize> = (0..7).collect();
+        assert_eq!(
+            night.describe("night", None, &[0, 1, 2, 3], &all),
+            "night 0.10–0.95 (85% of its range among the failing images)"
+        );
+        assert_eq!(night.describe("night", None, &[1, 3], &all), "night 0.90–0.95");
     }
 }

@@ -463,3 +463,43 @@ fn unknown_layers_and_a_fixed_rule_without_k_are_named() {
     let err = hudd::engine::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_err().to_string();
     assert!(err.contains("k") && err.contains("is required when choose_k = \"fixed\""), "{err}");
 }
+
+/// Points in 2-D around the given centres, nearly Gaussian (a sum of four uniforms per coordinate, so no
+/// direction is favoured), deterministic.
+fn blobs(centres: &[(f32, f32)], per: usize, spread: f32) -> (Vec<f32>, usize) {
+    let mut x = 12345u64;
+    let mut uniform = move || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut noise = move || (0..4).map(|_| uniform()).sum::<f32>() / 2.0;
+    let points: Vec<f32> = centres
+        .iter()
+        .flat_map(|&(a, b)| (0..per).flat_map(|_| [a + spread * noise(), b + spread * noise()]).collect::<Vec<_>>())
+        .collect();
+    (points, centres.len() * per)
+}
+
+#[test]
+fn separated_clusters_are_stable_and_a_cut_through_them_is_not() {
+    let params = |k: usize| -> hudd::stages::cluster::ClusterParams {
+        toml::from_str(&format!("mode = \"direct\"\nchoose_k = \"fixed\"\nk = {k}")).unwrap()
+    };
+    let stability = |points: &[f32], n: usize, k: usize, seed: u64| {
+        let m = cluster::distances_of(points, n, 2);
+        let p = params(k);
+        let (labels, _, _) = hudd::stages::cluster::cluster_layer(&m, &p, 10);
+        cluster::stability(&m, &labels, 40, 0.5, seed, |sub| hudd::stages::cluster::cluster_layer(sub, &p, 10).0)
+    };
+    // Three tight groups far apart: every subset finds them again.
+    let (points, n) = blobs(&[(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)], 20, 1.0);
+    let planted = stability(&points, n, 3, 7);
+    assert!(planted.iter().all(|s| s.unwrap() > 0.99), "{planted:?}");
+    // The same groups cut in six: each group's halves are an accident of the cut, and move from subset to subset.
+    let noise = stability(&points, n, 6, 7);
+    let mean = noise.iter().map(|s| s.unwrap()).sum::<f64>() / noise.len() as f64;
+    assert!(mean < 0.8, "{noise:?}");
+    assert!(noise.iter().filter(|s| s.unwrap() < 0.7).count() >= 2, "{noise:?}");
+    // Seeded: the same seed gives the same figures.
+    assert_eq!(stability(&points, n, 6, 7), noise);
+}

@@ -40,11 +40,11 @@ const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,des
 fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
     ws.write(
         "clusters/cluster.json",
-        r#"{"images": 191, "layer": "classifier.4", "clusters": 2, "k_rule": "the knee", "layer_rule": "wicd", "mode": "hudd", "linkage": "ward", "layers": []}"#,
+        r#"{"images": 191, "layer": "classifier.4", "clusters": 2, "k_rule": "the knee", "layer_rule": "wicd", "mode": "hudd", "linkage": "ward", "layers": [], "stability": {"draws": 50, "share": 0.5, "threshold": 0.5, "unstable": 1}}"#,
     );
     ws.write(
         "clusters/summary.csv",
-        "cluster,size,share,mean_intra_distance,medoid\n1,150,0.785,0.2,test-1\n2,41,0.215,0.3,test-2\n",
+        "cluster,size,share,mean_intra_distance,medoid,stability,stable\n1,150,0.785,0.2,test-1,0.91,true\n2,41,0.215,0.3,test-2,0.42,false\n",
     );
     format!(
         "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\

@@ -39,3 +39,24 @@ fn spreads_of_angles_wrap_around_and_categories_use_gini() {
     assert!((stats::gini(&["a", "b", "a", "b"]) - 0.5).abs() < 1e-12);
     assert!((stats::variance(&[1.0, 2.0, 3.0, 4.0]) - 1.25).abs() < 1e-12);
 }
+
+#[test]
+fn small_sample_spreads_are_unbiased_and_axes_wrap_at_180() {
+    // numpy.var(ddof=1) of [1, 2, 3, 4] is 5/3; the population variance is 1.25.
+    assert!((stats::sample_variance(&[1.0, 2.0, 3.0, 4.0]) - 5.0 / 3.0).abs() < 1e-12);
+    assert_eq!(stats::sample_variance(&[7.0]), 0.0);
+    // Two categories in a pair: the population Gini impurity 0.5, the unbiased one 1 (two draws always differ).
+    assert!((stats::sample_gini(&["a", "b"]) - 1.0).abs() < 1e-12);
+    assert_eq!(stats::sample_gini(&["a", "a", "a"]), 0.0);
+    // Identical angles have no spread; angles evenly around the circle have the most, whatever their number (the
+    // uncorrected 1 − R̄ of two opposite angles is 1 too, but of three random ones would be well below).
+    assert_eq!(stats::circular_spread(&[30.0, 30.0, 30.0], 360.0), 0.0);
+    assert!((stats::circular_spread(&[0.0, 90.0, 180.0, 270.0], 360.0) - 1.0).abs() < 1e-12);
+    // ρ̂² = (n R̄² − 1) / (n − 1): for [0°, 60°], R̄ = cos 30°, so ρ̂² = (2 · 0.75 − 1) / 1 = 0.5.
+    assert!((stats::circular_spread(&[0.0, 60.0], 360.0) - (1.0 - 0.5f64.sqrt())).abs() < 1e-12);
+    // Axes: 179° and 1° are 2° apart, 0° and 90° as far apart as axes can be.
+    assert!(stats::circular_spread(&[179.0, 1.0, 178.0, 2.0], 180.0) < 0.01);
+    assert!((stats::circular_spread(&[0.0, 90.0], 180.0) - 1.0).abs() < 1e-12);
+    assert_eq!(stats::axial_arc(&[175.0, 5.0, 178.0]), (175.0, 5.0));
+    assert_eq!(stats::arc_length((350.0, 10.0)), 20.0);
+}
