@@ -49,12 +49,20 @@ pub enum Seed {
     PredictedOneHot,
     /// 1 at the true class.
     TrueOneHot,
+    /// Keypoints: the map whose peak is lowest, the keypoint the model is least sure of; it reads no labels, so
+    /// unlabelled images can be seeded like labelled ones. Classes: the predicted class's logit, as `predicted`.
+    LeastConfident,
 }
 
 impl Seed {
-    /// Whether the seed reads the images' labels (the true class), which a selection of unlabelled images cannot.
-    pub fn reads_labels(self) -> bool {
-        matches!(self, Seed::True | Seed::TrueOneHot)
+    /// Whether the seed reads the images' labels, which a selection of unlabelled images cannot: the true class,
+    /// and for keypoint models `predicted`, which finds the worst keypoint by its ground truth.
+    pub fn reads_labels(self, keypoints: bool) -> bool {
+        match self {
+            Seed::True | Seed::TrueOneHot => true,
+            Seed::Predicted | Seed::PredictedOneHot => keypoints,
+            Seed::LeastConfident => false,
+        }
     }
 }
 
@@ -139,26 +147,32 @@ fn canonise(model: &mut Model, ds: &Dataset, batch: usize) -> Result<(), BatchEr
 fn seed_of(y: &Tensor, mode: Seed, rows: &[usize], labels: &[i64], targets: &[Vec<f32>], input: [usize; 3]) -> Tensor {
     if y.dim() == 2 {
         let class = match mode {
-            Seed::Predicted | Seed::PredictedOneHot => y.argmax(1, true),
+            Seed::Predicted | Seed::PredictedOneHot | Seed::LeastConfident => y.argmax(1, true),
             Seed::True | Seed::TrueOneHot => Tensor::from_slice(&rows.iter().map(|&r| labels[r]).collect::<Vec<i64>>())
                 .view([-1, 1])
                 .to_device(y.device()),
         };
         let value = match mode {
-            Seed::Predicted | Seed::True => y.gather(1, &class, false),
+            Seed::Predicted | Seed::True | Seed::LeastConfident => y.gather(1, &class, false),
             _ => Tensor::ones([y.size()[0], 1], (Kind::Float, y.device())),
         };
         return y.zeros_like().scatter(1, &class, &value);
     }
-    // Keypoint maps: HUDD seeds with the worst keypoint's map; `true` keeps every map.
-    if matches!(mode, Seed::True | Seed::TrueOneHot) || targets.is_empty() {
-        return y.shallow_clone();
-    }
-    let flat: Vec<f32> = rows.iter().flat_map(|&r| targets[r].iter().copied()).collect();
-    let t = Tensor::from_slice(&flat).view([rows.len() as i64, -1]).to_device(y.device());
-    let errors = crate::model::fit::keypoint_errors(&keypoints_from_maps(y, input), &t);
-    let worst = errors.argmax(1, true);
-    let mask = y.zeros_like().select(3, 0).select(2, 0).scatter_value(1, &worst, 1.0);
+    // Keypoint maps: HUDD seeds with the worst keypoint's map (found with the targets); `least-confident` with the
+    // map whose peak is lowest (the model alone); `true` keeps every map.
+    let one = match mode {
+        Seed::True | Seed::TrueOneHot => return y.shallow_clone(),
+        Seed::LeastConfident => y.amax([2i64, 3].as_slice(), false).argmin(1, true),
+        Seed::Predicted | Seed::PredictedOneHot => {
+            if targets.is_empty() {
+                return y.shallow_clone();
+            }
+            let flat: Vec<f32> = rows.iter().flat_map(|&r| targets[r].iter().copied()).collect();
+            let t = Tensor::from_slice(&flat).view([rows.len() as i64, -1]).to_device(y.device());
+            crate::model::fit::keypoint_errors(&keypoints_from_maps(y, input), &t).argmax(1, true)
+        }
+    };
+    let mask = y.zeros_like().select(3, 0).select(2, 0).scatter_value(1, &one, 1.0);
     y * mask.view([y.size()[0], y.size()[1], 1, 1])
 }
 
@@ -197,6 +211,19 @@ mod tests {
         // `true` keeps every map.
         let all = seed_of(&y, Seed::True, &[0, 1], &[], &targets, [1, 16, 16]);
         assert_eq!(nonzero_maps(&all), [[true; 3], [true; 3]]);
+    }
+
+    #[test]
+    fn the_least_confident_seed_keeps_the_lowest_peak_and_reads_no_targets() {
+        let y = maps(&[[(1, 1), (4, 4), (6, 2)], [(0, 7), (3, 3), (7, 0)]]);
+        // Lower the peaks of keypoint 1 in image 0 and keypoint 2 in image 1.
+        let _ = y.get(0).get(1).get(4).get(4).fill_(2.0);
+        let _ = y.get(1).get(2).get(7).get(0).fill_(1.0);
+        // No targets at all: the seed needs none.
+        let seed = seed_of(&y, Seed::LeastConfident, &[0, 1], &[], &[], [1, 16, 16]);
+        assert_eq!(nonzero_maps(&seed), [[false, true, false], [false, false, true]]);
+        assert!(!Seed::LeastConfident.reads_labels(true) && Seed::Predicted.reads_labels(true));
+        assert!(!Seed::Predicted.reads_labels(false) && Seed::True.reads_labels(false));
     }
 
     #[test]

@@ -182,6 +182,8 @@ struct Context {
     lineage: Vec<crate::engine::stage::Ancestor>,
     /// Sum of the upstream stages' run times.
     compute_seconds: f64,
+    /// What the retraining repetitions vary, so that a p-value says what it is over (none when unknown).
+    repetitions: Option<String>,
     /// The machines and devices that computed the artefacts.
     machines: Vec<String>,
 }
@@ -489,6 +491,7 @@ impl Stage for Report {
             }),
             manifest: manifest(ctx)?,
             compute_seconds: lineage.iter().map(|a| a.seconds).sum(),
+            repetitions: repetitions(&lineage),
             machines,
             lineage,
         };
@@ -499,6 +502,34 @@ impl Stage for Report {
         }
         Ok(())
     }
+}
+
+/// What HUDD's repeated retrainings vary, read from the stages upstream: how many improvement sets were drawn and
+/// how many selections HUDD made (`select` with strategy `hudd`, assignments of held-out images aside).
+fn repetitions(lineage: &[crate::engine::stage::Ancestor]) -> Option<String> {
+    let param =
+        |a: &crate::engine::stage::Ancestor, key: &str| a.params.get(key).and_then(|v| v.as_str()).map(String::from);
+    let selections = lineage
+        .iter()
+        .filter(|a| a.kind == "select")
+        .filter(|a| param(a, "strategy").as_deref() == Some("hudd") && param(a, "mode").as_deref() != Some("all"))
+        .count();
+    let retrainings = lineage.iter().filter(|a| a.kind == "retrain").count();
+    if selections == 0 || retrainings < 2 {
+        return None;
+    }
+    Some(if selections > 1 {
+        format!(
+            "HUDD's {selections} selections each come from their own draw of the improvement set: the p-values are over \
+             repetitions that redraw the improvement images, the selection, the bootstrap and the retraining seed \
+             (one model and one clustering)"
+        )
+    } else {
+        "every repetition shares one model, one clustering and one unsafe set; only the bootstrap draw and the \
+         retraining seed vary, so the p-values speak of retraining noise, not of how the improvement set was drawn \
+         (workflows/quickstart-redraw.toml redraws it)"
+            .to_string()
+    })
 }
 
 /// The manifest the report was planned from, with its text; refused when the file changed since planning (the
@@ -586,4 +617,41 @@ fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), 
         env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)))
     };
     Ok((draw("report.md.j2")?, draw("report.html.j2")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repetitions;
+    use crate::engine::stage::Ancestor;
+
+    fn ancestor(kind: &str, params: serde_json::Value) -> Ancestor {
+        Ancestor {
+            stage: kind.into(),
+            kind: kind.into(),
+            version: 1,
+            key: String::new(),
+            params,
+            seed: None,
+            externals: Default::default(),
+            created: String::new(),
+            seconds: 0.0,
+            host: None,
+            device: None,
+        }
+    }
+
+    #[test]
+    fn the_report_says_what_the_repetitions_vary() {
+        let hudd = || ancestor("select", serde_json::json!({ "strategy": "hudd", "mode": "closest" }));
+        let assign = ancestor("select", serde_json::json!({ "strategy": "hudd", "mode": "all" }));
+        let retrain = || ancestor("retrain", serde_json::json!({}));
+        let shared = repetitions(&[hudd(), assign.clone(), retrain(), retrain(), retrain()]).unwrap();
+        assert!(shared.contains("only the bootstrap draw and the retraining seed vary"), "{shared}");
+        let redrawn = repetitions(&[hudd(), hudd(), hudd(), assign, retrain(), retrain(), retrain()]).unwrap();
+        assert!(
+            redrawn.contains("HUDD's 3 selections") && redrawn.contains("redraw the improvement images"),
+            "{redrawn}"
+        );
+        assert_eq!(repetitions(&[hudd(), retrain()]), None, "a single retraining repeats nothing");
+    }
 }

@@ -287,15 +287,26 @@ impl Stage for Select {
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
         let heatmaps = Heatmaps::open(&hdir);
         // Candidates are seeded as the cluster members were, so that like is compared with like; a seed that reads
-        // the true class would read the labels of every candidate, which selection has not paid for.
+        // labels (the true class; for keypoints the worst keypoint by its target) would read the labels of every
+        // candidate, which selection has not paid for.
         let seed_with = heatmaps.seed()?;
-        if seed_with.reads_labels() {
-            return Err(StageError::input(format!(
-                "the heatmaps in {} were seeded with the true class (`seed_with = \"{}\"`): selecting with them \
-                 would read the labels of every candidate; seed them with `predicted` or `predicted-one-hot`",
-                hdir.display(),
-                serde_json::to_value(seed_with).expect("a seed serialises").as_str().unwrap_or("true")
-            )));
+        let keypoints = matches!(ds.meta.target, crate::dataset::Target::Regression { .. });
+        if seed_with.reads_labels(keypoints) {
+            let name = serde_json::to_value(seed_with).expect("a seed serialises").as_str().unwrap_or("").to_string();
+            return Err(StageError::input(if keypoints {
+                format!(
+                    "the heatmaps in {} were seeded with `seed_with = \"{name}\"`, which on a keypoint model finds the \
+                     worst keypoint by its ground truth: selecting with them would read the targets of every \
+                     candidate; seed them with `least-confident` (the map the model is least sure of)",
+                    hdir.display()
+                )
+            } else {
+                format!(
+                    "the heatmaps in {} were seeded with the true class (`seed_with = \"{name}\"`): selecting with \
+                     them would read the labels of every candidate; seed them with `predicted` or `predicted-one-hot`",
+                    hdir.display()
+                )
+            }));
         }
         let index = heatmaps.ids()?;
         let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();

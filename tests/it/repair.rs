@@ -432,3 +432,74 @@ fn without_a_validation_split_retraining_holds_validation_out_of_the_training_sp
     assert_eq!(summary["training_images"].as_u64().unwrap(), 48 + unsafe_images, "{summary}");
     assert!(summary["validation"].as_str().unwrap().contains("held out before the unsafe set joined it"));
 }
+
+/// A keypoint workflow on dots: train, test (a failure is 1.5 px off), heatmaps seeded with `seed_with`, clusters,
+/// and HUDD's selection of 10 images from an improvement split whose targets are `(x, y)` as drawn, or all `(1, 1)`
+/// when `scrambled`.
+fn dots(
+    ws: &crate::support::Ws,
+    scrambled: bool,
+    seed_with: &str,
+) -> (hudd::engine::manifest::Workflow, hudd::engine::RunReport) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let mut listing = String::from("path,split,target_x0,target_y0\n");
+    std::fs::create_dir_all(ws.path().join("dots")).unwrap();
+    for i in 0..150 {
+        let (x, y) = (rng.random_range(4..28u32), rng.random_range(4..28u32));
+        let mut img = image::GrayImage::from_pixel(32, 32, image::Luma([30]));
+        for dy in 0..3 {
+            for dx in 0..3 {
+                img.put_pixel(x - 1 + dx, y - 1 + dy, image::Luma([250]));
+            }
+        }
+        let path = format!("dots/{i}.png");
+        img.save(ws.path().join(&path)).unwrap();
+        let split = match i {
+            0..70 => "train",
+            70..110 => "test",
+            _ => "improvement",
+        };
+        let (tx, ty) = if scrambled && split == "improvement" { (1, 1) } else { (x, y) };
+        listing.push_str(&format!("{path},{split},{tx},{ty}\n"));
+    }
+    ws.write("dots.csv", &listing);
+    let text = format!(
+        "[workflow]\nname = \"kp-select\"\nseed = 2\n\
+         [[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\npath = \"dots.csv\"\nsize = 32\nchannels = 1\n\
+         [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"{}\"\nepochs = 3\nbatch_size = 16\n\
+         optimizer = \"adam\"\nlr = 0.002\nweight_decay = 0.0\nvalidation = 0.0\ndevice = \"cpu\"\n\
+         [[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\nthreshold = 1.5\n\
+         [[stage]]\nid = \"heatmaps\"\nkind = \"heatmaps\"\nmodel = \"train.model\"\nimages = \"test.errors\"\nseed_with = \"{seed_with}\"\n\
+         [[stage]]\nid = \"cluster\"\nkind = \"cluster\"\nheatmaps = \"heatmaps.heatmaps\"\nimages = \"test.errors\"\nchoose_k = \"fixed\"\nk = 3\nstability_draws = 0\n\
+         [[stage]]\nid = \"select\"\nkind = \"select\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\nclusters = \"cluster.clusters\"\nheatmaps = \"heatmaps.heatmaps\"\nbudget = 10\n",
+        fixture("tiny-kp.toml")
+    );
+    ws.run_builtin(&text)
+}
+
+#[test]
+fn keypoint_selection_reads_no_candidate_targets_and_a_seed_that_would_is_refused() {
+    // The same model and clusters select the same images whatever the candidates' targets say.
+    let unsafe_set = |scrambled: bool| {
+        let ws = crate::support::Ws::new();
+        let (w, report) = dots(&ws, scrambled, "least-confident");
+        assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+        let path = ws.store().output_path(&report.keys[w.stage_index("select").unwrap()], "unsafe").unwrap();
+        std::fs::read_to_string(path).unwrap()
+    };
+    let drawn = unsafe_set(false);
+    assert_eq!(drawn.lines().count(), 11, "the 10 closest of 40 candidates: {drawn}");
+    assert_eq!(unsafe_set(true), drawn);
+    // HUDD's keypoint seed finds the worst keypoint with the targets: selecting with it is refused.
+    let ws = crate::support::Ws::new();
+    let (w, report) = dots(&ws, false, "predicted");
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("select").unwrap()] else {
+        panic!("{:?}", report.outcomes)
+    };
+    assert_eq!(*exit_code, 2);
+    assert!(
+        error.contains("would read the targets of every candidate") && error.contains("least-confident"),
+        "{error}"
+    );
+}
