@@ -8,9 +8,10 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::clusters::Clusters;
 use crate::artefact::selection::BalanceRow;
 use crate::artefact::table;
-use crate::artefact::{ANY_DATASET, BALANCE_COUNTS, SELECTION};
+use crate::artefact::{ANY_DATASET, BALANCE_COUNTS, CLUSTERS, SELECTION};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
@@ -28,12 +29,25 @@ pub enum Weighting {
     Distance,
 }
 
+/// How many images every cluster is brought to, without `per_cluster` or `like`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetSize {
+    /// As many as the cluster with the most selected images has.
+    #[default]
+    LargestSelection,
+    /// The original's: as many as the largest root-cause cluster has members (needs the `clusters` input).
+    LargestCluster,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceParams {
-    /// Images per cluster (default: as many as the largest cluster has; with `like`, that set's size shared equally).
+    /// Images per cluster (default: by `target`; with `like`, that set's size shared equally).
     #[serde(default)]
     pub per_cluster: Option<usize>,
+    #[serde(default)]
+    pub target: TargetSize,
     #[serde(default)]
     pub weighting: Weighting,
     #[serde(default)]
@@ -42,11 +56,14 @@ pub struct BalanceParams {
 
 impl Params for BalanceParams {
     fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
         if self.per_cluster == Some(0) {
-            vec![Invalid::new("per_cluster", "must be at least 1, got 0")]
-        } else {
-            Vec::new()
+            out.push(Invalid::new("per_cluster", "must be at least 1, got 0"));
         }
+        if self.per_cluster.is_some() && self.target != TargetSize::LargestSelection {
+            out.push(Invalid::new("target", "is only read without `per_cluster`; remove one of them"));
+        }
+        out
     }
 }
 
@@ -100,6 +117,13 @@ impl Stage for Balance {
             required: false,
             doc: "another balanced set: reach its size in all (baselines match HUDD's)",
         },
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: false,
+            doc: "the cluster stage's output the selection came from (for `target = \"largest-cluster\"`)",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "balanced", kind: SELECTION, path: "balanced/", doc: "the resampled images as a dataset" },
@@ -131,7 +155,18 @@ impl Stage for Balance {
         let target = match (p.per_cluster, like) {
             (Some(n), _) => n,
             (None, Some(total)) => total.div_ceil(groups.len().max(1)),
-            (None, None) => groups.iter().map(|g| g.1.len()).max().unwrap_or(0),
+            (None, None) => match (p.target, ctx.inputs("clusters").first()) {
+                (TargetSize::LargestSelection, _) => groups.iter().map(|g| g.1.len()).max().unwrap_or(0),
+                (TargetSize::LargestCluster, Some(c)) => {
+                    let members = Clusters::open(&c.path).groups()?;
+                    groups.iter().filter_map(|g| members.get(&g.0).map(Vec::len)).max().unwrap_or(0)
+                }
+                (TargetSize::LargestCluster, None) => {
+                    return Err(StageError::input(
+                        "`target = \"largest-cluster\"` needs `clusters` (the cluster stage's output the selection came from)",
+                    ));
+                }
+            },
         };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let drawn = draw(&groups, target, p.weighting, &mut rng);

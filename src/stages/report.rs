@@ -249,7 +249,7 @@ fn strip_plot(runs: &[RunRow], original: f64) -> String {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",

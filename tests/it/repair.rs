@@ -218,7 +218,9 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     let (w4, report4) = ws.run_builtin(&manifest(
         "[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n\n\
          [[stage]]\nid = \"assign\"\nkind = \"select\"\nmode = \"all\"\nsplit = \"validation\"\nmodel = \"train.model\"\n\
-         dataset = \"data.dataset\"\nclusters = \"cluster.clusters\"\nheatmaps = \"heatmaps.heatmaps\"\n",
+         dataset = \"data.dataset\"\nclusters = \"cluster.clusters\"\nheatmaps = \"heatmaps.heatmaps\"\n\n\
+         [[stage]]\nid = \"balance-original\"\nkind = \"balance\"\nlabelled = \"label.labelled\"\n\
+         target = \"largest-cluster\"\nclusters = \"cluster.clusters\"\n",
     ));
     assert_eq!(report4.exit_code(), 0, "{:?}", report4.outcomes);
     let assigned = std::fs::read_to_string(
@@ -229,6 +231,14 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     assert_eq!(assigned_images.len(), 20, "every validation image once: {assigned}");
     assert!(assigned_images.iter().all(|i| i.starts_with("validation-")), "{assigned}");
     assert!(column(&assigned, "rank").iter().all(|r| r == "1"), "each to its closest cluster: {assigned}");
+    // The original's balancing target: every cluster up to the largest root-cause cluster's member count.
+    let counts = std::fs::read_to_string(
+        ws.store().output_path(&report4.keys[w4.stage_index("balance-original").unwrap()], "counts").unwrap(),
+    )
+    .unwrap();
+    let selected_clusters: Vec<usize> = column(&counts, "cluster").iter().map(|c| c.parse().unwrap()).collect();
+    let largest = selected_clusters.iter().map(|c| sizes[c - 1]).max().unwrap();
+    assert!(column(&counts, "drawn").iter().all(|d| d.parse::<usize>().unwrap() == largest), "{counts} {sizes:?}");
 
     // With a learning rate of almost nothing, retraining leaves the given weights as they were.
     let frozen = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n").replace(
