@@ -217,7 +217,12 @@ impl DatasetWriter {
     }
 
     /// Writes `table.csv` and `meta.json` and closes `images.npy`.
-    pub fn finish(mut self) -> Result<DatasetMeta, DatasetError> {
+    pub fn finish(self) -> Result<DatasetMeta, DatasetError> {
+        self.finish_with(Vec::new())
+    }
+
+    /// As [`DatasetWriter::finish`], with `extra` columns (one value per image) after the parameters.
+    pub fn finish_with(mut self, extra: Vec<Column>) -> Result<DatasetMeta, DatasetError> {
         self.meta.count = self.images.finish()?;
         let table_path = self.dir.join("table.csv");
         let table_err =
@@ -225,6 +230,9 @@ impl DatasetWriter {
         let mut df =
             build_table(&self.ids, Some(&self.splits), &self.meta.target, &self.labels, &self.specs, &self.values)
                 .map_err(table_err)?;
+        for column in extra {
+            df.with_column(column).map_err(table_err)?;
+        }
         write_csv(&table_path, &mut df)?;
         let meta_path = self.dir.join("meta.json");
         std::fs::write(&meta_path, serde_json::to_vec_pretty(&self.meta).expect("meta serialises"))

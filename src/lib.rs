@@ -13,3 +13,4 @@ pub mod runtime;
 pub mod sim;
 pub mod stages;
 pub mod stats;
+pub mod trigger;

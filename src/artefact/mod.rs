@@ -11,6 +11,7 @@ pub mod curve;
 pub mod evaluation;
 pub mod heatmaps;
 pub mod results;
+pub mod rules;
 pub mod selection;
 pub mod skipped;
 pub mod table;
@@ -43,6 +44,11 @@ pub const COMPARE_STRATEGIES: ArtefactKind = kind("strategy table", "score per s
 pub const COMPARE_TESTS: ArtefactKind = kind("statistical tests", "Mann-Whitney U and Vargha-Delaney A12");
 pub const COMPARE_RCC: ArtefactKind = kind("per-cluster accuracy", "accuracy per root-cause cluster by strategy");
 pub const COMPARE_SUMMARY: ArtefactKind = kind("comparison summary", "RQ2's headline figures");
+pub const RULES: ArtefactKind = kind("rules", "per root-cause cluster, a rule over simulator parameters");
+pub const RULE_TABLE: ArtefactKind = kind("rule table", "the rules as a table: support and precision");
+pub const CONFIRMATIONS: ArtefactKind =
+    kind("confirmations", "failure rates inside and outside each rule's region, on new images");
+pub const CONFIRM_TABLE: ArtefactKind = kind("confirmation table", "the confirmations as a table");
 pub const PARQUET: ArtefactKind = kind("parquet tables", "copies of a stage's tables as Parquet");
 pub const REPORT: ArtefactKind = kind("report", "the safety-analysis report: HTML, Markdown and images");
 
@@ -72,6 +78,10 @@ pub const ALL: &[ArtefactKind] = &[
     COMPARE_TESTS,
     COMPARE_RCC,
     COMPARE_SUMMARY,
+    RULES,
+    RULE_TABLE,
+    CONFIRMATIONS,
+    CONFIRM_TABLE,
     PARQUET,
     REPORT,
 ];

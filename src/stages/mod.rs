@@ -3,12 +3,15 @@
 pub mod balance;
 pub mod cluster;
 pub mod compare;
+pub mod confirm;
+pub mod generate;
 pub mod heatmaps;
 pub mod import;
 pub mod import_model;
 pub mod label;
 pub mod report;
 pub mod retrain;
+pub mod rules;
 pub mod select;
 pub mod simulate;
 pub mod test;
@@ -32,6 +35,9 @@ pub fn registry() -> Registry {
         .with(balance::Balance)
         .with(retrain::Retrain)
         .with(variance::Variance)
+        .with(rules::RulesStage)
+        .with(confirm::Confirm)
+        .with(generate::Generate)
         .with(compare::Compare)
         .with(report::Report)
 }

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::artefact::clusters::{Clusters, Picture as Drawn};
 use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
 use crate::artefact::results::TestSummary;
+use crate::artefact::rules::{Confirmations, Rate, Rules};
 use crate::artefact::table;
-use crate::artefact::{CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, EXPLANATIONS, REPORT, TEST_SUMMARY};
+use crate::artefact::{
+    CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, REPORT, RULES, TEST_SUMMARY,
+};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::SeenAs;
 
@@ -152,6 +155,76 @@ struct RccView {
     after: f64,
 }
 
+/// A cluster's triggering condition: the rule, how well it separates, and its test on new images.
+#[derive(Debug, Clone, Serialize)]
+struct ConditionView {
+    cluster: usize,
+    rule: String,
+    size: usize,
+    support: Option<f64>,
+    precision: Option<f64>,
+    inside: Option<Rate>,
+    outside: Option<Rate>,
+    confirmed: Option<bool>,
+    /// The failure rate inside the region with the retrained models, mean over them.
+    after: Option<f64>,
+}
+
+/// The conditions of the rules, their confirmations and the inside failure rates after retraining, by cluster.
+fn triggering_conditions(
+    rules: Option<Rules>,
+    confirm: Option<Confirmations>,
+    after: &[Confirmations],
+) -> Vec<ConditionView> {
+    let mut views: Vec<ConditionView> = match (&rules, &confirm) {
+        (Some(r), _) => r
+            .rules
+            .iter()
+            .map(|r| ConditionView {
+                cluster: r.cluster,
+                rule: r.text.clone(),
+                size: r.size,
+                support: Some(r.support),
+                precision: Some(r.precision),
+                inside: None,
+                outside: None,
+                confirmed: None,
+                after: None,
+            })
+            .collect(),
+        (None, Some(c)) => c
+            .rules
+            .iter()
+            .map(|c| ConditionView {
+                cluster: c.cluster,
+                rule: c.rule.clone(),
+                size: 0,
+                support: None,
+                precision: None,
+                inside: None,
+                outside: None,
+                confirmed: None,
+                after: None,
+            })
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    for v in &mut views {
+        if let Some(c) = confirm.as_ref().and_then(|c| c.rules.iter().find(|c| c.cluster == v.cluster)) {
+            (v.inside, v.outside, v.confirmed) = (Some(c.inside), Some(c.outside), Some(c.confirmed));
+        }
+        let rates: Vec<f64> = after
+            .iter()
+            .filter_map(|a| a.rules.iter().find(|c| c.cluster == v.cluster && c.inside.images > 0))
+            .map(|c| c.inside.rate)
+            .collect();
+        if !rates.is_empty() {
+            v.after = Some(rates.iter().sum::<f64>() / rates.len() as f64);
+        }
+    }
+    views
+}
+
 /// Everything the templates see.
 #[derive(Debug, Serialize)]
 struct Context {
@@ -184,6 +257,9 @@ struct Context {
     compute_seconds: f64,
     /// What the retraining repetitions vary, so that a p-value says what it is over (none when unknown).
     repetitions: Option<String>,
+    /// Per cluster with a rule: the triggering condition and its evidence, and the intervals' level in percent.
+    conditions: Vec<ConditionView>,
+    confidence: f64,
     /// The machines and devices that computed the artefacts.
     machines: Vec<String>,
 }
@@ -292,6 +368,27 @@ impl Stage for Report {
             many: false,
             required: false,
             doc: "a compare stage's rcc table (accuracy per cluster)",
+        },
+        InputSlot {
+            name: "rules",
+            accepts: &[RULES],
+            many: false,
+            required: false,
+            doc: "a rules stage's rules (triggering conditions)",
+        },
+        InputSlot {
+            name: "confirm",
+            accepts: &[CONFIRMATIONS],
+            many: false,
+            required: false,
+            doc: "a confirm stage's confirmations of those rules with the model under analysis",
+        },
+        InputSlot {
+            name: "confirm_after",
+            accepts: &[CONFIRMATIONS],
+            many: true,
+            required: false,
+            doc: "confirmations with retrained models (the inside failure rates after retraining, averaged)",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] =
@@ -439,7 +536,17 @@ impl Stage for Report {
         // Residual risk: clusters whose images the retrained models still get wrong more than half the time.
         let residual = clusters.iter().filter(|c| c.after.is_some_and(|a| a < 0.5)).map(|c| c.id).collect();
         let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
-        let inputs = ["test", "clusters", "variance", "compare", "runs", "rcc"]
+        let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
+        let confidence = confirmations.as_ref().map_or(95.0, |c| (1.0 - c.alpha) * 100.0);
+        let conditions = triggering_conditions(
+            first("rules").map(|p| table::read_json::<Rules>(&p)).transpose()?,
+            confirmations,
+            &ctx.inputs("confirm_after")
+                .iter()
+                .map(|a| table::read_json::<Confirmations>(&a.path))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let inputs = ["test", "clusters", "variance", "compare", "runs", "rcc", "rules", "confirm", "confirm_after"]
             .iter()
             .flat_map(|slot| {
                 ctx.inputs(slot).iter().map(
@@ -492,6 +599,8 @@ impl Stage for Report {
             manifest: manifest(ctx)?,
             compute_seconds: lineage.iter().map(|a| a.seconds).sum(),
             repetitions: repetitions(&lineage),
+            conditions,
+            confidence,
             machines,
             lineage,
         };

@@ -20,3 +20,4 @@ mod slurm;
 mod stats;
 mod support;
 mod tidy;
+mod trigger;

@@ -35,6 +35,16 @@ const COMPARE: &str = r#"{"metric": "accuracy", "original": 0.809, "reference": 
    "chance": {"explained": 1, "explained_share": 0.5, "expected_by_chance": 0.31, "images_explained": 0.785, "images_explained_beyond_chance": 0.785, "permutations": 1000, "alpha": 0.05}}}"#;
 const RUNS: &str = "split,strategy,stage,score,fixed,broken\nholdout,hudd,\"t[seed=1]\",0.92,120,14\nholdout,hudd,\"t[seed=2]\",0.94,140,14\nholdout,random,\"b[seed=1]\",0.90,100,12\nholdout,random,\"b[seed=2]\",0.92,120,12\ntest,hudd,\"t[seed=1]\",0.99,120,14\n";
 const RCC: &str = "split,strategy,cluster,images,before,after\ntest,hudd,1,150,0,0.9\ntest,hudd,2,41,0,0.4\ntest,random,1,150,0,0.7\ntest,random,2,41,0,0.3\nholdout,hudd,1,140,0,0.8\nholdout,hudd,2,45,0,0.45\n";
+const RULES: &str = r#"{"source": "simulate:signs", "task": "classification", "split": "test", "correct": 809, "rules": [
+ {"cluster": 1, "size": 150, "text": "night 0.62–1.00 share", "covered": 140, "support": 0.933, "correct_covered": 60, "precision": 0.7,
+  "conditions": [{"condition": {"type": "interval", "parameter": "night", "lo": 0.62, "hi": 1.0}, "text": "night 0.62–1.00 share", "kept": 0.38}]},
+ {"cluster": 2, "size": 41, "text": "yaw 40.0° to 70.0°", "covered": 30, "support": 0.73, "correct_covered": 90, "precision": 0.25,
+  "conditions": [{"condition": {"type": "arc", "parameter": "yaw", "from": 40.0, "to": 70.0, "period": 360.0}, "text": "yaw 40.0° to 70.0°", "kept": 0.2}]}]}"#;
+const CONFIRM: &str = r#"{"learned_on": "test", "images": 200, "alpha": 0.05, "rules": [
+ {"cluster": 1, "rule": "night 0.62–1.00 share", "conditions": [], "confirmed": true,
+  "inside": {"images": 200, "failures": 124, "rate": 0.62, "lo": 0.549, "hi": 0.687}, "outside": {"images": 200, "failures": 18, "rate": 0.09, "lo": 0.054, "hi": 0.139}},
+ {"cluster": 2, "rule": "yaw 40.0° to 70.0°", "conditions": [], "confirmed": false,
+  "inside": {"images": 200, "failures": 30, "rate": 0.15, "lo": 0.104, "hi": 0.207}, "outside": {"images": 200, "failures": 24, "rate": 0.12, "lo": 0.079, "hi": 0.173}}]}"#;
 const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance\n1,150,true,night,0.8,\"night 0.62–0.98 share\",0.001,true\n2,41,false,yaw,0.3,\"\",0.4,false\n";
 
 fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
@@ -47,14 +57,16 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
         "cluster,size,share,mean_intra_distance,medoid,stability,stable\n1,150,0.785,0.2,test-1,0.91,true\n2,41,0.215,0.3,test-2,0.42,false\n",
     );
     format!(
-        "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
+        "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
          [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.summary\"\nclusters = \"clusters.clusters\"\nvariance = \"variance.explanations\"\n\
-         compare = \"compare.compare\"\nruns = \"runs.runs\"\nrcc = \"rcc.rcc\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
+         compare = \"compare.compare\"\nruns = \"runs.runs\"\nrcc = \"rcc.rcc\"\nrules = \"rules.rules\"\nconfirm = \"confirm.confirmations\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
         text_stage("test", TEST),
         text_stage("compare", COMPARE),
         text_stage("runs", RUNS),
         text_stage("rcc", RCC),
         text_stage("variance", VARIANCE),
+        text_stage("rules", RULES),
+        text_stage("confirm", CONFIRM),
     )
 }
 

@@ -60,3 +60,20 @@ fn small_sample_spreads_are_unbiased_and_axes_wrap_at_180() {
     assert_eq!(stats::axial_arc(&[175.0, 5.0, 178.0]), (175.0, 5.0));
     assert_eq!(stats::arc_length((350.0, 10.0)), 20.0);
 }
+
+#[test]
+fn clopper_pearson_intervals_match_scipys_beta_quantiles() {
+    // Numbers from tests/fixtures/binomial_ref.py.
+    let path = format!("{}/tests/fixtures/binomial_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for c in cases {
+        let (k, n, alpha) =
+            (c["k"].as_u64().unwrap() as usize, c["n"].as_u64().unwrap() as usize, c["alpha"].as_f64().unwrap());
+        let (lo, hi) = hudd::trigger::clopper_pearson(k, n, alpha);
+        let (want_lo, want_hi) = (c["lo"].as_f64().unwrap(), c["hi"].as_f64().unwrap());
+        assert!(
+            (lo - want_lo).abs() < 1e-8 && (hi - want_hi).abs() < 1e-8,
+            "{k}/{n}: ({lo}, {hi}) against ({want_lo}, {want_hi})"
+        );
+    }
+}

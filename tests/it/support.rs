@@ -166,6 +166,8 @@ impl Stage for Text {
         OutputSpec { name: "compare", kind: hudd::artefact::COMPARE_SUMMARY, path: "results.csv", doc: "" },
         OutputSpec { name: "runs", kind: hudd::artefact::COMPARE_RUNS, path: "results.csv", doc: "" },
         OutputSpec { name: "rcc", kind: hudd::artefact::COMPARE_RCC, path: "results.csv", doc: "" },
+        OutputSpec { name: "rules", kind: hudd::artefact::RULES, path: "results.csv", doc: "" },
+        OutputSpec { name: "confirmations", kind: hudd::artefact::CONFIRMATIONS, path: "results.csv", doc: "" },
     ];
 
     fn run(&self, p: &TextParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {

@@ -1,0 +1,174 @@
+//! Triggering conditions: a `rules` stage's `rules.json` ([`Rules`]) and `rules.csv` ([`RuleRow`]), and a
+//! `confirm` stage's `confirm.json` ([`Confirmations`]) and `confirm.csv` ([`ConfirmRow`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{Row, display};
+use crate::trigger::Condition;
+
+/// `rules.json`: one rule per root-cause cluster of two images or more.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rules {
+    /// The dataset's source (`simulate:signs`) and task: what `confirm` renders new images with.
+    pub source: String,
+    pub task: String,
+    /// The split whose images were clustered, and how many of its images the model got right (the negatives).
+    pub split: String,
+    pub correct: usize,
+    pub rules: Vec<RuleRecord>,
+}
+
+/// One cluster's rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuleRecord {
+    pub cluster: usize,
+    /// The cluster's images.
+    pub size: usize,
+    /// Empty when no condition separates the cluster from the correct images.
+    pub conditions: Vec<RuleCondition>,
+    /// The conditions in words, joined by "and".
+    pub text: String,
+    /// Cluster images the rule covers, and their share of the cluster.
+    pub covered: usize,
+    pub support: f64,
+    /// Correct images the rule covers, and the share of cluster images among all it covers.
+    pub correct_covered: usize,
+    pub precision: f64,
+}
+
+/// One condition, with the share of the parameter's range (over the split's images) it keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuleCondition {
+    pub condition: Condition,
+    pub text: String,
+    pub kept: f64,
+}
+
+/// A row of `rules.csv`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuleRow {
+    pub cluster: usize,
+    pub size: usize,
+    pub rule: String,
+    pub covered: usize,
+    #[serde(serialize_with = "display")]
+    pub support: f64,
+    pub correct_covered: usize,
+    #[serde(serialize_with = "display")]
+    pub precision: f64,
+}
+
+impl Row for RuleRow {
+    const COLUMNS: &'static [&'static str] =
+        &["cluster", "size", "rule", "covered", "support", "correct_covered", "precision"];
+}
+
+impl From<&RuleRecord> for RuleRow {
+    fn from(r: &RuleRecord) -> Self {
+        RuleRow {
+            cluster: r.cluster,
+            size: r.size,
+            rule: r.text.clone(),
+            covered: r.covered,
+            support: r.support,
+            correct_covered: r.correct_covered,
+            precision: r.precision,
+        }
+    }
+}
+
+/// `confirm.json`: every rule tested on new images inside and outside its region.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Confirmations {
+    /// The split whose failures the rules were learned from (it chose them).
+    pub learned_on: String,
+    /// Images drawn on each side of every rule, and the confidence level's alpha.
+    pub images: usize,
+    pub alpha: f64,
+    pub rules: Vec<Confirmation>,
+}
+
+/// One rule's test.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Confirmation {
+    pub cluster: usize,
+    pub rule: String,
+    pub conditions: Vec<Condition>,
+    pub inside: Rate,
+    pub outside: Rate,
+    /// The inside failure rate's lower bound is above the outside rate's upper bound.
+    pub confirmed: bool,
+}
+
+/// Failures among images, with an exact (Clopper-Pearson) interval.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Rate {
+    pub images: usize,
+    pub failures: usize,
+    pub rate: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Rate {
+    pub fn of(failures: usize, images: usize, alpha: f64) -> Rate {
+        let (lo, hi) = crate::trigger::clopper_pearson(failures, images, alpha);
+        Rate { images, failures, rate: failures as f64 / images.max(1) as f64, lo, hi }
+    }
+}
+
+/// A row of `confirm.csv`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfirmRow {
+    pub cluster: usize,
+    pub rule: String,
+    pub inside_images: usize,
+    #[serde(serialize_with = "display")]
+    pub inside_rate: f64,
+    #[serde(serialize_with = "display")]
+    pub inside_lo: f64,
+    #[serde(serialize_with = "display")]
+    pub inside_hi: f64,
+    pub outside_images: usize,
+    #[serde(serialize_with = "display")]
+    pub outside_rate: f64,
+    #[serde(serialize_with = "display")]
+    pub outside_lo: f64,
+    #[serde(serialize_with = "display")]
+    pub outside_hi: f64,
+    pub confirmed: bool,
+}
+
+impl Row for ConfirmRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "cluster",
+        "rule",
+        "inside_images",
+        "inside_rate",
+        "inside_lo",
+        "inside_hi",
+        "outside_images",
+        "outside_rate",
+        "outside_lo",
+        "outside_hi",
+        "confirmed",
+    ];
+}
+
+impl From<&Confirmation> for ConfirmRow {
+    fn from(c: &Confirmation) -> Self {
+        ConfirmRow {
+            cluster: c.cluster,
+            rule: c.rule.clone(),
+            inside_images: c.inside.images,
+            inside_rate: c.inside.rate,
+            inside_lo: c.inside.lo,
+            inside_hi: c.inside.hi,
+            outside_images: c.outside.images,
+            outside_rate: c.outside.rate,
+            outside_lo: c.outside.lo,
+            outside_hi: c.outside.hi,
+            confirmed: c.confirmed,
+        }
+    }
+}

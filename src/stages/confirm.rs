@@ -1,0 +1,202 @@
+//! Stage `confirm`: every rule of a `rules` stage tested as a claim. New images are rendered inside the rule's
+//! region (its parameters drawn inside it, the others as in the split's images) and outside it (the split's own
+//! parameter vectors that fall outside), labelled by the simulator and given to the model: a rule is a confirmed
+//! triggering condition when the failure rate inside is above the rate outside beyond doubt (the lower bound of
+//! one exact binomial interval above the upper bound of the other).
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::artefact::rules::{ConfirmRow, Confirmation, Confirmations, Rate, Rules};
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, CONFIRM_TABLE, CONFIRMATIONS, DATASET, MODEL, RULES};
+use crate::dataset::{Dataset, DatasetMeta, DatasetWriter};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::model::artefact::Model;
+use crate::model::predict::{DEFAULT_THRESHOLD, predict};
+use crate::runtime::{self, DeviceChoice};
+use crate::sim::{self, ParamSpec};
+use crate::trigger;
+
+pub struct Confirm;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmParams {
+    /// Images rendered on each side of every rule.
+    #[serde(default = "default_images")]
+    pub images: usize,
+    /// The split whose images give the other parameters (default: the split the rules were learned on).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// One minus the confidence level of the intervals.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Keypoint models: an image fails when its mean keypoint error exceeds this many pixels (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_images() -> usize {
+    200
+}
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_batch() -> usize {
+    256
+}
+
+impl Params for ConfirmParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.images < 10 {
+            out.push(Invalid::new("images", format!("must be at least 10 per side, got {}", self.images)));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            out.push(Invalid::new("alpha", format!("must be in (0, 0.5), got {}", self.alpha)));
+        }
+        if self.batch_size == 0 {
+            out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        out
+    }
+}
+
+impl Stage for Confirm {
+    type Params = ConfirmParams;
+    const KIND: &'static str = "confirm";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot { name: "rules", accepts: &[RULES], many: false, required: true, doc: "a rules stage's rules" },
+        InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model to test" },
+        InputSlot {
+            name: "dataset",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the simulated dataset whose split gives the other parameters",
+        },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec {
+            name: "confirmations",
+            kind: CONFIRMATIONS,
+            path: "confirm.json",
+            doc: "per rule: failure rates inside and outside with intervals, confirmed or not",
+        },
+        OutputSpec { name: "table", kind: CONFIRM_TABLE, path: "confirm.csv", doc: "the same as a table" },
+        OutputSpec {
+            name: "images",
+            kind: DATASET,
+            path: "images/",
+            doc: "the rendered images (splits inside-<cluster>, outside-<cluster>)",
+        },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Tests each rule on new images rendered inside and outside its region.";
+
+    fn run(&self, p: &ConfirmParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let rules: Rules = table::read_json(&ctx.input("rules")?.path)?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        let sim =
+            trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "confirm")))?;
+        let split = p.split.clone().unwrap_or_else(|| rules.split.clone());
+        let rows = ds.split_rows(&split)?;
+        if rows.is_empty() {
+            return Err(StageError::input(format!("split `{split}` of {} is empty", ds.dir.display())));
+        }
+        let base = trigger::vectors(&ds, sim, &rows)?;
+        let dir = ctx.output("images")?;
+        let meta = DatasetMeta {
+            source: format!("confirm:{}", sim.name()),
+            count: 0,
+            splits: Vec::new(),
+            chosen_by: Vec::new(),
+            ..ds.meta.clone()
+        };
+        let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;
+        let size = ds.meta.width as u32;
+        ctx.progress.start((rules.rules.len() * 2 * p.images) as u64, "images rendered");
+        for (r, rule) in rules.rules.iter().enumerate() {
+            let conditions: Vec<trigger::Condition> = rule.conditions.iter().map(|c| c.condition.clone()).collect();
+            if conditions.is_empty() {
+                continue;
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (rule.cluster as u64).wrapping_mul(0x9e37_79b9));
+            let inside: Vec<Vec<f64>> = (0..p.images)
+                .map(|_| {
+                    let b = &base[rng.random_range(0..base.len())];
+                    trigger::draw_inside(&conditions, sim, b, &mut rng)
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..base.len()).collect();
+            order.shuffle(&mut rng);
+            let outside: Vec<Vec<f64>> = order
+                .into_iter()
+                .filter(|&i| !trigger::inside(&conditions, sim, &base[i]))
+                .take(p.images)
+                .map(|i| base[i].clone())
+                .collect();
+            for (side, vectors) in [("inside", inside), ("outside", outside)] {
+                let stream = 2 * r as u64 + u64::from(side == "outside");
+                for (i, v) in vectors.into_iter().enumerate() {
+                    let sample = sim.render(&rules.task, &v, size, &mut sim::image_rng(ctx.seed, stream, i as u64));
+                    let id = format!("{side}-{}-{i:05}", rule.cluster);
+                    writer.push(id, &format!("{side}-{}", rule.cluster), &sample.rgb, sample.label, v)?;
+                    ctx.progress.inc(1);
+                }
+            }
+        }
+        writer.finish()?;
+        let images = Dataset::open(&dir)?;
+        let model = Model::load(&ctx.input("model")?.path, device)?;
+        let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
+        let mut confirmations = Vec::new();
+        for rule in &rules.rules {
+            let conditions: Vec<trigger::Condition> = rule.conditions.iter().map(|c| c.condition.clone()).collect();
+            let rate = |side: &str| -> Result<Rate, StageError> {
+                let name = format!("{side}-{}", rule.cluster);
+                let rows = if images.meta.splits.iter().any(|(s, _)| *s == name) {
+                    images.split_rows(&name)?
+                } else {
+                    Vec::new()
+                };
+                let predictions = predict(&model, &images, &rows, p.batch_size, threshold, ctx.progress)?;
+                Ok(Rate::of(predictions.iter().filter(|pr| !pr.correct()).count(), rows.len(), p.alpha))
+            };
+            let (inside, outside) = (rate("inside")?, rate("outside")?);
+            let confirmed = !conditions.is_empty() && inside.images > 0 && outside.images > 0 && inside.lo > outside.hi;
+            confirmations.push(Confirmation {
+                cluster: rule.cluster,
+                rule: rule.text.clone(),
+                conditions,
+                inside,
+                outside,
+                confirmed,
+            });
+        }
+        let record =
+            Confirmations { learned_on: rules.split.clone(), images: p.images, alpha: p.alpha, rules: confirmations };
+        let rows: Vec<ConfirmRow> = record.rules.iter().map(ConfirmRow::from).collect();
+        table::write(&ctx.output("table")?, &rows)?;
+        ctx.progress.message(&format!(
+            "{} of {} rules confirmed",
+            record.rules.iter().filter(|c| c.confirmed).count(),
+            record.rules.len()
+        ));
+        Ok(table::write_json(&ctx.output("confirmations")?, &record)?)
+    }
+}

@@ -1,0 +1,171 @@
+//! Stage `rules` (triggering conditions, after SEDE): per root-cause cluster, a rule over simulator parameters that
+//! separates the cluster's images from the images of the same split the model gets right.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artefact::clusters::Clusters;
+use crate::artefact::results::TestResults;
+use crate::artefact::rules::{RuleCondition, RuleRecord, RuleRow, Rules};
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, CLUSTERS, RULE_TABLE, RULES, TEST_RESULTS};
+use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::trigger::{self, Options};
+
+pub struct RulesStage;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesParams {
+    /// At most this many conditions per rule.
+    #[serde(default = "default_conditions")]
+    pub max_conditions: usize,
+    /// Every condition keeps at least this share of the cluster's images.
+    #[serde(default = "default_support")]
+    pub min_support: f64,
+}
+
+fn default_conditions() -> usize {
+    3
+}
+fn default_support() -> f64 {
+    0.6
+}
+
+impl Params for RulesParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.max_conditions == 0 {
+            out.push(Invalid::new("max_conditions", "must be at least 1, got 0"));
+        }
+        if !(self.min_support > 0.0 && self.min_support <= 1.0) {
+            out.push(Invalid::new("min_support", format!("must be in (0, 1], got {}", self.min_support)));
+        }
+        out
+    }
+}
+
+impl Stage for RulesStage {
+    type Params = RulesParams;
+    const KIND: &'static str = "rules";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: true,
+            doc: "a cluster stage's output",
+        },
+        InputSlot {
+            name: "results",
+            accepts: &[TEST_RESULTS],
+            many: false,
+            required: true,
+            doc: "the original model's test results on the clustered split (its correct images are the negatives)",
+        },
+        InputSlot {
+            name: "dataset",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the dataset the tested images come from, with their simulator parameters",
+        },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec {
+            name: "rules",
+            kind: RULES,
+            path: "rules.json",
+            doc: "per cluster: conditions, support, precision",
+        },
+        OutputSpec {
+            name: "table",
+            kind: RULE_TABLE,
+            path: "rules.csv",
+            doc: "cluster,size,rule,covered,support,correct_covered,precision",
+        },
+    ];
+    const DOC: &'static str = "Learns a rule over simulator parameters for every root-cause cluster.";
+
+    fn run(&self, p: &RulesParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        let results = TestResults::read(&ctx.input("results")?.path)?;
+        let ids = ds.ids()?;
+        let row_of: BTreeMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let find = |id: &str| {
+            row_of.get(id).copied().ok_or_else(|| {
+                StageError::input(format!(
+                    "image {id} of the test results is not in {}: connect the dataset the test stage read",
+                    ds.dir.display()
+                ))
+            })
+        };
+        let negatives: Vec<usize> =
+            results.images.iter().filter(|(_, ok)| *ok).map(|(id, _)| find(id)).collect::<Result<_, _>>()?;
+        let features = trigger::features(&ds)?;
+        if features.is_empty() {
+            return Err(StageError::input(format!(
+                "{} has no simulator parameters (real images): there is nothing to state a rule over",
+                ds.dir.display()
+            )));
+        }
+        let (infos, features): (Vec<_>, Vec<_>) = features.into_iter().unzip();
+        let options = Options { max_conditions: p.max_conditions, min_support: p.min_support };
+        let mut rules = Vec::new();
+        for (cluster, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
+            if members.len() < 2 {
+                continue;
+            }
+            let positives: Vec<usize> = members.iter().map(|id| find(id)).collect::<Result<_, _>>()?;
+            let learned = trigger::learn(&features, &positives, &negatives, options);
+            let all: Vec<usize> = positives.iter().chain(&negatives).copied().collect();
+            let conditions: Vec<RuleCondition> = learned
+                .conditions
+                .iter()
+                .map(|c| {
+                    let k = features.iter().position(|f| f.name() == c.parameter()).expect("a learned feature");
+                    let unit = match infos[k].unit.as_deref() {
+                        Some("degrees") => "°".to_string(),
+                        Some(u) if !u.is_empty() => format!(" {u}"),
+                        _ => String::new(),
+                    };
+                    RuleCondition {
+                        condition: c.clone(),
+                        text: c.describe(&unit),
+                        kept: trigger::kept(c, &features[k], &all),
+                    }
+                })
+                .collect();
+            let text = if conditions.is_empty() {
+                "no condition separates it".to_string()
+            } else {
+                conditions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" and ")
+            };
+            rules.push(RuleRecord {
+                cluster,
+                size: positives.len(),
+                text,
+                covered: learned.positives,
+                support: learned.positives as f64 / positives.len() as f64,
+                correct_covered: learned.negatives,
+                precision: learned.positives as f64 / (learned.positives + learned.negatives).max(1) as f64,
+                conditions,
+            });
+            ctx.progress.message(&format!("cluster {cluster}: {}", rules.last().expect("pushed").text));
+        }
+        let split = results.splits.first().cloned().unwrap_or_default();
+        let record = Rules {
+            source: ds.meta.source.clone(),
+            task: ds.meta.task.clone(),
+            split,
+            correct: negatives.len(),
+            rules,
+        };
+        let rows: Vec<RuleRow> = record.rules.iter().map(RuleRow::from).collect();
+        table::write(&ctx.output("table")?, &rows)?;
+        Ok(table::write_json(&ctx.output("rules")?, &record)?)
+    }
+}

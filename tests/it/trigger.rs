@@ -1,0 +1,167 @@
+//! Triggering conditions on a planted failure: a model trained only on bright signs fails on dark ones; `rules`
+//! must find the darkness, `confirm` must confirm it on new images and reject a rule over an unrelated parameter,
+//! and `generate` must render labelled images inside the confirmed region.
+
+use hudd::artefact::rules::{Confirmations, Rules};
+use hudd::engine::manifest::Workflow;
+use hudd::engine::progress::Reporter;
+use hudd::engine::{RunOptions, RunReport};
+use hudd::trigger::{Condition, Value};
+
+fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
+    let path = ws.write("w.toml", text);
+    let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
+    let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
+    let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    (w, report)
+}
+
+/// Trained on signs with `night` in [0, 0.15], tested on [0, 1]; everything else at the simulator's defaults.
+fn planted() -> String {
+    format!(
+        r#"
+[workflow]
+name = "planted"
+seed = 4
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = {{ class = {{ weights = {{ stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 }} }} }}
+splits = {{ train = {{ count = 400, params = {{ night = {{ uniform = [0.0, 0.15] }} }} }}, test = {{ count = 300, params = {{ night = {{ uniform = [0.0, 1.0] }} }} }}, improvement = {{ count = 100, params = {{ night = {{ uniform = [0.0, 1.0] }} }} }} }}
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "{}/tests/fixtures/tiny.toml"
+epochs = 6
+batch_size = 16
+optimizer = "adam"
+lr = 0.003
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "test"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn rules_recover_a_planted_condition_confirm_it_and_reject_an_unrelated_one() {
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, &planted());
+    let out = |w: &Workflow, r: &RunReport, stage: &str, output: &str| {
+        ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], output).unwrap()
+    };
+    // Every failure is one cluster: the rule is about the failures, not about how they were clustered.
+    let errors = hudd::dataset::Dataset::open(&out(&w, &r, "test", "errors")).unwrap().ids().unwrap();
+    assert!(errors.len() >= 20, "the planted darkness makes the model fail: {} failures", errors.len());
+    let members: String = errors.iter().map(|id| format!("{id},1,0\n")).collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{members}"));
+    // An unrelated rule for the same cluster: signs turned less than 8° (yaw is drawn around 0° everywhere).
+    let unrelated = serde_json::json!({
+        "source": "simulate:signs", "task": "classification", "split": "test", "correct": 0,
+        "rules": [{ "cluster": 1, "size": errors.len(), "text": "scale", "covered": 0, "support": 0.0,
+                    "correct_covered": 0, "precision": 0.0,
+                    "conditions": [{ "condition": { "type": "arc", "parameter": "yaw", "from": 352.0, "to": 8.0, "period": 360.0 },
+                                     "text": "yaw", "kept": 1.0 }] }]
+    });
+    let text = planted()
+        + r#"
+[[stage]]
+id = "clusters"
+kind = "files"
+path = "clusters"
+
+[[stage]]
+id = "rules"
+kind = "rules"
+clusters = "clusters.clusters"
+results = "test.results"
+dataset = "data.dataset"
+
+[[stage]]
+id = "confirm"
+kind = "confirm"
+rules = "rules.rules"
+model = "train.model"
+dataset = "data.dataset"
+images = 100
+
+[[stage]]
+id = "unrelated"
+kind = "results"
+text = UNRELATED
+
+[[stage]]
+id = "confirm-unrelated"
+kind = "confirm"
+rules = "unrelated.rules"
+model = "train.model"
+dataset = "data.dataset"
+images = 100
+
+[[stage]]
+id = "generate"
+kind = "generate"
+confirmations = "confirm.confirmations"
+dataset = "data.dataset"
+budget = 30
+"#
+        .replace("UNRELATED", &format!("{:?}", unrelated.to_string()))
+        .as_str();
+    let (w, r) = run(&ws, &text);
+
+    let rules: Rules = hudd::artefact::table::read_json(&out(&w, &r, "rules", "rules")).unwrap();
+    let rule = &rules.rules[0];
+    let night = rule.conditions.iter().find(|c| c.condition.parameter() == "night");
+    let Some(Condition::Interval { lo, hi, .. }) = night.map(|c| &c.condition) else {
+        panic!("no condition on night: {rule:?}")
+    };
+    assert!((0.15..=0.75).contains(lo) && *hi > 0.9, "night {lo}–{hi}: {rule:?}");
+    assert!(rule.support >= 0.6 && rule.precision > 0.5, "{rule:?}");
+
+    let confirmed: Confirmations = hudd::artefact::table::read_json(&out(&w, &r, "confirm", "confirmations")).unwrap();
+    let c = &confirmed.rules[0];
+    assert!(c.confirmed, "{c:?}");
+    assert!(c.inside.rate > c.outside.rate + 0.2 && c.inside.images == 100 && c.outside.images == 100, "{c:?}");
+    let rejected: Confirmations =
+        hudd::artefact::table::read_json(&out(&w, &r, "confirm-unrelated", "confirmations")).unwrap();
+    let r0 = &rejected.rules[0];
+    assert!(!r0.confirmed && r0.inside.images == 100 && r0.outside.images == 100, "{r0:?}");
+
+    // The rendered images are kept as evidence, inside the region on one side and outside on the other.
+    let images = hudd::dataset::Dataset::open(&out(&w, &r, "confirm", "images")).unwrap();
+    let condition = &c.conditions[0];
+    let nights = images.numbers("night").unwrap();
+    let splits = images.strings("split").unwrap();
+    for (n, s) in nights.iter().zip(&splits) {
+        let holds = c.conditions.iter().all(|k| k.parameter() != "night" || k.holds(Value::Number(*n)));
+        if s == "inside-1" {
+            assert!(holds, "{n} outside {condition:?}");
+        }
+    }
+
+    // Generated: 30 labelled images inside the confirmed region, chosen by the test split's failures.
+    let generated = hudd::dataset::Dataset::open(&out(&w, &r, "generate", "selected")).unwrap();
+    assert_eq!(generated.meta.count, 30);
+    assert_eq!(generated.meta.chosen_by, ["test"]);
+    assert!(generated.numbers("rcc").unwrap().iter().all(|c| *c == 1.0));
+    assert!(
+        generated
+            .numbers("night")
+            .unwrap()
+            .iter()
+            .all(|n| condition.holds(Value::Number(*n)) || condition.parameter() != "night")
+    );
+    assert_eq!(generated.class_labels().unwrap().len(), 30);
+}
