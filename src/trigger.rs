@@ -7,7 +7,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Dataset, DatasetError, ParamInfo};
+use crate::dataset::{Dataset, DatasetError, ParamInfo, ParamKind};
 use crate::sim::Simulator;
 
 /// One parameter's values over every image the learner sees.
@@ -73,6 +73,10 @@ impl Condition {
     /// In words: `night 0.52–1.00`, `yaw -70.0° to -31.2°`, `occluder ∈ {hand, scarf}`.
     pub fn describe(&self, unit: &str) -> String {
         match self {
+            // "to" rather than a dash where a minus sign would run into it (-69.4–-46.9°).
+            Condition::Interval { parameter, lo, hi } if *lo < 0.0 || *hi < 0.0 => {
+                format!("{parameter} {}{unit} to {}{unit}", short(*lo), short(*hi))
+            }
             Condition::Interval { parameter, lo, hi } => format!("{parameter} {}–{}{unit}", short(*lo), short(*hi)),
             Condition::Arc { parameter, from, to, period } => {
                 let signed = |d: f64| if *period == 360.0 && d > 180.0 { d - 360.0 } else { d };
@@ -299,13 +303,17 @@ pub fn kept(condition: &Condition, feature: &Feature, rows: &[usize]) -> f64 {
 /// The learner's features from a dataset's parameters, the label's own parameters left out (they restate the
 /// label): numbers, angles (period 360), axes (period 180) and categories, with each parameter's description.
 pub fn features(ds: &Dataset) -> Result<Vec<(ParamInfo, Feature)>, DatasetError> {
+    let sim = simulator_of(ds);
     let mut out = Vec::new();
     for info in ds.meta.params.iter().filter(|p| !p.label) {
         let name = info.name.clone();
+        // A simulator's angle that cannot go all the way round (yaw in [-75°, 75°]) is an interval.
+        let spec = sim.and_then(|s| s.params().iter().find(|p| p.name == info.name));
+        let circle = |full: f64| spec.map_or(Some(full), |s| period_of(&s.kind));
         let feature = match info.kind.as_str() {
             "real" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: None },
-            "angle" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: Some(360.0) },
-            "axial" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: Some(180.0) },
+            "angle" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: circle(360.0) },
+            "axial" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: circle(180.0) },
             _ => Feature::Categorical { name, values: ds.strings(&info.name)? },
         };
         out.push((info.clone(), feature));
@@ -325,6 +333,16 @@ pub fn not_simulated(ds: &Dataset, what: &str) -> String {
         ds.dir.display(),
         ds.meta.source
     )
+}
+
+/// The circle a parameter lives on: 360° for an angle and 180° for an axis that can go all the way round, none
+/// for one with a narrower range (it never wraps) or a number.
+pub fn period_of(kind: &ParamKind) -> Option<f64> {
+    match *kind {
+        ParamKind::Angle { min, max } if max - min >= 360.0 => Some(360.0),
+        ParamKind::Axial { min, max } if max - min >= 180.0 => Some(180.0),
+        _ => None,
+    }
 }
 
 /// The parameter vectors of some rows of a simulated dataset in the simulator's order (categories as their index),
@@ -428,6 +446,15 @@ mod tests {
         );
         // Bounds halfway to the nearest uncovered values (339° and 21°).
         assert_eq!(arc.describe("°"), "light -19.5° to 19.5°");
+    }
+
+    #[test]
+    fn only_angles_that_can_go_all_the_way_round_are_read_on_a_circle() {
+        // Yaw in [-75°, 75°] never wraps: an interval, which cannot widen across the back of the circle.
+        assert_eq!(period_of(&ParamKind::Angle { min: -75.0, max: 75.0 }), None);
+        assert_eq!(period_of(&ParamKind::Angle { min: 0.0, max: 360.0 }), Some(360.0));
+        assert_eq!(period_of(&ParamKind::Axial { min: 0.0, max: 180.0 }), Some(180.0));
+        assert_eq!(period_of(&ParamKind::Real { min: 0.0, max: 1.0, unit: "" }), None);
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Params for RulesParams {
 impl Stage for RulesStage {
     type Params = RulesParams;
     const KIND: &'static str = "rules";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
