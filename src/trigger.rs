@@ -75,7 +75,8 @@ impl Condition {
         match self {
             // "to" rather than a dash where a minus sign would run into it (-69.4–-46.9°).
             Condition::Interval { parameter, lo, hi } if *lo < 0.0 || *hi < 0.0 => {
-                format!("{parameter} {}{unit} to {}{unit}", short(*lo), short(*hi))
+                let first = if unit == "°" { unit } else { "" };
+                format!("{parameter} {}{first} to {}{unit}", short(*lo), short(*hi))
             }
             Condition::Interval { parameter, lo, hi } => format!("{parameter} {}–{}{unit}", short(*lo), short(*hi)),
             Condition::Arc { parameter, from, to, period } => {

@@ -3,6 +3,7 @@
 //! and deterministic cluster ids.
 
 pub mod knee;
+pub mod members;
 
 use ndarray::{Array2, Axis, s};
 use rand::SeedableRng;

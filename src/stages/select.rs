@@ -5,20 +5,19 @@ use std::collections::BTreeMap;
 
 use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 
 use crate::artefact::clusters::{ClusterSummary, Clusters};
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::selection::UnsafeRow;
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, MODEL, PICTURES, SELECTION, UNSAFE_SET};
+use crate::cluster::members::Members;
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::Rule;
 use crate::lrp::batch;
 use crate::media::group::write_group;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
-use crate::npy::NpyReader;
 use crate::runtime::{self, DeviceChoice};
 
 pub struct Select;
@@ -341,23 +340,8 @@ impl Stage for Select {
             ));
             return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
         }
-        let mut reader = NpyReader::<f32>::open(&hdir.join(format!("{layer}.npy")))?;
-        let d = reader.row_len();
-        let member_rows: Vec<usize> = clusters.iter().flat_map(|(_, m)| m.iter().copied()).collect();
-        let mut members = Vec::with_capacity(member_rows.len() * d);
-        for &r in &member_rows {
-            members.extend(reader.read_rows(r, 1)?);
-        }
-        let members = Tensor::from_slice(&members).view([member_rows.len() as i64, d as i64]).to_kind(Kind::Double);
-        let member_norms = members.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-        let spans: Vec<(usize, usize)> = clusters
-            .iter()
-            .scan(0, |at, (_, m)| {
-                let span = (*at, *at + m.len());
-                *at += m.len();
-                Some(span)
-            })
-            .collect();
+        let groups: Vec<Vec<usize>> = clusters.iter().map(|(_, m)| m.clone()).collect();
+        let members = Members::load(&hdir.join(format!("{layer}.npy")), &groups)?;
         // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
         let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
         let net = model.net("LRP")?;
@@ -382,18 +366,7 @@ impl Stage for Select {
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
         batch::for_each_batch(&model, &ds, &candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
-            let h = relevance[k].to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
-            let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + member_norms.unsqueeze(0)
-                - h.matmul(&members.tr()) * 2.0)
-                .clamp_min(0.0)
-                .sqrt();
-            let cross =
-                Vec::<f64>::try_from(cross.flatten(0, -1)).map_err(|e| StageError::failed(format!("libtorch: {e}")))?;
-            for row in cross.chunks(member_rows.len()) {
-                distances.push(
-                    spans.iter().map(|&(a, b)| row[a..b].iter().copied().fold(f64::INFINITY, f64::min)).collect(),
-                );
-            }
+            distances.extend(members.nearest(&relevance[k]));
             ctx.progress.inc(chunk.len() as u64);
             Ok::<(), StageError>(())
         })?;
@@ -402,15 +375,7 @@ impl Stage for Select {
             _ => clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect(),
         };
         // A cluster's spread: the mean distance between its members at the layer.
-        let spreads: Vec<f64> = spans
-            .iter()
-            .map(|&(a, b)| {
-                let x = members.narrow(0, a as i64, (b - a) as i64);
-                let sq = x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-                let dist = (sq.unsqueeze(1) + sq.unsqueeze(0) - x.matmul(&x.tr()) * 2.0).clamp_min(0.0).sqrt();
-                f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0) / ((b - a) * (b - a - 1)) as f64
-            })
-            .collect();
+        let spreads = members.spreads();
         let budget = if p.mode == SelectMode::All { usize::MAX } else { budget };
         let picks = assign(&distances, &quotas, budget, |c, d| p.mode != SelectMode::Threshold || d <= spreads[c]);
         let cluster_ids: Vec<usize> = clusters.iter().map(|(c, _)| *c).collect();
