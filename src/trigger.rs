@@ -31,6 +31,22 @@ impl Feature {
             Feature::Numeric { name, .. } | Feature::Categorical { name, .. } => name,
         }
     }
+
+    /// Appends another image set's values of the same parameter; `false` (and nothing appended) when `other` is
+    /// another parameter or kind.
+    pub fn extend(&mut self, other: Feature) -> bool {
+        match (self, other) {
+            (Feature::Numeric { name, values, .. }, Feature::Numeric { name: n, values: v, .. }) if *name == n => {
+                values.extend(v);
+                true
+            }
+            (Feature::Categorical { name, values }, Feature::Categorical { name: n, values: v }) if *name == n => {
+                values.extend(v);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One condition of a rule.

@@ -49,6 +49,7 @@ pub const RULE_TABLE: ArtefactKind = kind("rule table", "the rules as a table: s
 pub const CONFIRMATIONS: ArtefactKind =
     kind("confirmations", "failure rates inside and outside each rule's region, on new images");
 pub const CONFIRM_TABLE: ArtefactKind = kind("confirmation table", "the confirmations as a table");
+pub const EXPANSION: ArtefactKind = kind("expansion", "per cluster: images simulated, failing, and joining it");
 pub const PARQUET: ArtefactKind = kind("parquet tables", "copies of a stage's tables as Parquet");
 pub const REPORT: ArtefactKind = kind("report", "the safety-analysis report: HTML, Markdown and images");
 
@@ -82,6 +83,7 @@ pub const ALL: &[ArtefactKind] = &[
     RULE_TABLE,
     CONFIRMATIONS,
     CONFIRM_TABLE,
+    EXPANSION,
     PARQUET,
     REPORT,
 ];

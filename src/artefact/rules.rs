@@ -1,5 +1,6 @@
-//! Triggering conditions: a `rules` stage's `rules.json` ([`Rules`]) and `rules.csv` ([`RuleRow`]), and a
-//! `confirm` stage's `confirm.json` ([`Confirmations`]) and `confirm.csv` ([`ConfirmRow`]).
+//! Triggering conditions: a `rules` stage's `rules.json` ([`Rules`]) and `rules.csv` ([`RuleRow`]), a
+//! `confirm` stage's `confirm.json` ([`Confirmations`]) and `confirm.csv` ([`ConfirmRow`]), and an `expand`
+//! stage's `expand.csv` ([`ExpandRow`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +23,15 @@ pub struct Rules {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RuleRecord {
     pub cluster: usize,
-    /// The cluster's images.
+    /// The cluster's images, and the images an expand stage added to it (the rule is learned on both).
     pub size: usize,
+    #[serde(default)]
+    pub expanded: usize,
     /// Empty when no condition separates the cluster from the correct images.
     pub conditions: Vec<RuleCondition>,
     /// The conditions in words, joined by "and".
     pub text: String,
-    /// Cluster images the rule covers, and their share of the cluster.
+    /// Cluster images (members and expanded) the rule covers, and their share of them.
     pub covered: usize,
     pub support: f64,
     /// Correct images the rule covers, and the share of cluster images among all it covers.
@@ -171,4 +174,22 @@ impl From<&Confirmation> for ConfirmRow {
             confirmed: c.confirmed,
         }
     }
+}
+
+/// A row of an `expand` stage's `expand.csv`: how one cluster grew.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExpandRow {
+    pub cluster: usize,
+    pub members: usize,
+    /// The mean distance between its members' heatmaps: a new image joins within it.
+    #[serde(serialize_with = "display")]
+    pub spread: f64,
+    /// Images rendered and given to the model, those it failed on, and those that joined the cluster.
+    pub simulated: usize,
+    pub failing: usize,
+    pub joined: usize,
+}
+
+impl Row for ExpandRow {
+    const COLUMNS: &'static [&'static str] = &["cluster", "members", "spread", "simulated", "failing", "joined"];
 }

@@ -4,6 +4,7 @@ pub mod balance;
 pub mod cluster;
 pub mod compare;
 pub mod confirm;
+pub mod expand;
 pub mod generate;
 pub mod heatmaps;
 pub mod import;
@@ -38,6 +39,7 @@ pub fn registry() -> Registry {
         .with(rules::RulesStage)
         .with(confirm::Confirm)
         .with(generate::Generate)
+        .with(expand::Expand)
         .with(compare::Compare)
         .with(report::Report)
 }

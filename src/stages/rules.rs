@@ -9,7 +9,7 @@ use crate::artefact::clusters::Clusters;
 use crate::artefact::results::TestResults;
 use crate::artefact::rules::{RuleCondition, RuleRecord, RuleRow, Rules};
 use crate::artefact::table;
-use crate::artefact::{ANY_DATASET, CLUSTERS, RULE_TABLE, RULES, TEST_RESULTS};
+use crate::artefact::{ANY_DATASET, CLUSTERS, RULE_TABLE, RULES, SELECTION, TEST_RESULTS};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::trigger::{self, Options};
@@ -73,6 +73,13 @@ impl Stage for RulesStage {
             required: true,
             doc: "the dataset the tested images come from, with their simulator parameters",
         },
+        InputSlot {
+            name: "expanded",
+            accepts: &[SELECTION],
+            many: false,
+            required: false,
+            doc: "an expand stage's images: each cluster's rule is learned on its members and the images it gained",
+        },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec {
@@ -105,7 +112,23 @@ impl Stage for RulesStage {
         };
         let negatives: Vec<usize> =
             results.images.iter().filter(|(_, ok)| *ok).map(|(id, _)| find(id)).collect::<Result<_, _>>()?;
-        let features = trigger::features(&ds)?;
+        let mut features = trigger::features(&ds)?;
+        // Images an expand stage found for each cluster, after the dataset's rows.
+        let mut gained: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        if let Some(a) = ctx.inputs("expanded").first() {
+            let expanded = Dataset::open(&a.path)?;
+            let more = trigger::features(&expanded)?;
+            if more.len() != features.len() || !features.iter_mut().zip(more).all(|((_, f), (_, g))| f.extend(g)) {
+                return Err(StageError::input(format!(
+                    "{} does not carry the parameters of {}: connect an expand stage that read this dataset",
+                    expanded.dir.display(),
+                    ds.dir.display()
+                )));
+            }
+            for (i, c) in expanded.numbers("rcc")?.into_iter().enumerate() {
+                gained.entry(c as usize).or_default().push(ds.meta.count + i);
+            }
+        }
         if features.is_empty() {
             return Err(StageError::input(format!(
                 "{} has no simulator parameters (real images): there is nothing to state a rule over",
@@ -119,7 +142,10 @@ impl Stage for RulesStage {
             if members.len() < 2 {
                 continue;
             }
-            let positives: Vec<usize> = members.iter().map(|id| find(id)).collect::<Result<_, _>>()?;
+            let mut positives: Vec<usize> = members.iter().map(|id| find(id)).collect::<Result<_, _>>()?;
+            let size = positives.len();
+            let expanded = gained.get(&cluster).map_or(0, Vec::len);
+            positives.extend(gained.get(&cluster).into_iter().flatten());
             let learned = trigger::learn(&features, &positives, &negatives, options);
             let all: Vec<usize> = positives.iter().chain(&negatives).copied().collect();
             let conditions: Vec<RuleCondition> = learned
@@ -146,7 +172,8 @@ impl Stage for RulesStage {
             };
             rules.push(RuleRecord {
                 cluster,
-                size: positives.len(),
+                size,
+                expanded,
                 text,
                 covered: learned.positives,
                 support: learned.positives as f64 / positives.len() as f64,

@@ -165,3 +165,85 @@ budget = 30
     );
     assert_eq!(generated.class_labels().unwrap().len(), 30);
 }
+
+#[test]
+fn expand_adds_only_images_the_model_fails_on_that_join_their_cluster_and_is_deterministic() {
+    let text = planted()
+        + r#"
+[[stage]]
+id = "heatmaps"
+kind = "heatmaps"
+model = "train.model"
+images = "test.errors"
+
+[[stage]]
+id = "cluster"
+kind = "cluster"
+heatmaps = "heatmaps.heatmaps"
+images = "test.errors"
+mode = "direct"
+choose_k = "fixed"
+k = 3
+stability_draws = 0
+
+[[stage]]
+id = "expand"
+kind = "expand"
+clusters = "cluster.clusters"
+heatmaps = "heatmaps.heatmaps"
+model = "train.model"
+dataset = "data.dataset"
+population = 24
+generations = 3
+
+[[stage]]
+id = "retest"
+kind = "test"
+model = "train.model"
+dataset = "expand.expanded"
+split = "expanded"
+
+[[stage]]
+id = "rules"
+kind = "rules"
+clusters = "cluster.clusters"
+results = "test.results"
+dataset = "data.dataset"
+expanded = "expand.expanded"
+"#;
+    let expanded = |ws: &crate::support::Ws| {
+        let (w, r) = run(ws, &text);
+        let out =
+            |stage: &str, output: &str| ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], output).unwrap();
+        let table = std::fs::read_to_string(out("expand", "expanded").join("table.csv")).unwrap();
+        let summary = std::fs::read_to_string(out("expand", "summary")).unwrap();
+        let retest = std::fs::read_to_string(out("retest", "summary")).unwrap();
+        let rules: Rules = hudd::artefact::table::read_json(&out("rules", "rules")).unwrap();
+        (table, summary, retest, rules)
+    };
+    let (table, summary, retest, rules) = expanded(&crate::support::Ws::new());
+    let rows: Vec<Vec<String>> = summary.lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    let joined: usize = rows.iter().map(|r| r[5].parse::<usize>().unwrap()).sum();
+    assert!(joined > 0, "the search finds images: {summary}");
+    assert!(rows.iter().all(|r| r[4].parse::<usize>().unwrap() >= r[5].parse::<usize>().unwrap()), "{summary}");
+    assert!(rows.iter().all(|r| r[3] == "72"), "3 generations of 24 per cluster: {summary}");
+    // The model fails on every image found.
+    let retest: serde_json::Value = serde_json::from_str(&retest).unwrap();
+    assert_eq!((retest["images"].as_u64(), retest["errors"].as_u64()), (Some(joined as u64), Some(joined as u64)));
+    // Each joins its cluster within the cluster's spread.
+    let spread: std::collections::BTreeMap<String, f64> =
+        rows.iter().map(|r| (r[0].clone(), r[2].parse().unwrap())).collect();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let (rcc, distance) =
+        (header.iter().position(|h| *h == "rcc").unwrap(), header.iter().position(|h| *h == "rcc_distance").unwrap());
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert!(f[distance].parse::<f64>().unwrap() <= spread[f[rcc]], "{line}");
+    }
+    // Rules count the images a cluster gained.
+    assert_eq!(rules.rules.iter().map(|r| r.expanded).sum::<usize>(), joined);
+    // The same seed gives the same images.
+    let (again, ..) = expanded(&crate::support::Ws::new());
+    assert_eq!(again, table);
+}

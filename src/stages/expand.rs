@@ -1,0 +1,302 @@
+//! Stage `expand` (SEDE's idea, in-process): grow each root-cause cluster with generated images before rules are
+//! learned from it. A seeded evolutionary search over simulator parameters starts from the members' parameters:
+//! each generation mutates parents drawn from the members and the images found so far, renders the children, and
+//! keeps those the model fails on whose heatmaps join the cluster under `select`'s rule (closest cluster, within the
+//! cluster's own spread).
+
+use std::collections::BTreeMap;
+
+use polars::prelude::Column;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::artefact::clusters::{ClusterSummary, Clusters};
+use crate::artefact::heatmaps::Heatmaps;
+use crate::artefact::rules::ExpandRow;
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, HEATMAPS, MODEL, SELECTION};
+use crate::cluster::members::Members;
+use crate::dataset::{Dataset, DatasetMeta, DatasetWriter, ParamKind};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::lrp::{Rule, batch};
+use crate::model::predict::{DEFAULT_THRESHOLD, predict};
+use crate::runtime::{self, DeviceChoice};
+use crate::sim::{self, ParamSpec, Simulator};
+use crate::trigger;
+
+pub struct Expand;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpandParams {
+    /// Children per generation and cluster.
+    #[serde(default = "default_population")]
+    pub population: usize,
+    #[serde(default = "default_generations")]
+    pub generations: usize,
+    /// A numeric parameter moves by a normal step of this share of its range.
+    #[serde(default = "default_sigma")]
+    pub sigma: f64,
+    /// A categorical parameter takes a random value with this chance.
+    #[serde(default = "default_flip")]
+    pub flip: f64,
+    /// Keypoint models: an image fails when its mean keypoint error exceeds this many pixels (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_population() -> usize {
+    32
+}
+fn default_generations() -> usize {
+    4
+}
+fn default_sigma() -> f64 {
+    0.1
+}
+fn default_flip() -> f64 {
+    0.2
+}
+fn default_batch() -> usize {
+    64
+}
+
+impl Params for ExpandParams {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        if self.population == 0 {
+            out.push(Invalid::new("population", "must be at least 1, got 0"));
+        }
+        if !(self.sigma > 0.0 && self.sigma <= 1.0) {
+            out.push(Invalid::new("sigma", format!("must be in (0, 1], got {}", self.sigma)));
+        }
+        if !(0.0..=1.0).contains(&self.flip) {
+            out.push(Invalid::new("flip", format!("must be in [0, 1], got {}", self.flip)));
+        }
+        if self.batch_size == 0 {
+            out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        out
+    }
+}
+
+/// A child of `parent`: numbers moved by a normal step of `sigma` of their range (angles that go all the way round
+/// wrap, others are clamped), categories redrawn with chance `flip`; the label's own parameters are kept.
+fn mutate(sim: &dyn Simulator, task: &str, parent: &[f64], p: &ExpandParams, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let label = sim.label_params(task);
+    sim.params()
+        .iter()
+        .zip(parent)
+        .map(|(spec, &v)| {
+            if label.contains(&spec.name) {
+                return v;
+            }
+            match spec.kind {
+                ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } | ParamKind::Axial { min, max } => {
+                    let step = sim::standard_normal(rng) * p.sigma * (max - min);
+                    match trigger::period_of(&spec.kind) {
+                        Some(period) => (v + step - min).rem_euclid(period) + min,
+                        None => (v + step).clamp(min, max),
+                    }
+                }
+                ParamKind::Categorical(_) | ParamKind::Bool => {
+                    let n = spec.kind.categories().map_or(1, |c| c.len());
+                    if rng.random_bool(p.flip) { rng.random_range(0..n) as f64 } else { v }
+                }
+            }
+        })
+        .collect()
+}
+
+impl Stage for Expand {
+    type Params = ExpandParams;
+    const KIND: &'static str = "expand";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: true,
+            doc: "a cluster stage's output",
+        },
+        InputSlot {
+            name: "heatmaps",
+            accepts: &[HEATMAPS],
+            many: false,
+            required: true,
+            doc: "the heatmaps the clusters were made from",
+        },
+        InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model under analysis" },
+        InputSlot {
+            name: "dataset",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the simulated dataset holding the clustered images, with their parameters",
+        },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec {
+            name: "expanded",
+            kind: SELECTION,
+            path: "expanded/",
+            doc: "the images found, as a dataset (columns rcc, rcc_distance; split expanded)",
+        },
+        OutputSpec {
+            name: "summary",
+            kind: EXPANSION,
+            path: "expand.csv",
+            doc: "cluster,members,spread,simulated,failing,joined",
+        },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Grows each root-cause cluster with generated images the model fails on alike.";
+
+    fn run(&self, p: &ExpandParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        let sim = trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "expand")))?;
+        let cdir = ctx.input("clusters")?.path.clone();
+        let hdir = ctx.input("heatmaps")?.path.clone();
+        let summary: ClusterSummary = table::read_json(&cdir.join("cluster.json"))?;
+        let dir = ctx.output("expanded")?;
+        let meta = DatasetMeta {
+            source: format!("expand:{}", sim.name()),
+            count: 0,
+            splits: Vec::new(),
+            chosen_by: Vec::new(),
+            ..ds.meta.clone()
+        };
+        let specs: Vec<_> = sim.params().iter().map(ParamSpec::column).collect();
+        let mut found = DatasetWriter::create(&dir, meta.clone(), specs.clone())?;
+        let (mut rcc, mut rcc_distance, mut rows) = (Vec::<u32>::new(), Vec::<f64>::new(), Vec::<ExpandRow>::new());
+        let Some(layer) = summary.layer.clone() else {
+            found
+                .finish_with(vec![Column::new("rcc".into(), rcc), Column::new("rcc_distance".into(), rcc_distance)])?;
+            return Ok(table::write(&ctx.output("summary")?, &rows)?);
+        };
+        // The members (clusters of one image left out, as in select) with their heatmaps and parameters.
+        let heatmaps = Heatmaps::open(&hdir);
+        let index: BTreeMap<String, usize> = heatmaps.ids()?.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let row_of: BTreeMap<String, usize> = ds.ids()?.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let clusters: Vec<(usize, Vec<String>)> =
+            Clusters::open(&cdir).groups()?.into_iter().filter(|(_, m)| m.len() > 1).collect();
+        let lookup = |map: &BTreeMap<String, usize>, id: &str, what: &str| {
+            map.get(id).copied().ok_or_else(|| StageError::input(format!("cluster member {id} is not in {what}")))
+        };
+        let mut groups = Vec::new();
+        for (_, ids) in &clusters {
+            groups.push(ids.iter().map(|id| lookup(&index, id, "the heatmaps")).collect::<Result<Vec<_>, _>>()?);
+        }
+        let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
+        let spreads = members.spreads();
+        let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "expand (LRP)")?;
+        let net = model.net("LRP")?;
+        let named: BTreeMap<String, Rule> = heatmaps.rules()?;
+        let rules: Vec<Rule> = net
+            .layers
+            .iter()
+            .map(|(name, _)| {
+                named
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| StageError::input(format!("{} has no rule for layer `{name}`", hdir.display())))
+            })
+            .collect::<Result<_, _>>()?;
+        let k = net
+            .layers
+            .iter()
+            .position(|(name, _)| *name == layer)
+            .ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
+        let seed_with = heatmaps.seed()?;
+        let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
+        let task = ds.meta.task.clone();
+        let size = ds.meta.width as u32;
+        let scratch = tempfile::tempdir().map_err(|e| StageError::io(std::env::temp_dir(), e))?;
+        ctx.progress.start((clusters.len() * p.generations * p.population) as u64, "images searched");
+        for (c, (cluster, ids)) in clusters.iter().enumerate() {
+            let member_rows: Vec<usize> =
+                ids.iter().map(|id| lookup(&row_of, id, "the dataset")).collect::<Result<_, _>>()?;
+            let mut pool = trigger::vectors(&ds, sim, &member_rows)?;
+            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (*cluster as u64).wrapping_mul(0x9e37_79b9));
+            let (mut simulated, mut failing, mut joined) = (0, 0, 0);
+            for g in 0..p.generations {
+                let children: Vec<Vec<f64>> = (0..p.population)
+                    .map(|_| {
+                        let parent = pool[rng.random_range(0..pool.len())].clone();
+                        mutate(sim, &task, &parent, p, &mut rng)
+                    })
+                    .collect();
+                // Render the generation as a dataset, test it, and measure the failures' heatmaps to the clusters.
+                let gen_dir = scratch.path().join(format!("{cluster}-{g}"));
+                let mut writer = DatasetWriter::create(&gen_dir, meta.clone(), specs.clone())?;
+                let mut samples = Vec::new();
+                for (i, v) in children.iter().enumerate() {
+                    let stream = ((*cluster as u64) << 16) | g as u64;
+                    let sample = sim.render(&task, v, size, &mut sim::image_rng(ctx.seed, stream, i as u64));
+                    writer.push(format!("{i}"), "expanded", &sample.rgb, sample.label.clone(), v.clone())?;
+                    samples.push(sample);
+                }
+                writer.finish()?;
+                let generation = Dataset::open(&gen_dir)?;
+                let all: Vec<usize> = (0..children.len()).collect();
+                simulated += children.len();
+                let predictions = predict(&model, &generation, &all, p.batch_size, threshold, ctx.progress)?;
+                let wrong: Vec<usize> = all.iter().copied().filter(|&i| !predictions[i].correct()).collect();
+                failing += wrong.len();
+                let mut distances = Vec::new();
+                batch::for_each_batch(
+                    &model,
+                    &generation,
+                    &wrong,
+                    &rules,
+                    seed_with,
+                    p.batch_size,
+                    |_, _, relevance| {
+                        distances.extend(members.nearest(&relevance[k]));
+                        Ok::<(), StageError>(())
+                    },
+                )?;
+                for (&i, d) in wrong.iter().zip(&distances) {
+                    let closest = (0..d.len()).fold(0, |b, x| if d[x] < d[b] { x } else { b });
+                    if closest == c && d[c] <= spreads[c] {
+                        joined += 1;
+                        let id = format!("expanded-{cluster}-{g}-{i:04}");
+                        let sample = &samples[i];
+                        found.push(id, "expanded", &sample.rgb, sample.label.clone(), children[i].clone())?;
+                        rcc.push(*cluster as u32);
+                        rcc_distance.push(d[c]);
+                        pool.push(children[i].clone());
+                    }
+                }
+                ctx.progress.inc(children.len() as u64);
+            }
+            rows.push(ExpandRow {
+                cluster: *cluster,
+                members: ids.len(),
+                spread: spreads[c],
+                simulated,
+                failing,
+                joined,
+            });
+        }
+        found.finish_with(vec![Column::new("rcc".into(), rcc), Column::new("rcc_distance".into(), rcc_distance)])?;
+        ctx.progress.message(&format!(
+            "{} images joined their clusters of {} simulated",
+            rows.iter().map(|r| r.joined).sum::<usize>(),
+            rows.iter().map(|r| r.simulated).sum::<usize>()
+        ));
+        Ok(table::write(&ctx.output("summary")?, &rows)?)
+    }
+}
