@@ -97,7 +97,13 @@ impl Condition {
             Condition::Interval { parameter, lo, hi } => format!("{parameter} {}–{}{unit}", short(*lo), short(*hi)),
             Condition::Arc { parameter, from, to, period } => {
                 let signed = |d: f64| if *period == 360.0 && d > 180.0 { d - 360.0 } else { d };
-                format!("{parameter} {}{unit} to {}{unit}", short(signed(*from)), short(signed(*to)))
+                let (a, b) = (signed(*from), signed(*to));
+                let across = match (a > b, *period == 360.0) {
+                    (true, true) => " across ±180°",
+                    (true, false) => " across 0°",
+                    _ => "",
+                };
+                format!("{parameter} {}{unit} to {}{unit}{across}", short(a), short(b))
             }
             Condition::OneOf { parameter, values } => format!("{parameter} ∈ {{{}}}", values.join(", ")),
         }
