@@ -12,7 +12,7 @@ fn main() {
     for s in sim::simulators() {
         for task in s.tasks() {
             let dists = Distributions::new(s, &Default::default(), "params").unwrap();
-            let plans = [SplitPlan { name: "bench".into(), count: n, dists }];
+            let plans = [SplitPlan::plain("bench".into(), n, dists)];
             let t = Instant::now();
             let mut bytes = 0usize;
             sim::generate(s, task, 64, 1, &plans, &pool, |g| {

@@ -19,7 +19,7 @@ pub fn write_folder(
     let io = |source| DatasetError::Io { path: out.to_path_buf(), source };
     std::fs::create_dir_all(out).map_err(io)?;
     let dists = Distributions::new(sim, &Default::default(), "params").expect("default distributions are valid");
-    let plans = [SplitPlan { name: "all".into(), count: n, dists }];
+    let plans = [SplitPlan::plain("all".into(), n, dists)];
     let pool = rayon::ThreadPoolBuilder::new().build().expect("a default thread pool builds");
     let (mut ids, mut labels, mut values) = (Vec::new(), Vec::new(), Vec::new());
     let mut rows = SheetRows::default();

@@ -327,17 +327,45 @@ impl SheetRows {
     }
 }
 
-/// One split to generate: its name, size and parameter distributions.
+/// One split to generate: its name, size and parameter distributions, or a weighted mixture of scenarios.
 pub struct SplitPlan {
     pub name: String,
     pub count: usize,
     pub dists: Distributions,
+    /// Scenarios by name with their weights and distributions; when any, each image draws one by weight first.
+    pub scenarios: Vec<(String, f64, Distributions)>,
 }
 
-/// One generated image with the parameter row it was drawn from.
+impl SplitPlan {
+    /// A split without scenarios.
+    pub fn plain(name: String, count: usize, dists: Distributions) -> SplitPlan {
+        SplitPlan { name, count, dists, scenarios: Vec::new() }
+    }
+
+    /// The scenario an image draws (by weight), and its parameter values.
+    fn draw(&self, rng: &mut ChaCha8Rng) -> (Option<usize>, Vec<f64>) {
+        if self.scenarios.is_empty() {
+            return (None, self.dists.sample(rng));
+        }
+        let total: f64 = self.scenarios.iter().map(|s| s.1).sum();
+        let mut u = rng.random::<f64>() * total;
+        let k = self
+            .scenarios
+            .iter()
+            .position(|s| {
+                u -= s.1;
+                u < 0.0
+            })
+            .unwrap_or(self.scenarios.len() - 1);
+        (Some(k), self.scenarios[k].2.sample(rng))
+    }
+}
+
+/// One generated image with the parameter row it was drawn from (and its scenario, in a mixture split).
 pub struct Generated {
     pub split: usize,
     pub index: usize,
+    pub scenario: Option<usize>,
     pub values: Vec<f64>,
     pub sample: Sample,
 }
@@ -364,9 +392,9 @@ pub fn generate<E>(
                     .into_par_iter()
                     .map(|index| {
                         let mut rng = image_rng(seed, s as u64, index as u64);
-                        let values = split.dists.sample(&mut rng);
+                        let (scenario, values) = split.draw(&mut rng);
                         let sample = sim.render(task, &values, size, &mut rng);
-                        Generated { split: s, index, values, sample }
+                        Generated { split: s, index, scenario, values, sample }
                     })
                     .collect()
             });

@@ -41,6 +41,18 @@ pub struct SplitSpec {
     pub count: usize,
     #[serde(default)]
     pub params: BTreeMap<String, Dist>,
+    /// A weighted mixture of scenarios (an operational design domain described by its situations): each image
+    /// draws one by weight, then its parameters from the scenario's distributions over the split's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenarios: BTreeMap<String, ScenarioSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSpec {
+    pub weight: f64,
+    #[serde(default)]
+    pub params: BTreeMap<String, Dist>,
 }
 
 fn default_size() -> u32 {
@@ -81,10 +93,31 @@ impl SimulateParams {
             }
             let mut merged = self.params.clone();
             merged.extend(split.params.clone());
-            match Distributions::new(sim, &merged, &format!("splits.{name}.params")) {
-                Ok(dists) => plans.push(SplitPlan { name: name.clone(), count: split.count, dists }),
-                Err(e) => errors.extend(e),
+            let dists = match Distributions::new(sim, &merged, &format!("splits.{name}.params")) {
+                Ok(dists) => dists,
+                Err(e) => {
+                    errors.extend(e);
+                    continue;
+                }
+            };
+            let mut scenarios = Vec::new();
+            for (scenario, spec) in &split.scenarios {
+                let field = format!("splits.{name}.scenarios.{scenario}.params");
+                if !(spec.weight > 0.0 && spec.weight.is_finite()) {
+                    errors.push(Invalid::new(
+                        format!("splits.{name}.scenarios.{scenario}.weight"),
+                        format!("must be above 0, got {}", spec.weight),
+                    ));
+                    continue;
+                }
+                let mut own = merged.clone();
+                own.extend(spec.params.clone());
+                match Distributions::new(sim, &own, &field) {
+                    Ok(d) => scenarios.push((scenario.clone(), spec.weight, d)),
+                    Err(e) => errors.extend(e),
+                }
             }
+            plans.push(SplitPlan { name: name.clone(), count: split.count, dists, scenarios });
         }
         if errors.is_empty() { Ok(plans) } else { Err(errors) }
     }
@@ -179,14 +212,25 @@ impl Stage for Simulate {
             .build()
             .map_err(|e| StageError::failed(format!("thread pool: {e}")))?;
         let mut sheet = SheetRows::default();
+        let mixtures = plans.iter().any(|s| !s.scenarios.is_empty());
+        let mut scenario = Vec::new();
         sim::generate(sim, &task, p.size, ctx.seed, &plans, &pool, |g| {
-            let split = &plans[g.split].name;
+            let plan = &plans[g.split];
             sheet.offer(&g.sample.label, &g.sample.rgb);
-            writer.push(format!("{split}-{:06}", g.index), split, &g.sample.rgb, g.sample.label, g.values)?;
+            scenario.push(g.scenario.map_or(String::new(), |k| plan.scenarios[k].0.clone()));
+            writer.push(
+                format!("{}-{:06}", plan.name, g.index),
+                &plan.name,
+                &g.sample.rgb,
+                g.sample.label,
+                g.values,
+            )?;
             ctx.progress.inc(1);
             Ok::<(), StageError>(())
         })?;
-        writer.finish()?;
+        // Each image's scenario, when a split is a mixture (empty for images of the other splits).
+        let extra = if mixtures { vec![polars::prelude::Column::new("scenario".into(), scenario)] } else { Vec::new() };
+        writer.finish_with(extra)?;
         let rows: Vec<Vec<&[u8]>> = sheet.rows.values().map(|r| r.iter().map(Vec::as_slice).collect()).collect();
         let path = ctx.output("sheet")?;
         crate::media::sheet::write_sheet(&path, &rows, p.size as usize)

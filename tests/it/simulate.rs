@@ -270,7 +270,7 @@ fn face_landmarks_lie_on_the_face_and_labels_follow_the_parameters() {
     let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
     for task in faces.tasks() {
         let dists = Distributions::new(faces, &Default::default(), "params").unwrap();
-        let plans = [SplitPlan { name: "t".into(), count: 60, dists }];
+        let plans = [SplitPlan::plain("t".into(), 60, dists)];
         sim::generate(faces, task, 64, 9, &plans, &pool, |g| {
             let v = &g.values;
             for (spec, x) in faces.params().iter().zip(v) {
@@ -305,7 +305,7 @@ fn the_same_seed_gives_the_same_faces() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let draw = |seed: u64| {
         let dists = Distributions::new(faces, &Default::default(), "params").unwrap();
-        let plans = [SplitPlan { name: "t".into(), count: 30, dists }];
+        let plans = [SplitPlan::plain("t".into(), 30, dists)];
         let mut images = Vec::new();
         sim::generate(faces, "headpose", 48, seed, &plans, &pool, |g| {
             images.push(g.sample.rgb);
@@ -316,4 +316,68 @@ fn the_same_seed_gives_the_same_faces() {
     };
     assert_eq!(draw(5), draw(5));
     assert_ne!(draw(5), draw(6));
+}
+
+const MIXTURE: &str = r#"
+[workflow]
+name = "mix"
+seed = 6
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 16
+
+[stage.splits.train]
+count = 20
+
+[stage.splits.test]
+count = 2000
+params = { fog = { uniform = [0.0, 0.1] } }
+
+[stage.splits.test.scenarios.nominal]
+weight = 0.5
+
+[stage.splits.test.scenarios.night]
+weight = 0.3
+params = { night = { uniform = [0.8, 1.0] } }
+
+[stage.splits.test.scenarios.fog]
+weight = 0.2
+params = { fog = { uniform = [0.6, 0.9] } }
+"#;
+
+#[test]
+fn a_split_can_be_a_mixture_of_scenarios_in_their_proportions_each_row_saying_which() {
+    let ws = Ws::new();
+    let key = run_builtin(&ws, MIXTURE);
+    let ds = hudd::dataset::Dataset::open(&ws.store().output_path(&key, "dataset").unwrap()).unwrap();
+    let (scenarios, splits) = (ds.strings("scenario").unwrap(), ds.strings("split").unwrap());
+    let (night, fog) = (ds.numbers("night").unwrap(), ds.numbers("fog").unwrap());
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for i in 0..ds.meta.count {
+        if splits[i] == "train" {
+            assert_eq!(scenarios[i], "", "a split without scenarios leaves the column empty");
+            continue;
+        }
+        *counts.entry(scenarios[i].as_str()).or_default() += 1;
+        match scenarios[i].as_str() {
+            "night" => assert!(night[i] >= 0.8 && fog[i] <= 0.1),
+            "fog" => assert!(fog[i] >= 0.6),
+            "nominal" => assert!(fog[i] <= 0.1),
+            other => panic!("unexpected scenario {other:?}"),
+        }
+    }
+    // Within four binomial standard deviations of 50%, 30% and 20% of 2,000.
+    for (name, share) in [("nominal", 0.5f64), ("night", 0.3), ("fog", 0.2)] {
+        let (n, expected) = (counts[name] as f64, 2000.0 * share);
+        let sd = (2000.0 * share * (1.0 - share)).sqrt();
+        assert!((n - expected).abs() < 4.0 * sd, "{name}: {n} against {expected}");
+    }
+    // Deterministic: the same manifest gives the same bytes.
+    let again = Ws::new();
+    assert_eq!(run_builtin(&again, MIXTURE), key);
+    let table = |ws: &Ws| std::fs::read(ws.store().output_path(&key, "dataset").unwrap().join("table.csv")).unwrap();
+    assert_eq!(table(&ws), table(&again));
 }
