@@ -10,6 +10,7 @@ pub mod clusters;
 pub mod curve;
 pub mod evaluation;
 pub mod heatmaps;
+pub mod recovery;
 pub mod results;
 pub mod rules;
 pub mod selection;
@@ -49,6 +50,8 @@ pub const RULE_TABLE: ArtefactKind = kind("rule table", "the rules as a table: s
 pub const CONFIRMATIONS: ArtefactKind =
     kind("confirmations", "failure rates inside and outside each rule's region, on new images");
 pub const CONFIRM_TABLE: ArtefactKind = kind("confirmation table", "the confirmations as a table");
+pub const RECOVERY: ArtefactKind = kind("recovery", "how well clusters recover planted causes, beside a random floor");
+pub const RECOVERY_TABLE: ArtefactKind = kind("recovery table", "per planted cause: its best cluster and share");
 pub const EXPANSION: ArtefactKind = kind("expansion", "per cluster: images simulated, failing, and joining it");
 pub const PARQUET: ArtefactKind = kind("parquet tables", "copies of a stage's tables as Parquet");
 pub const REPORT: ArtefactKind = kind("report", "the safety-analysis report: HTML, Markdown and images");
@@ -84,6 +87,8 @@ pub const ALL: &[ArtefactKind] = &[
     CONFIRMATIONS,
     CONFIRM_TABLE,
     EXPANSION,
+    RECOVERY,
+    RECOVERY_TABLE,
     PARQUET,
     REPORT,
 ];

@@ -4,6 +4,7 @@
 
 pub mod knee;
 pub mod members;
+pub mod score;
 
 use ndarray::{Array2, Axis, s};
 use rand::SeedableRng;

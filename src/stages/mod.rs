@@ -10,6 +10,7 @@ pub mod heatmaps;
 pub mod import;
 pub mod import_model;
 pub mod label;
+pub mod recovery;
 pub mod report;
 pub mod retrain;
 pub mod rules;
@@ -40,6 +41,7 @@ pub fn registry() -> Registry {
         .with(confirm::Confirm)
         .with(generate::Generate)
         .with(expand::Expand)
+        .with(recovery::Recovery)
         .with(compare::Compare)
         .with(report::Report)
 }

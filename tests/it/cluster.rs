@@ -503,3 +503,28 @@ fn separated_clusters_are_stable_and_a_cut_through_them_is_not() {
     // Seeded: the same seed gives the same figures.
     assert_eq!(stability(&points, n, 6, 7), noise);
 }
+
+#[test]
+fn recovery_scores_match_scikit_learn() {
+    // Numbers from tests/fixtures/recovery_ref.py.
+    let path = format!("{}/tests/fixtures/recovery_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let labels = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect::<Vec<_>>();
+    for case in &cases {
+        let r = cluster::score::recovery(&labels(&case["clusters"]), &labels(&case["causes"]));
+        for (what, got) in [("purity", r.purity), ("nmi", r.nmi), ("ari", r.ari)] {
+            let want = case[what].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-9, "{} {what}: {got} against {want}", case["name"]);
+        }
+    }
+    // Coverage: a perfect partition covers every cause; one cluster covers one of four.
+    let perfect = &cases[0];
+    assert_eq!(cluster::score::recovery(&labels(&perfect["clusters"]), &labels(&perfect["causes"])).coverage, 1.0);
+    let one = cases.iter().find(|c| c["name"] == "one-cluster").unwrap();
+    assert_eq!(cluster::score::recovery(&labels(&one["clusters"]), &labels(&one["causes"])).coverage, 0.25);
+    // The random floor of a perfect partition sits far below it, and follows its seed.
+    let (c, k) = (labels(&perfect["clusters"]), labels(&perfect["causes"]));
+    let floor = cluster::score::random_floor(&c, &k, 200, 1);
+    assert!(floor[0].1 < 0.5 && floor[2].1 < 0.1 && floor[3].1 < 0.05, "{floor:?}");
+    assert_eq!(cluster::score::random_floor(&c, &k, 200, 1), floor);
+}

@@ -363,3 +363,60 @@ permutations = 200
     let labels: Vec<&str> = meta.params.iter().filter(|p| p.label).map(|p| p.name.as_str()).collect();
     assert_eq!(labels, ["class"]);
 }
+
+#[test]
+fn recovery_scores_clusters_against_the_planted_scenarios_beside_a_random_floor() {
+    let manifest = r#"
+[workflow]
+name = "recovery"
+seed = 3
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 16
+
+[stage.splits.test]
+count = 90
+
+[stage.splits.test.scenarios.night]
+weight = 1.0
+params = { night = { uniform = [0.8, 1.0] } }
+
+[stage.splits.test.scenarios.fog]
+weight = 1.0
+params = { fog = { uniform = [0.6, 0.9] } }
+
+[stage.splits.test.scenarios.turned]
+weight = 1.0
+params = { yaw = { uniform = [50.0, 70.0] } }
+"#;
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, manifest);
+    let dir = ws.store().output_path(&r.keys[w.stage_index("data").unwrap()], "dataset").unwrap();
+    let ds = hudd::dataset::Dataset::open(&dir).unwrap();
+    let (ids, scenarios) = (ds.ids().unwrap(), ds.strings("scenario").unwrap());
+    // Clusters that follow the scenarios exactly.
+    let number = |s: &str| ["fog", "night", "turned"].iter().position(|x| *x == s).unwrap() + 1;
+    let rows: String = ids.iter().zip(&scenarios).map(|(id, s)| format!("{id},{},0\n", number(s))).collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{rows}"));
+    let full = format!(
+        "{manifest}\n[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
+         [[stage]]\nid = \"recovery\"\nkind = \"recovery\"\nclusters = \"clusters.clusters\"\nimages = \"data.dataset\"\npermutations = 200\n"
+    );
+    let (w, r) = run(&ws, &full);
+    let summary = json(&ws, &w, &r, "recovery", "summary");
+    for score in ["purity", "coverage", "nmi", "ari"] {
+        assert_eq!(summary[score], 1.0, "{summary}");
+    }
+    assert_eq!(
+        (summary["clusters"].as_u64(), summary["causes"].as_u64(), summary["images"].as_u64()),
+        (Some(3), Some(3), Some(90))
+    );
+    let floor = &summary["random"];
+    assert!(floor["purity"][1].as_f64().unwrap() < 0.6 && floor["nmi"][1].as_f64().unwrap() < 0.2, "{summary}");
+    let table = text(&ws, &w, &r, "recovery", "table");
+    assert!(table.starts_with("cause,images,best_cluster,share_in_best,dominates\nfog,"), "{table}");
+    assert!(table.lines().skip(1).all(|l| l.ends_with(",1,1")), "{table}");
+}

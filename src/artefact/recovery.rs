@@ -1,0 +1,46 @@
+//! A `recovery` stage's artefacts: `recovery.json` ([`RecoverySummary`]) and `recovery.csv` ([`CauseRow`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{Row, display};
+
+/// `recovery.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecoverySummary {
+    pub cause: String,
+    pub images: usize,
+    pub clusters: usize,
+    pub causes: usize,
+    pub purity: f64,
+    pub coverage: f64,
+    pub nmi: f64,
+    pub ari: f64,
+    /// Random partitions with the same cluster sizes: each score's mean and 95th percentile.
+    pub random: RandomFloor,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RandomFloor {
+    pub permutations: usize,
+    pub purity: (f64, f64),
+    pub coverage: (f64, f64),
+    pub nmi: (f64, f64),
+    pub ari: (f64, f64),
+}
+
+/// A row of `recovery.csv`: one cause.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CauseRow {
+    pub cause: String,
+    pub images: usize,
+    /// The cluster holding most of its images, and their share.
+    pub best_cluster: usize,
+    #[serde(serialize_with = "display")]
+    pub share_in_best: f64,
+    /// Clusters whose commonest cause it is.
+    pub dominates: usize,
+}
+
+impl Row for CauseRow {
+    const COLUMNS: &'static [&'static str] = &["cause", "images", "best_cluster", "share_in_best", "dominates"];
+}

@@ -1,0 +1,162 @@
+//! Stage `recovery`: do the root-cause clusters recover the causes that really made the DNN fail? Given each
+//! failing image's planted cause (its scenario, or any column of the dataset), the clusters are scored by purity,
+//! coverage, NMI and ARI, beside random partitions with the same cluster sizes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artefact::clusters::Clusters;
+use crate::artefact::recovery::{CauseRow, RandomFloor, RecoverySummary};
+use crate::artefact::table;
+use crate::artefact::{ANY_DATASET, CLUSTERS, RECOVERY, RECOVERY_TABLE};
+use crate::cluster::score;
+use crate::dataset::Dataset;
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+
+pub struct Recovery;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryParams {
+    /// The column of the clustered images that holds each one's planted cause.
+    #[serde(default = "default_cause")]
+    pub cause: String,
+    /// Random partitions with the clusters' sizes, for the floor.
+    #[serde(default = "default_draws")]
+    pub permutations: usize,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+fn default_cause() -> String {
+    "scenario".into()
+}
+fn default_draws() -> usize {
+    1000
+}
+
+impl Params for RecoveryParams {
+    fn validate(&self) -> Vec<Invalid> {
+        if self.permutations == 0 {
+            vec![Invalid::new("permutations", "must be at least 1, got 0")]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl Stage for Recovery {
+    type Params = RecoveryParams;
+    const KIND: &'static str = "recovery";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: true,
+            doc: "a cluster stage's output",
+        },
+        InputSlot {
+            name: "images",
+            accepts: ANY_DATASET,
+            many: false,
+            required: true,
+            doc: "the clustered images, with their planted cause",
+        },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[
+        OutputSpec {
+            name: "summary",
+            kind: RECOVERY,
+            path: "recovery.json",
+            doc: "purity, coverage, NMI, ARI and their random floor",
+        },
+        OutputSpec {
+            name: "table",
+            kind: RECOVERY_TABLE,
+            path: "recovery.csv",
+            doc: "cause,images,best_cluster,share_in_best,dominates",
+        },
+    ];
+    const USES_SEED: bool = true;
+    const DOC: &'static str = "Scores root-cause clusters against the planted causes of the failures.";
+
+    fn run(&self, p: &RecoveryParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let ds = Dataset::open(&ctx.input("images")?.path)?;
+        let causes_of = ds.strings(&p.cause).map_err(|_| {
+            StageError::input(format!(
+                "{} has no column `{}` (columns: {}); a simulate split with scenarios writes `scenario`",
+                ds.dir.display(),
+                p.cause,
+                ds.table.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
+        let (mut cluster_labels, mut cause_names) = (Vec::new(), Vec::new());
+        for (c, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
+            for id in members {
+                let cause = cause_of
+                    .get(&id)
+                    .ok_or_else(|| StageError::input(format!("clustered image {id} is not in {}", ds.dir.display())))?;
+                cluster_labels.push(c);
+                cause_names.push(cause.clone());
+            }
+        }
+        let names: Vec<String> =
+            cause_names.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let causes: Vec<usize> = cause_names.iter().map(|n| names.binary_search(n).expect("a known cause")).collect();
+        let ids: Vec<usize> =
+            cluster_labels.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let clusters: Vec<usize> =
+            cluster_labels.iter().map(|c| ids.binary_search(c).expect("a known cluster")).collect();
+        let r = score::recovery(&clusters, &causes);
+        let floor = score::random_floor(&clusters, &causes, p.permutations, ctx.seed);
+        let rows: Vec<CauseRow> = names
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                let (images, best, share) = r.per_cause.get(j).copied().unwrap_or((0, 0, 0.0));
+                let dominates = (0..ids.len())
+                    .filter(|&i| {
+                        let counts: Vec<usize> = (0..names.len())
+                            .map(|k| (0..clusters.len()).filter(|&x| clusters[x] == i && causes[x] == k).count())
+                            .collect();
+                        (0..names.len()).fold(0, |b, k| if counts[k] > counts[b] { k } else { b }) == j
+                    })
+                    .count();
+                CauseRow {
+                    cause: name.clone(),
+                    images,
+                    best_cluster: ids.get(best).copied().unwrap_or(0),
+                    share_in_best: share,
+                    dominates,
+                }
+            })
+            .collect();
+        let summary = RecoverySummary {
+            cause: p.cause.clone(),
+            images: clusters.len(),
+            clusters: ids.len(),
+            causes: names.len(),
+            purity: r.purity,
+            coverage: r.coverage,
+            nmi: r.nmi,
+            ari: r.ari,
+            random: RandomFloor {
+                permutations: p.permutations,
+                purity: floor[0],
+                coverage: floor[1],
+                nmi: floor[2],
+                ari: floor[3],
+            },
+        };
+        ctx.progress.message(&format!(
+            "purity {:.2} (random {:.2}), coverage {:.2}, NMI {:.2}, ARI {:.2}",
+            summary.purity, summary.random.purity.0, summary.coverage, summary.nmi, summary.ari
+        ));
+        table::write(&ctx.output("table")?, &rows)?;
+        Ok(table::write_json(&ctx.output("summary")?, &summary)?)
+    }
+}
