@@ -50,6 +50,8 @@ pub const RULE_TABLE: ArtefactKind = kind("rule table", "the rules as a table: s
 pub const CONFIRMATIONS: ArtefactKind =
     kind("confirmations", "failure rates inside and outside each rule's region, on new images");
 pub const CONFIRM_TABLE: ArtefactKind = kind("confirmation table", "the confirmations as a table");
+pub const FEATURES: ArtefactKind =
+    kind("activations", "the DNN's activations at every layer's input, laid out as heatmaps are");
 pub const RECOVERY: ArtefactKind = kind("recovery", "how well clusters recover planted causes, beside a random floor");
 pub const RECOVERY_TABLE: ArtefactKind = kind("recovery table", "per planted cause: its best cluster and share");
 pub const EXPANSION: ArtefactKind = kind("expansion", "per cluster: images simulated, failing, and joining it");
@@ -87,6 +89,7 @@ pub const ALL: &[ArtefactKind] = &[
     CONFIRMATIONS,
     CONFIRM_TABLE,
     EXPANSION,
+    FEATURES,
     RECOVERY,
     RECOVERY_TABLE,
     PARQUET,

@@ -10,7 +10,7 @@ use crate::artefact::clusters::{
     ClusterRow, ClusterSummary, CurvePoint, LayerMember, LayerRow, LayerScore, Member, StabilitySummary,
 };
 use crate::artefact::heatmaps::Heatmaps;
-use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, table};
+use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS, table};
 pub use crate::cluster::Mode;
 use crate::cluster::{self, ChooseK, Linkage, Matrix};
 use crate::dataset::Dataset;
@@ -146,10 +146,10 @@ impl Stage for Cluster {
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "heatmaps",
-            accepts: &[HEATMAPS],
+            accepts: &[HEATMAPS, FEATURES],
             many: false,
             required: true,
-            doc: "a heatmaps stage's output",
+            doc: "a heatmaps stage's output (HUDD), or an activations stage's (another representation)",
         },
         InputSlot {
             name: "images",

@@ -1,5 +1,6 @@
 //! The built-in stage kinds, one file each, gathered into the registry the `hudd` binary uses.
 
+pub mod activations;
 pub mod balance;
 pub mod cluster;
 pub mod compare;
@@ -42,6 +43,7 @@ pub fn registry() -> Registry {
         .with(generate::Generate)
         .with(expand::Expand)
         .with(recovery::Recovery)
+        .with(activations::Activations)
         .with(compare::Compare)
         .with(report::Report)
 }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::{Clusters, Picture as Drawn};
 use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
+use crate::artefact::recovery::RecoverySummary;
 use crate::artefact::results::TestSummary;
 use crate::artefact::rules::{Confirmations, Rate, Rules};
 use crate::artefact::table;
 use crate::artefact::{
-    CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, REPORT, RULES, TEST_SUMMARY,
+    CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, RECOVERY, REPORT, RULES,
+    TEST_SUMMARY,
 };
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::SeenAs;
@@ -264,6 +266,8 @@ struct Context {
     /// Per cluster with a rule: the triggering condition and its evidence, and the intervals' level in percent.
     conditions: Vec<ConditionView>,
     confidence: f64,
+    /// Per recovery stage: how well a clustering recovers the planted causes.
+    recovery: Vec<serde_json::Value>,
     /// The machines and devices that computed the artefacts.
     machines: Vec<String>,
 }
@@ -386,6 +390,13 @@ impl Stage for Report {
             many: false,
             required: false,
             doc: "a confirm stage's confirmations of those rules with the model under analysis",
+        },
+        InputSlot {
+            name: "recovery",
+            accepts: &[RECOVERY],
+            many: true,
+            required: false,
+            doc: "recovery stages' summaries: how well each clustering recovers planted causes",
         },
         InputSlot {
             name: "confirm_after",
@@ -550,14 +561,26 @@ impl Stage for Report {
                 .map(|a| table::read_json::<Confirmations>(&a.path))
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        let inputs = ["test", "clusters", "variance", "compare", "runs", "rcc", "rules", "confirm", "confirm_after"]
+        // How each clustering recovers the planted causes, named by the stage that clustered (the recovery stage's id).
+        let recovery: Vec<serde_json::Value> = ctx
+            .inputs("recovery")
             .iter()
-            .flat_map(|slot| {
-                ctx.inputs(slot).iter().map(
+            .map(|a| {
+                let summary: RecoverySummary = table::read_json(&a.path)?;
+                let mut v = serde_json::to_value(&summary).expect("a recovery summary serialises");
+                v["stage"] = serde_json::json!(a.stage);
+                Ok(v)
+            })
+            .collect::<Result<_, StageError>>()?;
+        let inputs =
+            ["test", "clusters", "variance", "compare", "runs", "rcc", "rules", "confirm", "confirm_after", "recovery"]
+                .iter()
+                .flat_map(|slot| {
+                    ctx.inputs(slot).iter().map(
                     move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key }),
                 )
-            })
-            .collect();
+                })
+                .collect();
         let lineage = ctx.lineage().to_vec();
         let machines: Vec<String> = lineage
             .iter()
@@ -605,6 +628,7 @@ impl Stage for Report {
             repetitions: repetitions(&lineage),
             conditions,
             confidence,
+            recovery,
             machines,
             lineage,
         };

@@ -45,6 +45,8 @@ const CONFIRM: &str = r#"{"learned_on": "test", "images": 200, "alpha": 0.05, "r
   "inside": {"images": 200, "failures": 124, "rate": 0.62, "lo": 0.549, "hi": 0.687}, "outside": {"images": 200, "failures": 18, "rate": 0.09, "lo": 0.054, "hi": 0.139}},
  {"cluster": 2, "rule": "yaw 40.0° to 70.0°", "conditions": [], "confirmed": false,
   "inside": {"images": 200, "failures": 30, "rate": 0.15, "lo": 0.104, "hi": 0.207}, "outside": {"images": 200, "failures": 24, "rate": 0.12, "lo": 0.079, "hi": 0.173}}]}"#;
+const RECOVERY: &str = r#"{"cause": "scenario", "images": 191, "clusters": 2, "causes": 3, "purity": 0.81, "coverage": 0.67, "nmi": 0.42, "ari": 0.37,
+ "random": {"permutations": 1000, "purity": [0.52, 0.55], "coverage": [0.6, 0.67], "nmi": [0.01, 0.02], "ari": [0.0, 0.01]}}"#;
 const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance\n1,150,true,night,0.8,\"night 0.62–0.98 share\",0.001,true\n2,41,false,yaw,0.3,\"\",0.4,false\n";
 
 fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
@@ -57,9 +59,9 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
         "cluster,size,share,mean_intra_distance,medoid,stability,stable\n1,150,0.785,0.2,test-1,0.91,true\n2,41,0.215,0.3,test-2,0.42,false\n",
     );
     format!(
-        "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
+        "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
          [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.summary\"\nclusters = \"clusters.clusters\"\nvariance = \"variance.explanations\"\n\
-         compare = \"compare.compare\"\nruns = \"runs.runs\"\nrcc = \"rcc.rcc\"\nrules = \"rules.rules\"\nconfirm = \"confirm.confirmations\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
+         compare = \"compare.compare\"\nruns = \"runs.runs\"\nrcc = \"rcc.rcc\"\nrules = \"rules.rules\"\nconfirm = \"confirm.confirmations\"\nrecovery = \"recovery-hudd.recovery\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
         text_stage("test", TEST),
         text_stage("compare", COMPARE),
         text_stage("runs", RUNS),
@@ -67,6 +69,7 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
         text_stage("variance", VARIANCE),
         text_stage("rules", RULES),
         text_stage("confirm", CONFIRM),
+        text_stage("recovery-hudd", RECOVERY),
     )
 }
 

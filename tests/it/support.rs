@@ -168,6 +168,7 @@ impl Stage for Text {
         OutputSpec { name: "rcc", kind: hudd::artefact::COMPARE_RCC, path: "results.csv", doc: "" },
         OutputSpec { name: "rules", kind: hudd::artefact::RULES, path: "results.csv", doc: "" },
         OutputSpec { name: "confirmations", kind: hudd::artefact::CONFIRMATIONS, path: "results.csv", doc: "" },
+        OutputSpec { name: "recovery", kind: hudd::artefact::RECOVERY, path: "results.csv", doc: "" },
     ];
 
     fn run(&self, p: &TextParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
