@@ -459,3 +459,110 @@ pub fn stability(
     }
     (0..k).map(|c| (counts[c] > 0).then(|| sums[c] / counts[c] as f64)).collect()
 }
+
+/// Coordinates whose Euclidean distances are those of `m` (classical multidimensional scaling: the eigenvectors of
+/// the doubly centred `−½ D²` scaled by the square roots of their positive eigenvalues). For distances that are
+/// Euclidean, as every clustering space here is, nothing is lost: k-means on these coordinates is k-means on the
+/// vectors the distances came from (it depends on distances to centroids only, which a rotation keeps).
+pub fn embed(m: &Matrix) -> Array2<f64> {
+    let n = m.nrows();
+    if n == 0 {
+        return Array2::zeros((0, 0));
+    }
+    let squared: Vec<f64> = m.iter().map(|d| -0.5 * d * d).collect();
+    let b = Tensor::from_slice(&squared).view([n as i64, n as i64]);
+    let row_mean = b.mean_dim([1i64].as_slice(), true, Kind::Double);
+    let col_mean = b.mean_dim([0i64].as_slice(), true, Kind::Double);
+    let all = b.mean(Kind::Double);
+    let centred = &b - &row_mean - &col_mean + &all;
+    let (values, vectors) = centred.linalg_eigh("L");
+    let values = Vec::<f64>::try_from(values).expect("double eigenvalues");
+    let largest = values.iter().copied().fold(0.0, f64::max);
+    let keep: Vec<i64> = (0..n as i64).filter(|&i| values[i as usize] > largest * 1e-10).collect();
+    let scale = Tensor::from_slice(&keep.iter().map(|&i| values[i as usize].sqrt()).collect::<Vec<_>>());
+    let x = vectors.index_select(1, &Tensor::from_slice(&keep)) * scale.unsqueeze(0);
+    let flat = Vec::<f64>::try_from(x.flatten(0, -1)).expect("double coordinates");
+    Array2::from_shape_vec((n, keep.len()), flat).expect("n × kept coordinates")
+}
+
+/// k-means (Lloyd's algorithm) on the rows of `x`, started from `k` rows chosen farthest-first from row 0 (each next
+/// centre the row farthest from those chosen; deterministic, no seed), until no label changes or 300 iterations.
+/// Canonical labels. Ties in the nearest centre go to the lower centre, as scikit-learn's.
+pub fn kmeans(x: &Array2<f64>, k: usize) -> Vec<usize> {
+    let n = x.nrows();
+    let k = k.clamp(1, n.max(1));
+    if n == 0 {
+        return Vec::new();
+    }
+    let dist2 = |a: ndarray::ArrayView1<f64>, b: ndarray::ArrayView1<f64>| -> f64 {
+        a.iter().zip(b.iter()).map(|(p, q)| (p - q) * (p - q)).sum()
+    };
+    let mut chosen = vec![0usize];
+    let mut nearest: Vec<f64> = (0..n).map(|i| dist2(x.row(i), x.row(0))).collect();
+    while chosen.len() < k {
+        let next = (0..n).fold(0, |b, i| if nearest[i] > nearest[b] { i } else { b });
+        chosen.push(next);
+        for (i, d) in nearest.iter_mut().enumerate() {
+            *d = d.min(dist2(x.row(i), x.row(next)));
+        }
+    }
+    let mut centres = x.select(ndarray::Axis(0), &chosen);
+    let mut labels = vec![usize::MAX; n];
+    let norms: Vec<f64> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
+    for _ in 0..300 {
+        // Squared distances to every centre at once: ‖x‖² + ‖c‖² − 2 x·c (the matrix product does the work).
+        let cross = x.dot(&centres.t());
+        let centre_norms: Vec<f64> = centres.rows().into_iter().map(|r| r.dot(&r)).collect();
+        let mut changed = false;
+        for i in 0..n {
+            let d = |c: usize| norms[i] + centre_norms[c] - 2.0 * cross[[i, c]];
+            let l = (0..k).fold(0, |b, c| if d(c) < d(b) { c } else { b });
+            if labels[i] != l {
+                labels[i] = l;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+        for c in 0..k {
+            let rows: Vec<usize> = (0..n).filter(|&i| labels[i] == c).collect();
+            if !rows.is_empty() {
+                let mean = x.select(ndarray::Axis(0), &rows).mean_axis(ndarray::Axis(0)).expect("rows");
+                centres.row_mut(c).assign(&mean);
+            }
+        }
+    }
+    canonical(&labels)
+}
+
+/// DBSCAN on a distance matrix (scikit-learn's, `metric="precomputed"`): core points have at least `min_samples`
+/// points (themselves included) within `eps`; clusters grow from core points in index order. Noise points are
+/// `None`.
+pub fn dbscan(m: &Matrix, eps: f64, min_samples: usize) -> Vec<Option<usize>> {
+    let n = m.nrows();
+    let neighbours: Vec<Vec<usize>> = (0..n).map(|i| (0..n).filter(|&j| m[[i, j]] <= eps).collect()).collect();
+    let core: Vec<bool> = neighbours.iter().map(|nb| nb.len() >= min_samples).collect();
+    let mut labels: Vec<Option<usize>> = vec![None; n];
+    let mut next = 0;
+    for i in 0..n {
+        if !core[i] || labels[i].is_some() {
+            continue;
+        }
+        labels[i] = Some(next);
+        let mut stack = vec![i];
+        while let Some(p) = stack.pop() {
+            if !core[p] {
+                continue;
+            }
+            for &q in &neighbours[p] {
+                if labels[q].is_none() {
+                    labels[q] = Some(next);
+                    stack.push(q);
+                }
+            }
+        }
+        next += 1;
+    }
+    labels
+}

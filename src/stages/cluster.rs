@@ -30,11 +30,32 @@ pub enum SelectLayer {
     Silhouette,
 }
 
+/// The clustering algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// HUDD's: agglomerative clustering (`linkage`), cut at the chosen k.
+    #[default]
+    Hierarchical,
+    /// k-means (Lloyd, farthest-first start) on the clustering space's coordinates; k fixed or by silhouette.
+    Kmeans,
+    /// DBSCAN on the clustering space's distances (`eps`, `min_samples`); noise images are clusters of one.
+    Dbscan,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterParams {
     #[serde(default)]
     pub mode: Mode,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// DBSCAN: the neighbourhood radius, in the clustering space's distances.
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// DBSCAN: points (itself included) a core point has within `eps`.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
     #[serde(default)]
     pub linkage: Linkage,
     #[serde(default)]
@@ -75,6 +96,9 @@ pub struct ClusterParams {
     pub threads: Option<usize>,
 }
 
+fn default_min_samples() -> usize {
+    5
+}
 fn default_draws() -> usize {
     50
 }
@@ -105,6 +129,25 @@ impl Params for ClusterParams {
                 "is only read when choose_k = \"fixed\"; remove it or set choose_k = \"fixed\"",
             )),
             _ => {}
+        }
+        match (self.algorithm, self.eps) {
+            (Algorithm::Dbscan, None) => out.push(Invalid::new("eps", "is required with algorithm = \"dbscan\"")),
+            (Algorithm::Dbscan, Some(e)) if !(e > 0.0) => {
+                out.push(Invalid::new("eps", format!("must be above 0, got {e}")))
+            }
+            (Algorithm::Hierarchical | Algorithm::Kmeans, Some(_)) => {
+                out.push(Invalid::new("eps", "is only read with algorithm = \"dbscan\""))
+            }
+            _ => {}
+        }
+        if self.algorithm == Algorithm::Kmeans && self.choose_k == ChooseK::Knee {
+            out.push(Invalid::new(
+                "choose_k",
+                "k-means takes choose_k = \"fixed\" or \"silhouette\" (the knee rule is HUDD's, for its dendrogram)",
+            ));
+        }
+        if self.min_samples == 0 {
+            out.push(Invalid::new("min_samples", "must be at least 1, got 0"));
         }
         if let Some(m) = self.max_clusters
             && m < 2
@@ -330,10 +373,67 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
         Mode::Hudd => (cluster::hudd_space(raw), Some(cluster::hudd_curve_space(raw))),
         Mode::Direct => (raw.clone(), None),
     };
+    match p.algorithm {
+        Algorithm::Hierarchical => {}
+        Algorithm::Kmeans => return kmeans_layer(&space, curve.as_ref().unwrap_or(&space), p, max_k),
+        Algorithm::Dbscan => {
+            let (eps, n) = (p.eps.expect("validated"), space.nrows());
+            let found = cluster::dbscan(&space, eps, p.min_samples);
+            let clusters = found.iter().flatten().max().map_or(0, |m| m + 1);
+            let noise = found.iter().filter(|l| l.is_none()).count();
+            // Noise images are clusters of one (ignored by select, not assessed by variance).
+            let mut next = clusters;
+            let labels: Vec<usize> = found
+                .into_iter()
+                .map(|l| {
+                    l.unwrap_or_else(|| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect();
+            let rule = format!(
+                "DBSCAN (eps {eps}, min_samples {}): {clusters} clusters, {noise} of {n} images noise (each its own cluster)",
+                p.min_samples
+            );
+            let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+            return (cluster::canonical(&labels), empty, rule);
+        }
+    }
     let dendrogram = cluster::dendrogram(&space, p.linkage);
     let sweep = cluster::sweep(&dendrogram, max_k, curve.as_ref().unwrap_or(&space), &space);
     let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
     (cluster::cut(&dendrogram, k), sweep, k_rule)
+}
+
+/// k-means on the coordinates of the clustering space (`space`'s distances, embedded exactly), k fixed or the best
+/// silhouette over k = 2..min(max_k, 40); the sweep's WICD is read on `curve`, as for the hierarchical algorithm.
+fn kmeans_layer(
+    space: &Matrix,
+    curve: &Matrix,
+    p: &ClusterParams,
+    max_k: usize,
+) -> (Vec<usize>, cluster::Sweep, String) {
+    let x = cluster::embed(space);
+    if p.choose_k == ChooseK::Fixed {
+        let k = p.k.unwrap_or(2);
+        let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+        return (cluster::kmeans(&x, k), empty, format!("k-means, k fixed at {k} by the manifest"));
+    }
+    let mut sweep = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+    let mut best: Option<(f64, Vec<usize>)> = None;
+    for k in 2..=max_k.min(40) {
+        let labels = cluster::kmeans(&x, k);
+        let s = cluster::silhouette(space, &labels);
+        sweep.ks.push(k);
+        sweep.wicd.push(cluster::wicd(curve, &labels));
+        sweep.silhouette.push(s);
+        if best.as_ref().is_none_or(|b| s > b.0) {
+            best = Some((s, labels));
+        }
+    }
+    let labels = best.map_or_else(|| vec![0; space.nrows()], |b| b.1);
+    (labels, sweep, "k-means, k with the highest mean silhouette".into())
 }
 
 /// The raw Euclidean distances between the images' heatmaps at one layer, streamed from its `.npy` file.

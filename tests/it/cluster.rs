@@ -528,3 +528,32 @@ fn recovery_scores_match_scikit_learn() {
     assert!(floor[0].1 < 0.5 && floor[2].1 < 0.1 && floor[3].1 < 0.05, "{floor:?}");
     assert_eq!(cluster::score::random_floor(&c, &k, 200, 1), floor);
 }
+
+#[test]
+fn kmeans_and_dbscan_give_scikit_learns_partitions_and_kmeans_sees_the_same_on_embedded_distances() {
+    // Numbers from tests/fixtures/partition_ref.py.
+    let path = format!("{}/tests/fixtures/partition_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in &cases {
+        let rows: Vec<Vec<f64>> = case["x"].as_array().unwrap().iter().map(floats).collect();
+        let (n, d) = (rows.len(), rows[0].len());
+        let x = ndarray::Array2::from_shape_vec((n, d), rows.concat()).unwrap();
+        let m = Matrix::from_shape_fn((n, n), |(i, j)| {
+            x.row(i).iter().zip(x.row(j).iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+        });
+        let embedded = cluster::embed(&m);
+        for (k, labels) in case["kmeans"].as_object().unwrap() {
+            let want = scipy_labels(labels);
+            assert_eq!(cluster::kmeans(&x, k.parse().unwrap()), want, "{} k={k}", case["name"]);
+            assert_eq!(cluster::kmeans(&embedded, k.parse().unwrap()), want, "{} k={k}, embedded", case["name"]);
+        }
+        let got = cluster::dbscan(&m, case["eps"].as_f64().unwrap(), case["min_samples"].as_u64().unwrap() as usize);
+        let want: Vec<Option<usize>> = case["dbscan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_i64().filter(|&l| l >= 0).map(|l| l as usize))
+            .collect();
+        assert_eq!(got, want, "{} dbscan", case["name"]);
+    }
+}
