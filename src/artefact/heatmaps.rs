@@ -44,6 +44,26 @@ pub struct SeedRecord {
     pub seed_with: Seed,
 }
 
+/// Why heatmaps' rules do not fit a model.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("{dir} has no rule for layer `{layer}`: the heatmaps were made with another model")]
+    NoRule { dir: PathBuf, layer: String },
+    #[error("the model has no layer `{layer}`")]
+    NoLayer { layer: String },
+}
+
+impl From<RulesError> for crate::engine::stage::StageError {
+    fn from(e: RulesError) -> Self {
+        match e {
+            RulesError::Table(t) => t.into(),
+            other => crate::engine::stage::StageError::input(other.to_string()),
+        }
+    }
+}
+
 /// A heatmaps folder, opened for reading.
 pub struct Heatmaps {
     pub dir: PathBuf,
@@ -67,6 +87,28 @@ impl Heatmaps {
     /// Layer name → the rule its relevance was computed with.
     pub fn rules(&self) -> Result<BTreeMap<String, Rule>, TableError> {
         table::read_json(&self.dir.join("rules.json"))
+    }
+
+    /// The rules for every layer of `net` (to compute new heatmaps like these) and the index of `layer` in it; the
+    /// error says which layer has no rule (the heatmaps were made with another model) or that `layer` is missing.
+    pub fn rules_for(&self, net: &crate::model::net::Net, layer: &str) -> Result<(Vec<Rule>, usize), RulesError> {
+        let named = self.rules()?;
+        let rules = net
+            .layers
+            .iter()
+            .map(|(name, _)| {
+                named
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| RulesError::NoRule { dir: self.dir.clone(), layer: name.clone() })
+            })
+            .collect::<Result<_, _>>()?;
+        let k = net
+            .layers
+            .iter()
+            .position(|(name, _)| name == layer)
+            .ok_or_else(|| RulesError::NoLayer { layer: layer.to_string() })?;
+        Ok((rules, k))
     }
 
     /// What the relevance was seeded with.

@@ -19,7 +19,7 @@ use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, HEATMAPS, MODEL, SELECTI
 use crate::cluster::members::Members;
 use crate::dataset::{Dataset, DatasetMeta, DatasetWriter, ParamKind};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::lrp::{Rule, batch};
+use crate::lrp::batch;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::runtime::{self, DeviceChoice};
 use crate::sim::{self, ParamSpec, Simulator};
@@ -203,22 +203,7 @@ impl Stage for Expand {
         let spreads = members.spreads();
         let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "expand (LRP)")?;
         let net = model.net("LRP")?;
-        let named: BTreeMap<String, Rule> = heatmaps.rules()?;
-        let rules: Vec<Rule> = net
-            .layers
-            .iter()
-            .map(|(name, _)| {
-                named
-                    .get(name)
-                    .copied()
-                    .ok_or_else(|| StageError::input(format!("{} has no rule for layer `{name}`", hdir.display())))
-            })
-            .collect::<Result<_, _>>()?;
-        let k = net
-            .layers
-            .iter()
-            .position(|(name, _)| *name == layer)
-            .ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
+        let (rules, k) = heatmaps.rules_for(net, &layer)?;
         let seed_with = heatmaps.seed()?;
         let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
         let task = ds.meta.task.clone();

@@ -14,7 +14,6 @@ use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, MODEL, PICTURES, SELECTIO
 use crate::cluster::members::Members;
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::lrp::Rule;
 use crate::lrp::batch;
 use crate::media::group::write_group;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
@@ -345,24 +344,7 @@ impl Stage for Select {
         // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
         let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
         let net = model.net("LRP")?;
-        let named: BTreeMap<String, Rule> = heatmaps.rules()?;
-        let rules: Vec<Rule> = net
-            .layers
-            .iter()
-            .map(|(name, _)| {
-                named.get(name).copied().ok_or_else(|| {
-                    StageError::input(format!(
-                        "{} has no rule for layer `{name}`: the heatmaps were made with another model",
-                        hdir.display()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let k = net
-            .layers
-            .iter()
-            .position(|(name, _)| *name == layer)
-            .ok_or_else(|| StageError::input(format!("the model has no layer `{layer}`")))?;
+        let (rules, k) = heatmaps.rules_for(net, &layer)?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
         batch::for_each_batch(&model, &ds, &candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
