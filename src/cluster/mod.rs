@@ -461,9 +461,10 @@ pub fn stability(
 }
 
 /// Coordinates whose Euclidean distances are those of `m` (classical multidimensional scaling: the eigenvectors of
-/// the doubly centred `−½ D²` scaled by the square roots of their positive eigenvalues). For distances that are
-/// Euclidean, as every clustering space here is, nothing is lost: k-means on these coordinates is k-means on the
-/// vectors the distances came from (it depends on distances to centroids only, which a rotation keeps).
+/// the doubly centred `−½ D²` scaled by the square roots of their positive eigenvalues), largest eigenvalue first.
+/// For distances that are Euclidean, as every clustering space here is, nothing is lost: k-means on these
+/// coordinates is k-means on the vectors the distances came from (it depends on distances to centroids only, which
+/// a rotation keeps), and the first `c` columns are the vectors' first `c` principal component scores (up to sign).
 pub fn embed(m: &Matrix) -> Array2<f64> {
     let n = m.nrows();
     if n == 0 {
@@ -478,11 +479,26 @@ pub fn embed(m: &Matrix) -> Array2<f64> {
     let (values, vectors) = centred.linalg_eigh("L");
     let values = Vec::<f64>::try_from(values).expect("double eigenvalues");
     let largest = values.iter().copied().fold(0.0, f64::max);
-    let keep: Vec<i64> = (0..n as i64).filter(|&i| values[i as usize] > largest * 1e-10).collect();
+    let keep: Vec<i64> = (0..n as i64).rev().filter(|&i| values[i as usize] > largest * 1e-10).collect();
     let scale = Tensor::from_slice(&keep.iter().map(|&i| values[i as usize].sqrt()).collect::<Vec<_>>());
     let x = vectors.index_select(1, &Tensor::from_slice(&keep)) * scale.unsqueeze(0);
     let flat = Vec::<f64>::try_from(x.flatten(0, -1)).expect("double coordinates");
     Array2::from_shape_vec((n, keep.len()), flat).expect("n × kept coordinates")
+}
+
+/// The distances between the first `components` principal component scores of the vectors behind `m` (PCA of a
+/// clustering space, from its distances alone).
+pub fn pca_distances(m: &Matrix, components: usize) -> Matrix {
+    let x = embed(m);
+    let c = components.min(x.ncols());
+    let x = x.slice(s![.., ..c]);
+    Matrix::from_shape_fn((m.nrows(), m.nrows()), |(i, j)| {
+        if i == j {
+            0.0
+        } else {
+            x.row(i).iter().zip(x.row(j).iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+        }
+    })
 }
 
 /// k-means (Lloyd's algorithm) on the rows of `x`, started from `k` rows chosen farthest-first from row 0 (each next

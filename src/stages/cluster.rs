@@ -56,6 +56,9 @@ pub struct ClusterParams {
     /// DBSCAN: points (itself included) a core point has within `eps`.
     #[serde(default = "default_min_samples")]
     pub min_samples: usize,
+    /// Keep only this many principal components of the clustering space before clustering.
+    #[serde(default)]
+    pub pca: Option<usize>,
     #[serde(default)]
     pub linkage: Linkage,
     #[serde(default)]
@@ -145,6 +148,9 @@ impl Params for ClusterParams {
                 "choose_k",
                 "k-means takes choose_k = \"fixed\" or \"silhouette\" (the knee rule is HUDD's, for its dendrogram)",
             ));
+        }
+        if self.pca == Some(0) {
+            out.push(Invalid::new("pca", "must be at least 1 component, got 0"));
         }
         if self.min_samples == 0 {
             out.push(Invalid::new("min_samples", "must be at least 1, got 0"));
@@ -372,6 +378,11 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
     let (space, curve) = match p.mode {
         Mode::Hudd => (cluster::hudd_space(raw), Some(cluster::hudd_curve_space(raw))),
         Mode::Direct => (raw.clone(), None),
+    };
+    // PCA of the clustering space; HUDD's k curve then reads the reduced space too.
+    let (space, curve) = match p.pca {
+        Some(c) => (cluster::pca_distances(&space, c), None),
+        None => (space, curve),
     };
     match p.algorithm {
         Algorithm::Hierarchical => {}

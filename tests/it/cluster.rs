@@ -555,5 +555,13 @@ fn kmeans_and_dbscan_give_scikit_learns_partitions_and_kmeans_sees_the_same_on_e
             .map(|l| l.as_i64().filter(|&l| l >= 0).map(|l| l as usize))
             .collect();
         assert_eq!(got, want, "{} dbscan", case["name"]);
+        // PCA from the distances alone: the distances between the first two principal component scores.
+        let pca = cluster::pca_distances(&m, 2);
+        let reference: Vec<Vec<f64>> = case["pca2"].as_array().unwrap().iter().map(floats).collect();
+        for i in 0..n {
+            for j in 0..n {
+                assert!((pca[[i, j]] - reference[i][j]).abs() < 1e-8, "{} pca ({i}, {j})", case["name"]);
+            }
+        }
     }
 }
