@@ -60,6 +60,18 @@ pub struct CompareSummary {
     /// RQ1's headline figures, when a `variance` summary is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rq1: Option<VarianceSummary>,
+    /// Each root-cause cluster's size and stability, when `clusters` is given (stability when it was measured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterStability>,
+}
+
+/// A root-cause cluster's size and its stability under resampling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStability {
+    pub cluster: usize,
+    pub size: usize,
+    pub stability: Option<f64>,
+    pub stable: Option<bool>,
 }
 
 /// RQ2 on one split.

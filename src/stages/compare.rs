@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::Clusters;
 use crate::artefact::evaluation::{
-    CompareSummary, Protocol, RccRow, RunRow, SeenBy, StrategyLine, StrategyRow, TestLine, TestRow,
+    ClusterStability, CompareSummary, Protocol, RccRow, RunRow, SeenBy, StrategyLine, StrategyRow, TestLine, TestRow,
 };
 use crate::artefact::results::TestResults;
 use crate::artefact::table;
@@ -114,7 +114,7 @@ fn label(seen: &[SeenBy]) -> String {
 impl Stage for Compare {
     type Params = CompareParams;
     const KIND: &'static str = "compare";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "original",
@@ -299,6 +299,19 @@ impl Stage for Compare {
             Some(a) => Some(table::read_json(&a.path)?),
             None => None,
         };
+        let clusters = match ctx.inputs("clusters").first() {
+            Some(c) => Clusters::open(&c.path)
+                .rows()?
+                .into_iter()
+                .map(|r| ClusterStability {
+                    cluster: r.cluster,
+                    size: r.size,
+                    stability: r.stability,
+                    stable: r.stable,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let summary = CompareSummary {
             metric: if keypoints { "mean keypoint error (px)".into() } else { "accuracy".into() },
             reference: p.reference_name.clone(),
@@ -308,6 +321,7 @@ impl Stage for Compare {
             tests: judging.tests,
             protocols,
             rq1,
+            clusters,
         };
         Ok(table::write_json(&ctx.output("summary")?, &summary)?)
     }

@@ -176,6 +176,10 @@ fn rq2_workspace() -> crate::support::Ws {
         "clusters/clusters.csv",
         "image,cluster,distance_to_medoid\ntest-0,1,0\ntest-1,1,0\ntest-2,2,0\ntest-3,2,0\n",
     );
+    ws.write(
+        "clusters/summary.csv",
+        "cluster,size,share,mean_intra_distance,medoid,stability,stable\n1,2,0.5,0,test-0,0.8,true\n2,2,0.5,0,test-2,0.3,false\n",
+    );
     ws.write("assigned/table.csv", "image,split,rcc,rcc_distance\nholdout-0,holdout,2,0.5\nholdout-1,holdout,2,0.5\nholdout-2,holdout,1,0.5\nholdout-3,holdout,1,0.5\n");
     let meta = serde_json::json!({
         "source": "test", "task": "classification", "target": { "type": "classification", "classes": ["a", "b"] },
@@ -192,6 +196,14 @@ fn compare_judges_on_the_held_out_split_and_gives_the_papers_protocol_beside_it(
     let (w, r) = run(&ws, &rq2_manifest("chose-data", "no"));
     let summary = json(&ws, &w, &r, "compare", "summary");
     assert_eq!(summary["metric"], "accuracy");
+    // Each cluster's stability comes along, so one file holds RQ2, RQ1 and stability.
+    assert_eq!(
+        summary["clusters"],
+        serde_json::json!([
+            { "cluster": 1, "size": 2, "stability": 0.8, "stable": true },
+            { "cluster": 2, "size": 2, "stability": 0.3, "stable": false },
+        ])
+    );
     // The held-out split judges, though `original` lists the test split first.
     assert_eq!(summary["judged_on"], "holdout", "{summary}");
     assert_eq!(summary["original"], 0.6);
