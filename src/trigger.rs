@@ -395,6 +395,38 @@ pub fn inside(conditions: &[Condition], sim: &dyn Simulator, vector: &[f64]) -> 
     })
 }
 
+/// The random generator of one cluster's draws: independent of the other clusters', fixed by the stage's seed.
+pub fn cluster_rng(seed: u64, cluster: usize) -> ChaCha8Rng {
+    use rand::SeedableRng;
+    ChaCha8Rng::seed_from_u64(seed ^ (cluster as u64).wrapping_mul(0x9e37_79b9))
+}
+
+/// A parameter vector inside the conditions: a random one of `base` (the split's images) with every condition's
+/// parameter redrawn inside it.
+pub fn draw_around(conditions: &[Condition], sim: &dyn Simulator, base: &[Vec<f64>], rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let b = &base[rng.random_range(0..base.len())];
+    draw_inside(conditions, sim, b, rng)
+}
+
+/// A writer of rendered images as a dataset like `ds` (task, size, parameters), from `source`, chosen by
+/// `chosen_by`.
+pub fn image_writer(
+    dir: &std::path::Path,
+    ds: &Dataset,
+    sim: &dyn Simulator,
+    source: &str,
+    chosen_by: Vec<String>,
+) -> Result<crate::dataset::DatasetWriter, DatasetError> {
+    let meta = crate::dataset::DatasetMeta {
+        source: format!("{source}:{}", sim.name()),
+        count: 0,
+        splits: Vec::new(),
+        chosen_by,
+        ..ds.meta.clone()
+    };
+    crate::dataset::DatasetWriter::create(dir, meta, sim.params().iter().map(crate::sim::ParamSpec::column).collect())
+}
+
 /// `base` with every condition's parameter redrawn inside the condition.
 pub fn draw_inside(conditions: &[Condition], sim: &dyn Simulator, base: &[f64], rng: &mut ChaCha8Rng) -> Vec<f64> {
     let mut v = base.to_vec();

@@ -11,6 +11,8 @@ pub struct Recovery {
     pub purity: f64,
     /// Share of causes that are the commonest cause of at least one cluster.
     pub coverage: f64,
+    /// Per cluster, its commonest cause (ties to the lower label).
+    pub dominant: Vec<usize>,
     /// Per cause (in label order): its images, the cluster holding most of them, and that cluster's share of them.
     pub per_cause: Vec<(usize, usize, f64)>,
     /// Mutual information over the arithmetic mean of the two entropies (scikit-learn's default).
@@ -36,13 +38,11 @@ pub fn recovery(clusters: &[usize], causes: &[usize]) -> Recovery {
     let rows: Vec<usize> = n.iter().map(|r| r.iter().sum()).collect();
     let cols: Vec<usize> = (0..c).map(|j| n.iter().map(|r| r[j]).sum()).collect();
     let purity = n.iter().map(|r| r.iter().copied().max().unwrap_or(0)).sum::<usize>() as f64 / total.max(1.0);
-    let dominant: std::collections::BTreeSet<usize> = n
-        .iter()
-        .filter(|r| r.iter().any(|&x| x > 0))
-        .map(|r| (0..c).fold(0, |b, j| if r[j] > r[b] { j } else { b }))
-        .collect();
+    let dominant: Vec<usize> = n.iter().map(|r| (0..c).fold(0, |b, j| if r[j] > r[b] { j } else { b })).collect();
+    let covered: std::collections::BTreeSet<usize> =
+        n.iter().zip(&dominant).filter(|(r, _)| r.iter().any(|&x| x > 0)).map(|(_, d)| *d).collect();
     let present = cols.iter().filter(|&&x| x > 0).count();
-    let coverage = dominant.len() as f64 / present.max(1) as f64;
+    let coverage = covered.len() as f64 / present.max(1) as f64;
     let per_cause = (0..c)
         .map(|j| {
             let best = (0..n.len()).fold(0, |b, i| if n[i][j] > n[b][j] { i } else { b });
@@ -69,7 +69,7 @@ pub fn recovery(clusters: &[usize], causes: &[usize]) -> Recovery {
     let expected = a * b / pairs(clusters.len()).max(1.0);
     let max = (a + b) / 2.0;
     let ari = if max == expected { 1.0 } else { (index - expected) / (max - expected) };
-    Recovery { purity, coverage, per_cause, nmi, ari }
+    Recovery { purity, coverage, dominant, per_cause, nmi, ari }
 }
 
 /// The same scores for `draws` random partitions with the cluster sizes of `clusters` (membership shuffled, seeded):

@@ -5,19 +5,17 @@
 //! one exact binomial interval above the upper bound of the other).
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::artefact::rules::{ConfirmRow, Confirmation, Confirmations, Rate, Rules};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CONFIRM_TABLE, CONFIRMATIONS, DATASET, MODEL, RULES};
-use crate::dataset::{Dataset, DatasetMeta, DatasetWriter};
+use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::runtime::{self, DeviceChoice};
-use crate::sim::{self, ParamSpec};
+use crate::sim;
 use crate::trigger;
 
 pub struct Confirm;
@@ -120,14 +118,7 @@ impl Stage for Confirm {
         }
         let base = trigger::vectors(&ds, sim, &rows)?;
         let dir = ctx.output("images")?;
-        let meta = DatasetMeta {
-            source: format!("confirm:{}", sim.name()),
-            count: 0,
-            splits: Vec::new(),
-            chosen_by: Vec::new(),
-            ..ds.meta.clone()
-        };
-        let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;
+        let mut writer = trigger::image_writer(&dir, &ds, sim, "confirm", Vec::new())?;
         let size = ds.meta.width as u32;
         ctx.progress.start((rules.rules.len() * 2 * p.images) as u64, "images rendered");
         for (r, rule) in rules.rules.iter().enumerate() {
@@ -135,13 +126,9 @@ impl Stage for Confirm {
             if conditions.is_empty() {
                 continue;
             }
-            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (rule.cluster as u64).wrapping_mul(0x9e37_79b9));
-            let inside: Vec<Vec<f64>> = (0..p.images)
-                .map(|_| {
-                    let b = &base[rng.random_range(0..base.len())];
-                    trigger::draw_inside(&conditions, sim, b, &mut rng)
-                })
-                .collect();
+            let mut rng = trigger::cluster_rng(ctx.seed, rule.cluster);
+            let inside: Vec<Vec<f64>> =
+                (0..p.images).map(|_| trigger::draw_around(&conditions, sim, &base, &mut rng)).collect();
             let mut order: Vec<usize> = (0..base.len()).collect();
             order.shuffle(&mut rng);
             let outside: Vec<Vec<f64>> = order

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use polars::prelude::Column;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -17,12 +17,12 @@ use crate::artefact::rules::ExpandRow;
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, HEATMAPS, MODEL, SELECTION};
 use crate::cluster::members::Members;
-use crate::dataset::{Dataset, DatasetMeta, DatasetWriter, ParamKind};
+use crate::dataset::{Dataset, ParamKind};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::batch;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::runtime::{self, DeviceChoice};
-use crate::sim::{self, ParamSpec, Simulator};
+use crate::sim::{self, Simulator};
 use crate::trigger;
 
 pub struct Expand;
@@ -171,15 +171,7 @@ impl Stage for Expand {
         let hdir = ctx.input("heatmaps")?.path.clone();
         let summary: ClusterSummary = table::read_json(&cdir.join("cluster.json"))?;
         let dir = ctx.output("expanded")?;
-        let meta = DatasetMeta {
-            source: format!("expand:{}", sim.name()),
-            count: 0,
-            splits: Vec::new(),
-            chosen_by: Vec::new(),
-            ..ds.meta.clone()
-        };
-        let specs: Vec<_> = sim.params().iter().map(ParamSpec::column).collect();
-        let mut found = DatasetWriter::create(&dir, meta.clone(), specs.clone())?;
+        let mut found = trigger::image_writer(&dir, &ds, sim, "expand", Vec::new())?;
         let (mut rcc, mut rcc_distance, mut rows) = (Vec::<u32>::new(), Vec::<f64>::new(), Vec::<ExpandRow>::new());
         let Some(layer) = summary.layer.clone() else {
             found
@@ -214,7 +206,7 @@ impl Stage for Expand {
             let member_rows: Vec<usize> =
                 ids.iter().map(|id| lookup(&row_of, id, "the dataset")).collect::<Result<_, _>>()?;
             let mut pool = trigger::vectors(&ds, sim, &member_rows)?;
-            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (*cluster as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = trigger::cluster_rng(ctx.seed, *cluster);
             let (mut simulated, mut failing, mut joined) = (0, 0, 0);
             for g in 0..p.generations {
                 let children: Vec<Vec<f64>> = (0..p.population)
@@ -225,7 +217,7 @@ impl Stage for Expand {
                     .collect();
                 // Render the generation as a dataset, test it, and measure the failures' heatmaps to the clusters.
                 let gen_dir = scratch.path().join(format!("{cluster}-{g}"));
-                let mut writer = DatasetWriter::create(&gen_dir, meta.clone(), specs.clone())?;
+                let mut writer = trigger::image_writer(&gen_dir, &ds, sim, "expand", Vec::new())?;
                 let mut samples = Vec::new();
                 for (i, v) in children.iter().enumerate() {
                     let stream = ((*cluster as u64) << 16) | g as u64;

@@ -3,17 +3,15 @@
 //! them, but they count against the same budget as HUDD's selection, so that the strategies compare fairly.
 
 use polars::prelude::Column;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::artefact::rules::Confirmations;
 use crate::artefact::selection::UnsafeRow;
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CONFIRMATIONS, SELECTION, UNSAFE_SET};
-use crate::dataset::{Dataset, DatasetMeta, DatasetWriter};
+use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::sim::{self, ParamSpec};
+use crate::sim;
 use crate::trigger;
 
 pub struct Generate;
@@ -102,25 +100,17 @@ impl Stage for Generate {
         let base = trigger::vectors(&ds, sim, &rows)?;
         let confirmed: Vec<_> = confirmations.rules.iter().filter(|c| c.confirmed).collect();
         let dir = ctx.output("selected")?;
-        let meta = DatasetMeta {
-            source: format!("generate:{}", sim.name()),
-            count: 0,
-            splits: Vec::new(),
-            // The rules were learned from this split's failures: they chose what is generated here.
-            chosen_by: vec![confirmations.learned_on.clone()],
-            ..ds.meta.clone()
-        };
-        let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;
+        // The rules were learned from this split's failures: they chose what is generated here.
+        let mut writer = trigger::image_writer(&dir, &ds, sim, "generate", vec![confirmations.learned_on.clone()])?;
         let mut clusters: Vec<u32> = Vec::new();
         let task = ds.meta.task.clone();
         ctx.progress.start(budget.min(if confirmed.is_empty() { 0 } else { budget }) as u64, "images generated");
         for (r, rule) in confirmed.iter().enumerate() {
             // The budget shared equally, the first rules taking the remainder.
             let n = budget / confirmed.len() + usize::from(r < budget % confirmed.len());
-            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (rule.cluster as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = trigger::cluster_rng(ctx.seed, rule.cluster);
             for i in 0..n {
-                let b = &base[rng.random_range(0..base.len())];
-                let v = trigger::draw_inside(&rule.conditions, sim, b, &mut rng);
+                let v = trigger::draw_around(&rule.conditions, sim, &base, &mut rng);
                 let sample =
                     sim.render(&task, &v, ds.meta.width as u32, &mut sim::image_rng(ctx.seed, r as u64, i as u64));
                 writer.push(format!("generated-{}-{i:05}", rule.cluster), "generated", &sample.rgb, sample.label, v)?;

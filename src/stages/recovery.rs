@@ -118,14 +118,7 @@ impl Stage for Recovery {
             .enumerate()
             .map(|(j, name)| {
                 let (images, best, share) = r.per_cause.get(j).copied().unwrap_or((0, 0, 0.0));
-                let dominates = (0..ids.len())
-                    .filter(|&i| {
-                        let counts: Vec<usize> = (0..names.len())
-                            .map(|k| (0..clusters.len()).filter(|&x| clusters[x] == i && causes[x] == k).count())
-                            .collect();
-                        (0..names.len()).fold(0, |b, k| if counts[k] > counts[b] { k } else { b }) == j
-                    })
-                    .count();
+                let dominates = r.dominant.iter().filter(|&&d| d == j).count();
                 CauseRow {
                     cause: name.clone(),
                     images,
