@@ -111,6 +111,12 @@ impl Heatmaps {
         Ok((rules, k))
     }
 
+    /// Whether the folder holds a model's activations (an `activations` stage's output, same layout) rather than
+    /// relevance.
+    pub fn are_activations(&self) -> Result<bool, TableError> {
+        Ok(self.layers()?.iter().any(|l| l.rule == "activation"))
+    }
+
     /// What the relevance was seeded with.
     pub fn seed(&self) -> Result<Seed, TableError> {
         Ok(table::read_json::<SeedRecord>(&self.dir.join("seed.json"))?.seed_with)

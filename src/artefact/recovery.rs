@@ -8,7 +8,12 @@ use super::table::{Row, display};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecoverySummary {
     pub cause: String,
+    /// Failing images in clusters of two or more: the images scored.
     pub images: usize,
+    /// Failing images in clusters of one (noise of a density clustering), left out of every score (absent,
+    /// as 0, in summaries written before it was counted).
+    #[serde(default)]
+    pub unclustered: usize,
     pub clusters: usize,
     pub causes: usize,
     pub purity: f64,

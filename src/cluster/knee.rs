@@ -1,5 +1,6 @@
 //! Choosing the number of clusters: the kneedle algorithm (Satopää et al. 2011) as the `kneed` package computes it
-//! for a concave, increasing curve (HUDD's setting), and the gradient of the WICD curve that HUDD runs it on.
+//! for a concave, increasing curve (HUDD's setting) and a convex, increasing one (DBSCAN's k-distance curve), and the
+//! gradient of the WICD curve that HUDD runs it on.
 
 /// The original toolset's `gradientO4(y, dx)`: 4th-order central differences `(y[i−2] − 8y[i−1] + 8y[i+1] −
 /// y[i+2]) / 12` inside, first differences `y[1] − y[0]`, `y[2] − y[1]` and `y[n−2] − y[n−3]`, `y[n−1] − y[n−2]`
@@ -52,6 +53,14 @@ pub fn kneedle(x: &[f64], y: &[f64], s: f64) -> Option<usize> {
         }
     }
     None
+}
+
+/// Index of the knee of a convex, increasing curve (as kneed's `curve="convex", direction="increasing"`: the curve
+/// flipped into a concave, increasing one, `max − y` reversed, and the index mapped back); `None` where none is found.
+pub fn kneedle_convex(x: &[f64], y: &[f64], s: f64) -> Option<usize> {
+    let hi = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let flipped: Vec<f64> = y.iter().rev().map(|v| hi - v).collect();
+    kneedle(x, &flipped, s).map(|i| y.len() - 1 - i)
 }
 
 /// `(v − min) / (max − min)`, or `None` for a constant (or non-finite) curve.

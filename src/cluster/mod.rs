@@ -6,6 +6,8 @@ pub mod knee;
 pub mod members;
 pub mod score;
 
+use std::collections::HashMap;
+
 use ndarray::{Array2, Axis, s};
 use rand::SeedableRng;
 use rand::seq::index;
@@ -581,4 +583,53 @@ pub fn dbscan(m: &Matrix, eps: f64, min_samples: usize) -> Vec<Option<usize>> {
         next += 1;
     }
     labels
+}
+
+/// DBSCAN's radius by the k-distance rule (Ester et al. 1996): every point's distance to its `min_samples`-th nearest
+/// point (itself counted, as DBSCAN counts it), sorted, read at the knee of that convex, increasing curve (kneed's
+/// rule, sensitivity 1). `None` when the curve has no knee (too few points, or all distances equal).
+pub fn knee_eps(m: &Matrix, min_samples: usize) -> Option<f64> {
+    let n = m.nrows();
+    if min_samples == 0 || min_samples > n {
+        return None;
+    }
+    let mut kdist: Vec<f64> = (0..n)
+        .map(|i| {
+            let mut row: Vec<f64> = m.row(i).to_vec();
+            row.select_nth_unstable_by(min_samples - 1, f64::total_cmp);
+            row[min_samples - 1]
+        })
+        .collect();
+    kdist.sort_by(f64::total_cmp);
+    let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    knee::kneedle_convex(&x, &kdist, 1.0).map(|i| kdist[i])
+}
+
+/// HDBSCAN (Campello et al. 2013; scikit-learn's `HDBSCAN`: excess-of-mass selection, no single cluster) on a
+/// distance matrix, through the `hdbscan` crate: clusters of at least `min_cluster_size` points in the hierarchy of
+/// mutual reachability with `min_samples` neighbours (itself counted). Noise points are `None`; cluster numbers follow
+/// the order of their first point.
+pub fn hdbscan(m: &Matrix, min_cluster_size: usize, min_samples: usize) -> Vec<Option<usize>> {
+    let n = m.nrows();
+    if n < 2 {
+        return vec![None; n];
+    }
+    // The crate checks symmetry to machine precision: mirror the upper triangle.
+    let rows: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| m[[i.min(j), i.max(j)]]).collect()).collect();
+    let params = hdbscan::HdbscanHyperParams::builder()
+        .min_cluster_size(min_cluster_size.max(2))
+        .min_samples(min_samples.clamp(1, n - 1))
+        .dist_metric(hdbscan::DistanceMetric::Precalculated)
+        .build();
+    let found = hdbscan::Hdbscan::new(&rows, params).cluster().expect("a symmetric matrix of finite distances");
+    let mut number: HashMap<i32, usize> = HashMap::new();
+    found
+        .into_iter()
+        .map(|l| {
+            (l >= 0).then(|| {
+                let next = number.len();
+                *number.entry(l).or_insert(next)
+            })
+        })
+        .collect()
 }

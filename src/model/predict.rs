@@ -108,3 +108,22 @@ pub fn predict(
 pub fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
+
+/// Runs a declared model over some rows of a dataset in batches: `sink` gets the batch's rows and the activations at
+/// the input of every layer (the first is the preprocessed image itself), on the model's device.
+pub fn for_each_activation_batch<E: From<PredictError>>(
+    model: &Model,
+    ds: &Dataset,
+    rows: &[usize],
+    batch: usize,
+    mut sink: impl FnMut(&[usize], &[Tensor]) -> Result<(), E>,
+) -> Result<(), E> {
+    let net = model.net("activations").map_err(PredictError::from)?;
+    let [c, h, w] = model.meta.input.map(|v| v as i64);
+    for chunk in rows.chunks(batch.max(1)) {
+        let pixels = ds.images(chunk).map_err(PredictError::from)?;
+        let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, c, h, w]));
+        sink(chunk, &tch::no_grad(|| net.forward_layers(&x)))?;
+    }
+    Ok(())
+}

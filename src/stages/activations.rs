@@ -1,6 +1,6 @@
 //! Stage `activations`: another representation of images to cluster, the DNN's own activations at the input of
 //! every layer (the first layer's input is the normalised image itself, so raw pixels come with them). It writes the
-//! folder layout of a heatmaps stage, so `cluster` reads either; `select` still needs heatmaps.
+//! folder layout of a heatmaps stage, so `cluster` and `select` read either.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,7 @@ use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
 use crate::model::net::Op;
+use crate::model::predict::for_each_activation_batch;
 use crate::npy::NpyWriter;
 use crate::runtime::{self, DeviceChoice};
 
@@ -81,13 +82,9 @@ impl Stage for Activations {
         for (row, (name, _)) in shapes.iter().zip(&net.layers) {
             writers.push(NpyWriter::<f32>::create(&dir.join(format!("{name}.npy")), &row.input.dims())?);
         }
-        let [c, h, w] = input.map(|v| v as i64);
         let rows: Vec<usize> = (0..ds.meta.count).collect();
         ctx.progress.start(rows.len() as u64, "activations");
-        for chunk in rows.chunks(p.batch_size) {
-            let pixels = ds.images(chunk)?;
-            let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, c, h, w]));
-            let acts = tch::no_grad(|| net.forward_layers(&x));
+        for_each_activation_batch(&model, &ds, &rows, p.batch_size, |chunk, acts| {
             for (k, writer) in writers.iter_mut().enumerate() {
                 let a = acts[k].to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
                 let values: Vec<f32> =
@@ -95,7 +92,8 @@ impl Stage for Activations {
                 writer.append(&values)?;
             }
             ctx.progress.inc(chunk.len() as u64);
-        }
+            Ok::<(), StageError>(())
+        })?;
         for w in writers {
             w.finish()?;
         }
@@ -120,5 +118,3 @@ impl Stage for Activations {
         Ok(table::write(&dir.join("conservation.csv"), &conservation)?)
     }
 }
-
-use tch::Tensor;

@@ -41,6 +41,9 @@ pub enum Algorithm {
     Kmeans,
     /// DBSCAN on the clustering space's distances (`eps`, `min_samples`); noise images are clusters of one.
     Dbscan,
+    /// HDBSCAN on the clustering space's distances (`min_cluster_size`, `min_samples`); noise images are clusters
+    /// of one.
+    Hdbscan,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,12 +53,16 @@ pub struct ClusterParams {
     pub mode: Mode,
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// DBSCAN: the neighbourhood radius, in the clustering space's distances.
+    /// DBSCAN: the neighbourhood radius, in the clustering space's distances (default: the knee of the sorted
+    /// distances to each image's `min_samples`-th nearest image).
     #[serde(default)]
     pub eps: Option<f64>,
-    /// DBSCAN: points (itself included) a core point has within `eps`.
+    /// DBSCAN and HDBSCAN: points (itself included) a core point has within its radius.
     #[serde(default = "default_min_samples")]
     pub min_samples: usize,
+    /// HDBSCAN: the fewest images a cluster holds.
+    #[serde(default = "default_min_samples")]
+    pub min_cluster_size: usize,
     /// Keep only this many principal components of the clustering space before clustering.
     #[serde(default)]
     pub pca: Option<usize>,
@@ -134,14 +141,16 @@ impl Params for ClusterParams {
             _ => {}
         }
         match (self.algorithm, self.eps) {
-            (Algorithm::Dbscan, None) => out.push(Invalid::new("eps", "is required with algorithm = \"dbscan\"")),
             (Algorithm::Dbscan, Some(e)) if !(e > 0.0) => {
                 out.push(Invalid::new("eps", format!("must be above 0, got {e}")))
             }
-            (Algorithm::Hierarchical | Algorithm::Kmeans, Some(_)) => {
+            (Algorithm::Hierarchical | Algorithm::Kmeans | Algorithm::Hdbscan, Some(_)) => {
                 out.push(Invalid::new("eps", "is only read with algorithm = \"dbscan\""))
             }
             _ => {}
+        }
+        if self.min_cluster_size < 2 {
+            out.push(Invalid::new("min_cluster_size", format!("must be at least 2, got {}", self.min_cluster_size)));
         }
         if self.algorithm == Algorithm::Kmeans && self.choose_k == ChooseK::Knee {
             out.push(Invalid::new(
@@ -190,7 +199,7 @@ impl Params for ClusterParams {
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -388,33 +397,64 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
         Algorithm::Hierarchical => {}
         Algorithm::Kmeans => return kmeans_layer(&space, curve.as_ref().unwrap_or(&space), p, max_k),
         Algorithm::Dbscan => {
-            let (eps, n) = (p.eps.expect("validated"), space.nrows());
+            let (eps, how) = match p.eps {
+                Some(eps) => (eps, "eps"),
+                None => match cluster::knee_eps(&space, p.min_samples) {
+                    Some(eps) => (eps, "eps at the knee of the k-distance curve"),
+                    None => {
+                        (median_kdistance(&space, p.min_samples), "eps the median k-distance (the curve has no knee)")
+                    }
+                },
+            };
             let found = cluster::dbscan(&space, eps, p.min_samples);
-            let clusters = found.iter().flatten().max().map_or(0, |m| m + 1);
-            let noise = found.iter().filter(|l| l.is_none()).count();
-            // Noise images are clusters of one (ignored by select, not assessed by variance).
-            let mut next = clusters;
-            let labels: Vec<usize> = found
-                .into_iter()
-                .map(|l| {
-                    l.unwrap_or_else(|| {
-                        next += 1;
-                        next - 1
-                    })
-                })
-                .collect();
-            let rule = format!(
-                "DBSCAN (eps {eps}, min_samples {}): {clusters} clusters, {noise} of {n} images noise (each its own cluster)",
-                p.min_samples
-            );
-            let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
-            return (cluster::canonical(&labels), empty, rule);
+            return density_clusters(found, format!("DBSCAN ({how} {eps:.4}, min_samples {})", p.min_samples));
+        }
+        Algorithm::Hdbscan => {
+            let found = cluster::hdbscan(&space, p.min_cluster_size, p.min_samples);
+            let name = format!("HDBSCAN (min_cluster_size {}, min_samples {})", p.min_cluster_size, p.min_samples);
+            return density_clusters(found, name);
         }
     }
     let dendrogram = cluster::dendrogram(&space, p.linkage);
     let sweep = cluster::sweep(&dendrogram, max_k, curve.as_ref().unwrap_or(&space), &space);
     let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
     (cluster::cut(&dendrogram, k), sweep, k_rule)
+}
+
+/// A density clustering's partition: noise images become clusters of one (ignored by select, not assessed by
+/// variance), and the rule says how many of each.
+fn density_clusters(found: Vec<Option<usize>>, name: String) -> (Vec<usize>, cluster::Sweep, String) {
+    let n = found.len();
+    let clusters = found.iter().flatten().max().map_or(0, |m| m + 1);
+    let noise = found.iter().filter(|l| l.is_none()).count();
+    let mut next = clusters;
+    let labels: Vec<usize> = found
+        .into_iter()
+        .map(|l| {
+            l.unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    let rule = format!("{name}: {clusters} clusters, {noise} of {n} images noise (each its own cluster)");
+    let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+    (cluster::canonical(&labels), empty, rule)
+}
+
+/// The median distance from an image to its `min_samples`-th nearest image (itself counted).
+fn median_kdistance(space: &Matrix, min_samples: usize) -> f64 {
+    let k = min_samples.clamp(1, space.ncols()) - 1;
+    let mut kdist: Vec<f64> = space
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let mut row = row.to_vec();
+            *row.select_nth_unstable_by(k, f64::total_cmp).1
+        })
+        .collect();
+    kdist.sort_by(f64::total_cmp);
+    kdist[kdist.len() / 2]
 }
 
 /// k-means on the coordinates of the clustering space (`space`'s distances, embedded exactly), k fixed or the best

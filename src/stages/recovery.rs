@@ -49,7 +49,7 @@ impl Params for RecoveryParams {
 impl Stage for Recovery {
     type Params = RecoveryParams;
     const KIND: &'static str = "recovery";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
@@ -94,8 +94,14 @@ impl Stage for Recovery {
             ))
         })?;
         let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
-        let (mut cluster_labels, mut cause_names) = (Vec::new(), Vec::new());
+        let (mut cluster_labels, mut cause_names, mut unclustered) = (Vec::new(), Vec::new(), 0);
         for (c, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
+            // A cluster of one is no root cause (HUDD's select ignores it; density clusterings put noise there): a
+            // pipeline is scored on the images it groups, and says how many it leaves alone.
+            if members.len() < 2 {
+                unclustered += members.len();
+                continue;
+            }
             for id in members {
                 let cause = cause_of
                     .get(&id)
@@ -103,6 +109,11 @@ impl Stage for Recovery {
                 cluster_labels.push(c);
                 cause_names.push(cause.clone());
             }
+        }
+        if cluster_labels.is_empty() {
+            return Err(StageError::input(format!(
+                "no cluster holds two or more images ({unclustered} images, each alone): nothing to score"
+            )));
         }
         let names: Vec<String> =
             cause_names.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -131,6 +142,7 @@ impl Stage for Recovery {
         let summary = RecoverySummary {
             cause: p.cause.clone(),
             images: clusters.len(),
+            unclustered,
             clusters: ids.len(),
             causes: names.len(),
             purity: r.purity,

@@ -10,13 +10,14 @@ use crate::artefact::clusters::{ClusterSummary, Clusters};
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::selection::UnsafeRow;
 use crate::artefact::table;
-use crate::artefact::{ANY_DATASET, CLUSTERS, HEATMAPS, MODEL, PICTURES, SELECTION, UNSAFE_SET};
+use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS, MODEL, PICTURES, SELECTION, UNSAFE_SET};
 use crate::cluster::members::Members;
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::batch;
+use crate::lrp::batch::Seed;
 use crate::media::group::write_group;
-use crate::model::predict::{DEFAULT_THRESHOLD, predict};
+use crate::model::predict::{DEFAULT_THRESHOLD, for_each_activation_batch, predict};
 use crate::runtime::{self, DeviceChoice};
 
 pub struct Select;
@@ -213,10 +214,10 @@ impl Stage for Select {
         },
         InputSlot {
             name: "heatmaps",
-            accepts: &[HEATMAPS],
+            accepts: &[HEATMAPS, FEATURES],
             many: false,
             required: false,
-            doc: "the heatmaps the clusters were made from (strategy hudd)",
+            doc: "the heatmaps (or activations) the clusters were made from (strategy hudd)",
         },
         InputSlot {
             name: "budget_of",
@@ -284,12 +285,13 @@ impl Stage for Select {
         };
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
         let heatmaps = Heatmaps::open(&hdir);
+        let activations = heatmaps.are_activations()?;
         // Candidates are seeded as the cluster members were, so that like is compared with like; a seed that reads
         // labels (the true class; for keypoints the worst keypoint by its target) would read the labels of every
         // candidate, which selection has not paid for.
-        let seed_with = heatmaps.seed()?;
+        let seed_with = if activations { Seed::Predicted } else { heatmaps.seed()? };
         let keypoints = matches!(ds.meta.target, crate::dataset::Target::Regression { .. });
-        if seed_with.reads_labels(keypoints) {
+        if !activations && seed_with.reads_labels(keypoints) {
             let name = serde_json::to_value(seed_with).expect("a seed serialises").as_str().unwrap_or("").to_string();
             return Err(StageError::input(if keypoints {
                 format!(
@@ -341,17 +343,29 @@ impl Stage for Select {
         }
         let groups: Vec<Vec<usize>> = clusters.iter().map(|(_, m)| m.clone()).collect();
         let members = Members::load(&hdir.join(format!("{layer}.npy")), &groups)?;
-        // Heatmaps of the candidates at that layer, seeded with the predicted class (HUDD), with the clusters' rules.
-        let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
-        let net = model.net("LRP")?;
-        let (rules, k) = heatmaps.rules_for(net, &layer)?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
-        ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
-        batch::for_each_batch(&model, &ds, &candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
-            distances.extend(members.nearest(&relevance[k]));
-            ctx.progress.inc(chunk.len() as u64);
-            Ok::<(), StageError>(())
-        })?;
+        if activations {
+            // The candidates' activations at that layer, as the clusters were made from the members'.
+            let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?;
+            let k = layer_index(model.net("the select stage")?, &layer)?;
+            ctx.progress.start(candidates.len() as u64, "candidate activations");
+            for_each_activation_batch(&model, &ds, &candidates, p.batch_size, |chunk, acts| {
+                distances.extend(members.nearest(&acts[k]));
+                ctx.progress.inc(chunk.len() as u64);
+                Ok::<(), StageError>(())
+            })?;
+        } else {
+            // Heatmaps of the candidates at that layer, seeded as the members were, with the clusters' rules.
+            let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
+            let net = model.net("LRP")?;
+            let (rules, k) = heatmaps.rules_for(net, &layer)?;
+            ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
+            batch::for_each_batch(&model, &ds, &candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
+                distances.extend(members.nearest(&relevance[k]));
+                ctx.progress.inc(chunk.len() as u64);
+                Ok::<(), StageError>(())
+            })?;
+        }
         let quotas: Vec<usize> = match p.mode {
             SelectMode::All => vec![usize::MAX; clusters.len()],
             _ => clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect(),
@@ -376,6 +390,13 @@ impl Stage for Select {
         report["selected"] = serde_json::json!(picks.len());
         finish(ctx, &ds, &picks, &cluster_ids, &ids, &candidates, &report, p.gif_images_per_minute)
     }
+}
+
+/// The position of `layer` among the network's layers.
+fn layer_index(net: &crate::model::net::Net, layer: &str) -> Result<usize, StageError> {
+    net.layers.iter().position(|(name, _)| name == layer).ok_or_else(|| {
+        StageError::input(format!("the clusters were made at layer `{layer}`, which this model does not have"))
+    })
 }
 
 /// The baselines: `budget` images drawn at random from the candidates (`random`), or drawn at random, labelled and

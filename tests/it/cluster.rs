@@ -530,7 +530,7 @@ fn recovery_scores_match_scikit_learn() {
 }
 
 #[test]
-fn kmeans_and_dbscan_give_scikit_learns_partitions_and_kmeans_sees_the_same_on_embedded_distances() {
+fn kmeans_dbscan_and_hdbscan_give_scikit_learns_partitions_and_kmeans_sees_the_same_on_embedded_distances() {
     // Numbers from tests/fixtures/partition_ref.py.
     let path = format!("{}/tests/fixtures/partition_ref.json", env!("CARGO_MANIFEST_DIR"));
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -555,6 +555,34 @@ fn kmeans_and_dbscan_give_scikit_learns_partitions_and_kmeans_sees_the_same_on_e
             .map(|l| l.as_i64().filter(|&l| l >= 0).map(|l| l as usize))
             .collect();
         assert_eq!(got, want, "{} dbscan", case["name"]);
+        // HDBSCAN (min_cluster_size 5, min_samples its default, 5), the same partition and noise up to numbering.
+        let first_seen = |labels: Vec<Option<usize>>| {
+            let mut number = std::collections::HashMap::new();
+            labels
+                .into_iter()
+                .map(|l| {
+                    l.map(|l| {
+                        let next = number.len();
+                        *number.entry(l).or_insert(next)
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let want: Vec<Option<usize>> = case["hdbscan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_i64().filter(|&l| l >= 0).map(|l| l as usize))
+            .collect();
+        let (got, want) = (cluster::hdbscan(&m, 5, 5), first_seen(want));
+        let differ: Vec<usize> = (0..n).filter(|&i| got[i] != want[i]).collect();
+        // In "loose", point 52's mutual reachability to both clusters equals its own core distance (3.854): a tie
+        // that scikit-learn breaks one way and the crate the other. Everything else, noise included, agrees.
+        let tie: &[usize] = if case["name"] == "loose" { &[52] } else { &[] };
+        assert_eq!(differ, tie, "{} hdbscan: {got:?}", case["name"]);
+        // DBSCAN's radius at the knee of the k-distance curve, as kneed finds it.
+        let eps = cluster::knee_eps(&m, case["min_samples"].as_u64().unwrap() as usize).unwrap();
+        assert!((eps - case["knee_eps"].as_f64().unwrap()).abs() < 1e-12, "{} knee eps {eps}", case["name"]);
         // PCA from the distances alone: the distances between the first two principal component scores.
         let pca = cluster::pca_distances(&m, 2);
         let reference: Vec<Vec<f64>> = case["pca2"].as_array().unwrap().iter().map(floats).collect();
@@ -564,4 +592,52 @@ fn kmeans_and_dbscan_give_scikit_learns_partitions_and_kmeans_sees_the_same_on_e
             }
         }
     }
+}
+
+/// Three tight groups of six points in 6 dimensions, then two points far from everything.
+fn three_groups_and_outliers() -> Vec<Vec<f32>> {
+    let mut rows: Vec<Vec<f32>> = (0..18)
+        .map(|i| (0..6).map(|d| if d == i % 3 { 10.0 } else { 0.0 } + (i * 7 + d) as f32 * 0.01).collect())
+        .collect();
+    rows.push(vec![40.0, -30.0, 0.0, 0.0, 0.0, 0.0]);
+    rows.push(vec![0.0, 0.0, 0.0, -40.0, 30.0, 0.0]);
+    rows
+}
+
+#[test]
+fn density_clusterings_find_the_groups_and_leave_the_outliers_alone() {
+    let layers = [("input", three_groups_and_outliers()), ("fc", three_groups_and_outliers())];
+    for (extra, rule) in [
+        (
+            "algorithm = \"hdbscan\"\nmin_cluster_size = 4\nmin_samples = 3\n",
+            "HDBSCAN (min_cluster_size 4, min_samples 3): 3 clusters, 2 of 20 images noise",
+        ),
+        ("algorithm = \"dbscan\"\nmin_samples = 3\n", "eps at the knee of the k-distance curve"),
+        (
+            "algorithm = \"dbscan\"\neps = 1.0\nmin_samples = 3\n",
+            "DBSCAN (eps 1.0000, min_samples 3): 3 clusters, 2 of 20 images noise",
+        ),
+    ] {
+        let ws = crate::support::Ws::new();
+        let (w, report) =
+            crafted(&ws, 20, &layers, &format!("mode = \"direct\"\nselect_layer = \"silhouette\"\n{extra}"));
+        assert_eq!(report.exit_code(), 0, "{extra}: {:?}", report.outcomes);
+        let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+        assert!(summary["k_rule"].as_str().unwrap().contains(rule), "{extra}: {summary}");
+        // The groups are clusters 1..3 (six images each); each outlier is a cluster of its own.
+        let ids = csv_column(&std::fs::read_to_string(dir.join("clusters.csv")).unwrap(), 1);
+        assert!((0..18).all(|i| ids[i] == ids[i % 3]) && ids[0] != ids[1] && ids[1] != ids[2], "{extra}: {ids:?}");
+        assert!(ids[18] != ids[19] && (0..18).all(|i| ids[i] != ids[18] && ids[i] != ids[19]), "{extra}: {ids:?}");
+    }
+    // A radius of zero, and HDBSCAN's smallest cluster of one, are refused before anything runs.
+    let ws = crate::support::Ws::new();
+    let path = ws.write(
+        "bad.toml",
+        "[workflow]\nname = \"b\"\n[[stage]]\nid = \"c\"\nkind = \"cluster\"\nheatmaps = \"x.y\"\nimages = \"x.z\"\nalgorithm = \"hdbscan\"\nmin_cluster_size = 1\neps = 0.0\n",
+    );
+    let err = hudd::engine::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_err().to_string();
+    assert!(err.contains("invalid `min_cluster_size`: must be at least 2, got 1"), "{err}");
+    assert!(err.contains("invalid `eps`: is only read with algorithm = \"dbscan\""), "{err}");
 }

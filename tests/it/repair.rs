@@ -451,6 +451,11 @@ fn dots(
     scrambled: bool,
     seed_with: &str,
 ) -> (hudd::engine::manifest::Workflow, hudd::engine::RunReport) {
+    ws.run_builtin(&dots_manifest(ws, scrambled, seed_with))
+}
+
+/// The manifest [`dots`] runs, its images written into `ws`.
+fn dots_manifest(ws: &crate::support::Ws, scrambled: bool, seed_with: &str) -> String {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let mut listing = String::from("path,split,target_x0,target_y0\n");
@@ -474,7 +479,7 @@ fn dots(
         listing.push_str(&format!("{path},{split},{tx},{ty}\n"));
     }
     ws.write("dots.csv", &listing);
-    let text = format!(
+    format!(
         "[workflow]\nname = \"kp-select\"\nseed = 2\n\
          [[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\npath = \"dots.csv\"\nsize = 32\nchannels = 1\n\
          [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"{}\"\nepochs = 3\nbatch_size = 16\n\
@@ -484,8 +489,7 @@ fn dots(
          [[stage]]\nid = \"cluster\"\nkind = \"cluster\"\nheatmaps = \"heatmaps.heatmaps\"\nimages = \"test.errors\"\nchoose_k = \"fixed\"\nk = 3\nstability_draws = 0\n\
          [[stage]]\nid = \"select\"\nkind = \"select\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\nclusters = \"cluster.clusters\"\nheatmaps = \"heatmaps.heatmaps\"\nbudget = 10\n",
         fixture("tiny-kp.toml")
-    );
-    ws.run_builtin(&text)
+    )
 }
 
 #[test]
@@ -512,4 +516,28 @@ fn keypoint_selection_reads_no_candidate_targets_and_a_seed_that_would_is_refuse
         error.contains("would read the targets of every candidate") && error.contains("least-confident"),
         "{error}"
     );
+}
+
+#[test]
+fn clusters_of_activations_select_by_the_candidates_activations_without_reading_their_targets() {
+    // The heatmaps stage swapped for the model's activations: cluster and select read them alike.
+    let unsafe_set = |scrambled: bool| {
+        let ws = crate::support::Ws::new();
+        let text = dots_manifest(&ws, scrambled, "least-confident")
+            .replace("kind = \"heatmaps\"", "kind = \"activations\"")
+            .replace("seed_with = \"least-confident\"\n", "")
+            .replace("heatmaps.heatmaps", "heatmaps.activations");
+        let (w, report) = ws.run_builtin(&text);
+        assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+        let select = &report.keys[w.stage_index("select").unwrap()];
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(ws.store().output_path(select, "pictures").unwrap().join("select.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["selected"], 10, "{report}");
+        std::fs::read_to_string(ws.store().output_path(select, "unsafe").unwrap()).unwrap()
+    };
+    let drawn = unsafe_set(false);
+    assert_eq!(drawn.lines().count(), 11, "the 10 closest of 40 candidates: {drawn}");
+    assert_eq!(unsafe_set(true), drawn);
 }
