@@ -91,6 +91,35 @@ pub enum Command {
     },
     /// Re-hash every store entry; report and drop corrupt ones.
     Verify,
+    /// What changed between two runs: parameters, stages, every figure of their reports, clusters matched by members.
+    ///
+    /// A run is a workflow's name or manifest (its latest run; `NAME~1` the one before), a run record (its name
+    /// under .hudd/runs, or a prefix of it), a report folder or an evidence.json.
+    Diff {
+        before: String,
+        after: String,
+        /// Print the diff as JSON.
+        #[arg(long, conflicts_with = "md")]
+        json: bool,
+        /// Print the diff as Markdown.
+        #[arg(long)]
+        md: bool,
+        /// List every figure, changed or not.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Write an annotations file for a run's root-cause clusters, bound to their members by fingerprint; notes of
+    /// the run's annotations file that still match a cluster are kept, the others kept as comments.
+    Annotate {
+        /// The run (as for `hudd diff`): a workflow's name or manifest, a run record, a report folder.
+        run: String,
+        /// Where to write it (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite `--output` if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print libtorch's version, the device, threads and cache locations.
     Doctor,
     /// Draw images from a simulator into a folder: PNG files, params.csv and, with --sheet, a contact sheet.
@@ -274,6 +303,8 @@ fn dispatch(
         }
         Command::Exec { key, threads } => exec(ws, &key, threads, registry, err, reporter),
         Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
+        Command::Diff { before, after, json, md, all } => diff(ws, &before, &after, json, md, all, out),
+        Command::Annotate { run, output, force } => annotate(ws, &run, output.as_deref(), force, out, err),
     }
 }
 
@@ -448,6 +479,100 @@ fn status(
                 )?;
             }
         }
+    }
+    Ok(0)
+}
+
+fn diff(
+    ws: &Workspace<'_>,
+    before: &str,
+    after: &str,
+    json: bool,
+    md: bool,
+    all: bool,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let store = ws.open()?;
+    let a = crate::diff::resolve(&store, ws.dir, before).map_err(CliError::Usage)?;
+    let b = crate::diff::resolve(&store, ws.dir, after).map_err(CliError::Usage)?;
+    let d = crate::diff::diff(&a, &b, ws.dir, all);
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&d).expect("a diff serialises"))?;
+    } else if md {
+        write!(out, "{}", d.markdown())?;
+    } else {
+        write!(out, "{}", d.text())?;
+    }
+    Ok(0)
+}
+
+fn annotate(
+    ws: &Workspace<'_>,
+    run: &str,
+    output: Option<&Path>,
+    force: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CliError> {
+    use crate::artefact::annotations::{self, Annotations, Current};
+    let store = ws.open()?;
+    let side = crate::diff::resolve(&store, ws.dir, run).map_err(CliError::Usage)?;
+    let evidence =
+        side.evidence.ok_or_else(|| CliError::Usage(format!("`{run}` has no report to read clusters from")))?;
+    let clusters: Vec<Current> = crate::diff::clusters(&evidence)
+        .into_iter()
+        .map(|(id, members)| Current { id, fingerprint: crate::artefact::evidence::fingerprint(&members), members })
+        .collect();
+    let existing_path = evidence["annotations_file"].as_str().map(|p| ws.dir.join(p));
+    let existing: Annotations = match existing_path.as_ref().filter(|p| p.exists()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            toml::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+        }
+        None => Annotations::default(),
+    };
+    let describe = |id: usize| {
+        let c = evidence["clusters"].as_array().and_then(|cs| cs.iter().find(|c| c["id"] == id));
+        let size = c.and_then(|c| c["size"].as_u64()).unwrap_or(0);
+        match c.and_then(|c| c["description"].as_str()).filter(|d| !d.is_empty()) {
+            Some(d) => format!("cluster {id}: {size} images; what they share: {d}"),
+            None => format!("cluster {id}: {size} images"),
+        }
+    };
+    let mut text = annotations::template(&clusters, &existing, describe);
+    // Notes that match no current cluster are kept, commented out, for the engineer to carry over by hand.
+    let (bound, flags) = annotations::bind(&existing, &clusters);
+    for f in &flags {
+        let Some(a) = f.table.strip_prefix("cluster.").and_then(|k| existing.cluster.get(k)) else { continue };
+        if bound.values().any(|b| &b.annotation == a && !b.by_number_only) {
+            continue;
+        }
+        text.push_str(&format!("\n# [{}] not carried over: {}\n", f.table, f.problem));
+        for (field, value) in [
+            ("triggering_condition", &a.triggering_condition),
+            ("hazard", &a.hazard),
+            ("countermeasure", &a.countermeasure),
+            ("reviewer", &a.reviewer),
+            ("status", &a.status),
+        ] {
+            if !value.is_empty() {
+                text.push_str(&format!("# {field} = {value:?}\n"));
+            }
+        }
+        writeln!(err, "warning: [{}] not carried over ({}): kept as comments", f.table, f.problem)?;
+    }
+    match output {
+        Some(path) => {
+            if path.exists() && !force {
+                return Err(CliError::Usage(format!(
+                    "{} exists: write elsewhere or pass --force (its notes that still match are carried over)",
+                    path.display()
+                )));
+            }
+            std::fs::write(path, text)?;
+            writeln!(err, "wrote {} ({} clusters)", path.display(), clusters.len())?;
+        }
+        None => write!(out, "{text}")?,
     }
     Ok(0)
 }

@@ -129,6 +129,9 @@ impl ParamInfo {
     }
 }
 
+/// A split's name and its images' content hashes, in row order.
+pub type SplitHashes = (String, Vec<[u8; 16]>);
+
 /// `meta.json` of a dataset artefact.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DatasetMeta {
@@ -391,6 +394,30 @@ impl Dataset {
             }
             out.extend(reader.read_rows(rows[i], j - i)?);
             i = j;
+        }
+        Ok(out)
+    }
+
+    /// Per split (in the table's order of first appearance): its images' content hashes (blake3 of each image's
+    /// pixels, 16 bytes), in row order. What independence checks compare, by content rather than by id.
+    pub fn image_hashes_by_split(&self) -> Result<Vec<SplitHashes>, DatasetError> {
+        let splits = self.strings("split")?;
+        let mut reader = crate::npy::NpyReader::<u8>::open(&self.dir.join("images.npy"))?;
+        let width = reader.row_len();
+        let mut out: Vec<SplitHashes> = Vec::new();
+        let mut start = 0;
+        while start < self.meta.count {
+            let count = (self.meta.count - start).min(1024);
+            let pixels = reader.read_rows(start, count)?;
+            for (i, image) in pixels.chunks(width.max(1)).enumerate() {
+                let hash: [u8; 16] = blake3::hash(image).as_bytes()[..16].try_into().expect("16 bytes");
+                let split = &splits[start + i];
+                match out.iter_mut().find(|(s, _)| s == split) {
+                    Some((_, hashes)) => hashes.push(hash),
+                    None => out.push((split.clone(), vec![hash])),
+                }
+            }
+            start += count;
         }
         Ok(out)
     }

@@ -209,3 +209,17 @@ pub fn arc(degrees: &[f64]) -> (f64, f64) {
     }
     (a[(after + 1) % a.len()], a[after])
 }
+
+/// The `level` confidence interval for the mean of repeated runs: Student's t at the sample mean and standard error
+/// (scipy's `t.interval(level, n - 1, loc=mean, scale=sem)`). `None` for fewer than two runs.
+pub fn t_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let sem = (sample_variance(values) / n as f64).sqrt();
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?.inverse_cdf(0.5 + level / 2.0);
+    Some((mean - t * sem, mean + t * sem))
+}

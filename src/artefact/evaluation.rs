@@ -84,6 +84,9 @@ pub struct Protocol {
     pub seen: Vec<SeenBy>,
     /// One line for people: what judging on this split means.
     pub label: String,
+    /// Images of the split (what the original's score is a share of).
+    #[serde(default)]
+    pub images: usize,
     pub original: f64,
     pub strategies: Vec<StrategyRow>,
     pub tests: Vec<TestRow>,

@@ -6,9 +6,11 @@
 //! rest. Every row table goes through [`table`]: the `csv` crate, quoted where a field needs it, so ids with commas,
 //! quotes, newlines or non-ASCII letters round-trip.
 
+pub mod annotations;
 pub mod clusters;
 pub mod curve;
 pub mod evaluation;
+pub mod evidence;
 pub mod heatmaps;
 pub mod recovery;
 pub mod results;

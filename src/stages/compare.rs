@@ -114,7 +114,7 @@ fn label(seen: &[SeenBy]) -> String {
 impl Stage for Compare {
     type Params = CompareParams;
     const KIND: &'static str = "compare";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "original",
@@ -272,6 +272,7 @@ impl Stage for Compare {
                 held_out: seen.is_empty(),
                 label: label(&seen),
                 seen,
+                images: original.correct.len(),
                 original: original.score,
                 strategies,
                 tests,

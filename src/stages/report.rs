@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::annotations::{self, Annotation, Annotations, Flag};
 use crate::artefact::clusters::{Clusters, Picture as Drawn};
 use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
+use crate::artefact::evidence;
 use crate::artefact::recovery::RecoverySummary;
 use crate::artefact::results::TestSummary;
 use crate::artefact::rules::{Confirmations, Rate, Rules};
 use crate::artefact::table;
 use crate::artefact::{
-    CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, RECOVERY, REPORT, RULES,
-    TEST_SUMMARY,
+    ANY_DATASET, CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, FEATURES, HEATMAPS,
+    RECOVERY, REPORT, RULES, TEST_SUMMARY,
 };
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::SeenAs;
@@ -89,30 +91,6 @@ impl Params for ReportParams {
     }
 }
 
-/// One cluster's notes in `annotations.toml` (`[cluster.3]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Annotation {
-    #[serde(default)]
-    pub triggering_condition: String,
-    #[serde(default)]
-    pub hazard: String,
-    #[serde(default)]
-    pub countermeasure: String,
-    #[serde(default)]
-    pub reviewer: String,
-    /// `open`, `in-review`, `closed`, ...
-    #[serde(default)]
-    pub status: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Annotations {
-    #[serde(default)]
-    cluster: BTreeMap<String, Annotation>,
-}
-
 #[derive(Debug, Serialize)]
 struct Picture {
     /// Relative path for the Markdown report.
@@ -144,6 +122,11 @@ struct ClusterView {
     gif: Option<Picture>,
     heatmap: Option<Picture>,
     annotation: Option<Annotation>,
+    /// How the annotation was attached, when not plainly by fingerprint under its own number.
+    annotation_note: Option<String>,
+    /// The fingerprint of its members (what annotations and `hudd diff` match by), and the members.
+    fingerprint: String,
+    members: Vec<String>,
 }
 
 /// A cluster's accuracy on one split's images of it, before and after retraining.
@@ -172,6 +155,52 @@ struct ConditionView {
     confirmed: Option<bool>,
     /// The failure rate inside the region with the retrained models, mean over them.
     after: Option<f64>,
+}
+
+/// Section 1: what is analysed, on which data, against which criterion.
+#[derive(Debug, Clone, Serialize)]
+struct Scope {
+    /// The architecture (a name or a file relative to the workspace), its input and its outputs.
+    architecture: Option<String>,
+    input: Option<String>,
+    task: Option<String>,
+    /// Where the images come from: a simulator and its task, or an imported data set.
+    source: String,
+    splits: Vec<SplitScope>,
+}
+
+/// One split as the manifest draws it: its size and parameter distributions (scenarios as `name: ...`).
+#[derive(Debug, Clone, Serialize)]
+struct SplitScope {
+    split: String,
+    count: Option<u64>,
+    params: Vec<String>,
+}
+
+/// Section 3: a model's score on a split, with its interval and the acceptance criterion.
+#[derive(Debug, Clone, Serialize)]
+struct Performance {
+    /// `original`, or a retraining strategy.
+    model: String,
+    split: String,
+    held_out: bool,
+    runs: usize,
+    value: f64,
+    lo: Option<f64>,
+    hi: Option<f64>,
+    /// What the interval is over: the split's images (one model), or the runs (repeated retrainings).
+    interval: String,
+    /// Whether the value, and the interval's worse end, meet the target.
+    met: Option<bool>,
+    met_worst: Option<bool>,
+}
+
+/// A stage upstream of the report with its parameters as `key = value` lines.
+#[derive(Debug, Clone, Serialize)]
+struct StageParams {
+    stage: String,
+    /// `key = value`, then `# reads <path> (blake3 <hash>)` for each file it reads.
+    lines: Vec<String>,
 }
 
 /// The conditions of the rules, their confirmations and the inside failure rates after retraining, by cluster.
@@ -253,6 +282,10 @@ struct Context {
     to_review: Vec<usize>,
     /// The `annotations` file the manifest names, when it does not exist.
     annotations_missing: Option<String>,
+    /// The `annotations` file the manifest names (relative to the workspace), and its notes that match no current
+    /// cluster or match one by number alone.
+    annotations_file: Option<String>,
+    annotation_flags: Vec<Flag>,
     inputs: Vec<serde_json::Value>,
     versions: serde_json::Value,
     /// The manifest as run: path, hash and text.
@@ -270,7 +303,24 @@ struct Context {
     recovery: Vec<serde_json::Value>,
     /// The machines and devices that computed the artefacts.
     machines: Vec<String>,
+    scope: Scope,
+    /// Whether scores are accuracies (else a keypoint error in pixels), and their name.
+    accuracy_metric: bool,
+    metric_name: String,
+    /// Clusters flagged unstable under resampling.
+    unstable: Vec<usize>,
+    /// The splits' independence, by image content (when the report reads the data set).
+    data: Option<evidence::Independence>,
+    performance: Vec<Performance>,
+    /// The heatmaps' conservation of relevance per layer (when the report reads them).
+    conservation: Vec<crate::artefact::heatmaps::ConservationRow>,
+    /// The reference implementations the numerics are tested against, with their versions.
+    references: serde_json::Value,
+    params: Vec<StageParams>,
 }
+
+/// The reference implementations and the versions the committed fixtures were generated with.
+const REFERENCES: &str = include_str!("../../tests/fixtures/versions.json");
 
 fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageError> {
     if !src.exists() {
@@ -286,8 +336,19 @@ fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageE
     }))
 }
 
-/// Scores per strategy as dots on a shared axis, with each strategy's mean as a bar.
-fn strip_plot(runs: &[RunRow], original: f64) -> String {
+/// Tick positions from `lo` to `hi`: multiples of 1, 2 or 5 × 10^k, about five of them.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(magnitude * 10.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+/// Scores per strategy on one split: each run a dot, each strategy's mean a bar, the original a dashed line, on an
+/// axis with ticks and its unit (percent for accuracy, pixels for a keypoint error).
+fn strip_plot(runs: &[RunRow], original: f64, split: &str, accuracy: bool) -> String {
     let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in runs {
         groups.entry(r.strategy.clone()).or_default().push(r.score);
@@ -296,21 +357,50 @@ fn strip_plot(runs: &[RunRow], original: f64) -> String {
     let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let pad = ((hi - lo) * 0.1).max(1e-3);
     let (lo, hi) = (lo - pad, hi + pad);
-    let (w, row, left) = (560.0, 36.0, 110.0);
-    let h = row * (groups.len() as f64 + 1.0) + 30.0;
-    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 20.0);
+    let (w, row, left, right) = (640.0, 34.0, 120.0, 24.0);
+    let axis_y = row * (groups.len() as f64 + 0.6);
+    let h = axis_y + 62.0;
+    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - right);
+    let label = |v: f64| if accuracy { format!("{:.1}", v * 100.0) } else { format!("{v:.2}") };
     let mut svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img"><rect width="{w}" height="{h}" fill="#fff"/>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="Scores per retraining strategy on split {split}"><rect width="{w}" height="{h}" fill="#fff"/>"##,
+        split = crate::media::svg::escape(split)
     );
-    let ox = x(original);
-    svg.push_str(&format!(r##"<line x1="{ox:.1}" x2="{ox:.1}" y1="10" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{ox:.1}" y="{:.1}" text-anchor="middle" fill="#666">before {:.3}</text>"##, h - 24.0, h - 8.0, original));
-    for (i, (name, values)) in groups.iter().enumerate() {
-        let y = row * (i as f64 + 1.0);
+    // The axis, its ticks with their values, and its title with the unit.
+    svg.push_str(&format!(
+        r##"<line x1="{left}" x2="{:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#333"/>"##,
+        w - right
+    ));
+    for t in ticks(lo, hi) {
+        let tx = x(t);
         svg.push_str(&format!(
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{axis_y:.1}" y2="{:.1}" stroke="#333"/><line x1="{tx:.1}" x2="{tx:.1}" y1="8" y2="{axis_y:.1}" stroke="#eee"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            axis_y + 5.0,
+            axis_y + 18.0,
+            label(t)
+        ));
+    }
+    let title = if accuracy { "accuracy (%)" } else { "mean keypoint error (px, lower is better)" };
+    svg.push_str(&format!(
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{title} on split {}; dot: one retrained model, red bar: mean</text>"##,
+        left + (w - left - right) / 2.0,
+        axis_y + 38.0,
+        crate::media::svg::escape(split)
+    ));
+    let ox = x(original);
+    svg.push_str(&format!(
+        r##"<line x1="{ox:.1}" x2="{ox:.1}" y1="8" y2="{axis_y:.1}" stroke="#777" stroke-dasharray="4 3"/><text x="{ox:.1}" y="{:.1}" text-anchor="middle" fill="#555">original {}</text>"##,
+        axis_y + 54.0,
+        label(original)
+    ));
+    for (i, (name, values)) in groups.iter().enumerate() {
+        let y = row * (i as f64 + 0.6);
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{} ({} runs)</text>"##,
             left - 8.0,
             y + 4.0,
-            crate::media::svg::escape(name)
+            crate::media::svg::escape(name),
+            values.len()
         ));
         for v in values {
             svg.push_str(&format!(
@@ -333,7 +423,7 @@ fn strip_plot(runs: &[RunRow], original: f64) -> String {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -399,6 +489,20 @@ impl Stage for Report {
             doc: "recovery stages' summaries: how well each clustering recovers planted causes",
         },
         InputSlot {
+            name: "data",
+            accepts: ANY_DATASET,
+            many: false,
+            required: false,
+            doc: "the data set whose splits are checked for independence (by image content)",
+        },
+        InputSlot {
+            name: "heatmaps",
+            accepts: &[HEATMAPS, FEATURES],
+            many: false,
+            required: false,
+            doc: "the heatmaps the clusters were made from (their conservation of relevance per layer)",
+        },
+        InputSlot {
             name: "confirm_after",
             accepts: &[CONFIRMATIONS],
             many: true,
@@ -406,13 +510,23 @@ impl Stage for Report {
             doc: "confirmations with retrained models (the inside failure rates after retraining, averaged)",
         },
     ];
-    const OUTPUTS: &'static [OutputSpec] =
-        &[OutputSpec { name: "report", kind: REPORT, path: "report/", doc: "report.html, report.md and images/" }];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
+        name: "report",
+        kind: REPORT,
+        path: "report/",
+        doc: "report.html, report.md, evidence.json and images/",
+    }];
     const DOC: &'static str = "Renders the safety-analysis report.";
     const DELIVERABLE: bool = true;
 
     fn external_paths(p: &ReportParams) -> Vec<PathBuf> {
         p.template.iter().cloned().collect()
+    }
+
+    /// The shipped templates are compiled in: a change to them renders every report again.
+    fn fingerprints(_p: &ReportParams) -> Vec<(String, String)> {
+        let hash = blake3::hash(format!("{MARKDOWN}\u{0}{HTML}\u{0}{REFERENCES}").as_bytes()).to_hex().to_string();
+        vec![("shipped report templates".into(), hash)]
     }
 
     fn optional_paths(p: &ReportParams) -> Vec<PathBuf> {
@@ -463,11 +577,37 @@ impl Stage for Report {
             views.sort_by_key(|v| !v.held_out);
         }
         let mut clusters = Vec::new();
+        let mut annotation_flags = Vec::new();
         if let Some(dir) = first("clusters") {
             let folder = Clusters::open(&dir);
+            let groups = folder.groups()?;
+            let current: Vec<annotations::Current> = groups
+                .iter()
+                .map(|(&id, members)| annotations::Current {
+                    id,
+                    fingerprint: evidence::fingerprint(members),
+                    members: members.clone(),
+                })
+                .collect();
+            let (mut bound, flags) = annotations::bind(&annotations, &current);
+            for f in &flags {
+                ctx.progress.message(&format!("warning: annotation [{}]: {}", f.table, f.problem));
+            }
+            annotation_flags = flags;
             for r in folder.rows()? {
                 let id = r.cluster;
                 let e = explanations.get(&id);
+                let members = groups.get(&id).cloned().unwrap_or_default();
+                let binding = bound.remove(&id);
+                let annotation_note = binding.as_ref().and_then(|b| {
+                    if b.by_number_only {
+                        Some("attached by its number alone (no fingerprint)".to_string())
+                    } else {
+                        b.renumbered_from
+                            .as_ref()
+                            .map(|from| format!("written as {from}: the same members, renumbered"))
+                    }
+                });
                 clusters.push(ClusterView {
                     id,
                     size: r.size,
@@ -485,7 +625,10 @@ impl Stage for Report {
                     sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,
                     gif: picture(&folder.picture(id, Drawn::Gif), &out, &format!("rcc-{id}.gif"))?,
                     heatmap: picture(&folder.picture(id, Drawn::Heatmap), &out, &format!("rcc-{id}-heatmap.png"))?,
-                    annotation: annotations.cluster.get(&id.to_string()).cloned(),
+                    annotation: binding.map(|b| b.annotation),
+                    annotation_note,
+                    fingerprint: evidence::fingerprint(&members),
+                    members,
                 });
             }
         }
@@ -493,7 +636,7 @@ impl Stage for Report {
             (Some(path), Some(c)) => {
                 let runs: Vec<RunRow> =
                     table::read::<RunRow>(&path)?.into_iter().filter(|r| r.split == c.judged_on).collect();
-                Some(strip_plot(&runs, c.original))
+                Some(strip_plot(&runs, c.original, &c.judged_on, c.metric == "accuracy"))
             }
             _ => None,
         };
@@ -551,6 +694,7 @@ impl Stage for Report {
         // Residual risk: clusters whose images the retrained models still get wrong more than half the time.
         let residual = clusters.iter().filter(|c| c.after.is_some_and(|a| a < 0.5)).map(|c| c.id).collect();
         let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
+        let unstable = clusters.iter().filter(|c| c.stable == Some(false)).map(|c| c.id).collect();
         let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
         let confidence = confirmations.as_ref().map_or(95.0, |c| (1.0 - c.alpha) * 100.0);
         let conditions = triggering_conditions(
@@ -594,6 +738,33 @@ impl Stage for Report {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        let data = match first("data") {
+            Some(dir) => {
+                ctx.progress.message("independence of the splits: hashing every image");
+                Some(evidence::independence(&crate::dataset::Dataset::open(&dir)?.image_hashes_by_split()?))
+            }
+            None => None,
+        };
+        let conservation = match first("heatmaps") {
+            Some(dir) => crate::artefact::heatmaps::Heatmaps::open(&dir).layers()?,
+            None => Vec::new(),
+        };
+        let target_parsed = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?;
+        let runs: Vec<RunRow> = match first("runs") {
+            Some(path) => table::read(&path)?,
+            None => Vec::new(),
+        };
+        let performance = performance(&test, compare.as_ref(), &runs, target_parsed.as_ref());
+        let params = lineage
+            .iter()
+            .map(|a| StageParams {
+                stage: a.stage.clone(),
+                lines: evidence::key_values(&a.params, ctx.workspace)
+                    .into_iter()
+                    .chain(a.externals.iter().map(|(path, hash)| format!("# reads {path} (blake3 {hash})")))
+                    .collect(),
+            })
+            .collect();
         let context = Context {
             title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
             workflow: ctx.workflow.to_string(),
@@ -617,6 +788,8 @@ impl Stage for Report {
             residual,
             to_review,
             annotations_missing,
+            annotations_file: p.annotations.as_ref().map(|a| a.display().to_string()),
+            annotation_flags,
             inputs,
             versions: serde_json::json!({
                 "hudd": env!("CARGO_PKG_VERSION"),
@@ -630,15 +803,210 @@ impl Stage for Report {
             confidence,
             recovery,
             machines,
+            scope: scope(&lineage, ctx.workspace),
+            accuracy_metric: accuracy_compared,
+            metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
+            unstable,
+            data,
+            performance,
+            conservation,
+            references: serde_json::from_str(REFERENCES).expect("the committed versions.json is JSON"),
+            params,
             lineage,
         };
         let (md, html) = render(&context, p.template.as_ref().map(|t| ctx.resolve(t)).as_deref())?;
-        for (name, text) in [("report.md", md), ("report.html", html)] {
+        let evidence = evidence_of(&context);
+        for (name, text) in [("report.md", md), ("report.html", html), ("evidence.json", evidence)] {
             let path = out.join(name);
             std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
         }
         Ok(())
     }
+}
+
+/// The scope from the stages upstream: the first data stage (simulate or dataset) and the first training.
+fn scope(lineage: &[crate::engine::stage::Ancestor], workspace: &Path) -> Scope {
+    let data = lineage.iter().find(|a| a.kind == "simulate" || a.kind == "dataset");
+    let train = lineage.iter().find(|a| a.kind == "train" || a.kind == "model");
+    let text = |a: &crate::engine::stage::Ancestor, key: &str| {
+        a.params.get(key).filter(|v| !v.is_null()).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    };
+    let source = match data {
+        Some(a) if a.kind == "simulate" => format!(
+            "the {} simulator{}, {}×{} pixels",
+            text(a, "simulator").unwrap_or_default(),
+            text(a, "task").map(|t| format!(" (task {t})")).unwrap_or_default(),
+            text(a, "size").unwrap_or_default(),
+            text(a, "size").unwrap_or_default()
+        ),
+        Some(a) => format!(
+            "the imported data set {} ({})",
+            evidence::key_values(&serde_json::json!({ "path": a.params.get("path") }), workspace)
+                .first()
+                .map_or(String::new(), |l| l.trim_start_matches("path = ").to_string()),
+            text(a, "format").unwrap_or_else(|| "folder".into())
+        ),
+        None => "not recorded (no simulate or dataset stage upstream)".into(),
+    };
+    let splits = data
+        .and_then(|a| a.params.get("splits"))
+        .and_then(|s| s.as_object())
+        .map(|splits| {
+            splits
+                .iter()
+                .map(|(name, s)| {
+                    let mut params = distributions(s.get("params"), workspace);
+                    if let Some(scenarios) = s.get("scenarios").and_then(|v| v.as_object()) {
+                        for (scenario, v) in scenarios {
+                            let weight = v.get("weight").map_or(String::new(), |w| format!("weight {w}"));
+                            let drawn = distributions(v.get("params"), workspace);
+                            params.push(format!("scenario {scenario} ({weight}): {}", drawn.join("; ")));
+                        }
+                    }
+                    SplitScope { split: name.clone(), count: s.get("count").and_then(|c| c.as_u64()), params }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let architecture = train.and_then(|a| {
+        let arch = a.params.get("architecture").or_else(|| a.params.get("path"))?;
+        evidence::key_values(&serde_json::json!({ "a": arch }), workspace)
+            .first()
+            .map(|l| l.trim_start_matches("a = ").trim_matches('"').to_string())
+    });
+    let input = data.and_then(|a| {
+        Some(format!("{}×{}×{}", text(a, "channels").unwrap_or_else(|| "3".into()), text(a, "size")?, text(a, "size")?))
+    });
+    Scope { architecture, input, task: data.and_then(|a| text(a, "task")), source, splits }
+}
+
+/// Parameter distributions as people write them: `night ~ uniform(0.0, 1.0)`; anything else as `key = value`.
+fn distributions(params: Option<&serde_json::Value>, workspace: &Path) -> Vec<String> {
+    let Some(map) = params.and_then(|p| p.as_object()) else { return Vec::new() };
+    map.iter()
+        .flat_map(|(name, v)| match v.as_object().filter(|d| d.len() == 1) {
+            Some(d) => {
+                let (dist, args) = d.iter().next().expect("one entry");
+                let args = match args {
+                    serde_json::Value::Array(a) => a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
+                    other => other.to_string(),
+                };
+                vec![format!("{name} ~ {dist}({args})")]
+            }
+            None => evidence::key_values(&serde_json::json!({ name: v }), workspace),
+        })
+        .collect()
+}
+
+/// Section 3: the original and every retraining strategy on each tested split, the judging split first, with a 95%
+/// interval (the original: exact binomial over the split's images; a strategy: Student's t over its runs) and the
+/// target checked on the value and on the interval's worse end.
+fn performance(
+    test: &TestSummary,
+    compare: Option<&CompareSummary>,
+    runs: &[RunRow],
+    target: Option<&Target>,
+) -> Vec<Performance> {
+    let met = |v: f64| target.map(|t| t.met(v));
+    // The worse end of an interval for the target: the lower one for `>`/`>=`, the upper one for `<`/`<=`.
+    let worst = |lo: Option<f64>, hi: Option<f64>| {
+        target.and_then(|t| if t.op.starts_with('>') { lo } else { hi }.map(|v| t.met(v)))
+    };
+    let binomial = |score: f64, n: usize| {
+        if n == 0 {
+            return (None, None);
+        }
+        let (lo, hi) = crate::trigger::clopper_pearson((score * n as f64).round() as usize, n, 0.05);
+        (Some(lo), Some(hi))
+    };
+    let Some(c) = compare else {
+        let (lo, hi) = binomial(test.accuracy, test.images);
+        return vec![Performance {
+            model: "original".into(),
+            split: test.split.clone(),
+            held_out: test.seen.is_none(),
+            runs: 1,
+            value: test.accuracy,
+            lo,
+            hi,
+            interval: format!("exact binomial, {} images", test.images),
+            met: met(test.accuracy),
+            met_worst: worst(lo, hi),
+        }];
+    };
+    let accuracy = c.metric == "accuracy";
+    let mut out = Vec::new();
+    for p in &c.protocols {
+        let (lo, hi) = if accuracy { binomial(p.original, p.images) } else { (None, None) };
+        out.push(Performance {
+            model: "original".into(),
+            split: p.split.clone(),
+            held_out: p.held_out,
+            runs: 1,
+            value: p.original,
+            lo,
+            hi,
+            interval: if lo.is_some() { format!("exact binomial, {} images", p.images) } else { "one model".into() },
+            met: if accuracy { met(p.original) } else { None },
+            met_worst: if accuracy { worst(lo, hi) } else { None },
+        });
+        for s in &p.strategies {
+            let scores: Vec<f64> =
+                runs.iter().filter(|r| r.split == p.split && r.strategy == s.strategy).map(|r| r.score).collect();
+            // An accuracy's interval stops at 0 and 1.
+            let interval = crate::stats::t_interval(&scores, 0.95)
+                .map(|(lo, hi)| if accuracy { (lo.max(0.0), hi.min(1.0)) } else { (lo, hi) });
+            let (lo, hi) = (interval.map(|i| i.0), interval.map(|i| i.1));
+            out.push(Performance {
+                model: s.strategy.clone(),
+                split: p.split.clone(),
+                held_out: p.held_out,
+                runs: s.runs,
+                value: s.mean,
+                lo,
+                hi,
+                interval: if lo.is_some() {
+                    format!("Student's t over {} runs", scores.len())
+                } else {
+                    "no spread".into()
+                },
+                met: if accuracy { met(s.mean) } else { None },
+                met_worst: if accuracy { worst(lo, hi) } else { None },
+            });
+        }
+    }
+    out
+}
+
+/// `evidence.json`: the templates' data as the versioned schema, without what is only drawn (pictures, the plot).
+fn evidence_of(context: &Context) -> String {
+    let mut doc = serde_json::Map::new();
+    doc.insert("schema".into(), serde_json::json!(evidence::SCHEMA));
+    doc.insert("schema_version".into(), serde_json::json!(evidence::VERSION));
+    let serde_json::Value::Object(fields) = serde_json::to_value(context).expect("the report's context serialises")
+    else {
+        unreachable!("a struct serialises to an object")
+    };
+    for (key, mut value) in fields {
+        if key == "rq2_plot" {
+            continue;
+        }
+        if key == "clusters"
+            && let Some(clusters) = value.as_array_mut()
+        {
+            for c in clusters.iter_mut().filter_map(|c| c.as_object_mut()) {
+                for picture in ["sheet", "gif", "heatmap"] {
+                    if let Some(p) = c.get_mut(picture).and_then(|p| p.as_object_mut()) {
+                        p.remove("data");
+                    }
+                }
+            }
+        }
+        doc.insert(key, value);
+    }
+    let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(doc)).expect("JSON serialises");
+    text.push('\n');
+    text
 }
 
 /// What HUDD's repeated retrainings vary, read from the stages upstream: how many improvement sets were drawn and
@@ -693,6 +1061,26 @@ fn code_span(text: &str) -> String {
     format!("{ticks}{pad}{text}{pad}{ticks}")
 }
 
+/// User text as Markdown shows it literally: HTML's `<`, `>`, `&` as entities (viewers render raw HTML), and the
+/// punctuation that makes Markdown (emphasis, code, links, table cells, line breaks) escaped with a backslash.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The longest run of `c` in `text`.
 fn longest_run(text: &str, c: char) -> usize {
     text.split(|x| x != c).map(str::len).max().unwrap_or(0)
@@ -718,16 +1106,15 @@ fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), 
             && name == "markdown"
         {
             return match value.as_str() {
-                Some(text) if !value.is_safe() => {
-                    let escaped = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-                    out.write_str(&escaped).map_err(minijinja::Error::from)
-                }
+                Some(text) if !value.is_safe() => out.write_str(&markdown_text(text)).map_err(minijinja::Error::from),
                 _ => write!(out, "{value}").map_err(minijinja::Error::from),
             };
         }
         minijinja::escape_formatter(out, state, value)
     });
     env.add_filter("code", |text: String| minijinja::Value::from_safe_string(code_span(&text)));
+    // A code span in a table cell: GFM splits cells at every unescaped pipe, code spans included.
+    env.add_filter("ccode", |text: String| minijinja::Value::from_safe_string(code_span(&text).replace('|', "\\|")));
     env.add_filter("fence", |text: String, lang: String| {
         let ticks = "`".repeat(longest_run(&text, '`').max(2) + 1);
         let newline = if text.ends_with('\n') { "" } else { "\n" };

@@ -99,7 +99,7 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
         .replace("&lt;", "<")
         .replace("&gt;", ">");
     let check: serde_json::Value = serde_json::from_str(&value).unwrap();
-    let clusters = text.matches("<section class=\"cluster\">").count();
+    let clusters = text.matches("<section class=\"cluster\" id=").count();
     assert!(clusters > 0, "the quickstart finds root-cause clusters");
     assert!(check["images"].as_u64().unwrap() as usize >= clusters * 2, "{check}");
     assert_eq!(check["broken"], serde_json::json!([]), "images that did not load");
@@ -115,4 +115,21 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     assert_eq!(png.width(), 1280);
     let distinct: std::collections::BTreeSet<[u8; 3]> = png.pixels().map(|p| p.0).collect();
     assert!(distinct.len() > 100, "the screenshot shows a rendered page ({} colours)", distinct.len());
+
+    // Printed: a PDF whose every top-level section starts a page (the print stylesheet).
+    let pdf = ws.path().join("report.pdf");
+    let out = chromium(
+        &[
+            "--no-pdf-header-footer",
+            &format!("--print-to-pdf={}", pdf.display()),
+            &format!("file://{}", html.display()),
+        ],
+        &ws.path().join("profile-3"),
+    );
+    let bytes =
+        std::fs::read(&pdf).unwrap_or_else(|e| panic!("no PDF ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(bytes.starts_with(b"%PDF-"), "not a PDF");
+    let text = String::from_utf8_lossy(&bytes);
+    let pages = text.matches("/Type /Page").count() - text.matches("/Type /Pages").count();
+    assert!(pages >= 8, "{pages} pages: the 8 sections each start a page when printed");
 }

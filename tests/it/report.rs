@@ -23,7 +23,7 @@ const COMPARE: &str = r#"{"metric": "accuracy", "original": 0.809, "reference": 
                 {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
  "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}],
  "protocols": [
-   {"split": "holdout", "held_out": true, "seen": [], "label": "held out: its images trained no model and chose no data or epoch", "original": 0.809,
+   {"split": "holdout", "held_out": true, "seen": [], "label": "held out: its images trained no model and chose no data or epoch", "images": 1000, "original": 0.809,
     "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0},
                    {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
     "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}]},
@@ -54,6 +54,8 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
         "clusters/cluster.json",
         r#"{"images": 191, "layer": "classifier.4", "clusters": 2, "k_rule": "the knee", "layer_rule": "wicd", "mode": "hudd", "linkage": "ward", "layers": [], "stability": {"draws": 50, "share": 0.5, "threshold": 0.5, "unstable": 1}}"#,
     );
+    let members: String = (0..191).map(|i| format!("test-{i:04},{},0.1\n", if i < 150 { 1 } else { 2 })).collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{members}"));
     ws.write(
         "clusters/summary.csv",
         "cluster,size,share,mean_intra_distance,medoid,stability,stable\n1,150,0.785,0.2,test-1,0.91,true\n2,41,0.215,0.3,test-2,0.42,false\n",
@@ -78,15 +80,29 @@ fn output(ws: &crate::support::Ws, w: &Workflow, r: &RunReport, file: &str) -> S
     std::fs::read_to_string(dir.join(file)).unwrap()
 }
 
+/// The member ids of the crafted clusters: 150 images in cluster 1, 41 in cluster 2.
+fn members(cluster: usize) -> Vec<String> {
+    let range = if cluster == 1 { 0..150 } else { 150..191 };
+    range.map(|i| format!("test-{i:04}")).collect()
+}
+
+/// An annotation bound to some members by their fingerprint.
+fn bound(table: usize, members: &[String], text: &str) -> String {
+    format!(
+        "[cluster.{table}]\nfingerprint = \"{}\"\nmembers = {members:?}\n{text}\n",
+        hudd::artefact::evidence::fingerprint(members)
+    )
+}
+
 #[test]
 fn the_markdown_report_matches_its_golden_file() {
     let ws = crate::support::Ws::new();
-    ws.write("notes.toml", "[cluster.1]\ntriggering_condition = \"Night\"\nhazard = \"Misread speed limit\"\ncountermeasure = \"Night-time data\"\nreviewer = \"A. Engineer\"\nstatus = \"closed\"\n");
+    ws.write("notes.toml", &bound(1, &members(1), "triggering_condition = \"Night\"\nhazard = \"Misread speed limit\"\ncountermeasure = \"Night-time data\"\nreviewer = \"A. Engineer\"\nstatus = \"closed\""));
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"A sign classifier.\"\n"));
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     let md = output(&ws, &w, &r, "report.md");
-    // The traceability block (versions, keys) is left out of the comparison.
-    let content = md.split("## 5. Traceability").next().unwrap();
+    // The sections on the tool and traceability (versions, machines, keys, times) are left out of the comparison.
+    let content = md.split("## 7. Confidence in the tool").next().unwrap();
     let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/report.md");
     if std::env::var_os("HUDD_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, content).unwrap();
@@ -94,13 +110,24 @@ fn the_markdown_report_matches_its_golden_file() {
     assert_eq!(content, std::fs::read_to_string(&golden).unwrap(), "rerun with HUDD_UPDATE_GOLDEN=1 to accept");
     assert!(md.contains("| test | `test` | summary |"), "{md}");
     let html = output(&ws, &w, &r, "report.html");
-    assert!(html.contains("<svg") && html.contains("Cluster 2: 41 images"), "{html}");
+    assert!(html.contains("<h3>Cluster 2</h3>") && html.contains("accuracy (%) on split holdout"), "{html}");
+    for section in ["scope", "data", "performance", "conditions", "measures", "residual", "confidence", "traceability"]
+    {
+        assert!(
+            html.contains(&format!("<a href=\"#{section}\">")) && html.contains(&format!("id=\"{section}\"")),
+            "{section}"
+        );
+    }
 }
 
 #[test]
 fn user_data_is_escaped_in_the_html_and_the_markdown() {
     let ws = crate::support::Ws::new();
-    ws.write("notes.toml", "[cluster.2]\ntriggering_condition = \"<script>alert(1)</script>\"\n");
+    ws.write(
+        "notes.toml",
+        "[cluster.2]\ntriggering_condition = \"<script>alert(1)</script>\"\nhazard = '\"><img src=y onerror=alert(3)>'\n\
+         countermeasure = \"a | b `c` **d**\"\n",
+    );
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"<img src=x onerror=alert(2)>\"\n"));
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     let html = output(&ws, &w, &r, "report.html");
@@ -108,10 +135,16 @@ fn user_data_is_escaped_in_the_html_and_the_markdown() {
     assert!(!html.contains("<img src=x"), "{html}");
     // Markdown viewers render raw HTML too; the manifest's own text, in a code fence, is shown as it is.
     let md = output(&ws, &w, &r, "report.md");
-    let (body, appendix) = md.split_once("## 5. Traceability").unwrap();
+    let (body, appendix) = md.split_once("## 8. Traceability").unwrap();
     assert!(!body.contains("<script>") && body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{md}");
     assert!(!body.contains("<img src=x") && body.contains("&lt;img src=x onerror=alert(2)&gt;"), "{md}");
     assert!(appendix.contains("```toml\n") && appendix.contains("dnn = \"<img src=x onerror=alert(2)>\""), "{md}");
+    assert!(!html.contains("<img src=y") && !body.contains("<img src=y"), "{md}");
+    // Pipes, backticks and emphasis in a table cell stay text: the annotation row keeps its five cells.
+    let row = body.lines().find(|l| l.contains("&lt;script&gt;")).unwrap();
+    assert!(row.contains(r"a \| b \`c\` \*\*d\*\*"), "{row}");
+    assert_eq!(row.replace(r"\|", "").matches('|').count(), 6, "{row}");
+    assert!(html.contains("a | b `c` **d**"), "{html}");
 }
 
 #[test]
@@ -120,11 +153,11 @@ fn editing_the_annotations_rerenders_only_the_report() {
     let text = manifest(&ws, "annotations = \"notes.toml\"\n");
     let (w, r) = run(&ws, &text);
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
-    assert!(output(&ws, &w, &r, "report.md").contains("Open items (clusters to review): 1, 2."));
+    assert!(output(&ws, &w, &r, "report.md").contains("Clusters not yet reviewed: [1](#cluster-1), [2](#cluster-2)."));
     ws.write("notes.toml", "[cluster.1]\nstatus = \"open\"\n");
     let (w, r) = run(&ws, &text);
     assert_eq!(crate::support::Ws::ran(&w, &r), ["report"]);
-    assert!(output(&ws, &w, &r, "report.md").contains("Open items (clusters to review): 2."));
+    assert!(output(&ws, &w, &r, "report.md").contains("Clusters not yet reviewed: [2](#cluster-2)."));
 }
 
 #[test]
@@ -149,13 +182,10 @@ fn a_keypoint_model_is_reported_by_its_mean_error_not_as_an_accuracy() {
     let (w, r) = run(&ws, &text);
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     let md = output(&ws, &w, &r, "report.md");
-    assert!(md.contains("| Mean keypoint error | 15.67 px |"), "{md}");
-    assert!(
-        md.contains("| Mean keypoint error (px) after HUDD's retraining (mean of 2 runs), held-out split `holdout` | 12.98 (12.50–13.40) |"),
-        "{md}"
-    );
-    // An accuracy target cannot be judged on a keypoint error after retraining.
-    assert!(md.contains("| Target `accuracy >= 0.92` | before: not met |"), "{md}");
+    assert!(md.contains("mean keypoint error 15.67 px"), "{md}");
+    // An accuracy target cannot be judged on a keypoint error: no criterion column.
+    assert!(md.contains("| Model | Split | Runs | Mean keypoint error (px) |"), "{md}");
+    assert!(md.contains("| hudd | `holdout` (held out) | 2 | 12.98 |") && md.contains("| one model | – |"), "{md}");
 }
 
 #[test]
@@ -167,4 +197,154 @@ fn a_misspelt_annotations_file_is_said_in_the_report() {
     assert!(md.contains("The annotations file `notse.toml` named by the manifest does not exist"), "{md}");
     let html = output(&ws, &w, &r, "report.html");
     assert!(html.contains("<code>notse.toml</code> named by the manifest does not exist"), "{html}");
+}
+
+#[test]
+fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_members_change() {
+    let ws = crate::support::Ws::new();
+    // Written when cluster 2's images were cluster 7; another note for a cluster that has since lost 10 images and
+    // gained 5 that no cluster holds.
+    let mut changed: Vec<String> = members(1)[10..].to_vec();
+    changed.extend((900..905).map(|i| format!("test-{i:04}")));
+    ws.write(
+        "notes.toml",
+        &format!(
+            "{}{}",
+            bound(7, &members(2), "hazard = \"Misread at an angle\"\nstatus = \"closed\""),
+            bound(3, &changed, "hazard = \"Misread at night\"\nstatus = \"closed\"")
+        ),
+    );
+    let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\n"));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    let cluster = |id: usize| md.split(&format!("### Cluster {id}\n")).nth(1).unwrap().split("\n### ").next().unwrap();
+    assert!(cluster(2).contains("| Misread at an angle |"), "{md}");
+    assert!(cluster(2).contains("written as cluster.7: the same members, renumbered"), "{md}");
+    // The changed note is shown beside no cluster; section 6 names its closest cluster and the overlap.
+    assert!(!md.contains("| Misread at night |") && cluster(1).contains("Annotation: to review."), "{md}");
+    assert!(
+        md.contains("| `cluster.3` | the cluster it was written for (145 images) changed its members | [1](#cluster-1) | 140 | 0.90 |"),
+        "{md}"
+    );
+    let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
+    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(1)));
+    assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
+    assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
+    assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());
+}
+
+/// A small real workflow: simulate, train for `epochs`, test, heatmaps, clusters and the report.
+const SMALL: &str = r#"[workflow]
+name = "small"
+seed = 4
+
+[[stage]]
+id = "data"
+kind = "simulate"
+simulator = "signs"
+size = 32
+params = { class = { weights = { stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 } } }
+splits = { train = { count = 60 }, test = { count = 40 } }
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "TINY"
+epochs = 1
+batch_size = 8
+optimizer = "adam"
+lr = 0.003
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "test"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+
+[[stage]]
+id = "heatmaps"
+kind = "heatmaps"
+model = "train.model"
+images = "test.errors"
+
+[[stage]]
+id = "cluster"
+kind = "cluster"
+heatmaps = "heatmaps.heatmaps"
+images = "test.errors"
+stability_draws = 5
+
+[[stage]]
+id = "report"
+kind = "report"
+test = "test.summary"
+clusters = "cluster.clusters"
+data = "data.dataset"
+heatmaps = "heatmaps.heatmaps"
+annotations = "notes.toml"
+"#;
+
+/// The command line with the built-in stages: (exit code, stdout, stderr).
+fn hudd(ws: &crate::support::Ws, args: &[&str]) -> (u8, String, String) {
+    let mut all = vec!["hudd".to_string(), "--workspace".into(), ws.path().display().to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let registry = hudd::stages::registry();
+    let code = hudd::cli::main_with(all.iter().map(Into::into), &registry, &mut out, &mut err, Reporter::hidden());
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+#[test]
+fn hudd_diff_shows_the_changed_parameter_and_figures_and_annotate_binds_notes_to_members() {
+    let ws = crate::support::Ws::new();
+    let tiny = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
+    let m = ws.write("small.toml", &SMALL.replace("TINY", &tiny));
+    let m = m.to_str().unwrap();
+    for epochs in ["1", "3"] {
+        let (code, _, err) = hudd(&ws, &["run", "--set", &format!("train.epochs={epochs}"), m]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, text, err) = hudd(&ws, &["diff", "--all", "small~1", "small"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("train.epochs: 1 → 3"), "{text}");
+    assert!(text.contains("overrides: [train.epochs=1] → [train.epochs=3]"), "{text}");
+    assert!(
+        text.contains("different: train, test, heatmaps, cluster, report") || text.contains("different: "),
+        "{text}"
+    );
+    assert!(text.contains("\n  test.accuracy ") && text.contains("\n  test.errors "), "{text}");
+    assert!(text.contains("clusters (matched by their members):"), "{text}");
+    let (_, json, _) = hudd(&ws, &["diff", "--json", "small~1", "small"]);
+    let d: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(d["params"][0]["param"], "epochs");
+    assert!(d["differ"].as_array().unwrap().iter().any(|s| s == "train") && d["same"].as_u64() == Some(1), "{d}");
+    let (_, md, _) = hudd(&ws, &["diff", "--md", "small~1", "small"]);
+    assert!(md.contains("| train | epochs | 1 | 3 |"), "{md}");
+    // The report's own independence check and conservation table.
+    let report = ws.path().join("reports/small/report.md");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| `train` | `test` | 0 | pass |") && md.contains("The splits are independent."), "{md}");
+    assert!(md.contains("| Layer | Rule | Worst relative deviation |"), "{md}");
+    // A template for the current clusters; the report then binds it and flags nothing.
+    let notes_path = ws.path().join("notes.toml");
+    let notes_arg = notes_path.to_str().unwrap();
+    let (code, _, err) = hudd(&ws, &["annotate", "small", "-o", notes_arg]);
+    assert_eq!(code, 0, "{err}");
+    let notes: hudd::artefact::annotations::Annotations =
+        toml::from_str(&std::fs::read_to_string(ws.path().join("notes.toml")).unwrap()).unwrap();
+    assert!(!notes.cluster.is_empty() && notes.cluster.values().all(|a| a.fingerprint.is_some()), "{notes:?}");
+    let (code, _, err) = hudd(&ws, &["annotate", "small", "-o", notes_arg]);
+    assert_eq!(code, 2, "an existing file is not overwritten without --force: {err}");
+    let (code, _, err) = hudd(&ws, &["run", "--set", "train.epochs=3", m]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("Annotations that no longer match their cluster: none."), "{md}");
+    // Back to one epoch: other clusters, and the notes are flagged with their closest cluster, not reused.
+    let (code, _, err) = hudd(&ws, &["run", "--set", "train.epochs=1", m]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("changed its members") || md.contains("the cluster vanished"), "{md}");
 }

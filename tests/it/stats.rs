@@ -77,3 +77,17 @@ fn clopper_pearson_intervals_match_scipys_beta_quantiles() {
         );
     }
 }
+
+#[test]
+fn t_intervals_match_scipy() {
+    // Numbers from tests/fixtures/interval_ref.py.
+    let path = format!("{}/tests/fixtures/interval_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for c in &cases {
+        let x: Vec<f64> = c["x"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let (lo, hi) = hudd::stats::t_interval(&x, c["level"].as_f64().unwrap()).unwrap();
+        assert!((lo - c["lo"].as_f64().unwrap()).abs() < 1e-9, "{} {}: {lo}", c["name"], c["level"]);
+        assert!((hi - c["hi"].as_f64().unwrap()).abs() < 1e-9, "{} {}: {hi}", c["name"], c["level"]);
+    }
+    assert_eq!(hudd::stats::t_interval(&[0.9], 0.95), None, "one run has no spread");
+}

@@ -1,0 +1,413 @@
+//! `hudd diff`: what changed between two runs of a workflow (or two workflows): the parameters that differ, the
+//! stages whose artefacts differ and those that reran, every figure of the reports' `evidence.json` side by side,
+//! and the root-cause clusters matched by their members. And `hudd annotate`'s source: a run's clusters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::artefact::evidence::{self, Matching};
+use crate::engine::store::Store;
+
+/// One side of a diff: a run record and/or the evidence of its report.
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// How the user named it, and what it resolved to.
+    pub label: String,
+    pub record: Option<Value>,
+    pub evidence: Option<Value>,
+}
+
+/// Finds a run: a run record file or its name (`2026-11-29T20-45-24-951Z-quickstart`, or a prefix of it), a report
+/// folder or `evidence.json`, a manifest (its workflow's latest run), or a workflow's name; `~N` after a workflow's
+/// name or manifest picks the run N before its latest.
+pub fn resolve(store: &Store, workspace: &Path, arg: &str) -> Result<Side, String> {
+    let (name, back) = match arg.rsplit_once('~') {
+        Some((name, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+            (name, n.parse::<usize>().map_err(|e| format!("`{arg}`: {e}"))?)
+        }
+        _ => (arg, 0),
+    };
+    let path = if Path::new(name).is_absolute() { Path::new(name).to_path_buf() } else { workspace.join(name) };
+    if back == 0 && path.is_dir() {
+        let file = path.join("evidence.json");
+        return Ok(Side { label: arg.into(), record: None, evidence: Some(read_evidence(&file)?) });
+    }
+    if back == 0 && path.is_file() && path.extension().is_some_and(|e| e == "json") {
+        let value = read_json(&path)?;
+        if value.get("stages").is_some() {
+            let evidence = evidence_of_record(store, &value)?;
+            return Ok(Side { label: arg.into(), record: Some(value), evidence });
+        }
+        return Ok(Side { label: arg.into(), record: None, evidence: Some(read_evidence(&path)?) });
+    }
+    let workflow = if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let doc: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        doc.get("workflow")
+            .and_then(|w| w.get("name"))
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| format!("{}: no [workflow] name", path.display()))?
+            .to_string()
+    } else {
+        name.to_string()
+    };
+    let runs = store.runs(usize::MAX);
+    // A run record by name (or a unique prefix of it).
+    if back == 0 {
+        let named: Vec<&(std::path::PathBuf, Value)> =
+            runs.iter().filter(|(p, _)| p.file_stem().is_some_and(|s| s.to_string_lossy().starts_with(name))).collect();
+        if let [(_, record)] = named.as_slice() {
+            let evidence = evidence_of_record(store, record)?;
+            return Ok(Side { label: arg.into(), record: Some(record.clone()), evidence });
+        }
+    }
+    let of_workflow: Vec<&Value> =
+        runs.iter().map(|(_, r)| r).filter(|r| r["workflow"].as_str() == Some(workflow.as_str())).collect();
+    match of_workflow.get(back) {
+        Some(record) => {
+            let evidence = evidence_of_record(store, record)?;
+            let started = record["started"].as_str().unwrap_or("?");
+            Ok(Side { label: format!("{arg} (run of {started})"), record: Some((*record).clone()), evidence })
+        }
+        None if of_workflow.is_empty() => Err(format!(
+            "`{arg}` is no report folder, evidence.json, run record, manifest or workflow with recorded runs in {}",
+            store.root().display()
+        )),
+        None => Err(format!("`{arg}`: workflow `{workflow}` has {} recorded runs", of_workflow.len())),
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads an `evidence.json`, refusing another schema or a newer version.
+pub fn read_evidence(path: &Path) -> Result<Value, String> {
+    let value = read_json(path)?;
+    match (value["schema"].as_str(), value["schema_version"].as_u64()) {
+        (Some(evidence::SCHEMA), Some(v)) if v <= u64::from(evidence::VERSION) => Ok(value),
+        (Some(evidence::SCHEMA), Some(v)) => Err(format!(
+            "{}: evidence schema version {v}, newer than this hudd's {}",
+            path.display(),
+            evidence::VERSION
+        )),
+        _ => Err(format!("{}: not a hudd evidence file (no \"schema\": \"{}\")", path.display(), evidence::SCHEMA)),
+    }
+}
+
+/// The evidence of a run's report stage (its last), when the run has one and the store still holds it.
+fn evidence_of_record(store: &Store, record: &Value) -> Result<Option<Value>, String> {
+    let Some(report) = record["stages"].as_array().and_then(|s| s.iter().rev().find(|s| s["kind"] == "report")) else {
+        return Ok(None);
+    };
+    let key = report["key"].as_str().unwrap_or_default();
+    match store.output_path(key, "report") {
+        Ok(dir) => read_evidence(&dir.join("evidence.json")).map(Some),
+        Err(_) => Err(format!(
+            "the report of this run (stage `{}`, key {key}) is no longer in the store: rerun the workflow",
+            report["id"].as_str().unwrap_or("report")
+        )),
+    }
+}
+
+/// A parameter that differs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamChange {
+    pub stage: String,
+    pub param: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// A figure of the two reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FigureChange {
+    pub figure: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// after − before, for numbers on both sides.
+    pub change: Option<f64>,
+}
+
+/// What changed between two runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    pub before: String,
+    pub after: String,
+    /// `--set` overrides of each run.
+    pub overrides: (Vec<String>, Vec<String>),
+    pub params: Vec<ParamChange>,
+    /// Stages whose artefacts differ (their keys differ), stages only in one run, and how many are the same.
+    pub differ: Vec<String>,
+    pub only_before: Vec<String>,
+    pub only_after: Vec<String>,
+    pub same: usize,
+    /// Stages the second run computed (the rest it found in the store or kept by early cutoff).
+    pub reran: Vec<String>,
+    /// Every figure that differs (or all with `all`).
+    pub figures: Vec<FigureChange>,
+    pub clusters: Option<Matching>,
+    /// What could not be compared, said.
+    pub notes: Vec<String>,
+}
+
+/// Compares two runs; `all` keeps the figures that did not change.
+pub fn diff(a: &Side, b: &Side, workspace: &Path, all: bool) -> Diff {
+    let mut d = Diff {
+        before: a.label.clone(),
+        after: b.label.clone(),
+        overrides: (overrides(a), overrides(b)),
+        params: Vec::new(),
+        differ: Vec::new(),
+        only_before: Vec::new(),
+        only_after: Vec::new(),
+        same: 0,
+        reran: Vec::new(),
+        figures: Vec::new(),
+        clusters: None,
+        notes: Vec::new(),
+    };
+    match (&a.record, &b.record) {
+        (Some(ra), Some(rb)) => {
+            let (sa, sb) = (stages(ra), stages(rb));
+            for (id, x) in &sa {
+                match sb.get(id) {
+                    Some(y) => {
+                        if x["key"] == y["key"] {
+                            d.same += 1;
+                        } else {
+                            d.differ.push(id.clone());
+                        }
+                        d.params.extend(param_changes(id, &x["params"], &y["params"], workspace));
+                    }
+                    None => d.only_before.push(id.clone()),
+                }
+            }
+            d.only_after = sb.keys().filter(|id| !sa.contains_key(*id)).cloned().collect();
+            d.reran = sb.iter().filter(|(_, s)| s["outcome"] == "ran").map(|(id, _)| id.clone()).collect();
+        }
+        _ => d.notes.push(
+            "parameters and stages are compared between run records; a report folder or evidence.json has none".into(),
+        ),
+    }
+    match (&a.evidence, &b.evidence) {
+        (Some(ea), Some(eb)) => {
+            let (fa, fb) = (evidence::figures(ea), evidence::figures(eb));
+            let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+            for name in names {
+                let (x, y) = (fa.get(name), fb.get(name));
+                if x == y && !all {
+                    continue;
+                }
+                let change = match (x.and_then(Value::as_f64), y.and_then(Value::as_f64)) {
+                    (Some(x), Some(y)) => Some(y - x),
+                    _ => None,
+                };
+                d.figures.push(FigureChange { figure: name.clone(), before: x.cloned(), after: y.cloned(), change });
+            }
+            d.clusters = Some(evidence::match_clusters(&clusters(ea), &clusters(eb)));
+        }
+        _ => d.notes.push("a run without a report (or evidence.json) has no figures to compare".into()),
+    }
+    d
+}
+
+fn overrides(side: &Side) -> Vec<String> {
+    side.record
+        .as_ref()
+        .and_then(|r| r["overrides"].as_array())
+        .map(|o| o.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+fn stages(record: &Value) -> BTreeMap<String, Value> {
+    record["stages"]
+        .as_array()
+        .map(|s| s.iter().map(|s| (s["id"].as_str().unwrap_or_default().to_string(), s.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn param_changes(stage: &str, a: &Value, b: &Value, workspace: &Path) -> Vec<ParamChange> {
+    let split = |v: &Value| -> BTreeMap<String, String> {
+        evidence::key_values(v, workspace)
+            .into_iter()
+            .filter_map(|l| l.split_once(" = ").map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    };
+    let (x, y) = (split(a), split(b));
+    let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+    keys.into_iter()
+        .filter(|k| x.get(*k) != y.get(*k))
+        .map(|k| ParamChange {
+            stage: stage.into(),
+            param: k.clone(),
+            before: x.get(k).cloned(),
+            after: y.get(k).cloned(),
+        })
+        .collect()
+}
+
+/// The clusters of an evidence document: id and members.
+pub fn clusters(evidence: &Value) -> Vec<(usize, Vec<String>)> {
+    evidence["clusters"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| {
+                    let id = c["id"].as_u64()? as usize;
+                    let members =
+                        c["members"].as_array()?.iter().filter_map(|m| m.as_str().map(str::to_string)).collect();
+                    Some((id, members))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn shown(v: &Option<Value>) -> String {
+    match v {
+        None => "–".into(),
+        Some(Value::Number(n)) => {
+            n.as_f64().filter(|f| f.fract() != 0.0).map_or_else(|| n.to_string(), |f| format!("{f:.4}"))
+        }
+        Some(v) => v.to_string(),
+    }
+}
+
+fn signed(c: Option<f64>) -> String {
+    c.map_or(String::new(), |c| if c.fract() == 0.0 { format!("{c:+}") } else { format!("{c:+.4}") })
+}
+
+impl Diff {
+    /// Plain text, for a terminal.
+    pub fn text(&self) -> String {
+        let mut out = format!("before: {}\nafter:  {}\n", self.before, self.after);
+        let (oa, ob) = &self.overrides;
+        if !oa.is_empty() || !ob.is_empty() {
+            out.push_str(&format!("overrides: [{}] → [{}]\n", oa.join(", "), ob.join(", ")));
+        }
+        out.push_str("\nparameters that differ:\n");
+        if self.params.is_empty() {
+            out.push_str("  none\n");
+        }
+        for p in &self.params {
+            out.push_str(&format!(
+                "  {}.{}: {} → {}\n",
+                p.stage,
+                p.param,
+                p.before.as_deref().unwrap_or("(unset)"),
+                p.after.as_deref().unwrap_or("(unset)")
+            ));
+        }
+        out.push_str(&format!(
+            "\nstages: {} with different artefacts, {} the same{}{}\n",
+            self.differ.len(),
+            self.same,
+            if self.only_before.is_empty() {
+                String::new()
+            } else {
+                format!(", only before: {}", self.only_before.join(", "))
+            },
+            if self.only_after.is_empty() {
+                String::new()
+            } else {
+                format!(", only after: {}", self.only_after.join(", "))
+            },
+        ));
+        if !self.differ.is_empty() {
+            out.push_str(&format!("  different: {}\n", self.differ.join(", ")));
+        }
+        out.push_str(&format!("  the second run computed {}: {}\n", self.reran.len(), self.reran.join(", ")));
+        out.push_str("\nfigures:\n");
+        if self.figures.is_empty() {
+            out.push_str("  none changed\n");
+        }
+        let width = self.figures.iter().map(|f| f.figure.len()).max().unwrap_or(0);
+        for f in &self.figures {
+            out.push_str(&format!(
+                "  {:width$}  {:>10} → {:<10} {}\n",
+                f.figure,
+                shown(&f.before),
+                shown(&f.after),
+                signed(f.change)
+            ));
+        }
+        if let Some(m) = &self.clusters {
+            out.push_str("\nclusters (matched by their members):\n");
+            out.push_str(&clusters_text(m, "  "));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("\nnote: {n}\n"));
+        }
+        out
+    }
+
+    /// Markdown, for a pull request or an audit trail.
+    pub fn markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|");
+        let mut out = format!("## hudd diff\n\nBefore: {}  \nAfter: {}\n\n", cell(&self.before), cell(&self.after));
+        out.push_str("### Parameters that differ\n\n| Stage | Parameter | Before | After |\n|---|---|---|---|\n");
+        for p in &self.params {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                cell(&p.stage),
+                cell(&p.param),
+                cell(p.before.as_deref().unwrap_or("(unset)")),
+                cell(p.after.as_deref().unwrap_or("(unset)"))
+            ));
+        }
+        out.push_str(&format!(
+            "\n### Stages\n\n{} with different artefacts ({}), {} the same; the second run computed {}.\n",
+            self.differ.len(),
+            cell(&self.differ.join(", ")),
+            self.same,
+            self.reran.len()
+        ));
+        out.push_str("\n### Figures\n\n| Figure | Before | After | Change |\n|---|---|---|---|\n");
+        for f in &self.figures {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                cell(&f.figure),
+                cell(&shown(&f.before)),
+                cell(&shown(&f.after)),
+                signed(f.change)
+            ));
+        }
+        if let Some(m) = &self.clusters {
+            out.push_str("\n### Clusters, matched by their members\n\n");
+            out.push_str(&clusters_text(m, "- "));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("\nNote: {n}\n"));
+        }
+        out
+    }
+}
+
+fn clusters_text(m: &Matching, lead: &str) -> String {
+    let ids = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    let mut out = String::new();
+    for (a, b) in &m.same {
+        out.push_str(&format!("{lead}{a} → {b}: the same members\n"));
+    }
+    for (a, b, o) in &m.changed {
+        out.push_str(&format!("{lead}{a} → {b}: {} images shared (Jaccard {:.2})\n", o.shared, o.jaccard));
+    }
+    for (a, parts) in &m.split {
+        out.push_str(&format!("{lead}{a} split into {}\n", ids(parts)));
+    }
+    for (parts, b) in &m.merged {
+        out.push_str(&format!("{lead}{} merged into {b}\n", ids(parts)));
+    }
+    if !m.gone.is_empty() {
+        out.push_str(&format!("{lead}gone: {}\n", ids(&m.gone)));
+    }
+    if !m.new.is_empty() {
+        out.push_str(&format!("{lead}new: {}\n", ids(&m.new)));
+    }
+    out
+}
