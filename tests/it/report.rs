@@ -289,12 +289,7 @@ annotations = "notes.toml"
 
 /// The command line with the built-in stages: (exit code, stdout, stderr).
 fn hudd(ws: &crate::support::Ws, args: &[&str]) -> (u8, String, String) {
-    let mut all = vec!["hudd".to_string(), "--workspace".into(), ws.path().display().to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let registry = hudd::stages::registry();
-    let code = hudd::cli::main_with(all.iter().map(Into::into), &registry, &mut out, &mut err, Reporter::hidden());
-    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    ws.cli_with(&hudd::stages::registry(), args)
 }
 
 #[test]

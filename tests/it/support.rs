@@ -264,13 +264,17 @@ impl Ws {
         (w, report)
     }
 
-    /// Runs the command line in-process: (exit code, stdout, stderr).
+    /// Runs the command line in-process with the test stages: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (u8, String, String) {
+        self.cli_with(&registry(), args)
+    }
+
+    /// Runs the command line in-process with the given stages.
+    pub fn cli_with(&self, registry: &Registry, args: &[&str]) -> (u8, String, String) {
         let mut all = vec!["hudd".to_string(), "--workspace".into(), self.path().display().to_string()];
         all.extend(args.iter().map(|s| s.to_string()));
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code =
-            hudd::cli::main_with(all.iter().map(Into::into), &registry(), &mut out, &mut err, Reporter::hidden());
+        let code = hudd::cli::main_with(all.iter().map(Into::into), registry, &mut out, &mut err, Reporter::hidden());
         (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 
