@@ -238,10 +238,28 @@ pub fn key_values(params: &Value, workspace: &std::path::Path) -> Vec<String> {
 }
 
 /// Sections of the evidence that are not figures: provenance, text, and the clusters (matched by members instead).
-const NOT_FIGURES: &[&str] =
-    &["schema", "schema_version", "clusters", "lineage", "inputs", "manifest", "versions", "machines", "annotations"];
-/// Fields that name an element of a list, so that a figure keeps its name when the list's order changes.
-const NAMES: &[&str] = &["split", "strategy", "baseline", "stage", "cluster", "layer", "id"];
+/// Per-cluster sections (`conditions`) go with the clusters: their numbers mean other images in another run.
+const NOT_FIGURES: &[&str] = &[
+    "schema",
+    "schema_version",
+    "clusters",
+    "conditions",
+    "lineage",
+    "inputs",
+    "manifest",
+    "versions",
+    "machines",
+    "annotations",
+    "compute_seconds",
+    "params",
+    "references",
+    "residual",
+    "unstable",
+    "to_review",
+];
+/// Fields that name an element of a list (together, in this order), so that a figure keeps its name when the
+/// list's order changes.
+const NAMES: &[&str] = &["model", "split", "strategy", "baseline", "stage", "table", "layer", "a", "b", "id"];
 
 /// Every figure of an evidence document as a flat map from a readable path (`test.accuracy`,
 /// `rq2.protocols[split=holdout].strategies[strategy=hudd].mean`) to its number or truth value.
@@ -261,19 +279,21 @@ fn walk(path: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
             out.insert(path.to_string(), v.clone());
         }
         Value::Object(map) => {
-            for (k, v) in map {
+            // Lists of clusters (a comparison's sizes and stabilities) go with the clusters too.
+            for (k, v) in map.iter().filter(|(k, v)| !(k.as_str() == "clusters" && v.is_array())) {
                 walk(&format!("{path}.{k}"), v, out);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                let name = NAMES
+                let parts: Vec<String> = NAMES
                     .iter()
-                    .find_map(|n| item.get(n).filter(|v| v.is_string() || v.is_number()).map(|v| (n, v)))
-                    .map_or_else(
-                        || i.to_string(),
-                        |(n, v)| format!("{n}={}", v.as_str().map_or(v.to_string(), str::to_string)),
-                    );
+                    .filter_map(|n| {
+                        let v = item.get(n).filter(|v| v.is_string() || v.is_number())?;
+                        Some(format!("{n}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                    })
+                    .collect();
+                let name = if parts.is_empty() { i.to_string() } else { parts.join(",") };
                 walk(&format!("{path}[{name}]"), item, out);
             }
         }
@@ -347,10 +367,14 @@ mod tests {
             "schema": "hudd.evidence", "test": { "accuracy": 0.8, "errors": 20 },
             "rq2": { "protocols": [ { "split": "holdout", "strategies": [ { "strategy": "hudd", "mean": 0.9 } ] } ] },
             "clusters": [ { "id": 1, "size": 3 } ], "title": "text is no figure",
+            "performance": [ { "model": "hudd", "split": "holdout", "value": 0.9 }, { "model": "original", "split": "holdout", "value": 0.8 } ],
         });
         let f = figures(&e);
         assert_eq!(f["test.accuracy"], 0.8);
         assert_eq!(f["rq2.protocols[split=holdout].strategies[strategy=hudd].mean"], 0.9);
         assert!(!f.keys().any(|k| k.starts_with("clusters") || k == "title" || k == "schema"), "{f:?}");
+        // Elements named by every naming field they carry: two models on one split stay two figures.
+        assert_eq!(f["performance[model=hudd,split=holdout].value"], 0.9);
+        assert_eq!(f["performance[model=original,split=holdout].value"], 0.8);
     }
 }
