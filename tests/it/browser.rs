@@ -47,6 +47,12 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
 }
 
 fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
+    quickstart_run(ws, 3);
+    ws.path().join("reports/quickstart/report.html")
+}
+
+/// Runs the quickstart shrunk to fit the test suite, the model under analysis trained for `epochs`.
+fn quickstart_run(ws: &crate::support::Ws, epochs: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = ws
         .write("workflows/quickstart.toml", &std::fs::read_to_string(root.join("workflows/quickstart.toml")).unwrap());
@@ -60,7 +66,7 @@ fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
         "data.splits.test.count=200",
         "data.splits.validation.count=60",
         "data.splits.improvement.count=400",
-        "train.epochs=3",
+        &format!("train.epochs={epochs}"),
         "retrain.epochs=1",
         "retrain-baseline.epochs=1",
     ]
@@ -71,7 +77,6 @@ fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
     let w = hudd::engine::manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
     let r = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
-    ws.path().join("reports/quickstart/report.html")
 }
 
 #[test]
@@ -132,4 +137,14 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     let text = String::from_utf8_lossy(&bytes);
     let pages = text.matches("/Type /Page").count() - text.matches("/Type /Pages").count();
     assert!(pages >= 8, "{pages} pages: the 8 sections each start a page when printed");
+
+    // The quickstart again with another number of epochs: `hudd diff` names the parameter and the figures it moved.
+    quickstart_run(&ws, 2);
+    let (code, diff, err) = ws.cli_with(&hudd::stages::registry(), &["diff", "quickstart~1", "quickstart"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(diff.contains("train.epochs: 3 → 2"), "{diff}");
+    assert!(diff.contains("different: ") && diff.contains("train"), "{diff}");
+    assert!(diff.contains("\n  test.accuracy ") || diff.contains("\n  test.errors "), "{diff}");
+    assert!(diff.contains("performance[model=hudd,split=holdout].value"), "{diff}");
+    assert!(diff.contains("clusters (matched by their members):"), "{diff}");
 }
