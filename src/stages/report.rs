@@ -20,7 +20,6 @@ use crate::artefact::{
     RECOVERY, REPORT, RULES, TEST_SUMMARY,
 };
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::model::artefact::SeenAs;
 
 pub struct Report;
 
@@ -274,10 +273,6 @@ struct Context {
     rq2: Option<serde_json::Value>,
     /// The strip plot of scores per strategy (inline SVG, trusted: made here from numbers).
     rq2_plot: Option<String>,
-    /// HUDD's retraining on the judging split (the first of `retrained`).
-    best: Option<serde_json::Value>,
-    /// HUDD's retraining on every tested split, the judging split first.
-    retrained: Vec<serde_json::Value>,
     residual: Vec<usize>,
     to_review: Vec<usize>,
     /// The `annotations` file the manifest names, when it does not exist.
@@ -646,51 +641,10 @@ impl Stage for Report {
         }
         // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
         let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
-        // HUDD's retraining on every tested split, the judging split first.
-        let retrained: Vec<serde_json::Value> = compare
-            .iter()
-            .flat_map(|c| {
-                c.protocols.iter().filter_map(|protocol| {
-                    let best = protocol.strategies.iter().find(|s| s.strategy == reference)?;
-                    let (mean, min, max) = (best.mean, best.min, best.max);
-                    let (metric, shown) = if accuracy_compared {
-                        (
-                            "Accuracy".to_string(),
-                            format!("{:.1}% ({:.1}–{:.1})", mean * 100.0, min * 100.0, max * 100.0),
-                        )
-                    } else {
-                        let metric = &c.metric;
-                        (
-                            format!("{}{}", metric[..1].to_uppercase(), &metric[1..]),
-                            format!("{mean:.2} ({min:.2}–{max:.2})"),
-                        )
-                    };
-                    let mut view = serde_json::to_value(best).expect("a strategy row serialises");
-                    view["metric"] = serde_json::json!(metric);
-                    view["shown"] = serde_json::json!(shown);
-                    view["split"] = serde_json::json!(protocol.split);
-                    view["held_out"] = serde_json::json!(protocol.held_out);
-                    view["label"] = serde_json::json!(protocol.label);
-                    view["paper"] = serde_json::json!(protocol.seen.iter().any(|s| s.how == SeenAs::ChoseData));
-                    view["original"] = serde_json::json!(protocol.original);
-                    Some(view)
-                })
-            })
-            .collect();
-        let best = retrained.first().cloned();
-        let original = test.accuracy;
-        let target = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?.map(|t| {
-            // After retraining only accuracy can be checked against an accuracy target.
-            let after = compare
-                .as_ref()
-                .filter(|_| accuracy_compared)
-                .and_then(|c| c.strategies.iter().find(|s| s.strategy == reference))
-                .map(|b| b.mean);
-            serde_json::json!({
-                "text": p.target, "metric": t.metric, "value": t.value,
-                "met_before": t.met(original), "met_after": after.map(|a| t.met(a)),
-            })
-        });
+        let target_parsed = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?;
+        let target = target_parsed
+            .as_ref()
+            .map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
         // Residual risk: clusters whose images the retrained models still get wrong more than half the time.
         let residual = clusters.iter().filter(|c| c.after.is_some_and(|a| a < 0.5)).map(|c| c.id).collect();
         let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
@@ -749,7 +703,6 @@ impl Stage for Report {
             Some(dir) => crate::artefact::heatmaps::Heatmaps::open(&dir).layers()?,
             None => Vec::new(),
         };
-        let target_parsed = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?;
         let runs: Vec<RunRow> = match first("runs") {
             Some(path) => table::read(&path)?,
             None => Vec::new(),
@@ -783,8 +736,6 @@ impl Stage for Report {
             rq1: compare.as_ref().and_then(|c| c.rq1.as_ref()).map(|r| serde_json::to_value(r).expect("serialises")),
             rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
             rq2_plot,
-            best,
-            retrained,
             residual,
             to_review,
             annotations_missing,
