@@ -418,7 +418,7 @@ fn strip_plot(runs: &[RunRow], original: f64, split: &str, accuracy: bool) -> St
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 6;
+    const VERSION: u32 = 7;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
