@@ -78,8 +78,10 @@ pub struct Matching {
 pub fn match_clusters(a: &[(usize, Vec<String>)], b: &[(usize, Vec<String>)]) -> Matching {
     let mut m = Matching::default();
     let (mut done_a, mut done_b) = (BTreeSet::new(), BTreeSet::new());
+    let printed: Vec<String> = b.iter().map(|(_, mb)| fingerprint(mb)).collect();
     for (ia, ma) in a {
-        if let Some((ib, _)) = b.iter().find(|(_, mb)| fingerprint(ma) == fingerprint(mb)) {
+        let f = fingerprint(ma);
+        if let Some(((ib, _), _)) = b.iter().zip(&printed).find(|(_, fb)| **fb == f) {
             m.same.push((*ia, *ib));
             done_a.insert(*ia);
             done_b.insert(*ib);

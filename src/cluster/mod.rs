@@ -585,24 +585,36 @@ pub fn dbscan(m: &Matrix, eps: f64, min_samples: usize) -> Vec<Option<usize>> {
     labels
 }
 
-/// DBSCAN's radius by the k-distance rule (Ester et al. 1996): every point's distance to its `min_samples`-th nearest
-/// point (itself counted, as DBSCAN counts it), sorted, read at the knee of that convex, increasing curve (kneed's
-/// rule, sensitivity 1). `None` when the curve has no knee (too few points, or all distances equal).
-pub fn knee_eps(m: &Matrix, min_samples: usize) -> Option<f64> {
-    let n = m.nrows();
-    if min_samples == 0 || min_samples > n {
-        return None;
-    }
-    let mut kdist: Vec<f64> = (0..n)
-        .map(|i| {
-            let mut row: Vec<f64> = m.row(i).to_vec();
-            row.select_nth_unstable_by(min_samples - 1, f64::total_cmp);
-            row[min_samples - 1]
+/// Every point's distance to its `min_samples`-th nearest point (itself counted, as DBSCAN counts it; clamped to
+/// 1..=n), sorted: the k-distance curve DBSCAN's radius is read from.
+pub fn kdistances(m: &Matrix, min_samples: usize) -> Vec<f64> {
+    let k = min_samples.clamp(1, m.ncols().max(1)) - 1;
+    let mut kdist: Vec<f64> = m
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let mut row = row.to_vec();
+            *row.select_nth_unstable_by(k, f64::total_cmp).1
         })
         .collect();
     kdist.sort_by(f64::total_cmp);
-    let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    knee::kneedle_convex(&x, &kdist, 1.0).map(|i| kdist[i])
+    kdist
+}
+
+/// The radius at the knee of a sorted k-distance curve (kneed's rule for a convex, increasing curve, sensitivity 1);
+/// `None` when it has no knee (too few points, or all distances equal).
+pub fn kdistance_knee(kdist: &[f64]) -> Option<f64> {
+    let x: Vec<f64> = (0..kdist.len()).map(|i| i as f64).collect();
+    knee::kneedle_convex(&x, kdist, 1.0).map(|i| kdist[i])
+}
+
+/// DBSCAN's radius by the k-distance rule (Ester et al. 1996): the knee of [`kdistances`]. `None` when the curve has
+/// no knee or `min_samples` is 0 or above the number of points.
+pub fn knee_eps(m: &Matrix, min_samples: usize) -> Option<f64> {
+    if min_samples == 0 || min_samples > m.nrows() {
+        return None;
+    }
+    kdistance_knee(&kdistances(m, min_samples))
 }
 
 /// HDBSCAN (Campello et al. 2013; scikit-learn's `HDBSCAN`: excess-of-mass selection, no single cluster) on a

@@ -399,12 +399,13 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
         Algorithm::Dbscan => {
             let (eps, how) = match p.eps {
                 Some(eps) => (eps, "eps"),
-                None => match cluster::knee_eps(&space, p.min_samples) {
-                    Some(eps) => (eps, "eps at the knee of the k-distance curve"),
-                    None => {
-                        (median_kdistance(&space, p.min_samples), "eps the median k-distance (the curve has no knee)")
+                None => {
+                    let kdist = cluster::kdistances(&space, p.min_samples);
+                    match (p.min_samples <= space.nrows()).then(|| cluster::kdistance_knee(&kdist)).flatten() {
+                        Some(eps) => (eps, "eps at the knee of the k-distance curve"),
+                        None => (kdist[kdist.len() / 2], "eps the median k-distance (the curve has no knee)"),
                     }
-                },
+                }
             };
             let found = cluster::dbscan(&space, eps, p.min_samples);
             return density_clusters(found, format!("DBSCAN ({how} {eps:.4}, min_samples {})", p.min_samples));
@@ -440,21 +441,6 @@ fn density_clusters(found: Vec<Option<usize>>, name: String) -> (Vec<usize>, clu
     let rule = format!("{name}: {clusters} clusters, {noise} of {n} images noise (each its own cluster)");
     let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
     (cluster::canonical(&labels), empty, rule)
-}
-
-/// The median distance from an image to its `min_samples`-th nearest image (itself counted).
-fn median_kdistance(space: &Matrix, min_samples: usize) -> f64 {
-    let k = min_samples.clamp(1, space.ncols()) - 1;
-    let mut kdist: Vec<f64> = space
-        .rows()
-        .into_iter()
-        .map(|row| {
-            let mut row = row.to_vec();
-            *row.select_nth_unstable_by(k, f64::total_cmp).1
-        })
-        .collect();
-    kdist.sort_by(f64::total_cmp);
-    kdist[kdist.len() / 2]
 }
 
 /// k-means on the coordinates of the clustering space (`space`'s distances, embedded exactly), k fixed or the best

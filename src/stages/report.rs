@@ -592,7 +592,11 @@ impl Stage for Report {
             for r in folder.rows()? {
                 let id = r.cluster;
                 let e = explanations.get(&id);
-                let members = groups.get(&id).cloned().unwrap_or_default();
+                let (fingerprint, members) = current
+                    .iter()
+                    .find(|c| c.id == id)
+                    .map(|c| (c.fingerprint.clone(), c.members.clone()))
+                    .unwrap_or_else(|| (evidence::fingerprint(&[]), Vec::new()));
                 let binding = bound.remove(&id);
                 let annotation_note = binding.as_ref().and_then(|b| {
                     if b.by_number_only {
@@ -622,7 +626,7 @@ impl Stage for Report {
                     heatmap: picture(&folder.picture(id, Drawn::Heatmap), &out, &format!("rcc-{id}-heatmap.png"))?,
                     annotation: binding.map(|b| b.annotation),
                     annotation_note,
-                    fingerprint: evidence::fingerprint(&members),
+                    fingerprint,
                     members,
                 });
             }
