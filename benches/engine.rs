@@ -69,7 +69,7 @@ fn main() {
 
     let w = manifest::load(&path, &[], &registry).unwrap();
     let t = Instant::now();
-    engine::run(&store, &w, &registry, &RunOptions { jobs: 2, ..RunOptions::default() }, &reporter).unwrap();
+    engine::run(&store, &w, &registry, &RunOptions { jobs: Some(2), ..RunOptions::default() }, &reporter).unwrap();
     println!("first run, 200 stages executed: {:.3} s", t.elapsed().as_secs_f64());
 
     let mut plans = Vec::new();

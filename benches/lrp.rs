@@ -34,12 +34,12 @@ fn main() {
     let model = common::alexnet_small();
     let net = model.net("bench").unwrap();
     let x = Tensor::randn([batch, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
-    let y = tch::no_grad(|| net.forward_t(&x, false));
+    let y = tch::no_grad(|| net.forward(&x));
     let seed = y.zeros_like().scatter(1, &y.argmax(1, true), &y.gather(1, &y.argmax(1, true), false));
 
     let forward_backward = time(|| {
         let a = x.detach().set_requires_grad(true);
-        let out = net.forward_t(&a, false);
+        let out = net.forward(&a);
         let g = Tensor::run_backward(&[(out * &seed).sum(Kind::Float)], &[&a], false, false);
         assert_eq!(g[0].size(), a.size());
     });

@@ -15,7 +15,8 @@ if [ ! -f "$stamp" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" >&2
-  "$venv/bin/python3" -c 'import torch, sys; assert torch.__version__.split("+")[0] == sys.argv[1], torch.__version__' "$TORCH_VERSION"
+  # -W ignore: importing torch without NumPy prints a warning that concerns Python users only.
+  "$venv/bin/python3" -W ignore -c 'import torch, sys; assert torch.__version__.split("+")[0] == sys.argv[1], torch.__version__' "$TORCH_VERSION"
   touch "$stamp"
 fi
 echo "$venv"

@@ -35,19 +35,24 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run every stale stage of a workflow.
+    /// Run every stale stage of a workflow, or of the targets named and what they read.
     Run {
         manifest: PathBuf,
+        /// Stages to run with everything they read: an id, a matrix stage's id (all its instances) or a glob
+        /// (`'retrain*'`); default all.
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
         /// Override a parameter: <stage-id>.<param>=<value> (repeatable).
         #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
         set: Vec<Override>,
-        /// Stages to run at once.
-        #[arg(short, long, default_value_t = 1)]
-        jobs: usize,
+        /// Stages to run at once (default: the cores; `hudd doctor` says how many).
+        #[arg(short, long)]
+        jobs: Option<usize>,
         /// Run everything that does not depend on a failed stage, then report.
         #[arg(long)]
         keep_going: bool,
-        /// libtorch threads per stage (default: cores / jobs).
+        /// libtorch threads per stage whose bytes do not depend on them (default: the cores not taken by the
+        /// stages running beside it); training stages use their `threads` parameter, which is in their keys.
         #[arg(long)]
         threads: Option<usize>,
         /// Where stages run: here, or as Slurm jobs (default: the manifest's `[executor] default`, else local).
@@ -60,6 +65,9 @@ pub enum Command {
     /// Show which stages are fresh and why the others would run.
     Plan {
         manifest: PathBuf,
+        /// Plan only these stages and what they read (as `hudd run`).
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
         #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
         set: Vec<Override>,
         /// Print the plan as JSON on stdout.
@@ -241,6 +249,8 @@ pub enum CliError {
     #[error("{0}")]
     Dataset(#[from] crate::dataset::DatasetError),
     #[error("{0}")]
+    Target(#[from] crate::engine::targets::UnknownTarget),
+    #[error("{0}")]
     Usage(String),
 }
 
@@ -280,10 +290,11 @@ fn dispatch(
     match cli.command {
         Command::Check { manifests, set } => check(&manifests, &set, registry, out, err),
         Command::Dag { manifest, set, format } => dag(&manifest, &set, format, registry, out),
-        Command::Plan { manifest, set, json } => plan(ws, &manifest, &set, json, registry, out),
-        Command::Run { manifest, set, jobs, keep_going, threads, executor, detach } => run(
+        Command::Plan { manifest, targets, set, json } => plan(ws, &manifest, &targets, &set, json, registry, out),
+        Command::Run { manifest, targets, set, jobs, keep_going, threads, executor, detach } => run(
             ws,
             &manifest,
+            &targets,
             &set,
             RunOptions { jobs, keep_going, threads },
             executor,
@@ -343,12 +354,13 @@ fn dag(
 fn plan(
     ws: &Workspace<'_>,
     manifest: &Path,
+    targets: &[String],
     set: &[Override],
     json: bool,
     registry: &Registry,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
-    let w = manifest::load(manifest, set, registry)?;
+    let w = manifest::load(manifest, set, registry)?.restrict(targets)?;
     let store = ws.open()?;
     let planned = engine::plan(&store, &w, registry)?;
     if json {
@@ -397,6 +409,7 @@ fn plan(
 fn run(
     ws: &Workspace<'_>,
     manifest: &Path,
+    targets: &[String],
     set: &[Override],
     options: RunOptions,
     executor: Option<ExecutorKind>,
@@ -405,7 +418,7 @@ fn run(
     err: &mut dyn Write,
     reporter: &Reporter,
 ) -> Result<u8, CliError> {
-    let w = manifest::load(manifest, set, registry)?;
+    let w = manifest::load(manifest, set, registry)?.restrict(targets)?;
     let store = ws.open()?;
     let executor = executor.or(w.executor.default).unwrap_or(ExecutorKind::Local);
     if detach && executor != ExecutorKind::Slurm {

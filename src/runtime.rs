@@ -106,18 +106,19 @@ pub fn host() -> Option<String> {
     Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }
 
-/// libtorch has one random generator per process (`tch::manual_seed` reseeds it for every thread), so two stages
-/// running side by side (`--jobs`), or two tests in one binary, would interleave their draws and lose determinism.
-/// Whoever seeds it and draws from it (weight initialisation, dropout) holds this lock from the seed to the last draw.
-pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // A stage that panicked while holding the lock left nothing to repair: the next holder reseeds.
-    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Sets libtorch's intra-op thread count for this process.
+/// Sets libtorch's intra-op thread count for the calling thread (OpenMP's and MKL's counts are per thread, so
+/// stages side by side each keep their own).
 pub fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);
+}
+
+/// Runs `f` with `n` libtorch threads on the calling thread, then restores the count it had.
+pub fn with_threads<T>(n: usize, f: impl FnOnce() -> T) -> T {
+    let before = tch::get_num_threads();
+    set_threads(n);
+    let out = f();
+    tch::set_num_threads(before);
+    out
 }
 
 /// Lines for `hudd doctor`.
@@ -142,6 +143,14 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
         ("device (auto)".into(), device_summary()),
         ("cores".into(), cores().to_string()),
         ("libtorch threads".into(), tch::get_num_threads().to_string()),
+        (
+            "hudd run uses".into(),
+            format!(
+                "{} stages at once (-j); an inference or clustering stage takes the cores the others leave \
+                 (--threads); a training stage its `threads` parameter (default 1, part of its key)",
+                cores()
+            ),
+        ),
         ("store".into(), store_root.display().to_string()),
         ("stat cache".into(), store_root.join("statcache.json").display().to_string()),
     ]

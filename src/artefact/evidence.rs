@@ -239,7 +239,8 @@ pub fn key_values(params: &Value, workspace: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// Sections of the evidence that are not figures: provenance, text, and the clusters (matched by members instead).
+/// Sections of the evidence that are not figures: provenance, text, and the clusters (matched by members instead);
+/// `machines` and `compute_seconds` are in evidence written before report version 8.
 /// Per-cluster sections (`conditions`) go with the clusters: their numbers mean other images in another run.
 const NOT_FIGURES: &[&str] = &[
     "schema",

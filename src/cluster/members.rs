@@ -1,6 +1,7 @@
 //! The heatmaps of root-cause clusters' members at one layer, held to measure new images against: a new heatmap's
 //! distance to a cluster is its distance to the cluster's closest member (single link, HUDD's AssignModule), and a
-//! cluster's spread is the mean distance between its members.
+//! cluster's spread is the mean distance between its members. The products and sums run on one libtorch thread,
+//! so that the distances (and what `select` and `expand` decide from them) do not depend on the stage's threads.
 
 use std::path::Path;
 
@@ -27,7 +28,7 @@ impl Members {
             values.extend(reader.read_rows(r, 1)?);
         }
         let x = Tensor::from_slice(&values).view([rows.len() as i64, d as i64]).to_kind(Kind::Double);
-        let norms = x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        let norms = one_thread(|| x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double));
         let spans = groups
             .iter()
             .scan(0, |at, g| {
@@ -42,10 +43,12 @@ impl Members {
     /// For every heatmap of a batch (N × anything, flattened), its distance to each cluster.
     pub fn nearest(&self, heatmaps: &Tensor) -> Vec<Vec<f64>> {
         let h = heatmaps.to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
-        let cross = (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + self.norms.unsqueeze(0)
-            - h.matmul(&self.x.tr()) * 2.0)
-            .clamp_min(0.0)
-            .sqrt();
+        let cross = one_thread(|| {
+            (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + self.norms.unsqueeze(0)
+                - h.matmul(&self.x.tr()) * 2.0)
+                .clamp_min(0.0)
+                .sqrt()
+        });
         let cross = Vec::<f64>::try_from(cross.flatten(0, -1)).expect("a double tensor");
         let width = self.x.size()[0] as usize;
         cross
@@ -65,10 +68,18 @@ impl Members {
                     return 0.0;
                 }
                 let x = self.x.narrow(0, a as i64, (b - a) as i64);
-                let sq = x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-                let dist = (sq.unsqueeze(1) + sq.unsqueeze(0) - x.matmul(&x.tr()) * 2.0).clamp_min(0.0).sqrt();
-                f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0) / ((b - a) * (b - a - 1)) as f64
+                let total = one_thread(|| {
+                    let sq = x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+                    let dist = (sq.unsqueeze(1) + sq.unsqueeze(0) - x.matmul(&x.tr()) * 2.0).clamp_min(0.0).sqrt();
+                    f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0)
+                });
+                total / ((b - a) * (b - a - 1)) as f64
             })
             .collect()
     }
+}
+
+/// Runs `f` on one libtorch thread: its sums are then the same whatever threads the stage was given.
+fn one_thread<T>(f: impl FnOnce() -> T) -> T {
+    crate::runtime::with_threads(1, f)
 }

@@ -62,35 +62,52 @@ pub fn max_distance(m: &Matrix) -> f64 {
     m.fold(0.0, |a, &b| a.max(b))
 }
 
+/// Rows of one tile of the Gram matrix: tiles are the unit of parallel work, and each is computed whole by one
+/// thread in a fixed order, so the sums (and the distances) are the same bytes at any thread count.
+const TILE: usize = 256;
+
 /// Euclidean distances between `n` vectors of length `d`, read in column chunks: `chunk(start, width)` returns
 /// columns `[start, start + width)` of every vector, `n × width` row-major. The Gram matrix is accumulated chunk by
-/// chunk in place (each chunk centred on its column means, which leaves distances unchanged and limits cancellation),
-/// so memory stays at the n×n matrix plus one chunk of about its size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
+/// chunk (each chunk centred on its column means, which leaves distances unchanged and limits cancellation), its
+/// upper triangle only, tile by tile in parallel on the current rayon pool (`matrixmultiply`'s products, one thread
+/// each), so memory stays at the n×n matrix plus one chunk of about its size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
 /// zero, with exact zeros on the diagonal.
 pub fn distances<E>(
     n: usize,
     d: usize,
     mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>,
 ) -> Result<Matrix, E> {
+    use rayon::prelude::*;
     if n == 0 {
         return Ok(Matrix::zeros((0, 0)));
     }
+    let blocks: Vec<(usize, usize)> = (0..n).step_by(TILE).map(|a| (a, (a + TILE).min(n))).collect();
+    let pairs: Vec<(usize, usize)> = (0..blocks.len()).flat_map(|a| (a..blocks.len()).map(move |b| (a, b))).collect();
+    let mut tiles: Vec<Array2<f32>> =
+        pairs.iter().map(|&(a, b)| Array2::zeros((blocks[a].1 - blocks[a].0, blocks[b].1 - blocks[b].0))).collect();
     // Chunks of about the matrix's size (at least 2,048 columns, so the products stay efficient).
     let width = n.max(2048).min(d.max(1));
-    let mut gram = Tensor::zeros([n as i64, n as i64], (Kind::Float, tch::Device::Cpu));
     let mut start = 0;
     while start < d {
         let w = width.min(d - start);
-        let mut x = Tensor::from_slice(&chunk(start, w)?).view([n as i64, w as i64]);
-        let mean = x.mean_dim([0i64].as_slice(), true, Kind::Float);
-        let _ = x.g_sub_(&mean);
-        let _ = gram.addmm_(&x, &x.tr());
+        let mut x = Array2::from_shape_vec((n, w), chunk(start, w)?).expect("the chunk holds n × width values");
+        let mean = x.mean_axis(Axis(0)).expect("n > 0");
+        x -= &mean;
+        tiles.par_iter_mut().zip(&pairs).for_each(|(tile, &(a, b))| {
+            let rows = x.slice(s![blocks[a].0..blocks[a].1, ..]);
+            let cols = x.slice(s![blocks[b].0..blocks[b].1, ..]);
+            ndarray::linalg::general_mat_mul(1.0, &rows, &cols.t(), 1.0, tile);
+        });
         start += w;
     }
-    let gram = Vec::<f32>::try_from(gram.flatten(0, -1)).expect("a float tensor");
-    let norms: Vec<f64> = (0..n).map(|i| f64::from(gram[i * n + i])).collect();
+    let mut gram = Array2::<f32>::zeros((n, n));
+    for (tile, &(a, b)) in tiles.iter().zip(&pairs) {
+        gram.slice_mut(s![blocks[a].0..blocks[a].1, blocks[b].0..blocks[b].1]).assign(tile);
+    }
+    let norms: Vec<f64> = (0..n).map(|i| f64::from(gram[[i, i]])).collect();
     Ok(Matrix::from_shape_fn((n, n), |(i, j)| {
-        if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * f64::from(gram[i * n + j])).max(0.0).sqrt() }
+        let dot = f64::from(gram[[i.min(j), i.max(j)]]);
+        if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * dot).max(0.0).sqrt() }
     }))
 }
 
@@ -430,19 +447,27 @@ pub fn stability(
     draws: usize,
     share: f64,
     seed: u64,
-    mut recluster: impl FnMut(&Matrix) -> Vec<usize>,
+    recluster: impl Fn(&Matrix) -> Vec<usize> + Sync,
 ) -> Vec<Option<f64>> {
+    use rayon::prelude::*;
     let n = m.nrows();
     let k = labels.iter().max().map_or(0, |l| l + 1);
     let size = ((n as f64 * share).round() as usize).clamp(2.min(n), n);
+    // The subsets are drawn first, in order, then reclustered in parallel on the current rayon pool: the result
+    // does not depend on the thread count.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let subsets: Vec<Vec<usize>> = (0..draws)
+        .map(|_| {
+            let mut subset = index::sample(&mut rng, n, size).into_vec();
+            subset.sort_unstable();
+            subset
+        })
+        .collect();
+    let reclustered: Vec<Vec<usize>> =
+        subsets.par_iter().map(|subset| recluster(&m.select(Axis(0), subset).select(Axis(1), subset))).collect();
     let (mut sums, mut counts) = (vec![0.0; k], vec![0usize; k]);
-    for _ in 0..draws {
-        let mut subset = index::sample(&mut rng, n, size).into_vec();
-        subset.sort_unstable();
-        let sub = m.select(Axis(0), &subset).select(Axis(1), &subset);
-        let new = recluster(&sub);
-        let groups = members(&new);
+    for (subset, new) in subsets.iter().zip(&reclustered) {
+        let groups = members(new);
         for c in 0..k {
             let mine: Vec<usize> = (0..subset.len()).filter(|&i| labels[subset[i]] == c).collect();
             if mine.is_empty() {
@@ -478,7 +503,8 @@ pub fn embed(m: &Matrix) -> Array2<f64> {
     let col_mean = b.mean_dim([0i64].as_slice(), true, Kind::Double);
     let all = b.mean(Kind::Double);
     let centred = &b - &row_mean - &col_mean + &all;
-    let (values, vectors) = centred.linalg_eigh("L");
+    // One libtorch thread: LAPACK's sums then do not depend on the thread count the stage was given.
+    let (values, vectors) = crate::runtime::with_threads(1, || centred.linalg_eigh("L"));
     let values = Vec::<f64>::try_from(values).expect("double eigenvalues");
     let largest = values.iter().copied().fold(0.0, f64::max);
     let keep: Vec<i64> = (0..n as i64).rev().filter(|&i| values[i as usize] > largest * 1e-10).collect();

@@ -37,6 +37,11 @@ pub struct Workflow {
     pub overrides: Vec<Override>,
     /// `[executor]`: where stages run and with which resources (Slurm).
     pub executor: crate::engine::executor::ExecutorConfig,
+    /// The stages asked for on the command line (empty: all); `stages` then holds them and what they read.
+    pub targets: Vec<String>,
+    /// The kind of every stage instance the manifest declares, targets or not (how many deliverables it has
+    /// decides where each is published).
+    pub manifest_kinds: Vec<String>,
 }
 
 /// One stage instance (a matrix stage has one per combination of its values).
@@ -131,10 +136,12 @@ pub fn parse(path: &Path, text: &str, overrides: &[Override], registry: &Registr
             seed: header.seed,
             path: path.to_path_buf(),
             manifest_hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            manifest_kinds: stages.iter().map(|s| s.kind.clone()).collect(),
             stages,
             dag,
             overrides: overrides.to_vec(),
             executor,
+            targets: Vec::new(),
         }),
         _ => {
             diags.sort_by_key(|d| d.span.start);

@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod slurm;
 pub mod stage;
 pub mod store;
+pub mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -310,8 +311,9 @@ pub fn execute(
     Ok(Executed { entry, spec: spec.clone(), kept: false })
 }
 
-/// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), in the order they were computed.
-/// A producer whose spec is gone from the store (`hudd gc`) ends its branch.
+/// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), ordered by stage id (never by
+/// when they ran, which a schedule decides). A producer whose spec or entry is gone from the store (`hudd gc`) ends
+/// its branch.
 fn lineage(store: &Store, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<Ancestor> {
     let mut seen = std::collections::BTreeSet::new();
     let mut todo: Vec<String> = inputs.values().flatten().map(|a| a.key.clone()).collect();
@@ -320,7 +322,7 @@ fn lineage(store: &Store, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<
         if !seen.insert(key.clone()) {
             continue;
         }
-        let (Ok(spec), Some(entry)) = (store.read_spec(&key), store.entry(&key)) else { continue };
+        let (Ok(spec), Some(_)) = (store.read_spec(&key), store.entry(&key)) else { continue };
         todo.extend(spec.material.inputs.values().flatten().map(|k| k.key.clone()));
         out.push(Ancestor {
             stage: spec.stage,
@@ -330,29 +332,33 @@ fn lineage(store: &Store, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<
             params: spec.material.params,
             seed: spec.material.seed,
             externals: spec.material.externals,
-            created: entry.created,
-            seconds: entry.seconds,
-            host: entry.host,
-            device: entry.device,
         });
     }
-    out.sort_by(|a, b| (&a.created, &a.stage).cmp(&(&b.created, &b.stage)));
+    out.sort_by(|a, b| (&a.stage, &a.key).cmp(&(&b.stage, &b.key)));
     out
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Stages run at once.
-    pub jobs: usize,
+    /// Stages run at once; default: the machine's cores.
+    pub jobs: Option<usize>,
     /// Go on with everything that does not depend on a failure.
     pub keep_going: bool,
-    /// Threads each stage may use (tch intra-op threads); default: the machine's cores divided by `jobs`.
+    /// libtorch threads of each stage whose bytes do not depend on them (`Stage::SETTINGS`); default: the cores
+    /// not taken by the stages already running when it starts. Stages whose bytes depend on their thread count
+    /// take it from their parameters, which are in their keys.
     pub threads: Option<usize>,
 }
 
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions { jobs: 1, keep_going: false, threads: None }
+impl RunOptions {
+    /// Stages at once.
+    pub fn jobs(&self) -> usize {
+        self.jobs.unwrap_or_else(runtime::cores).max(1)
+    }
+
+    /// Threads for a stage that starts while `running` others run.
+    pub fn threads_beside(&self, running: usize) -> usize {
+        self.threads.unwrap_or_else(|| runtime::cores().saturating_sub(running)).max(1)
     }
 }
 
@@ -424,6 +430,9 @@ struct RunRecord<'a> {
     manifest: String,
     manifest_hash: &'a str,
     overrides: Vec<String>,
+    /// The stages asked for (empty: the whole workflow).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    targets: &'a [String],
     seed: u64,
     started: String,
     ended: String,
@@ -479,8 +488,7 @@ pub fn run(
     let _lock = store.lock(|message| reporter.line(message))?;
     let (planned, stale, mut outcomes) = prepare(store, workflow, registry)?;
     let n = workflow.stages.len();
-    let jobs = options.jobs.max(1);
-    let threads = options.threads.unwrap_or_else(|| (runtime::cores() / jobs).max(1));
+    let jobs = options.jobs();
     if !stale.is_empty() {
         reporter.line(&format!("{}: {} of {n} stages to run", workflow.name, stale.len()));
     }
@@ -499,6 +507,7 @@ pub fn run(
                     Freshness::Fresh => Vec::new(),
                 };
                 reporter.line(&format!("{}: running ({})", spec.stage, reasons.join("; ")));
+                let threads = options.threads_beside(running);
                 scope.spawn(move || {
                     let result = execute(store, registry, spec, threads, reporter);
                     let _ = tx.send((i, result));
@@ -541,6 +550,7 @@ pub fn run(
         .collect();
 
     let device = (!stale.is_empty()).then(runtime::device_summary);
+    let threads = options.threads_beside(jobs - 1);
     finish(store, workflow, registry, &planned, outcomes, Finish { started, jobs, threads, device, executor: "local" })
 }
 
@@ -596,6 +606,7 @@ pub(crate) fn finish(
         manifest: workflow.path.display().to_string(),
         manifest_hash: &workflow.manifest_hash,
         overrides: workflow.overrides.iter().map(|o| o.to_string()).collect(),
+        targets: &workflow.targets,
         seed: workflow.seed,
         started: how.started.clone(),
         ended: now(),
@@ -653,7 +664,7 @@ fn link_view(store: &Store, workflow: &Workflow, spec: &Spec) -> Result<(), Stor
 fn publish(store: &Store, workflow: &Workflow, registry: &Registry, spec: &Spec) -> Result<(), StoreError> {
     let Some(entry) = store.entry(&spec.key) else { return Ok(()) };
     let deliverables =
-        workflow.stages.iter().filter(|s| registry.get(&s.kind).is_some_and(|k| k.deliverable())).count();
+        workflow.manifest_kinds.iter().filter(|kind| registry.get(kind).is_some_and(|k| k.deliverable())).count();
     let mut dest = store.workspace().join("reports").join(&workflow.name);
     if deliverables > 1 {
         dest.push(&spec.stage);

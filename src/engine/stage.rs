@@ -154,6 +154,8 @@ pub struct ManifestRef {
 }
 
 /// One stage instance upstream of a running stage, as the store recorded it: what produced an artefact it reads.
+/// Only what its key determines: when, where and how fast it ran live in its `entry.json` and the run records,
+/// so that a deliverable built from the lineage is the same bytes in every store.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ancestor {
     pub stage: String,
@@ -165,10 +167,6 @@ pub struct Ancestor {
     pub seed: Option<u64>,
     /// External files and their content hashes.
     pub externals: BTreeMap<String, String>,
-    pub created: String,
-    pub seconds: f64,
-    pub host: Option<String>,
-    pub device: Option<String>,
 }
 
 impl<'a> StageContext<'a> {
@@ -190,7 +188,7 @@ impl<'a> StageContext<'a> {
         }
     }
 
-    /// Every stage instance upstream of this one (inputs, their inputs, ...), in the order they were computed;
+    /// Every stage instance upstream of this one (inputs, their inputs, ...), ordered by stage id;
     /// filled in by the engine for deliverable kinds only (empty otherwise).
     pub fn lineage(&self) -> &[Ancestor] {
         &self.lineage

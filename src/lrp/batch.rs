@@ -87,7 +87,7 @@ pub fn for_each_batch<E: From<BatchError>>(
     for chunk in rows.chunks(batch.max(1)) {
         let pixels = ds.images(chunk).map_err(BatchError::from)?;
         let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, c, h, w]));
-        let y = tch::no_grad(|| net.forward_t(&x, false));
+        let y = tch::no_grad(|| net.forward(&x));
         let seed = seed_of(&y, seed_with, chunk, &labels, &targets, model.meta.input);
         sink(chunk, &seed, &super::relevance(net, &x, &seed, rules))?;
     }
@@ -127,10 +127,10 @@ fn canonise(model: &mut Model, ds: &Dataset, batch: usize) -> Result<(), BatchEr
         let pixels = ds.images(&rows)?;
         Some(model.preprocess(&Tensor::from_slice(&pixels).view([rows.len() as i64, c, h, w])))
     };
-    let before = x.as_ref().map(|x| tch::no_grad(|| model.net("canonisation").expect("checked").forward_t(x, false)));
+    let before = x.as_ref().map(|x| tch::no_grad(|| model.net("canonisation").expect("checked").forward(x)));
     let merged = model.net_mut().expect("a declared model").canonise();
     if let (Some(x), Some(before), false) = (&x, before, merged.is_empty()) {
-        let after = tch::no_grad(|| model.net("canonisation").expect("checked").forward_t(x, false));
+        let after = tch::no_grad(|| model.net("canonisation").expect("checked").forward(x));
         let scale = f64::try_from(before.abs().max()).unwrap_or(1.0).max(1e-6);
         let diff = f64::try_from((after - &before).abs().max()).unwrap_or(f64::INFINITY) / scale;
         if !(diff < 1e-4) {

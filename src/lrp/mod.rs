@@ -98,7 +98,7 @@ fn vjp(op: &Op, a: &Tensor, w: &Tensor, s: &Tensor) -> Tensor {
 
 /// The relevance at a layer's input from the relevance at its output, under `rule`.
 pub fn propagate(op: &Op, input: &Tensor, relevance: &Tensor, rule: Rule) -> Tensor {
-    let output = tch::no_grad(|| Net::apply(op, input, false));
+    let output = tch::no_grad(|| Net::apply(op, input, None));
     propagate_from(op, input, &output, relevance, rule)
 }
 
@@ -119,7 +119,7 @@ fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> T
         let s = r / stabilise(z, HUDD_STABILISER, false);
         let c = tch::with_grad(|| {
             let x = a.detach().set_requires_grad(true);
-            let y = Net::apply(op, &x, false);
+            let y = Net::apply(op, &x, None);
             let grads = Tensor::run_backward(&[(y * s).sum(Kind::Float)], &[&x], false, false);
             grads.into_iter().next().expect("one input, one gradient")
         });
@@ -258,7 +258,7 @@ mod tests {
     fn input_relevance(rules: &[Rule]) -> Vec<f32> {
         let (_vs, net) = two_layers();
         let x = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2, 1, 1]);
-        let y = tch::no_grad(|| net.forward_t(&x, false));
+        let y = tch::no_grad(|| net.forward(&x));
         assert_eq!(f64::try_from(&y.sum(Kind::Float)).unwrap(), 7.0);
         let r = relevance(&net, &x, &y, rules);
         Vec::<f32>::try_from(r[0].flatten(0, -1)).unwrap()
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_direct_transposed_operations_equal_autograds_input_gradient() {
-        let _rng = crate::runtime::torch_rng();
+        let mut draws = crate::model::draws::Draws::new(9, crate::model::draws::Stream::Init);
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let conv = |stride, padding| nn::ConvConfig { stride, padding, ..Default::default() };
         let tconv = nn::ConvTransposeConfig { stride: 2, padding: 1, output_padding: 1, ..Default::default() };
@@ -325,9 +325,9 @@ mod tests {
             (Op::Linear(nn::linear(vs.root() / "d", 6, 5, Default::default())), vec![2, 6]),
         ];
         for (op, shape) in cases {
-            let a = Tensor::randn(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
+            let a = draws.normal(&shape);
             let (w, _) = params(&op).unwrap();
-            let s = tch::no_grad(|| Net::apply(&op, &a, false)).randn_like();
+            let s = draws.normal(&tch::no_grad(|| Net::apply(&op, &a, None)).size());
             let want = tch::with_grad(|| {
                 let x = a.detach().set_requires_grad(true);
                 let y = apply_with(&op, &x, &w, None);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
+use super::draws::{Draws, Stream};
 use super::net::Net;
 use super::{ArchError, Architecture};
 use crate::dataset::Target;
@@ -129,18 +130,8 @@ pub struct Model {
     body: Body,
 }
 
-/// Builds the layers, holding libtorch's generator: building draws initial weights (even when weights are loaded
-/// over them next), which must not fall into another thread's seeded sequence. `seed` reseeds it first.
-fn build(
-    arch: &Architecture,
-    meta: &ModelMeta,
-    device: Device,
-    seed: Option<u64>,
-) -> Result<(nn::VarStore, Net), ModelError> {
-    let _rng = crate::runtime::torch_rng();
-    if let Some(seed) = seed {
-        tch::manual_seed(seed as i64);
-    }
+/// Builds the layers with every parameter at zero (they are drawn or loaded next).
+fn build(arch: &Architecture, meta: &ModelMeta, device: Device) -> Result<(nn::VarStore, Net), ModelError> {
     let vs = nn::VarStore::new(device);
     let net = Net::new(arch, &vs.root(), meta.input, meta.outputs)?;
     Ok((vs, net))
@@ -152,13 +143,14 @@ enum Body {
 }
 
 impl Model {
-    /// A fresh declared model with initial weights drawn from libtorch's generator seeded with `seed`.
+    /// A fresh declared model with initial weights drawn from `seed`'s own stream (see [`Net::initialise`]).
     pub fn init(meta: ModelMeta, device: Device, seed: u64) -> Result<Model, ModelError> {
         let arch = meta.architecture.clone().ok_or_else(|| ModelError::Invalid {
             path: PathBuf::from("model.json"),
             message: "a declared model needs its architecture".into(),
         })?;
-        let (vs, net) = build(&arch, &meta, device, Some(seed))?;
+        let (vs, mut net) = build(&arch, &meta, device)?;
+        net.initialise(&mut Draws::new(seed, Stream::Init));
         Ok(Model { dir: PathBuf::new(), meta, device, body: Body::Declared { vs, net } })
     }
 
@@ -174,7 +166,7 @@ impl Model {
                     path: meta_path.clone(),
                     message: "format is `declared` but there is no architecture".into(),
                 })?;
-                let (mut vs, net) = build(&arch, &meta, device, None)?;
+                let (mut vs, net) = build(&arch, &meta, device)?;
                 load_weights(&mut vs, &dir.join(WEIGHTS))?;
                 Body::Declared { vs, net }
             }
@@ -226,12 +218,17 @@ impl Model {
         (pixels.to_device(self.device).to_kind(Kind::Float) / 255.0 - mean) / std
     }
 
-    /// The raw outputs (logits or keypoint maps) for a preprocessed batch.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+    /// The raw outputs (logits or keypoint maps) for a preprocessed batch, in evaluation mode.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         match &self.body {
-            Body::Declared { net, .. } => Ok(net.forward_t(x, train)),
+            Body::Declared { net, .. } => Ok(net.forward(x)),
             Body::Torchscript(m) => m.forward_ts(&[x]).map_err(|e| ModelError::Forward { message: e.to_string() }),
         }
+    }
+
+    /// The raw outputs in training mode, dropout masks taken from `draws`; a TorchScript model cannot train.
+    pub fn forward_train(&self, x: &Tensor, draws: &mut Draws) -> Result<Tensor, ModelError> {
+        Ok(self.net("training")?.forward_train(x, draws))
     }
 
     /// Saves a declared model: `model.json` and `weights.safetensors` in `dir`.

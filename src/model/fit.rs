@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::OptimizerConfig};
 
 use super::artefact::{Model, ModelError};
+use super::draws::{Draws, Stream};
 use crate::dataset::{Dataset, DatasetError, Target};
 use crate::engine::progress::Progress;
 use crate::engine::stage::StageError;
@@ -147,13 +148,9 @@ pub fn fit(
     cfg: &FitConfig,
     progress: &Progress,
 ) -> Result<Vec<Epoch>, ModelError> {
-    // Dropout draws from libtorch's process-wide generator: hold it for the whole fit, so that the draws follow
-    // the seed whatever else runs in this process (trainings of such models in one process take turns).
-    let _rng = model.net("training").is_ok_and(|net| net.draws_in_training()).then(|| {
-        let guard = crate::runtime::torch_rng();
-        tch::manual_seed(cfg.seed as i64);
-        guard
-    });
+    // Shuffles and augmentation draw from the seed's stream 0, dropout masks from their own stream: nothing comes
+    // from libtorch's process-wide generator, so trainings side by side keep their bytes.
+    let mut dropout = Draws::new(cfg.seed, Stream::Dropout);
     let keypoints = train.keypoints.is_some();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let vs = model.var_store().expect("training needs a declared model");
@@ -178,7 +175,7 @@ pub fn fit(
             let idx = Tensor::from_slice(chunk);
             let pixels = augment(&train.pixels.index_select(0, &idx), &cfg.augment, &mut rng);
             let x = model.preprocess(&pixels);
-            let out = model.forward_t(&x, true)?;
+            let out = model.forward_train(&x, &mut dropout)?;
             let (loss, score) = loss_and_score(&out, train, &idx, model)?;
             opt.backward_step(&loss);
             loss_sum += f64::try_from(&loss).unwrap_or(f64::NAN) * chunk.len() as f64;
@@ -275,7 +272,7 @@ pub fn evaluate(model: &Model, data: &Data) -> Result<f64, ModelError> {
             let len = (n - start).min(256);
             let idx = Tensor::arange_start(start, start + len, (Kind::Int64, tch::Device::Cpu));
             let x = model.preprocess(&data.pixels.index_select(0, &idx));
-            let out = model.forward_t(&x, false)?;
+            let out = model.forward(&x)?;
             let (_, score) = loss_and_score(&out, data, &idx, model)?;
             total += score * len as f64;
         }
@@ -357,6 +354,9 @@ pub mod defaults {
     }
     pub fn default_validation() -> f64 {
         0.1
+    }
+    pub fn default_threads() -> usize {
+        1
     }
 }
 

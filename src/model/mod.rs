@@ -5,6 +5,7 @@
 //! `features.0.weight` and weights move both ways between PyTorch and `hudd` as safetensors.
 
 pub mod artefact;
+pub mod draws;
 pub mod fit;
 pub mod net;
 pub mod predict;

@@ -2,6 +2,7 @@
 
 use tch::{Tensor, nn};
 
+use super::draws::{self, Draws};
 use super::{ArchError, Architecture, LayerKind};
 
 /// One built layer.
@@ -56,13 +57,13 @@ fn sub<'a>(root: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
     name.split('.').fold(root.clone(), |p, part| p.sub(part))
 }
 
-impl Net {
-    /// Whether a forward pass in training mode draws from libtorch's random generator (dropout).
-    pub fn draws_in_training(&self) -> bool {
-        self.layers.iter().any(|(_, op)| matches!(op, Op::Dropout(p) if *p > 0.0))
-    }
+/// Parameters start at zero when a layer is built: [`Net::initialise`] draws them from a stage's stream, or
+/// weights are loaded over them. Nothing is drawn from libtorch's process-wide generator.
+const ZERO: nn::Init = nn::Init::Const(0.0);
 
-    /// Builds the layers under `root`; shapes are checked first, so a mismatch is an error naming the layer.
+impl Net {
+    /// Builds the layers under `root` with every parameter at zero (see [`Net::initialise`]); shapes are checked
+    /// first, so a mismatch is an error naming the layer.
     pub fn new(arch: &Architecture, root: &nn::Path<'_>, input: [usize; 3], outputs: usize) -> Result<Net, ArchError> {
         let rows = arch.describe(input, outputs)?;
         let mut layers = Vec::with_capacity(arch.layers.len());
@@ -80,6 +81,8 @@ impl Net {
                             stride: *stride as i64,
                             padding: *padding as i64,
                             bias: *bias,
+                            ws_init: ZERO,
+                            bs_init: ZERO,
                             ..Default::default()
                         },
                     ),
@@ -98,6 +101,8 @@ impl Net {
                                 padding: *padding as i64,
                                 output_padding: *output_padding as i64,
                                 bias: *bias,
+                                ws_init: ZERO,
+                                bs_init: ZERO,
                                 ..Default::default()
                             },
                         ),
@@ -110,7 +115,7 @@ impl Net {
                     &p,
                     row.input.numel() as i64,
                     out_features.resolve(outputs) as i64,
-                    nn::LinearConfig { bias: *bias, ..Default::default() },
+                    nn::LinearConfig { bias: *bias, ws_init: ZERO, bs_init: Some(ZERO) },
                 )),
                 LayerKind::Relu => Op::Relu,
                 LayerKind::LeakyRelu { negative_slope } => Op::LeakyRelu(*negative_slope),
@@ -131,7 +136,13 @@ impl Net {
                     layer: nn::batch_norm2d(
                         &p,
                         in_ch,
-                        nn::BatchNormConfig { eps: *eps, momentum: *momentum, ..Default::default() },
+                        nn::BatchNormConfig {
+                            eps: *eps,
+                            momentum: *momentum,
+                            ws_init: ZERO,
+                            bs_init: ZERO,
+                            ..Default::default()
+                        },
                     ),
                     eps: *eps,
                 },
@@ -143,8 +154,40 @@ impl Net {
         Ok(Net { layers, input, outputs })
     }
 
-    /// Applies one layer.
-    pub fn apply(op: &Op, x: &Tensor, train: bool) -> Tensor {
+    /// Draws every parameter from `draws` with the distributions tch gives a new layer (PyTorch's): convolutions
+    /// and linear layers Kaiming-uniform weights (ReLU gain, fan in: `U(±√(6 / fan_in))`), linear biases
+    /// `U(±1 / √in_features)`, convolution biases 0, batch norm scales `U(0, 1)` and shifts 0; layer by layer in
+    /// declared order, weight before bias.
+    pub fn initialise(&mut self, draws: &mut Draws) {
+        for (_, op) in &mut self.layers {
+            let (ws, bs, bias_bound) = match op {
+                Op::Conv { layer, .. } => (&mut layer.ws, layer.bs.as_mut(), None),
+                Op::ConvTranspose { layer, .. } => (&mut layer.ws, layer.bs.as_mut(), None),
+                Op::Linear(layer) => {
+                    let bound = 1.0 / (layer.ws.size()[1].max(1) as f64).sqrt();
+                    (&mut layer.ws, layer.bs.as_mut(), Some(bound))
+                }
+                Op::BatchNorm { layer, .. } => {
+                    if let Some(ws) = layer.ws.as_mut() {
+                        let values = draws.uniform(&ws.size(), 0.0, 1.0, ws.device());
+                        draws::assign(ws, &values);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let bound = (6.0 / draws::fan_in(ws)).sqrt();
+            let values = draws.uniform(&ws.size(), -bound, bound, ws.device());
+            draws::assign(ws, &values);
+            if let (Some(bs), Some(bound)) = (bs, bias_bound) {
+                let values = draws.uniform(&bs.size(), -bound, bound, bs.device());
+                draws::assign(bs, &values);
+            }
+        }
+    }
+
+    /// Applies one layer: in training mode when `train` holds the draws its dropout takes, else in evaluation mode.
+    pub fn apply(op: &Op, x: &Tensor, train: Option<&mut Draws>) -> Tensor {
         match op {
             Op::Conv { layer, .. } => x.apply(layer),
             Op::ConvTranspose { layer, .. } => x.apply(layer),
@@ -158,8 +201,11 @@ impl Net {
                 x.avg_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], false, true, None::<i64>)
             }
             Op::AdaptiveAvgPool(size) => x.adaptive_avg_pool2d(*size),
-            Op::BatchNorm { layer, .. } => x.apply_t(layer, train),
-            Op::Dropout(p) => x.dropout(*p, train),
+            Op::BatchNorm { layer, .. } => x.apply_t(layer, train.is_some()),
+            Op::Dropout(p) => match train {
+                Some(draws) if *p > 0.0 => x * draws.dropout_mask(x, *p),
+                _ => x.shallow_clone(),
+            },
             Op::Flatten => x.flatten(1, -1),
             Op::Merged => x.shallow_clone(),
         }
@@ -190,8 +236,14 @@ impl Net {
         merged
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |x, (_, op)| Net::apply(op, &x, train))
+    /// The output in evaluation mode.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |x, (_, op)| Net::apply(op, &x, None))
+    }
+
+    /// The output in training mode, dropout masks taken from `draws`.
+    pub fn forward_train(&self, x: &Tensor, draws: &mut Draws) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |x, (_, op)| Net::apply(op, &x, Some(&mut *draws)))
     }
 
     /// The input of every layer and, last, the network's output (evaluation mode).
@@ -199,7 +251,7 @@ impl Net {
         let mut acts = Vec::with_capacity(self.layers.len() + 1);
         let mut x = x.shallow_clone();
         for (_, op) in &self.layers {
-            let y = Net::apply(op, &x, false);
+            let y = Net::apply(op, &x, None);
             acts.push(x);
             x = y;
         }
@@ -228,10 +280,10 @@ mod tests {
              [[layer]]\nname = \"f.2\"\nkind = \"relu\"\n",
         )
         .unwrap();
-        let _rng = crate::runtime::torch_rng();
-        tch::manual_seed(4);
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let mut net = Net::new(&arch, &vs.root(), [3, 8, 8], 1).unwrap();
+        let mut draws = Draws::new(4, draws::Stream::Init);
+        net.initialise(&mut draws);
         if let Op::BatchNorm { layer, .. } = &mut net.layers[1].1 {
             tch::no_grad(|| {
                 layer.running_mean.copy_(&Tensor::from_slice(&[0.3f32, -0.2, 0.1, 0.0]));
@@ -240,11 +292,11 @@ mod tests {
                 layer.bs.as_mut().unwrap().copy_(&Tensor::from_slice(&[0.1f32, 0.2, -0.3, 0.0]));
             });
         }
-        let x = Tensor::randn([2, 3, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
-        let before = tch::no_grad(|| net.forward_t(&x, false));
+        let x = draws.normal(&[2, 3, 8, 8]);
+        let before = tch::no_grad(|| net.forward(&x));
         assert_eq!(net.canonise(), ["f.1"]);
         assert!(matches!(net.layers[1].1, Op::Merged));
-        let after = tch::no_grad(|| net.forward_t(&x, false));
+        let after = tch::no_grad(|| net.forward(&x));
         let diff = f64::try_from((after - before).abs().max()).unwrap();
         assert!(diff < 1e-5, "{diff}");
     }

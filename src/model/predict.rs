@@ -73,7 +73,7 @@ pub fn predict(
                 m.height as i64,
                 m.width as i64,
             ]);
-            let y = model.forward_t(&model.preprocess(&x), false)?;
+            let y = model.forward(&model.preprocess(&x))?;
             match &m.target {
                 Target::Classification { .. } => {
                     let scores = y.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);

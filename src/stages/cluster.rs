@@ -102,6 +102,8 @@ pub struct ClusterParams {
     pub unstable_below: f64,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Threads for the distances (default: the run's share of the cores); not part of the key: every product is
+    /// computed whole by one thread, so the bytes are the same at any count.
     #[serde(default)]
     pub threads: Option<usize>,
 }
@@ -225,159 +227,171 @@ impl Stage for Cluster {
     }];
     const DOC: &'static str = "Root-cause clusters of the error-inducing images.";
 
+    // Backed by tests/it/settings.rs and tests/it/engine.rs: 1 and 2 threads give the same bytes.
+    const SETTINGS: &'static [&'static str] = &["threads"];
+
     fn run(&self, p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        crate::runtime::set_threads(p.threads.unwrap_or(ctx.threads));
-        let hm = ctx.input("heatmaps")?.path.clone();
-        let ds = Dataset::open(&ctx.input("images")?.path)?;
-        let ids = ds.ids()?;
-        let heatmaps = Heatmaps::open(&hm);
-        let conservation = heatmaps.layers()?;
-        let order: Vec<String> = conservation.iter().map(|r| r.layer.clone()).collect();
-        let rules: BTreeMap<String, String> = conservation.into_iter().map(|r| (r.layer, r.rule)).collect();
-        let indexed = heatmaps.ids()?;
-        if indexed != ids {
-            return Err(StageError::input(format!(
-                "the heatmaps ({} images, first {:?}) were not computed for this image set ({} images, first {:?}): connect the dataset the heatmaps stage read",
-                indexed.len(),
-                indexed.first(),
-                ids.len(),
-                ids.first()
-            )));
-        }
-        let layers = match &p.layers {
-            Some(names) => {
-                if let Some(bad) = names.iter().find(|n| !order.contains(n)) {
-                    return Err(StageError::input(format!(
-                        "layers name `{bad}`, which has no heatmaps (layers: {})",
-                        order.join(", ")
-                    )));
-                }
-                names.clone()
-            }
-            None => order.iter().filter(|l| rules.get(*l).is_none_or(|r| r != "pass")).cloned().collect(),
-        };
-        let out = ctx.output("clusters")?;
-        let n = ids.len();
-        let mut summary = ClusterSummary {
-            images: n,
-            empty: None,
-            layer: None,
-            clusters: 0,
-            k_rule: String::new(),
-            layer_rule: String::new(),
-            mode: p.mode,
-            linkage: p.linkage,
-            layers: Vec::new(),
-            stability: None,
-        };
-        if n < p.min_images {
-            summary.empty =
-                Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
-            return write_empty(&out, &summary);
-        }
-        if let (ChooseK::Fixed, Some(k)) = (p.choose_k, p.k)
-            && k > n
-        {
-            return Err(StageError::input(format!(
-                "`k = {k}` asks for more clusters than the {n} error-inducing images to cluster"
-            )));
-        }
-        let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
-        let max_k = max_k_of(n);
-        let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
-        ctx.progress.start(layers.len() as u64, "layers");
-        for name in &layers {
-            let raw = layer_distances(&hm, name, &ids)?;
-            let eligible = order.first() != Some(name) || layers.len() == 1;
-            let dir = out.join("layers").join(crate::media::file_name(name));
-            std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-            let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
-            crate::npy::write(&dir.join("distances.npy"), &[n, n], &values)?;
-            if cluster::max_distance(&raw) == 0.0 {
-                summary.layers.push(LayerScore {
-                    layer: name.clone(),
-                    k: 0,
-                    k_rule: format!("all {n} heatmaps of this layer are identical: nothing to cluster"),
-                    wicd: None,
-                    silhouette: None,
-                    eligible: false,
-                });
-                ctx.progress.inc(1);
-                continue;
-            }
-            let (labels, sweep, k_rule) = cluster_layer(&raw, p, max_k);
-            let score = LayerScore {
-                layer: name.clone(),
-                k: cluster::members(&labels).len(),
-                k_rule,
-                wicd: Some(cluster::wicd(&raw, &labels)),
-                silhouette: Some(cluster::silhouette(&raw, &labels)),
-                eligible,
-            };
-            write_layer(&dir, &ids, &labels, &sweep, &score)?;
-            let better = |b: &LayerScore| match p.select_layer {
-                SelectLayer::Wicd => score.wicd < b.wicd,
-                SelectLayer::Silhouette => score.silhouette > b.silhouette,
-            };
-            if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&summary.layers[*i])) {
-                best = Some((summary.layers.len(), raw, labels));
-            }
-            summary.layers.push(score);
-            ctx.progress.inc(1);
-        }
-        let Some((chosen, raw, labels)) = best else {
-            if summary.layers.iter().all(|l| l.k == 0) {
+        let threads = p.threads.unwrap_or(ctx.threads).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| StageError::failed(format!("cannot start {threads} threads: {e}")))?;
+        pool.install(|| cluster_all(p, ctx))
+    }
+}
+
+/// The stage's work, on the stage's thread pool.
+fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+    let hm = ctx.input("heatmaps")?.path.clone();
+    let ds = Dataset::open(&ctx.input("images")?.path)?;
+    let ids = ds.ids()?;
+    let heatmaps = Heatmaps::open(&hm);
+    let conservation = heatmaps.layers()?;
+    let order: Vec<String> = conservation.iter().map(|r| r.layer.clone()).collect();
+    let rules: BTreeMap<String, String> = conservation.into_iter().map(|r| (r.layer, r.rule)).collect();
+    let indexed = heatmaps.ids()?;
+    if indexed != ids {
+        return Err(StageError::input(format!(
+            "the heatmaps ({} images, first {:?}) were not computed for this image set ({} images, first {:?}): connect the dataset the heatmaps stage read",
+            indexed.len(),
+            indexed.first(),
+            ids.len(),
+            ids.first()
+        )));
+    }
+    let layers = match &p.layers {
+        Some(names) => {
+            if let Some(bad) = names.iter().find(|n| !order.contains(n)) {
                 return Err(StageError::input(format!(
-                    "all {n} images have identical heatmaps in every clustered layer: nothing to cluster"
+                    "layers name `{bad}`, which has no heatmaps (layers: {})",
+                    order.join(", ")
                 )));
             }
-            return Err(StageError::input(
-                "no layer but the input layer was clustered: list at least one internal layer in `layers`",
-            ));
-        };
-        let layer_rows: Vec<LayerRow> = summary
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| LayerRow {
-                layer: l.layer.clone(),
-                k: l.k,
-                k_rule: l.k_rule.clone(),
-                wicd: l.wicd,
-                silhouette: l.silhouette,
-                eligible: l.eligible,
-                selected: i == chosen,
-            })
-            .collect();
-        table::write(&out.join("layers.csv"), &layer_rows)?;
-        let layer = summary.layers[chosen].clone();
-        summary.layer = Some(layer.layer.clone());
-        summary.clusters = layer.k;
-        summary.k_rule = layer.k_rule.clone();
-        summary.layer_rule = match p.select_layer {
-            SelectLayer::Wicd => "the lowest WICD on raw heatmap distances (the input layer excluded)".into(),
-            SelectLayer::Silhouette => {
-                "the highest mean silhouette on raw heatmap distances (the input layer excluded)".into()
-            }
-        };
-        // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
-        ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
-        let stability = cluster::stability(&raw, &labels, p.stability_draws, p.stability_share, ctx.seed, |sub| {
-            cluster_layer(sub, p, max_k_of(sub.nrows())).0
-        });
-        if p.stability_draws > 0 {
-            summary.stability = Some(StabilitySummary {
-                draws: p.stability_draws,
-                share: p.stability_share,
-                threshold: p.unstable_below,
-                unstable: stability.iter().filter(|s| s.is_some_and(|s| s < p.unstable_below)).count(),
-            });
+            names.clone()
         }
-        let pixel_layer = order.first().cloned().unwrap_or_default();
-        let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
-        inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p, &stable)?;
-        Ok(table::write_json(&out.join("cluster.json"), &summary)?)
+        None => order.iter().filter(|l| rules.get(*l).is_none_or(|r| r != "pass")).cloned().collect(),
+    };
+    let out = ctx.output("clusters")?;
+    let n = ids.len();
+    let mut summary = ClusterSummary {
+        images: n,
+        empty: None,
+        layer: None,
+        clusters: 0,
+        k_rule: String::new(),
+        layer_rule: String::new(),
+        mode: p.mode,
+        linkage: p.linkage,
+        layers: Vec::new(),
+        stability: None,
+    };
+    if n < p.min_images {
+        summary.empty =
+            Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
+        return write_empty(&out, &summary);
     }
+    if let (ChooseK::Fixed, Some(k)) = (p.choose_k, p.k)
+        && k > n
+    {
+        return Err(StageError::input(format!(
+            "`k = {k}` asks for more clusters than the {n} error-inducing images to cluster"
+        )));
+    }
+    let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
+    let max_k = max_k_of(n);
+    let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
+    ctx.progress.start(layers.len() as u64, "layers");
+    for name in &layers {
+        let raw = layer_distances(&hm, name, &ids)?;
+        let eligible = order.first() != Some(name) || layers.len() == 1;
+        let dir = out.join("layers").join(crate::media::file_name(name));
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+        let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+        crate::npy::write(&dir.join("distances.npy"), &[n, n], &values)?;
+        if cluster::max_distance(&raw) == 0.0 {
+            summary.layers.push(LayerScore {
+                layer: name.clone(),
+                k: 0,
+                k_rule: format!("all {n} heatmaps of this layer are identical: nothing to cluster"),
+                wicd: None,
+                silhouette: None,
+                eligible: false,
+            });
+            ctx.progress.inc(1);
+            continue;
+        }
+        let (labels, sweep, k_rule) = cluster_layer(&raw, p, max_k);
+        let score = LayerScore {
+            layer: name.clone(),
+            k: cluster::members(&labels).len(),
+            k_rule,
+            wicd: Some(cluster::wicd(&raw, &labels)),
+            silhouette: Some(cluster::silhouette(&raw, &labels)),
+            eligible,
+        };
+        write_layer(&dir, &ids, &labels, &sweep, &score)?;
+        let better = |b: &LayerScore| match p.select_layer {
+            SelectLayer::Wicd => score.wicd < b.wicd,
+            SelectLayer::Silhouette => score.silhouette > b.silhouette,
+        };
+        if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&summary.layers[*i])) {
+            best = Some((summary.layers.len(), raw, labels));
+        }
+        summary.layers.push(score);
+        ctx.progress.inc(1);
+    }
+    let Some((chosen, raw, labels)) = best else {
+        if summary.layers.iter().all(|l| l.k == 0) {
+            return Err(StageError::input(format!(
+                "all {n} images have identical heatmaps in every clustered layer: nothing to cluster"
+            )));
+        }
+        return Err(StageError::input(
+            "no layer but the input layer was clustered: list at least one internal layer in `layers`",
+        ));
+    };
+    let layer_rows: Vec<LayerRow> = summary
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerRow {
+            layer: l.layer.clone(),
+            k: l.k,
+            k_rule: l.k_rule.clone(),
+            wicd: l.wicd,
+            silhouette: l.silhouette,
+            eligible: l.eligible,
+            selected: i == chosen,
+        })
+        .collect();
+    table::write(&out.join("layers.csv"), &layer_rows)?;
+    let layer = summary.layers[chosen].clone();
+    summary.layer = Some(layer.layer.clone());
+    summary.clusters = layer.k;
+    summary.k_rule = layer.k_rule.clone();
+    summary.layer_rule = match p.select_layer {
+        SelectLayer::Wicd => "the lowest WICD on raw heatmap distances (the input layer excluded)".into(),
+        SelectLayer::Silhouette => {
+            "the highest mean silhouette on raw heatmap distances (the input layer excluded)".into()
+        }
+    };
+    // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
+    ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
+    let stability = cluster::stability(&raw, &labels, p.stability_draws, p.stability_share, ctx.seed, |sub| {
+        cluster_layer(sub, p, max_k_of(sub.nrows())).0
+    });
+    if p.stability_draws > 0 {
+        summary.stability = Some(StabilitySummary {
+            draws: p.stability_draws,
+            share: p.stability_share,
+            threshold: p.unstable_below,
+            unstable: stability.iter().filter(|s| s.is_some_and(|s| s < p.unstable_below)).count(),
+        });
+    }
+    let pixel_layer = order.first().cloned().unwrap_or_default();
+    let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
+    inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p, &stable)?;
+    Ok(table::write_json(&out.join("cluster.json"), &summary)?)
 }
 
 /// Clusters one layer from its raw heatmap distances: the clustering space of the mode, the dendrogram, the sweep

@@ -39,6 +39,7 @@ pub struct ConfirmParams {
     pub batch_size: usize,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// libtorch threads for this stage (default: the run's share of the cores); not part of its key.
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]
@@ -102,6 +103,9 @@ impl Stage for Confirm {
         },
     ];
     const USES_SEED: bool = true;
+    // Backed by tests/it/engine.rs (the quickstart shrunk, run at 1 and 2 threads): inference and simulation give
+    // the same bytes at any thread count.
+    const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "Tests each rule on new images rendered inside and outside its region.";
 
     fn run(&self, p: &ConfirmParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {

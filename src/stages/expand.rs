@@ -48,6 +48,7 @@ pub struct ExpandParams {
     pub batch_size: usize,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// libtorch threads for this stage (default: the run's share of the cores); not part of its key.
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]
@@ -160,6 +161,9 @@ impl Stage for Expand {
         },
     ];
     const USES_SEED: bool = true;
+    // Backed by tests/it/engine.rs (the quickstart shrunk, run at 1 and 2 threads): inference and simulation give
+    // the same bytes at any thread count.
+    const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "Grows each root-cause cluster with generated images the model fails on alike.";
 
     fn run(&self, p: &ExpandParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {

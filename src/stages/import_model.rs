@@ -142,7 +142,7 @@ impl Stage for ImportModel {
         })?;
         let pixels = ds.images(&[0])?;
         let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
-        let y = tch::no_grad(|| model.forward_t(&model.preprocess(&x), false)).map_err(|e| {
+        let y = tch::no_grad(|| model.forward(&model.preprocess(&x))).map_err(|e| {
             StageError::input(format!(
                 "{}: the model cannot take the dataset's {input:?} images: {e}",
                 source.display()

@@ -287,8 +287,6 @@ struct Context {
     manifest: Option<serde_json::Value>,
     /// Every stage upstream of the report, in the order computed, with resolved parameters, seeds and times.
     lineage: Vec<crate::engine::stage::Ancestor>,
-    /// Sum of the upstream stages' run times.
-    compute_seconds: f64,
     /// What the retraining repetitions vary, so that a p-value says what it is over (none when unknown).
     repetitions: Option<String>,
     /// Per cluster with a rule: the triggering condition and its evidence, and the intervals' level in percent.
@@ -296,8 +294,6 @@ struct Context {
     confidence: f64,
     /// Per recovery stage: how well a clustering recovers the planted causes.
     recovery: Vec<serde_json::Value>,
-    /// The machines and devices that computed the artefacts.
-    machines: Vec<String>,
     scope: Scope,
     /// Whether scores are accuracies (else a keypoint error in pixels), and their name.
     accuracy_metric: bool,
@@ -418,7 +414,7 @@ fn strip_plot(runs: &[RunRow], original: f64, split: &str, accuracy: bool) -> St
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 7;
+    const VERSION: u32 = 8;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -684,18 +680,6 @@ impl Stage for Report {
                 })
                 .collect();
         let lineage = ctx.lineage().to_vec();
-        let machines: Vec<String> = lineage
-            .iter()
-            .map(|a| {
-                format!(
-                    "{} ({})",
-                    a.host.as_deref().unwrap_or("unrecorded host"),
-                    a.device.as_deref().unwrap_or("unrecorded device")
-                )
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let data = match first("data") {
             Some(dir) => {
                 ctx.progress.message("independence of the splits: hashing every image");
@@ -752,12 +736,10 @@ impl Stage for Report {
                 "crates": env!("HUDD_CRATES"),
             }),
             manifest: manifest(ctx)?,
-            compute_seconds: lineage.iter().map(|a| a.seconds).sum(),
             repetitions: repetitions(&lineage),
             conditions,
             confidence,
             recovery,
-            machines,
             scope: scope(&lineage, ctx.workspace),
             accuracy_metric: accuracy_compared,
             metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
@@ -1112,10 +1094,6 @@ mod tests {
             params,
             seed: None,
             externals: Default::default(),
-            created: String::new(),
-            seconds: 0.0,
-            host: None,
-            device: None,
         }
     }
 

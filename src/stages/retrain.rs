@@ -13,7 +13,9 @@ use crate::artefact::{ANY_DATASET, LEARNING_CURVE, MODEL, RETRAIN_SUMMARY};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::{Model, SeenAs};
-use crate::model::fit::defaults::{default_epochs, default_momentum, default_split, default_validation, default_wd};
+use crate::model::fit::defaults::{
+    default_epochs, default_momentum, default_split, default_threads, default_validation, default_wd,
+};
 use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
 use crate::runtime::{self, DeviceChoice};
 
@@ -49,8 +51,10 @@ pub struct RetrainParams {
     pub keep: Keep,
     #[serde(default)]
     pub device: DeviceChoice,
-    #[serde(default)]
-    pub threads: Option<usize>,
+    /// libtorch threads for this stage: part of its key, since training's sums (and so its weights) depend on the
+    /// thread count. Default 1: `hudd run` runs trainings side by side instead.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
     #[serde(default)]
     pub seed: Option<u64>,
 }
@@ -73,6 +77,9 @@ impl Params for RetrainParams {
         }
         if self.batch_size == 0 {
             out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        if self.threads == 0 {
+            out.push(Invalid::new("threads", "must be at least 1, got 0"));
         }
         if !(self.lr > 0.0) {
             out.push(Invalid::new("lr", format!("must be above 0, got {}", self.lr)));
@@ -111,7 +118,7 @@ fn take(data: &Data, idx: &[i64]) -> Data {
 impl Stage for Retrain {
     type Params = RetrainParams;
     const KIND: &'static str = "retrain";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",
@@ -149,7 +156,7 @@ impl Stage for Retrain {
     const DOC: &'static str = "Retrains the model with the unsafe set.";
 
     fn run(&self, p: &RetrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        runtime::set_threads(p.threads);
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let mut model = Model::load(&ctx.input("model")?.path, device)?;
         model.net("retraining")?;

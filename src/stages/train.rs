@@ -47,14 +47,17 @@ pub struct TrainParams {
     pub keep: Keep,
     #[serde(default)]
     pub device: DeviceChoice,
-    /// libtorch threads for this stage (default: the run's, cores / --jobs).
-    #[serde(default)]
-    pub threads: Option<usize>,
+    /// libtorch threads for this stage: part of its key, since training's sums (and so its weights) depend on the
+    /// thread count. Default 1: `hudd run` runs trainings side by side instead.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
     #[serde(default)]
     pub seed: Option<u64>,
 }
 
-use crate::model::fit::defaults::{default_epochs, default_momentum, default_split, default_validation, default_wd};
+use crate::model::fit::defaults::{
+    default_epochs, default_momentum, default_split, default_threads, default_validation, default_wd,
+};
 
 fn default_batch() -> usize {
     64
@@ -74,6 +77,9 @@ impl Params for TrainParams {
         }
         if self.batch_size == 0 {
             out.push(Invalid::new("batch_size", "must be at least 1, got 0"));
+        }
+        if self.threads == 0 {
+            out.push(Invalid::new("threads", "must be at least 1, got 0"));
         }
         if !(self.lr > 0.0) {
             out.push(Invalid::new("lr", format!("must be above 0, got {}", self.lr)));
@@ -97,7 +103,7 @@ impl Params for TrainParams {
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "dataset", accepts: ANY_DATASET, many: false, required: true, doc: "a dataset artefact" },
         InputSlot {
@@ -124,7 +130,7 @@ impl Stage for Train {
     }
 
     fn run(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
+        runtime::set_threads(p.threads);
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let rows = ds.split_rows(&p.split)?;

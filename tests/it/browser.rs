@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hudd::engine::RunOptions;
-use hudd::engine::manifest::Override;
-use hudd::engine::progress::Reporter;
 
 /// Runs in the page after load and leaves its findings in `body[data-check]` (only in the test's copy).
 const CHECK: &str = r#"<script>
@@ -47,36 +45,8 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
 }
 
 fn quickstart_report(ws: &crate::support::Ws) -> PathBuf {
-    quickstart_run(ws, 3);
+    crate::support::quickstart(ws, 3, &RunOptions::default());
     ws.path().join("reports/quickstart/report.html")
-}
-
-/// Runs the quickstart shrunk to fit the test suite, the model under analysis trained for `epochs`.
-fn quickstart_run(ws: &crate::support::Ws, epochs: usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = ws
-        .write("workflows/quickstart.toml", &std::fs::read_to_string(root.join("workflows/quickstart.toml")).unwrap());
-    ws.write(
-        "workflows/annotations/quickstart.toml",
-        &std::fs::read_to_string(root.join("workflows/annotations/quickstart.toml")).unwrap(),
-    );
-    // The quickstart shrunk to run in the test suite: fewer images and epochs, every stage kept.
-    let overrides: Vec<Override> = [
-        "data.splits.train.count=400",
-        "data.splits.test.count=200",
-        "data.splits.validation.count=60",
-        "data.splits.improvement.count=400",
-        &format!("train.epochs={epochs}"),
-        "retrain.epochs=1",
-        "retrain-baseline.epochs=1",
-    ]
-    .iter()
-    .map(|o| o.parse().unwrap())
-    .collect();
-    let registry = hudd::stages::registry();
-    let w = hudd::engine::manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
-    let r = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
 }
 
 #[test]
@@ -139,7 +109,7 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     assert!(pages >= 8, "{pages} pages: the 8 sections each start a page when printed");
 
     // The quickstart again with another number of epochs: `hudd diff` names the parameter and the figures it moved.
-    quickstart_run(&ws, 2);
+    crate::support::quickstart(&ws, 2, &RunOptions::default());
     let (code, diff, err) = ws.cli_with(&hudd::stages::registry(), &["diff", "quickstart~1", "quickstart"]);
     assert_eq!(code, 0, "{err}");
     assert!(diff.contains("train.epochs: 3 → 2"), "{diff}");

@@ -103,3 +103,54 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert_eq!(code, 0);
     assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
 }
+
+/// A workflow with a matrix stage and two branches: `a` → `b[seed=1]`, `b[seed=2]` → `c`; `a` → `d`.
+const BRANCHES: &str = "[workflow]\nname = \"branches\"\n\
+    [[stage]]\nid = \"a\"\nkind = \"echo\"\n\
+    [[stage]]\nid = \"b\"\nkind = \"echo\"\nfrom = \"a.out\"\nmatrix = { seed = [1, 2] }\n\
+    [[stage]]\nid = \"c\"\nkind = \"echo\"\nfrom = \"b.out\"\n\
+    [[stage]]\nid = \"d\"\nkind = \"echo\"\nfrom = \"a.out\"\n";
+
+#[test]
+fn run_with_a_target_runs_it_and_what_it_reads_and_nothing_else() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", BRANCHES);
+    let (code, _, err) = ws.cli(&["run", m.to_str().unwrap(), "d"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 ran, 0 cached"), "{err}");
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(plan.contains("fresh  a") && plan.contains("fresh  d"), "{plan}");
+    assert!(plan.contains("stale  c") && plan.contains("stale  b[seed=1]"), "{plan}");
+    // A matrix stage's id names all its instances; a full id one of them.
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap(), "b"]);
+    assert!(plan.contains("b[seed=1]") && plan.contains("b[seed=2]"), "{plan}");
+    assert!(!plan.lines().any(|l| l.contains("  c ") || l.contains("  d ")), "{plan}");
+    assert!(plan.contains("of 3 stages would run"), "{plan}");
+    let (code, _, err) = ws.cli(&["run", m.to_str().unwrap(), "b[seed=2]"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 ran, 1 cached"), "{err}");
+    // The run record names the targets; the rest of the workflow keeps its state.
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(plan.contains("fresh  b[seed=2]") && plan.contains("fresh  d") && plan.contains("stale  b[seed=1]"));
+}
+
+#[test]
+fn a_glob_target_names_every_matching_instance() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", BRANCHES);
+    let (_, json, _) = ws.cli(&["plan", m.to_str().unwrap(), "--json", "*seed=1]", "d"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ids: Vec<&str> = doc["stages"].as_array().unwrap().iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b[seed=1]", "d"]);
+}
+
+#[test]
+fn an_unknown_target_is_refused_with_a_suggestion_and_writes_nothing() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", BRANCHES);
+    let (code, _, err) = ws.cli(&["run", m.to_str().unwrap(), "dd"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no stage of workflow `branches` is named `dd`; did you mean `d`?"), "{err}");
+    assert!(err.contains("(stages: a, b, c, d)"), "{err}");
+    assert!(!ws.path().join(".hudd").exists(), "a refused target writes nothing");
+}

@@ -398,7 +398,7 @@ proptest! {
         let edges: BTreeSet<(usize, usize)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).filter(|(a, b)| a < b).collect();
         let ws = Ws::new();
         let m = ws.write("w.toml", &dag_manifest(n, &edges));
-        let (w, r) = ws.run_with(&m, &[], RunOptions { jobs: 4, ..RunOptions::default() });
+        let (w, r) = ws.run_with(&m, &[], RunOptions { jobs: Some(4), ..RunOptions::default() });
         prop_assert_eq!(r.ran(), n);
         let ticks = |i: usize| -> (u64, u64) {
             let t = ws.output(&w, &r, &format!("s{i}"), "ticks");
@@ -424,7 +424,7 @@ fn stages_sharing_a_key_in_a_parallel_run_compute_it_once_and_all_succeed() {
         ));
     }
     let m = ws.write("w.toml", &text);
-    let (_, r) = ws.run_with(&m, &[], RunOptions { jobs: 4, ..RunOptions::default() });
+    let (_, r) = ws.run_with(&m, &[], RunOptions { jobs: Some(4), ..RunOptions::default() });
     assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
     assert!(r.keys.iter().all(|k| *k == r.keys[0]));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "one execution for one key");

@@ -16,7 +16,6 @@ fn reference() -> std::collections::HashMap<String, Tensor> {
 
 fn net(refs: &std::collections::HashMap<String, Tensor>) -> (nn::VarStore, Net) {
     let arch = Architecture::load(std::path::Path::new(&fixture("zennit-net.toml"))).unwrap();
-    let _rng = hudd::runtime::torch_rng();
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let net = Net::new(&arch, &vs.root(), [3, 8, 8], 3).unwrap();
     let mut vars = vs.variables();

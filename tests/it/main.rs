@@ -4,6 +4,7 @@ mod binary;
 mod browser;
 mod cli;
 mod cluster;
+mod determinism;
 mod engine;
 mod evaluation;
 mod fuzz;

@@ -139,17 +139,15 @@ fn trainings_side_by_side_give_the_weights_each_gives_alone() {
 #[test]
 fn weights_round_trip_through_safetensors() {
     use hudd::model::artefact::Model;
+    use hudd::model::draws::{Draws, Stream};
     let ran = run(&overfit_manifest());
     let dir = ran.output("train", "model");
     let model = Model::load(&dir, tch::Device::Cpu).unwrap();
     let again = tempfile::tempdir().unwrap();
     model.save(again.path()).unwrap();
     let reloaded = Model::load(again.path(), tch::Device::Cpu).unwrap();
-    let x = {
-        let _rng = hudd::runtime::torch_rng();
-        tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu))
-    };
-    let (y1, y2) = (model.forward_t(&x, false).unwrap(), reloaded.forward_t(&x, false).unwrap());
+    let x = Draws::new(1, Stream::Init).normal(&[2, 3, 32, 32]);
+    let (y1, y2) = (model.forward(&x).unwrap(), reloaded.forward(&x).unwrap());
     assert_eq!(f64::try_from((y1 - y2).abs().max()).unwrap(), 0.0);
 }
 
@@ -160,7 +158,7 @@ fn weights_written_by_pytorch_load_with_the_documented_names() {
     load_weights(model.var_store_mut().unwrap(), std::path::Path::new(&fixture("pytorch_tiny.safetensors"))).unwrap();
     let io = tch::Tensor::read_safetensors(fixture("pytorch_tiny_io.safetensors")).unwrap();
     let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
-    let y = model.forward_t(&get("input"), false).unwrap();
+    let y = model.forward(&get("input")).unwrap();
     let diff = f64::try_from((y - get("output")).abs().max()).unwrap();
     assert!(diff < 1e-5, "PyTorch and hudd disagree by {diff}");
 }
@@ -255,7 +253,7 @@ fn a_torchscript_model_is_imported_tested_and_refused_where_layers_are_needed() 
     let model = Model::load(&dir, tch::Device::Cpu).unwrap();
     let io = tch::Tensor::read_safetensors(fixture("tiny_script_io.safetensors")).unwrap();
     let get = |name: &str| io.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
-    let diff = f64::try_from((model.forward_t(&get("input"), false).unwrap() - get("output")).abs().max()).unwrap();
+    let diff = f64::try_from((model.forward(&get("input")).unwrap() - get("output")).abs().max()).unwrap();
     assert!(diff < 1e-5, "TorchScript output differs from PyTorch's by {diff}");
     let err = model.net("LRP heatmaps").unwrap_err().to_string();
     assert!(err.contains("is TorchScript: LRP heatmaps needs declared layers"), "{err}");

@@ -1,7 +1,7 @@
 //! Execution settings stay out of keys (`Stage::SETTINGS`): for every kind that declares one, two values give the
 //! same bytes, so leaving them out of the key can never hide a real change. Measured here and so left in keys: the
-//! inference batch size (test, heatmaps, select: scores and relevance move in their last bits) and the cluster
-//! stage's threads (its distances are sums in libtorch's matrix products).
+//! inference batch size (test, heatmaps, select: scores and relevance move in their last bits) and training's
+//! threads (its sums in libtorch's products). `tests/it/determinism.rs` runs the whole quickstart this way.
 
 use std::collections::BTreeMap;
 
@@ -54,7 +54,7 @@ id = "cluster"
 kind = "cluster"
 heatmaps = "heatmaps.heatmaps"
 images = "test.errors"
-threads = 1
+threads = THREADS
 
 [[stage]]
 id = "select"
@@ -99,7 +99,7 @@ fn threads_change_no_byte_and_no_key() {
     let (keys_a, a) = digests(&one, 1);
     let (keys_b, b) = digests(&two, 2);
     assert_eq!(keys_a, keys_b, "settings are not part of keys");
-    for stage in ["test", "heatmaps", "select"] {
+    for stage in ["test", "heatmaps", "cluster", "select"] {
         assert!(!a[stage].is_empty());
         assert_eq!(a[stage], b[stage], "{stage}: outputs differ between 1 and 2 threads");
     }

@@ -313,3 +313,32 @@ pub fn tiny_model() -> hudd::model::artefact::Model {
     };
     Model::init(meta, tch::Device::Cpu, 0).unwrap()
 }
+
+/// Runs the quickstart shrunk to fit the test suite (fewer images and epochs, every stage kept), the model under
+/// analysis trained for `epochs`, with the built-in stage kinds.
+pub fn quickstart(ws: &Ws, epochs: usize, options: &RunOptions) -> (Workflow, RunReport) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = ws
+        .write("workflows/quickstart.toml", &std::fs::read_to_string(root.join("workflows/quickstart.toml")).unwrap());
+    ws.write(
+        "workflows/annotations/quickstart.toml",
+        &std::fs::read_to_string(root.join("workflows/annotations/quickstart.toml")).unwrap(),
+    );
+    let overrides: Vec<Override> = [
+        "data.splits.train.count=400",
+        "data.splits.test.count=200",
+        "data.splits.validation.count=60",
+        "data.splits.improvement.count=400",
+        &format!("train.epochs={epochs}"),
+        "retrain.epochs=1",
+        "retrain-baseline.epochs=1",
+    ]
+    .iter()
+    .map(|o| o.parse().unwrap())
+    .collect();
+    let registry = hudd::stages::registry();
+    let w = manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
+    let r = engine::run(&ws.store(), &w, &registry, options, &Reporter::hidden()).unwrap();
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    (w, r)
+}
