@@ -70,7 +70,7 @@ impl Draws {
 /// `tensor`'s values replaced in place, without recording a gradient.
 pub fn assign(tensor: &mut Tensor, values: &Tensor) {
     tch::no_grad(|| {
-        let _ = tensor.copy_(&values.to_kind(tensor.kind()));
+        tensor.copy_(&values.to_kind(tensor.kind()));
     });
 }
 

@@ -480,7 +480,7 @@ fn dots_manifest(ws: &crate::support::Ws, scrambled: bool, seed_with: &str) -> S
     }
     ws.write("dots.csv", &listing);
     format!(
-        "[workflow]\nname = \"kp-select\"\nseed = 2\n\
+        "[workflow]\nname = \"kp-select\"\nseed = 3\n\
          [[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\npath = \"dots.csv\"\nsize = 32\nchannels = 1\n\
          [[stage]]\nid = \"train\"\nkind = \"train\"\ndataset = \"data.dataset\"\narchitecture = \"{}\"\nepochs = 3\nbatch_size = 16\n\
          optimizer = \"adam\"\nlr = 0.002\nweight_decay = 0.0\nvalidation = 0.0\ndevice = \"cpu\"\n\
