@@ -26,7 +26,38 @@ fn peak_rss() -> u64 {
         * 1024
 }
 
+/// `HUDD_BENCH_PARTS=n,d`: the parts of clustering one layer of n random heatmaps of d floats, each timed.
+fn parts(n: usize, d: usize) {
+    let mut draws = hudd::model::draws::Draws::new(1, hudd::model::draws::Stream::Init);
+    let x = Vec::<f32>::try_from(draws.normal(&[n as i64, d as i64]).flatten(0, -1)).unwrap();
+    let time = |what: &str, t: Instant| println!("{what:<28} {:8.2} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let raw = cluster::distances_of(&x, n, d);
+    time("distances", t);
+    let t = Instant::now();
+    let space = cluster::hudd_space(&raw);
+    time("HUDD space", t);
+    let t = Instant::now();
+    let curve = cluster::hudd_curve_space(&raw);
+    time("k-curve matrix", t);
+    let t = Instant::now();
+    let dendrogram = cluster::dendrogram(&space, cluster::Linkage::Ward);
+    time("Ward", t);
+    let t = Instant::now();
+    let sweep = cluster::sweep(&dendrogram, cluster::default_max_k(n), &curve, &space);
+    time("sweep k = 2..max", t);
+    let t = Instant::now();
+    let (k, _) = cluster::choose_k(&sweep, cluster::ChooseK::Knee, None);
+    let labels = cluster::cut(&dendrogram, k);
+    let _ = (cluster::wicd(&raw, &labels), cluster::silhouette(&raw, &labels));
+    time("knee, cut, scores", t);
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("HUDD_BENCH_PARTS") {
+        let (n, d) = spec.split_once(',').expect("HUDD_BENCH_PARTS=n,d");
+        return parts(n.parse().unwrap(), d.parse().unwrap());
+    }
     let (n, d, threads) = (2000usize, 20000usize, 2);
     tch::set_num_threads(threads);
     tch::manual_seed(0);

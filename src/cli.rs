@@ -62,6 +62,20 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Recompute stored entries in a working folder and compare their bytes with the entries' (a stage's outputs
+    /// must be a function of its key); exit 1 when any differ.
+    Reproduce {
+        manifest: PathBuf,
+        /// The stages to recompute (ids, matrix ids or globs; default every stage); each must be fresh.
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<Override>,
+        /// libtorch threads for stages whose thread count is not in their key (default: the cores), to check that
+        /// another count gives the same bytes.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Show which stages are fresh and why the others would run.
     Plan {
         manifest: PathBuf,
@@ -303,6 +317,9 @@ fn dispatch(
             err,
             reporter,
         ),
+        Command::Reproduce { manifest, targets, set, threads } => {
+            reproduce(ws, &manifest, &targets, &set, threads, registry, out, reporter)
+        }
         Command::Status { manifest } => status(ws, manifest.as_deref(), registry, out),
         Command::Verify => verify(ws, out, reporter),
         Command::Doctor => doctor(ws, out),
@@ -464,6 +481,48 @@ fn run(
         ws.dir.join("reports").join(&w.name).display()
     )?;
     Ok(report.exit_code())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reproduce(
+    ws: &Workspace<'_>,
+    manifest: &Path,
+    targets: &[String],
+    set: &[Override],
+    threads: Option<usize>,
+    registry: &Registry,
+    out: &mut dyn Write,
+    reporter: &Reporter,
+) -> Result<u8, CliError> {
+    // The targets and what they read (for their keys), of which only the targets are recomputed.
+    let w = manifest::load(manifest, set, registry)?.restrict(targets)?;
+    let chosen = w.matching(targets)?;
+    let store = ws.open()?;
+    let _lock = store.lock(|message| reporter.line(message))?;
+    let planned = engine::plan(&store, &w, registry)?;
+    let threads = threads.unwrap_or_else(crate::runtime::cores);
+    let (mut same, mut differ, mut stale) = (0, 0, 0);
+    for i in chosen {
+        let id = &w.stages[i].id;
+        if !planned.decisions[i].is_fresh() {
+            writeln!(out, "stale      {id}: run it first, then reproduce it")?;
+            stale += 1;
+            continue;
+        }
+        let done = engine::reproduce(&store, registry, &planned.specs[i], threads, reporter)?;
+        if done.differing.is_empty() {
+            writeln!(out, "same bytes {id} ({:.1} s)", done.seconds)?;
+            same += 1;
+        } else {
+            writeln!(out, "DIFFERENT  {id}: {}", done.differing.join(", "))?;
+            differ += 1;
+        }
+    }
+    writeln!(
+        out,
+        "{same} reproduced with the same bytes, {differ} with other bytes, {stale} stale ({threads} threads)"
+    )?;
+    Ok(if differ > 0 { 1 } else { 0 })
 }
 
 fn status(

@@ -259,6 +259,23 @@ pub fn execute(
         // key computed it meanwhile.
         return Ok(Executed { entry, spec: spec.clone(), kept: planned.key != spec.key });
     }
+    store.write_spec(spec)?;
+    let (tmp, seconds) = run_in_working_folder(store, kind, spec, threads, reporter)?;
+    let entry = store.commit(tmp, spec, kind.outputs(), seconds, Some(runtime::device_summary()))?;
+    tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
+    store.write_alias(&planned.key, &spec.key)?;
+    Ok(Executed { entry, spec: spec.clone(), kept: false })
+}
+
+/// Runs a resolved stage into a new working folder of the store (its outputs under `out/`), with its inputs'
+/// entries; returns the folder, not yet committed, and the seconds the stage took.
+fn run_in_working_folder(
+    store: &Store,
+    kind: &dyn crate::engine::stage::StageKind,
+    spec: &Spec,
+    threads: usize,
+    reporter: &Reporter,
+) -> Result<(tempfile::TempDir, f64), EngineError> {
     let mut inputs = BTreeMap::new();
     for (slot, keys) in &spec.material.inputs {
         let names = spec.input_stages.get(slot).map_or(&[][..], Vec::as_slice);
@@ -272,7 +289,6 @@ pub fn execute(
     }
     let tmp = store.begin(&spec.key)?;
     let out_dir = tmp.path().join("out");
-    store.write_spec(spec)?;
     let _span = tracing::info_span!("stage", id = %spec.stage, kind = %spec.material.kind).entered();
     tracing::debug!(key = %spec.key, dir = %tmp.path().display(), threads, "executing");
     let progress = reporter.stage(&spec.stage);
@@ -304,11 +320,50 @@ pub fn execute(
     };
     drop(progress);
     result.map_err(|source| EngineError::Stage { stage: spec.stage.clone(), source })?;
-    let entry =
-        store.commit(tmp, spec, kind.outputs(), started.elapsed().as_secs_f64(), Some(runtime::device_summary()))?;
-    tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
-    store.write_alias(&planned.key, &spec.key)?;
-    Ok(Executed { entry, spec: spec.clone(), kept: false })
+    Ok((tmp, started.elapsed().as_secs_f64()))
+}
+
+/// What recomputing a stored entry gave: the output files whose bytes differ from the entry's (empty: the same
+/// bytes), and the seconds it took.
+#[derive(Debug)]
+pub struct Reproduced {
+    pub stage: String,
+    pub key: String,
+    pub differing: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Recomputes the entry of a fresh stage (`spec` with its final key) in a working folder, with `threads` threads,
+/// and compares every output file's digest with the entry's; the entry is left as it was.
+pub fn reproduce(
+    store: &Store,
+    registry: &Registry,
+    spec: &Spec,
+    threads: usize,
+    reporter: &Reporter,
+) -> Result<Reproduced, EngineError> {
+    let kind = registry.get(&spec.material.kind).ok_or_else(|| unknown_kind(&spec.material.kind, registry))?;
+    let spec = &resolve(store, spec)?;
+    let entry = store.entry(&spec.key).ok_or_else(|| EngineError::InputMissing {
+        stage: spec.stage.clone(),
+        slot: "(its own entry)".into(),
+        key: spec.key.clone(),
+    })?;
+    let (tmp, seconds) = run_in_working_folder(store, kind, spec, threads, reporter)?;
+    let again = crate::engine::store::digest_outputs(&tmp.path().join("out"), spec, kind.outputs())?;
+    let files = |records: &BTreeMap<String, crate::engine::store::OutputRecord>| -> BTreeMap<String, String> {
+        records.values().flat_map(|r| r.files.iter().map(|f| (f.path.clone(), f.blake3.clone()))).collect()
+    };
+    let (before, after) = (files(&entry.outputs), files(&again));
+    let differing = before
+        .keys()
+        .chain(after.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|path| before.get(*path) != after.get(*path))
+        .cloned()
+        .collect();
+    Ok(Reproduced { stage: spec.stage.clone(), key: spec.key.clone(), differing, seconds })
 }
 
 /// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), ordered by stage id (never by

@@ -386,17 +386,7 @@ impl Store {
         seconds: f64,
         device: Option<String>,
     ) -> Result<Entry, StoreError> {
-        let out = tmp.path().join("out");
-        let mut records = BTreeMap::new();
-        for o in outputs {
-            let path = out.join(o.rel_path());
-            let ok = if o.is_dir() { path.is_dir() } else { path.is_file() };
-            if !ok {
-                return Err(StoreError::MissingOutput { stage: spec.stage.clone(), output: o.name.into(), path });
-            }
-            let files = digest_tree(&out, &path)?;
-            records.insert(o.name.to_string(), OutputRecord { path: o.rel_path().to_string(), dir: o.is_dir(), files });
-        }
+        let records = digest_outputs(&tmp.path().join("out"), spec, outputs)?;
         let entry = Entry {
             key: spec.key.clone(),
             workflow: spec.workflow.clone(),
@@ -821,6 +811,26 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StoreError> {
 /// Flushes a folder's entries (new names, renames) to the disk.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
+}
+
+/// Every declared output of a stage written under `out` (a working folder's `out/`), with its files' digests; an
+/// output the kind declares but the stage did not write is an error naming it.
+pub fn digest_outputs(
+    out: &Path,
+    spec: &Spec,
+    outputs: &[OutputSpec],
+) -> Result<BTreeMap<String, OutputRecord>, StoreError> {
+    let mut records = BTreeMap::new();
+    for o in outputs {
+        let path = out.join(o.rel_path());
+        let ok = if o.is_dir() { path.is_dir() } else { path.is_file() };
+        if !ok {
+            return Err(StoreError::MissingOutput { stage: spec.stage.clone(), output: o.name.into(), path });
+        }
+        let files = digest_tree(out, &path)?;
+        records.insert(o.name.to_string(), OutputRecord { path: o.rel_path().to_string(), dir: o.is_dir(), files });
+    }
+    Ok(records)
 }
 
 /// Digests of every file under `path` (a file or a folder), relative to `base`, each file flushed to the disk

@@ -92,6 +92,22 @@ impl Workflow {
         Ok(Workflow { stages, dag, targets: targets.to_vec(), ..self.clone() })
     }
 
+    /// The stages the targets name themselves (not what they read), in workflow order; no targets: every stage.
+    pub fn matching(&self, targets: &[String]) -> Result<Vec<usize>, UnknownTarget> {
+        if targets.is_empty() {
+            return Ok((0..self.stages.len()).collect());
+        }
+        let mut found = BTreeSet::new();
+        for target in targets {
+            let named = matches(self, target);
+            if named.is_empty() {
+                return Err(self.unknown(target));
+            }
+            found.extend(named);
+        }
+        Ok(found.into_iter().collect())
+    }
+
     fn unknown(&self, target: &str) -> UnknownTarget {
         let ids: BTreeSet<&str> = self.stages.iter().map(|s| s.base_id.as_str()).collect();
         let best = ids

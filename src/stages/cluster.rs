@@ -201,7 +201,7 @@ impl Params for ClusterParams {
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {

@@ -121,7 +121,7 @@ fn mutate(sim: &dyn Simulator, task: &str, parent: &[f64], p: &ExpandParams, rng
 impl Stage for Expand {
     type Params = ExpandParams;
     const KIND: &'static str = "expand";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",

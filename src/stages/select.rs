@@ -195,7 +195,7 @@ pub fn assign(
 impl Stage for Select {
     type Params = SelectParams;
     const KIND: &'static str = "select";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model under analysis" },
         InputSlot {

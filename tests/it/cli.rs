@@ -154,3 +154,34 @@ fn an_unknown_target_is_refused_with_a_suggestion_and_writes_nothing() {
     assert!(err.contains("(stages: a, b, c, d)"), "{err}");
     assert!(!ws.path().join(".hudd").exists(), "a refused target writes nothing");
 }
+
+#[test]
+fn reproduce_recomputes_an_entry_and_names_the_files_whose_bytes_differ() {
+    let ws = Ws::new();
+    let m = ws.write("w.toml", TWO);
+    let (code, out, _) = ws.cli(&["reproduce", m.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("stale      a: run it first") && out.contains("0 reproduced with the same bytes"), "{out}");
+    ws.run(&m);
+    // `echo` writes the ticks of a process-wide clock: a recomputation gives other bytes there, and says so.
+    let (code, out, _) = ws.cli(&["reproduce", m.to_str().unwrap(), "b"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("DIFFERENT  b: ticks.txt"), "{out}");
+    assert!(!out.contains(" a"), "only the target is recomputed: {out}");
+    let (_, plan, _) = ws.cli(&["plan", m.to_str().unwrap()]);
+    assert!(plan.contains("0 of 2 stages would run"), "the entries are left as they were: {plan}");
+}
+
+#[test]
+fn reproduce_finds_the_same_bytes_for_a_simulation_at_another_thread_count() {
+    let ws = Ws::new();
+    let text = "[workflow]\nname = \"sim\"\nseed = 3\n[[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\n\
+        size = 16\nsplits = { train = { count = 40 } }\n";
+    let m = ws.write("w.toml", text);
+    let registry = hudd::stages::registry();
+    let (code, _, err) = ws.cli_with(&registry, &["run", m.to_str().unwrap(), "--threads", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = ws.cli_with(&registry, &["reproduce", m.to_str().unwrap(), "--threads", "2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("same bytes data") && out.contains("1 reproduced with the same bytes"), "{out}");
+}
