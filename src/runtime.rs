@@ -82,6 +82,22 @@ pub fn device(choice: DeviceChoice) -> Result<tch::Device, String> {
     }
 }
 
+/// What a device choice resolves to here, as it enters the keys of the stages that run a model (`("device",
+/// "cpu")` or `("device", "cuda")`): the same stage computes other bytes on a GPU, so a key names the device kind.
+/// `auto` probes for CUDA (loading its library once per process); `cuda` is keyed as asked, and refused when run
+/// where there is none.
+pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
+    let kind = match choice {
+        DeviceChoice::Cpu => "cpu",
+        DeviceChoice::Cuda => "cuda",
+        DeviceChoice::Auto => {
+            load_cuda();
+            if tch::Cuda::is_available() { "cuda" } else { "cpu" }
+        }
+    };
+    ("device".to_string(), kind.to_string())
+}
+
 fn describe_cuda(lib: &CudaLibrary) -> String {
     match lib {
         CudaLibrary::Loaded(p) => format!("{} loaded", p.display()),

@@ -46,6 +46,11 @@ pub enum EngineError {
     Stage { stage: String, source: StageError },
     #[error("stage `{stage}`: input `{slot}` comes from key {key}, which is not in the store (was its stage run?)")]
     InputMissing { stage: String, slot: String, key: String },
+    #[error(
+        "stage `{stage}` was planned with {name} = {planned}, but here it is {here}: its key would name other bytes \
+         than it computes (plan and run it where it will run, or set the stage's `device`)"
+    )]
+    Environment { stage: String, name: String, planned: String, here: String },
     #[error("slurm: {0}")]
     Scheduler(String),
     /// Ctrl-C while following cluster jobs; the message says what became of them.
@@ -248,6 +253,7 @@ pub fn execute(
         });
     }
     let spec = &resolve(store, planned)?;
+    same_environment(kind, spec)?;
     // Two stages of one run (or two processes) may share a key: one computes, the other finds the entry.
     let _key_lock = store.lock_key(&spec.key)?;
     if store.state(&spec.key) == crate::engine::store::EntryState::Intact
@@ -265,6 +271,19 @@ pub fn execute(
     tracing::debug!(key = %spec.key, seconds = entry.seconds, "committed");
     store.write_alias(&planned.key, &spec.key)?;
     Ok(Executed { entry, spec: spec.clone(), kept: false })
+}
+
+/// What a stage's key says of the machine (its fingerprints: the device kind, compiled-in files) holds where it is
+/// about to run: a key planned on a CPU host and run on a GPU node would otherwise name other bytes.
+fn same_environment(kind: &dyn crate::engine::stage::StageKind, spec: &Spec) -> Result<(), EngineError> {
+    for (name, here) in kind.fingerprints(&spec.material.params) {
+        if let Some(planned) = spec.material.externals.get(&name)
+            && *planned != here
+        {
+            return Err(EngineError::Environment { stage: spec.stage.clone(), name, planned: planned.clone(), here });
+        }
+    }
+    Ok(())
 }
 
 /// Runs a resolved stage into a new working folder of the store (its outputs under `out/`), with its inputs'
@@ -344,6 +363,7 @@ pub fn reproduce(
 ) -> Result<Reproduced, EngineError> {
     let kind = registry.get(&spec.material.kind).ok_or_else(|| unknown_kind(&spec.material.kind, registry))?;
     let spec = &resolve(store, spec)?;
+    same_environment(kind, spec)?;
     let entry = store.entry(&spec.key).ok_or_else(|| EngineError::InputMissing {
         stage: spec.stage.clone(),
         slot: "(its own entry)".into(),

@@ -62,6 +62,11 @@ impl Stage for Activations {
     const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "The DNN's activations at every layer's input, as a representation to cluster.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &ActivationsParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &ActivationsParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;

@@ -108,6 +108,11 @@ impl Stage for Confirm {
     const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "Tests each rule on new images rendered inside and outside its region.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &ConfirmParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &ConfirmParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;

@@ -166,6 +166,11 @@ impl Stage for Expand {
     const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "Grows each root-cause cluster with generated images the model fails on alike.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &ExpandParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &ExpandParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;

@@ -188,6 +188,11 @@ impl Stage for Heatmaps {
     const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "LRP heatmaps of every layer.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &HeatmapParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;

@@ -155,6 +155,11 @@ impl Stage for Retrain {
     const USES_SEED: bool = true;
     const DOC: &'static str = "Retrains the model with the unsafe set.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &RetrainParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &RetrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads);
         let device = runtime::device(p.device).map_err(StageError::input)?;

@@ -248,6 +248,11 @@ impl Stage for Select {
     const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "Selects likely-unsafe improvement images for labelling.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &SelectParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &SelectParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;

@@ -95,6 +95,11 @@ impl Stage for Test {
     const SETTINGS: &'static [&'static str] = &["threads"];
     const DOC: &'static str = "Runs a model over a dataset split.";
 
+    /// The device kind this resolves to enters the key: a GPU computes other bytes.
+    fn fingerprints(p: &TestParams) -> Vec<(String, String)> {
+        vec![crate::runtime::device_fingerprint(p.device)]
+    }
+
     fn run(&self, p: &TestParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;

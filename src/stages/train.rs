@@ -125,8 +125,10 @@ impl Stage for Train {
         p.architecture.iter().filter(|a| !crate::model::is_shipped_name(a)).cloned().collect()
     }
 
+    /// A shipped architecture's text, and the device kind this resolves to (a GPU computes other bytes).
     fn fingerprints(p: &TrainParams) -> Vec<(String, String)> {
-        p.architecture.iter().filter_map(|a| crate::model::shipped_fingerprint(a)).collect()
+        let architecture = p.architecture.iter().filter_map(|a| crate::model::shipped_fingerprint(a));
+        architecture.chain([runtime::device_fingerprint(p.device)]).collect()
     }
 
     fn run(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {

@@ -591,3 +591,27 @@ fn a_stage_stored_but_not_yet_shown_is_reported_by_plan_and_shown_by_the_next_ru
     let (_, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);
     assert!(!out.contains("not shown"), "{out}");
 }
+
+#[test]
+fn a_key_planned_for_another_device_is_refused_where_it_would_run() {
+    // Planned on a CPU host (the spec a Slurm job or `hudd exec` would run), executed where the device differs.
+    let ws = Ws::new();
+    let m =
+        ws.write("w.toml", "[workflow]\nname = \"machine\"\n[[stage]]\nid = \"m\"\nkind = \"machine\"\ntext = \"x\"\n");
+    let w = ws.workflow(&m, &[]);
+    let store = ws.store();
+    let registry = crate::support::registry();
+    *crate::support::MACHINE.lock().unwrap() = "cpu";
+    let planned = hudd::engine::plan(&store, &w, &registry).unwrap();
+    *crate::support::MACHINE.lock().unwrap() = "cuda";
+    let Err(err) =
+        hudd::engine::execute(&store, &registry, &planned.specs[0], 1, &hudd::engine::progress::Reporter::hidden())
+    else {
+        panic!("a key planned for the CPU ran where the device is CUDA")
+    };
+    *crate::support::MACHINE.lock().unwrap() = "cpu";
+    let text = err.to_string();
+    assert!(text.contains("planned with device = cpu, but here it is cuda"), "{text}");
+    assert_eq!(err.exit_code(), 2);
+    assert!(store.entry(&planned.specs[0].key).is_none(), "nothing is stored under the key");
+}

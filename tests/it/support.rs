@@ -99,6 +99,28 @@ impl Stage for Echo {
     }
 }
 
+/// What the `machine` stage's key says of the machine it runs on (a stand-in for the device kind a model stage keys).
+pub static MACHINE: std::sync::Mutex<&str> = std::sync::Mutex::new("cpu");
+
+/// `machine`: writes nothing of note; its fingerprint is [`MACHINE`].
+pub struct Machine;
+
+impl Stage for Machine {
+    type Params = EchoParams;
+    const KIND: &'static str = "machine";
+    const VERSION: u32 = 1;
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec { name: "out", kind: TEXT, path: "out.txt", doc: "" }];
+
+    fn fingerprints(_p: &EchoParams) -> Vec<(String, String)> {
+        vec![("device".into(), MACHINE.lock().unwrap().to_string())]
+    }
+
+    fn run(&self, p: &EchoParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        std::fs::write(ctx.output("out")?, &p.text).unwrap();
+        Ok(())
+    }
+}
+
 /// `files`: copies an external folder into the store, offered as text, heatmaps or clusters.
 pub struct Files;
 
@@ -207,7 +229,7 @@ impl Stage for GateStage {
 }
 
 pub fn registry() -> Registry {
-    Registry::new().with(Echo).with(Files).with(GateStage)
+    Registry::new().with(Echo).with(Files).with(GateStage).with(Machine)
 }
 
 /// A temporary workspace with helpers to write manifests and run them.
