@@ -60,15 +60,9 @@ impl Workflow {
             return Ok(self.clone());
         }
         let mut keep = BTreeSet::new();
-        for target in targets {
-            let found = matches(self, target);
-            if found.is_empty() {
-                return Err(self.unknown(target));
-            }
-            for i in found {
-                keep.insert(i);
-                keep.extend(self.dag.ancestors(i));
-            }
+        for i in self.matching(targets)? {
+            keep.insert(i);
+            keep.extend(self.dag.ancestors(i));
         }
         let index: BTreeMap<usize, usize> = keep.iter().enumerate().map(|(new, &old)| (old, new)).collect();
         let stages: Vec<_> = keep
