@@ -107,7 +107,18 @@ fn a_run_killed_mid_stage_leaves_no_half_entry_and_a_rerun_gives_the_same_bytes(
     let started = Instant::now();
     let tmp = ws.path().join(".hudd/tmp");
     loop {
-        let stored = ws.path().join(".hudd/store").read_dir().map(|d| d.count()).unwrap_or(0);
+        // Entries live in `store/<first two characters>/<key>`, the prefix folder made before the rename that
+        // commits: count committed entries, not prefix folders.
+        let stored = ws
+            .path()
+            .join(".hudd/store")
+            .read_dir()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|prefix| prefix.path().read_dir().into_iter().flatten().flatten())
+            .filter(|entry| entry.path().join("entry.json").exists())
+            .count();
         let working = tmp.read_dir().map(|d| d.count()).unwrap_or(0);
         if stored >= 1 && working >= 1 {
             break;
