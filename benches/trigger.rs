@@ -39,6 +39,7 @@ fn main() {
         splits: Vec::new(),
         params: sim.params().iter().map(|p| ParamInfo::of(&p.column())).collect(),
         chosen_by: Vec::new(),
+        domains: Default::default(),
     };
     // One cluster's work: n images rendered and written as a dataset, then tested (and, for expand, explained).
     let hudd_round = |explain: bool, seed: u64| -> f64 {

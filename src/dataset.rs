@@ -3,6 +3,7 @@
 //! The table has one row per image, in the images' order: `image` (id), `split`, the label (`label` and
 //! `label_index` for classification, `target_<name>` columns for regression), then every simulator parameter.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,16 @@ impl ParamKind {
         }
     }
 
+    /// The circle the parameter lives on: 360° for an angle and 180° for an axis whose range goes all the way round;
+    /// none for one with a narrower range (yaw in [-75°, 75°] never wraps: it is an interval) or a number.
+    pub fn period(&self) -> Option<f64> {
+        match *self {
+            ParamKind::Angle { min, max } if max - min >= 360.0 => Some(360.0),
+            ParamKind::Axial { min, max } if max - min >= 180.0 => Some(180.0),
+            _ => None,
+        }
+    }
+
     /// "real", "angle", "axial", "categorical" or "bool": how evaluation stages must measure spread.
     pub fn name(&self) -> &'static str {
         match self {
@@ -115,6 +126,10 @@ pub struct ParamInfo {
     /// The task's label is made from this parameter (`Simulator::label_params`): it restates the label.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub label: bool,
+    /// An angle or axis read on a circle of this many degrees: its declared range goes all the way round. Angles
+    /// without it lie in a narrower range and are read as numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<f64>,
 }
 
 impl ParamInfo {
@@ -125,7 +140,14 @@ impl ParamInfo {
             ParamKind::Categorical(v) => (None, v.iter().map(|s| s.to_string()).collect()),
             ParamKind::Bool => (None, vec!["false".into(), "true".into()]),
         };
-        ParamInfo { name: spec.name.to_string(), kind: spec.kind.name().to_string(), unit, values, label: false }
+        ParamInfo {
+            name: spec.name.to_string(),
+            kind: spec.kind.name().to_string(),
+            unit,
+            values,
+            label: false,
+            period: spec.kind.period(),
+        }
     }
 }
 
@@ -150,6 +172,10 @@ pub struct DatasetMeta {
     /// were clustered). Subsets keep it; a model trained on the set records them as having chosen its data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chosen_by: Vec<String>,
+    /// For a simulated dataset: each split's operational domain, the distribution its parameters were drawn from
+    /// (what `confirm` and `generate` draw fresh images from, and what rates are stated inside).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, crate::domain::Domain>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +392,23 @@ impl Dataset {
             });
         }
         Ok(rows)
+    }
+
+    /// The operational domain a split's parameters were drawn from, or an error saying why there is none.
+    pub fn domain(&self, split: &str) -> Result<&crate::domain::Domain, DatasetError> {
+        self.meta.domains.get(split).ok_or_else(|| DatasetError::Table {
+            path: self.dir.join("meta.json"),
+            message: if self.meta.domains.is_empty() {
+                format!(
+                    "records no split's declared distribution (it comes from `{}`; only a simulate stage's \
+                     datasets, made by this version of hudd, do)",
+                    self.meta.source
+                )
+            } else {
+                let names: Vec<&str> = self.meta.domains.keys().map(String::as_str).collect();
+                format!("records no declared distribution for split `{split}` (splits: {})", names.join(", "))
+            },
+        })
     }
 
     /// Class indices of every row (classification datasets).

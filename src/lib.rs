@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cluster;
 pub mod dataset;
 pub mod diff;
+pub mod domain;
 pub mod engine;
 pub mod lrp;
 pub mod media;

@@ -223,3 +223,108 @@ pub fn t_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
     let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?.inverse_cdf(0.5 + level / 2.0);
     Some((mean - t * sem, mean + t * sem))
 }
+
+/// How repeated runs' images relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Images {
+    /// Every run scored on the same images, in the same order (a held-out split).
+    Shared,
+    /// Each run scored on images of its own (fresh draws per run).
+    PerRun,
+}
+
+/// A `level` percentile interval for the mean over runs of each run's mean outcome (an accuracy, a failure rate),
+/// covering both sources of error: which models the runs happened to give, and which images the split happened to
+/// draw. A two-level bootstrap (Davison and Hinkley 1997, §3.8): each of `replicates` resamples the runs with
+/// replacement and then the images with replacement (one resample for all runs when they share their images, so
+/// that the images' common error is kept; one per run otherwise). Seeded: the same outcomes give the same interval.
+/// `None` without runs or images.
+pub fn two_level_interval(
+    outcomes: &[Vec<f64>],
+    images: Images,
+    level: f64,
+    replicates: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    use rand::{Rng, SeedableRng};
+    if outcomes.is_empty() || outcomes.iter().any(Vec::is_empty) {
+        return None;
+    }
+    let m = outcomes[0].len();
+    if images == Images::Shared && outcomes.iter().any(|o| o.len() != m) {
+        return None;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let runs = outcomes.len();
+    let mut means = Vec::with_capacity(replicates);
+    let mut shared = vec![0usize; m];
+    for _ in 0..replicates {
+        if images == Images::Shared {
+            shared.iter_mut().for_each(|i| *i = rng.random_range(0..m));
+        }
+        let mut total = 0.0;
+        for _ in 0..runs {
+            let run = &outcomes[rng.random_range(0..runs)];
+            let sum: f64 = match images {
+                Images::Shared => shared.iter().map(|&i| run[i]).sum(),
+                Images::PerRun => (0..run.len()).map(|_| run[rng.random_range(0..run.len())]).sum(),
+            };
+            total += sum / run.len() as f64;
+        }
+        means.push(total / runs as f64);
+    }
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * replicates as f64).floor() as usize).min(replicates - 1)];
+    Some((at((1.0 - level) / 2.0), at(0.5 + level / 2.0)))
+}
+
+/// A run's outcomes from counts: `hits` ones then zeros, `n` in all (for images scored independently per run).
+pub fn outcomes(hits: usize, n: usize) -> Vec<f64> {
+    (0..n).map(|i| f64::from(u8::from(i < hits))).collect()
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Synthetic retraining: run `r` has true accuracy `p_r ~ N(0.9, 0.01)` on the operational distribution, and
+    /// every run is scored on the same 400 images drawn from it (image `i` has a difficulty `u_i ~ U(0, 1)` and run
+    /// `r` gets it right when `u_i < p_r`). The target is the strategy's mean accuracy, 0.9.
+    fn coverage(trials: usize, interval: impl Fn(&[Vec<f64>]) -> (f64, f64)) -> f64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut covered = 0;
+        for _ in 0..trials {
+            let u: Vec<f64> = (0..400).map(|_| rng.random::<f64>()).collect();
+            let runs: Vec<Vec<f64>> = (0..10)
+                .map(|_| {
+                    let p = 0.9 + 0.01 * crate::sim::standard_normal(&mut rng);
+                    u.iter().map(|&x| f64::from(u8::from(x < p))).collect()
+                })
+                .collect();
+            let (lo, hi) = interval(&runs);
+            covered += usize::from(lo <= 0.9 && 0.9 <= hi);
+        }
+        covered as f64 / trials as f64
+    }
+
+    #[test]
+    fn the_two_level_interval_covers_the_true_accuracy_where_students_t_over_runs_does_not() {
+        let two = coverage(300, |runs| two_level_interval(runs, Images::Shared, 0.95, 400, 3).unwrap());
+        assert!((0.90..=0.99).contains(&two), "two-level coverage {two}");
+        let means = |runs: &[Vec<f64>]| runs.iter().map(|r| r.iter().sum::<f64>() / r.len() as f64).collect::<Vec<_>>();
+        let t = coverage(300, |runs| t_interval(&means(runs), 0.95).unwrap());
+        assert!(t < 0.6, "Student's t over runs alone covers {t}");
+    }
+
+    #[test]
+    fn per_run_images_and_degenerate_inputs() {
+        let runs = vec![outcomes(30, 100), outcomes(40, 100), outcomes(35, 100)];
+        let (lo, hi) = two_level_interval(&runs, Images::PerRun, 0.95, 2000, 1).unwrap();
+        assert!(lo < 0.35 && hi > 0.35 && hi - lo < 0.2, "{lo}–{hi}");
+        assert_eq!(two_level_interval(&runs, Images::PerRun, 0.95, 2000, 1), Some((lo, hi)));
+        assert_eq!(two_level_interval(&[], Images::Shared, 0.95, 10, 1), None);
+        assert_eq!(two_level_interval(&[outcomes(1, 2), outcomes(1, 3)], Images::Shared, 0.95, 10, 1), None);
+    }
+}

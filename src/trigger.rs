@@ -3,11 +3,10 @@
 //! (arcs for angles) and value sets; and what confirming and using a rule needs: whether a parameter vector lies in
 //! its region, drawing vectors inside it, and exact binomial intervals of failure rates.
 
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Dataset, DatasetError, ParamInfo, ParamKind};
+use crate::dataset::{Dataset, DatasetError, ParamInfo};
 use crate::sim::Simulator;
 
 /// One parameter's values over every image the learner sees.
@@ -108,30 +107,6 @@ impl Condition {
             Condition::OneOf { parameter, values } => format!("{parameter} ∈ {{{}}}", values.join(", ")),
         }
     }
-
-    /// A value drawn uniformly inside the condition (for a category: the index into `categories`).
-    pub fn draw(&self, categories: &[String], rng: &mut ChaCha8Rng) -> f64 {
-        match self {
-            Condition::Interval { lo, hi, .. } => {
-                if hi > lo {
-                    rng.random_range(*lo..=*hi)
-                } else {
-                    *lo
-                }
-            }
-            Condition::Arc { from, to, period, .. } => {
-                let length = (to - from).rem_euclid(*period);
-                let x = from + if length > 0.0 { rng.random_range(0.0..=length) } else { 0.0 };
-                // Back into the parameter's own convention (signed degrees for a full circle).
-                let x = x.rem_euclid(*period);
-                if *period == 360.0 && x > 180.0 { x - 360.0 } else { x }
-            }
-            Condition::OneOf { values, .. } => {
-                let name = &values[rng.random_range(0..values.len())];
-                categories.iter().position(|c| c == name).unwrap_or(0) as f64
-            }
-        }
-    }
 }
 
 fn on_arc(x: f64, from: f64, to: f64, period: f64) -> bool {
@@ -153,28 +128,118 @@ fn short(v: f64) -> String {
 pub struct Options {
     /// At most this many conditions.
     pub max_conditions: usize,
-    /// Every condition keeps at least this share of the cluster's images.
+    /// The rule keeps at least this share of the cluster's growing images.
     pub min_support: f64,
+    /// The share of each side's images held back to prune on (IREP's third).
+    pub prune_share: f64,
+    /// A condition stays only if it raises the rule's precision on the pruning images by at least this share of
+    /// the precision without it.
+    pub margin: f64,
+    /// No condition may keep more than this share of its parameter's operational distribution.
+    pub max_kept: f64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { max_conditions: 3, min_support: 0.6, prune_share: 1.0 / 3.0, margin: 0.1, max_kept: 0.9 }
+    }
 }
 
 /// A learned rule and how well it separates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Learned {
     pub conditions: Vec<Condition>,
-    /// Positives (cluster images) and negatives (correct images) the rule covers.
+    /// Conditions grown and then pruned, in the order grown.
+    pub pruned: Vec<Condition>,
+    /// Positives (cluster images) and negatives (correct images) the rule covers, over all images.
     pub positives: usize,
     pub negatives: usize,
 }
 
-/// Learns one rule for `positives` against `negatives` (row indices into every feature's values): greedy
-/// sequential covering as in FOIL/RIPPER's growing phase. Each step adds the condition with the largest FOIL gain
-/// `p₁ (log₂ p₁/(p₁+n₁) − log₂ p₀/(p₀+n₀))` over one unused parameter, among those keeping at least
-/// `min_support` of all positives; it stops when no condition raises the precision. Numeric conditions are
-/// intervals between two covered positives' values (on a circle, cut at the positives' widest gap);
-/// categorical ones the categories of highest positive rate. Interval bounds sit halfway between the last covered and
-/// the first uncovered value. Ties go to the earlier feature and bound, so the rule
-/// is deterministic.
-pub fn learn(features: &[Feature], positives: &[usize], negatives: &[usize], options: Options) -> Learned {
+/// Learns one rule for `positives` against `negatives` (row indices into every feature's values) as IREP does
+/// (Fürnkranz and Widmer 1994; the growing and pruning phases of RIPPER): the images are split at random, each
+/// side in proportion, into a growing part and a pruning part (`prune_share`), both drawn from `rng`.
+///
+/// Growing is greedy: each step adds the condition with the largest FOIL gain `p₁ (log₂ p₁/(p₁+n₁) − log₂
+/// p₀/(p₀+n₀))` over one unused parameter, among those keeping at least `min_support` of the growing positives
+/// and at most `max_kept` of the parameter's operational distribution (`kept(condition)`); it stops when no
+/// condition raises the precision. Numeric conditions are intervals between two covered positives' values (on a
+/// circle, cut at the positives' widest gap), bounds halfway to the next value; categorical ones the categories of
+/// highest positive rate. Pruning keeps the prefix of the grown conditions with the highest precision on the
+/// pruning images (IREP's deletion of final sequences; the empty rule when none beats it), then drops, one at a
+/// time, the condition whose removal costs least while removing it costs less than `margin` of the precision:
+/// what stays raised precision on images it was not grown on. Ties go to the earlier feature and bound.
+pub fn learn(
+    features: &[Feature],
+    positives: &[usize],
+    negatives: &[usize],
+    options: Options,
+    kept: &dyn Fn(&Condition) -> f64,
+    rng: &mut ChaCha8Rng,
+) -> Learned {
+    use rand::seq::SliceRandom;
+    let part = |rows: &[usize], rng: &mut ChaCha8Rng| {
+        let mut rows = rows.to_vec();
+        rows.shuffle(rng);
+        let grow = ((rows.len() as f64) * (1.0 - options.prune_share)).ceil() as usize;
+        let prune = rows.split_off(grow.min(rows.len()));
+        (rows, prune)
+    };
+    let (grow_pos, prune_pos) = part(positives, rng);
+    let (grow_neg, prune_neg) = part(negatives, rng);
+    let grown = grow(features, &grow_pos, &grow_neg, options, kept);
+    let precision = |conditions: &[&Condition]| {
+        let covered = |rows: &[usize]| rows.iter().filter(|&&i| covers(features, conditions, i)).count() as f64;
+        let (p, n) = (covered(&prune_pos), covered(&prune_neg));
+        if p + n > 0.0 { p / (p + n) } else { 0.0 }
+    };
+    let mut best = (0, precision(&[]));
+    for j in 1..=grown.len() {
+        let v = precision(&grown.iter().take(j).collect::<Vec<_>>());
+        if v > best.1 + 1e-12 {
+            best = (j, v);
+        }
+    }
+    let mut stays: Vec<&Condition> = grown.iter().take(best.0).collect();
+    loop {
+        let with = precision(&stays);
+        let without = |i: usize| {
+            let rest: Vec<&Condition> = stays.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| *c).collect();
+            precision(&rest)
+        };
+        let cheapest = (0..stays.len()).map(|i| (i, without(i))).fold(None, |b: Option<(usize, f64)>, x| match b {
+            Some(b) if b.1 >= x.1 => Some(b),
+            _ => Some(x),
+        });
+        match cheapest {
+            Some((i, without)) if with < without * (1.0 + options.margin) => {
+                stays.remove(i);
+            }
+            _ => break,
+        }
+    }
+    let conditions: Vec<Condition> = stays.into_iter().cloned().collect();
+    let pruned = grown.iter().filter(|c| !conditions.contains(c)).cloned().collect();
+    let refs: Vec<&Condition> = conditions.iter().collect();
+    let count = |rows: &[usize]| rows.iter().filter(|&&i| covers(features, &refs, i)).count();
+    Learned { positives: count(positives), negatives: count(negatives), conditions, pruned }
+}
+
+/// Whether image `i` meets every condition.
+fn covers(features: &[Feature], conditions: &[&Condition], i: usize) -> bool {
+    conditions
+        .iter()
+        .all(|c| features.iter().find(|f| f.name() == c.parameter()).is_some_and(|f| c.holds(value_of(f, i))))
+}
+
+/// IREP's growing phase on the growing images (see [`learn`]).
+fn grow(
+    features: &[Feature],
+    positives: &[usize],
+    negatives: &[usize],
+    options: Options,
+    kept: &dyn Fn(&Condition) -> f64,
+) -> Vec<Condition> {
     let mut pos: Vec<usize> = positives.to_vec();
     let mut neg: Vec<usize> = negatives.to_vec();
     let mut conditions = Vec::new();
@@ -187,7 +252,10 @@ pub fn learn(features: &[Feature], positives: &[usize], negatives: &[usize], opt
         for (f, feature) in features.iter().enumerate().filter(|(f, _)| !used[*f]) {
             for (condition, p1, n1) in candidates(feature, &pos, &neg, need) {
                 let gain = p1 as f64 * ((p1 as f64 / (p1 + n1) as f64).log2() - base);
-                if gain > 1e-9 && best.as_ref().is_none_or(|b| gain > b.0 + 1e-12) {
+                if gain > 1e-9
+                    && best.as_ref().is_none_or(|b| gain > b.0 + 1e-12)
+                    && kept(&condition) <= options.max_kept
+                {
                     best = Some((gain, f, condition));
                 }
             }
@@ -199,7 +267,7 @@ pub fn learn(features: &[Feature], positives: &[usize], negatives: &[usize], opt
         neg.retain(|&i| condition.holds(value(i)));
         conditions.push(condition);
     }
-    Learned { conditions, positives: pos.len(), negatives: neg.len() }
+    conditions
 }
 
 fn value_of(feature: &Feature, i: usize) -> Value<'_> {
@@ -302,41 +370,41 @@ fn candidates(feature: &Feature, pos: &[usize], neg: &[usize], need: usize) -> V
     }
 }
 
-/// The share of a parameter's range over `rows` that a condition keeps (1 for no restriction).
+/// The share of the images at `rows` (a sample of the operational distribution: the split's images) whose value of
+/// the condition's parameter meets it: how much of the parameter's operational distribution the condition keeps.
 pub fn kept(condition: &Condition, feature: &Feature, rows: &[usize]) -> f64 {
-    match (condition, feature) {
-        (Condition::Interval { lo, hi, .. }, Feature::Numeric { values, .. }) => {
-            let (_, min, max) = crate::stats::summary(&rows.iter().map(|&i| values[i]).collect::<Vec<_>>());
-            if max > min { ((hi.min(max) - lo.max(min)) / (max - min)).clamp(0.0, 1.0) } else { 1.0 }
+    let meets = rows.iter().filter(|&&i| condition.holds(value_of(feature, i))).count();
+    meets as f64 / rows.len().max(1) as f64
+}
+
+/// A condition with its bounds inside a parameter's operational support: an interval clipped to it; arcs and value
+/// sets as they are (an arc is learned only where the support goes all the way round; a value set only holds values
+/// images had).
+pub fn clip(condition: Condition, support: &crate::sim::Support) -> Condition {
+    match (condition, support) {
+        (Condition::Interval { parameter, lo, hi }, crate::sim::Support::Numbers { min, max }) => {
+            Condition::Interval { parameter, lo: lo.max(*min).min(*max), hi: hi.min(*max).max(*min) }
         }
-        (Condition::Arc { from, to, period, .. }, Feature::Numeric { values, .. }) => {
-            let scaled: Vec<f64> = rows.iter().map(|&i| values[i] * 360.0 / period).collect();
-            let whole = crate::stats::arc_length(crate::stats::arc(&scaled)) * period / 360.0;
-            let length = (to - from).rem_euclid(*period);
-            if whole > 0.0 { (length / whole).min(1.0) } else { 1.0 }
-        }
-        (Condition::OneOf { values: kept, .. }, Feature::Categorical { values, .. }) => {
-            let all: std::collections::BTreeSet<&str> = rows.iter().map(|&i| values[i].as_str()).collect();
-            kept.len() as f64 / all.len().max(1) as f64
-        }
-        _ => 1.0,
+        (c, _) => c,
     }
 }
 
 /// The learner's features from a dataset's parameters, the label's own parameters left out (they restate the
-/// label): numbers, angles (period 360), axes (period 180) and categories, with each parameter's description.
-pub fn features(ds: &Dataset) -> Result<Vec<(ParamInfo, Feature)>, DatasetError> {
-    let sim = simulator_of(ds);
+/// label): numbers, angles and axes, and categories, with each parameter's description. An angle or axis is read on
+/// its circle only where it can go all the way round: its declared range does, and so does its support in `domain`
+/// (the split the rules are stated for), when given; otherwise it is an interval.
+pub fn features(ds: &Dataset, domain: Option<&crate::sim::Domain>) -> Result<Vec<(ParamInfo, Feature)>, DatasetError> {
     let mut out = Vec::new();
-    for info in ds.meta.params.iter().filter(|p| !p.label) {
+    for (k, info) in ds.meta.params.iter().enumerate().filter(|(_, p)| !p.label) {
         let name = info.name.clone();
-        // A simulator's angle that cannot go all the way round (yaw in [-75°, 75°]) is an interval.
-        let spec = sim.and_then(|s| s.params().iter().find(|p| p.name == info.name));
-        let circle = |full: f64| spec.map_or(Some(full), |s| period_of(&s.kind));
+        let period = info.period.filter(|&period| {
+            domain.is_none_or(|d| match d.support(k) {
+                crate::sim::Support::Numbers { min, max } => max - min >= period,
+                crate::sim::Support::Categories(_) => false,
+            })
+        });
         let feature = match info.kind.as_str() {
-            "real" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: None },
-            "angle" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: circle(360.0) },
-            "axial" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period: circle(180.0) },
+            "real" | "angle" | "axial" => Feature::Numeric { name, values: ds.numbers(&info.name)?, period },
             _ => Feature::Categorical { name, values: ds.strings(&info.name)? },
         };
         out.push((info.clone(), feature));
@@ -356,16 +424,6 @@ pub fn not_simulated(ds: &Dataset, what: &str) -> String {
         ds.dir.display(),
         ds.meta.source
     )
-}
-
-/// The circle a parameter lives on: 360° for an angle and 180° for an axis that can go all the way round, none
-/// for one with a narrower range (it never wraps) or a number.
-pub fn period_of(kind: &ParamKind) -> Option<f64> {
-    match *kind {
-        ParamKind::Angle { min, max } if max - min >= 360.0 => Some(360.0),
-        ParamKind::Axial { min, max } if max - min >= 180.0 => Some(180.0),
-        _ => None,
-    }
 }
 
 /// The parameter vectors of some rows of a simulated dataset in the simulator's order (categories as their index),
@@ -395,17 +453,39 @@ pub fn inside(conditions: &[Condition], sim: &dyn Simulator, vector: &[f64]) -> 
     })
 }
 
-/// The random generator of one cluster's draws: independent of the other clusters', fixed by the stage's seed.
-pub fn cluster_rng(seed: u64, cluster: usize) -> ChaCha8Rng {
-    use rand::SeedableRng;
-    ChaCha8Rng::seed_from_u64(seed ^ (cluster as u64).wrapping_mul(0x9e37_79b9))
+/// What a stage draws for. Each purpose has its own streams, so two stages given the same seed (a manifest's
+/// matrix seeds) never draw the same parameter vectors or render the same detail.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    Rules,
+    Expand,
+    Confirm,
+    Generate,
 }
 
-/// A parameter vector inside the conditions: a random one of `base` (the split's images) with every condition's
-/// parameter redrawn inside it.
-pub fn draw_around(conditions: &[Condition], sim: &dyn Simulator, base: &[Vec<f64>], rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let b = &base[rng.random_range(0..base.len())];
-    draw_inside(conditions, sim, b, rng)
+impl Purpose {
+    fn tag(self) -> &'static str {
+        match self {
+            Purpose::Rules => "rules",
+            Purpose::Expand => "expand",
+            Purpose::Confirm => "confirm",
+            Purpose::Generate => "generate",
+        }
+    }
+
+    /// The seed of a stage's draws for this purpose: its images' renders use it with `sim::image_rng`.
+    pub fn seed(self, seed: u64) -> u64 {
+        let hash = blake3::hash(format!("hudd/{}/{seed}", self.tag()).as_bytes());
+        u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+
+    /// The random generator of one cluster's parameter draws: independent of the other clusters' and purposes'.
+    pub fn rng(self, seed: u64, cluster: usize) -> ChaCha8Rng {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed(seed));
+        rng.set_stream(cluster as u64);
+        rng
+    }
 }
 
 /// A writer of rendered images as a dataset like `ds` (task, size, parameters), from `source`, chosen by
@@ -422,22 +502,10 @@ pub fn image_writer(
         count: 0,
         splits: Vec::new(),
         chosen_by,
+        domains: Default::default(),
         ..ds.meta.clone()
     };
     crate::dataset::DatasetWriter::create(dir, meta, sim.params().iter().map(crate::sim::ParamSpec::column).collect())
-}
-
-/// `base` with every condition's parameter redrawn inside the condition.
-pub fn draw_inside(conditions: &[Condition], sim: &dyn Simulator, base: &[f64], rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let mut v = base.to_vec();
-    for c in conditions {
-        if let Some(k) = sim.params().iter().position(|p| p.name == c.parameter()) {
-            let categories: Vec<String> =
-                sim.params()[k].kind.categories().unwrap_or_default().iter().map(|s| s.to_string()).collect();
-            v[k] = c.draw(&categories, rng);
-        }
-    }
-    v
 }
 
 /// The exact (Clopper-Pearson) confidence interval of a binomial proportion: `k` of `n`, level `1 − alpha`.
@@ -455,43 +523,79 @@ pub fn clopper_pearson(k: usize, n: usize, alpha: f64) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn numeric(name: &str, values: Vec<f64>, period: Option<f64>) -> Feature {
         Feature::Numeric { name: name.into(), values, period }
     }
 
+    /// Learns with the default options, `kept` measured over every image.
+    fn learn_all(features: &[Feature], pos: &[usize], neg: &[usize], options: Options) -> Learned {
+        let rows: Vec<usize> = pos.iter().chain(neg).copied().collect();
+        let kept = |c: &Condition| {
+            let f = features.iter().find(|f| f.name() == c.parameter()).expect("a feature");
+            kept(c, f, &rows)
+        };
+        learn(features, pos, neg, options, &kept, &mut ChaCha8Rng::seed_from_u64(7))
+    }
+
     #[test]
     fn a_planted_interval_is_recovered_and_an_irrelevant_parameter_is_left_out() {
-        // 200 images: night uniform on [0, 1), noise independent of it; images with night ≥ 0.6 are the cluster.
-        let night: Vec<f64> = (0..200).map(|i| (i * 37 % 200) as f64 / 200.0).collect();
-        let noise: Vec<f64> = (0..200).map(|i| (i * 91 % 200) as f64 / 200.0).collect();
-        let pos: Vec<usize> = (0..200).filter(|&i| night[i] >= 0.6).collect();
-        let neg: Vec<usize> = (0..200).filter(|&i| night[i] < 0.6).collect();
+        // 600 images: night uniform on [0, 1), noise independent of it; images with night ≥ 0.6 are the cluster.
+        let night: Vec<f64> = (0..600).map(|i| (i * 37 % 600) as f64 / 600.0).collect();
+        let noise: Vec<f64> = (0..600).map(|i| (i * 91 % 600) as f64 / 600.0).collect();
+        let pos: Vec<usize> = (0..600).filter(|&i| night[i] >= 0.6).collect();
+        let neg: Vec<usize> = (0..600).filter(|&i| night[i] < 0.6).collect();
         let features = vec![numeric("noise", noise, None), numeric("night", night, None)];
-        let rule = learn(&features, &pos, &neg, Options { max_conditions: 3, min_support: 0.6 });
+        let rule = learn_all(&features, &pos, &neg, Options::default());
         assert_eq!(rule.conditions.len(), 1, "{rule:?}");
         let Condition::Interval { parameter, lo, hi } = &rule.conditions[0] else { panic!("{rule:?}") };
         assert_eq!(parameter, "night");
         assert!((lo - 0.6).abs() < 0.01 && *hi > 0.99, "{lo}–{hi}");
-        assert_eq!((rule.positives, rule.negatives), (pos.len(), 0));
+        // Bounds sit between the growing images' values: a positive or two at the edge may fall outside.
+        assert!(rule.positives + 3 >= pos.len() && rule.negatives == 0, "{rule:?}");
+    }
+
+    #[test]
+    fn a_near_vacuous_condition_is_pruned_and_one_covering_most_of_its_range_is_never_grown() {
+        // The cluster: dark images (night ≥ 0.7), except half of those whose blur axis lies in a narrow band
+        // (81°–90°), which the model gets right. An arc of blur axes around the band keeps 95% of the axes and
+        // shaves a few correct images off: growing alone adds it (TSR's "blur_angle 159° to 152° across 0°"),
+        // though it says next to nothing about where the model fails.
+        let n = 900;
+        let night: Vec<f64> = (0..n).map(|i| (i * 37 % n) as f64 / n as f64).collect();
+        let blur: Vec<f64> = (0..n).map(|i| (i * 53 % n) as f64 / n as f64 * 180.0).collect();
+        let positive = |i: usize| night[i] >= 0.7 && !((81.0..90.0).contains(&blur[i]) && i.is_multiple_of(2));
+        let pos: Vec<usize> = (0..n).filter(|&i| positive(i)).collect();
+        let neg: Vec<usize> = (0..n).filter(|&i| !positive(i)).collect();
+        let features = vec![numeric("blur", blur, Some(180.0)), numeric("night", night, None)];
+        let options = Options { min_support: 0.6, ..Options::default() };
+        let rule = learn_all(&features, &pos, &neg, options);
+        assert_eq!(rule.conditions.iter().map(Condition::parameter).collect::<Vec<_>>(), ["night"], "{rule:?}");
+        // Without the limit on what a condition keeps, nor the pruning margin, the blur band is grown and kept.
+        let loose = Options { max_kept: 1.0, margin: 0.0, ..options };
+        let grown = learn_all(&features, &pos, &neg, loose);
+        assert!(grown.conditions.iter().any(|c| c.parameter() == "blur"), "{grown:?}");
     }
 
     #[test]
     fn an_arc_across_the_wrap_and_a_category_set_are_learned() {
         // Light from 340° to 20° (across 0°) and an occluder that is a hand or a scarf.
-        let light: Vec<f64> = (0..120).map(|i| (i * 3) as f64).collect();
-        let occluder: Vec<String> = (0..120).map(|i| ["none", "hand", "scarf", "none"][i % 4].to_string()).collect();
+        let n = 720;
+        let light: Vec<f64> = (0..n).map(|i| (i / 2) as f64).collect();
+        let occluder: Vec<String> = (0..n).map(|i| ["none", "hand", "scarf", "none"][i % 4].to_string()).collect();
         let inside = |i: usize| (light[i] >= 340.0 || light[i] <= 20.0) && occluder[i] != "none";
-        let pos: Vec<usize> = (0..120).filter(|&i| inside(i)).collect();
-        let neg: Vec<usize> = (0..120).filter(|&i| !inside(i)).collect();
+        let pos: Vec<usize> = (0..n).filter(|&i| inside(i)).collect();
+        let neg: Vec<usize> = (0..n).filter(|&i| !inside(i)).collect();
         let features = vec![
             numeric("light", light.clone(), Some(360.0)),
             Feature::Categorical { name: "occluder".into(), values: occluder.clone() },
         ];
-        let rule = learn(&features, &pos, &neg, Options { max_conditions: 3, min_support: 0.5 });
+        let rule = learn_all(&features, &pos, &neg, Options { min_support: 0.5, ..Options::default() });
         assert_eq!(rule.negatives, 0, "{rule:?}");
-        assert_eq!(rule.positives, pos.len(), "{rule:?}");
+        assert!(rule.positives + 2 >= pos.len(), "{rule:?}");
         let arc = rule.conditions.iter().find(|c| c.parameter() == "light").unwrap();
         assert!(arc.holds(Value::Number(350.0)) && arc.holds(Value::Number(10.0)) && !arc.holds(Value::Number(180.0)));
         let set = rule.conditions.iter().find(|c| c.parameter() == "occluder").unwrap();
@@ -499,32 +603,63 @@ mod tests {
             set,
             &Condition::OneOf { parameter: "occluder".into(), values: vec!["hand".into(), "scarf".into()] }
         );
-        // Bounds halfway to the nearest uncovered values (339° and 21°).
-        assert_eq!(arc.describe("°"), "light -19.5° to 19.5°");
+        // Bounds halfway between the growing images' last covered and first uncovered values.
+        let Condition::Arc { from, to, .. } = arc else { panic!("{arc:?}") };
+        assert!((from - 339.5).abs() <= 1.0 && (to - 20.5).abs() <= 1.0, "{}", arc.describe("°"));
     }
 
     #[test]
-    fn only_angles_that_can_go_all_the_way_round_are_read_on_a_circle() {
-        // Yaw in [-75°, 75°] never wraps: an interval, which cannot widen across the back of the circle.
-        assert_eq!(period_of(&ParamKind::Angle { min: -75.0, max: 75.0 }), None);
-        assert_eq!(period_of(&ParamKind::Angle { min: 0.0, max: 360.0 }), Some(360.0));
-        assert_eq!(period_of(&ParamKind::Axial { min: 0.0, max: 180.0 }), Some(180.0));
-        assert_eq!(period_of(&ParamKind::Real { min: 0.0, max: 1.0, unit: "" }), None);
-    }
-
-    #[test]
-    fn drawn_values_lie_inside_their_condition() {
-        use rand::SeedableRng;
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let arc = Condition::Arc { parameter: "a".into(), from: 340.0, to: 20.0, period: 360.0 };
-        let interval = Condition::Interval { parameter: "b".into(), lo: 0.2, hi: 0.4 };
-        let set = Condition::OneOf { parameter: "c".into(), values: vec!["y".into()] };
-        let categories = vec!["x".to_string(), "y".to_string()];
-        for _ in 0..100 {
-            let a = arc.draw(&[], &mut rng);
-            assert!(arc.holds(Value::Number(a)) && (-20.0..=20.0).contains(&a), "{a}");
-            assert!(interval.holds(Value::Number(interval.draw(&[], &mut rng))));
-            assert_eq!(set.draw(&categories, &mut rng), 1.0);
+    fn the_planted_conjunction_matches_scikit_learns_decision_tree() {
+        // tests/fixtures/rules_ref.py: night ≥ 0.65 and fog ≥ 0.4, every 25th label flipped, noise irrelevant.
+        let reference: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/rules_ref.json")).expect("the reference parses");
+        let n = reference["n"].as_u64().unwrap() as usize;
+        let frac = |x: f64| x - x.floor();
+        let column = |c: f64| (0..n).map(|i| frac(i as f64 * c)).collect::<Vec<f64>>();
+        let (night, fog, noise) = (column((1.0 + 5f64.sqrt()) / 2.0), column(2f64.sqrt()), column(3f64.sqrt()));
+        let label = |i: usize| (night[i] >= 0.65 && fog[i] >= 0.4) != i.is_multiple_of(25);
+        let pos: Vec<usize> = (0..n).filter(|&i| label(i)).collect();
+        let neg: Vec<usize> = (0..n).filter(|&i| !label(i)).collect();
+        let features = vec![numeric("night", night, None), numeric("fog", fog, None), numeric("noise", noise, None)];
+        let rule = learn_all(&features, &pos, &neg, Options { min_support: 0.5, ..Options::default() });
+        let tree = &reference["tree"];
+        let mut used: Vec<&str> = rule.conditions.iter().map(Condition::parameter).collect();
+        used.sort_unstable();
+        let mut expected: Vec<&str> = tree["bounds"].as_object().unwrap().keys().map(String::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(used, expected, "{rule:?}");
+        for c in &rule.conditions {
+            let Condition::Interval { parameter, lo, hi } = c else { panic!("{c:?}") };
+            let bounds = &tree["bounds"][parameter.as_str()];
+            let (tlo, thi) = (bounds[0].as_f64().unwrap(), bounds[1].as_f64().unwrap());
+            assert!((lo - tlo).abs() < 0.02 && (hi.min(1.0) - thi).abs() < 0.02, "{c:?} against {tlo}–{thi}");
         }
+        // As precise and as complete as the tree's leaf, within two points.
+        let tree_precision = tree["positives"].as_f64().unwrap() / tree["covered"].as_f64().unwrap();
+        let precision = rule.positives as f64 / (rule.positives + rule.negatives) as f64;
+        assert!(precision > tree_precision - 0.02, "{precision} against {tree_precision}");
+        assert!(rule.positives as f64 > tree["positives"].as_f64().unwrap() * 0.98, "{rule:?}");
+    }
+
+    #[test]
+    fn an_interval_is_clipped_to_the_operational_support() {
+        let c = Condition::Interval { parameter: "brightness".into(), lo: 0.26, hi: 0.9 };
+        let clipped = clip(c, &crate::sim::Support::Numbers { min: 0.75, max: 1.2 });
+        assert_eq!(clipped, Condition::Interval { parameter: "brightness".into(), lo: 0.75, hi: 0.9 });
+    }
+
+    #[test]
+    fn each_purpose_draws_its_own_stream_for_the_same_seed() {
+        let draw = |p: Purpose, cluster| p.rng(1, cluster).random::<u64>();
+        let all = [
+            draw(Purpose::Confirm, 0),
+            draw(Purpose::Generate, 0),
+            draw(Purpose::Expand, 0),
+            draw(Purpose::Confirm, 1),
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| a != b), "{all:?}");
+        }
+        assert_ne!(Purpose::Confirm.seed(1), Purpose::Generate.seed(1));
     }
 }

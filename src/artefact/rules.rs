@@ -27,8 +27,14 @@ pub struct RuleRecord {
     pub size: usize,
     #[serde(default)]
     pub expanded: usize,
+    /// Images the expand stage found outside the operational domain: they never shape a stated rule.
+    #[serde(default)]
+    pub expanded_outside: usize,
     /// Empty when no condition separates the cluster from the correct images.
     pub conditions: Vec<RuleCondition>,
+    /// Conditions grown and then pruned (they did not raise precision on the images held back), in words.
+    #[serde(default)]
+    pub pruned: Vec<String>,
     /// The conditions in words, joined by "and".
     pub text: String,
     /// Cluster images (members and expanded) the rule covers, and their share of them.
@@ -39,7 +45,7 @@ pub struct RuleRecord {
     pub precision: f64,
 }
 
-/// One condition, with the share of the parameter's range (over the split's images) it keeps.
+/// One condition, with the share of the parameter's operational distribution (the split's images) it keeps.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RuleCondition {
     pub condition: Condition,
@@ -80,11 +86,13 @@ impl From<&RuleRecord> for RuleRow {
     }
 }
 
-/// `confirm.json`: every rule tested on new images inside and outside its region.
+/// `confirm.json`: every rule tested on fresh images of the operational domain, inside and outside its region.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Confirmations {
     /// The split whose failures the rules were learned from (it chose them).
     pub learned_on: String,
+    /// The split whose declared distribution is the operational domain the images were drawn from.
+    pub domain: String,
     /// Images drawn on each side of every rule, and the confidence level's alpha.
     pub images: usize,
     pub alpha: f64,
@@ -97,10 +105,36 @@ pub struct Confirmation {
     pub cluster: usize,
     pub rule: String,
     pub conditions: Vec<Condition>,
+    /// The region's share of the operational domain.
+    pub coverage: Coverage,
+    /// Fresh images inside and outside: the failure rate inside is the rule's precision in the domain.
     pub inside: Rate,
     pub outside: Rate,
+    /// The share of the model's failures in the domain that lie inside the region (the rule's recall).
+    pub recall: f64,
     /// The inside failure rate's lower bound is above the outside rate's upper bound.
     pub confirmed: bool,
+}
+
+/// A region's share of a domain, estimated from draws: `inside` of `drawn` parameter vectors fell in it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Coverage {
+    pub drawn: usize,
+    pub inside: usize,
+    pub share: f64,
+}
+
+impl Coverage {
+    pub fn of(inside: usize, drawn: usize) -> Coverage {
+        Coverage { drawn, inside, share: inside as f64 / drawn.max(1) as f64 }
+    }
+
+    /// The share of all failures that fall inside, by the law of total probability: `s·r₁ / (s·r₁ + (1 − s)·r₀)`
+    /// for share `s`, failure rates `r₁` inside and `r₀` outside; 0 without failures.
+    pub fn recall(&self, inside: &Rate, outside: &Rate) -> f64 {
+        let (a, b) = (self.share * inside.rate, (1.0 - self.share) * outside.rate);
+        if a + b > 0.0 { a / (a + b) } else { 0.0 }
+    }
 }
 
 /// Failures among images, with an exact (Clopper-Pearson) interval.
@@ -125,6 +159,8 @@ impl Rate {
 pub struct ConfirmRow {
     pub cluster: usize,
     pub rule: String,
+    #[serde(serialize_with = "display")]
+    pub share: f64,
     pub inside_images: usize,
     #[serde(serialize_with = "display")]
     pub inside_rate: f64,
@@ -139,6 +175,8 @@ pub struct ConfirmRow {
     pub outside_lo: f64,
     #[serde(serialize_with = "display")]
     pub outside_hi: f64,
+    #[serde(serialize_with = "display")]
+    pub recall: f64,
     pub confirmed: bool,
 }
 
@@ -146,6 +184,7 @@ impl Row for ConfirmRow {
     const COLUMNS: &'static [&'static str] = &[
         "cluster",
         "rule",
+        "share",
         "inside_images",
         "inside_rate",
         "inside_lo",
@@ -154,6 +193,7 @@ impl Row for ConfirmRow {
         "outside_rate",
         "outside_lo",
         "outside_hi",
+        "recall",
         "confirmed",
     ];
 }
@@ -163,6 +203,7 @@ impl From<&Confirmation> for ConfirmRow {
         ConfirmRow {
             cluster: c.cluster,
             rule: c.rule.clone(),
+            share: c.coverage.share,
             inside_images: c.inside.images,
             inside_rate: c.inside.rate,
             inside_lo: c.inside.lo,
@@ -171,6 +212,7 @@ impl From<&Confirmation> for ConfirmRow {
             outside_rate: c.outside.rate,
             outside_lo: c.outside.lo,
             outside_hi: c.outside.hi,
+            recall: c.recall,
             confirmed: c.confirmed,
         }
     }
@@ -188,8 +230,13 @@ pub struct ExpandRow {
     pub simulated: usize,
     pub failing: usize,
     pub joined: usize,
+    /// Of those that joined, the images outside the operational domain (the clustered split's declared
+    /// distribution).
+    #[serde(default)]
+    pub outside: usize,
 }
 
 impl Row for ExpandRow {
-    const COLUMNS: &'static [&'static str] = &["cluster", "members", "spread", "simulated", "failing", "joined"];
+    const COLUMNS: &'static [&'static str] =
+        &["cluster", "members", "spread", "simulated", "failing", "joined", "outside"];
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::dataset::ParamKind;
 use crate::dataset::{Label, ParamColumn, Target};
+pub use crate::domain::{Distribution, Distributions, Domain, Scenario, Support, standard_normal};
 use crate::engine::diagnostic::did_you_mean;
 use crate::engine::stage::Invalid;
 
@@ -63,53 +64,6 @@ pub enum Dist {
     Fixed(Scalar),
 }
 
-/// A distribution checked against its parameter, ready to sample.
-#[derive(Debug, Clone)]
-enum Sampler {
-    Uniform(f64, f64),
-    Normal {
-        mean: f64,
-        sd: f64,
-        min: f64,
-        max: f64,
-    },
-    /// Cumulative weights over category indices (bool: index 0 false, 1 true).
-    Categorical(Vec<f64>),
-    Fixed(f64),
-}
-
-impl Sampler {
-    fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
-        match *self {
-            Sampler::Uniform(a, b) if a == b => a,
-            Sampler::Uniform(a, b) => rng.random_range(a..=b),
-            Sampler::Normal { mean, sd, min, max } => {
-                // Truncated normal by rejection; the clamp only guards against a window far in the tail.
-                for _ in 0..64 {
-                    let x = mean + sd * standard_normal(rng);
-                    if (min..=max).contains(&x) {
-                        return x;
-                    }
-                }
-                mean.clamp(min, max)
-            }
-            Sampler::Categorical(ref cumulative) => {
-                let total = *cumulative.last().expect("at least one category");
-                let r = rng.random_range(0.0..total);
-                cumulative.iter().position(|&c| r < c).unwrap_or(cumulative.len() - 1) as f64
-            }
-            Sampler::Fixed(v) => v,
-        }
-    }
-}
-
-/// Box-Muller: one standard normal draw.
-pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random_range(0.0..1.0);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 impl ParamSpec {
     fn range(&self) -> (f64, f64) {
         match self.kind {
@@ -130,21 +84,21 @@ impl ParamSpec {
         ParamColumn { name: self.name, kind: self.kind }
     }
 
-    fn default_sampler(&self) -> Sampler {
+    fn default_sampler(&self) -> Distribution {
         let (min, max) = self.range();
         match self.default {
-            DefaultDist::Uniform(a, b) => Sampler::Uniform(a, b),
-            DefaultDist::Normal(mean, sd) => Sampler::Normal { mean, sd, min, max },
+            DefaultDist::Uniform(a, b) => Distribution::Uniform { min: a, max: b },
+            DefaultDist::Normal(mean, sd) => Distribution::Normal { mean, sd, min, max },
             DefaultDist::AnyCategory => {
                 let n = self.categories().map_or(1, |c| c.len());
-                Sampler::Categorical((1..=n).map(|i| i as f64).collect())
+                Distribution::Categorical { weights: vec![1.0; n] }
             }
-            DefaultDist::Chance(p) => Sampler::Categorical(vec![1.0 - p, 1.0]),
+            DefaultDist::Chance(p) => Distribution::Categorical { weights: vec![1.0 - p, p] },
         }
     }
 
     /// Checks a declared distribution; `field` names it in messages.
-    fn sampler(&self, dist: &Dist, field: &str) -> Result<Sampler, Invalid> {
+    fn sampler(&self, dist: &Dist, field: &str) -> Result<Distribution, Invalid> {
         let (min, max) = self.range();
         let bad = |message: String| Invalid::new(field, message);
         let numeric = self.categories().is_none();
@@ -159,7 +113,7 @@ impl ParamSpec {
                 if *a < min || *b > max {
                     return Err(bad(format!("uniform range [{a}, {b}] leaves the parameter's range [{min}, {max}]")));
                 }
-                Ok(Sampler::Uniform(*a, *b))
+                Ok(Distribution::Uniform { min: *a, max: *b })
             }
             Dist::Normal([mean, sd]) => {
                 if !numeric {
@@ -171,7 +125,7 @@ impl ParamSpec {
                 if *mean < min || *mean > max {
                     return Err(bad(format!("normal mean {mean} is outside the parameter's range [{min}, {max}]")));
                 }
-                Ok(Sampler::Normal { mean: *mean, sd: *sd, min, max })
+                Ok(Distribution::Normal { mean: *mean, sd: *sd, min, max })
             }
             Dist::Weights(weights) => {
                 let Some(categories) = self.categories() else {
@@ -194,15 +148,7 @@ impl ParamSpec {
                 if w.iter().sum::<f64>() <= 0.0 {
                     return Err(bad("weights sum to 0".to_string()));
                 }
-                let mut acc = 0.0;
-                Ok(Sampler::Categorical(
-                    w.into_iter()
-                        .map(|x| {
-                            acc += x;
-                            acc
-                        })
-                        .collect(),
-                ))
+                Ok(Distribution::Categorical { weights: w })
             }
             Dist::Fixed(value) => {
                 let v = match (value, self.categories()) {
@@ -216,9 +162,38 @@ impl ParamSpec {
                 if v < min || v > max {
                     return Err(bad(format!("fixed value {v} is outside the parameter's range [{min}, {max}]")));
                 }
-                Ok(Sampler::Fixed(v))
+                Ok(Distribution::Fixed { value: v })
             }
         }
+    }
+}
+
+impl Distributions {
+    /// Defaults of the simulator, overridden by `declared`; `field` prefixes parameter names in messages.
+    pub fn new(sim: &dyn Simulator, declared: &BTreeMap<String, Dist>, field: &str) -> Result<Self, Vec<Invalid>> {
+        let specs = sim.params();
+        let mut errors = Vec::new();
+        for name in declared.keys() {
+            if !specs.iter().any(|p| p.name == name) {
+                let hint = did_you_mean(name, specs.iter().map(|p| p.name))
+                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                errors.push(Invalid::new(
+                    format!("{field}.{name}"),
+                    format!("simulator `{}` has no parameter `{name}`{hint}", sim.name()),
+                ));
+            }
+        }
+        let mut dists = Vec::with_capacity(specs.len());
+        for p in specs {
+            match declared.get(p.name) {
+                Some(d) => match p.sampler(d, &format!("{field}.{}", p.name)) {
+                    Ok(s) => dists.push(s),
+                    Err(e) => errors.push(e),
+                },
+                None => dists.push(p.default_sampler()),
+            }
+        }
+        if errors.is_empty() { Ok(Distributions(dists)) } else { Err(errors) }
     }
 }
 
@@ -255,45 +230,6 @@ pub fn simulator_names() -> Vec<&'static str> {
     simulators().iter().map(|s| s.name()).collect()
 }
 
-/// Parameter distributions for one split, checked against a simulator.
-#[derive(Debug, Clone)]
-pub struct Distributions {
-    samplers: Vec<Sampler>,
-}
-
-impl Distributions {
-    /// Defaults of the simulator, overridden by `declared`; `field` prefixes parameter names in messages.
-    pub fn new(sim: &dyn Simulator, declared: &BTreeMap<String, Dist>, field: &str) -> Result<Self, Vec<Invalid>> {
-        let specs = sim.params();
-        let mut errors = Vec::new();
-        for name in declared.keys() {
-            if !specs.iter().any(|p| p.name == name) {
-                let hint = did_you_mean(name, specs.iter().map(|p| p.name))
-                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
-                errors.push(Invalid::new(
-                    format!("{field}.{name}"),
-                    format!("simulator `{}` has no parameter `{name}`{hint}", sim.name()),
-                ));
-            }
-        }
-        let mut samplers = Vec::with_capacity(specs.len());
-        for p in specs {
-            match declared.get(p.name) {
-                Some(d) => match p.sampler(d, &format!("{field}.{}", p.name)) {
-                    Ok(s) => samplers.push(s),
-                    Err(e) => errors.push(e),
-                },
-                None => samplers.push(p.default_sampler()),
-            }
-        }
-        if errors.is_empty() { Ok(Distributions { samplers }) } else { Err(errors) }
-    }
-
-    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Vec<f64> {
-        self.samplers.iter().map(|s| s.sample(rng)).collect()
-    }
-}
-
 /// The RNG of image `index` of split number `split`: independent of every other image and of thread scheduling.
 pub fn image_rng(seed: u64, split: u64, index: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -327,37 +263,17 @@ impl SheetRows {
     }
 }
 
-/// One split to generate: its name, size and parameter distributions, or a weighted mixture of scenarios.
+/// One split to generate: its name, size and operational domain.
 pub struct SplitPlan {
     pub name: String,
     pub count: usize,
-    pub dists: Distributions,
-    /// Scenarios by name with their weights and distributions; when any, each image draws one by weight first.
-    pub scenarios: Vec<(String, f64, Distributions)>,
+    pub domain: Domain,
 }
 
 impl SplitPlan {
     /// A split without scenarios.
     pub fn plain(name: String, count: usize, dists: Distributions) -> SplitPlan {
-        SplitPlan { name, count, dists, scenarios: Vec::new() }
-    }
-
-    /// The scenario an image draws (by weight), and its parameter values.
-    fn draw(&self, rng: &mut ChaCha8Rng) -> (Option<usize>, Vec<f64>) {
-        if self.scenarios.is_empty() {
-            return (None, self.dists.sample(rng));
-        }
-        let total: f64 = self.scenarios.iter().map(|s| s.1).sum();
-        let mut u = rng.random::<f64>() * total;
-        let k = self
-            .scenarios
-            .iter()
-            .position(|s| {
-                u -= s.1;
-                u < 0.0
-            })
-            .unwrap_or(self.scenarios.len() - 1);
-        (Some(k), self.scenarios[k].2.sample(rng))
+        SplitPlan { name, count, domain: Domain::plain(dists) }
     }
 }
 
@@ -392,7 +308,7 @@ pub fn generate<E>(
                     .into_par_iter()
                     .map(|index| {
                         let mut rng = image_rng(seed, s as u64, index as u64);
-                        let (scenario, values) = split.draw(&mut rng);
+                        let (scenario, values) = split.domain.draw(&mut rng);
                         let sample = sim.render(task, &values, size, &mut rng);
                         Generated { split: s, index, scenario, values, sample }
                     })

@@ -1,13 +1,14 @@
-//! Stage `confirm`: every rule of a `rules` stage tested as a claim. New images are rendered inside the rule's
-//! region (its parameters drawn inside it, the others as in the split's images) and outside it (the split's own
-//! parameter vectors that fall outside), labelled by the simulator and given to the model: a rule is a confirmed
-//! triggering condition when the failure rate inside is above the rate outside beyond doubt (the lower bound of
-//! one exact binomial interval above the upper bound of the other).
+//! Stage `confirm`: every rule of a `rules` stage tested as a claim inside the operational domain. Fresh parameter
+//! vectors are drawn from the split's declared distribution (on a stream no other stage draws from) and sorted by
+//! the rule's region until each side has its images: the inside images are then a sample of the operational
+//! distribution restricted to the region, the outside images of the rest, and the share of draws inside estimates
+//! the region's share of the domain. The images are rendered, labelled by the simulator and given to the model: a
+//! rule is a confirmed triggering condition when the failure rate inside is above the rate outside beyond doubt (the
+//! lower bound of one exact binomial interval above the upper bound of the other).
 
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::artefact::rules::{ConfirmRow, Confirmation, Confirmations, Rate, Rules};
+use crate::artefact::rules::{ConfirmRow, Confirmation, Confirmations, Coverage, Rate, Rules};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CONFIRM_TABLE, CONFIRMATIONS, DATASET, MODEL, RULES};
 use crate::dataset::Dataset;
@@ -16,7 +17,7 @@ use crate::model::artefact::Model;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::runtime::{self, DeviceChoice};
 use crate::sim;
-use crate::trigger;
+use crate::trigger::{self, Purpose};
 
 pub struct Confirm;
 
@@ -26,9 +27,14 @@ pub struct ConfirmParams {
     /// Images rendered on each side of every rule.
     #[serde(default = "default_images")]
     pub images: usize,
-    /// The split whose images give the other parameters (default: the split the rules were learned on).
+    /// The split whose declared distribution is the operational domain (default: the split the rules were learned
+    /// on).
     #[serde(default)]
     pub split: Option<String>,
+    /// At most this many parameter vectors drawn per rule while looking for images inside it (a rule covering less
+    /// than `images / draws` of the domain gets fewer inside images, and says so).
+    #[serde(default = "default_draws")]
+    pub draws: usize,
     /// One minus the confidence level of the intervals.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
@@ -49,6 +55,9 @@ pub struct ConfirmParams {
 fn default_images() -> usize {
     200
 }
+fn default_draws() -> usize {
+    1_000_000
+}
 fn default_alpha() -> f64 {
     0.05
 }
@@ -61,6 +70,9 @@ impl Params for ConfirmParams {
         let mut out = Vec::new();
         if self.images < 10 {
             out.push(Invalid::new("images", format!("must be at least 10 per side, got {}", self.images)));
+        }
+        if self.draws < self.images {
+            out.push(Invalid::new("draws", format!("must be at least `images` ({}), got {}", self.images, self.draws)));
         }
         if !(self.alpha > 0.0 && self.alpha < 0.5) {
             out.push(Invalid::new("alpha", format!("must be in (0, 0.5), got {}", self.alpha)));
@@ -75,7 +87,7 @@ impl Params for ConfirmParams {
 impl Stage for Confirm {
     type Params = ConfirmParams;
     const KIND: &'static str = "confirm";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "rules", accepts: &[RULES], many: false, required: true, doc: "a rules stage's rules" },
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model to test" },
@@ -84,7 +96,7 @@ impl Stage for Confirm {
             accepts: ANY_DATASET,
             many: false,
             required: true,
-            doc: "the simulated dataset whose split gives the other parameters",
+            doc: "the simulated dataset whose split's declared distribution is the operational domain",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
@@ -121,35 +133,26 @@ impl Stage for Confirm {
         let sim =
             trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "confirm")))?;
         let split = p.split.clone().unwrap_or_else(|| rules.split.clone());
-        let rows = ds.split_rows(&split)?;
-        if rows.is_empty() {
-            return Err(StageError::input(format!("split `{split}` of {} is empty", ds.dir.display())));
-        }
-        let base = trigger::vectors(&ds, sim, &rows)?;
+        let domain = ds.domain(&split)?;
         let dir = ctx.output("images")?;
         let mut writer = trigger::image_writer(&dir, &ds, sim, "confirm", Vec::new())?;
         let size = ds.meta.width as u32;
+        let render_seed = Purpose::Confirm.seed(ctx.seed);
+        let mut coverage = Vec::new();
         ctx.progress.start((rules.rules.len() * 2 * p.images) as u64, "images rendered");
         for (r, rule) in rules.rules.iter().enumerate() {
             let conditions: Vec<trigger::Condition> = rule.conditions.iter().map(|c| c.condition.clone()).collect();
             if conditions.is_empty() {
+                coverage.push(Coverage::of(0, 0));
                 continue;
             }
-            let mut rng = trigger::cluster_rng(ctx.seed, rule.cluster);
-            let inside: Vec<Vec<f64>> =
-                (0..p.images).map(|_| trigger::draw_around(&conditions, sim, &base, &mut rng)).collect();
-            let mut order: Vec<usize> = (0..base.len()).collect();
-            order.shuffle(&mut rng);
-            let outside: Vec<Vec<f64>> = order
-                .into_iter()
-                .filter(|&i| !trigger::inside(&conditions, sim, &base[i]))
-                .take(p.images)
-                .map(|i| base[i].clone())
-                .collect();
-            for (side, vectors) in [("inside", inside), ("outside", outside)] {
+            let mut rng = Purpose::Confirm.rng(ctx.seed, rule.cluster);
+            let drawn = domain.split(p.images, p.draws, &mut rng, |v| trigger::inside(&conditions, sim, v));
+            coverage.push(Coverage::of(drawn.hits, drawn.drawn));
+            for (side, vectors) in [("inside", drawn.inside), ("outside", drawn.outside)] {
                 let stream = 2 * r as u64 + u64::from(side == "outside");
                 for (i, v) in vectors.into_iter().enumerate() {
-                    let sample = sim.render(&rules.task, &v, size, &mut sim::image_rng(ctx.seed, stream, i as u64));
+                    let sample = sim.render(&rules.task, &v, size, &mut sim::image_rng(render_seed, stream, i as u64));
                     let id = format!("{side}-{}-{i:05}", rule.cluster);
                     writer.push(id, &format!("{side}-{}", rule.cluster), &sample.rgb, sample.label, v)?;
                     ctx.progress.inc(1);
@@ -161,7 +164,7 @@ impl Stage for Confirm {
         let model = Model::load(&ctx.input("model")?.path, device)?;
         let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
         let mut confirmations = Vec::new();
-        for rule in &rules.rules {
+        for (rule, coverage) in rules.rules.iter().zip(coverage) {
             let conditions: Vec<trigger::Condition> = rule.conditions.iter().map(|c| c.condition.clone()).collect();
             let rate = |side: &str| -> Result<Rate, StageError> {
                 let name = format!("{side}-{}", rule.cluster);
@@ -179,13 +182,20 @@ impl Stage for Confirm {
                 cluster: rule.cluster,
                 rule: rule.text.clone(),
                 conditions,
+                recall: coverage.recall(&inside, &outside),
+                coverage,
                 inside,
                 outside,
                 confirmed,
             });
         }
-        let record =
-            Confirmations { learned_on: rules.split.clone(), images: p.images, alpha: p.alpha, rules: confirmations };
+        let record = Confirmations {
+            learned_on: rules.split.clone(),
+            domain: split,
+            images: p.images,
+            alpha: p.alpha,
+            rules: confirmations,
+        };
         let rows: Vec<ConfirmRow> = record.rules.iter().map(ConfirmRow::from).collect();
         table::write(&ctx.output("table")?, &rows)?;
         ctx.progress.message(&format!(

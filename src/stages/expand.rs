@@ -2,7 +2,8 @@
 //! learned from it. A seeded evolutionary search over simulator parameters starts from the members' parameters:
 //! each generation mutates parents drawn from the members and the images found so far, renders the children, and
 //! keeps those the model fails on whose heatmaps join the cluster under `select`'s rule (closest cluster, within the
-//! cluster's own spread).
+//! cluster's own spread). Mutations range over each parameter's full range, wider than the operational domain; the
+//! images found outside the domain are counted (`outside`), and `rules` states no rule from them.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ use crate::lrp::batch;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
 use crate::runtime::{self, DeviceChoice};
 use crate::sim::{self, Simulator};
-use crate::trigger;
+use crate::trigger::{self, Purpose};
 
 pub struct Expand;
 
@@ -104,7 +105,7 @@ fn mutate(sim: &dyn Simulator, task: &str, parent: &[f64], p: &ExpandParams, rng
             match spec.kind {
                 ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } | ParamKind::Axial { min, max } => {
                     let step = sim::standard_normal(rng) * p.sigma * (max - min);
-                    match trigger::period_of(&spec.kind) {
+                    match spec.kind.period() {
                         Some(period) => (v + step - min).rem_euclid(period) + min,
                         None => (v + step).clamp(min, max),
                     }
@@ -121,7 +122,7 @@ fn mutate(sim: &dyn Simulator, task: &str, parent: &[f64], p: &ExpandParams, rng
 impl Stage for Expand {
     type Params = ExpandParams;
     const KIND: &'static str = "expand";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
@@ -157,7 +158,7 @@ impl Stage for Expand {
             name: "summary",
             kind: EXPANSION,
             path: "expand.csv",
-            doc: "cluster,members,spread,simulated,failing,joined",
+            doc: "cluster,members,spread,simulated,failing,joined,outside",
         },
     ];
     const USES_SEED: bool = true;
@@ -210,12 +211,18 @@ impl Stage for Expand {
         let task = ds.meta.task.clone();
         let size = ds.meta.width as u32;
         let scratch = tempfile::tempdir().map_err(|e| StageError::io(std::env::temp_dir(), e))?;
+        let render_seed = Purpose::Expand.seed(ctx.seed);
+        // The search may leave the operational domain (the clustered split's declared distribution); the images it
+        // finds there are counted, and `rules` never learns from them.
+        let splits = ds.strings("split")?;
         ctx.progress.start((clusters.len() * p.generations * p.population) as u64, "images searched");
         for (c, (cluster, ids)) in clusters.iter().enumerate() {
             let member_rows: Vec<usize> =
                 ids.iter().map(|id| lookup(&row_of, id, "the dataset")).collect::<Result<_, _>>()?;
             let mut pool = trigger::vectors(&ds, sim, &member_rows)?;
-            let mut rng = trigger::cluster_rng(ctx.seed, *cluster);
+            let domain = member_rows.first().and_then(|&r| ds.meta.domains.get(&splits[r]));
+            let mut outside = 0;
+            let mut rng = Purpose::Expand.rng(ctx.seed, *cluster);
             let (mut simulated, mut failing, mut joined) = (0, 0, 0);
             for g in 0..p.generations {
                 let children: Vec<Vec<f64>> = (0..p.population)
@@ -230,7 +237,7 @@ impl Stage for Expand {
                 let mut samples = Vec::new();
                 for (i, v) in children.iter().enumerate() {
                     let stream = ((*cluster as u64) << 16) | g as u64;
-                    let sample = sim.render(&task, v, size, &mut sim::image_rng(ctx.seed, stream, i as u64));
+                    let sample = sim.render(&task, v, size, &mut sim::image_rng(render_seed, stream, i as u64));
                     writer.push(format!("{i}"), "expanded", &sample.rgb, sample.label.clone(), v.clone())?;
                     samples.push(sample);
                 }
@@ -258,6 +265,7 @@ impl Stage for Expand {
                     let closest = (0..d.len()).fold(0, |b, x| if d[x] < d[b] { x } else { b });
                     if closest == c && d[c] <= spreads[c] {
                         joined += 1;
+                        outside += usize::from(domain.is_some_and(|d| !d.contains(&children[i])));
                         let id = format!("expanded-{cluster}-{g}-{i:04}");
                         let sample = &samples[i];
                         found.push(id, "expanded", &sample.rgb, sample.label.clone(), children[i].clone())?;
@@ -275,6 +283,7 @@ impl Stage for Expand {
                 simulated,
                 failing,
                 joined,
+                outside,
             });
         }
         found.finish_with(vec![Column::new("rcc".into(), rcc), Column::new("rcc_distance".into(), rcc_distance)])?;

@@ -1,5 +1,7 @@
 //! Stage `generate` (the fourth retraining strategy, after SEDE): new images rendered inside the regions of the
-//! confirmed triggering conditions, as many per condition, labelled by the simulator. They need no person to label
+//! confirmed triggering conditions, as many per condition, labelled by the simulator. Their parameters are drawn
+//! from the split's declared distribution restricted to each region (by rejection, on a stream no other stage
+//! draws from), so that the model is retrained on images of its operational domain. They need no person to label
 //! them, but they count against the same budget as HUDD's selection, so that the strategies compare fairly.
 
 use polars::prelude::Column;
@@ -12,7 +14,7 @@ use crate::artefact::{ANY_DATASET, CONFIRMATIONS, SELECTION, UNSAFE_SET};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::sim;
-use crate::trigger;
+use crate::trigger::{self, Purpose};
 
 pub struct Generate;
 
@@ -22,9 +24,13 @@ pub struct GenerateParams {
     /// Images in all (default: the size of `budget_of`).
     #[serde(default)]
     pub budget: Option<usize>,
-    /// The split whose images give the parameters outside the rules (the improvement set's distribution).
+    /// The split whose declared distribution, restricted to each rule, the images are drawn from (the improvement
+    /// set's).
     #[serde(default = "default_split")]
     pub split: String,
+    /// At most this many parameter vectors drawn per rule while looking for images inside it.
+    #[serde(default = "default_draws")]
+    pub draws: usize,
     #[serde(default)]
     pub seed: Option<u64>,
 }
@@ -32,21 +38,27 @@ pub struct GenerateParams {
 fn default_split() -> String {
     "improvement".into()
 }
+fn default_draws() -> usize {
+    1_000_000
+}
 
 impl Params for GenerateParams {
     fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
         if self.budget == Some(0) {
-            vec![Invalid::new("budget", "must be at least 1 image, got 0")]
-        } else {
-            Vec::new()
+            out.push(Invalid::new("budget", "must be at least 1 image, got 0"));
         }
+        if self.draws == 0 {
+            out.push(Invalid::new("draws", "must be at least 1, got 0"));
+        }
+        out
     }
 }
 
 impl Stage for Generate {
     type Params = GenerateParams;
     const KIND: &'static str = "generate";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "confirmations",
@@ -60,7 +72,7 @@ impl Stage for Generate {
             accepts: ANY_DATASET,
             many: false,
             required: true,
-            doc: "the simulated dataset whose split gives the other parameters",
+            doc: "the simulated dataset whose split's declared distribution the images are drawn from",
         },
         InputSlot {
             name: "budget_of",
@@ -93,26 +105,31 @@ impl Stage for Generate {
                 ));
             }
         };
-        let rows = ds.split_rows(&p.split)?;
-        if rows.is_empty() {
-            return Err(StageError::input(format!("split `{}` of {} is empty", p.split, ds.dir.display())));
-        }
-        let base = trigger::vectors(&ds, sim, &rows)?;
+        let domain = ds.domain(&p.split)?;
         let confirmed: Vec<_> = confirmations.rules.iter().filter(|c| c.confirmed).collect();
         let dir = ctx.output("selected")?;
         // The rules were learned from this split's failures: they chose what is generated here.
         let mut writer = trigger::image_writer(&dir, &ds, sim, "generate", vec![confirmations.learned_on.clone()])?;
         let mut clusters: Vec<u32> = Vec::new();
         let task = ds.meta.task.clone();
-        ctx.progress.start(budget.min(if confirmed.is_empty() { 0 } else { budget }) as u64, "images generated");
+        let render_seed = Purpose::Generate.seed(ctx.seed);
+        ctx.progress.start(if confirmed.is_empty() { 0 } else { budget } as u64, "images generated");
         for (r, rule) in confirmed.iter().enumerate() {
             // The budget shared equally, the first rules taking the remainder.
             let n = budget / confirmed.len() + usize::from(r < budget % confirmed.len());
-            let mut rng = trigger::cluster_rng(ctx.seed, rule.cluster);
-            for i in 0..n {
-                let v = trigger::draw_around(&rule.conditions, sim, &base, &mut rng);
+            let mut rng = Purpose::Generate.rng(ctx.seed, rule.cluster);
+            let drawn = domain.split(n, p.draws, &mut rng, |v| trigger::inside(&rule.conditions, sim, v));
+            if drawn.inside.len() < n {
+                ctx.progress.message(&format!(
+                    "cluster {}: {} of {n} images inside its rule in {} draws",
+                    rule.cluster,
+                    drawn.inside.len(),
+                    drawn.drawn
+                ));
+            }
+            for (i, v) in drawn.inside.into_iter().enumerate() {
                 let sample =
-                    sim.render(&task, &v, ds.meta.width as u32, &mut sim::image_rng(ctx.seed, r as u64, i as u64));
+                    sim.render(&task, &v, ds.meta.width as u32, &mut sim::image_rng(render_seed, r as u64, i as u64));
                 writer.push(format!("generated-{}-{i:05}", rule.cluster), "generated", &sample.rgb, sample.label, v)?;
                 clusters.push(rule.cluster as u32);
                 ctx.progress.inc(1);

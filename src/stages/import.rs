@@ -300,6 +300,7 @@ impl Stage for Import {
             splits: meta_splits,
             params: Vec::new(),
             chosen_by: Vec::new(),
+            domains: Default::default(),
         };
         let path = dir.join("meta.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))

@@ -20,6 +20,7 @@ use crate::artefact::{
     RECOVERY, REPORT, RULES, TEST_SUMMARY,
 };
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::stats;
 
 pub struct Report;
 
@@ -148,12 +149,31 @@ struct ConditionView {
     /// Images an expand stage added to the cluster before the rule was learned.
     expanded: usize,
     support: Option<f64>,
+    /// Cluster images among the images the rule covers, on the split it was learned from.
     precision: Option<f64>,
+    /// Conditions grown and then pruned, in words.
+    pruned: Vec<String>,
+    /// The region's share of the operational domain, and the share of the model's failures there it holds.
+    share: Option<f64>,
+    recall: Option<f64>,
+    /// Failure rates on fresh images of the operational domain, inside the region and outside it.
     inside: Option<Rate>,
     outside: Option<Rate>,
     confirmed: Option<bool>,
-    /// The failure rate inside the region with the retrained models, mean over them.
-    after: Option<f64>,
+    /// The failure rate inside the region with each strategy's retrained models.
+    after: Vec<AfterView>,
+}
+
+/// One strategy's failure rate inside a rule's region after retraining: pooled over its runs' fresh images, with a
+/// two-level bootstrap interval over runs and images.
+#[derive(Debug, Clone, Serialize)]
+struct AfterView {
+    strategy: String,
+    runs: usize,
+    images: usize,
+    rate: f64,
+    lo: Option<f64>,
+    hi: Option<f64>,
 }
 
 /// Section 1: what is analysed, on which data, against which criterion.
@@ -202,58 +222,77 @@ struct StageParams {
     lines: Vec<String>,
 }
 
-/// The conditions of the rules, their confirmations and the inside failure rates after retraining, by cluster.
+/// The conditions of the rules, their confirmations and the inside failure rates after retraining (by strategy:
+/// each confirmation's matrix `strategy`, else its stage), by cluster.
 fn triggering_conditions(
     rules: Option<Rules>,
     confirm: Option<Confirmations>,
-    after: &[Confirmations],
+    after: &[(String, Confirmations)],
+    level: f64,
 ) -> Vec<ConditionView> {
+    let view = |cluster: usize, rule: String| ConditionView {
+        cluster,
+        rule,
+        size: 0,
+        expanded: 0,
+        support: None,
+        precision: None,
+        pruned: Vec::new(),
+        share: None,
+        recall: None,
+        inside: None,
+        outside: None,
+        confirmed: None,
+        after: Vec::new(),
+    };
     let mut views: Vec<ConditionView> = match (&rules, &confirm) {
         (Some(r), _) => r
             .rules
             .iter()
             .map(|r| ConditionView {
-                cluster: r.cluster,
-                rule: r.text.clone(),
                 size: r.size,
                 expanded: r.expanded,
                 support: Some(r.support),
                 precision: Some(r.precision),
-                inside: None,
-                outside: None,
-                confirmed: None,
-                after: None,
+                pruned: r.pruned.clone(),
+                ..view(r.cluster, r.text.clone())
             })
             .collect(),
-        (None, Some(c)) => c
-            .rules
-            .iter()
-            .map(|c| ConditionView {
-                cluster: c.cluster,
-                rule: c.rule.clone(),
-                size: 0,
-                expanded: 0,
-                support: None,
-                precision: None,
-                inside: None,
-                outside: None,
-                confirmed: None,
-                after: None,
-            })
-            .collect(),
+        (None, Some(c)) => c.rules.iter().map(|c| view(c.cluster, c.rule.clone())).collect(),
         (None, None) => Vec::new(),
     };
+    let mut strategies: Vec<&str> = Vec::new();
+    for (s, _) in after {
+        if !strategies.contains(&s.as_str()) {
+            strategies.push(s);
+        }
+    }
     for v in &mut views {
         if let Some(c) = confirm.as_ref().and_then(|c| c.rules.iter().find(|c| c.cluster == v.cluster)) {
             (v.inside, v.outside, v.confirmed) = (Some(c.inside), Some(c.outside), Some(c.confirmed));
+            (v.share, v.recall) = (Some(c.coverage.share), Some(c.recall));
         }
-        let rates: Vec<f64> = after
-            .iter()
-            .filter_map(|a| a.rules.iter().find(|c| c.cluster == v.cluster && c.inside.images > 0))
-            .map(|c| c.inside.rate)
-            .collect();
-        if !rates.is_empty() {
-            v.after = Some(rates.iter().sum::<f64>() / rates.len() as f64);
+        for strategy in &strategies {
+            let runs: Vec<Rate> = after
+                .iter()
+                .filter(|(s, _)| s == strategy)
+                .filter_map(|(_, a)| a.rules.iter().find(|c| c.cluster == v.cluster && c.inside.images > 0))
+                .map(|c| c.inside)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let (failures, images) = runs.iter().fold((0, 0), |(f, n), r| (f + r.failures, n + r.images));
+            let outcomes: Vec<Vec<f64>> = runs.iter().map(|r| stats::outcomes(r.failures, r.images)).collect();
+            let interval = stats::two_level_interval(&outcomes, stats::Images::PerRun, level, 2000, 0);
+            v.after.push(AfterView {
+                strategy: strategy.to_string(),
+                runs: runs.len(),
+                images,
+                rate: failures as f64 / images as f64,
+                lo: interval.map(|i| i.0),
+                hi: interval.map(|i| i.1),
+            });
         }
     }
     views
@@ -292,6 +331,8 @@ struct Context {
     /// Per cluster with a rule: the triggering condition and its evidence, and the intervals' level in percent.
     conditions: Vec<ConditionView>,
     confidence: f64,
+    /// The split the rules were learned on and the split whose declared distribution their confirmation drew from.
+    domain: Option<(String, String)>,
     /// Per recovery stage: how well a clustering recovers the planted causes.
     recovery: Vec<serde_json::Value>,
     scope: Scope,
@@ -414,7 +455,7 @@ fn strip_plot(runs: &[RunRow], original: f64, split: &str, accuracy: bool) -> St
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 8;
+    const VERSION: u32 = 9;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -651,13 +692,17 @@ impl Stage for Report {
         let unstable = clusters.iter().filter(|c| c.stable == Some(false)).map(|c| c.id).collect();
         let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
         let confidence = confirmations.as_ref().map_or(95.0, |c| (1.0 - c.alpha) * 100.0);
+        let domain = confirmations.as_ref().map(|c| (c.learned_on.clone(), c.domain.clone()));
+        let mut after = Vec::new();
+        for a in ctx.inputs("confirm_after") {
+            let strategy = a.matrix.get("strategy").cloned().unwrap_or_else(|| a.stage.clone());
+            after.push((strategy, table::read_json::<Confirmations>(&a.path)?));
+        }
         let conditions = triggering_conditions(
             first("rules").map(|p| table::read_json::<Rules>(&p)).transpose()?,
             confirmations,
-            &ctx.inputs("confirm_after")
-                .iter()
-                .map(|a| table::read_json::<Confirmations>(&a.path))
-                .collect::<Result<Vec<_>, _>>()?,
+            &after,
+            confidence / 100.0,
         );
         // How each clustering recovers the planted causes, named by the stage that clustered (the recovery stage's id).
         let recovery: Vec<serde_json::Value> = ctx
@@ -739,6 +784,7 @@ impl Stage for Report {
             repetitions: repetitions(&lineage),
             conditions,
             confidence,
+            domain,
             recovery,
             scope: scope(&lineage, ctx.workspace),
             accuracy_metric: accuracy_compared,
@@ -891,7 +937,7 @@ fn performance(
             let scores: Vec<f64> =
                 runs.iter().filter(|r| r.split == p.split && r.strategy == s.strategy).map(|r| r.score).collect();
             // An accuracy's interval stops at 0 and 1.
-            let interval = crate::stats::t_interval(&scores, 0.95)
+            let interval = stats::t_interval(&scores, 0.95)
                 .map(|(lo, hi)| if accuracy { (lo.max(0.0), hi.min(1.0)) } else { (lo, hi) });
             let (lo, hi) = (interval.map(|i| i.0), interval.map(|i| i.1));
             out.push(Performance {

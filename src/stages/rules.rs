@@ -1,5 +1,6 @@
 //! Stage `rules` (triggering conditions, after SEDE): per root-cause cluster, a rule over simulator parameters that
-//! separates the cluster's images from the images of the same split the model gets right.
+//! separates the cluster's images from the images of the same split the model gets right, grown and pruned as IREP
+//! does and stated inside the split's operational domain.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, RULE_TABLE, RULES, SELECTION, TEST_RESULTS};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::trigger::{self, Options};
+use crate::trigger::{self, Options, Purpose};
 
 pub struct RulesStage;
 
@@ -22,16 +23,31 @@ pub struct RulesParams {
     /// At most this many conditions per rule.
     #[serde(default = "default_conditions")]
     pub max_conditions: usize,
-    /// Every condition keeps at least this share of the cluster's images.
+    /// The rule keeps at least this share of the cluster's growing images.
     #[serde(default = "default_support")]
     pub min_support: f64,
+    /// A condition stays only if it raises the rule's precision on the images held back from growing by at least
+    /// this share of the precision without it.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    /// No condition keeps more than this share of its parameter's operational distribution (the split's images).
+    #[serde(default = "default_max_kept")]
+    pub max_kept: f64,
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 fn default_conditions() -> usize {
-    3
+    Options::default().max_conditions
 }
 fn default_support() -> f64 {
-    0.6
+    Options::default().min_support
+}
+fn default_margin() -> f64 {
+    Options::default().margin
+}
+fn default_max_kept() -> f64 {
+    Options::default().max_kept
 }
 
 impl Params for RulesParams {
@@ -43,6 +59,12 @@ impl Params for RulesParams {
         if !(self.min_support > 0.0 && self.min_support <= 1.0) {
             out.push(Invalid::new("min_support", format!("must be in (0, 1], got {}", self.min_support)));
         }
+        if !(self.margin >= 0.0 && self.margin.is_finite()) {
+            out.push(Invalid::new("margin", format!("must be 0 or more, got {}", self.margin)));
+        }
+        if !(self.max_kept > 0.0 && self.max_kept <= 1.0) {
+            out.push(Invalid::new("max_kept", format!("must be in (0, 1], got {}", self.max_kept)));
+        }
         out
     }
 }
@@ -50,7 +72,7 @@ impl Params for RulesParams {
 impl Stage for RulesStage {
     type Params = RulesParams;
     const KIND: &'static str = "rules";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
@@ -95,6 +117,7 @@ impl Stage for RulesStage {
             doc: "cluster,size,rule,covered,support,correct_covered,precision",
         },
     ];
+    const USES_SEED: bool = true;
     const DOC: &'static str = "Learns a rule over simulator parameters for every root-cause cluster.";
 
     fn run(&self, p: &RulesParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -112,12 +135,21 @@ impl Stage for RulesStage {
         };
         let negatives: Vec<usize> =
             results.images.iter().filter(|(_, ok)| *ok).map(|(id, _)| find(id)).collect::<Result<_, _>>()?;
-        let mut features = trigger::features(&ds)?;
-        // Images an expand stage found for each cluster, after the dataset's rows.
+        // Every tested image: a sample of the split's operational distribution, over which a condition's share of
+        // its parameter is measured.
+        let tested: Vec<usize> = results.images.iter().map(|(id, _)| find(id)).collect::<Result<_, _>>()?;
+        let split = results.splits.first().cloned().unwrap_or_default();
+        // The operational domain the rules are stated in: the split's declared distribution where the dataset
+        // records it (a simulate stage's), else the range of its tested images.
+        let domain = ds.meta.domains.get(&split);
+        let mut features = trigger::features(&ds, domain)?;
+        // Images an expand stage found for each cluster inside the domain, after the dataset's rows; those outside
+        // are counted, never learned from.
         let mut gained: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut outside: BTreeMap<usize, usize> = BTreeMap::new();
         if let Some(a) = ctx.inputs("expanded").first() {
             let expanded = Dataset::open(&a.path)?;
-            let more = trigger::features(&expanded)?;
+            let more = trigger::features(&expanded, domain)?;
             if more.len() != features.len() || !features.iter_mut().zip(more).all(|((_, f), (_, g))| f.extend(g)) {
                 return Err(StageError::input(format!(
                     "{} does not carry the parameters of {}: connect an expand stage that read this dataset",
@@ -125,8 +157,19 @@ impl Stage for RulesStage {
                     ds.dir.display()
                 )));
             }
+            let within: Vec<bool> = match (domain, trigger::simulator_of(&expanded)) {
+                (Some(d), Some(sim)) => {
+                    let rows: Vec<usize> = (0..expanded.meta.count).collect();
+                    trigger::vectors(&expanded, sim, &rows)?.iter().map(|v| d.contains(v)).collect()
+                }
+                _ => vec![true; expanded.meta.count],
+            };
             for (i, c) in expanded.numbers("rcc")?.into_iter().enumerate() {
-                gained.entry(c as usize).or_default().push(ds.meta.count + i);
+                if within[i] {
+                    gained.entry(c as usize).or_default().push(ds.meta.count + i);
+                } else {
+                    *outside.entry(c as usize).or_default() += 1;
+                }
             }
         }
         if features.is_empty() {
@@ -136,7 +179,21 @@ impl Stage for RulesStage {
             )));
         }
         let (infos, features): (Vec<_>, Vec<_>) = features.into_iter().unzip();
-        let options = Options { max_conditions: p.max_conditions, min_support: p.min_support };
+        let column = |name: &str| ds.meta.params.iter().position(|p| p.name == name);
+        let feature = |name: &str| features.iter().position(|f| f.name() == name).expect("a learned feature");
+        let kept = |c: &trigger::Condition| trigger::kept(c, &features[feature(c.parameter())], &tested);
+        let options = Options {
+            max_conditions: p.max_conditions,
+            min_support: p.min_support,
+            margin: p.margin,
+            max_kept: p.max_kept,
+            ..Options::default()
+        };
+        let unit = |k: usize| match infos[k].unit.as_deref() {
+            Some("degrees") => "°".to_string(),
+            Some(u) if !u.is_empty() => format!(" {u}"),
+            _ => String::new(),
+        };
         let mut rules = Vec::new();
         for (cluster, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
             if members.len() < 2 {
@@ -146,23 +203,19 @@ impl Stage for RulesStage {
             let size = positives.len();
             let expanded = gained.get(&cluster).map_or(0, Vec::len);
             positives.extend(gained.get(&cluster).into_iter().flatten());
-            let learned = trigger::learn(&features, &positives, &negatives, options);
-            let all: Vec<usize> = positives.iter().chain(&negatives).copied().collect();
+            let mut rng = Purpose::Rules.rng(ctx.seed, cluster);
+            let learned = trigger::learn(&features, &positives, &negatives, options, &kept, &mut rng);
             let conditions: Vec<RuleCondition> = learned
                 .conditions
                 .iter()
                 .map(|c| {
-                    let k = features.iter().position(|f| f.name() == c.parameter()).expect("a learned feature");
-                    let unit = match infos[k].unit.as_deref() {
-                        Some("degrees") => "°".to_string(),
-                        Some(u) if !u.is_empty() => format!(" {u}"),
-                        _ => String::new(),
+                    let k = feature(c.parameter());
+                    // Bounds stated inside the domain's support: no rule reaches values the domain never gives.
+                    let c = match (domain, column(c.parameter())) {
+                        (Some(d), Some(j)) => trigger::clip(c.clone(), &d.support(j)),
+                        _ => c.clone(),
                     };
-                    RuleCondition {
-                        condition: c.clone(),
-                        text: c.describe(&unit),
-                        kept: trigger::kept(c, &features[k], &all),
-                    }
+                    RuleCondition { text: c.describe(&unit(k)), kept: kept(&c), condition: c }
                 })
                 .collect();
             let text = if conditions.is_empty() {
@@ -174,16 +227,17 @@ impl Stage for RulesStage {
                 cluster,
                 size,
                 expanded,
+                expanded_outside: outside.get(&cluster).copied().unwrap_or(0),
                 text,
                 covered: learned.positives,
                 support: learned.positives as f64 / positives.len() as f64,
                 correct_covered: learned.negatives,
                 precision: learned.positives as f64 / (learned.positives + learned.negatives).max(1) as f64,
                 conditions,
+                pruned: learned.pruned.iter().map(|c| c.describe(&unit(feature(c.parameter())))).collect(),
             });
             ctx.progress.message(&format!("cluster {cluster}: {}", rules.last().expect("pushed").text));
         }
-        let split = results.splits.first().cloned().unwrap_or_default();
         let record = Rules {
             source: ds.meta.source.clone(),
             task: ds.meta.task.clone(),

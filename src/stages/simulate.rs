@@ -8,7 +8,7 @@ use crate::artefact::{DATASET, PICTURES};
 use crate::dataset::{DatasetMeta, DatasetWriter, ParamInfo};
 use crate::engine::diagnostic::did_you_mean;
 use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::sim::{self, Dist, Distributions, ParamSpec, SheetRows, SplitPlan};
+use crate::sim::{self, Dist, Distributions, Domain, ParamSpec, Scenario, SheetRows, SplitPlan};
 
 pub struct Simulate;
 
@@ -113,11 +113,11 @@ impl SimulateParams {
                 let mut own = merged.clone();
                 own.extend(spec.params.clone());
                 match Distributions::new(sim, &own, &field) {
-                    Ok(d) => scenarios.push((scenario.clone(), spec.weight, d)),
+                    Ok(dists) => scenarios.push(Scenario { name: scenario.clone(), weight: spec.weight, dists }),
                     Err(e) => errors.extend(e),
                 }
             }
-            plans.push(SplitPlan { name: name.clone(), count: split.count, dists, scenarios });
+            plans.push(SplitPlan { name: name.clone(), count: split.count, domain: Domain { dists, scenarios } });
         }
         if errors.is_empty() { Ok(plans) } else { Err(errors) }
     }
@@ -170,7 +170,7 @@ impl Params for SimulateParams {
 impl Stage for Simulate {
     type Params = SimulateParams;
     const KIND: &'static str = "simulate";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const OUTPUTS: &'static [OutputSpec] = &[
         OutputSpec { name: "dataset", kind: DATASET, path: "dataset/", doc: "images.npy, table.csv, meta.json" },
         OutputSpec {
@@ -202,6 +202,7 @@ impl Stage for Simulate {
                 .map(|p| ParamInfo { label: sim.label_params(&task).contains(&p.name), ..ParamInfo::of(&p.column()) })
                 .collect(),
             chosen_by: Vec::new(),
+            domains: plans.iter().map(|s| (s.name.clone(), s.domain.clone())).collect(),
         };
         let dir = ctx.output("dataset")?;
         let mut writer = DatasetWriter::create(&dir, meta, sim.params().iter().map(ParamSpec::column).collect())?;
@@ -212,12 +213,12 @@ impl Stage for Simulate {
             .build()
             .map_err(|e| StageError::failed(format!("thread pool: {e}")))?;
         let mut sheet = SheetRows::default();
-        let mixtures = plans.iter().any(|s| !s.scenarios.is_empty());
+        let mixtures = plans.iter().any(|s| !s.domain.scenarios.is_empty());
         let mut scenario = Vec::new();
         sim::generate(sim, &task, p.size, ctx.seed, &plans, &pool, |g| {
             let plan = &plans[g.split];
             sheet.offer(&g.sample.label, &g.sample.rgb);
-            scenario.push(g.scenario.map_or(String::new(), |k| plan.scenarios[k].0.clone()));
+            scenario.push(g.scenario.map_or(String::new(), |k| plan.domain.scenarios[k].name.clone()));
             writer.push(
                 format!("{}-{:06}", plan.name, g.index),
                 &plan.name,

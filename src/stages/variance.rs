@@ -88,8 +88,11 @@ impl Values {
     fn of(ds: &Dataset, info: &ParamInfo) -> Result<Values, StageError> {
         Ok(match info.kind.as_str() {
             "real" => Values::Real(ds.numbers(&info.name)?),
-            "angle" => Values::Angle(ds.numbers(&info.name)?, 360.0),
-            "axial" => Values::Angle(ds.numbers(&info.name)?, 180.0),
+            // An angle whose declared range goes all the way round is read on its circle, any other as a number.
+            "angle" | "axial" => match info.period {
+                Some(period) => Values::Angle(ds.numbers(&info.name)?, period),
+                None => Values::Real(ds.numbers(&info.name)?),
+            },
             _ => Values::Category(ds.strings(&info.name)?),
         })
     }
@@ -145,7 +148,13 @@ impl Values {
         match self {
             Values::Real(_) => {
                 let ((lo, hi), _) = self.range(rows).expect("a real parameter has a range");
-                format!("{name} {}–{}{unit}{wide}", short(lo), short(hi))
+                if lo < 0.0 || hi < 0.0 {
+                    // "to" rather than a dash, which would run into minus signs (-69.6–-36.8°).
+                    let first = if unit == "°" { unit.as_str() } else { "" };
+                    format!("{name} {}{first} to {}{unit}{wide}", short(lo), short(hi))
+                } else {
+                    format!("{name} {}–{}{unit}{wide}", short(lo), short(hi))
+                }
             }
             Values::Angle(_, period) => {
                 // Signed degrees for directions, from one end of the arc to the other counterclockwise; "to" rather
@@ -193,7 +202,7 @@ fn short(v: f64) -> String {
 impl Stage for Variance {
     type Params = VarianceParams;
     const KIND: &'static str = "variance";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -405,6 +414,19 @@ mod tests {
         assert_eq!(angles.describe("yaw", Some("degrees"), &[0, 1, 2], &all), "yaw -69.6° to -36.8°");
         assert_eq!(angles.describe("light", Some("degrees"), &[3, 4, 5], &all), "light 155° to -99.6° across ±180°");
         assert_eq!(angles.describe("roll", Some("degrees"), &[6, 7], &all), "roll -5.00° to 5.00°");
+    }
+
+    #[test]
+    fn an_angle_with_a_narrower_declared_range_is_an_interval_not_an_arc() {
+        use crate::dataset::{ParamInfo, ParamKind};
+        let column = |kind| crate::dataset::ParamColumn { name: "yaw", kind };
+        assert_eq!(ParamInfo::of(&column(ParamKind::Angle { min: -70.0, max: 70.0 })).period, None);
+        assert_eq!(ParamInfo::of(&column(ParamKind::Angle { min: -180.0, max: 180.0 })).period, Some(360.0));
+        // Yaw bounded to ±70°: -65° and 65° are 130° apart, not 230° round the back, and never "across ±180°".
+        let yaw = Values::Real(vec![-65.0, 65.0, 0.0, -60.0, 60.0]);
+        let all: Vec<usize> = (0..5).collect();
+        assert_eq!(yaw.describe("yaw", Some("degrees"), &[0, 3], &all), "yaw -65.0° to -60.0°");
+        assert_eq!(yaw.range(&[0, 1]).unwrap().1, 130.0);
     }
 
     #[test]

@@ -40,10 +40,10 @@ const RULES: &str = r#"{"source": "simulate:signs", "task": "classification", "s
   "conditions": [{"condition": {"type": "interval", "parameter": "night", "lo": 0.62, "hi": 1.0}, "text": "night 0.62–1.00 share", "kept": 0.38}]},
  {"cluster": 2, "size": 41, "text": "yaw 40.0° to 70.0°", "covered": 30, "support": 0.73, "correct_covered": 90, "precision": 0.25,
   "conditions": [{"condition": {"type": "arc", "parameter": "yaw", "from": 40.0, "to": 70.0, "period": 360.0}, "text": "yaw 40.0° to 70.0°", "kept": 0.2}]}]}"#;
-const CONFIRM: &str = r#"{"learned_on": "test", "images": 200, "alpha": 0.05, "rules": [
- {"cluster": 1, "rule": "night 0.62–1.00 share", "conditions": [], "confirmed": true,
+const CONFIRM: &str = r#"{"learned_on": "test", "domain": "test", "images": 200, "alpha": 0.05, "rules": [
+ {"cluster": 1, "rule": "night 0.62–1.00 share", "conditions": [], "confirmed": true, "coverage": {"drawn": 526, "inside": 200, "share": 0.38}, "recall": 0.82,
   "inside": {"images": 200, "failures": 124, "rate": 0.62, "lo": 0.549, "hi": 0.687}, "outside": {"images": 200, "failures": 18, "rate": 0.09, "lo": 0.054, "hi": 0.139}},
- {"cluster": 2, "rule": "yaw 40.0° to 70.0°", "conditions": [], "confirmed": false,
+ {"cluster": 2, "rule": "yaw 40.0° to 70.0°", "conditions": [], "confirmed": false, "coverage": {"drawn": 1000, "inside": 200, "share": 0.2}, "recall": 0.24,
   "inside": {"images": 200, "failures": 30, "rate": 0.15, "lo": 0.104, "hi": 0.207}, "outside": {"images": 200, "failures": 24, "rate": 0.12, "lo": 0.079, "hi": 0.173}}]}"#;
 const RECOVERY: &str = r#"{"cause": "scenario", "images": 191, "clusters": 2, "causes": 3, "purity": 0.81, "coverage": 0.67, "nmi": 0.42, "ari": 0.37,
  "random": {"permutations": 1000, "purity": [0.52, 0.55], "coverage": [0.6, 0.67], "nmi": [0.01, 0.02], "ari": [0.0, 0.01]}}"#;
@@ -186,6 +186,47 @@ fn a_keypoint_model_is_reported_by_its_mean_error_not_as_an_accuracy() {
     // An accuracy target cannot be judged on a keypoint error: no criterion column.
     assert!(md.contains("| Model | Split | Runs | Mean keypoint error (px) |"), "{md}");
     assert!(md.contains("| hudd | `holdout` (held out) | 2 | 12.98 |") && md.contains("| one model | – |"), "{md}");
+}
+
+#[test]
+fn failure_rates_inside_each_rule_after_retraining_are_shown_per_strategy_with_intervals_over_runs_and_images() {
+    let ws = crate::support::Ws::new();
+    // Two runs per strategy, each on its own 200 fresh images inside cluster 1's rule.
+    let after = |failures: [usize; 2]| -> Vec<String> {
+        failures
+            .iter()
+            .map(|f| {
+                CONFIRM.replacen(
+                    r#""failures": 124, "rate": 0.62"#,
+                    &format!(r#""failures": {f}, "rate": {}"#, *f as f64 / 200.0),
+                    1,
+                )
+            })
+            .collect()
+    };
+    let mut extra = String::new();
+    let mut refs = Vec::new();
+    for (strategy, failures) in [("hudd", [40, 50]), ("random", [70, 80])] {
+        for (run, text) in after(failures).iter().enumerate() {
+            let id = format!("after-{strategy}-{run}");
+            extra += &text_stage(&id, text);
+            refs.push(format!("{id}.confirmations"));
+        }
+    }
+    let text = manifest(
+        &ws,
+        &format!(
+            "confirm_after = {refs:?}
+"
+        ),
+    ) + &extra;
+    let (w, r) = run(&ws, &text);
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    // Without a matrix `strategy`, each confirmation is named by its stage: four "strategies" of one run each.
+    let row = md.lines().find(|l| l.starts_with("| 1 | 150 | night")).unwrap_or_else(|| panic!("{md}"));
+    assert!(row.contains("after-hudd-0 20% (") && row.contains("after-random-1 40% ("), "{row}");
+    assert!(md.contains("two-level bootstrap 95% interval over runs and images"), "{md}");
 }
 
 #[test]

@@ -1,0 +1,266 @@
+//! A split's operational domain: the distribution a manifest declares for its parameters (a simulator's defaults
+//! overridden by the manifest, or a weighted mixture of scenarios), recorded in the dataset so that every later
+//! stage can draw fresh images from it, restrict it to a rule's region, and state rates that hold inside it.
+
+//!
+//! Plain data with no knowledge of the simulators (`sim` builds domains from a manifest's declarations) or of
+//! datasets (which store them).
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Box-Muller: one standard normal draw.
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// One parameter's distribution, checked against the parameter (categories as indices; bool: 0 false, 1 true).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Distribution {
+    Uniform {
+        min: f64,
+        max: f64,
+    },
+    /// Truncated to `[min, max]`, the parameter's range.
+    Normal {
+        mean: f64,
+        sd: f64,
+        min: f64,
+        max: f64,
+    },
+    /// Weights over the category indices (not normalised).
+    Categorical {
+        weights: Vec<f64>,
+    },
+    Fixed {
+        value: f64,
+    },
+}
+
+/// The values a distribution can give: an interval of numbers, or the categories of positive weight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Support {
+    Numbers { min: f64, max: f64 },
+    Categories(Vec<usize>),
+}
+
+impl Support {
+    pub fn contains(&self, value: f64) -> bool {
+        match self {
+            Support::Numbers { min, max } => *min <= value && value <= *max,
+            Support::Categories(c) => c.contains(&(value as usize)),
+        }
+    }
+
+    /// The smallest support holding both.
+    fn hull(self, other: Support) -> Support {
+        match (self, other) {
+            (Support::Numbers { min: a, max: b }, Support::Numbers { min: c, max: d }) => {
+                Support::Numbers { min: a.min(c), max: b.max(d) }
+            }
+            (Support::Categories(mut a), Support::Categories(b)) => {
+                a.extend(b);
+                a.sort_unstable();
+                a.dedup();
+                Support::Categories(a)
+            }
+            (a, _) => a,
+        }
+    }
+}
+
+impl Distribution {
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
+        match *self {
+            Distribution::Uniform { min, max } if min == max => min,
+            Distribution::Uniform { min, max } => rng.random_range(min..=max),
+            Distribution::Normal { mean, sd, min, max } => {
+                // Truncated normal by rejection; the clamp only guards against a window far in the tail.
+                for _ in 0..64 {
+                    let x = mean + sd * standard_normal(rng);
+                    if (min..=max).contains(&x) {
+                        return x;
+                    }
+                }
+                mean.clamp(min, max)
+            }
+            Distribution::Categorical { ref weights } => {
+                let total: f64 = weights.iter().sum();
+                let r = rng.random_range(0.0..total);
+                let mut acc = 0.0;
+                weights
+                    .iter()
+                    .position(|w| {
+                        acc += w;
+                        r < acc
+                    })
+                    .unwrap_or(weights.len() - 1) as f64
+            }
+            Distribution::Fixed { value } => value,
+        }
+    }
+
+    pub fn support(&self) -> Support {
+        match *self {
+            Distribution::Uniform { min, max } | Distribution::Normal { min, max, .. } => Support::Numbers { min, max },
+            Distribution::Categorical { ref weights } => {
+                Support::Categories(weights.iter().enumerate().filter(|(_, w)| **w > 0.0).map(|(i, _)| i).collect())
+            }
+            Distribution::Fixed { value } => Support::Numbers { min: value, max: value },
+        }
+    }
+}
+
+/// One distribution per simulator parameter, in the simulator's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Distributions(pub Vec<Distribution>);
+
+impl Distributions {
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Vec<f64> {
+        self.0.iter().map(|s| s.sample(rng)).collect()
+    }
+}
+
+/// One situation of a mixture split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub weight: f64,
+    pub dists: Distributions,
+}
+
+/// A split's declared distribution over parameter vectors: one set of distributions, or (when `scenarios` is not
+/// empty) a weighted mixture of scenarios, each image drawing one by weight first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Domain {
+    pub dists: Distributions,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Domain {
+    pub fn plain(dists: Distributions) -> Domain {
+        Domain { dists, scenarios: Vec::new() }
+    }
+
+    /// The scenario an image draws (by weight), and its parameter values.
+    pub fn draw(&self, rng: &mut ChaCha8Rng) -> (Option<usize>, Vec<f64>) {
+        if self.scenarios.is_empty() {
+            return (None, self.dists.sample(rng));
+        }
+        let total: f64 = self.scenarios.iter().map(|s| s.weight).sum();
+        let mut u = rng.random::<f64>() * total;
+        let k = self
+            .scenarios
+            .iter()
+            .position(|s| {
+                u -= s.weight;
+                u < 0.0
+            })
+            .unwrap_or(self.scenarios.len() - 1);
+        (Some(k), self.scenarios[k].dists.sample(rng))
+    }
+
+    /// The distributions an image may be drawn from: the scenarios', or the split's own.
+    fn parts(&self) -> Vec<&Distributions> {
+        if self.scenarios.is_empty() { vec![&self.dists] } else { self.scenarios.iter().map(|s| &s.dists).collect() }
+    }
+
+    /// The values parameter `k` takes anywhere in the domain (the hull over scenarios).
+    pub fn support(&self, k: usize) -> Support {
+        let mut parts = self.parts().into_iter().map(|d| d.0[k].support());
+        let first = parts.next().expect("a domain has at least one part");
+        parts.fold(first, Support::hull)
+    }
+
+    /// Whether a parameter vector could have been drawn: every value inside the support of one part.
+    pub fn contains(&self, vector: &[f64]) -> bool {
+        self.parts().iter().any(|d| d.0.iter().zip(vector).all(|(dist, &v)| dist.support().contains(v)))
+    }
+}
+
+/// Draws from a domain restricted to a region and to its complement, by rejection: the first `n` vectors drawn
+/// inside and the first `n` outside, stopping after `limit` draws. Each side is then an exact sample of the domain's
+/// distribution conditioned on the side, and `inside / drawn` estimates the region's share of the domain.
+pub struct Split {
+    pub inside: Vec<Vec<f64>>,
+    pub outside: Vec<Vec<f64>>,
+    /// Vectors drawn in all, and those inside the region among them.
+    pub drawn: usize,
+    pub hits: usize,
+}
+
+impl Domain {
+    pub fn split(&self, n: usize, limit: usize, rng: &mut ChaCha8Rng, mut inside: impl FnMut(&[f64]) -> bool) -> Split {
+        let mut out = Split { inside: Vec::new(), outside: Vec::new(), drawn: 0, hits: 0 };
+        while out.drawn < limit && (out.inside.len() < n || out.outside.len() < n) {
+            let (_, v) = self.draw(rng);
+            out.drawn += 1;
+            if inside(&v) {
+                out.hits += 1;
+                if out.inside.len() < n {
+                    out.inside.push(v);
+                }
+            } else if out.outside.len() < n {
+                out.outside.push(v);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn mixture() -> Domain {
+        let day = Distributions(vec![
+            Distribution::Uniform { min: 0.5, max: 1.0 },
+            Distribution::Categorical { weights: vec![1.0, 0.0, 1.0] },
+        ]);
+        let night = Distributions(vec![
+            Distribution::Uniform { min: 0.1, max: 0.3 },
+            Distribution::Categorical { weights: vec![0.0, 0.0, 1.0] },
+        ]);
+        Domain {
+            dists: day.clone(),
+            scenarios: vec![
+                Scenario { name: "day".into(), weight: 3.0, dists: day },
+                Scenario { name: "night".into(), weight: 1.0, dists: night },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_mixtures_support_is_the_hull_of_its_scenarios_and_membership_needs_one_scenario() {
+        let d = mixture();
+        assert_eq!(d.support(0), Support::Numbers { min: 0.1, max: 1.0 });
+        assert_eq!(d.support(1), Support::Categories(vec![0, 2]));
+        assert!(d.contains(&[0.2, 2.0]) && d.contains(&[0.7, 0.0]));
+        // Dark with category 0 is in no scenario; 0.4 is between the scenarios' ranges.
+        assert!(!d.contains(&[0.2, 0.0]) && !d.contains(&[0.4, 2.0]) && !d.contains(&[0.7, 1.0]));
+    }
+
+    #[test]
+    fn a_split_by_rejection_keeps_each_side_conditional_and_estimates_the_regions_share() {
+        let d = mixture();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        // The night scenario's brightness: a quarter of the domain.
+        let split = d.split(400, 100_000, &mut rng, |v| v[0] < 0.4);
+        assert_eq!((split.inside.len(), split.outside.len()), (400, 400));
+        assert!(split.inside.iter().all(|v| v[0] < 0.4 && v[1] == 2.0));
+        assert!(split.outside.iter().all(|v| v[0] >= 0.5));
+        let share = split.hits as f64 / split.drawn as f64;
+        assert!((share - 0.25).abs() < 0.04, "{share}");
+        // A region the domain never reaches: the limit stops the search.
+        let none = d.split(10, 1000, &mut rng, |v| v[0] > 2.0);
+        assert_eq!((none.inside.len(), none.drawn), (0, 1000));
+    }
+}
