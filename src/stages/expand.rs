@@ -19,6 +19,7 @@ use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, HEATMAPS, MODEL, SELECTION};
 use crate::cluster::members::Members;
 use crate::dataset::{Dataset, ParamKind};
+use crate::domain::{Domain, Support};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::batch;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
@@ -52,8 +53,20 @@ pub struct ExpandParams {
     /// libtorch threads for this stage (default: the run's share of the cores); not part of its key.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Where children may go: `domain` (default) keeps every parameter inside the clustered split's operational
+    /// support; `range` searches each parameter's whole range, and the images found outside the domain are counted.
+    #[serde(default)]
+    pub search: Search,
     #[serde(default)]
     pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Search {
+    #[default]
+    Domain,
+    Range,
 }
 
 fn default_population() -> usize {
@@ -91,28 +104,46 @@ impl Params for ExpandParams {
     }
 }
 
-/// A child of `parent`: numbers moved by a normal step of `sigma` of their range (angles that go all the way round
-/// wrap, others are clamped), categories redrawn with chance `flip`; the label's own parameters are kept.
-fn mutate(sim: &dyn Simulator, task: &str, parent: &[f64], p: &ExpandParams, rng: &mut ChaCha8Rng) -> Vec<f64> {
+/// A child of `parent`: numbers moved by a normal step of `sigma` of their range and kept inside the operational
+/// domain's support when there is one (else the parameter's range; angles that go all the way round in it wrap),
+/// categories redrawn with chance `flip` among those the domain gives; the label's own parameters are kept.
+fn mutate(
+    sim: &dyn Simulator,
+    task: &str,
+    domain: Option<&Domain>,
+    parent: &[f64],
+    p: &ExpandParams,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f64> {
     let label = sim.label_params(task);
     sim.params()
         .iter()
+        .enumerate()
         .zip(parent)
-        .map(|(spec, &v)| {
+        .map(|((k, spec), &v)| {
             if label.contains(&spec.name) {
                 return v;
             }
+            let support = domain.map(|d| d.support(k));
             match spec.kind {
                 ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } | ParamKind::Axial { min, max } => {
                     let step = sim::standard_normal(rng) * p.sigma * (max - min);
-                    match spec.kind.period() {
+                    let (lo, hi) = match support {
+                        Some(Support::Numbers { min, max }) => (min, max),
+                        _ => (min, max),
+                    };
+                    match spec.kind.period().filter(|period| hi - lo >= *period) {
                         Some(period) => (v + step - min).rem_euclid(period) + min,
-                        None => (v + step).clamp(min, max),
+                        None => (v + step).clamp(lo, hi),
                     }
                 }
                 ParamKind::Categorical(_) | ParamKind::Bool => {
-                    let n = spec.kind.categories().map_or(1, |c| c.len());
-                    if rng.random_bool(p.flip) { rng.random_range(0..n) as f64 } else { v }
+                    let all: Vec<usize> = (0..spec.kind.categories().map_or(1, |c| c.len())).collect();
+                    let choices = match support {
+                        Some(Support::Categories(c)) if !c.is_empty() => c,
+                        _ => all,
+                    };
+                    if rng.random_bool(p.flip) { choices[rng.random_range(0..choices.len())] as f64 } else { v }
                 }
             }
         })
@@ -221,6 +252,7 @@ impl Stage for Expand {
                 ids.iter().map(|id| lookup(&row_of, id, "the dataset")).collect::<Result<_, _>>()?;
             let mut pool = trigger::vectors(&ds, sim, &member_rows)?;
             let domain = member_rows.first().and_then(|&r| ds.meta.domains.get(&splits[r]));
+            let within = if p.search == Search::Domain { domain } else { None };
             let mut outside = 0;
             let mut rng = Purpose::Expand.rng(ctx.seed, *cluster);
             let (mut simulated, mut failing, mut joined) = (0, 0, 0);
@@ -228,7 +260,7 @@ impl Stage for Expand {
                 let children: Vec<Vec<f64>> = (0..p.population)
                     .map(|_| {
                         let parent = pool[rng.random_range(0..pool.len())].clone();
-                        mutate(sim, &task, &parent, p, &mut rng)
+                        mutate(sim, &task, within, &parent, p, &mut rng)
                     })
                     .collect();
                 // Render the generation as a dataset, test it, and measure the failures' heatmaps to the clusters.

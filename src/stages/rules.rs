@@ -157,7 +157,8 @@ impl Stage for RulesStage {
                     ds.dir.display()
                 )));
             }
-            let within: Vec<bool> = match (domain, trigger::simulator_of(&expanded)) {
+            // The expanded images carry the parameters of the dataset's simulator (their source names their stage).
+            let within: Vec<bool> = match (domain, trigger::simulator_of(&ds)) {
                 (Some(d), Some(sim)) => {
                     let rows: Vec<usize> = (0..expanded.meta.count).collect();
                     trigger::vectors(&expanded, sim, &rows)?.iter().map(|v| d.contains(v)).collect()

@@ -262,6 +262,26 @@ clusters = "cluster.clusters"
 results = "test.results"
 dataset = "data.dataset"
 expanded = "expand.expanded"
+
+# Searching each parameter's whole range: what it finds outside the test split's domain is counted, not learned from.
+[[stage]]
+id = "expand-range"
+kind = "expand"
+clusters = "cluster.clusters"
+heatmaps = "heatmaps.heatmaps"
+model = "train.model"
+dataset = "data.dataset"
+population = 24
+generations = 3
+search = "range"
+
+[[stage]]
+id = "rules-range"
+kind = "rules"
+clusters = "cluster.clusters"
+results = "test.results"
+dataset = "data.dataset"
+expanded = "expand-range.expanded"
 "#;
     let expanded = |ws: &crate::support::Ws| {
         let (w, r) = run(ws, &text);
@@ -271,6 +291,14 @@ expanded = "expand.expanded"
         let summary = std::fs::read_to_string(out("expand", "summary")).unwrap();
         let retest = std::fs::read_to_string(out("retest", "summary")).unwrap();
         let rules: Rules = hudd::artefact::table::read_json(&out("rules", "rules")).unwrap();
+        let wide = std::fs::read_to_string(out("expand-range", "summary")).unwrap();
+        let wide_rules: Rules = hudd::artefact::table::read_json(&out("rules-range", "rules")).unwrap();
+        let rows: Vec<Vec<usize>> =
+            wide.lines().skip(1).map(|l| l.split(',').skip(4).map(|x| x.parse().unwrap()).collect()).collect();
+        let (joined, outside) = rows.iter().fold((0, 0), |(j, o), r| (j + r[1], o + r[2]));
+        assert!(outside > 0, "a search over the whole range leaves the domain: {wide}");
+        assert_eq!(wide_rules.rules.iter().map(|r| r.expanded_outside).sum::<usize>(), outside);
+        assert_eq!(wide_rules.rules.iter().map(|r| r.expanded + r.expanded_outside).sum::<usize>(), joined);
         (table, summary, retest, rules)
     };
     let (table, summary, retest, rules) = expanded(&crate::support::Ws::new());
@@ -279,6 +307,8 @@ expanded = "expand.expanded"
     assert!(joined > 0, "the search finds images: {summary}");
     assert!(rows.iter().all(|r| r[4].parse::<usize>().unwrap() >= r[5].parse::<usize>().unwrap()), "{summary}");
     assert!(rows.iter().all(|r| r[3] == "72"), "3 generations of 24 per cluster: {summary}");
+    // By default the search stays in the clustered split's operational domain.
+    assert!(rows.iter().all(|r| r[6] == "0"), "{summary}");
     // The model fails on every image found.
     let retest: serde_json::Value = serde_json::from_str(&retest).unwrap();
     assert_eq!((retest["images"].as_u64(), retest["errors"].as_u64()), (Some(joined as u64), Some(joined as u64)));
@@ -295,6 +325,7 @@ expanded = "expand.expanded"
     }
     // Rules count the images a cluster gained.
     assert_eq!(rules.rules.iter().map(|r| r.expanded).sum::<usize>(), joined);
+    assert!(rules.rules.iter().all(|r| r.expanded_outside == 0));
     // The same seed gives the same images.
     let (again, ..) = expanded(&crate::support::Ws::new());
     assert_eq!(again, table);
