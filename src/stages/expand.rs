@@ -2,8 +2,9 @@
 //! learned from it. A seeded evolutionary search over simulator parameters starts from the members' parameters:
 //! each generation mutates parents drawn from the members and the images found so far, renders the children, and
 //! keeps those the model fails on whose heatmaps join the cluster under `select`'s rule (closest cluster, within the
-//! cluster's own spread). Mutations range over each parameter's full range, wider than the operational domain; the
-//! images found outside the domain are counted (`outside`), and `rules` states no rule from them.
+//! cluster's own spread). Mutations stay inside the clustered split's operational support by default (`search =
+//! "range"` ranges over each parameter's full range instead; the images found outside the domain are then counted,
+//! `outside`, and `rules` states no rule from them).
 
 use std::collections::BTreeMap;
 
@@ -37,7 +38,8 @@ pub struct ExpandParams {
     pub population: usize,
     #[serde(default = "default_generations")]
     pub generations: usize,
-    /// A numeric parameter moves by a normal step of this share of its range.
+    /// A numeric parameter moves by a normal step of this share of the range searched (its operational support, or
+    /// its whole range with `search = "range"`).
     #[serde(default = "default_sigma")]
     pub sigma: f64,
     /// A categorical parameter takes a random value with this chance.
@@ -104,9 +106,10 @@ impl Params for ExpandParams {
     }
 }
 
-/// A child of `parent`: numbers moved by a normal step of `sigma` of their range and kept inside the operational
-/// domain's support when there is one (else the parameter's range; angles that go all the way round in it wrap),
-/// categories redrawn with chance `flip` among those the domain gives; the label's own parameters are kept.
+/// A child of `parent`: numbers moved by a normal step of `sigma` of the range searched, the operational domain's
+/// support when there is one (else the parameter's range), and reflected back into it at its ends (angles that go
+/// all the way round in it wrap), so that no value piles up at a bound; categories redrawn with chance `flip` among
+/// those the domain gives; the label's own parameters are kept.
 fn mutate(
     sim: &dyn Simulator,
     task: &str,
@@ -127,14 +130,14 @@ fn mutate(
             let support = domain.map(|d| d.support(k));
             match spec.kind {
                 ParamKind::Real { min, max, .. } | ParamKind::Angle { min, max } | ParamKind::Axial { min, max } => {
-                    let step = sim::standard_normal(rng) * p.sigma * (max - min);
                     let (lo, hi) = match support {
                         Some(Support::Numbers { min, max }) => (min, max),
                         _ => (min, max),
                     };
+                    let step = sim::standard_normal(rng) * p.sigma * (hi - lo);
                     match spec.kind.period().filter(|period| hi - lo >= *period) {
                         Some(period) => (v + step - min).rem_euclid(period) + min,
-                        None => (v + step).clamp(lo, hi),
+                        None => reflect(v + step, lo, hi),
                     }
                 }
                 ParamKind::Categorical(_) | ParamKind::Bool => {
@@ -150,10 +153,20 @@ fn mutate(
         .collect()
 }
 
+/// `x` folded into `[lo, hi]` by reflection at both ends (a point mass of one value when `lo == hi`).
+fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
+    let width = hi - lo;
+    if width <= 0.0 {
+        return lo;
+    }
+    let y = (x - lo).rem_euclid(2.0 * width);
+    lo + if y > width { 2.0 * width - y } else { y }
+}
+
 impl Stage for Expand {
     type Params = ExpandParams;
     const KIND: &'static str = "expand";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
@@ -325,5 +338,47 @@ impl Stage for Expand {
             rows.iter().map(|r| r.simulated).sum::<usize>()
         ));
         Ok(table::write(&ctx.output("summary")?, &rows)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::domain::Distributions;
+
+    #[test]
+    fn reflection_folds_a_value_back_from_either_end() {
+        assert_eq!(reflect(1.2, 0.0, 1.0), 0.8);
+        assert_eq!(reflect(-0.25, 0.0, 1.0), 0.25);
+        assert_eq!(reflect(2.5, 0.0, 1.0), 0.5);
+        assert_eq!(reflect(0.4, 0.0, 1.0), 0.4);
+        assert_eq!(reflect(7.0, 3.0, 3.0), 3.0);
+    }
+
+    /// The quickstart's defect: `motion_blur` ranges 0–12 pixels but the split draws it from U(0, 1); a clamped step
+    /// of a tenth of the full range put most children of a parent near 1 exactly at 1, and the rules learned
+    /// "motion_blur 1.00–1.00" from that pile.
+    #[test]
+    fn children_spread_over_a_narrow_support_without_piling_at_its_end() {
+        let sim = crate::sim::simulator("signs").unwrap();
+        let dists = Distributions::new(sim, &BTreeMap::new(), "params").unwrap();
+        let domain = Domain::plain(dists);
+        let k = sim.params().iter().position(|p| p.name == "motion_blur").unwrap();
+        let mut parent = domain.draw(&mut ChaCha8Rng::seed_from_u64(1)).1;
+        parent[k] = 0.999;
+        let p: ExpandParams = toml::from_str("").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let values: Vec<f64> =
+            (0..2000).map(|_| mutate(sim, "classify", Some(&domain), &parent, &p, &mut rng)[k]).collect();
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "every child inside the support");
+        let at_end = values.iter().filter(|&&v| v >= 0.999).count();
+        assert!(at_end < 40, "{at_end} of 2000 children at or beyond the parent's value next to the support's end");
+        let near: Vec<f64> = values.iter().copied().filter(|v| (v - 0.999).abs() > 1e-12).collect();
+        let spread = (near.iter().map(|v| (v - 0.999).powi(2)).sum::<f64>() / near.len() as f64).sqrt();
+        assert!((0.05..0.2).contains(&spread), "steps of a tenth of the support's width, got {spread:.3}");
     }
 }
