@@ -224,6 +224,60 @@ pub fn t_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
     Some((mean - t * sem, mean + t * sem))
 }
 
+/// A correction for testing many hypotheses at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Correction {
+    /// Holm's step-down procedure (1979): the family-wise error rate, the chance of any false claim, stays at α.
+    Holm,
+    /// Benjamini and Hochberg's step-up procedure (1995): the false discovery rate, the expected share of false claims
+    /// among the claims, stays at α (for independent or positively dependent tests).
+    #[default]
+    BenjaminiHochberg,
+    /// No correction: each test at α on its own.
+    None,
+}
+
+impl Correction {
+    /// Its name as reports print it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Correction::Holm => "Holm's correction (family-wise error rate)",
+            Correction::BenjaminiHochberg => "Benjamini-Hochberg's correction (false discovery rate)",
+            Correction::None => "no correction",
+        }
+    }
+}
+
+/// Adjusted p-values of a family of tests, in the order given (statsmodels' `multipletests` with `holm` or `fdr_bh`):
+/// a hypothesis is rejected at level α when its adjusted p-value is at most α.
+pub fn adjust(p: &[f64], correction: Correction) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
+    let mut adjusted = vec![0.0; m];
+    match correction {
+        Correction::None => adjusted.copy_from_slice(p),
+        // Step down from the smallest: (m − i)·p₍ᵢ₎, never below an earlier adjusted value.
+        Correction::Holm => {
+            let mut running: f64 = 0.0;
+            for (i, &k) in order.iter().enumerate() {
+                running = running.max(((m - i) as f64 * p[k]).min(1.0));
+                adjusted[k] = running;
+            }
+        }
+        // Step up from the largest: m/(i + 1)·p₍ᵢ₎, never above a later adjusted value.
+        Correction::BenjaminiHochberg => {
+            let mut running: f64 = 1.0;
+            for (i, &k) in order.iter().enumerate().rev() {
+                running = running.min((m as f64 / (i + 1) as f64 * p[k]).min(1.0));
+                adjusted[k] = running;
+            }
+        }
+    }
+    adjusted
+}
+
 /// How repeated runs' images relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Images {
@@ -326,5 +380,41 @@ mod interval_tests {
         assert_eq!(two_level_interval(&runs, Images::PerRun, 0.95, 2000, 1), Some((lo, hi)));
         assert_eq!(two_level_interval(&[], Images::Shared, 0.95, 10, 1), None);
         assert_eq!(two_level_interval(&[outcomes(1, 2), outcomes(1, 3)], Images::Shared, 0.95, 10, 1), None);
+    }
+}
+
+#[cfg(test)]
+mod multitest_tests {
+    use super::{Correction, adjust};
+
+    #[derive(serde::Deserialize)]
+    struct Family {
+        name: String,
+        p: Vec<f64>,
+        holm: Vec<f64>,
+        fdr_bh: Vec<f64>,
+        holm_reject: Vec<bool>,
+        fdr_bh_reject: Vec<bool>,
+    }
+
+    #[test]
+    fn adjusted_p_values_match_statsmodels_multipletests() {
+        // tests/fixtures/multitest_ref.py
+        let families: Vec<Family> =
+            serde_json::from_str(include_str!("../tests/fixtures/multitest_ref.json")).expect("the reference parses");
+        for f in families {
+            for (correction, want, reject) in [
+                (Correction::Holm, &f.holm, &f.holm_reject),
+                (Correction::BenjaminiHochberg, &f.fdr_bh, &f.fdr_bh_reject),
+            ] {
+                let got = adjust(&f.p, correction);
+                for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                    assert!((g - w).abs() < 1e-12, "{} {correction:?} [{i}]: {g} against {w}", f.name);
+                }
+                let rejected: Vec<bool> = got.iter().map(|&a| a <= 0.05).collect();
+                assert_eq!(&rejected, reject, "{} {correction:?}", f.name);
+            }
+            assert_eq!(adjust(&f.p, Correction::None), f.p);
+        }
     }
 }

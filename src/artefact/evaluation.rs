@@ -29,17 +29,31 @@ pub struct VarianceSummary {
 /// RQ1 with a null model: how many clusters are explained beyond what random clusters of their sizes reach.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChanceCorrected {
-    /// Clusters explained by the paper's criterion whose permutation p-value is below `alpha`.
+    /// Clusters explained by the paper's criterion whose adjusted permutation p-value is below `alpha`.
     pub explained: usize,
     /// `explained / assessed`.
     pub explained_share: f64,
     /// The number of clusters random clusters of the same sizes would have "explained" by the paper's criterion.
     pub expected_by_chance: f64,
+    /// Clusters explained whose raw p-value is below `alpha` (before the correction).
+    #[serde(default)]
+    pub explained_uncorrected: usize,
+    /// The number random clusters of the same sizes would have explained beyond chance: by the paper's criterion and
+    /// with an adjusted p-value below `alpha` (a simulation over the null draws); what `explained` is compared with.
+    #[serde(default)]
+    pub expected_beyond_chance: f64,
+    /// The correction over the assessed clusters' p-values (absent in summaries written before it: none).
+    #[serde(default = "no_correction")]
+    pub correction: crate::stats::Correction,
     /// Share of the failing images in clusters explained by the paper's criterion, and beyond chance.
     pub images_explained: f64,
     pub images_explained_beyond_chance: f64,
     pub permutations: usize,
     pub alpha: f64,
+}
+
+fn no_correction() -> crate::stats::Correction {
+    crate::stats::Correction::None
 }
 
 /// `summary.json`: the headline figures of RQ2.
@@ -63,6 +77,9 @@ pub struct CompareSummary {
     /// Each root-cause cluster's size and stability, when `clusters` is given (stability when it was measured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterStability>,
+    /// How the tests' p-values are adjusted: over the comparisons made on one split (absent in older summaries).
+    #[serde(default)]
+    pub correction: Option<crate::stats::Correction>,
 }
 
 /// A root-cause cluster's size and its stability under resampling.
@@ -88,6 +105,11 @@ pub struct Protocol {
     #[serde(default)]
     pub images: usize,
     pub original: f64,
+    /// The 95% interval of the original's score over the split's images (a bootstrap); absent in older summaries.
+    #[serde(default)]
+    pub original_lo: Option<f64>,
+    #[serde(default)]
+    pub original_hi: Option<f64>,
     pub strategies: Vec<StrategyRow>,
     pub tests: Vec<TestRow>,
 }
@@ -109,6 +131,13 @@ pub struct StrategyRow {
     pub max: f64,
     pub fixed: f64,
     pub broken: f64,
+    /// The 95% interval of the strategy's score on the split's distribution, covering both sources of error: the
+    /// runs (which models retraining happened to give) and the split's images (which the split happened to draw); a
+    /// two-level bootstrap (`stats::two_level_interval`, images shared by the runs). Absent in older summaries.
+    #[serde(default)]
+    pub lo: Option<f64>,
+    #[serde(default)]
+    pub hi: Option<f64>,
 }
 
 /// The reference strategy against one other: `a12` is the probability that a reference run scores better.
@@ -118,6 +147,9 @@ pub struct TestRow {
     pub u: f64,
     pub p: f64,
     pub a12: f64,
+    /// `p` adjusted for the split's family of comparisons (the summary's `correction`); absent in older summaries.
+    #[serde(default)]
+    pub p_adjusted: Option<f64>,
 }
 
 /// A row of a variance stage's `variance.csv`: one cluster and parameter.
@@ -150,14 +182,26 @@ pub struct ExplanationRow {
     /// the same failing images, whose best reduction over every parameter is at least as large.
     #[serde(default, serialize_with = "option_display")]
     pub p: Option<f64>,
-    /// Explained (the paper's criterion) and p below the stage's `alpha`.
+    /// Explained (the paper's criterion) and the adjusted p below the stage's `alpha`.
     #[serde(default)]
     pub beats_chance: Option<bool>,
+    /// `p` adjusted for testing every assessed cluster (the summary's `correction`); absent in older tables.
+    #[serde(default, serialize_with = "option_display")]
+    pub p_adjusted: Option<f64>,
 }
 
 impl Row for ExplanationRow {
-    const COLUMNS: &'static [&'static str] =
-        &["cluster", "size", "explained", "best_parameter", "best_reduction", "description", "p", "beats_chance"];
+    const COLUMNS: &'static [&'static str] = &[
+        "cluster",
+        "size",
+        "explained",
+        "best_parameter",
+        "best_reduction",
+        "description",
+        "p",
+        "beats_chance",
+        "p_adjusted",
+    ];
 }
 
 /// A row of a compare stage's `runs.csv`: one retrained model's score.
@@ -195,10 +239,15 @@ pub struct StrategyLine {
     pub fixed: f64,
     #[serde(serialize_with = "display")]
     pub broken: f64,
+    #[serde(default, serialize_with = "option_display")]
+    pub lo: Option<f64>,
+    #[serde(default, serialize_with = "option_display")]
+    pub hi: Option<f64>,
 }
 
 impl Row for StrategyLine {
-    const COLUMNS: &'static [&'static str] = &["split", "strategy", "runs", "mean", "min", "max", "fixed", "broken"];
+    const COLUMNS: &'static [&'static str] =
+        &["split", "strategy", "runs", "mean", "min", "max", "fixed", "broken", "lo", "hi"];
 }
 
 impl StrategyLine {
@@ -212,6 +261,8 @@ impl StrategyLine {
             max: r.max,
             fixed: r.fixed,
             broken: r.broken,
+            lo: r.lo,
+            hi: r.hi,
         }
     }
 }
@@ -228,10 +279,12 @@ pub struct TestLine {
     pub p: f64,
     #[serde(serialize_with = "display")]
     pub a12: f64,
+    #[serde(default, serialize_with = "option_display")]
+    pub p_adjusted: Option<f64>,
 }
 
 impl Row for TestLine {
-    const COLUMNS: &'static [&'static str] = &["split", "reference", "baseline", "u", "p", "a12"];
+    const COLUMNS: &'static [&'static str] = &["split", "reference", "baseline", "u", "p", "a12", "p_adjusted"];
 }
 
 /// A row of `rcc.csv`: a strategy's accuracy on the images of one split that belong to a root-cause cluster (on
@@ -247,8 +300,17 @@ pub struct RccRow {
     /// The mean over the strategy's runs.
     #[serde(serialize_with = "display")]
     pub after: f64,
+    /// The strategy's runs, and the 95% interval of `after` over runs and the cluster's images (a two-level bootstrap,
+    /// images shared by the runs); absent in older tables.
+    #[serde(default)]
+    pub runs: usize,
+    #[serde(default, serialize_with = "option_display")]
+    pub lo: Option<f64>,
+    #[serde(default, serialize_with = "option_display")]
+    pub hi: Option<f64>,
 }
 
 impl Row for RccRow {
-    const COLUMNS: &'static [&'static str] = &["split", "strategy", "cluster", "images", "before", "after"];
+    const COLUMNS: &'static [&'static str] =
+        &["split", "strategy", "cluster", "images", "before", "after", "runs", "lo", "hi"];
 }

@@ -28,11 +28,23 @@ pub struct CompareParams {
     /// The name of the `reference` runs' strategy in the outputs.
     #[serde(default = "default_reference")]
     pub reference_name: String,
+    /// How the p-values of the comparisons on one split are adjusted for making several: `holm` (default: the
+    /// chance of any false "better" stays at the level), `benjamini-hochberg`, or `none`.
+    #[serde(default = "default_correction")]
+    pub correction: stats::Correction,
 }
 
 fn default_reference() -> String {
     "hudd".into()
 }
+
+fn default_correction() -> stats::Correction {
+    stats::Correction::Holm
+}
+
+/// Bootstrap replicates of the intervals over runs and images, and their level.
+const REPLICATES: usize = 2000;
+const LEVEL: f64 = 0.95;
 
 impl Params for CompareParams {
     fn validate(&self) -> Vec<Invalid> {
@@ -45,8 +57,24 @@ impl Params for CompareParams {
 struct Outcome {
     split: String,
     correct: HashMap<String, bool>,
+    /// Each image's share of the score: 1 or 0 (right or wrong), or its mean keypoint error.
+    values: HashMap<String, f64>,
     score: f64,
     seen: Option<SeenAs>,
+}
+
+impl Outcome {
+    /// The values of `ids`, in their order (`None` when the model was not tested on one of them).
+    fn values_of(&self, ids: &[&String]) -> Option<Vec<f64>> {
+        ids.iter().map(|id| self.values.get(*id).copied()).collect()
+    }
+}
+
+/// The interval over runs and images of the mean score of `runs` on `ids` (every run scored on the same images).
+fn interval(runs: &[&Outcome], ids: &[&String]) -> (Option<f64>, Option<f64>) {
+    let outcomes: Option<Vec<Vec<f64>>> = runs.iter().map(|o| o.values_of(ids)).collect();
+    let interval = outcomes.and_then(|o| stats::two_level_interval(&o, stats::Images::Shared, LEVEL, REPLICATES, 0));
+    (interval.map(|i| i.0), interval.map(|i| i.1))
 }
 
 fn read_results(a: &InputArtefact) -> Result<(Outcome, bool), StageError> {
@@ -70,7 +98,11 @@ fn read_results(a: &InputArtefact) -> Result<(Outcome, bool), StageError> {
         Some(errors) => errors.iter().sum::<f64>() / errors.len().max(1) as f64,
         None => correct.values().filter(|c| **c).count() as f64 / correct.len().max(1) as f64,
     };
-    Ok((Outcome { split, correct, score, seen: results.seen }, keypoints))
+    let values = match &results.errors {
+        Some(errors) => results.images.iter().map(|(id, _)| id.clone()).zip(errors.iter().copied()).collect(),
+        None => results.images.iter().map(|(id, c)| (id.clone(), f64::from(u8::from(*c)))).collect(),
+    };
+    Ok((Outcome { split, correct, values, score, seen: results.seen }, keypoints))
 }
 
 /// A run's strategy: its `strategy` matrix value, else the id of the stage that tested it.
@@ -114,7 +146,7 @@ fn label(seen: &[SeenBy]) -> String {
 impl Stage for Compare {
     type Params = CompareParams;
     const KIND: &'static str = "compare";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "original",
@@ -170,14 +202,19 @@ impl Stage for Compare {
             name: "strategies",
             kind: COMPARE_STRATEGIES,
             path: "strategies.csv",
-            doc: "split,strategy,runs,mean,min,max,fixed,broken",
+            doc: "split,strategy,runs,mean,min,max,fixed,broken,lo,hi (lo-hi: 95% over runs and images)",
         },
-        OutputSpec { name: "tests", kind: COMPARE_TESTS, path: "tests.csv", doc: "split,reference,baseline,u,p,a12" },
+        OutputSpec {
+            name: "tests",
+            kind: COMPARE_TESTS,
+            path: "tests.csv",
+            doc: "split,reference,baseline,u,p,a12,p_adjusted",
+        },
         OutputSpec {
             name: "rcc",
             kind: COMPARE_RCC,
             path: "rcc.csv",
-            doc: "split,strategy,cluster,images,before,after (mean over runs)",
+            doc: "split,strategy,cluster,images,before,after,runs,lo,hi (after: mean over runs; lo-hi: 95% over runs and images)",
         },
         OutputSpec {
             name: "summary",
@@ -263,8 +300,11 @@ impl Stage for Compare {
                 )));
             }
             let seen = seen_by(original, groups, Some((&p.reference_name, &member_ids)));
+            let mut ids: Vec<&String> = original.values.keys().collect();
+            ids.sort();
+            let (original_lo, original_hi) = interval(&[original], &ids);
             let (strategies, tests) =
-                judge(original, groups, &p.reference_name, keypoints, &mut runs_csv, &mut tests_csv);
+                judge(original, groups, &p.reference_name, keypoints, p.correction, &mut runs_csv, &mut tests_csv);
             lines.extend(strategies.iter().map(|s| StrategyLine::of(&original.split, s)));
             rcc_csv.extend(per_cluster(original, groups, &cluster_of));
             protocols.push(Protocol {
@@ -274,6 +314,8 @@ impl Stage for Compare {
                 seen,
                 images: original.correct.len(),
                 original: original.score,
+                original_lo,
+                original_hi,
                 strategies,
                 tests,
             });
@@ -323,22 +365,27 @@ impl Stage for Compare {
             protocols,
             rq1,
             clusters,
+            correction: Some(p.correction),
         };
         Ok(table::write_json(&ctx.output("summary")?, &summary)?)
     }
 }
 
-/// RQ2 on one split: each run's score, fixes and breakages against the original, each strategy's summary, and the
-/// reference against every baseline (Mann-Whitney U, Vargha-Delaney Â12).
+/// RQ2 on one split: each run's score, fixes and breakages against the original, each strategy's summary with its
+/// interval over runs and images, and the reference against every baseline (Mann-Whitney U over the runs,
+/// Vargha-Delaney Â12, the p-values adjusted over the split's comparisons).
 fn judge(
     original: &Outcome,
     groups: &Groups,
     reference: &str,
     keypoints: bool,
+    correction: stats::Correction,
     runs_csv: &mut Vec<RunRow>,
     tests_csv: &mut Vec<TestLine>,
 ) -> (Vec<StrategyRow>, Vec<TestRow>) {
     let split = &original.split;
+    let mut ids: Vec<&String> = original.values.keys().collect();
+    ids.sort();
     let mut strategies = Vec::new();
     for (name, runs) in groups {
         let (mut fixed, mut broken) = (Vec::new(), Vec::new());
@@ -358,7 +405,10 @@ fn judge(
         }
         let scores: Vec<f64> = runs.iter().map(|(_, o)| o.score).collect();
         let (mean, min, max) = stats::summary(&scores);
+        let (lo, hi) = interval(&runs.iter().map(|(_, o)| o).collect::<Vec<_>>(), &ids);
         strategies.push(StrategyRow {
+            lo,
+            hi,
             strategy: name.clone(),
             runs: runs.len(),
             mean,
@@ -378,21 +428,27 @@ fn judge(
         let other = signed(runs);
         let mw = stats::mann_whitney(&ours, &other);
         let a12 = stats::a12(&ours, &other);
+        tests.push(TestRow { baseline: name.clone(), u: mw.u, p: mw.p, a12, p_adjusted: None });
+    }
+    let raw: Vec<f64> = tests.iter().map(|t| t.p).collect();
+    for (t, adjusted) in tests.iter_mut().zip(stats::adjust(&raw, correction)) {
+        t.p_adjusted = Some(adjusted);
         tests_csv.push(TestLine {
             split: split.clone(),
             reference: reference.to_string(),
-            baseline: name.clone(),
-            u: mw.u,
-            p: mw.p,
-            a12,
+            baseline: t.baseline.clone(),
+            u: t.u,
+            p: t.p,
+            a12: t.a12,
+            p_adjusted: t.p_adjusted,
         });
-        tests.push(TestRow { baseline: name.clone(), u: mw.u, p: mw.p, a12 });
     }
     (strategies, tests)
 }
 
 /// Accuracy on each root-cause cluster's images of one split (its members on the clustered split, the images
-/// assigned to it elsewhere), before (the original) and after retraining (the mean over a strategy's runs).
+/// assigned to it elsewhere), before (the original) and after retraining (the mean over a strategy's runs, with its
+/// interval over runs and the cluster's images).
 fn per_cluster(original: &Outcome, groups: &Groups, cluster_of: &HashMap<String, usize>) -> Vec<RccRow> {
     let mut clusters: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
     for id in original.correct.keys() {
@@ -401,11 +457,21 @@ fn per_cluster(original: &Outcome, groups: &Groups, cluster_of: &HashMap<String,
         }
     }
     let mut rows = Vec::new();
+    for ids in clusters.values_mut() {
+        ids.sort();
+    }
     for (name, runs) in groups {
         for (k, ids) in &clusters {
             let share = |o: &Outcome| {
                 ids.iter().filter(|id| o.correct.get(**id) == Some(&true)).count() as f64 / ids.len() as f64
             };
+            // Accuracy whatever the metric: an image is right or wrong (keypoints: within the threshold).
+            let outcomes: Option<Vec<Vec<f64>>> = runs
+                .iter()
+                .map(|(_, o)| ids.iter().map(|id| o.correct.get(*id).map(|c| f64::from(u8::from(*c)))).collect())
+                .collect();
+            let interval = outcomes
+                .and_then(|o| stats::two_level_interval(&o, stats::Images::Shared, LEVEL, REPLICATES, *k as u64));
             rows.push(RccRow {
                 split: original.split.clone(),
                 strategy: name.clone(),
@@ -413,8 +479,39 @@ fn per_cluster(original: &Outcome, groups: &Groups, cluster_of: &HashMap<String,
                 images: ids.len(),
                 before: share(original),
                 after: runs.iter().map(|(_, o)| share(o)).sum::<f64>() / runs.len() as f64,
+                runs: runs.len(),
+                lo: interval.map(|i| i.0),
+                hi: interval.map(|i| i.1),
             });
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{Outcome, interval};
+
+    fn outcome(right: usize, n: usize) -> Outcome {
+        let values: HashMap<String, f64> =
+            (0..n).map(|i| (format!("{i:03}"), f64::from(u8::from(i < right)))).collect();
+        let correct = values.iter().map(|(id, v)| (id.clone(), *v > 0.5)).collect();
+        Outcome { split: "holdout".into(), correct, values, score: right as f64 / n as f64, seen: None }
+    }
+
+    /// Runs that agree exactly have no spread, so an interval over runs alone is a point; the split's 200 images
+    /// still carry a sampling error that the interval must cover (about ±4 points at 90%, like a binomial interval).
+    #[test]
+    fn the_interval_of_runs_that_agree_still_covers_the_test_images_error() {
+        let runs = [outcome(180, 200), outcome(180, 200), outcome(180, 200)];
+        let mut ids: Vec<&String> = runs[0].values.keys().collect();
+        ids.sort();
+        let (lo, hi) = interval(&runs.iter().collect::<Vec<_>>(), &ids);
+        let (lo, hi) = (lo.unwrap(), hi.unwrap());
+        assert!((0.84..0.88).contains(&lo) && (0.92..0.96).contains(&hi), "{lo} {hi}");
+        let scores: Vec<f64> = runs.iter().map(|o| o.score).collect();
+        assert_eq!(crate::stats::t_interval(&scores, 0.95), Some((0.9, 0.9)));
+    }
 }

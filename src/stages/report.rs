@@ -110,14 +110,21 @@ struct ClusterView {
     best_reduction: Option<f64>,
     /// The permutation p-value of its best reduction, and whether it is explained beyond chance.
     p: Option<f64>,
+    /// Its p-value adjusted over every assessed cluster.
+    p_adjusted: Option<f64>,
     beats_chance: Option<bool>,
     /// Its stability under resampling (mean Jaccard) and whether it reaches the threshold.
     stability: Option<f64>,
     stable: Option<bool>,
+    /// Whether it beats chance, and on which criterion it fails when it does not, in a sentence.
+    verdict: Option<String>,
     /// Accuracy on its images of each tested split, the judging split first.
     accuracy: Vec<RccView>,
-    /// The mean accuracy after retraining on the judging split's images of the cluster (else the first split's).
-    after: Option<f64>,
+    /// The reference strategy's mean accuracy after retraining on the judging split's images of the cluster (else the
+    /// first split's), with its interval over runs and images.
+    after: Option<AfterAccuracy>,
+    /// Too few of those images to judge a rate (fewer than [`MIN_IMAGES`]).
+    small: bool,
     sheet: Option<Picture>,
     gif: Option<Picture>,
     heatmap: Option<Picture>,
@@ -129,15 +136,54 @@ struct ClusterView {
     members: Vec<String>,
 }
 
-/// A cluster's accuracy on one split's images of it, before and after retraining.
+/// A cluster's accuracy on one split's images of it, before and after retraining with each strategy.
 #[derive(Debug, Clone, Serialize)]
 struct RccView {
     split: String,
     /// The judging split (its images are assigned to the cluster), or the one whose failures formed it.
     held_out: bool,
     images: usize,
+    /// The original model's accuracy on them (0 by construction: the cluster's images are its failures).
     before: f64,
-    after: f64,
+    /// Every strategy's, the reference first.
+    after: Vec<AfterAccuracy>,
+}
+
+/// One strategy's mean accuracy over its runs on a cluster's images, with a 95% interval over runs and images.
+#[derive(Debug, Clone, Serialize)]
+struct AfterAccuracy {
+    strategy: String,
+    runs: usize,
+    rate: f64,
+    lo: Option<f64>,
+    hi: Option<f64>,
+}
+
+/// Fewer images of a cluster than this, and its accuracy is not judged: a 95% interval on a rate from fewer than
+/// 20 images spans more than ±20 points.
+const MIN_IMAGES: usize = 20;
+
+/// What RQ1 concludes about a cluster, naming the criterion it fails: the paper's (no parameter's spread drops by the
+/// threshold) or chance (random clusters of its size do as well, after the correction).
+fn verdict(e: &ExplanationRow, threshold: f64, alpha: f64) -> Option<String> {
+    let p = e.p?;
+    let ps = match e.p_adjusted {
+        Some(a) => format!("p = {p:.3}, adjusted {a:.3}"),
+        None => format!("p = {p:.3}"),
+    };
+    let best = e.best_reduction.map_or(String::new(), |r| format!(" (best: {}, {:.0}%)", e.best_parameter, r * 100.0));
+    Some(match (e.explained, e.beats_chance) {
+        (_, Some(true)) => format!("Explained beyond chance: random clusters of its size rarely do as well ({ps})"),
+        (Some(false), _) => format!(
+            "Not explained: no parameter's spread drops by {:.0}%{best}, whatever chance says ({ps})",
+            threshold * 100.0
+        ),
+        _ => format!(
+            "Explained by the {:.0}% criterion, but not beyond chance: random clusters of its size do as well too often \
+             ({ps}; beyond chance needs the adjusted p below {alpha})",
+            threshold * 100.0
+        ),
+    })
 }
 
 /// A cluster's triggering condition: the rule, how well it separates, and its test on new images.
@@ -312,7 +358,13 @@ struct Context {
     rq2: Option<serde_json::Value>,
     /// The strip plot of scores per strategy (inline SVG, trusted: made here from numbers).
     rq2_plot: Option<String>,
+    /// The corrections of RQ1's and RQ2's p-values, in words.
+    rq1_correction: Option<String>,
+    rq2_correction: Option<String>,
     residual: Vec<usize>,
+    /// Clusters with too few images on the judging split to judge their accuracy, and that limit.
+    too_small: Vec<usize>,
+    min_images: usize,
     to_review: Vec<usize>,
     /// The `annotations` file the manifest names, when it does not exist.
     annotations_missing: Option<String>,
@@ -455,7 +507,7 @@ fn strip_plot(runs: &[RunRow], original: f64, split: &str, accuracy: bool) -> St
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 9;
+    const VERSION: u32 = 10;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -592,22 +644,15 @@ impl Stage for Report {
         let compare: Option<CompareSummary> = first("compare").map(|p| table::read_json(&p)).transpose()?;
         let reference = compare.as_ref().map_or_else(|| "hudd".to_string(), |c| c.reference.clone());
         let held_out = |split: &str| compare.as_ref().is_some_and(|c| c.judged_on == split);
-        let mut accuracy: BTreeMap<usize, Vec<RccView>> = BTreeMap::new();
-        if let Some(path) = first("rcc") {
-            for r in table::read::<RccRow>(&path)?.into_iter().filter(|r| r.strategy == reference) {
-                let view = RccView {
-                    held_out: held_out(&r.split),
-                    split: r.split,
-                    images: r.images,
-                    before: r.before,
-                    after: r.after,
-                };
-                accuracy.entry(r.cluster).or_default().push(view);
-            }
-        }
-        for views in accuracy.values_mut() {
-            views.sort_by_key(|v| !v.held_out);
-        }
+        let accuracy = match first("rcc") {
+            Some(path) => per_cluster(table::read::<RccRow>(&path)?, &reference, held_out),
+            None => BTreeMap::new(),
+        };
+        let rq1_summary = compare.as_ref().and_then(|c| c.rq1.as_ref());
+        let (threshold, alpha) = (
+            rq1_summary.map_or(0.5, |r| r.threshold),
+            rq1_summary.and_then(|r| r.chance.as_ref()).map_or(0.05, |c| c.alpha),
+        );
         let mut clusters = Vec::new();
         let mut annotation_flags = Vec::new();
         if let Some(dir) = first("clusters") {
@@ -653,10 +698,13 @@ impl Stage for Report {
                     best_parameter: e.map(|e| e.best_parameter.clone()).unwrap_or_default(),
                     best_reduction: e.and_then(|e| e.best_reduction),
                     p: e.and_then(|e| e.p),
+                    p_adjusted: e.and_then(|e| e.p_adjusted),
                     beats_chance: e.and_then(|e| e.beats_chance),
+                    verdict: e.and_then(|e| verdict(e, threshold, alpha)),
                     stability: r.stability,
                     stable: r.stable,
-                    after: accuracy.get(&id).and_then(|a| a.first()).map(|a| a.after),
+                    after: accuracy.get(&id).and_then(|a| a.first()).and_then(|a| a.after.first()).cloned(),
+                    small: accuracy.get(&id).and_then(|a| a.first()).is_none_or(|a| a.images < MIN_IMAGES),
                     accuracy: accuracy.get(&id).cloned().unwrap_or_default(),
                     sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,
                     gif: picture(&folder.picture(id, Drawn::Gif), &out, &format!("rcc-{id}.gif"))?,
@@ -686,8 +734,14 @@ impl Stage for Report {
         let target = target_parsed
             .as_ref()
             .map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
-        // Residual risk: clusters whose images the retrained models still get wrong more than half the time.
-        let residual = clusters.iter().filter(|c| c.after.is_some_and(|a| a < 0.5)).map(|c| c.id).collect();
+        // Residual risk: clusters with enough images to judge whose images the reference's retrained models still get
+        // wrong more than half the time; the others are too small to say.
+        let residual = clusters
+            .iter()
+            .filter(|c| !c.small && c.after.as_ref().is_some_and(|a| a.rate < 0.5))
+            .map(|c| c.id)
+            .collect();
+        let too_small = clusters.iter().filter(|c| c.small && !c.accuracy.is_empty()).map(|c| c.id).collect();
         let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
         let unstable = clusters.iter().filter(|c| c.stable == Some(false)).map(|c| c.id).collect();
         let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
@@ -769,7 +823,15 @@ impl Stage for Report {
             rq1: compare.as_ref().and_then(|c| c.rq1.as_ref()).map(|r| serde_json::to_value(r).expect("serialises")),
             rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
             rq2_plot,
+            rq1_correction: compare
+                .as_ref()
+                .and_then(|c| c.rq1.as_ref())
+                .and_then(|r| r.chance.as_ref())
+                .map(|c| c.correction.describe().to_string()),
+            rq2_correction: compare.as_ref().and_then(|c| c.correction).map(|c| c.describe().to_string()),
             residual,
+            too_small,
+            min_images: MIN_IMAGES,
             to_review,
             annotations_missing,
             annotations_file: p.annotations.as_ref().map(|a| a.display().to_string()),
@@ -805,6 +867,36 @@ impl Stage for Report {
         }
         Ok(())
     }
+}
+
+/// Each cluster's accuracy per split (the judging split first) with every strategy (the reference first).
+fn per_cluster(rows: Vec<RccRow>, reference: &str, held_out: impl Fn(&str) -> bool) -> BTreeMap<usize, Vec<RccView>> {
+    let mut out: BTreeMap<usize, Vec<RccView>> = BTreeMap::new();
+    for r in rows {
+        let views = out.entry(r.cluster).or_default();
+        let at = match views.iter().position(|v| v.split == r.split) {
+            Some(at) => at,
+            None => {
+                views.push(RccView {
+                    held_out: held_out(&r.split),
+                    split: r.split.clone(),
+                    images: r.images,
+                    before: r.before,
+                    after: Vec::new(),
+                });
+                views.len() - 1
+            }
+        };
+        let after = AfterAccuracy { strategy: r.strategy, runs: r.runs, rate: r.after, lo: r.lo, hi: r.hi };
+        views[at].after.push(after);
+    }
+    for views in out.values_mut() {
+        views.sort_by_key(|v| !v.held_out);
+        for v in views.iter_mut() {
+            v.after.sort_by_key(|a| a.strategy != reference);
+        }
+    }
+    out
 }
 
 /// The scope from the stages upstream: the first data stage (simulate or dataset) and the first training.
@@ -882,8 +974,10 @@ fn distributions(params: Option<&serde_json::Value>, workspace: &Path) -> Vec<St
 }
 
 /// Section 3: the original and every retraining strategy on each tested split, the judging split first, with a 95%
-/// interval (the original: exact binomial over the split's images; a strategy: Student's t over its runs) and the
-/// target checked on the value and on the interval's worse end.
+/// interval (the original: exact binomial over the split's images for an accuracy, a bootstrap over them for a
+/// keypoint error; a strategy: a two-level bootstrap over its runs and the split's images, from `compare`, or
+/// Student's t over its runs in summaries written before it) and the target checked on the value and on the
+/// interval's worse end.
 fn performance(
     test: &TestSummary,
     compare: Option<&CompareSummary>,
@@ -920,26 +1014,44 @@ fn performance(
     let accuracy = c.metric == "accuracy";
     let mut out = Vec::new();
     for p in &c.protocols {
-        let (lo, hi) = if accuracy { binomial(p.original, p.images) } else { (None, None) };
+        let (lo, hi, interval) = if accuracy {
+            let (lo, hi) = binomial(p.original, p.images);
+            (lo, hi, format!("the split's {} images (exact binomial)", p.images))
+        } else {
+            (p.original_lo, p.original_hi, format!("the split's {} images (bootstrap)", p.images))
+        };
         out.push(Performance {
             model: "original".into(),
             split: p.split.clone(),
             held_out: p.held_out,
             runs: 1,
             value: p.original,
+            interval: if lo.is_some() { interval } else { "one model".into() },
             lo,
             hi,
-            interval: if lo.is_some() { format!("exact binomial, {} images", p.images) } else { "one model".into() },
             met: if accuracy { met(p.original) } else { None },
             met_worst: if accuracy { worst(lo, hi) } else { None },
         });
         for s in &p.strategies {
-            let scores: Vec<f64> =
-                runs.iter().filter(|r| r.split == p.split && r.strategy == s.strategy).map(|r| r.score).collect();
-            // An accuracy's interval stops at 0 and 1.
-            let interval = stats::t_interval(&scores, 0.95)
-                .map(|(lo, hi)| if accuracy { (lo.max(0.0), hi.min(1.0)) } else { (lo, hi) });
-            let (lo, hi) = (interval.map(|i| i.0), interval.map(|i| i.1));
+            let (lo, hi, interval) = match (s.lo, s.hi) {
+                (Some(lo), Some(hi)) => (
+                    Some(lo),
+                    Some(hi),
+                    format!("its {} runs and the split's {} images (two-level bootstrap)", s.runs, p.images),
+                ),
+                _ => {
+                    let scores: Vec<f64> = runs
+                        .iter()
+                        .filter(|r| r.split == p.split && r.strategy == s.strategy)
+                        .map(|r| r.score)
+                        .collect();
+                    // An accuracy's interval stops at 0 and 1.
+                    let t = stats::t_interval(&scores, 0.95)
+                        .map(|(lo, hi)| if accuracy { (lo.max(0.0), hi.min(1.0)) } else { (lo, hi) });
+                    let what = format!("its {} runs only (Student's t; the split's images not covered)", scores.len());
+                    (t.map(|i| i.0), t.map(|i| i.1), if t.is_some() { what } else { "no spread".into() })
+                }
+            };
             out.push(Performance {
                 model: s.strategy.clone(),
                 split: p.split.clone(),
@@ -948,11 +1060,7 @@ fn performance(
                 value: s.mean,
                 lo,
                 hi,
-                interval: if lo.is_some() {
-                    format!("Student's t over {} runs", scores.len())
-                } else {
-                    "no spread".into()
-                },
+                interval,
                 met: if accuracy { met(s.mean) } else { None },
                 met_worst: if accuracy { worst(lo, hi) } else { None },
             });
@@ -1156,5 +1264,40 @@ mod tests {
             "{redrawn}"
         );
         assert_eq!(repetitions(&[hudd(), retrain()]), None, "a single retraining repeats nothing");
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::verdict;
+    use crate::artefact::evaluation::ExplanationRow;
+
+    fn row(explained: bool, p: f64, adjusted: f64, beats: bool) -> ExplanationRow {
+        ExplanationRow {
+            cluster: 1,
+            size: 10,
+            explained: Some(explained),
+            best_parameter: "night".into(),
+            best_reduction: Some(if explained { 0.7 } else { 0.2 }),
+            description: String::new(),
+            p: Some(p),
+            beats_chance: Some(beats),
+            p_adjusted: Some(adjusted),
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_criterion_a_cluster_fails() {
+        let v = |r: ExplanationRow| verdict(&r, 0.5, 0.05).unwrap();
+        assert!(v(row(true, 0.001, 0.004, true)).starts_with("Explained beyond chance"));
+        // A tiny p does not make a cluster explained: the paper's criterion failed, and the sentence says so.
+        let not_explained = v(row(false, 0.001, 0.004, false));
+        assert!(not_explained.starts_with("Not explained: no parameter's spread drops by 50% (best: night, 20%)"));
+        // Explained, with a small raw p that the correction lifts above α: chance is the criterion that failed.
+        let corrected = v(row(true, 0.03, 0.09, false));
+        assert!(
+            corrected.contains("not beyond chance") && corrected.contains("p = 0.030, adjusted 0.090"),
+            "{corrected}"
+        );
     }
 }

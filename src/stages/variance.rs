@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use rand::SeedableRng;
 use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +30,14 @@ pub struct VarianceParams {
     /// Random clusters of each size drawn for the null model (membership shuffled among the failing images).
     #[serde(default = "default_permutations")]
     pub permutations: usize,
-    /// A cluster beats chance when its permutation p-value is below this.
+    /// A cluster beats chance when its adjusted permutation p-value is below this.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// How the clusters' p-values are adjusted for testing them all: `benjamini-hochberg` (default: the expected
+    /// share of clusters called beyond chance that are not stays under `alpha`), `holm` (the chance of calling any
+    /// such cluster stays under `alpha`), or `none`.
+    #[serde(default)]
+    pub correction: stats::Correction,
     #[serde(default)]
     pub seed: Option<u64>,
 }
@@ -199,10 +204,61 @@ fn short(v: f64) -> String {
     }
 }
 
+/// One cluster's explanation before the p-values are adjusted.
+struct Judged {
+    row: ExplanationRow,
+    assessable: bool,
+    is_explained: bool,
+}
+
+/// The stream of [`expected_beyond_chance`]'s draws, apart from the null model's own.
+const NULL_STREAM: u64 = 0x6e75_6c6c_2d63_6f75;
+
+/// How many clusters would be explained beyond chance if every cluster were a random cluster of its size: each
+/// replicate gives every tested cluster (`sizes`) a best reduction drawn from its size's null draws, its p-value
+/// against the other draws, the correction over all of them, and counts those reaching the threshold with an
+/// adjusted p below `alpha`; the mean over as many replicates as there are null draws.
+fn expected_beyond_chance(
+    sizes: &[usize],
+    nulls: &BTreeMap<usize, Vec<f64>>,
+    p: &VarianceParams,
+    rng: &mut ChaCha8Rng,
+) -> f64 {
+    if sizes.is_empty() {
+        return 0.0;
+    }
+    let sorted: BTreeMap<usize, Vec<f64>> = nulls
+        .iter()
+        .map(|(size, draws)| {
+            let mut d = draws.clone();
+            d.sort_by(f64::total_cmp);
+            (*size, d)
+        })
+        .collect();
+    let replicates = p.permutations;
+    let mut total = 0usize;
+    for _ in 0..replicates {
+        let drawn: Vec<(f64, f64)> = sizes
+            .iter()
+            .map(|size| {
+                let null = &sorted[size];
+                let r = null[rng.random_range(0..null.len())];
+                // Draws at least as good, itself left out: the p-value a random cluster would get.
+                let at_least = null.len() - null.partition_point(|v| *v < r) - 1;
+                (r, (1 + at_least) as f64 / null.len() as f64)
+            })
+            .collect();
+        let raw: Vec<f64> = drawn.iter().map(|d| d.1).collect();
+        let adjusted = stats::adjust(&raw, p.correction);
+        total += drawn.iter().zip(&adjusted).filter(|((r, _), a)| *r >= p.threshold && **a < p.alpha).count();
+    }
+    total as f64 / replicates as f64
+}
+
 impl Stage for Variance {
     type Params = VarianceParams;
     const KIND: &'static str = "variance";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -277,7 +333,6 @@ impl Stage for Variance {
         let all: Vec<usize> = groups.values().flatten().copied().collect();
         let overall: Vec<f64> = params.iter().map(|(_, v)| v.spread(&all)).collect();
         let mut reductions = Vec::new();
-        let mut rows = Vec::new();
         let (mut assessed, mut explained) = (0, 0);
         // The null model: the best reduction over every parameter of a random cluster of the same size, drawn
         // from the same failing images; the max over parameters, like the statistic, so that trying every
@@ -303,8 +358,10 @@ impl Stage for Variance {
                 .collect();
             nulls.insert(size, draws);
         }
-        let (mut beyond_chance, mut by_chance) = (0, 0.0);
-        let (mut images_explained, mut images_beyond_chance) = (0, 0);
+        let mut by_chance = 0.0;
+        // Each cluster's best reduction and permutation p-value (when it can be assessed), then the p-values adjusted
+        // over every assessed cluster: the family is every cluster tested, explained or not.
+        let mut judged: Vec<Judged> = Vec::new();
         for (c, members) in &groups {
             let mut scored: Vec<(usize, f64)> = Vec::new();
             let mut labels: Vec<(usize, f64)> = Vec::new();
@@ -343,14 +400,6 @@ impl Stage for Variance {
             if let Some(null) = null {
                 by_chance += null.iter().filter(|&&r| r >= p.threshold).count() as f64 / null.len() as f64;
             }
-            let beats_chance = is_explained && p_value.is_some_and(|v| v < p.alpha);
-            beyond_chance += usize::from(beats_chance);
-            if is_explained {
-                images_explained += members.len();
-            }
-            if beats_chance {
-                images_beyond_chance += members.len();
-            }
             let describe =
                 |k: usize| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members, &all);
             let mut description: Vec<String> =
@@ -358,17 +407,45 @@ impl Stage for Variance {
             description.extend(labels.iter().map(|&(k, _)| format!("the label: {}", describe(k))));
             let (best_parameter, best_reduction) =
                 scored.first().map_or((String::new(), None), |&(k, r)| (params[k].0.name.clone(), Some(r)));
-            rows.push(ExplanationRow {
-                cluster: *c,
-                size: members.len(),
-                explained: assessable.then_some(is_explained),
-                best_parameter,
-                best_reduction,
-                p: p_value,
-                beats_chance: assessable.then_some(beats_chance),
-                description: description.join("; "),
+            judged.push(Judged {
+                row: ExplanationRow {
+                    cluster: *c,
+                    size: members.len(),
+                    explained: assessable.then_some(is_explained),
+                    best_parameter,
+                    best_reduction,
+                    p: p_value,
+                    beats_chance: None,
+                    description: description.join("; "),
+                    p_adjusted: None,
+                },
+                assessable,
+                is_explained,
             });
         }
+        let tested: Vec<usize> = (0..judged.len()).filter(|&i| judged[i].row.p.is_some()).collect();
+        let raw: Vec<f64> = tested.iter().map(|&i| judged[i].row.p.expect("tested")).collect();
+        for (&i, adjusted) in tested.iter().zip(stats::adjust(&raw, p.correction)) {
+            judged[i].row.p_adjusted = Some(adjusted);
+        }
+        let (mut beyond_chance, mut uncorrected) = (0, 0);
+        let (mut images_explained, mut images_beyond_chance) = (0, 0);
+        for j in &mut judged {
+            let beats_chance = j.is_explained && j.row.p_adjusted.is_some_and(|v| v < p.alpha);
+            beyond_chance += usize::from(beats_chance);
+            uncorrected += usize::from(j.is_explained && j.row.p.is_some_and(|v| v < p.alpha));
+            if j.is_explained {
+                images_explained += j.row.size;
+            }
+            if beats_chance {
+                images_beyond_chance += j.row.size;
+            }
+            j.row.beats_chance = j.assessable.then_some(beats_chance);
+        }
+        let sizes: Vec<usize> = tested.iter().map(|&i| judged[i].row.size).collect();
+        let expected_beyond_chance =
+            expected_beyond_chance(&sizes, &nulls, p, &mut ChaCha8Rng::seed_from_u64(ctx.seed ^ NULL_STREAM));
+        let rows: Vec<ExplanationRow> = judged.into_iter().map(|j| j.row).collect();
         let note = if params.is_empty() {
             Some("the images carry no simulator parameters (real images): RQ1 does not apply".to_string())
         } else if groups.is_empty() {
@@ -390,6 +467,9 @@ impl Stage for Variance {
                 explained: beyond_chance,
                 explained_share: beyond_chance as f64 / assessed as f64,
                 expected_by_chance: by_chance,
+                explained_uncorrected: uncorrected,
+                expected_beyond_chance,
+                correction: p.correction,
                 images_explained: images_explained as f64 / failing.max(1) as f64,
                 images_explained_beyond_chance: images_beyond_chance as f64 / failing.max(1) as f64,
                 permutations: p.permutations,
@@ -405,7 +485,38 @@ impl Stage for Variance {
 
 #[cfg(test)]
 mod tests {
-    use super::Values;
+    use std::collections::BTreeMap;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::{Values, VarianceParams, expected_beyond_chance};
+    use crate::stats::Correction;
+
+    /// Twenty clusters whose null draws all pass the 50% criterion: under the global null each raw p-value is below
+    /// 0.05 one time in twenty, so uncorrected about one cluster is "beyond chance", while Holm and
+    /// Benjamini-Hochberg keep the chance of any such cluster near 0.05.
+    #[test]
+    fn the_expected_count_beyond_chance_follows_the_correction() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let nulls: BTreeMap<usize, Vec<f64>> =
+            [(4, (0..1000).map(|_| 0.5 + 0.5 * rng.random::<f64>()).collect())].into_iter().collect();
+        let sizes = vec![4; 20];
+        let expected = |correction: Correction| {
+            let p: VarianceParams = toml::from_str(&format!("correction = {:?}", kebab(correction))).unwrap();
+            expected_beyond_chance(&sizes, &nulls, &p, &mut ChaCha8Rng::seed_from_u64(5))
+        };
+        let none = expected(Correction::None);
+        assert!((0.85..1.15).contains(&none), "uncorrected: {none}");
+        for c in [Correction::Holm, Correction::BenjaminiHochberg] {
+            let e = expected(c);
+            assert!(e < 0.08, "{c:?}: {e}");
+        }
+    }
+
+    fn kebab(c: Correction) -> String {
+        serde_json::to_value(c).unwrap().as_str().unwrap().to_string()
+    }
 
     #[test]
     fn an_arc_of_angles_reads_as_signed_degrees_and_says_when_it_crosses_180() {

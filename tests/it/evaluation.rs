@@ -235,8 +235,20 @@ fn compare_judges_on_the_held_out_split_and_gives_the_papers_protocol_beside_it(
     assert_eq!(runs.get_column_names(), ["split", "strategy", "stage", "score", "fixed", "broken"]);
     // Per cluster: the members on the test split, the assigned images on the held-out split.
     let rcc = text(&ws, &w, &r, "compare", "rcc");
-    assert!(rcc.contains("test,hudd,1,2,0,1\n") && rcc.contains("test,hudd,2,2,0,0.6666666666666666\n"), "{rcc}");
-    assert!(rcc.contains("holdout,hudd,2,2,0,1\n") && rcc.contains("holdout,hudd,1,2,0,0.6666666666666666\n"), "{rcc}");
+    assert!(
+        rcc.contains("test,hudd,1,2,0,1,3,1,1\n") && rcc.contains("test,hudd,2,2,0,0.6666666666666666,3,"),
+        "{rcc}"
+    );
+    assert!(
+        rcc.contains("holdout,hudd,2,2,0,1,3,") && rcc.contains("holdout,hudd,1,2,0,0.6666666666666666,3,"),
+        "{rcc}"
+    );
+    // Each strategy's interval covers runs and images and brackets its mean; the one comparison on a split is its
+    // own family (Holm leaves its p as it is).
+    let (lo, hi) = (hudd_row["lo"].as_f64().unwrap(), hudd_row["hi"].as_f64().unwrap());
+    assert!(lo < 0.9333 && 0.9333 < hi + 1e-9 && hi <= 1.0, "{summary}");
+    assert_eq!(summary["correction"], "holm");
+    assert_eq!(tests[0]["p_adjusted"], tests[0]["p"], "{summary}");
 }
 
 #[test]

@@ -19,22 +19,23 @@ fn text_stage(id: &str, text: &str) -> String {
 
 const TEST: &str = r#"{"split": "test", "images": 1000, "errors": 191, "accuracy": 0.809}"#;
 const COMPARE: &str = r#"{"metric": "accuracy", "original": 0.809, "reference": "hudd", "judged_on": "holdout",
- "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0},
-                {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
- "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}],
+ "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0, "lo": 0.912, "hi": 0.946},
+                {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0, "lo": 0.891, "hi": 0.928}],
+ "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0, "p_adjusted": 0.333}], "correction": "holm",
  "protocols": [
    {"split": "holdout", "held_out": true, "seen": [], "label": "held out: its images trained no model and chose no data or epoch", "images": 1000, "original": 0.809,
-    "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0},
-                   {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
-    "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}]},
+    "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.93, "min": 0.92, "max": 0.94, "fixed": 130.0, "broken": 14.0, "lo": 0.912, "hi": 0.946},
+                   {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0, "lo": 0.891, "hi": 0.928}],
+    "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0, "p_adjusted": 0.333}]},
    {"split": "test", "held_out": false, "seen": [{"models": "hudd", "how": "chose-data"}], "label": "the paper's protocol: seen by hudd, whose training data its images chose", "original": 0.809,
     "strategies": [{"strategy": "hudd", "runs": 2, "mean": 0.95, "min": 0.94, "max": 0.96, "fixed": 150.0, "broken": 14.0},
                    {"strategy": "random", "runs": 2, "mean": 0.91, "min": 0.90, "max": 0.92, "fixed": 110.0, "broken": 12.0}],
     "tests": [{"baseline": "random", "u": 4.0, "p": 0.333, "a12": 1.0}]}],
  "rq1": {"failing": 191, "clusters": 2, "inspected": 10, "inspected_share": 0.0524, "assessed": 2, "explained": 1, "explained_share": 0.5, "threshold": 0.5,
-   "chance": {"explained": 1, "explained_share": 0.5, "expected_by_chance": 0.31, "images_explained": 0.785, "images_explained_beyond_chance": 0.785, "permutations": 1000, "alpha": 0.05}}}"#;
+   "chance": {"explained": 1, "explained_share": 0.5, "expected_by_chance": 0.31, "images_explained": 0.785, "images_explained_beyond_chance": 0.785, "permutations": 1000, "alpha": 0.05,
+     "explained_uncorrected": 1, "expected_beyond_chance": 0.04, "correction": "benjamini-hochberg"}}}"#;
 const RUNS: &str = "split,strategy,stage,score,fixed,broken\nholdout,hudd,\"t[seed=1]\",0.92,120,14\nholdout,hudd,\"t[seed=2]\",0.94,140,14\nholdout,random,\"b[seed=1]\",0.90,100,12\nholdout,random,\"b[seed=2]\",0.92,120,12\ntest,hudd,\"t[seed=1]\",0.99,120,14\n";
-const RCC: &str = "split,strategy,cluster,images,before,after\ntest,hudd,1,150,0,0.9\ntest,hudd,2,41,0,0.4\ntest,random,1,150,0,0.7\ntest,random,2,41,0,0.3\nholdout,hudd,1,140,0,0.8\nholdout,hudd,2,45,0,0.45\n";
+const RCC: &str = "split,strategy,cluster,images,before,after,runs,lo,hi\ntest,hudd,1,150,0,0.9,2,0.85,0.94\ntest,hudd,2,41,0,0.4,2,0.26,0.55\ntest,random,1,150,0,0.7,2,0.63,0.77\ntest,random,2,41,0,0.3,2,0.17,0.44\nholdout,hudd,1,140,0,0.8,2,0.73,0.86\nholdout,hudd,2,12,0,0.25,2,0.08,0.5\nholdout,random,1,140,0,0.78,2,0.7,0.85\nholdout,random,2,12,0,0.33,2,0.08,0.58\n";
 const RULES: &str = r#"{"source": "simulate:signs", "task": "classification", "split": "test", "correct": 809, "rules": [
  {"cluster": 1, "size": 150, "text": "night 0.62–1.00 share", "covered": 140, "support": 0.933, "correct_covered": 60, "precision": 0.7,
   "conditions": [{"condition": {"type": "interval", "parameter": "night", "lo": 0.62, "hi": 1.0}, "text": "night 0.62–1.00 share", "kept": 0.38}]},
@@ -47,7 +48,7 @@ const CONFIRM: &str = r#"{"learned_on": "test", "domain": "test", "images": 200,
   "inside": {"images": 200, "failures": 30, "rate": 0.15, "lo": 0.104, "hi": 0.207}, "outside": {"images": 200, "failures": 24, "rate": 0.12, "lo": 0.079, "hi": 0.173}}]}"#;
 const RECOVERY: &str = r#"{"cause": "scenario", "images": 191, "clusters": 2, "causes": 3, "purity": 0.81, "coverage": 0.67, "nmi": 0.42, "ari": 0.37,
  "random": {"permutations": 1000, "purity": [0.52, 0.55], "coverage": [0.6, 0.67], "nmi": [0.01, 0.02], "ari": [0.0, 0.01]}}"#;
-const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance\n1,150,true,night,0.8,\"night 0.62–0.98 share\",0.001,true\n2,41,false,yaw,0.3,\"\",0.4,false\n";
+const VARIANCE: &str = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance,p_adjusted\n1,150,true,night,0.8,\"night 0.62–0.98 share\",0.001,true,0.002\n2,41,false,yaw,0.3,\"\",0.001,false,0.002\n";
 
 fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
     ws.write(
@@ -230,6 +231,44 @@ fn failure_rates_inside_each_rule_after_retraining_are_shown_per_strategy_with_i
 }
 
 #[test]
+fn each_cluster_names_the_criterion_it_fails_shows_every_strategy_and_flags_too_few_images() {
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, &manifest(&ws, ""));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    let cluster = |id: usize| md.split(&format!("### Cluster {id}\n")).nth(1).unwrap().split("\n### ").next().unwrap();
+    // Cluster 2 has a tiny p-value but no parameter's spread halved: it fails the paper's criterion, not chance.
+    assert!(
+        cluster(2).contains(
+            "Not explained: no parameter's spread drops by 50% (best: yaw, 30%), whatever chance says (p = 0.001, \
+             adjusted 0.002)."
+        ),
+        "{md}"
+    );
+    assert!(!md.contains("Not beyond chance: random clusters of its size do as well"), "{md}");
+    assert!(cluster(1).contains("Explained beyond chance: random clusters of its size rarely do as well"), "{md}");
+    // Every strategy on the cluster's held-out images, with intervals; before is 0 by construction and said so.
+    assert!(cluster(1).contains("failures of the original, so it gets 0% right by construction"), "{md}");
+    assert!(cluster(1).contains("hudd 80% (73–86); random 78% (70–85)."), "{md}");
+    // Twelve held-out images: flagged, and kept out of the residual risk whatever its rate.
+    assert!(cluster(2).contains(": too few to judge a rate (fewer than 20)"), "{md}");
+    assert!(md.contains("to judge (fewer than 20): [2](#cluster-2)."), "{md}");
+    assert!(md.contains("wrong after retraining with hudd): none."), "{md}");
+    // The strategies' interval covers runs and images; RQ1 and RQ2 say their corrections.
+    assert!(md.contains("| 0.9120 – 0.9460 |") && md.contains("its 2 runs and the split's 1000 images"), "{md}");
+    assert!(md.contains("Mann-Whitney p = 0.3330 (adjusted 0.3330)"), "{md}");
+    assert!(
+        md.contains(
+            "1 beyond chance (explained, and a permutation p-value below 0.05 after Benjamini-Hochberg's correction \
+             (false discovery rate); 0.04 expected if no cluster had a cause; 1 without the correction)"
+        ),
+        "{md}"
+    );
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(html.contains("whatever chance says (p = 0.001, adjusted 0.002)"), "{html}");
+}
+
+#[test]
 fn a_misspelt_annotations_file_is_said_in_the_report() {
     let ws = crate::support::Ws::new();
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notse.toml\"\n"));
@@ -268,7 +307,7 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         "{md}"
     );
     let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
-    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(1)));
+    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(2)));
     assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
     assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());
