@@ -567,7 +567,9 @@ fn diff(
     let store = ws.open()?;
     let a = crate::diff::resolve(&store, ws.dir, before).map_err(CliError::Usage)?;
     let b = crate::diff::resolve(&store, ws.dir, after).map_err(CliError::Usage)?;
-    let d = crate::diff::diff(&a, &b, ws.dir, all);
+    let outputs =
+        |key: &str| store.entry(key).map(|e| e.outputs.iter().map(|(name, o)| (name.clone(), o.digest())).collect());
+    let d = crate::diff::diff(&a, &b, ws.dir, all, &outputs);
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&d).expect("a diff serialises"))?;
     } else if md {
@@ -635,13 +637,15 @@ fn annotate(
     }
     match output {
         Some(path) => {
-            if path.exists() && !force {
-                return Err(CliError::Usage(format!(
-                    "{} exists: write elsewhere or pass --force (its notes that still match are carried over)",
-                    path.display()
-                )));
+            match annotations::write(path, &text, force).map_err(|e| CliError::Usage(e.to_string()))? {
+                annotations::Written::New => {}
+                annotations::Written::Replaced { backup } => {
+                    writeln!(err, "kept the previous notes as {}", backup.display())?;
+                }
+                annotations::Written::ReplacedLink { target } => {
+                    writeln!(err, "replaced the link {} (to {}) with a file", path.display(), target.display())?;
+                }
             }
-            std::fs::write(path, text)?;
             writeln!(err, "wrote {} ({} clusters)", path.display(), clusters.len())?;
         }
         None => write!(out, "{text}")?,

@@ -141,8 +141,10 @@ pub struct Diff {
     /// `--set` overrides of each run.
     pub overrides: (Vec<String>, Vec<String>),
     pub params: Vec<ParamChange>,
-    /// Stages whose artefacts differ (their keys differ), stages only in one run, and how many are the same.
+    /// Stages whose artefacts differ (their outputs' bytes, or their keys where a store entry is gone), stages
+    /// computed again under another key with the same bytes, stages only in one run, and how many are the same.
     pub differ: Vec<String>,
+    pub same_bytes: Vec<String>,
     pub only_before: Vec<String>,
     pub only_after: Vec<String>,
     pub same: usize,
@@ -155,14 +157,23 @@ pub struct Diff {
     pub notes: Vec<String>,
 }
 
-/// Compares two runs; `all` keeps the figures that did not change.
-pub fn diff(a: &Side, b: &Side, workspace: &Path, all: bool) -> Diff {
+/// Compares two runs; `all` keeps the figures that did not change. `outputs` gives a stored entry's outputs by name
+/// with their content digests (none when the store no longer holds it), so that a stage whose key changed but whose
+/// bytes did not is said as such.
+pub fn diff(
+    a: &Side,
+    b: &Side,
+    workspace: &Path,
+    all: bool,
+    outputs: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
+) -> Diff {
     let mut d = Diff {
         before: a.label.clone(),
         after: b.label.clone(),
         overrides: (overrides(a), overrides(b)),
         params: Vec::new(),
         differ: Vec::new(),
+        same_bytes: Vec::new(),
         only_before: Vec::new(),
         only_after: Vec::new(),
         same: 0,
@@ -177,8 +188,11 @@ pub fn diff(a: &Side, b: &Side, workspace: &Path, all: bool) -> Diff {
             for (id, x) in &sa {
                 match sb.get(id) {
                     Some(y) => {
+                        let key = |s: &Value| s["key"].as_str().unwrap_or_default().to_string();
                         if x["key"] == y["key"] {
                             d.same += 1;
+                        } else if outputs(&key(x)).is_some_and(|o| Some(o) == outputs(&key(y))) {
+                            d.same_bytes.push(id.clone());
                         } else {
                             d.differ.push(id.clone());
                         }
@@ -304,9 +318,14 @@ impl Diff {
             ));
         }
         out.push_str(&format!(
-            "\nstages: {} with different artefacts, {} the same{}{}\n",
+            "\nstages: {} with different artefacts, {} the same{}{}{}\n",
             self.differ.len(),
             self.same,
+            if self.same_bytes.is_empty() {
+                String::new()
+            } else {
+                format!(", {} recomputed with the same bytes", self.same_bytes.len())
+            },
             if self.only_before.is_empty() {
                 String::new()
             } else {
@@ -320,6 +339,9 @@ impl Diff {
         ));
         if !self.differ.is_empty() {
             out.push_str(&format!("  different: {}\n", self.differ.join(", ")));
+        }
+        if !self.same_bytes.is_empty() {
+            out.push_str(&format!("  recomputed, same bytes: {}\n", self.same_bytes.join(", ")));
         }
         out.push_str(&format!("  the second run computed {}: {}\n", self.reran.len(), self.reran.join(", ")));
         out.push_str("\nfigures:\n");
@@ -361,9 +383,12 @@ impl Diff {
             ));
         }
         out.push_str(&format!(
-            "\n### Stages\n\n{} with different artefacts ({}), {} the same; the second run computed {}.\n",
+            "\n### Stages\n\n{} with different artefacts ({}), {} recomputed with the same bytes ({}), {} the same; the \
+             second run computed {}.\n",
             self.differ.len(),
             cell(&self.differ.join(", ")),
+            self.same_bytes.len(),
+            cell(&self.same_bytes.join(", ")),
             self.same,
             self.reran.len()
         ));

@@ -240,3 +240,135 @@ mod tests {
         assert!(flags.is_empty() && bound.len() == 2, "{flags:?}");
     }
 }
+
+/// How [`write`] left an annotations file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Nothing was there.
+    New,
+    /// A file was replaced; its previous version is kept at `backup`.
+    Replaced { backup: std::path::PathBuf },
+    /// A symbolic link was replaced by the file (its target untouched).
+    ReplacedLink { target: std::path::PathBuf },
+}
+
+/// Why [`write`] refused or failed; the file it was given is as it was in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path} exists: write elsewhere or pass --force (its notes that still match are carried over)", path = .0.display())]
+    Exists(std::path::PathBuf),
+    #[error(
+        "{path} is a symbolic link to {target}: pass --force to replace the link itself with a file (its target is never written)",
+        path = .path.display(), target = .target.display()
+    )]
+    Link { path: std::path::PathBuf, target: std::path::PathBuf },
+    #[error("{path} is not a regular file ({what}): write the notes to a file", path = .path.display())]
+    NotAFile { path: std::path::PathBuf, what: &'static str },
+    #[error("{path}: {source} (the file is as it was)", path = .path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Writes an annotations file as the store writes its entries: to a temporary file beside it, flushed to disk,
+/// then renamed over it, so a full disk, a kill or Ctrl-C leaves the old notes whole. The notes are the one file of
+/// a workflow that holds human work nothing can recompute, so an existing file is replaced only with `force`, and
+/// its previous version is kept as `<name>~`. A symbolic link is never written through: with `force` the link
+/// itself is replaced; anything else that is not a regular file (a folder, a FIFO) is refused.
+pub fn write(path: &std::path::Path, text: &str, force: bool) -> Result<Written, WriteError> {
+    use std::io::Write as _;
+    let io = |source: std::io::Error| WriteError::Io { path: path.to_path_buf(), source };
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
+    let written = match &existing {
+        None => Written::New,
+        Some(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(path).map_err(io)?;
+            if !force {
+                return Err(WriteError::Link { path: path.to_path_buf(), target });
+            }
+            Written::ReplacedLink { target }
+        }
+        Some(meta) if !meta.is_file() => {
+            let what = if meta.is_dir() { "a folder" } else { "a device, FIFO or socket" };
+            return Err(WriteError::NotAFile { path: path.to_path_buf(), what });
+        }
+        Some(_) if !force => return Err(WriteError::Exists(path.to_path_buf())),
+        Some(_) => {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push("~");
+            Written::Replaced { backup: path.with_file_name(name) }
+        }
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(text.as_bytes()).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    if let Written::Replaced { backup } = &written {
+        // A hard link keeps the old notes without copying them (no space needed); a copy where links cannot be made.
+        let _ = std::fs::remove_file(backup);
+        std::fs::hard_link(path, backup)
+            .or_else(|_| std::fs::copy(path, backup).map(|_| ()))
+            .map_err(|source| WriteError::Io { path: backup.clone(), source })?;
+    }
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::{WriteError, Written, write};
+
+    #[test]
+    fn an_existing_file_is_replaced_only_with_force_and_kept_as_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let notes = dir.path().join("notes.toml");
+        assert_eq!(write(&notes, "a = 1\n", false).unwrap(), Written::New);
+        assert!(matches!(write(&notes, "a = 2\n", false), Err(WriteError::Exists(_))));
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "a = 1\n");
+        let backup = dir.path().join("notes.toml~");
+        assert_eq!(write(&notes, "a = 2\n", true).unwrap(), Written::Replaced { backup: backup.clone() });
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "a = 2\n");
+        assert_eq!(std::fs::read_to_string(&backup).unwrap(), "a = 1\n");
+        // The backup is a file of its own: writing again keeps the new previous version.
+        write(&notes, "a = 3\n", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&backup).unwrap(), "a = 2\n");
+    }
+
+    #[test]
+    fn a_symbolic_link_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let precious = outside.path().join("precious.txt");
+        std::fs::write(&precious, "keep me").unwrap();
+        let link = dir.path().join("out.toml");
+        std::os::unix::fs::symlink(&precious, &link).unwrap();
+        assert!(matches!(write(&link, "a = 1\n", false), Err(WriteError::Link { .. })));
+        assert!(matches!(write(&link, "a = 1\n", true), Ok(Written::ReplacedLink { .. })));
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        // A dangling link does not pass for "nothing there": no file appears where it points.
+        let dangling = dir.path().join("new.toml");
+        let elsewhere = outside.path().join("new.toml");
+        std::os::unix::fs::symlink(&elsewhere, &dangling).unwrap();
+        assert!(matches!(write(&dangling, "a = 1\n", false), Err(WriteError::Link { .. })));
+        assert!(!elsewhere.exists());
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_is_refused_even_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.toml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        assert!(matches!(write(&fifo, "a = 1\n", true), Err(WriteError::NotAFile { .. })));
+        assert!(matches!(write(dir.path(), "a = 1\n", true), Err(WriteError::NotAFile { what: "a folder", .. })));
+    }
+}

@@ -236,3 +236,45 @@ fn every_output_file_and_entry_json_is_flushed_to_disk_before_the_entry_appears(
     // Each output file, entry.json, the entry's folders and the shard folder.
     assert!(calls > files + 2, "{calls} fsync calls for {files} output files");
 }
+
+/// A report folder with `clusters` clusters of 20 images each, and the notes file it names.
+fn report_with_clusters(ws: &Ws, clusters: usize) {
+    let clusters: Vec<serde_json::Value> = (1..=clusters)
+        .map(|id| {
+            let members: Vec<String> = (0..20).map(|i| format!("test-{id:03}-{i:03}")).collect();
+            serde_json::json!({ "id": id, "size": 20, "description": "night 0.62–0.98 share", "members": members })
+        })
+        .collect();
+    let evidence = serde_json::json!({
+        "schema": "hudd.evidence", "schema_version": 2, "annotations_file": "notes.toml", "clusters": clusters
+    });
+    ws.write("rep/evidence.json", &evidence.to_string());
+}
+
+#[test]
+fn annotate_with_force_on_a_full_disk_leaves_the_old_notes_whole() {
+    let ws = Ws::new();
+    report_with_clusters(&ws, 30);
+    let notes = "# the engineer's notes\n".to_string() + &"# reviewed by A. Engineer, 2026-11-30\n".repeat(160);
+    ws.write("notes.toml", &notes);
+    // A file-size limit of 2 KiB stands in for a full disk: the new notes (more than 2 KiB) cannot be written.
+    let script =
+        format!("ulimit -f 2; trap '' XFSZ; exec {} annotate rep -o notes.toml --force", env!("CARGO_BIN_EXE_hudd"));
+    let out = Command::new("bash").arg("-c").arg(&script).current_dir(ws.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the file is as it was"), "{err}");
+    assert_eq!(std::fs::read_to_string(ws.path().join("notes.toml")).unwrap(), notes, "the notes are intact");
+    // Without the limit the file is replaced and its previous version kept beside it.
+    let (code, _, err) = hudd(&ws, &["annotate", "rep", "-o", "notes.toml", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("kept the previous notes as notes.toml~"), "{err}");
+    assert_eq!(std::fs::read_to_string(ws.path().join("notes.toml~")).unwrap(), notes);
+    assert!(std::fs::read_to_string(ws.path().join("notes.toml")).unwrap().contains("[cluster.30]"));
+    let leftovers: Vec<_> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left behind: {leftovers:?}");
+}

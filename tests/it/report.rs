@@ -422,4 +422,14 @@ fn hudd_diff_shows_the_changed_parameter_and_figures_and_annotate_binds_notes_to
     assert_eq!(code, 0, "{err}");
     let md = std::fs::read_to_string(&report).unwrap();
     assert!(md.contains("changed its members") || md.contains("the cluster vanished"), "{md}");
+    // A parameter that changes the heatmaps' key but not their bytes: recomputed, and said to be the same bytes.
+    for tolerance in ["0.002", "0.003"] {
+        let (code, _, err) =
+            hudd(&ws, &["run", "--set", "train.epochs=1", "--set", &format!("heatmaps.tolerance={tolerance}"), m]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, text, err) = hudd(&ws, &["diff", "small~1", "small"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("heatmaps.tolerance: 0.002 → 0.003"), "{text}");
+    assert!(text.contains("recomputed, same bytes: heatmaps") && !text.contains("different: heatmaps"), "{text}");
 }
