@@ -16,12 +16,16 @@ pub struct RecoverySummary {
     pub unclustered: usize,
     pub clusters: usize,
     pub causes: usize,
-    pub purity: f64,
-    pub coverage: f64,
-    pub nmi: f64,
-    pub ari: f64,
+    /// The scores; none when no cluster holds two images (a model that fails on nothing, or every failure alone):
+    /// there is nothing to score, and `note` says why.
+    pub purity: Option<f64>,
+    pub coverage: Option<f64>,
+    pub nmi: Option<f64>,
+    pub ari: Option<f64>,
     /// Random partitions with the same cluster sizes: each score's mean and 95th percentile.
-    pub random: RandomFloor,
+    pub random: Option<RandomFloor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

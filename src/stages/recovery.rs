@@ -110,10 +110,32 @@ impl Stage for Recovery {
                 cause_names.push(cause.clone());
             }
         }
+        // A model that fails on nothing (the best outcome), or failures that all stand alone: an empty result,
+        // said, for the report to show.
         if cluster_labels.is_empty() {
-            return Err(StageError::input(format!(
-                "no cluster holds two or more images ({unclustered} images, each alone): nothing to score"
-            )));
+            let note = if unclustered == 0 {
+                "the model fails on none of these images: no cluster to score".to_string()
+            } else {
+                format!(
+                    "no cluster holds two or more images ({unclustered} failing images, each alone): nothing to score"
+                )
+            };
+            ctx.progress.message(&note);
+            let summary = RecoverySummary {
+                cause: p.cause.clone(),
+                images: 0,
+                unclustered,
+                clusters: 0,
+                causes: 0,
+                purity: None,
+                coverage: None,
+                nmi: None,
+                ari: None,
+                random: None,
+                note: Some(note),
+            };
+            table::write::<CauseRow>(&ctx.output("table")?, &[])?;
+            return Ok(table::write_json(&ctx.output("summary")?, &summary)?);
         }
         let names: Vec<String> =
             cause_names.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -145,21 +167,22 @@ impl Stage for Recovery {
             unclustered,
             clusters: ids.len(),
             causes: names.len(),
-            purity: r.purity,
-            coverage: r.coverage,
-            nmi: r.nmi,
-            ari: r.ari,
-            random: RandomFloor {
+            purity: Some(r.purity),
+            coverage: Some(r.coverage),
+            nmi: Some(r.nmi),
+            ari: Some(r.ari),
+            random: Some(RandomFloor {
                 permutations: p.permutations,
                 purity: floor[0],
                 coverage: floor[1],
                 nmi: floor[2],
                 ari: floor[3],
-            },
+            }),
+            note: None,
         };
         ctx.progress.message(&format!(
             "purity {:.2} (random {:.2}), coverage {:.2}, NMI {:.2}, ARI {:.2}",
-            summary.purity, summary.random.purity.0, summary.coverage, summary.nmi, summary.ari
+            r.purity, floor[0].0, r.coverage, r.nmi, r.ari
         ));
         table::write(&ctx.output("table")?, &rows)?;
         Ok(table::write_json(&ctx.output("summary")?, &summary)?)

@@ -449,4 +449,16 @@ params = { yaw = { uniform = [50.0, 70.0] } }
     let table = text(&ws, &w, &r, "recovery", "table");
     assert!(table.starts_with("cause,images,best_cluster,share_in_best,dominates\nfog,"), "{table}");
     assert!(table.lines().skip(1).all(|l| l.ends_with(",1,1")), "{table}");
+    // Every failure alone, then no failure at all (the best outcome): an empty result that says why, not an error.
+    let alone: String = ids.iter().enumerate().map(|(i, id)| format!("{id},{},0\n", i + 1)).collect();
+    for (rows, note) in [
+        (alone.as_str(), "no cluster holds two or more images (90 failing images, each alone): nothing to score"),
+        ("", "the model fails on none of these images: no cluster to score"),
+    ] {
+        ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{rows}"));
+        let (w, r) = run(&ws, &full);
+        let summary = json(&ws, &w, &r, "recovery", "summary");
+        assert_eq!(summary["note"], note, "{summary}");
+        assert!(summary["purity"].is_null() && summary["random"].is_null() && summary["images"] == 0, "{summary}");
+    }
 }

@@ -269,6 +269,21 @@ fn each_cluster_names_the_criterion_it_fails_shows_every_strategy_and_flags_too_
 }
 
 #[test]
+fn a_recovery_with_nothing_to_score_is_shown_with_its_reason() {
+    let ws = crate::support::Ws::new();
+    let empty = r#"{"cause": "scenario", "images": 0, "unclustered": 0, "clusters": 0, "causes": 0, "purity": null,
+ "coverage": null, "nmi": null, "ari": null, "random": null, "note": "the model fails on none of these images: no cluster to score"}"#;
+    let (w, r) = run(&ws, &manifest(&ws, "").replace(&format!("{RECOVERY:?}"), &format!("{empty:?}")));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(
+        md.contains("| 0 | 0 | 0 | 0 | the model fails on none of these images: no cluster to score | – |"),
+        "{md}"
+    );
+    assert!(output(&ws, &w, &r, "report.html").contains("<td colspan=\"6\">the model fails on none"));
+}
+
+#[test]
 fn a_misspelt_annotations_file_is_said_in_the_report() {
     let ws = crate::support::Ws::new();
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notse.toml\"\n"));
