@@ -1152,11 +1152,27 @@ fn code_span(text: &str) -> String {
     format!("{ticks}{pad}{text}{pad}{ticks}")
 }
 
+/// Whether a character must not reach a report as it is: control characters (a NUL breaks HTML parsing, terminal
+/// escapes run in `cat report.md`) and the bidirectional overrides and isolates that reorder what a reader sees.
+fn hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\r') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// User text with every [`hidden`] character shown as U+FFFD, so a reader sees that something was there.
+fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(hidden) {
+        text.chars().map(|c| if hidden(c) { '\u{fffd}' } else { c }).collect::<String>().into()
+    } else {
+        text.into()
+    }
+}
+
 /// User text as Markdown shows it literally: HTML's `<`, `>`, `&` as entities (viewers render raw HTML), and the
-/// punctuation that makes Markdown (emphasis, code, links, table cells, line breaks) escaped with a backslash.
+/// punctuation that makes Markdown (emphasis, code, links, table cells, line breaks) escaped with a backslash;
+/// control characters and bidirectional overrides shown as U+FFFD.
 fn markdown_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in visible(text).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -1201,7 +1217,13 @@ fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), 
                 _ => write!(out, "{value}").map_err(minijinja::Error::from),
             };
         }
-        minijinja::escape_formatter(out, state, value)
+        // HTML escapes `<`, `>`, `&` and quotes; control characters and bidirectional overrides go first.
+        match value.as_str() {
+            Some(text) if !value.is_safe() && text.chars().any(hidden) => {
+                minijinja::escape_formatter(out, state, &minijinja::Value::from(visible(text).into_owned()))
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        }
     });
     env.add_filter("code", |text: String| minijinja::Value::from_safe_string(code_span(&text)));
     // A code span in a table cell: GFM splits cells at every unescaped pipe, code spans included.

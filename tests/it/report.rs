@@ -284,6 +284,22 @@ fn a_recovery_with_nothing_to_score_is_shown_with_its_reason() {
 }
 
 #[test]
+fn control_characters_and_bidi_overrides_in_notes_reach_neither_report() {
+    let ws = crate::support::Ws::new();
+    // TOML's basic strings carry them as escapes: a NUL, a terminal colour escape, a right-to-left override.
+    ws.write("notes.toml", &bound(1, &members(1), r#"hazard = "a\u0000b \u001b[31mred\u001b[0m \u202egnp.exe""#));
+    let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\n"));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    for file in ["report.md", "report.html"] {
+        let text = output(&ws, &w, &r, file);
+        assert!(!text.contains('\0') && !text.contains('\u{1b}') && !text.contains('\u{202e}'), "{file}");
+        // Markdown escapes the brackets too.
+        let shown = "a\u{fffd}b \u{fffd}[31mred\u{fffd}[0m \u{fffd}gnp.exe";
+        assert!(text.contains(shown) || text.contains(&shown.replace('[', "\\[")), "{file}: {text}");
+    }
+}
+
+#[test]
 fn a_misspelt_annotations_file_is_said_in_the_report() {
     let ws = crate::support::Ws::new();
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notse.toml\"\n"));
