@@ -7,16 +7,22 @@ pub mod svg;
 
 use std::path::Path;
 
-/// An image id or layer name as one file name: itself when it holds only ASCII letters, digits and `._-`; otherwise
-/// those characters kept, the others written `_`, and `~` with a short hash of the whole name appended, so that two
-/// names never share a file (`ä304.png` and `ö304.png` become `_304~1c0f9a2b` and `_304~7e51d3c8`).
+/// The longest stem [`file_name`] gives, in bytes: room for an extension within the 255 bytes file systems allow.
+pub const MAX_STEM: usize = 200;
+
+/// An image id or layer name as one file name: itself when it holds only ASCII letters, digits and `._-` and fits in
+/// [`MAX_STEM`] bytes; otherwise those characters kept (the first ones, when the name is longer), the others written
+/// `_`, and `~` with a short hash of the whole name appended, so that two names never share a file (`ä304.png` and
+/// `ö304.png` become `_304~1c0f9a2b` and `_304~7e51d3c8`) and no name is too long for the file system (ids of
+/// nested folders can run to hundreds of bytes).
 pub fn file_name(name: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-    if !name.is_empty() && name.chars().all(safe) && name != "." && name != ".." {
+    if !name.is_empty() && name.len() <= MAX_STEM && name.chars().all(safe) && name != "." && name != ".." {
         return name.to_string();
     }
-    let kept: String = name.chars().map(|c| if safe(c) { c } else { '_' }).collect();
-    format!("{kept}~{}", &blake3::hash(name.as_bytes()).to_hex()[..8])
+    let hash = &blake3::hash(name.as_bytes()).to_hex()[..8];
+    let kept: String = name.chars().map(|c| if safe(c) { c } else { '_' }).take(MAX_STEM - 1 - hash.len()).collect();
+    format!("{kept}~{hash}")
 }
 
 /// Interleaved RGB from a C×H×W image (grey images repeat their channel).
@@ -98,7 +104,7 @@ pub fn overlay(rgb: &[u8], heat: &[f32], pixels: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod file_names {
-    use super::file_name;
+    use super::{MAX_STEM, file_name};
 
     #[test]
     fn ids_that_differ_get_different_file_names() {
@@ -111,5 +117,15 @@ mod file_names {
         assert_ne!(file_name("img,12.png"), file_name("img_12.png"));
         assert_ne!(file_name(".."), "..");
         assert_ne!(file_name("a/b"), file_name("a_b"));
+        // Ids of 250 bytes and more stay under the file system's 255 with an extension, and stay apart.
+        let (long_a, long_b) = ("a".repeat(250), format!("{}b", "a".repeat(249)));
+        let nested = format!("{}/img.png", ["folder_of_thirty_four_characters__"; 7].join("/"));
+        for id in [&long_a, &long_b, &nested, &"ä".repeat(200)] {
+            let name = file_name(id);
+            assert!(name.len() <= MAX_STEM && format!("{name}.png").len() <= 255, "{} bytes", name.len());
+        }
+        assert_ne!(file_name(&long_a), file_name(&long_b));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{}.png", file_name(&nested))), b"").unwrap();
     }
 }
