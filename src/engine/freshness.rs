@@ -37,6 +37,10 @@ pub enum Reason {
     ExternalChanged {
         paths: Vec<String>,
     },
+    /// A deliverable's lineage: stages upstream computed under other keys (their bytes may be the same).
+    UpstreamChanged {
+        stages: Vec<String>,
+    },
     /// Same key as last time, but the entry is gone (deleted, or dropped by `hudd gc` or `hudd verify`).
     OutputMissing,
     OutputCorrupt {
@@ -60,6 +64,9 @@ impl fmt::Display for Reason {
                 write!(f, "input to be recomputed first: {} (kept if it comes out unchanged)", inputs.join(", "))
             }
             Reason::ExternalChanged { paths } => write!(f, "external file changed: {}", paths.join(", ")),
+            Reason::UpstreamChanged { stages } => {
+                write!(f, "lineage changed: {} (the report states the current one)", stages.join(", "))
+            }
             Reason::OutputMissing => write!(f, "output missing"),
             Reason::OutputCorrupt { detail } => write!(f, "output corrupt: {detail}"),
         }
@@ -134,6 +141,12 @@ pub fn decide(material: &KeyMaterial, key: &str, previous: Option<&StateRecord>,
     if !paths.is_empty() {
         reasons.push(Reason::ExternalChanged { paths });
     }
+    let stages: std::collections::BTreeSet<&String> = before.upstream.keys().chain(material.upstream.keys()).collect();
+    let stages: Vec<String> =
+        stages.into_iter().filter(|s| before.upstream.get(*s) != material.upstream.get(*s)).cloned().collect();
+    if !stages.is_empty() {
+        reasons.push(Reason::UpstreamChanged { stages });
+    }
     if reasons.is_empty() {
         // Same material, different key: the key's recipe itself changed (a newer hudd).
         reasons.push(Reason::New);
@@ -174,6 +187,7 @@ mod tests {
             seed: Some(1),
             inputs: BTreeMap::new(),
             externals: BTreeMap::new(),
+            upstream: BTreeMap::new(),
         }
     }
 

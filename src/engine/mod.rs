@@ -162,8 +162,29 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             externals.insert(format!("manifest {}", m.path), m.hash.clone());
         }
         let seed = kind.uses_seed().then(|| stage.params.get("seed").and_then(|s| s.as_u64()).unwrap_or(workflow.seed));
-        let material =
-            KeyMaterial { kind: stage.kind.clone(), version: kind.version(), params, seed, inputs, externals };
+        // A deliverable states its lineage: every stage upstream, by its current key.
+        let upstream = if kind.deliverable() {
+            upstream_of(workflow, i)
+                .into_iter()
+                .map(|j| {
+                    (
+                        specs[j].as_ref().expect("DAG order").stage.clone(),
+                        specs[j].as_ref().expect("DAG order").key.clone(),
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let material = KeyMaterial {
+            kind: stage.kind.clone(),
+            version: kind.version(),
+            params,
+            seed,
+            inputs,
+            externals,
+            upstream,
+        };
         let key = material.key();
         let mut entry = store.state(&key);
         if entry == crate::engine::store::EntryState::Intact
@@ -192,6 +213,18 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
     }
     store.save_stat_cache()?;
     Ok(Planned { specs: specs.into_iter().map(|s| s.expect("every stage is in the DAG order")).collect(), decisions })
+}
+
+/// The stages a stage reads, directly or through others (indices into the workflow's stages).
+fn upstream_of(workflow: &Workflow, i: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<usize> = workflow.stages[i].inputs.values().flatten().map(|r| r.stage).collect();
+    while let Some(j) = todo.pop() {
+        if seen.insert(j) {
+            todo.extend(workflow.stages[j].inputs.values().flatten().map(|r| r.stage));
+        }
+    }
+    seen
 }
 
 fn unknown_kind(kind: &str, registry: &Registry) -> EngineError {
@@ -229,6 +262,9 @@ pub fn resolve(store: &Store, spec: &Spec) -> Result<Spec, EngineError> {
             input.key = producer;
             input.content = Some(record.digest());
         }
+    }
+    for key in resolved.material.upstream.values_mut() {
+        *key = store.resolve(key);
     }
     resolved.key = resolved.material.key();
     Ok(resolved)
@@ -324,7 +360,7 @@ fn run_in_working_folder(
             inputs: &inputs,
             out_dir: &out_dir,
             outputs: kind.outputs(),
-            lineage: if kind.deliverable() { lineage(store, &inputs) } else { Vec::new() },
+            lineage: if kind.deliverable() { lineage(store, spec, &inputs) } else { Vec::new() },
             manifest: spec.manifest.as_ref(),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.run_params(), &mut ctx)))
@@ -387,9 +423,31 @@ pub fn reproduce(
 }
 
 /// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), ordered by stage id (never by
-/// when they ran, which a schedule decides). A producer whose spec or entry is gone from the store (`hudd gc`) ends
-/// its branch.
-fn lineage(store: &Store, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<Ancestor> {
+/// when they ran, which a schedule decides): the ones its key names (`upstream`, the current run's), else, for a
+/// spec without them, those its inputs' entries were computed from. A producer whose spec or entry is gone from the
+/// store (`hudd gc`) ends its branch.
+fn lineage(store: &Store, spec: &Spec, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<Ancestor> {
+    if !spec.material.upstream.is_empty() {
+        let mut out: Vec<Ancestor> = spec
+            .material
+            .upstream
+            .values()
+            .filter_map(|key| {
+                let (Ok(s), Some(_)) = (store.read_spec(key), store.entry(key)) else { return None };
+                Some(Ancestor {
+                    stage: s.stage,
+                    kind: s.material.kind,
+                    version: s.material.version,
+                    key: key.clone(),
+                    params: s.material.params,
+                    seed: s.material.seed,
+                    externals: s.material.externals,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.stage, &a.key).cmp(&(&b.stage, &b.key)));
+        return out;
+    }
     let mut seen = std::collections::BTreeSet::new();
     let mut todo: Vec<String> = inputs.values().flatten().map(|a| a.key.clone()).collect();
     let mut out = Vec::new();

@@ -103,6 +103,11 @@ pub struct KeyMaterial {
     pub inputs: BTreeMap<String, Vec<InputKey>>,
     /// External path (as written in the manifest) → content hash.
     pub externals: BTreeMap<String, String>,
+    /// Deliverables only: every stage instance upstream (id → key, final once resolved), so that the lineage a
+    /// report states is the one its key names, and a change anywhere upstream renders it again (empty elsewhere,
+    /// and then left out of the key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream: BTreeMap<String, String>,
 }
 
 /// An input as the key sees it: the producing stage instance's key, the output read, and (once the producer's
@@ -141,6 +146,8 @@ impl KeyMaterial {
             seed: Option<u64>,
             inputs: BTreeMap<&'a str, Vec<Input<'a>>>,
             externals: &'a BTreeMap<String, String>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            upstream: &'a BTreeMap<String, String>,
         }
         let inputs = (self.inputs.iter())
             .map(|(slot, list)| {
@@ -162,6 +169,7 @@ impl KeyMaterial {
             seed: self.seed,
             inputs,
             externals: &self.externals,
+            upstream: &self.upstream,
         };
         let bytes = serde_json::to_vec(&basis).expect("key material serialises");
         blake3::hash(&bytes).to_hex().to_string()

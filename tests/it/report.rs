@@ -463,4 +463,15 @@ fn hudd_diff_shows_the_changed_parameter_and_figures_and_annotate_binds_notes_to
     assert_eq!(code, 0, "{err}");
     assert!(text.contains("heatmaps.tolerance: 0.002 → 0.003"), "{text}");
     assert!(text.contains("recomputed, same bytes: heatmaps") && !text.contains("different: heatmaps"), "{text}");
+    // The clusters were kept (the heatmaps' bytes did not change), but the report states the lineage of this run.
+    let evidence: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path().join("reports/small/evidence.json")).unwrap()).unwrap();
+    let heatmaps = evidence["lineage"].as_array().unwrap().iter().find(|a| a["stage"] == "heatmaps").unwrap();
+    assert_eq!(heatmaps["params"]["tolerance"], 0.003, "{heatmaps}");
+    let state = ws.store().read_state("small");
+    assert_eq!(heatmaps["key"].as_str(), Some(state["heatmaps"].key.as_str()));
+    // And a rerun with nothing changed computes nothing.
+    let (code, _, err) = hudd(&ws, &["run", "--set", "train.epochs=1", "--set", "heatmaps.tolerance=0.003", m]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("small: 0 ran"), "{err}");
 }
