@@ -829,13 +829,20 @@ fn gc(
     let store = ws.open()?;
     let mut keep: BTreeSet<String> = BTreeSet::new();
     let mut held = Vec::new();
-    for dir in store.workspaces() {
+    let (workspaces, skipped) = store.workspaces();
+    for (dir, why) in skipped {
+        writeln!(err, "warning: {} is registered in the store, but {why}: skipped", dir.display())?;
+    }
+    for dir in workspaces {
         let other = Store::open_shared(&dir, ws.store)?;
-        let mut said = Vec::new();
-        held.push(other.lock(|m| said.push(format!("{}: {m}", dir.display())))?);
-        held.push(other.lock_exec(true, |m| said.push(format!("{}: {m}", dir.display())))?);
-        for line in said {
-            writeln!(err, "{line}")?;
+        // A dry run removes nothing, so it needs no lock (and writes none).
+        if !dry_run {
+            let mut said = Vec::new();
+            held.push(other.lock(|m| said.push(format!("{}: {m}", dir.display())))?);
+            held.push(other.lock_exec(true, |m| said.push(format!("{}: {m}", dir.display())))?);
+            for line in said {
+                writeln!(err, "{line}")?;
+            }
         }
         let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir.join("workflows"))
             .into_iter()

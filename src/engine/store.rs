@@ -305,22 +305,37 @@ impl Store {
         &self.shared
     }
 
-    /// The workspaces registered in a shared store (those whose folder still exists); this workspace alone when
-    /// the store is its own.
-    pub fn workspaces(&self) -> Vec<PathBuf> {
+    /// The workspaces registered in a shared store that still hold a `.hudd/` folder, each once however many paths
+    /// lead to it (a bind mount or two network paths to one folder, compared by device and inode: locking it twice
+    /// would wait on itself), and the registered folders skipped, with why. This workspace alone when the store is
+    /// its own.
+    pub fn workspaces(&self) -> (Vec<PathBuf>, Vec<(PathBuf, &'static str)>) {
+        use std::os::unix::fs::MetadataExt;
         if !self.is_shared() {
-            return vec![self.workspace.clone()];
+            return (vec![self.workspace.clone()], Vec::new());
         }
-        let mut out: Vec<PathBuf> = fs::read_dir(self.shared.join("workspaces"))
+        let mut registered: Vec<PathBuf> = fs::read_dir(self.shared.join("workspaces"))
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| fs::read_to_string(e.path()).ok())
             .map(PathBuf::from)
-            .filter(|p| p.is_dir())
             .collect();
-        out.sort();
-        out
+        registered.sort();
+        let (mut kept, mut skipped, mut seen) = (Vec::new(), Vec::new(), std::collections::BTreeSet::new());
+        for dir in registered {
+            match fs::metadata(&dir) {
+                Err(_) => skipped.push((dir, "it no longer exists")),
+                Ok(_) if !Store::root_of(&dir).is_dir() => skipped.push((dir, "it holds no .hudd/ folder")),
+                Ok(meta) if !seen.insert((meta.dev(), meta.ino())) => {
+                    skipped.push((dir, "it is the same folder as another registered path"))
+                }
+                Ok(_) => kept.push(dir),
+            }
+        }
+        // A vanished folder is no news; the others are said.
+        skipped.retain(|(_, why)| *why != "it no longer exists");
+        (kept, skipped)
     }
 
     /// Where a workspace's store lives (`.hudd/`), whether or not it exists yet.

@@ -553,6 +553,47 @@ fn workspaces_sharing_a_store_reuse_each_others_entries_and_survive_gc_in_either
 }
 
 #[test]
+fn gc_finishes_when_one_workspace_is_registered_twice_and_skips_a_registered_folder_without_a_store() {
+    let a = Ws::new();
+    let shared = tempfile::tempdir().unwrap();
+    let s = shared.path().to_str().unwrap();
+    let m = a.write("workflows/w.toml", CHAIN);
+    let (code, _, err) = a.cli(&["--store", s, "run", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The same folder by a second path (as a bind mount or another network path gives), and a folder that is no
+    // workspace, both registered.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let second = elsewhere.path().join("same-workspace");
+    std::os::unix::fs::symlink(a.path(), &second).unwrap();
+    let unrelated = elsewhere.path().join("unrelated");
+    std::fs::create_dir(&unrelated).unwrap();
+    for (name, dir) in [("twice", &second), ("unrelated", &unrelated)] {
+        std::fs::write(shared.path().join("workspaces").join(name), dir.display().to_string()).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ws_dir, store) = (a.path().to_path_buf(), s.to_string());
+    std::thread::spawn(move || {
+        let run = |args: &[&str]| {
+            let mut argv = vec!["hudd", "--workspace", ws_dir.to_str().unwrap(), "--store", &store];
+            argv.extend(args);
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let registry = crate::support::registry();
+            let reporter = hudd::engine::progress::Reporter::hidden();
+            let code = hudd::cli::main_with(argv.iter().map(Into::into), &registry, &mut out, &mut err, reporter);
+            (code, String::from_utf8_lossy(&out).to_string(), String::from_utf8_lossy(&err).to_string())
+        };
+        let _ = tx.send((run(&["gc", "--dry-run"]), run(&["gc"])));
+    });
+    let ((code, _, err), (code2, out2, err2)) =
+        rx.recv_timeout(std::time::Duration::from_secs(60)).expect("gc finishes instead of waiting on its own lock");
+    assert_eq!((code, code2), (0, 0), "{err}{err2}");
+    assert!(err.contains("is the same folder as another registered path: skipped"), "{err}");
+    assert!(err2.contains("holds no .hudd/ folder: skipped"), "{err2}");
+    assert!(out2.contains("dropped 0 entries"), "{out2}");
+    assert!(!unrelated.join(".hudd").exists(), "nothing written into a folder that is no workspace");
+}
+
+#[test]
 fn a_named_pipe_or_a_device_as_an_input_file_is_refused_not_read_forever() {
     let ws = Ws::new();
     let fifo = ws.path().join("pipe");
