@@ -679,15 +679,21 @@ impl Store {
     pub fn hash_external(&self, path: &Path) -> Result<String, StoreError> {
         let meta = fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
+            use std::os::unix::fs::MetadataExt;
             let mut hasher = blake3::Hasher::new();
             let mut files = Vec::new();
-            walk(path, &mut files)?;
+            walk(path, &mut files, &mut [(meta.dev(), meta.ino())].into_iter().collect())?;
             files.sort();
             for f in files {
                 let rel = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().replace('\\', "/");
                 hasher.update(rel.as_bytes());
                 hasher.update(&[0]);
-                hasher.update(self.hash_external(&f)?.as_bytes());
+                // A broken link inside a folder is data (a bad image for the stage to skip or name), not a reason
+                // the workflow cannot be planned.
+                match broken_link(&f) {
+                    Some(target) => hasher.update(format!("broken link to {}", target.display()).as_bytes()),
+                    None => hasher.update(self.hash_external(&f)?.as_bytes()),
+                };
             }
             return Ok(hasher.finalize().to_hex().to_string());
         }
@@ -819,16 +825,33 @@ fn stat_of(meta: &fs::Metadata) -> (u64, i128, u64) {
     (meta.len(), meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128, meta.ino())
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+/// Every file under `dir`, following links to folders once each: a folder already walked (by device and inode: a
+/// link back to `..` or to itself) is not entered again. Links that lead nowhere (dangling, or a loop of links) are
+/// listed like files; [`Store::hash_external`] hashes them by where they point.
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    seen: &mut std::collections::BTreeSet<(u64, u64)>,
+) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
     for e in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = e.map_err(io_err(dir))?.path();
-        if path.is_dir() {
-            walk(&path, files)?;
-        } else {
-            files.push(path);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                if seen.insert((meta.dev(), meta.ino())) {
+                    walk(&path, files, seen)?;
+                }
+            }
+            _ => files.push(path),
         }
     }
     Ok(())
+}
+
+/// A link that leads nowhere (dangling, or a loop of links): where it points, for hashing; `None` for anything else.
+fn broken_link(path: &Path) -> Option<PathBuf> {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    (is_link && fs::metadata(path).is_err()).then(|| fs::read_link(path).unwrap_or_default())
 }
 
 /// Flushes a folder's entries (new names, renames) to the disk.
@@ -862,7 +885,7 @@ pub fn digest_outputs(
 fn digest_tree(base: &Path, path: &Path) -> Result<Vec<FileDigest>, StoreError> {
     let mut files = Vec::new();
     if path.is_dir() {
-        walk(path, &mut files)?;
+        walk(path, &mut files, &mut BTreeSet::new())?;
     } else {
         files.push(path.to_path_buf());
     }

@@ -371,7 +371,11 @@ fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
             }
             let label = class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             for file in sorted_entries(&class)? {
-                if file.is_file() {
+                // A link that leads nowhere (dangling, or a loop of links) is an image that cannot be read: skipped
+                // and listed with `on_bad_image = "skip"`, named otherwise.
+                let broken = std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink())
+                    && std::fs::metadata(&file).is_err();
+                if file.is_file() || broken {
                     let rel = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
                     items.push(Item {
                         id: rel,

@@ -63,6 +63,30 @@ fn a_truncated_image_stops_the_stage_naming_the_file_or_is_skipped_and_listed() 
 }
 
 #[test]
+fn broken_and_looping_links_in_a_dataset_folder_are_bad_images_and_a_link_back_is_not_followed_forever() {
+    let ws = Ws::new();
+    let class = ws.path().join("DataSets/TrainingSet/a");
+    png(&class.join("good.png"), 8, 8, 10);
+    // A dangling link, a loop of two links, and a class folder linking back to its parent.
+    std::os::unix::fs::symlink(class.join("gone.png"), class.join("dangling.png")).unwrap();
+    std::os::unix::fs::symlink(class.join("loop-b.png"), class.join("loop-a.png")).unwrap();
+    std::os::unix::fs::symlink(class.join("loop-a.png"), class.join("loop-b.png")).unwrap();
+    std::os::unix::fs::symlink("..", ws.path().join("DataSets/TrainingSet/back")).unwrap();
+    let (keys, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 8\non_bad_image = \"skip\"\n");
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "planned and run: {outcomes:?}");
+    assert_eq!(dataset(&ws, &keys[0]).meta.count, 1);
+    let skipped =
+        std::fs::read_to_string(Store::open(ws.path()).unwrap().output_path(&keys[0], "skipped").unwrap()).unwrap();
+    for name in ["a/dangling.png,", "a/loop-a.png,", "a/loop-b.png,"] {
+        assert!(skipped.contains(name), "{name} listed: {skipped}");
+    }
+    // Without `skip`, the stage stops naming the first of them.
+    let (_, outcomes) = run(&ws, "format = \"folders\"\npath = \"DataSets\"\nsize = 8\n");
+    let Outcome::Failed { error, exit_code } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(*exit_code == 2 && error.contains("TrainingSet/a/dangling.png"), "{error}");
+}
+
+#[test]
 fn a_csv_listing_keeps_its_extra_columns_and_refuses_unknown_labels() {
     let ws = Ws::new();
     png(&ws.path().join("imgs/x.png"), 12, 12, 200);
