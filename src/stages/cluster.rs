@@ -201,7 +201,7 @@ impl Params for ClusterParams {
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -422,18 +422,34 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
                 }
             };
             let found = cluster::dbscan(&space, eps, p.min_samples);
-            return density_clusters(found, format!("DBSCAN ({how} {eps:.4}, min_samples {})", p.min_samples));
+            let name = format!("DBSCAN ({how} {}, min_samples {})", number(eps), p.min_samples);
+            return density_clusters(found, name + &too_few(space.nrows(), &[("min_samples", p.min_samples)]));
         }
         Algorithm::Hdbscan => {
             let found = cluster::hdbscan(&space, p.min_cluster_size, p.min_samples);
             let name = format!("HDBSCAN (min_cluster_size {}, min_samples {})", p.min_cluster_size, p.min_samples);
-            return density_clusters(found, name);
+            let limits = [("min_cluster_size", p.min_cluster_size), ("min_samples", p.min_samples)];
+            return density_clusters(found, name + &too_few(space.nrows(), &limits));
         }
     }
     let dendrogram = cluster::dendrogram(&space, p.linkage);
     let sweep = cluster::sweep(&dendrogram, max_k, curve.as_ref().unwrap_or(&space), &space);
     let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
     (cluster::cut(&dendrogram, k), sweep, k_rule)
+}
+
+/// A number as people read it: four decimals, or scientific notation when that would hide it (1e300 is not a
+/// 300-digit integer; 1e-9 is not 0.0000).
+fn number(v: f64) -> String {
+    if v.abs() >= 1e6 || (v != 0.0 && v.abs() < 1e-3) { format!("{v:.4e}") } else { format!("{v:.4}") }
+}
+
+/// What a density clustering's size limits do when they exceed the images: every image is noise, said in the rule.
+fn too_few(images: usize, limits: &[(&str, usize)]) -> String {
+    match limits.iter().find(|(_, v)| *v > images) {
+        Some((name, v)) => format!("; {name} {v} is above the {images} images, so every image is left alone"),
+        None => String::new(),
+    }
 }
 
 /// A density clustering's partition: noise images become clusters of one (ignored by select, not assessed by
@@ -631,4 +647,19 @@ fn inspection(
             .map_err(StageError::failed)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::{number, too_few};
+
+    #[test]
+    fn extreme_numbers_are_written_as_people_read_them() {
+        assert_eq!(number(1e300), "1.0000e300");
+        assert_eq!(number(0.25), "0.2500");
+        assert_eq!(number(1e-9), "1.0000e-9");
+        assert_eq!(number(0.0), "0.0000");
+        assert!(too_few(12, &[("min_samples", 50)]).contains("min_samples 50 is above the 12 images"));
+        assert_eq!(too_few(12, &[("min_samples", 5)]), "");
+    }
 }
