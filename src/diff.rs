@@ -89,7 +89,10 @@ fn read_json(path: &Path) -> Result<Value, String> {
 pub fn read_evidence(path: &Path) -> Result<Value, String> {
     let value = read_json(path)?;
     match (value["schema"].as_str(), value["schema_version"].as_u64()) {
-        (Some(evidence::SCHEMA), Some(v)) if v <= u64::from(evidence::VERSION) => Ok(value),
+        (Some(evidence::SCHEMA), Some(v)) if v <= u64::from(evidence::VERSION) => {
+            check_clusters(&value).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(value)
+        }
         (Some(evidence::SCHEMA), Some(v)) => Err(format!(
             "{}: evidence schema version {v}, newer than this hudd's {}",
             path.display(),
@@ -263,6 +266,34 @@ fn param_changes(stage: &str, a: &Value, b: &Value, workspace: &Path) -> Vec<Par
             after: y.get(k).cloned(),
         })
         .collect()
+}
+
+/// The clusters of an evidence document as `diff` and `annotate` read them: a list of objects, each with a
+/// non-negative `id`, `members` a list of image ids and, where given, a non-negative `size`; the first field that is
+/// not is named.
+fn check_clusters(evidence: &Value) -> Result<(), String> {
+    let clusters = match &evidence["clusters"] {
+        Value::Null => return Ok(()),
+        Value::Array(list) => list,
+        other => return Err(format!("`clusters`: expected a list of clusters, got {other}")),
+    };
+    for (i, c) in clusters.iter().enumerate() {
+        let field = |name: &str| format!("`clusters[{i}].{name}`");
+        if !c.is_object() {
+            return Err(format!("`clusters[{i}]`: expected a cluster (an object), got {c}"));
+        }
+        if c["id"].as_u64().is_none() {
+            return Err(format!("{}: expected a cluster number, got {}", field("id"), c["id"]));
+        }
+        if !c["size"].is_null() && c["size"].as_u64().is_none() {
+            return Err(format!("{}: expected a number of images, got {}", field("size"), c["size"]));
+        }
+        match c["members"].as_array() {
+            Some(m) if m.iter().all(Value::is_string) => {}
+            _ => return Err(format!("{}: expected a list of image ids, got {}", field("members"), c["members"])),
+        }
+    }
+    Ok(())
 }
 
 /// The clusters of an evidence document: id and members.

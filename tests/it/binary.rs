@@ -278,3 +278,22 @@ fn annotate_with_force_on_a_full_disk_leaves_the_old_notes_whole() {
         .collect();
     assert!(leftovers.is_empty(), "no temporary file left behind: {leftovers:?}");
 }
+
+#[test]
+fn an_evidence_file_whose_clusters_have_wrong_types_is_refused_naming_the_field() {
+    let ws = Ws::new();
+    report_with_clusters(&ws, 2);
+    for (clusters, named) in [
+        (r#"[{"id": 1, "size": -1, "members": ["a"]}]"#, "`clusters[0].size`: expected a number of images, got -1"),
+        (r#"[{"id": 1, "size": 2, "members": 5}]"#, "`clusters[0].members`: expected a list of image ids, got 5"),
+        (r#""oops""#, "`clusters`: expected a list of clusters, got \"oops\""),
+    ] {
+        let text = format!(r#"{{"schema": "hudd.evidence", "schema_version": 2, "clusters": {clusters}}}"#);
+        ws.write("bad/evidence.json", &text);
+        for args in [&["diff", "rep", "bad"][..], &["annotate", "bad"][..]] {
+            let (code, _, err) = hudd(&ws, args);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(err.contains("bad/evidence.json") && err.contains(named), "{args:?}: {err}");
+        }
+    }
+}
