@@ -355,6 +355,25 @@ fn gc_drops_only_entries_no_manifest_reaches() {
 }
 
 #[test]
+fn gc_keeps_what_reports_shows_after_a_failed_run() {
+    let ws = Ws::new();
+    let m = ws.write("workflows/w.toml", CHAIN);
+    ws.run(&m);
+    // The next run fails where `d` changed: `reports/chain/` still shows the last good `d`.
+    let m = ws.write("workflows/w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\"\nfail = true"));
+    let (code, _, _) = ws.cli(&["run", m.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let (code, out, err) = ws.cli(&["gc"]);
+    assert_eq!(code, 0, "{err}");
+    let views = ws.store().read_views("chain");
+    for (stage, key) in &views {
+        assert!(ws.store().entry(key).is_some(), "the view of {stage} dangles after gc: {out}");
+    }
+    let shown = ws.path().join("reports/chain/d");
+    assert!(std::fs::read_dir(&shown).is_ok_and(|mut d| d.next().is_some()), "{} readable", shown.display());
+}
+
+#[test]
 fn a_second_run_waits_for_the_workspace_lock() {
     let ws = Ws::new();
     let store = ws.store();
