@@ -1,4 +1,5 @@
-//! Bounded fuzzing in CI: the manifest parser, the table reader, the IDX importer and the weights reader take
+//! Bounded fuzzing in CI: the manifest parser, the table reader, the IDX importer, the weights reader and the
+//! evidence reader of `diff` and `annotate` take
 //! arbitrary bytes and answer with a value or an error, never a panic.
 
 use proptest::prelude::*;
@@ -83,5 +84,42 @@ proptest! {
         std::fs::write(&path, &file).unwrap();
         let mut model = crate::support::tiny_model();
         prop_assert!(load_weights(model.var_store_mut().unwrap(), &path).is_err());
+    }
+}
+
+/// A JSON value of any kind, for the fields of a cluster in an evidence file.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        "[a-z\\u{0}-\\u{1f}\\u{202e}]{0,6}".prop_map(serde_json::Value::from),
+        proptest::collection::vec("[a-z0-9-]{1,6}", 0..3).prop_map(serde_json::Value::from),
+        proptest::collection::vec(any::<i32>(), 0..3).prop_map(serde_json::Value::from),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Evidence files with clusters of any types: read or refused naming the field, never a panic; what is read has
+    /// the types `diff` and `annotate` need.
+    #[test]
+    fn an_evidence_file_with_any_cluster_types_is_read_or_refused_by_field(
+        fields in proptest::collection::vec((any_json(), any_json(), any_json()), 0..4)
+    ) {
+        let clusters: Vec<serde_json::Value> = fields
+            .into_iter()
+            .map(|(id, size, members)| serde_json::json!({ "id": id, "size": size, "members": members }))
+            .collect();
+        let doc = serde_json::json!({ "schema": "hudd.evidence", "schema_version": 2, "clusters": clusters });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evidence.json");
+        std::fs::write(&path, doc.to_string()).unwrap();
+        match hudd::diff::read_evidence(&path) {
+            Ok(value) => prop_assert_eq!(hudd::diff::clusters(&value).len(), clusters.len()),
+            Err(e) => prop_assert!(e.contains("`clusters[") && e.contains("evidence.json"), "{}", e),
+        }
     }
 }
