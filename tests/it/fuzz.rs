@@ -1,6 +1,5 @@
 //! Bounded fuzzing in CI: the manifest parser, the table reader, the IDX importer, the weights reader and the
-//! evidence reader of `diff` and `annotate` take
-//! arbitrary bytes and answer with a value or an error, never a panic.
+//! evidence reader of `diff` and `annotate` take arbitrary input and answer with a value or an error, never a panic.
 
 use proptest::prelude::*;
 
