@@ -475,3 +475,26 @@ fn hudd_diff_shows_the_changed_parameter_and_figures_and_annotate_binds_notes_to
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("small: 0 ran"), "{err}");
 }
+
+#[test]
+fn a_model_that_fails_on_nothing_goes_through_every_stage_to_the_report() {
+    let ws = crate::support::Ws::new();
+    let tiny = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
+    // One class: whatever the model learns, it gets every image right.
+    let text = SMALL
+        .replace("TINY", &tiny)
+        .replace("weights = { stop = 1.0, yield = 1.0, parking = 1.0, no_entry = 1.0 }", "weights = { stop = 1.0 }")
+        .replace(
+            "annotations = \"notes.toml\"\n",
+            "variance = \"variance.clusters\"\nrecovery = [\"recovery.summary\"]\n",
+        )
+        + "\n[[stage]]\nid = \"variance\"\nkind = \"variance\"\nclusters = \"cluster.clusters\"\nimages = \"test.errors\"\n\n\
+           [[stage]]\nid = \"recovery\"\nkind = \"recovery\"\nclusters = \"cluster.clusters\"\nimages = \"test.errors\"\ncause = \"class\"\n";
+    let m = ws.write("none.toml", &text);
+    let (code, _, err) = hudd(&ws, &["run", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(ws.path().join("reports/small/report.md")).unwrap();
+    assert!(md.contains("fails on 0 of the 40 images"), "{md}");
+    assert!(md.contains("No root-cause clusters."), "{md}");
+    assert!(md.contains("the model fails on none of these images: no cluster to score"), "{md}");
+}
