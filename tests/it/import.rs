@@ -232,3 +232,80 @@ fn an_image_claiming_huge_dimensions_is_refused_not_allocated() {
     assert_eq!(*exit_code, 2);
     assert!(error.contains("bomb.png"), "{error}");
 }
+
+/// Ids of 250 bytes and more (images in seven nested folders of 34 characters) through import, training, test,
+/// heatmaps, clustering (its pictures named after the ids), selection and the report.
+#[test]
+fn ids_of_250_bytes_go_through_every_stage_to_the_report() {
+    let ws = Ws::new();
+    let deep = ["folder_of_thirty_four_characters__"; 7].join("/");
+    let mut rows = String::from("path,label,split\n");
+    for i in 0..48 {
+        let path = format!("{deep}/image-{i:03}.png");
+        // Labels at random to the pixels: the model fails on many images, so clusters are drawn.
+        png(&ws.path().join(&path), 16, 16, (i * 37 % 251) as u8);
+        let split = if i < 32 { "train" } else { "test" };
+        rows += &format!("{path},{},{split}\n", ["a", "b", "c"][(i * 7 + i / 5) % 3]);
+    }
+    assert!(format!("{deep}/image-000.png").len() > 250);
+    ws.write("list.csv", &rows);
+    let tiny = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
+    let m = ws.write(
+        "long.toml",
+        &format!(
+            r#"[workflow]
+name = "long"
+seed = 5
+
+[[stage]]
+id = "data"
+kind = "dataset"
+format = "csv"
+path = "list.csv"
+size = 32
+
+[[stage]]
+id = "train"
+kind = "train"
+dataset = "data.dataset"
+architecture = "{tiny}"
+epochs = 1
+batch_size = 8
+optimizer = "adam"
+lr = 0.003
+validation = 0.0
+device = "cpu"
+
+[[stage]]
+id = "test"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+
+[[stage]]
+id = "heatmaps"
+kind = "heatmaps"
+model = "train.model"
+images = "test.errors"
+
+[[stage]]
+id = "cluster"
+kind = "cluster"
+heatmaps = "heatmaps.heatmaps"
+images = "test.errors"
+stability_draws = 5
+
+[[stage]]
+id = "report"
+kind = "report"
+test = "test.summary"
+clusters = "cluster.clusters"
+heatmaps = "heatmaps.heatmaps"
+"#
+        ),
+    );
+    let (code, _, err) = ws.cli_with(&hudd::stages::registry(), &["run", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(ws.path().join("reports/long/report.md")).unwrap();
+    assert!(md.contains("root-cause clusters of the"), "{md}");
+}
