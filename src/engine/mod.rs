@@ -164,15 +164,8 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
         let seed = kind.uses_seed().then(|| stage.params.get("seed").and_then(|s| s.as_u64()).unwrap_or(workflow.seed));
         // A deliverable states its lineage: every stage upstream, by its current key.
         let upstream = if kind.deliverable() {
-            upstream_of(workflow, i)
-                .into_iter()
-                .map(|j| {
-                    (
-                        specs[j].as_ref().expect("DAG order").stage.clone(),
-                        specs[j].as_ref().expect("DAG order").key.clone(),
-                    )
-                })
-                .collect()
+            let spec = |j: usize| specs[j].as_ref().expect("DAG order puts producers first");
+            upstream_of(workflow, i).into_iter().map(|j| (spec(j).stage.clone(), spec(j).key.clone())).collect()
         } else {
             BTreeMap::new()
         };
@@ -360,7 +353,7 @@ fn run_in_working_folder(
             inputs: &inputs,
             out_dir: &out_dir,
             outputs: kind.outputs(),
-            lineage: if kind.deliverable() { lineage(store, spec, &inputs) } else { Vec::new() },
+            lineage: if kind.deliverable() { lineage(store, spec) } else { Vec::new() },
             manifest: spec.manifest.as_ref(),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.run_params(), &mut ctx)))
@@ -422,51 +415,24 @@ pub fn reproduce(
     Ok(Reproduced { stage: spec.stage.clone(), key: spec.key.clone(), differing, seconds })
 }
 
-/// Every stage instance upstream of a stage's inputs (inputs, their inputs, ...), ordered by stage id (never by
-/// when they ran, which a schedule decides): the ones its key names (`upstream`, the current run's), else, for a
-/// spec without them, those its inputs' entries were computed from. A producer whose spec or entry is gone from the
-/// store (`hudd gc`) ends its branch.
-fn lineage(store: &Store, spec: &Spec, inputs: &BTreeMap<String, Vec<InputArtefact>>) -> Vec<Ancestor> {
-    if !spec.material.upstream.is_empty() {
-        let mut out: Vec<Ancestor> = spec
-            .material
-            .upstream
-            .values()
-            .filter_map(|key| {
-                let (Ok(s), Some(_)) = (store.read_spec(key), store.entry(key)) else { return None };
-                Some(Ancestor {
-                    stage: s.stage,
-                    kind: s.material.kind,
-                    version: s.material.version,
-                    key: key.clone(),
-                    params: s.material.params,
-                    seed: s.material.seed,
-                    externals: s.material.externals,
-                })
+/// Every stage instance upstream of a deliverable (inputs, their inputs, ...) as its key names them
+/// (`KeyMaterial::upstream`, the current run's, resolved to final keys), ordered by stage id (never by when they ran,
+/// which a schedule decides). A stage whose spec or entry is gone from the store (`hudd gc`) is left out.
+fn lineage(store: &Store, spec: &Spec) -> Vec<Ancestor> {
+    let mut out: Vec<Ancestor> = (spec.material.upstream.values())
+        .filter_map(|key| {
+            let (Ok(s), Some(_)) = (store.read_spec(key), store.entry(key)) else { return None };
+            Some(Ancestor {
+                stage: s.stage,
+                kind: s.material.kind,
+                version: s.material.version,
+                key: key.clone(),
+                params: s.material.params,
+                seed: s.material.seed,
+                externals: s.material.externals,
             })
-            .collect();
-        out.sort_by(|a, b| (&a.stage, &a.key).cmp(&(&b.stage, &b.key)));
-        return out;
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    let mut todo: Vec<String> = inputs.values().flatten().map(|a| a.key.clone()).collect();
-    let mut out = Vec::new();
-    while let Some(key) = todo.pop() {
-        if !seen.insert(key.clone()) {
-            continue;
-        }
-        let (Ok(spec), Some(_)) = (store.read_spec(&key), store.entry(&key)) else { continue };
-        todo.extend(spec.material.inputs.values().flatten().map(|k| k.key.clone()));
-        out.push(Ancestor {
-            stage: spec.stage,
-            kind: spec.material.kind,
-            version: spec.material.version,
-            key,
-            params: spec.material.params,
-            seed: spec.material.seed,
-            externals: spec.material.externals,
-        });
-    }
+        })
+        .collect();
     out.sort_by(|a, b| (&a.stage, &a.key).cmp(&(&b.stage, &b.key)));
     out
 }
