@@ -249,61 +249,15 @@ fn ids_of_250_bytes_go_through_every_stage_to_the_report() {
     }
     assert!(format!("{deep}/image-000.png").len() > 250);
     ws.write("list.csv", &rows);
+    // The report tests' small workflow, its simulated data replaced by the listing.
     let tiny = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
-    let m = ws.write(
-        "long.toml",
-        &format!(
-            r#"[workflow]
-name = "long"
-seed = 5
-
-[[stage]]
-id = "data"
-kind = "dataset"
-format = "csv"
-path = "list.csv"
-size = 32
-
-[[stage]]
-id = "train"
-kind = "train"
-dataset = "data.dataset"
-architecture = "{tiny}"
-epochs = 1
-batch_size = 8
-optimizer = "adam"
-lr = 0.003
-validation = 0.0
-device = "cpu"
-
-[[stage]]
-id = "test"
-kind = "test"
-model = "train.model"
-dataset = "data.dataset"
-
-[[stage]]
-id = "heatmaps"
-kind = "heatmaps"
-model = "train.model"
-images = "test.errors"
-
-[[stage]]
-id = "cluster"
-kind = "cluster"
-heatmaps = "heatmaps.heatmaps"
-images = "test.errors"
-stability_draws = 5
-
-[[stage]]
-id = "report"
-kind = "report"
-test = "test.summary"
-clusters = "cluster.clusters"
-heatmaps = "heatmaps.heatmaps"
-"#
-        ),
+    let rest = crate::report::SMALL.split_once("\n[[stage]]\nid = \"train\"").unwrap().1;
+    let text = format!(
+        "[workflow]\nname = \"long\"\nseed = 5\n\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\n\
+         path = \"list.csv\"\nsize = 32\n\n[[stage]]\nid = \"train\"{}",
+        rest.replace("TINY", &tiny)
     );
+    let m = ws.write("long.toml", &text);
     let (code, _, err) = ws.cli_with(&hudd::stages::registry(), &["run", m.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let md = std::fs::read_to_string(ws.path().join("reports/long/report.md")).unwrap();

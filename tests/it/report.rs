@@ -344,8 +344,9 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());
 }
 
-/// A small real workflow: simulate, train for `epochs`, test, heatmaps, clusters and the report.
-const SMALL: &str = r#"[workflow]
+/// A small real workflow: simulate, train for `epochs`, test, heatmaps, clusters and the report (`TINY` stands for
+/// the architecture file).
+pub(crate) const SMALL: &str = r#"[workflow]
 name = "small"
 seed = 4
 
