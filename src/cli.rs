@@ -815,8 +815,8 @@ fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mu
     Ok(())
 }
 
-/// Keeps every entry that a manifest under `workflows/` of a workspace using the store reaches (planned now), or
-/// that a workflow's last run there used; drops the rest. With a shared store, every registered workspace counts.
+/// Keeps every entry that a manifest under `workflows/` of a workspace using the store reaches (planned now), that
+/// a workflow's last run there used, or that its `reports/` shows; drops the rest. With a shared store, every registered workspace counts.
 /// It holds every such workspace's run and exec locks while it works, so no stage is written meanwhile, and it
 /// removes nothing when a manifest cannot be checked or planned (what that one reaches cannot be known).
 fn gc(
@@ -864,8 +864,11 @@ fn gc(
                 })?;
             keep.extend(planned.specs.into_iter().map(|s| other.resolve(&s.key)));
         }
+        // What a workflow's last run used, and what `reports/` links to (the two are written one after the other:
+        // a run killed between them must not leave a view of a dropped entry).
         for workflow in other.workflows() {
             keep.extend(other.read_state(&workflow).into_values().map(|r| r.key));
+            keep.extend(other.read_views(&workflow).into_values());
         }
     }
     let mut dropped = BTreeSet::new();

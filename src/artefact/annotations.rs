@@ -166,12 +166,28 @@ pub fn template(clusters: &[Current], existing: &Annotations, describe: impl Fn(
         };
         let mut doc = toml::Table::new();
         doc.insert(c.id.to_string(), toml::Value::try_from(&table).expect("an annotation serialises"));
-        let _ = write!(out, "\n# {}\n", describe(c.id).replace('\n', " "));
+        let _ = write!(out, "\n# {}\n", comment(&describe(c.id)));
         let body = toml::to_string(&toml::Table::from_iter([("cluster".to_string(), toml::Value::Table(doc))]))
             .expect("a table serialises");
         out.push_str(&body);
     }
     out
+}
+
+/// Text as a TOML comment may hold it: one line, no control character (TOML refuses them, a tab aside), each shown
+/// as U+FFFD.
+fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '\n' {
+                ' '
+            } else if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1147,7 +1147,8 @@ fn manifest(ctx: &StageContext<'_>) -> Result<Option<serde_json::Value>, StageEr
 /// A Markdown code span holding `text` as it is: fenced by more backticks than any run inside it (CommonMark),
 /// so no text can close it early; inside it, `<` and `&` are shown, not interpreted.
 fn code_span(text: &str) -> String {
-    let ticks = "`".repeat(longest_run(text, '`') + 1);
+    let text = visible(text);
+    let ticks = "`".repeat(longest_run(&text, '`') + 1);
     let pad = if text.starts_with('`') || text.ends_with('`') { " " } else { "" };
     format!("{ticks}{pad}{text}{pad}{ticks}")
 }
@@ -1196,6 +1197,34 @@ fn longest_run(text: &str, c: char) -> usize {
 /// Renders both templates (a user folder's where present, else the shipped ones), strict about undefined values,
 /// HTML-escaping the HTML one.
 fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), StageError> {
+    let mut env = environment();
+    let mut sources = vec![("report.md.j2", MARKDOWN.to_string()), ("report.html.j2", HTML.to_string())];
+    if let Some(dir) = folder {
+        for (name, source) in &mut sources {
+            let path = dir.join(*name);
+            if path.exists() {
+                *source = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+            }
+        }
+    }
+    let where_ = |e: &minijinja::Error| {
+        let origin = folder.map_or("shipped template".to_string(), |d| format!("template folder {}", d.display()));
+        format!("{} line {} ({origin}): {}", e.name().unwrap_or("template"), e.line().unwrap_or(0), e)
+    };
+    for (name, source) in sources {
+        env.add_template_owned(name, source).map_err(|e| StageError::input(where_(&e)))?;
+    }
+    let value = minijinja::value::Value::from(minijinja::value::Serde(context));
+    let draw = |name: &str| {
+        env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)))
+    };
+    Ok((draw("report.md.j2")?, draw("report.html.j2")?))
+}
+
+/// The template environment both reports render in: strict about undefined values; user text escaped for HTML or
+/// Markdown by the template's name, with control characters and bidirectional overrides shown as U+FFFD in every
+/// filter's output too.
+fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|name| {
@@ -1231,35 +1260,17 @@ fn render(context: &Context, folder: Option<&Path>) -> Result<(String, String), 
     env.add_filter("fence", |text: String, lang: String| {
         let ticks = "`".repeat(longest_run(&text, '`').max(2) + 1);
         let newline = if text.ends_with('\n') { "" } else { "\n" };
-        minijinja::Value::from_safe_string(format!("{ticks}{lang}\n{text}{newline}{ticks}"))
+        minijinja::Value::from_safe_string(format!("{ticks}{lang}\n{}{newline}{ticks}", visible(&text)))
     });
-    let mut sources = vec![("report.md.j2", MARKDOWN.to_string()), ("report.html.j2", HTML.to_string())];
-    if let Some(dir) = folder {
-        for (name, source) in &mut sources {
-            let path = dir.join(*name);
-            if path.exists() {
-                *source = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
-            }
-        }
-    }
-    let where_ = |e: &minijinja::Error| {
-        let origin = folder.map_or("shipped template".to_string(), |d| format!("template folder {}", d.display()));
-        format!("{} line {} ({origin}): {}", e.name().unwrap_or("template"), e.line().unwrap_or(0), e)
-    };
-    for (name, source) in sources {
-        env.add_template_owned(name, source).map_err(|e| StageError::input(where_(&e)))?;
-    }
-    let value = minijinja::value::Value::from(minijinja::value::Serde(context));
-    let draw = |name: &str| {
-        env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)))
-    };
-    Ok((draw("report.md.j2")?, draw("report.html.j2")?))
+    env
 }
 
 #[cfg(test)]
 mod tests {
-    use super::repetitions;
+    use super::{environment, hidden, repetitions, verdict};
+    use crate::artefact::evaluation::ExplanationRow;
     use crate::engine::stage::Ancestor;
+    use proptest::prelude::{ProptestConfig, prop_assert};
 
     fn ancestor(kind: &str, params: serde_json::Value) -> Ancestor {
         Ancestor {
@@ -1287,12 +1298,6 @@ mod tests {
         );
         assert_eq!(repetitions(&[hudd(), retrain()]), None, "a single retraining repeats nothing");
     }
-}
-
-#[cfg(test)]
-mod verdict_tests {
-    use super::verdict;
-    use crate::artefact::evaluation::ExplanationRow;
 
     fn row(explained: bool, p: f64, adjusted: f64, beats: bool) -> ExplanationRow {
         ExplanationRow {
@@ -1321,5 +1326,24 @@ mod verdict_tests {
             corrected.contains("not beyond chance") && corrected.contains("p = 0.030, adjusted 0.090"),
             "{corrected}"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Annotations, titles and image ids may hold any character: none that is hidden (a NUL, a terminal escape,
+        /// a bidirectional override) reaches either report, whichever way a template prints the text.
+        #[test]
+        fn no_hidden_character_reaches_a_report_through_any_filter(
+            text in "[a-z `|<&\\u{0}-\\u{1f}\\u{7f}-\\u{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}]{0,12}"
+        ) {
+            let mut env = environment();
+            let source = "{{ t }} {{ t|code }} {{ t|ccode }} {{ t|fence('') }}";
+            for name in ["a.md.j2", "a.html.j2"] {
+                env.add_template_owned(name, source).unwrap();
+                let out = env.get_template(name).unwrap().render(minijinja::context! { t => text.clone() }).unwrap();
+                prop_assert!(!out.chars().any(hidden), "{name}: {out:?}");
+            }
+        }
     }
 }

@@ -374,6 +374,22 @@ fn gc_keeps_what_reports_shows_after_a_failed_run() {
 }
 
 #[test]
+fn gc_keeps_what_reports_shows_when_a_run_stopped_between_state_and_views() {
+    let ws = Ws::new();
+    let m = ws.write("workflows/w.toml", CHAIN);
+    let (_, old) = ws.run(&m);
+    let m = ws.write("workflows/w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\""));
+    ws.run(&m);
+    // A run killed after writing the state and before the views: `reports/chain/d` still shows the old `d`.
+    let mut views = ws.store().read_views("chain");
+    views.insert("d".into(), old.keys[3].clone());
+    ws.store().write_views("chain", &views).unwrap();
+    let (code, out, err) = ws.cli(&["gc"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ws.store().entry(&old.keys[3]).is_some(), "the view of d dangles after gc: {out}");
+}
+
+#[test]
 fn a_second_run_waits_for_the_workspace_lock() {
     let ws = Ws::new();
     let store = ws.store();

@@ -122,3 +122,36 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Notes holding control characters, terminal escapes and bidirectional overrides (typed or pasted into the
+    /// file): read, and written back by `hudd annotate` as the same notes, bound to the same cluster.
+    #[test]
+    fn notes_with_any_characters_survive_the_annotate_round_trip(
+        condition in "[a-z \"'\\\\\\u{0}-\\u{1f}\\u{7f}\\u{202e}\\u{2066}]{0,16}",
+        hazard in "[a-z\\u{1b}\\[\\]0-9m]{0,12}",
+        status in "[a-z\\u{0}\\u{202e}]{0,6}",
+    ) {
+        use hudd::artefact::annotations::{self, Annotation, Annotations, Current};
+        let members: Vec<String> = (0..4).map(|i| format!("test-{i}")).collect();
+        let cluster = Current { id: 1, fingerprint: hudd::artefact::evidence::fingerprint(&members), members };
+        let note = Annotation {
+            fingerprint: Some(cluster.fingerprint.clone()),
+            members: cluster.members.clone(),
+            triggering_condition: condition,
+            hazard,
+            status,
+            ..Default::default()
+        };
+        let file = Annotations { cluster: [("1".to_string(), note.clone())].into() };
+        let text = toml::to_string(&file).unwrap();
+        let read: Annotations = toml::from_str(&text).unwrap();
+        prop_assert_eq!(&read, &file);
+        let rewritten = annotations::template(&[cluster], &read, |_| "cluster 1\u{1b}[31m".into());
+        let back: Annotations = toml::from_str(&rewritten).map_err(|e| TestCaseError::fail(format!("{e}\n{rewritten}")))?;
+        let expected = Annotation { status: if note.status.is_empty() { "open".into() } else { note.status.clone() }, ..note };
+        prop_assert_eq!(&back.cluster["1"], &expected);
+    }
+}
