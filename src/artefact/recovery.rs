@@ -8,13 +8,15 @@ use super::table::{Row, display};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecoverySummary {
     pub cause: String,
-    /// Failing images in clusters of two or more: the images scored.
+    /// Failing images: every one is scored (before version 3 of the stage: those in clusters of two or more).
     pub images: usize,
-    /// Failing images in clusters of one (noise of a density clustering), left out of every score (absent,
-    /// as 0, in summaries written before it was counted).
+    /// Failing images in clusters of one (noise of a density clustering): scored as one more cluster, that covers no
+    /// cause (before version 3 of the stage: left out of every score; absent, as 0, before it was counted).
     #[serde(default)]
     pub unclustered: usize,
+    /// Clusters of two or more images.
     pub clusters: usize,
+    /// Planted causes among the failing images (the nominal ones aside).
     pub causes: usize,
     /// The scores; none when no cluster holds two images (a model that fails on nothing, or every failure alone):
     /// there is nothing to score, and `note` says why.
@@ -41,15 +43,20 @@ pub struct RandomFloor {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CauseRow {
     pub cause: String,
+    /// Whether it is a planted cause (coverage asks for it) or a nominal one.
+    pub planted: bool,
     pub images: usize,
-    /// The cluster holding most of its images, and their share.
+    /// The cluster holding most of its images (0 when no cluster holds any), and their share.
     pub best_cluster: usize,
     #[serde(serialize_with = "display")]
     pub share_in_best: f64,
     /// Clusters whose commonest cause it is.
     pub dominates: usize,
+    /// Its images no cluster holds.
+    pub unassigned: usize,
 }
 
 impl Row for CauseRow {
-    const COLUMNS: &'static [&'static str] = &["cause", "images", "best_cluster", "share_in_best", "dominates"];
+    const COLUMNS: &'static [&'static str] =
+        &["cause", "planted", "images", "best_cluster", "share_in_best", "dominates", "unassigned"];
 }

@@ -2,9 +2,11 @@
 //! hierarchical agglomerative clustering (kodama), the sweep of cluster counts with HUDD's WICD and the silhouette,
 //! and deterministic cluster ids.
 
+pub mod features;
 pub mod knee;
 pub mod members;
 pub mod score;
+pub mod spectral;
 
 use std::collections::HashMap;
 
@@ -430,10 +432,13 @@ pub enum ChooseK {
     Silhouette,
     /// The manifest's `k`.
     Fixed,
+    /// The largest gap between consecutive eigenvalues of the spectral embedding's Laplacian (von Luxburg's
+    /// eigengap heuristic, as SpRAy chooses k): k groups that the graph separates give k eigenvalues near 0.
+    Eigengap,
 }
 
 /// The chosen k and how it was chosen (a sentence for the outputs and the report).
-pub fn choose_k(sweep: &Sweep, rule: ChooseK, fixed: Option<usize>) -> (usize, String) {
+pub fn choose_k(sweep: &Sweep, rule: ChooseK, fixed: Option<usize>, eigenvalues: &[f64]) -> (usize, String) {
     let best_silhouette = || {
         let i = (0..sweep.ks.len()).fold(0, |b, i| if sweep.silhouette[i] > sweep.silhouette[b] { i } else { b });
         sweep.ks.get(i).copied().unwrap_or(1)
@@ -444,6 +449,11 @@ pub fn choose_k(sweep: &Sweep, rule: ChooseK, fixed: Option<usize>) -> (usize, S
             (k, format!("fixed at {k} by the manifest"))
         }
         ChooseK::Silhouette => (best_silhouette(), "the highest mean silhouette".into()),
+        ChooseK::Eigengap => {
+            let max_k = sweep.ks.last().copied().unwrap_or(2);
+            let k = spectral::eigengap(eigenvalues, max_k);
+            (k, format!("the largest eigengap of the spectral embedding's Laplacian (k = 2..{max_k})"))
+        }
         ChooseK::Knee => {
             let gradient = knee::gradient_o4(&sweep.wicd, 4.0);
             let x: Vec<f64> = sweep.ks.iter().map(|&k| k as f64).collect();
@@ -578,8 +588,12 @@ pub fn embed(m: &Matrix) -> Array2<f64> {
 pub fn pca_distances(m: &Matrix, components: usize) -> Matrix {
     let x = embed(m);
     let c = components.min(x.ncols());
-    let x = x.slice(s![.., ..c]);
-    Matrix::from_shape_fn((m.nrows(), m.nrows()), |(i, j)| {
+    row_distances(x.slice(s![.., ..c]))
+}
+
+/// The Euclidean distances between the rows of `x`, summed coordinate by coordinate.
+pub fn row_distances(x: ndarray::ArrayView2<f64>) -> Matrix {
+    Matrix::from_shape_fn((x.nrows(), x.nrows()), |(i, j)| {
         if i == j {
             0.0
         } else {

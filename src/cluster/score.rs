@@ -9,11 +9,12 @@ use rand::seq::SliceRandom;
 pub struct Recovery {
     /// Share of images in their cluster's commonest cause.
     pub purity: f64,
-    /// Share of causes that are the commonest cause of at least one cluster.
+    /// Share of planted causes that are the commonest cause of at least one cluster (the unassigned images aside).
     pub coverage: f64,
     /// Per cluster, its commonest cause (ties to the lower label).
     pub dominant: Vec<usize>,
-    /// Per cause (in label order): its images, the cluster holding most of them, and that cluster's share of them.
+    /// Per cause (in label order): its images, the cluster holding most of them (never the unassigned images), and
+    /// that cluster's share of them.
     pub per_cause: Vec<(usize, usize, f64)>,
     /// Mutual information over the arithmetic mean of the two entropies (scikit-learn's default).
     pub nmi: f64,
@@ -30,8 +31,20 @@ fn contingency(clusters: &[usize], causes: &[usize]) -> Vec<Vec<usize>> {
     n
 }
 
-pub fn recovery(clusters: &[usize], causes: &[usize]) -> Recovery {
+/// What the scores count beyond the contingency table: the label of the images no cluster holds (a clustering's
+/// images left alone, scored as one more cluster in purity, NMI and ARI, so leaving hard images out cannot raise
+/// them, and never covering a cause), and the causes that were not planted (a nominal scenario: scored like any
+/// other cause, but not one coverage asks to find).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub unassigned: Option<usize>,
+    pub nominal: &'a [usize],
+}
+
+pub fn recovery(clusters: &[usize], causes: &[usize], scope: Scope<'_>) -> Recovery {
     assert_eq!(clusters.len(), causes.len(), "one cluster and one cause per image");
+    let real = |i: usize| scope.unassigned != Some(i);
+    let planted = |j: usize| !scope.nominal.contains(&j);
     let n = contingency(clusters, causes);
     let total = clusters.len() as f64;
     let c = n.first().map_or(0, Vec::len);
@@ -39,14 +52,16 @@ pub fn recovery(clusters: &[usize], causes: &[usize]) -> Recovery {
     let cols: Vec<usize> = (0..c).map(|j| n.iter().map(|r| r[j]).sum()).collect();
     let purity = n.iter().map(|r| r.iter().copied().max().unwrap_or(0)).sum::<usize>() as f64 / total.max(1.0);
     let dominant: Vec<usize> = n.iter().map(|r| (0..c).fold(0, |b, j| if r[j] > r[b] { j } else { b })).collect();
-    let covered: std::collections::BTreeSet<usize> =
-        n.iter().zip(&dominant).filter(|(r, _)| r.iter().any(|&x| x > 0)).map(|(_, d)| *d).collect();
-    let present = cols.iter().filter(|&&x| x > 0).count();
+    let covered: std::collections::BTreeSet<usize> = (n.iter().zip(&dominant).enumerate())
+        .filter(|(i, (r, d))| real(*i) && planted(**d) && r.iter().any(|&x| x > 0))
+        .map(|(_, (_, d))| *d)
+        .collect();
+    let present = (0..c).filter(|&j| planted(j) && cols[j] > 0).count();
     let coverage = covered.len() as f64 / present.max(1) as f64;
     let per_cause = (0..c)
-        .map(|j| {
-            let best = (0..n.len()).fold(0, |b, i| if n[i][j] > n[b][j] { i } else { b });
-            (cols[j], best, if cols[j] > 0 { n[best][j] as f64 / cols[j] as f64 } else { 0.0 })
+        .map(|j| match (0..n.len()).filter(|&i| real(i)).reduce(|b, i| if n[i][j] > n[b][j] { i } else { b }) {
+            Some(best) if n[best][j] > 0 => (cols[j], best, n[best][j] as f64 / cols[j] as f64),
+            _ => (cols[j], 0, 0.0),
         })
         .collect();
     let entropy = |counts: &[usize]| -> f64 {
@@ -72,15 +87,22 @@ pub fn recovery(clusters: &[usize], causes: &[usize]) -> Recovery {
     Recovery { purity, coverage, dominant, per_cause, nmi, ari }
 }
 
-/// The same scores for `draws` random partitions with the cluster sizes of `clusters` (membership shuffled, seeded):
+/// The same scores for `draws` random partitions with the cluster sizes of `clusters` (membership shuffled, seeded;
+/// the unassigned block shuffled too, as large as the clustering left it):
 /// each score's mean and 95th percentile, in the order purity, coverage, NMI, ARI.
-pub fn random_floor(clusters: &[usize], causes: &[usize], draws: usize, seed: u64) -> [(f64, f64); 4] {
+pub fn random_floor(
+    clusters: &[usize],
+    causes: &[usize],
+    scope: Scope<'_>,
+    draws: usize,
+    seed: u64,
+) -> [(f64, f64); 4] {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut shuffled = clusters.to_vec();
     let mut scores: [Vec<f64>; 4] = Default::default();
     for _ in 0..draws {
         shuffled.shuffle(&mut rng);
-        let r = recovery(&shuffled, causes);
+        let r = recovery(&shuffled, causes, scope);
         for (k, v) in [r.purity, r.coverage, r.nmi, r.ari].into_iter().enumerate() {
             scores[k].push(v);
         }

@@ -12,6 +12,8 @@ use crate::artefact::clusters::{
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS, table};
 pub use crate::cluster::Mode;
+use crate::cluster::features::{Centre, Features};
+use crate::cluster::spectral::Spectral;
 use crate::cluster::{self, ChooseK, Linkage, Matrix};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -46,6 +48,23 @@ pub enum Algorithm {
     Hdbscan,
 }
 
+/// What a density clustering does with its noise images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Noise {
+    /// Each a cluster of one (no root cause; `select` ignores them).
+    #[default]
+    Alone,
+    /// Each joins the cluster of its nearest clustered image.
+    Nearest,
+}
+
+impl Noise {
+    fn is_alone(&self) -> bool {
+        *self == Noise::Alone
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterParams {
@@ -66,6 +85,22 @@ pub struct ClusterParams {
     /// Keep only this many principal components of the clustering space before clustering.
     #[serde(default)]
     pub pca: Option<usize>,
+    /// The vector describing each image at a layer: `flat` (every value, HUDD's) or `channels` (totals per channel,
+    /// L1-normalised: concept-level relevance).
+    #[serde(default, skip_serializing_if = "Features::is_flat")]
+    pub features: Features,
+    /// `class`: each image's features minus the mean of the clustered images of its class, so that what the label
+    /// explains does not drive the clusters (classification datasets only).
+    #[serde(default, skip_serializing_if = "Centre::is_none")]
+    pub centre: Centre,
+    /// A spectral embedding of the clustering space (a k-nearest-neighbour graph's normalised Laplacian) that the
+    /// algorithm then clusters: `spectral = {}` for 10 neighbours and 32 dimensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectral: Option<Spectral>,
+    /// What a density clustering does with the images it leaves alone: `alone` (clusters of one) or `nearest`
+    /// (each joins the cluster of its nearest clustered image, so every failure has a root-cause cluster).
+    #[serde(default, skip_serializing_if = "Noise::is_alone")]
+    pub noise: Noise,
     #[serde(default)]
     pub linkage: Linkage,
     #[serde(default)]
@@ -136,7 +171,7 @@ impl Params for ClusterParams {
         match (self.choose_k, self.k) {
             (ChooseK::Fixed, None) => out.push(Invalid::new("k", "is required when choose_k = \"fixed\"")),
             (ChooseK::Fixed, Some(k)) if k < 1 => out.push(Invalid::new("k", "must be at least 1, got 0")),
-            (ChooseK::Knee | ChooseK::Silhouette, Some(_)) => out.push(Invalid::new(
+            (ChooseK::Knee | ChooseK::Silhouette | ChooseK::Eigengap, Some(_)) => out.push(Invalid::new(
                 "k",
                 "is only read when choose_k = \"fixed\"; remove it or set choose_k = \"fixed\"",
             )),
@@ -159,6 +194,23 @@ impl Params for ClusterParams {
                 "choose_k",
                 "k-means takes choose_k = \"fixed\" or \"silhouette\" (the knee rule is HUDD's, for its dendrogram)",
             ));
+        }
+        if let Some(sp) = self.spectral {
+            if sp.neighbours < 2 {
+                out.push(Invalid::new("spectral.neighbours", format!("must be at least 2, got {}", sp.neighbours)));
+            }
+            if sp.dimensions == 0 {
+                out.push(Invalid::new("spectral.dimensions", "must be at least 1, got 0"));
+            }
+        }
+        if self.choose_k == ChooseK::Eigengap && self.spectral.is_none() {
+            out.push(Invalid::new(
+                "choose_k",
+                "\"eigengap\" reads the spectral embedding: set `spectral` (e.g. `spectral = {}`)",
+            ));
+        }
+        if self.noise == Noise::Nearest && !matches!(self.algorithm, Algorithm::Dbscan | Algorithm::Hdbscan) {
+            out.push(Invalid::new("noise", "is only read with algorithm = \"dbscan\" or \"hdbscan\""));
         }
         if self.pca == Some(0) {
             out.push(Invalid::new("pca", "must be at least 1 component, got 0"));
@@ -271,6 +323,17 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
         }
         None => order.iter().filter(|l| rules.get(*l).is_none_or(|r| r != "pass")).cloned().collect(),
     };
+    let classes = match p.centre {
+        Centre::None => None,
+        Centre::Class => Some(cluster::features::dense_classes(&ds.class_labels().map_err(|_| {
+            StageError::input(format!(
+                "centre = \"class\" needs each image's class, and {} has none (a keypoint or imported dataset without \
+                 `label_index`): leave `centre` out",
+                ds.dir.display()
+            ))
+        })?)),
+    };
+    let representation = Representation { features: p.features, classes: classes.as_deref() };
     let out = ctx.output("clusters")?;
     let n = ids.len();
     let mut summary = ClusterSummary {
@@ -302,7 +365,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
     ctx.progress.start(layers.len() as u64, "layers");
     for name in &layers {
-        let raw = layer_distances(&hm, name, &ids)?;
+        let raw = layer_distances(&hm, name, &ids, representation)?;
         let eligible = order.first() != Some(name) || layers.len() == 1;
         let dir = out.join("layers").join(crate::media::file_name(name));
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
@@ -407,9 +470,17 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
         Some(c) => (cluster::pca_distances(&space, c), None),
         None => (space, curve),
     };
+    // A spectral embedding: the algorithm clusters the embedded images.
+    let (space, curve, eigenvalues) = match p.spectral {
+        Some(spectral) => {
+            let embedded = cluster::spectral::embedding(&space, spectral);
+            (cluster::row_distances(embedded.coordinates.view()), None, embedded.eigenvalues)
+        }
+        None => (space, curve, Vec::new()),
+    };
     match p.algorithm {
         Algorithm::Hierarchical => {}
-        Algorithm::Kmeans => return kmeans_layer(&space, curve.as_ref().unwrap_or(&space), p, max_k),
+        Algorithm::Kmeans => return kmeans_layer(&space, curve.as_ref().unwrap_or(&space), p, max_k, &eigenvalues),
         Algorithm::Dbscan => {
             let (eps, how) = match p.eps {
                 Some(eps) => (eps, "eps"),
@@ -423,18 +494,19 @@ pub fn cluster_layer(raw: &Matrix, p: &ClusterParams, max_k: usize) -> (Vec<usiz
             };
             let found = cluster::dbscan(&space, eps, p.min_samples);
             let name = format!("DBSCAN ({how} {}, min_samples {})", number(eps), p.min_samples);
-            return density_clusters(found, name + &too_few(space.nrows(), &[("min_samples", p.min_samples)]));
+            let name = name + &too_few(space.nrows(), &[("min_samples", p.min_samples)]);
+            return density_clusters(found, &space, p.noise, name);
         }
         Algorithm::Hdbscan => {
             let found = cluster::hdbscan(&space, p.min_cluster_size, p.min_samples);
             let name = format!("HDBSCAN (min_cluster_size {}, min_samples {})", p.min_cluster_size, p.min_samples);
             let limits = [("min_cluster_size", p.min_cluster_size), ("min_samples", p.min_samples)];
-            return density_clusters(found, name + &too_few(space.nrows(), &limits));
+            return density_clusters(found, &space, p.noise, name + &too_few(space.nrows(), &limits));
         }
     }
     let dendrogram = cluster::dendrogram(&space, p.linkage);
     let sweep = cluster::sweep(&dendrogram, max_k, curve.as_ref().unwrap_or(&space), &space);
-    let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k);
+    let (k, k_rule) = cluster::choose_k(&sweep, p.choose_k, p.k, &eigenvalues);
     (cluster::cut(&dendrogram, k), sweep, k_rule)
 }
 
@@ -453,22 +525,39 @@ fn too_few(images: usize, limits: &[(&str, usize)]) -> String {
 }
 
 /// A density clustering's partition: noise images become clusters of one (ignored by select, not assessed by
-/// variance), and the rule says how many of each.
-fn density_clusters(found: Vec<Option<usize>>, name: String) -> (Vec<usize>, cluster::Sweep, String) {
+/// variance) or join the cluster of their nearest clustered image (`space`'s distances, ties to the lower index),
+/// and the rule says how many of each.
+fn density_clusters(
+    found: Vec<Option<usize>>,
+    space: &Matrix,
+    noise: Noise,
+    name: String,
+) -> (Vec<usize>, cluster::Sweep, String) {
     let n = found.len();
     let clusters = found.iter().flatten().max().map_or(0, |m| m + 1);
-    let noise = found.iter().filter(|l| l.is_none()).count();
+    let alone = found.iter().filter(|l| l.is_none()).count();
+    let clustered: Vec<usize> = (0..n).filter(|&i| found[i].is_some()).collect();
     let mut next = clusters;
-    let labels: Vec<usize> = found
-        .into_iter()
-        .map(|l| {
-            l.unwrap_or_else(|| {
+    let labels: Vec<usize> = (0..n)
+        .map(|i| match (found[i], noise) {
+            (Some(l), _) => l,
+            (None, Noise::Nearest) if !clustered.is_empty() => {
+                let nearest =
+                    clustered.iter().copied().reduce(|b, j| if space[[i, j]] < space[[i, b]] { j } else { b });
+                found[nearest.expect("some image is clustered")].expect("a clustered image")
+            }
+            (None, _) => {
                 next += 1;
                 next - 1
-            })
+            }
         })
         .collect();
-    let rule = format!("{name}: {clusters} clusters, {noise} of {n} images noise (each its own cluster)");
+    let rule = match noise {
+        Noise::Nearest if clusters > 0 => {
+            format!("{name}: {clusters} clusters, {alone} of {n} images noise (each joined its nearest cluster)")
+        }
+        _ => format!("{name}: {clusters} clusters, {alone} of {n} images noise (each its own cluster)"),
+    };
     let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
     (cluster::canonical(&labels), empty, rule)
 }
@@ -480,12 +569,20 @@ fn kmeans_layer(
     curve: &Matrix,
     p: &ClusterParams,
     max_k: usize,
+    eigenvalues: &[f64],
 ) -> (Vec<usize>, cluster::Sweep, String) {
     let x = cluster::embed(space);
-    if p.choose_k == ChooseK::Fixed {
-        let k = p.k.unwrap_or(2);
+    let fixed = match p.choose_k {
+        ChooseK::Fixed => p.k.map(|k| (k, format!("k-means, k fixed at {k} by the manifest"))),
+        ChooseK::Eigengap => {
+            let k = cluster::spectral::eigengap(eigenvalues, max_k.min(40));
+            Some((k, format!("k-means, k = {k}, the largest eigengap of the spectral embedding's Laplacian")))
+        }
+        ChooseK::Knee | ChooseK::Silhouette => None,
+    };
+    if let Some((k, why)) = fixed {
         let empty = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
-        return (cluster::kmeans(&x, k), empty, format!("k-means, k fixed at {k} by the manifest"));
+        return (cluster::kmeans(&x, k), empty, why);
     }
     let mut sweep = cluster::Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
     let mut best: Option<(f64, Vec<usize>)> = None;
@@ -503,31 +600,75 @@ fn kmeans_layer(
     (labels, sweep, "k-means, k with the highest mean silhouette".into())
 }
 
-/// The raw Euclidean distances between the images' heatmaps at one layer, streamed from its `.npy` file.
-pub fn layer_distances(dir: &Path, layer: &str, ids: &[String]) -> Result<Matrix, StageError> {
+/// How each image is described at a layer before distances: its features, centred on its class or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Representation<'a> {
+    pub features: Features,
+    /// Each image's class (dense indices), to centre on; none: not centred.
+    pub classes: Option<&'a [usize]>,
+}
+
+impl Representation<'_> {
+    /// HUDD's: every value of the layer, as it is.
+    pub const HUDD: Representation<'static> = Representation { features: Features::Flat, classes: None };
+}
+
+/// The Euclidean distances between the images' representations at one layer, streamed from its `.npy` file.
+pub fn layer_distances(
+    dir: &Path,
+    layer: &str,
+    ids: &[String],
+    representation: Representation<'_>,
+) -> Result<Matrix, StageError> {
     let path = dir.join(format!("{layer}.npy"));
     let mut reader = NpyReader::<f32>::open(&path)?;
-    if reader.rows() != ids.len() {
+    let n = ids.len();
+    if reader.rows() != n {
         return Err(StageError::input(format!(
             "{}: {} rows where index.csv lists {} images",
             path.display(),
             reader.rows(),
-            ids.len()
+            n
         )));
     }
-    let d = reader.row_len();
-    cluster::distances(ids.len(), d, |start, width| {
-        let values = reader.read_columns(start, width)?;
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(StageError::input(format!(
+    // `values` holds `width` columns from `column` on, of rows from `row` on.
+    let finite =
+        |values: &[f32], width: usize, row: usize, column: usize| match values.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(StageError::input(format!(
                 "layer `{layer}`: the heatmap of image {} holds {} (at element {})",
-                ids[i / width],
+                ids[row + i / width],
                 values[i],
-                start + i % width
-            )));
+                column + i % width
+            ))),
+            None => Ok(()),
+        };
+    let d = reader.row_len();
+    match representation.features {
+        Features::Flat => cluster::distances(n, d, |start, width| {
+            let mut values = reader.read_columns(start, width)?;
+            finite(&values, width, 0, start)?;
+            if let Some(classes) = representation.classes {
+                cluster::features::centre_by_class(&mut values, width, classes);
+            }
+            Ok(values)
+        }),
+        Features::Channels => {
+            let channels = reader.shape.get(1).copied().unwrap_or(1).max(1);
+            let mut totals = Vec::with_capacity(n * channels);
+            const BATCH: usize = 64;
+            for start in (0..n).step_by(BATCH) {
+                let rows = reader.read_rows(start, BATCH.min(n - start))?;
+                finite(&rows, d, start, 0)?;
+                for row in rows.chunks_exact(d) {
+                    totals.extend(cluster::features::channel_totals(row, channels));
+                }
+            }
+            if let Some(classes) = representation.classes {
+                cluster::features::centre_by_class(&mut totals, channels, classes);
+            }
+            Ok(cluster::distances_of(&totals, n, channels))
         }
-        Ok(values)
-    })
+    }
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), StageError> {
@@ -650,8 +791,42 @@ fn inspection(
 }
 
 #[cfg(test)]
-mod number_tests {
-    use super::{number, too_few};
+mod tests {
+    use super::{Noise, density_clusters, number, too_few};
+    use crate::cluster::Matrix;
+
+    #[test]
+    fn settings_read_by_other_algorithms_or_out_of_range_are_refused_by_name() {
+        use crate::engine::stage::Params;
+        let invalid = |text: &str| -> Vec<String> {
+            let p: super::ClusterParams = toml::from_str(text).unwrap();
+            p.validate().into_iter().map(|i| i.field).collect()
+        };
+        assert_eq!(invalid("noise = \"nearest\""), ["noise"]);
+        assert!(invalid("noise = \"nearest\"\nalgorithm = \"hdbscan\"").is_empty());
+        assert_eq!(
+            invalid("spectral = { neighbours = 1, dimensions = 0 }"),
+            ["spectral.neighbours", "spectral.dimensions"]
+        );
+        assert!(invalid("spectral = {}\nfeatures = \"channels\"\ncentre = \"class\"").is_empty());
+    }
+
+    #[test]
+    fn noise_stays_alone_or_joins_its_nearest_cluster() {
+        // Points on a line: 0, 1 | 10, 11 | 5 (noise, nearer 1's cluster at distance 4 than 10's at 5) | 30 (noise).
+        let at = [0.0, 1.0, 10.0, 11.0, 5.0, 30.0];
+        let space = Matrix::from_shape_fn((6, 6), |(i, j)| f64::abs(at[i] - at[j]));
+        let found = vec![Some(0), Some(0), Some(1), Some(1), None, None];
+        let (alone, _, rule) = density_clusters(found.clone(), &space, Noise::Alone, "d".into());
+        assert_eq!(alone, vec![0, 0, 1, 1, 2, 3]);
+        assert!(rule.contains("2 of 6 images noise (each its own cluster)"), "{rule}");
+        let (joined, _, rule) = density_clusters(found, &space, Noise::Nearest, "d".into());
+        assert_eq!(joined, vec![0, 0, 1, 1, 0, 1]);
+        assert!(rule.contains("(each joined its nearest cluster)"), "{rule}");
+        // Nothing clustered: nothing to join, every image stays alone.
+        let (none, _, _) = density_clusters(vec![None; 6], &space, Noise::Nearest, "d".into());
+        assert_eq!(none, vec![0, 1, 2, 3, 4, 5]);
+    }
 
     #[test]
     fn extreme_numbers_are_written_as_people_read_them() {

@@ -16,6 +16,9 @@ use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageC
 
 pub struct Recovery;
 
+/// The cluster number of the images no cluster holds (clusters are numbered from 1).
+const UNASSIGNED: usize = 0;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoveryParams {
@@ -25,12 +28,18 @@ pub struct RecoveryParams {
     /// Random partitions with the clusters' sizes, for the floor.
     #[serde(default = "default_draws")]
     pub permutations: usize,
+    /// Causes that were not planted (a nominal scenario like training): scored, but not causes coverage asks for.
+    #[serde(default = "default_nominal")]
+    pub nominal: Vec<String>,
     #[serde(default)]
     pub seed: Option<u64>,
 }
 
 fn default_cause() -> String {
     "scenario".into()
+}
+fn default_nominal() -> Vec<String> {
+    vec!["nominal".into()]
 }
 fn default_draws() -> usize {
     1000
@@ -49,7 +58,7 @@ impl Params for RecoveryParams {
 impl Stage for Recovery {
     type Params = RecoveryParams;
     const KIND: &'static str = "recovery";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "clusters",
@@ -77,7 +86,7 @@ impl Stage for Recovery {
             name: "table",
             kind: RECOVERY_TABLE,
             path: "recovery.csv",
-            doc: "cause,images,best_cluster,share_in_best,dominates",
+            doc: "cause,planted,images,best_cluster,share_in_best,dominates,unassigned",
         },
     ];
     const USES_SEED: bool = true;
@@ -94,25 +103,23 @@ impl Stage for Recovery {
             ))
         })?;
         let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
+        // Every failing image is scored: those a clustering leaves alone (clusters of one, such as a density
+        // clustering's noise: no root cause) are one more cluster, 0, so leaving hard images out cannot raise a score.
         let (mut cluster_labels, mut cause_names, mut unclustered) = (Vec::new(), Vec::new(), 0);
         for (c, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
-            // A cluster of one is no root cause (HUDD's select ignores it; density clusterings put noise there): a
-            // pipeline is scored on the images it groups, and says how many it leaves alone.
-            if members.len() < 2 {
-                unclustered += members.len();
-                continue;
-            }
+            let alone = members.len() < 2;
+            unclustered += if alone { members.len() } else { 0 };
             for id in members {
                 let cause = cause_of
                     .get(&id)
                     .ok_or_else(|| StageError::input(format!("clustered image {id} is not in {}", ds.dir.display())))?;
-                cluster_labels.push(c);
+                cluster_labels.push(if alone { UNASSIGNED } else { c });
                 cause_names.push(cause.clone());
             }
         }
         // A model that fails on nothing (the best outcome), or failures that all stand alone: an empty result,
         // said, for the report to show.
-        if cluster_labels.is_empty() {
+        if unclustered == cluster_labels.len() {
             let note = if unclustered == 0 {
                 "the model fails on none of these images: no cluster to score".to_string()
             } else {
@@ -123,7 +130,7 @@ impl Stage for Recovery {
             ctx.progress.message(&note);
             let summary = RecoverySummary {
                 cause: p.cause.clone(),
-                images: 0,
+                images: unclustered,
                 unclustered,
                 clusters: 0,
                 causes: 0,
@@ -144,20 +151,28 @@ impl Stage for Recovery {
             cluster_labels.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let clusters: Vec<usize> =
             cluster_labels.iter().map(|c| ids.binary_search(c).expect("a known cluster")).collect();
-        let r = score::recovery(&clusters, &causes);
-        let floor = score::random_floor(&clusters, &causes, p.permutations, ctx.seed);
+        let nominal: Vec<usize> =
+            (names.iter().enumerate()).filter(|(_, name)| p.nominal.contains(name)).map(|(j, _)| j).collect();
+        let scope = score::Scope { unassigned: ids.binary_search(&UNASSIGNED).ok(), nominal: &nominal };
+        let r = score::recovery(&clusters, &causes, scope);
+        let floor = score::random_floor(&clusters, &causes, scope, p.permutations, ctx.seed);
         let rows: Vec<CauseRow> = names
             .iter()
             .enumerate()
             .map(|(j, name)| {
                 let (images, best, share) = r.per_cause.get(j).copied().unwrap_or((0, 0, 0.0));
-                let dominates = r.dominant.iter().filter(|&&d| d == j).count();
+                let dominates =
+                    (r.dominant.iter().enumerate()).filter(|&(i, &d)| d == j && Some(i) != scope.unassigned).count();
+                let unassigned =
+                    (clusters.iter().zip(&causes)).filter(|&(&c, &k)| k == j && Some(c) == scope.unassigned).count();
                 CauseRow {
                     cause: name.clone(),
+                    planted: !nominal.contains(&j),
                     images,
-                    best_cluster: ids.get(best).copied().unwrap_or(0),
+                    best_cluster: if share > 0.0 { ids[best] } else { 0 },
                     share_in_best: share,
                     dominates,
+                    unassigned,
                 }
             })
             .collect();
@@ -165,8 +180,8 @@ impl Stage for Recovery {
             cause: p.cause.clone(),
             images: clusters.len(),
             unclustered,
-            clusters: ids.len(),
-            causes: names.len(),
+            clusters: ids.len() - usize::from(scope.unassigned.is_some()),
+            causes: names.len() - nominal.len(),
             purity: Some(r.purity),
             coverage: Some(r.coverage),
             nmi: Some(r.nmi),

@@ -511,7 +511,7 @@ fn recovery_scores_match_scikit_learn() {
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let labels = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect::<Vec<_>>();
     for case in &cases {
-        let r = cluster::score::recovery(&labels(&case["clusters"]), &labels(&case["causes"]));
+        let r = cluster::score::recovery(&labels(&case["clusters"]), &labels(&case["causes"]), Default::default());
         for (what, got) in [("purity", r.purity), ("nmi", r.nmi), ("ari", r.ari)] {
             let want = case[what].as_f64().unwrap();
             assert!((got - want).abs() < 1e-9, "{} {what}: {got} against {want}", case["name"]);
@@ -519,14 +519,30 @@ fn recovery_scores_match_scikit_learn() {
     }
     // Coverage: a perfect partition covers every cause; one cluster covers one of four.
     let perfect = &cases[0];
-    assert_eq!(cluster::score::recovery(&labels(&perfect["clusters"]), &labels(&perfect["causes"])).coverage, 1.0);
+    assert_eq!(
+        cluster::score::recovery(&labels(&perfect["clusters"]), &labels(&perfect["causes"]), Default::default())
+            .coverage,
+        1.0
+    );
     let one = cases.iter().find(|c| c["name"] == "one-cluster").unwrap();
-    assert_eq!(cluster::score::recovery(&labels(&one["clusters"]), &labels(&one["causes"])).coverage, 0.25);
+    assert_eq!(
+        cluster::score::recovery(&labels(&one["clusters"]), &labels(&one["causes"]), Default::default()).coverage,
+        0.25
+    );
     // The random floor of a perfect partition sits far below it, and follows its seed.
     let (c, k) = (labels(&perfect["clusters"]), labels(&perfect["causes"]));
-    let floor = cluster::score::random_floor(&c, &k, 200, 1);
+    let floor = cluster::score::random_floor(&c, &k, Default::default(), 200, 1);
     assert!(floor[0].1 < 0.5 && floor[2].1 < 0.1 && floor[3].1 < 0.05, "{floor:?}");
-    assert_eq!(cluster::score::random_floor(&c, &k, 200, 1), floor);
+    assert_eq!(cluster::score::random_floor(&c, &k, Default::default(), 200, 1), floor);
+    // Cause 2's images all left alone (cluster 0, unassigned): that block is scored (purity stays 1) but covers
+    // nothing; cause 3 is nominal, so coverage asks for causes 0-2 only.
+    let (clusters, causes) = ([1, 1, 2, 2, 0, 0, 3, 3], [0, 0, 1, 1, 2, 2, 3, 3]);
+    let scope = cluster::score::Scope { unassigned: Some(0), nominal: &[3] };
+    let r = cluster::score::recovery(&clusters, &causes, scope);
+    assert_eq!((r.purity, r.coverage), (1.0, 2.0 / 3.0));
+    assert_eq!((r.per_cause[2].0, r.per_cause[2].2), (2, 0.0), "no real cluster holds cause 2");
+    let everything_alone = cluster::score::recovery(&[0; 8], &causes, scope);
+    assert_eq!((everything_alone.purity, everything_alone.coverage), (0.25, 0.0));
 }
 
 #[test]
@@ -640,4 +656,34 @@ fn density_clusterings_find_the_groups_and_leave_the_outliers_alone() {
     let err = hudd::engine::manifest::load(&path, &[], &hudd::stages::registry()).unwrap_err().to_string();
     assert!(err.contains("invalid `min_cluster_size`: must be at least 2, got 1"), "{err}");
     assert!(err.contains("invalid `eps`: is only read with algorithm = \"dbscan\""), "{err}");
+}
+
+#[test]
+fn the_spectral_embedding_is_scikit_learns() {
+    // Numbers from tests/fixtures/spectral_ref.py (SpectralEmbedding, nearest-neighbour affinity).
+    let path = format!("{}/tests/fixtures/spectral_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in &cases {
+        let rows: Vec<Vec<f64>> = serde_json::from_value(case["x"].clone()).unwrap();
+        let want: Vec<Vec<f64>> = serde_json::from_value(case["embedding"].clone()).unwrap();
+        let (n, d) = (rows.len(), rows[0].len());
+        let values: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+        let spectral = cluster::spectral::Spectral {
+            neighbours: case["neighbours"].as_u64().unwrap() as usize,
+            dimensions: case["components"].as_u64().unwrap() as usize,
+        };
+        let embedded = cluster::spectral::embedding(&cluster::distances_of(&values, n, d), spectral);
+        let got = embedded.coordinates;
+        let eigenvalues: Vec<f64> = serde_json::from_value(case["eigenvalues"].clone()).unwrap();
+        for (c, (g, w)) in embedded.eigenvalues.iter().zip(&eigenvalues).enumerate() {
+            assert!((g - w).abs() < 1e-9, "{} eigenvalue {c}: {g} against {w}", case["name"]);
+        }
+        assert_eq!(embedded.eigenvalues.len(), eigenvalues.len());
+        assert_eq!(got.dim(), (n, spectral.dimensions), "{}", case["name"]);
+        for (i, row) in want.iter().enumerate() {
+            for (c, &w) in row.iter().enumerate() {
+                assert!((got[[i, c]] - w).abs() < 1e-6, "{} [{i}, {c}]: {} against {w}", case["name"], got[[i, c]]);
+            }
+        }
+    }
 }
