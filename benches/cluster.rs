@@ -12,7 +12,7 @@ mod common;
 use std::time::Instant;
 
 use hudd::cluster;
-use hudd::stages::cluster::{ClusterParams, Representation, cluster_layer, layer_distances};
+use hudd::stages::cluster::{ClusterParams, Representation, layer_distances};
 use tch::{Kind, Tensor};
 
 /// Peak resident memory of this process so far, in bytes (Linux).
@@ -47,7 +47,7 @@ fn parts(n: usize, d: usize) {
     let sweep = cluster::sweep(&dendrogram, cluster::default_max_k(n), &curve, &space);
     time("sweep k = 2..max", t);
     let t = Instant::now();
-    let (k, _) = cluster::choose_k(&sweep, cluster::ChooseK::Knee, None, &[]);
+    let (k, _) = cluster::choose_k(&sweep, cluster::KRule::Knee, &[]);
     let labels = cluster::cut(&dendrogram, k);
     let _ = (cluster::wicd(&raw, &labels), cluster::silhouette(&raw, &labels));
     time("knee, cut, scores", t);
@@ -80,7 +80,7 @@ fn main() {
     let t = Instant::now();
     let raw = layer_distances(dir.path(), "layer", &ids, Representation::HUDD).unwrap();
     let t_distances = t.elapsed().as_secs_f64();
-    let (labels, _sweep, rule) = cluster_layer(&raw, &params, cluster::default_max_k(n));
+    let (labels, _sweep, rule) = cluster::pipeline::cluster(&raw, &params.pipeline(), cluster::default_max_k(n));
     let (wicd, silhouette) = (cluster::wicd(&raw, &labels), cluster::silhouette(&raw, &labels));
     let t_stage = t.elapsed().as_secs_f64();
     let peak = peak_rss().saturating_sub(base);

@@ -172,7 +172,7 @@ fn hudds_k_rule_picks_the_original_toolsets_k_and_partition() {
         let name = case["name"].as_str().unwrap();
         let raw = k_rule_matrix(case);
         let (labels, sweep, rule) =
-            hudd::stages::cluster::cluster_layer(&raw, &params, cluster::default_max_k(raw.nrows()));
+            cluster::pipeline::cluster(&raw, &params.pipeline(), cluster::default_max_k(raw.nrows()));
         let ks: Vec<usize> = case["ks"].as_array().unwrap().iter().map(|k| k.as_u64().unwrap() as usize).collect();
         assert_eq!(sweep.ks, ks, "{name}");
         for (i, (a, b)) in sweep.wicd.iter().zip(floats(&case["curve"])).enumerate() {
@@ -482,14 +482,16 @@ fn blobs(centres: &[(f32, f32)], per: usize, spread: f32) -> (Vec<f32>, usize) {
 
 #[test]
 fn separated_clusters_are_stable_and_a_cut_through_them_is_not() {
-    let params = |k: usize| -> hudd::stages::cluster::ClusterParams {
-        toml::from_str(&format!("mode = \"direct\"\nchoose_k = \"fixed\"\nk = {k}")).unwrap()
+    let params = |k: usize| cluster::Pipeline {
+        mode: cluster::Mode::Direct,
+        k: cluster::KRule::Fixed(k),
+        ..toml::from_str::<hudd::stages::cluster::ClusterParams>("").unwrap().pipeline()
     };
     let stability = |points: &[f32], n: usize, k: usize, seed: u64| {
         let m = cluster::distances_of(points, n, 2);
         let p = params(k);
-        let (labels, _, _) = hudd::stages::cluster::cluster_layer(&m, &p, 10);
-        cluster::stability(&m, &labels, 40, 0.5, seed, |sub| hudd::stages::cluster::cluster_layer(sub, &p, 10).0)
+        let (labels, _, _) = cluster::pipeline::cluster(&m, &p, 10);
+        cluster::stability(&m, &labels, 40, 0.5, seed, |sub| cluster::pipeline::cluster(sub, &p, 10).0)
     };
     // Three tight groups far apart: every subset finds them again.
     let (points, n) = blobs(&[(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)], 20, 1.0);
@@ -685,5 +687,21 @@ fn the_spectral_embedding_is_scikit_learns() {
                 assert!((got[[i, c]] - w).abs() < 1e-6, "{} [{i}, {c}]: {} against {w}", case["name"], got[[i, c]]);
             }
         }
+    }
+}
+
+#[test]
+fn principal_components_give_the_same_bytes_at_any_thread_count() {
+    // libtorch's thread count must not reach the classical scaling's bytes (its eigendecomposition runs on one MKL
+    // thread: src/main.rs, .cargo/config.toml).
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+    // 800 images: the n×n reductions are then large enough for libtorch to split them.
+    let values: Vec<f32> = (0..800 * 40).map(|_| rand::Rng::random::<f32>(&mut rng)).collect();
+    let m = cluster::distances_of(&values, 800, 40);
+    let at = |threads: usize| hudd::runtime::with_threads(threads, || cluster::pca_distances(&m, 20));
+    let one = at(1);
+    for threads in [2, 3] {
+        let other = at(threads);
+        assert!(other.iter().zip(one.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
     }
 }

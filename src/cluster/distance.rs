@@ -1,0 +1,127 @@
+//! The clustering space: Euclidean distances between heatmaps through chunked matrix products (the Gram matrix's
+//! upper triangle in tiles, each whole on one thread, so the bytes do not depend on the thread count), HUDD's
+//! row-normalised space and the matrix its k curve is read on.
+
+use ndarray::{Array2, Axis, s};
+use serde::{Deserialize, Serialize};
+
+use super::Matrix;
+
+/// What the agglomerative clustering runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// HUDD's: every row of the distance matrix divided by its maximum, those rows clustered as vectors (an image
+    /// is described by how far it is from every other, relative to its farthest), which makes the clusters
+    /// insensitive to the overall scale of an image's relevance (it follows the logit the relevance was seeded with).
+    #[default]
+    Hudd,
+    /// The heatmaps themselves, on their Euclidean distances.
+    Direct,
+}
+
+/// The upper triangle row by row (scipy's condensed form, what kodama takes).
+pub fn condensed(m: &Matrix) -> Vec<f64> {
+    m.outer_iter().enumerate().flat_map(|(i, row)| row.slice(s![i + 1..]).to_vec()).collect()
+}
+
+/// The largest distance (0 for an empty matrix).
+pub fn max_distance(m: &Matrix) -> f64 {
+    m.fold(0.0, |a, &b| a.max(b))
+}
+
+/// Rows of one tile of the Gram matrix: tiles are the unit of parallel work, and each is computed whole by one
+/// thread in a fixed order, so the sums (and the distances) are the same bytes at any thread count.
+const TILE: usize = 256;
+
+/// Euclidean distances between `n` vectors of length `d`, read in column chunks: `chunk(start, width)` returns
+/// columns `[start, start + width)` of every vector, `n × width` row-major. The Gram matrix is accumulated chunk by
+/// chunk (each chunk centred on its column means, which leaves distances unchanged and limits cancellation), its
+/// upper triangle only, tile by tile in parallel on the current rayon pool (`matrixmultiply`'s products, one thread
+/// each), so memory stays at the n×n matrix plus one chunk of about its size; then `‖a‖² + ‖b‖² − 2a·b`, clamped at
+/// zero, with exact zeros on the diagonal.
+pub fn distances<E>(
+    n: usize,
+    d: usize,
+    mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>,
+) -> Result<Matrix, E> {
+    use rayon::prelude::*;
+    if n == 0 {
+        return Ok(Matrix::zeros((0, 0)));
+    }
+    let blocks: Vec<(usize, usize)> = (0..n).step_by(TILE).map(|a| (a, (a + TILE).min(n))).collect();
+    let pairs: Vec<(usize, usize)> = (0..blocks.len()).flat_map(|a| (a..blocks.len()).map(move |b| (a, b))).collect();
+    let mut tiles: Vec<Array2<f32>> =
+        pairs.iter().map(|&(a, b)| Array2::zeros((blocks[a].1 - blocks[a].0, blocks[b].1 - blocks[b].0))).collect();
+    // Chunks of about the matrix's size (at least 2,048 columns, so the products stay efficient).
+    let width = n.max(2048).min(d.max(1));
+    let mut start = 0;
+    while start < d {
+        let w = width.min(d - start);
+        let mut x = Array2::from_shape_vec((n, w), chunk(start, w)?).expect("the chunk holds n × width values");
+        let mean = x.mean_axis(Axis(0)).expect("n > 0");
+        x -= &mean;
+        tiles.par_iter_mut().zip(&pairs).for_each(|(tile, &(a, b))| {
+            let rows = x.slice(s![blocks[a].0..blocks[a].1, ..]);
+            let cols = x.slice(s![blocks[b].0..blocks[b].1, ..]);
+            ndarray::linalg::general_mat_mul(1.0, &rows, &cols.t(), 1.0, tile);
+        });
+        start += w;
+    }
+    let mut gram = Array2::<f32>::zeros((n, n));
+    for (tile, &(a, b)) in tiles.iter().zip(&pairs) {
+        gram.slice_mut(s![blocks[a].0..blocks[a].1, blocks[b].0..blocks[b].1]).assign(tile);
+    }
+    let norms: Vec<f64> = (0..n).map(|i| f64::from(gram[[i, i]])).collect();
+    Ok(Matrix::from_shape_fn((n, n), |(i, j)| {
+        let dot = f64::from(gram[[i.min(j), i.max(j)]]);
+        if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * dot).max(0.0).sqrt() }
+    }))
+}
+
+/// Distances between vectors held in memory (`n × d` row-major).
+pub fn distances_of(values: &[f32], n: usize, d: usize) -> Matrix {
+    distances::<std::convert::Infallible>(n, d, |start, width| {
+        Ok((0..n).flat_map(|i| values[i * d + start..i * d + start + width].iter().copied()).collect())
+    })
+    .expect("infallible")
+}
+
+/// Every row of a distance matrix divided by its maximum (a row of zeros stays zero): how far each image is from
+/// every other, relative to its farthest. Not symmetric.
+pub fn row_normalised(m: &Matrix) -> Matrix {
+    let mut out = m.clone();
+    for mut row in out.outer_iter_mut() {
+        let max = row.fold(0.0, |a: f64, &b| a.max(b));
+        if max > 0.0 {
+            row.mapv_inplace(|v| v / max);
+        }
+    }
+    out
+}
+
+/// HUDD's clustering space: the Euclidean distances between the rows of [`row_normalised`] taken as vectors.
+pub fn hudd_space(m: &Matrix) -> Matrix {
+    let rows = row_normalised(m);
+    let values: Vec<f32> = rows.iter().map(|&v| v as f32).collect();
+    distances_of(&values, m.nrows(), m.nrows())
+}
+
+/// The matrix HUDD's k curve is computed on: [`row_normalised`] read on its upper triangle only (pairs i < j, as
+/// the original toolset), mirrored so that the mean over a cluster's ordered pairs equals the mean over its pairs
+/// i < j.
+pub fn hudd_curve_space(m: &Matrix) -> Matrix {
+    let rows = row_normalised(m);
+    Matrix::from_shape_fn(rows.dim(), |(i, j)| rows[[i.min(j), i.max(j)]])
+}
+
+/// The Euclidean distances between the rows of `x`, summed coordinate by coordinate.
+pub fn row_distances(x: ndarray::ArrayView2<f64>) -> Matrix {
+    Matrix::from_shape_fn((x.nrows(), x.nrows()), |(i, j)| {
+        if i == j {
+            0.0
+        } else {
+            x.row(i).iter().zip(x.row(j).iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+        }
+    })
+}

@@ -1,0 +1,59 @@
+//! Cluster-wise stability (Hennig's clusterboot, subsetting scheme): subsets of the images reclustered with the
+//! same rule, each cluster's best Jaccard match averaged.
+
+use ndarray::Axis;
+use rand::SeedableRng;
+use rand::seq::index;
+
+use super::{Matrix, members};
+
+/// Hennig's cluster-wise stability (`clusterboot` with the subsetting scheme): `draws` random subsets of `share` of
+/// the points (seeded), each reclustered by `recluster` on the distances restricted to it; per cluster of `labels`,
+/// the mean over the draws of the Jaccard similarity between its members in the subset and the most similar new
+/// cluster (`None` for a cluster no subset held). Subsets, unlike bootstrap samples, hold no duplicate points, which
+/// would sit at distance 0 and pull the clustering apart. The distance matrix is not recomputed.
+pub fn stability(
+    m: &Matrix,
+    labels: &[usize],
+    draws: usize,
+    share: f64,
+    seed: u64,
+    recluster: impl Fn(&Matrix) -> Vec<usize> + Sync,
+) -> Vec<Option<f64>> {
+    use rayon::prelude::*;
+    let n = m.nrows();
+    let k = labels.iter().max().map_or(0, |l| l + 1);
+    let size = ((n as f64 * share).round() as usize).clamp(2.min(n), n);
+    // The subsets are drawn first, in order, then reclustered in parallel on the current rayon pool: the result
+    // does not depend on the thread count.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let subsets: Vec<Vec<usize>> = (0..draws)
+        .map(|_| {
+            let mut subset = index::sample(&mut rng, n, size).into_vec();
+            subset.sort_unstable();
+            subset
+        })
+        .collect();
+    let reclustered: Vec<Vec<usize>> =
+        subsets.par_iter().map(|subset| recluster(&m.select(Axis(0), subset).select(Axis(1), subset))).collect();
+    let (mut sums, mut counts) = (vec![0.0; k], vec![0usize; k]);
+    for (subset, new) in subsets.iter().zip(&reclustered) {
+        let groups = members(new);
+        for c in 0..k {
+            let mine: Vec<usize> = (0..subset.len()).filter(|&i| labels[subset[i]] == c).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let best = groups
+                .iter()
+                .map(|g| {
+                    let common = g.iter().filter(|i| labels[subset[**i]] == c).count();
+                    common as f64 / (mine.len() + g.len() - common) as f64
+                })
+                .fold(0.0, f64::max);
+            sums[c] += best;
+            counts[c] += 1;
+        }
+    }
+    (0..k).map(|c| (counts[c] > 0).then(|| sums[c] / counts[c] as f64)).collect()
+}
