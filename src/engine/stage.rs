@@ -249,6 +249,13 @@ pub trait Stage: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// libtorch's threads while the stage runs: the engine sets them, on the thread that runs it, right before
+    /// `run` (the one place a thread count reaches libtorch). By default the run's share of the cores
+    /// (`ctx.threads`); a stage with a `threads` parameter says how it reads it.
+    fn torch_threads(_params: &Self::Params, run: usize) -> usize {
+        run
+    }
+
     fn run(&self, params: &Self::Params, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
 }
 
@@ -349,6 +356,7 @@ impl<S: Stage> StageKind for S {
     fn run(&self, params: &serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let params: S::Params = serde_json::from_value(params.clone())
             .map_err(|e| StageError::failed(format!("stage kind `{}`: stored parameters unreadable: {e}", S::KIND)))?;
+        crate::runtime::set_threads(S::torch_threads(&params, ctx.threads));
         Stage::run(self, &params, ctx)
     }
 }

@@ -67,8 +67,11 @@ impl Stage for Activations {
         vec![crate::runtime::device_fingerprint(p.device)]
     }
 
+    fn torch_threads(p: &ActivationsParams, run: usize) -> usize {
+        p.threads.unwrap_or(run)
+    }
+
     fn run(&self, p: &ActivationsParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("images")?.path)?;
         let model = Model::load(&ctx.input("model")?.path, device)?;

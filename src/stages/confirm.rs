@@ -125,8 +125,11 @@ impl Stage for Confirm {
         vec![crate::runtime::device_fingerprint(p.device)]
     }
 
+    fn torch_threads(p: &ConfirmParams, run: usize) -> usize {
+        p.threads.unwrap_or(run)
+    }
+
     fn run(&self, p: &ConfirmParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let rules: Rules = table::read_json(&ctx.input("rules")?.path)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;

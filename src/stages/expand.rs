@@ -216,8 +216,11 @@ impl Stage for Expand {
         vec![crate::runtime::device_fingerprint(p.device)]
     }
 
+    fn torch_threads(p: &ExpandParams, run: usize) -> usize {
+        p.threads.unwrap_or(run)
+    }
+
     fn run(&self, p: &ExpandParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let sim = trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "expand")))?;

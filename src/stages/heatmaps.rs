@@ -193,8 +193,11 @@ impl Stage for Heatmaps {
         vec![crate::runtime::device_fingerprint(p.device)]
     }
 
+    fn torch_threads(p: &HeatmapParams, run: usize) -> usize {
+        p.threads.unwrap_or(run)
+    }
+
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("images")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];

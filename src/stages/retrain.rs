@@ -160,8 +160,11 @@ impl Stage for Retrain {
         vec![crate::runtime::device_fingerprint(p.device)]
     }
 
+    fn torch_threads(p: &RetrainParams, _run: usize) -> usize {
+        p.threads
+    }
+
     fn run(&self, p: &RetrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads);
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let mut model = Model::load(&ctx.input("model")?.path, device)?;
         model.net("retraining")?;

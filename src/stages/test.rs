@@ -100,8 +100,11 @@ impl Stage for Test {
         vec![crate::runtime::device_fingerprint(p.device)]
     }
 
+    fn torch_threads(p: &TestParams, run: usize) -> usize {
+        p.threads.unwrap_or(run)
+    }
+
     fn run(&self, p: &TestParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads.unwrap_or(ctx.threads));
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let model = Model::load(&ctx.input("model")?.path, device)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;

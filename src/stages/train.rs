@@ -131,8 +131,11 @@ impl Stage for Train {
         architecture.chain([runtime::device_fingerprint(p.device)]).collect()
     }
 
+    fn torch_threads(p: &TrainParams, _run: usize) -> usize {
+        p.threads
+    }
+
     fn run(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        runtime::set_threads(p.threads);
         let device = runtime::device(p.device).map_err(StageError::input)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let rows = ds.split_rows(&p.split)?;

@@ -57,6 +57,22 @@ images = "test.errors"
 threads = THREADS
 
 [[stage]]
+id = "activations"
+kind = "activations"
+model = "train.model"
+images = "test.errors"
+threads = THREADS
+
+[[stage]]
+id = "cluster-activations"
+kind = "cluster"
+heatmaps = "activations.activations"
+images = "test.errors"
+mode = "direct"
+pca = 5
+threads = THREADS
+
+[[stage]]
 id = "select"
 kind = "select"
 model = "train.model"
@@ -99,7 +115,7 @@ fn threads_change_no_byte_and_no_key() {
     let (keys_a, a) = digests(&one, 1);
     let (keys_b, b) = digests(&two, 2);
     assert_eq!(keys_a, keys_b, "settings are not part of keys");
-    for stage in ["test", "heatmaps", "cluster", "select"] {
+    for stage in ["test", "heatmaps", "cluster", "activations", "cluster-activations", "select"] {
         assert!(!a[stage].is_empty());
         assert_eq!(a[stage], b[stage], "{stage}: outputs differ between 1 and 2 threads");
     }
@@ -111,5 +127,26 @@ fn threads_change_no_byte_and_no_key() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.contains("0 of 6 stages would run"), "{out}");
+    assert!(out.contains("0 of 8 stages would run"), "{out}");
+}
+
+#[test]
+fn every_setting_kept_out_of_a_key_is_under_a_test() {
+    // Kinds whose settings the pipeline above varies; `expand` and `confirm` are varied with the whole quickstart in
+    // tests/it/determinism.rs (1 and 2 threads).
+    let quickstart =
+        std::fs::read_to_string(format!("{}/workflows/quickstart.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let registry = hudd::stages::registry();
+    for name in registry.names() {
+        let settings = registry.get(name).unwrap().settings();
+        if settings.is_empty() {
+            continue;
+        }
+        let kind = format!("kind = \"{name}\"");
+        let here = PIPELINE
+            .split("[[stage]]")
+            .any(|s| s.contains(&kind) && settings.iter().all(|k| s.contains(&format!("{k} = THREADS"))));
+        let whole = ["expand", "confirm"].contains(&name) && quickstart.contains(&kind);
+        assert!(here || whole, "`{name}` keeps {settings:?} out of its key, and no test varies them");
+    }
 }
