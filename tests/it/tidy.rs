@@ -176,7 +176,7 @@ fn only_the_store_writes_under_the_hudd_folder() {
     // Paths under `.hudd/` are built by the store alone: no other file names the folder or its parts.
     let mut offences = Vec::new();
     for (rel, text) in sources() {
-        if rel == "src/engine/store.rs" {
+        if rel.starts_with("src/engine/store/") {
             continue;
         }
         let code = code_of(&text);
