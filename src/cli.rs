@@ -815,10 +815,7 @@ fn status_of_workflow(store: &Store, w: &Workflow, registry: &Registry, out: &mu
     Ok(())
 }
 
-/// Keeps every entry that a manifest under `workflows/` of a workspace using the store reaches (planned now), that
-/// a workflow's last run there used, or that its `reports/` shows; drops the rest. With a shared store, every registered workspace counts.
-/// It holds every such workspace's run and exec locks while it works, so no stage is written meanwhile, and it
-/// removes nothing when a manifest cannot be checked or planned (what that one reaches cannot be known).
+/// `hudd gc`: what `engine::gc` finds dead is dropped (or, with `--dry-run`, listed); the policy is the engine's.
 fn gc(
     ws: &Workspace<'_>,
     registry: &Registry,
@@ -827,73 +824,29 @@ fn gc(
     err: &mut dyn Write,
 ) -> Result<u8, CliError> {
     let store = ws.open()?;
-    let mut keep: BTreeSet<String> = BTreeSet::new();
-    let mut held = Vec::new();
-    let (workspaces, skipped) = store.workspaces();
-    for (dir, why) in skipped {
-        writeln!(err, "warning: {} is registered in the store, but {why}: skipped", dir.display())?;
-    }
-    for dir in workspaces {
-        let other = Store::open_shared(&dir, ws.store)?;
-        // A dry run removes nothing, so it needs no lock (and writes none).
-        if !dry_run {
-            let mut said = Vec::new();
-            held.push(other.lock(|m| said.push(format!("{}: {m}", dir.display())))?);
-            held.push(other.lock_exec(true, |m| said.push(format!("{}: {m}", dir.display())))?);
-            for line in said {
-                writeln!(err, "{line}")?;
-            }
-        }
-        let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir.join("workflows"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        manifests.sort();
-        for path in &manifests {
-            let planned = manifest::load(path, &[], registry)
-                .map_err(CliError::from)
-                .and_then(|w| Ok(engine::plan(&other, &w, registry)?))
-                .map_err(|e| {
-                    CliError::Usage(format!(
-                        "gc removed nothing: {} cannot be planned, so what it reaches is unknown:\n{e}",
-                        path.display()
-                    ))
-                })?;
-            keep.extend(planned.specs.into_iter().map(|s| other.resolve(&s.key)));
-        }
-        // What a workflow's last run used, and what `reports/` links to (the two are written one after the other:
-        // a run killed between them must not leave a view of a dropped entry).
-        for workflow in other.workflows() {
-            keep.extend(other.read_state(&workflow).into_values().map(|r| r.key));
-            keep.extend(other.read_views(&workflow).into_values());
-        }
-    }
+    let live = engine::gc::live(&store, ws.store, registry, !dry_run, &mut |line| {
+        let _ = writeln!(err, "{line}");
+    });
+    let live = live.map_err(|e| match e {
+        engine::gc::GcError::Store(e) => CliError::from(e),
+        unplannable => CliError::Usage(unplannable.to_string()),
+    })?;
     let mut dropped = BTreeSet::new();
-    for key in store.keys()? {
-        if keep.contains(&key) {
-            continue;
-        }
-        let what =
-            store.entry(&key).map_or_else(|| "incomplete".to_string(), |e| format!("{} ({})", e.stage, e.workflow));
+    for (key, what) in engine::gc::dead(&store, &live.keep)? {
         if dry_run {
             writeln!(out, "would drop {key}  {what}")?;
         } else {
-            store.remove_entry(&key)?;
-            store.remove_spec(&key);
+            engine::gc::drop_entry(&store, &key)?;
             writeln!(out, "dropped {key}  {what}")?;
         }
         dropped.insert(key);
     }
     if !dry_run {
-        store.remove_aliases_to(&dropped);
-        // Every workspace's runs and execs are held off: what is left in tmp/ belongs to no live stage.
-        store.clean_tmp()?;
+        engine::gc::finish(&store, &dropped)?;
     }
-    drop(held);
-    writeln!(out, "{} {} entries, kept {}", if dry_run { "would drop" } else { "dropped" }, dropped.len(), keep.len())?;
+    drop(live.held);
+    let verb = if dry_run { "would drop" } else { "dropped" };
+    writeln!(out, "{verb} {} entries, kept {}", dropped.len(), live.keep.len())?;
     Ok(0)
 }
 

@@ -8,6 +8,7 @@
 pub mod diagnostic;
 pub mod executor;
 pub mod freshness;
+pub mod gc;
 pub mod graph;
 pub mod manifest;
 pub mod progress;
