@@ -201,3 +201,46 @@ fn every_shipped_architecture_file_is_compiled_into_the_binary() {
     shipped.sort();
     assert_eq!(files, shipped, "models/*.toml and hudd::model::SHIPPED differ");
 }
+
+#[test]
+fn architecture_names_every_source_file_and_only_files_that_exist() {
+    // Every `src/...` path ARCHITECTURE.md names exists; every file of `src/` and of `src/engine/` has a row of the
+    // module table, and every file of a folder that has a row (`src/cluster/`) is named in that row (`x.rs`, or `x` as a module).
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut problems = Vec::new();
+    for named in text.split('`').skip(1).step_by(2).filter(|s| s.starts_with("src/")) {
+        let path = named.split([' ', ':']).next().unwrap();
+        if !root().join(path).exists() {
+            problems.push(format!("names {path}, which does not exist"));
+        }
+    }
+    let rows: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(path, rest)| (path.to_string(), rest.to_string())))
+        .filter(|(path, _)| path.starts_with("src/"))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    for file in files {
+        let rel = file.strip_prefix(root()).unwrap().to_string_lossy().replace('\\', "/");
+        if rows.contains_key(&rel) {
+            continue;
+        }
+        let folder = rel.rsplit_once('/').map(|(f, _)| format!("{f}/")).unwrap();
+        let name = rel.rsplit('/').next().unwrap();
+        let stem = format!("`{}`", name.trim_end_matches(".rs"));
+        match rows.get(&folder) {
+            Some(row) if name == "mod.rs" || row.contains(name) || row.contains(&stem) => {}
+            Some(_) => problems.push(format!("{rel}: not named in the row of {folder}")),
+            None => {
+                // A file in a subfolder of a folder with a row (`src/lrp/rules/x.rs`) counts under the nearest row.
+                let covered = rows.keys().any(|r| r.ends_with('/') && rel.starts_with(r.as_str()));
+                if !covered {
+                    problems.push(format!("{rel}: no row in ARCHITECTURE.md's module table"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "ARCHITECTURE.md: {problems:#?}");
+}
