@@ -630,125 +630,22 @@ impl Checker<'_> {
         }
     }
 
-    /// Resolves references to stage instances and builds the DAG.
+    /// Resolves references to stage instances and builds the DAG: each reference in turn (its errors reported,
+    /// the others still checked), then the graph, refused with every cycle spelled out.
     fn resolve(&mut self, instances: &mut [Instance]) -> Option<Dag> {
-        let mut by_id: HashMap<String, usize> = HashMap::new();
-        let mut by_base: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, inst) in instances.iter().enumerate() {
-            by_id.insert(inst.spec.id.clone(), i);
-            by_base.entry(inst.spec.base_id.clone()).or_default().push(i);
-        }
-        let mut names: Vec<String> = by_base.keys().cloned().collect();
-        names.extend(by_id.keys().cloned());
-        names.sort();
-        names.dedup();
-
+        let index = InstanceIndex::new(instances);
         let mut edges = Vec::new();
         let mut edge_spans: HashMap<(usize, usize), Range<usize>> = HashMap::new();
         let mut ok = true;
         for i in 0..instances.len() {
             let refs = std::mem::take(&mut instances[i].refs);
             for (slot_name, list) in &refs {
-                let kind = self.registry.get(&instances[i].spec.kind).expect("checked kind");
-                let slot = kind.inputs().iter().find(|s| s.name == slot_name).expect("slot came from the kind");
                 let mut resolved = Vec::new();
                 for text in list {
-                    let Some((target, output)) = text.get_ref().rsplit_once('.') else {
-                        self.error(
-                            Diagnostic::new(format!("`{}` is not a reference", text.get_ref()), text.span())
-                                .with_label("write \"<stage-id>.<output>\""),
-                        );
+                    let Some((matching, output)) = self.reference(&index, instances, i, slot_name, text) else {
                         ok = false;
                         continue;
                     };
-                    let targets: Vec<usize> = if let Some(&j) = by_id.get(target) {
-                        vec![j]
-                    } else if let Some(js) = by_base.get(target) {
-                        js.clone()
-                    } else {
-                        let mut d = Diagnostic::new(format!("reference to unknown stage `{target}`"), text.span());
-                        if let Some(s) = did_you_mean(target, names.iter().map(String::as_str)) {
-                            d = d.with_label(format!("did you mean `{s}.{output}`?"));
-                        }
-                        self.error(d);
-                        ok = false;
-                        continue;
-                    };
-                    let target_kind = self.registry.get(&instances[targets[0]].spec.kind).expect("checked kind");
-                    if !target_kind.outputs().iter().any(|o| o.name == output) {
-                        let outputs: Vec<&str> = target_kind.outputs().iter().map(|o| o.name).collect();
-                        let label = match did_you_mean(output, outputs.iter().copied()) {
-                            Some(s) => format!("did you mean `{target}.{s}`?"),
-                            None => format!("its outputs: {}", outputs.join(", ")),
-                        };
-                        self.error(
-                            Diagnostic::new(
-                                format!("stage `{target}` (kind `{}`) has no output `{output}`", target_kind.kind()),
-                                text.span(),
-                            )
-                            .with_label(label),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    let produced = target_kind.outputs().iter().find(|o| o.name == output).expect("checked output");
-                    if !slot.accepts.contains(&produced.kind) {
-                        let takes: Vec<String> = slot.accepts.iter().map(|k| format!("a {}", k.name)).collect();
-                        self.error(
-                            Diagnostic::new(
-                                format!(
-                                    "`{slot_name}` takes {}; `{}` is a {}",
-                                    takes.join(" or "),
-                                    text.get_ref(),
-                                    produced.kind.name
-                                ),
-                                text.span(),
-                            )
-                            .with_label(format!("{}: {}", produced.kind.name, produced.kind.doc)),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    // A reference to a matrix stage keeps the instances that agree on the matrix keys both share.
-                    let me = &instances[i].spec.matrix;
-                    let matching: Vec<usize> = if targets.len() > 1 {
-                        targets
-                            .into_iter()
-                            .filter(|&j| {
-                                instances[j].spec.matrix.iter().all(|(k, v)| me.get(k).is_none_or(|mine| mine == v))
-                            })
-                            .collect()
-                    } else {
-                        targets
-                    };
-                    if matching.is_empty() {
-                        self.error(Diagnostic::new(
-                            format!(
-                                "no instance of `{target}` matches the matrix values of `{}`",
-                                instances[i].spec.id
-                            ),
-                            text.span(),
-                        ));
-                        ok = false;
-                        continue;
-                    }
-                    if !slot.many && matching.len() > 1 {
-                        self.error(
-                            Diagnostic::new(
-                                format!(
-                                    "`{target}` has {} instances and input `{slot_name}` takes one",
-                                    matching.len()
-                                ),
-                                text.span(),
-                            )
-                            .with_label(format!(
-                                "name one, e.g. `{}.{output}`, or give this stage the same matrix keys",
-                                instances[matching[0]].spec.id
-                            )),
-                        );
-                        ok = false;
-                        continue;
-                    }
                     for j in matching {
                         edges.push((j, i));
                         edge_spans.entry((j, i)).or_insert_with(|| text.span());
@@ -775,6 +672,128 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// One reference `text` (`"<stage-id>.<output>"`) of input `slot_name` of instance `i`: the instances it reads
+    /// (those of a matrix stage that agree on the matrix keys both share) and the output, or `None` with the
+    /// problem reported (not a reference, an unknown stage or output, an artefact kind the input does not take, no
+    /// or too many matching instances).
+    fn reference<'t>(
+        &mut self,
+        index: &InstanceIndex,
+        instances: &[Instance],
+        i: usize,
+        slot_name: &str,
+        text: &'t Spanned<String>,
+    ) -> Option<(Vec<usize>, &'t str)> {
+        let kind = self.registry.get(&instances[i].spec.kind).expect("checked kind");
+        let slot = kind.inputs().iter().find(|s| s.name == slot_name).expect("slot came from the kind");
+        let Some((target, output)) = text.get_ref().rsplit_once('.') else {
+            self.error(
+                Diagnostic::new(format!("`{}` is not a reference", text.get_ref()), text.span())
+                    .with_label("write \"<stage-id>.<output>\""),
+            );
+            return None;
+        };
+        let targets: Vec<usize> = if let Some(&j) = index.by_id.get(target) {
+            vec![j]
+        } else if let Some(js) = index.by_base.get(target) {
+            js.clone()
+        } else {
+            let mut d = Diagnostic::new(format!("reference to unknown stage `{target}`"), text.span());
+            if let Some(s) = did_you_mean(target, index.names.iter().map(String::as_str)) {
+                d = d.with_label(format!("did you mean `{s}.{output}`?"));
+            }
+            self.error(d);
+            return None;
+        };
+        let target_kind = self.registry.get(&instances[targets[0]].spec.kind).expect("checked kind");
+        let Some(produced) = target_kind.outputs().iter().find(|o| o.name == output) else {
+            let outputs: Vec<&str> = target_kind.outputs().iter().map(|o| o.name).collect();
+            let label = match did_you_mean(output, outputs.iter().copied()) {
+                Some(s) => format!("did you mean `{target}.{s}`?"),
+                None => format!("its outputs: {}", outputs.join(", ")),
+            };
+            self.error(
+                Diagnostic::new(
+                    format!("stage `{target}` (kind `{}`) has no output `{output}`", target_kind.kind()),
+                    text.span(),
+                )
+                .with_label(label),
+            );
+            return None;
+        };
+        if !slot.accepts.contains(&produced.kind) {
+            let takes: Vec<String> = slot.accepts.iter().map(|k| format!("a {}", k.name)).collect();
+            self.error(
+                Diagnostic::new(
+                    format!(
+                        "`{slot_name}` takes {}; `{}` is a {}",
+                        takes.join(" or "),
+                        text.get_ref(),
+                        produced.kind.name
+                    ),
+                    text.span(),
+                )
+                .with_label(format!("{}: {}", produced.kind.name, produced.kind.doc)),
+            );
+            return None;
+        }
+        // A reference to a matrix stage keeps the instances that agree on the matrix keys both share.
+        let me = &instances[i].spec.matrix;
+        let matching: Vec<usize> = if targets.len() > 1 {
+            targets
+                .into_iter()
+                .filter(|&j| instances[j].spec.matrix.iter().all(|(k, v)| me.get(k).is_none_or(|mine| mine == v)))
+                .collect()
+        } else {
+            targets
+        };
+        if matching.is_empty() {
+            self.error(Diagnostic::new(
+                format!("no instance of `{target}` matches the matrix values of `{}`", instances[i].spec.id),
+                text.span(),
+            ));
+            return None;
+        }
+        if !slot.many && matching.len() > 1 {
+            self.error(
+                Diagnostic::new(
+                    format!("`{target}` has {} instances and input `{slot_name}` takes one", matching.len()),
+                    text.span(),
+                )
+                .with_label(format!(
+                    "name one, e.g. `{}.{output}`, or give this stage the same matrix keys",
+                    instances[matching[0]].spec.id
+                )),
+            );
+            return None;
+        }
+        Some((matching, output))
+    }
+}
+
+/// Stage instances by id (`retrain[seed=1]`) and by base id (`retrain`: every instance), and every name a
+/// reference may use, sorted (for "did you mean").
+struct InstanceIndex {
+    by_id: HashMap<String, usize>,
+    by_base: HashMap<String, Vec<usize>>,
+    names: Vec<String>,
+}
+
+impl InstanceIndex {
+    fn new(instances: &[Instance]) -> InstanceIndex {
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        let mut by_base: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, inst) in instances.iter().enumerate() {
+            by_id.insert(inst.spec.id.clone(), i);
+            by_base.entry(inst.spec.base_id.clone()).or_default().push(i);
+        }
+        let mut names: Vec<String> = by_base.keys().cloned().collect();
+        names.extend(by_id.keys().cloned());
+        names.sort();
+        names.dedup();
+        InstanceIndex { by_id, by_base, names }
     }
 }
 
