@@ -94,29 +94,8 @@ impl Stage for Recovery {
 
     fn run(&self, p: &RecoveryParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let ds = Dataset::open(&ctx.input("images")?.path)?;
-        let causes_of = ds.strings(&p.cause).map_err(|_| {
-            StageError::input(format!(
-                "{} has no column `{}` (columns: {}); a simulate split with scenarios writes `scenario`",
-                ds.dir.display(),
-                p.cause,
-                ds.table.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
-        // Every failing image is scored: those a clustering leaves alone (clusters of one, such as a density
-        // clustering's noise: no root cause) are one more cluster, 0, so leaving hard images out cannot raise a score.
-        let (mut cluster_labels, mut cause_names, mut unclustered) = (Vec::new(), Vec::new(), 0);
-        for (c, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
-            let alone = members.len() < 2;
-            unclustered += if alone { members.len() } else { 0 };
-            for id in members {
-                let cause = cause_of
-                    .get(&id)
-                    .ok_or_else(|| StageError::input(format!("clustered image {id} is not in {}", ds.dir.display())))?;
-                cluster_labels.push(if alone { UNASSIGNED } else { c });
-                cause_names.push(cause.clone());
-            }
-        }
+        let (cluster_labels, cause_names, unclustered) =
+            labelled(&ds, &p.cause, &Clusters::open(&ctx.input("clusters")?.path))?;
         // A model that fails on nothing (the best outcome), or failures that all stand alone: an empty result,
         // said, for the report to show.
         if unclustered == cluster_labels.len() {
@@ -202,4 +181,32 @@ impl Stage for Recovery {
         table::write(&ctx.output("table")?, &rows)?;
         Ok(table::write_json(&ctx.output("summary")?, &summary)?)
     }
+}
+
+/// Every failing image's cluster and planted cause (the dataset's column `cause`), and how many no cluster of two or
+/// more holds. Every failing image is scored: those a clustering leaves alone (clusters of one, such as a density
+/// clustering's noise: no root cause) are one more cluster, [`UNASSIGNED`], so leaving hard images out cannot raise a
+/// score.
+fn labelled(ds: &Dataset, cause: &str, clusters: &Clusters) -> Result<(Vec<usize>, Vec<String>, usize), StageError> {
+    let causes_of = ds.strings(cause).map_err(|_| {
+        StageError::input(format!(
+            "{} has no column `{cause}` (columns: {}); a simulate split with scenarios writes `scenario`",
+            ds.dir.display(),
+            ds.table.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
+    let (mut cluster_labels, mut cause_names, mut unclustered) = (Vec::new(), Vec::new(), 0);
+    for (c, members) in clusters.groups()? {
+        let alone = members.len() < 2;
+        unclustered += if alone { members.len() } else { 0 };
+        for id in members {
+            let cause = cause_of
+                .get(&id)
+                .ok_or_else(|| StageError::input(format!("clustered image {id} is not in {}", ds.dir.display())))?;
+            cluster_labels.push(if alone { UNASSIGNED } else { c });
+            cause_names.push(cause.clone());
+        }
+    }
+    Ok((cluster_labels, cause_names, unclustered))
 }
