@@ -289,42 +289,8 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     let hm = ctx.input("heatmaps")?.path.clone();
     let ds = Dataset::open(&ctx.input("images")?.path)?;
     let ids = ds.ids()?;
-    let heatmaps = Heatmaps::open(&hm);
-    let conservation = heatmaps.layers()?;
-    let order: Vec<String> = conservation.iter().map(|r| r.layer.clone()).collect();
-    let rules: BTreeMap<String, String> = conservation.into_iter().map(|r| (r.layer, r.rule)).collect();
-    let indexed = heatmaps.ids()?;
-    if indexed != ids {
-        return Err(StageError::input(format!(
-            "the heatmaps ({} images, first {:?}) were not computed for this image set ({} images, first {:?}): connect the dataset the heatmaps stage read",
-            indexed.len(),
-            indexed.first(),
-            ids.len(),
-            ids.first()
-        )));
-    }
-    let layers = match &p.layers {
-        Some(names) => {
-            if let Some(bad) = names.iter().find(|n| !order.contains(n)) {
-                return Err(StageError::input(format!(
-                    "layers name `{bad}`, which has no heatmaps (layers: {})",
-                    order.join(", ")
-                )));
-            }
-            names.clone()
-        }
-        None => order.iter().filter(|l| rules.get(*l).is_none_or(|r| r != "pass")).cloned().collect(),
-    };
-    let classes = match p.centre {
-        Centre::None => None,
-        Centre::Class => Some(cluster::features::dense_classes(&ds.class_labels().map_err(|_| {
-            StageError::input(format!(
-                "centre = \"class\" needs each image's class, and {} has none (a keypoint or imported dataset without \
-                 `label_index`): leave `centre` out",
-                ds.dir.display()
-            ))
-        })?)),
-    };
+    let (order, layers) = layers_to_cluster(p, &Heatmaps::open(&hm), &ids)?;
+    let classes = classes_of(p, &ds)?;
     let representation = Representation { features: p.features, classes: classes.as_deref() };
     let out = ctx.output("clusters")?;
     let n = ids.len();
@@ -447,6 +413,56 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
     inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p, &stable)?;
     Ok(table::write_json(&out.join("cluster.json"), &summary)?)
+}
+
+/// The heatmaps' layers in the network's order, and those to cluster (the manifest's `layers`, or every layer whose
+/// relevance is not passed through unchanged); refused when the heatmaps were computed for other images or a named
+/// layer has none.
+fn layers_to_cluster(
+    p: &ClusterParams,
+    heatmaps: &Heatmaps,
+    ids: &[String],
+) -> Result<(Vec<String>, Vec<String>), StageError> {
+    let conservation = heatmaps.layers()?;
+    let order: Vec<String> = conservation.iter().map(|r| r.layer.clone()).collect();
+    let rules: BTreeMap<String, String> = conservation.into_iter().map(|r| (r.layer, r.rule)).collect();
+    let indexed = heatmaps.ids()?;
+    if indexed != ids {
+        return Err(StageError::input(format!(
+            "the heatmaps ({} images, first {:?}) were not computed for this image set ({} images, first {:?}): connect the dataset the heatmaps stage read",
+            indexed.len(),
+            indexed.first(),
+            ids.len(),
+            ids.first()
+        )));
+    }
+    let layers = match &p.layers {
+        Some(names) => {
+            if let Some(bad) = names.iter().find(|n| !order.contains(n)) {
+                return Err(StageError::input(format!(
+                    "layers name `{bad}`, which has no heatmaps (layers: {})",
+                    order.join(", ")
+                )));
+            }
+            names.clone()
+        }
+        None => order.iter().filter(|l| rules.get(*l).is_none_or(|r| r != "pass")).cloned().collect(),
+    };
+    Ok((order, layers))
+}
+
+/// Each image's class as a dense index, when `centre = "class"` asks for it.
+fn classes_of(p: &ClusterParams, ds: &Dataset) -> Result<Option<Vec<usize>>, StageError> {
+    match p.centre {
+        Centre::None => Ok(None),
+        Centre::Class => Ok(Some(cluster::features::dense_classes(&ds.class_labels().map_err(|_| {
+            StageError::input(format!(
+                "centre = \"class\" needs each image's class, and {} has none (a keypoint or imported dataset without \
+                 `label_index`): leave `centre` out",
+                ds.dir.display()
+            ))
+        })?))),
+    }
 }
 
 /// How each image is described at a layer before distances: its features, centred on its class or not.
