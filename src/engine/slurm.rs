@@ -135,7 +135,11 @@ pub fn job_record(store: &Store, key: &str) -> Option<JobRecord> {
 /// One line on the job computing a stale key, for `hudd status`: queued, running, or how it ended.
 pub fn job_status(store: &Store, key: &str) -> Option<String> {
     let record = job_record(store, key)?;
-    let states = job_states(&BTreeSet::from([base_job(&record.job).to_string()])).ok()?;
+    // A controller too busy to answer is said, not taken for a job that never was.
+    let states = match job_states(&BTreeSet::from([base_job(&record.job).to_string()])) {
+        Ok(states) => states,
+        Err(e) => return Some(format!("submitted as Slurm job {}, its state unknown ({e})", record.job)),
+    };
     Some(match states.get(&record.job) {
         Some(s) if s.state == "PENDING" => format!("queued as Slurm job {} ({})", record.job, s.reason),
         Some(s) if s.active() => format!("{} as Slurm job {}", s.state.to_lowercase(), record.job),

@@ -236,7 +236,15 @@ fn a_workflow_on_slurm_gives_the_local_artefacts_fails_cleanly_and_reruns_nothin
     for j in &jobs {
         let _ = cluster.command("scontrol").args(["hold", j]).output();
     }
-    let status = text(&cluster.hudd(&ws, &["status", "w.toml"]));
+    // squeue may not answer at once on a loaded machine: `status` then says the state is unknown; ask again.
+    let mut status = String::new();
+    for _ in 0..10 {
+        status = text(&cluster.hudd(&ws, &["status", "w.toml"]));
+        if !status.contains("its state unknown") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     assert!(status.contains("queued as Slurm job"), "{status}");
 
     // Ctrl-C while following (no terminal to ask on): the jobs stay queued, and the run says so.
