@@ -78,13 +78,12 @@ pub fn embedding(m: &Matrix, spectral: Spectral) -> Embedded {
             if d > 0.0 { d.sqrt() } else { 1.0 }
         })
         .collect();
-    let laplacian: Vec<f64> = (0..n * n)
-        .map(|ij| {
-            let (i, j) = (ij / n, ij % n);
-            if i == j { 1.0 } else { -w[ij] / (degree_root[i] * degree_root[j]) }
-        })
-        .collect();
-    let l = Tensor::from_slice(&laplacian).view([n as i64, n as i64]);
+    // In place: the weights become the Laplacian (one n×n matrix in memory, not two).
+    for (ij, v) in w.iter_mut().enumerate() {
+        let (i, j) = (ij / n, ij % n);
+        *v = if i == j { 1.0 } else { -*v / (degree_root[i] * degree_root[j]) };
+    }
+    let l = Tensor::from_slice(&w).view([n as i64, n as i64]);
     // One libtorch thread: LAPACK's sums then do not depend on the thread count the stage was given.
     let (values, vectors) = crate::runtime::with_threads(1, || l.linalg_eigh("L"));
     let values = Vec::<f64>::try_from(values.to_kind(Kind::Double)).expect("double eigenvalues");
