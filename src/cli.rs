@@ -755,9 +755,19 @@ fn describe_model(
         input[1],
         input[2]
     )?;
-    writeln!(out, "{:<16} {:<20} {:>16} {:>12}", "layer", "kind", "output", "parameters")?;
+    // A graph shows what each layer takes; a chain's layers each take the one before.
+    let inputs = |r: &crate::model::LayerInfo| if arch.is_graph() { r.inputs.join(" + ") } else { String::new() };
+    let width = |f: &dyn Fn(&crate::model::LayerInfo) -> String, min: usize| {
+        rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0).max(min)
+    };
+    let (wn, wi) = (width(&|r| r.name.clone(), 16), width(&inputs, if arch.is_graph() { 6 } else { 0 }));
+    let line = |out: &mut dyn Write, name: &str, kind: &str, input: &str, output: &str, params: &str| {
+        let taken = if arch.is_graph() { format!("{input:<wi$} ") } else { String::new() };
+        writeln!(out, "{name:<wn$} {kind:<20} {taken}{output:>16} {params:>12}")
+    };
+    line(out, "layer", "kind", "inputs", "output", "parameters")?;
     for r in &rows {
-        writeln!(out, "{:<16} {:<20} {:>16} {:>12}", r.name, r.kind, r.output.to_string(), r.params)?;
+        line(out, &r.name, r.kind, &inputs(r), &r.output.to_string(), &r.params.to_string())?;
     }
     writeln!(out, "total parameters: {}", rows.iter().map(|r| r.params).sum::<usize>())?;
     Ok(0)

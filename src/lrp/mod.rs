@@ -1,6 +1,11 @@
 //! Layer-wise Relevance Propagation over a declared network: rules, composites, and the backward sweep that
 //! gives the relevance at the input of every layer (HUDD's internal heatmaps) for a whole batch at once.
 //!
+//! In a graph the sweep visits layers in reverse declared order; the relevance of a value read by several layers
+//! is the sum of what each sends back. An `add` splits relevance in proportion to each input's contribution (as
+//! Zennit's `Norm` rule on its ResNet canonizer's `Sum`), a `concat` by channel, and a `mul` gives it all to its
+//! first input, the signal, none to the gate (as LRP for gated units, Arras et al. 2017).
+//!
 //! Each rule is the "modified gradient" form used by Zennit: for a layer `f` whose parameters (and inputs) the rule
 //! modifies into `f̃`, `z = f̃(a)`, `s = R / stab(z)`, `c = ∂(z · s)/∂a` (with `s` held constant) and `R_in = a · c`.
 //! For layers with weights `c` is the transposed operation applied to `s` (a transposed convolution, a matrix
@@ -60,7 +65,9 @@ fn stabilise(z: &Tensor, eps: f64, signed: bool) -> Tensor {
 /// A linear-like layer with (possibly modified) parameters, applied to an input.
 fn apply_with(op: &Op, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     match op {
-        Op::Conv { stride, padding, .. } => x.conv2d(weight, bias, [*stride; 2], [*padding; 2], [1, 1], 1),
+        Op::Conv { stride, padding, groups, .. } => {
+            x.conv2d(weight, bias, [*stride; 2], [*padding; 2], [1, 1], *groups)
+        }
         Op::ConvTranspose { stride, padding, output_padding, .. } => {
             x.conv_transpose2d(weight, bias, [*stride; 2], [*padding; 2], [*output_padding; 2], 1, [1, 1])
         }
@@ -82,11 +89,11 @@ fn params(op: &Op) -> Option<(Tensor, Option<Tensor>)> {
 /// operation applied to `s`, computed directly rather than through autograd.
 fn vjp(op: &Op, a: &Tensor, w: &Tensor, s: &Tensor) -> Tensor {
     match op {
-        Op::Conv { stride, padding, .. } => {
+        Op::Conv { stride, padding, groups, .. } => {
             // The transposed convolution, with the output padding that gives back the input's exact size.
             let (k, out, inp) = (w.size(), s.size(), a.size());
             let extra = |d: usize| inp[d + 2] - ((out[d + 2] - 1) * stride - 2 * padding + k[d + 2]);
-            s.conv_transpose2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [extra(0), extra(1)], 1, [1, 1])
+            s.conv_transpose2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [extra(0), extra(1)], *groups, [1, 1])
         }
         Op::ConvTranspose { stride, padding, .. } => {
             s.conv2d(w, None::<&Tensor>, [*stride; 2], [*padding; 2], [1, 1], 1)
@@ -114,9 +121,13 @@ fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> T
         return r.reshape(a.size());
     }
     let Some((w, b)) = params(op) else {
-        // Parameter-free layers (pools): LRP-0 through the layer's own function, which for max-pool is
-        // winner-takes-all (the gradient of max) and for average pools is proportional.
-        let s = r / stabilise(z, HUDD_STABILISER, false);
+        // Parameter-free layers (pools): LRP-0 (or ε, as Zennit's `Norm` with its stabiliser) through the layer's
+        // own function, which for max-pool is winner-takes-all (the gradient of max) and for average pools is
+        // proportional.
+        let s = match rule {
+            Rule::Epsilon { epsilon } => r / stabilise(z, epsilon, true),
+            _ => r / stabilise(z, HUDD_STABILISER, false),
+        };
         let c = tch::with_grad(|| {
             let x = a.detach().set_requires_grad(true);
             let y = Net::apply(op, &x, None);
@@ -169,19 +180,65 @@ fn propagate_inner(op: &Op, a: &Tensor, z: &Tensor, r: &Tensor, rule: Rule) -> T
     }
 }
 
-/// The relevance at the input of every layer (index `k`: the input of layer `k`), for a batch, from the relevance
-/// at the network's output (`seed`, shaped like the output) and one rule per layer.
+/// Whether a layer can take a rule: a layer with several inputs takes only its own (`add`: `zero` or `epsilon`;
+/// `concat`, `mul`: `pass`); every other layer takes any rule.
+pub fn takes(op: &Op, rule: Rule) -> bool {
+    match op {
+        Op::Add => matches!(rule, Rule::Zero | Rule::Epsilon { .. }),
+        Op::Concat | Op::Mul => rule == Rule::Pass,
+        _ => true,
+    }
+}
+
+/// The relevance at each input of a layer with several inputs (see the module's notes).
+pub fn propagate_join(op: &Op, inputs: &[&Tensor], output: &Tensor, relevance: &Tensor, rule: Rule) -> Vec<Tensor> {
+    tch::no_grad(|| match op {
+        Op::Add => {
+            let (eps, signed) = match rule {
+                Rule::Epsilon { epsilon } => (epsilon, true),
+                _ => (HUDD_STABILISER, false),
+            };
+            let s = relevance / stabilise(output, eps, signed);
+            inputs.iter().map(|x| *x * &s).collect()
+        }
+        Op::Concat => {
+            let sizes: Vec<i64> = inputs.iter().map(|x| x.size()[1]).collect();
+            relevance.split_with_sizes(&sizes, 1)
+        }
+        Op::Mul => vec![relevance.reshape(inputs[0].size()), inputs[1].zeros_like()],
+        _ => unreachable!("propagate_join is called for layers with several inputs"),
+    })
+}
+
+/// The relevance at the input of every layer (index `k`: the value [`Net::recorded`] at layer `k`, its input or,
+/// for a layer with several inputs, its output), for a batch, from the relevance at the network's output (`seed`,
+/// shaped like the output) and one rule per layer.
 pub fn relevance(net: &Net, x: &Tensor, seed: &Tensor, rules: &[Rule]) -> Vec<Tensor> {
     assert_eq!(rules.len(), net.layers.len(), "one rule per layer");
-    let acts = tch::no_grad(|| net.forward_layers(x));
-    let mut out = Vec::with_capacity(net.layers.len());
-    let mut r = seed.shallow_clone();
-    for k in (0..net.layers.len()).rev() {
-        r = propagate_from(&net.layers[k].1, &acts[k], &acts[k + 1], &r, rules[k]);
-        out.push(r.shallow_clone());
+    let values = tch::no_grad(|| net.forward_values(x));
+    let n = net.layers.len();
+    // The relevance of each value, summed over the layers that read it; all of them come later in the order.
+    let mut at: Vec<Option<Tensor>> = (0..=n).map(|_| None).collect();
+    at[n] = Some(seed.shallow_clone());
+    for k in (0..n).rev() {
+        let r = at[k + 1].get_or_insert_with(|| values[k + 1].zeros_like()).shallow_clone();
+        let (op, from) = (&net.layers[k].1, &net.sources[k]);
+        let sent = if let [v] = from[..] {
+            vec![propagate_from(op, &values[v], &values[k + 1], &r, rules[k])]
+        } else {
+            let inputs: Vec<&Tensor> = from.iter().map(|&v| &values[v]).collect();
+            propagate_join(op, &inputs, &values[k + 1], &r, rules[k])
+        };
+        for (&v, r) in from.iter().zip(sent) {
+            at[v] = Some(match at[v].take() {
+                Some(sum) => sum + r,
+                None => r,
+            });
+        }
     }
-    out.reverse();
-    out
+    let at: Vec<Tensor> =
+        at.into_iter().enumerate().map(|(v, r)| r.unwrap_or_else(|| values[v].zeros_like())).collect();
+    net.recorded.iter().map(|&v| at[v].shallow_clone()).collect()
 }
 
 /// HUDD's composite: z⁺ for linear layers, LRP-0 (1e-9) for convolutions and pools (max-pool winner-takes-all),
@@ -194,9 +251,24 @@ pub fn hudd_rules(net: &Net) -> Vec<Rule> {
 pub fn hudd_rules_one(op: &Op) -> Rule {
     match op {
         Op::Linear(_) => Rule::ZPlusNoBias,
-        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Rule::Zero,
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) | Op::Add => {
+            Rule::Zero
+        }
         Op::MaxPool { .. } => Rule::WinnerTakesAll,
-        Op::Relu | Op::LeakyRelu(_) | Op::Dropout(_) | Op::Flatten | Op::BatchNorm { .. } | Op::Merged => Rule::Pass,
+        Op::Relu
+        | Op::LeakyRelu(_)
+        | Op::Relu6
+        | Op::Hardswish
+        | Op::Hardsigmoid
+        | Op::Sigmoid
+        | Op::Silu
+        | Op::Dropout(_)
+        | Op::Flatten
+        | Op::Identity
+        | Op::BatchNorm { .. }
+        | Op::Merged
+        | Op::Concat
+        | Op::Mul => Rule::Pass,
     }
 }
 
@@ -208,6 +280,13 @@ fn contributions(op: &Op, a: &Tensor, r: &Tensor, w1: &Tensor, w2: &Tensor, bias
     if !negative {
         let z = apply_with(op, &ap, w1, bias);
         return vjp(op, &ap, w1, &(r / stabilise(&z, eps, true))) * &ap;
+    }
+    if matches!(op, Op::Conv { groups, .. } if *groups > 1) {
+        // Stacking along the channels would mix the groups: the two terms one after the other.
+        let an = a.clamp_max(0.0);
+        let z = apply_with(op, &ap, w1, bias) + apply_with(op, &an, w2, None);
+        let s = r / stabilise(&z, eps, true);
+        return vjp(op, &ap, w1, &s) * &ap + vjp(op, &an, w2, &s) * &an;
     }
     // Both terms in one operation: inputs stacked along the channels, weights along their input dimension.
     let stacked = Tensor::cat(&[&ap, &a.clamp_max(0.0)], 1);
@@ -306,11 +385,11 @@ mod tests {
         let cases = [
             // Odd sizes with stride 2: the transposed convolution needs an output padding to give back 9×9.
             (
-                Op::Conv { layer: nn::conv2d(vs.root() / "a", 3, 4, 3, conv(2, 1)), stride: 2, padding: 1 },
+                Op::Conv { layer: nn::conv2d(vs.root() / "a", 3, 4, 3, conv(2, 1)), stride: 2, padding: 1, groups: 1 },
                 vec![2, 3, 9, 9],
             ),
             (
-                Op::Conv { layer: nn::conv2d(vs.root() / "b", 3, 4, 5, conv(2, 2)), stride: 2, padding: 2 },
+                Op::Conv { layer: nn::conv2d(vs.root() / "b", 3, 4, 5, conv(2, 2)), stride: 2, padding: 2, groups: 1 },
                 vec![2, 3, 10, 10],
             ),
             (

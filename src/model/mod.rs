@@ -1,7 +1,12 @@
-//! Declared DNN architectures: an ordered list of named layers read from TOML, with shape inference that names
-//! the offending layer instead of letting tch panic.
+//! Declared DNN architectures: named layers read from TOML, with shape inference that names the offending layer
+//! instead of letting tch panic.
 //!
-//! Layer names follow PyTorch's `nn.Sequential` convention (`features.0`, `classifier.6`), so parameters are named
+//! A layer takes the output of the layer declared before it, or names its `inputs` (earlier layers, or `input` for
+//! the network's input): a sequential file is a chain, and `add`, `concat` and `mul` layers make it a graph
+//! (residual connections, concatenations, squeeze-and-excitation gates). Declaring a layer after its inputs keeps
+//! the graph acyclic by construction; the last layer's output is the network's.
+//!
+//! Layer names follow PyTorch's module names (`features.0`, `layer1.0.conv1`), so parameters are named
 //! `features.0.weight` and weights move both ways between PyTorch and `hudd` as safetensors.
 
 pub mod artefact;
@@ -50,6 +55,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 fn half() -> f64 {
     0.5
 }
@@ -79,6 +88,9 @@ pub enum LayerKind {
         padding: usize,
         #[serde(default = "yes")]
         bias: bool,
+        /// Channel groups (`groups` = input channels: a depthwise convolution). Left out of `model.json` at 1.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        groups: usize,
     },
     ConvTranspose2d {
         out_channels: Size,
@@ -102,6 +114,11 @@ pub enum LayerKind {
         #[serde(default = "slope")]
         negative_slope: f64,
     },
+    Relu6,
+    Hardswish,
+    Hardsigmoid,
+    Sigmoid,
+    Silu,
     MaxPool2d {
         kernel_size: usize,
         /// Defaults to `kernel_size`, as in PyTorch.
@@ -131,6 +148,14 @@ pub enum LayerKind {
         p: f64,
     },
     Flatten,
+    /// Its input unchanged (a named point of the graph, e.g. a block's output).
+    Identity,
+    /// The element-wise sum of its inputs, all of one shape (a residual connection).
+    Add,
+    /// Its inputs joined along the channels (or, flat, end to end).
+    Concat,
+    /// The first input scaled element-wise by the second, of the same shape or C×1×1 (a squeeze-and-excitation gate).
+    Mul,
 }
 
 impl LayerKind {
@@ -147,7 +172,45 @@ impl LayerKind {
             LayerKind::BatchNorm2d { .. } => "batch_norm2d",
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Flatten => "flatten",
+            LayerKind::Relu6 => "relu6",
+            LayerKind::Hardswish => "hardswish",
+            LayerKind::Hardsigmoid => "hardsigmoid",
+            LayerKind::Sigmoid => "sigmoid",
+            LayerKind::Silu => "silu",
+            LayerKind::Identity => "identity",
+            LayerKind::Add => "add",
+            LayerKind::Concat => "concat",
+            LayerKind::Mul => "mul",
         }
+    }
+
+    /// Every kind's name, as `kind = "…"` takes it.
+    pub const NAMES: [&'static str; 20] = [
+        "conv2d",
+        "conv_transpose2d",
+        "linear",
+        "relu",
+        "leaky_relu",
+        "relu6",
+        "hardswish",
+        "hardsigmoid",
+        "sigmoid",
+        "silu",
+        "max_pool2d",
+        "avg_pool2d",
+        "adaptive_avg_pool2d",
+        "batch_norm2d",
+        "dropout",
+        "flatten",
+        "identity",
+        "add",
+        "concat",
+        "mul",
+    ];
+
+    /// Whether the layer takes several inputs (`add`, `concat`, `mul`) rather than one.
+    pub fn joins(&self) -> bool {
+        matches!(self, LayerKind::Add | LayerKind::Concat | LayerKind::Mul)
     }
 }
 
@@ -155,9 +218,16 @@ impl LayerKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Layer {
     pub name: String,
+    /// The layers whose outputs it takes (`input`: the network's input), all declared before it; empty: the layer
+    /// declared just before it (the network's input for the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
     #[serde(flatten)]
     pub kind: LayerKind,
 }
+
+/// The name by which a layer takes the network's input.
+pub const INPUT: &str = "input";
 
 /// An architecture file: `[model]` and an ordered `[[layer]]` list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,9 +305,12 @@ pub enum ArchError {
     #[error("no shipped architecture `{name}` (shipped: {shipped}); give a file path (`my/arch.toml`) for your own")]
     Unknown { name: String, shipped: String },
     #[error(
-        "invalid layer name `{0}`: names are dot-separated parts of letters, digits and `_` (PyTorch's convention)"
+        "invalid layer name `{0}`: names are dot-separated parts of letters, digits and `_` (PyTorch's convention), \
+         and `input` names the network's input"
     )]
     Name(String),
+    #[error("layer `{layer}`: {message}")]
+    Graph { layer: String, message: String },
 }
 
 impl From<ArchError> for crate::engine::stage::StageError {
@@ -251,6 +324,10 @@ impl From<ArchError> for crate::engine::stage::StageError {
 pub struct LayerInfo {
     pub name: String,
     pub kind: &'static str,
+    /// The layers it takes (`input` for the network's input).
+    pub inputs: Vec<String>,
+    /// The shape recorded "at its input" (activations, heatmaps): its input's, or for a layer with several inputs,
+    /// its output's.
     pub input: Shape,
     pub output: Shape,
     pub params: usize,
@@ -282,30 +359,88 @@ impl Architecture {
         for l in &arch.layers {
             let valid = !l.name.is_empty()
                 && l.name.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-            if !valid {
+            if !valid || l.name == INPUT {
                 return Err(ArchError::Name(l.name.clone()));
             }
             if !seen.insert(l.name.clone()) {
                 return Err(ArchError::Duplicate(l.name.clone()));
             }
         }
+        arch.sources()?;
         Ok(arch)
+    }
+
+    /// Where each layer's inputs come from, as value indices: 0 is the network's input, `k + 1` the output of
+    /// layer `k`. Every input must be declared before the layer that takes it, and every layer but the last must
+    /// feed another (a layer whose output goes nowhere is a typo in some `inputs`).
+    pub fn sources(&self) -> Result<Vec<Vec<usize>>, ArchError> {
+        let mut index = std::collections::HashMap::from([(INPUT, 0usize)]);
+        let mut sources = Vec::with_capacity(self.layers.len());
+        for (k, layer) in self.layers.iter().enumerate() {
+            let err = |message: String| ArchError::Graph { layer: layer.name.clone(), message };
+            let from: Vec<usize> = if layer.inputs.is_empty() {
+                vec![k]
+            } else {
+                (layer.inputs.iter())
+                    .map(|name| {
+                        index.get(name.as_str()).copied().ok_or_else(|| {
+                            err(format!(
+                                "takes `{name}`, which is no layer declared before it (nor `{INPUT}`, the network's \
+                                 input)"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            let arity = match &layer.kind {
+                LayerKind::Mul => (from.len() == 2).then_some(()).ok_or("two inputs (the signal, then the gate)"),
+                LayerKind::Add | LayerKind::Concat => (from.len() >= 2).then_some(()).ok_or("at least two inputs"),
+                _ => (from.len() == 1).then_some(()).ok_or("one input"),
+            };
+            if let Err(want) = arity {
+                return Err(err(format!("{} takes {want}, got {}", layer.kind.name(), from.len())));
+            }
+            sources.push(from);
+            index.insert(layer.name.as_str(), k + 1);
+        }
+        let mut used = vec![false; self.layers.len() + 1];
+        sources.iter().flatten().for_each(|&v| used[v] = true);
+        let last = self.layers.len().saturating_sub(1);
+        if let Some(k) = (0..last).find(|&k| !used[k + 1]) {
+            return Err(ArchError::Graph {
+                layer: self.layers[k].name.clone(),
+                message: format!(
+                    "its output goes to no layer; only the last layer's (`{}`) is the network's",
+                    self.layers[last].name
+                ),
+            });
+        }
+        Ok(sources)
+    }
+
+    /// Whether some layer names its inputs: the file declares a graph, not a chain.
+    pub fn is_graph(&self) -> bool {
+        self.layers.iter().any(|l| !l.inputs.is_empty())
     }
 
     /// Every layer's input and output shape and parameter count for an input and an output count.
     pub fn describe(&self, input: [usize; 3], outputs: usize) -> Result<Vec<LayerInfo>, ArchError> {
-        let mut shape = Shape::Map(input[0], input[1], input[2]);
+        let sources = self.sources()?;
+        let mut shapes = vec![Shape::Map(input[0], input[1], input[2])];
+        let name = |v: usize| if v == 0 { INPUT.to_string() } else { self.layers[v - 1].name.clone() };
         let mut rows = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let (output, params) = infer(layer, &shape, outputs)?;
+        for (layer, from) in self.layers.iter().zip(&sources) {
+            let given: Vec<(String, &Shape)> = from.iter().map(|&v| (name(v), &shapes[v])).collect();
+            let (output, params) = infer(layer, &given, outputs)?;
             rows.push(LayerInfo {
                 name: layer.name.clone(),
                 kind: layer.kind.name(),
-                input: shape,
+                inputs: given.iter().map(|(n, _)| n.clone()).collect(),
+                input: if from.len() == 1 { shapes[from[0]].clone() } else { output.clone() },
                 output: output.clone(),
                 params,
             });
-            shape = output;
+            shapes.push(output);
         }
         Ok(rows)
     }
@@ -321,9 +456,45 @@ fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option
     (size + 2 * padding).checked_sub(kernel).map(|d| d / stride + 1)
 }
 
-/// The output shape and parameter count of one layer.
-fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize), ArchError> {
+/// The output shape of a layer with several inputs (`add`, `concat`, `mul`), each given with its name.
+fn join(kind: &LayerKind, inputs: &[(String, &Shape)]) -> Result<Shape, String> {
+    let listed = || inputs.iter().map(|(n, s)| format!("`{n}` {s}")).collect::<Vec<_>>().join(", ");
+    let first = inputs[0].1;
+    match kind {
+        LayerKind::Add => match inputs.iter().all(|(_, s)| *s == first) {
+            true => Ok(first.clone()),
+            false => Err(format!("adds inputs of one shape, got {}", listed())),
+        },
+        LayerKind::Concat => {
+            let mut channels = 0;
+            for (_, shape) in inputs {
+                match (shape, first) {
+                    (Shape::Map(c, h, w), Shape::Map(_, h0, w0)) if (h, w) == (h0, w0) => channels += c,
+                    (Shape::Flat(n), Shape::Flat(_)) => channels += n,
+                    _ => return Err(format!("joins maps of one height and width (or flat vectors), got {}", listed())),
+                }
+            }
+            Ok(match first {
+                Shape::Map(_, h, w) => Shape::Map(channels, *h, *w),
+                Shape::Flat(_) => Shape::Flat(channels),
+            })
+        }
+        LayerKind::Mul => match (first, inputs[1].1) {
+            (a, b) if a == b => Ok(a.clone()),
+            (Shape::Map(c, _, _), Shape::Map(g, 1, 1)) if c == g => Ok(first.clone()),
+            _ => Err(format!("scales its first input by a second of the same shape or C×1×1, got {}", listed())),
+        },
+        _ => unreachable!("join is called for layers with several inputs"),
+    }
+}
+
+/// The output shape and parameter count of one layer, given its inputs with their names.
+fn infer(layer: &Layer, inputs: &[(String, &Shape)], outputs: usize) -> Result<(Shape, usize), ArchError> {
     let err = |message: String| ArchError::Shape { layer: layer.name.clone(), kind: layer.kind.name(), message };
+    if layer.kind.joins() {
+        return join(&layer.kind, inputs).map(|shape| (shape, 0)).map_err(err);
+    }
+    let input = inputs[0].1;
     let map = |what: &str| -> Result<(usize, usize, usize), ArchError> {
         match *input {
             Shape::Map(c, h, w) => Ok((c, h, w)),
@@ -335,12 +506,18 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
     let positive =
         |name: &str, v: usize| if v == 0 { Err(err(format!("{name} must be at least 1, got 0"))) } else { Ok(()) };
     Ok(match &layer.kind {
-        LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => {
+        LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias, groups } => {
             let (c, h, w) = map("a convolution")?;
             positive("kernel_size", *kernel_size)?;
             positive("stride", *stride)?;
+            positive("groups", *groups)?;
             let out = out_channels.resolve(outputs);
             positive("out_channels", out)?;
+            if c % groups != 0 || out % groups != 0 {
+                return Err(err(format!(
+                    "groups ({groups}) must divide the input channels ({c}) and out_channels ({out})"
+                )));
+            }
             let (oh, ow) =
                 match (conv_out(h, *kernel_size, *stride, *padding), conv_out(w, *kernel_size, *stride, *padding)) {
                     (Some(a), Some(b)) => (a, b),
@@ -350,7 +527,7 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
                         )));
                     }
                 };
-            (Shape::Map(out, oh, ow), out * c * kernel_size * kernel_size + if *bias { out } else { 0 })
+            (Shape::Map(out, oh, ow), out * (c / groups) * kernel_size * kernel_size + if *bias { out } else { 0 })
         }
         LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
             let (c, h, w) = map("a transposed convolution")?;
@@ -379,7 +556,14 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
             positive("out_features", out)?;
             (Shape::Flat(out), n * out + if *bias { out } else { 0 })
         }
-        LayerKind::Relu | LayerKind::LeakyRelu { .. } => (input.clone(), 0),
+        LayerKind::Relu
+        | LayerKind::LeakyRelu { .. }
+        | LayerKind::Relu6
+        | LayerKind::Hardswish
+        | LayerKind::Hardsigmoid
+        | LayerKind::Sigmoid
+        | LayerKind::Silu
+        | LayerKind::Identity => (input.clone(), 0),
         LayerKind::Dropout { p } => {
             if !(0.0..1.0).contains(p) {
                 return Err(err(format!("p must be in [0, 1), got {p}")));
@@ -413,16 +597,19 @@ fn infer(layer: &Layer, input: &Shape, outputs: usize) -> Result<(Shape, usize),
             (input.clone(), 2 * c)
         }
         LayerKind::Flatten => (Shape::Flat(input.numel()), 0),
+        LayerKind::Add | LayerKind::Concat | LayerKind::Mul => unreachable!("joins are inferred above"),
     })
 }
 
 /// The architectures shipped with hudd (`models/*.toml`), compiled into the binary: a copied binary or a cluster
 /// node finds them without the source tree.
-pub const SHIPPED: [(&str, &str); 4] = [
+pub const SHIPPED: [(&str, &str); 6] = [
     ("alexnet", include_str!("../../models/alexnet.toml")),
     ("alexnet-small", include_str!("../../models/alexnet-small.toml")),
     ("kpnet", include_str!("../../models/kpnet.toml")),
     ("kpnet-small", include_str!("../../models/kpnet-small.toml")),
+    ("mobilenet-small", include_str!("../../models/mobilenet-small.toml")),
+    ("resnet18", include_str!("../../models/resnet18.toml")),
 ];
 
 /// A bare name (`alexnet-small`) names a shipped architecture; anything with a `/` or a `.toml` suffix is a file.

@@ -1,4 +1,5 @@
-//! A declared architecture built on tch: an explicit ordered list of layers (never closures), so LRP can walk them.
+//! A declared architecture built on tch: an explicit list of layers in declared (topological) order with the
+//! values each takes (never closures), so LRP can walk the graph backwards.
 
 use tch::{Tensor, nn};
 
@@ -13,6 +14,7 @@ pub enum Op {
         layer: nn::Conv2D,
         stride: i64,
         padding: i64,
+        groups: i64,
     },
     ConvTranspose {
         layer: nn::ConvTranspose2D,
@@ -23,6 +25,11 @@ pub enum Op {
     Linear(nn::Linear),
     Relu,
     LeakyRelu(f64),
+    Relu6,
+    Hardswish,
+    Hardsigmoid,
+    Sigmoid,
+    Silu,
     MaxPool {
         kernel: i64,
         stride: i64,
@@ -40,14 +47,61 @@ pub enum Op {
     },
     Dropout(f64),
     Flatten,
+    Identity,
+    /// The sum of its inputs.
+    Add,
+    /// Its inputs joined along dimension 1.
+    Concat,
+    /// Its first input times its second (broadcast).
+    Mul,
     /// A batch norm merged into the convolution before it by [`Net::canonise`].
     Merged,
 }
 
-/// A network: named layers applied in order.
+impl Op {
+    /// The declared kind (`conv2d`, `add`, …); a merged batch norm is still a `batch_norm2d`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "conv2d",
+            Op::ConvTranspose { .. } => "conv_transpose2d",
+            Op::Linear(_) => "linear",
+            Op::Relu => "relu",
+            Op::LeakyRelu(_) => "leaky_relu",
+            Op::Relu6 => "relu6",
+            Op::Hardswish => "hardswish",
+            Op::Hardsigmoid => "hardsigmoid",
+            Op::Sigmoid => "sigmoid",
+            Op::Silu => "silu",
+            Op::MaxPool { .. } => "max_pool2d",
+            Op::AvgPool { .. } => "avg_pool2d",
+            Op::AdaptiveAvgPool(_) => "adaptive_avg_pool2d",
+            Op::BatchNorm { .. } | Op::Merged => "batch_norm2d",
+            Op::Dropout(_) => "dropout",
+            Op::Flatten => "flatten",
+            Op::Identity => "identity",
+            Op::Add => "add",
+            Op::Concat => "concat",
+            Op::Mul => "mul",
+        }
+    }
+
+    /// Whether it takes several inputs.
+    pub fn joins(&self) -> bool {
+        matches!(self, Op::Add | Op::Concat | Op::Mul)
+    }
+}
+
+/// A network: named layers in declared order, each reading values computed before it.
+///
+/// Values are numbered: 0 is the network's input, `k + 1` the output of layer `k`; the last is the network's output.
 #[derive(Debug)]
 pub struct Net {
     pub layers: Vec<(String, Op)>,
+    /// The values each layer takes, in order.
+    pub sources: Vec<Vec<usize>>,
+    /// The value recorded "at a layer's input" (activations, heatmaps): its one input, or, for a layer with several
+    /// inputs, its own output.
+    pub recorded: Vec<usize>,
     pub input: [usize; 3],
     pub outputs: usize,
 }
@@ -66,12 +120,13 @@ impl Net {
     /// first, so a mismatch is an error naming the layer.
     pub fn new(arch: &Architecture, root: &nn::Path<'_>, input: [usize; 3], outputs: usize) -> Result<Net, ArchError> {
         let rows = arch.describe(input, outputs)?;
+        let sources = arch.sources()?;
         let mut layers = Vec::with_capacity(arch.layers.len());
         for (layer, row) in arch.layers.iter().zip(&rows) {
             let p = sub(root, &layer.name);
             let in_ch = row.input.dims()[0] as i64;
             let op = match &layer.kind {
-                LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias } => Op::Conv {
+                LayerKind::Conv2d { out_channels, kernel_size, stride, padding, bias, groups } => Op::Conv {
                     layer: nn::conv2d(
                         &p,
                         in_ch,
@@ -80,6 +135,7 @@ impl Net {
                         nn::ConvConfig {
                             stride: *stride as i64,
                             padding: *padding as i64,
+                            groups: *groups as i64,
                             bias: *bias,
                             ws_init: ZERO,
                             bs_init: ZERO,
@@ -88,6 +144,7 @@ impl Net {
                     ),
                     stride: *stride as i64,
                     padding: *padding as i64,
+                    groups: *groups as i64,
                 },
                 LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
                     Op::ConvTranspose {
@@ -148,10 +205,21 @@ impl Net {
                 },
                 LayerKind::Dropout { p } => Op::Dropout(*p),
                 LayerKind::Flatten => Op::Flatten,
+                LayerKind::Relu6 => Op::Relu6,
+                LayerKind::Hardswish => Op::Hardswish,
+                LayerKind::Hardsigmoid => Op::Hardsigmoid,
+                LayerKind::Sigmoid => Op::Sigmoid,
+                LayerKind::Silu => Op::Silu,
+                LayerKind::Identity => Op::Identity,
+                LayerKind::Add => Op::Add,
+                LayerKind::Concat => Op::Concat,
+                LayerKind::Mul => Op::Mul,
             };
             layers.push((layer.name.clone(), op));
         }
-        Ok(Net { layers, input, outputs })
+        let recorded =
+            sources.iter().enumerate().map(|(k, from)| if from.len() == 1 { from[0] } else { k + 1 }).collect();
+        Ok(Net { layers, sources, recorded, input, outputs })
     }
 
     /// Draws every parameter from `draws` with the distributions tch gives a new layer (PyTorch's): convolutions
@@ -186,7 +254,18 @@ impl Net {
         }
     }
 
-    /// Applies one layer: in training mode when `train` holds the draws its dropout takes, else in evaluation mode.
+    /// Applies one layer to its inputs (see [`Net::apply`]).
+    pub fn apply_all(op: &Op, inputs: &[&Tensor], train: Option<&mut Draws>) -> Tensor {
+        match op {
+            Op::Add => inputs[1..].iter().fold(inputs[0].shallow_clone(), |sum, x| sum + *x),
+            Op::Concat => Tensor::cat(inputs, 1),
+            Op::Mul => inputs[0] * inputs[1],
+            _ => Net::apply(op, inputs[0], train),
+        }
+    }
+
+    /// Applies a layer that takes one input: in training mode when `train` holds the draws its dropout takes, else
+    /// in evaluation mode.
     pub fn apply(op: &Op, x: &Tensor, train: Option<&mut Draws>) -> Tensor {
         match op {
             Op::Conv { layer, .. } => x.apply(layer),
@@ -194,6 +273,11 @@ impl Net {
             Op::Linear(l) => x.apply(l),
             Op::Relu => x.relu(),
             Op::LeakyRelu(slope) => leaky_relu(x, *slope),
+            Op::Relu6 => x.clamp(0.0, 6.0),
+            Op::Hardswish => x.hardswish(),
+            Op::Hardsigmoid => x.hardsigmoid(),
+            Op::Sigmoid => x.sigmoid(),
+            Op::Silu => x.silu(),
             Op::MaxPool { kernel, stride, padding } => {
                 x.max_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], [1, 1], false)
             }
@@ -207,19 +291,29 @@ impl Net {
                 _ => x.shallow_clone(),
             },
             Op::Flatten => x.flatten(1, -1),
-            Op::Merged => x.shallow_clone(),
+            Op::Identity | Op::Merged => x.shallow_clone(),
+            Op::Add | Op::Concat | Op::Mul => unreachable!("a layer with several inputs goes through apply_all"),
         }
     }
 
     /// Merges every batch norm that directly follows a convolution into that convolution's weights and bias
     /// (LRP's canonisation: the merged network computes the same function in evaluation mode, and relevance then
     /// flows through one linear layer). Returns the names of the merged batch-norm layers.
+    ///
+    /// In a graph, only a convolution whose output goes to the batch norm alone is merged: another reader of the
+    /// convolution's output would see the batch norm's effect.
     pub fn canonise(&mut self) -> Vec<String> {
+        let mut readers = vec![0usize; self.layers.len() + 1];
+        self.sources.iter().flatten().for_each(|&v| readers[v] += 1);
         let mut merged = Vec::new();
         for i in 1..self.layers.len() {
+            let [v] = self.sources[i][..] else { continue };
+            if v == 0 || readers[v] != 1 {
+                continue;
+            }
             let (before, after) = self.layers.split_at_mut(i);
             let (name, op) = &mut after[0];
-            let (Op::BatchNorm { layer: bn, eps }, Op::Conv { layer: conv, .. }) = (&*op, &mut before[i - 1].1) else {
+            let (Op::BatchNorm { layer: bn, eps }, Op::Conv { layer: conv, .. }) = (&*op, &mut before[v - 1].1) else {
                 continue;
             };
             tch::no_grad(|| {
@@ -236,27 +330,53 @@ impl Net {
         merged
     }
 
+    /// Runs the layers in order; `keep` keeps every value, else a value is dropped after its last reader.
+    fn run(&self, x: &Tensor, mut train: Option<&mut Draws>, keep: bool) -> Vec<Option<Tensor>> {
+        let mut last_reader = vec![usize::MAX; self.layers.len() + 1];
+        for (k, from) in self.sources.iter().enumerate() {
+            from.iter().for_each(|&v| last_reader[v] = k);
+        }
+        let mut values = Vec::with_capacity(self.layers.len() + 1);
+        values.push(Some(x.shallow_clone()));
+        for (k, ((_, op), from)) in self.layers.iter().zip(&self.sources).enumerate() {
+            let inputs: Vec<&Tensor> =
+                from.iter().map(|&v| values[v].as_ref().expect("a value is kept until its last reader")).collect();
+            let y = Net::apply_all(op, &inputs, train.as_deref_mut());
+            if !keep {
+                from.iter().filter(|&&v| last_reader[v] == k).for_each(|&v| values[v] = None);
+            }
+            values.push(Some(y));
+        }
+        values
+    }
+
     /// The output in evaluation mode.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |x, (_, op)| Net::apply(op, &x, None))
+        self.run(x, None, false).pop().flatten().expect("the output")
     }
 
     /// The output in training mode, dropout masks taken from `draws`.
     pub fn forward_train(&self, x: &Tensor, draws: &mut Draws) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |x, (_, op)| Net::apply(op, &x, Some(&mut *draws)))
+        self.run(x, Some(draws), false).pop().flatten().expect("the output")
     }
 
-    /// The input of every layer and, last, the network's output (evaluation mode).
+    /// Every value (evaluation mode): the input, then each layer's output (the last is the network's output).
+    pub fn forward_values(&self, x: &Tensor) -> Vec<Tensor> {
+        self.run(x, None, true).into_iter().map(|v| v.expect("every value is kept")).collect()
+    }
+
+    /// The value recorded at every layer's input (see [`Net::recorded`]) and, last, the network's output.
     pub fn forward_layers(&self, x: &Tensor) -> Vec<Tensor> {
-        let mut acts = Vec::with_capacity(self.layers.len() + 1);
-        let mut x = x.shallow_clone();
-        for (_, op) in &self.layers {
-            let y = Net::apply(op, &x, None);
-            acts.push(x);
-            x = y;
-        }
-        acts.push(x);
+        let values = self.forward_values(x);
+        let mut acts: Vec<Tensor> = self.recorded.iter().map(|&v| values[v].shallow_clone()).collect();
+        acts.push(values.last().expect("the output").shallow_clone());
         acts
+    }
+
+    /// Whether all of the network's computation passes through value `v`: no layer reads a value from before `v`
+    /// and writes one after it. Only there does the relevance sum to the output's.
+    pub fn is_cut(&self, v: usize) -> bool {
+        self.sources.iter().enumerate().all(|(k, from)| from.iter().all(|&u| !(u < v && v < k + 1)))
     }
 }
 

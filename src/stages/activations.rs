@@ -115,7 +115,8 @@ impl Stage for Activations {
             .iter()
             .enumerate()
             .map(|(k, (name, _))| {
-                let passes = net.layers.get(k).is_some_and(|(_, op)| matches!(op, Op::Dropout(_) | Op::Flatten));
+                let passes =
+                    net.layers.get(k).is_some_and(|(_, op)| matches!(op, Op::Dropout(_) | Op::Flatten | Op::Identity));
                 ConservationRow {
                     layer: name.clone(),
                     rule: if passes { "pass" } else { "activation" }.into(),

@@ -14,6 +14,7 @@ use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageC
 use crate::lrp::Rule;
 pub use crate::lrp::batch::Seed;
 use crate::lrp::batch::{for_each_batch, prepare};
+use crate::model::LayerKind;
 use crate::model::net::{Net, Op};
 use crate::npy::NpyWriter;
 use crate::runtime::{self, DeviceChoice};
@@ -72,20 +73,6 @@ fn default_tolerance() -> f64 {
     1e-3
 }
 
-const KINDS: [&str; 11] = [
-    "conv2d",
-    "conv_transpose2d",
-    "linear",
-    "relu",
-    "leaky_relu",
-    "max_pool2d",
-    "avg_pool2d",
-    "adaptive_avg_pool2d",
-    "batch_norm2d",
-    "dropout",
-    "flatten",
-];
-
 impl Params for HeatmapParams {
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
@@ -112,26 +99,10 @@ impl Params for HeatmapParams {
     }
 }
 
-fn kind_of(op: &Op) -> &'static str {
-    match op {
-        Op::Conv { .. } => "conv2d",
-        Op::ConvTranspose { .. } => "conv_transpose2d",
-        Op::Linear(_) => "linear",
-        Op::Relu => "relu",
-        Op::LeakyRelu(_) => "leaky_relu",
-        Op::MaxPool { .. } => "max_pool2d",
-        Op::AvgPool { .. } => "avg_pool2d",
-        Op::AdaptiveAvgPool(_) => "adaptive_avg_pool2d",
-        Op::BatchNorm { .. } | Op::Merged => "batch_norm2d",
-        Op::Dropout(_) => "dropout",
-        Op::Flatten => "flatten",
-    }
-}
-
 /// The rule of every layer: the preset's, then overrides by kind, then by name.
 pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
     for key in p.rules.keys() {
-        if !KINDS.contains(&key.as_str()) && !net.layers.iter().any(|(n, _)| n == key) {
+        if !LayerKind::NAMES.contains(&key.as_str()) && !net.layers.iter().any(|(n, _)| n == key) {
             let names: Vec<&str> = net.layers.iter().map(|(n, _)| n.as_str()).collect();
             return Err(format!(
                 "rules name `{key}`, which is neither a layer of the model ({}) nor a layer kind",
@@ -140,13 +111,14 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
         }
     }
     let mut first_conv = true;
-    Ok(net
+    let rules: Vec<Rule> = net
         .layers
         .iter()
         .map(|(name, op)| {
             let preset = match (p.preset, op) {
                 (Preset::Hudd, _) => crate::lrp::hudd_rules_one(op),
-                (_, Op::Linear(_)) => Rule::Epsilon { epsilon: 1e-6 },
+                // Zennit's composites: `Norm` (a 1e-6 signed stabiliser) for a residual sum.
+                (_, Op::Linear(_) | Op::Add) => Rule::Epsilon { epsilon: 1e-6 },
                 (Preset::EpsilonPlus, Op::Conv { .. } | Op::ConvTranspose { .. }) => Rule::ZPlus,
                 (Preset::EpsilonGammaBox, Op::Conv { .. } | Op::ConvTranspose { .. }) => {
                     if std::mem::take(&mut first_conv) {
@@ -157,10 +129,21 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
                 }
                 (_, op) => crate::lrp::hudd_rules_one(op),
             };
-            let by_kind = p.rules.get(kind_of(op)).copied().unwrap_or(preset);
+            let by_kind = p.rules.get(op.kind()).copied().unwrap_or(preset);
             p.rules.get(name).copied().unwrap_or(by_kind)
         })
-        .collect())
+        .collect();
+    if let Some(((name, op), rule)) =
+        net.layers.iter().zip(&rules).find(|((_, op), rule)| !crate::lrp::takes(op, **rule))
+    {
+        let rule = serde_json::to_value(rule).expect("rules serialise")["rule"].as_str().unwrap_or("").to_string();
+        let takes = if matches!(op, Op::Add) { "`zero` or `epsilon`" } else { "only `pass`" };
+        return Err(format!(
+            "rules give layer `{name}` the rule `{rule}`; a layer of kind `{}` takes {takes}",
+            op.kind()
+        ));
+    }
+    Ok(rules)
 }
 
 impl Stage for Heatmaps {
@@ -214,6 +197,7 @@ impl Stage for Heatmaps {
         }
         let n = ds.meta.count;
         let mut worst = vec![0.0f64; net.layers.len()];
+        let conserved: Vec<bool> = (0..net.layers.len()).map(|k| should_conserve(net, &rules, k)).collect();
         ctx.progress.start(n as u64, "heatmaps");
         let rows: Vec<usize> = (0..n).collect();
         for_each_batch(&model, &ds, &rows, &rules, p.seed_with, p.batch_size, |chunk, seed, relevance| {
@@ -232,7 +216,7 @@ impl Stage for Heatmaps {
                     });
                 }
                 writers[k].append(&values)?;
-                if conserves(rules[k], &net.layers[k].1) && downstream_conserves(&rules[k..], &net.layers[k..]) {
+                if conserved[k] {
                     let sums = r.flatten(1, -1).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
                     let dev = ((sums - &out_sum).abs() / out_sum.abs().clamp_min(1e-12)).max();
                     worst[k] = worst[k].max(f64::try_from(dev).unwrap_or(f64::INFINITY));
@@ -287,12 +271,15 @@ fn conserves(rule: Rule, op: &Op) -> bool {
     };
     match rule {
         Rule::Pass | Rule::WinnerTakesAll | Rule::ZPlusNoBias | Rule::Flat | Rule::WSquare => true,
+        Rule::Zero if matches!(op, Op::Add) => true,
         Rule::Zero | Rule::ZPlus | Rule::AlphaBeta { .. } => !biased,
         Rule::Epsilon { .. } | Rule::Gamma { .. } | Rule::Bounded { .. } => false,
     }
 }
 
-/// The sum at a layer's input equals the output's only if every later layer conserves too.
-fn downstream_conserves(rules: &[Rule], layers: &[(String, Op)]) -> bool {
-    rules.iter().zip(layers).all(|(r, (_, op))| conserves(*r, op))
+/// Whether the relevance recorded at layer `k` must sum to the output's: the value is a cut of the graph (all the
+/// computation passes through it) and every layer after it conserves.
+fn should_conserve(net: &Net, rules: &[Rule], k: usize) -> bool {
+    let v = net.recorded[k];
+    net.is_cut(v) && rules[v..].iter().zip(&net.layers[v..]).all(|(r, (_, op))| conserves(*r, op))
 }

@@ -179,47 +179,20 @@ fn a_missing_split_is_named_with_the_splits_there_are() {
     let text = overfit_manifest().replace("split = \"train\"", "split = \"tset\"");
     let ws = Ws::new();
     let path = ws.write("w.toml", &text);
-    let (mut o, mut e) = (Vec::new(), Vec::new());
-    let args = ["hudd", "--workspace", ws.path().to_str().unwrap(), "run", path.to_str().unwrap()];
-    let code = hudd::cli::main_with(
-        args.iter().map(Into::into),
-        &hudd::stages::registry(),
-        &mut o,
-        &mut e,
-        Reporter::hidden(),
-    );
-    let err = String::from_utf8(e).unwrap();
+    let (code, _, err) = cli(&["--workspace", ws.path().to_str().unwrap(), "run", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no split `tset` (splits: train)"), "{err}");
 }
 
 #[test]
 fn model_describe_prints_shapes_and_parameter_counts() {
-    let (mut o, mut e) = (Vec::new(), Vec::new());
-    let args = ["hudd", "model", "describe", "alexnet"];
-    let code = hudd::cli::main_with(
-        args.iter().map(Into::into),
-        &hudd::stages::registry(),
-        &mut o,
-        &mut e,
-        Reporter::hidden(),
-    );
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&e));
-    let out = String::from_utf8(o).unwrap();
+    let (code, out, err) = describe(&["alexnet"]);
+    assert_eq!(code, 0, "{err}");
     // torchvision's AlexNet with 10 classes has 57,044,810 parameters.
     assert!(out.contains("total parameters: 57044810"), "{out}");
     assert!(out.contains("features.12"), "{out}");
-    let args = ["hudd", "model", "describe", "alexnet", "--input", "3,32,32"];
-    let (mut o, mut e) = (Vec::new(), Vec::new());
-    let code = hudd::cli::main_with(
-        args.iter().map(Into::into),
-        &hudd::stages::registry(),
-        &mut o,
-        &mut e,
-        Reporter::hidden(),
-    );
+    let (code, _, err) = describe(&["alexnet", "--input", "3,32,32"]);
     assert_eq!(code, 2);
-    let err = String::from_utf8(e).unwrap();
     assert!(err.contains("layer `features.12` (max_pool2d)"), "{err}");
 }
 
@@ -408,4 +381,146 @@ fn a_torchscript_model_giving_integers_is_refused_by_name() {
     };
     assert_eq!(*exit_code, 2);
     assert!(error.contains("int_script.pt: the model gives Int64 outputs; hudd needs float logits"), "{error}");
+}
+
+/// The weights of tests/fixtures/torchvision_resnet.py's formula for tensor number `t` of the state dict.
+fn formula(t: u64, name: &str, shape: &[i64]) -> tch::Tensor {
+    let n: i64 = shape.iter().product();
+    let fan_in: i64 = shape.iter().skip(1).product();
+    let values: Vec<f32> = (1..=n as u64)
+        .map(|j| {
+            let u = (j * 2_654_435_761 + (t + 1) * 40_503) % (1u64 << 32);
+            let v = u as f64 / 2f64.powi(32) - 0.5;
+            (if name.ends_with("running_var") {
+                1.0 + v
+            } else if name.ends_with("running_mean") || name.ends_with("bias") {
+                0.2 * v
+            } else if t == 1000 {
+                4.0 * v
+            } else if shape.len() == 1 {
+                1.0 + 0.4 * v
+            } else {
+                2.0 * v * (6.0 / fan_in as f64).sqrt()
+            }) as f32
+        })
+        .collect();
+    tch::Tensor::from_slice(&values).view(shape)
+}
+
+#[test]
+fn a_torchvision_resnet18_state_dict_loads_into_the_shipped_resnet18_and_gives_its_logits() {
+    use hudd::model::Architecture;
+    let fixture_tensors = tch::Tensor::read_safetensors(fixture("torchvision_resnet18.safetensors")).unwrap();
+    let mut weights = Vec::new();
+    let mut logits = None;
+    for (name, t) in fixture_tensors {
+        match name.strip_prefix("shape.") {
+            Some(param) => {
+                let dims = Vec::<i64>::try_from(&t).unwrap();
+                weights.push((param.to_string(), formula(dims[0] as u64, param, &dims[1..])));
+            }
+            None => logits = Some(t),
+        }
+    }
+    // torchvision names every parameter and batch-norm statistic of the 20 convolutions, 20 batch norms and `fc`.
+    assert_eq!(weights.len(), 20 + 20 * 4 + 2);
+    let ws = Ws::new();
+    let path = ws.path().join("resnet18.safetensors");
+    tch::Tensor::write_safetensors(&weights, &path).unwrap();
+    let arch = Architecture::resolve(std::path::Path::new("resnet18"), std::path::Path::new(".")).unwrap();
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = hudd::model::net::Net::new(&arch, &vs.root(), [3, 64, 64], 10).unwrap();
+    hudd::model::artefact::load_weights(&mut vs, &path).unwrap();
+    let x = formula(1000, "input", &[2, 3, 64, 64]);
+    let y = tch::no_grad(|| net.forward(&x));
+    let want = logits.unwrap();
+    let scale = f64::try_from(want.abs().max()).unwrap();
+    let diff = f64::try_from((y - want).abs().max()).unwrap();
+    assert!(diff < 1e-5 * scale.max(1.0), "torchvision and hudd disagree by {diff} (logits up to {scale})");
+}
+
+/// `hudd <args>` in process: the exit code, stdout and stderr.
+fn cli(args: &[&str]) -> (u8, String, String) {
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    let args: Vec<&str> = std::iter::once("hudd").chain(args.iter().copied()).collect();
+    let code = hudd::cli::main_with(
+        args.iter().map(Into::into),
+        &hudd::stages::registry(),
+        &mut o,
+        &mut e,
+        Reporter::hidden(),
+    );
+    (code, String::from_utf8(o).unwrap(), String::from_utf8(e).unwrap())
+}
+
+fn describe(args: &[&str]) -> (u8, String, String) {
+    cli(&[&["model", "describe"], args].concat())
+}
+
+#[test]
+fn every_shipped_architecture_describes_itself_and_graphs_show_their_inputs() {
+    for (name, _) in hudd::model::SHIPPED {
+        let (code, out, err) = describe(&[name]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.contains("total parameters: "), "{name}: {out}");
+    }
+    // torchvision's resnet18(num_classes=10) has 11,181,642 parameters.
+    let (_, out, _) = describe(&["resnet18"]);
+    assert!(out.contains("total parameters: 11181642"), "{out}");
+    let add = out.lines().find(|l| l.starts_with("layer2.0.add ")).unwrap();
+    assert!(add.contains("layer2.0.bn2 + layer2.0.downsample.1") && add.contains("128×28×28"), "{add}");
+    let (_, out, _) = describe(&["mobilenet-small"]);
+    let gate = out.lines().find(|l| l.starts_with("features.1.block.1.scale ")).unwrap();
+    assert!(
+        gate.contains("mul") && gate.contains("features.1.block.0.2 + features.1.block.1.scale_activation"),
+        "{gate}"
+    );
+}
+
+#[test]
+fn a_graph_that_cannot_be_built_is_refused_naming_the_layer() {
+    let ws = Ws::new();
+    let head = "[model]\nname = \"g\"\ninput = [3, 8, 8]\n\
+                [[layer]]\nname = \"a\"\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = 1\n\
+                [[layer]]\nname = \"b\"\nkind = \"conv2d\"\nout_channels = 6\nkernel_size = 1\n";
+    let cases = [
+        (
+            "[[layer]]\nname = \"s\"\ninputs = [\"a\", \"c\"]\nkind = \"add\"\n",
+            "layer `s`: takes `c`, which is no layer declared before it",
+        ),
+        (
+            "[[layer]]\nname = \"s\"\ninputs = [\"a\", \"b\"]\nkind = \"add\"\n",
+            "layer `s` (add): adds inputs of one shape, got `a` 4×8×8, `b` 6×8×8",
+        ),
+        (
+            "[[layer]]\nname = \"s\"\ninputs = [\"a\"]\nkind = \"add\"\n",
+            "layer `s`: add takes at least two inputs, got 1",
+        ),
+        (
+            "[[layer]]\nname = \"s\"\ninputs = [\"a\", \"b\"]\nkind = \"relu\"\n",
+            "layer `s`: relu takes one input, got 2",
+        ),
+        ("[[layer]]\nname = \"s\"\ninputs = [\"a\"]\nkind = \"relu\"\n", "layer `b`: its output goes to no layer"),
+        (
+            "[[layer]]\nname = \"s\"\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 1\ngroups = 4\n",
+            "layer `s` (conv2d): groups (4) must divide the input channels (6)",
+        ),
+        ("[[layer]]\nname = \"input\"\nkind = \"relu\"\n", "invalid layer name `input`"),
+    ];
+    for (tail, want) in cases {
+        let path = ws.write("g.toml", &format!("{head}{tail}"));
+        let (code, _, err) = describe(&[path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{tail}");
+        assert!(err.contains(want), "{tail}\n{err}");
+    }
+    // A concatenation adds channels; a gate of C×1×1 scales a C×H×W map.
+    let tail = "[[layer]]\nname = \"c\"\ninputs = [\"a\", \"b\"]\nkind = \"concat\"\n\
+                [[layer]]\nname = \"p\"\nkind = \"adaptive_avg_pool2d\"\noutput_size = [1, 1]\n\
+                [[layer]]\nname = \"g\"\nkind = \"sigmoid\"\n\
+                [[layer]]\nname = \"m\"\ninputs = [\"c\", \"g\"]\nkind = \"mul\"\n";
+    let path = ws.write("g.toml", &format!("{head}{tail}"));
+    let (code, out, err) = describe(&[path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("c ") && l.contains("10×8×8")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("m ") && l.contains("c + g") && l.contains("10×8×8")), "{out}");
 }
