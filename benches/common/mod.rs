@@ -6,7 +6,12 @@ use hudd::model::artefact::{Format, Model, ModelMeta};
 
 /// `alexnet-small` for 15 classes of 3×64×64 images, freshly initialised from seed 0 (which also leaves libtorch's generator seeded with 0, for the bench's data).
 pub fn alexnet_small() -> Model {
-    let arch = Architecture::resolve("alexnet-small".as_ref(), std::path::Path::new(".")).unwrap();
+    shipped("alexnet-small")
+}
+
+/// A shipped architecture for 3×64×64 images and 15 classes, its weights drawn from seed 0.
+pub fn shipped(name: &str) -> Model {
+    let arch = Architecture::resolve(name.as_ref(), std::path::Path::new(".")).unwrap();
     let meta = ModelMeta {
         format: Format::Declared,
         architecture: Some(arch),
