@@ -182,7 +182,8 @@ pub enum Command {
 pub enum ModelCommand {
     /// Print every layer with its output shape and parameter count.
     Describe {
-        /// An architecture file, or the name of a shipped one (alexnet, alexnet-small, kpnet, kpnet-small).
+        /// An architecture file, or the name of a shipped one (alexnet, alexnet-small, kpnet, kpnet-small,
+        /// mobilenet-small, resnet18).
         architecture: PathBuf,
         /// Input as C,H,W (default: the architecture's own).
         #[arg(long, value_delimiter = ',')]
@@ -190,6 +191,14 @@ pub enum ModelCommand {
         /// Classes or keypoints of the last layer.
         #[arg(long, default_value_t = 10)]
         outputs: usize,
+    },
+    /// Translate an ONNX model into an architecture file and its weights (`<out>.safetensors` beside it).
+    Import {
+        /// The `.onnx` file.
+        onnx: PathBuf,
+        /// The architecture file to write (`my/net.toml`); the weights go to `my/net.safetensors`.
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -329,6 +338,7 @@ fn dispatch(
         Command::Model { command: ModelCommand::Describe { architecture, input, outputs } } => {
             describe_model(&architecture, input.as_deref(), outputs, out)
         }
+        Command::Model { command: ModelCommand::Import { onnx, output } } => import_onnx(&onnx, &output, out),
         Command::Exec { key, threads } => exec(ws, &key, threads, registry, err, reporter),
         Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
         Command::Diff { before, after, json, md, all } => diff(ws, &before, &after, json, md, all, out),
@@ -770,6 +780,42 @@ fn describe_model(
         line(out, &r.name, r.kind, &inputs(r), &r.output.to_string(), &r.params.to_string())?;
     }
     writeln!(out, "total parameters: {}", rows.iter().map(|r| r.params).sum::<usize>())?;
+    Ok(0)
+}
+
+/// `hudd model import`: the architecture as TOML and the weights as safetensors, each written whole or not at all.
+fn import_onnx(onnx: &Path, output: &Path, out: &mut dyn Write) -> Result<u8, CliError> {
+    let imported = crate::model::onnx::import(onnx).map_err(|e| CliError::Usage(e.to_string()))?;
+    let weights = output.with_extension("safetensors");
+    let text = format!(
+        "# Imported from {} by `hudd model import`; its weights are {}.\n{}",
+        onnx.display(),
+        weights.file_name().map_or(String::new(), |f| f.to_string_lossy().to_string()),
+        imported.architecture.to_toml()
+    );
+    let write = |path: &Path, bytes: &[u8]| -> Result<(), CliError> {
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
+    };
+    let tmp = weights.with_extension("safetensors.partial");
+    tch::Tensor::write_safetensors(&imported.weights, &tmp)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", weights.display())))?;
+    std::fs::rename(&tmp, &weights).map_err(|e| CliError::Usage(format!("cannot write {}: {e}", weights.display())))?;
+    write(output, text.as_bytes())?;
+    let a = &imported.architecture;
+    writeln!(
+        out,
+        "{}: {} layers, input {}×{}×{}; wrote {} and {}",
+        onnx.display(),
+        a.layers.len(),
+        a.model.input[0],
+        a.model.input[1],
+        a.model.input[2],
+        output.display(),
+        weights.display()
+    )?;
     Ok(0)
 }
 

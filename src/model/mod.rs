@@ -13,6 +13,7 @@ pub mod artefact;
 pub mod draws;
 pub mod fit;
 pub mod net;
+pub mod onnx;
 pub mod predict;
 
 use std::fmt;
@@ -416,6 +417,11 @@ impl Architecture {
             });
         }
         Ok(sources)
+    }
+
+    /// The architecture as an architecture file's TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("an architecture serialises")
     }
 
     /// Whether some layer names its inputs: the file declares a graph, not a chain.

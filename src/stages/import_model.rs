@@ -1,5 +1,6 @@
 //! Stage `model`: a DNN trained elsewhere brought in as a model artefact: a declared architecture with PyTorch
-//! safetensors weights (every stage can use it), or a TorchScript file (predictions only: the `test` stage).
+//! safetensors weights, or an ONNX file translated into both (every stage can use these), or a TorchScript file
+//! (predictions only: the `test` stage).
 
 use std::path::PathBuf;
 
@@ -20,6 +21,9 @@ pub struct ImportModelParams {
     /// A TorchScript file (`torch.jit.save`), relative to the workspace.
     #[serde(default)]
     pub torchscript: Option<PathBuf>,
+    /// An ONNX file, translated into a declared architecture and its weights (`hudd model import` shows the result).
+    #[serde(default)]
+    pub onnx: Option<PathBuf>,
     /// A shipped architecture name or file, with `weights`.
     #[serde(default)]
     pub architecture: Option<PathBuf>,
@@ -39,7 +43,17 @@ impl Params for ImportModelParams {
         if let Some(message) = self.architecture.as_deref().and_then(crate::model::check_name) {
             out.push(Invalid::new("architecture", message));
         }
+        let sources =
+            [self.torchscript.is_some(), self.onnx.is_some(), self.architecture.is_some() || self.weights.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            out.push(Invalid::new(
+                if self.torchscript.is_some() { "torchscript" } else { "onnx" },
+                "give one of `torchscript`, `onnx`, or `architecture` with `weights`",
+            ));
+            return out;
+        }
         match (&self.torchscript, &self.architecture, &self.weights) {
+            _ if self.onnx.is_some() => {}
             (Some(_), None, None) | (None, Some(_), Some(_)) => {}
             (Some(_), _, _) => out.push(Invalid::new(
                 "torchscript",
@@ -50,7 +64,7 @@ impl Params for ImportModelParams {
                 out.push(Invalid::new("weights", "needs `architecture` (a shipped name or a file)"))
             }
             (None, None, None) => {
-                out.push(Invalid::new("torchscript", "give `torchscript`, or `architecture` with `weights`"))
+                out.push(Invalid::new("torchscript", "give `torchscript`, `onnx`, or `architecture` with `weights`"))
             }
         }
         if let Some(std) = &self.std
@@ -79,7 +93,7 @@ impl Stage for ImportModel {
 
     fn external_paths(p: &ImportModelParams) -> Vec<PathBuf> {
         let arch = p.architecture.clone().filter(|a| !is_shipped_name(a));
-        [p.torchscript.clone(), arch, p.weights.clone()].into_iter().flatten().collect()
+        [p.torchscript.clone(), p.onnx.clone(), arch, p.weights.clone()].into_iter().flatten().collect()
     }
 
     fn fingerprints(p: &ImportModelParams) -> Vec<(String, String)> {
@@ -112,6 +126,18 @@ impl Stage for ImportModel {
             seen: Vec::new(),
         };
         match (&p.torchscript, &p.architecture, &p.weights) {
+            _ if p.onnx.is_some() => {
+                let src = ctx.resolve(p.onnx.as_ref().expect("checked"));
+                let imported = crate::model::onnx::import(&src).map_err(|e| StageError::input(e.to_string()))?;
+                meta.format = Format::Declared;
+                meta.architecture = Some(imported.architecture);
+                let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0)?;
+                let weights = dir.join(crate::model::artefact::WEIGHTS);
+                tch::Tensor::write_safetensors(&imported.weights, &weights)
+                    .map_err(|e| StageError::failed(format!("{}: {e}", weights.display())))?;
+                load_weights(model.var_store_mut().expect("a declared model has a var store"), &weights)?;
+                model.save(&dir)?;
+            }
             (Some(ts), _, _) => {
                 let src = ctx.resolve(ts);
                 std::fs::copy(&src, dir.join(TORCHSCRIPT)).map_err(|e| StageError::io(&src, e))?;
@@ -133,7 +159,13 @@ impl Stage for ImportModel {
         }
         // The model must take one image of the dataset and give the task's outputs. Messages name the user's file,
         // not the copy being written into the store.
-        let source = p.torchscript.as_ref().or(p.weights.as_ref()).map(|f| ctx.resolve(f)).unwrap_or_default();
+        let source = p
+            .torchscript
+            .as_ref()
+            .or(p.onnx.as_ref())
+            .or(p.weights.as_ref())
+            .map(|f| ctx.resolve(f))
+            .unwrap_or_default();
         let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| match e {
             crate::model::artefact::ModelError::Weights { message, .. } => {
                 StageError::input(format!("{}: cannot load it: {message}", source.display()))

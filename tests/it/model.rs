@@ -524,3 +524,62 @@ fn a_graph_that_cannot_be_built_is_refused_naming_the_layer() {
     assert!(out.lines().any(|l| l.starts_with("c ") && l.contains("10×8×8")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("m ") && l.contains("c + g") && l.contains("10×8×8")), "{out}");
 }
+
+#[test]
+fn onnx_files_exported_by_pytorch_import_as_graphs_that_give_pytorchs_logits() {
+    let refs: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(fixture("zennit_graph.safetensors")).unwrap().into_iter().collect();
+    let ws = Ws::new();
+    for (file, prefix) in [("zennit-resnet.onnx", "res"), ("zennit-mobile.onnx", "mobile")] {
+        let out = ws.path().join(format!("{prefix}.toml"));
+        let (code, stdout, err) = cli(&["model", "import", &fixture(file), "-o", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(stdout.contains("input 3×8×8"), "{stdout}");
+        let arch = hudd::model::Architecture::load(&out).unwrap();
+        assert!(arch.is_graph(), "{file}");
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = hudd::model::net::Net::new(&arch, &vs.root(), [3, 8, 8], 3).unwrap();
+        hudd::model::artefact::load_weights(&mut vs, &out.with_extension("safetensors")).unwrap();
+        let y = tch::no_grad(|| net.forward(&refs[&format!("{prefix}.input")]));
+        let diff = f64::try_from((y - &refs[&format!("{prefix}.logits")]).abs().max()).unwrap();
+        assert!(diff < 1e-5, "{file}: PyTorch and hudd disagree by {diff}");
+        // The layer names follow the modules': a residual sum is the block's `add`.
+        let names: Vec<&str> = arch.layers.iter().map(|l| l.name.as_str()).collect();
+        let want = if prefix == "res" { "layer2.0.add" } else { "concat" };
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let out = ws.path().join("bad.toml");
+    let (code, _, err) = cli(&["model", "import", &fixture("unsupported.onnx"), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("node `/act/Tanh` uses the operator `Tanh`, which hudd cannot declare"), "{err}");
+    assert!(!out.exists() && !out.with_extension("safetensors").exists(), "nothing is written for a refused model");
+    let (code, _, err) = cli(&["model", "import", &fixture("tiny.toml"), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not an ONNX model"), "{err}");
+}
+
+#[test]
+fn the_model_stage_reads_an_onnx_file_and_heatmaps_run_on_its_graph() {
+    let ws = Ws::new();
+    // Three classes of 8×8 images, as the exported residual net takes.
+    let data = four_classes(&ws).replace("size = 32", "size = 8");
+    let listing = std::fs::read_to_string(ws.path().join("list.csv")).unwrap().replace(",d,", ",c,");
+    ws.write("list.csv", &listing);
+    let text = format!(
+        "[workflow]\nname = \"onnx\"\n{data}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\nonnx = \"{}\"\n\
+         [[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"dnn.model\"\ndataset = \"data.dataset\"\n\
+         [[stage]]\nid = \"heatmaps\"\nkind = \"heatmaps\"\nmodel = \"dnn.model\"\nimages = \"data.dataset\"\n",
+        fixture("zennit-resnet.onnx")
+    );
+    let (w, report) = ws.run_builtin(&text);
+    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    let store = hudd::engine::store::Store::open(ws.path()).unwrap();
+    let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
+    let add = hudd::npy::NpyReader::<f32>::open(&dir.join("layer2.0.add.npy")).unwrap();
+    assert_eq!(add.shape, [6, 16, 2, 2]);
+    // Both an ONNX file and weights: one source only.
+    let both = ws.write("both.toml", &text.replace("onnx = ", "weights = \"w.safetensors\"\nonnx = "));
+    let (code, _, err) = cli(&["check", both.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("give one of `torchscript`, `onnx`, or `architecture` with `weights`"), "{err}");
+}

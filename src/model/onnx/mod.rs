@@ -1,0 +1,457 @@
+//! ONNX import: a `.onnx` file (the format automotive toolchains exchange) translated into a declared architecture
+//! and its weights under the architecture's parameter names.
+//!
+//! The protobuf is parsed with prost; `proto.rs` was generated once from the ONNX package's `onnx.proto` with
+//! prost-build and protox (a protobuf compiler in Rust, so no `protoc`), and is committed: building hudd needs
+//! neither. Nodes are read in the file's order, which ONNX requires to be topological, so every layer is declared
+//! after its inputs. Supported operators: Conv, Gemm, MatMul (with a following Add of a constant as its bias),
+//! Relu, Clip (0..6 as ReLU6), MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Add, Mul, Concat,
+//! Flatten, Reshape (to a vector per image), Sigmoid, HardSigmoid, HardSwish, Identity, Dropout; any other is
+//! refused naming the operator and the node.
+//!
+//! Layer names come from the node names PyTorch's exporter writes (`/layer1/layer1.0/conv1/Conv` →
+//! `layer1.0.conv1`; an operator in a module's own forward, such as a residual `Add`, → `layer1.0.add`).
+
+#[allow(clippy::all, clippy::pedantic)]
+mod proto;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tch::Tensor;
+
+use super::{Architecture, Head, INPUT, Layer, LayerKind, ModelHeader, Size};
+use proto::{AttributeProto, NodeProto, TensorProto};
+
+/// Why an ONNX file cannot be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not an ONNX model: {message}")]
+    Decode { path: PathBuf, message: String },
+    #[error("{path}: node `{node}` ({op}): {message}")]
+    Node { path: PathBuf, node: String, op: String, message: String },
+    #[error(
+        "{path}: node `{node}` uses the operator `{op}`, which hudd cannot declare (it takes Conv, Gemm, MatMul, Relu, \
+         Clip, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Add, Mul, Concat, Flatten, Reshape, \
+         Sigmoid, HardSigmoid, HardSwish, Identity, Dropout)"
+    )]
+    Unsupported { path: PathBuf, node: String, op: String },
+    #[error("{path}: {message}")]
+    Graph { path: PathBuf, message: String },
+    #[error(transparent)]
+    Arch(#[from] super::ArchError),
+}
+
+/// An imported model: its declared architecture and its weights, named `<layer>.weight` and so on.
+pub struct Imported {
+    pub architecture: Architecture,
+    pub weights: Vec<(String, Tensor)>,
+}
+
+/// Reads an ONNX file and translates it.
+pub fn import(path: &Path) -> Result<Imported, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read { path: path.to_path_buf(), source })?;
+    let model = proto::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| OnnxError::Decode { path: path.to_path_buf(), message: e.to_string() })?;
+    let name = path.file_stem().map_or("imported".into(), |s| s.to_string_lossy().to_string());
+    Translator::new(path, &model, &name)?.run(&model)
+}
+
+/// The value of an integer or float attribute list, or a single value.
+fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    node.attribute
+        .iter()
+        .find(|a| a.name() == name)
+        .map(|a: &AttributeProto| if a.ints.is_empty() { a.i.into_iter().collect() } else { a.ints.clone() })
+}
+
+fn float(node: &NodeProto, name: &str) -> Option<f32> {
+    node.attribute.iter().find(|a| a.name() == name).and_then(|a| a.f)
+}
+
+/// A tensor's values as f32 (float or integer types), with its shape.
+fn values(t: &TensorProto) -> Option<(Vec<f32>, Vec<i64>)> {
+    const FLOAT: i32 = 1;
+    const INT64: i32 = 7;
+    let data: Vec<f32> = match t.data_type() {
+        FLOAT if t.raw_data.is_some() => {
+            t.raw_data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+        FLOAT => t.float_data.clone(),
+        INT64 if t.raw_data.is_some() => {
+            t.raw_data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        INT64 => t.int64_data.iter().map(|&v| v as f32).collect(),
+        _ => return None,
+    };
+    Some((data, t.dims.clone()))
+}
+
+/// `/layer1/layer1.0/conv1/Conv` → `layer1.0.conv1`: scope parts that qualify the one before them replace it.
+fn module_path(node_name: &str) -> String {
+    let mut parts: Vec<&str> = node_name.split('/').filter(|p| !p.is_empty()).collect();
+    parts.pop(); // the operator
+    let mut path = String::new();
+    let mut last = "";
+    for part in parts {
+        if !last.is_empty() && part.starts_with(&format!("{last}.")) {
+            path.truncate(path.len() - last.len());
+            path.push_str(part);
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part);
+        }
+        last = part;
+    }
+    path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+struct Translator<'a> {
+    path: &'a Path,
+    /// Constants: initializers and Constant nodes.
+    constants: HashMap<String, (Vec<f32>, Vec<i64>)>,
+    /// Each ONNX value name → the layer that produces it (`input` for the image).
+    producer: HashMap<String, String>,
+    layers: Vec<Layer>,
+    weights: Vec<(String, Tensor)>,
+    names: BTreeSet<String>,
+    header: ModelHeader,
+}
+
+impl<'a> Translator<'a> {
+    fn new(path: &'a Path, model: &proto::ModelProto, name: &str) -> Result<Translator<'a>, OnnxError> {
+        let graph_err = |message: String| OnnxError::Graph { path: path.to_path_buf(), message };
+        let graph = model.graph.as_ref().ok_or_else(|| graph_err("the model has no graph".into()))?;
+        let constants: HashMap<String, (Vec<f32>, Vec<i64>)> =
+            graph.initializer.iter().filter_map(|t| Some((t.name().to_string(), values(t)?))).collect();
+        let inputs: Vec<&proto::ValueInfoProto> =
+            graph.input.iter().filter(|i| !constants.contains_key(i.name())).collect();
+        let [image] = inputs[..] else {
+            return Err(graph_err(format!("hudd takes a model with one image input, this one has {}", inputs.len())));
+        };
+        let dims: Vec<i64> = image
+            .r#type
+            .as_ref()
+            .and_then(|t| match &t.value {
+                Some(proto::type_proto::Value::TensorType(tensor)) => tensor.shape.as_ref(),
+                _ => None,
+            })
+            .map(|shape| {
+                shape
+                    .dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => *v,
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let input = match dims[..] {
+            [_, c, h, w] if c > 0 && h > 0 && w > 0 => [c as usize, h as usize, w as usize],
+            _ => {
+                return Err(graph_err(format!(
+                    "the input `{}` must be N×C×H×W with C, H and W fixed, got {dims:?}",
+                    image.name()
+                )));
+            }
+        };
+        Ok(Translator {
+            path,
+            constants,
+            producer: HashMap::from([(image.name().to_string(), INPUT.to_string())]),
+            layers: Vec::new(),
+            weights: Vec::new(),
+            names: BTreeSet::new(),
+            header: ModelHeader {
+                name: name.to_string(),
+                description: format!(
+                    "imported from {}",
+                    path.file_name().map_or(String::new(), |f| f.to_string_lossy().to_string())
+                ),
+                input,
+                head: Head::Classification,
+            },
+        })
+    }
+
+    fn run(mut self, model: &proto::ModelProto) -> Result<Imported, OnnxError> {
+        let graph = model.graph.as_ref().expect("checked");
+        for (index, node) in graph.node.iter().enumerate() {
+            self.node(index, node)?;
+        }
+        let output = graph.output.first().map(|o| o.name().to_string()).unwrap_or_default();
+        let last = self.layers.last().map(|l| l.name.clone()).unwrap_or_default();
+        if self.producer.get(&output) != Some(&last) {
+            return Err(OnnxError::Graph {
+                path: self.path.to_path_buf(),
+                message: format!("the graph's output `{output}` must come from its last node"),
+            });
+        }
+        // Each layer names its inputs only where it does not take the layer before it.
+        for k in 0..self.layers.len() {
+            let before = if k == 0 { INPUT.to_string() } else { self.layers[k - 1].name.clone() };
+            if self.layers[k].inputs == [before] {
+                self.layers[k].inputs.clear();
+            }
+        }
+        let architecture = Architecture { model: self.header, layers: self.layers };
+        let architecture = Architecture::parse(self.path, &architecture.to_toml())?;
+        architecture.describe(architecture.model.input, 0)?;
+        Ok(Imported { architecture, weights: self.weights })
+    }
+
+    fn err(&self, node: &NodeProto, message: impl Into<String>) -> OnnxError {
+        OnnxError::Node {
+            path: self.path.to_path_buf(),
+            node: node.name().to_string(),
+            op: node.op_type().to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A fresh layer name for a node: its module path (`layer1.0.conv1`); for an operator a module's forward applies
+    /// (`Add`, `Mul`, `Concat`), the module's path and the operator (`layer1.0.add`, or `add` at the top); a name
+    /// already taken gets `_2`, `_3`, ….
+    fn name_for(&mut self, index: usize, node: &NodeProto) -> String {
+        let op = node.op_type().to_ascii_lowercase();
+        let path = module_path(node.name());
+        let functional = matches!(node.op_type(), "Add" | "Mul" | "Concat");
+        let base = match (path.is_empty(), functional) {
+            (true, true) => op,
+            (true, false) if node.name().is_empty() => format!("{op}_{index}"),
+            (true, false) => op,
+            (false, true) => format!("{path}.{op}"),
+            (false, false) => path,
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while self.names.contains(&name) || name == INPUT {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    fn constant(&self, node: &NodeProto, i: usize) -> Option<&(Vec<f32>, Vec<i64>)> {
+        node.input.get(i).and_then(|n| self.constants.get(n))
+    }
+
+    fn tensor(&self, node: &NodeProto, i: usize, what: &str) -> Result<Tensor, OnnxError> {
+        let (data, dims) =
+            self.constant(node, i).ok_or_else(|| self.err(node, format!("its {what} is not a constant")))?;
+        Ok(Tensor::from_slice(data).view(dims.as_slice()))
+    }
+
+    /// The layers that produce a node's non-constant inputs.
+    fn sources(&self, node: &NodeProto) -> Result<Vec<String>, OnnxError> {
+        (node.input.iter().filter(|n| !n.is_empty() && !self.constants.contains_key(*n)))
+            .map(|n| {
+                self.producer
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| self.err(node, format!("its input `{n}` is produced by no earlier node")))
+            })
+            .collect()
+    }
+
+    fn square(&self, node: &NodeProto, attr: &str, default: i64) -> Result<usize, OnnxError> {
+        let v = ints(node, attr).unwrap_or_default();
+        match v[..] {
+            [] => Ok(default as usize),
+            [a, b] if a == b && a >= 0 => Ok(a as usize),
+            [a, b, c, d] if a == b && b == c && c == d && a >= 0 => Ok(a as usize),
+            _ => Err(self.err(node, format!("`{attr}` must be the same on every side, got {v:?}"))),
+        }
+    }
+
+    fn node(&mut self, index: usize, node: &NodeProto) -> Result<(), OnnxError> {
+        let op = node.op_type();
+        if op == "Constant" {
+            let value = node.attribute.iter().find(|a| a.name() == "value").and_then(|a| a.t.as_ref()).and_then(values);
+            let value = value.ok_or_else(|| self.err(node, "a Constant hudd can read holds float or int64 values"))?;
+            self.constants.insert(node.output[0].clone(), value);
+            return Ok(());
+        }
+        // A MatMul's bias: `Add(matmul, constant)` folds into the linear layer before it.
+        if op == "Add" && self.constant(node, 1).is_some() && self.fold_bias(node)? {
+            return Ok(());
+        }
+        let inputs = self.sources(node)?;
+        let name = self.name_for(index, node);
+        let kind = match op {
+            "Conv" => {
+                if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+                    return Err(self.err(node, "dilated convolutions are not supported"));
+                }
+                let w = self.tensor(node, 1, "weight")?;
+                let size = w.size();
+                let kernel = self.square(node, "kernel_shape", size[2])?;
+                if size[2] != size[3] {
+                    return Err(self.err(node, format!("the kernel must be square, got {:?}", &size[2..])));
+                }
+                let bias = node.input.len() > 2 && !node.input[2].is_empty();
+                self.weights.push((format!("{name}.weight"), w.shallow_clone()));
+                if bias {
+                    let b = self.tensor(node, 2, "bias")?;
+                    self.weights.push((format!("{name}.bias"), b));
+                }
+                LayerKind::Conv2d {
+                    out_channels: Size::Fixed(size[0] as usize),
+                    kernel_size: kernel,
+                    stride: self.square(node, "strides", 1)?,
+                    padding: self.square(node, "pads", 0)?,
+                    bias,
+                    groups: ints(node, "group").and_then(|g| g.first().copied()).unwrap_or(1) as usize,
+                }
+            }
+            "Gemm" | "MatMul" => {
+                let trans_b = ints(node, "transB").and_then(|v| v.first().copied()).unwrap_or(0) == 1;
+                let alpha = float(node, "alpha").unwrap_or(1.0);
+                let beta = float(node, "beta").unwrap_or(1.0);
+                if ints(node, "transA").is_some_and(|v| v.first() == Some(&1)) || alpha != 1.0 || beta != 1.0 {
+                    return Err(self.err(node, "only Gemm with transA = 0, alpha = beta = 1 is a linear layer"));
+                }
+                let w = self.tensor(node, 1, "weight")?;
+                // PyTorch's layout: out × in.
+                let w = if trans_b { w } else { w.transpose(0, 1).contiguous() };
+                let out = w.size()[0] as usize;
+                self.weights.push((format!("{name}.weight"), w));
+                let bias = op == "Gemm" && node.input.len() > 2 && !node.input[2].is_empty();
+                if bias {
+                    let b = self.tensor(node, 2, "bias")?;
+                    self.weights.push((format!("{name}.bias"), b.view([-1])));
+                }
+                LayerKind::Linear { out_features: Size::Fixed(out), bias }
+            }
+            "Relu" => LayerKind::Relu,
+            "Clip" => {
+                let bound = |i: usize, attr: &str| {
+                    self.constant(node, i).and_then(|(v, _)| v.first().copied()).or_else(|| float(node, attr))
+                };
+                match (bound(1, "min"), bound(2, "max")) {
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => LayerKind::Relu6,
+                    (Some(0.0), None) => LayerKind::Relu,
+                    other => return Err(self.err(node, format!("only Clip(0, 6) (ReLU6) is supported, got {other:?}"))),
+                }
+            }
+            "MaxPool" | "AveragePool" => {
+                if ints(node, "ceil_mode").is_some_and(|v| v.first() == Some(&1)) {
+                    return Err(self.err(node, "ceil_mode = 1 is not supported"));
+                }
+                let kernel = self.square(node, "kernel_shape", 0)?;
+                let stride = Some(self.square(node, "strides", 1)?);
+                let padding = self.square(node, "pads", 0)?;
+                if op == "MaxPool" {
+                    LayerKind::MaxPool2d { kernel_size: kernel, stride, padding }
+                } else {
+                    if padding > 0 && ints(node, "count_include_pad").and_then(|v| v.first().copied()).unwrap_or(0) == 0
+                    {
+                        return Err(
+                            self.err(node, "padded average pooling must count the padding (count_include_pad = 1)")
+                        );
+                    }
+                    LayerKind::AvgPool2d { kernel_size: kernel, stride, padding }
+                }
+            }
+            "GlobalAveragePool" => LayerKind::AdaptiveAvgPool2d { output_size: [1, 1] },
+            "BatchNormalization" => {
+                for (i, part) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
+                    let t = self.tensor(node, i, part)?;
+                    self.weights.push((format!("{name}.{part}"), t));
+                }
+                LayerKind::BatchNorm2d { eps: float(node, "epsilon").unwrap_or(1e-5) as f64, momentum: 0.1 }
+            }
+            "Add" => LayerKind::Add,
+            "Mul" => LayerKind::Mul,
+            "Concat" => {
+                if ints(node, "axis").and_then(|v| v.first().copied()) != Some(1) {
+                    return Err(self.err(node, "only concatenation along the channels (axis 1) is supported"));
+                }
+                LayerKind::Concat
+            }
+            "Flatten" => {
+                if ints(node, "axis").and_then(|v| v.first().copied()).unwrap_or(1) != 1 {
+                    return Err(self.err(node, "only Flatten with axis 1 (one vector per image) is supported"));
+                }
+                LayerKind::Flatten
+            }
+            "Reshape" => match self.constant(node, 1).map(|(v, _)| v.clone()).as_deref() {
+                Some([_, b]) if *b == -1.0 || *b > 0.0 => LayerKind::Flatten,
+                other => {
+                    return Err(
+                        self.err(node, format!("only a reshape to one vector per image is supported, got {other:?}"))
+                    );
+                }
+            },
+            "Sigmoid" => LayerKind::Sigmoid,
+            "HardSwish" => LayerKind::Hardswish,
+            "HardSigmoid" => {
+                let (alpha, beta) = (float(node, "alpha").unwrap_or(0.2), float(node, "beta").unwrap_or(0.5));
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || (beta - 0.5).abs() > 1e-6 {
+                    return Err(self.err(
+                        node,
+                        format!("only PyTorch's Hardsigmoid (alpha 1/6, beta 1/2) is supported, got {alpha}, {beta}"),
+                    ));
+                }
+                LayerKind::Hardsigmoid
+            }
+            "Identity" | "Dropout" => LayerKind::Identity,
+            _ => {
+                return Err(OnnxError::Unsupported {
+                    path: self.path.to_path_buf(),
+                    node: node.name().to_string(),
+                    op: op.to_string(),
+                });
+            }
+        };
+        let inputs = match kind {
+            // The gate (the smaller input, C×1×1) goes second.
+            LayerKind::Mul => self.order_gate(node, inputs)?,
+            _ => inputs,
+        };
+        if let Some(out) = node.output.first() {
+            self.producer.insert(out.clone(), name.clone());
+        }
+        self.layers.push(Layer { name, inputs, kind });
+        Ok(())
+    }
+
+    /// Puts a `Mul`'s gate second: the input produced after a global pool (shape C×1×1) is the gate.
+    fn order_gate(&self, node: &NodeProto, inputs: Vec<String>) -> Result<Vec<String>, OnnxError> {
+        if inputs.len() != 2 {
+            return Err(self.err(
+                node,
+                "a Mul of two computed inputs (a signal and its gate) is supported, not a scaling by a constant",
+            ));
+        }
+        let arch = Architecture { model: self.header.clone(), layers: self.layers.clone() };
+        let rows = arch.describe(self.header.input, 0)?;
+        let numel = |name: &str| rows.iter().find(|r| r.name == name).map_or(0, |r| r.output.numel());
+        let mut inputs = inputs;
+        if numel(&inputs[0]) < numel(&inputs[1]) {
+            inputs.swap(0, 1);
+        }
+        Ok(inputs)
+    }
+
+    /// Folds `Add(x, constant)` into the linear layer producing `x` as its bias; false if `x` is no such layer.
+    fn fold_bias(&mut self, node: &NodeProto) -> Result<bool, OnnxError> {
+        let Some(layer) = node.input.first().and_then(|n| self.producer.get(n)).cloned() else { return Ok(false) };
+        let Some(k) = self.layers.iter().position(|l| l.name == layer) else { return Ok(false) };
+        let LayerKind::Linear { bias: false, .. } = self.layers[k].kind else { return Ok(false) };
+        let b = self.tensor(node, 1, "bias")?.view([-1]);
+        self.weights.push((format!("{layer}.bias"), b));
+        if let LayerKind::Linear { bias, .. } = &mut self.layers[k].kind {
+            *bias = true;
+        }
+        self.producer.insert(node.output[0].clone(), layer);
+        Ok(true)
+    }
+}
