@@ -568,7 +568,9 @@ fn the_model_stage_reads_an_onnx_file_and_heatmaps_run_on_its_graph() {
     let text = format!(
         "[workflow]\nname = \"onnx\"\n{data}[[stage]]\nid = \"dnn\"\nkind = \"model\"\ndataset = \"data.dataset\"\nonnx = \"{}\"\n\
          [[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"dnn.model\"\ndataset = \"data.dataset\"\n\
-         [[stage]]\nid = \"heatmaps\"\nkind = \"heatmaps\"\nmodel = \"dnn.model\"\nimages = \"data.dataset\"\n",
+         [[stage]]\nid = \"heatmaps\"\nkind = \"heatmaps\"\nmodel = \"dnn.model\"\nimages = \"data.dataset\"\n\
+         [[stage]]\nid = \"tune\"\nkind = \"train\"\ndataset = \"data.dataset\"\ninit = \"dnn.model\"\nsplit = \"test\"\n\
+         epochs = 2\nbatch_size = 3\nvalidation = 0.0\ndevice = \"cpu\"\n",
         fixture("zennit-resnet.onnx")
     );
     let (w, report) = ws.run_builtin(&text);
@@ -577,6 +579,21 @@ fn the_model_stage_reads_an_onnx_file_and_heatmaps_run_on_its_graph() {
     let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
     let add = hudd::npy::NpyReader::<f32>::open(&dir.join("layer2.0.add.npy")).unwrap();
     assert_eq!(add.shape, [6, 16, 2, 2]);
+    // Training starts from the imported weights and keeps the graph.
+    let tuned = hudd::model::artefact::Model::load(
+        &store.output_path(&report.keys[w.stage_index("tune").unwrap()], "model").unwrap(),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    assert!(tuned.meta.architecture.as_ref().unwrap().is_graph());
+    let imported = hudd::model::artefact::Model::load(
+        &store.output_path(&report.keys[w.stage_index("dnn").unwrap()], "model").unwrap(),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let weight = |m: &hudd::model::artefact::Model| m.var_store().unwrap().variables()["fc.weight"].shallow_clone();
+    let moved = f64::try_from((weight(&tuned) - weight(&imported)).abs().max()).unwrap();
+    assert!(moved > 0.0 && moved < 1.0, "fine-tuning moved fc.weight by {moved}");
     // Both an ONNX file and weights: one source only.
     let both = ws.write("both.toml", &text.replace("onnx = ", "weights = \"w.safetensors\"\nonnx = "));
     let (code, _, err) = cli(&["check", both.to_str().unwrap()]);
