@@ -121,6 +121,8 @@ struct Translator<'a> {
     weights: Vec<(String, Tensor)>,
     names: BTreeSet<String>,
     header: ModelHeader,
+    /// How many nodes read each value.
+    readers: HashMap<String, usize>,
 }
 
 impl<'a> Translator<'a> {
@@ -168,6 +170,10 @@ impl<'a> Translator<'a> {
             layers: Vec::new(),
             weights: Vec::new(),
             names: BTreeSet::new(),
+            readers: graph.node.iter().flat_map(|n| n.input.iter()).fold(HashMap::new(), |mut m, v| {
+                *m.entry(v.clone()).or_insert(0) += 1;
+                m
+            }),
             header: ModelHeader {
                 name: name.to_string(),
                 description: format!(
@@ -280,8 +286,11 @@ impl<'a> Translator<'a> {
             return Ok(());
         }
         // A MatMul's bias: `Add(matmul, constant)` folds into the linear layer before it.
-        if op == "Add" && self.constant(node, 1).is_some() && self.fold_bias(node)? {
-            return Ok(());
+        if op == "Add" && self.constant(node, 1).is_some() {
+            if self.fold_bias(node)? {
+                return Ok(());
+            }
+            return Err(self.err(node, "adding a constant is supported only as the bias of the MatMul before it"));
         }
         let inputs = self.sources(node)?;
         let name = self.name_for(index, node);
@@ -441,8 +450,12 @@ impl<'a> Translator<'a> {
         Ok(inputs)
     }
 
-    /// Folds `Add(x, constant)` into the linear layer producing `x` as its bias; false if `x` is no such layer.
+    /// Folds `Add(x, constant)` into the linear layer producing `x` as its bias; false if `x` is no such layer or
+    /// another node reads `x` too.
     fn fold_bias(&mut self, node: &NodeProto) -> Result<bool, OnnxError> {
+        if node.input.first().and_then(|n| self.readers.get(n)) != Some(&1) {
+            return Ok(false);
+        }
         let Some(layer) = node.input.first().and_then(|n| self.producer.get(n)).cloned() else { return Ok(false) };
         let Some(k) = self.layers.iter().position(|l| l.name == layer) else { return Ok(false) };
         let LayerKind::Linear { bias: false, .. } = self.layers[k].kind else { return Ok(false) };
