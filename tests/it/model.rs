@@ -530,7 +530,15 @@ fn onnx_files_exported_by_pytorch_import_as_graphs_that_give_pytorchs_logits() {
     let refs: std::collections::HashMap<String, tch::Tensor> =
         tch::Tensor::read_safetensors(fixture("zennit_graph.safetensors")).unwrap().into_iter().collect();
     let ws = Ws::new();
-    for (file, prefix) in [("zennit-resnet.onnx", "res"), ("zennit-mobile.onnx", "mobile")] {
+    // Both of PyTorch's exporters: the TorchScript-based one and the torch.export-based one (weights in a `.data`
+    // file beside the model, the global pool as a ReduceMean, nodes named `node_…`).
+    let files = [
+        ("zennit-resnet.onnx", "res"),
+        ("zennit-mobile.onnx", "mobile"),
+        ("zennit-resnet-dynamo.onnx", "res"),
+        ("zennit-mobile-dynamo.onnx", "mobile"),
+    ];
+    for (file, prefix) in files {
         let out = ws.path().join(format!("{prefix}.toml"));
         let (code, stdout, err) = cli(&["model", "import", &fixture(file), "-o", out.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
@@ -543,10 +551,15 @@ fn onnx_files_exported_by_pytorch_import_as_graphs_that_give_pytorchs_logits() {
         let y = tch::no_grad(|| net.forward(&refs[&format!("{prefix}.input")]));
         let diff = f64::try_from((y - &refs[&format!("{prefix}.logits")]).abs().max()).unwrap();
         assert!(diff < 1e-5, "{file}: PyTorch and hudd disagree by {diff}");
-        // The layer names follow the modules': a residual sum is the block's `add`.
+        // The layer names follow the modules' (a residual sum is the block's `add`), or where the exporter names
+        // nodes by operator, the parameters'.
         let names: Vec<&str> = arch.layers.iter().map(|l| l.name.as_str()).collect();
-        let want = if prefix == "res" { "layer2.0.add" } else { "concat" };
-        assert!(names.contains(&want), "{names:?}");
+        let want = match (prefix, file.contains("dynamo")) {
+            ("res", false) => "layer2.0.add",
+            ("res", true) => "layer2.0.downsample.0",
+            _ => "right",
+        };
+        assert!(names.contains(&want), "{file}: {names:?}");
     }
     let out = ws.path().join("bad.toml");
     let (code, _, err) = cli(&["model", "import", &fixture("unsupported.onnx"), "-o", out.to_str().unwrap()]);
@@ -556,6 +569,19 @@ fn onnx_files_exported_by_pytorch_import_as_graphs_that_give_pytorchs_logits() {
     let (code, _, err) = cli(&["model", "import", &fixture("tiny.toml"), "-o", out.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not an ONNX model"), "{err}");
+    // A model whose weights file beside it is missing, or cut short, is named, not a panic.
+    let lone = ws.path().join("lone.onnx");
+    std::fs::copy(fixture("zennit-resnet-dynamo.onnx"), &lone).unwrap();
+    let (code, _, err) = cli(&["model", "import", lone.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tensor `conv1.weight`: cannot read") && err.contains("zennit-resnet-dynamo.onnx.data"),
+        "{err}"
+    );
+    std::fs::write(ws.path().join("zennit-resnet-dynamo.onnx.data"), [0u8; 100]).unwrap();
+    let (code, _, err) = cli(&["model", "import", lone.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("holds 100 bytes, not 864 from byte 0"), "{err}");
 }
 
 #[test]

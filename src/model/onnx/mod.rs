@@ -5,7 +5,8 @@
 //! prost-build and protox (a protobuf compiler in Rust, so no `protoc`), and is committed: building hudd needs
 //! neither. Nodes are read in the file's order, which ONNX requires to be topological, so every layer is declared
 //! after its inputs. Supported operators: Conv, Gemm, MatMul (with a following Add of a constant as its bias),
-//! Relu, Clip (0..6 as ReLU6), MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Add, Mul, Concat,
+//! Relu, Clip (0..6 as ReLU6), MaxPool, AveragePool, GlobalAveragePool (or ReduceMean over height and width),
+//! BatchNormalization, Add, Mul, Concat,
 //! Flatten, Reshape (to a vector per image), Sigmoid, HardSigmoid, HardSwish, Identity, Dropout; any other is
 //! refused naming the operator and the node.
 //!
@@ -35,8 +36,8 @@ pub enum OnnxError {
     Node { path: PathBuf, node: String, op: String, message: String },
     #[error(
         "{path}: node `{node}` uses the operator `{op}`, which hudd cannot declare (it takes Conv, Gemm, MatMul, Relu, \
-         Clip, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Add, Mul, Concat, Flatten, Reshape, \
-         Sigmoid, HardSigmoid, HardSwish, Identity, Dropout)"
+         Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Mul, Concat, Flatten, \
+         Reshape, Sigmoid, HardSigmoid, HardSwish, Identity, Dropout)"
     )]
     Unsupported { path: PathBuf, node: String, op: String },
     #[error("{path}: {message}")]
@@ -72,22 +73,51 @@ fn float(node: &NodeProto, name: &str) -> Option<f32> {
     node.attribute.iter().find(|a| a.name() == name).and_then(|a| a.f)
 }
 
-/// A tensor's values as f32 (float or integer types), with its shape.
-fn values(t: &TensorProto) -> Option<(Vec<f32>, Vec<i64>)> {
+/// A constant's values as f32, with its shape.
+type Constant = (Vec<f32>, Vec<i64>);
+
+/// A tensor's values as f32 (float or integer types), with its shape; `None` for other types. Data stored beside the
+/// model (ONNX's external data, which PyTorch's newer exporter writes to `<model>.onnx.data`) is read from `dir`.
+fn values(t: &TensorProto, dir: &Path) -> Result<Option<Constant>, String> {
     const FLOAT: i32 = 1;
     const INT64: i32 = 7;
-    let data: Vec<f32> = match t.data_type() {
-        FLOAT if t.raw_data.is_some() => {
-            t.raw_data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        }
-        FLOAT => t.float_data.clone(),
-        INT64 if t.raw_data.is_some() => {
-            t.raw_data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
-        }
-        INT64 => t.int64_data.iter().map(|&v| v as f32).collect(),
-        _ => return None,
+    const EXTERNAL: i32 = 1;
+    let external;
+    let raw: Option<&[u8]> = if t.data_location() as i32 == EXTERNAL {
+        let entry = |key: &str| t.external_data.iter().find(|e| e.key() == key).map(|e| e.value().to_string());
+        let location =
+            entry("location").ok_or_else(|| format!("tensor `{}`: external data without a location", t.name()))?;
+        let offset: usize = entry("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let file = dir.join(&location);
+        let bytes =
+            std::fs::read(&file).map_err(|e| format!("tensor `{}`: cannot read {}: {e}", t.name(), file.display()))?;
+        let length: usize = entry("length").and_then(|v| v.parse().ok()).unwrap_or(bytes.len().saturating_sub(offset));
+        external = bytes.get(offset..offset + length).map(<[u8]>::to_vec).ok_or_else(|| {
+            format!(
+                "tensor `{}`: {} holds {} bytes, not {length} from byte {offset}",
+                t.name(),
+                file.display(),
+                bytes.len()
+            )
+        })?;
+        Some(&external)
+    } else {
+        t.raw_data.as_deref()
     };
-    Some((data, t.dims.clone()))
+    let data: Vec<f32> = match (t.data_type(), raw) {
+        (FLOAT, Some(raw)) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        (FLOAT, None) => t.float_data.clone(),
+        (INT64, Some(raw)) => {
+            raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        (INT64, None) => t.int64_data.iter().map(|&v| v as f32).collect(),
+        _ => return Ok(None),
+    };
+    let want: i64 = t.dims.iter().product();
+    if data.len() as i64 != want {
+        return Err(format!("tensor `{}` holds {} values, its shape {:?} needs {want}", t.name(), data.len(), t.dims));
+    }
+    Ok(Some((data, t.dims.clone())))
 }
 
 /// `/layer1/layer1.0/conv1/Conv` → `layer1.0.conv1`: scope parts that qualify the one before them replace it.
@@ -114,7 +144,7 @@ fn module_path(node_name: &str) -> String {
 struct Translator<'a> {
     path: &'a Path,
     /// Constants: initializers and Constant nodes.
-    constants: HashMap<String, (Vec<f32>, Vec<i64>)>,
+    constants: HashMap<String, Constant>,
     /// Each ONNX value name → the layer that produces it (`input` for the image).
     producer: HashMap<String, String>,
     layers: Vec<Layer>,
@@ -129,8 +159,13 @@ impl<'a> Translator<'a> {
     fn new(path: &'a Path, model: &proto::ModelProto, name: &str) -> Result<Translator<'a>, OnnxError> {
         let graph_err = |message: String| OnnxError::Graph { path: path.to_path_buf(), message };
         let graph = model.graph.as_ref().ok_or_else(|| graph_err("the model has no graph".into()))?;
-        let constants: HashMap<String, (Vec<f32>, Vec<i64>)> =
-            graph.initializer.iter().filter_map(|t| Some((t.name().to_string(), values(t)?))).collect();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut constants = HashMap::new();
+        for t in &graph.initializer {
+            if let Some(v) = values(t, dir).map_err(graph_err)? {
+                constants.insert(t.name().to_string(), v);
+            }
+        }
         let inputs: Vec<&proto::ValueInfoProto> =
             graph.input.iter().filter(|i| !constants.contains_key(i.name())).collect();
         let [image] = inputs[..] else {
@@ -226,7 +261,14 @@ impl<'a> Translator<'a> {
     /// already taken gets `_2`, `_3`, ….
     fn name_for(&mut self, index: usize, node: &NodeProto) -> String {
         let op = node.op_type().to_ascii_lowercase();
-        let path = module_path(node.name());
+        // PyTorch's newer exporter names nodes `node_Conv_95` but keeps parameter names (`layer1.0.conv1.weight`).
+        let from_weight = (node.input.get(1)).and_then(|w| w.strip_suffix(".weight")).filter(|n| {
+            n.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        });
+        let path = match from_weight {
+            Some(name) if node.name().starts_with("node_") || !node.name().contains('/') => name.to_string(),
+            _ => module_path(node.name()),
+        };
         let functional = matches!(node.op_type(), "Add" | "Mul" | "Concat");
         let base = match (path.is_empty(), functional) {
             (true, true) => op,
@@ -245,7 +287,7 @@ impl<'a> Translator<'a> {
         name
     }
 
-    fn constant(&self, node: &NodeProto, i: usize) -> Option<&(Vec<f32>, Vec<i64>)> {
+    fn constant(&self, node: &NodeProto, i: usize) -> Option<&Constant> {
         node.input.get(i).and_then(|n| self.constants.get(n))
     }
 
@@ -280,7 +322,9 @@ impl<'a> Translator<'a> {
     fn node(&mut self, index: usize, node: &NodeProto) -> Result<(), OnnxError> {
         let op = node.op_type();
         if op == "Constant" {
-            let value = node.attribute.iter().find(|a| a.name() == "value").and_then(|a| a.t.as_ref()).and_then(values);
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let tensor = node.attribute.iter().find(|a| a.name() == "value").and_then(|a| a.t.as_ref());
+            let value = tensor.map(|t| values(t, dir)).transpose().map_err(|e| self.err(node, e))?.flatten();
             let value = value.ok_or_else(|| self.err(node, "a Constant hudd can read holds float or int64 values"))?;
             self.constants.insert(node.output[0].clone(), value);
             return Ok(());
@@ -370,6 +414,21 @@ impl<'a> Translator<'a> {
                 }
             }
             "GlobalAveragePool" => LayerKind::AdaptiveAvgPool2d { output_size: [1, 1] },
+            // PyTorch's newer exporter writes a global average pool as a mean over the spatial axes.
+            "ReduceMean" => {
+                let axes = ints(node, "axes")
+                    .or_else(|| self.constant(node, 1).map(|(v, _)| v.iter().map(|&a| a as i64).collect()));
+                let spatial = axes.as_deref().is_some_and(|a| {
+                    let mut a: Vec<i64> = a.iter().map(|&x| if x < 0 { x + 4 } else { x }).collect();
+                    a.sort_unstable();
+                    a == [2, 3]
+                });
+                let keep = ints(node, "keepdims").and_then(|v| v.first().copied()).unwrap_or(1) == 1;
+                if !spatial || !keep {
+                    return Err(self.err(node, format!("only a mean over the height and width keeping them (a global average pool) is supported, got axes {axes:?}, keepdims {keep}")));
+                }
+                LayerKind::AdaptiveAvgPool2d { output_size: [1, 1] }
+            }
             "BatchNormalization" => {
                 for (i, part) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
                     let t = self.tensor(node, i, part)?;
