@@ -793,17 +793,15 @@ fn import_onnx(onnx: &Path, output: &Path, out: &mut dyn Write) -> Result<u8, Cl
         weights.file_name().map_or(String::new(), |f| f.to_string_lossy().to_string()),
         imported.architecture.to_toml()
     );
-    let write = |path: &Path, bytes: &[u8]| -> Result<(), CliError> {
+    // Each file is written beside its final name and renamed into place, so a failure leaves no half file.
+    let write = |path: &Path, save: &dyn Fn(&Path) -> Result<(), String>| -> Result<(), CliError> {
         let tmp = path.with_extension("partial");
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, path))
+        save(&tmp)
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()))
             .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
     };
-    let tmp = weights.with_extension("safetensors.partial");
-    tch::Tensor::write_safetensors(&imported.weights, &tmp)
-        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", weights.display())))?;
-    std::fs::rename(&tmp, &weights).map_err(|e| CliError::Usage(format!("cannot write {}: {e}", weights.display())))?;
-    write(output, text.as_bytes())?;
+    write(&weights, &|tmp| tch::Tensor::write_safetensors(&imported.weights, tmp).map_err(|e| e.to_string()))?;
+    write(output, &|tmp| std::fs::write(tmp, &text).map_err(|e| e.to_string()))?;
     let a = &imported.architecture;
     writeln!(
         out,

@@ -247,8 +247,14 @@ impl Model {
 
 /// Loads named tensors into a var store, with errors that name missing or misshaped parameters.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
+    let named = Tensor::read_safetensors(path)
+        .map_err(|e| ModelError::Weights { path: path.to_path_buf(), message: e.to_string() })?;
+    assign_weights(vs, named, path)
+}
+
+/// Copies named tensors into a var store, with the checks of [`load_weights`]; `path` names their source in errors.
+pub fn assign_weights(vs: &mut nn::VarStore, named: Vec<(String, Tensor)>, path: &Path) -> Result<(), ModelError> {
     let err = |message: String| ModelError::Weights { path: path.to_path_buf(), message };
-    let named = Tensor::read_safetensors(path).map_err(|e| err(e.to_string()))?;
     let file: std::collections::HashMap<String, Tensor> = named.into_iter().collect();
     let mut variables = vs.variables();
     let mut names: Vec<&String> = variables.keys().collect();

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 use crate::artefact::{ANY_DATASET, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::model::artefact::{Format, Model, ModelMeta, TORCHSCRIPT, load_weights};
+use crate::model::artefact::{Format, Model, ModelMeta, TORCHSCRIPT, assign_weights, load_weights};
 use crate::model::{Architecture, is_shipped_name, shipped_fingerprint};
 
 pub struct ImportModel;
@@ -132,10 +132,9 @@ impl Stage for ImportModel {
                 meta.format = Format::Declared;
                 meta.architecture = Some(imported.architecture);
                 let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0)?;
-                let weights = dir.join(crate::model::artefact::WEIGHTS);
-                tch::Tensor::write_safetensors(&imported.weights, &weights)
-                    .map_err(|e| StageError::failed(format!("{}: {e}", weights.display())))?;
-                load_weights(model.var_store_mut().expect("a declared model has a var store"), &weights)?;
+                let vs = model.var_store_mut().expect("a declared model has a var store");
+                assign_weights(vs, imported.weights, &src)?;
+                // Writes model.json and the weights.
                 model.save(&dir)?;
             }
             (Some(ts), _, _) => {
