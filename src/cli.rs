@@ -183,7 +183,7 @@ pub enum ModelCommand {
     /// Print every layer with its output shape and parameter count.
     Describe {
         /// An architecture file, or the name of a shipped one (alexnet, alexnet-small, kpnet, kpnet-small,
-        /// mobilenet-small, resnet18).
+        /// mobilenet-small, resnet-small, resnet18).
         architecture: PathBuf,
         /// Input as C,H,W (default: the architecture's own).
         #[arg(long, value_delimiter = ',')]

@@ -98,3 +98,106 @@ fn short(v: f64) -> String {
         format!("{v:.2e}")
     }
 }
+
+/// One box of a drawn layer graph: its name, a caption (its kind and output shape) and the earlier boxes it takes.
+pub struct Node<'a> {
+    pub name: &'a str,
+    pub caption: String,
+    pub inputs: Vec<usize>,
+}
+
+/// A network's layers drawn as its graph, one box per row in declared order (a topological order). An input from
+/// the row just above is a short arrow down; any other (a skip connection, a branch) runs down a lane right of the
+/// boxes, lanes given so that no two edges whose rows overlap share one.
+pub fn layer_graph(title: &str, nodes: &[Node<'_>]) -> String {
+    let (row, box_h, box_w, left, top, lane_gap) = (26.0, 20.0, 360.0, 10.0, 30.0, 12.0);
+    let mid = |i: usize| top + i as f64 * row + box_h / 2.0;
+    // Edges that skip rows, shortest first, each in the first lane free over its rows.
+    let mut long: Vec<(usize, usize)> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(j, n)| n.inputs.iter().filter(move |&&i| i + 1 != j).map(move |&i| (i, j)))
+        .collect();
+    long.sort_by_key(|&(i, j)| (j - i, i, j));
+    let mut lanes: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut placed = Vec::new();
+    for (i, j) in long {
+        // Edges that meet at a row take different lanes too, or their lines would join there.
+        let free = |lane: &Vec<(usize, usize)>| lane.iter().all(|&(a, b)| b < i || j < a);
+        let lane = match lanes.iter().position(free) {
+            Some(l) => l,
+            None => {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            }
+        };
+        lanes[lane].push((i, j));
+        placed.push((i, j, lane));
+    }
+    let right = left + box_w;
+    let (w, h) = (right + lane_gap * (lanes.len() as f64 + 1.0) + 10.0, top + nodes.len() as f64 * row + 10.0);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="11" role="img" aria-label="{0}"><rect width="{w}" height="{h}" fill="#fff"/><defs><marker id="arrow" viewBox="0 0 6 6" refX="6" refY="3" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0 L6,3 L0,6 z" fill="#555"/></marker></defs><text x="{left}" y="18" font-size="13">{0}</text>"##,
+        escape(title)
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        let y = top + i as f64 * row;
+        let _ = write!(
+            svg,
+            r##"<rect x="{left}" y="{y}" width="{box_w}" height="{box_h}" rx="3" fill="#eef3fb" stroke="#7a8fb3"/><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
+            left + 6.0,
+            y + 14.0,
+            escape(n.name),
+            right - 6.0,
+            y + 14.0,
+            escape(&n.caption)
+        );
+        if n.inputs.contains(&(i.wrapping_sub(1))) {
+            let x = left + box_w / 2.0;
+            let _ = write!(
+                svg,
+                r##"<line x1="{x}" y1="{:.1}" x2="{x}" y2="{y:.1}" stroke="#555" marker-end="url(#arrow)"/>"##,
+                y - (row - box_h)
+            );
+        }
+    }
+    for (i, j, lane) in placed {
+        let x = right + lane_gap * (lane as f64 + 1.0);
+        let _ = write!(
+            svg,
+            r##"<path d="M{right},{:.1} H{x} V{:.1} H{right}" fill="none" stroke="#555" marker-end="url(#arrow)"/>"##,
+            mid(i) - 3.0,
+            mid(j) + 3.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_connection_runs_in_a_lane_and_overlapping_ones_in_different_lanes() {
+        let node = |name, inputs: Vec<usize>| Node { name, caption: String::new(), inputs };
+        // 0 → 1 → 2 → 3 (= 2 + 0) → 4 (= 3 + 1): the two skips overlap over rows 1–3.
+        let nodes = [
+            node("input", vec![]),
+            node("a", vec![0]),
+            node("b", vec![1]),
+            node("c", vec![2, 0]),
+            node("d", vec![3, 1]),
+        ];
+        let svg = layer_graph("g", &nodes);
+        assert_eq!(svg.matches("<rect x=").count(), 5, "one box per layer");
+        assert_eq!(svg.matches("<line ").count(), 4, "an arrow from each row above");
+        let lanes: Vec<&str> = svg.match_indices("<path d=\"M370").map(|(k, _)| &svg[k..k + 40]).collect();
+        assert_eq!(lanes.len(), 2, "{svg}");
+        assert_ne!(lanes[0].split(' ').nth(2), lanes[1].split(' ').nth(2), "overlapping skips share a lane: {lanes:?}");
+        // A name that is not XML stays text.
+        assert!(layer_graph("<g>", &[node("a<b", vec![])]).contains("a&lt;b"));
+    }
+}

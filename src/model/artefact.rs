@@ -11,6 +11,7 @@ use super::net::Net;
 use super::{ArchError, Architecture};
 use crate::dataset::Target;
 
+pub const META: &str = "model.json";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const TORCHSCRIPT: &str = "model.pt";
 
@@ -87,6 +88,14 @@ pub struct Seen {
 }
 
 impl ModelMeta {
+    /// Reads a model artefact folder's `model.json` (what the model is, without loading its weights).
+    pub fn read(dir: &Path) -> Result<ModelMeta, ModelError> {
+        let path = dir.join(META);
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ModelError::Invalid { path, message: format!("not a model.json: {e}") })
+    }
+
     /// How the model saw `split` (the strongest way), or `None`.
     pub fn saw(&self, split: &str) -> Option<SeenAs> {
         self.seen.iter().filter(|s| s.split == split).map(|s| s.how).min()
@@ -146,7 +155,7 @@ impl Model {
     /// A fresh declared model with initial weights drawn from `seed`'s own stream (see [`Net::initialise`]).
     pub fn init(meta: ModelMeta, device: Device, seed: u64) -> Result<Model, ModelError> {
         let arch = meta.architecture.clone().ok_or_else(|| ModelError::Invalid {
-            path: PathBuf::from("model.json"),
+            path: PathBuf::from(META),
             message: "a declared model needs its architecture".into(),
         })?;
         let (vs, mut net) = build(&arch, &meta, device)?;
@@ -156,10 +165,8 @@ impl Model {
 
     /// Loads a model artefact folder.
     pub fn load(dir: &Path, device: Device) -> Result<Model, ModelError> {
-        let meta_path = dir.join("model.json");
-        let bytes = std::fs::read(&meta_path).map_err(|source| ModelError::Io { path: meta_path.clone(), source })?;
-        let meta: ModelMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| ModelError::Invalid { path: meta_path.clone(), message: format!("not a model.json: {e}") })?;
+        let meta = ModelMeta::read(dir)?;
+        let meta_path = dir.join(META);
         let body = match meta.format {
             Format::Declared => {
                 let arch = meta.architecture.clone().ok_or_else(|| ModelError::Invalid {
@@ -234,7 +241,7 @@ impl Model {
     /// Saves a declared model: `model.json` and `weights.safetensors` in `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
-        let meta_path = dir.join("model.json");
+        let meta_path = dir.join(META);
         std::fs::write(&meta_path, serde_json::to_vec_pretty(&self.meta).expect("meta serialises"))
             .map_err(|source| ModelError::Io { path: meta_path, source })?;
         let vs = self

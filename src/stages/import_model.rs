@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 use crate::artefact::{ANY_DATASET, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::model::artefact::{Format, Model, ModelMeta, TORCHSCRIPT, assign_weights, load_weights};
+use crate::model::artefact::{Format, META, Model, ModelMeta, TORCHSCRIPT, assign_weights, load_weights};
 use crate::model::{Architecture, is_shipped_name, shipped_fingerprint};
 
 pub struct ImportModel;
@@ -140,7 +140,7 @@ impl Stage for ImportModel {
             (Some(ts), _, _) => {
                 let src = ctx.resolve(ts);
                 std::fs::copy(&src, dir.join(TORCHSCRIPT)).map_err(|e| StageError::io(&src, e))?;
-                let meta_path = dir.join("model.json");
+                let meta_path = dir.join(META);
                 std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
                     .map_err(|e| StageError::io(&meta_path, e))?;
             }

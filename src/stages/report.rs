@@ -17,7 +17,7 @@ use crate::artefact::rules::{Confirmations, Rate, Rules};
 use crate::artefact::table;
 use crate::artefact::{
     ANY_DATASET, CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, FEATURES, HEATMAPS,
-    RECOVERY, REPORT, RULES, TEST_SUMMARY,
+    MODEL, RECOVERY, REPORT, RULES, TEST_SUMMARY,
 };
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::stats;
@@ -234,6 +234,78 @@ struct Scope {
     splits: Vec<SplitScope>,
 }
 
+/// Section 1: the network analysed, layer by layer, from the model artefact the report reads.
+#[derive(Debug, Serialize)]
+struct ArchitectureView {
+    name: String,
+    description: String,
+    /// `C×H×W`, and the number of classes or keypoints.
+    input: String,
+    outputs: usize,
+    /// Declared layers (none for a TorchScript model, whose layers `hudd` does not see).
+    declared: bool,
+    /// Whether some layer takes other than the layer before it (a residual sum, a branch, a concatenation).
+    graph: bool,
+    parameters: usize,
+    layers: Vec<LayerRow>,
+    /// The graph drawn (inline SVG, trusted: made here from the layers' names), for a graph.
+    drawing: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LayerRow {
+    name: String,
+    kind: &'static str,
+    inputs: Vec<String>,
+    output: String,
+    parameters: usize,
+}
+
+/// What the report shows of a model: its declared layers with their inputs, shapes and parameters, and a drawing
+/// of the graph when it is one.
+fn architecture(meta: &crate::model::artefact::ModelMeta) -> Result<ArchitectureView, StageError> {
+    let [c, h, w] = meta.input;
+    let mut view = ArchitectureView {
+        name: "TorchScript".into(),
+        description: String::new(),
+        input: format!("{c}×{h}×{w}"),
+        outputs: meta.outputs,
+        declared: false,
+        graph: false,
+        parameters: 0,
+        layers: Vec::new(),
+        drawing: None,
+    };
+    let Some(arch) = &meta.architecture else { return Ok(view) };
+    let rows = arch.describe(meta.input, meta.outputs)?;
+    view.name.clone_from(&arch.model.name);
+    view.description.clone_from(&arch.model.description);
+    (view.declared, view.graph) = (true, arch.is_graph());
+    view.parameters = rows.iter().map(|r| r.params).sum();
+    if view.graph {
+        let index = |name: &str| rows.iter().position(|r| r.name == name).map_or(0, |k| k + 1);
+        let mut nodes = vec![crate::media::svg::Node { name: "input", caption: view.input.clone(), inputs: vec![] }];
+        nodes.extend(rows.iter().map(|r| crate::media::svg::Node {
+            name: &r.name,
+            caption: format!("{} {}", r.kind, r.output),
+            inputs: r.inputs.iter().map(|i| index(i)).collect(),
+        }));
+        let title = format!("{}: {} layers, {} parameters", arch.model.name, rows.len(), view.parameters);
+        view.drawing = Some(crate::media::svg::layer_graph(&title, &nodes));
+    }
+    view.layers = rows
+        .into_iter()
+        .map(|r| LayerRow {
+            name: r.name,
+            kind: r.kind,
+            inputs: r.inputs,
+            output: r.output.to_string(),
+            parameters: r.params,
+        })
+        .collect();
+    Ok(view)
+}
+
 /// One split as the manifest draws it: its size and parameter distributions (scenarios as `name: ...`).
 #[derive(Debug, Clone, Serialize)]
 struct SplitScope {
@@ -388,6 +460,8 @@ struct Context {
     /// Per recovery stage: how well a clustering recovers the planted causes.
     recovery: Vec<serde_json::Value>,
     scope: Scope,
+    /// The network's layers (when the report reads the model).
+    architecture: Option<ArchitectureView>,
     /// Whether scores are accuracies (else a keypoint error in pixels), and their name.
     accuracy_metric: bool,
     metric_name: String,
@@ -587,6 +661,13 @@ impl Stage for Report {
             doc: "the heatmaps the clusters were made from (their conservation of relevance per layer)",
         },
         InputSlot {
+            name: "model",
+            accepts: &[MODEL],
+            many: false,
+            required: false,
+            doc: "the model under analysis: the scope lists its layers and draws a graph architecture",
+        },
+        InputSlot {
             name: "confirm_after",
             accepts: &[CONFIRMATIONS],
             many: true,
@@ -769,15 +850,26 @@ impl Stage for Report {
                 Ok(v)
             })
             .collect::<Result<_, StageError>>()?;
-        let inputs =
-            ["test", "clusters", "variance", "compare", "runs", "rcc", "rules", "confirm", "confirm_after", "recovery"]
+        let inputs = [
+            "model",
+            "test",
+            "clusters",
+            "variance",
+            "compare",
+            "runs",
+            "rcc",
+            "rules",
+            "confirm",
+            "confirm_after",
+            "recovery",
+        ]
+        .iter()
+        .flat_map(|slot| {
+            ctx.inputs(slot)
                 .iter()
-                .flat_map(|slot| {
-                    ctx.inputs(slot).iter().map(
-                    move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key }),
-                )
-                })
-                .collect();
+                .map(move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key }))
+        })
+        .collect();
         let lineage = ctx.lineage().to_vec();
         let data = match first("data") {
             Some(dir) => {
@@ -795,6 +887,14 @@ impl Stage for Report {
             None => Vec::new(),
         };
         let performance = performance(&test, compare.as_ref(), &runs, target_parsed.as_ref());
+        let architecture = match first("model") {
+            Some(dir) => Some(architecture(&crate::model::artefact::ModelMeta::read(&dir)?)?),
+            None => None,
+        };
+        if let Some(svg) = architecture.as_ref().and_then(|a| a.drawing.as_ref()) {
+            let path = out.join("images/architecture.svg");
+            std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
+        }
         let params = lineage
             .iter()
             .map(|a| StageParams {
@@ -849,6 +949,7 @@ impl Stage for Report {
             domain,
             recovery,
             scope: scope(&lineage, ctx.workspace),
+            architecture,
             accuracy_metric: accuracy_compared,
             metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
             unstable,
@@ -1081,6 +1182,11 @@ fn evidence_of(context: &Context) -> String {
     for (key, mut value) in fields {
         if key == "rq2_plot" {
             continue;
+        }
+        if key == "architecture"
+            && let Some(a) = value.as_object_mut()
+        {
+            a.remove("drawing");
         }
         if key == "clusters"
             && let Some(clusters) = value.as_array_mut()

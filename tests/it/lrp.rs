@@ -273,7 +273,9 @@ fn relevance_is_conserved_at_every_cut_of_a_residual_net_and_through_every_join(
 fn a_graph_model_trains_and_gets_heatmaps_at_every_layer_with_conservation_checked_at_its_cuts() {
     let ws = crate::support::Ws::new();
     let text = TRAINED.replace("TINY", &fixture("tiny-resnet.toml"))
-        + "\n[[stage]]\nid = \"acts\"\nkind = \"activations\"\nmodel = \"train.model\"\nimages = \"data.dataset\"\n";
+        + "\n[[stage]]\nid = \"acts\"\nkind = \"activations\"\nmodel = \"train.model\"\nimages = \"data.dataset\"\n"
+        + "\n[[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\nsplit = \"train\"\n"
+        + "\n[[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.summary\"\nmodel = \"train.model\"\n";
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
     let store = hudd::engine::store::Store::open(ws.path()).unwrap();
@@ -302,6 +304,22 @@ fn a_graph_model_trains_and_gets_heatmaps_at_every_layer_with_conservation_check
     assert!(row("block.add").starts_with("block.add,zero,"), "{conservation}");
     let dev: f64 = row("fc").rsplit(',').next().unwrap().parse().unwrap();
     assert!(dev < 1e-4, "{conservation}");
+    // The report's scope lists the layers with what each takes, and draws the graph (an arrow per skip or branch).
+    let out = store.output_path(&report.keys[w.stage_index("report").unwrap()], "report").unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("The network `tiny-resnet`: 20 layers, "), "{md}");
+    assert!(md.contains("| `block.add` | add | `block.bn2 + maxpool` | 8×16×16 | 0 |"), "{md}");
+    assert!(md.contains("| `se.scale` | mul | `block.relu2 + se.gate` | 8×16×16 | 0 |"), "{md}");
+    let svg = std::fs::read_to_string(out.join("images/architecture.svg")).unwrap();
+    // The inputs from further up than the row above: block.add ← maxpool, se.scale ← block.relu2, both ← se.scale.
+    assert_eq!(svg.matches("fill=\"none\" stroke=\"#555\"").count(), 3, "{svg}");
+    assert_eq!(svg.matches(" H394 ").count(), 1, "se.scale's two edges meet at its row: another lane for one {svg}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains(">block.add</text>"), "the HTML report draws the graph inline");
+    let evidence: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evidence.json")).unwrap()).unwrap();
+    assert_eq!(evidence["architecture"]["graph"], true);
+    assert!(evidence["architecture"].get("drawing").is_none(), "the drawing is not evidence");
 }
 
 #[test]
