@@ -1,6 +1,7 @@
 //! Stage `dataset`: real images imported into a dataset artefact, from HUDD's folder layout
 //! (`{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`), a CSV listing, or IDX files (MNIST, Fashion-MNIST).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -81,6 +82,11 @@ pub struct ImportParams {
     pub limit: Option<usize>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `folders` only: each split's folder under `path`, holding `<class>/<image>` (torchvision's ImageFolder
+    /// layout), e.g. `{ train = "train", test = "val" }`; by default HUDD's `TrainingSet`, `TestSet`,
+    /// `ImprovementSet` and `HoldoutSet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<BTreeMap<String, PathBuf>>,
 }
 
 fn three() -> usize {
@@ -101,6 +107,23 @@ impl Params for ImportParams {
         }
         if !(0.0..1.0).contains(&self.holdout) {
             out.push(Invalid::new("holdout", format!("must be in [0, 1), got {}", self.holdout)));
+        }
+        if let Some(splits) = &self.splits {
+            if self.format != SourceFormat::Folders {
+                out.push(Invalid::new("splits", "names split folders, so only `format = \"folders\"` takes it"));
+            }
+            if splits.is_empty() {
+                out.push(Invalid::new("splits", "names no split: give at least one, e.g. `{ train = \"train\" }`"));
+            }
+            for (split, folder) in splits {
+                let inside = folder.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside || folder.as_os_str().is_empty() {
+                    out.push(Invalid::new(
+                        "splits",
+                        format!("split `{split}`: `{}` is not a folder inside `path`", folder.display()),
+                    ));
+                }
+            }
         }
         if let Some(classes) = &self.classes {
             let mut seen = std::collections::BTreeSet::new();
@@ -159,7 +182,7 @@ impl Stage for Import {
     fn run(&self, p: &ImportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let root = ctx.resolve(&p.path);
         let (mut items, extra_names, target_names) = match p.format {
-            SourceFormat::Folders => (folders(&root)?, Vec::new(), Vec::new()),
+            SourceFormat::Folders => (folders(&root, p.splits.as_ref())?, Vec::new(), Vec::new()),
             SourceFormat::Csv => csv(&root)?,
             SourceFormat::Idx => (idx(&root)?, Vec::new(), Vec::new()),
         };
@@ -353,15 +376,32 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, Coor
 }
 
 /// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`, and `HoldoutSet` for a split
-/// `holdout`.
-fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
-    const SPLITS: [(&str, &str); 4] =
+/// `holdout`; or each split's folder as `splits` names it (every one must exist).
+fn folders(root: &Path, splits: Option<&BTreeMap<String, PathBuf>>) -> Result<Vec<Item>, StageError> {
+    const HUDD: [(&str, &str); 4] =
         [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement"), ("HoldoutSet", "holdout")];
+    let named: Vec<(PathBuf, String)> = match splits {
+        Some(splits) => {
+            // In HUDD's order (training first), then any other split by name.
+            let rank = |split: &str| HUDD.iter().position(|(_, s)| *s == split).unwrap_or(HUDD.len());
+            let mut named: Vec<(PathBuf, String)> =
+                splits.iter().map(|(split, folder)| (folder.clone(), split.clone())).collect();
+            named.sort_by_key(|(_, split)| rank(split));
+            named
+        }
+        None => HUDD.iter().map(|(folder, split)| (PathBuf::from(folder), split.to_string())).collect(),
+    };
     let mut items = Vec::new();
     let mut found = false;
-    for (folder, split) in SPLITS {
-        let dir = root.join(folder);
+    for (folder, split) in named {
+        let dir = root.join(&folder);
         if !dir.is_dir() {
+            if splits.is_some() {
+                return Err(StageError::input(format!(
+                    "{}: no such folder (split `{split}` of `splits`)",
+                    dir.display()
+                )));
+            }
             continue;
         }
         found = true;
@@ -379,7 +419,7 @@ fn folders(root: &Path) -> Result<Vec<Item>, StageError> {
                     let rel = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
                     items.push(Item {
                         id: rel,
-                        split: split.into(),
+                        split: split.clone(),
                         label: label.clone(),
                         targets: Vec::new(),
                         pixels: Pixels::File(file),

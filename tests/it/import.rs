@@ -42,6 +42,39 @@ fn hudds_folder_layout_becomes_a_dataset_with_splits_and_classes() {
 }
 
 #[test]
+fn torchvisions_image_folder_layout_imports_with_each_splits_folder_named() {
+    let ws = Ws::new();
+    for (folder, n) in [("train", 3), ("val", 2)] {
+        for class in ["cat", "dog"] {
+            for i in 0..n {
+                png(&ws.path().join(format!("photos/{folder}/{class}/{i}.png")), 12, 12, 30 * i as u8);
+            }
+        }
+    }
+    let stage = "format = \"folders\"\npath = \"photos\"\nsize = 8\nsplits = { test = \"val\", train = \"train\" }\n";
+    let (keys, outcomes) = run(&ws, stage);
+    assert!(matches!(outcomes[0], Outcome::Ran { .. }), "{outcomes:?}");
+    let ds = dataset(&ws, &keys[0]);
+    assert_eq!(ds.meta.splits, vec![("train".into(), 6), ("test".into(), 4)], "training first, whatever the order");
+    assert_eq!(ds.meta.target, hudd::dataset::Target::Classification { classes: vec!["cat".into(), "dog".into()] });
+    assert_eq!(ds.ids().unwrap()[6], "val/cat/0.png");
+    // A split folder that is not there is named; `splits` outside the folder or with another format is refused.
+    let (_, outcomes) = run(&ws, &stage.replace("\"val\"", "\"valid\""));
+    let Outcome::Failed { error, exit_code: 2 } = &outcomes[0] else { panic!("{outcomes:?}") };
+    assert!(error.ends_with("photos/valid: no such folder (split `test` of `splits`)"), "{error}");
+    for (bad, says) in [
+        (stage.replace("\"val\"", "\"../val\""), "split `test`: `../val` is not a folder inside `path`"),
+        (stage.replace("folders", "csv"), "only `format = \"folders\"` takes it"),
+    ] {
+        let text = format!("[workflow]\nname = \"imp\"\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\n{bad}");
+        let path = ws.write("bad.toml", &text);
+        let (code, _, err) = ws.cli_with(&hudd::stages::registry(), &["check", path.to_str().unwrap()]);
+        assert_eq!(code, 2);
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
 fn a_truncated_image_stops_the_stage_naming_the_file_or_is_skipped_and_listed() {
     let ws = Ws::new();
     png(&ws.path().join("DataSets/TrainingSet/a/good.png"), 8, 8, 10);
