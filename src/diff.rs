@@ -32,7 +32,7 @@ pub fn resolve(store: &Store, workspace: &Path, arg: &str) -> Result<Side, Strin
     };
     let path = if Path::new(name).is_absolute() { Path::new(name).to_path_buf() } else { workspace.join(name) };
     if back == 0 && path.is_dir() {
-        let file = path.join("evidence.json");
+        let file = path.join(evidence::FILE);
         return Ok(Side { label: arg.into(), record: None, evidence: Some(read_evidence(&file)?) });
     }
     if back == 0 && path.is_file() && path.extension().is_some_and(|e| e == "json") {
@@ -109,7 +109,7 @@ fn evidence_of_record(store: &Store, record: &Value) -> Result<Option<Value>, St
     };
     let key = report["key"].as_str().unwrap_or_default();
     match store.output_path(key, "report") {
-        Ok(dir) => read_evidence(&dir.join("evidence.json")).map(Some),
+        Ok(dir) => read_evidence(&dir.join(evidence::FILE)).map(Some),
         Err(_) => Err(format!(
             "the report of this run (stage `{}`, key {key}) is no longer in the store: rerun the workflow",
             report["id"].as_str().unwrap_or("report")

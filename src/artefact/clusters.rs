@@ -147,7 +147,15 @@ impl Row for LayerMember {
     const COLUMNS: &'static [&'static str] = &["image", "cluster"];
 }
 
-/// A cluster stage's folder, for reading.
+const SUMMARY: &str = "cluster.json";
+const MEMBERS: &str = "clusters.csv";
+const ROWS: &str = "summary.csv";
+const LAYERS: &str = "layers.csv";
+const CURVE: &str = "curve.csv";
+const DISTANCES: &str = "distances.npy";
+const KNEE: &str = "knee.svg";
+
+/// A cluster stage's folder, for reading and writing.
 pub struct Clusters {
     pub dir: PathBuf,
 }
@@ -159,12 +167,41 @@ impl Clusters {
 
     /// `cluster.json`: what was clustered and what was chosen.
     pub fn summary(&self) -> Result<ClusterSummary, TableError> {
-        table::read_json(&self.dir.join("cluster.json"))
+        table::read_json(&self.dir.join(SUMMARY))
+    }
+
+    pub fn write_summary(&self, summary: &ClusterSummary) -> Result<(), TableError> {
+        table::write_json(&self.dir.join(SUMMARY), summary)
     }
 
     /// `clusters.csv`: every clustered image with its cluster.
     pub fn members(&self) -> Result<Vec<Member>, TableError> {
-        table::read(&self.dir.join("clusters.csv"))
+        table::read(&self.members_path())
+    }
+
+    /// Where [`Clusters::members`] reads (for messages naming a row).
+    pub fn members_path(&self) -> PathBuf {
+        self.dir.join(MEMBERS)
+    }
+
+    pub fn write_members(&self, members: &[Member]) -> Result<(), TableError> {
+        table::write(&self.members_path(), members)
+    }
+
+    pub fn write_rows(&self, rows: &[ClusterRow]) -> Result<(), TableError> {
+        table::write(&self.dir.join(ROWS), rows)
+    }
+
+    /// `layers.csv`: every clustered layer's choice and scores.
+    pub fn write_layers(&self, rows: &[LayerRow]) -> Result<(), TableError> {
+        table::write(&self.dir.join(LAYERS), rows)
+    }
+
+    /// A clustered layer's folder, `layers/<layer>/` (created).
+    pub fn layer(&self, layer: &str) -> Result<ClusteredLayer, TableError> {
+        let dir = self.dir.join("layers").join(crate::media::file_name(layer));
+        std::fs::create_dir_all(&dir).map_err(|source| TableError::Io { path: dir.clone(), source })?;
+        Ok(ClusteredLayer { dir })
     }
 
     /// Cluster id → its members' image ids, in table order.
@@ -178,7 +215,7 @@ impl Clusters {
 
     /// `summary.csv`: one row per cluster.
     pub fn rows(&self) -> Result<Vec<ClusterRow>, TableError> {
-        table::read(&self.dir.join("summary.csv"))
+        table::read(&self.dir.join(ROWS))
     }
 
     /// The pictures of a cluster for people: its contact sheet, its GIF and its mean relevance over the medoid.
@@ -189,6 +226,32 @@ impl Clusters {
             Picture::Gif => rcc.join(format!("{cluster}.gif")),
             Picture::Heatmap => rcc.join(format!("{cluster}-heatmap.png")),
         }
+    }
+}
+
+/// One clustered layer's folder: its distances, its curve over k, its clusters and its knee plot.
+pub struct ClusteredLayer {
+    pub dir: PathBuf,
+}
+
+impl ClusteredLayer {
+    /// `distances.npy`: the images' pairwise distances at the layer, n × n, f32.
+    pub fn distances_path(&self) -> PathBuf {
+        self.dir.join(DISTANCES)
+    }
+
+    pub fn write_curve(&self, curve: &[CurvePoint]) -> Result<(), TableError> {
+        table::write(&self.dir.join(CURVE), curve)
+    }
+
+    pub fn write_members(&self, members: &[LayerMember]) -> Result<(), TableError> {
+        table::write(&self.dir.join(MEMBERS), members)
+    }
+
+    /// `knee.svg`: the curve drawn with the chosen k.
+    pub fn write_knee(&self, svg: &str) -> Result<(), TableError> {
+        let path = self.dir.join(KNEE);
+        std::fs::write(&path, svg).map_err(|source| TableError::Io { path, source })
     }
 }
 

@@ -8,6 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
+/// The report folder's files: the Markdown and HTML reports, the evidence, and the pictures they show.
+pub const FILE: &str = "evidence.json";
+pub const MARKDOWN: &str = "report.md";
+pub const HTML: &str = "report.html";
+pub const IMAGES: &str = "images";
+
 /// The schema's name and version, written at the top of every `evidence.json`.
 pub const SCHEMA: &str = "hudd.evidence";
 /// Version 2 (issue 31): each cluster's `accuracy[]` holds every strategy's `after` with its interval over runs and

@@ -64,7 +64,12 @@ impl From<RulesError> for crate::engine::stage::StageError {
     }
 }
 
-/// A heatmaps folder, opened for reading.
+const INDEX: &str = "index.csv";
+const CONSERVATION: &str = "conservation.csv";
+const RULES: &str = "rules.json";
+const SEED: &str = "seed.json";
+
+/// A heatmaps folder (or an activations stage's, the same layout), for reading and writing.
 pub struct Heatmaps {
     pub dir: PathBuf,
 }
@@ -76,17 +81,34 @@ impl Heatmaps {
 
     /// The image ids, in row order.
     pub fn ids(&self) -> Result<Vec<String>, TableError> {
-        Ok(table::read::<IndexRow>(&self.dir.join("index.csv"))?.into_iter().map(|r| r.image).collect())
+        Ok(table::read::<IndexRow>(&self.dir.join(INDEX))?.into_iter().map(|r| r.image).collect())
+    }
+
+    /// Writes `index.csv`: the image ids, one per row of every layer's array.
+    pub fn write_ids(&self, ids: Vec<String>) -> Result<(), TableError> {
+        let index: Vec<IndexRow> = ids.into_iter().enumerate().map(|(row, image)| IndexRow { row, image }).collect();
+        table::write(&self.dir.join(INDEX), &index)
     }
 
     /// The layers, in the network's order, with their rules' names.
     pub fn layers(&self) -> Result<Vec<ConservationRow>, TableError> {
-        table::read(&self.dir.join("conservation.csv"))
+        table::read(&self.dir.join(CONSERVATION))
+    }
+
+    /// Writes `conservation.csv`.
+    pub fn write_layers(&self, rows: &[ConservationRow]) -> Result<(), TableError> {
+        table::write(&self.dir.join(CONSERVATION), rows)
     }
 
     /// Layer name → the rule its relevance was computed with.
     pub fn rules(&self) -> Result<BTreeMap<String, Rule>, TableError> {
-        table::read_json(&self.dir.join("rules.json"))
+        table::read_json(&self.dir.join(RULES))
+    }
+
+    /// Writes `rules.json` and `seed.json`: each layer's rule and what the relevance was seeded with.
+    pub fn write_rules(&self, rules: &BTreeMap<&str, Rule>, seed_with: Seed) -> Result<(), TableError> {
+        table::write_json(&self.dir.join(RULES), rules)?;
+        table::write_json(&self.dir.join(SEED), &SeedRecord { seed_with })
     }
 
     /// The rules for every layer of `net` (to compute new heatmaps like these) and the index of `layer` in it; the
@@ -119,7 +141,7 @@ impl Heatmaps {
 
     /// What the relevance was seeded with.
     pub fn seed(&self) -> Result<Seed, TableError> {
-        Ok(table::read_json::<SeedRecord>(&self.dir.join("seed.json"))?.seed_with)
+        Ok(table::read_json::<SeedRecord>(&self.dir.join(SEED))?.seed_with)
     }
 
     /// The `.npy` file of a layer.

@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::artefact::heatmaps::{ConservationRow, IndexRow};
-use crate::artefact::table;
+use crate::artefact::heatmaps::{ConservationRow, Heatmaps};
 use crate::artefact::{ANY_DATASET, FEATURES, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -85,10 +84,10 @@ impl Stage for Activations {
         }
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
         let shapes = arch.describe(input, model.meta.outputs)?;
-        let dir = ctx.output("activations")?;
+        let folder = Heatmaps::open(&ctx.output("activations")?);
         let mut writers = Vec::with_capacity(net.layers.len());
         for (row, (name, _)) in shapes.iter().zip(&net.layers) {
-            writers.push(NpyWriter::<f32>::create(&dir.join(format!("{name}.npy")), &row.input.dims())?);
+            writers.push(NpyWriter::<f32>::create(&folder.layer_path(name), &row.input.dims())?);
         }
         let rows: Vec<usize> = (0..ds.meta.count).collect();
         ctx.progress.start(rows.len() as u64, "activations");
@@ -105,9 +104,7 @@ impl Stage for Activations {
         for w in writers {
             w.finish()?;
         }
-        let index: Vec<IndexRow> =
-            ds.ids()?.into_iter().enumerate().map(|(row, image)| IndexRow { row, image }).collect();
-        table::write(&dir.join("index.csv"), &index)?;
+        folder.write_ids(ds.ids()?)?;
         // The input of a layer that passes values through unchanged (dropout, flatten) repeats the next layer's: it
         // is marked `pass`, as heatmaps mark theirs, so `cluster` skips the copy.
         let conservation: Vec<ConservationRow> = net
@@ -124,6 +121,6 @@ impl Stage for Activations {
                 }
             })
             .collect();
-        Ok(table::write(&dir.join("conservation.csv"), &conservation)?)
+        Ok(folder.write_layers(&conservation)?)
     }
 }

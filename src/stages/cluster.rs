@@ -7,10 +7,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::{
-    ClusterRow, ClusterSummary, CurvePoint, LayerMember, LayerRow, LayerScore, Member, StabilitySummary,
+    ClusterRow, ClusterSummary, ClusteredLayer, Clusters, CurvePoint, LayerMember, LayerRow, LayerScore, Member,
+    StabilitySummary,
 };
 use crate::artefact::heatmaps::Heatmaps;
-use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS, table};
+use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS};
 pub use crate::cluster::Mode;
 use crate::cluster::features::{Centre, Features};
 use crate::cluster::spectral::Spectral;
@@ -293,6 +294,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     let classes = classes_of(p, &ds)?;
     let representation = Representation { features: p.features, classes: classes.as_deref() };
     let out = ctx.output("clusters")?;
+    let folder = Clusters::open(&out);
     let n = ids.len();
     let mut summary = ClusterSummary {
         images: n,
@@ -309,7 +311,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     if n < p.min_images {
         summary.empty =
             Some(format!("no root-cause clusters: only {n} error-inducing image{}", if n == 1 { "" } else { "s" }));
-        return write_empty(&out, &summary);
+        return write_empty(&folder, &summary);
     }
     if let (ChooseK::Fixed, Some(k)) = (p.choose_k, p.k)
         && k > n
@@ -325,10 +327,9 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     for name in &layers {
         let raw = layer_distances(&hm, name, &ids, representation)?;
         let eligible = order.first() != Some(name) || layers.len() == 1;
-        let dir = out.join("layers").join(crate::media::file_name(name));
-        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+        let dir = folder.layer(name)?;
         let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
-        crate::npy::write(&dir.join("distances.npy"), &[n, n], &values)?;
+        crate::npy::write(&dir.distances_path(), &[n, n], &values)?;
         if cluster::max_distance(&raw) == 0.0 {
             summary.layers.push(LayerScore {
                 layer: name.clone(),
@@ -385,7 +386,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
             selected: i == chosen,
         })
         .collect();
-    table::write(&out.join("layers.csv"), &layer_rows)?;
+    folder.write_layers(&layer_rows)?;
     let layer = summary.layers[chosen].clone();
     summary.layer = Some(layer.layer.clone());
     summary.clusters = layer.k;
@@ -411,8 +412,8 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     }
     let pixel_layer = order.first().cloned().unwrap_or_default();
     let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
-    inspection(&out, &ds, &ids, &raw, &labels, &hm.join(format!("{pixel_layer}.npy")), p, &stable)?;
-    Ok(table::write_json(&out.join("cluster.json"), &summary)?)
+    inspection(&out, &ds, &ids, &raw, &labels, &Heatmaps::open(&hm).layer_path(&pixel_layer), p, &stable)?;
+    Ok(folder.write_summary(&summary)?)
 }
 
 /// The heatmaps' layers in the network's order, and those to cluster (the manifest's `layers`, or every layer whose
@@ -485,7 +486,7 @@ pub fn layer_distances(
     ids: &[String],
     representation: Representation<'_>,
 ) -> Result<Matrix, StageError> {
-    let path = dir.join(format!("{layer}.npy"));
+    let path = Heatmaps::open(dir).layer_path(layer);
     let mut reader = NpyReader::<f32>::open(&path)?;
     let n = ids.len();
     if reader.rows() != n {
@@ -536,20 +537,16 @@ pub fn layer_distances(
     }
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), StageError> {
-    std::fs::write(path, text).map_err(|e| StageError::io(path, e))
-}
-
-fn write_empty(out: &Path, summary: &ClusterSummary) -> Result<(), StageError> {
-    table::write::<Member>(&out.join("clusters.csv"), &[])?;
-    table::write::<ClusterRow>(&out.join("summary.csv"), &[])?;
-    table::write::<LayerRow>(&out.join("layers.csv"), &[])?;
-    Ok(table::write_json(&out.join("cluster.json"), summary)?)
+fn write_empty(folder: &Clusters, summary: &ClusterSummary) -> Result<(), StageError> {
+    folder.write_members(&[])?;
+    folder.write_rows(&[])?;
+    folder.write_layers(&[])?;
+    Ok(folder.write_summary(summary)?)
 }
 
 /// A layer's curve over k, its clusters and its knee plot.
 fn write_layer(
-    dir: &Path,
+    dir: &ClusteredLayer,
     ids: &[String],
     labels: &[usize],
     sweep: &cluster::Sweep,
@@ -558,10 +555,10 @@ fn write_layer(
     let curve: Vec<CurvePoint> = (sweep.ks.iter().enumerate())
         .map(|(i, &k)| CurvePoint { k, wicd: sweep.wicd[i], silhouette: sweep.silhouette[i], chosen: k == score.k })
         .collect();
-    table::write(&dir.join("curve.csv"), &curve)?;
+    dir.write_curve(&curve)?;
     let members: Vec<LayerMember> =
         ids.iter().zip(labels).map(|(id, l)| LayerMember { image: id.clone(), cluster: l + 1 }).collect();
-    table::write(&dir.join("clusters.csv"), &members)?;
+    dir.write_members(&members)?;
     let series = [
         crate::media::svg::Series {
             name: "WICD",
@@ -581,7 +578,7 @@ fn write_layer(
         &series,
         Some((score.k as f64, &format!("k = {}", score.k))),
     );
-    write_text(&dir.join("knee.svg"), &svg)
+    Ok(dir.write_knee(&svg)?)
 }
 
 /// The selected layer's clusters as tables, and per cluster its images, a GIF, a contact sheet and the mean pixel
@@ -603,7 +600,7 @@ fn inspection(
     let table: Vec<Member> = (0..n)
         .map(|i| Member { image: ids[i].clone(), cluster: labels[i] + 1, distance_to_medoid: to_medoid[i] })
         .collect();
-    table::write(&out.join("clusters.csv"), &table)?;
+    Clusters::open(out).write_members(&table)?;
     let summary: Vec<ClusterRow> = groups
         .iter()
         .enumerate()
@@ -617,7 +614,7 @@ fn inspection(
             stable: stable(c).map(|s| s.1),
         })
         .collect();
-    table::write(&out.join("summary.csv"), &summary)?;
+    Clusters::open(out).write_rows(&summary)?;
     let (w, h, ch) = (ds.meta.width, ds.meta.height, ds.meta.channels);
     let scale = (128 / w.max(1)).max(1);
     let mut heat = NpyReader::<f32>::open(pixels)?;

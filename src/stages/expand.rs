@@ -226,7 +226,7 @@ impl Stage for Expand {
         let sim = trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "expand")))?;
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
-        let summary: ClusterSummary = table::read_json(&cdir.join("cluster.json"))?;
+        let summary: ClusterSummary = Clusters::open(&cdir).summary()?;
         let dir = ctx.output("expanded")?;
         let mut found = trigger::image_writer(&dir, &ds, sim, "expand", Vec::new())?;
         let (mut rcc, mut rcc_distance, mut rows) = (Vec::<u32>::new(), Vec::<f64>::new(), Vec::<ExpandRow>::new());

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
-use crate::artefact::heatmaps::{ConservationRow, IndexRow, SeedRecord};
-use crate::artefact::table;
+use crate::artefact::heatmaps::{self, ConservationRow};
 use crate::artefact::{ANY_DATASET, HEATMAPS, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -189,11 +188,10 @@ impl Stage for Heatmaps {
         let rules = rules_for(net, p).map_err(StageError::input)?;
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
         let shapes = arch.describe(input, model.meta.outputs)?;
-        let dir = ctx.output("heatmaps")?;
+        let folder = heatmaps::Heatmaps::open(&ctx.output("heatmaps")?);
         let mut writers = Vec::with_capacity(net.layers.len());
         for (row, (name, _)) in shapes.iter().zip(&net.layers) {
-            let path = dir.join(format!("{name}.npy"));
-            writers.push(NpyWriter::<f32>::create(&path, &row.input.dims())?);
+            writers.push(NpyWriter::<f32>::create(&folder.layer_path(name), &row.input.dims())?);
         }
         let n = ds.meta.count;
         let mut worst = vec![0.0f64; net.layers.len()];
@@ -230,9 +228,7 @@ impl Stage for Heatmaps {
         for w in writers {
             w.finish()?;
         }
-        let ids = ds.ids()?;
-        let index: Vec<IndexRow> = ids.into_iter().enumerate().map(|(row, image)| IndexRow { row, image }).collect();
-        table::write(&dir.join("index.csv"), &index)?;
+        folder.write_ids(ds.ids()?)?;
         let conservation: Vec<ConservationRow> = (net.layers.iter().enumerate())
             .map(|(k, (name, _))| ConservationRow {
                 layer: name.clone(),
@@ -243,10 +239,9 @@ impl Stage for Heatmaps {
                 worst_relative_deviation: if worst[k].is_nan() { String::new() } else { format!("{:.3e}", worst[k]) },
             })
             .collect();
-        table::write(&dir.join("conservation.csv"), &conservation)?;
+        folder.write_layers(&conservation)?;
         let named: BTreeMap<&str, Rule> = net.layers.iter().zip(&rules).map(|((n, _), r)| (n.as_str(), *r)).collect();
-        table::write_json(&dir.join("rules.json"), &named)?;
-        table::write_json(&dir.join("seed.json"), &SeedRecord { seed_with: p.seed_with })?;
+        folder.write_rules(&named, p.seed_with)?;
         for (k, w) in worst.iter().enumerate() {
             if !w.is_nan() && *w > p.tolerance {
                 return Err(StageError::Gate {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use polars::prelude::Column;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -13,10 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::artefact::skipped::SkippedRow;
 use crate::artefact::table;
 use crate::artefact::{DATASET, SKIPPED_IMAGES};
-use crate::dataset::Target;
-use crate::dataset::{DatasetMeta, write_csv};
+use crate::dataset::{DatasetMeta, DatasetWriter, Label, Target};
 use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::npy::NpyWriter;
 
 pub struct Import;
 
@@ -242,16 +241,32 @@ impl Stage for Import {
             }
         }
 
-        let dir = ctx.output("dataset")?;
         let size = p.size as usize;
-        let mut images = NpyWriter::<u8>::create(&dir.join("images.npy"), &[p.channels, size, size])?;
-        let (mut ids, mut splits, mut labels, mut label_index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let meta = DatasetMeta {
+            source: format!(
+                "{}:{}",
+                serde_json::to_value(p.format).expect("enum").as_str().unwrap_or(""),
+                p.path.display()
+            ),
+            task: if regression { "keypoints".into() } else { "classification".into() },
+            target: if regression {
+                Target::Regression { targets: target_names.clone() }
+            } else {
+                Target::Classification { classes: classes.clone() }
+            },
+            channels: p.channels,
+            height: size,
+            width: size,
+            count: 0,
+            splits: Vec::new(),
+            params: Vec::new(),
+            chosen_by: Vec::new(),
+            domains: Default::default(),
+        };
+        let mut writer = DatasetWriter::create(&ctx.output("dataset")?, meta, Vec::new())?;
         let mut extras: Vec<Vec<String>> = vec![Vec::new(); extra_names.len()];
-        let mut targets: Vec<Vec<f32>> = vec![Vec::new(); target_names.len()];
         let mut skipped = Vec::new();
-        let mut meta_splits: Vec<(String, usize)> = Vec::new();
         ctx.progress.start(items.len() as u64, "images");
-        let mut chw = Vec::with_capacity(p.channels * size * size);
         for it in &items {
             ctx.progress.inc(1);
             let (rgb, map) = match decode(&it.pixels, size, p.resize) {
@@ -267,67 +282,21 @@ impl Stage for Import {
                     )));
                 }
             };
-            chw.clear();
-            crate::dataset::to_chw(&rgb, size, p.channels, &mut chw);
-            images.append(&chw)?;
-            ids.push(it.id.clone());
-            splits.push(it.split.clone());
-            if regression {
-                for (k, &t) in it.targets.iter().enumerate() {
-                    targets[k].push(if k % 2 == 0 { t * map.0 + map.2 } else { t * map.1 + map.3 });
-                }
+            let label = if regression {
+                let mapped = it.targets.iter().enumerate();
+                Label::Targets(
+                    mapped.map(|(k, &t)| if k % 2 == 0 { t * map.0 + map.2 } else { t * map.1 + map.3 }).collect(),
+                )
             } else {
-                let li = classes.iter().position(|c| *c == it.label).expect("labels were checked") as u32;
-                labels.push(it.label.clone());
-                label_index.push(li);
-            }
+                Label::Class(classes.iter().position(|c| *c == it.label).expect("labels were checked"))
+            };
+            writer.push(it.id.clone(), &it.split, &rgb, label, Vec::new())?;
             for (k, v) in it.extra.iter().enumerate() {
                 extras[k].push(v.clone());
             }
-            crate::dataset::count_split(&mut meta_splits, &it.split);
         }
-        let count = images.finish()?;
-        let mut columns = vec![
-            polars::prelude::Column::new("image".into(), &ids),
-            polars::prelude::Column::new("split".into(), &splits),
-        ];
-        if regression {
-            for (name, values) in target_names.iter().zip(&targets) {
-                columns.push(polars::prelude::Column::new(format!("target_{name}").into(), values));
-            }
-        } else {
-            columns.push(polars::prelude::Column::new("label".into(), &labels));
-            columns.push(polars::prelude::Column::new("label_index".into(), &label_index));
-        }
-        for (name, values) in extra_names.iter().zip(&extras) {
-            columns.push(polars::prelude::Column::new(name.as_str().into(), values));
-        }
-        let mut df = polars::prelude::DataFrame::new(count, columns)?;
-        write_csv(&dir.join("table.csv"), &mut df)?;
-        let meta = DatasetMeta {
-            source: format!(
-                "{}:{}",
-                serde_json::to_value(p.format).expect("enum").as_str().unwrap_or(""),
-                p.path.display()
-            ),
-            task: if regression { "keypoints".into() } else { "classification".into() },
-            target: if regression {
-                Target::Regression { targets: target_names }
-            } else {
-                Target::Classification { classes }
-            },
-            channels: p.channels,
-            height: size,
-            width: size,
-            count,
-            splits: meta_splits,
-            params: Vec::new(),
-            chosen_by: Vec::new(),
-            domains: Default::default(),
-        };
-        let path = dir.join("meta.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
-            .map_err(|e| StageError::io(&path, e))?;
+        let extra = extra_names.iter().zip(&extras).map(|(name, values)| Column::new(name.as_str().into(), values));
+        writer.finish_with(extra.collect())?;
         table::write(&ctx.output("skipped")?, &skipped)?;
         Ok(())
     }

@@ -485,7 +485,7 @@ fn picture(src: &Path, dir: &Path, name: &str) -> Result<Option<Picture>, StageE
         return Ok(None);
     }
     let bytes = std::fs::read(src).map_err(|e| StageError::io(src, e))?;
-    let dest = dir.join("images").join(name);
+    let dest = dir.join(evidence::IMAGES).join(name);
     std::fs::write(&dest, &bytes).map_err(|e| StageError::io(&dest, e))?;
     let mime = if name.ends_with(".gif") { "image/gif" } else { "image/png" };
     Ok(Some(Picture {
@@ -700,7 +700,8 @@ impl Stage for Report {
 
     fn run(&self, p: &ReportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let out = ctx.output("report")?;
-        std::fs::create_dir_all(out.join("images")).map_err(|e| StageError::io(out.join("images"), e))?;
+        let images = out.join(evidence::IMAGES);
+        std::fs::create_dir_all(&images).map_err(|e| StageError::io(&images, e))?;
         let test: TestSummary = table::read_json(&ctx.input("test")?.path)?;
         let annotations: Annotations = match &p.annotations {
             Some(path) if ctx.resolve(path).exists() => {
@@ -806,7 +807,7 @@ impl Stage for Report {
             _ => None,
         };
         if let Some(svg) = &rq2_plot {
-            let path = out.join("images/rq2.svg");
+            let path = out.join(evidence::IMAGES).join("rq2.svg");
             std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
         }
         // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
@@ -892,7 +893,7 @@ impl Stage for Report {
             None => None,
         };
         if let Some(svg) = architecture.as_ref().and_then(|a| a.drawing.as_ref()) {
-            let path = out.join("images/architecture.svg");
+            let path = out.join(evidence::IMAGES).join("architecture.svg");
             std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
         }
         let params = lineage
@@ -962,7 +963,7 @@ impl Stage for Report {
         };
         let (md, html) = render(&context, p.template.as_ref().map(|t| ctx.resolve(t)).as_deref())?;
         let evidence = evidence_of(&context);
-        for (name, text) in [("report.md", md), ("report.html", html), ("evidence.json", evidence)] {
+        for (name, text) in [(evidence::MARKDOWN, md), (evidence::HTML, html), (evidence::FILE, evidence)] {
             let path = out.join(name);
             std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
         }

@@ -282,7 +282,7 @@ impl Stage for Select {
         }
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
-        let summary: ClusterSummary = table::read_json(&cdir.join("cluster.json"))?;
+        let summary: ClusterSummary = Clusters::open(&cdir).summary()?;
         let pictures = ctx.output("pictures")?;
         std::fs::create_dir_all(&pictures).map_err(|e| StageError::io(&pictures, e))?;
         let mut report = serde_json::json!({ "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
@@ -350,7 +350,7 @@ impl Stage for Select {
             return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
         }
         let groups: Vec<Vec<usize>> = clusters.iter().map(|(_, m)| m.clone()).collect();
-        let members = Members::load(&hdir.join(format!("{layer}.npy")), &groups)?;
+        let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         if activations {
             // The candidates' activations at that layer, as the clusters were made from the members'.
@@ -481,5 +481,5 @@ fn finish(
         let names: Vec<&str> = rows.iter().map(|&r| ids[r].as_str()).collect();
         write_group(&pictures, &c.to_string(), ds, &rows, &names, per_minute, 64)?;
     }
-    Ok(table::write_json(&pictures.join("select.json"), report)?)
+    Ok(crate::artefact::selection::write_record(&pictures, report)?)
 }

@@ -304,7 +304,7 @@ impl Stage for Variance {
         let ids = ds.ids()?;
         let cdir = ctx.input("clusters")?.path.clone();
         let clusters = Clusters::open(&cdir);
-        let path = cdir.join("clusters.csv");
+        let path = clusters.members_path();
         let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, id) in ids.iter().enumerate() {
             row_of.entry(id.as_str()).or_insert(i);

@@ -332,8 +332,10 @@ fn an_empty_clustering_flows_through_selection_labelling_balancing_and_retrainin
         ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
     };
     assert_eq!(std::fs::read_to_string(out("select", "unsafe")).unwrap(), "image,cluster,distance,rank\n");
-    let select: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
+    let select: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(hudd::artefact::selection::record_path(&out("select", "pictures"))).unwrap(),
+    )
+    .unwrap();
     assert!(select["empty"].as_str().unwrap().starts_with("no root-cause clusters: only"), "{select}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out("retrain", "summary")).unwrap()).unwrap();
@@ -395,8 +397,10 @@ fn singleton_clusters_select_nothing_and_a_k_beyond_the_images_is_refused() {
         ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
     };
     assert_eq!(std::fs::read_to_string(out("select", "unsafe")).unwrap(), "image,cluster,distance,rank\n");
-    let select: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out("select", "pictures").join("select.json")).unwrap()).unwrap();
+    let select: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(hudd::artefact::selection::record_path(&out("select", "pictures"))).unwrap(),
+    )
+    .unwrap();
     assert!(select["empty"].as_str().unwrap().contains("holds a single image"), "{select}");
 }
 
@@ -531,7 +535,10 @@ fn clusters_of_activations_select_by_the_candidates_activations_without_reading_
         assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
         let select = &report.keys[w.stage_index("select").unwrap()];
         let report: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(ws.store().output_path(select, "pictures").unwrap().join("select.json")).unwrap(),
+            &std::fs::read_to_string(hudd::artefact::selection::record_path(
+                &ws.store().output_path(select, "pictures").unwrap(),
+            ))
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(report["selected"], 10, "{report}");

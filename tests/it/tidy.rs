@@ -190,6 +190,32 @@ fn only_the_store_writes_under_the_hudd_folder() {
 }
 
 #[test]
+fn artefact_files_are_named_only_by_the_modules_that_own_them() {
+    // A file inside an artefact (a table, a JSON record, an array, weights) is named by its artefact module
+    // (src/artefact/, the dataset and model artefact modules), which reads and writes it; stages, the CLI and
+    // `hudd diff` go through those. A stage still names and documents its own outputs (`OutputSpec`).
+    let data = [".json\"", ".csv\"", ".npy\"", ".safetensors\"", ".pt\"", ".parquet\""];
+    let mut offences = Vec::new();
+    for (rel, text) in sources() {
+        let outside = rel.starts_with("src/stages/") || rel == "src/cli.rs" || rel == "src/diff.rs";
+        if !outside {
+            continue;
+        }
+        for line in code_of(&text).lines() {
+            let line = line.trim();
+            let declared = line.starts_with("path: \"") || line.starts_with("doc: \"") || line.contains("OutputSpec {");
+            if declared || line.contains("include_str!(") {
+                continue;
+            }
+            if data.iter().any(|ext| line.contains(ext)) {
+                offences.push(format!("{rel}: {line}"));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "artefact files named outside their modules: {offences:#?}");
+}
+
+#[test]
 fn every_shipped_architecture_file_is_compiled_into_the_binary() {
     let mut files: Vec<String> = std::fs::read_dir(root().join("models"))
         .unwrap()
