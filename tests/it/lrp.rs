@@ -307,7 +307,7 @@ fn a_graph_model_trains_and_gets_heatmaps_at_every_layer_with_conservation_check
     // The report's scope lists the layers with what each takes, and draws the graph (an arrow per skip or branch).
     let out = store.output_path(&report.keys[w.stage_index("report").unwrap()], "report").unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("The network `tiny-resnet`: 20 layers, "), "{md}");
+    assert!(md.contains("The network `tiny-resnet` has 20 layers, "), "{md}");
     assert!(md.contains("| `block.add` | add | `block.bn2 + maxpool` | 8×16×16 | 0 |"), "{md}");
     assert!(md.contains("| `se.scale` | mul | `block.relu2 + se.gate` | 8×16×16 | 0 |"), "{md}");
     let svg = std::fs::read_to_string(out.join("images/architecture.svg")).unwrap();
