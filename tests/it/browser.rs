@@ -57,6 +57,7 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     assert!(dir.join("report.md").is_file() && dir.join("images").is_dir(), "the Markdown report lies beside the HTML");
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(!text.contains("<script"), "the report itself carries no script");
+    crate::report::assert_evidence_shape(&std::fs::read_to_string(dir.join("evidence.json")).unwrap());
 
     let checked = ws.write("check/report.html", &text.replace("</body>", &format!("{CHECK}</body>")));
     let out = chromium(

@@ -499,3 +499,78 @@ fn a_model_that_fails_on_nothing_goes_through_every_stage_to_the_report() {
     assert!(md.contains("No root-cause clusters."), "{md}");
     assert!(md.contains("the model fails on none of these images: no cluster to score"), "{md}");
 }
+
+/// Object path (`clusters[].accuracy[]`) → the keys its objects have, over a whole `evidence.json`; the stages'
+/// parameters in `lineage` are left out (their names are each stage kind's, documented in workflows/README.md).
+fn evidence_shape(doc: &serde_json::Value) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    fn walk(
+        v: &serde_json::Value,
+        path: &str,
+        out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    ) {
+        if path == "lineage[].params" || path == "lineage[].externals" {
+            return;
+        }
+        match v {
+            serde_json::Value::Object(map) => {
+                out.entry(path.to_string()).or_default().extend(map.keys().cloned());
+                for (k, x) in map {
+                    walk(x, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") }, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|x| walk(x, &format!("{path}[]"), out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(doc, "", &mut out);
+    out
+}
+
+/// `evidence.json`'s shape is tied to its schema version: every object a report writes has exactly the keys that
+/// `tests/fixtures/evidence-schema.txt` lists for its path under the version it names (an object absent from this
+/// report is not checked). A change of shape needs a new `evidence::VERSION`, said in its doc comment, and the file
+/// written again: `HUDD_BLESS=1` writes it from this report.
+pub fn assert_evidence_shape(evidence: &str) {
+    let doc: serde_json::Value = serde_json::from_str(evidence).unwrap();
+    let shape = evidence_shape(&doc);
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/evidence-schema.txt");
+    let version = hudd::artefact::evidence::VERSION;
+    if std::env::var_os("HUDD_BLESS").is_some() {
+        let lines: Vec<String> = shape
+            .iter()
+            .map(|(path, keys)| {
+                format!(
+                    "{}: {}",
+                    if path.is_empty() { "." } else { path },
+                    keys.iter().cloned().collect::<Vec<_>>().join(" ")
+                )
+            })
+            .collect();
+        std::fs::write(&file, format!("version {version}\n{}\n", lines.join("\n"))).unwrap();
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("version {version}").as_str()),
+        "evidence::VERSION is {version} but {} records another version's shape: write it again (HUDD_BLESS=1)",
+        file.display()
+    );
+    let recorded: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = lines
+        .map(|l| {
+            let (path, keys) = l.split_once(": ").unwrap_or((l.trim_end_matches(':'), ""));
+            let path = if path == "." { "" } else { path };
+            (path.to_string(), keys.split_whitespace().map(str::to_string).collect())
+        })
+        .collect();
+    for (path, keys) in &shape {
+        assert_eq!(
+            Some(keys),
+            recorded.get(path),
+            "evidence.json's `{path}` changed shape without a new schema version: bump evidence::VERSION, say what \
+             changed in its doc comment, and write {} again (HUDD_BLESS=1)",
+            file.display()
+        );
+    }
+}
