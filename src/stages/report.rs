@@ -340,6 +340,189 @@ struct StageParams {
     lines: Vec<String>,
 }
 
+/// Reads the manifest's annotations file, and names it when it is given but not there (said, not silently read as
+/// "nothing reviewed yet").
+fn read_annotations(p: &ReportParams, ctx: &StageContext<'_>) -> Result<(Annotations, Option<String>), StageError> {
+    let annotations: Annotations = match &p.annotations {
+        Some(path) if ctx.resolve(path).exists() => {
+            let path = ctx.resolve(path);
+            let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+            toml::from_str(&text).map_err(|e| StageError::input(format!("{}: {e}", path.display())))?
+        }
+        _ => Annotations::default(),
+    };
+    let missing = p.annotations.as_ref().filter(|a| !ctx.resolve(a).exists()).map(|a| {
+        let shown = a.display().to_string();
+        ctx.progress.message(&format!("annotations file {shown} does not exist: every cluster is to review"));
+        shown
+    });
+    Ok((annotations, missing))
+}
+
+/// What the evaluation says about each cluster: its explanation (RQ1) and accuracy on its images (RQ2), with RQ1's
+/// threshold and significance level.
+struct Judged<'a> {
+    explanations: &'a BTreeMap<usize, ExplanationRow>,
+    accuracy: &'a BTreeMap<usize, Vec<RccView>>,
+    threshold: f64,
+    alpha: f64,
+}
+
+/// One view per root-cause cluster, with its annotation bound by fingerprint, its evidence and its pictures copied
+/// into the report's `images/`; and the annotations that no longer match as flags.
+fn cluster_views(
+    folder: &Clusters,
+    annotations: &Annotations,
+    judged: &Judged<'_>,
+    out: &Path,
+    progress: &crate::engine::progress::Progress,
+) -> Result<(Vec<ClusterView>, Vec<Flag>), StageError> {
+    let (explanations, accuracy, threshold, alpha) =
+        (judged.explanations, judged.accuracy, judged.threshold, judged.alpha);
+    let mut clusters = Vec::new();
+    let groups = folder.groups()?;
+    let current: Vec<annotations::Current> = groups
+        .iter()
+        .map(|(&id, members)| annotations::Current {
+            id,
+            fingerprint: evidence::fingerprint(members),
+            members: members.clone(),
+        })
+        .collect();
+    let (mut bound, flags) = annotations::bind(annotations, &current);
+    for f in &flags {
+        progress.message(&format!("warning: annotation [{}]: {}", f.table, f.problem));
+    }
+    for r in folder.rows()? {
+        let id = r.cluster;
+        let e = explanations.get(&id);
+        let (fingerprint, members) = current
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| (c.fingerprint.clone(), c.members.clone()))
+            .unwrap_or_else(|| (evidence::fingerprint(&[]), Vec::new()));
+        let binding = bound.remove(&id);
+        let annotation_note = binding.as_ref().and_then(|b| {
+            if b.by_number_only {
+                Some("attached by its number alone (no fingerprint)".to_string())
+            } else {
+                b.renumbered_from.as_ref().map(|from| format!("written as {from}: the same members, renumbered"))
+            }
+        });
+        clusters.push(ClusterView {
+            id,
+            size: r.size,
+            share: r.share,
+            explained: e.and_then(|e| e.explained),
+            description: e.map(|e| e.description.clone()).unwrap_or_default(),
+            best_parameter: e.map(|e| e.best_parameter.clone()).unwrap_or_default(),
+            best_reduction: e.and_then(|e| e.best_reduction),
+            p: e.and_then(|e| e.p),
+            p_adjusted: e.and_then(|e| e.p_adjusted),
+            beats_chance: e.and_then(|e| e.beats_chance),
+            verdict: e.and_then(|e| verdict(e, threshold, alpha)),
+            stability: r.stability,
+            stable: r.stable,
+            after: accuracy.get(&id).and_then(|a| a.first()).and_then(|a| a.after.first()).cloned(),
+            small: accuracy.get(&id).and_then(|a| a.first()).is_none_or(|a| a.images < MIN_IMAGES),
+            accuracy: accuracy.get(&id).cloned().unwrap_or_default(),
+            sheet: picture(&folder.picture(id, Drawn::Sheet), out, &format!("rcc-{id}-sheet.png"))?,
+            gif: picture(&folder.picture(id, Drawn::Gif), out, &format!("rcc-{id}.gif"))?,
+            heatmap: picture(&folder.picture(id, Drawn::Heatmap), out, &format!("rcc-{id}-heatmap.png"))?,
+            annotation: binding.map(|b| b.annotation),
+            annotation_note,
+            fingerprint,
+            members,
+        });
+    }
+    Ok((clusters, flags))
+}
+
+/// The triggering conditions with their confirmations and the failure rates inside them after retraining, the
+/// confirmations' confidence level in percent (95 when none), and the splits the rules were learned on and drawn from.
+struct Evaluated {
+    conditions: Vec<ConditionView>,
+    confidence: f64,
+    domain: Option<(String, String)>,
+}
+
+fn evaluated(ctx: &StageContext<'_>) -> Result<Evaluated, StageError> {
+    let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
+    let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
+    let confidence = confirmations.as_ref().map_or(95.0, |c| (1.0 - c.alpha) * 100.0);
+    let domain = confirmations.as_ref().map(|c| (c.learned_on.clone(), c.domain.clone()));
+    let mut after = Vec::new();
+    for a in ctx.inputs("confirm_after") {
+        let strategy = a.matrix.get("strategy").cloned().unwrap_or_else(|| a.stage.clone());
+        after.push((strategy, table::read_json::<Confirmations>(&a.path)?));
+    }
+    let conditions = triggering_conditions(
+        first("rules").map(|p| table::read_json::<Rules>(&p)).transpose()?,
+        confirmations,
+        &after,
+        confidence / 100.0,
+    );
+    Ok(Evaluated { conditions, confidence, domain })
+}
+
+/// How each clustering recovers the planted causes, named by the stage that clustered (the recovery stage's id).
+fn recovery(ctx: &StageContext<'_>) -> Result<Vec<serde_json::Value>, StageError> {
+    ctx.inputs("recovery")
+        .iter()
+        .map(|a| {
+            let summary: RecoverySummary = table::read_json(&a.path)?;
+            let mut v = serde_json::to_value(&summary).expect("a recovery summary serialises");
+            v["stage"] = serde_json::json!(a.stage);
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The artefact keys of the inputs the report's figures come from, by slot.
+fn input_keys(ctx: &StageContext<'_>) -> Vec<serde_json::Value> {
+    let slots = [
+        "model",
+        "test",
+        "clusters",
+        "variance",
+        "compare",
+        "runs",
+        "rcc",
+        "rules",
+        "confirm",
+        "confirm_after",
+        "recovery",
+    ];
+    slots
+        .iter()
+        .flat_map(|slot| {
+            ctx.inputs(slot)
+                .iter()
+                .map(move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key }))
+        })
+        .collect()
+}
+
+/// Section 6's open items, by cluster id: clusters with enough images to judge whose images the reference's
+/// retrained models still get wrong more than half the time (residual risk), clusters with too few images to say,
+/// clusters no engineer has annotated, and clusters unstable under resampling.
+struct OpenItems {
+    residual: Vec<usize>,
+    too_small: Vec<usize>,
+    to_review: Vec<usize>,
+    unstable: Vec<usize>,
+}
+
+fn open_items(clusters: &[ClusterView]) -> OpenItems {
+    let ids = |keep: &dyn Fn(&ClusterView) -> bool| clusters.iter().filter(|c| keep(c)).map(|c| c.id).collect();
+    OpenItems {
+        residual: ids(&|c| !c.small && c.after.as_ref().is_some_and(|a| a.rate < 0.5)),
+        too_small: ids(&|c| c.small && !c.accuracy.is_empty()),
+        to_review: ids(&|c| c.annotation.is_none()),
+        unstable: ids(&|c| c.stable == Some(false)),
+    }
+}
+
 /// The conditions of the rules, their confirmations and the inside failure rates after retraining (by strategy:
 /// each confirmation's matrix `strategy`, else its stage), by cluster.
 fn triggering_conditions(
@@ -703,20 +886,7 @@ impl Stage for Report {
         let images = out.join(evidence::IMAGES);
         std::fs::create_dir_all(&images).map_err(|e| StageError::io(&images, e))?;
         let test: TestSummary = table::read_json(&ctx.input("test")?.path)?;
-        let annotations: Annotations = match &p.annotations {
-            Some(path) if ctx.resolve(path).exists() => {
-                let path = ctx.resolve(path);
-                let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
-                toml::from_str(&text).map_err(|e| StageError::input(format!("{}: {e}", path.display())))?
-            }
-            _ => Annotations::default(),
-        };
-        // A given annotations file that is not there is said, not silently read as "nothing reviewed yet".
-        let annotations_missing = p.annotations.as_ref().filter(|a| !ctx.resolve(a).exists()).map(|a| {
-            let shown = a.display().to_string();
-            ctx.progress.message(&format!("annotations file {shown} does not exist: every cluster is to review"));
-            shown
-        });
+        let (annotations, annotations_missing) = read_annotations(p, ctx)?;
         let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
         let clustering = first("clusters").map(|d| Clusters::open(&d).summary()).transpose()?;
         let explanations: BTreeMap<usize, ExplanationRow> = match first("variance") {
@@ -735,69 +905,13 @@ impl Stage for Report {
             rq1_summary.map_or(0.5, |r| r.threshold),
             rq1_summary.and_then(|r| r.chance.as_ref()).map_or(0.05, |c| c.alpha),
         );
-        let mut clusters = Vec::new();
-        let mut annotation_flags = Vec::new();
-        if let Some(dir) = first("clusters") {
-            let folder = Clusters::open(&dir);
-            let groups = folder.groups()?;
-            let current: Vec<annotations::Current> = groups
-                .iter()
-                .map(|(&id, members)| annotations::Current {
-                    id,
-                    fingerprint: evidence::fingerprint(members),
-                    members: members.clone(),
-                })
-                .collect();
-            let (mut bound, flags) = annotations::bind(&annotations, &current);
-            for f in &flags {
-                ctx.progress.message(&format!("warning: annotation [{}]: {}", f.table, f.problem));
+        let (clusters, annotation_flags) = match first("clusters") {
+            Some(dir) => {
+                let judged = Judged { explanations: &explanations, accuracy: &accuracy, threshold, alpha };
+                cluster_views(&Clusters::open(&dir), &annotations, &judged, &out, ctx.progress)?
             }
-            annotation_flags = flags;
-            for r in folder.rows()? {
-                let id = r.cluster;
-                let e = explanations.get(&id);
-                let (fingerprint, members) = current
-                    .iter()
-                    .find(|c| c.id == id)
-                    .map(|c| (c.fingerprint.clone(), c.members.clone()))
-                    .unwrap_or_else(|| (evidence::fingerprint(&[]), Vec::new()));
-                let binding = bound.remove(&id);
-                let annotation_note = binding.as_ref().and_then(|b| {
-                    if b.by_number_only {
-                        Some("attached by its number alone (no fingerprint)".to_string())
-                    } else {
-                        b.renumbered_from
-                            .as_ref()
-                            .map(|from| format!("written as {from}: the same members, renumbered"))
-                    }
-                });
-                clusters.push(ClusterView {
-                    id,
-                    size: r.size,
-                    share: r.share,
-                    explained: e.and_then(|e| e.explained),
-                    description: e.map(|e| e.description.clone()).unwrap_or_default(),
-                    best_parameter: e.map(|e| e.best_parameter.clone()).unwrap_or_default(),
-                    best_reduction: e.and_then(|e| e.best_reduction),
-                    p: e.and_then(|e| e.p),
-                    p_adjusted: e.and_then(|e| e.p_adjusted),
-                    beats_chance: e.and_then(|e| e.beats_chance),
-                    verdict: e.and_then(|e| verdict(e, threshold, alpha)),
-                    stability: r.stability,
-                    stable: r.stable,
-                    after: accuracy.get(&id).and_then(|a| a.first()).and_then(|a| a.after.first()).cloned(),
-                    small: accuracy.get(&id).and_then(|a| a.first()).is_none_or(|a| a.images < MIN_IMAGES),
-                    accuracy: accuracy.get(&id).cloned().unwrap_or_default(),
-                    sheet: picture(&folder.picture(id, Drawn::Sheet), &out, &format!("rcc-{id}-sheet.png"))?,
-                    gif: picture(&folder.picture(id, Drawn::Gif), &out, &format!("rcc-{id}.gif"))?,
-                    heatmap: picture(&folder.picture(id, Drawn::Heatmap), &out, &format!("rcc-{id}-heatmap.png"))?,
-                    annotation: binding.map(|b| b.annotation),
-                    annotation_note,
-                    fingerprint,
-                    members,
-                });
-            }
-        }
+            None => (Vec::new(), Vec::new()),
+        };
         let rq2_plot = match (first("runs"), &compare) {
             (Some(path), Some(c)) => {
                 let runs: Vec<RunRow> =
@@ -806,71 +920,16 @@ impl Stage for Report {
             }
             _ => None,
         };
-        if let Some(svg) = &rq2_plot {
-            let path = out.join(evidence::IMAGES).join("rq2.svg");
-            std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
-        }
         // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
         let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
         let target_parsed = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?;
         let target = target_parsed
             .as_ref()
             .map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
-        // Residual risk: clusters with enough images to judge whose images the reference's retrained models still get
-        // wrong more than half the time; the others are too small to say.
-        let residual = clusters
-            .iter()
-            .filter(|c| !c.small && c.after.as_ref().is_some_and(|a| a.rate < 0.5))
-            .map(|c| c.id)
-            .collect();
-        let too_small = clusters.iter().filter(|c| c.small && !c.accuracy.is_empty()).map(|c| c.id).collect();
-        let to_review = clusters.iter().filter(|c| c.annotation.is_none()).map(|c| c.id).collect();
-        let unstable = clusters.iter().filter(|c| c.stable == Some(false)).map(|c| c.id).collect();
-        let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
-        let confidence = confirmations.as_ref().map_or(95.0, |c| (1.0 - c.alpha) * 100.0);
-        let domain = confirmations.as_ref().map(|c| (c.learned_on.clone(), c.domain.clone()));
-        let mut after = Vec::new();
-        for a in ctx.inputs("confirm_after") {
-            let strategy = a.matrix.get("strategy").cloned().unwrap_or_else(|| a.stage.clone());
-            after.push((strategy, table::read_json::<Confirmations>(&a.path)?));
-        }
-        let conditions = triggering_conditions(
-            first("rules").map(|p| table::read_json::<Rules>(&p)).transpose()?,
-            confirmations,
-            &after,
-            confidence / 100.0,
-        );
-        // How each clustering recovers the planted causes, named by the stage that clustered (the recovery stage's id).
-        let recovery: Vec<serde_json::Value> = ctx
-            .inputs("recovery")
-            .iter()
-            .map(|a| {
-                let summary: RecoverySummary = table::read_json(&a.path)?;
-                let mut v = serde_json::to_value(&summary).expect("a recovery summary serialises");
-                v["stage"] = serde_json::json!(a.stage);
-                Ok(v)
-            })
-            .collect::<Result<_, StageError>>()?;
-        let inputs = [
-            "model",
-            "test",
-            "clusters",
-            "variance",
-            "compare",
-            "runs",
-            "rcc",
-            "rules",
-            "confirm",
-            "confirm_after",
-            "recovery",
-        ]
-        .iter()
-        .flat_map(|slot| {
-            ctx.inputs(slot)
-                .iter()
-                .map(move |a| serde_json::json!({ "slot": slot, "stage": a.stage, "output": a.output, "key": a.key }))
-        })
-        .collect();
+        let OpenItems { residual, too_small, to_review, unstable } = open_items(&clusters);
+        let Evaluated { conditions, confidence, domain } = evaluated(ctx)?;
+        let recovery = recovery(ctx)?;
+        let inputs = input_keys(ctx);
         let lineage = ctx.lineage().to_vec();
         let data = match first("data") {
             Some(dir) => {
@@ -892,8 +951,13 @@ impl Stage for Report {
             Some(dir) => Some(architecture(&crate::model::artefact::ModelMeta::read(&dir)?)?),
             None => None,
         };
-        if let Some(svg) = architecture.as_ref().and_then(|a| a.drawing.as_ref()) {
-            let path = out.join(evidence::IMAGES).join("architecture.svg");
+        // The drawings, as files beside the Markdown report (the HTML report carries them inline).
+        let drawn = [
+            ("rq2.svg", rq2_plot.as_ref()),
+            ("architecture.svg", architecture.as_ref().and_then(|a| a.drawing.as_ref())),
+        ];
+        for (name, svg) in drawn.into_iter().filter_map(|(name, svg)| Some((name, svg?))) {
+            let path = images.join(name);
             std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
         }
         let params = lineage
