@@ -204,6 +204,139 @@ fn short(v: f64) -> String {
     }
 }
 
+/// Cluster → the rows of its members in the failing images' dataset; a member not in it is named with its row.
+fn groups(ds: &Dataset, ids: &[String], clusters: &Clusters) -> Result<BTreeMap<usize, Vec<usize>>, StageError> {
+    let path = clusters.members_path();
+    let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        row_of.entry(id.as_str()).or_insert(i);
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, m) in clusters.members()?.into_iter().enumerate() {
+        let row = *row_of.get(m.image.as_str()).ok_or_else(|| {
+            StageError::input(format!(
+                "{}: row {}: image {} is not in {}",
+                path.display(),
+                i + 1,
+                m.image,
+                ds.dir.display()
+            ))
+        })?;
+        groups.entry(m.cluster).or_default().push(row);
+    }
+    Ok(groups)
+}
+
+/// The best reduction over every parameter (the label's own left out) of the images at `rows`.
+fn best_reduction(params: &[(ParamInfo, Values)], overall: &[f64], rows: &[usize]) -> f64 {
+    (params.iter().zip(overall))
+        .filter(|((info, _), o)| **o > 0.0 && !info.label)
+        .map(|((_, v), o)| 1.0 - v.spread(rows) / o)
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The null model, per cluster size: the best reduction over every parameter of random clusters of that size, drawn
+/// from the same failing images; the max over parameters, like the statistic, so that trying every parameter is
+/// accounted for.
+fn null_model(
+    params: &[(ParamInfo, Values)],
+    overall: &[f64],
+    groups: &BTreeMap<usize, Vec<usize>>,
+    all: &[usize],
+    permutations: usize,
+    seed: u64,
+) -> BTreeMap<usize, Vec<f64>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut nulls: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for size in groups.values().map(Vec::len).filter(|&m| m >= 2) {
+        if nulls.contains_key(&size) || params.is_empty() {
+            continue;
+        }
+        let draws = (0..permutations)
+            .map(|_| {
+                let mut rows: Vec<usize> = all.choose_multiple(&mut rng, size).copied().collect();
+                rows.sort_unstable();
+                best_reduction(params, overall, &rows)
+            })
+            .collect();
+        nulls.insert(size, draws);
+    }
+    nulls
+}
+
+/// The failing images' parameters, each one's spread over all of them, and their rows.
+struct Population<'a> {
+    params: &'a [(ParamInfo, Values)],
+    overall: &'a [f64],
+    all: &'a [usize],
+}
+
+/// One cluster's reductions (appended to `reductions`), its best, whether it is explained, its permutation p-value
+/// against `null` (its size's null draws) and its description; the adjusted p-value and the verdict come later.
+fn judge(
+    c: usize,
+    members: &[usize],
+    population: &Population<'_>,
+    null: Option<&Vec<f64>>,
+    p: &VarianceParams,
+    reductions: &mut Vec<ReductionRow>,
+) -> Judged {
+    let Population { params, overall, all } = *population;
+    let mut scored: Vec<(usize, f64)> = Vec::new();
+    let mut labels: Vec<(usize, f64)> = Vec::new();
+    if members.len() >= 2 {
+        for (k, (info, values)) in params.iter().enumerate() {
+            if overall[k] > 0.0 {
+                let r = 1.0 - values.spread(members) / overall[k];
+                reductions.push(ReductionRow {
+                    cluster: c,
+                    size: members.len(),
+                    parameter: info.name.clone(),
+                    kind: info.kind.clone(),
+                    reduction: r,
+                });
+                // The label's own parameters restate the label: described, never counted as a cause.
+                if !info.label {
+                    scored.push((k, r));
+                } else if r >= p.threshold {
+                    labels.push((k, r));
+                }
+            }
+        }
+    }
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let assessable = members.len() >= 2 && !scored.is_empty();
+    let is_explained = assessable && scored[0].1 >= p.threshold;
+    // p = (1 + null draws at least as good) / (1 + draws); the share of null draws reaching the threshold is
+    // the chance that a random cluster of this size counts as explained.
+    let null = null.filter(|_| assessable);
+    let p_value = null.map(|null| {
+        let at_least = null.iter().filter(|&&r| r >= scored[0].1).count();
+        (1 + at_least) as f64 / (1 + null.len()) as f64
+    });
+    let describe = |k: usize| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members, all);
+    let mut description: Vec<String> =
+        scored.iter().filter(|(_, r)| *r >= p.threshold).take(3).map(|&(k, _)| describe(k)).collect();
+    description.extend(labels.iter().map(|&(k, _)| format!("the label: {}", describe(k))));
+    let (best_parameter, best_reduction) =
+        scored.first().map_or((String::new(), None), |&(k, r)| (params[k].0.name.clone(), Some(r)));
+    Judged {
+        row: ExplanationRow {
+            cluster: c,
+            size: members.len(),
+            explained: assessable.then_some(is_explained),
+            best_parameter,
+            best_reduction,
+            p: p_value,
+            beats_chance: None,
+            description: description.join("; "),
+            p_adjusted: None,
+        },
+        assessable,
+        is_explained,
+    }
+}
+
 /// One cluster's explanation before the p-values are adjusted.
 struct Judged {
     row: ExplanationRow,
@@ -302,26 +435,7 @@ impl Stage for Variance {
     fn run(&self, p: &VarianceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let ds = Dataset::open(&ctx.input("images")?.path)?;
         let ids = ds.ids()?;
-        let cdir = ctx.input("clusters")?.path.clone();
-        let clusters = Clusters::open(&cdir);
-        let path = clusters.members_path();
-        let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, id) in ids.iter().enumerate() {
-            row_of.entry(id.as_str()).or_insert(i);
-        }
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, m) in clusters.members()?.into_iter().enumerate() {
-            let row = *row_of.get(m.image.as_str()).ok_or_else(|| {
-                StageError::input(format!(
-                    "{}: row {}: image {} is not in {}",
-                    path.display(),
-                    i + 1,
-                    m.image,
-                    ds.dir.display()
-                ))
-            })?;
-            groups.entry(m.cluster).or_default().push(row);
-        }
+        let groups = groups(&ds, &ids, &Clusters::open(&ctx.input("clusters")?.path))?;
         let failing = ds.meta.count;
         let inspected: usize = groups.values().map(|g| g.len().min(p.inspect_per_cluster)).sum();
         let params: Vec<(ParamInfo, Values)> = ds
@@ -334,94 +448,27 @@ impl Stage for Variance {
         let overall: Vec<f64> = params.iter().map(|(_, v)| v.spread(&all)).collect();
         let mut reductions = Vec::new();
         let (mut assessed, mut explained) = (0, 0);
-        // The null model: the best reduction over every parameter of a random cluster of the same size, drawn
-        // from the same failing images; the max over parameters, like the statistic, so that trying every
-        // parameter is accounted for.
-        let best_of = |rows: &[usize]| -> f64 {
-            (params.iter().zip(&overall))
-                .filter(|((info, _), o)| **o > 0.0 && !info.label)
-                .map(|((_, v), o)| 1.0 - v.spread(rows) / o)
-                .fold(f64::NEG_INFINITY, f64::max)
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
-        let mut nulls: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-        for size in groups.values().map(Vec::len).filter(|&m| m >= 2) {
-            if nulls.contains_key(&size) || params.is_empty() {
-                continue;
-            }
-            let draws = (0..p.permutations)
-                .map(|_| {
-                    let mut rows: Vec<usize> = all.choose_multiple(&mut rng, size).copied().collect();
-                    rows.sort_unstable();
-                    best_of(&rows)
-                })
-                .collect();
-            nulls.insert(size, draws);
-        }
+        let nulls = null_model(&params, &overall, &groups, &all, p.permutations, ctx.seed);
         let mut by_chance = 0.0;
         // Each cluster's best reduction and permutation p-value (when it can be assessed), then the p-values adjusted
         // over every assessed cluster: the family is every cluster tested, explained or not.
         let mut judged: Vec<Judged> = Vec::new();
         for (c, members) in &groups {
-            let mut scored: Vec<(usize, f64)> = Vec::new();
-            let mut labels: Vec<(usize, f64)> = Vec::new();
-            if members.len() >= 2 {
-                for (k, (info, values)) in params.iter().enumerate() {
-                    if overall[k] > 0.0 {
-                        let r = 1.0 - values.spread(members) / overall[k];
-                        reductions.push(ReductionRow {
-                            cluster: *c,
-                            size: members.len(),
-                            parameter: info.name.clone(),
-                            kind: info.kind.clone(),
-                            reduction: r,
-                        });
-                        // The label's own parameters restate the label: described, never counted as a cause.
-                        if !info.label {
-                            scored.push((k, r));
-                        } else if r >= p.threshold {
-                            labels.push((k, r));
-                        }
-                    }
-                }
-            }
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let assessable = members.len() >= 2 && !scored.is_empty();
-            let is_explained = assessable && scored[0].1 >= p.threshold;
-            assessed += usize::from(assessable);
-            explained += usize::from(is_explained);
-            // p = (1 + null draws at least as good) / (1 + draws); the share of null draws reaching the threshold is
-            // the chance that a random cluster of this size counts as explained.
-            let null = nulls.get(&members.len()).filter(|_| assessable);
-            let p_value = null.map(|null| {
-                let at_least = null.iter().filter(|&&r| r >= scored[0].1).count();
-                (1 + at_least) as f64 / (1 + null.len()) as f64
-            });
-            if let Some(null) = null {
+            let null = nulls.get(&members.len());
+            let j = judge(
+                *c,
+                members,
+                &Population { params: &params, overall: &overall, all: &all },
+                null,
+                p,
+                &mut reductions,
+            );
+            assessed += usize::from(j.assessable);
+            explained += usize::from(j.is_explained);
+            if let Some(null) = null.filter(|_| j.assessable) {
                 by_chance += null.iter().filter(|&&r| r >= p.threshold).count() as f64 / null.len() as f64;
             }
-            let describe =
-                |k: usize| params[k].1.describe(&params[k].0.name, params[k].0.unit.as_deref(), members, &all);
-            let mut description: Vec<String> =
-                scored.iter().filter(|(_, r)| *r >= p.threshold).take(3).map(|&(k, _)| describe(k)).collect();
-            description.extend(labels.iter().map(|&(k, _)| format!("the label: {}", describe(k))));
-            let (best_parameter, best_reduction) =
-                scored.first().map_or((String::new(), None), |&(k, r)| (params[k].0.name.clone(), Some(r)));
-            judged.push(Judged {
-                row: ExplanationRow {
-                    cluster: *c,
-                    size: members.len(),
-                    explained: assessable.then_some(is_explained),
-                    best_parameter,
-                    best_reduction,
-                    p: p_value,
-                    beats_chance: None,
-                    description: description.join("; "),
-                    p_adjusted: None,
-                },
-                assessable,
-                is_explained,
-            });
+            judged.push(j);
         }
         let tested: Vec<usize> = (0..judged.len()).filter(|&i| judged[i].row.p.is_some()).collect();
         let raw: Vec<f64> = tested.iter().map(|&i| judged[i].row.p.expect("tested")).collect();
