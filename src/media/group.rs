@@ -1,25 +1,9 @@
 //! Pictures of a group of dataset images for a person: one PNG each, a GIF that plays them, a contact sheet.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::file_name;
-use crate::dataset::{Dataset, DatasetError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum MediaError {
-    #[error(transparent)]
-    Dataset(#[from] DatasetError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Picture { path: PathBuf, message: String },
-}
-
-impl From<MediaError> for crate::engine::stage::StageError {
-    fn from(e: MediaError) -> Self {
-        crate::engine::stage::StageError::artefact(e)
-    }
-}
+use super::{MediaError, file_name};
+use crate::dataset::Dataset;
 
 /// A group of images for a person: `<base>/<name>/<image>.png`, `<base>/<name>.gif` playing them at `per_minute`
 /// images a minute, and `<base>/<name>-sheet.png` with the first `sheet` of them. `rows` are dataset rows, `names`
@@ -41,11 +25,11 @@ pub fn write_group(
         chw.chunks_exact(ch * w * h).map(|img| crate::media::chw_to_rgb(img, ch, w * h)).collect();
     for (id, rgb) in names.iter().zip(&frames) {
         let path = dir.join(format!("{}.png", file_name(id)));
-        super::write_png(&path, rgb, w, h, 1).map_err(|message| MediaError::Picture { path, message })?;
+        super::write_png(&path, rgb, w, h, 1)?;
     }
     let delay = (6000.0 / per_minute).round().clamp(1.0, 65535.0) as u16;
     let path = base.join(format!("{name}.gif"));
-    super::write_gif(&path, &frames, w, h, delay).map_err(|message| MediaError::Picture { path, message })?;
+    super::write_gif(&path, &frames, w, h, delay)?;
     let tiles: Vec<&[u8]> = frames.iter().take(sheet).map(Vec::as_slice).collect();
     let grid: Vec<Vec<&[u8]>> = tiles.chunks(8).map(<[&[u8]]>::to_vec).collect();
     let path = base.join(format!("{name}-sheet.png"));

@@ -5,7 +5,32 @@ pub mod group;
 pub mod sheet;
 pub mod svg;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::dataset::DatasetError;
+
+/// Why a picture could not be made or written, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Picture { path: PathBuf, message: String },
+}
+
+impl MediaError {
+    fn picture(path: &Path, message: impl std::fmt::Display) -> MediaError {
+        MediaError::Picture { path: path.to_path_buf(), message: message.to_string() }
+    }
+}
+
+impl From<MediaError> for crate::engine::stage::StageError {
+    fn from(e: MediaError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
 
 /// The longest stem [`file_name`] gives, in bytes: room for an extension within the 255 bytes file systems allow.
 pub const MAX_STEM: usize = 200;
@@ -37,9 +62,10 @@ pub fn chw_to_rgb(chw: &[u8], channels: usize, pixels: usize) -> Vec<u8> {
 }
 
 /// Writes interleaved RGB as a PNG, enlarged by an integer `scale` (nearest neighbour) so small images stay visible.
-pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize, scale: usize) -> Result<(), String> {
-    let img =
-        image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or("image buffer of the wrong size")?;
+pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize, scale: usize) -> Result<(), MediaError> {
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or_else(|| {
+        MediaError::picture(path, format!("{} bytes are not a {width}×{height} RGB image", rgb.len()))
+    })?;
     let img = if scale > 1 {
         image::imageops::resize(
             &img,
@@ -50,20 +76,27 @@ pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize, scale: us
     } else {
         img
     };
-    img.save_with_format(path, image::ImageFormat::Png).map_err(|e| format!("{}: {e}", path.display()))
+    img.save_with_format(path, image::ImageFormat::Png).map_err(|e| MediaError::picture(path, e))
 }
 
 /// An animated GIF playing `frames` (interleaved RGB, all `width × height`), each shown for `delay_cs` hundredths of
 /// a second, looping forever.
-pub fn write_gif(path: &Path, frames: &[Vec<u8>], width: usize, height: usize, delay_cs: u16) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| fail(&e))?);
-    let mut encoder = gif::Encoder::new(file, width as u16, height as u16, &[]).map_err(|e| fail(&e))?;
-    encoder.set_repeat(gif::Repeat::Infinite).map_err(|e| fail(&e))?;
+pub fn write_gif(
+    path: &Path,
+    frames: &[Vec<u8>],
+    width: usize,
+    height: usize,
+    delay_cs: u16,
+) -> Result<(), MediaError> {
+    let fail = |e: gif::EncodingError| MediaError::picture(path, e);
+    let file = std::fs::File::create(path).map_err(|source| MediaError::Io { path: path.to_path_buf(), source })?;
+    let file = std::io::BufWriter::new(file);
+    let mut encoder = gif::Encoder::new(file, width as u16, height as u16, &[]).map_err(fail)?;
+    encoder.set_repeat(gif::Repeat::Infinite).map_err(fail)?;
     for rgb in frames {
         let mut frame = gif::Frame::from_rgb_speed(width as u16, height as u16, rgb, 10);
         frame.delay = delay_cs;
-        encoder.write_frame(&frame).map_err(|e| fail(&e))?;
+        encoder.write_frame(&frame).map_err(fail)?;
     }
     Ok(())
 }
@@ -127,5 +160,24 @@ mod file_names {
         assert_ne!(file_name(&long_a), file_name(&long_b));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(format!("{}.png", file_name(&nested))), b"").unwrap();
+    }
+}
+
+#[cfg(test)]
+mod errors {
+    use super::{MediaError, write_gif, write_png};
+
+    #[test]
+    fn a_picture_that_cannot_be_written_names_its_file_once() {
+        let dir = std::env::temp_dir().join(format!("hudd-media-{}", std::process::id()));
+        let missing = dir.join("no-such-folder").join("a.png");
+        let e = write_png(&missing, &[0; 12], 2, 2, 1).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with(&missing.display().to_string()), "{text}");
+        assert_eq!(text.matches("a.png").count(), 1, "{text}");
+        let e = write_png(&missing, &[0; 5], 2, 2, 1).unwrap_err();
+        assert!(e.to_string().ends_with("5 bytes are not a 2×2 RGB image"), "{e}");
+        let e = write_gif(&dir.join("no-such-folder").join("a.gif"), &[vec![0; 12]], 2, 2, 10).unwrap_err();
+        assert!(matches!(e, MediaError::Io { .. }), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::{
     ClusterRow, ClusterSummary, ClusteredLayer, Clusters, CurvePoint, LayerMember, LayerRow, LayerScore, Member,
-    StabilitySummary,
+    Picture as Drawn, StabilitySummary,
 };
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS};
@@ -646,8 +646,7 @@ fn inspection(
         let mean = crate::media::box_blur(&mean, w, h, (w / 32).max(1));
         let medoid = frames[ordered.iter().position(|&i| i == medoids[c]).unwrap_or(0)].clone();
         let picture = crate::media::overlay(&medoid, &mean, w * h);
-        crate::media::write_png(&out.join("rcc").join(format!("{}-heatmap.png", c + 1)), &picture, w, h, scale)
-            .map_err(StageError::failed)?;
+        crate::media::write_png(&Clusters::open(out).picture(c + 1, Drawn::Heatmap), &picture, w, h, scale)?;
     }
     Ok(())
 }

@@ -132,8 +132,7 @@ fn write_sheet(path: &Path, ds: &Dataset, ids: &[String], classes: &[String]) ->
             w,
             h,
             (128 / w.max(1)).max(1),
-        )
-        .map_err(StageError::failed)?;
+        )?;
         let _ = write!(
             html,
             "<tr><td><img src=\"{}/{}\" alt=\"\"></td><td>{}</td></tr>",
