@@ -63,8 +63,23 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+/// A device the manifest asks for that this host does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("device = \"cuda\" but no CUDA device is visible ({found})")]
+pub struct NoCuda {
+    /// What was found of CUDA's library, in words.
+    pub found: String,
+}
+
+impl From<NoCuda> for crate::engine::stage::StageError {
+    /// The manifest asks for what this host cannot give: an input error (exit 2), as a bad parameter is.
+    fn from(e: NoCuda) -> Self {
+        crate::engine::stage::StageError::input(e.to_string())
+    }
+}
+
 /// Resolves a device choice; asking for CUDA on a host without it is an error, not a silent CPU run.
-pub fn device(choice: DeviceChoice) -> Result<tch::Device, String> {
+pub fn device(choice: DeviceChoice) -> Result<tch::Device, NoCuda> {
     match choice {
         DeviceChoice::Cpu => Ok(tch::Device::Cpu),
         DeviceChoice::Auto => {
@@ -76,7 +91,7 @@ pub fn device(choice: DeviceChoice) -> Result<tch::Device, String> {
             if tch::Cuda::is_available() {
                 Ok(tch::Device::Cuda(0))
             } else {
-                Err(format!("device = \"cuda\" but no CUDA device is visible ({})", describe_cuda(load_cuda())))
+                Err(NoCuda { found: describe_cuda(load_cuda()) })
             }
         }
     }

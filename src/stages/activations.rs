@@ -71,7 +71,7 @@ impl Stage for Activations {
     }
 
     fn run(&self, p: &ActivationsParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let ds = Dataset::open(&ctx.input("images")?.path)?;
         let model = Model::load(&ctx.input("model")?.path, device)?;
         let net = model.net("the activations stage")?;

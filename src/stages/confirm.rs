@@ -130,7 +130,7 @@ impl Stage for Confirm {
     }
 
     fn run(&self, p: &ConfirmParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let rules: Rules = table::read_json(&ctx.input("rules")?.path)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let sim =

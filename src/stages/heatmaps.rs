@@ -180,7 +180,7 @@ impl Stage for Heatmaps {
     }
 
     fn run(&self, p: &HeatmapParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let ds = Dataset::open(&ctx.input("images")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         let model = prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the heatmaps stage (LRP)")?;

@@ -165,7 +165,7 @@ impl Stage for Retrain {
     }
 
     fn run(&self, p: &RetrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let mut model = Model::load(&ctx.input("model")?.path, device)?;
         model.net("retraining")?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;

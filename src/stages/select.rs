@@ -258,7 +258,7 @@ impl Stage for Select {
     }
 
     fn run(&self, p: &SelectParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let mut ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let candidates = ds.split_rows(&p.split)?;
         let ids = ds.ids()?;

@@ -105,7 +105,7 @@ impl Stage for Test {
     }
 
     fn run(&self, p: &TestParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let model = Model::load(&ctx.input("model")?.path, device)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];

@@ -136,7 +136,7 @@ impl Stage for Train {
     }
 
     fn run(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let device = runtime::device(p.device).map_err(StageError::input)?;
+        let device = runtime::device(p.device)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let rows = ds.split_rows(&p.split)?;
         if rows.is_empty() {

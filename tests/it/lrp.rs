@@ -340,3 +340,18 @@ fn a_rule_a_join_cannot_take_is_refused_naming_the_layer() {
         "rules give layer `concat` the rule `zero`; a layer of kind `concat` takes only `pass`"
     );
 }
+
+#[test]
+fn asking_for_cuda_where_there_is_none_is_an_input_error_not_a_cpu_run() {
+    if tch::Cuda::is_available() {
+        return; // a GPU host gives CUDA: nothing to refuse
+    }
+    let ws = crate::support::Ws::new();
+    let text = TRAINED.replace("TINY", &fixture("tiny.toml")).replacen("device = \"cpu\"", "device = \"cuda\"", 1);
+    let (w, report) = ws.run_builtin(&text);
+    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("train").unwrap()] else {
+        panic!("{:?}", report.outcomes)
+    };
+    assert_eq!(*exit_code, 2);
+    assert!(error.contains("device = \"cuda\" but no CUDA device is visible ("), "{error}");
+}
