@@ -71,13 +71,6 @@ pub struct NoCuda {
     pub found: String,
 }
 
-impl From<NoCuda> for crate::engine::stage::StageError {
-    /// The manifest asks for what this host cannot give: an input error (exit 2), as a bad parameter is.
-    fn from(e: NoCuda) -> Self {
-        crate::engine::stage::StageError::input(e.to_string())
-    }
-}
-
 /// Resolves a device choice; asking for CUDA on a host without it is an error, not a silent CPU run.
 pub fn device(choice: DeviceChoice) -> Result<tch::Device, NoCuda> {
     match choice {

@@ -97,6 +97,13 @@ pub enum StageError {
     Failed { message: String },
 }
 
+impl From<crate::runtime::NoCuda> for StageError {
+    /// The manifest asks for what this host cannot give: an input error (exit 2), as a bad parameter is.
+    fn from(e: crate::runtime::NoCuda) -> Self {
+        StageError::input(e.to_string())
+    }
+}
+
 impl StageError {
     pub fn input(message: impl Into<String>) -> Self {
         StageError::Input { message: message.into() }
