@@ -262,7 +262,7 @@ fn the_cluster_stage_partitions_the_images_and_writes_what_an_engineer_inspects(
     let manifest = PIPELINE.replace("TINY", &fixture("tiny.toml"));
     let ws = crate::support::Ws::new();
     let (w, report) = ws.run_builtin(&manifest);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
@@ -388,7 +388,7 @@ fn without_a_knee_the_stage_falls_back_to_the_silhouette_and_says_so() {
     let noise: Vec<Vec<f32>> = (0..12).map(|i| vec![i as f32, 0.5]).collect();
     // k = 2..5: four points, too few for the 4th-order gradient, so no knee.
     let (w, report) = crafted(&ws, 12, &[("input", noise), ("fc", three_groups())], "max_clusters = 5");
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
@@ -410,7 +410,7 @@ fn a_fixed_k_with_average_linkage_in_direct_mode_is_honoured() {
         &[("input", three_groups()), ("fc", three_groups())],
         "mode = \"direct\"\nlinkage = \"average\"\nchoose_k = \"fixed\"\nk = 2\n",
     );
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
@@ -424,7 +424,7 @@ fn a_fixed_k_with_average_linkage_in_direct_mode_is_honoured() {
 fn two_error_images_give_an_empty_clustering() {
     let ws = crate::support::Ws::new();
     let (w, report) = crafted(&ws, 2, &[("input", vec![vec![1.0, 2.0], vec![3.0, 4.0]])], "");
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
@@ -639,7 +639,7 @@ fn density_clusterings_find_the_groups_and_leave_the_outliers_alone() {
         let ws = crate::support::Ws::new();
         let (w, report) =
             crafted(&ws, 20, &layers, &format!("mode = \"direct\"\nselect_layer = \"silhouette\"\n{extra}"));
-        assert_eq!(report.exit_code(), 0, "{extra}: {:?}", report.outcomes);
+        assert_eq!(report.exit_code(), 0, "{extra}: {}", crate::support::failures(&report));
         let dir = ws.store().output_path(&report.keys[w.stage_index("cluster").unwrap()], "clusters").unwrap();
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();

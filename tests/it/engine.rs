@@ -460,7 +460,7 @@ fn stages_sharing_a_key_in_a_parallel_run_compute_it_once_and_all_succeed() {
     }
     let m = ws.write("w.toml", &text);
     let (_, r) = ws.run_with(&m, &[], RunOptions { jobs: Some(4), ..RunOptions::default() });
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     assert!(r.keys.iter().all(|k| *k == r.keys[0]));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "one execution for one key");
 }
@@ -496,7 +496,7 @@ fn a_rerun_stage_that_writes_the_same_bytes_keeps_its_dependants() {
     assert!(out.contains("stale  c  input to be recomputed first: from (kept if it comes out unchanged)"), "{out}");
     let (w, r) = ws.run(&m);
     assert_eq!(Ws::ran(&w, &r), ["b"]);
-    assert!(matches!(r.outcomes[c], hudd::engine::Outcome::Kept), "{:?}", r.outcomes);
+    assert!(matches!(r.outcomes[c], hudd::engine::Outcome::Kept), "{}", crate::support::failures(&r));
     assert_eq!(r.kept(), 1);
     assert_eq!(r.keys[c], first.keys[c], "c keeps its key: its inputs' contents did not change");
     let (_, out, _) = ws.cli(&["plan", m.to_str().unwrap()]);

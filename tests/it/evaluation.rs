@@ -6,7 +6,7 @@ use hudd::engine::{RunOptions, RunReport};
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let (w, report) = run_failing(ws, text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     (w, report)
 }
 

@@ -165,7 +165,7 @@ fn ids_with_commas_quotes_newlines_and_accents_survive_every_stage_and_table() {
     }
     let tiny = format!("{}/tests/fixtures/tiny.toml", env!("CARGO_MANIFEST_DIR"));
     let (w, report) = ws.run_builtin(&WORKFLOW.replace("TINY", &tiny));
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = ws.store();
     let out =
         |stage: &str, output: &str| store.output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();

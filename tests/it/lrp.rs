@@ -128,7 +128,7 @@ batch_size = 16
 fn the_heatmaps_stage_writes_one_array_per_layer_with_an_index_and_conservation() {
     let ws = crate::support::Ws::new();
     let (w, report) = ws.run_builtin(&TRAINED.replace("TINY", &fixture("tiny.toml")));
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = hudd::engine::store::Store::open(ws.path()).unwrap();
     let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
     let shapes = [
@@ -159,7 +159,7 @@ fn the_heatmaps_stage_refuses_unknown_layer_names_in_its_rules() {
         + "rules = { \"features.9\" = { rule = \"epsilon\", epsilon = 0.1 } }\n";
     let (w, report) = ws.run_builtin(&text);
     let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("heatmaps").unwrap()] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert!(error.contains("rules name `features.9`, which is neither a layer of the model"), "{error}");
 }
@@ -277,7 +277,7 @@ fn a_graph_model_trains_and_gets_heatmaps_at_every_layer_with_conservation_check
         + "\n[[stage]]\nid = \"test\"\nkind = \"test\"\nmodel = \"train.model\"\ndataset = \"data.dataset\"\nsplit = \"train\"\n"
         + "\n[[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.summary\"\nmodel = \"train.model\"\n";
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = hudd::engine::store::Store::open(ws.path()).unwrap();
     let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
     let acts = store.output_path(&report.keys[w.stage_index("acts").unwrap()], "activations").unwrap();
@@ -350,7 +350,7 @@ fn asking_for_cuda_where_there_is_none_is_an_input_error_not_a_cpu_run() {
     let text = TRAINED.replace("TINY", &fixture("tiny.toml")).replacen("device = \"cpu\"", "device = \"cuda\"", 1);
     let (w, report) = ws.run_builtin(&text);
     let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("train").unwrap()] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert_eq!(*exit_code, 2);
     assert!(error.contains("device = \"cuda\" but no CUDA device is visible ("), "{error}");

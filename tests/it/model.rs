@@ -65,7 +65,7 @@ impl Ran {
 fn run(text: &str) -> Ran {
     let ws = Ws::new();
     let (w, report) = ws.run_builtin(text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     Ran { keys: report.keys.clone(), w, ws }
 }
 
@@ -169,7 +169,9 @@ fn a_model_that_cannot_take_the_images_is_an_error_naming_both_sizes() {
     let ws = Ws::new();
     let (_, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 2);
-    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else { panic!("{:?}", report.outcomes) };
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else {
+        panic!("{}", crate::support::failures(&report))
+    };
     assert!(error.contains("alexnet cannot take the dataset's [3, 32, 32] images"), "{error}");
     assert!(error.contains("layer `features.12` (max_pool2d): input 256×1×1 is smaller than the kernel 3"), "{error}");
 }
@@ -220,7 +222,7 @@ fn a_torchscript_model_is_imported_tested_and_refused_where_layers_are_needed() 
         four_classes(&ws)
     );
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = Store::open(ws.path()).unwrap();
     let dir = store.output_path(&report.keys[w.stage_index("dnn").unwrap()], "model").unwrap();
     let model = Model::load(&dir, tch::Device::Cpu).unwrap();
@@ -246,11 +248,13 @@ fn pytorch_weights_are_imported_with_a_declared_architecture_and_checked() {
         fixture("pytorch_tiny.safetensors")
     );
     let (_, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     // Weights for another architecture are refused with the parameter named.
     let text = text.replace(&fixture("tiny.toml"), "alexnet-small");
     let (_, report) = ws.run_builtin(&text);
-    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else { panic!("{:?}", report.outcomes) };
+    let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[1] else {
+        panic!("{}", crate::support::failures(&report))
+    };
     assert!(error.contains("missing parameters: classifier.1.bias"), "{error}");
 }
 
@@ -285,7 +289,7 @@ fn a_keypoint_model_learns_where_a_dot_is_and_the_test_reports_pixel_errors() {
         fixture("tiny-kp.toml")
     );
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = Store::open(ws.path()).unwrap();
     let data = hudd::dataset::Dataset::open(&store.output_path(&report.keys[0], "dataset").unwrap()).unwrap();
     assert_eq!(data.meta.target, hudd::dataset::Target::Regression { targets: vec!["x0".into(), "y0".into()] });
@@ -313,7 +317,7 @@ fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set
     );
     let (_, report) = ws.run_builtin(&text);
     let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[2] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert_eq!(*exit_code, 2);
     assert!(error.contains("is TorchScript: the heatmaps stage (LRP) needs declared layers"), "{error}");
@@ -328,7 +332,7 @@ fn the_heatmaps_stage_refuses_a_torchscript_model_and_handles_an_empty_image_set
         fixture("pytorch_tiny.safetensors")
     );
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let dir =
         Store::open(ws.path()).unwrap().output_path(&report.keys[w.stage_index("hm").unwrap()], "heatmaps").unwrap();
     let r = hudd::npy::NpyReader::<f32>::open(&dir.join("features.0.npy")).unwrap();
@@ -360,7 +364,7 @@ fn a_broken_torchscript_file_is_named_as_the_user_gave_it_not_as_the_stores_copy
     );
     let (w, report) = ws.run_builtin(&text);
     let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("dnn").unwrap()] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert_eq!(*exit_code, 2);
     assert!(error.contains(&format!("{}: cannot load it:", garbage.display())), "{error}");
@@ -377,7 +381,7 @@ fn a_torchscript_model_giving_integers_is_refused_by_name() {
     );
     let (w, report) = ws.run_builtin(&text);
     let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("dnn").unwrap()] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert_eq!(*exit_code, 2);
     assert!(error.contains("int_script.pt: the model gives Int64 outputs; hudd needs float logits"), "{error}");
@@ -600,7 +604,7 @@ fn the_model_stage_reads_an_onnx_file_and_heatmaps_run_on_its_graph() {
         fixture("zennit-resnet.onnx")
     );
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = hudd::engine::store::Store::open(ws.path()).unwrap();
     let dir = store.output_path(&report.keys[w.stage_index("heatmaps").unwrap()], "heatmaps").unwrap();
     let add = hudd::npy::NpyReader::<f32>::open(&dir.join("layer2.0.add.npy")).unwrap();

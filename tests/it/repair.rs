@@ -144,7 +144,7 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     let ws = crate::support::Ws::new();
     let (w, report) =
         ws.run_builtin(&manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n"));
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = ws.store();
     let out =
         |stage: &str, output: &str| store.output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap();
@@ -206,7 +206,7 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
     );
     let hudd::engine::Outcome::Failed { error, exit_code } = &report3.outcomes[w3.stage_index("retrain").unwrap()]
     else {
-        panic!("{:?}", report3.outcomes)
+        panic!("{}", crate::support::failures(&report3))
     };
     assert_eq!(*exit_code, 2);
     assert!(
@@ -222,7 +222,7 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
          [[stage]]\nid = \"balance-original\"\nkind = \"balance\"\nlabelled = \"label.labelled\"\n\
          target = \"largest-cluster\"\nclusters = \"cluster.clusters\"\n",
     ));
-    assert_eq!(report4.exit_code(), 0, "{:?}", report4.outcomes);
+    assert_eq!(report4.exit_code(), 0, "{}", crate::support::failures(&report4));
     let assigned = std::fs::read_to_string(
         ws.store().output_path(&report4.keys[w4.stage_index("assign").unwrap()], "unsafe").unwrap(),
     )
@@ -246,7 +246,7 @@ fn the_loop_selects_improvement_images_within_quotas_and_retrains_from_the_given
         "validation_split = \"validation\"\noptimizer = \"sgd\"\nlr = 1e-12\nmomentum = 0.0\nweight_decay = 0.0",
     );
     let (w2, report2) = ws.run_builtin(&frozen);
-    assert_eq!(report2.exit_code(), 0, "{:?}", report2.outcomes);
+    assert_eq!(report2.exit_code(), 0, "{}", crate::support::failures(&report2));
     let weights = |w: &hudd::engine::manifest::Workflow,
                    r: &hudd::engine::RunReport,
                    stage: &str|
@@ -271,7 +271,7 @@ fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depend
     let (w, report) = ws.run_builtin(&text);
     assert_eq!(report.exit_code(), 3, "blocked: {:?}", report.outcomes);
     let hudd::engine::Outcome::Failed { error, .. } = &report.outcomes[w.stage_index("label").unwrap()] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert!(
         error.contains("wait for labels: fill in the `label` column of") && error.contains("labels/unsafe.csv"),
@@ -311,7 +311,7 @@ fn manual_labelling_waits_for_the_sheet_then_resumes_and_reruns_only_what_depend
     let full: String = ids.iter().zip(&labels).map(|(id, l)| format!("{id},{l}\n")).collect();
     std::fs::write(&sheet_path, format!("image,label\n{full}")).unwrap();
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     assert_eq!(crate::support::Ws::ran(&w, &report), ["label", "balance", "retrain"]);
     // Editing one label reruns the label stage and what depends on it, nothing upstream.
     let other = if labels[0] == "stop" { "yield" } else { "stop" };
@@ -327,7 +327,7 @@ fn an_empty_clustering_flows_through_selection_labelling_balancing_and_retrainin
     let text = manifest("[[stage]]\nid = \"label\"\nkind = \"label\"\nselected = \"select.selected\"\n")
         .replace("choose_k = \"fixed\"\nk = 3", "min_images = 1000");
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let out = |stage: &str, output: &str| {
         ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
     };
@@ -362,7 +362,7 @@ fn the_failing_baseline_judges_a_keypoint_model_by_the_given_threshold() {
         baseline("lenient", 1e6)
     );
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let selected = |stage: &str| {
         let path = ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], "unsafe").unwrap();
         column(&std::fs::read_to_string(path).unwrap(), "image").len()
@@ -392,7 +392,7 @@ fn singleton_clusters_select_nothing_and_a_k_beyond_the_images_is_refused() {
     let errors = ws.store().output_path(&report.keys[w.stage_index("test").unwrap()], "errors").unwrap();
     let n = hudd::dataset::Dataset::open(&errors).unwrap().meta.count;
     let (w, report) = ws.run_builtin(&manifest(label).replace("k = 3", &format!("k = {n}")));
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let out = |stage: &str, output: &str| {
         ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
     };
@@ -425,7 +425,7 @@ fn selection_seeds_candidates_as_the_heatmaps_were_and_refuses_a_seed_that_reads
         other => panic!("select read the labels of its candidates: {other:?}"),
     }
     let (_, report) = ws.run_builtin(&with_seed("predicted-one-hot"));
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
 }
 
 #[test]
@@ -434,7 +434,7 @@ fn without_a_validation_split_retraining_holds_validation_out_of_the_training_sp
     let text = manifest(label).replace("validation_split = \"validation\"", "validation = 0.2");
     let ws = crate::support::Ws::new();
     let (w, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let out = |stage: &str, output: &str| {
         ws.store().output_path(&report.keys[w.stage_index(stage).unwrap()], output).unwrap()
     };
@@ -502,7 +502,7 @@ fn keypoint_selection_reads_no_candidate_targets_and_a_seed_that_would_is_refuse
     let unsafe_set = |scrambled: bool| {
         let ws = crate::support::Ws::new();
         let (w, report) = dots(&ws, scrambled, "least-confident");
-        assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+        assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
         let path = ws.store().output_path(&report.keys[w.stage_index("select").unwrap()], "unsafe").unwrap();
         std::fs::read_to_string(path).unwrap()
     };
@@ -513,7 +513,7 @@ fn keypoint_selection_reads_no_candidate_targets_and_a_seed_that_would_is_refuse
     let ws = crate::support::Ws::new();
     let (w, report) = dots(&ws, false, "predicted");
     let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("select").unwrap()] else {
-        panic!("{:?}", report.outcomes)
+        panic!("{}", crate::support::failures(&report))
     };
     assert_eq!(*exit_code, 2);
     assert!(
@@ -532,7 +532,7 @@ fn clusters_of_activations_select_by_the_candidates_activations_without_reading_
             .replace("seed_with = \"least-confident\"\n", "")
             .replace("heatmaps.heatmaps", "heatmaps.activations");
         let (w, report) = ws.run_builtin(&text);
-        assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+        assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
         let select = &report.keys[w.stage_index("select").unwrap()];
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(hudd::artefact::selection::record_path(

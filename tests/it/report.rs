@@ -100,7 +100,7 @@ fn the_markdown_report_matches_its_golden_file() {
     let ws = crate::support::Ws::new();
     ws.write("notes.toml", &bound(1, &members(1), "triggering_condition = \"Night\"\nhazard = \"Misread speed limit\"\ncountermeasure = \"Night-time data\"\nreviewer = \"A. Engineer\"\nstatus = \"closed\""));
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"A sign classifier.\"\n"));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     // The sections on the tool and traceability (versions, machines, keys, times) are left out of the comparison.
     let content = md.split("## 7. Confidence in the tool").next().unwrap();
@@ -130,7 +130,7 @@ fn user_data_is_escaped_in_the_html_and_the_markdown() {
          countermeasure = \"a | b `c` **d**\"\n",
     );
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\ndnn = \"<img src=x onerror=alert(2)>\"\n"));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let html = output(&ws, &w, &r, "report.html");
     assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{html}");
     assert!(!html.contains("<img src=x"), "{html}");
@@ -153,7 +153,7 @@ fn editing_the_annotations_rerenders_only_the_report() {
     let ws = crate::support::Ws::new();
     let text = manifest(&ws, "annotations = \"notes.toml\"\n");
     let (w, r) = run(&ws, &text);
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     assert!(output(&ws, &w, &r, "report.md").contains("Clusters not yet reviewed: [1](#cluster-1), [2](#cluster-2)."));
     ws.write("notes.toml", "[cluster.1]\nstatus = \"open\"\n");
     let (w, r) = run(&ws, &text);
@@ -168,7 +168,7 @@ fn a_broken_user_template_is_named_with_its_line() {
     let (w, r) = run(&ws, &manifest(&ws, "template = \"tpl\"\n"));
     assert_eq!(r.exit_code(), 2);
     let hudd::engine::Outcome::Failed { error, .. } = &r.outcomes[w.stage_index("report").unwrap()] else {
-        panic!("{:?}", r.outcomes)
+        panic!("{}", crate::support::failures(&r))
     };
     assert!(error.contains("report.md.j2 line 3") && error.contains("tpl"), "{error}");
 }
@@ -181,7 +181,7 @@ fn a_keypoint_model_is_reported_by_its_mean_error_not_as_an_accuracy() {
         .replace(r#"\"metric\": \"accuracy\""#, r#"\"metric\": \"mean keypoint error (px)\""#)
         .replace(r#"\"mean\": 0.93, \"min\": 0.92, \"max\": 0.94"#, r#"\"mean\": 12.98, \"min\": 12.5, \"max\": 13.4"#);
     let (w, r) = run(&ws, &text);
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     assert!(md.contains("mean keypoint error 15.67 px"), "{md}");
     // An accuracy target cannot be judged on a keypoint error: no criterion column.
@@ -222,7 +222,7 @@ fn failure_rates_inside_each_rule_after_retraining_are_shown_per_strategy_with_i
         ),
     ) + &extra;
     let (w, r) = run(&ws, &text);
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     // Without a matrix `strategy`, each confirmation is named by its stage: four "strategies" of one run each.
     let row = md.lines().find(|l| l.starts_with("| 1 | 150 | night")).unwrap_or_else(|| panic!("{md}"));
@@ -234,7 +234,7 @@ fn failure_rates_inside_each_rule_after_retraining_are_shown_per_strategy_with_i
 fn each_cluster_names_the_criterion_it_fails_shows_every_strategy_and_flags_too_few_images() {
     let ws = crate::support::Ws::new();
     let (w, r) = run(&ws, &manifest(&ws, ""));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     let cluster = |id: usize| md.split(&format!("### Cluster {id}\n")).nth(1).unwrap().split("\n### ").next().unwrap();
     // Cluster 2 has a tiny p-value but no parameter's spread halved: it fails the paper's criterion, not chance.
@@ -274,7 +274,7 @@ fn a_recovery_with_nothing_to_score_is_shown_with_its_reason() {
     let empty = r#"{"cause": "scenario", "images": 0, "unclustered": 0, "clusters": 0, "causes": 0, "purity": null,
  "coverage": null, "nmi": null, "ari": null, "random": null, "note": "the model fails on none of these images: no cluster to score"}"#;
     let (w, r) = run(&ws, &manifest(&ws, "").replace(&format!("{RECOVERY:?}"), &format!("{empty:?}")));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     assert!(
         md.contains("| 0 | 0 | 0 | 0 | the model fails on none of these images: no cluster to score | – |"),
@@ -289,7 +289,7 @@ fn control_characters_and_bidi_overrides_in_notes_reach_neither_report() {
     // TOML's basic strings carry them as escapes: a NUL, a terminal colour escape, a right-to-left override.
     ws.write("notes.toml", &bound(1, &members(1), r#"hazard = "a\u0000b \u001b[31mred\u001b[0m \u202egnp.exe""#));
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\n"));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     for file in ["report.md", "report.html"] {
         let text = output(&ws, &w, &r, file);
         assert!(!text.contains('\0') && !text.contains('\u{1b}') && !text.contains('\u{202e}'), "{file}");
@@ -303,7 +303,7 @@ fn control_characters_and_bidi_overrides_in_notes_reach_neither_report() {
 fn a_misspelt_annotations_file_is_said_in_the_report() {
     let ws = crate::support::Ws::new();
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notse.toml\"\n"));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     assert!(md.contains("The annotations file `notse.toml` named by the manifest does not exist"), "{md}");
     let html = output(&ws, &w, &r, "report.html");
@@ -326,7 +326,7 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         ),
     );
     let (w, r) = run(&ws, &manifest(&ws, "annotations = \"notes.toml\"\n"));
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");
     let cluster = |id: usize| md.split(&format!("### Cluster {id}\n")).nth(1).unwrap().split("\n### ").next().unwrap();
     assert!(cluster(2).contains("| Misread at an angle |"), "{md}");

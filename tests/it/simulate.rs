@@ -31,7 +31,7 @@ params = { yaw = { uniform = [40.0, 60.0] }, class = { fixed = "stop" } }
 /// Runs a manifest with the built-in stage kinds; returns the key of its first stage.
 fn run_builtin(ws: &Ws, text: &str) -> String {
     let (_, report) = ws.run_builtin(text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     report.keys[0].clone()
 }
 
@@ -180,7 +180,7 @@ dataset = "data.dataset"
     );
     let ws = Ws::new();
     let (_, report) = ws.run_builtin(&text);
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     let store = Store::open(ws.path()).unwrap();
     let results = read_table(&store.output_path(&report.keys[2], "results").unwrap());
     let col = |name: &str| results[0].iter().position(|h| h == name).unwrap();

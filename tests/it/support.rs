@@ -361,6 +361,23 @@ pub fn quickstart(ws: &Ws, epochs: usize, options: &RunOptions) -> (Workflow, Ru
     let registry = hudd::stages::registry();
     let w = manifest::load(&manifest, &overrides, &registry).unwrap_or_else(|e| panic!("{e}"));
     let r = engine::run(&ws.store(), &w, &registry, options, &Reporter::hidden()).unwrap();
-    assert_eq!(r.exit_code(), 0, "{:?}", r.outcomes);
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     (w, r)
+}
+
+/// The failed stages of a run, one line each with its exit code and error: what an assertion on a run's exit code
+/// should print (the whole outcome list runs to pages and hides the one that matters).
+pub fn failures(report: &RunReport) -> String {
+    let failed: Vec<String> = report
+        .outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            hudd::engine::Outcome::Failed { error, exit_code } => {
+                Some(format!("stage {i} (exit {exit_code}): {error}"))
+            }
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() { "no stage failed".into() } else { failed.join("\n") }
 }

@@ -13,7 +13,7 @@ fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
     let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
-    assert_eq!(report.exit_code(), 0, "{:?}", report.outcomes);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
     (w, report)
 }
 
