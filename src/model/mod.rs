@@ -609,9 +609,10 @@ fn infer(layer: &Layer, inputs: &[(String, &Shape)], outputs: usize) -> Result<(
 
 /// The architectures shipped with hudd (`models/*.toml`), compiled into the binary: a copied binary or a cluster
 /// node finds them without the source tree.
-pub const SHIPPED: [(&str, &str); 7] = [
+pub const SHIPPED: [(&str, &str); 8] = [
     ("alexnet", include_str!("../../models/alexnet.toml")),
     ("alexnet-small", include_str!("../../models/alexnet-small.toml")),
+    ("efficientnet-lite0", include_str!("../../models/efficientnet-lite0.toml")),
     ("kpnet", include_str!("../../models/kpnet.toml")),
     ("kpnet-small", include_str!("../../models/kpnet-small.toml")),
     ("mobilenet-small", include_str!("../../models/mobilenet-small.toml")),

@@ -110,7 +110,9 @@ pub fn argmax(v: &[f32]) -> usize {
 }
 
 /// Runs a declared model over some rows of a dataset in batches: `sink` gets the batch's rows and the activations at
-/// the input of every layer (the first is the preprocessed image itself), on the model's device.
+/// the input of every layer (the first is the preprocessed image itself), on the model's device. Images of another
+/// size than the model's input are resized to it after preprocessing (bilinear, as PyTorch's `interpolate` without
+/// corner alignment).
 pub fn for_each_activation_batch<E: From<PredictError>>(
     model: &Model,
     ds: &Dataset,
@@ -119,10 +121,16 @@ pub fn for_each_activation_batch<E: From<PredictError>>(
     mut sink: impl FnMut(&[usize], &[Tensor]) -> Result<(), E>,
 ) -> Result<(), E> {
     let net = model.net("activations").map_err(PredictError::from)?;
-    let [c, h, w] = model.meta.input.map(|v| v as i64);
+    let [_, h, w] = model.meta.input.map(|v| v as i64);
+    let m = &ds.meta;
+    let size = [m.channels as i64, m.height as i64, m.width as i64];
     for chunk in rows.chunks(batch.max(1)) {
         let pixels = ds.images(chunk).map_err(PredictError::from)?;
-        let x = model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, c, h, w]));
+        let mut x =
+            model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, size[0], size[1], size[2]]));
+        if [size[1], size[2]] != [h, w] {
+            x = x.upsample_bilinear2d([h, w], false, None, None);
+        }
         sink(chunk, &tch::no_grad(|| net.forward_layers(&x)))?;
     }
     Ok(())

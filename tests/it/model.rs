@@ -630,3 +630,67 @@ fn the_model_stage_reads_an_onnx_file_and_heatmaps_run_on_its_graph() {
     assert_eq!(code, 2);
     assert!(err.contains("give one of `torchscript`, `onnx`, or `architecture` with `weights`"), "{err}");
 }
+
+#[test]
+fn the_shipped_efficientnet_lite0_as_a_backbone_gives_pytorchs_features_on_resized_images() {
+    let mut weights = Vec::new();
+    let (mut images, mut expected) = (None, Vec::new());
+    for (name, t) in tch::Tensor::read_safetensors(fixture("efficientnet_lite0.safetensors")).unwrap() {
+        if let Some(param) = name.strip_prefix("shape.") {
+            let dims = Vec::<i64>::try_from(&t).unwrap();
+            weights.push((param.to_string(), formula(dims[0] as u64, param, &dims[1..])));
+        } else if let Some(layer) = name.strip_prefix("expected.") {
+            expected.push((layer.to_string(), t));
+        } else {
+            images = Some(t);
+        }
+    }
+    let ws = Ws::new();
+    tch::Tensor::write_safetensors(&weights, ws.path().join("lite0.safetensors")).unwrap();
+    // The two 3×20×20 images as PNG files, imported as a dataset of one class.
+    let images = images.unwrap();
+    for i in 0..2 {
+        let chw = Vec::<u8>::try_from(images.get(i).permute([1, 2, 0]).contiguous().flatten(0, -1)).unwrap();
+        let path = ws.path().join(format!("pictures/TrainingSet/any/{i}.png"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_raw(20, 20, chw).unwrap().save(&path).unwrap();
+    }
+    let layers: Vec<String> = expected.iter().map(|(l, _)| format!("\"{l}\"")).collect();
+    let manifest = format!(
+        "[workflow]\nname = \"backbone\"\n\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"folders\"\n\
+         path = \"pictures\"\nsize = 20\n\n[[stage]]\nid = \"generic\"\nkind = \"activations\"\n\
+         images = \"data.dataset\"\nbackbone = {{ architecture = \"efficientnet-lite0\", \
+         weights = \"lite0.safetensors\" }}\nlayers = [{}]\npool = \"channels\"\n",
+        layers.join(", ")
+    );
+    let (w, report) = ws.run_builtin(&manifest);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
+    let key = &report.keys[w.stage_index("generic").unwrap()];
+    let folder = Store::open(ws.path()).unwrap().output_path(key, "activations").unwrap();
+    for (layer, want) in &expected {
+        let mut reader = hudd::npy::NpyReader::<f32>::open(&folder.join(format!("{layer}.npy"))).unwrap();
+        let got = reader.read_all().unwrap();
+        assert_eq!(reader.shape, want.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), "{layer}");
+        let got = tch::Tensor::from_slice(&got).view(want.size().as_slice());
+        let scale = f64::try_from(want.abs().max()).unwrap();
+        let diff = f64::try_from((got - want).abs().max()).unwrap();
+        assert!(diff < 1e-4 * scale, "{layer}: PyTorch and hudd disagree by {diff} (values up to {scale})");
+    }
+    // The model under analysis and a backbone at once, or neither, is refused by name.
+    let unknown = manifest.replace("\"_fc\"", "\"fc\"");
+    let (w, report) = ws.run_builtin(&unknown);
+    let hudd::engine::Outcome::Failed { error, exit_code: 2 } = &report.outcomes[w.stage_index("generic").unwrap()]
+    else {
+        panic!("{}", crate::support::failures(&report))
+    };
+    assert!(error.contains("layers: no layer `fc` in the network; it has 144 layers: _conv_stem, _bn0"), "{error}");
+    // Neither the model under analysis nor a backbone: nothing to take activations of.
+    let start = manifest.find("backbone = ").unwrap();
+    let end = start + manifest[start..].find('\n').unwrap() + 1;
+    let (w, report) = ws.run_builtin(&format!("{}{}", &manifest[..start], &manifest[end..]));
+    let hudd::engine::Outcome::Failed { error, exit_code: 2 } = &report.outcomes[w.stage_index("generic").unwrap()]
+    else {
+        panic!("{}", crate::support::failures(&report))
+    };
+    assert!(error.ends_with("give a `model` input (the DNN under analysis) or a `backbone`"), "{error}");
+}
