@@ -32,14 +32,14 @@ pub struct ActivationsParams {
     pub threads: Option<usize>,
     /// A pretrained network whose activations describe the images instead of the model under analysis' (the stage
     /// then takes no `model` input).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<Backbone>,
     /// The layers whose input is recorded, by name (default: every layer).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<String>>,
     /// `none`: every value of a layer's input; `channels`: the mean of each channel over its positions, one value a
     /// channel (a dense layer's units are its channels).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Pool::is_none")]
     pub pool: Pool,
 }
 
@@ -73,6 +73,12 @@ pub enum Pool {
     #[default]
     None,
     Channels,
+}
+
+impl Pool {
+    pub fn is_none(&self) -> bool {
+        *self == Pool::None
+    }
 }
 
 fn default_batch() -> usize {
