@@ -56,6 +56,10 @@ pub struct Backbone {
     pub mean: Vec<f32>,
     #[serde(default = "imagenet_std")]
     pub std: Vec<f32>,
+    /// The height and width the images are resized to (default the architecture's input; a network that ends in an
+    /// adaptive pool takes any size, and a smaller one costs less).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[usize; 2]>,
 }
 
 fn imagenet_mean() -> Vec<f32> {
@@ -104,6 +108,11 @@ impl Params for ActivationsParams {
             if b.std.iter().any(|s| !(*s > 0.0)) {
                 out.push(Invalid::new("backbone.std", format!("every value must be above 0, got {:?}", b.std)));
             }
+        }
+        if let Some(size) = self.backbone.as_ref().and_then(|b| b.size)
+            && size.contains(&0)
+        {
+            out.push(Invalid::new("backbone.size", format!("height and width must be at least 1, got {size:?}")));
         }
         if self.layers.as_ref().is_some_and(|l| l.is_empty()) {
             out.push(Invalid::new("layers", "names no layer; leave it out to record every layer"));
@@ -239,7 +248,8 @@ fn load_backbone(
     channels: usize,
 ) -> Result<Model, StageError> {
     let architecture = Architecture::resolve(&b.architecture, ctx.workspace)?;
-    let input = architecture.model.input;
+    let declared = architecture.model.input;
+    let input = b.size.map_or(declared, |[h, w]| [declared[0], h, w]);
     if input[0] != channels || b.mean.len() != channels {
         return Err(StageError::input(format!(
             "backbone {}: takes {} channels with {} normalisation values, the image set has {channels}",

@@ -634,13 +634,15 @@ fn the_model_stage_reads_an_onnx_file_and_heatmaps_run_on_its_graph() {
 #[test]
 fn the_shipped_efficientnet_lite0_as_a_backbone_gives_pytorchs_features_on_resized_images() {
     let mut weights = Vec::new();
-    let (mut images, mut expected) = (None, Vec::new());
+    let (mut images, mut expected, mut expected64) = (None, Vec::new(), Vec::new());
     for (name, t) in tch::Tensor::read_safetensors(fixture("efficientnet_lite0.safetensors")).unwrap() {
         if let Some(param) = name.strip_prefix("shape.") {
             let dims = Vec::<i64>::try_from(&t).unwrap();
             weights.push((param.to_string(), formula(dims[0] as u64, param, &dims[1..])));
         } else if let Some(layer) = name.strip_prefix("expected.") {
             expected.push((layer.to_string(), t));
+        } else if let Some(layer) = name.strip_prefix("expected64.") {
+            expected64.push((layer.to_string(), t));
         } else {
             images = Some(t);
         }
@@ -663,20 +665,16 @@ fn the_shipped_efficientnet_lite0_as_a_backbone_gives_pytorchs_features_on_resiz
          weights = \"lite0.safetensors\" }}\nlayers = [{}]\npool = \"channels\"\n",
         layers.join(", ")
     );
-    let (w, report) = ws.run_builtin(&manifest);
-    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
-    let key = &report.keys[w.stage_index("generic").unwrap()];
-    let folder = Store::open(ws.path()).unwrap().output_path(key, "activations").unwrap();
-    for (layer, want) in &expected {
-        let mut reader = hudd::npy::NpyReader::<f32>::open(&folder.join(format!("{layer}.npy"))).unwrap();
-        let got = reader.read_all().unwrap();
-        assert_eq!(reader.shape, want.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), "{layer}");
-        let got = tch::Tensor::from_slice(&got).view(want.size().as_slice());
-        let scale = f64::try_from(want.abs().max()).unwrap();
-        let diff = f64::try_from((got - want).abs().max()).unwrap();
-        assert!(diff < 1e-4 * scale, "{layer}: PyTorch and hudd disagree by {diff} (values up to {scale})");
+    // At the architecture's 224×224, and at a size of the manifest's.
+    let small = manifest.replace("weights = \"lite0.safetensors\"", "weights = \"lite0.safetensors\", size = [64, 64]");
+    for (manifest, expected) in [(&manifest, &expected), (&small, &expected64)] {
+        let (w, report) = ws.run_builtin(manifest);
+        assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
+        let key = &report.keys[w.stage_index("generic").unwrap()];
+        let folder = Store::open(ws.path()).unwrap().output_path(key, "activations").unwrap();
+        features_match(&folder, expected);
     }
-    // The model under analysis and a backbone at once, or neither, is refused by name.
+    // An unknown layer is named with the layers there are.
     let unknown = manifest.replace("\"_fc\"", "\"fc\"");
     let (w, report) = ws.run_builtin(&unknown);
     let hudd::engine::Outcome::Failed { error, exit_code: 2 } = &report.outcomes[w.stage_index("generic").unwrap()]
@@ -693,4 +691,18 @@ fn the_shipped_efficientnet_lite0_as_a_backbone_gives_pytorchs_features_on_resiz
         panic!("{}", crate::support::failures(&report))
     };
     assert!(error.ends_with("give a `model` input (the DNN under analysis) or a `backbone`"), "{error}");
+}
+
+/// Each layer's stored channel means against PyTorch's, within 1e-4 of the largest.
+fn features_match(folder: &std::path::Path, expected: &[(String, tch::Tensor)]) {
+    assert_eq!(expected.len(), 5);
+    for (layer, want) in expected {
+        let mut reader = hudd::npy::NpyReader::<f32>::open(&folder.join(format!("{layer}.npy"))).unwrap();
+        let got = reader.read_all().unwrap();
+        assert_eq!(reader.shape, want.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), "{layer}");
+        let got = tch::Tensor::from_slice(&got).view(want.size().as_slice());
+        let scale = f64::try_from(want.abs().max()).unwrap();
+        let diff = f64::try_from((got - want).abs().max()).unwrap();
+        assert!(diff < 1e-4 * scale, "{layer}: PyTorch and hudd disagree by {diff} (values up to {scale})");
+    }
 }
