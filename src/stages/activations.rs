@@ -250,7 +250,8 @@ fn load_backbone(
     let architecture = Architecture::resolve(&b.architecture, ctx.workspace)?;
     let declared = architecture.model.input;
     let input = b.size.map_or(declared, |[h, w]| [declared[0], h, w]);
-    if input[0] != channels || b.mean.len() != channels {
+    // A one-channel image goes in as grey on every channel (torchvision's `Grayscale(3)`): preprocessing broadcasts it.
+    if (input[0] != channels && channels != 1) || b.mean.len() != input[0] {
         return Err(StageError::input(format!(
             "backbone {}: takes {} channels with {} normalisation values, the image set has {channels}",
             b.architecture.display(),

@@ -674,6 +674,25 @@ fn the_shipped_efficientnet_lite0_as_a_backbone_gives_pytorchs_features_on_resiz
         let folder = Store::open(ws.path()).unwrap().output_path(key, "activations").unwrap();
         features_match(&folder, expected);
     }
+    // A grey image set goes in as grey on every channel: the features of the same pictures imported as RGB.
+    for i in 0..2 {
+        let from = ws.path().join(format!("pictures/TrainingSet/any/{i}.png"));
+        let to = ws.path().join(format!("greys/TrainingSet/any/{i}.png"));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        image::open(&from).unwrap().to_luma8().save(&to).unwrap();
+    }
+    let read = |channels: usize| {
+        let text = small
+            .replace("\"pictures\"", "\"greys\"")
+            .replace("size = 20\n", &format!("size = 20\nchannels = {channels}\n"));
+        let (w, report) = ws.run_builtin(&text);
+        assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
+        let key = &report.keys[w.stage_index("generic").unwrap()];
+        let folder = Store::open(ws.path()).unwrap().output_path(key, "activations").unwrap();
+        hudd::npy::NpyReader::<f32>::open(&folder.join("_conv_head.npy")).unwrap().read_all().unwrap()
+    };
+    let (grey, rgb) = (read(1), read(3));
+    assert!(grey.iter().zip(&rgb).all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(1.0)), "{grey:?} {rgb:?}");
     // An unknown layer is named with the layers there are.
     let unknown = manifest.replace("\"_fc\"", "\"fc\"");
     let (w, report) = ws.run_builtin(&unknown);
