@@ -274,6 +274,8 @@ pub enum CliError {
     #[error("{0}")]
     Target(#[from] crate::engine::targets::UnknownTarget),
     #[error("{0}")]
+    Diff(#[from] crate::diff::DiffError),
+    #[error("{0}")]
     Usage(String),
 }
 
@@ -575,8 +577,8 @@ fn diff(
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     let store = ws.open()?;
-    let a = crate::diff::resolve(&store, ws.dir, before).map_err(CliError::Usage)?;
-    let b = crate::diff::resolve(&store, ws.dir, after).map_err(CliError::Usage)?;
+    let a = crate::diff::resolve(&store, ws.dir, before)?;
+    let b = crate::diff::resolve(&store, ws.dir, after)?;
     let outputs =
         |key: &str| store.entry(key).map(|e| e.outputs.iter().map(|(name, o)| (name.clone(), o.digest())).collect());
     let d = crate::diff::diff(&a, &b, ws.dir, all, &outputs);
@@ -600,7 +602,7 @@ fn annotate(
 ) -> Result<u8, CliError> {
     use crate::artefact::annotations::{self, Annotations, Current};
     let store = ws.open()?;
-    let side = crate::diff::resolve(&store, ws.dir, run).map_err(CliError::Usage)?;
+    let side = crate::diff::resolve(&store, ws.dir, run)?;
     let evidence =
         side.evidence.ok_or_else(|| CliError::Usage(format!("`{run}` has no report to read clusters from")))?;
     let clusters: Vec<Current> = crate::diff::clusters(&evidence)

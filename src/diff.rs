@@ -3,13 +3,42 @@
 //! and the root-cause clusters matched by their members. And `hudd annotate`'s source: a run's clusters.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::artefact::evidence::{self, Matching};
 use crate::engine::store::Store;
+
+/// Why a run or its evidence cannot be read: each names the file or the argument.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{}: {source}", path.display())]
+    Toml { path: PathBuf, source: toml::de::Error },
+    #[error("{}: no [workflow] name", path.display())]
+    NoWorkflowName { path: PathBuf },
+    #[error("{}: not a hudd evidence file (no \"schema\": \"{}\")", path.display(), evidence::SCHEMA)]
+    NotEvidence { path: PathBuf },
+    #[error("{}: evidence schema version {version}, newer than this hudd's {}", path.display(), evidence::VERSION)]
+    Newer { path: PathBuf, version: u64 },
+    /// A cluster list that `diff` and `annotate` cannot read: the first field that is off.
+    #[error("{}: {message}", path.display())]
+    Clusters { path: PathBuf, message: String },
+    #[error(
+        "`{arg}` is no report folder, evidence.json, run record, manifest or workflow with recorded runs in {}",
+        store.display()
+    )]
+    NotFound { arg: String, store: PathBuf },
+    #[error("`{arg}`: workflow `{workflow}` has {runs} recorded runs")]
+    TooFewRuns { arg: String, workflow: String, runs: usize },
+    #[error("the report of this run (stage `{stage}`, key {key}) is no longer in the store: rerun the workflow")]
+    ReportGone { stage: String, key: String },
+}
 
 /// One side of a diff: a run record and/or the evidence of its report.
 #[derive(Debug, Clone)]
@@ -23,10 +52,11 @@ pub struct Side {
 /// Finds a run: a run record file or its name (`2026-11-29T20-45-24-951Z-quickstart`, or a prefix of it), a report
 /// folder or `evidence.json`, a manifest (its workflow's latest run), or a workflow's name; `~N` after a workflow's
 /// name or manifest picks the run N before its latest.
-pub fn resolve(store: &Store, workspace: &Path, arg: &str) -> Result<Side, String> {
+pub fn resolve(store: &Store, workspace: &Path, arg: &str) -> Result<Side, DiffError> {
+    // `~N` with more digits than a usize holds asks for a run that cannot exist: it is named like too few runs.
     let (name, back) = match arg.rsplit_once('~') {
         Some((name, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
-            (name, n.parse::<usize>().map_err(|e| format!("`{arg}`: {e}"))?)
+            (name, n.parse::<usize>().unwrap_or(usize::MAX))
         }
         _ => (arg, 0),
     };
@@ -44,12 +74,13 @@ pub fn resolve(store: &Store, workspace: &Path, arg: &str) -> Result<Side, Strin
         return Ok(Side { label: arg.into(), record: None, evidence: Some(read_evidence(&path)?) });
     }
     let workflow = if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| DiffError::Io { path: path.clone(), source })?;
+        let doc: toml::Table =
+            toml::from_str(&text).map_err(|source| DiffError::Toml { path: path.clone(), source })?;
         doc.get("workflow")
             .and_then(|w| w.get("name"))
             .and_then(|n| n.as_str())
-            .ok_or_else(|| format!("{}: no [workflow] name", path.display()))?
+            .ok_or_else(|| DiffError::NoWorkflowName { path: path.clone() })?
             .to_string()
     } else {
         name.to_string()
@@ -72,48 +103,40 @@ pub fn resolve(store: &Store, workspace: &Path, arg: &str) -> Result<Side, Strin
             let started = record["started"].as_str().unwrap_or("?");
             Ok(Side { label: format!("{arg} (run of {started})"), record: Some((*record).clone()), evidence })
         }
-        None if of_workflow.is_empty() => Err(format!(
-            "`{arg}` is no report folder, evidence.json, run record, manifest or workflow with recorded runs in {}",
-            store.root().display()
-        )),
-        None => Err(format!("`{arg}`: workflow `{workflow}` has {} recorded runs", of_workflow.len())),
+        None if of_workflow.is_empty() => Err(DiffError::NotFound { arg: arg.into(), store: store.root().into() }),
+        None => Err(DiffError::TooFewRuns { arg: arg.into(), workflow, runs: of_workflow.len() }),
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn read_json(path: &Path) -> Result<Value, DiffError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DiffError::Io { path: path.into(), source })?;
+    serde_json::from_str(&text).map_err(|source| DiffError::Json { path: path.into(), source })
 }
 
 /// Reads an `evidence.json`, refusing another schema or a newer version.
-pub fn read_evidence(path: &Path) -> Result<Value, String> {
+pub fn read_evidence(path: &Path) -> Result<Value, DiffError> {
     let value = read_json(path)?;
     match (value["schema"].as_str(), value["schema_version"].as_u64()) {
         (Some(evidence::SCHEMA), Some(v)) if v <= u64::from(evidence::VERSION) => {
-            check_clusters(&value).map_err(|e| format!("{}: {e}", path.display()))?;
+            check_clusters(&value).map_err(|message| DiffError::Clusters { path: path.into(), message })?;
             Ok(value)
         }
-        (Some(evidence::SCHEMA), Some(v)) => Err(format!(
-            "{}: evidence schema version {v}, newer than this hudd's {}",
-            path.display(),
-            evidence::VERSION
-        )),
-        _ => Err(format!("{}: not a hudd evidence file (no \"schema\": \"{}\")", path.display(), evidence::SCHEMA)),
+        (Some(evidence::SCHEMA), Some(version)) => Err(DiffError::Newer { path: path.into(), version }),
+        _ => Err(DiffError::NotEvidence { path: path.into() }),
     }
 }
 
 /// The evidence of a run's report stage (its last), when the run has one and the store still holds it.
-fn evidence_of_record(store: &Store, record: &Value) -> Result<Option<Value>, String> {
+fn evidence_of_record(store: &Store, record: &Value) -> Result<Option<Value>, DiffError> {
     let Some(report) = record["stages"].as_array().and_then(|s| s.iter().rev().find(|s| s["kind"] == "report")) else {
         return Ok(None);
     };
     let key = report["key"].as_str().unwrap_or_default();
     match store.output_path(key, "report") {
         Ok(dir) => read_evidence(&dir.join(evidence::FILE)).map(Some),
-        Err(_) => Err(format!(
-            "the report of this run (stage `{}`, key {key}) is no longer in the store: rerun the workflow",
-            report["id"].as_str().unwrap_or("report")
-        )),
+        Err(_) => {
+            Err(DiffError::ReportGone { stage: report["id"].as_str().unwrap_or("report").into(), key: key.into() })
+        }
     }
 }
 
