@@ -19,6 +19,58 @@ use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, Sta
 
 pub struct Import;
 
+/// Why a data set cannot be imported: each names the file (and line), the folder or the image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{id}: label {index} has no name in `classes` ({names} names)")]
+    UnnamedLabel { id: String, index: usize, names: usize },
+    #[error("{id}: label `{label}` is not in the class list ({})", classes.join(", "))]
+    UnknownLabel { id: String, label: String, classes: Vec<String> },
+    #[error("{id}: {reason} (on_bad_image = \"skip\" skips such images)")]
+    BadImage { id: String, reason: String },
+    #[error("{}: no such folder (split `{split}` of `splits`)", dir.display())]
+    MissingSplit { dir: PathBuf, split: String },
+    #[error(
+        "{}: no TrainingSet, TestSet or ImprovementSet folder (HUDD's layout: <path>/TrainingSet/<class>/<image>)",
+        root.display()
+    )]
+    NotHuddLayout { root: PathBuf },
+    #[error(
+        "{}: needs a `path` column and a `label` column (or `target_<name>` columns); columns: {}",
+        file.display(),
+        columns.join(", ")
+    )]
+    ListingColumns { file: PathBuf, columns: Vec<String> },
+    #[error("{}: target columns come in x, y pairs, got {count}", file.display())]
+    OddTargets { file: PathBuf, count: usize },
+    #[error("{}:{line}: `{column}` is `{text}`, not a finite number", file.display())]
+    NotANumber { file: PathBuf, line: usize, column: String, text: String },
+    #[error("{}: no images (only a header)", file.display())]
+    EmptyListing { file: PathBuf },
+    #[error("{}:{line}: empty `path`", file.display())]
+    EmptyPath { file: PathBuf, line: usize },
+    #[error("{}:{line}: empty `split` for {path}", file.display())]
+    EmptySplit { file: PathBuf, line: usize, path: String },
+    #[error("{}:{line}: {path} is listed twice (also at line {first}); an image id must be unique", file.display())]
+    Duplicate { file: PathBuf, line: usize, path: String, first: usize },
+    #[error("{prefix}-images: expected 3 dimensions, got {dims:?}")]
+    IdxImageDims { prefix: String, dims: Vec<usize> },
+    #[error("{prefix}: {n} images, so the labels must have dimensions [{n}], not {dims:?}")]
+    IdxLabelDims { prefix: String, n: usize, dims: Vec<usize> },
+    #[error("{}: no train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]", root.display())]
+    NoIdx { root: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Gzip { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Idx { path: PathBuf, message: String },
+}
+
+impl From<ImportError> for StageError {
+    fn from(e: ImportError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceFormat {
@@ -214,8 +266,10 @@ impl Stage for Import {
         if let (SourceFormat::Idx, Some(names)) = (p.format, &p.classes) {
             for it in &mut items {
                 let d: usize = it.label.parse().expect("IDX labels are numbers");
-                it.label = names.get(d).cloned().ok_or_else(|| {
-                    StageError::input(format!("{}: label {d} has no name in `classes` ({} names)", it.id, names.len()))
+                it.label = names.get(d).cloned().ok_or_else(|| ImportError::UnnamedLabel {
+                    id: it.id.clone(),
+                    index: d,
+                    names: names.len(),
                 })?;
             }
         }
@@ -232,12 +286,12 @@ impl Stage for Import {
         };
         for it in items.iter().filter(|_| !regression) {
             if !classes.contains(&it.label) {
-                return Err(StageError::input(format!(
-                    "{}: label `{}` is not in the class list ({})",
-                    it.id,
-                    it.label,
-                    classes.join(", ")
-                )));
+                return Err(ImportError::UnknownLabel {
+                    id: it.id.clone(),
+                    label: it.label.clone(),
+                    classes: classes.clone(),
+                }
+                .into());
             }
         }
 
@@ -275,12 +329,7 @@ impl Stage for Import {
                     skipped.push(SkippedRow { image: it.id.clone(), reason });
                     continue;
                 }
-                Err(reason) => {
-                    return Err(StageError::input(format!(
-                        "{}: {reason} (on_bad_image = \"skip\" skips such images)",
-                        it.id
-                    )));
-                }
+                Err(reason) => return Err(ImportError::BadImage { id: it.id.clone(), reason }.into()),
             };
             let label = if regression {
                 let mapped = it.targets.iter().enumerate();
@@ -366,10 +415,7 @@ fn folders(root: &Path, splits: Option<&BTreeMap<String, PathBuf>>) -> Result<Ve
         let dir = root.join(&folder);
         if !dir.is_dir() {
             if splits.is_some() {
-                return Err(StageError::input(format!(
-                    "{}: no such folder (split `{split}` of `splits`)",
-                    dir.display()
-                )));
+                return Err(ImportError::MissingSplit { dir, split }.into());
             }
             continue;
         }
@@ -399,10 +445,7 @@ fn folders(root: &Path, splits: Option<&BTreeMap<String, PathBuf>>) -> Result<Ve
         }
     }
     if !found {
-        return Err(StageError::input(format!(
-            "{}: no TrainingSet, TestSet or ImprovementSet folder (HUDD's layout: <path>/TrainingSet/<class>/<image>)",
-            root.display()
-        )));
+        return Err(ImportError::NotHuddLayout { root: root.into() }.into());
     }
     Ok(items)
 }
@@ -427,18 +470,10 @@ fn csv(file: &Path) -> Result<Listing, StageError> {
         names.iter().filter_map(|n| n.strip_prefix("target_").map(str::to_string)).collect();
     let has = |c: &str| names.iter().any(|n| n == c);
     if !has("path") || (!has("label") && target_names.is_empty()) {
-        return Err(StageError::input(format!(
-            "{}: needs a `path` column and a `label` column (or `target_<name>` columns); columns: {}",
-            file.display(),
-            names.join(", ")
-        )));
+        return Err(ImportError::ListingColumns { file: file.into(), columns: names }.into());
     }
     if target_names.len() % 2 == 1 {
-        return Err(StageError::input(format!(
-            "{}: target columns come in x, y pairs, got {}",
-            file.display(),
-            target_names.len()
-        )));
+        return Err(ImportError::OddTargets { file: file.into(), count: target_names.len() }.into());
     }
     let col = |name: &str| -> Result<Vec<String>, StageError> {
         let c = df.column(name)?;
@@ -448,12 +483,18 @@ fn csv(file: &Path) -> Result<Listing, StageError> {
     let paths = col("path")?;
     let labels = if has("label") { col("label")? } else { vec![String::new(); paths.len()] };
     // Rows are named by their line in the file (the header is line 1).
-    let at = |i: usize| format!("{}:{}", file.display(), i + 2);
+    let line = |i: usize| i + 2;
     let numbers = |name: &str| -> Result<Vec<f32>, StageError> {
         (col(name)?.iter().enumerate())
             .map(|(i, text)| match text.trim().parse::<f32>() {
                 Ok(v) if v.is_finite() => Ok(v),
-                _ => Err(StageError::input(format!("{}: `{name}` is `{text}`, not a finite number", at(i)))),
+                _ => Err(ImportError::NotANumber {
+                    file: file.into(),
+                    line: line(i),
+                    column: name.into(),
+                    text: text.clone(),
+                }
+                .into()),
             })
             .collect()
     };
@@ -468,22 +509,19 @@ fn csv(file: &Path) -> Result<Listing, StageError> {
         .collect();
     let extra_cols: Vec<Vec<String>> = extra_names.iter().map(|n| col(n)).collect::<Result<_, _>>()?;
     if paths.is_empty() {
-        return Err(StageError::input(format!("{}: no images (only a header)", file.display())));
+        return Err(ImportError::EmptyListing { file: file.into() }.into());
     }
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, path) in paths.iter().enumerate() {
         if path.trim().is_empty() {
-            return Err(StageError::input(format!("{}: empty `path`", at(i))));
+            return Err(ImportError::EmptyPath { file: file.into(), line: line(i) }.into());
         }
         if splits[i].trim().is_empty() {
-            return Err(StageError::input(format!("{}: empty `split` for {path}", at(i))));
+            return Err(ImportError::EmptySplit { file: file.into(), line: line(i), path: path.clone() }.into());
         }
         if let Some(first) = seen.insert(path.as_str(), i) {
-            return Err(StageError::input(format!(
-                "{}: {path} is listed twice (also at line {}); an image id must be unique",
-                at(i),
-                first + 2
-            )));
+            let (line, first) = (line(i), line(first));
+            return Err(ImportError::Duplicate { file: file.into(), line, path: path.clone(), first }.into());
         }
     }
     let base = file.parent().unwrap_or(Path::new("."));
@@ -509,12 +547,10 @@ fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
         let (Some((img_dims, img)), Some((lab_dims, lab))) = (images, labels) else { continue };
         let (n, rows, cols) = match img_dims.as_slice() {
             [n, r, c] => (*n, *r, *c),
-            other => return Err(StageError::input(format!("{prefix}-images: expected 3 dimensions, got {other:?}"))),
+            other => return Err(ImportError::IdxImageDims { prefix: prefix.into(), dims: other.to_vec() }.into()),
         };
         if lab_dims != [n] {
-            return Err(StageError::input(format!(
-                "{prefix}: {n} images, so the labels must have dimensions [{n}], not {lab_dims:?}"
-            )));
+            return Err(ImportError::IdxLabelDims { prefix: prefix.into(), n, dims: lab_dims }.into());
         }
         for i in 0..n {
             items.push(Item {
@@ -528,10 +564,7 @@ fn idx(root: &Path) -> Result<Vec<Item>, StageError> {
         }
     }
     if items.is_empty() {
-        return Err(StageError::input(format!(
-            "{}: no train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]",
-            root.display()
-        )));
+        return Err(ImportError::NoIdx { root: root.into() }.into());
     }
     Ok(items)
 }
@@ -550,12 +583,12 @@ fn read_idx(root: &Path, name: &str) -> Result<Option<Idx>, StageError> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(file)
             .read_to_end(&mut out)
-            .map_err(|e| StageError::input(format!("{}: {e}", gz.display())))?;
+            .map_err(|source| ImportError::Gzip { path: gz.clone(), source })?;
         (gz, out)
     } else {
         return Ok(None);
     };
-    let bad = |m: &str| StageError::input(format!("{}: {m}", path.display()));
+    let bad = |m: &str| StageError::from(ImportError::Idx { path: path.clone(), message: m.into() });
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
         return Err(bad("not an IDX file of unsigned bytes"));
     }
