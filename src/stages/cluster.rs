@@ -34,6 +34,42 @@ pub enum SelectLayer {
     Silhouette,
 }
 
+/// Why the failing images cannot be clustered as asked: each names the layer, the file or the parameter.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot start {threads} threads: {source}")]
+    Threads { threads: usize, source: rayon::ThreadPoolBuildError },
+    #[error("`k = {k}` asks for more clusters than the {n} error-inducing images to cluster")]
+    TooManyClusters { k: usize, n: usize },
+    #[error("all {n} images have identical heatmaps in every clustered layer: nothing to cluster")]
+    Identical { n: usize },
+    #[error("no layer but the input layer was clustered: list at least one internal layer in `layers`")]
+    OnlyInput,
+    #[error(
+        "the heatmaps ({heatmaps} images, first {heatmaps_first:?}) were not computed for this image set ({images} \
+         images, first {images_first:?}): connect the dataset the heatmaps stage read"
+    )]
+    OtherImages { heatmaps: usize, heatmaps_first: Option<String>, images: usize, images_first: Option<String> },
+    #[error("layers name `{layer}`, which has no heatmaps (layers: {})", layers.join(", "))]
+    UnknownLayer { layer: String, layers: Vec<String> },
+    #[error(
+        "centre = \"class\" needs each image's class, and {} has none (a keypoint or imported dataset without \
+         `label_index`): leave `centre` out",
+        dataset.display()
+    )]
+    NoClasses { dataset: std::path::PathBuf },
+    #[error("{}: {rows} rows where index.csv lists {images} images", path.display())]
+    RowCount { path: std::path::PathBuf, rows: usize, images: usize },
+    #[error("layer `{layer}`: the heatmap of image {image} holds {value} (at element {element})")]
+    NotFinite { layer: String, image: String, value: f32, element: usize },
+}
+
+impl From<ClusterError> for StageError {
+    fn from(e: ClusterError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterParams {
@@ -279,7 +315,7 @@ impl Stage for Cluster {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
-            .map_err(|e| StageError::failed(format!("cannot start {threads} threads: {e}")))?;
+            .map_err(|source| ClusterError::Threads { threads, source })?;
         pool.install(|| cluster_all(p, ctx))
     }
 }
@@ -316,9 +352,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     if let (ChooseK::Fixed, Some(k)) = (p.choose_k, p.k)
         && k > n
     {
-        return Err(StageError::input(format!(
-            "`k = {k}` asks for more clusters than the {n} error-inducing images to cluster"
-        )));
+        return Err(ClusterError::TooManyClusters { k, n }.into());
     }
     let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
     let max_k = max_k_of(n);
@@ -364,13 +398,9 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     }
     let Some((chosen, raw, labels)) = best else {
         if summary.layers.iter().all(|l| l.k == 0) {
-            return Err(StageError::input(format!(
-                "all {n} images have identical heatmaps in every clustered layer: nothing to cluster"
-            )));
+            return Err(ClusterError::Identical { n }.into());
         }
-        return Err(StageError::input(
-            "no layer but the input layer was clustered: list at least one internal layer in `layers`",
-        ));
+        return Err(ClusterError::OnlyInput.into());
     };
     let layer_rows: Vec<LayerRow> = summary
         .layers
@@ -429,21 +459,18 @@ fn layers_to_cluster(
     let rules: BTreeMap<String, String> = conservation.into_iter().map(|r| (r.layer, r.rule)).collect();
     let indexed = heatmaps.ids()?;
     if indexed != ids {
-        return Err(StageError::input(format!(
-            "the heatmaps ({} images, first {:?}) were not computed for this image set ({} images, first {:?}): connect the dataset the heatmaps stage read",
-            indexed.len(),
-            indexed.first(),
-            ids.len(),
-            ids.first()
-        )));
+        return Err(ClusterError::OtherImages {
+            heatmaps: indexed.len(),
+            heatmaps_first: indexed.first().cloned(),
+            images: ids.len(),
+            images_first: ids.first().cloned(),
+        }
+        .into());
     }
     let layers = match &p.layers {
         Some(names) => {
             if let Some(bad) = names.iter().find(|n| !order.contains(n)) {
-                return Err(StageError::input(format!(
-                    "layers name `{bad}`, which has no heatmaps (layers: {})",
-                    order.join(", ")
-                )));
+                return Err(ClusterError::UnknownLayer { layer: bad.clone(), layers: order }.into());
             }
             names.clone()
         }
@@ -456,13 +483,9 @@ fn layers_to_cluster(
 fn classes_of(p: &ClusterParams, ds: &Dataset) -> Result<Option<Vec<usize>>, StageError> {
     match p.centre {
         Centre::None => Ok(None),
-        Centre::Class => Ok(Some(cluster::features::dense_classes(&ds.class_labels().map_err(|_| {
-            StageError::input(format!(
-                "centre = \"class\" needs each image's class, and {} has none (a keypoint or imported dataset without \
-                 `label_index`): leave `centre` out",
-                ds.dir.display()
-            ))
-        })?))),
+        Centre::Class => Ok(Some(cluster::features::dense_classes(
+            &ds.class_labels().map_err(|_| ClusterError::NoClasses { dataset: ds.dir.clone() })?,
+        ))),
     }
 }
 
@@ -490,22 +513,17 @@ pub fn layer_distances(
     let mut reader = NpyReader::<f32>::open(&path)?;
     let n = ids.len();
     if reader.rows() != n {
-        return Err(StageError::input(format!(
-            "{}: {} rows where index.csv lists {} images",
-            path.display(),
-            reader.rows(),
-            n
-        )));
+        return Err(ClusterError::RowCount { path, rows: reader.rows(), images: n }.into());
     }
     // `values` holds `width` columns from `column` on, of rows from `row` on.
     let finite =
         |values: &[f32], width: usize, row: usize, column: usize| match values.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(StageError::input(format!(
-                "layer `{layer}`: the heatmap of image {} holds {} (at element {})",
-                ids[row + i / width],
-                values[i],
-                column + i % width
-            ))),
+            Some(i) => Err(StageError::from(ClusterError::NotFinite {
+                layer: layer.into(),
+                image: ids[row + i / width].clone(),
+                value: values[i],
+                element: column + i % width,
+            })),
             None => Ok(()),
         };
     let d = reader.row_len();
