@@ -21,6 +21,32 @@ use crate::runtime::{self, DeviceChoice};
 
 pub struct Activations;
 
+/// Why the activations cannot be taken: each names the input, the backbone or the layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationsError {
+    #[error("the model takes {model:?} images, the image set has {images:?}")]
+    Size { model: [usize; 3], images: [usize; 3] },
+    #[error("`backbone` replaces the `model` input: give one of them, not both")]
+    Both,
+    #[error("give a `model` input (the DNN under analysis) or a `backbone`")]
+    Neither,
+    #[error(
+        "backbone {}: takes {takes} channels with {values} normalisation values, the image set has {channels}",
+        architecture.display()
+    )]
+    Channels { architecture: PathBuf, takes: usize, values: usize, channels: usize },
+    #[error("layers: no layer `{layer}` in the network; it has {} layers: {}", layers.len(), layers.join(", "))]
+    UnknownLayer { layer: String, layers: Vec<String> },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl From<ActivationsError> for StageError {
+    fn from(e: ActivationsError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActivationsParams {
@@ -177,18 +203,15 @@ impl Stage for Activations {
             (None, Some(m)) => {
                 let model = Model::load(&m.path, device)?;
                 if model.meta.input != input {
-                    return Err(StageError::input(format!(
-                        "the model takes {:?} images, the image set has {input:?}",
-                        model.meta.input
-                    )));
+                    return Err(ActivationsError::Size { model: model.meta.input, images: input }.into());
                 }
                 model
             }
             (Some(_), Some(_)) => {
-                return Err(StageError::input("`backbone` replaces the `model` input: give one of them, not both"));
+                return Err(ActivationsError::Both.into());
             }
             (None, None) => {
-                return Err(StageError::input("give a `model` input (the DNN under analysis) or a `backbone`"));
+                return Err(ActivationsError::Neither.into());
             }
         };
         let net = model.net("the activations stage")?;
@@ -210,8 +233,7 @@ impl Stage for Activations {
                 if p.pool == Pool::Channels && a.dim() == 4 {
                     a = a.mean_dim(&[2i64, 3][..], false, tch::Kind::Float);
                 }
-                let values: Vec<f32> = Vec::try_from(a.contiguous().flatten(0, -1))
-                    .map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
+                let values: Vec<f32> = Vec::try_from(a.contiguous().flatten(0, -1)).map_err(ActivationsError::from)?;
                 writer.append(&values)?;
             }
             ctx.progress.inc(chunk.len() as u64);
@@ -252,12 +274,13 @@ fn load_backbone(
     let input = b.size.map_or(declared, |[h, w]| [declared[0], h, w]);
     // A one-channel image goes in as grey on every channel (torchvision's `Grayscale(3)`): preprocessing broadcasts it.
     if (input[0] != channels && channels != 1) || b.mean.len() != input[0] {
-        return Err(StageError::input(format!(
-            "backbone {}: takes {} channels with {} normalisation values, the image set has {channels}",
-            b.architecture.display(),
-            input[0],
-            b.mean.len()
-        )));
+        return Err(ActivationsError::Channels {
+            architecture: b.architecture.clone(),
+            takes: input[0],
+            values: b.mean.len(),
+            channels,
+        }
+        .into());
     }
     let last = architecture.describe(input, 1)?.pop().expect("an architecture has layers");
     let meta = ModelMeta {
@@ -284,12 +307,8 @@ fn recorded_layers<'a>(
 ) -> Result<Vec<usize>, StageError> {
     let Some(wanted) = wanted else { return Ok((0..layers.count()).collect()) };
     if let Some(unknown) = wanted.iter().find(|w| !layers.clone().any(|l| l == w.as_str())) {
-        let names: Vec<&str> = layers.collect();
-        return Err(StageError::input(format!(
-            "layers: no layer `{unknown}` in the network; it has {} layers: {}",
-            names.len(),
-            names.join(", ")
-        )));
+        let layers = layers.map(str::to_string).collect();
+        return Err(ActivationsError::UnknownLayer { layer: unknown.clone(), layers }.into());
     }
     Ok(layers.enumerate().filter(|(_, l)| wanted.iter().any(|w| w == l)).map(|(k, _)| k).collect())
 }
