@@ -15,6 +15,36 @@ use crate::model::{Architecture, is_shipped_name, shipped_fingerprint};
 
 pub struct ImportModel;
 
+/// Why a model trained elsewhere cannot be brought in: each names the user's file (not the store's copy).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportModelError {
+    #[error("mean and std need {channels} values (one per channel), got {mean} and {std}")]
+    Normalisation { channels: usize, mean: usize, std: usize },
+    #[error(transparent)]
+    Onnx(#[from] crate::model::onnx::OnnxError),
+    #[error("give `torchscript`, or `architecture` with `weights`")]
+    NoSource,
+    #[error("{}: cannot load it: {message}", file.display())]
+    Weights { file: PathBuf, message: String },
+    #[error("{}: {source}", file.display())]
+    Load { file: PathBuf, source: crate::model::artefact::ModelError },
+    #[error("{}: the model cannot take the dataset's {input:?} images: {source}", file.display())]
+    Forward { file: PathBuf, input: [usize; 3], source: crate::model::artefact::ModelError },
+    #[error("{}: the model gives {kind:?} outputs; hudd needs float logits (or keypoint maps)", file.display())]
+    NotFloat { file: PathBuf, kind: Kind },
+    #[error(
+        "{}: the model gives outputs of shape {shape:?} for one image; the dataset's task needs {outputs} outputs",
+        file.display()
+    )]
+    Outputs { file: PathBuf, shape: Vec<i64>, outputs: usize },
+}
+
+impl From<ImportModelError> for StageError {
+    fn from(e: ImportModelError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportModelParams {
@@ -108,11 +138,7 @@ impl Stage for ImportModel {
         let mean = p.mean.clone().unwrap_or_else(|| vec![0.0; c]);
         let std = p.std.clone().unwrap_or_else(|| vec![1.0; c]);
         if mean.len() != c || std.len() != c {
-            return Err(StageError::input(format!(
-                "mean and std need {c} values (one per channel), got {} and {}",
-                mean.len(),
-                std.len()
-            )));
+            return Err(ImportModelError::Normalisation { channels: c, mean: mean.len(), std: std.len() }.into());
         }
         let dir = ctx.output("model")?;
         let mut meta = ModelMeta {
@@ -128,7 +154,7 @@ impl Stage for ImportModel {
         match (&p.torchscript, &p.architecture, &p.weights) {
             _ if p.onnx.is_some() => {
                 let src = ctx.resolve(p.onnx.as_ref().expect("checked"));
-                let imported = crate::model::onnx::import(&src).map_err(|e| StageError::input(e.to_string()))?;
+                let imported = crate::model::onnx::import(&src).map_err(ImportModelError::from)?;
                 meta.format = Format::Declared;
                 meta.architecture = Some(imported.architecture);
                 let mut model = Model::init(meta.clone(), tch::Device::Cpu, 0)?;
@@ -154,7 +180,7 @@ impl Stage for ImportModel {
                 // Writes model.json and the weights.
                 model.save(&dir)?;
             }
-            _ => return Err(StageError::input("give `torchscript`, or `architecture` with `weights`")),
+            _ => return Err(ImportModelError::NoSource.into()),
         }
         // The model must take one image of the dataset and give the task's outputs. Messages name the user's file,
         // not the copy being written into the store.
@@ -167,17 +193,16 @@ impl Stage for ImportModel {
             .unwrap_or_default();
         let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| match e {
             crate::model::artefact::ModelError::Weights { message, .. } => {
-                StageError::input(format!("{}: cannot load it: {message}", source.display()))
+                ImportModelError::Weights { file: source.clone(), message }
             }
-            other => StageError::input(format!("{}: {other}", source.display())),
+            other => ImportModelError::Load { file: source.clone(), source: other },
         })?;
         let pixels = ds.images(&[0])?;
         let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
-        let y = tch::no_grad(|| model.forward(&model.preprocess(&x))).map_err(|e| {
-            StageError::input(format!(
-                "{}: the model cannot take the dataset's {input:?} images: {e}",
-                source.display()
-            ))
+        let y = tch::no_grad(|| model.forward(&model.preprocess(&x))).map_err(|e| ImportModelError::Forward {
+            file: source.clone(),
+            input,
+            source: e,
         })?;
         let got = y.size();
         let ok = match &ds.meta.target {
@@ -185,17 +210,10 @@ impl Stage for ImportModel {
             crate::dataset::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
         };
         if y.kind() != Kind::Float {
-            return Err(StageError::input(format!(
-                "{}: the model gives {:?} outputs; hudd needs float logits (or keypoint maps)",
-                source.display(),
-                y.kind()
-            )));
+            return Err(ImportModelError::NotFloat { file: source, kind: y.kind() }.into());
         }
         if !ok {
-            return Err(StageError::input(format!(
-                "{}: the model gives outputs of shape {got:?} for one image; the dataset's task needs {outputs} outputs",
-                source.display()
-            )));
+            return Err(ImportModelError::Outputs { file: source, shape: got, outputs }.into());
         }
         Ok(())
     }
