@@ -16,6 +16,32 @@ use crate::media::svg::escape;
 
 pub struct Label;
 
+/// Why a labelling sheet cannot be read: each names the sheet and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum SheetError {
+    #[error(
+        "manual labelling covers classification; keypoint targets come from the dataset (mode = \"oracle\") or an \
+         imported, labelled dataset"
+    )]
+    Keypoints,
+    #[error("{}:1: the header must be `image,label`, found {found:?}", path.display())]
+    Header { path: PathBuf, found: String },
+    #[error("{}:{line}: {source}", path.display())]
+    Csv { path: PathBuf, line: u64, source: csv::Error },
+    #[error("{}:{line}: image `{id}` was not selected for labelling", path.display())]
+    NotSelected { path: PathBuf, line: u64, id: String },
+    #[error("{}:{line}: `{label}` is not a class (classes: {})", path.display(), classes.join(", "))]
+    UnknownClass { path: PathBuf, line: u64, label: String, classes: Vec<String> },
+    #[error("{}:{line}: image `{id}` is listed twice", path.display())]
+    Twice { path: PathBuf, line: u64, id: String },
+}
+
+impl From<SheetError> for StageError {
+    fn from(e: SheetError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum LabelMode {
@@ -80,9 +106,7 @@ impl Stage for Label {
             return Ok(ds.write_subset(&rows, &out).map(|_| ())?);
         };
         let Target::Classification { classes } = &ds.meta.target else {
-            return Err(StageError::input(
-                "manual labelling covers classification; keypoint targets come from the dataset (mode = \"oracle\") or an imported, labelled dataset",
-            ));
+            return Err(SheetError::Keypoints.into());
         };
         let ids = ds.ids()?;
         let path = ctx.resolve(sheet);
@@ -173,16 +197,15 @@ fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<Str
                 Some(Ok(h)) => h.iter().collect::<Vec<_>>().join(","),
                 _ => String::new(),
             };
-            return Err(StageError::input(format!(
-                "{}:1: the header must be `image,label`, found {found:?}",
-                path.display()
-            )));
+            return Err(SheetError::Header { path: path.into(), found }.into());
         }
     }
     let mut given: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for record in records {
-        let record = record.map_err(|e| {
-            StageError::input(format!("{}:{}: {e}", path.display(), e.position().map_or(0, csv::Position::line)))
+        let record = record.map_err(|source| SheetError::Csv {
+            path: path.into(),
+            line: source.position().map_or(0, csv::Position::line),
+            source,
         })?;
         let line = at(&record);
         if record.iter().all(str::is_empty) {
@@ -191,22 +214,16 @@ fn read_sheet(path: &Path, ids: &[String], classes: &[String]) -> Result<Vec<Str
         let (id, label) = (record.get(0).unwrap_or(""), record.get(1).unwrap_or(""));
         let i = line.saturating_sub(1);
         if !ids.iter().any(|x| x == id) {
-            return Err(StageError::input(format!(
-                "{}:{}: image `{id}` was not selected for labelling",
-                path.display(),
-                i + 1
-            )));
+            return Err(SheetError::NotSelected { path: path.into(), line: i + 1, id: id.into() }.into());
         }
         if !label.is_empty() && !classes.iter().any(|c| c == label) {
-            return Err(StageError::input(format!(
-                "{}:{}: `{label}` is not a class (classes: {})",
-                path.display(),
-                i + 1,
-                classes.join(", ")
-            )));
+            let classes = classes.to_vec();
+            return Err(
+                SheetError::UnknownClass { path: path.into(), line: i + 1, label: label.into(), classes }.into()
+            );
         }
         if given.insert(id.to_string(), label.to_string()).is_some() {
-            return Err(StageError::input(format!("{}:{}: image `{id}` is listed twice", path.display(), i + 1)));
+            return Err(SheetError::Twice { path: path.into(), line: i + 1, id: id.into() }.into());
         }
     }
     let missing: Vec<&str> =
