@@ -355,6 +355,8 @@ fn run_in_working_folder(
             out_dir: &out_dir,
             outputs: kind.outputs(),
             lineage: if kind.deliverable() { lineage(store, spec) } else { Vec::new() },
+            // The stages whose outputs it reads (their parameters are in their keys, so in this stage's).
+            producers: inputs.values().flatten().filter_map(|a| ancestor(store, &a.key)).collect(),
             manifest: spec.manifest.as_ref(),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&spec.run_params(), &mut ctx)))
@@ -420,22 +422,23 @@ pub fn reproduce(
 /// (`KeyMaterial::upstream`, the current run's, resolved to final keys), ordered by stage id (never by when they ran,
 /// which a schedule decides). A stage whose spec or entry is gone from the store (`hudd gc`) is left out.
 fn lineage(store: &Store, spec: &Spec) -> Vec<Ancestor> {
-    let mut out: Vec<Ancestor> = (spec.material.upstream.values())
-        .filter_map(|key| {
-            let (Ok(s), Some(_)) = (store.read_spec(key), store.entry(key)) else { return None };
-            Some(Ancestor {
-                stage: s.stage,
-                kind: s.material.kind,
-                version: s.material.version,
-                key: key.clone(),
-                params: s.material.params,
-                seed: s.material.seed,
-                externals: s.material.externals,
-            })
-        })
-        .collect();
+    let mut out: Vec<Ancestor> = spec.material.upstream.values().filter_map(|key| ancestor(store, key)).collect();
     out.sort_by(|a, b| (&a.stage, &a.key).cmp(&(&b.stage, &b.key)));
     out
+}
+
+/// The stage instance that computed the entry `key`, as its spec records it (none when gone from the store).
+fn ancestor(store: &Store, key: &str) -> Option<Ancestor> {
+    let (Ok(s), Some(_)) = (store.read_spec(key), store.entry(key)) else { return None };
+    Some(Ancestor {
+        stage: s.stage,
+        kind: s.material.kind,
+        version: s.material.version,
+        key: key.to_string(),
+        params: s.material.params,
+        seed: s.material.seed,
+        externals: s.material.externals,
+    })
 }
 
 #[derive(Debug, Clone, Default)]

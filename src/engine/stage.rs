@@ -147,6 +147,8 @@ pub struct StageContext<'a> {
     pub(crate) out_dir: &'a Path,
     pub(crate) outputs: &'static [OutputSpec],
     pub(crate) lineage: Vec<Ancestor>,
+    /// The stage instances that computed this stage's inputs.
+    pub(crate) producers: Vec<Ancestor>,
     /// The manifest, for deliverable kinds.
     pub manifest: Option<&'a ManifestRef>,
 }
@@ -193,6 +195,13 @@ impl<'a> StageContext<'a> {
                 many.len()
             ))),
         }
+    }
+
+    /// The stage instance that computed the (first) artefact of an input slot, with its parameters: what a stage
+    /// needs to know of how an input was made (as `select` reads the backbone an `activations` stage used).
+    pub fn producer(&self, slot: &str) -> Option<&Ancestor> {
+        let key = &self.inputs.get(slot)?.first()?.key;
+        self.producers.iter().find(|a| &a.key == key)
     }
 
     /// Every stage instance upstream of this one (inputs, their inputs, ...), ordered by stage id;

@@ -10,6 +10,7 @@
 //! `features.0.weight` and weights move both ways between PyTorch and `hudd` as safetensors.
 
 pub mod artefact;
+pub mod backbone;
 pub mod draws;
 pub mod fit;
 pub mod net;

@@ -12,10 +12,11 @@ use crate::artefact::heatmaps::{ConservationRow, Heatmaps};
 use crate::artefact::{ANY_DATASET, FEATURES, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::model::artefact::{Format, Model, ModelMeta, load_weights};
+use crate::model::artefact::Model;
+use crate::model::backbone::{Backbone, Pool};
 use crate::model::net::Op;
 use crate::model::predict::for_each_activation_batch;
-use crate::model::{Architecture, is_shipped_name, shipped_fingerprint};
+use crate::model::{is_shipped_name, shipped_fingerprint};
 use crate::npy::NpyWriter;
 use crate::runtime::{self, DeviceChoice};
 
@@ -30,11 +31,6 @@ pub enum ActivationsError {
     Both,
     #[error("give a `model` input (the DNN under analysis) or a `backbone`")]
     Neither,
-    #[error(
-        "backbone {}: takes {takes} channels with {values} normalisation values, the image set has {channels}",
-        architecture.display()
-    )]
-    Channels { architecture: PathBuf, takes: usize, values: usize, channels: usize },
     #[error("layers: no layer `{layer}` in the network; it has {} layers: {}", layers.len(), layers.join(", "))]
     UnknownLayer { layer: String, layers: Vec<String> },
     #[error("libtorch: {0}")]
@@ -67,48 +63,6 @@ pub struct ActivationsParams {
     /// channel (a dense layer's units are its channels).
     #[serde(default, skip_serializing_if = "Pool::is_none")]
     pub pool: Pool,
-}
-
-/// A pretrained network: a declared architecture (a shipped name or a file) and its weights; the images are
-/// resized (bilinear) to the architecture's input and normalised as the network was trained.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Backbone {
-    pub architecture: PathBuf,
-    /// Safetensors named as the architecture's layers (`scripts/pretrained.sh` installs EfficientNet-Lite0's).
-    pub weights: PathBuf,
-    /// Per-channel normalisation of pixels in 0..1, `(x - mean) / std`: ImageNet's by default.
-    #[serde(default = "imagenet_mean")]
-    pub mean: Vec<f32>,
-    #[serde(default = "imagenet_std")]
-    pub std: Vec<f32>,
-    /// The height and width the images are resized to (default the architecture's input; a network that ends in an
-    /// adaptive pool takes any size, and a smaller one costs less).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<[usize; 2]>,
-}
-
-fn imagenet_mean() -> Vec<f32> {
-    vec![0.485, 0.456, 0.406]
-}
-
-fn imagenet_std() -> Vec<f32> {
-    vec![0.229, 0.224, 0.225]
-}
-
-/// What is kept of a layer's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pool {
-    #[default]
-    None,
-    Channels,
-}
-
-impl Pool {
-    pub fn is_none(&self) -> bool {
-        *self == Pool::None
-    }
 }
 
 fn default_batch() -> usize {
@@ -199,7 +153,7 @@ impl Stage for Activations {
         let ds = Dataset::open(&ctx.input("images")?.path)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         let model = match (&p.backbone, ctx.inputs("model").first()) {
-            (Some(b), None) => load_backbone(b, ctx, device, input[0])?,
+            (Some(b), None) => b.load(ctx.workspace, device, input[0])?,
             (None, Some(m)) => {
                 let model = Model::load(&m.path, device)?;
                 if model.meta.input != input {
@@ -229,10 +183,8 @@ impl Stage for Activations {
         ctx.progress.start(rows.len() as u64, "activations");
         for_each_activation_batch(&model, &ds, &rows, p.batch_size, |chunk, acts| {
             for (&k, writer) in recorded.iter().zip(writers.iter_mut()) {
-                let mut a = acts[k].to_device(tch::Device::Cpu).to_kind(tch::Kind::Float);
-                if p.pool == Pool::Channels && a.dim() == 4 {
-                    a = a.mean_dim(&[2i64, 3][..], false, tch::Kind::Float);
-                }
+                let a =
+                    crate::model::backbone::pool(acts[k].to_device(tch::Device::Cpu).to_kind(tch::Kind::Float), p.pool);
                 let values: Vec<f32> = Vec::try_from(a.contiguous().flatten(0, -1)).map_err(ActivationsError::from)?;
                 writer.append(&values)?;
             }
@@ -259,44 +211,6 @@ impl Stage for Activations {
             .collect();
         Ok(folder.write_layers(&conservation)?)
     }
-}
-
-/// The pretrained network as a model over `channels`-channel images: its declared input, its own outputs (the last
-/// layer's), its weights from the safetensors file.
-fn load_backbone(
-    b: &Backbone,
-    ctx: &StageContext<'_>,
-    device: tch::Device,
-    channels: usize,
-) -> Result<Model, StageError> {
-    let architecture = Architecture::resolve(&b.architecture, ctx.workspace)?;
-    let declared = architecture.model.input;
-    let input = b.size.map_or(declared, |[h, w]| [declared[0], h, w]);
-    // A one-channel image goes in as grey on every channel (torchvision's `Grayscale(3)`): preprocessing broadcasts it.
-    if (input[0] != channels && channels != 1) || b.mean.len() != input[0] {
-        return Err(ActivationsError::Channels {
-            architecture: b.architecture.clone(),
-            takes: input[0],
-            values: b.mean.len(),
-            channels,
-        }
-        .into());
-    }
-    let last = architecture.describe(input, 1)?.pop().expect("an architecture has layers");
-    let meta = ModelMeta {
-        format: Format::Declared,
-        architecture: Some(architecture),
-        input,
-        outputs: last.output.numel(),
-        target: crate::dataset::Target::Classification { classes: Vec::new() },
-        mean: b.mean.clone(),
-        std: b.std.clone(),
-        seen: Vec::new(),
-    };
-    let mut model = Model::init(meta, device, 0)?;
-    let vs = model.var_store_mut().expect("a declared model has a var store");
-    load_weights(vs, &ctx.resolve(&b.weights))?;
-    Ok(model)
 }
 
 /// The indices of the layers to record: every layer, or those named, in the network's order; an unknown name is an

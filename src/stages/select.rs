@@ -17,6 +17,7 @@ use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageC
 use crate::lrp::batch;
 use crate::lrp::batch::Seed;
 use crate::media::group::write_group;
+use crate::model::backbone::{Backbone, Pool};
 use crate::model::predict::{DEFAULT_THRESHOLD, for_each_activation_batch, predict};
 use crate::runtime::{self, DeviceChoice};
 
@@ -353,12 +354,16 @@ impl Stage for Select {
         let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
         let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
         if activations {
-            // The candidates' activations at that layer, as the clusters were made from the members'.
-            let model = crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?;
+            // The candidates' activations at that layer, as the clusters were made from the members': with the
+            // model under analysis, or with the pretrained backbone (and pooling) the activations stage used.
+            let (model, pool) = match backbone_of(ctx)? {
+                Some((b, pool)) => (b.load(ctx.workspace, device, ds.meta.channels)?, pool),
+                None => (crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?, Pool::None),
+            };
             let k = layer_index(model.net("the select stage")?, &layer)?;
             ctx.progress.start(candidates.len() as u64, "candidate activations");
             for_each_activation_batch(&model, &ds, &candidates, p.batch_size, |chunk, acts| {
-                distances.extend(members.nearest(&acts[k]));
+                distances.extend(members.nearest(&crate::model::backbone::pool(acts[k].shallow_clone(), pool)));
                 ctx.progress.inc(chunk.len() as u64);
                 Ok::<(), StageError>(())
             })?;
@@ -401,6 +406,16 @@ impl Stage for Select {
 }
 
 /// The position of `layer` among the network's layers.
+/// The pretrained backbone and pooling of the `activations` stage that made the `heatmaps` input, read from that
+/// stage's own parameters (none: the activations are the model under analysis').
+fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, StageError> {
+    use super::activations::{Activations, ActivationsParams};
+    let Some(producer) = ctx.producer("heatmaps").filter(|a| a.kind == Activations::KIND) else { return Ok(None) };
+    let p: ActivationsParams = serde_json::from_value(producer.params.clone())
+        .map_err(|e| StageError::failed(format!("the parameters of `{}`: {e}", producer.stage)))?;
+    Ok(p.backbone.map(|b| (b, p.pool)))
+}
+
 fn layer_index(net: &crate::model::net::Net, layer: &str) -> Result<usize, StageError> {
     net.layers.iter().position(|(name, _)| name == layer).ok_or_else(|| {
         StageError::input(format!("the clusters were made at layer `{layer}`, which this model does not have"))

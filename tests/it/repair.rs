@@ -548,3 +548,44 @@ fn clusters_of_activations_select_by_the_candidates_activations_without_reading_
     assert_eq!(drawn.lines().count(), 11, "the 10 closest of 40 candidates: {drawn}");
     assert_eq!(unsafe_set(true), drawn);
 }
+
+#[test]
+fn clusters_of_a_backbones_features_select_candidates_by_the_same_backbone() {
+    // Generic features: a pretrained network (here tiny-resnet with fresh weights) describes the failing images, each
+    // channel's mean at two layers; `select` describes the candidates with the same backbone and pooling, read from
+    // the activations stage's parameters, and still reads no candidate's targets.
+    let unsafe_set = |scrambled: bool| {
+        let ws = crate::support::Ws::new();
+        let arch = hudd::model::Architecture::load(std::path::Path::new(&fixture("tiny-resnet.toml"))).unwrap();
+        let meta = hudd::model::artefact::ModelMeta {
+            format: hudd::model::artefact::Format::Declared,
+            architecture: Some(arch),
+            input: [3, 32, 32],
+            outputs: 1,
+            target: hudd::dataset::Target::Classification { classes: Vec::new() },
+            mean: vec![0.5; 3],
+            std: vec![0.25; 3],
+            seen: Vec::new(),
+        };
+        let mut backbone = hudd::model::artefact::Model::init(meta, tch::Device::Cpu, 7).unwrap();
+        backbone.var_store_mut().unwrap().save(ws.path().join("backbone.safetensors")).unwrap();
+        let text = dots_manifest(&ws, scrambled, "least-confident")
+            .replace("kind = \"heatmaps\"\nmodel = \"train.model\"", "kind = \"activations\"")
+            .replace(
+                "seed_with = \"least-confident\"\n",
+                &format!(
+                    "backbone = {{ architecture = \"{}\", weights = \"backbone.safetensors\", mean = [0.5, 0.5, 0.5], \
+                     std = [0.25, 0.25, 0.25] }}\nlayers = [\"maxpool\", \"block.relu2\"]\npool = \"channels\"\n",
+                    fixture("tiny-resnet.toml")
+                ),
+            )
+            .replace("heatmaps.heatmaps", "heatmaps.activations");
+        let (w, report) = ws.run_builtin(&text);
+        assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
+        let select = &report.keys[w.stage_index("select").unwrap()];
+        std::fs::read_to_string(ws.store().output_path(select, "unsafe").unwrap()).unwrap()
+    };
+    let drawn = unsafe_set(false);
+    assert_eq!(drawn.lines().count(), 11, "the 10 closest of 40 candidates: {drawn}");
+    assert_eq!(unsafe_set(true), drawn);
+}
