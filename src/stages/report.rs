@@ -1065,95 +1065,76 @@ fn per_cluster(rows: Vec<RccRow>, reference: &str, held_out: impl Fn(&str) -> bo
     out
 }
 
-/// An upstream stage's parameters read as its own kind reads them: a field renamed there fails to compile here
-/// instead of blanking a report section.
-fn params_of<P: serde::de::DeserializeOwned>(a: &crate::engine::stage::Ancestor) -> Option<P> {
-    serde_json::from_value(a.params.clone()).ok()
-}
-
 /// The scope from the stages upstream: the first data stage (simulate or dataset) and the first training.
 fn scope(lineage: &[crate::engine::stage::Ancestor], workspace: &Path) -> Scope {
-    use super::import::{Import, ImportParams};
-    use super::import_model::{ImportModel, ImportModelParams};
-    use super::simulate::{Simulate, SimulateParams};
-    use super::train::{Train, TrainParams};
-    let data = lineage.iter().find(|a| a.kind == Simulate::KIND || a.kind == Import::KIND);
-    let simulated = data.filter(|a| a.kind == Simulate::KIND).and_then(params_of::<SimulateParams>);
-    let imported = data.filter(|a| a.kind == Import::KIND).and_then(params_of::<ImportParams>);
-    let path_text = |key: &str, path: &Path| {
-        evidence::key_values(&serde_json::json!({ key: path }), workspace)
-            .first()
-            .map_or(String::new(), |l| l.trim_start_matches(&format!("{key} = ")).trim_matches('"').to_string())
+    let data = lineage.iter().find(|a| a.kind == "simulate" || a.kind == "dataset");
+    let train = lineage.iter().find(|a| a.kind == "train" || a.kind == "model");
+    let text = |a: &crate::engine::stage::Ancestor, key: &str| {
+        a.params.get(key).filter(|v| !v.is_null()).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
     };
-    let (source, splits, input) = match (&simulated, &imported) {
-        (Some(p), _) => {
-            let task = p.task.as_ref().map(|t| format!(" (task {t})")).unwrap_or_default();
-            let splits = p
-                .splits
+    let source = match data {
+        Some(a) if a.kind == "simulate" => format!(
+            "the {} simulator{}, {}×{} pixels",
+            text(a, "simulator").unwrap_or_default(),
+            text(a, "task").map(|t| format!(" (task {t})")).unwrap_or_default(),
+            text(a, "size").unwrap_or_default(),
+            text(a, "size").unwrap_or_default()
+        ),
+        Some(a) => format!(
+            "the imported data set {} ({})",
+            evidence::key_values(&serde_json::json!({ "path": a.params.get("path") }), workspace)
+                .first()
+                .map_or(String::new(), |l| l.trim_start_matches("path = ").to_string()),
+            text(a, "format").unwrap_or_else(|| "folder".into())
+        ),
+        None => "not recorded (no simulate or dataset stage upstream)".into(),
+    };
+    let splits = data
+        .and_then(|a| a.params.get("splits"))
+        .and_then(|s| s.as_object())
+        .map(|splits| {
+            splits
                 .iter()
                 .map(|(name, s)| {
-                    let mut params = distributions(&s.params, workspace);
-                    for (scenario, v) in &s.scenarios {
-                        let drawn = distributions(&v.params, workspace);
-                        // The weight as JSON writes it (`1.0`, not Rust's `1`), as the manifest's canonical form holds it.
-                        let weight = serde_json::json!(v.weight);
-                        params.push(format!("scenario {scenario} (weight {weight}): {}", drawn.join("; ")));
+                    let mut params = distributions(s.get("params"), workspace);
+                    if let Some(scenarios) = s.get("scenarios").and_then(|v| v.as_object()) {
+                        for (scenario, v) in scenarios {
+                            let weight = v.get("weight").map_or(String::new(), |w| format!("weight {w}"));
+                            let drawn = distributions(v.get("params"), workspace);
+                            params.push(format!("scenario {scenario} ({weight}): {}", drawn.join("; ")));
+                        }
                     }
-                    SplitScope { split: name.clone(), count: Some(s.count as u64), params }
+                    SplitScope { split: name.clone(), count: s.get("count").and_then(|c| c.as_u64()), params }
                 })
-                .collect();
-            let source = format!("the {} simulator{task}, {}×{} pixels", p.simulator, p.size, p.size);
-            (source, splits, Some(format!("{}×{}×{}", p.channels, p.size, p.size)))
-        }
-        (None, Some(p)) => {
-            let format = serde_json::to_value(p.format).ok();
-            let source = format!(
-                "the imported data set {} ({})",
-                evidence::key_values(&serde_json::json!({ "path": p.path }), workspace)
-                    .first()
-                    .map_or(String::new(), |l| l.trim_start_matches("path = ").to_string()),
-                format.as_ref().and_then(|f| f.as_str()).unwrap_or("folder")
-            );
-            let splits = p
-                .splits
-                .iter()
-                .flatten()
-                .map(|(name, _)| SplitScope { split: name.clone(), count: None, params: Vec::new() })
-                .collect();
-            (source, splits, Some(format!("{}×{}×{}", p.channels, p.size, p.size)))
-        }
-        (None, None) => ("not recorded (no simulate or dataset stage upstream)".into(), Vec::new(), None),
-    };
-    let train = lineage.iter().find(|a| a.kind == Train::KIND || a.kind == ImportModel::KIND);
+                .collect()
+        })
+        .unwrap_or_default();
     let architecture = train.and_then(|a| {
-        let path = if a.kind == Train::KIND {
-            params_of::<TrainParams>(a)?.architecture
-        } else {
-            let p = params_of::<ImportModelParams>(a)?;
-            p.architecture.or(p.onnx).or(p.torchscript)
-        }?;
-        Some(path_text("a", &path))
+        let arch = a.params.get("architecture").or_else(|| a.params.get("path"))?;
+        evidence::key_values(&serde_json::json!({ "a": arch }), workspace)
+            .first()
+            .map(|l| l.trim_start_matches("a = ").trim_matches('"').to_string())
     });
-    Scope { architecture, input, task: simulated.and_then(|p| p.task), source, splits }
+    let input = data.and_then(|a| {
+        Some(format!("{}×{}×{}", text(a, "channels").unwrap_or_else(|| "3".into()), text(a, "size")?, text(a, "size")?))
+    });
+    Scope { architecture, input, task: data.and_then(|a| text(a, "task")), source, splits }
 }
 
 /// Parameter distributions as people write them: `night ~ uniform(0.0, 1.0)`; anything else as `key = value`.
-fn distributions(params: &BTreeMap<String, crate::sim::Dist>, workspace: &Path) -> Vec<String> {
-    params
-        .iter()
-        .flat_map(|(name, dist)| {
-            let v = serde_json::to_value(dist).expect("a distribution serialises");
-            match v.as_object().filter(|d| d.len() == 1) {
-                Some(d) => {
-                    let (kind, args) = d.iter().next().expect("one entry");
-                    let args = match args {
-                        serde_json::Value::Array(a) => a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
-                        other => other.to_string(),
-                    };
-                    vec![format!("{name} ~ {kind}({args})")]
-                }
-                None => evidence::key_values(&serde_json::json!({ name: v }), workspace),
+fn distributions(params: Option<&serde_json::Value>, workspace: &Path) -> Vec<String> {
+    let Some(map) = params.and_then(|p| p.as_object()) else { return Vec::new() };
+    map.iter()
+        .flat_map(|(name, v)| match v.as_object().filter(|d| d.len() == 1) {
+            Some(d) => {
+                let (dist, args) = d.iter().next().expect("one entry");
+                let args = match args {
+                    serde_json::Value::Array(a) => a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
+                    other => other.to_string(),
+                };
+                vec![format!("{name} ~ {dist}({args})")]
             }
+            None => evidence::key_values(&serde_json::json!({ name: v }), workspace),
         })
         .collect()
 }
@@ -1293,12 +1274,12 @@ fn evidence_of(context: &Context) -> String {
 /// What HUDD's repeated retrainings vary, read from the stages upstream: how many improvement sets were drawn and
 /// how many selections HUDD made (`select` with strategy `hudd`, assignments of held-out images aside).
 fn repetitions(lineage: &[crate::engine::stage::Ancestor]) -> Option<String> {
-    use super::select::{Select, SelectMode, SelectParams, Strategy};
+    let param =
+        |a: &crate::engine::stage::Ancestor, key: &str| a.params.get(key).and_then(|v| v.as_str()).map(String::from);
     let selections = lineage
         .iter()
-        .filter(|a| a.kind == Select::KIND)
-        .filter_map(params_of::<SelectParams>)
-        .filter(|p| matches!(p.strategy, Strategy::Hudd) && !matches!(p.mode, SelectMode::All))
+        .filter(|a| a.kind == "select")
+        .filter(|a| param(a, "strategy").as_deref() == Some("hudd") && param(a, "mode").as_deref() != Some("all"))
         .count();
     let retrainings = lineage.iter().filter(|a| a.kind == "retrain").count();
     if selections == 0 || retrainings < 2 {
