@@ -111,3 +111,14 @@ impl Backbone {
 pub fn pool(a: tch::Tensor, pool: Pool) -> tch::Tensor {
     if pool == Pool::Channels && a.dim() == 4 { a.mean_dim(&[2i64, 3][..], false, tch::Kind::Float) } else { a }
 }
+
+/// What an `activations` stage's parameters say of how its features were made (its other parameters ignored): how
+/// `select` describes new images like its clusters' members. A test in `stages::activations` ties these fields to
+/// that stage's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FeatureParams {
+    #[serde(default)]
+    pub backbone: Option<Backbone>,
+    #[serde(default)]
+    pub pool: Pool,
+}

@@ -226,3 +226,22 @@ fn recorded_layers<'a>(
     }
     Ok(layers.enumerate().filter(|(_, l)| wanted.iter().any(|w| w == l)).map(|(k, _)| k).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ActivationsParams;
+    use crate::model::backbone::{FeatureParams, Pool};
+
+    #[test]
+    fn select_reads_the_backbone_and_pooling_these_parameters_hold() {
+        let p: ActivationsParams = serde_json::from_value(serde_json::json!({
+            "backbone": { "architecture": "efficientnet-lite0", "weights": "w.safetensors", "size": [64, 64] },
+            "layers": ["_conv_head"],
+            "pool": "channels",
+        }))
+        .unwrap();
+        let read: FeatureParams = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        let b = read.backbone.unwrap();
+        assert_eq!((b.weights.to_str(), b.size, read.pool), (Some("w.safetensors"), Some([64, 64]), Pool::Channels));
+    }
+}

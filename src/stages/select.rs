@@ -17,7 +17,7 @@ use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageC
 use crate::lrp::batch;
 use crate::lrp::batch::Seed;
 use crate::media::group::write_group;
-use crate::model::backbone::{Backbone, Pool};
+use crate::model::backbone::{Backbone, FeatureParams, Pool};
 use crate::model::predict::{DEFAULT_THRESHOLD, for_each_activation_batch, predict};
 use crate::runtime::{self, DeviceChoice};
 
@@ -409,9 +409,8 @@ impl Stage for Select {
 /// The pretrained backbone and pooling of the `activations` stage that made the `heatmaps` input, read from that
 /// stage's own parameters (none: the activations are the model under analysis').
 fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, StageError> {
-    use super::activations::{Activations, ActivationsParams};
-    let Some(producer) = ctx.producer("heatmaps").filter(|a| a.kind == Activations::KIND) else { return Ok(None) };
-    let p: ActivationsParams = serde_json::from_value(producer.params.clone())
+    let Some(producer) = ctx.producer("heatmaps").filter(|a| a.kind == "activations") else { return Ok(None) };
+    let p: FeatureParams = serde_json::from_value(producer.params.clone())
         .map_err(|e| StageError::failed(format!("the parameters of `{}`: {e}", producer.stage)))?;
     Ok(p.backbone.map(|b| (b, p.pool)))
 }

@@ -189,7 +189,13 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError>
 
 /// The current time as RFC 3339, for records (never inside artefacts).
 pub fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Millisecond).map(|t| t.to_string()).unwrap_or_default()
+    stamp(jiff::Timestamp::now())
+}
+
+/// A time as `now` writes it: always three digits of milliseconds (`…:02.500Z`, not `…:02.5Z`), so that run
+/// records named by it sort by time (`02.5Z` would sort after `02.56Z`).
+fn stamp(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Millisecond).map(|t| format!("{t:.3}")).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,4 +233,17 @@ fn walk(
 fn broken_link(path: &Path) -> Option<PathBuf> {
     let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     (is_link && fs::metadata(path).is_err()).then(|| fs::read_link(path).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_stamps_have_three_digits_of_milliseconds_and_sort_by_time() {
+        let at = |ms: i64| super::stamp(jiff::Timestamp::from_millisecond(1_700_000_000_000 + ms).unwrap());
+        assert_eq!(at(500), "2023-11-14T22:13:20.500Z");
+        assert_eq!(at(0), "2023-11-14T22:13:20.000Z");
+        let mut stamps: Vec<String> = [560, 500, 5, 999, 50].iter().map(|&ms| at(ms)).collect();
+        stamps.sort();
+        assert_eq!(stamps, [5, 50, 500, 560, 999].iter().map(|&ms| at(ms)).collect::<Vec<_>>());
+    }
 }
