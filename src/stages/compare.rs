@@ -22,6 +22,36 @@ use crate::stats;
 
 pub struct Compare;
 
+/// Why the retrained models cannot be compared as wired: each names the stage, the split or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{} (from `{stage}`) mixes the splits {}: test each split in its own stage", path.display(), splits.join(", "))]
+    MixedSplits { path: std::path::PathBuf, stage: String, splits: Vec<String> },
+    #[error("`original` holds two tests of the original model on split `{split}`")]
+    TwoOriginals { split: String },
+    #[error(
+        "baseline runs from `{stage}` are named `{name}`, like the reference: rename the reference (`reference_name`)"
+    )]
+    NamedLikeReference { stage: String, name: String },
+    #[error("`{stage}` tested on split `{split}`, where `original` has no test of the original model: add one")]
+    NoOriginal { stage: String, split: String },
+    #[error("no `reference` run was tested on split `{split}`, where the baselines were")]
+    NoReference { split: String },
+    #[error(
+        "no split judges the retraining fairly: {}. Test the original and every retrained model on a split that chose \
+         nothing (a `holdout` split drawn like the test split, never read by heatmaps, cluster, select, balance or \
+         epoch selection); the split whose failures were clustered can stay beside it as the paper's protocol",
+        seen.join("; ")
+    )]
+    NoHeldOut { seen: Vec<String> },
+}
+
+impl From<CompareError> for StageError {
+    fn from(e: CompareError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompareParams {
@@ -84,12 +114,12 @@ fn read_results(a: &InputArtefact) -> Result<(Outcome, bool), StageError> {
         // Tables written before the split column: one unnamed split.
         [] => String::new(),
         many => {
-            return Err(StageError::input(format!(
-                "{} (from `{}`) mixes the splits {}: test each split in its own stage",
-                a.path.display(),
-                a.stage,
-                many.join(", ")
-            )));
+            return Err(CompareError::MixedSplits {
+                path: a.path.clone(),
+                stage: a.stage.clone(),
+                splits: many.to_vec(),
+            }
+            .into());
         }
     };
     let correct = results.correct();
@@ -239,10 +269,7 @@ impl Stage for Compare {
             let (o, k) = read_results(a)?;
             keypoints |= k;
             if originals.iter().any(|x| x.split == o.split) {
-                return Err(StageError::input(format!(
-                    "`original` holds two tests of the original model on split `{}`",
-                    o.split
-                )));
+                return Err(CompareError::TwoOriginals { split: o.split }.into());
             }
             originals.push(o);
         }
@@ -257,16 +284,10 @@ impl Stage for Compare {
             let (outcome, _) = read_results(a)?;
             let name = if slot == "reference" { p.reference_name.clone() } else { strategy_of(a) };
             if slot == "runs" && name == p.reference_name {
-                return Err(StageError::input(format!(
-                    "baseline runs from `{}` are named `{name}`, like the reference: rename the reference (`reference_name`)",
-                    a.stage
-                )));
+                return Err(CompareError::NamedLikeReference { stage: a.stage.clone(), name }.into());
             }
             if !originals.iter().any(|o| o.split == outcome.split) {
-                return Err(StageError::input(format!(
-                    "`{}` tested on split `{}`, where `original` has no test of the original model: add one",
-                    a.stage, outcome.split
-                )));
+                return Err(CompareError::NoOriginal { stage: a.stage.clone(), split: outcome.split }.into());
             }
             by_split
                 .entry(outcome.split.clone())
@@ -294,10 +315,7 @@ impl Stage for Compare {
         for original in &originals {
             let Some(groups) = by_split.get(&original.split) else { continue };
             if !groups.contains_key(&p.reference_name) {
-                return Err(StageError::input(format!(
-                    "no `reference` run was tested on split `{}`, where the baselines were",
-                    original.split
-                )));
+                return Err(CompareError::NoReference { split: original.split.clone() }.into());
             }
             let seen = seen_by(original, groups, Some((&p.reference_name, &member_ids)));
             let mut ids: Vec<&String> = original.values.keys().collect();
@@ -323,13 +341,7 @@ impl Stage for Compare {
         // The judging split first: the first one no model saw.
         let Some(judge_at) = protocols.iter().position(|p| p.held_out) else {
             let seen: Vec<String> = protocols.iter().map(|p| format!("split `{}`: {}", p.split, p.label)).collect();
-            return Err(StageError::input(format!(
-                "no split judges the retraining fairly: {}. Test the original and every retrained model on a split \
-                 that chose nothing (a `holdout` split drawn like the test split, never read by heatmaps, cluster, \
-                 select, balance or epoch selection); the split whose failures were clustered can stay beside it as \
-                 the paper's protocol",
-                seen.join("; ")
-            )));
+            return Err(CompareError::NoHeldOut { seen }.into());
         };
         let judging = protocols.remove(judge_at);
         protocols.insert(0, judging.clone());
