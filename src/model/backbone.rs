@@ -101,8 +101,8 @@ impl Backbone {
         };
         let mut model = Model::init(meta, device, 0)?;
         let vs = model.var_store_mut().expect("a declared model has a var store");
-        let weights = if self.weights.is_absolute() { self.weights.clone() } else { workspace.join(&self.weights) };
-        load_weights(vs, &weights)?;
+        // `join` keeps an absolute path as it is.
+        load_weights(vs, &workspace.join(&self.weights))?;
         Ok(model)
     }
 }

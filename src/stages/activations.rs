@@ -88,11 +88,9 @@ impl Params for ActivationsParams {
             if b.std.iter().any(|s| !(*s > 0.0)) {
                 out.push(Invalid::new("backbone.std", format!("every value must be above 0, got {:?}", b.std)));
             }
-        }
-        if let Some(size) = self.backbone.as_ref().and_then(|b| b.size)
-            && size.contains(&0)
-        {
-            out.push(Invalid::new("backbone.size", format!("height and width must be at least 1, got {size:?}")));
+            if let Some(size) = b.size.filter(|s| s.contains(&0)) {
+                out.push(Invalid::new("backbone.size", format!("height and width must be at least 1, got {size:?}")));
+            }
         }
         if self.layers.as_ref().is_some_and(|l| l.is_empty()) {
             out.push(Invalid::new("layers", "names no layer; leave it out to record every layer"));
