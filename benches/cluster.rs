@@ -6,13 +6,22 @@
 //! - peak memory of that stage against the n×n matrix (target: a small multiple).
 //!
 //! Run with `cargo bench --bench cluster`. The scipy side runs from the fixtures venv (`tests/fixtures/venv.sh`).
+//!
+//! `HUDD_BENCH_GENERIC=8000 cargo bench --bench cluster` (issue 30): the `cluster` stage's work on n failing images
+//! with the generic pipeline (three layers of per-channel means, 112, 1,280 and 1,280 channels as EfficientNet-Lite0
+//! gives them; L1-normalised, centred on the class, 20 principal components, Ward, HUDD's knee, the layer by WICD,
+//! 50 stability subsets) beside HUDD's own (three layers of flat heatmaps, 4,096, 2,048 and 1,024 values; HUDD's
+//! clustering space, Ward, the knee, the same stability) on the same images, in one run (target: the generic
+//! pipeline within 3 minutes).
 
 mod common;
 
 use std::time::Instant;
 
+use hudd::artefact::heatmaps::Heatmaps;
 use hudd::cluster;
-use hudd::stages::cluster::{ClusterParams, Representation, layer_distances};
+use hudd::cluster::layer::Representation;
+use hudd::stages::cluster::ClusterParams;
 use tch::{Kind, Tensor};
 
 /// Peak resident memory of this process so far, in bytes (Linux).
@@ -53,7 +62,153 @@ fn parts(n: usize, d: usize) {
     time("knee, cut, scores", t);
 }
 
+/// The `cluster` stage's numerics on three layers written to `dir` (each `name.npy`, n rows), as the stage runs
+/// them: every layer read and clustered, the best by WICD (the first layer excluded, as the input layer is), then
+/// the stability subsets; returns the seconds of each part and the clusters found.
+fn stage_work(
+    dir: &std::path::Path,
+    layers: &[&str],
+    ids: &[String],
+    representation: Representation<'_>,
+    params: &ClusterParams,
+) -> (Vec<(String, f64)>, usize) {
+    let n = ids.len();
+    let pipeline = params.pipeline();
+    let max_k = cluster::default_max_k(n);
+    let mut parts = Vec::new();
+    let mut best: Option<(f64, cluster::layer::Layer, Vec<usize>)> = None;
+    for (i, name) in layers.iter().enumerate() {
+        let t = Instant::now();
+        let layer = cluster::layer::read(&Heatmaps::open(dir).layer_path(name), name, ids, representation).unwrap();
+        parts.push((format!("{name}: read, distances"), t.elapsed().as_secs_f64()));
+        let t = Instant::now();
+        let (labels, _sweep, _) = cluster::pipeline::cluster(layer.points(), &pipeline, max_k);
+        let wicd = cluster::wicd(&layer.distances, &labels);
+        let _ = cluster::silhouette(&layer.distances, &labels);
+        parts.push((format!("{name}: pipeline, scores"), t.elapsed().as_secs_f64()));
+        if i > 0 && best.as_ref().is_none_or(|b| wicd < b.0) {
+            best = Some((wicd, layer, labels));
+        }
+    }
+    let (_, layer, labels) = best.expect("a layer");
+    let t = Instant::now();
+    let _ =
+        cluster::stability(&layer.distances, &labels, params.stability_draws, params.stability_share, 1, |s, sub| {
+            let vectors = layer.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), s));
+            let points = cluster::pipeline::Points { distances: sub, vectors: vectors.as_ref().map(|v| v.view()) };
+            cluster::pipeline::cluster(points, &pipeline, cluster::default_max_k(sub.nrows())).0
+        });
+    parts.push((format!("stability, {} subsets", params.stability_draws), t.elapsed().as_secs_f64()));
+    (parts, cluster::members(&labels).len())
+}
+
+/// Writes `n` rows of `d` values to `dir/name.npy`: six planted causes and ten classes, each a direction of the
+/// layer, plus noise; `positive` passes them through softplus (channel means of activations are mostly positive).
+fn planted(dir: &std::path::Path, name: &str, n: usize, d: usize, causes: &Tensor, classes: &Tensor, positive: bool) {
+    let opts = (Kind::Float, tch::Device::Cpu);
+    let x = Tensor::randn([6, d as i64], opts).index_select(0, causes)
+        + Tensor::randn([10, d as i64], opts).index_select(0, classes)
+        + Tensor::randn([n as i64, d as i64], opts) * 0.7;
+    let x = if positive { x.softplus() } else { x };
+    let values = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    hudd::npy::write(&Heatmaps::open(dir).layer_path(name), &[n, d], &values).unwrap();
+}
+
+/// The backbone's forward passes (every layer's input recorded, as `activations` runs them) at each input size,
+/// 64×64 images resized bilinearly, batches of 16: seconds per image, over 128 images after one warm-up batch.
+fn forward_per_image(sizes: &[usize]) -> Vec<(usize, f64)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let weights = root.join("models/pretrained/efficientnet-lite0.safetensors");
+    if !weights.exists() {
+        println!("backbone forward passes: no weights (run scripts/pretrained.sh)");
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for &size in sizes {
+        let backbone = hudd::model::backbone::Backbone {
+            architecture: "efficientnet-lite0".into(),
+            weights: weights.clone(),
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            size: Some([size, size]),
+        };
+        let model = backbone.load(root, tch::Device::Cpu, 3).unwrap();
+        let net = model.net("bench").unwrap();
+        let batch = |_: usize| {
+            let x = Tensor::rand([16, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
+            let x = model.preprocess(&x).upsample_bilinear2d([size as i64, size as i64], false, None, None);
+            tch::no_grad(|| net.forward_layers(&x)).len()
+        };
+        batch(0);
+        let t = Instant::now();
+        let layers: usize = (0..8).map(batch).sum();
+        assert!(layers > 0);
+        out.push((size, t.elapsed().as_secs_f64() / 128.0));
+    }
+    out
+}
+
+/// `HUDD_BENCH_GENERIC=n`: the generic pipeline beside HUDD's on the same n failing images, in one run.
+fn generic(n: usize) {
+    tch::manual_seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let causes = Tensor::randint(6, [n as i64], (Kind::Int64, tch::Device::Cpu));
+    let classes = Tensor::randint(10, [n as i64], (Kind::Int64, tch::Device::Cpu));
+    let class_of: Vec<usize> = Vec::<i64>::try_from(&classes).unwrap().iter().map(|&c| c as usize).collect();
+    let generic_layers = [("_blocks.10.add", 112), ("_conv_head", 1280), ("_avg_pooling", 1280)];
+    let hudd_layers = [("conv4", 4096), ("conv5", 2048), ("fc6", 1024)];
+    for (name, d) in generic_layers {
+        planted(dir.path(), name, n, d, &causes, &classes, true);
+    }
+    for (name, d) in hudd_layers {
+        planted(dir.path(), name, n, d, &causes, &classes, false);
+    }
+    let ids: Vec<String> = (0..n).map(|i| format!("img-{i}")).collect();
+    let threads = rayon::current_num_threads();
+    println!("n = {n} failing images, {threads} threads; each pipeline's three layers, then 50 stability subsets");
+    let run = |what: &str, layers: &[&str], representation: Representation<'_>, params: &str| {
+        let params: ClusterParams = toml::from_str(params).unwrap();
+        let t = Instant::now();
+        let (parts, k) = stage_work(dir.path(), layers, &ids, representation, &params);
+        let total = t.elapsed().as_secs_f64();
+        println!("{what}: {total:.1} s, {k} clusters");
+        for (part, seconds) in parts {
+            println!("  {part:<36} {seconds:7.2} s");
+        }
+        total
+    };
+    let names = |l: &[(&'static str, usize)]| l.iter().map(|x| x.0).collect::<Vec<_>>();
+    let theirs = run(
+        "HUDD's pipeline (flat heatmaps, HUDD's space, Ward, knee)",
+        &names(&hudd_layers),
+        Representation::HUDD,
+        "",
+    );
+    let channels = Representation { features: cluster::features::Features::Channels, classes: Some(&class_of) };
+    let ours = run(
+        "generic pipeline (channel means, centred, 20 PCs, Ward, knee)",
+        &names(&generic_layers),
+        channels,
+        "mode = \"direct\"\nfeatures = \"channels\"\ncentre = \"class\"\npca = 20\n",
+    );
+    println!("clustering, generic / HUDD's: {:.2}", ours / theirs);
+    // The features themselves: the backbone's forward passes (HUDD's counterpart is LRP, 9.4 s for 8,757 images of
+    // the quickstart's network: README, benchmarks).
+    for (size, per) in forward_per_image(&[224, 160, 128, 96]) {
+        let total = ours + per * n as f64;
+        println!(
+            "backbone at {size}×{size}: {:.1} ms an image, {:.0} s for {n}; with the clustering {total:.0} s (3 minutes: {})",
+            per * 1e3,
+            per * n as f64,
+            if total <= 180.0 { "met" } else { "NOT met" }
+        );
+    }
+}
+
 fn main() {
+    if let Ok(n) = std::env::var("HUDD_BENCH_GENERIC") {
+        return generic(n.parse().expect("HUDD_BENCH_GENERIC=n"));
+    }
     if let Ok(spec) = std::env::var("HUDD_BENCH_PARTS") {
         let (n, d) = spec.split_once(',').expect("HUDD_BENCH_PARTS=n,d");
         return parts(n.parse().unwrap(), d.parse().unwrap());
@@ -78,7 +233,10 @@ fn main() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let base = peak_rss();
     let t = Instant::now();
-    let raw = layer_distances(dir.path(), "layer", &ids, Representation::HUDD).unwrap();
+    let raw =
+        cluster::layer::read(&Heatmaps::open(dir.path()).layer_path("layer"), "layer", &ids, Representation::HUDD)
+            .unwrap()
+            .distances;
     let t_distances = t.elapsed().as_secs_f64();
     let (labels, _sweep, rule) = cluster::pipeline::cluster(&raw, &params.pipeline(), cluster::default_max_k(n));
     let (wicd, silhouette) = (cluster::wicd(&raw, &labels), cluster::silhouette(&raw, &labels));

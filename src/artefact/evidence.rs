@@ -20,8 +20,9 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// images, its `after` is the reference's (an object), `p_adjusted`, `verdict` and `small` are new; `too_small`,
 /// `min_images`, `rq1_correction` and `rq2_correction` are new. `hudd diff` reads both versions (figures are
 /// compared by path; a path only one side has is listed as added or removed). Version 3 (issue 33): `architecture`
-/// (the network's layers, when the report reads the model) is new.
-pub const VERSION: u32 = 3;
+/// (the network's layers, when the report reads the model) is new. Version 4 (issue 30): `clusterings` (the main
+/// clustering and the alternatives as RQ1 judges them; empty without alternatives) is new.
+pub const VERSION: u32 = 4;
 
 /// A cluster's fingerprint: 16 hex digits of the blake3 hash of its member image ids, sorted (each prefixed by its
 /// length, so no id can run into the next). The same members give the same fingerprint whatever the cluster's number.

@@ -1,6 +1,7 @@
 //! Root-cause clusters (HUDD Step 1b), one file per algorithm family: the clustering space (`distance`),
 //! agglomerative clustering and the choice of k (`hierarchical`), partition quality (`quality`), stability,
-//! classical scaling, k-means, density clustering, features and spectral embeddings; deterministic cluster ids here.
+//! classical scaling, k-means, density clustering, features, a layer's images read from their file (`layer`) and
+//! spectral embeddings; deterministic cluster ids here.
 
 pub mod density;
 pub mod distance;
@@ -8,6 +9,7 @@ pub mod features;
 pub mod hierarchical;
 pub mod kmeans;
 pub mod knee;
+pub mod layer;
 pub mod members;
 pub mod pipeline;
 pub mod quality;
@@ -26,7 +28,7 @@ pub use hierarchical::{ChooseK, KRule, Linkage, Sweep, choose_k, cut, default_ma
 pub use kmeans::kmeans;
 pub use pipeline::{Algorithm, Noise, Pipeline};
 pub use quality::{mean_intra, medoids, silhouette, wicd};
-pub use scaling::{embed, pca_distances};
+pub use scaling::{embed, pca_distances, pca_scores};
 pub use stability::stability;
 
 /// A symmetric n×n distance matrix.

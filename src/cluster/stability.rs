@@ -8,7 +8,8 @@ use rand::seq::index;
 use super::{Matrix, members};
 
 /// Hennig's cluster-wise stability (`clusterboot` with the subsetting scheme): `draws` random subsets of `share` of
-/// the points (seeded), each reclustered by `recluster` on the distances restricted to it; per cluster of `labels`,
+/// the points (seeded), each reclustered by `recluster` (given the subset's indices and the distances restricted to
+/// it); per cluster of `labels`,
 /// the mean over the draws of the Jaccard similarity between its members in the subset and the most similar new
 /// cluster (`None` for a cluster no subset held). Subsets, unlike bootstrap samples, hold no duplicate points, which
 /// would sit at distance 0 and pull the clustering apart. The distance matrix is not recomputed.
@@ -18,7 +19,7 @@ pub fn stability(
     draws: usize,
     share: f64,
     seed: u64,
-    recluster: impl Fn(&Matrix) -> Vec<usize> + Sync,
+    recluster: impl Fn(&[usize], &Matrix) -> Vec<usize> + Sync,
 ) -> Vec<Option<f64>> {
     use rayon::prelude::*;
     let n = m.nrows();
@@ -34,8 +35,10 @@ pub fn stability(
             subset
         })
         .collect();
-    let reclustered: Vec<Vec<usize>> =
-        subsets.par_iter().map(|subset| recluster(&m.select(Axis(0), subset).select(Axis(1), subset))).collect();
+    let reclustered: Vec<Vec<usize>> = subsets
+        .par_iter()
+        .map(|subset| recluster(subset, &m.select(Axis(0), subset).select(Axis(1), subset)))
+        .collect();
     let (mut sums, mut counts) = (vec![0.0; k], vec![0usize; k]);
     for (subset, new) in subsets.iter().zip(&reclustered) {
         let groups = members(new);

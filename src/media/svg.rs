@@ -1,5 +1,6 @@
 //! Small inline SVG charts (no JavaScript, no fonts beyond the system's sans-serif), for files and the report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// One line of a chart.
@@ -173,6 +174,86 @@ pub fn layer_graph(title: &str, nodes: &[Node<'_>]) -> String {
         );
     }
     svg.push_str("</svg>\n");
+    svg
+}
+
+/// Tick positions from `lo` to `hi`: multiples of 1, 2 or 5 × 10^k, about five of them.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(magnitude * 10.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+/// Scores per strategy on one split (`groups`: each strategy's scores, one per run): each run a dot, each strategy's mean a bar, the original a dashed line, on an
+/// axis with ticks and its unit (percent for accuracy, pixels for a keypoint error).
+pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &str, accuracy: bool) -> String {
+    let all: Vec<f64> = groups.values().flatten().copied().chain([original]).collect();
+    let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let (w, row, left, right) = (640.0, 34.0, 120.0, 24.0);
+    let axis_y = row * (groups.len() as f64 + 0.6);
+    let h = axis_y + 62.0;
+    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - right);
+    let label = |v: f64| if accuracy { format!("{:.1}", v * 100.0) } else { format!("{v:.2}") };
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="Scores per retraining strategy on split {split}"><rect width="{w}" height="{h}" fill="#fff"/>"##,
+        split = escape(split)
+    );
+    // The axis, its ticks with their values, and its title with the unit.
+    svg.push_str(&format!(
+        r##"<line x1="{left}" x2="{:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#333"/>"##,
+        w - right
+    ));
+    for t in ticks(lo, hi) {
+        let tx = x(t);
+        svg.push_str(&format!(
+            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{axis_y:.1}" y2="{:.1}" stroke="#333"/><line x1="{tx:.1}" x2="{tx:.1}" y1="8" y2="{axis_y:.1}" stroke="#eee"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            axis_y + 5.0,
+            axis_y + 18.0,
+            label(t)
+        ));
+    }
+    let title = if accuracy { "accuracy (%)" } else { "mean keypoint error (px, lower is better)" };
+    svg.push_str(&format!(
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{title} on split {}; dot: one retrained model, red bar: mean</text>"##,
+        left + (w - left - right) / 2.0,
+        axis_y + 38.0,
+        escape(split)
+    ));
+    let ox = x(original);
+    svg.push_str(&format!(
+        r##"<line x1="{ox:.1}" x2="{ox:.1}" y1="8" y2="{axis_y:.1}" stroke="#777" stroke-dasharray="4 3"/><text x="{ox:.1}" y="{:.1}" text-anchor="middle" fill="#555">original {}</text>"##,
+        axis_y + 54.0,
+        label(original)
+    ));
+    for (i, (name, values)) in groups.iter().enumerate() {
+        let y = row * (i as f64 + 0.6);
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{} ({} runs)</text>"##,
+            left - 8.0,
+            y + 4.0,
+            escape(name),
+            values.len()
+        ));
+        for v in values {
+            svg.push_str(&format!(
+                r##"<circle cx="{:.1}" cy="{y:.1}" r="4" fill="#1f5fa8" fill-opacity="0.7"/>"##,
+                x(*v)
+            ));
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        svg.push_str(&format!(
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#d33" stroke-width="2"/>"##,
+            x(mean),
+            y - 10.0,
+            y + 10.0
+        ));
+    }
+    svg.push_str("</svg>");
     svg
 }
 

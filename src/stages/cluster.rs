@@ -14,6 +14,7 @@ use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS};
 pub use crate::cluster::Mode;
 use crate::cluster::features::{Centre, Features};
+use crate::cluster::layer::{LayerError, Representation};
 use crate::cluster::spectral::Spectral;
 use crate::cluster::{self, ChooseK, KRule, Linkage, Matrix, Pipeline};
 pub use crate::cluster::{Algorithm, Noise};
@@ -58,10 +59,8 @@ pub enum ClusterError {
         dataset.display()
     )]
     NoClasses { dataset: std::path::PathBuf },
-    #[error("{}: {rows} rows where index.csv lists {images} images", path.display())]
-    RowCount { path: std::path::PathBuf, rows: usize, images: usize },
-    #[error("layer `{layer}`: the heatmap of image {image} holds {value} (at element {element})")]
-    NotFinite { layer: String, image: String, value: f32, element: usize },
+    #[error(transparent)]
+    Layer(#[from] LayerError),
 }
 
 impl From<ClusterError> for StageError {
@@ -281,7 +280,8 @@ impl Params for ClusterParams {
 impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
-    const VERSION: u32 = 6;
+    // 7: PCA of per-channel features from their d×d scatter matrix (other rounding than the n×n route).
+    const VERSION: u32 = 7;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -356,15 +356,17 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     }
     let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
     let max_k = max_k_of(n);
-    let mut best: Option<(usize, Matrix, Vec<usize>)> = None;
+    let mut best: Option<(usize, cluster::layer::Layer, Vec<usize>)> = None;
     ctx.progress.start(layers.len() as u64, "layers");
     for name in &layers {
-        let raw = layer_distances(&hm, name, &ids, representation)?;
+        let read = cluster::layer::read(&Heatmaps::open(&hm).layer_path(name), name, &ids, representation)
+            .map_err(ClusterError::from)?;
+        let raw = &read.distances;
         let eligible = order.first() != Some(name) || layers.len() == 1;
         let dir = folder.layer(name)?;
         let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
         crate::npy::write(&dir.distances_path(), &[n, n], &values)?;
-        if cluster::max_distance(&raw) == 0.0 {
+        if cluster::max_distance(raw) == 0.0 {
             summary.layers.push(LayerScore {
                 layer: name.clone(),
                 k: 0,
@@ -376,13 +378,13 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
             ctx.progress.inc(1);
             continue;
         }
-        let (labels, sweep, k_rule) = cluster::pipeline::cluster(&raw, &pipeline, max_k);
+        let (labels, sweep, k_rule) = cluster::pipeline::cluster(read.points(), &pipeline, max_k);
         let score = LayerScore {
             layer: name.clone(),
             k: cluster::members(&labels).len(),
             k_rule,
-            wicd: Some(cluster::wicd(&raw, &labels)),
-            silhouette: Some(cluster::silhouette(&raw, &labels)),
+            wicd: Some(cluster::wicd(raw, &labels)),
+            silhouette: Some(cluster::silhouette(raw, &labels)),
             eligible,
         };
         write_layer(&dir, &ids, &labels, &sweep, &score)?;
@@ -391,12 +393,12 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
             SelectLayer::Silhouette => score.silhouette > b.silhouette,
         };
         if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&summary.layers[*i])) {
-            best = Some((summary.layers.len(), raw, labels));
+            best = Some((summary.layers.len(), read, labels));
         }
         summary.layers.push(score);
         ctx.progress.inc(1);
     }
-    let Some((chosen, raw, labels)) = best else {
+    let Some((chosen, read, labels)) = best else {
         if summary.layers.iter().all(|l| l.k == 0) {
             return Err(ClusterError::Identical { n }.into());
         }
@@ -429,9 +431,13 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     };
     // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
     ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
-    let stability = cluster::stability(&raw, &labels, p.stability_draws, p.stability_share, ctx.seed, |sub| {
-        cluster::pipeline::cluster(sub, &pipeline, max_k_of(sub.nrows())).0
-    });
+    // The subsets' vectors are the rows of the layer's (PCA then refits on each subset, as the pipeline would).
+    let stability =
+        cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |subset, sub| {
+            let vectors = read.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), subset));
+            let points = cluster::pipeline::Points { distances: sub, vectors: vectors.as_ref().map(|v| v.view()) };
+            cluster::pipeline::cluster(points, &pipeline, max_k_of(sub.nrows())).0
+        });
     if p.stability_draws > 0 {
         summary.stability = Some(StabilitySummary {
             draws: p.stability_draws,
@@ -442,7 +448,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     }
     let pixel_layer = order.first().cloned().unwrap_or_default();
     let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
-    inspection(&out, &ds, &ids, &raw, &labels, &Heatmaps::open(&hm).layer_path(&pixel_layer), p, &stable)?;
+    inspection(&out, &ds, &ids, &read.distances, &labels, &Heatmaps::open(&hm).layer_path(&pixel_layer), p, &stable)?;
     Ok(folder.write_summary(&summary)?)
 }
 
@@ -486,72 +492,6 @@ fn classes_of(p: &ClusterParams, ds: &Dataset) -> Result<Option<Vec<usize>>, Sta
         Centre::Class => Ok(Some(cluster::features::dense_classes(
             &ds.class_labels().map_err(|_| ClusterError::NoClasses { dataset: ds.dir.clone() })?,
         ))),
-    }
-}
-
-/// How each image is described at a layer before distances: its features, centred on its class or not.
-#[derive(Debug, Clone, Copy)]
-pub struct Representation<'a> {
-    pub features: Features,
-    /// Each image's class (dense indices), to centre on; none: not centred.
-    pub classes: Option<&'a [usize]>,
-}
-
-impl Representation<'_> {
-    /// HUDD's: every value of the layer, as it is.
-    pub const HUDD: Representation<'static> = Representation { features: Features::Flat, classes: None };
-}
-
-/// The Euclidean distances between the images' representations at one layer, streamed from its `.npy` file.
-pub fn layer_distances(
-    dir: &Path,
-    layer: &str,
-    ids: &[String],
-    representation: Representation<'_>,
-) -> Result<Matrix, StageError> {
-    let path = Heatmaps::open(dir).layer_path(layer);
-    let mut reader = NpyReader::<f32>::open(&path)?;
-    let n = ids.len();
-    if reader.rows() != n {
-        return Err(ClusterError::RowCount { path, rows: reader.rows(), images: n }.into());
-    }
-    // `values` holds `width` columns from `column` on, of rows from `row` on.
-    let finite =
-        |values: &[f32], width: usize, row: usize, column: usize| match values.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(StageError::from(ClusterError::NotFinite {
-                layer: layer.into(),
-                image: ids[row + i / width].clone(),
-                value: values[i],
-                element: column + i % width,
-            })),
-            None => Ok(()),
-        };
-    let d = reader.row_len();
-    match representation.features {
-        Features::Flat => cluster::distances(n, d, |start, width| {
-            let mut values = reader.read_columns(start, width)?;
-            finite(&values, width, 0, start)?;
-            if let Some(classes) = representation.classes {
-                cluster::features::centre_by_class(&mut values, width, classes);
-            }
-            Ok(values)
-        }),
-        Features::Channels => {
-            let channels = reader.shape.get(1).copied().unwrap_or(1).max(1);
-            let mut totals = Vec::with_capacity(n * channels);
-            const BATCH: usize = 64;
-            for start in (0..n).step_by(BATCH) {
-                let rows = reader.read_rows(start, BATCH.min(n - start))?;
-                finite(&rows, d, start, 0)?;
-                for row in rows.chunks_exact(d) {
-                    totals.extend(cluster::features::channel_totals(row, channels));
-                }
-            }
-            if let Some(classes) = representation.classes {
-                cluster::features::centre_by_class(&mut totals, channels, classes);
-            }
-            Ok(cluster::distances_of(&totals, n, channels))
-        }
     }
 }
 

@@ -19,6 +19,27 @@ use crate::model::fit::defaults::{
 use crate::model::fit::{self, Augment, Data, FitConfig, Keep, OptimizerKind};
 use crate::runtime::{self, DeviceChoice};
 
+/// Why a model cannot be retrained as asked: each names the data set or the split.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    #[error("`{input}` ({}) does not match the model's input and task", dataset.display())]
+    Mismatch { input: &'static str, dataset: std::path::PathBuf },
+    #[error(
+        "`validation_split = \"{split}\"`: the images of split `{split}` {role}; choosing the epoch on them would judge \
+         the retraining with images that are not independent of it. Use a split that chose nothing (e.g. \
+         `validation`, drawn like the test split)"
+    )]
+    NotIndependent { split: String, role: &'static str },
+    #[error("the validation images ({0}) are empty")]
+    NoValidation(String),
+}
+
+impl From<RetrainError> for StageError {
+    fn from(e: RetrainError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 pub struct Retrain;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,10 +194,7 @@ impl Stage for Retrain {
         for (what, d) in [("dataset", &ds), ("extra", &extra)] {
             if d.meta.target != model.meta.target || [d.meta.channels, d.meta.height, d.meta.width] != model.meta.input
             {
-                return Err(StageError::input(format!(
-                    "`{what}` ({}) does not match the model's input and task",
-                    d.dir.display()
-                )));
+                return Err(RetrainError::Mismatch { input: what, dataset: d.dir.clone() }.into());
             }
         }
         // What the retrained model will have seen, and a validation split that would choose its epoch with images
@@ -197,11 +215,7 @@ impl Stage for Retrain {
                 SeenAs::ChoseData => "chose the `extra` images (they were selected from this split's failures)",
                 SeenAs::ChoseEpoch => "chose the original model's epoch",
             };
-            return Err(StageError::input(format!(
-                "`validation_split = \"{split}\"`: the images of split `{split}` {role}; choosing the epoch on them \
-                 would judge the retraining with images that are not independent of it. Use a split that chose \
-                 nothing (e.g. `validation`, drawn like the test split)"
-            )));
+            return Err(RetrainError::NotIndependent { split: split.clone(), role }.into());
         }
         if let Some(split) = &p.validation_split {
             seen.see(split, SeenAs::ChoseEpoch);
@@ -232,7 +246,7 @@ impl Stage for Retrain {
             }
         };
         if val.is_empty() {
-            return Err(StageError::input(format!("the validation images ({validation}) are empty")));
+            return Err(RetrainError::NoValidation(validation.to_string()).into());
         }
         let keypoints = val.keypoints.is_some();
         let before = fit::evaluate(&model, &val)?;

@@ -15,6 +15,27 @@ use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::trigger::{self, Options, Purpose};
 
+/// Why no rule can be learned from these inputs: each names the data set that does not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("image {id} of the test results is not in {}: connect the dataset the test stage read", dataset.display())]
+    NotInDataset { id: String, dataset: std::path::PathBuf },
+    #[error(
+        "{} does not carry the parameters of {}: connect an expand stage that read this dataset",
+        expanded.display(),
+        dataset.display()
+    )]
+    OtherParameters { expanded: std::path::PathBuf, dataset: std::path::PathBuf },
+    #[error("{} has no simulator parameters (real images): there is nothing to state a rule over", dataset.display())]
+    NoParameters { dataset: std::path::PathBuf },
+}
+
+impl From<RulesError> for StageError {
+    fn from(e: RulesError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 pub struct RulesStage;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,12 +147,10 @@ impl Stage for RulesStage {
         let ids = ds.ids()?;
         let row_of: BTreeMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         let find = |id: &str| {
-            row_of.get(id).copied().ok_or_else(|| {
-                StageError::input(format!(
-                    "image {id} of the test results is not in {}: connect the dataset the test stage read",
-                    ds.dir.display()
-                ))
-            })
+            row_of
+                .get(id)
+                .copied()
+                .ok_or_else(|| RulesError::NotInDataset { id: id.to_string(), dataset: ds.dir.clone() })
         };
         let negatives: Vec<usize> =
             results.images.iter().filter(|(_, ok)| *ok).map(|(id, _)| find(id)).collect::<Result<_, _>>()?;
@@ -151,11 +170,9 @@ impl Stage for RulesStage {
             let expanded = Dataset::open(&a.path)?;
             let more = trigger::features(&expanded, domain)?;
             if more.len() != features.len() || !features.iter_mut().zip(more).all(|((_, f), (_, g))| f.extend(g)) {
-                return Err(StageError::input(format!(
-                    "{} does not carry the parameters of {}: connect an expand stage that read this dataset",
-                    expanded.dir.display(),
-                    ds.dir.display()
-                )));
+                return Err(
+                    RulesError::OtherParameters { expanded: expanded.dir.clone(), dataset: ds.dir.clone() }.into()
+                );
             }
             // The expanded images carry the parameters of the dataset's simulator (their source names their stage).
             let within: Vec<bool> = match (domain, trigger::simulator_of(&ds)) {
@@ -174,10 +191,7 @@ impl Stage for RulesStage {
             }
         }
         if features.is_empty() {
-            return Err(StageError::input(format!(
-                "{} has no simulator parameters (real images): there is nothing to state a rule over",
-                ds.dir.display()
-            )));
+            return Err(RulesError::NoParameters { dataset: ds.dir.clone() }.into());
         }
         let (infos, features): (Vec<_>, Vec<_>) = features.into_iter().unzip();
         let column = |name: &str| ds.meta.params.iter().position(|p| p.name == name);

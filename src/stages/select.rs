@@ -24,6 +24,43 @@ use crate::runtime::{self, DeviceChoice};
 pub struct Select;
 
 /// How images are assigned to clusters.
+/// Why images cannot be selected as asked: each names the parameter, the file or the layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(
+        "the random and failing strategies need a labelling budget: `budget = <images>` or `budget_of = \"<select \
+         stage>.unsafe\"`"
+    )]
+    NoBudget,
+    #[error(
+        "strategy \"hudd\" needs `clusters` (a cluster stage's output) and `heatmaps` (the heatmaps they were made from)"
+    )]
+    NoClusters,
+    #[error(
+        "the heatmaps in {} were seeded with `seed_with = \"{seed}\"`, which on a keypoint model finds the worst \
+         keypoint by its ground truth: selecting with them would read the targets of every candidate; seed them with \
+         `least-confident` (the map the model is least sure of)",
+        heatmaps.display()
+    )]
+    KeypointSeedReadsTargets { heatmaps: std::path::PathBuf, seed: String },
+    #[error(
+        "the heatmaps in {} were seeded with the true class (`seed_with = \"{seed}\"`): selecting with them would read \
+         the labels of every candidate; seed them with `predicted` or `predicted-one-hot`",
+        heatmaps.display()
+    )]
+    SeedReadsLabels { heatmaps: std::path::PathBuf, seed: String },
+    #[error("cluster member {id} has no heatmap in {}", heatmaps.display())]
+    NoHeatmap { id: String, heatmaps: std::path::PathBuf },
+    #[error("the clusters were made at layer `{layer}`, which this model does not have")]
+    NoLayer { layer: String },
+}
+
+impl From<SelectError> for StageError {
+    fn from(e: SelectError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SelectMode {
@@ -268,18 +305,14 @@ impl Stage for Select {
             (None, Some(other)) => table::read::<UnsafeRow>(&other.path)?.len(),
             (None, None) if p.strategy == Strategy::Hudd => usize::MAX,
             (None, None) => {
-                return Err(StageError::input(
-                    "the random and failing strategies need a labelling budget: `budget = <images>` or `budget_of = \"<select stage>.unsafe\"`",
-                ));
+                return Err(SelectError::NoBudget.into());
             }
         };
         if p.strategy != Strategy::Hudd {
             return baseline(p, ctx, &ds, &ids, &candidates, budget, device);
         }
         if ctx.inputs("clusters").is_empty() || ctx.inputs("heatmaps").is_empty() {
-            return Err(StageError::input(
-                "strategy \"hudd\" needs `clusters` (a cluster stage's output) and `heatmaps` (the heatmaps they were made from)",
-            ));
+            return Err(SelectError::NoClusters.into());
         }
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
@@ -302,20 +335,13 @@ impl Stage for Select {
         let keypoints = matches!(ds.meta.target, crate::dataset::Target::Regression { .. });
         if !activations && seed_with.reads_labels(keypoints) {
             let name = serde_json::to_value(seed_with).expect("a seed serialises").as_str().unwrap_or("").to_string();
-            return Err(StageError::input(if keypoints {
-                format!(
-                    "the heatmaps in {} were seeded with `seed_with = \"{name}\"`, which on a keypoint model finds the \
-                     worst keypoint by its ground truth: selecting with them would read the targets of every \
-                     candidate; seed them with `least-confident` (the map the model is least sure of)",
-                    hdir.display()
-                )
+            let heatmaps = hdir.clone();
+            return Err(if keypoints {
+                SelectError::KeypointSeedReadsTargets { heatmaps, seed: name }
             } else {
-                format!(
-                    "the heatmaps in {} were seeded with the true class (`seed_with = \"{name}\"`): selecting with \
-                     them would read the labels of every candidate; seed them with `predicted` or `predicted-one-hot`",
-                    hdir.display()
-                )
-            }));
+                SelectError::SeedReadsLabels { heatmaps, seed: name }
+            }
+            .into());
         }
         let index = heatmaps.ids()?;
         let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
@@ -325,9 +351,9 @@ impl Stage for Select {
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (c, members) in Clusters::open(&cdir).groups()? {
             for id in members {
-                let row = *row_of.get(id.as_str()).ok_or_else(|| {
-                    StageError::input(format!("cluster member {id} has no heatmap in {}", hdir.display()))
-                })?;
+                let row = *row_of
+                    .get(id.as_str())
+                    .ok_or_else(|| SelectError::NoHeatmap { id: id.clone(), heatmaps: hdir.clone() })?;
                 groups.entry(c).or_default().push(row);
             }
         }
@@ -416,9 +442,10 @@ fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, Stage
 }
 
 fn layer_index(net: &crate::model::net::Net, layer: &str) -> Result<usize, StageError> {
-    net.layers.iter().position(|(name, _)| name == layer).ok_or_else(|| {
-        StageError::input(format!("the clusters were made at layer `{layer}`, which this model does not have"))
-    })
+    net.layers
+        .iter()
+        .position(|(name, _)| name == layer)
+        .ok_or_else(|| SelectError::NoLayer { layer: layer.to_string() }.into())
 }
 
 /// The baselines: `budget` images drawn at random from the candidates (`random`), or drawn at random, labelled and

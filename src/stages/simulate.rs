@@ -10,6 +10,21 @@ use crate::engine::diagnostic::did_you_mean;
 use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::sim::{self, Dist, Distributions, Domain, ParamSpec, Scenario, SheetRows, SplitPlan};
 
+/// Why images cannot be simulated as asked: each names the simulator or the parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("unknown simulator `{0}`")]
+    UnknownSimulator(String),
+    #[error("{}", .0.iter().map(|i| i.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Plans(Vec<Invalid>),
+}
+
+impl From<SimulateError> for StageError {
+    fn from(e: SimulateError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 pub struct Simulate;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,11 +199,9 @@ impl Stage for Simulate {
     const DOC: &'static str = "Draws a dataset from a procedural simulator.";
 
     fn run(&self, p: &SimulateParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let sim = p.simulator().ok_or_else(|| StageError::input(format!("unknown simulator `{}`", p.simulator)))?;
+        let sim = p.simulator().ok_or_else(|| SimulateError::UnknownSimulator(p.simulator.clone()))?;
         let task = p.task(sim);
-        let plans = p
-            .plans(sim)
-            .map_err(|e| StageError::input(e.into_iter().map(|i| i.message).collect::<Vec<_>>().join("; ")))?;
+        let plans = p.plans(sim).map_err(SimulateError::Plans)?;
         let meta = DatasetMeta {
             source: format!("simulate:{}", sim.name()),
             task: task.clone(),

@@ -59,6 +59,28 @@ use crate::model::fit::defaults::{
     default_epochs, default_momentum, default_split, default_threads, default_validation, default_wd,
 };
 
+/// Why a model cannot be trained on the data set as asked: each names the split, the model or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("split `{split}` of the dataset is empty")]
+    EmptySplit { split: String },
+    #[error(
+        "the initial model takes {model:?} with {model_outputs} outputs; the dataset has {images:?} images and \
+         {outputs} outputs"
+    )]
+    InitMismatch { model: [usize; 3], model_outputs: usize, images: [usize; 3], outputs: usize },
+    #[error("give `architecture = \"models/<name>.toml\"` or an `init` model to start from")]
+    NoArchitecture,
+    #[error("{} cannot take the dataset's {images:?} images: {source}", architecture.display())]
+    Incompatible { architecture: PathBuf, images: [usize; 3], source: crate::model::ArchError },
+}
+
+impl From<TrainError> for StageError {
+    fn from(e: TrainError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 fn default_batch() -> usize {
     64
 }
@@ -140,7 +162,7 @@ impl Stage for Train {
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let rows = ds.split_rows(&p.split)?;
         if rows.is_empty() {
-            return Err(StageError::input(format!("split `{}` of the dataset is empty", p.split)));
+            return Err(TrainError::EmptySplit { split: p.split.clone() }.into());
         }
         let (train, val) = Data::split(&ds, &rows, p.validation, ctx.seed)?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
@@ -150,20 +172,18 @@ impl Stage for Train {
                 let m = Model::load(&init.path.clone(), device)?;
                 m.net("training")?;
                 if m.meta.input != input || m.meta.outputs != outputs {
-                    return Err(StageError::input(format!(
-                        "the initial model takes {:?} with {} outputs; the dataset has {input:?} images and {outputs} outputs",
-                        m.meta.input, m.meta.outputs
-                    )));
+                    let (model, model_outputs) = (m.meta.input, m.meta.outputs);
+                    return Err(TrainError::InitMismatch { model, model_outputs, images: input, outputs }.into());
                 }
                 m
             }
             None => {
-                let path = p.architecture.as_ref().ok_or_else(|| {
-                    StageError::input("give `architecture = \"models/<name>.toml\"` or an `init` model to start from")
-                })?;
+                let path = p.architecture.as_ref().ok_or(TrainError::NoArchitecture)?;
                 let arch = Architecture::resolve(path, ctx.workspace)?;
-                arch.describe(input, outputs).map_err(|e| {
-                    StageError::input(format!("{} cannot take the dataset's {input:?} images: {e}", path.display()))
+                arch.describe(input, outputs).map_err(|source| TrainError::Incompatible {
+                    architecture: path.clone(),
+                    images: input,
+                    source,
                 })?;
                 let (mean, std) = fit::channel_stats(&train.pixels);
                 let meta = ModelMeta {

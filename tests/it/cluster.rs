@@ -491,7 +491,7 @@ fn separated_clusters_are_stable_and_a_cut_through_them_is_not() {
         let m = cluster::distances_of(points, n, 2);
         let p = params(k);
         let (labels, _, _) = cluster::pipeline::cluster(&m, &p, 10);
-        cluster::stability(&m, &labels, 40, 0.5, seed, |sub| cluster::pipeline::cluster(sub, &p, 10).0)
+        cluster::stability(&m, &labels, 40, 0.5, seed, |_, sub| cluster::pipeline::cluster(sub, &p, 10).0)
     };
     // Three tight groups far apart: every subset finds them again.
     let (points, n) = blobs(&[(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)], 20, 1.0);
@@ -698,10 +698,40 @@ fn principal_components_give_the_same_bytes_at_any_thread_count() {
     // 800 images: the n×n reductions are then large enough for libtorch to split them.
     let values: Vec<f32> = (0..800 * 40).map(|_| rand::Rng::random::<f32>(&mut rng)).collect();
     let m = cluster::distances_of(&values, 800, 40);
-    let at = |threads: usize| hudd::runtime::with_threads(threads, || cluster::pca_distances(&m, 20));
+    let x = ndarray::Array2::from_shape_vec((800, 40), values).unwrap();
+    let at = |threads: usize| {
+        hudd::runtime::with_threads(threads, || (cluster::pca_distances(&m, 20), cluster::pca_scores(x.view(), 20)))
+    };
     let one = at(1);
     for threads in [2, 3] {
         let other = at(threads);
-        assert!(other.iter().zip(one.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
+        assert!(other.0.iter().zip(one.0.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
+        assert!(other.1.iter().zip(one.1.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads differ");
     }
+    // The vectors' route (their 40×40 scatter matrix, in f64) and the distances' (the 800×800 doubly centred one)
+    // find the same components: the same distances between the images' scores, to the rounding of the distances
+    // (whose Gram matrix is summed in f32: about 1e-7 of distances near 2.6 here).
+    assert_eq!(one.1.dim(), (800, 20));
+    let from_vectors = cluster::row_distances(one.1.view());
+    let worst = from_vectors.iter().zip(one.0.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-6, "the two routes differ by {worst}");
+}
+
+#[test]
+fn clustering_with_the_vectors_gives_the_partition_of_their_distances() {
+    // The direct mode with PCA reads the vectors where it has them; the clusters are those of the distances alone.
+    let (points, n) = blobs(&[(0.0, 0.0), (6.0, 0.0), (0.0, 6.0), (6.0, 6.0)], 30, 1.5);
+    let wide: Vec<f32> = points.chunks(2).flat_map(|p| [p[0], p[1], p[0] - p[1], 0.5 * p[0]]).collect();
+    let m = cluster::distances_of(&wide, n, 4);
+    let x = ndarray::Array2::from_shape_vec((n, 4), wide).unwrap();
+    let p = cluster::Pipeline {
+        mode: cluster::Mode::Direct,
+        pca: Some(2),
+        ..toml::from_str::<hudd::stages::cluster::ClusterParams>("").unwrap().pipeline()
+    };
+    let alone = cluster::pipeline::cluster(&m, &p, 20);
+    let with = cluster::pipeline::cluster(cluster::pipeline::Points { distances: &m, vectors: Some(x.view()) }, &p, 20);
+    assert_eq!(with.0, alone.0);
+    assert_eq!((with.1.ks, with.2), (alone.1.ks, alone.2));
+    assert!(cluster::members(&with.0).len() >= 2);
 }

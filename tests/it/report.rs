@@ -338,7 +338,7 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         "{md}"
     );
     let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
-    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(3)));
+    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(4)));
     assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
     assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());
@@ -573,4 +573,34 @@ pub fn assert_evidence_shape(evidence: &str) {
             file.display()
         );
     }
+}
+
+#[test]
+fn other_clusterings_of_the_same_failures_are_shown_beside_the_main_one() {
+    // The same 191 failing images clustered another way: two clusters, both explained beyond chance.
+    let ws = crate::support::Ws::new();
+    let other = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance,p_adjusted\n\
+                 1,120,true,night,0.9,\"night 0.7–1.0 share\",0.001,true,0.002\n\
+                 2,70,true,fog,0.7,\"fog 0.5–0.9 share\",0.004,true,0.004\n3,1,,,,\"\",,,\n";
+    let extra =
+        format!("alternatives = [\"variance-generic.explanations\"]\n\n{}", text_stage("variance-generic", other));
+    let (w, r) = run(&ws, &manifest(&ws, &extra));
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(md.contains("### The same failures clustered other ways"), "{md}");
+    assert!(md.contains("| `variance` (main) | 2 | 191 | 2 | 1 | 1 | 150 (78.5%) |"), "{md}");
+    assert!(md.contains("| `variance-generic` | 3 | 191 | 2 | 2 | 2 | 190 (99.5%) |"), "{md}");
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(html.contains("<td><code>variance-generic</code></td><td>3</td><td>191</td>"), "{html}");
+    let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
+    assert_eq!(evidence["clusterings"][1]["images_beyond_chance"], 190);
+    // Its shape is the one the schema file records (the quickstart, which checks the rest, has no alternatives).
+    let shape = evidence_shape(&evidence);
+    let schema = std::fs::read_to_string(format!("{}/tests/fixtures/evidence-schema.txt", env!("CARGO_MANIFEST_DIR")));
+    let line = format!("clusterings[]: {}", shape["clusterings[]"].iter().cloned().collect::<Vec<_>>().join(" "));
+    assert!(schema.unwrap().lines().any(|l| l == line), "{line}");
+    // Without alternatives the section is not there.
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, &manifest(&ws, ""));
+    assert!(!output(&ws, &w, &r, "report.md").contains("clustered other ways"));
 }

@@ -1,0 +1,496 @@
+//! Stage `report`: the safety-analysis report (HTML and Markdown) rendered through minijinja templates from the
+//! artefacts of a HUDD workflow: what fails, why (root-cause clusters), what retraining achieved, what remains.
+
+mod clusters;
+mod conditions;
+mod facts;
+mod render;
+mod view;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::artefact::annotations::{Annotations, Flag};
+use crate::artefact::clusters::Clusters;
+use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
+use crate::artefact::evidence;
+use crate::artefact::heatmaps::Heatmaps;
+use crate::artefact::results::TestSummary;
+use crate::artefact::table;
+use crate::artefact::{
+    ANY_DATASET, CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, FEATURES, HEATMAPS,
+    MODEL, RECOVERY, REPORT, RULES, TEST_SUMMARY,
+};
+use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
+use crate::model::artefact::ModelMeta;
+use clusters::{Judged, OpenItems, cluster_views, clustering_view, open_items, per_cluster};
+use conditions::{Evaluated, evaluated};
+use facts::{architecture, input_keys, manifest, performance, recovery, repetitions, scope, stage_params};
+use render::{HTML, MARKDOWN, REFERENCES, render};
+use view::{ClusterView, ClusteringView, Evidence, MIN_IMAGES, evidence_of};
+
+pub struct Report;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    /// The report's title (default: the workflow's name).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// What the DNN is and does, in a sentence, for the summary.
+    #[serde(default)]
+    pub dnn: Option<String>,
+    /// The safety target the verdict checks, `accuracy >= 0.95` (operators `>=`, `>`, `<=`, `<`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `annotations.toml`: the engineers' notes per cluster (relative to the workspace; optional).
+    #[serde(default)]
+    pub annotations: Option<PathBuf>,
+    /// A folder with `report.md.j2` and/or `report.html.j2` replacing the shipped templates.
+    #[serde(default)]
+    pub template: Option<PathBuf>,
+}
+
+/// A parsed target: metric, comparison, threshold.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    metric: String,
+    op: String,
+    value: f64,
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [metric, op, value] = parts[..] else {
+        return Err(format!("expected `<metric> <op> <value>` such as `accuracy >= 0.95`, got `{text}`"));
+    };
+    if metric != "accuracy" {
+        return Err(format!("the metric must be `accuracy`, got `{metric}`"));
+    }
+    if !matches!(op, ">=" | ">" | "<=" | "<") {
+        return Err(format!("the comparison must be one of >=, >, <=, <, got `{op}`"));
+    }
+    let value = value.parse::<f64>().map_err(|_| format!("`{value}` is not a number"))?;
+    Ok(Target { metric: metric.into(), op: op.into(), value })
+}
+
+impl Target {
+    fn met(&self, v: f64) -> bool {
+        match self.op.as_str() {
+            ">=" => v >= self.value,
+            ">" => v > self.value,
+            "<=" => v <= self.value,
+            _ => v < self.value,
+        }
+    }
+}
+
+impl Params for ReportParams {
+    fn validate(&self) -> Vec<Invalid> {
+        match &self.target {
+            Some(t) => parse_target(t).err().map(|e| Invalid::new("target", e)).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Stage for Report {
+    type Params = ReportParams;
+    const KIND: &'static str = "report";
+    // 11: `alternatives`, other clusterings beside the main one.
+    const VERSION: u32 = 11;
+    const INPUTS: &'static [InputSlot] = &[
+        InputSlot {
+            name: "test",
+            accepts: &[TEST_SUMMARY],
+            many: false,
+            required: true,
+            doc: "the original model's test summary",
+        },
+        InputSlot {
+            name: "clusters",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: false,
+            doc: "a cluster stage's output",
+        },
+        InputSlot {
+            name: "variance",
+            accepts: &[EXPLANATIONS],
+            many: false,
+            required: false,
+            doc: "a variance stage's clusters table",
+        },
+        InputSlot {
+            name: "compare",
+            accepts: &[COMPARE_SUMMARY],
+            many: false,
+            required: false,
+            doc: "a compare stage's summary",
+        },
+        InputSlot {
+            name: "runs",
+            accepts: &[COMPARE_RUNS],
+            many: false,
+            required: false,
+            doc: "a compare stage's runs table (for the plot)",
+        },
+        InputSlot {
+            name: "rcc",
+            accepts: &[COMPARE_RCC],
+            many: false,
+            required: false,
+            doc: "a compare stage's rcc table (accuracy per cluster)",
+        },
+        InputSlot {
+            name: "rules",
+            accepts: &[RULES],
+            many: false,
+            required: false,
+            doc: "a rules stage's rules (triggering conditions)",
+        },
+        InputSlot {
+            name: "confirm",
+            accepts: &[CONFIRMATIONS],
+            many: false,
+            required: false,
+            doc: "a confirm stage's confirmations of those rules with the model under analysis",
+        },
+        InputSlot {
+            name: "alternatives",
+            accepts: &[EXPLANATIONS],
+            many: true,
+            required: false,
+            doc: "other clusterings' variance tables (RQ1), summarised beside the main clustering's (`variance`)",
+        },
+        InputSlot {
+            name: "recovery",
+            accepts: &[RECOVERY],
+            many: true,
+            required: false,
+            doc: "recovery stages' summaries: how well each clustering recovers planted causes",
+        },
+        InputSlot {
+            name: "data",
+            accepts: ANY_DATASET,
+            many: false,
+            required: false,
+            doc: "the data set whose splits are checked for independence (by image content)",
+        },
+        InputSlot {
+            name: "heatmaps",
+            accepts: &[HEATMAPS, FEATURES],
+            many: false,
+            required: false,
+            doc: "the heatmaps the clusters were made from (their conservation of relevance per layer)",
+        },
+        InputSlot {
+            name: "model",
+            accepts: &[MODEL],
+            many: false,
+            required: false,
+            doc: "the model under analysis: the scope lists its layers and draws a graph architecture",
+        },
+        InputSlot {
+            name: "confirm_after",
+            accepts: &[CONFIRMATIONS],
+            many: true,
+            required: false,
+            doc: "confirmations with retrained models (the inside failure rates after retraining, averaged)",
+        },
+    ];
+    const OUTPUTS: &'static [OutputSpec] = &[OutputSpec {
+        name: "report",
+        kind: REPORT,
+        path: "report/",
+        doc: "report.html, report.md, evidence.json and images/",
+    }];
+    const DOC: &'static str = "Renders the safety-analysis report.";
+    const DELIVERABLE: bool = true;
+
+    fn external_paths(p: &ReportParams) -> Vec<PathBuf> {
+        p.template.iter().cloned().collect()
+    }
+
+    /// The shipped templates are compiled in: a change to them renders every report again.
+    fn fingerprints(_p: &ReportParams) -> Vec<(String, String)> {
+        let hash = blake3::hash(format!("{MARKDOWN}\u{0}{HTML}\u{0}{REFERENCES}").as_bytes()).to_hex().to_string();
+        vec![("shipped report templates".into(), hash)]
+    }
+
+    fn optional_paths(p: &ReportParams) -> Vec<PathBuf> {
+        p.annotations.iter().cloned().collect()
+    }
+
+    fn run(&self, p: &ReportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let out = ctx.output("report")?;
+        let images = out.join(evidence::IMAGES);
+        std::fs::create_dir_all(&images).map_err(|e| StageError::io(&images, e))?;
+        let gathered = gather(p, ctx, &out)?;
+        // The drawings, as files beside the Markdown report (the HTML report carries them inline).
+        let drawn = [
+            ("rq2.svg", gathered.rq2_plot.as_ref()),
+            ("architecture.svg", gathered.architecture.as_ref().and_then(|a| a.drawing.as_ref())),
+        ];
+        for (name, svg) in drawn.into_iter().filter_map(|(name, svg)| Some((name, svg?))) {
+            let path = images.join(name);
+            std::fs::write(&path, svg).map_err(|e| StageError::io(&path, e))?;
+        }
+        let (md, html) = render(&gathered, p.template.as_ref().map(|t| ctx.resolve(t)).as_deref())?;
+        let evidence = evidence_of(&gathered);
+        for (name, text) in [(evidence::MARKDOWN, md), (evidence::HTML, html), (evidence::FILE, evidence)] {
+            let path = out.join(name);
+            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the report says, read from its inputs (pictures copied into `out`'s images as they are met).
+fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Evidence, StageError> {
+    let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
+    let test: TestSummary = table::read_json(&ctx.input("test")?.path)?;
+    let compare: Option<CompareSummary> = first("compare").map(|p| table::read_json(&p)).transpose()?;
+    let judged = judge_clusters(p, ctx, out, compare.as_ref())?;
+    // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
+    let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
+    let target_parsed = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?;
+    let target =
+        target_parsed.as_ref().map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
+    let OpenItems { residual, too_small, to_review, unstable } = open_items(&judged.clusters);
+    let Evaluated { conditions, confidence, domain } = evaluated(ctx)?;
+    let runs: Vec<RunRow> = match first("runs") {
+        Some(path) => table::read(&path)?,
+        None => Vec::new(),
+    };
+    let lineage = ctx.lineage().to_vec();
+    Ok(Evidence {
+        title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
+        workflow: ctx.workflow.to_string(),
+        dnn: p.dnn.clone().unwrap_or_default(),
+        test: serde_json::to_value(&test).expect("a test summary serialises"),
+        target,
+        clustering: judged.clustering,
+        clusters: judged.clusters,
+        rq1: compare.as_ref().and_then(|c| c.rq1.as_ref()).map(|r| serde_json::to_value(r).expect("serialises")),
+        rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
+        rq2_plot: compare.as_ref().filter(|_| first("runs").is_some()).map(|c| rq2_plot(&runs, c)),
+        rq1_correction: compare
+            .as_ref()
+            .and_then(|c| c.rq1.as_ref())
+            .and_then(|r| r.chance.as_ref())
+            .map(|c| c.correction.describe().to_string()),
+        rq2_correction: compare.as_ref().and_then(|c| c.correction).map(|c| c.describe().to_string()),
+        residual,
+        too_small,
+        min_images: MIN_IMAGES,
+        to_review,
+        annotations_missing: judged.annotations_missing,
+        annotations_file: p.annotations.as_ref().map(|a| a.display().to_string()),
+        annotation_flags: judged.flags,
+        inputs: input_keys(ctx),
+        versions: serde_json::json!({
+            "hudd": env!("CARGO_PKG_VERSION"),
+            "libtorch": crate::runtime::LIBTORCH_VERSION,
+            "crates": env!("HUDD_CRATES"),
+        }),
+        manifest: manifest(ctx)?,
+        repetitions: repetitions(&lineage),
+        conditions,
+        confidence,
+        domain,
+        clusterings: clusterings(ctx)?,
+        recovery: recovery(ctx)?,
+        scope: scope(&lineage, ctx.workspace),
+        architecture: first("model").map(|dir| architecture(&ModelMeta::read(&dir)?)).transpose()?,
+        accuracy_metric: accuracy_compared,
+        metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
+        unstable,
+        data: independence(ctx)?,
+        performance: performance(&test, compare.as_ref(), &runs, target_parsed.as_ref()),
+        conservation: first("heatmaps").map(|dir| Heatmaps::open(&dir).layers()).transpose()?.unwrap_or_default(),
+        references: serde_json::from_str(REFERENCES).expect("the committed versions.json is JSON"),
+        params: stage_params(&lineage, ctx.workspace),
+        lineage,
+    })
+}
+
+/// The root-cause clusters as the report shows them, and how the engineers' annotations bound to them.
+struct JudgedClusters {
+    /// The cluster stage's summary, its optional fields present as null (the strict templates read them).
+    clustering: Option<serde_json::Value>,
+    clusters: Vec<ClusterView>,
+    flags: Vec<Flag>,
+    annotations_missing: Option<String>,
+}
+
+/// Each cluster with its explanation (RQ1), accuracy (RQ2), stability, annotation and pictures.
+fn judge_clusters(
+    p: &ReportParams,
+    ctx: &StageContext<'_>,
+    out: &Path,
+    compare: Option<&CompareSummary>,
+) -> Result<JudgedClusters, StageError> {
+    let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
+    let (annotations, annotations_missing) = read_annotations(p, ctx)?;
+    let explanations: BTreeMap<usize, ExplanationRow> = match first("variance") {
+        Some(path) => table::read::<ExplanationRow>(&path)?.into_iter().map(|r| (r.cluster, r)).collect(),
+        None => BTreeMap::new(),
+    };
+    let reference = compare.map_or_else(|| "hudd".to_string(), |c| c.reference.clone());
+    let held_out = |split: &str| compare.is_some_and(|c| c.judged_on == split);
+    let accuracy = match first("rcc") {
+        Some(path) => per_cluster(table::read::<RccRow>(&path)?, &reference, held_out),
+        None => BTreeMap::new(),
+    };
+    let rq1_summary = compare.and_then(|c| c.rq1.as_ref());
+    let (threshold, alpha) = (
+        rq1_summary.map_or(0.5, |r| r.threshold),
+        rq1_summary.and_then(|r| r.chance.as_ref()).map_or(0.05, |c| c.alpha),
+    );
+    let Some(dir) = first("clusters") else {
+        return Ok(JudgedClusters { clustering: None, clusters: Vec::new(), flags: Vec::new(), annotations_missing });
+    };
+    let folder = Clusters::open(&dir);
+    let judged = Judged { explanations: &explanations, accuracy: &accuracy, threshold, alpha };
+    let (clusters, flags) = cluster_views(&folder, &annotations, &judged, out, ctx.progress)?;
+    let mut clustering = serde_json::to_value(folder.summary()?).expect("a cluster summary serialises");
+    for key in ["empty", "layer", "stability"] {
+        clustering.as_object_mut().expect("an object").entry(key).or_insert(serde_json::Value::Null);
+    }
+    Ok(JudgedClusters { clustering: Some(clustering), clusters, flags, annotations_missing })
+}
+
+/// The main clustering and the alternatives as RQ1 judges them, when there are alternatives.
+fn clusterings(ctx: &StageContext<'_>) -> Result<Vec<ClusteringView>, StageError> {
+    let alternatives = ctx.inputs("alternatives");
+    if alternatives.is_empty() {
+        return Ok(Vec::new());
+    }
+    let main = ctx.inputs("variance").iter().map(|a| (a, true));
+    main.chain(alternatives.iter().map(|a| (a, false)))
+        .map(|(a, main)| Ok(clustering_view(&a.stage, main, &table::read::<ExplanationRow>(&a.path)?)))
+        .collect()
+}
+
+/// The strip plot of the retrained models' scores on the judging split, per strategy.
+fn rq2_plot(runs: &[RunRow], c: &CompareSummary) -> String {
+    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.split == c.judged_on) {
+        groups.entry(r.strategy.clone()).or_default().push(r.score);
+    }
+    crate::media::svg::strip_plot(&groups, c.original, &c.judged_on, c.metric == "accuracy")
+}
+
+/// The splits' independence by image content, when the report reads the data set.
+fn independence(ctx: &StageContext<'_>) -> Result<Option<evidence::Independence>, StageError> {
+    let Some(data) = ctx.inputs("data").first() else { return Ok(None) };
+    ctx.progress.message("independence of the splits: hashing every image");
+    Ok(Some(evidence::independence(&crate::dataset::Dataset::open(&data.path)?.image_hashes_by_split()?)))
+}
+
+/// Reads the manifest's annotations file, and names it when it is given but not there (said, not silently read as
+/// "nothing reviewed yet").
+fn read_annotations(p: &ReportParams, ctx: &StageContext<'_>) -> Result<(Annotations, Option<String>), StageError> {
+    let annotations: Annotations = match &p.annotations {
+        Some(path) if ctx.resolve(path).exists() => {
+            let path = ctx.resolve(path);
+            let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
+            toml::from_str(&text).map_err(|e| StageError::input(format!("{}: {e}", path.display())))?
+        }
+        _ => Annotations::default(),
+    };
+    let missing = p.annotations.as_ref().filter(|a| !ctx.resolve(a).exists()).map(|a| {
+        let shown = a.display().to_string();
+        ctx.progress.message(&format!("annotations file {shown} does not exist: every cluster is to review"));
+        shown
+    });
+    Ok((annotations, missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clusters::verdict;
+    use super::facts::repetitions;
+    use super::render::{environment, hidden};
+    use crate::artefact::evaluation::ExplanationRow;
+    use crate::engine::stage::Ancestor;
+    use proptest::prelude::{ProptestConfig, prop_assert};
+
+    fn ancestor(kind: &str, params: serde_json::Value) -> Ancestor {
+        Ancestor {
+            stage: kind.into(),
+            kind: kind.into(),
+            version: 1,
+            key: String::new(),
+            params,
+            seed: None,
+            externals: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_report_says_what_the_repetitions_vary() {
+        let hudd = || ancestor("select", serde_json::json!({ "strategy": "hudd", "mode": "closest" }));
+        let assign = ancestor("select", serde_json::json!({ "strategy": "hudd", "mode": "all" }));
+        let retrain = || ancestor("retrain", serde_json::json!({}));
+        let shared = repetitions(&[hudd(), assign.clone(), retrain(), retrain(), retrain()]).unwrap();
+        assert!(shared.contains("only the bootstrap draw and the retraining seed vary"), "{shared}");
+        let redrawn = repetitions(&[hudd(), hudd(), hudd(), assign, retrain(), retrain(), retrain()]).unwrap();
+        assert!(
+            redrawn.contains("HUDD's 3 selections") && redrawn.contains("redraw the improvement images"),
+            "{redrawn}"
+        );
+        assert_eq!(repetitions(&[hudd(), retrain()]), None, "a single retraining repeats nothing");
+    }
+
+    fn row(explained: bool, p: f64, adjusted: f64, beats: bool) -> ExplanationRow {
+        ExplanationRow {
+            cluster: 1,
+            size: 10,
+            explained: Some(explained),
+            best_parameter: "night".into(),
+            best_reduction: Some(if explained { 0.7 } else { 0.2 }),
+            description: String::new(),
+            p: Some(p),
+            beats_chance: Some(beats),
+            p_adjusted: Some(adjusted),
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_criterion_a_cluster_fails() {
+        let v = |r: ExplanationRow| verdict(&r, 0.5, 0.05).unwrap();
+        assert!(v(row(true, 0.001, 0.004, true)).starts_with("Explained beyond chance"));
+        // A tiny p does not make a cluster explained: the paper's criterion failed, and the sentence says so.
+        let not_explained = v(row(false, 0.001, 0.004, false));
+        assert!(not_explained.starts_with("Not explained: no parameter's spread drops by 50% (best: night, 20%)"));
+        // Explained, with a small raw p that the correction lifts above α: chance is the criterion that failed.
+        let corrected = v(row(true, 0.03, 0.09, false));
+        assert!(
+            corrected.contains("not beyond chance") && corrected.contains("p = 0.030, adjusted 0.090"),
+            "{corrected}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Annotations, titles and image ids may hold any character: none that is hidden (a NUL, a terminal escape,
+        /// a bidirectional override) reaches either report, whichever way a template prints the text.
+        #[test]
+        fn no_hidden_character_reaches_a_report_through_any_filter(
+            text in "[a-z `|<&\\u{0}-\\u{1f}\\u{7f}-\\u{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}]{0,12}"
+        ) {
+            let mut env = environment();
+            let source = "{{ t }} {{ t|code }} {{ t|ccode }} {{ t|fence('') }}";
+            for name in ["a.md.j2", "a.html.j2"] {
+                env.add_template_owned(name, source).unwrap();
+                let out = env.get_template(name).unwrap().render(minijinja::context! { t => text.clone() }).unwrap();
+                prop_assert!(!out.chars().any(hidden), "{name}: {out:?}");
+            }
+        }
+    }
+}
