@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     // stage's bytes a function of its key; libtorch's own kernels keep the threads each stage is given.
     // SAFETY: no other thread runs yet, and libtorch has not read its environment.
     unsafe { std::env::set_var("MKL_NUM_THREADS", "1") };
+    hudd::runtime::pin_cpu_kernels();
     let registry = hudd::stages::registry();
     ExitCode::from(hudd::cli::main(std::env::args_os(), &registry))
 }

@@ -130,6 +130,26 @@ pub fn host() -> Option<String> {
     Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }
 
+/// The instruction set libtorch's CPU kernels are held to, and the variables that hold them there: ATen's vectorised
+/// kernels, oneDNN's convolutions and MKL's BLAS and LAPACK each pick the widest instructions the CPU has, and an
+/// AVX-512 machine then sums in another order than an AVX2 one: the same key trained another model (the
+/// quickstart's original accuracy 75.0% on one machine, 82.9% on another). Held to AVX2, which every x86-64 server
+/// CPU since 2013 has, the machines give the same bytes (the quickstart's report, reproduced on an AVX-512 machine
+/// from one made on an AVX2 one). A variable the user set is kept: the user then answers for other machines' bytes.
+pub const CPU_KERNELS: [(&str, &str); 3] =
+    [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "AVX2")];
+
+/// Holds libtorch's CPU kernels to [`CPU_KERNELS`] (each variable the environment does not set already). Call it
+/// before libtorch runs anything and while no other thread runs: it writes the process environment.
+pub fn pin_cpu_kernels() {
+    for (name, value) in CPU_KERNELS {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: the caller runs before any other thread and before libtorch reads its environment.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+}
+
 /// Sets libtorch's intra-op thread count for the calling thread (OpenMP's and MKL's counts are per thread, so
 /// stages side by side each keep their own).
 pub fn set_threads(n: usize) {
@@ -156,6 +176,14 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
     vec![
         ("hudd".into(), env!("CARGO_PKG_VERSION").into()),
         ("libtorch".into(), LIBTORCH_VERSION.into()),
+        (
+            "CPU kernels".into(),
+            CPU_KERNELS
+                .iter()
+                .map(|(name, _)| format!("{name}={}", std::env::var(name).unwrap_or_else(|_| "(unset)".into())))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         ("libtorch folder".into(), TORCH_LIB_DIR.into()),
         ("libtorch venv (cache)".into(), venv),
         ("CUDA library".into(), describe_cuda(cuda)),

@@ -357,43 +357,20 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
     let max_k = max_k_of(n);
     let mut best: Option<(usize, cluster::layer::Layer, Vec<usize>)> = None;
+    let plan = Plan { ids: &ids, representation, pipeline: &pipeline, max_k };
     ctx.progress.start(layers.len() as u64, "layers");
     for name in &layers {
-        let read = cluster::layer::read(&Heatmaps::open(&hm).layer_path(name), name, &ids, representation)
-            .map_err(ClusterError::from)?;
-        let raw = &read.distances;
         let eligible = order.first() != Some(name) || layers.len() == 1;
-        let dir = folder.layer(name)?;
-        let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
-        crate::npy::write(&dir.distances_path(), &[n, n], &values)?;
-        if cluster::max_distance(raw) == 0.0 {
-            summary.layers.push(LayerScore {
-                layer: name.clone(),
-                k: 0,
-                k_rule: format!("all {n} heatmaps of this layer are identical: nothing to cluster"),
-                wicd: None,
-                silhouette: None,
-                eligible: false,
-            });
-            ctx.progress.inc(1);
-            continue;
-        }
-        let (labels, sweep, k_rule) = cluster::pipeline::cluster(read.points(), &pipeline, max_k);
-        let score = LayerScore {
-            layer: name.clone(),
-            k: cluster::members(&labels).len(),
-            k_rule,
-            wicd: Some(cluster::wicd(raw, &labels)),
-            silhouette: Some(cluster::silhouette(raw, &labels)),
-            eligible,
-        };
-        write_layer(&dir, &ids, &labels, &sweep, &score)?;
-        let better = |b: &LayerScore| match p.select_layer {
-            SelectLayer::Wicd => score.wicd < b.wicd,
-            SelectLayer::Silhouette => score.silhouette > b.silhouette,
-        };
-        if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&summary.layers[*i])) {
-            best = Some((summary.layers.len(), read, labels));
+        let path = Heatmaps::open(&hm).layer_path(name);
+        let (score, clustered) = cluster_layer(&plan, &path, name, &folder, eligible)?;
+        if let Some((read, labels)) = clustered {
+            let better = |b: &LayerScore| match p.select_layer {
+                SelectLayer::Wicd => score.wicd < b.wicd,
+                SelectLayer::Silhouette => score.silhouette > b.silhouette,
+            };
+            if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&summary.layers[*i])) {
+                best = Some((summary.layers.len(), read, labels));
+            }
         }
         summary.layers.push(score);
         ctx.progress.inc(1);
@@ -450,6 +427,56 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
     inspection(&out, &ds, &ids, &read.distances, &labels, &Heatmaps::open(&hm).layer_path(&pixel_layer), p, &stable)?;
     Ok(folder.write_summary(&summary)?)
+}
+
+/// What every layer is clustered with: the images, how each is described, the pipeline and the largest k.
+struct Plan<'a> {
+    ids: &'a [String],
+    representation: Representation<'a>,
+    pipeline: &'a Pipeline,
+    max_k: usize,
+}
+
+/// A layer read and its partition.
+type Partitioned = (cluster::layer::Layer, Vec<usize>);
+
+/// One layer clustered: its distances, curve and clusters written to its folder; its row of the layers table, and
+/// the layer read with its partition (none when every image's heatmap is the same: nothing to cluster).
+fn cluster_layer(
+    plan: &Plan<'_>,
+    path: &Path,
+    name: &str,
+    folder: &Clusters,
+    eligible: bool,
+) -> Result<(LayerScore, Option<Partitioned>), StageError> {
+    let (ids, n) = (plan.ids, plan.ids.len());
+    let read = cluster::layer::read(path, name, ids, plan.representation).map_err(ClusterError::from)?;
+    let raw = &read.distances;
+    let dir = folder.layer(name)?;
+    let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+    crate::npy::write(&dir.distances_path(), &[n, n], &values)?;
+    if cluster::max_distance(raw) == 0.0 {
+        let score = LayerScore {
+            layer: name.to_string(),
+            k: 0,
+            k_rule: format!("all {n} heatmaps of this layer are identical: nothing to cluster"),
+            wicd: None,
+            silhouette: None,
+            eligible: false,
+        };
+        return Ok((score, None));
+    }
+    let (labels, sweep, k_rule) = cluster::pipeline::cluster(read.points(), plan.pipeline, plan.max_k);
+    let score = LayerScore {
+        layer: name.to_string(),
+        k: cluster::members(&labels).len(),
+        k_rule,
+        wicd: Some(cluster::wicd(raw, &labels)),
+        silhouette: Some(cluster::silhouette(raw, &labels)),
+        eligible,
+    };
+    write_layer(&dir, ids, &labels, &sweep, &score)?;
+    Ok((score, Some((read, labels))))
 }
 
 /// The heatmaps' layers in the network's order, and those to cluster (the manifest's `layers`, or every layer whose

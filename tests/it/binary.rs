@@ -297,3 +297,23 @@ fn an_evidence_file_whose_clusters_have_wrong_types_is_refused_naming_the_field(
         }
     }
 }
+
+#[test]
+fn the_binary_holds_libtorch_to_the_same_cpu_kernels_on_every_machine_unless_told_otherwise() {
+    let ws = Ws::new();
+    let doctor = |set: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hudd"));
+        command.current_dir(ws.path()).arg("doctor");
+        for (name, _) in hudd::runtime::CPU_KERNELS {
+            command.env_remove(name);
+        }
+        command.envs(set.iter().copied());
+        let out = command.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().find(|l| l.starts_with("CPU kernels")).unwrap_or_default().to_string()
+    };
+    let pinned = doctor(&[]);
+    assert!(pinned.contains("ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2"), "{pinned}");
+    let chosen = doctor(&[("ATEN_CPU_CAPABILITY", "default")]);
+    assert!(chosen.contains("ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2"), "{chosen}");
+}
