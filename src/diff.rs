@@ -319,21 +319,11 @@ fn check_clusters(evidence: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The clusters of an evidence document: id and members.
+/// The clusters of an evidence document (checked by [`read_evidence`]): id and members.
 pub fn clusters(evidence: &Value) -> Vec<(usize, Vec<String>)> {
-    evidence["clusters"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| {
-                    let id = c["id"].as_u64()? as usize;
-                    let members =
-                        c["members"].as_array()?.iter().filter_map(|m| m.as_str().map(str::to_string)).collect();
-                    Some((id, members))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let records: Vec<evidence::ClusterRecord> =
+        serde_json::from_value(evidence["clusters"].clone()).unwrap_or_default();
+    records.into_iter().map(|c| (c.id, c.members)).collect()
 }
 
 fn shown(v: &Option<Value>) -> String {

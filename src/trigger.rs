@@ -417,13 +417,27 @@ pub fn simulator_of(ds: &Dataset) -> Option<&'static dyn Simulator> {
     ds.meta.source.strip_prefix("simulate:").and_then(crate::sim::simulator)
 }
 
-/// Why `what` cannot render new images like a dataset's.
-pub fn not_simulated(ds: &Dataset, what: &str) -> String {
-    format!(
-        "{what} renders new images with the simulator the dataset came from; {} comes from `{}`, not a simulator",
-        ds.dir.display(),
-        ds.meta.source
-    )
+/// Why a stage cannot render new images like a dataset's: the dataset came from no simulator.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{stage} renders new images with the simulator the dataset came from; {} comes from `{origin}`, not a simulator",
+    dataset.display()
+)]
+pub struct NotSimulated {
+    pub stage: &'static str,
+    pub dataset: std::path::PathBuf,
+    pub origin: String,
+}
+
+impl From<NotSimulated> for crate::engine::stage::StageError {
+    fn from(e: NotSimulated) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
+/// The simulator a dataset came from, for `stage` to render new images like its own; refused when it came from none.
+pub fn renderer_of(ds: &Dataset, stage: &'static str) -> Result<&'static dyn Simulator, NotSimulated> {
+    simulator_of(ds).ok_or_else(|| NotSimulated { stage, dataset: ds.dir.clone(), origin: ds.meta.source.clone() })
 }
 
 /// The parameter vectors of some rows of a simulated dataset in the simulator's order (categories as their index),

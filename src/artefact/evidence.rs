@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The report folder's files: the Markdown and HTML reports, the evidence, and the pictures they show.
@@ -23,6 +23,16 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// (the network's layers, when the report reads the model) is new. Version 4 (issue 30): `clusterings` (the main
 /// clustering and the alternatives as RQ1 judges them; empty without alternatives) is new.
 pub const VERSION: u32 = 4;
+
+/// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
+/// binds notes to (the report writes more fields; a test in `stages::report` ties the two).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClusterRecord {
+    pub id: usize,
+    #[serde(default)]
+    pub size: Option<usize>,
+    pub members: Vec<String>,
+}
 
 /// A cluster's fingerprint: 16 hex digits of the blake3 hash of its member image ids, sorted (each prefixed by its
 /// length, so no id can run into the next). The same members give the same fingerprint whatever the cluster's number.

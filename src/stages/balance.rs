@@ -15,6 +15,24 @@ use crate::artefact::{ANY_DATASET, BALANCE_COUNTS, CLUSTERS, SELECTION};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
+/// Why a selection cannot be balanced: each names the data set or the parameter.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    #[error(
+        "{} has no `rcc` column: balance reads the images a select stage chose (select → label → balance)",
+        dataset.display()
+    )]
+    NoClusterColumn { dataset: std::path::PathBuf },
+    #[error("`target = \"largest-cluster\"` needs `clusters` (the cluster stage's output the selection came from)")]
+    NoClusters,
+}
+
+impl From<BalanceError> for StageError {
+    fn from(e: BalanceError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 pub struct Balance;
 
 /// The sampling distribution inside a cluster.
@@ -134,12 +152,7 @@ impl Stage for Balance {
 
     fn run(&self, p: &BalanceParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let ds = Dataset::open(&ctx.input("labelled")?.path)?;
-        let clusters = ds.numbers("rcc").map_err(|_| {
-            StageError::input(format!(
-                "{} has no `rcc` column: balance reads the images a select stage chose (select → label → balance)",
-                ds.dir.display()
-            ))
-        })?;
+        let clusters = ds.numbers("rcc").map_err(|_| BalanceError::NoClusterColumn { dataset: ds.dir.clone() })?;
         let distances = ds.numbers("rcc_distance").unwrap_or_else(|_| vec![0.0; clusters.len()]);
         let mut groups: std::collections::BTreeMap<usize, (Vec<usize>, Vec<f64>)> = std::collections::BTreeMap::new();
         for (row, (&c, &d)) in clusters.iter().zip(&distances).enumerate() {
@@ -162,9 +175,7 @@ impl Stage for Balance {
                     groups.iter().filter_map(|g| members.get(&g.0).map(Vec::len)).max().unwrap_or(0)
                 }
                 (TargetSize::LargestCluster, None) => {
-                    return Err(StageError::input(
-                        "`target = \"largest-cluster\"` needs `clusters` (the cluster stage's output the selection came from)",
-                    ));
+                    return Err(BalanceError::NoClusters.into());
                 }
             },
         };

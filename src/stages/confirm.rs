@@ -133,8 +133,7 @@ impl Stage for Confirm {
         let device = runtime::device(p.device)?;
         let rules: Rules = table::read_json(&ctx.input("rules")?.path)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
-        let sim =
-            trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "confirm")))?;
+        let sim = trigger::renderer_of(&ds, "confirm")?;
         let split = p.split.clone().unwrap_or_else(|| rules.split.clone());
         let domain = ds.domain(&split)?;
         let dir = ctx.output("images")?;

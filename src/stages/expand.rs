@@ -223,7 +223,7 @@ impl Stage for Expand {
     fn run(&self, p: &ExpandParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let device = runtime::device(p.device)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
-        let sim = trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "expand")))?;
+        let sim = trigger::renderer_of(&ds, "expand")?;
         let cdir = ctx.input("clusters")?.path.clone();
         let hdir = ctx.input("heatmaps")?.path.clone();
         let summary: ClusterSummary = Clusters::open(&cdir).summary()?;

@@ -16,6 +16,11 @@ use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageC
 use crate::sim;
 use crate::trigger::{self, Purpose};
 
+/// `generate` was given no number of images to render.
+#[derive(Debug, thiserror::Error)]
+#[error("generate needs a budget: `budget = <images>` or `budget_of = \"<select stage>.unsafe\"`")]
+pub struct NoBudget;
+
 pub struct Generate;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,15 +99,12 @@ impl Stage for Generate {
     fn run(&self, p: &GenerateParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let confirmations: Confirmations = table::read_json(&ctx.input("confirmations")?.path)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
-        let sim =
-            trigger::simulator_of(&ds).ok_or_else(|| StageError::input(trigger::not_simulated(&ds, "generate")))?;
+        let sim = trigger::renderer_of(&ds, "generate")?;
         let budget = match (p.budget, ctx.inputs("budget_of").first()) {
             (Some(b), _) => b,
             (None, Some(other)) => table::read::<UnsafeRow>(&other.path)?.len(),
             (None, None) => {
-                return Err(StageError::input(
-                    "generate needs a budget: `budget = <images>` or `budget_of = \"<select stage>.unsafe\"`",
-                ));
+                return Err(StageError::artefact(NoBudget));
             }
         };
         let domain = ds.domain(&p.split)?;

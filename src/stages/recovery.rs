@@ -14,6 +14,25 @@ use crate::cluster::score;
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
+/// Why the planted causes cannot be read for the clustered images: each names the data set and the column or image.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(
+        "{} has no column `{cause}` (columns: {}); a simulate split with scenarios writes `scenario`",
+        dataset.display(),
+        columns.join(", ")
+    )]
+    NoCause { dataset: std::path::PathBuf, cause: String, columns: Vec<String> },
+    #[error("clustered image {id} is not in {}", dataset.display())]
+    NotInDataset { id: String, dataset: std::path::PathBuf },
+}
+
+impl From<RecoveryError> for StageError {
+    fn from(e: RecoveryError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 pub struct Recovery;
 
 /// The cluster number of the images no cluster holds (clusters are numbered from 1).
@@ -188,12 +207,10 @@ impl Stage for Recovery {
 /// clustering's noise: no root cause) are one more cluster, [`UNASSIGNED`], so leaving hard images out cannot raise a
 /// score.
 fn labelled(ds: &Dataset, cause: &str, clusters: &Clusters) -> Result<(Vec<usize>, Vec<String>, usize), StageError> {
-    let causes_of = ds.strings(cause).map_err(|_| {
-        StageError::input(format!(
-            "{} has no column `{cause}` (columns: {}); a simulate split with scenarios writes `scenario`",
-            ds.dir.display(),
-            ds.table.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
-        ))
+    let causes_of = ds.strings(cause).map_err(|_| RecoveryError::NoCause {
+        dataset: ds.dir.clone(),
+        cause: cause.to_string(),
+        columns: ds.table.get_column_names().iter().map(|c| c.to_string()).collect(),
     })?;
     let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
     let (mut cluster_labels, mut cause_names, mut unclustered) = (Vec::new(), Vec::new(), 0);
@@ -203,7 +220,7 @@ fn labelled(ds: &Dataset, cause: &str, clusters: &Clusters) -> Result<(Vec<usize
         for id in members {
             let cause = cause_of
                 .get(&id)
-                .ok_or_else(|| StageError::input(format!("clustered image {id} is not in {}", ds.dir.display())))?;
+                .ok_or_else(|| RecoveryError::NotInDataset { id: id.clone(), dataset: ds.dir.clone() })?;
             cluster_labels.push(if alone { UNASSIGNED } else { c });
             cause_names.push(cause.clone());
         }

@@ -305,3 +305,40 @@ pub(super) fn evidence_of(context: &Evidence) -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterView;
+
+    #[test]
+    fn a_cluster_as_the_report_writes_it_is_one_that_diff_and_annotate_read() {
+        let view = ClusterView {
+            id: 3,
+            size: 2,
+            share: 0.5,
+            explained: None,
+            description: String::new(),
+            best_parameter: String::new(),
+            best_reduction: None,
+            p: None,
+            p_adjusted: None,
+            beats_chance: None,
+            stability: None,
+            stable: None,
+            verdict: None,
+            accuracy: Vec::new(),
+            after: None,
+            small: true,
+            sheet: None,
+            gif: None,
+            heatmap: None,
+            annotation: None,
+            annotation_note: None,
+            fingerprint: String::new(),
+            members: vec!["test-1".into(), "test-2".into()],
+        };
+        let read: crate::artefact::evidence::ClusterRecord =
+            serde_json::from_value(serde_json::to_value(&view).unwrap()).unwrap();
+        assert_eq!((read.id, read.size, read.members), (3, Some(2), view.members.clone()));
+    }
+}
