@@ -162,34 +162,10 @@ impl Stage for RulesStage {
         // records it (a simulate stage's), else the range of its tested images.
         let domain = ds.meta.domains.get(&split);
         let mut features = trigger::features(&ds, domain)?;
-        // Images an expand stage found for each cluster inside the domain, after the dataset's rows; those outside
-        // are counted, never learned from.
-        let mut gained: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        let mut outside: BTreeMap<usize, usize> = BTreeMap::new();
-        if let Some(a) = ctx.inputs("expanded").first() {
-            let expanded = Dataset::open(&a.path)?;
-            let more = trigger::features(&expanded, domain)?;
-            if more.len() != features.len() || !features.iter_mut().zip(more).all(|((_, f), (_, g))| f.extend(g)) {
-                return Err(
-                    RulesError::OtherParameters { expanded: expanded.dir.clone(), dataset: ds.dir.clone() }.into()
-                );
-            }
-            // The expanded images carry the parameters of the dataset's simulator (their source names their stage).
-            let within: Vec<bool> = match (domain, trigger::simulator_of(&ds)) {
-                (Some(d), Some(sim)) => {
-                    let rows: Vec<usize> = (0..expanded.meta.count).collect();
-                    trigger::vectors(&expanded, sim, &rows)?.iter().map(|v| d.contains(v)).collect()
-                }
-                _ => vec![true; expanded.meta.count],
-            };
-            for (i, c) in expanded.numbers("rcc")?.into_iter().enumerate() {
-                if within[i] {
-                    gained.entry(c as usize).or_default().push(ds.meta.count + i);
-                } else {
-                    *outside.entry(c as usize).or_default() += 1;
-                }
-            }
-        }
+        let Expanded { gained, outside } = match ctx.inputs("expanded").first() {
+            Some(a) => expanded(&ds, &Dataset::open(&a.path)?, domain, &mut features)?,
+            None => Expanded::default(),
+        };
         if features.is_empty() {
             return Err(RulesError::NoParameters { dataset: ds.dir.clone() }.into());
         }
@@ -264,4 +240,42 @@ impl Stage for RulesStage {
         table::write(&ctx.output("table")?, &rows)?;
         Ok(table::write_json(&ctx.output("rules")?, &record)?)
     }
+}
+
+/// Images an expand stage found for each cluster inside the domain (as rows after the dataset's), and how many it
+/// found outside (counted, never learned from).
+#[derive(Default)]
+struct Expanded {
+    gained: BTreeMap<usize, Vec<usize>>,
+    outside: BTreeMap<usize, usize>,
+}
+
+/// The expanded images' parameters appended to `features`, and what they add to each cluster.
+fn expanded(
+    ds: &Dataset,
+    expanded: &Dataset,
+    domain: Option<&crate::sim::Domain>,
+    features: &mut [(crate::dataset::ParamInfo, trigger::Feature)],
+) -> Result<Expanded, StageError> {
+    let more = trigger::features(expanded, domain)?;
+    if more.len() != features.len() || !features.iter_mut().zip(more).all(|((_, f), (_, g))| f.extend(g)) {
+        return Err(RulesError::OtherParameters { expanded: expanded.dir.clone(), dataset: ds.dir.clone() }.into());
+    }
+    // The expanded images carry the parameters of the dataset's simulator (their source names their stage).
+    let within: Vec<bool> = match (domain, trigger::simulator_of(ds)) {
+        (Some(d), Some(sim)) => {
+            let rows: Vec<usize> = (0..expanded.meta.count).collect();
+            trigger::vectors(expanded, sim, &rows)?.iter().map(|v| d.contains(v)).collect()
+        }
+        _ => vec![true; expanded.meta.count],
+    };
+    let mut out = Expanded::default();
+    for (i, c) in expanded.numbers("rcc")?.into_iter().enumerate() {
+        if within[i] {
+            out.gained.entry(c as usize).or_default().push(ds.meta.count + i);
+        } else {
+            *out.outside.entry(c as usize).or_default() += 1;
+        }
+    }
+    Ok(out)
 }

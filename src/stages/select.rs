@@ -343,20 +343,7 @@ impl Stage for Select {
             }
             .into());
         }
-        let index = heatmaps.ids()?;
-        let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, id) in index.iter().enumerate() {
-            row_of.entry(id.as_str()).or_insert(i);
-        }
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (c, members) in Clusters::open(&cdir).groups()? {
-            for id in members {
-                let row = *row_of
-                    .get(id.as_str())
-                    .ok_or_else(|| SelectError::NoHeatmap { id: id.clone(), heatmaps: hdir.clone() })?;
-                groups.entry(c).or_default().push(row);
-            }
-        }
+        let groups = member_rows(&heatmaps, &Clusters::open(&cdir), &hdir)?;
         // The splits whose images chose the selection: those of the clustered images, where the dataset holds them.
         let split_of: BTreeMap<String, String> = ids.iter().cloned().zip(ds.strings("split")?).collect();
         for (_, members) in Clusters::open(&cdir).groups()? {
@@ -378,33 +365,11 @@ impl Stage for Select {
         }
         let groups: Vec<Vec<usize>> = clusters.iter().map(|(_, m)| m.clone()).collect();
         let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
-        let mut distances: Vec<Vec<f64>> = Vec::with_capacity(candidates.len());
-        if activations {
-            // The candidates' activations at that layer, as the clusters were made from the members': with the
-            // model under analysis, or with the pretrained backbone (and pooling) the activations stage used.
-            let (model, pool) = match backbone_of(ctx)? {
-                Some((b, pool)) => (b.load(ctx.workspace, device, ds.meta.channels)?, pool),
-                None => (crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?, Pool::None),
-            };
-            let k = layer_index(model.net("the select stage")?, &layer)?;
-            ctx.progress.start(candidates.len() as u64, "candidate activations");
-            for_each_activation_batch(&model, &ds, &candidates, p.batch_size, |chunk, acts| {
-                distances.extend(members.nearest(&crate::model::backbone::pool(acts[k].shallow_clone(), pool)));
-                ctx.progress.inc(chunk.len() as u64);
-                Ok::<(), StageError>(())
-            })?;
+        let distances = if activations {
+            candidate_activations(p, ctx, &ds, &candidates, &members, &layer, device)?
         } else {
-            // Heatmaps of the candidates at that layer, seeded as the members were, with the clusters' rules.
-            let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the select stage (LRP)")?;
-            let net = model.net("LRP")?;
-            let (rules, k) = heatmaps.rules_for(net, &layer)?;
-            ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
-            batch::for_each_batch(&model, &ds, &candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
-                distances.extend(members.nearest(&relevance[k]));
-                ctx.progress.inc(chunk.len() as u64);
-                Ok::<(), StageError>(())
-            })?;
-        }
+            candidate_heatmaps(p, ctx, &ds, &candidates, &members, &heatmaps, &layer, seed_with, device)?
+        };
         let quotas: Vec<usize> = match p.mode {
             SelectMode::All => vec![usize::MAX; clusters.len()],
             _ => clusters.iter().map(|(_, m)| (p.quota * m.len() as f64).ceil() as usize).collect(),
@@ -431,7 +396,83 @@ impl Stage for Select {
     }
 }
 
-/// The position of `layer` among the network's layers.
+/// Each cluster's members as rows of the heatmaps (or activations) file; refused when one has none.
+fn member_rows(
+    heatmaps: &Heatmaps,
+    clusters: &Clusters,
+    hdir: &std::path::Path,
+) -> Result<BTreeMap<usize, Vec<usize>>, StageError> {
+    let index = heatmaps.ids()?;
+    let mut row_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, id) in index.iter().enumerate() {
+        row_of.entry(id.as_str()).or_insert(i);
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (c, members) in clusters.groups()? {
+        for id in members {
+            let row = *row_of
+                .get(id.as_str())
+                .ok_or_else(|| SelectError::NoHeatmap { id: id.clone(), heatmaps: hdir.to_path_buf() })?;
+            groups.entry(c).or_default().push(row);
+        }
+    }
+    Ok(groups)
+}
+
+/// Each candidate's distances to the clusters: its activations at the clusters' layer, as the clusters were made
+/// from the members', with the model under analysis or with the pretrained backbone (and pooling) the activations
+/// stage used.
+fn candidate_activations(
+    p: &SelectParams,
+    ctx: &StageContext<'_>,
+    ds: &Dataset,
+    candidates: &[usize],
+    members: &Members,
+    layer: &str,
+    device: tch::Device,
+) -> Result<Vec<Vec<f64>>, StageError> {
+    let (model, pool) = match backbone_of(ctx)? {
+        Some((b, pool)) => (b.load(ctx.workspace, device, ds.meta.channels)?, pool),
+        None => (crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?, Pool::None),
+    };
+    let k = layer_index(model.net("the select stage")?, layer)?;
+    let mut distances = Vec::with_capacity(candidates.len());
+    ctx.progress.start(candidates.len() as u64, "candidate activations");
+    for_each_activation_batch(&model, ds, candidates, p.batch_size, |chunk, acts| {
+        distances.extend(members.nearest(&crate::model::backbone::pool(acts[k].shallow_clone(), pool)));
+        ctx.progress.inc(chunk.len() as u64);
+        Ok::<(), StageError>(())
+    })?;
+    Ok(distances)
+}
+
+/// Each candidate's distances to the clusters: its heatmap at the clusters' layer, seeded as the members' were,
+/// with the clusters' rules.
+#[allow(clippy::too_many_arguments)] // the select stage's state, passed as it is
+fn candidate_heatmaps(
+    p: &SelectParams,
+    ctx: &StageContext<'_>,
+    ds: &Dataset,
+    candidates: &[usize],
+    members: &Members,
+    heatmaps: &Heatmaps,
+    layer: &str,
+    seed_with: Seed,
+    device: tch::Device,
+) -> Result<Vec<Vec<f64>>, StageError> {
+    let model = batch::prepare(&ctx.input("model")?.path, device, ds, p.batch_size, "the select stage (LRP)")?;
+    let net = model.net("LRP")?;
+    let (rules, k) = heatmaps.rules_for(net, layer)?;
+    let mut distances = Vec::with_capacity(candidates.len());
+    ctx.progress.start(candidates.len() as u64, "candidate heatmaps");
+    batch::for_each_batch(&model, ds, candidates, &rules, seed_with, p.batch_size, |chunk, _, relevance| {
+        distances.extend(members.nearest(&relevance[k]));
+        ctx.progress.inc(chunk.len() as u64);
+        Ok::<(), StageError>(())
+    })?;
+    Ok(distances)
+}
+
 /// The pretrained backbone and pooling of the `activations` stage that made the `heatmaps` input, read from that
 /// stage's own parameters (none: the activations are the model under analysis').
 fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, StageError> {
@@ -441,6 +482,7 @@ fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, Stage
     Ok(p.backbone.map(|b| (b, p.pool)))
 }
 
+/// The position of `layer` among the network's layers.
 fn layer_index(net: &crate::model::net::Net, layer: &str) -> Result<usize, StageError> {
     net.layers
         .iter()
