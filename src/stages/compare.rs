@@ -262,54 +262,13 @@ impl Stage for Compare {
     const DOC: &'static str = "Compares retraining strategies over repeated runs (RQ2).";
 
     fn run(&self, p: &CompareParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        // The original model on every split, in manifest order.
-        let mut originals: Vec<Outcome> = Vec::new();
-        let mut keypoints = false;
-        for a in ctx.inputs("original") {
-            let (o, k) = read_results(a)?;
-            keypoints |= k;
-            if originals.iter().any(|x| x.split == o.split) {
-                return Err(CompareError::TwoOriginals { split: o.split }.into());
-            }
-            originals.push(o);
-        }
-        // Every retrained model's test, by split and strategy.
-        let mut by_split: BTreeMap<String, Groups> = BTreeMap::new();
-        for (slot, a) in ctx
-            .inputs("reference")
-            .iter()
-            .map(|a| ("reference", a))
-            .chain(ctx.inputs("runs").iter().map(|a| ("runs", a)))
-        {
-            let (outcome, _) = read_results(a)?;
-            let name = if slot == "reference" { p.reference_name.clone() } else { strategy_of(a) };
-            if slot == "runs" && name == p.reference_name {
-                return Err(CompareError::NamedLikeReference { stage: a.stage.clone(), name }.into());
-            }
-            if !originals.iter().any(|o| o.split == outcome.split) {
-                return Err(CompareError::NoOriginal { stage: a.stage.clone(), split: outcome.split }.into());
-            }
-            by_split
-                .entry(outcome.split.clone())
-                .or_default()
-                .entry(name)
-                .or_default()
-                .push((a.stage.clone(), outcome));
-        }
+        let Tested { originals, by_split, keypoints } = tested(p, ctx)?;
         let members: BTreeMap<usize, Vec<String>> = match ctx.inputs("clusters").first() {
             Some(c) => Clusters::open(&c.path).groups()?,
             None => BTreeMap::new(),
         };
         let member_ids: Vec<String> = members.values().flatten().cloned().collect();
-        // Image → cluster, for the per-cluster tables: the members, and the images assigned on another split.
-        let mut cluster_of: HashMap<String, usize> =
-            members.iter().flat_map(|(c, ids)| ids.iter().map(move |id| (id.clone(), *c))).collect();
-        if let Some(a) = ctx.inputs("assigned").first() {
-            let ds = Dataset::open(&a.path)?;
-            for (id, c) in ds.ids()?.into_iter().zip(ds.numbers("rcc")?) {
-                cluster_of.entry(id).or_insert(c as usize);
-            }
-        }
+        let cluster_of = cluster_of(ctx, &members)?;
         let (mut runs_csv, mut lines, mut tests_csv, mut rcc_csv, mut protocols) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for original in &originals {
@@ -381,6 +340,59 @@ impl Stage for Compare {
         };
         Ok(table::write_json(&ctx.output("summary")?, &summary)?)
     }
+}
+
+/// The original model's test on every split (manifest order) and every retrained model's, by split and strategy.
+struct Tested {
+    originals: Vec<Outcome>,
+    by_split: BTreeMap<String, Groups>,
+    /// Whether the scores are keypoint errors (else accuracies).
+    keypoints: bool,
+}
+
+/// Reads every test the comparison judges; refused when a split has two originals, a run is named like the
+/// reference, or a run was tested on a split the original was not.
+fn tested(p: &CompareParams, ctx: &StageContext<'_>) -> Result<Tested, StageError> {
+    let mut originals: Vec<Outcome> = Vec::new();
+    let mut keypoints = false;
+    for a in ctx.inputs("original") {
+        let (o, k) = read_results(a)?;
+        keypoints |= k;
+        if originals.iter().any(|x| x.split == o.split) {
+            return Err(CompareError::TwoOriginals { split: o.split }.into());
+        }
+        originals.push(o);
+    }
+    let mut by_split: BTreeMap<String, Groups> = BTreeMap::new();
+    let reference = ctx.inputs("reference").iter().map(|a| ("reference", a));
+    for (slot, a) in reference.chain(ctx.inputs("runs").iter().map(|a| ("runs", a))) {
+        let (outcome, _) = read_results(a)?;
+        let name = if slot == "reference" { p.reference_name.clone() } else { strategy_of(a) };
+        if slot == "runs" && name == p.reference_name {
+            return Err(CompareError::NamedLikeReference { stage: a.stage.clone(), name }.into());
+        }
+        if !originals.iter().any(|o| o.split == outcome.split) {
+            return Err(CompareError::NoOriginal { stage: a.stage.clone(), split: outcome.split }.into());
+        }
+        by_split.entry(outcome.split.clone()).or_default().entry(name).or_default().push((a.stage.clone(), outcome));
+    }
+    Ok(Tested { originals, by_split, keypoints })
+}
+
+/// Image → cluster, for the per-cluster tables: the clusters' members, and the images assigned on another split.
+fn cluster_of(
+    ctx: &StageContext<'_>,
+    members: &BTreeMap<usize, Vec<String>>,
+) -> Result<HashMap<String, usize>, StageError> {
+    let mut cluster_of: HashMap<String, usize> =
+        members.iter().flat_map(|(c, ids)| ids.iter().map(move |id| (id.clone(), *c))).collect();
+    if let Some(a) = ctx.inputs("assigned").first() {
+        let ds = Dataset::open(&a.path)?;
+        for (id, c) in ds.ids()?.into_iter().zip(ds.numbers("rcc")?) {
+            cluster_of.entry(id).or_insert(c as usize);
+        }
+    }
+    Ok(cluster_of)
 }
 
 /// RQ2 on one split: each run's score, fixes and breakages against the original, each strategy's summary with its

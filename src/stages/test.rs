@@ -154,65 +154,8 @@ impl Stage for Test {
         };
         summary.accuracy = 1.0 - summary.errors as f64 / rows.len().max(1) as f64;
         match &ds.meta.target {
-            Target::Classification { classes } => {
-                let expected: Vec<&str> = preds
-                    .iter()
-                    .map(|pr| match pr {
-                        Prediction::Class { expected, .. } => classes[*expected].as_str(),
-                        _ => "",
-                    })
-                    .collect();
-                let predicted: Vec<&str> = preds
-                    .iter()
-                    .map(|pr| match pr {
-                        Prediction::Class { predicted, .. } => classes[*predicted].as_str(),
-                        _ => "",
-                    })
-                    .collect();
-                columns.push(polars::prelude::Column::new("expected".into(), &expected));
-                columns.push(polars::prelude::Column::new("predicted".into(), &predicted));
-                for (k, class) in classes.iter().enumerate() {
-                    let s: Vec<f32> = preds
-                        .iter()
-                        .map(|pr| match pr {
-                            Prediction::Class { scores, .. } => scores[k],
-                            _ => f32::NAN,
-                        })
-                        .collect();
-                    columns.push(polars::prelude::Column::new(class.as_str().into(), s));
-                }
-                for (k, class) in classes.iter().enumerate() {
-                    let of_class: Vec<bool> = preds
-                        .iter()
-                        .filter(|pr| matches!(pr, Prediction::Class { expected, .. } if *expected == k))
-                        .map(Prediction::correct)
-                        .collect();
-                    if !of_class.is_empty() {
-                        let acc = of_class.iter().filter(|c| **c).count() as f64 / of_class.len() as f64;
-                        summary.per_class.push((class.clone(), acc, of_class.len()));
-                    }
-                }
-            }
-            Target::Regression { targets } => {
-                let errors: Vec<&Vec<f32>> = preds
-                    .iter()
-                    .map(|pr| match pr {
-                        Prediction::Keypoints { errors, .. } => errors,
-                        _ => unreachable!(),
-                    })
-                    .collect();
-                let avg: Vec<f64> = errors.iter().map(|e| mean(e)).collect();
-                let max: Vec<f32> = errors.iter().map(|e| e.iter().copied().fold(0.0, f32::max)).collect();
-                let worst: Vec<u32> = errors.iter().map(|e| argmax(e) as u32).collect();
-                summary.mean_error = Some(avg.iter().sum::<f64>() / avg.len().max(1) as f64);
-                columns.push(polars::prelude::Column::new("avg_error".into(), &avg));
-                columns.push(polars::prelude::Column::new("max_error".into(), &max));
-                columns.push(polars::prelude::Column::new("worst_kp".into(), &worst));
-                for k in 0..targets.len() / 2 {
-                    let e: Vec<f32> = errors.iter().map(|e| e[k]).collect();
-                    columns.push(polars::prelude::Column::new(format!("KP{k}").into(), e));
-                }
-            }
+            Target::Classification { classes } => class_columns(&preds, classes, &mut columns, &mut summary),
+            Target::Regression { targets } => keypoint_columns(&preds, targets.len() / 2, &mut columns, &mut summary),
         }
         columns.push(polars::prelude::Column::new("split".into(), vec![p.split.as_str(); rows.len()]));
         columns.push(polars::prelude::Column::new("seen".into(), vec![seen_name.as_str(); rows.len()]));
@@ -231,5 +174,78 @@ impl Stage for Test {
         ctx.progress
             .message(&format!("accuracy {:.4}, {} errors of {}", summary.accuracy, summary.errors, summary.images));
         Ok(())
+    }
+}
+
+/// A classifier's columns (expected and predicted class, each class's score) and its accuracy per class.
+fn class_columns(
+    preds: &[Prediction],
+    classes: &[String],
+    columns: &mut Vec<polars::prelude::Column>,
+    summary: &mut TestSummary,
+) {
+    let expected: Vec<&str> = preds
+        .iter()
+        .map(|pr| match pr {
+            Prediction::Class { expected, .. } => classes[*expected].as_str(),
+            _ => "",
+        })
+        .collect();
+    let predicted: Vec<&str> = preds
+        .iter()
+        .map(|pr| match pr {
+            Prediction::Class { predicted, .. } => classes[*predicted].as_str(),
+            _ => "",
+        })
+        .collect();
+    columns.push(polars::prelude::Column::new("expected".into(), &expected));
+    columns.push(polars::prelude::Column::new("predicted".into(), &predicted));
+    for (k, class) in classes.iter().enumerate() {
+        let s: Vec<f32> = preds
+            .iter()
+            .map(|pr| match pr {
+                Prediction::Class { scores, .. } => scores[k],
+                _ => f32::NAN,
+            })
+            .collect();
+        columns.push(polars::prelude::Column::new(class.as_str().into(), s));
+    }
+    for (k, class) in classes.iter().enumerate() {
+        let of_class: Vec<bool> = preds
+            .iter()
+            .filter(|pr| matches!(pr, Prediction::Class { expected, .. } if *expected == k))
+            .map(Prediction::correct)
+            .collect();
+        if !of_class.is_empty() {
+            let acc = of_class.iter().filter(|c| **c).count() as f64 / of_class.len() as f64;
+            summary.per_class.push((class.clone(), acc, of_class.len()));
+        }
+    }
+}
+
+/// A keypoint model's columns (mean, largest and worst keypoint's error, each keypoint's) and its mean error.
+fn keypoint_columns(
+    preds: &[Prediction],
+    keypoints: usize,
+    columns: &mut Vec<polars::prelude::Column>,
+    summary: &mut TestSummary,
+) {
+    let errors: Vec<&Vec<f32>> = preds
+        .iter()
+        .map(|pr| match pr {
+            Prediction::Keypoints { errors, .. } => errors,
+            _ => unreachable!(),
+        })
+        .collect();
+    let avg: Vec<f64> = errors.iter().map(|e| mean(e)).collect();
+    let max: Vec<f32> = errors.iter().map(|e| e.iter().copied().fold(0.0, f32::max)).collect();
+    let worst: Vec<u32> = errors.iter().map(|e| argmax(e) as u32).collect();
+    summary.mean_error = Some(avg.iter().sum::<f64>() / avg.len().max(1) as f64);
+    columns.push(polars::prelude::Column::new("avg_error".into(), &avg));
+    columns.push(polars::prelude::Column::new("max_error".into(), &max));
+    columns.push(polars::prelude::Column::new("worst_kp".into(), &worst));
+    for k in 0..keypoints {
+        let e: Vec<f32> = errors.iter().map(|e| e[k]).collect();
+        columns.push(polars::prelude::Column::new(format!("KP{k}").into(), e));
     }
 }
