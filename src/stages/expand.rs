@@ -251,14 +251,22 @@ impl Stage for Expand {
         let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
         let spreads = members.spreads();
         let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "expand (LRP)")?;
-        let net = model.net("LRP")?;
-        let (rules, k) = heatmaps.rules_for(net, &layer)?;
-        let seed_with = heatmaps.seed()?;
-        let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
-        let task = ds.meta.task.clone();
-        let size = ds.meta.width as u32;
+        let (rules, k) = heatmaps.rules_for(model.net("LRP")?, &layer)?;
         let scratch = tempfile::tempdir().map_err(|e| StageError::io(std::env::temp_dir(), e))?;
-        let render_seed = Purpose::Expand.seed(ctx.seed);
+        let search = Generations {
+            model: &model,
+            rules: &rules,
+            layer: k,
+            seed_with: heatmaps.seed()?,
+            members: &members,
+            ds: &ds,
+            sim,
+            render_seed: Purpose::Expand.seed(ctx.seed),
+            scratch: scratch.path(),
+            batch_size: p.batch_size,
+            threshold: p.threshold.unwrap_or(DEFAULT_THRESHOLD),
+        };
+        let task = ds.meta.task.clone();
         // The search may leave the operational domain (the clustered split's declared distribution); the images it
         // finds there are counted, and `rules` never learns from them.
         let splits = ds.strings("split")?;
@@ -279,43 +287,16 @@ impl Stage for Expand {
                         mutate(sim, &task, within, &parent, p, &mut rng)
                     })
                     .collect();
-                // Render the generation as a dataset, test it, and measure the failures' heatmaps to the clusters.
-                let gen_dir = scratch.path().join(format!("{cluster}-{g}"));
-                let mut writer = trigger::image_writer(&gen_dir, &ds, sim, "expand", Vec::new())?;
-                let mut samples = Vec::new();
-                for (i, v) in children.iter().enumerate() {
-                    let stream = ((*cluster as u64) << 16) | g as u64;
-                    let sample = sim.render(&task, v, size, &mut sim::image_rng(render_seed, stream, i as u64));
-                    writer.push(format!("{i}"), "expanded", &sample.rgb, sample.label.clone(), v.clone())?;
-                    samples.push(sample);
-                }
-                writer.finish()?;
-                let generation = Dataset::open(&gen_dir)?;
-                let all: Vec<usize> = (0..children.len()).collect();
+                let tried = search.generation(*cluster, g, &children, ctx.progress)?;
                 simulated += children.len();
-                let predictions = predict(&model, &generation, &all, p.batch_size, threshold, ctx.progress)?;
-                let wrong: Vec<usize> = all.iter().copied().filter(|&i| !predictions[i].correct()).collect();
-                failing += wrong.len();
-                let mut distances = Vec::new();
-                batch::for_each_batch(
-                    &model,
-                    &generation,
-                    &wrong,
-                    &rules,
-                    seed_with,
-                    p.batch_size,
-                    |_, _, relevance| {
-                        distances.extend(members.nearest(&relevance[k]));
-                        Ok::<(), StageError>(())
-                    },
-                )?;
-                for (&i, d) in wrong.iter().zip(&distances) {
+                failing += tried.wrong.len();
+                for (&i, d) in tried.wrong.iter().zip(&tried.distances) {
                     let closest = (0..d.len()).fold(0, |b, x| if d[x] < d[b] { x } else { b });
                     if closest == c && d[c] <= spreads[c] {
                         joined += 1;
                         outside += usize::from(domain.is_some_and(|d| !d.contains(&children[i])));
                         let id = format!("expanded-{cluster}-{g}-{i:04}");
-                        let sample = &samples[i];
+                        let sample = &tried.samples[i];
                         found.push(id, "expanded", &sample.rgb, sample.label.clone(), children[i].clone())?;
                         rcc.push(*cluster as u32);
                         rcc_distance.push(d[c]);
@@ -341,6 +322,73 @@ impl Stage for Expand {
             rows.iter().map(|r| r.simulated).sum::<usize>()
         ));
         Ok(table::write(&ctx.output("summary")?, &rows)?)
+    }
+}
+
+/// What every generation of the search is rendered, tested and measured with.
+struct Generations<'a> {
+    model: &'a crate::model::artefact::Model,
+    rules: &'a [crate::lrp::Rule],
+    /// The clusters' layer, by index.
+    layer: usize,
+    seed_with: batch::Seed,
+    members: &'a Members,
+    ds: &'a Dataset,
+    sim: &'static dyn Simulator,
+    render_seed: u64,
+    scratch: &'a std::path::Path,
+    batch_size: usize,
+    threshold: f64,
+}
+
+/// A generation rendered and tested: the rendered samples, the children the model gets wrong, and each wrong
+/// child's heatmap distance to every cluster.
+struct Tried {
+    samples: Vec<sim::Sample>,
+    wrong: Vec<usize>,
+    distances: Vec<Vec<f64>>,
+}
+
+impl Generations<'_> {
+    /// Renders generation `g` of `cluster`'s search as a dataset, tests it, and measures the failures' heatmaps
+    /// (seeded as the members' were) to the clusters.
+    fn generation(
+        &self,
+        cluster: usize,
+        g: usize,
+        children: &[Vec<f64>],
+        progress: &crate::engine::progress::Progress,
+    ) -> Result<Tried, StageError> {
+        let task = &self.ds.meta.task;
+        let size = self.ds.meta.width as u32;
+        let gen_dir = self.scratch.join(format!("{cluster}-{g}"));
+        let mut writer = trigger::image_writer(&gen_dir, self.ds, self.sim, "expand", Vec::new())?;
+        let mut samples = Vec::new();
+        for (i, v) in children.iter().enumerate() {
+            let stream = ((cluster as u64) << 16) | g as u64;
+            let sample = self.sim.render(task, v, size, &mut sim::image_rng(self.render_seed, stream, i as u64));
+            writer.push(format!("{i}"), "expanded", &sample.rgb, sample.label.clone(), v.clone())?;
+            samples.push(sample);
+        }
+        writer.finish()?;
+        let generation = Dataset::open(&gen_dir)?;
+        let all: Vec<usize> = (0..children.len()).collect();
+        let predictions = predict(self.model, &generation, &all, self.batch_size, self.threshold, progress)?;
+        let wrong: Vec<usize> = all.iter().copied().filter(|&i| !predictions[i].correct()).collect();
+        let mut distances = Vec::new();
+        batch::for_each_batch(
+            self.model,
+            &generation,
+            &wrong,
+            self.rules,
+            self.seed_with,
+            self.batch_size,
+            |_, _, relevance| {
+                distances.extend(self.members.nearest(&relevance[self.layer]));
+                Ok::<(), StageError>(())
+            },
+        )?;
+        Ok(Tried { samples, wrong, distances })
     }
 }
 
