@@ -495,7 +495,8 @@ fn join(kind: &LayerKind, inputs: &[(String, &Shape)]) -> Result<Shape, String> 
     }
 }
 
-/// The output shape and parameter count of one layer, given its inputs with their names.
+/// The output shape and parameter count of one layer, given its inputs with their names. Long by design: one arm
+/// per layer kind, side by side so their shape rules read as one table.
 fn infer(layer: &Layer, inputs: &[(String, &Shape)], outputs: usize) -> Result<(Shape, usize), ArchError> {
     let err = |message: String| ArchError::Shape { layer: layer.name.clone(), kind: layer.kind.name(), message };
     if layer.kind.joins() {

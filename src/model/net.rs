@@ -117,7 +117,7 @@ const ZERO: nn::Init = nn::Init::Const(0.0);
 
 impl Net {
     /// Builds the layers under `root` with every parameter at zero (see [`Net::initialise`]); shapes are checked
-    /// first, so a mismatch is an error naming the layer.
+    /// first, so a mismatch is an error naming the layer. Long by design: one arm per layer kind.
     pub fn new(arch: &Architecture, root: &nn::Path<'_>, input: [usize; 3], outputs: usize) -> Result<Net, ArchError> {
         let rows = arch.describe(input, outputs)?;
         let sources = arch.sources()?;

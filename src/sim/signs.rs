@@ -261,7 +261,8 @@ fn background(pixmap: &mut Pixmap, kind: usize, clutter: f32, rng: &mut ChaCha8R
     }
 }
 
-/// Draws the sign face centred in a square pixmap, filling most of it.
+/// Draws the sign face centred in a square pixmap, filling most of it. Long by design: one arm per sign class, each
+/// its own drawing.
 fn draw_face(pixmap: &mut Pixmap, class: usize) {
     let s = pixmap.width() as f32;
     let (c, r) = (s / 2.0, s * 0.48);

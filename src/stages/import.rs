@@ -238,62 +238,8 @@ impl Stage for Import {
             SourceFormat::Idx => (idx(&root)?, Vec::new(), Vec::new()),
         };
         let regression = !target_names.is_empty();
-        for (from, to, share, salt) in
-            [("train", "improvement", p.improvement, 0), ("test", "holdout", p.holdout, 0x401d)]
-        {
-            if share > 0.0 {
-                let mut rows: Vec<usize> =
-                    items.iter().enumerate().filter(|(_, it)| it.split == from).map(|(i, _)| i).collect();
-                rows.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ salt));
-                let moved = (rows.len() as f64 * share).round() as usize;
-                for &i in &rows[..moved] {
-                    items[i].split = to.into();
-                }
-            }
-        }
-        // Splits in table order (train, test, improvement, others), images in source order within each.
-        let rank = |s: &str| ["train", "test", "improvement"].iter().position(|x| *x == s).unwrap_or(3);
-        items.sort_by(|a, b| (rank(&a.split), &a.split).cmp(&(rank(&b.split), &b.split)));
-        if let Some(limit) = p.limit {
-            let mut counts = std::collections::BTreeMap::<String, usize>::new();
-            items.retain(|it| {
-                let c = counts.entry(it.split.clone()).or_default();
-                *c += 1;
-                *c <= limit
-            });
-        }
-        // IDX labels are class indices: `classes`, when given, names them in order.
-        if let (SourceFormat::Idx, Some(names)) = (p.format, &p.classes) {
-            for it in &mut items {
-                let d: usize = it.label.parse().expect("IDX labels are numbers");
-                it.label = names.get(d).cloned().ok_or_else(|| ImportError::UnnamedLabel {
-                    id: it.id.clone(),
-                    index: d,
-                    names: names.len(),
-                })?;
-            }
-        }
-        let classes: Vec<String> = match &p.classes {
-            _ if regression => Vec::new(),
-            Some(c) => c.clone(),
-            None if p.format == SourceFormat::Idx => (0..10).map(|d| d.to_string()).collect(),
-            None => {
-                let mut c: Vec<String> = items.iter().map(|it| it.label.clone()).collect();
-                c.sort();
-                c.dedup();
-                c
-            }
-        };
-        for it in items.iter().filter(|_| !regression) {
-            if !classes.contains(&it.label) {
-                return Err(ImportError::UnknownLabel {
-                    id: it.id.clone(),
-                    label: it.label.clone(),
-                    classes: classes.clone(),
-                }
-                .into());
-            }
-        }
+        arrange(&mut items, p, ctx.seed);
+        let classes = if regression { Vec::new() } else { class_names(&mut items, p)? };
 
         let size = p.size as usize;
         let meta = DatasetMeta {
@@ -349,6 +295,68 @@ impl Stage for Import {
         table::write(&ctx.output("skipped")?, &skipped)?;
         Ok(())
     }
+}
+
+/// Moves the asked shares of train and test images to `improvement` and `holdout` (seeded), orders the splits
+/// (train, test, improvement, others; images in source order within each) and keeps at most `limit` of each.
+fn arrange(items: &mut Vec<Item>, p: &ImportParams, seed: u64) {
+    for (from, to, share, salt) in [("train", "improvement", p.improvement, 0), ("test", "holdout", p.holdout, 0x401d)]
+    {
+        if share > 0.0 {
+            let mut rows: Vec<usize> =
+                items.iter().enumerate().filter(|(_, it)| it.split == from).map(|(i, _)| i).collect();
+            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ salt));
+            let moved = (rows.len() as f64 * share).round() as usize;
+            for &i in &rows[..moved] {
+                items[i].split = to.into();
+            }
+        }
+    }
+    let rank = |s: &str| ["train", "test", "improvement"].iter().position(|x| *x == s).unwrap_or(3);
+    items.sort_by(|a, b| (rank(&a.split), &a.split).cmp(&(rank(&b.split), &b.split)));
+    if let Some(limit) = p.limit {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        items.retain(|it| {
+            let c = counts.entry(it.split.clone()).or_default();
+            *c += 1;
+            *c <= limit
+        });
+    }
+}
+
+/// A classifier's class names: the manifest's `classes` (which also name IDX label indices, in order), IDX's ten
+/// digits, or the labels found, sorted; refused when an image's label is not one of them.
+fn class_names(items: &mut [Item], p: &ImportParams) -> Result<Vec<String>, ImportError> {
+    if let (SourceFormat::Idx, Some(names)) = (p.format, &p.classes) {
+        for it in items.iter_mut() {
+            let d: usize = it.label.parse().expect("IDX labels are numbers");
+            it.label = names.get(d).cloned().ok_or_else(|| ImportError::UnnamedLabel {
+                id: it.id.clone(),
+                index: d,
+                names: names.len(),
+            })?;
+        }
+    }
+    let classes: Vec<String> = match &p.classes {
+        Some(c) => c.clone(),
+        None if p.format == SourceFormat::Idx => (0..10).map(|d| d.to_string()).collect(),
+        None => {
+            let mut c: Vec<String> = items.iter().map(|it| it.label.clone()).collect();
+            c.sort();
+            c.dedup();
+            c
+        }
+    };
+    for it in items.iter() {
+        if !classes.contains(&it.label) {
+            return Err(ImportError::UnknownLabel {
+                id: it.id.clone(),
+                label: it.label.clone(),
+                classes: classes.clone(),
+            });
+        }
+    }
+    Ok(classes)
 }
 
 /// How source pixel coordinates map to the output: `(scale_x, scale_y, offset_x, offset_y)`.
