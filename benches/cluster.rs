@@ -96,7 +96,7 @@ fn stage_work(
         cluster::stability(&layer.distances, &labels, params.stability_draws, params.stability_share, 1, |s, sub| {
             let vectors = layer.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), s));
             let points = cluster::pipeline::Points { distances: sub, vectors: vectors.as_ref().map(|v| v.view()) };
-            cluster::pipeline::cluster(points, &pipeline, cluster::default_max_k(sub.nrows())).0
+            cluster::pipeline::labels(points, &pipeline, cluster::default_max_k(sub.nrows()))
         });
     parts.push((format!("stability, {} subsets", params.stability_draws), t.elapsed().as_secs_f64()));
     (parts, cluster::members(&labels).len())

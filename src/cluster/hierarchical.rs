@@ -168,8 +168,23 @@ impl<'a> Sums<'a> {
 /// O(n · k) for the silhouettes), instead of O(n²) per k. WICD is read on `wicd_on`, the silhouette on
 /// `silhouette_on` (the same matrix is summed once).
 pub fn sweep(dendrogram: &kodama::Dendrogram<f64>, max_k: usize, wicd_on: &Matrix, silhouette_on: &Matrix) -> Sweep {
-    let n = silhouette_on.nrows();
-    assert_eq!(wicd_on.nrows(), n, "both matrices describe the same points");
+    sweep_on(dendrogram, max_k, wicd_on, Some(silhouette_on))
+}
+
+/// The WICD half of [`sweep`] alone (`silhouette` left empty): what the knee needs, at about half the cost when
+/// the silhouette would be read on another matrix.
+pub fn wicd_sweep(dendrogram: &kodama::Dendrogram<f64>, max_k: usize, wicd_on: &Matrix) -> Sweep {
+    sweep_on(dendrogram, max_k, wicd_on, None)
+}
+
+fn sweep_on(
+    dendrogram: &kodama::Dendrogram<f64>,
+    max_k: usize,
+    wicd_on: &Matrix,
+    silhouette_on: Option<&Matrix>,
+) -> Sweep {
+    let n = wicd_on.nrows();
+    assert!(silhouette_on.is_none_or(|m| m.nrows() == n), "both matrices describe the same points");
     let max_k = max_k.min(n);
     let mut out = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
     if n < 2 || max_k < 2 {
@@ -194,9 +209,10 @@ pub fn sweep(dendrogram: &kodama::Dendrogram<f64>, max_k: usize, wicd_on: &Matri
     let mut label = vec![0usize; n];
     let mut sizes = vec![n];
     let mut node_slot = std::collections::HashMap::from([(2 * n - 2, 0usize)]);
-    let mut silhouette_sums = Sums::new(silhouette_on, max_k);
-    let mut nearest = Nearest::new(n);
-    let mut wicd_sums = (!std::ptr::eq(wicd_on, silhouette_on)).then(|| Sums::new(wicd_on, max_k));
+    // The same matrix is summed once, for both.
+    let shared = silhouette_on.is_some_and(|m| std::ptr::eq(wicd_on, m));
+    let mut silhouette = silhouette_on.map(|m| (Sums::new(m, max_k), Nearest::new(n)));
+    let mut wicd_sums = (!shared).then(|| Sums::new(wicd_on, max_k));
     for k in 2..=max_k {
         // Undo merge n − k (the (k−1)-th highest): its node is a current cluster.
         let step = &steps[n - k];
@@ -215,14 +231,23 @@ pub fn sweep(dendrogram: &kodama::Dendrogram<f64>, max_k: usize, wicd_on: &Matri
         sizes.push(moved.len());
         node_slot.insert(big, slot);
         node_slot.insert(small, new);
-        silhouette_sums.split(&moved, slot, new, &label);
-        nearest.split(&silhouette_sums, &sizes, &label, slot, new);
+        if let Some((sums, nearest)) = silhouette.as_mut() {
+            sums.split(&moved, slot, new, &label);
+            nearest.split(sums, &sizes, &label, slot, new);
+        }
         if let Some(w) = wicd_sums.as_mut() {
             w.split(&moved, slot, new, &label);
         }
         out.ks.push(k);
-        out.wicd.push(wicd_sums.as_ref().unwrap_or(&silhouette_sums).wicd(&sizes));
-        out.silhouette.push(nearest.silhouette(&silhouette_sums, &sizes, &label));
+        let wicd = match (&wicd_sums, &silhouette) {
+            (Some(w), _) => w,
+            (None, Some((sums, _))) => sums,
+            (None, None) => unreachable!("WICD has its sums unless it shares the silhouette's"),
+        };
+        out.wicd.push(wicd.wicd(&sizes));
+        if let Some((sums, nearest)) = &silhouette {
+            out.silhouette.push(nearest.silhouette(sums, &sizes, &label));
+        }
     }
     out
 }
@@ -253,6 +278,16 @@ pub enum KRule {
     Eigengap,
 }
 
+/// How the knee rule says it chose k.
+pub const KNEE: &str = "the knee of the WICD curve (kneedle on its 4th-order gradient)";
+
+/// The k at the knee of a sweep's WICD curve (kneedle on its 4th-order gradient), if it has one.
+pub fn knee_k(sweep: &Sweep) -> Option<usize> {
+    let gradient = knee::gradient_o4(&sweep.wicd, 4.0)?;
+    let x: Vec<f64> = sweep.ks.iter().map(|&k| k as f64).collect();
+    knee::kneedle(&x, &gradient, 1.0).map(|i| sweep.ks[i])
+}
+
 /// The chosen k and how it was chosen (a sentence for the outputs and the report).
 pub fn choose_k(sweep: &Sweep, rule: KRule, eigenvalues: &[f64]) -> (usize, String) {
     let best_silhouette = || {
@@ -267,23 +302,19 @@ pub fn choose_k(sweep: &Sweep, rule: KRule, eigenvalues: &[f64]) -> (usize, Stri
             let k = spectral::eigengap(eigenvalues, max_k);
             (k, format!("the largest eigengap of the spectral embedding's Laplacian (k = 2..{max_k})"))
         }
-        KRule::Knee => {
-            let gradient = knee::gradient_o4(&sweep.wicd, 4.0);
-            let x: Vec<f64> = sweep.ks.iter().map(|&k| k as f64).collect();
-            match gradient.and_then(|g| knee::kneedle(&x, &g, 1.0)) {
-                Some(i) => (sweep.ks[i], "the knee of the WICD curve (kneedle on its 4th-order gradient)".into()),
-                None => {
-                    let k = best_silhouette();
-                    (
-                        k,
-                        format!(
-                            "no knee in the WICD curve over k = 2..{}: fell back to the highest mean silhouette",
-                            sweep.ks.last().unwrap_or(&2)
-                        ),
-                    )
-                }
+        KRule::Knee => match knee_k(sweep) {
+            Some(k) => (k, KNEE.into()),
+            None => {
+                let k = best_silhouette();
+                (
+                    k,
+                    format!(
+                        "no knee in the WICD curve over k = 2..{}: fell back to the highest mean silhouette",
+                        sweep.ks.last().unwrap_or(&2)
+                    ),
+                )
             }
-        }
+        },
     }
 }
 

@@ -24,7 +24,9 @@ pub use density::{dbscan, hdbscan, kdistance_knee, kdistances, knee_eps};
 pub use distance::{
     Mode, condensed, distances, distances_of, hudd_curve_space, hudd_space, max_distance, row_distances, row_normalised,
 };
-pub use hierarchical::{ChooseK, KRule, Linkage, Sweep, choose_k, cut, default_max_k, dendrogram, sweep};
+pub use hierarchical::{
+    ChooseK, KRule, Linkage, Sweep, choose_k, cut, default_max_k, dendrogram, knee_k, sweep, wicd_sweep,
+};
 pub use kmeans::kmeans;
 pub use pipeline::{Algorithm, Noise, Pipeline};
 pub use quality::{mean_intra, medoids, silhouette, wicd};

@@ -75,7 +75,17 @@ impl<'a> From<&'a Matrix> for Points<'a> {
 /// of k from 2 to `max_k`, the chosen k; returns the canonical partition, the sweep and how k was chosen. HUDD's mode
 /// reads its k curve on the row-normalised matrix (pairs i < j) and its silhouettes in the clustering space.
 pub fn cluster<'a>(points: impl Into<Points<'a>>, p: &Pipeline, max_k: usize) -> (Vec<usize>, Sweep, String) {
-    let points = points.into();
+    cluster_with(points.into(), p, max_k, true)
+}
+
+/// The partition [`cluster`] gives, without what only the outputs read: the stability subsets' reclustering. A
+/// hierarchical clustering with a fixed k skips the sweep, and the knee rule reads the WICD curve alone (the
+/// silhouettes only when there is no knee to fall back from).
+pub fn labels<'a>(points: impl Into<Points<'a>>, p: &Pipeline, max_k: usize) -> Vec<usize> {
+    cluster_with(points.into(), p, max_k, false).0
+}
+
+fn cluster_with(points: Points<'_>, p: &Pipeline, max_k: usize, full: bool) -> (Vec<usize>, Sweep, String) {
     let raw = points.distances;
     let (space, curve) = match p.mode {
         Mode::Hudd => (super::hudd_space(raw), Some(super::hudd_curve_space(raw))),
@@ -126,7 +136,20 @@ pub fn cluster<'a>(points: impl Into<Points<'a>>, p: &Pipeline, max_k: usize) ->
         }
     }
     let dendrogram = super::dendrogram(&space, p.linkage);
-    let sweep = super::sweep(&dendrogram, max_k, curve.as_ref().unwrap_or(&space), &space);
+    let wicd_on = curve.as_ref().unwrap_or(&space);
+    if !full {
+        let empty = || Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+        match p.k {
+            KRule::Fixed(k) => return (super::cut(&dendrogram, k), empty(), String::new()),
+            KRule::Knee => {
+                if let Some(k) = super::knee_k(&super::wicd_sweep(&dendrogram, max_k, wicd_on)) {
+                    return (super::cut(&dendrogram, k), empty(), String::new());
+                }
+            }
+            KRule::Silhouette | KRule::Eigengap => {}
+        }
+    }
+    let sweep = super::sweep(&dendrogram, max_k, wicd_on, &space);
     let (k, k_rule) = super::choose_k(&sweep, p.k, &eigenvalues);
     (super::cut(&dendrogram, k), sweep, k_rule)
 }

@@ -413,7 +413,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
         cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |subset, sub| {
             let vectors = read.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), subset));
             let points = cluster::pipeline::Points { distances: sub, vectors: vectors.as_ref().map(|v| v.view()) };
-            cluster::pipeline::cluster(points, &pipeline, max_k_of(sub.nrows())).0
+            cluster::pipeline::labels(points, &pipeline, max_k_of(sub.nrows()))
         });
     if p.stability_draws > 0 {
         summary.stability = Some(StabilitySummary {

@@ -735,3 +735,27 @@ fn clustering_with_the_vectors_gives_the_partition_of_their_distances() {
     assert_eq!((with.1.ks, with.2), (alone.1.ks, alone.2));
     assert!(cluster::members(&with.0).len() >= 2);
 }
+
+#[test]
+fn the_stability_subsets_partition_is_the_full_pipelines_without_its_sweep() {
+    // HUDD's space (the WICD curve on another matrix) and the direct one; the knee, its fallback and a fixed k.
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
+    let centres: Vec<f32> = (0..6 * 8).map(|_| rand::Rng::random::<f32>(&mut rng) * 6.0).collect();
+    let values: Vec<f32> =
+        (0..120 * 8).map(|i| centres[(i / 8 % 6) * 8 + i % 8] + rand::Rng::random::<f32>(&mut rng)).collect();
+    let m = cluster::distances_of(&values, 120, 8);
+    let base = toml::from_str::<hudd::stages::cluster::ClusterParams>("").unwrap().pipeline();
+    for mode in [cluster::Mode::Hudd, cluster::Mode::Direct] {
+        for (k, max_k) in [(cluster::KRule::Knee, 60), (cluster::KRule::Knee, 3), (cluster::KRule::Fixed(5), 60)] {
+            let p = cluster::Pipeline { mode, k, ..base };
+            let (full, sweep, rule) = cluster::pipeline::cluster(&m, &p, max_k);
+            assert_eq!(cluster::pipeline::labels(&m, &p, max_k), full, "{mode:?} {k:?} {max_k}: {rule}");
+            // The WICD half of the sweep alone is the full sweep's WICD.
+            if k == cluster::KRule::Knee && mode == cluster::Mode::Direct {
+                let alone = cluster::wicd_sweep(&cluster::dendrogram(&m, p.linkage), max_k, &m);
+                assert_eq!((alone.ks, alone.wicd), (sweep.ks.clone(), sweep.wicd.clone()));
+                assert!(alone.silhouette.is_empty());
+            }
+        }
+    }
+}
