@@ -17,18 +17,21 @@ pub fn embed(m: &Matrix) -> Array2<f64> {
         return Array2::zeros((0, 0));
     }
     let squared: Vec<f64> = m.iter().map(|d| -0.5 * d * d).collect();
-    let b = Tensor::from_slice(&squared).view([n as i64, n as i64]);
-    let row_mean = b.mean_dim([1i64].as_slice(), true, Kind::Double);
-    let col_mean = b.mean_dim([0i64].as_slice(), true, Kind::Double);
-    let all = b.mean(Kind::Double);
-    let centred = &b - &row_mean - &col_mean + &all;
-    // One libtorch thread: LAPACK's sums then do not depend on the thread count the stage was given.
-    let (values, vectors) = crate::runtime::with_threads(1, || centred.linalg_eigh("L"));
-    let values = Vec::<f64>::try_from(values).expect("double eigenvalues");
-    let keep = positive(&values, n);
-    let scale = Tensor::from_slice(&keep.iter().map(|&i| values[i as usize].sqrt()).collect::<Vec<_>>());
-    let x = vectors.index_select(1, &Tensor::from_slice(&keep)) * scale.unsqueeze(0);
-    to_array(&x, n, keep.len())
+    // One libtorch thread for all of it: the means' reductions and LAPACK's sums then do not depend on the thread
+    // count the stage was given (a run with stages side by side gave other last digits than one at a time).
+    crate::runtime::with_threads(1, || {
+        let b = Tensor::from_slice(&squared).view([n as i64, n as i64]);
+        let row_mean = b.mean_dim([1i64].as_slice(), true, Kind::Double);
+        let col_mean = b.mean_dim([0i64].as_slice(), true, Kind::Double);
+        let all = b.mean(Kind::Double);
+        let centred = &b - &row_mean - &col_mean + &all;
+        let (values, vectors) = centred.linalg_eigh("L");
+        let values = Vec::<f64>::try_from(values).expect("double eigenvalues");
+        let keep = positive(&values, n);
+        let scale = Tensor::from_slice(&keep.iter().map(|&i| values[i as usize].sqrt()).collect::<Vec<_>>());
+        let x = vectors.index_select(1, &Tensor::from_slice(&keep)) * scale.unsqueeze(0);
+        to_array(&x, n, keep.len())
+    })
 }
 
 /// The indices of the eigenvalues (ascending, as `eigh` gives them) that are positive beyond rounding, largest
