@@ -92,12 +92,14 @@ fn stage_work(
     }
     let (_, layer, labels) = best.expect("a layer");
     let t = Instant::now();
-    let _ =
-        cluster::stability(&layer.distances, &labels, params.stability_draws, params.stability_share, 1, |s, sub| {
-            let vectors = layer.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), s));
-            let points = cluster::pipeline::Points { distances: sub, vectors: vectors.as_ref().map(|v| v.view()) };
-            cluster::pipeline::labels(points, &pipeline, cluster::default_max_k(sub.nrows()))
-        });
+    let _ = cluster::stability(
+        &layer.distances,
+        &labels,
+        params.stability_draws,
+        params.stability_share,
+        1,
+        |rows, sub| layer.recluster(rows, sub, &pipeline, cluster::default_max_k(sub.nrows())),
+    );
     parts.push((format!("stability, {} subsets", params.stability_draws), t.elapsed().as_secs_f64()));
     (parts, cluster::members(&labels).len())
 }

@@ -112,7 +112,7 @@ impl Nearest {
 
 /// WICD and silhouette of every cut of a dendrogram from 2 to `max_k` clusters. The two may be read on different
 /// matrices (HUDD's mode computes its k curve on another matrix than the one it clusters).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sweep {
     pub ks: Vec<usize>,
     pub wicd: Vec<f64>,
@@ -186,7 +186,7 @@ fn sweep_on(
     let n = wicd_on.nrows();
     assert!(silhouette_on.is_none_or(|m| m.nrows() == n), "both matrices describe the same points");
     let max_k = max_k.min(n);
-    let mut out = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+    let mut out = Sweep::default();
     if n < 2 || max_k < 2 {
         return out;
     }

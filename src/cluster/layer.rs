@@ -8,7 +8,7 @@ use ndarray::Array2;
 
 use super::Matrix;
 use super::features::{Features, centre_by_class, channel_totals};
-use super::pipeline::Points;
+use super::pipeline::{Pipeline, Points};
 use crate::npy::{NpyError, NpyReader};
 
 /// How each image is described at a layer before distances: its features, centred on its class or not.
@@ -47,6 +47,13 @@ impl Layer {
     /// What the clustering pipeline reads.
     pub fn points(&self) -> Points<'_> {
         Points { distances: &self.distances, vectors: self.vectors.as_ref().map(|v| v.view()) }
+    }
+
+    /// The partition of a stability subset (`rows` of the layer, `distances` their submatrix), reclustered by
+    /// `pipeline`: the subset's vectors are the layer's rows, so PCA refits on the subset as the pipeline would.
+    pub fn recluster(&self, rows: &[usize], distances: &Matrix, pipeline: &Pipeline, max_k: usize) -> Vec<usize> {
+        let vectors = self.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), rows));
+        super::pipeline::labels(Points { distances, vectors: vectors.as_ref().map(|v| v.view()) }, pipeline, max_k)
     }
 }
 

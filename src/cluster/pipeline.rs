@@ -138,12 +138,11 @@ fn cluster_with(points: Points<'_>, p: &Pipeline, max_k: usize, full: bool) -> (
     let dendrogram = super::dendrogram(&space, p.linkage);
     let wicd_on = curve.as_ref().unwrap_or(&space);
     if !full {
-        let empty = || Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
         match p.k {
-            KRule::Fixed(k) => return (super::cut(&dendrogram, k), empty(), String::new()),
+            KRule::Fixed(k) => return (super::cut(&dendrogram, k), Sweep::default(), String::new()),
             KRule::Knee => {
                 if let Some(k) = super::knee_k(&super::wicd_sweep(&dendrogram, max_k, wicd_on)) {
-                    return (super::cut(&dendrogram, k), empty(), String::new());
+                    return (super::cut(&dendrogram, k), Sweep::default(), String::new());
                 }
             }
             KRule::Silhouette | KRule::Eigengap => {}
@@ -202,8 +201,7 @@ fn density_clusters(
         }
         _ => format!("{name}: {clusters} clusters, {alone} of {n} images noise (each its own cluster)"),
     };
-    let empty = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
-    (super::canonical(&labels), empty, rule)
+    (super::canonical(&labels), Sweep::default(), rule)
 }
 
 /// k-means on the coordinates of the clustering space (`space`'s distances, embedded exactly), k fixed or the best
@@ -225,10 +223,9 @@ fn kmeans_layer(
         KRule::Knee | KRule::Silhouette => None,
     };
     if let Some((k, why)) = fixed {
-        let empty = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
-        return (super::kmeans(&x, k), empty, why);
+        return (super::kmeans(&x, k), Sweep::default(), why);
     }
-    let mut sweep = Sweep { ks: Vec::new(), wicd: Vec::new(), silhouette: Vec::new() };
+    let mut sweep = Sweep::default();
     let mut best: Option<(f64, Vec<usize>)> = None;
     for k in 2..=max_k.min(40) {
         let labels = super::kmeans(&x, k);

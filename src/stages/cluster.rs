@@ -408,12 +408,9 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     };
     // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
     ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
-    // The subsets' vectors are the rows of the layer's (PCA then refits on each subset, as the pipeline would).
     let stability =
-        cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |subset, sub| {
-            let vectors = read.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), subset));
-            let points = cluster::pipeline::Points { distances: sub, vectors: vectors.as_ref().map(|v| v.view()) };
-            cluster::pipeline::labels(points, &pipeline, max_k_of(sub.nrows()))
+        cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |rows, sub| {
+            read.recluster(rows, sub, &pipeline, max_k_of(sub.nrows()))
         });
     if p.stability_draws > 0 {
         summary.stability = Some(StabilitySummary {
