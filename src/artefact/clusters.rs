@@ -155,6 +155,24 @@ const CURVE: &str = "curve.csv";
 const DISTANCES: &str = "distances.npy";
 const KNEE: &str = "knee.svg";
 
+/// A cluster member that the images it should index do not hold: the clusters were made from other images.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: image {image} is not in {}", members.display(), row.map_or_else(String::new, |r| format!(" row {r}")), within.display())]
+pub struct MemberNotFound {
+    /// The clusters' `clusters.csv`, and the member's row in it (1 for the first image) where known.
+    pub members: PathBuf,
+    pub row: Option<usize>,
+    pub image: String,
+    /// The dataset or heatmaps folder that lacks it.
+    pub within: PathBuf,
+}
+
+impl From<MemberNotFound> for crate::engine::stage::StageError {
+    fn from(e: MemberNotFound) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
 /// A cluster stage's folder, for reading and writing.
 pub struct Clusters {
     pub dir: PathBuf,

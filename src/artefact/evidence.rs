@@ -21,8 +21,11 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// `min_images`, `rq1_correction` and `rq2_correction` are new. `hudd diff` reads both versions (figures are
 /// compared by path; a path only one side has is listed as added or removed). Version 3 (issue 33): `architecture`
 /// (the network's layers, when the report reads the model) is new. Version 4 (issue 30): `clusterings` (the main
-/// clustering and the alternatives as RQ1 judges them; empty without alternatives) is new.
-pub const VERSION: u32 = 4;
+/// clustering and the alternatives as RQ1 judges them; empty without alternatives) is new. Version 5 (issue 35):
+/// the scope is read from the dataset and the model, not the upstream stages' parameters: `scope.defaults` (the
+/// simulator's default distributions) is new, `scope.splits[].count` is always a number, `scope.architecture` is
+/// the network's name.
+pub const VERSION: u32 = 5;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
 /// binds notes to (the report writes more fields; a test in `stages::report` ties the two).

@@ -429,7 +429,8 @@ fn lineage(store: &Store, spec: &Spec) -> Vec<Ancestor> {
 
 /// The stage instance that computed the entry `key`, as its spec records it (none when gone from the store).
 fn ancestor(store: &Store, key: &str) -> Option<Ancestor> {
-    let (Ok(s), Some(_)) = (store.read_spec(key), store.entry(key)) else { return None };
+    let (Ok(s), Some(entry)) = (store.read_spec(key), store.entry(key)) else { return None };
+    let outputs = entry.outputs.iter().map(|(name, o)| (name.clone(), store.entry_dir(key).join("out").join(&o.path)));
     Some(Ancestor {
         stage: s.stage,
         kind: s.material.kind,
@@ -438,6 +439,7 @@ fn ancestor(store: &Store, key: &str) -> Option<Ancestor> {
         params: s.material.params,
         seed: s.material.seed,
         externals: s.material.externals,
+        outputs: outputs.collect(),
     })
 }
 

@@ -176,6 +176,17 @@ pub struct Ancestor {
     pub seed: Option<u64>,
     /// External files and their content hashes.
     pub externals: BTreeMap<String, String>,
+    /// Where its outputs lie in this store, by output name: what a deliverable reads its facts from (what a
+    /// simulation drew, what a selection selected). Not stated in a deliverable: paths differ between stores.
+    #[serde(skip)]
+    pub outputs: BTreeMap<String, PathBuf>,
+}
+
+impl Ancestor {
+    /// Where one of its outputs lies (none when the stage kind has no such output).
+    pub fn output(&self, name: &str) -> Option<&Path> {
+        self.outputs.get(name).map(PathBuf::as_path)
+    }
 }
 
 impl<'a> StageContext<'a> {

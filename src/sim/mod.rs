@@ -169,6 +169,11 @@ impl ParamSpec {
 }
 
 impl Distributions {
+    /// The simulator's default distribution of every parameter.
+    pub fn defaults(sim: &dyn Simulator) -> Distributions {
+        Distributions(sim.params().iter().map(ParamSpec::default_sampler).collect())
+    }
+
     /// Defaults of the simulator, overridden by `declared`; `field` prefixes parameter names in messages.
     pub fn new(sim: &dyn Simulator, declared: &BTreeMap<String, Dist>, field: &str) -> Result<Self, Vec<Invalid>> {
         let specs = sim.params();

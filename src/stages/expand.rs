@@ -13,7 +13,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::artefact::clusters::{ClusterSummary, Clusters};
+use crate::artefact::clusters::{ClusterSummary, Clusters, MemberNotFound};
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::rules::ExpandRow;
 use crate::artefact::table;
@@ -241,12 +241,17 @@ impl Stage for Expand {
         let row_of: BTreeMap<String, usize> = ds.ids()?.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
         let clusters: Vec<(usize, Vec<String>)> =
             Clusters::open(&cdir).groups()?.into_iter().filter(|(_, m)| m.len() > 1).collect();
-        let lookup = |map: &BTreeMap<String, usize>, id: &str, what: &str| {
-            map.get(id).copied().ok_or_else(|| StageError::input(format!("cluster member {id} is not in {what}")))
+        let lookup = |map: &BTreeMap<String, usize>, id: &str, within: &std::path::Path| {
+            map.get(id).copied().ok_or_else(|| MemberNotFound {
+                members: Clusters::open(&cdir).members_path(),
+                row: None,
+                image: id.to_string(),
+                within: within.to_path_buf(),
+            })
         };
         let mut groups = Vec::new();
         for (_, ids) in &clusters {
-            groups.push(ids.iter().map(|id| lookup(&index, id, "the heatmaps")).collect::<Result<Vec<_>, _>>()?);
+            groups.push(ids.iter().map(|id| lookup(&index, id, &hdir)).collect::<Result<Vec<_>, _>>()?);
         }
         let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
         let spreads = members.spreads();
@@ -273,7 +278,7 @@ impl Stage for Expand {
         ctx.progress.start((clusters.len() * p.generations * p.population) as u64, "images searched");
         for (c, (cluster, ids)) in clusters.iter().enumerate() {
             let member_rows: Vec<usize> =
-                ids.iter().map(|id| lookup(&row_of, id, "the dataset")).collect::<Result<_, _>>()?;
+                ids.iter().map(|id| lookup(&row_of, id, &ds.dir)).collect::<Result<_, _>>()?;
             let mut pool = trigger::vectors(&ds, sim, &member_rows)?;
             let domain = member_rows.first().and_then(|&r| ds.meta.domains.get(&splits[r]));
             let within = if p.search == Search::Domain { domain } else { None };

@@ -98,15 +98,27 @@ impl Params for HeatmapParams {
     }
 }
 
+/// Why the declared rules do not fit the model: each names the layer and the rule.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RuleError {
+    #[error("rules name `{key}`, which is neither a layer of the model ({}) nor a layer kind", layers.join(", "))]
+    UnknownLayer { key: String, layers: Vec<String> },
+    #[error("rules give layer `{layer}` the rule `{rule}`; a layer of kind `{kind}` takes {takes}")]
+    NotTaken { layer: String, rule: String, kind: &'static str, takes: &'static str },
+}
+
+impl From<RuleError> for StageError {
+    fn from(e: RuleError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
 /// The rule of every layer: the preset's, then overrides by kind, then by name.
-pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
+pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, RuleError> {
     for key in p.rules.keys() {
         if !LayerKind::NAMES.contains(&key.as_str()) && !net.layers.iter().any(|(n, _)| n == key) {
-            let names: Vec<&str> = net.layers.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!(
-                "rules name `{key}`, which is neither a layer of the model ({}) nor a layer kind",
-                names.join(", ")
-            ));
+            let layers = net.layers.iter().map(|(n, _)| n.clone()).collect();
+            return Err(RuleError::UnknownLayer { key: key.clone(), layers });
         }
     }
     let mut first_conv = true;
@@ -137,10 +149,7 @@ pub fn rules_for(net: &Net, p: &HeatmapParams) -> Result<Vec<Rule>, String> {
     {
         let rule = serde_json::to_value(rule).expect("rules serialise")["rule"].as_str().unwrap_or("").to_string();
         let takes = if matches!(op, Op::Add) { "`zero` or `epsilon`" } else { "only `pass`" };
-        return Err(format!(
-            "rules give layer `{name}` the rule `{rule}`; a layer of kind `{}` takes {takes}",
-            op.kind()
-        ));
+        return Err(RuleError::NotTaken { layer: name.clone(), rule, kind: op.kind(), takes });
     }
     Ok(rules)
 }
@@ -185,7 +194,7 @@ impl Stage for Heatmaps {
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         let model = prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "the heatmaps stage (LRP)")?;
         let net = model.net("the heatmaps stage (LRP)")?;
-        let rules = rules_for(net, p).map_err(StageError::input)?;
+        let rules = rules_for(net, p)?;
         let arch = model.meta.architecture.as_ref().expect("a declared model has its architecture");
         let shapes = arch.describe(input, model.meta.outputs)?;
         let folder = heatmaps::Heatmaps::open(&ctx.output("heatmaps")?);
@@ -202,8 +211,7 @@ impl Stage for Heatmaps {
             let out_sum = seed.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).flatten(0, -1);
             for (k, r) in relevance.iter().enumerate() {
                 let r = r.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
-                let values: Vec<f32> =
-                    Vec::try_from(r.flatten(0, -1)).map_err(|e: tch::TchError| StageError::failed(e.to_string()))?;
+                let values: Vec<f32> = Vec::try_from(r.flatten(0, -1)).map_err(StageError::artefact)?;
                 if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
                     return Err(StageError::Gate {
                         message: format!(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::{ClusterSummary, Clusters};
 use crate::artefact::heatmaps::Heatmaps;
-use crate::artefact::selection::UnsafeRow;
+use crate::artefact::selection::{ClusterSelection, SelectRecord, UnsafeRow};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, FEATURES, HEATMAPS, MODEL, PICTURES, SELECTION, UNSAFE_SET};
 use crate::cluster::members::Members;
@@ -53,6 +53,8 @@ pub enum SelectError {
     NoHeatmap { id: String, heatmaps: std::path::PathBuf },
     #[error("the clusters were made at layer `{layer}`, which this model does not have")]
     NoLayer { layer: String },
+    #[error("the parameters of `{stage}`, which made the heatmaps: {source}")]
+    ProducerParams { stage: String, source: serde_json::Error },
 }
 
 impl From<SelectError> for StageError {
@@ -319,10 +321,14 @@ impl Stage for Select {
         let summary: ClusterSummary = Clusters::open(&cdir).summary()?;
         let pictures = ctx.output("pictures")?;
         std::fs::create_dir_all(&pictures).map_err(|e| StageError::io(&pictures, e))?;
-        let mut report = serde_json::json!({ "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "mode": p.mode, "quota": p.quota, "budget": p.budget });
+        let mut report = SelectRecord {
+            budget: p.budget,
+            mode: Some(name_of(p.mode)),
+            quota: Some(p.quota),
+            ..record(p, candidates.len())
+        };
         let Some(layer) = summary.layer.clone() else {
-            report["empty"] =
-                serde_json::json!(summary.empty.clone().unwrap_or_else(|| "no root-cause clusters".into()));
+            report.empty = Some(summary.empty.clone().unwrap_or_else(|| "no root-cause clusters".into()));
             return finish(ctx, &ds, &[], &[], &ids, &candidates, &report, p.gif_images_per_minute);
         };
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
@@ -357,7 +363,7 @@ impl Stage for Select {
         }
         let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
         if clusters.is_empty() {
-            report["empty"] = serde_json::json!(format!(
+            report.empty = Some(format!(
                 "every one of the {} clusters holds a single image, and clusters of one image are ignored (as in HUDD)",
                 summary.clusters
             ));
@@ -379,21 +385,47 @@ impl Stage for Select {
         let budget = if p.mode == SelectMode::All { usize::MAX } else { budget };
         let picks = assign(&distances, &quotas, budget, |c, d| p.mode != SelectMode::Threshold || d <= spreads[c]);
         let cluster_ids: Vec<usize> = clusters.iter().map(|(c, _)| *c).collect();
-        report["layer"] = serde_json::json!(layer);
-        report["clusters"] = serde_json::json!(
+        report.layer = Some(layer);
+        report.clusters = Some(
             clusters
                 .iter()
                 .enumerate()
-                .map(|(i, (c, m))| serde_json::json!({
-                    "cluster": c, "members": m.len(), "quota": quotas[i], "spread": spreads[i],
-                    "selected": picks.iter().filter(|p| p.cluster == i).count(),
-                }))
-                .collect::<Vec<_>>()
+                .map(|(i, (c, m))| ClusterSelection {
+                    cluster: *c,
+                    members: m.len(),
+                    quota: quotas[i],
+                    selected: picks.iter().filter(|p| p.cluster == i).count(),
+                    spread: spreads[i],
+                })
+                .collect(),
         );
-        report["ignored_singletons"] = serde_json::json!(summary.clusters - clusters.len());
-        report["selected"] = serde_json::json!(picks.len());
+        report.ignored_singletons = Some(summary.clusters - clusters.len());
+        report.selected = Some(picks.len());
         finish(ctx, &ds, &picks, &cluster_ids, &ids, &candidates, &report, p.gif_images_per_minute)
     }
+}
+
+/// What every selection records: its strategy, split and candidates.
+fn record(p: &SelectParams, candidates: usize) -> SelectRecord {
+    SelectRecord {
+        budget: None,
+        candidates,
+        clusters: None,
+        empty: None,
+        ignored_singletons: None,
+        labelled: None,
+        layer: None,
+        mode: None,
+        quota: None,
+        selected: None,
+        split: p.split.clone(),
+        strategy: name_of(p.strategy),
+    }
+}
+
+/// A parameter's name as the manifest spells it (`closest`, `hudd`).
+fn name_of(value: impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// Each cluster's members as rows of the heatmaps (or activations) file; refused when one has none.
@@ -478,7 +510,7 @@ fn candidate_heatmaps(
 fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, StageError> {
     let Some(producer) = ctx.producer("heatmaps").filter(|a| a.kind == "activations") else { return Ok(None) };
     let p: FeatureParams = serde_json::from_value(producer.params.clone())
-        .map_err(|e| StageError::failed(format!("the parameters of `{}`: {e}", producer.stage)))?;
+        .map_err(|source| SelectError::ProducerParams { stage: producer.stage.clone(), source })?;
     Ok(p.backbone.map(|b| (b, p.pool)))
 }
 
@@ -516,10 +548,12 @@ fn baseline(
         order = order.into_iter().zip(&predictions).filter(|(_, pr)| !pr.correct()).map(|(i, _)| i).collect();
     }
     let picks: Vec<Pick> = order.into_iter().map(|image| Pick { image, cluster: 0, distance: 0.0, rank: 1 }).collect();
-    let report = serde_json::json!({
-        "strategy": p.strategy, "split": p.split, "candidates": candidates.len(), "budget": budget,
-        "labelled": labelled, "selected": picks.len(),
-    });
+    let report = SelectRecord {
+        budget: Some(budget),
+        labelled: Some(labelled),
+        selected: Some(picks.len()),
+        ..record(p, candidates.len())
+    };
     finish(ctx, ds, &picks, &[0], ids, candidates, &report, p.gif_images_per_minute)
 }
 
@@ -532,7 +566,7 @@ fn finish(
     cluster_ids: &[usize],
     ids: &[String],
     candidates: &[usize],
-    report: &serde_json::Value,
+    report: &SelectRecord,
     per_minute: f64,
 ) -> Result<(), StageError> {
     let mut ordered: Vec<&Pick> = picks.iter().collect();

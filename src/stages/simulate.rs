@@ -17,6 +17,10 @@ pub enum SimulateError {
     UnknownSimulator(String),
     #[error("{}", .0.iter().map(|i| i.message.as_str()).collect::<Vec<_>>().join("; "))]
     Plans(Vec<Invalid>),
+    #[error("a pool of {threads} threads: {source}")]
+    Threads { threads: usize, source: rayon::ThreadPoolBuildError },
+    #[error("{}: {source}", path.display())]
+    Sheet { path: std::path::PathBuf, source: image::ImageError },
 }
 
 impl From<SimulateError> for StageError {
@@ -224,7 +228,7 @@ impl Stage for Simulate {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads)
             .build()
-            .map_err(|e| StageError::failed(format!("thread pool: {e}")))?;
+            .map_err(|source| SimulateError::Threads { threads: ctx.threads, source })?;
         let mut sheet = SheetRows::default();
         let mixtures = plans.iter().any(|s| !s.domain.scenarios.is_empty());
         let mut scenario = Vec::new();
@@ -248,7 +252,7 @@ impl Stage for Simulate {
         let rows: Vec<Vec<&[u8]>> = sheet.rows.values().map(|r| r.iter().map(Vec::as_slice).collect()).collect();
         let path = ctx.output("sheet")?;
         crate::media::sheet::write_sheet(&path, &rows, p.size as usize)
-            .map_err(|e| StageError::failed(format!("{}: {e}", path.display())))?;
+            .map_err(|source| SimulateError::Sheet { path: path.clone(), source })?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::artefact::clusters::Clusters;
+use crate::artefact::clusters::{Clusters, MemberNotFound};
 use crate::artefact::evaluation::{ChanceCorrected, ExplanationRow, ReductionRow, VarianceSummary};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CLUSTERS, EXPLANATIONS, PARQUET, VARIANCE_SUMMARY, VARIANCE_TABLE};
@@ -213,14 +213,11 @@ fn groups(ds: &Dataset, ids: &[String], clusters: &Clusters) -> Result<BTreeMap<
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, m) in clusters.members()?.into_iter().enumerate() {
-        let row = *row_of.get(m.image.as_str()).ok_or_else(|| {
-            StageError::input(format!(
-                "{}: row {}: image {} is not in {}",
-                path.display(),
-                i + 1,
-                m.image,
-                ds.dir.display()
-            ))
+        let row = *row_of.get(m.image.as_str()).ok_or_else(|| MemberNotFound {
+            members: path.clone(),
+            row: Some(i + 1),
+            image: m.image.clone(),
+            within: ds.dir.clone(),
         })?;
         groups.entry(m.cluster).or_default().push(row);
     }

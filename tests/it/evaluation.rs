@@ -13,7 +13,7 @@ fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
 /// Runs a workflow that may fail.
 fn run_failing(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
-    let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
+    let registry = crate::support::registry_with_crafted();
     let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     (w, report)
@@ -115,19 +115,19 @@ fn rq2_manifest(hudd_seen: &str, held_out_seen: &str) -> String {
     let mut stages = String::new();
     for (split, seen) in [("holdout", held_out_seen), ("test", "no")] {
         stages += &format!(
-            "[[stage]]\nid = \"original-{split}\"\nkind = \"results\"\ntext = {}\n\n",
+            "[[stage]]\nid = \"original-{split}\"\nkind = \"crafted-results\"\ntext = {}\n\n",
             q(&results(split, "no", &original))
         );
         let hudd_seen = if split == "test" { hudd_seen } else { seen };
         for (i, c) in hudd.iter().enumerate() {
             stages += &format!(
-                "[[stage]]\nid = \"h{i}-{split}\"\nkind = \"results\"\nseed = {i}\ntext = {}\n\n",
+                "[[stage]]\nid = \"h{i}-{split}\"\nkind = \"crafted-results\"\nseed = {i}\ntext = {}\n\n",
                 q(&results(split, hudd_seen, c))
             );
         }
         for (i, c) in random.iter().enumerate() {
             stages += &format!(
-                "[[stage]]\nid = \"r{i}-{split}\"\nkind = \"results\"\nmatrix = {{ strategy = [\"random\"] }}\nseed = {i}\ntext = {}\n\n",
+                "[[stage]]\nid = \"r{i}-{split}\"\nkind = \"crafted-results\"\nmatrix = {{ strategy = [\"random\"] }}\nseed = {i}\ntext = {}\n\n",
                 q(&results(split, "no", c))
             );
         }

@@ -329,7 +329,7 @@ fn a_rule_a_join_cannot_take_is_refused_naming_the_layer() {
     let (_vs, net, _) = graph_net("mobile", &refs);
     let refuse = |rules: &str| {
         let params: hudd::stages::heatmaps::HeatmapParams = toml::from_str(&format!("rules = {{ {rules} }}")).unwrap();
-        hudd::stages::heatmaps::rules_for(&net, &params).unwrap_err()
+        hudd::stages::heatmaps::rules_for(&net, &params).unwrap_err().to_string()
     };
     assert_eq!(
         refuse("add = { rule = \"z-plus\" }"),

@@ -6,15 +6,15 @@ use hudd::engine::{RunOptions, RunReport};
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
-    let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
+    let registry = crate::support::registry_with_crafted();
     let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     (w, report)
 }
 
-/// A stage writing `text` as its output (the test-only `results` kind).
-fn text_stage(id: &str, text: &str) -> String {
-    format!("[[stage]]\nid = \"{id}\"\nkind = \"results\"\ntext = {text:?}\n\n")
+/// A stage writing `text` as its one output, named `output` (the test-only `crafted-<output>` kinds).
+fn text_stage(id: &str, output: &str, text: &str) -> String {
+    format!("[[stage]]\nid = \"{id}\"\nkind = \"crafted-{output}\"\ntext = {text:?}\n\n")
 }
 
 const TEST: &str = r#"{"split": "test", "images": 1000, "errors": 191, "accuracy": 0.809}"#;
@@ -65,14 +65,14 @@ fn manifest(ws: &crate::support::Ws, extra: &str) -> String {
         "[workflow]\nname = \"rep\"\n\n{}{}{}{}{}{}{}{}[[stage]]\nid = \"clusters\"\nkind = \"files\"\npath = \"clusters\"\n\n\
          [[stage]]\nid = \"report\"\nkind = \"report\"\ntest = \"test.summary\"\nclusters = \"clusters.clusters\"\nvariance = \"variance.explanations\"\n\
          compare = \"compare.compare\"\nruns = \"runs.runs\"\nrcc = \"rcc.rcc\"\nrules = \"rules.rules\"\nconfirm = \"confirm.confirmations\"\nrecovery = \"recovery-hudd.recovery\"\ntarget = \"accuracy >= 0.92\"\n{extra}",
-        text_stage("test", TEST),
-        text_stage("compare", COMPARE),
-        text_stage("runs", RUNS),
-        text_stage("rcc", RCC),
-        text_stage("variance", VARIANCE),
-        text_stage("rules", RULES),
-        text_stage("confirm", CONFIRM),
-        text_stage("recovery-hudd", RECOVERY),
+        text_stage("test", "summary", TEST),
+        text_stage("compare", "compare", COMPARE),
+        text_stage("runs", "runs", RUNS),
+        text_stage("rcc", "rcc", RCC),
+        text_stage("variance", "explanations", VARIANCE),
+        text_stage("rules", "rules", RULES),
+        text_stage("confirm", "confirmations", CONFIRM),
+        text_stage("recovery-hudd", "recovery", RECOVERY),
     )
 }
 
@@ -210,7 +210,7 @@ fn failure_rates_inside_each_rule_after_retraining_are_shown_per_strategy_with_i
     for (strategy, failures) in [("hudd", [40, 50]), ("random", [70, 80])] {
         for (run, text) in after(failures).iter().enumerate() {
             let id = format!("after-{strategy}-{run}");
-            extra += &text_stage(&id, text);
+            extra += &text_stage(&id, "confirmations", text);
             refs.push(format!("{id}.confirmations"));
         }
     }
@@ -338,7 +338,7 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         "{md}"
     );
     let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
-    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(4)));
+    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(5)));
     assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
     assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());
@@ -582,8 +582,10 @@ fn other_clusterings_of_the_same_failures_are_shown_beside_the_main_one() {
     let other = "cluster,size,explained,best_parameter,best_reduction,description,p,beats_chance,p_adjusted\n\
                  1,120,true,night,0.9,\"night 0.7–1.0 share\",0.001,true,0.002\n\
                  2,70,true,fog,0.7,\"fog 0.5–0.9 share\",0.004,true,0.004\n3,1,,,,\"\",,,\n";
-    let extra =
-        format!("alternatives = [\"variance-generic.explanations\"]\n\n{}", text_stage("variance-generic", other));
+    let extra = format!(
+        "alternatives = [\"variance-generic.explanations\"]\n\n{}",
+        text_stage("variance-generic", "explanations", other)
+    );
     let (w, r) = run(&ws, &manifest(&ws, &extra));
     assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
     let md = output(&ws, &w, &r, "report.md");

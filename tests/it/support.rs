@@ -159,11 +159,7 @@ impl Stage for Files {
     }
 }
 
-/// `results`: writes its `text` as `results.csv` (a test stage's results or summary, a table of a compare or
-/// variance stage: made by hand); `strategy` and `seed` only
-/// name instances.
-pub struct Text;
-
+/// The parameters of a crafted artefact: its `text` (written as it is); `strategy` and `seed` only name instances.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextParams {
@@ -176,27 +172,51 @@ pub struct TextParams {
 
 impl Params for TextParams {}
 
-impl Stage for Text {
-    type Params = TextParams;
-    const KIND: &'static str = "results";
-    const VERSION: u32 = 1;
-    // One file, offered as each artefact kind a test crafts by hand.
-    const OUTPUTS: &'static [OutputSpec] = &[
-        OutputSpec { name: "results", kind: hudd::artefact::TEST_RESULTS, path: "results.csv", doc: "" },
-        OutputSpec { name: "summary", kind: hudd::artefact::TEST_SUMMARY, path: "results.csv", doc: "" },
-        OutputSpec { name: "explanations", kind: hudd::artefact::EXPLANATIONS, path: "results.csv", doc: "" },
-        OutputSpec { name: "compare", kind: hudd::artefact::COMPARE_SUMMARY, path: "results.csv", doc: "" },
-        OutputSpec { name: "runs", kind: hudd::artefact::COMPARE_RUNS, path: "results.csv", doc: "" },
-        OutputSpec { name: "rcc", kind: hudd::artefact::COMPARE_RCC, path: "results.csv", doc: "" },
-        OutputSpec { name: "rules", kind: hudd::artefact::RULES, path: "results.csv", doc: "" },
-        OutputSpec { name: "confirmations", kind: hudd::artefact::CONFIRMATIONS, path: "results.csv", doc: "" },
-        OutputSpec { name: "recovery", kind: hudd::artefact::RECOVERY, path: "results.csv", doc: "" },
-    ];
+/// A test-only stage kind `crafted-<output>` writing its `text` as one artefact a test makes by hand (a test's
+/// results or summary, a variance, compare, rules, confirm or recovery table), under the file name and output name
+/// the real stage gives it.
+macro_rules! crafted {
+    ($ty:ident, $kind:literal, $output:literal, $artefact:ident, $path:literal) => {
+        pub struct $ty;
 
-    fn run(&self, p: &TextParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let path = ctx.output("results")?;
-        std::fs::write(&path, &p.text).map_err(|e| StageError::io(&path, e))
-    }
+        impl Stage for $ty {
+            type Params = TextParams;
+            const KIND: &'static str = $kind;
+            const VERSION: u32 = 1;
+            const OUTPUTS: &'static [OutputSpec] =
+                &[OutputSpec { name: $output, kind: hudd::artefact::$artefact, path: $path, doc: "" }];
+
+            fn run(&self, p: &TextParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+                let path = ctx.output($output)?;
+                std::fs::write(&path, &p.text).map_err(|e| StageError::io(&path, e))
+            }
+        }
+    };
+}
+
+crafted!(CraftedResults, "crafted-results", "results", TEST_RESULTS, "results.csv");
+crafted!(CraftedSummary, "crafted-summary", "summary", TEST_SUMMARY, "summary.json");
+crafted!(CraftedExplanations, "crafted-explanations", "explanations", EXPLANATIONS, "clusters.csv");
+crafted!(CraftedCompare, "crafted-compare", "compare", COMPARE_SUMMARY, "summary.json");
+crafted!(CraftedRuns, "crafted-runs", "runs", COMPARE_RUNS, "runs.csv");
+crafted!(CraftedRcc, "crafted-rcc", "rcc", COMPARE_RCC, "rcc.csv");
+crafted!(CraftedRules, "crafted-rules", "rules", RULES, "rules.json");
+crafted!(CraftedConfirmations, "crafted-confirmations", "confirmations", CONFIRMATIONS, "confirm.json");
+crafted!(CraftedRecovery, "crafted-recovery", "recovery", RECOVERY, "recovery.json");
+
+/// The shipped stage kinds with `files` and every `crafted-<output>` kind.
+pub fn registry_with_crafted() -> Registry {
+    hudd::stages::registry()
+        .with(Files)
+        .with(CraftedResults)
+        .with(CraftedSummary)
+        .with(CraftedExplanations)
+        .with(CraftedCompare)
+        .with(CraftedRuns)
+        .with(CraftedRcc)
+        .with(CraftedRules)
+        .with(CraftedConfirmations)
+        .with(CraftedRecovery)
 }
 
 /// `gate`: fails its quality gate when `pass` is false.

@@ -10,7 +10,7 @@ use hudd::trigger::{Condition, Value};
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
-    let registry = hudd::stages::registry().with(crate::support::Files).with(crate::support::Text);
+    let registry = crate::support::registry_with_crafted();
     let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap_or_else(|e| panic!("{e}"));
     let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
     assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
@@ -99,7 +99,7 @@ images = 200
 
 [[stage]]
 id = "unrelated"
-kind = "results"
+kind = "crafted-rules"
 text = UNRELATED
 
 [[stage]]

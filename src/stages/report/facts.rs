@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
-use super::Target;
 use super::view::{ArchitectureView, LayerRow, Performance, Scope, SplitScope, StageParams};
+use super::{ReportError, Target};
 use crate::artefact::evaluation::{CompareSummary, RunRow};
 use crate::artefact::evidence;
 use crate::artefact::recovery::RecoverySummary;
 use crate::artefact::results::TestSummary;
 use crate::artefact::table;
+use crate::dataset::{DatasetMeta, ParamInfo};
+use crate::domain::{Distribution, Distributions, Domain};
 use crate::engine::stage::{StageContext, StageError};
 use crate::stats;
 
@@ -96,78 +98,111 @@ pub(super) fn input_keys(ctx: &StageContext<'_>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The scope from the stages upstream: the first data stage (simulate or dataset) and the first training.
-pub(super) fn scope(lineage: &[crate::engine::stage::Ancestor], workspace: &Path) -> Scope {
-    let data = lineage.iter().find(|a| a.kind == "simulate" || a.kind == "dataset");
-    let train = lineage.iter().find(|a| a.kind == "train" || a.kind == "model");
-    let text = |a: &crate::engine::stage::Ancestor, key: &str| {
-        a.params.get(key).filter(|v| !v.is_null()).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+/// Section 1's scope, from the artefacts: the dataset's record of where its images come from and of each split's
+/// operational domain (for simulated data, the parameters a split draws otherwise than the simulator's defaults,
+/// and those defaults), and the model's architecture.
+pub(super) fn scope(data: Option<&DatasetMeta>, architecture: Option<String>) -> Scope {
+    let Some(meta) = data else {
+        let source = "not recorded (the report has no `data` input)".to_string();
+        return Scope { architecture, input: None, task: None, source, splits: Vec::new(), defaults: Vec::new() };
     };
-    let source = match data {
-        Some(a) if a.kind == "simulate" => format!(
-            "the {} simulator{}, {}×{} pixels",
-            text(a, "simulator").unwrap_or_default(),
-            text(a, "task").map(|t| format!(" (task {t})")).unwrap_or_default(),
-            text(a, "size").unwrap_or_default(),
-            text(a, "size").unwrap_or_default()
-        ),
-        Some(a) => format!(
-            "the imported data set {} ({})",
-            evidence::key_values(&serde_json::json!({ "path": a.params.get("path") }), workspace)
-                .first()
-                .map_or(String::new(), |l| l.trim_start_matches("path = ").to_string()),
-            text(a, "format").unwrap_or_else(|| "folder".into())
-        ),
-        None => "not recorded (no simulate or dataset stage upstream)".into(),
+    let (origin, place) = meta.source.split_once(':').unwrap_or((meta.source.as_str(), ""));
+    let simulator = (origin == "simulate").then(|| crate::sim::simulator(place)).flatten();
+    let source = match simulator {
+        Some(sim) => format!("the {} simulator, {}×{} pixels", sim.name(), meta.height, meta.width),
+        None => format!("the imported data set {place} ({origin})"),
     };
-    let splits = data
-        .and_then(|a| a.params.get("splits"))
-        .and_then(|s| s.as_object())
-        .map(|splits| {
-            splits
-                .iter()
-                .map(|(name, s)| {
-                    let mut params = distributions(s.get("params"), workspace);
-                    if let Some(scenarios) = s.get("scenarios").and_then(|v| v.as_object()) {
-                        for (scenario, v) in scenarios {
-                            let weight = v.get("weight").map_or(String::new(), |w| format!("weight {w}"));
-                            let drawn = distributions(v.get("params"), workspace);
-                            params.push(format!("scenario {scenario} ({weight}): {}", drawn.join("; ")));
-                        }
-                    }
-                    SplitScope { split: name.clone(), count: s.get("count").and_then(|c| c.as_u64()), params }
-                })
-                .collect()
+    let defaults = simulator.map(Distributions::defaults);
+    let splits = meta
+        .splits
+        .iter()
+        .map(|(split, count)| {
+            let domain = meta.domains.get(split);
+            let params = match (domain, &defaults) {
+                (Some(domain), Some(defaults)) => declared(&meta.params, domain, defaults),
+                _ => vec!["no declared distribution (imported images)".to_string()],
+            };
+            SplitScope { split: split.clone(), count: *count, params }
         })
-        .unwrap_or_default();
-    let architecture = train.and_then(|a| {
-        let arch = a.params.get("architecture").or_else(|| a.params.get("path"))?;
-        evidence::key_values(&serde_json::json!({ "a": arch }), workspace)
-            .first()
-            .map(|l| l.trim_start_matches("a = ").trim_matches('"').to_string())
-    });
-    let input = data.and_then(|a| {
-        Some(format!("{}×{}×{}", text(a, "channels").unwrap_or_else(|| "3".into()), text(a, "size")?, text(a, "size")?))
-    });
-    Scope { architecture, input, task: data.and_then(|a| text(a, "task")), source, splits }
+        .collect();
+    let defaults = defaults
+        .map_or_else(Vec::new, |d| meta.params.iter().zip(&d.0).map(|(info, dist)| describe(info, dist)).collect());
+    Scope {
+        architecture,
+        input: Some(format!("{}×{}×{}", meta.channels, meta.height, meta.width)),
+        task: Some(meta.task.clone()),
+        source,
+        splits,
+        defaults,
+    }
 }
 
-/// Parameter distributions as people write them: `night ~ uniform(0.0, 1.0)`; anything else as `key = value`.
-pub(super) fn distributions(params: Option<&serde_json::Value>, workspace: &Path) -> Vec<String> {
-    let Some(map) = params.and_then(|p| p.as_object()) else { return Vec::new() };
-    map.iter()
-        .flat_map(|(name, v)| match v.as_object().filter(|d| d.len() == 1) {
-            Some(d) => {
-                let (dist, args) = d.iter().next().expect("one entry");
-                let args = match args {
-                    serde_json::Value::Array(a) => a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
-                    other => other.to_string(),
-                };
-                vec![format!("{name} ~ {dist}({args})")]
+/// A split's domain as people declare it: the parameters it draws otherwise than the simulator's defaults, then
+/// each scenario with the parameters it draws otherwise than the split.
+fn declared(params: &[ParamInfo], domain: &Domain, defaults: &Distributions) -> Vec<String> {
+    let differing = |dists: &Distributions, from: &Distributions| -> Vec<String> {
+        params
+            .iter()
+            .zip(dists.0.iter().zip(&from.0))
+            .filter(|(_, (d, base))| d != base)
+            .map(|(info, (d, _))| describe(info, d))
+            .collect()
+    };
+    let mut lines = differing(&domain.dists, defaults);
+    for s in &domain.scenarios {
+        let own = differing(&s.dists, &domain.dists);
+        let own = if own.is_empty() { "as the split".to_string() } else { own.join("; ") };
+        lines.push(format!("scenario {} (weight {}): {own}", s.name, s.weight));
+    }
+    if lines.is_empty() {
+        lines.push("the simulator's defaults".into());
+    }
+    lines
+}
+
+/// One parameter's distribution as people write it: `yaw (degrees) ~ uniform(-70, 70)`, `occluder ~ any of
+/// foliage, pole, vehicle`, `weather ~ categorical(clear 0.8, fog 0.2)`, `glasses = true`.
+fn describe(info: &ParamInfo, dist: &Distribution) -> String {
+    let name = match &info.unit {
+        Some(unit) => format!("{} ({unit})", info.name),
+        None => info.name.clone(),
+    };
+    let category = |k: usize| match info.kind.as_str() {
+        "bool" => (if k == 1 { "true" } else { "false" }).to_string(),
+        _ => info.values.get(k).cloned().unwrap_or_else(|| k.to_string()),
+    };
+    let categorical = matches!(info.kind.as_str(), "bool" | "categorical");
+    match dist {
+        Distribution::Uniform { min, max } if min == max => format!("{name} = {min}"),
+        Distribution::Uniform { min, max } => format!("{name} ~ uniform({min}, {max})"),
+        Distribution::Normal { mean, sd, min, max } => format!("{name} ~ normal({mean}, {sd}) within [{min}, {max}]"),
+        Distribution::Fixed { value } if categorical => format!("{name} = {}", category(*value as usize)),
+        Distribution::Fixed { value } => format!("{name} = {value}"),
+        Distribution::Categorical { weights } => {
+            let total: f64 = weights.iter().sum();
+            let drawn: Vec<(usize, f64)> = weights.iter().copied().enumerate().filter(|(_, w)| *w > 0.0).collect();
+            let equal = drawn.iter().all(|(_, w)| *w == drawn[0].1);
+            match drawn.as_slice() {
+                [(k, _)] => format!("{name} = {}", category(*k)),
+                _ if equal && drawn.len() > 6 => format!("{name} ~ any of its {} values", drawn.len()),
+                _ if equal => {
+                    let values: Vec<String> = drawn.iter().map(|&(k, _)| category(k)).collect();
+                    format!("{name} ~ any of {}", values.join(", "))
+                }
+                _ => {
+                    let parts: Vec<String> =
+                        drawn.iter().map(|&(k, w)| format!("{} {}", category(k), share(w / total))).collect();
+                    format!("{name} ~ categorical({})", parts.join(", "))
+                }
             }
-            None => evidence::key_values(&serde_json::json!({ name: v }), workspace),
-        })
-        .collect()
+        }
+    }
+}
+
+/// A probability to three decimals without trailing zeros (`0.5`, `0.333`).
+fn share(p: f64) -> String {
+    let text = format!("{p:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Section 3: the original and every retraining strategy on each tested split, the judging split first, with a 95%
@@ -184,7 +219,7 @@ pub(super) fn performance(
     let met = |v: f64| target.map(|t| t.met(v));
     // The worse end of an interval for the target: the lower one for `>`/`>=`, the upper one for `<`/`<=`.
     let worst = |lo: Option<f64>, hi: Option<f64>| {
-        target.and_then(|t| if t.op.starts_with('>') { lo } else { hi }.map(|v| t.met(v)))
+        target.and_then(|t| if t.op.higher_is_better() { lo } else { hi }.map(|v| t.met(v)))
     };
     let binomial = |score: f64, n: usize| {
         if n == 0 {
@@ -267,20 +302,18 @@ pub(super) fn performance(
 }
 
 /// What HUDD's repeated retrainings vary, read from the stages upstream: how many improvement sets were drawn and
-/// how many selections HUDD made (`select` with strategy `hudd`, assignments of held-out images aside).
-pub(super) fn repetitions(lineage: &[crate::engine::stage::Ancestor]) -> Option<String> {
-    let param =
-        |a: &crate::engine::stage::Ancestor, key: &str| a.params.get(key).and_then(|v| v.as_str()).map(String::from);
-    let selections = lineage
-        .iter()
-        .filter(|a| a.kind == "select")
-        .filter(|a| param(a, "strategy").as_deref() == Some("hudd") && param(a, "mode").as_deref() != Some("all"))
-        .count();
+/// how many selections HUDD made (from each select stage's record: HUDD's strategy, in a mode that selects).
+pub(super) fn repetitions(lineage: &[crate::engine::stage::Ancestor]) -> Result<Option<String>, StageError> {
+    let mut selections = 0;
+    for a in lineage.iter().filter(|a| a.kind == "select") {
+        let Some(pictures) = a.output("pictures") else { continue };
+        selections += usize::from(crate::artefact::selection::read_record(pictures)?.selects_for_hudd());
+    }
     let retrainings = lineage.iter().filter(|a| a.kind == "retrain").count();
     if selections == 0 || retrainings < 2 {
-        return None;
+        return Ok(None);
     }
-    Some(if selections > 1 {
+    Ok(Some(if selections > 1 {
         format!(
             "HUDD's {selections} selections each come from their own draw of the improvement set: the p-values are over \
              repetitions that redraw the improvement images, the selection, the bootstrap and the retraining seed \
@@ -291,7 +324,7 @@ pub(super) fn repetitions(lineage: &[crate::engine::stage::Ancestor]) -> Option<
          retraining seed vary, so the p-values speak of retraining noise, not of how the improvement set was drawn \
          (workflows/quickstart-redraw.toml redraws it)"
             .to_string()
-    })
+    }))
 }
 
 /// The manifest the report was planned from, with its text; refused when the file changed since planning (the
@@ -301,11 +334,7 @@ pub(super) fn manifest(ctx: &StageContext<'_>) -> Result<Option<serde_json::Valu
     let path = ctx.resolve(Path::new(&m.path));
     let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
     if blake3::hash(text.as_bytes()).to_hex().as_str() != m.hash {
-        return Err(StageError::input(format!(
-            "{} changed after the run was planned (hash {} expected); run the workflow again",
-            path.display(),
-            m.hash
-        )));
+        return Err(ReportError::ManifestChanged { path, hash: m.hash.clone() }.into());
     }
     Ok(Some(serde_json::json!({ "path": m.path, "hash": m.hash, "text": text })))
 }

@@ -23,6 +23,7 @@ use crate::artefact::{
     ANY_DATASET, CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, FEATURES, HEATMAPS,
     MODEL, RECOVERY, REPORT, RULES, TEST_SUMMARY,
 };
+use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::ModelMeta;
 use clusters::{Judged, OpenItems, cluster_views, clustering_view, open_items, per_cluster};
@@ -57,32 +58,79 @@ pub struct ReportParams {
 #[derive(Debug, Clone, PartialEq)]
 struct Target {
     metric: String,
-    op: String,
+    op: Comparison,
     value: f64,
 }
 
-fn parse_target(text: &str) -> Result<Target, String> {
+/// How a score is compared with the target's threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    AtLeast,
+    Above,
+    AtMost,
+    Below,
+}
+
+impl Comparison {
+    fn parse(symbol: &str) -> Option<Comparison> {
+        Some(match symbol {
+            ">=" => Comparison::AtLeast,
+            ">" => Comparison::Above,
+            "<=" => Comparison::AtMost,
+            "<" => Comparison::Below,
+            _ => return None,
+        })
+    }
+
+    /// Whether a higher score is the better one (then an interval's lower end is its worse end).
+    fn higher_is_better(self) -> bool {
+        matches!(self, Comparison::AtLeast | Comparison::Above)
+    }
+}
+
+/// Why the report cannot be made: each names the file, template line or value.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("expected `<metric> <op> <value>` such as `accuracy >= 0.95`, got `{0}`")]
+    TargetShape(String),
+    #[error("the metric must be `accuracy`, got `{0}`")]
+    TargetMetric(String),
+    #[error("the comparison must be one of >=, >, <=, <, got `{0}`")]
+    TargetComparison(String),
+    #[error("`{0}` is not a number")]
+    TargetValue(String),
+    #[error("{}: {source}", path.display())]
+    Annotations { path: PathBuf, source: toml::de::Error },
+    #[error("{} changed after the run was planned (hash {hash} expected); run the workflow again", path.display())]
+    ManifestChanged { path: PathBuf, hash: String },
+    #[error("{template} line {line} ({origin}): {source}")]
+    Template { template: String, line: usize, origin: String, source: minijinja::Error },
+}
+
+impl From<ReportError> for StageError {
+    fn from(e: ReportError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
+fn parse_target(text: &str) -> Result<Target, ReportError> {
     let parts: Vec<&str> = text.split_whitespace().collect();
-    let [metric, op, value] = parts[..] else {
-        return Err(format!("expected `<metric> <op> <value>` such as `accuracy >= 0.95`, got `{text}`"));
-    };
+    let [metric, op, value] = parts[..] else { return Err(ReportError::TargetShape(text.into())) };
     if metric != "accuracy" {
-        return Err(format!("the metric must be `accuracy`, got `{metric}`"));
+        return Err(ReportError::TargetMetric(metric.into()));
     }
-    if !matches!(op, ">=" | ">" | "<=" | "<") {
-        return Err(format!("the comparison must be one of >=, >, <=, <, got `{op}`"));
-    }
-    let value = value.parse::<f64>().map_err(|_| format!("`{value}` is not a number"))?;
-    Ok(Target { metric: metric.into(), op: op.into(), value })
+    let op = Comparison::parse(op).ok_or_else(|| ReportError::TargetComparison(op.into()))?;
+    let value = value.parse::<f64>().map_err(|_| ReportError::TargetValue(value.into()))?;
+    Ok(Target { metric: metric.into(), op, value })
 }
 
 impl Target {
     fn met(&self, v: f64) -> bool {
-        match self.op.as_str() {
-            ">=" => v >= self.value,
-            ">" => v > self.value,
-            "<=" => v <= self.value,
-            _ => v < self.value,
+        match self.op {
+            Comparison::AtLeast => v >= self.value,
+            Comparison::Above => v > self.value,
+            Comparison::AtMost => v <= self.value,
+            Comparison::Below => v < self.value,
         }
     }
 }
@@ -90,7 +138,7 @@ impl Target {
 impl Params for ReportParams {
     fn validate(&self) -> Vec<Invalid> {
         match &self.target {
-            Some(t) => parse_target(t).err().map(|e| Invalid::new("target", e)).into_iter().collect(),
+            Some(t) => parse_target(t).err().map(|e| Invalid::new("target", e.to_string())).into_iter().collect(),
             None => Vec::new(),
         }
     }
@@ -100,7 +148,7 @@ impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
     // 11: `alternatives`, other clusterings beside the main one.
-    const VERSION: u32 = 11;
+    const VERSION: u32 = 12;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -256,7 +304,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     let judged = judge_clusters(p, ctx, out, compare.as_ref())?;
     // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
     let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
-    let target_parsed = p.target.as_deref().map(parse_target).transpose().map_err(StageError::input)?;
+    let target_parsed = p.target.as_deref().map(parse_target).transpose()?;
     let target =
         target_parsed.as_ref().map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
     let OpenItems { residual, too_small, to_review, unstable } = open_items(&judged.clusters);
@@ -266,6 +314,8 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         None => Vec::new(),
     };
     let lineage = ctx.lineage().to_vec();
+    let architecture = first("model").map(|dir| architecture(&ModelMeta::read(&dir)?)).transpose()?;
+    let data = first("data").map(|dir| Dataset::open(&dir)).transpose()?;
     Ok(Evidence {
         title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
         workflow: ctx.workflow.to_string(),
@@ -297,14 +347,14 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
             "crates": env!("HUDD_CRATES"),
         }),
         manifest: manifest(ctx)?,
-        repetitions: repetitions(&lineage),
+        repetitions: repetitions(&lineage)?,
         conditions,
         confidence,
         domain,
         clusterings: clusterings(ctx)?,
         recovery: recovery(ctx)?,
-        scope: scope(&lineage, ctx.workspace),
-        architecture: first("model").map(|dir| architecture(&ModelMeta::read(&dir)?)).transpose()?,
+        scope: scope(data.as_ref().map(|d| &d.meta), model_name(architecture.as_ref(), &lineage)?),
+        architecture,
         accuracy_metric: accuracy_compared,
         metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
         unstable,
@@ -315,6 +365,18 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         params: stage_params(&lineage, ctx.workspace),
         lineage,
     })
+}
+
+/// The network's name: the model input's, else that of the model the first training upstream wrote.
+fn model_name(
+    model: Option<&view::ArchitectureView>,
+    lineage: &[crate::engine::stage::Ancestor],
+) -> Result<Option<String>, StageError> {
+    if let Some(m) = model {
+        return Ok(Some(m.name.clone()));
+    }
+    let trained = lineage.iter().filter(|a| a.kind == "train" || a.kind == "model").find_map(|a| a.output("model"));
+    Ok(trained.map(|dir| architecture(&ModelMeta::read(dir)?)).transpose()?.map(|m| m.name))
 }
 
 /// The root-cause clusters as the report shows them, and how the engineers' annotations bound to them.
@@ -398,7 +460,7 @@ fn read_annotations(p: &ReportParams, ctx: &StageContext<'_>) -> Result<(Annotat
         Some(path) if ctx.resolve(path).exists() => {
             let path = ctx.resolve(path);
             let text = std::fs::read_to_string(&path).map_err(|e| StageError::io(&path, e))?;
-            toml::from_str(&text).map_err(|e| StageError::input(format!("{}: {e}", path.display())))?
+            toml::from_str(&text).map_err(|source| ReportError::Annotations { path: path.clone(), source })?
         }
         _ => Annotations::default(),
     };
@@ -416,34 +478,137 @@ mod tests {
     use super::facts::repetitions;
     use super::render::{environment, hidden};
     use crate::artefact::evaluation::ExplanationRow;
+    use crate::artefact::selection::{SelectRecord, record_path, write_record};
     use crate::engine::stage::Ancestor;
     use proptest::prelude::{ProptestConfig, prop_assert};
 
-    fn ancestor(kind: &str, params: serde_json::Value) -> Ancestor {
+    fn ancestor(kind: &str) -> Ancestor {
         Ancestor {
             stage: kind.into(),
             kind: kind.into(),
             version: 1,
             key: String::new(),
-            params,
+            params: serde_json::json!({}),
             seed: None,
             externals: Default::default(),
+            outputs: Default::default(),
+        }
+    }
+
+    /// A select stage whose record says it used `strategy` in `mode`.
+    fn select(dir: &std::path::Path, name: &str, strategy: &str, mode: &str) -> Ancestor {
+        let pictures = dir.join(name);
+        std::fs::create_dir_all(&pictures).unwrap();
+        let record = SelectRecord {
+            budget: None,
+            candidates: 10,
+            clusters: None,
+            empty: None,
+            ignored_singletons: None,
+            labelled: None,
+            layer: None,
+            mode: Some(mode.into()),
+            quota: Some(0.1),
+            selected: Some(1),
+            split: "improve".into(),
+            strategy: strategy.into(),
+        };
+        write_record(&pictures, &record).unwrap();
+        let mut a = ancestor("select");
+        a.outputs.insert("pictures".into(), pictures);
+        a
+    }
+
+    /// A signs dataset's record: `train` draws `night` otherwise than the defaults, `test` is a mixture of a fog
+    /// scenario and a nominal one, `validation` keeps every default; `imported` has no declared domain.
+    fn signs_meta() -> crate::dataset::DatasetMeta {
+        use crate::sim::{Distributions, Domain, Scenario};
+        let sim = crate::sim::simulator("signs").unwrap();
+        let dists = |text: &str| Distributions::new(sim, &toml::from_str(text).unwrap(), "params").unwrap();
+        let params = sim.params().iter().map(|p| crate::dataset::ParamInfo::of(&p.column())).collect();
+        let test = Domain {
+            dists: dists(""),
+            scenarios: vec![
+                Scenario { name: "fog".into(), weight: 0.25, dists: dists("fog = { uniform = [0.6, 0.9] }") },
+                Scenario { name: "nominal".into(), weight: 0.75, dists: dists("") },
+            ],
+        };
+        crate::dataset::DatasetMeta {
+            source: "simulate:signs".into(),
+            task: "signs".into(),
+            target: sim.target("signs"),
+            channels: 3,
+            height: 32,
+            width: 32,
+            count: 60,
+            splits: vec![("train".into(), 30), ("test".into(), 20), ("validation".into(), 5), ("imported".into(), 5)],
+            params,
+            chosen_by: Vec::new(),
+            domains: [
+                ("train".to_string(), Domain::plain(dists("night = { uniform = [0.0, 0.3] }"))),
+                ("test".to_string(), test),
+                ("validation".to_string(), Domain::plain(dists(""))),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
     #[test]
-    fn the_report_says_what_the_repetitions_vary() {
-        let hudd = || ancestor("select", serde_json::json!({ "strategy": "hudd", "mode": "closest" }));
-        let assign = ancestor("select", serde_json::json!({ "strategy": "hudd", "mode": "all" }));
-        let retrain = || ancestor("retrain", serde_json::json!({}));
-        let shared = repetitions(&[hudd(), assign.clone(), retrain(), retrain(), retrain()]).unwrap();
+    fn the_scope_states_each_splits_domain_as_the_dataset_records_it() {
+        let scope = super::facts::scope(Some(&signs_meta()), Some("alexnet-small".into()));
+        assert_eq!(scope.source, "the signs simulator, 32×32 pixels");
+        assert_eq!((scope.input.as_deref(), scope.task.as_deref()), (Some("3×32×32"), Some("signs")));
+        let split = |name: &str| scope.splits.iter().find(|s| s.split == name).unwrap().params.clone();
+        assert_eq!(split("train"), ["night (share) ~ uniform(0, 0.3)"]);
+        assert_eq!(
+            split("test"),
+            [
+                "scenario fog (weight 0.25): fog (share) ~ uniform(0.6, 0.9)",
+                "scenario nominal (weight 0.75): as the split"
+            ]
+        );
+        assert_eq!(split("validation"), ["the simulator's defaults"]);
+        assert_eq!(split("imported"), ["no declared distribution (imported images)"]);
+        // In the dataset's order, with their sizes.
+        let order: Vec<(&str, usize)> = scope.splits.iter().map(|s| (s.split.as_str(), s.count)).collect();
+        assert_eq!(order, [("train", 30), ("test", 20), ("validation", 5), ("imported", 5)]);
+        // Every parameter's default, categories by name.
+        assert_eq!(scope.defaults.len(), crate::sim::simulator("signs").unwrap().params().len());
+        assert!(
+            scope.defaults.contains(&"occluder ~ any of foliage, pole, vehicle".to_string()),
+            "{:?}",
+            scope.defaults
+        );
+        assert!(scope.defaults.contains(&"class ~ any of its 15 values".to_string()), "{:?}", scope.defaults);
+    }
+
+    #[test]
+    fn the_scope_without_a_dataset_says_so() {
+        let scope = super::facts::scope(None, None);
+        assert!(scope.source.starts_with("not recorded") && scope.splits.is_empty() && scope.defaults.is_empty());
+    }
+
+    #[test]
+    fn the_report_says_what_the_repetitions_vary_from_the_selections_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let hudd = |name: &str| select(dir.path(), name, "hudd", "closest");
+        let assign = select(dir.path(), "assign", "hudd", "all");
+        let random = select(dir.path(), "random", "random", "closest");
+        let retrain = || ancestor("retrain");
+        let shared = repetitions(&[hudd("a"), assign.clone(), random, retrain(), retrain(), retrain()]).unwrap();
+        let shared = shared.expect("HUDD selected once and retrained three times");
         assert!(shared.contains("only the bootstrap draw and the retraining seed vary"), "{shared}");
-        let redrawn = repetitions(&[hudd(), hudd(), hudd(), assign, retrain(), retrain(), retrain()]).unwrap();
+        let redrawn = repetitions(&[hudd("a"), hudd("b"), hudd("c"), assign, retrain(), retrain()]).unwrap().unwrap();
         assert!(
             redrawn.contains("HUDD's 3 selections") && redrawn.contains("redraw the improvement images"),
             "{redrawn}"
         );
-        assert_eq!(repetitions(&[hudd(), retrain()]), None, "a single retraining repeats nothing");
+        assert_eq!(repetitions(&[hudd("a"), retrain()]).unwrap(), None, "a single retraining repeats nothing");
+        // A record that cannot be read is an error, never a silently blank section.
+        let broken = hudd("a");
+        std::fs::write(record_path(&dir.path().join("a")), "{}").unwrap();
+        assert!(repetitions(&[broken, retrain(), retrain()]).is_err());
     }
 
     fn row(explained: bool, p: f64, adjusted: f64, beats: bool) -> ExplanationRow {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::ReportError;
 use super::view::Evidence;
 use crate::engine::stage::StageError;
 
@@ -76,17 +77,17 @@ pub(super) fn render(context: &Evidence, folder: Option<&Path>) -> Result<(Strin
             }
         }
     }
-    let where_ = |e: &minijinja::Error| {
-        let origin = folder.map_or("shipped template".to_string(), |d| format!("template folder {}", d.display()));
-        format!("{} line {} ({origin}): {}", e.name().unwrap_or("template"), e.line().unwrap_or(0), e)
+    let located = |source: minijinja::Error| ReportError::Template {
+        template: source.name().unwrap_or("template").to_string(),
+        line: source.line().unwrap_or(0),
+        origin: folder.map_or("shipped template".to_string(), |d| format!("template folder {}", d.display())),
+        source,
     };
     for (name, source) in sources {
-        env.add_template_owned(name, source).map_err(|e| StageError::input(where_(&e)))?;
+        env.add_template_owned(name, source).map_err(located)?;
     }
     let value = minijinja::value::Value::from(minijinja::value::Serde(context));
-    let draw = |name: &str| {
-        env.get_template(name).and_then(|t| t.render(value.clone())).map_err(|e| StageError::input(where_(&e)))
-    };
+    let draw = |name: &str| env.get_template(name).and_then(|t| t.render(value.clone())).map_err(located);
     Ok((draw("report.md.j2")?, draw("report.html.j2")?))
 }
 

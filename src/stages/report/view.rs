@@ -117,13 +117,15 @@ pub(super) struct AfterView {
 /// Section 1: what is analysed, on which data, against which criterion.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Scope {
-    /// The architecture (a name or a file relative to the workspace), its input and its outputs.
+    /// The architecture's name (from the model), the input and the task (from the dataset).
     pub(super) architecture: Option<String>,
     pub(super) input: Option<String>,
     pub(super) task: Option<String>,
     /// Where the images come from: a simulator and its task, or an imported data set.
     pub(super) source: String,
     pub(super) splits: Vec<SplitScope>,
+    /// For simulated data: every parameter's default distribution, which a split draws unless it says otherwise.
+    pub(super) defaults: Vec<String>,
 }
 
 /// Section 1: the network analysed, layer by layer, from the model artefact the report reads.
@@ -153,11 +155,12 @@ pub(super) struct LayerRow {
     pub(super) parameters: usize,
 }
 
-/// One split as the manifest draws it: its size and parameter distributions (scenarios as `name: ...`).
+/// One split as its dataset records it: its size and operational domain (the parameters drawn otherwise than the
+/// simulator's defaults, then each scenario as `scenario name (weight w): ...`).
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct SplitScope {
     pub(super) split: String,
-    pub(super) count: Option<u64>,
+    pub(super) count: usize,
     pub(super) params: Vec<String>,
 }
 
