@@ -278,6 +278,8 @@ fn value_of(feature: &Feature, i: usize) -> Value<'_> {
 }
 
 /// The candidate conditions on one feature with the positives and negatives each keeps.
+// Long: one arm per feature kind (numbers on a line, numbers on a circle, categories), each enumerating its own
+// thresholds; the arms share nothing but the counting.
 fn candidates(feature: &Feature, pos: &[usize], neg: &[usize], need: usize) -> Vec<(Condition, usize, usize)> {
     match feature {
         Feature::Numeric { name, values, period } => {

@@ -504,6 +504,8 @@ impl Checker<'_> {
         }
     }
 
+    // Long: the matrix product, then per instance its id, inputs and parameters checked with located diagnostics;
+    // the steps share the spans of the raw stage.
     /// Expands a stage's matrix and checks each instance's inputs and parameters.
     fn expand(&mut self, stage: RawStage<'_>, out: &mut Vec<Instance>) {
         let kind = self.registry.get(stage.kind.get_ref()).expect("kinds were checked when stages were read");
@@ -674,6 +676,8 @@ impl Checker<'_> {
         }
     }
 
+    // Long: the reference's checks in the order a reader makes them (syntax, stage, output, kind, matching
+    // instances), each reporting its own located diagnostic and stopping there.
     /// One reference `text` (`"<stage-id>.<output>"`) of input `slot_name` of instance `i`: the instances it reads
     /// (those of a matrix stage that agree on the matrix keys both share) and the output, or `None` with the
     /// problem reported (not a reference, an unknown stage or output, an artefact kind the input does not take, no

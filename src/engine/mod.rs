@@ -26,11 +26,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::engine::freshness::{Freshness, decide};
-use crate::engine::manifest::Workflow;
+use crate::engine::manifest::{StageSpec, Workflow};
 use crate::engine::progress::Reporter;
 use crate::engine::schedule::Schedule;
-use crate::engine::stage::{Ancestor, InputArtefact, ManifestRef, Registry, StageContext, StageError};
-use crate::engine::store::{Entry, InputKey, KeyMaterial, Spec, StateRecord, Store, StoreError, now};
+use crate::engine::stage::{Ancestor, InputArtefact, ManifestRef, Registry, StageContext, StageError, StageKind};
+use crate::engine::store::{Entry, EntryState, InputKey, KeyMaterial, Spec, StateRecord, Store, StoreError, now};
 use crate::runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,31 +105,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
     for &i in workflow.dag.order() {
         let stage = &workflow.stages[i];
         let kind = registry.get(&stage.kind).ok_or_else(|| unknown_kind(&stage.kind, registry))?;
-        let mut inputs = BTreeMap::new();
-        let mut input_stages = BTreeMap::new();
-        for (slot, refs) in &stage.inputs {
-            let mut keys = Vec::new();
-            let mut stages = Vec::new();
-            for r in refs {
-                let producer = specs[r.stage].as_ref().expect("DAG order puts producers first");
-                // A fresh producer's output is there: the key depends on its content (early cutoff).
-                let content = if decisions[r.stage].is_fresh() {
-                    let outputs = digests.entry(r.stage).or_insert_with(|| {
-                        let entry = store.entry(&producer.key);
-                        entry
-                            .map(|e| e.outputs.iter().map(|(k, o)| (k.clone(), o.digest())).collect())
-                            .unwrap_or_default()
-                    });
-                    outputs.get(&r.output).cloned()
-                } else {
-                    None
-                };
-                keys.push(InputKey { key: producer.key.clone(), output: r.output.clone(), content });
-                stages.push((producer.stage.clone(), producer.matrix.clone()));
-            }
-            inputs.insert(slot.clone(), keys);
-            input_stages.insert(slot.clone(), stages);
-        }
+        let (inputs, input_stages) = input_keys(store, stage, &specs, &decisions, &mut digests);
         // Execution settings run the stage but stay out of its key.
         let mut params = stage.params.clone();
         let mut settings = serde_json::Map::new();
@@ -140,21 +116,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
                 }
             }
         }
-        let mut externals = BTreeMap::new();
-        let optional = kind.optional_paths(&stage.params);
-        for path in stage.externals.iter().chain(&optional) {
-            if optional.contains(path) && !store.workspace().join(path).exists() {
-                externals.insert(path.display().to_string(), "absent".to_string());
-                continue;
-            }
-            let hash = store.hash_external(&store.workspace().join(path)).map_err(|e| EngineError::External {
-                stage: stage.id.clone(),
-                path: path.clone(),
-                source: Box::new(e),
-            })?;
-            externals.insert(path.display().to_string(), hash);
-        }
-        externals.extend(kind.fingerprints(&stage.params));
+        let mut externals = externals(store, stage, kind)?;
         let manifest = kind.deliverable().then(|| ManifestRef {
             path: manifest_path(workflow, store.workspace()),
             hash: workflow.manifest_hash.clone(),
@@ -180,18 +142,7 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
             upstream,
         };
         let key = material.key();
-        let mut entry = store.state(&key);
-        if entry == crate::engine::store::EntryState::Intact
-            && let Some(missing) =
-                store.entry(&key).and_then(|e| kind.outputs().iter().find(|o| !e.outputs.contains_key(o.name)))
-        {
-            // An entry without a declared output was written by an implementation that did not declare it.
-            entry = crate::engine::store::EntryState::Corrupt(format!(
-                "output `{}` missing (written by an older implementation)",
-                missing.name
-            ));
-        }
-        decisions[i] = decide(&material, &key, state.get(&stage.id), &entry);
+        decisions[i] = decide(&material, &key, state.get(&stage.id), &entry_state(store, kind, &key));
         tracing::debug!(stage = %stage.id, key = %key, decision = ?decisions[i], "planned");
         specs[i] = Some(Spec {
             key,
@@ -207,6 +158,76 @@ pub fn plan(store: &Store, workflow: &Workflow, registry: &Registry) -> Result<P
     }
     store.save_stat_cache()?;
     Ok(Planned { specs: specs.into_iter().map(|s| s.expect("every stage is in the DAG order")).collect(), decisions })
+}
+
+/// The keys of a stage's inputs by slot (with a fresh producer's output digest: the key depends on its content,
+/// early cutoff), and the producing stage instances by slot.
+#[allow(clippy::type_complexity)] // the two maps `Spec` and `KeyMaterial` hold
+fn input_keys(
+    store: &Store,
+    stage: &StageSpec,
+    specs: &[Option<Spec>],
+    decisions: &[Freshness],
+    digests: &mut BTreeMap<usize, BTreeMap<String, String>>,
+) -> (BTreeMap<String, Vec<InputKey>>, BTreeMap<String, Vec<(String, BTreeMap<String, String>)>>) {
+    let mut inputs = BTreeMap::new();
+    let mut input_stages = BTreeMap::new();
+    for (slot, refs) in &stage.inputs {
+        let mut keys = Vec::new();
+        let mut stages = Vec::new();
+        for r in refs {
+            let producer = specs[r.stage].as_ref().expect("DAG order puts producers first");
+            // A fresh producer's output is there: the key depends on its content (early cutoff).
+            let content = if decisions[r.stage].is_fresh() {
+                let outputs = digests.entry(r.stage).or_insert_with(|| {
+                    let entry = store.entry(&producer.key);
+                    entry.map(|e| e.outputs.iter().map(|(k, o)| (k.clone(), o.digest())).collect()).unwrap_or_default()
+                });
+                outputs.get(&r.output).cloned()
+            } else {
+                None
+            };
+            keys.push(InputKey { key: producer.key.clone(), output: r.output.clone(), content });
+            stages.push((producer.stage.clone(), producer.matrix.clone()));
+        }
+        inputs.insert(slot.clone(), keys);
+        input_stages.insert(slot.clone(), stages);
+    }
+    (inputs, input_stages)
+}
+
+/// The external files a stage reads with their content hashes (an optional one absent said so), and the kind's
+/// fingerprints (the device a run resolves to).
+fn externals(store: &Store, stage: &StageSpec, kind: &dyn StageKind) -> Result<BTreeMap<String, String>, EngineError> {
+    let mut externals = BTreeMap::new();
+    let optional = kind.optional_paths(&stage.params);
+    for path in stage.externals.iter().chain(&optional) {
+        if optional.contains(path) && !store.workspace().join(path).exists() {
+            externals.insert(path.display().to_string(), "absent".to_string());
+            continue;
+        }
+        let hash = store.hash_external(&store.workspace().join(path)).map_err(|e| EngineError::External {
+            stage: stage.id.clone(),
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        externals.insert(path.display().to_string(), hash);
+    }
+    externals.extend(kind.fingerprints(&stage.params));
+    Ok(externals)
+}
+
+/// The state of a key's entry; one without a declared output was written by an implementation that did not
+/// declare it, and counts as corrupt.
+fn entry_state(store: &Store, kind: &dyn StageKind, key: &str) -> EntryState {
+    let entry = store.state(key);
+    if entry == EntryState::Intact
+        && let Some(missing) =
+            store.entry(key).and_then(|e| kind.outputs().iter().find(|o| !e.outputs.contains_key(o.name)))
+    {
+        return EntryState::Corrupt(format!("output `{}` missing (written by an older implementation)", missing.name));
+    }
+    entry
 }
 
 /// The stages a stage reads, directly or through others (indices into the workflow's stages).

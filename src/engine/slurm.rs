@@ -22,7 +22,7 @@ use crate::engine::progress::Reporter;
 use crate::engine::schedule::Schedule;
 use crate::engine::stage::Registry;
 use crate::engine::store::{EntryState, Store, now};
-use crate::engine::{EngineError, Finish, Outcome, RunReport, finish, prepare};
+use crate::engine::{EngineError, Finish, Outcome, Planned, RunReport, finish, prepare};
 
 /// How `hudd run --executor slurm` behaves.
 #[derive(Debug, Clone)]
@@ -181,34 +181,17 @@ pub fn run(
     let _lock = store.lock(|message| reporter.line(message))?;
     let (planned, stale, mut outcomes) = prepare(store, workflow, registry)?;
     let n = workflow.stages.len();
+    let mut jobs = live_jobs(store, workflow, &planned, &stale, reporter)?;
+    let mut groups = groups(workflow, &stale, &jobs);
 
-    // Keys a live job already computes (another run, another user) are depended on, not submitted again.
-    let recorded: BTreeMap<usize, JobRecord> =
-        stale.iter().filter_map(|&i| Some((i, job_record(store, &planned.specs[i].key)?))).collect();
-    let states = job_states(&recorded.values().map(|r| base_job(&r.job).to_string()).collect())?;
-    let mut jobs: BTreeMap<usize, JobRecord> = BTreeMap::new();
-    for (i, record) in recorded {
-        if states.get(&record.job).is_some_and(JobState::active) {
-            reporter.line(&format!("{}: already submitted as Slurm job {}", workflow.stages[i].id, record.job));
-            jobs.insert(i, record);
-        }
-    }
-
-    // One submission per stage id as written, in DAG order; a matrix's stale instances form an array.
-    let mut groups: Vec<Group> = Vec::new();
-    for &i in workflow.dag.order() {
-        if !stale.contains(&i) || jobs.contains_key(&i) {
-            continue;
-        }
-        let stage = &workflow.stages[i];
-        match groups.iter_mut().find(|g| g.base_id == stage.base_id) {
-            Some(g) => g.members.push(i),
-            None => groups.push(Group { base_id: stage.base_id.clone(), kind: stage.kind.clone(), members: vec![i] }),
-        }
-    }
-
-    let stamp = started.replace([':', '.'], "-");
-    let workspace = std::fs::canonicalize(store.workspace()).unwrap_or_else(|_| store.workspace().to_path_buf());
+    let submission = Submission {
+        store,
+        workflow,
+        config,
+        options,
+        stamp: started.replace([':', '.'], "-"),
+        workspace: std::fs::canonicalize(store.workspace()).unwrap_or_else(|_| store.workspace().to_path_buf()),
+    };
     // A group goes when every stale parent of its members has a job. Edges join stage ids as written, which form a
     // DAG, so one group is always ready (a stage may depend on an early instance of a matrix whose later instances
     // come after it in DAG order, so the DAG order of instances alone would not do).
@@ -225,82 +208,16 @@ pub fn run(
             schedule.start(m, &group.members);
         }
         g += 1;
-        let mut after: BTreeSet<String> = BTreeSet::new();
-        for &m in &group.members {
-            // A parent in an array depends on its task (`123_4`), not on the whole array.
-            for p in workflow.dag.parents(m) {
-                if !group.members.contains(&p)
-                    && let Some(job) = jobs.get(&p)
-                {
-                    after.insert(job.job.clone());
-                }
-            }
-        }
-        let keys: Vec<String> = group.members.iter().map(|&m| shell_quote(&planned.specs[m].key)).collect();
-        let text = format!(
-            "#!/bin/bash\n# Written by hudd for workflow {wf}: array task i computes the i-th key.\nset -euo pipefail\n\
-             keys=({keys})\nexec {program} --workspace {ws} exec \"${{keys[${{SLURM_ARRAY_TASK_ID:-0}}]}}\" \
-             --threads \"${{SLURM_CPUS_PER_TASK:-${{SLURM_CPUS_ON_NODE:-1}}}}\"\n",
-            wf = shell_quote(&workflow.name),
-            keys = keys.join(" "),
-            program = shell_quote(&options.program.display().to_string()),
-            ws = shell_quote(&workspace.display().to_string()),
-        );
-        let script = store.write_slurm_script(&format!("{stamp}-{g}"), &text)?;
-        let array = group.members.len() > 1 || !workflow.stages[group.members[0]].matrix.is_empty();
-        let log_pattern =
-            store.slurm_log_pattern(&if array { format!("{stamp}-{g}-%A_%a") } else { format!("{stamp}-{g}-%j") })?;
-        let mut args = vec![
-            "--parsable".to_string(),
-            format!("--job-name=hudd:{}:{}", workflow.name, group.base_id),
-            format!("--chdir={}", workspace.display()),
-            // Slurm expands `%` in `--output`: a `%` of the workspace's path is written `%%`.
-            format!("--output={}", slurm_pattern(&log_pattern)),
-        ];
-        if array {
-            args.push(format!("--array=0-{}", group.members.len() - 1));
-        }
-        if !after.is_empty() {
-            args.push(format!("--dependency=afterok:{}", after.iter().cloned().collect::<Vec<_>>().join(":")));
-            args.push("--kill-on-invalid-dep=yes".into());
-        }
-        args.extend(config.resources(&group.kind, &group.base_id).args());
-        args.push(script.display().to_string());
-        let job_id = slurm("sbatch", &args)?.trim().split(';').next().unwrap_or("").to_string();
-        if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(slurm_error(format!("sbatch answered `{job_id}` instead of a job id")));
-        }
-        for (t, &m) in group.members.iter().enumerate() {
-            let job = if array { format!("{job_id}_{t}") } else { job_id.clone() };
-            let log = PathBuf::from(
-                log_pattern
-                    .display()
-                    .to_string()
-                    .replace("%A", &job_id)
-                    .replace("%a", &t.to_string())
-                    .replace("%j", &job_id),
-            );
-            let record = JobRecord {
-                job,
-                log,
-                workflow: workflow.name.clone(),
-                stage: workflow.stages[m].id.clone(),
-                submitted: now(),
-            };
-            store.write_job_record(&planned.specs[m].key, &record)?;
+        // A parent in an array depends on its task (`123_4`), not on the whole array.
+        let after: BTreeSet<String> = (group.members.iter())
+            .flat_map(|&m| workflow.dag.parents(m))
+            .filter(|p| !group.members.contains(p))
+            .filter_map(|p| jobs.get(&p).map(|job| job.job.clone()))
+            .collect();
+        for (m, record) in submission.submit(&group, g, &after, &planned, reporter)? {
             jobs.insert(m, record);
             schedule.finish(m);
         }
-        reporter.line(&format!(
-            "{}: submitted as Slurm job {job_id}{}{}",
-            group.base_id,
-            if array { format!(" (array of {})", group.members.len()) } else { String::new() },
-            if after.is_empty() {
-                String::new()
-            } else {
-                format!(", after {}", after.iter().cloned().collect::<Vec<_>>().join(", "))
-            }
-        ));
     }
     if !stale.is_empty() {
         reporter.line(&format!("{}: {} of {n} stages on Slurm ({g} new jobs)", workflow.name, stale.len()));
@@ -322,6 +239,127 @@ pub fn run(
         .map(|o| o.unwrap_or_else(|| Outcome::Skipped { because: "interrupted before its job ended".into() }))
         .collect();
     finish(store, workflow, registry, &planned, outcomes, how)
+}
+
+/// The stale stages whose keys a live job already computes (another run, another user): depended on, not submitted
+/// again.
+fn live_jobs(
+    store: &Store,
+    workflow: &Workflow,
+    planned: &Planned,
+    stale: &BTreeSet<usize>,
+    reporter: &Reporter,
+) -> Result<BTreeMap<usize, JobRecord>, EngineError> {
+    let recorded: BTreeMap<usize, JobRecord> =
+        stale.iter().filter_map(|&i| Some((i, job_record(store, &planned.specs[i].key)?))).collect();
+    let states = job_states(&recorded.values().map(|r| base_job(&r.job).to_string()).collect())?;
+    let mut jobs = BTreeMap::new();
+    for (i, record) in recorded {
+        if states.get(&record.job).is_some_and(JobState::active) {
+            reporter.line(&format!("{}: already submitted as Slurm job {}", workflow.stages[i].id, record.job));
+            jobs.insert(i, record);
+        }
+    }
+    Ok(jobs)
+}
+
+/// One submission per stage id as written, in DAG order; a matrix's stale instances form an array.
+fn groups(workflow: &Workflow, stale: &BTreeSet<usize>, jobs: &BTreeMap<usize, JobRecord>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for &i in workflow.dag.order() {
+        if !stale.contains(&i) || jobs.contains_key(&i) {
+            continue;
+        }
+        let stage = &workflow.stages[i];
+        match groups.iter_mut().find(|g| g.base_id == stage.base_id) {
+            Some(g) => g.members.push(i),
+            None => groups.push(Group { base_id: stage.base_id.clone(), kind: stage.kind.clone(), members: vec![i] }),
+        }
+    }
+    groups
+}
+
+/// What every `sbatch` of one run shares.
+struct Submission<'a> {
+    store: &'a Store,
+    workflow: &'a Workflow,
+    config: &'a ExecutorConfig,
+    options: &'a SlurmOptions,
+    /// The run's start, as file names take it.
+    stamp: String,
+    workspace: PathBuf,
+}
+
+impl Submission<'_> {
+    /// Writes group `g`'s script, submits it after the jobs `after`, and records each member's job (an array's task
+    /// for a member of an array).
+    fn submit(
+        &self,
+        group: &Group,
+        g: usize,
+        after: &BTreeSet<String>,
+        planned: &Planned,
+        reporter: &Reporter,
+    ) -> Result<Vec<(usize, JobRecord)>, EngineError> {
+        let (store, workflow) = (self.store, self.workflow);
+        let keys: Vec<String> = group.members.iter().map(|&m| shell_quote(&planned.specs[m].key)).collect();
+        let text = format!(
+            "#!/bin/bash\n# Written by hudd for workflow {wf}: array task i computes the i-th key.\nset -euo pipefail\n\
+             keys=({keys})\nexec {program} --workspace {ws} exec \"${{keys[${{SLURM_ARRAY_TASK_ID:-0}}]}}\" \
+             --threads \"${{SLURM_CPUS_PER_TASK:-${{SLURM_CPUS_ON_NODE:-1}}}}\"\n",
+            wf = shell_quote(&workflow.name),
+            keys = keys.join(" "),
+            program = shell_quote(&self.options.program.display().to_string()),
+            ws = shell_quote(&self.workspace.display().to_string()),
+        );
+        let stamp = &self.stamp;
+        let script = store.write_slurm_script(&format!("{stamp}-{g}"), &text)?;
+        let array = group.members.len() > 1 || !workflow.stages[group.members[0]].matrix.is_empty();
+        let log_pattern =
+            store.slurm_log_pattern(&if array { format!("{stamp}-{g}-%A_%a") } else { format!("{stamp}-{g}-%j") })?;
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name=hudd:{}:{}", workflow.name, group.base_id),
+            format!("--chdir={}", self.workspace.display()),
+            // Slurm expands `%` in `--output`: a `%` of the workspace's path is written `%%`.
+            format!("--output={}", slurm_pattern(&log_pattern)),
+        ];
+        if array {
+            args.push(format!("--array=0-{}", group.members.len() - 1));
+        }
+        let after = after.iter().cloned().collect::<Vec<_>>();
+        if !after.is_empty() {
+            args.push(format!("--dependency=afterok:{}", after.join(":")));
+            args.push("--kill-on-invalid-dep=yes".into());
+        }
+        args.extend(self.config.resources(&group.kind, &group.base_id).args());
+        args.push(script.display().to_string());
+        let job_id = slurm("sbatch", &args)?.trim().split(';').next().unwrap_or("").to_string();
+        if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(slurm_error(format!("sbatch answered `{job_id}` instead of a job id")));
+        }
+        let mut records = Vec::new();
+        for (t, &m) in group.members.iter().enumerate() {
+            let job = if array { format!("{job_id}_{t}") } else { job_id.clone() };
+            let log = log_pattern.display().to_string().replace("%A", &job_id).replace("%a", &t.to_string());
+            let record = JobRecord {
+                job,
+                log: PathBuf::from(log.replace("%j", &job_id)),
+                workflow: workflow.name.clone(),
+                stage: workflow.stages[m].id.clone(),
+                submitted: now(),
+            };
+            store.write_job_record(&planned.specs[m].key, &record)?;
+            records.push((m, record));
+        }
+        reporter.line(&format!(
+            "{}: submitted as Slurm job {job_id}{}{}",
+            group.base_id,
+            if array { format!(" (array of {})", group.members.len()) } else { String::new() },
+            if after.is_empty() { String::new() } else { format!(", after {}", after.join(", ")) }
+        ));
+        Ok(records)
+    }
 }
 
 /// Polls the queue until every job has ended, reporting each stage as its job ends; Ctrl-C offers to cancel.

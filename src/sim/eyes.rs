@@ -192,6 +192,8 @@ fn lids(c: f32, w: f32, h: f32, open: f32) -> (tiny_skia::Path, tiny_skia::Path)
     (almond.finish().expect("an almond has area"), upper.finish().expect("a lid has length"))
 }
 
+// Long: a painter's order, back to front (skin, socket and brow, sclera, iris, pupil, lids, lashes, a reflection); the
+// layers share the eye's geometry, and the order is the drawing, so it reads as one sequence.
 fn draw(pixmap: &mut Pixmap, v: &[f64], t: Transform, rng: &mut ChaCha8Rng) {
     let s = pixmap.width() as f32;
     let c = s / 2.0;

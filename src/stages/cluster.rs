@@ -193,6 +193,8 @@ impl ClusterParams {
 }
 
 impl Params for ClusterParams {
+    // Long: one independent check per parameter, read top to bottom like the parameter table; every problem is
+    // collected, so splitting it would only scatter the table.
     fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
         match (self.choose_k, self.k) {
@@ -356,35 +358,81 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     }
     let max_k_of = |n: usize| p.max_clusters.unwrap_or_else(|| cluster::default_max_k(n)).min(n.saturating_sub(1));
     let max_k = max_k_of(n);
-    let mut best: Option<(usize, cluster::layer::Layer, Vec<usize>)> = None;
     let plan = Plan { ids: &ids, representation, pipeline: &pipeline, max_k };
-    ctx.progress.start(layers.len() as u64, "layers");
-    for name in &layers {
-        let eligible = order.first() != Some(name) || layers.len() == 1;
-        let path = Heatmaps::open(&hm).layer_path(name);
-        let (score, clustered) = cluster_layer(&plan, &path, name, &folder, eligible)?;
-        if let Some((read, labels)) = clustered {
-            let better = |b: &LayerScore| match p.select_layer {
-                SelectLayer::Wicd => score.wicd < b.wicd,
-                SelectLayer::Silhouette => score.silhouette > b.silhouette,
-            };
-            if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&summary.layers[*i])) {
-                best = Some((summary.layers.len(), read, labels));
-            }
-        }
-        summary.layers.push(score);
-        ctx.progress.inc(1);
-    }
+    let heatmaps = Heatmaps::open(&hm);
+    let (scores, best) = cluster_layers(p, ctx, &plan, &heatmaps, &order, &layers, &folder)?;
+    summary.layers = scores;
     let Some((chosen, read, labels)) = best else {
         if summary.layers.iter().all(|l| l.k == 0) {
             return Err(ClusterError::Identical { n }.into());
         }
         return Err(ClusterError::OnlyInput.into());
     };
-    let layer_rows: Vec<LayerRow> = summary
-        .layers
-        .iter()
-        .enumerate()
+    choose_layer(p, &folder, &mut summary, chosen)?;
+    // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
+    ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
+    let stability =
+        cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |rows, sub| {
+            read.recluster(rows, sub, &pipeline, max_k_of(sub.nrows()))
+        });
+    if p.stability_draws > 0 {
+        summary.stability = Some(StabilitySummary {
+            draws: p.stability_draws,
+            share: p.stability_share,
+            threshold: p.unstable_below,
+            unstable: stability.iter().filter(|s| s.is_some_and(|s| s < p.unstable_below)).count(),
+        });
+    }
+    let pixel_layer = order.first().cloned().unwrap_or_default();
+    let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
+    inspection(&out, &ds, &ids, &read.distances, &labels, &heatmaps.layer_path(&pixel_layer), p, &stable)?;
+    Ok(folder.write_summary(&summary)?)
+}
+
+/// The layer chosen: the clustering of the best eligible layer (its index among the layers, the layer as read and
+/// its labels).
+type Chosen = (usize, cluster::layer::Layer, Vec<usize>);
+
+/// Clusters every layer (each scored, `clusters-<layer>.csv` written) and keeps the best eligible one by the
+/// manifest's layer rule (the input layer is eligible only when it is the only one).
+fn cluster_layers(
+    p: &ClusterParams,
+    ctx: &StageContext<'_>,
+    plan: &Plan<'_>,
+    heatmaps: &Heatmaps,
+    order: &[String],
+    layers: &[String],
+    folder: &Clusters,
+) -> Result<(Vec<LayerScore>, Option<Chosen>), StageError> {
+    let mut scores: Vec<LayerScore> = Vec::new();
+    let mut best: Option<Chosen> = None;
+    ctx.progress.start(layers.len() as u64, "layers");
+    for name in layers {
+        let eligible = order.first() != Some(name) || layers.len() == 1;
+        let (score, clustered) = cluster_layer(plan, &heatmaps.layer_path(name), name, folder, eligible)?;
+        if let Some((read, labels)) = clustered {
+            let better = |b: &LayerScore| match p.select_layer {
+                SelectLayer::Wicd => score.wicd < b.wicd,
+                SelectLayer::Silhouette => score.silhouette > b.silhouette,
+            };
+            if eligible && best.as_ref().is_none_or(|(i, _, _)| better(&scores[*i])) {
+                best = Some((scores.len(), read, labels));
+            }
+        }
+        scores.push(score);
+        ctx.progress.inc(1);
+    }
+    Ok((scores, best))
+}
+
+/// Writes `layers.csv` with the chosen layer marked, and states the choice in the summary.
+fn choose_layer(
+    p: &ClusterParams,
+    folder: &Clusters,
+    summary: &mut ClusterSummary,
+    chosen: usize,
+) -> Result<(), StageError> {
+    let layer_rows: Vec<LayerRow> = (summary.layers.iter().enumerate())
         .map(|(i, l)| LayerRow {
             layer: l.layer.clone(),
             k: l.k,
@@ -406,24 +454,7 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
             "the highest mean silhouette on raw heatmap distances (the input layer excluded)".into()
         }
     };
-    // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
-    ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
-    let stability =
-        cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |rows, sub| {
-            read.recluster(rows, sub, &pipeline, max_k_of(sub.nrows()))
-        });
-    if p.stability_draws > 0 {
-        summary.stability = Some(StabilitySummary {
-            draws: p.stability_draws,
-            share: p.stability_share,
-            threshold: p.unstable_below,
-            unstable: stability.iter().filter(|s| s.is_some_and(|s| s < p.unstable_below)).count(),
-        });
-    }
-    let pixel_layer = order.first().cloned().unwrap_or_default();
-    let stable = |c: usize| stability.get(c).copied().flatten().map(|s| (s, s >= p.unstable_below));
-    inspection(&out, &ds, &ids, &read.distances, &labels, &Heatmaps::open(&hm).layer_path(&pixel_layer), p, &stable)?;
-    Ok(folder.write_summary(&summary)?)
+    Ok(())
 }
 
 /// What every layer is clustered with: the images, how each is described, the pipeline and the largest k.

@@ -228,11 +228,14 @@ impl Stage for Expand {
         let hdir = ctx.input("heatmaps")?.path.clone();
         let summary: ClusterSummary = Clusters::open(&cdir).summary()?;
         let dir = ctx.output("expanded")?;
-        let mut found = trigger::image_writer(&dir, &ds, sim, "expand", Vec::new())?;
-        let (mut rcc, mut rcc_distance, mut rows) = (Vec::<u32>::new(), Vec::<f64>::new(), Vec::<ExpandRow>::new());
+        let mut found = Found {
+            writer: trigger::image_writer(&dir, &ds, sim, "expand", Vec::new())?,
+            rcc: Vec::new(),
+            rcc_distance: Vec::new(),
+        };
+        let mut rows = Vec::<ExpandRow>::new();
         let Some(layer) = summary.layer.clone() else {
-            found
-                .finish_with(vec![Column::new("rcc".into(), rcc), Column::new("rcc_distance".into(), rcc_distance)])?;
+            found.finish()?;
             return Ok(table::write(&ctx.output("summary")?, &rows)?);
         };
         // The members (clusters of one image left out, as in select) with their heatmaps and parameters.
@@ -271,7 +274,6 @@ impl Stage for Expand {
             batch_size: p.batch_size,
             threshold: p.threshold.unwrap_or(DEFAULT_THRESHOLD),
         };
-        let task = ds.meta.task.clone();
         // The search may leave the operational domain (the clustered split's declared distribution); the images it
         // finds there are counted, and `rules` never learns from them.
         let splits = ds.strings("split")?;
@@ -279,54 +281,34 @@ impl Stage for Expand {
         for (c, (cluster, ids)) in clusters.iter().enumerate() {
             let member_rows: Vec<usize> =
                 ids.iter().map(|id| lookup(&row_of, id, &ds.dir)).collect::<Result<_, _>>()?;
-            let mut pool = trigger::vectors(&ds, sim, &member_rows)?;
             let domain = member_rows.first().and_then(|&r| ds.meta.domains.get(&splits[r]));
-            let within = if p.search == Search::Domain { domain } else { None };
-            let mut outside = 0;
-            let mut rng = Purpose::Expand.rng(ctx.seed, *cluster);
-            let (mut simulated, mut failing, mut joined) = (0, 0, 0);
-            for g in 0..p.generations {
-                let children: Vec<Vec<f64>> = (0..p.population)
-                    .map(|_| {
-                        let parent = pool[rng.random_range(0..pool.len())].clone();
-                        mutate(sim, &task, within, &parent, p, &mut rng)
-                    })
-                    .collect();
-                let tried = search.generation(*cluster, g, &children, ctx.progress)?;
-                simulated += children.len();
-                failing += tried.wrong.len();
-                for (&i, d) in tried.wrong.iter().zip(&tried.distances) {
-                    let closest = (0..d.len()).fold(0, |b, x| if d[x] < d[b] { x } else { b });
-                    if closest == c && d[c] <= spreads[c] {
-                        joined += 1;
-                        outside += usize::from(domain.is_some_and(|d| !d.contains(&children[i])));
-                        let id = format!("expanded-{cluster}-{g}-{i:04}");
-                        let sample = &tried.samples[i];
-                        found.push(id, "expanded", &sample.rgb, sample.label.clone(), children[i].clone())?;
-                        rcc.push(*cluster as u32);
-                        rcc_distance.push(d[c]);
-                        pool.push(children[i].clone());
-                    }
-                }
-                ctx.progress.inc(children.len() as u64);
-            }
-            rows.push(ExpandRow {
-                cluster: *cluster,
-                members: ids.len(),
-                spread: spreads[c],
-                simulated,
-                failing,
-                joined,
-                outside,
-            });
+            let pool = trigger::vectors(&ds, sim, &member_rows)?;
+            let mut row = search.cluster(p, ctx, (c, *cluster), spreads[c], pool, domain, &mut found)?;
+            row.members = ids.len();
+            rows.push(row);
         }
-        found.finish_with(vec![Column::new("rcc".into(), rcc), Column::new("rcc_distance".into(), rcc_distance)])?;
+        found.finish()?;
         ctx.progress.message(&format!(
             "{} images joined their clusters of {} simulated",
             rows.iter().map(|r| r.joined).sum::<usize>(),
             rows.iter().map(|r| r.simulated).sum::<usize>()
         ));
         Ok(table::write(&ctx.output("summary")?, &rows)?)
+    }
+}
+
+/// The images that joined a cluster, written as they join, with the cluster each joined and its distance to it.
+struct Found {
+    writer: crate::dataset::DatasetWriter,
+    rcc: Vec<u32>,
+    rcc_distance: Vec<f64>,
+}
+
+impl Found {
+    fn finish(self) -> Result<(), StageError> {
+        let columns = vec![Column::new("rcc".into(), self.rcc), Column::new("rcc_distance".into(), self.rcc_distance)];
+        self.writer.finish_with(columns)?;
+        Ok(())
     }
 }
 
@@ -355,6 +337,51 @@ struct Tried {
 }
 
 impl Generations<'_> {
+    /// Searches around cluster `(c, cluster)` (its index and id) for `p.generations` generations, from its members'
+    /// parameter vectors `pool`: a failure joins when it is closer to the cluster than to any other and within the
+    /// cluster's `spread`; what joins is written to `found` and breeds. `members` of the row is left to the caller.
+    #[allow(clippy::too_many_arguments)] // the search's state, passed as it is
+    fn cluster(
+        &self,
+        p: &ExpandParams,
+        ctx: &StageContext<'_>,
+        (c, cluster): (usize, usize),
+        spread: f64,
+        mut pool: Vec<Vec<f64>>,
+        domain: Option<&Domain>,
+        found: &mut Found,
+    ) -> Result<ExpandRow, StageError> {
+        let within = if p.search == Search::Domain { domain } else { None };
+        let mut rng = Purpose::Expand.rng(ctx.seed, cluster);
+        let mut row = ExpandRow { cluster, members: 0, spread, simulated: 0, failing: 0, joined: 0, outside: 0 };
+        for g in 0..p.generations {
+            let children: Vec<Vec<f64>> = (0..p.population)
+                .map(|_| {
+                    let parent = pool[rng.random_range(0..pool.len())].clone();
+                    mutate(self.sim, &self.ds.meta.task, within, &parent, p, &mut rng)
+                })
+                .collect();
+            let tried = self.generation(cluster, g, &children, ctx.progress)?;
+            row.simulated += children.len();
+            row.failing += tried.wrong.len();
+            for (&i, d) in tried.wrong.iter().zip(&tried.distances) {
+                let closest = (0..d.len()).fold(0, |b, x| if d[x] < d[b] { x } else { b });
+                if closest == c && d[c] <= spread {
+                    row.joined += 1;
+                    row.outside += usize::from(domain.is_some_and(|d| !d.contains(&children[i])));
+                    let id = format!("expanded-{cluster}-{g}-{i:04}");
+                    let sample = &tried.samples[i];
+                    found.writer.push(id, "expanded", &sample.rgb, sample.label.clone(), children[i].clone())?;
+                    found.rcc.push(cluster as u32);
+                    found.rcc_distance.push(d[c]);
+                    pool.push(children[i].clone());
+                }
+            }
+            ctx.progress.inc(children.len() as u64);
+        }
+        Ok(row)
+    }
+
     /// Renders generation `g` of `cluster`'s search as a dataset, tests it, and measures the failures' heatmaps
     /// (seeded as the members' were) to the clusters.
     fn generation(

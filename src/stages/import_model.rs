@@ -191,30 +191,38 @@ impl Stage for ImportModel {
             .or(p.weights.as_ref())
             .map(|f| ctx.resolve(f))
             .unwrap_or_default();
-        let model = Model::load(&dir, tch::Device::Cpu).map_err(|e| match e {
-            crate::model::artefact::ModelError::Weights { message, .. } => {
-                ImportModelError::Weights { file: source.clone(), message }
-            }
-            other => ImportModelError::Load { file: source.clone(), source: other },
-        })?;
-        let pixels = ds.images(&[0])?;
-        let x = Tensor::from_slice(&pixels).view([1, c as i64, input[1] as i64, input[2] as i64]);
-        let y = tch::no_grad(|| model.forward(&model.preprocess(&x))).map_err(|e| ImportModelError::Forward {
-            file: source.clone(),
-            input,
-            source: e,
-        })?;
-        let got = y.size();
-        let ok = match &ds.meta.target {
-            crate::dataset::Target::Classification { .. } => got == [1, outputs as i64],
-            crate::dataset::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
-        };
-        if y.kind() != Kind::Float {
-            return Err(ImportModelError::NotFloat { file: source, kind: y.kind() }.into());
-        }
-        if !ok {
-            return Err(ImportModelError::Outputs { file: source, shape: got, outputs }.into());
-        }
-        Ok(())
+        check_forward(&dir, &ds, source)
     }
+}
+
+/// Loads the imported model from `dir` and runs it on the dataset's first image: it must give the task's outputs as
+/// floats. Errors name `source`, the user's file.
+fn check_forward(dir: &std::path::Path, ds: &Dataset, source: std::path::PathBuf) -> Result<(), StageError> {
+    let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
+    let outputs = crate::model::outputs_for(&ds.meta.target);
+    let model = Model::load(dir, tch::Device::Cpu).map_err(|e| match e {
+        crate::model::artefact::ModelError::Weights { message, .. } => {
+            ImportModelError::Weights { file: source.clone(), message }
+        }
+        other => ImportModelError::Load { file: source.clone(), source: other },
+    })?;
+    let pixels = ds.images(&[0])?;
+    let x = Tensor::from_slice(&pixels).view([1, input[0] as i64, input[1] as i64, input[2] as i64]);
+    let y = tch::no_grad(|| model.forward(&model.preprocess(&x))).map_err(|e| ImportModelError::Forward {
+        file: source.clone(),
+        input,
+        source: e,
+    })?;
+    let got = y.size();
+    let ok = match &ds.meta.target {
+        crate::dataset::Target::Classification { .. } => got == [1, outputs as i64],
+        crate::dataset::Target::Regression { .. } => got.len() == 4 && got[1] == outputs as i64,
+    };
+    if y.kind() != Kind::Float {
+        return Err(ImportModelError::NotFloat { file: source, kind: y.kind() }.into());
+    }
+    if !ok {
+        return Err(ImportModelError::Outputs { file: source, shape: got, outputs }.into());
+    }
+    Ok(())
 }

@@ -74,6 +74,32 @@ impl Params for RecoveryParams {
     }
 }
 
+/// A model that fails on nothing (the best outcome), or failures that all stand alone: an empty result, said, for the
+/// report to show.
+fn nothing_to_score(p: &RecoveryParams, ctx: &StageContext<'_>, unclustered: usize) -> Result<(), StageError> {
+    let note = if unclustered == 0 {
+        "the model fails on none of these images: no cluster to score".to_string()
+    } else {
+        format!("no cluster holds two or more images ({unclustered} failing images, each alone): nothing to score")
+    };
+    ctx.progress.message(&note);
+    let summary = RecoverySummary {
+        cause: p.cause.clone(),
+        images: unclustered,
+        unclustered,
+        clusters: 0,
+        causes: 0,
+        purity: None,
+        coverage: None,
+        nmi: None,
+        ari: None,
+        random: None,
+        note: Some(note),
+    };
+    table::write::<CauseRow>(&ctx.output("table")?, &[])?;
+    Ok(table::write_json(&ctx.output("summary")?, &summary)?)
+}
+
 impl Stage for Recovery {
     type Params = RecoveryParams;
     const KIND: &'static str = "recovery";
@@ -118,29 +144,7 @@ impl Stage for Recovery {
         // A model that fails on nothing (the best outcome), or failures that all stand alone: an empty result,
         // said, for the report to show.
         if unclustered == cluster_labels.len() {
-            let note = if unclustered == 0 {
-                "the model fails on none of these images: no cluster to score".to_string()
-            } else {
-                format!(
-                    "no cluster holds two or more images ({unclustered} failing images, each alone): nothing to score"
-                )
-            };
-            ctx.progress.message(&note);
-            let summary = RecoverySummary {
-                cause: p.cause.clone(),
-                images: unclustered,
-                unclustered,
-                clusters: 0,
-                causes: 0,
-                purity: None,
-                coverage: None,
-                nmi: None,
-                ari: None,
-                random: None,
-                note: Some(note),
-            };
-            table::write::<CauseRow>(&ctx.output("table")?, &[])?;
-            return Ok(table::write_json(&ctx.output("summary")?, &summary)?);
+            return nothing_to_score(p, ctx, unclustered);
         }
         let names: Vec<String> =
             cause_names.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -154,20 +158,20 @@ impl Stage for Recovery {
         let scope = score::Scope { unassigned: ids.binary_search(&UNASSIGNED).ok(), nominal: &nominal };
         let r = score::recovery(&clusters, &causes, scope);
         let floor = score::random_floor(&clusters, &causes, scope, p.permutations, ctx.seed);
-        let rows: Vec<CauseRow> = names
-            .iter()
-            .enumerate()
+        let rows: Vec<CauseRow> = (names.iter().enumerate())
             .map(|(j, name)| {
                 let (images, best, share) = r.per_cause.get(j).copied().unwrap_or((0, 0, 0.0));
                 let dominates =
                     (r.dominant.iter().enumerate()).filter(|&(i, &d)| d == j && Some(i) != scope.unassigned).count();
                 let unassigned =
                     (clusters.iter().zip(&causes)).filter(|&(&c, &k)| k == j && Some(c) == scope.unassigned).count();
+                let best_cluster = if share > 0.0 { ids[best] } else { 0 };
+                let planted = !nominal.contains(&j);
                 CauseRow {
                     cause: name.clone(),
-                    planted: !nominal.contains(&j),
+                    planted,
                     images,
-                    best_cluster: if share > 0.0 { ids[best] } else { 0 },
+                    best_cluster,
                     share_in_best: share,
                     dominates,
                     unassigned,

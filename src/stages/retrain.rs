@@ -12,7 +12,7 @@ use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, LEARNING_CURVE, MODEL, RETRAIN_SUMMARY};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
-use crate::model::artefact::{Model, SeenAs};
+use crate::model::artefact::{Model, ModelMeta, SeenAs};
 use crate::model::fit::defaults::{
     default_epochs, default_momentum, default_split, default_threads, default_validation, default_wd,
 };
@@ -136,6 +136,54 @@ fn take(data: &Data, idx: &[i64]) -> Data {
     }
 }
 
+/// What the retrained model will have seen: the training split and the `extra` images trained it, the splits that
+/// chose `extra` chose its data, the validation split chooses its epoch. A validation split that trained it or chose
+/// its data is refused: the epoch must be chosen by images that chose nothing.
+fn seen_after(p: &RetrainParams, original: &ModelMeta, extra: &Dataset) -> Result<ModelMeta, StageError> {
+    let mut seen = original.clone();
+    seen.see(&p.split, SeenAs::Trained);
+    for (split, _) in &extra.meta.splits {
+        seen.see(split, SeenAs::Trained);
+    }
+    for split in &extra.meta.chosen_by {
+        seen.see(split, SeenAs::ChoseData);
+    }
+    let Some(split) = &p.validation_split else { return Ok(seen) };
+    if let Some(how) = seen.saw(split) {
+        let role = match how {
+            SeenAs::Trained => "are training images of the retrained model",
+            SeenAs::ChoseData => "chose the `extra` images (they were selected from this split's failures)",
+            SeenAs::ChoseEpoch => "chose the original model's epoch",
+        };
+        return Err(RetrainError::NotIndependent { split: split.clone(), role }.into());
+    }
+    seen.see(split, SeenAs::ChoseEpoch);
+    Ok(seen)
+}
+
+/// The training data (the training split and the `extra` images `added`), the validation data, and a sentence
+/// saying where the validation images come from.
+fn training_data(p: &RetrainParams, ds: &Dataset, added: &Data, seed: u64) -> Result<(Data, Data, String), StageError> {
+    let original = Data::of(ds, &ds.split_rows(&p.split)?)?;
+    Ok(match &p.validation_split {
+        Some(split) => {
+            let rows = ds.split_rows(split)?;
+            (concat(&[&original, added]), Data::of(ds, &rows)?, format!("split `{split}`"))
+        }
+        None => {
+            // Held out of the training split before the unsafe set joins it: no bootstrap copy lands on both
+            // sides, and no selected image judges the model trained on it.
+            let mut order: Vec<i64> = (0..original.len() as i64).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x007e_7a1d));
+            let n_val = ((order.len() as f64) * p.validation).round() as usize;
+            let (val, train) = order.split_at(n_val);
+            let what =
+                format!("{:.0}% of the training split, held out before the unsafe set joined it", p.validation * 100.0);
+            (concat(&[&take(&original, train), added]), take(&original, val), what)
+        }
+    })
+}
+
 impl Stage for Retrain {
     type Params = RetrainParams;
     const KIND: &'static str = "retrain";
@@ -197,54 +245,9 @@ impl Stage for Retrain {
                 return Err(RetrainError::Mismatch { input: what, dataset: d.dir.clone() }.into());
             }
         }
-        // What the retrained model will have seen, and a validation split that would choose its epoch with images
-        // that trained it or chose its data is refused: the epoch must be chosen by images that chose nothing.
-        let mut seen = model.meta.clone();
-        seen.see(&p.split, SeenAs::Trained);
-        for (split, _) in &extra.meta.splits {
-            seen.see(split, SeenAs::Trained);
-        }
-        for split in &extra.meta.chosen_by {
-            seen.see(split, SeenAs::ChoseData);
-        }
-        if let Some(split) = &p.validation_split
-            && let Some(how) = seen.saw(split)
-        {
-            let role = match how {
-                SeenAs::Trained => "are training images of the retrained model",
-                SeenAs::ChoseData => "chose the `extra` images (they were selected from this split's failures)",
-                SeenAs::ChoseEpoch => "chose the original model's epoch",
-            };
-            return Err(RetrainError::NotIndependent { split: split.clone(), role }.into());
-        }
-        if let Some(split) = &p.validation_split {
-            seen.see(split, SeenAs::ChoseEpoch);
-        }
-        let train_rows = ds.split_rows(&p.split)?;
-        let original = Data::of(&ds, &train_rows)?;
+        let seen = seen_after(p, &model.meta, &extra)?;
         let added = Data::of(&extra, &(0..extra.meta.count).collect::<Vec<_>>())?;
-        let (train, val, validation) = match &p.validation_split {
-            Some(split) => {
-                let rows = ds.split_rows(split)?;
-                (concat(&[&original, &added]), Data::of(&ds, &rows)?, format!("split `{split}`"))
-            }
-            None => {
-                // Held out of the training split before the unsafe set joins it: no bootstrap copy lands on both
-                // sides, and no selected image judges the model trained on it.
-                let mut order: Vec<i64> = (0..original.len() as i64).collect();
-                order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x007e_7a1d));
-                let n_val = ((order.len() as f64) * p.validation).round() as usize;
-                let (val, train) = order.split_at(n_val);
-                (
-                    concat(&[&take(&original, train), &added]),
-                    take(&original, val),
-                    format!(
-                        "{:.0}% of the training split, held out before the unsafe set joined it",
-                        p.validation * 100.0
-                    ),
-                )
-            }
-        };
+        let (train, val, validation) = training_data(p, &ds, &added, ctx.seed)?;
         if val.is_empty() {
             return Err(RetrainError::NoValidation(validation.to_string()).into());
         }

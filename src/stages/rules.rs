@@ -90,6 +90,66 @@ impl Params for RulesParams {
     }
 }
 
+/// What every cluster's rule is learned against: the parameters as features, the images the model handles
+/// correctly (negatives), every tested image (a sample of the split's domain, over which a condition's share is
+/// measured), the domain the bounds are clipped to, and the learner's options.
+struct Learning<'a> {
+    ds: &'a Dataset,
+    infos: Vec<crate::dataset::ParamInfo>,
+    features: Vec<trigger::Feature>,
+    negatives: &'a [usize],
+    tested: &'a [usize],
+    domain: Option<&'a crate::domain::Domain>,
+    options: Options,
+}
+
+impl Learning<'_> {
+    /// The rule separating a cluster's members (rows `positives`) and the images expansion `gained` for it from the
+    /// negatives, grown and pruned with the cluster's own random draws.
+    fn rule(&self, cluster: usize, mut positives: Vec<usize>, gained: &[usize], seed: u64) -> RuleRecord {
+        let feature = |name: &str| self.features.iter().position(|f| f.name() == name).expect("a learned feature");
+        let kept = |c: &trigger::Condition| trigger::kept(c, &self.features[feature(c.parameter())], self.tested);
+        let unit = |c: &trigger::Condition| match self.infos[feature(c.parameter())].unit.as_deref() {
+            Some("degrees") => "°".to_string(),
+            Some(u) if !u.is_empty() => format!(" {u}"),
+            _ => String::new(),
+        };
+        let column = |name: &str| self.ds.meta.params.iter().position(|p| p.name == name);
+        let size = positives.len();
+        positives.extend(gained);
+        let mut rng = Purpose::Rules.rng(seed, cluster);
+        let learned = trigger::learn(&self.features, &positives, self.negatives, self.options, &kept, &mut rng);
+        let conditions: Vec<RuleCondition> = (learned.conditions.iter())
+            .map(|c| {
+                // Bounds stated inside the domain's support: no rule reaches values the domain never gives.
+                let clipped = match (self.domain, column(c.parameter())) {
+                    (Some(d), Some(j)) => trigger::clip(c.clone(), &d.support(j)),
+                    _ => c.clone(),
+                };
+                RuleCondition { text: clipped.describe(&unit(c)), kept: kept(&clipped), condition: clipped }
+            })
+            .collect();
+        let text = if conditions.is_empty() {
+            "no condition separates it".to_string()
+        } else {
+            conditions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" and ")
+        };
+        RuleRecord {
+            cluster,
+            size,
+            expanded: gained.len(),
+            expanded_outside: 0,
+            text,
+            covered: learned.positives,
+            support: learned.positives as f64 / positives.len() as f64,
+            correct_covered: learned.negatives,
+            precision: learned.positives as f64 / (learned.positives + learned.negatives).max(1) as f64,
+            conditions,
+            pruned: learned.pruned.iter().map(|c| c.describe(&unit(c))).collect(),
+        }
+    }
+}
+
 impl Stage for RulesStage {
     type Params = RulesParams;
     const KIND: &'static str = "rules";
@@ -170,9 +230,6 @@ impl Stage for RulesStage {
             return Err(RulesError::NoParameters { dataset: ds.dir.clone() }.into());
         }
         let (infos, features): (Vec<_>, Vec<_>) = features.into_iter().unzip();
-        let column = |name: &str| ds.meta.params.iter().position(|p| p.name == name);
-        let feature = |name: &str| features.iter().position(|f| f.name() == name).expect("a learned feature");
-        let kept = |c: &trigger::Condition| trigger::kept(c, &features[feature(c.parameter())], &tested);
         let options = Options {
             max_conditions: p.max_conditions,
             min_support: p.min_support,
@@ -180,54 +237,18 @@ impl Stage for RulesStage {
             max_kept: p.max_kept,
             ..Options::default()
         };
-        let unit = |k: usize| match infos[k].unit.as_deref() {
-            Some("degrees") => "°".to_string(),
-            Some(u) if !u.is_empty() => format!(" {u}"),
-            _ => String::new(),
-        };
+        let learning = Learning { ds: &ds, infos, features, negatives: &negatives, tested: &tested, domain, options };
         let mut rules = Vec::new();
         for (cluster, members) in Clusters::open(&ctx.input("clusters")?.path).groups()? {
             if members.len() < 2 {
                 continue;
             }
-            let mut positives: Vec<usize> = members.iter().map(|id| find(id)).collect::<Result<_, _>>()?;
-            let size = positives.len();
-            let expanded = gained.get(&cluster).map_or(0, Vec::len);
-            positives.extend(gained.get(&cluster).into_iter().flatten());
-            let mut rng = Purpose::Rules.rng(ctx.seed, cluster);
-            let learned = trigger::learn(&features, &positives, &negatives, options, &kept, &mut rng);
-            let conditions: Vec<RuleCondition> = learned
-                .conditions
-                .iter()
-                .map(|c| {
-                    let k = feature(c.parameter());
-                    // Bounds stated inside the domain's support: no rule reaches values the domain never gives.
-                    let c = match (domain, column(c.parameter())) {
-                        (Some(d), Some(j)) => trigger::clip(c.clone(), &d.support(j)),
-                        _ => c.clone(),
-                    };
-                    RuleCondition { text: c.describe(&unit(k)), kept: kept(&c), condition: c }
-                })
-                .collect();
-            let text = if conditions.is_empty() {
-                "no condition separates it".to_string()
-            } else {
-                conditions.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" and ")
-            };
-            rules.push(RuleRecord {
-                cluster,
-                size,
-                expanded,
-                expanded_outside: outside.get(&cluster).copied().unwrap_or(0),
-                text,
-                covered: learned.positives,
-                support: learned.positives as f64 / positives.len() as f64,
-                correct_covered: learned.negatives,
-                precision: learned.positives as f64 / (learned.positives + learned.negatives).max(1) as f64,
-                conditions,
-                pruned: learned.pruned.iter().map(|c| c.describe(&unit(feature(c.parameter())))).collect(),
-            });
-            ctx.progress.message(&format!("cluster {cluster}: {}", rules.last().expect("pushed").text));
+            let positives: Vec<usize> = members.iter().map(|id| find(id)).collect::<Result<_, _>>()?;
+            let gained = gained.get(&cluster).map_or(&[][..], Vec::as_slice);
+            let mut rule = learning.rule(cluster, positives, gained, ctx.seed);
+            rule.expanded_outside = outside.get(&cluster).copied().unwrap_or(0);
+            ctx.progress.message(&format!("cluster {cluster}: {}", rule.text));
+            rules.push(rule);
         }
         let record = Rules {
             source: ds.meta.source.clone(),

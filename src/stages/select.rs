@@ -302,14 +302,7 @@ impl Stage for Select {
         let mut ds = Dataset::open(&ctx.input("dataset")?.path)?;
         let candidates = ds.split_rows(&p.split)?;
         let ids = ds.ids()?;
-        let budget = match (p.budget, ctx.inputs("budget_of").first()) {
-            (Some(b), _) => b,
-            (None, Some(other)) => table::read::<UnsafeRow>(&other.path)?.len(),
-            (None, None) if p.strategy == Strategy::Hudd => usize::MAX,
-            (None, None) => {
-                return Err(SelectError::NoBudget.into());
-            }
-        };
+        let budget = budget(p, ctx)?;
         if p.strategy != Strategy::Hudd {
             return baseline(p, ctx, &ds, &ids, &candidates, budget, device);
         }
@@ -334,33 +327,9 @@ impl Stage for Select {
         // The clusters' members (clusters of one image are ignored, as in HUDD) and their heatmaps at the layer.
         let heatmaps = Heatmaps::open(&hdir);
         let activations = heatmaps.are_activations()?;
-        // Candidates are seeded as the cluster members were, so that like is compared with like; a seed that reads
-        // labels (the true class; for keypoints the worst keypoint by its target) would read the labels of every
-        // candidate, which selection has not paid for.
-        let seed_with = if activations { Seed::Predicted } else { heatmaps.seed()? };
-        let keypoints = matches!(ds.meta.target, crate::dataset::Target::Regression { .. });
-        if !activations && seed_with.reads_labels(keypoints) {
-            let name = serde_json::to_value(seed_with).expect("a seed serialises").as_str().unwrap_or("").to_string();
-            let heatmaps = hdir.clone();
-            return Err(if keypoints {
-                SelectError::KeypointSeedReadsTargets { heatmaps, seed: name }
-            } else {
-                SelectError::SeedReadsLabels { heatmaps, seed: name }
-            }
-            .into());
-        }
+        let seed_with = seed_like_members(&heatmaps, activations, &ds)?;
         let groups = member_rows(&heatmaps, &Clusters::open(&cdir), &hdir)?;
-        // The splits whose images chose the selection: those of the clustered images, where the dataset holds them.
-        let split_of: BTreeMap<String, String> = ids.iter().cloned().zip(ds.strings("split")?).collect();
-        for (_, members) in Clusters::open(&cdir).groups()? {
-            for id in members {
-                if let Some(split) = split_of.get(&id)
-                    && !ds.meta.chosen_by.contains(split)
-                {
-                    ds.meta.chosen_by.push(split.clone());
-                }
-            }
-        }
+        chosen_by(&mut ds, &ids, &Clusters::open(&cdir))?;
         let clusters: Vec<(usize, Vec<usize>)> = groups.into_iter().filter(|(_, m)| m.len() > 1).collect();
         if clusters.is_empty() {
             report.empty = Some(format!(
@@ -403,6 +372,53 @@ impl Stage for Select {
         report.selected = Some(picks.len());
         finish(ctx, &ds, &picks, &cluster_ids, &ids, &candidates, &report, p.gif_images_per_minute)
     }
+}
+
+/// The labelling budget: the manifest's, else the size of `budget_of`'s unsafe set; HUDD's strategy needs none.
+fn budget(p: &SelectParams, ctx: &StageContext<'_>) -> Result<usize, StageError> {
+    Ok(match (p.budget, ctx.inputs("budget_of").first()) {
+        (Some(b), _) => b,
+        (None, Some(other)) => table::read::<UnsafeRow>(&other.path)?.len(),
+        (None, None) if p.strategy == Strategy::Hudd => usize::MAX,
+        (None, None) => return Err(SelectError::NoBudget.into()),
+    })
+}
+
+/// What candidates are seeded with: as the cluster members were, so that like is compared with like (activations:
+/// the prediction). A seed that reads labels (the true class; for keypoints the worst keypoint by its target) would
+/// read the labels of every candidate, which selection has not paid for: refused.
+fn seed_like_members(heatmaps: &Heatmaps, activations: bool, ds: &Dataset) -> Result<Seed, StageError> {
+    if activations {
+        return Ok(Seed::Predicted);
+    }
+    let seed_with = heatmaps.seed()?;
+    let keypoints = matches!(ds.meta.target, crate::dataset::Target::Regression { .. });
+    if !seed_with.reads_labels(keypoints) {
+        return Ok(seed_with);
+    }
+    let (heatmaps, seed) = (heatmaps.dir.clone(), name_of(seed_with));
+    Err(if keypoints {
+        SelectError::KeypointSeedReadsTargets { heatmaps, seed }
+    } else {
+        SelectError::SeedReadsLabels { heatmaps, seed }
+    }
+    .into())
+}
+
+/// Records in the dataset the splits whose images chose the selection: those of the clustered images, where the
+/// dataset holds them.
+fn chosen_by(ds: &mut Dataset, ids: &[String], clusters: &Clusters) -> Result<(), StageError> {
+    let split_of: BTreeMap<String, String> = ids.iter().cloned().zip(ds.strings("split")?).collect();
+    for (_, members) in clusters.groups()? {
+        for id in members {
+            if let Some(split) = split_of.get(&id)
+                && !ds.meta.chosen_by.contains(split)
+            {
+                ds.meta.chosen_by.push(split.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What every selection records: its strategy, split and candidates.

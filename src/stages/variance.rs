@@ -385,6 +385,48 @@ fn expected_beyond_chance(
     total as f64 / replicates as f64
 }
 
+/// The clusters explained beyond chance, counted after the p-values' correction.
+struct Tally {
+    beyond_chance: usize,
+    /// Explained with a raw p below α.
+    uncorrected: usize,
+    /// Failing images in explained clusters, and in clusters explained beyond chance.
+    images_explained: usize,
+    images_beyond_chance: usize,
+    /// The sizes of the clusters tested (those with a p-value).
+    tested_sizes: Vec<usize>,
+}
+
+/// Adjusts the p-values over every cluster tested (the family is every cluster tested, explained or not), marks
+/// each assessable cluster as beating chance or not, and counts.
+fn adjust(judged: &mut [Judged], p: &VarianceParams) -> Tally {
+    let tested: Vec<usize> = (0..judged.len()).filter(|&i| judged[i].row.p.is_some()).collect();
+    let raw: Vec<f64> = tested.iter().map(|&i| judged[i].row.p.expect("tested")).collect();
+    for (&i, adjusted) in tested.iter().zip(stats::adjust(&raw, p.correction)) {
+        judged[i].row.p_adjusted = Some(adjusted);
+    }
+    let mut tally = Tally {
+        beyond_chance: 0,
+        uncorrected: 0,
+        images_explained: 0,
+        images_beyond_chance: 0,
+        tested_sizes: tested.iter().map(|&i| judged[i].row.size).collect(),
+    };
+    for j in judged {
+        let beats_chance = j.is_explained && j.row.p_adjusted.is_some_and(|v| v < p.alpha);
+        tally.beyond_chance += usize::from(beats_chance);
+        tally.uncorrected += usize::from(j.is_explained && j.row.p.is_some_and(|v| v < p.alpha));
+        if j.is_explained {
+            tally.images_explained += j.row.size;
+        }
+        if beats_chance {
+            tally.images_beyond_chance += j.row.size;
+        }
+        j.row.beats_chance = j.assessable.then_some(beats_chance);
+    }
+    tally
+}
+
 impl Stage for Variance {
     type Params = VarianceParams;
     const KIND: &'static str = "variance";
@@ -467,28 +509,10 @@ impl Stage for Variance {
             }
             judged.push(j);
         }
-        let tested: Vec<usize> = (0..judged.len()).filter(|&i| judged[i].row.p.is_some()).collect();
-        let raw: Vec<f64> = tested.iter().map(|&i| judged[i].row.p.expect("tested")).collect();
-        for (&i, adjusted) in tested.iter().zip(stats::adjust(&raw, p.correction)) {
-            judged[i].row.p_adjusted = Some(adjusted);
-        }
-        let (mut beyond_chance, mut uncorrected) = (0, 0);
-        let (mut images_explained, mut images_beyond_chance) = (0, 0);
-        for j in &mut judged {
-            let beats_chance = j.is_explained && j.row.p_adjusted.is_some_and(|v| v < p.alpha);
-            beyond_chance += usize::from(beats_chance);
-            uncorrected += usize::from(j.is_explained && j.row.p.is_some_and(|v| v < p.alpha));
-            if j.is_explained {
-                images_explained += j.row.size;
-            }
-            if beats_chance {
-                images_beyond_chance += j.row.size;
-            }
-            j.row.beats_chance = j.assessable.then_some(beats_chance);
-        }
-        let sizes: Vec<usize> = tested.iter().map(|&i| judged[i].row.size).collect();
+        let Tally { beyond_chance, uncorrected, images_explained, images_beyond_chance, tested_sizes } =
+            adjust(&mut judged, p);
         let expected_beyond_chance =
-            expected_beyond_chance(&sizes, &nulls, p, &mut ChaCha8Rng::seed_from_u64(ctx.seed ^ NULL_STREAM));
+            expected_beyond_chance(&tested_sizes, &nulls, p, &mut ChaCha8Rng::seed_from_u64(ctx.seed ^ NULL_STREAM));
         let rows: Vec<ExplanationRow> = judged.into_iter().map(|j| j.row).collect();
         let note = if params.is_empty() {
             Some("the images carry no simulator parameters (real images): RQ1 does not apply".to_string())

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::view::{ArchitectureView, LayerRow, Performance, Scope, SplitScope, StageParams};
 use super::{ReportError, Target};
-use crate::artefact::evaluation::{CompareSummary, RunRow};
+use crate::artefact::evaluation::{CompareSummary, Protocol, RunRow, StrategyRow};
 use crate::artefact::evidence;
 use crate::artefact::recovery::RecoverySummary;
 use crate::artefact::results::TestSummary;
@@ -265,25 +265,7 @@ pub(super) fn performance(
             met_worst: if accuracy { worst(lo, hi) } else { None },
         });
         for s in &p.strategies {
-            let (lo, hi, interval) = match (s.lo, s.hi) {
-                (Some(lo), Some(hi)) => (
-                    Some(lo),
-                    Some(hi),
-                    format!("its {} runs and the split's {} images (two-level bootstrap)", s.runs, p.images),
-                ),
-                _ => {
-                    let scores: Vec<f64> = runs
-                        .iter()
-                        .filter(|r| r.split == p.split && r.strategy == s.strategy)
-                        .map(|r| r.score)
-                        .collect();
-                    // An accuracy's interval stops at 0 and 1.
-                    let t = stats::t_interval(&scores, 0.95)
-                        .map(|(lo, hi)| if accuracy { (lo.max(0.0), hi.min(1.0)) } else { (lo, hi) });
-                    let what = format!("its {} runs only (Student's t; the split's images not covered)", scores.len());
-                    (t.map(|i| i.0), t.map(|i| i.1), if t.is_some() { what } else { "no spread".into() })
-                }
-            };
+            let (lo, hi, interval) = strategy_interval(p, s, runs, accuracy);
             out.push(Performance {
                 model: s.strategy.clone(),
                 split: p.split.clone(),
@@ -299,6 +281,27 @@ pub(super) fn performance(
         }
     }
     out
+}
+
+/// A strategy's 95% interval on a split and what it covers: `compare`'s two-level bootstrap over its runs and the
+/// split's images, or (summaries written before it) Student's t over its runs alone, an accuracy's stopping at 0
+/// and 1.
+fn strategy_interval(
+    p: &Protocol,
+    s: &StrategyRow,
+    runs: &[RunRow],
+    accuracy: bool,
+) -> (Option<f64>, Option<f64>, String) {
+    if let (Some(lo), Some(hi)) = (s.lo, s.hi) {
+        let what = format!("its {} runs and the split's {} images (two-level bootstrap)", s.runs, p.images);
+        return (Some(lo), Some(hi), what);
+    }
+    let scores: Vec<f64> =
+        runs.iter().filter(|r| r.split == p.split && r.strategy == s.strategy).map(|r| r.score).collect();
+    let t =
+        stats::t_interval(&scores, 0.95).map(|(lo, hi)| if accuracy { (lo.max(0.0), hi.min(1.0)) } else { (lo, hi) });
+    let what = format!("its {} runs only (Student's t; the split's images not covered)", scores.len());
+    (t.map(|i| i.0), t.map(|i| i.1), if t.is_some() { what } else { "no spread".into() })
 }
 
 /// What HUDD's repeated retrainings vary, read from the stages upstream: how many improvement sets were drawn and
