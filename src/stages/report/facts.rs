@@ -20,7 +20,7 @@ use crate::stats;
 pub(super) fn architecture(meta: &crate::model::artefact::ModelMeta) -> Result<ArchitectureView, StageError> {
     let [c, h, w] = meta.input;
     let mut view = ArchitectureView {
-        name: "TorchScript".into(),
+        name: model_name(meta),
         description: String::new(),
         input: format!("{c}×{h}×{w}"),
         outputs: meta.outputs,
@@ -32,7 +32,6 @@ pub(super) fn architecture(meta: &crate::model::artefact::ModelMeta) -> Result<A
     };
     let Some(arch) = &meta.architecture else { return Ok(view) };
     let rows = arch.describe(meta.input, meta.outputs)?;
-    view.name.clone_from(&arch.model.name);
     view.description.clone_from(&arch.model.description);
     (view.declared, view.graph) = (true, arch.is_graph());
     view.parameters = rows.iter().map(|r| r.params).sum();
@@ -58,6 +57,11 @@ pub(super) fn architecture(meta: &crate::model::artefact::ModelMeta) -> Result<A
         })
         .collect();
     Ok(view)
+}
+
+/// A model's name: its declared architecture's, else `TorchScript`.
+pub(super) fn model_name(meta: &crate::model::artefact::ModelMeta) -> String {
+    meta.architecture.as_ref().map_or_else(|| "TorchScript".into(), |a| a.model.name.clone())
 }
 
 /// How each clustering recovers the planted causes, named by the stage that clustered (the recovery stage's id).

@@ -358,7 +358,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         accuracy_metric: accuracy_compared,
         metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
         unstable,
-        data: independence(ctx)?,
+        data: independence(ctx, data.as_ref())?,
         performance: performance(&test, compare.as_ref(), &runs, target_parsed.as_ref()),
         conservation: first("heatmaps").map(|dir| Heatmaps::open(&dir).layers()).transpose()?.unwrap_or_default(),
         references: serde_json::from_str(REFERENCES).expect("the committed versions.json is JSON"),
@@ -376,7 +376,7 @@ fn model_name(
         return Ok(Some(m.name.clone()));
     }
     let trained = lineage.iter().filter(|a| a.kind == "train" || a.kind == "model").find_map(|a| a.output("model"));
-    Ok(trained.map(|dir| architecture(&ModelMeta::read(dir)?)).transpose()?.map(|m| m.name))
+    Ok(trained.map(ModelMeta::read).transpose()?.map(|meta| facts::model_name(&meta)))
 }
 
 /// The root-cause clusters as the report shows them, and how the engineers' annotations bound to them.
@@ -447,10 +447,10 @@ fn rq2_plot(runs: &[RunRow], c: &CompareSummary) -> String {
 }
 
 /// The splits' independence by image content, when the report reads the data set.
-fn independence(ctx: &StageContext<'_>) -> Result<Option<evidence::Independence>, StageError> {
-    let Some(data) = ctx.inputs("data").first() else { return Ok(None) };
+fn independence(ctx: &StageContext<'_>, data: Option<&Dataset>) -> Result<Option<evidence::Independence>, StageError> {
+    let Some(data) = data else { return Ok(None) };
     ctx.progress.message("independence of the splits: hashing every image");
-    Ok(Some(evidence::independence(&crate::dataset::Dataset::open(&data.path)?.image_hashes_by_split()?)))
+    Ok(Some(evidence::independence(&data.image_hashes_by_split()?)))
 }
 
 /// Reads the manifest's annotations file, and names it when it is given but not there (said, not silently read as
