@@ -92,14 +92,9 @@ fn stage_work(
     }
     let (_, layer, labels) = best.expect("a layer");
     let t = Instant::now();
-    let _ = cluster::stability(
-        &layer.distances,
-        &labels,
-        params.stability_draws,
-        params.stability_share,
-        1,
-        |rows, sub| layer.recluster(rows, sub, &pipeline, cluster::default_max_k(sub.nrows())),
-    );
+    let _ = cluster::stability(&labels, params.stability_draws, params.stability_share, 1, |rows| {
+        layer.recluster(rows, &pipeline, cluster::default_max_k(rows.len()))
+    });
     parts.push((format!("stability, {} subsets", params.stability_draws), t.elapsed().as_secs_f64()));
     (parts, cluster::members(&labels).len())
 }
@@ -116,36 +111,17 @@ fn planted(dir: &std::path::Path, name: &str, n: usize, d: usize, causes: &Tenso
     hudd::npy::write(&Heatmaps::open(dir).layer_path(name), &[n, d], &values).unwrap();
 }
 
-/// The backbone's forward passes (every layer's input recorded, as `activations` runs them) at each input size,
-/// 64×64 images resized bilinearly, batches of 16: seconds per image, over 128 images after one warm-up batch.
+/// The backbone's features (as `activations` computes them, `common::backbone_per_image`) at each input size, 64×64
+/// images resized, the manifests' batches of 8: seconds per image, the median of 16 batches.
 fn forward_per_image(sizes: &[usize]) -> Vec<(usize, f64)> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let weights = root.join("models/pretrained/efficientnet-lite0.safetensors");
-    if !weights.exists() {
-        println!("backbone forward passes: no weights (run scripts/pretrained.sh)");
-        return Vec::new();
-    }
+    let images = Tensor::randint(256, [128, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu));
     let mut out = Vec::new();
     for &size in sizes {
-        let backbone = hudd::model::backbone::Backbone {
-            architecture: "efficientnet-lite0".into(),
-            weights: weights.clone(),
-            mean: vec![0.485, 0.456, 0.406],
-            std: vec![0.229, 0.224, 0.225],
-            size: Some([size, size]),
+        let Some((model, layers)) = common::backbone(size) else {
+            println!("backbone forward passes: no weights (run scripts/pretrained.sh)");
+            return out;
         };
-        let model = backbone.load(root, tch::Device::Cpu, 3).unwrap();
-        let net = model.net("bench").unwrap();
-        let batch = |_: usize| {
-            let x = Tensor::rand([16, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
-            let x = model.preprocess(&x).upsample_bilinear2d([size as i64, size as i64], false, None, None);
-            tch::no_grad(|| net.forward_layers(&x)).len()
-        };
-        batch(0);
-        let t = Instant::now();
-        let layers: usize = (0..8).map(batch).sum();
-        assert!(layers > 0);
-        out.push((size, t.elapsed().as_secs_f64() / 128.0));
+        out.push((size, common::backbone_per_image(&model, &layers, &images, 8, 16)));
     }
     out
 }

@@ -91,22 +91,15 @@ fn bench(name: &str, target: f64) {
     tensors.push(("input".into(), x.shallow_clone()));
     tensors.push(("seed".into(), seed.shallow_clone()));
     Tensor::write_safetensors(&tensors, &file).unwrap();
-    let out = std::process::Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/lrp_zennit.py"))
-        .arg(&file)
-        .args([threads.to_string(), ROUNDS.to_string(), name.to_string()])
-        .output()
-        .expect("python runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let theirs: std::collections::HashMap<String, f64> = text
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect();
-    if theirs.is_empty() {
-        println!("Zennit side failed: {}", String::from_utf8_lossy(&out.stderr));
-        return;
-    }
+    let args = [file.display().to_string(), threads.to_string(), ROUNDS.to_string(), name.to_string()];
+    let theirs: std::collections::HashMap<String, f64> = match common::reference_times(&python, "lrp_zennit.py", &args)
+    {
+        Ok(times) => times.into_iter().collect(),
+        Err(stderr) => {
+            println!("Zennit side failed: {stderr}");
+            return;
+        }
+    };
     println!("forward + backward (PyTorch):       {:8.1} ms", theirs["forward-backward"] * 1e3);
     for (composite, t) in &ours {
         let z = theirs[*composite];

@@ -34,8 +34,68 @@ pub fn python() -> Option<String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// Runs a reference script of the fixtures venv's `python` and reads the `name seconds` lines it prints, in order;
+/// `Err` holds its stderr when it printed none.
+pub fn reference_times(python: &str, script: &str, args: &[String]) -> Result<Vec<(String, f64)>, String> {
+    let out = std::process::Command::new(python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    let times: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
+    if times.is_empty() { Err(String::from_utf8_lossy(&out.stderr).into_owned()) } else { Ok(times) }
+}
+
 /// The middle value.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// EfficientNet-Lite0 with its ImageNet weights as an `activations` stage loads it (`size`×`size` input), and the
+/// indices of the three layers the recovery manifests record; `None` without the weights (`scripts/pretrained.sh`).
+pub fn backbone(size: usize) -> Option<(Model, Vec<usize>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let weights = root.join("models/pretrained/efficientnet-lite0.safetensors");
+    if !weights.exists() {
+        return None;
+    }
+    let backbone = hudd::model::backbone::Backbone {
+        architecture: "efficientnet-lite0".into(),
+        weights,
+        mean: vec![0.485, 0.456, 0.406],
+        std: vec![0.229, 0.224, 0.225],
+        size: Some([size, size]),
+    };
+    let model = backbone.load(root, tch::Device::Cpu, 3).unwrap();
+    let net = model.net("bench").unwrap();
+    let layers = BACKBONE_LAYERS.iter().map(|l| net.layers.iter().position(|(n, _)| n == l).unwrap()).collect();
+    Some((model, layers))
+}
+
+/// The layers the recovery manifests' generic pipeline records.
+pub const BACKBONE_LAYERS: [&str; 3] = ["_blocks.10.add", "_conv_head", "_avg_pooling"];
+
+/// Median seconds per image of the backbone's features as `activations` computes them (preprocessing, the resize,
+/// the forward pass to the recorded layers, each channel's mean), over `rounds` batches of `batch` images from
+/// `images` (N×3×H×W uint8), after one warm-up batch.
+pub fn backbone_per_image(model: &Model, layers: &[usize], images: &tch::Tensor, batch: i64, rounds: i64) -> f64 {
+    let net = model.net("bench").unwrap();
+    let n = images.size()[0];
+    let features = |r: i64| {
+        let chunk = images.narrow(0, (r * batch) % n, batch.min(n - (r * batch) % n));
+        let t = std::time::Instant::now();
+        let acts = hudd::model::predict::activations(model, net, &chunk, layers);
+        for a in acts {
+            let pooled = hudd::model::backbone::pool(a, hudd::model::backbone::Pool::Channels);
+            assert_eq!(pooled.dim(), 2);
+        }
+        t.elapsed().as_secs_f64() / chunk.size()[0] as f64
+    };
+    features(0);
+    median((0..rounds).map(features).collect())
 }

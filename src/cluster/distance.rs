@@ -117,11 +117,15 @@ pub fn hudd_curve_space(m: &Matrix) -> Matrix {
 
 /// The Euclidean distances between the rows of `x`, summed coordinate by coordinate.
 pub fn row_distances(x: ndarray::ArrayView2<f64>) -> Matrix {
-    Matrix::from_shape_fn((x.nrows(), x.nrows()), |(i, j)| {
-        if i == j {
-            0.0
-        } else {
-            x.row(i).iter().zip(x.row(j).iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
+    let n = x.nrows();
+    let mut m = Matrix::zeros((n, n));
+    // The upper triangle, mirrored: (a - b)² and (b - a)² are the same number.
+    for i in 0..n {
+        for j in i + 1..n {
+            let d = x.row(i).iter().zip(x.row(j).iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            m[[i, j]] = d;
+            m[[j, i]] = d;
         }
-    })
+    }
+    m
 }

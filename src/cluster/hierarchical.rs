@@ -140,11 +140,16 @@ impl<'a> Sums<'a> {
     }
 
     /// `moved` (the smaller half of cluster `slot`) became cluster `new`; `label` is already updated.
+    /// Each point's sum to `moved` is accumulated row by row (the matrix is symmetric: row q holds every point's
+    /// distance to q), in `moved`'s order from -0.0 as `Iterator::sum` adds, so the sums are the same numbers as
+    /// summing each point's row at `moved`'s columns, read in memory order instead of gathered.
     fn split(&mut self, moved: &[usize], slot: usize, new: usize, label: &[usize]) {
         let s = self.stride;
-        for p in 0..label.len() {
-            let row = self.m.row(p);
-            let v: f64 = moved.iter().map(|&q| row[q]).sum();
+        let mut sums = vec![-0.0f64; label.len()];
+        for &q in moved {
+            sums.iter_mut().zip(self.m.row(q)).for_each(|(sum, d)| *sum += d);
+        }
+        for (p, v) in sums.into_iter().enumerate() {
             self.to_cluster[p * s + new] = v;
             self.to_cluster[p * s + slot] -= v;
         }
@@ -326,7 +331,7 @@ pub fn default_max_k(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{distances_of, silhouette};
+    use crate::cluster::{distances_of, silhouette, wicd};
     use rand::SeedableRng;
 
     #[test]
@@ -341,5 +346,27 @@ mod tests {
             let full = silhouette(&m, &cut(&dendrogram, k));
             assert!((swept.silhouette[i] - full).abs() < 1e-12, "k = {k}: {} against {full}", swept.silhouette[i]);
         }
+    }
+
+    #[test]
+    fn the_wicd_sweep_equals_a_full_computation_at_every_k_on_any_layout() {
+        let mut rng = <rand_chacha::ChaCha8Rng as SeedableRng>::seed_from_u64(5);
+        let values: Vec<f32> = (0..70 * 4).map(|_| rand::Rng::random::<f32>(&mut rng)).collect();
+        let m = distances_of(&values, 70, 4);
+        let dendrogram = dendrogram(&m, Linkage::Ward);
+        let swept = wicd_sweep(&dendrogram, 35, &m);
+        assert_eq!(swept.ks, (2..=35).collect::<Vec<_>>());
+        for (i, &k) in swept.ks.iter().enumerate() {
+            let full = wicd(&m, &cut(&dendrogram, k));
+            assert!(
+                (swept.wicd[i] - full).abs() < 1e-12 * full.abs().max(1.0),
+                "k = {k}: {} against {full}",
+                swept.wicd[i]
+            );
+        }
+        // A matrix in column-major memory (its rows strided) gives the same numbers.
+        let mut fortran = Matrix::zeros(ndarray::ShapeBuilder::f(m.dim()));
+        fortran.assign(&m);
+        assert_eq!(wicd_sweep(&dendrogram, 35, &fortran).wicd, swept.wicd);
     }
 }

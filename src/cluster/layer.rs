@@ -8,7 +8,7 @@ use ndarray::Array2;
 
 use super::Matrix;
 use super::features::{Features, centre_by_class, channel_totals};
-use super::pipeline::{Pipeline, Points};
+use super::pipeline::{Distances, Pipeline, Points};
 use crate::npy::{NpyError, NpyReader};
 
 /// How each image is described at a layer before distances: its features, centred on its class or not.
@@ -46,14 +46,17 @@ pub struct Layer {
 impl Layer {
     /// What the clustering pipeline reads.
     pub fn points(&self) -> Points<'_> {
-        Points { distances: &self.distances, vectors: self.vectors.as_ref().map(|v| v.view()) }
+        Points { distances: Distances::Of(&self.distances), vectors: self.vectors.as_ref().map(|v| v.view()) }
     }
 
-    /// The partition of a stability subset (`rows` of the layer, `distances` their submatrix), reclustered by
-    /// `pipeline`: the subset's vectors are the layer's rows, so PCA refits on the subset as the pipeline would.
-    pub fn recluster(&self, rows: &[usize], distances: &Matrix, pipeline: &Pipeline, max_k: usize) -> Vec<usize> {
+    /// The partition of a stability subset (`rows` of the layer, in increasing order), reclustered by `pipeline`:
+    /// the subset's vectors are the layer's rows, so PCA refits on the subset as the pipeline would; their distances
+    /// are restricted to the subset only if the pipeline reads them.
+    pub fn recluster(&self, rows: &[usize], pipeline: &Pipeline, max_k: usize) -> Vec<usize> {
         let vectors = self.vectors.as_ref().map(|v| v.select(ndarray::Axis(0), rows));
-        super::pipeline::labels(Points { distances, vectors: vectors.as_ref().map(|v| v.view()) }, pipeline, max_k)
+        let points =
+            Points { distances: Distances::Among(&self.distances, rows), vectors: vectors.as_ref().map(|v| v.view()) };
+        super::pipeline::labels(points, pipeline, max_k)
     }
 }
 

@@ -3,7 +3,9 @@
 //! k-means, DBSCAN or HDBSCAN) and what it says of how it chose. The `cluster` stage runs this on every layer and on
 //! every stability subset.
 
-use ndarray::ArrayView2;
+use std::borrow::Cow;
+
+use ndarray::{ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::spectral::Spectral;
@@ -58,16 +60,34 @@ pub struct Pipeline {
 }
 
 /// One layer's images as the pipeline reads them: their raw distances and, where the stage has them, the vectors
-/// those are the Euclidean distances of (PCA in the direct mode then works on the vectors).
+/// those are the Euclidean distances of (PCA in the direct mode then works on the vectors, and the distances are not
+/// read).
 #[derive(Debug, Clone, Copy)]
 pub struct Points<'a> {
-    pub distances: &'a Matrix,
+    pub distances: Distances<'a>,
     pub vectors: Option<ArrayView2<'a, f32>>,
+}
+
+/// The images' raw distances: a matrix, or the rows and columns of some of a matrix's images (a stability subset,
+/// restricted only when the pipeline reads them).
+#[derive(Debug, Clone, Copy)]
+pub enum Distances<'a> {
+    Of(&'a Matrix),
+    Among(&'a Matrix, &'a [usize]),
+}
+
+impl<'a> Distances<'a> {
+    fn matrix(self) -> Cow<'a, Matrix> {
+        match self {
+            Distances::Of(m) => Cow::Borrowed(m),
+            Distances::Among(m, rows) => Cow::Owned(m.select(Axis(0), rows).select(Axis(1), rows)),
+        }
+    }
 }
 
 impl<'a> From<&'a Matrix> for Points<'a> {
     fn from(distances: &'a Matrix) -> Self {
-        Points { distances, vectors: None }
+        Points { distances: Distances::Of(distances), vectors: None }
     }
 }
 
@@ -86,20 +106,25 @@ pub fn labels<'a>(points: impl Into<Points<'a>>, p: &Pipeline, max_k: usize) -> 
 }
 
 fn cluster_with(points: Points<'_>, p: &Pipeline, max_k: usize, full: bool) -> (Vec<usize>, Sweep, String) {
-    let raw = points.distances;
-    let (space, curve) = match p.mode {
-        Mode::Hudd => (super::hudd_space(raw), Some(super::hudd_curve_space(raw))),
-        Mode::Direct => (raw.clone(), None),
-    };
     // PCA of the clustering space; HUDD's k curve then reads the reduced space too. The direct mode's space is the
     // vectors' distances: where there are fewer dimensions than images, PCA diagonalises their d×d scatter matrix
-    // instead of the n×n one (the same components; 8,000 images of 1,280 values: seconds, not minutes).
+    // instead of the n×n one (the same components; 8,000 images of 1,280 values: seconds, not minutes), and the
+    // distances are not read.
     let (space, curve) = match (p.pca, points.vectors) {
         (Some(c), Some(x)) if p.mode == Mode::Direct && x.ncols() < x.nrows() => {
             (super::row_distances(super::scaling::pca_scores(x, c).view()), None)
         }
-        (Some(c), _) => (super::pca_distances(&space, c), None),
-        (None, _) => (space, curve),
+        _ => {
+            let raw = points.distances.matrix();
+            let (space, curve) = match p.mode {
+                Mode::Hudd => (super::hudd_space(&raw), Some(super::hudd_curve_space(&raw))),
+                Mode::Direct => (raw.into_owned(), None),
+            };
+            match p.pca {
+                Some(c) => (super::pca_distances(&space, c), None),
+                None => (space, curve),
+            }
+        }
     };
     // A spectral embedding: the algorithm clusters the embedded images.
     let (space, curve, eigenvalues) = match p.spectral {

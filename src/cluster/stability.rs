@@ -1,28 +1,26 @@
 //! Cluster-wise stability (Hennig's clusterboot, subsetting scheme): subsets of the images reclustered with the
 //! same rule, each cluster's best Jaccard match averaged.
 
-use ndarray::Axis;
 use rand::SeedableRng;
 use rand::seq::index;
 
-use super::{Matrix, members};
+use super::members;
 
 /// Hennig's cluster-wise stability (`clusterboot` with the subsetting scheme): `draws` random subsets of `share` of
-/// the points (seeded), each reclustered by `recluster` (given the subset's indices and the distances restricted to
-/// it); per cluster of `labels`,
+/// the points (seeded), each reclustered by `recluster` (given the subset's indices, in increasing order); per
+/// cluster of `labels`,
 /// the mean over the draws of the Jaccard similarity between its members in the subset and the most similar new
 /// cluster (`None` for a cluster no subset held). Subsets, unlike bootstrap samples, hold no duplicate points, which
-/// would sit at distance 0 and pull the clustering apart. The distance matrix is not recomputed.
+/// would sit at distance 0 and pull the clustering apart.
 pub fn stability(
-    m: &Matrix,
     labels: &[usize],
     draws: usize,
     share: f64,
     seed: u64,
-    recluster: impl Fn(&[usize], &Matrix) -> Vec<usize> + Sync,
+    recluster: impl Fn(&[usize]) -> Vec<usize> + Sync,
 ) -> Vec<Option<f64>> {
     use rayon::prelude::*;
-    let n = m.nrows();
+    let n = labels.len();
     let k = labels.iter().max().map_or(0, |l| l + 1);
     let size = ((n as f64 * share).round() as usize).clamp(2.min(n), n);
     // The subsets are drawn first, in order, then reclustered in parallel on the current rayon pool: the result
@@ -35,10 +33,7 @@ pub fn stability(
             subset
         })
         .collect();
-    let reclustered: Vec<Vec<usize>> = subsets
-        .par_iter()
-        .map(|subset| recluster(subset, &m.select(Axis(0), subset).select(Axis(1), subset)))
-        .collect();
+    let reclustered: Vec<Vec<usize>> = subsets.par_iter().map(|subset| recluster(subset)).collect();
     let (mut sums, mut counts) = (vec![0.0; k], vec![0usize; k]);
     for (subset, new) in subsets.iter().zip(&reclustered) {
         let groups = members(new);

@@ -103,6 +103,7 @@ impl Backbone {
         let vs = model.var_store_mut().expect("a declared model has a var store");
         // `join` keeps an absolute path as it is.
         load_weights(vs, &workspace.join(&self.weights))?;
+        model.net_mut().expect("a declared model has layers").for_features();
         Ok(model)
     }
 }

@@ -5,6 +5,7 @@ use tch::{Kind, Tensor};
 
 use super::artefact::{Model, ModelError};
 use super::fit::{keypoint_errors, keypoints_from_maps};
+use super::net::Net;
 use crate::dataset::{Dataset, DatasetError, Target};
 use crate::engine::progress::Progress;
 
@@ -110,28 +111,34 @@ pub fn argmax(v: &[f32]) -> usize {
 }
 
 /// Runs a declared model over some rows of a dataset in batches: `sink` gets the batch's rows and the activations at
-/// the input of every layer (the first is the preprocessed image itself), on the model's device. Images of another
-/// size than the model's input are resized to it after preprocessing (bilinear, as PyTorch's `interpolate` without
-/// corner alignment).
+/// the input of each of `layers` (indices into the network's layers, in that order), on the model's device.
 pub fn for_each_activation_batch<E: From<PredictError>>(
     model: &Model,
     ds: &Dataset,
     rows: &[usize],
     batch: usize,
+    layers: &[usize],
     mut sink: impl FnMut(&[usize], &[Tensor]) -> Result<(), E>,
 ) -> Result<(), E> {
     let net = model.net("activations").map_err(PredictError::from)?;
-    let [_, h, w] = model.meta.input.map(|v| v as i64);
     let m = &ds.meta;
     let size = [m.channels as i64, m.height as i64, m.width as i64];
     for chunk in rows.chunks(batch.max(1)) {
         let pixels = ds.images(chunk).map_err(PredictError::from)?;
-        let mut x =
-            model.preprocess(&Tensor::from_slice(&pixels).view([chunk.len() as i64, size[0], size[1], size[2]]));
-        if [size[1], size[2]] != [h, w] {
-            x = x.upsample_bilinear2d([h, w], false, None, None);
-        }
-        sink(chunk, &tch::no_grad(|| net.forward_layers(&x)))?;
+        let pixels = Tensor::from_slice(&pixels).view([chunk.len() as i64, size[0], size[1], size[2]]);
+        sink(chunk, &activations(model, net, &pixels, layers))?;
     }
     Ok(())
+}
+
+/// The activations at the input of each of `layers` for a batch of N×C×H×W uint8 pixels: preprocessed, then, for
+/// images of another size than the model's input, resized to it (bilinear, as PyTorch's `interpolate` without corner
+/// alignment).
+pub fn activations(model: &Model, net: &Net, pixels: &Tensor, layers: &[usize]) -> Vec<Tensor> {
+    let [_, h, w] = model.meta.input.map(|v| v as i64);
+    let mut x = model.preprocess(pixels);
+    if x.size()[2..] != [h, w] {
+        x = x.upsample_bilinear2d([h, w], false, None, None);
+    }
+    tch::no_grad(|| net.forward_at(&x, layers))
 }

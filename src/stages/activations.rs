@@ -102,7 +102,8 @@ impl Params for ActivationsParams {
 impl Stage for Activations {
     type Params = ActivationsParams;
     const KIND: &'static str = "activations";
-    const VERSION: u32 = 1;
+    // 2: a backbone runs with its batch norms merged and channels-last memory (`Net::for_features`).
+    const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",
@@ -179,10 +180,9 @@ impl Stage for Activations {
         }
         let rows: Vec<usize> = (0..ds.meta.count).collect();
         ctx.progress.start(rows.len() as u64, "activations");
-        for_each_activation_batch(&model, &ds, &rows, p.batch_size, |chunk, acts| {
-            for (&k, writer) in recorded.iter().zip(writers.iter_mut()) {
-                let a =
-                    crate::model::backbone::pool(acts[k].to_device(tch::Device::Cpu).to_kind(tch::Kind::Float), p.pool);
+        for_each_activation_batch(&model, &ds, &rows, p.batch_size, &recorded, |chunk, acts| {
+            for (a, writer) in acts.iter().zip(writers.iter_mut()) {
+                let a = crate::model::backbone::pool(a.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float), p.pool);
                 let values: Vec<f32> = Vec::try_from(a.contiguous().flatten(0, -1)).map_err(ActivationsError::from)?;
                 writer.append(&values)?;
             }

@@ -371,10 +371,9 @@ fn cluster_all(p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), Stag
     choose_layer(p, &folder, &mut summary, chosen)?;
     // Stability: subsets of the failing images reclustered with the same rule, from the same distances.
     ctx.progress.message(&format!("stability: {} subsets of {:.0}%", p.stability_draws, p.stability_share * 100.0));
-    let stability =
-        cluster::stability(&read.distances, &labels, p.stability_draws, p.stability_share, ctx.seed, |rows, sub| {
-            read.recluster(rows, sub, &pipeline, max_k_of(sub.nrows()))
-        });
+    let stability = cluster::stability(&labels, p.stability_draws, p.stability_share, ctx.seed, |rows| {
+        read.recluster(rows, &pipeline, max_k_of(rows.len()))
+    });
     if p.stability_draws > 0 {
         summary.stability = Some(StabilitySummary {
             draws: p.stability_draws,

@@ -486,8 +486,8 @@ fn candidate_activations(
     let k = layer_index(model.net("the select stage")?, layer)?;
     let mut distances = Vec::with_capacity(candidates.len());
     ctx.progress.start(candidates.len() as u64, "candidate activations");
-    for_each_activation_batch(&model, ds, candidates, p.batch_size, |chunk, acts| {
-        distances.extend(members.nearest(&crate::model::backbone::pool(acts[k].shallow_clone(), pool)));
+    for_each_activation_batch(&model, ds, candidates, p.batch_size, &[k], |chunk, acts| {
+        distances.extend(members.nearest(&crate::model::backbone::pool(acts[0].shallow_clone(), pool)));
         ctx.progress.inc(chunk.len() as u64);
         Ok::<(), StageError>(())
     })?;

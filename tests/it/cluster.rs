@@ -491,7 +491,10 @@ fn separated_clusters_are_stable_and_a_cut_through_them_is_not() {
         let m = cluster::distances_of(points, n, 2);
         let p = params(k);
         let (labels, _, _) = cluster::pipeline::cluster(&m, &p, 10);
-        cluster::stability(&m, &labels, 40, 0.5, seed, |_, sub| cluster::pipeline::cluster(sub, &p, 10).0)
+        cluster::stability(&labels, 40, 0.5, seed, |rows| {
+            let sub = m.select(ndarray::Axis(0), rows).select(ndarray::Axis(1), rows);
+            cluster::pipeline::cluster(&sub, &p, 10).0
+        })
     };
     // Three tight groups far apart: every subset finds them again.
     let (points, n) = blobs(&[(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)], 20, 1.0);
@@ -737,7 +740,11 @@ fn clustering_with_the_vectors_gives_the_partition_of_their_distances() {
         ..toml::from_str::<hudd::stages::cluster::ClusterParams>("").unwrap().pipeline()
     };
     let alone = cluster::pipeline::cluster(&m, &p, 20);
-    let with = cluster::pipeline::cluster(cluster::pipeline::Points { distances: &m, vectors: Some(x.view()) }, &p, 20);
+    let with = cluster::pipeline::cluster(
+        cluster::pipeline::Points { distances: cluster::pipeline::Distances::Of(&m), vectors: Some(x.view()) },
+        &p,
+        20,
+    );
     assert_eq!(with.0, alone.0);
     assert_eq!((with.1.ks, with.2), (alone.1.ks, alone.2));
     assert!(cluster::members(&with.0).len() >= 2);
