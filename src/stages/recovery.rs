@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::Clusters;
-use crate::artefact::recovery::{CauseRow, RandomFloor, RecoverySummary};
+use crate::artefact::recovery::{CauseRow, Exposure, RandomFloor, RecoverySummary};
+use crate::artefact::results::TestResults;
 use crate::artefact::table;
-use crate::artefact::{ANY_DATASET, CLUSTERS, RECOVERY, RECOVERY_TABLE};
+use crate::artefact::{ANY_DATASET, CLUSTERS, RECOVERY, RECOVERY_TABLE, TEST_RESULTS};
 use crate::cluster::score;
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -25,6 +26,10 @@ pub enum RecoveryError {
     NoCause { dataset: std::path::PathBuf, cause: String, columns: Vec<String> },
     #[error("clustered image {id} is not in {}", dataset.display())]
     NotInDataset { id: String, dataset: std::path::PathBuf },
+    #[error("tested image {id} of {} is not in {}", results.display(), dataset.display())]
+    NotTested { id: String, results: std::path::PathBuf, dataset: std::path::PathBuf },
+    #[error("give both `results` (every tested image's outcome) and `tested` (their data set), or neither")]
+    HalfExposure,
 }
 
 impl From<RecoveryError> for StageError {
@@ -74,6 +79,34 @@ impl Params for RecoveryParams {
     }
 }
 
+/// Each cause's failure rate over every tested image (the `results` and `tested` inputs), against the nominal causes'.
+fn exposure(p: &RecoveryParams, ctx: &StageContext<'_>) -> Result<Option<Exposure>, StageError> {
+    let (results, tested) = match (ctx.inputs("results").first(), ctx.inputs("tested").first()) {
+        (Some(r), Some(t)) => (r.path.clone(), t.path.clone()),
+        (None, None) => return Ok(None),
+        _ => return Err(RecoveryError::HalfExposure.into()),
+    };
+    let results = TestResults::read(&results)?;
+    let ds = Dataset::open(&tested)?;
+    let cause_of = causes_by_id(&ds, &p.cause)?;
+    let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (id, correct) in &results.images {
+        let cause = cause_of.get(id).ok_or_else(|| RecoveryError::NotTested {
+            id: id.clone(),
+            results: results.path.clone(),
+            dataset: ds.dir.clone(),
+        })?;
+        let count = counts.entry(cause).or_default();
+        count.0 += 1;
+        count.1 += usize::from(!correct);
+    }
+    let counts: Vec<(String, bool, usize, usize)> = counts
+        .into_iter()
+        .map(|(cause, (tested, failing))| (cause.to_string(), !p.nominal.iter().any(|n| n == cause), tested, failing))
+        .collect();
+    Ok(Some(Exposure::new(&counts)))
+}
+
 /// A model that fails on nothing (the best outcome), or failures that all stand alone: an empty result, said, for the
 /// report to show.
 fn nothing_to_score(p: &RecoveryParams, ctx: &StageContext<'_>, unclustered: usize) -> Result<(), StageError> {
@@ -95,6 +128,7 @@ fn nothing_to_score(p: &RecoveryParams, ctx: &StageContext<'_>, unclustered: usi
         ari: None,
         random: None,
         note: Some(note),
+        exposure: exposure(p, ctx)?,
     };
     table::write::<CauseRow>(&ctx.output("table")?, &[])?;
     Ok(table::write_json(&ctx.output("summary")?, &summary)?)
@@ -118,6 +152,20 @@ impl Stage for Recovery {
             many: false,
             required: true,
             doc: "the clustered images, with their planted cause",
+        },
+        InputSlot {
+            name: "results",
+            accepts: &[TEST_RESULTS],
+            many: false,
+            required: false,
+            doc: "the test's results over every tested image (with `tested`): each cause's failure rate against the nominal one",
+        },
+        InputSlot {
+            name: "tested",
+            accepts: ANY_DATASET,
+            many: false,
+            required: false,
+            doc: "the data set of those results, with every tested image's cause",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
@@ -196,6 +244,7 @@ impl Stage for Recovery {
                 ari: floor[3],
             }),
             note: None,
+            exposure: exposure(p, ctx)?,
         };
         ctx.progress.message(&format!(
             "purity {:.2} (random {:.2}), coverage {:.2}, NMI {:.2}, ARI {:.2}",
@@ -211,12 +260,7 @@ impl Stage for Recovery {
 /// clustering's noise: no root cause) are one more cluster, [`UNASSIGNED`], so leaving hard images out cannot raise a
 /// score.
 fn labelled(ds: &Dataset, cause: &str, clusters: &Clusters) -> Result<(Vec<usize>, Vec<String>, usize), StageError> {
-    let causes_of = ds.strings(cause).map_err(|_| RecoveryError::NoCause {
-        dataset: ds.dir.clone(),
-        cause: cause.to_string(),
-        columns: ds.table.get_column_names().iter().map(|c| c.to_string()).collect(),
-    })?;
-    let cause_of: BTreeMap<String, String> = ds.ids()?.into_iter().zip(causes_of).collect();
+    let cause_of = causes_by_id(ds, cause)?;
     let (mut cluster_labels, mut cause_names, mut unclustered) = (Vec::new(), Vec::new(), 0);
     for (c, members) in clusters.groups()? {
         let alone = members.len() < 2;
@@ -230,4 +274,14 @@ fn labelled(ds: &Dataset, cause: &str, clusters: &Clusters) -> Result<(Vec<usize
         }
     }
     Ok((cluster_labels, cause_names, unclustered))
+}
+
+/// Every image's cause: the data set's column `cause`, by image id.
+fn causes_by_id(ds: &Dataset, cause: &str) -> Result<BTreeMap<String, String>, StageError> {
+    let causes_of = ds.strings(cause).map_err(|_| RecoveryError::NoCause {
+        dataset: ds.dir.clone(),
+        cause: cause.to_string(),
+        columns: ds.table.get_column_names().iter().map(|c| c.to_string()).collect(),
+    })?;
+    Ok(ds.ids()?.into_iter().zip(causes_of).collect())
 }

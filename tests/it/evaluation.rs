@@ -476,5 +476,55 @@ weight = 1.0
         let summary = json(&ws, &w, &r, "recovery", "summary");
         assert_eq!(summary["note"], note, "{summary}");
         assert!(summary["purity"].is_null() && summary["random"].is_null(), "{summary}");
+        assert!(summary.get("exposure").is_none(), "no results, no exposure: {summary}");
     }
+
+    // Every tested image's outcome: fog fails always, night on even rows, the nominal scenario and turned signs on
+    // every fourth row (turned signs no more often than nominal ones: a planted cause that causes nothing).
+    let fails = |i: usize, s: &str| match s {
+        "fog" => true,
+        "night" => i.is_multiple_of(2),
+        _ => i.is_multiple_of(4),
+    };
+    let rows: String = ids
+        .iter()
+        .zip(&scenarios)
+        .enumerate()
+        .map(|(i, (id, s))| format!("{id},{}\n", if fails(i, s) { "Wrong" } else { "Correct" }))
+        .collect();
+    let with_results = format!(
+        "{full}results = \"outcomes.results\"\ntested = \"data.dataset\"\n\n\
+         [[stage]]\nid = \"outcomes\"\nkind = \"crafted-results\"\ntext = {:?}\n",
+        format!("image,result\n{rows}")
+    );
+    let (w, r) = run(&ws, &with_results);
+    let exposure = json(&ws, &w, &r, "recovery", "summary")["exposure"].clone();
+    let count = |s: &str| {
+        let of: Vec<usize> = (0..ids.len()).filter(|&i| scenarios[i] == s).collect();
+        (of.len(), of.iter().filter(|&&i| fails(i, s)).count())
+    };
+    let rate = |s: &str| count(s).1 as f64 / count(s).0 as f64;
+    let nominal = rate("nominal");
+    assert!((exposure["nominal_rate"].as_f64().unwrap() - nominal).abs() < 1e-12, "{exposure}");
+    let causes = exposure["causes"].as_array().unwrap();
+    let names: Vec<&str> = causes.iter().map(|c| c["cause"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fog", "night", "nominal", "turned"]);
+    let mut accounted = 0.0;
+    for c in causes {
+        let s = c["cause"].as_str().unwrap();
+        let (tested, failing) = count(s);
+        assert_eq!((c["tested"].as_u64(), c["failing"].as_u64()), (Some(tested as u64), Some(failing as u64)), "{c}");
+        let share = if s != "nominal" && rate(s) > nominal { (rate(s) - nominal) / rate(s) } else { 0.0 };
+        assert!((c["attributable"].as_f64().unwrap() - share).abs() < 1e-12, "{c}");
+        accounted += failing as f64 * share;
+    }
+    let failing: usize = ["fog", "night", "nominal", "turned"].iter().map(|s| count(s).1).sum();
+    assert!((exposure["attributable"].as_f64().unwrap() - accounted / failing as f64).abs() < 1e-12, "{exposure}");
+    // One of the two inputs alone is an error that says so, not a half-filled exposure.
+    let half = with_results.replace("tested = \"data.dataset\"\n", "");
+    let (w, r) = run_failing(&ws, &half);
+    let hudd::engine::Outcome::Failed { error, exit_code: 2 } = &r.outcomes[w.stage_index("recovery").unwrap()] else {
+        panic!("{:?}", r.outcomes[w.stage_index("recovery").unwrap()]);
+    };
+    assert!(error.contains("give both `results`"), "{error}");
 }

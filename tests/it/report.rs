@@ -284,6 +284,26 @@ fn a_recovery_with_nothing_to_score_is_shown_with_its_reason() {
 }
 
 #[test]
+fn how_many_failures_each_planted_cause_accounts_for_is_shown_beside_the_recovery() {
+    let ws = crate::support::Ws::new();
+    let exposure = r#", "exposure": {"nominal_rate": 0.2, "attributable": 0.47, "causes": [
+ {"cause": "fog", "planted": true, "tested": 100, "failing": 60, "rate": 0.6, "attributable": 0.6667},
+ {"cause": "hand", "planted": true, "tested": 50, "failing": 5, "rate": 0.1, "attributable": 0.0},
+ {"cause": "nominal", "planted": false, "tested": 100, "failing": 20, "rate": 0.2, "attributable": 0.0}]}}"#;
+    let with = RECOVERY.strip_suffix('}').unwrap().to_string() + exposure;
+    let (w, r) = run(&ws, &manifest(&ws, "").replace(&format!("{RECOVERY:?}"), &format!("{with:?}")));
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(md.contains("against the nominal scenario's (20.0%)"), "{md}");
+    assert!(md.contains("The planted causes account for 47.0% of the\nfailing images."), "{md}");
+    assert!(md.contains("| fog | 100 | 60 | 60.0% | 66.7% |"), "{md}");
+    assert!(md.contains("| hand | 50 | 5 | 10.0% | 0.0% |"), "{md}");
+    assert!(md.contains("| nominal (not planted) | 100 | 20 | 20.0% | – |"), "{md}");
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(html.contains("<tr><td>fog</td><td>100</td><td>60</td><td>60.0%</td><td>66.7%</td></tr>"), "{html}");
+}
+
+#[test]
 fn control_characters_and_bidi_overrides_in_notes_reach_neither_report() {
     let ws = crate::support::Ws::new();
     // TOML's basic strings carry them as escapes: a NUL, a terminal colour escape, a right-to-left override.
