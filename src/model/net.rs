@@ -347,8 +347,7 @@ impl Net {
         self.channels_last = true;
     }
 
-    /// Runs the layers in order; a value is dropped after its last reader unless `keep` says to keep it (every value
-    /// is kept while the recorded layers' inputs are taken: memory grows with the network).
+    /// Runs the layers in order; a value is dropped after its last reader unless `keep` says to keep it.
     fn run(&self, x: &Tensor, mut train: Option<&mut Draws>, keep: impl Fn(usize) -> bool) -> Vec<Option<Tensor>> {
         let mut last_reader = vec![usize::MAX; self.layers.len() + 1];
         for (k, from) in self.sources.iter().enumerate() {
