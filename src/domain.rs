@@ -39,6 +39,11 @@ pub enum Distribution {
     Fixed {
         value: f64,
     },
+    /// Uniform over a union of disjoint intervals, sorted, each `[lo, hi]` with `lo < hi`: each interval drawn with
+    /// a chance proportional to its length (poses kept away from a class boundary, say).
+    Intervals {
+        ranges: Vec<[f64; 2]>,
+    },
 }
 
 /// The values a distribution can give: an interval of numbers, or the categories of positive weight.
@@ -101,6 +106,25 @@ impl Distribution {
                     .unwrap_or(weights.len() - 1) as f64
             }
             Distribution::Fixed { value } => value,
+            Distribution::Intervals { ref ranges } => {
+                let total: f64 = ranges.iter().map(|[lo, hi]| hi - lo).sum();
+                let mut u = rng.random_range(0.0..total);
+                for &[lo, hi] in ranges {
+                    if u < hi - lo {
+                        return lo + u;
+                    }
+                    u -= hi - lo;
+                }
+                ranges.last().expect("an interval distribution has intervals")[1]
+            }
+        }
+    }
+
+    /// Whether the distribution can give `value` (inside a gap between intervals: no; `support` is their hull).
+    pub fn contains(&self, value: f64) -> bool {
+        match self {
+            Distribution::Intervals { ranges } => ranges.iter().any(|&[lo, hi]| lo <= value && value <= hi),
+            _ => self.support().contains(value),
         }
     }
 
@@ -111,6 +135,9 @@ impl Distribution {
                 Support::Categories(weights.iter().enumerate().filter(|(_, w)| **w > 0.0).map(|(i, _)| i).collect())
             }
             Distribution::Fixed { value } => Support::Numbers { min: value, max: value },
+            Distribution::Intervals { ref ranges } => {
+                Support::Numbers { min: ranges.first().map_or(0.0, |r| r[0]), max: ranges.last().map_or(0.0, |r| r[1]) }
+            }
         }
     }
 }
@@ -180,7 +207,7 @@ impl Domain {
 
     /// Whether a parameter vector could have been drawn: every value inside the support of one part.
     pub fn contains(&self, vector: &[f64]) -> bool {
-        self.parts().iter().any(|d| d.0.iter().zip(vector).all(|(dist, &v)| dist.support().contains(v)))
+        self.parts().iter().any(|d| d.0.iter().zip(vector).all(|(dist, &v)| dist.contains(v)))
     }
 }
 
@@ -246,6 +273,15 @@ mod tests {
         assert!(d.contains(&[0.2, 2.0]) && d.contains(&[0.7, 0.0]));
         // Dark with category 0 is in no scenario; 0.4 is between the scenarios' ranges.
         assert!(!d.contains(&[0.2, 0.0]) && !d.contains(&[0.4, 2.0]) && !d.contains(&[0.7, 1.0]));
+    }
+
+    #[test]
+    fn membership_of_an_interval_distribution_excludes_its_gaps_and_its_support_is_their_hull() {
+        let d =
+            Domain::plain(Distributions(vec![Distribution::Intervals { ranges: vec![[-40.0, -30.0], [0.0, 30.0]] }]));
+        assert!(d.contains(&[-30.0]) && d.contains(&[12.5]));
+        assert!(!d.contains(&[-10.0]) && !d.contains(&[31.0]));
+        assert_eq!(d.support(0), Support::Numbers { min: -40.0, max: 30.0 });
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum Dist {
     Weights(BTreeMap<String, f64>),
     /// `{ fixed = value }`
     Fixed(Scalar),
+    /// `{ intervals = [[-45, -28], [-12, 12], [28, 45]] }`: uniform over disjoint intervals, in increasing order.
+    Intervals(Vec<[f64; 2]>),
 }
 
 impl ParamSpec {
@@ -163,6 +165,31 @@ impl ParamSpec {
                     return Err(bad(format!("fixed value {v} is outside the parameter's range [{min}, {max}]")));
                 }
                 Ok(Distribution::Fixed { value: v })
+            }
+            Dist::Intervals(ranges) => {
+                if !numeric {
+                    return Err(bad(format!("`{}` is categorical: use weights or fixed, not intervals", self.name)));
+                }
+                if ranges.is_empty() {
+                    return Err(bad("intervals lists no interval".to_string()));
+                }
+                for (i, &[a, b]) in ranges.iter().enumerate() {
+                    if !(a < b) {
+                        return Err(bad(format!("interval [{a}, {b}] must have its min below its max")));
+                    }
+                    if a < min || b > max {
+                        return Err(bad(format!("interval [{a}, {b}] leaves the parameter's range [{min}, {max}]")));
+                    }
+                    if let Some(&[_, previous]) = i.checked_sub(1).map(|j| &ranges[j])
+                        && a < previous
+                    {
+                        return Err(bad(format!(
+                            "interval [{a}, {b}] starts below the end of the one before it ({previous}): list \
+                             disjoint intervals in increasing order"
+                        )));
+                    }
+                }
+                Ok(Distribution::Intervals { ranges: ranges.clone() })
             }
         }
     }
@@ -356,6 +383,24 @@ mod tests {
         assert_eq!(e.message, "uniform range [-90, 10] leaves the parameter's range [-60, 60]");
         let e = SPEC.sampler(&Dist::Weights(BTreeMap::from([("a".into(), 1.0)])), "f").unwrap_err();
         assert!(e.message.contains("is numeric"), "{}", e.message);
+    }
+
+    #[test]
+    fn intervals_are_checked_and_drawn_by_length_never_in_a_gap() {
+        let bad = |ranges: Vec<[f64; 2]>| SPEC.sampler(&Dist::Intervals(ranges), "f").unwrap_err().message;
+        assert_eq!(bad(vec![]), "intervals lists no interval");
+        assert_eq!(bad(vec![[5.0, 5.0]]), "interval [5, 5] must have its min below its max");
+        assert_eq!(bad(vec![[-70.0, -50.0]]), "interval [-70, -50] leaves the parameter's range [-60, 60]");
+        assert!(bad(vec![[0.0, 10.0], [5.0, 20.0]]).contains("starts below the end of the one before it (10)"));
+        let s = SPEC.sampler(&Dist::Intervals(vec![[-40.0, -30.0], [0.0, 30.0]]), "f").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let draws: Vec<f64> = (0..4000).map(|_| s.sample(&mut rng)).collect();
+        assert!(draws.iter().all(|x| (-40.0..=-30.0).contains(x) || (0.0..=30.0).contains(x)));
+        // A quarter of the length, a quarter of the draws.
+        let first = draws.iter().filter(|x| **x < 0.0).count();
+        assert!((850..1150).contains(&first), "{first}");
+        assert!(s.contains(-35.0) && s.contains(30.0) && !s.contains(-10.0));
+        assert_eq!(s.support(), crate::domain::Support::Numbers { min: -40.0, max: 30.0 });
     }
 
     #[test]

@@ -165,7 +165,8 @@ fn declared(params: &[ParamInfo], domain: &Domain, defaults: &Distributions) -> 
 }
 
 /// One parameter's distribution as people write it: `yaw (degrees) ~ uniform(-70, 70)`, `occluder ~ any of
-/// foliage, pole, vehicle`, `weather ~ categorical(clear 0.8, fog 0.2)`, `glasses = true`.
+/// foliage, pole, vehicle`, `weather ~ categorical(clear 0.8, fog 0.2)`, `glasses = true`, `yaw (degrees) ~ uniform
+/// over [-45, -28] ∪ [-12, 12] ∪ [28, 45]`.
 fn describe(info: &ParamInfo, dist: &Distribution) -> String {
     let name = match &info.unit {
         Some(unit) => format!("{} ({unit})", info.name),
@@ -182,6 +183,10 @@ fn describe(info: &ParamInfo, dist: &Distribution) -> String {
         Distribution::Normal { mean, sd, min, max } => format!("{name} ~ normal({mean}, {sd}) within [{min}, {max}]"),
         Distribution::Fixed { value } if categorical => format!("{name} = {}", category(*value as usize)),
         Distribution::Fixed { value } => format!("{name} = {value}"),
+        Distribution::Intervals { ranges } => {
+            let parts: Vec<String> = ranges.iter().map(|[lo, hi]| format!("[{lo}, {hi}]")).collect();
+            format!("{name} ~ uniform over {}", parts.join(" ∪ "))
+        }
         Distribution::Categorical { weights } => {
             let total: f64 = weights.iter().sum();
             let drawn: Vec<(usize, f64)> = weights.iter().copied().enumerate().filter(|(_, w)| *w > 0.0).collect();
