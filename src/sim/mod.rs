@@ -173,21 +173,19 @@ impl ParamSpec {
                 if ranges.is_empty() {
                     return Err(bad("intervals lists no interval".to_string()));
                 }
-                for (i, &[a, b]) in ranges.iter().enumerate() {
+                for &[a, b] in ranges {
                     if !(a < b) {
                         return Err(bad(format!("interval [{a}, {b}] must have its min below its max")));
                     }
                     if a < min || b > max {
                         return Err(bad(format!("interval [{a}, {b}] leaves the parameter's range [{min}, {max}]")));
                     }
-                    if let Some(&[_, previous]) = i.checked_sub(1).map(|j| &ranges[j])
-                        && a < previous
-                    {
-                        return Err(bad(format!(
-                            "interval [{a}, {b}] starts below the end of the one before it ({previous}): list \
-                             disjoint intervals in increasing order"
-                        )));
-                    }
+                }
+                if let Some(&[[_, previous], [a, b]]) = ranges.windows(2).find(|w| w[1][0] < w[0][1]) {
+                    return Err(bad(format!(
+                        "interval [{a}, {b}] starts below the end of the one before it ({previous}): list disjoint \
+                         intervals in increasing order"
+                    )));
                 }
                 Ok(Distribution::Intervals { ranges: ranges.clone() })
             }
