@@ -134,11 +134,14 @@ pub fn host() -> Option<String> {
 /// kernels and oneDNN's convolutions each pick the widest instructions the CPU has, and an AVX-512 machine then sums
 /// in another order than an AVX2 one: the same key trained another model (the quickstart's original accuracy 75.0%
 /// on one machine, 82.9% on another). Held to AVX2, which every x86-64 server CPU since 2013 has, the machines give
-/// the same bytes (the quickstart's report, reproduced on an AVX-512 machine from one made on an AVX2 one). MKL is
-/// left alone: its conditional-reproducibility mode (`MKL_CBWR=AVX2`) made LRP's relevance depend on the thread
-/// count (`tests/it/settings.rs`), which stays out of keys. A variable the user set is kept: the user then answers
-/// for other machines' bytes.
-pub const CPU_KERNELS: [(&str, &str); 2] = [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")];
+/// the same bytes (the quickstart's report, reproduced on an AVX-512 machine from one made on an AVX2 one). MKL, which
+/// libtorch's matrix products call, is held to AVX2 in its strict reproducible mode: left alone on an AVX-512 machine
+/// it splits a product's sums by the thread count (libtorch sets MKL's count with its own), so LRP's heatmaps changed
+/// with `--threads`, which stays out of keys (`tests/it/determinism.rs`, 2026-12-02); its plain reproducible mode
+/// (`MKL_CBWR=AVX2`) does so on any machine (`tests/it/settings.rs`); `STRICT` gives the same bytes at any thread
+/// count. A variable the user set is kept: the user then answers for other machines' bytes.
+pub const CPU_KERNELS: [(&str, &str); 3] =
+    [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "AVX2,STRICT")];
 
 /// Holds libtorch's CPU kernels to [`CPU_KERNELS`] (each variable the environment does not set already). Call it
 /// before libtorch runs anything and while no other thread runs: it writes the process environment.

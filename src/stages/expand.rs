@@ -21,6 +21,7 @@ use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, HEATMAPS, MODEL, SELECTI
 use crate::cluster::members::Members;
 use crate::dataset::{Dataset, ParamKind};
 use crate::domain::{Domain, Support};
+use crate::engine::progress::Progress;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::batch;
 use crate::model::predict::{DEFAULT_THRESHOLD, predict};
@@ -361,7 +362,7 @@ impl Generations<'_> {
                     mutate(self.sim, &self.ds.meta.task, within, &parent, p, &mut rng)
                 })
                 .collect();
-            let tried = self.generation(cluster, g, &children, ctx.progress)?;
+            let tried = self.generation(cluster, g, &children)?;
             row.simulated += children.len();
             row.failing += tried.wrong.len();
             for (&i, d) in tried.wrong.iter().zip(&tried.distances) {
@@ -383,14 +384,9 @@ impl Generations<'_> {
     }
 
     /// Renders generation `g` of `cluster`'s search as a dataset, tests it, and measures the failures' heatmaps
-    /// (seeded as the members' were) to the clusters.
-    fn generation(
-        &self,
-        cluster: usize,
-        g: usize,
-        children: &[Vec<f64>],
-        progress: &crate::engine::progress::Progress,
-    ) -> Result<Tried, StageError> {
+    /// (seeded as the members' were) to the clusters. Its predictions report no progress of their own: the search's
+    /// "images searched" counts them.
+    fn generation(&self, cluster: usize, g: usize, children: &[Vec<f64>]) -> Result<Tried, StageError> {
         let task = &self.ds.meta.task;
         let size = self.ds.meta.width as u32;
         let gen_dir = self.scratch.join(format!("{cluster}-{g}"));
@@ -405,7 +401,8 @@ impl Generations<'_> {
         writer.finish()?;
         let generation = Dataset::open(&gen_dir)?;
         let all: Vec<usize> = (0..children.len()).collect();
-        let predictions = predict(self.model, &generation, &all, self.batch_size, self.threshold, progress)?;
+        let quiet = Progress::hidden();
+        let predictions = predict(self.model, &generation, &all, self.batch_size, self.threshold, &quiet)?;
         let wrong: Vec<usize> = all.iter().copied().filter(|&i| !predictions[i].correct()).collect();
         let mut distances = Vec::new();
         batch::for_each_batch(

@@ -28,22 +28,20 @@ fn quickstart(options: RunOptions) -> Digests {
         .collect()
 }
 
-/// The first stages (in the quickstart's order) whose key or bytes differ, for a readable failure.
+/// The first stages whose key or bytes differ, for a readable failure: those with the same key and other bytes
+/// first (where a difference starts), then those whose key differs (stages downstream of one).
 fn differences(a: &Digests, b: &Digests) -> Vec<String> {
-    a.iter()
-        .filter_map(|(stage, (key, files))| {
-            let (other_key, other_files) = &b[stage];
-            if key != other_key {
-                Some(format!("{stage}: key {key} against {other_key}"))
-            } else if files != other_files {
-                let file = files.iter().zip(other_files).find(|(x, y)| x != y).map(|(x, _)| x.0.clone());
-                Some(format!("{stage}: same key, other bytes ({})", file.unwrap_or_default()))
-            } else {
-                None
-            }
-        })
-        .take(5)
-        .collect()
+    let (mut bytes, mut keys) = (Vec::new(), Vec::new());
+    for (stage, (key, files)) in a {
+        let (other_key, other_files) = &b[stage];
+        if key != other_key {
+            keys.push(format!("{stage}: key {key} against {other_key}"));
+        } else if files != other_files {
+            let file = files.iter().zip(other_files).find(|(x, y)| x != y).map(|(x, _)| x.0.clone());
+            bytes.push(format!("{stage}: same key, other bytes ({})", file.unwrap_or_default()));
+        }
+    }
+    bytes.into_iter().chain(keys).take(5).collect()
 }
 
 #[test]
