@@ -137,8 +137,8 @@ pub fn host() -> Option<String> {
 /// the same bytes (the quickstart's report, reproduced on an AVX-512 machine from one made on an AVX2 one). MKL, which
 /// libtorch's matrix products call, is held to AVX2 in its strict reproducible mode: left alone on an AVX-512 machine
 /// it splits a product's sums by the thread count (libtorch sets MKL's count with its own), so LRP's heatmaps changed
-/// with `--threads`, which stays out of keys (`tests/it/determinism.rs`, 2026-12-02); its plain reproducible mode
-/// (`MKL_CBWR=AVX2`) does so on any machine (`tests/it/settings.rs`); `STRICT` gives the same bytes at any thread
+/// with `--threads`, which stays out of keys (`tests/it/determinism.rs`, 2026-12-02); with its plain reproducible
+/// mode (`MKL_CBWR=AVX2`) `tests/it/settings.rs` failed the same way; `STRICT` gives the same bytes at any thread
 /// count. A variable the user set is kept: the user then answers for other machines' bytes.
 pub const CPU_KERNELS: [(&str, &str); 3] =
     [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "AVX2,STRICT")];
