@@ -96,14 +96,57 @@ pub fn device(choice: DeviceChoice) -> Result<tch::Device, NoCuda> {
 /// where there is none.
 pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
     let kind = match choice {
-        DeviceChoice::Cpu => "cpu",
-        DeviceChoice::Cuda => "cuda",
+        DeviceChoice::Cpu => cpu_kind(),
+        DeviceChoice::Cuda => "cuda".to_string(),
         DeviceChoice::Auto => {
             load_cuda();
-            if tch::Cuda::is_available() { "cuda" } else { "cpu" }
+            if tch::Cuda::is_available() { "cuda".to_string() } else { cpu_kind() }
         }
     };
-    ("device".to_string(), kind.to_string())
+    ("device".to_string(), kind)
+}
+
+/// The CPU as keys name it: `cpu` where libtorch's kernels compute what they computed on the machines the committed
+/// figures come from (x86-64, held to [`CPU_KERNELS`], a CPU not made by Intel), else `cpu (…)` with what makes
+/// other bytes. MKL's reproducible branches are Intel's: `MKL_CBWR=AVX2,STRICT` takes its AVX2 branch on an Intel
+/// CPU and its AUTO branch on any other (oneMKL's documentation; `MKL_VERBOSE=1` prints `CNR:AUTO,STRICT` on this
+/// AMD EPYC), and the two branches sum otherwise: the signs benchmark's model failed on 802 test images on an Intel
+/// AVX-512 machine and on 722 on AMD ones (2026-12-02; the AMD machines agree byte for byte with and without MKL
+/// held). So an Intel CPU computes under keys of its own instead of writing other bytes under a key the store has.
+pub fn cpu_kind() -> String {
+    static KIND: OnceLock<String> = OnceLock::new();
+    KIND.get_or_init(|| cpu_kind_for(std::env::consts::ARCH, cpu_vendor().as_deref(), |n| std::env::var(n).ok()))
+        .clone()
+}
+
+fn cpu_kind_for(arch: &str, vendor: Option<&str>, var: impl Fn(&str) -> Option<String>) -> String {
+    if arch != "x86_64" {
+        return format!("cpu ({arch})");
+    }
+    let mut other: Vec<String> = (CPU_KERNELS.iter())
+        .filter_map(|(name, value)| match var(name) {
+            Some(v) if v == *value => None,
+            v => Some(format!("{name}={}", v.as_deref().unwrap_or("(unset)"))),
+        })
+        .collect();
+    if vendor == Some("GenuineIntel") {
+        other.push("Intel: MKL's Intel branch".to_string());
+    }
+    if other.is_empty() { "cpu".to_string() } else { format!("cpu ({})", other.join(", ")) }
+}
+
+/// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, …) on x86-64.
+fn cpu_vendor() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+        #[allow(unused_unsafe)]
+        let r = unsafe { std::arch::x86_64::__cpuid(0) };
+        let bytes: Vec<u8> = [r.ebx, r.edx, r.ecx].iter().flat_map(|w| w.to_le_bytes()).collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 fn describe_cuda(lib: &CudaLibrary) -> String {
@@ -188,6 +231,7 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
                 .collect::<Vec<_>>()
                 .join(" "),
         ),
+        ("CPU in keys".into(), format!("{} (vendor {})", cpu_kind(), cpu_vendor().unwrap_or_else(|| "unknown".into()))),
         ("libtorch folder".into(), TORCH_LIB_DIR.into()),
         ("libtorch venv (cache)".into(), venv),
         ("CUDA library".into(), describe_cuda(cuda)),
@@ -210,4 +254,41 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
         ("store".into(), store_root.display().to_string()),
         ("stat cache".into(), store_root.join("statcache.json").display().to_string()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(name: &str) -> Option<String> {
+        CPU_KERNELS.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn a_cpu_held_to_the_kernels_and_not_made_by_intel_is_plain_cpu_in_keys() {
+        assert_eq!(cpu_kind_for("x86_64", Some("AuthenticAMD"), held), "cpu");
+        assert_eq!(cpu_kind_for("x86_64", Some("HygonGenuine"), held), "cpu");
+    }
+
+    #[test]
+    fn an_intel_cpu_or_a_kernel_variable_set_otherwise_gets_keys_of_its_own() {
+        assert_eq!(cpu_kind_for("x86_64", Some("GenuineIntel"), held), "cpu (Intel: MKL's Intel branch)");
+        let compatible = |n: &str| if n == "MKL_CBWR" { Some("COMPATIBLE".to_string()) } else { held(n) };
+        assert_eq!(cpu_kind_for("x86_64", Some("AuthenticAMD"), compatible), "cpu (MKL_CBWR=COMPATIBLE)");
+        let unset = |n: &str| if n == "ATEN_CPU_CAPABILITY" { None } else { held(n) };
+        assert_eq!(
+            cpu_kind_for("x86_64", Some("GenuineIntel"), unset),
+            "cpu (ATEN_CPU_CAPABILITY=(unset), Intel: MKL's Intel branch)"
+        );
+        assert_eq!(cpu_kind_for("aarch64", None, held), "cpu (aarch64)");
+    }
+
+    #[test]
+    fn the_vendor_string_is_read_from_cpuid() {
+        if cfg!(target_arch = "x86_64") {
+            let vendor = cpu_vendor().unwrap();
+            assert_eq!(vendor.len(), 12, "{vendor}");
+            assert!(vendor.is_ascii(), "{vendor}");
+        }
+    }
 }

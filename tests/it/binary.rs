@@ -310,10 +310,14 @@ fn the_binary_holds_libtorch_to_the_same_cpu_kernels_on_every_machine_unless_tol
         command.envs(set.iter().copied());
         let out = command.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.lines().find(|l| l.starts_with("CPU kernels")).unwrap_or_default().to_string()
+        let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+        (line("CPU kernels"), line("CPU in keys"))
     };
-    let pinned = doctor(&[]);
+    let (pinned, keyed) = doctor(&[]);
     assert!(pinned.contains("ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"), "{pinned}");
-    let chosen = doctor(&[("ATEN_CPU_CAPABILITY", "default")]);
+    assert!(!keyed.contains("ATEN_CPU_CAPABILITY"), "{keyed}");
+    // A kernel variable set otherwise computes other bytes, so the keys name it.
+    let (chosen, keyed) = doctor(&[("ATEN_CPU_CAPABILITY", "default")]);
     assert!(chosen.contains("ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2"), "{chosen}");
+    assert!(keyed.contains("cpu (ATEN_CPU_CAPABILITY=default"), "{keyed}");
 }
