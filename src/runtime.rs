@@ -198,9 +198,17 @@ pub fn pin_cpu_kernels() {
 }
 
 /// Sets libtorch's intra-op thread count for the calling thread (OpenMP's and MKL's counts are per thread, so
-/// stages side by side each keep their own).
+/// stages side by side each keep their own), and MKL's back to one: libtorch hands MKL its own count, and MKL splits
+/// a product's sums by it where its strict reproducible mode does not hold (on every CPU not made by Intel, whose
+/// MKL takes the AUTO branch): on the AMD EPYC here a linear layer of 8 images by 512 inputs summed otherwise with
+/// 2 threads than with 1, so `test` and `heatmaps` wrote other bytes under the same key (`tests/it/settings.rs`,
+/// 2026-12-02). ATen's own kernels and oneDNN's convolutions keep the threads.
 pub fn set_threads(n: usize) {
+    // libtorch sets a thread's counts from its process-wide count the first time the thread asks for them (and at its
+    // first parallel kernel): ask first, so that this thread's counts are the ones set here, not a later default.
+    let _ = tch::get_num_threads();
     tch::set_num_threads(n.max(1) as i32);
+    mkl_single_thread();
 }
 
 /// Runs `f` with `n` libtorch threads on the calling thread, then restores the count it had.
@@ -208,8 +216,28 @@ pub fn with_threads<T>(n: usize, f: impl FnOnce() -> T) -> T {
     let before = tch::get_num_threads();
     set_threads(n);
     let out = f();
-    tch::set_num_threads(before);
+    set_threads(before.max(1) as usize);
     out
+}
+
+/// MKL's thread count for the calling thread set to one, through MKL's own `MKL_Set_Num_Threads_Local` (in
+/// libtorch's CPU library; a libtorch without MKL has none, and nothing to hold). Returns whether MKL was found.
+pub fn mkl_single_thread() -> bool {
+    type SetLocal = unsafe extern "C" fn(std::ffi::c_int) -> std::ffi::c_int;
+    static SET_LOCAL: OnceLock<Option<SetLocal>> = OnceLock::new();
+    let set = SET_LOCAL.get_or_init(|| {
+        // SAFETY: the process's own symbol table (libtorch is linked in); the symbol, where present, is MKL's C
+        // interface `int MKL_Set_Num_Threads_Local(int)`, and the handle lives as long as the process.
+        let this = libloading::os::unix::Library::this();
+        let symbol = unsafe { this.get::<SetLocal>(b"MKL_Set_Num_Threads_Local\0") }.ok().map(|s| *s);
+        std::mem::forget(this);
+        symbol
+    });
+    if let Some(set) = set {
+        // SAFETY: MKL's documented C interface; it only sets a thread-local count.
+        unsafe { set(1) };
+    }
+    set.is_some()
 }
 
 /// Lines for `hudd doctor`.
@@ -281,6 +309,17 @@ mod tests {
             "cpu (ATEN_CPU_CAPABILITY=(unset), Intel: MKL's Intel branch)"
         );
         assert_eq!(cpu_kind_for("aarch64", None, held), "cpu (aarch64)");
+    }
+
+    #[test]
+    fn mkl_sums_a_product_the_same_at_any_libtorch_thread_count() {
+        // The shape that summed otherwise with 2 threads than with 1 on an AMD EPYC (8 images by 512 inputs).
+        assert!(mkl_single_thread(), "libtorch's MKL not found");
+        let x = tch::Tensor::randn([8, 512], (tch::Kind::Float, tch::Device::Cpu));
+        let w = tch::Tensor::randn([15, 512], (tch::Kind::Float, tch::Device::Cpu));
+        let one = with_threads(1, || x.linear(&w, None::<tch::Tensor>));
+        let two = with_threads(2, || x.linear(&w, None::<tch::Tensor>));
+        assert!(one.equal(&two));
     }
 
     #[test]
