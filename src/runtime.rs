@@ -111,8 +111,8 @@ pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
 /// other bytes. MKL's reproducible branches are Intel's: `MKL_CBWR=AVX2,STRICT` takes its AVX2 branch on an Intel
 /// CPU and its AUTO branch on any other (oneMKL's documentation; `MKL_VERBOSE=1` prints `CNR:AUTO,STRICT` on this
 /// AMD EPYC), and the two branches sum otherwise: the signs benchmark's model failed on 802 test images on an Intel
-/// AVX-512 machine and on 722 on AMD ones (2026-12-02; the AMD machines agree byte for byte with and without MKL
-/// held). So an Intel CPU computes under keys of its own instead of writing other bytes under a key the store has.
+/// AVX-512 machine and on 722 on this AMD EPYC, as on the machines before MKL was held (2026-12-02: the EPYC, with
+/// MKL held, gave the recovery scores committed before byte for byte). So an Intel CPU computes under keys of its own instead of writing other bytes under a key the store has.
 pub fn cpu_kind() -> String {
     static KIND: OnceLock<String> = OnceLock::new();
     KIND.get_or_init(|| cpu_kind_for(std::env::consts::ARCH, cpu_vendor().as_deref(), |n| std::env::var(n).ok()))
@@ -222,7 +222,7 @@ pub fn with_threads<T>(n: usize, f: impl FnOnce() -> T) -> T {
 
 /// MKL's thread count for the calling thread set to one, through MKL's own `MKL_Set_Num_Threads_Local` (in
 /// libtorch's CPU library; a libtorch without MKL has none, and nothing to hold). Returns whether MKL was found.
-pub fn mkl_single_thread() -> bool {
+fn mkl_single_thread() -> bool {
     type SetLocal = unsafe extern "C" fn(std::ffi::c_int) -> std::ffi::c_int;
     static SET_LOCAL: OnceLock<Option<SetLocal>> = OnceLock::new();
     let set = SET_LOCAL.get_or_init(|| {
