@@ -112,7 +112,8 @@ pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
 /// CPU and its AUTO branch on any other (oneMKL's documentation; `MKL_VERBOSE=1` prints `CNR:AUTO,STRICT` on this
 /// AMD EPYC), and the two branches sum otherwise: the signs benchmark's model failed on 802 test images on an Intel
 /// AVX-512 machine and on 722 on this AMD EPYC, as on the machines before MKL was held (2026-12-02: the EPYC, with
-/// MKL held, gave the recovery scores committed before byte for byte). So an Intel CPU computes under keys of its own instead of writing other bytes under a key the store has.
+/// MKL held, gave the recovery scores committed before byte for byte). So an Intel CPU computes under keys of its
+/// own instead of writing other bytes under a key the store has.
 pub fn cpu_kind() -> String {
     static KIND: OnceLock<String> = OnceLock::new();
     KIND.get_or_init(|| cpu_kind_for(std::env::consts::ARCH, cpu_vendor().as_deref(), |n| std::env::var(n).ok()))
