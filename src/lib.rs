@@ -11,6 +11,7 @@ pub mod lrp;
 pub mod media;
 pub mod model;
 pub mod npy;
+pub mod regular;
 pub mod runtime;
 pub mod sim;
 pub mod stages;

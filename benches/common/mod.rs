@@ -25,6 +25,37 @@ pub fn shipped(name: &str) -> Model {
     Model::init(meta, tch::Device::Cpu, 0).unwrap()
 }
 
+/// `n` random 3×64×64 images of 15 classes to train on, and an empty validation set.
+pub fn training_data(n: usize) -> (hudd::model::fit::Data, hudd::model::fit::Data) {
+    use tch::{Device, Kind, Tensor};
+    let data = hudd::model::fit::Data {
+        pixels: Tensor::randint(256, [n as i64, 3, 64, 64], (Kind::Uint8, Device::Cpu)),
+        classes: Some(Tensor::randint(15, [n as i64], (Kind::Int64, Device::Cpu))),
+        keypoints: None,
+    };
+    let empty = hudd::model::fit::Data {
+        pixels: Tensor::zeros([0, 3, 64, 64], (Kind::Uint8, Device::Cpu)),
+        classes: Some(Tensor::zeros([0], (Kind::Int64, Device::Cpu))),
+        keypoints: None,
+    };
+    (data, empty)
+}
+
+/// Plain SGD with momentum and weight decay, as the studies train.
+pub fn sgd(epochs: usize, batch_size: usize) -> hudd::model::fit::FitConfig {
+    hudd::model::fit::FitConfig {
+        epochs,
+        batch_size,
+        optimizer: hudd::model::fit::OptimizerKind::Sgd,
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        augment: Default::default(),
+        keep: hudd::model::fit::Keep::Last,
+        seed: 0,
+    }
+}
+
 /// The fixtures venv's python (`tests/fixtures/venv.sh` creates it), if it can be had.
 pub fn python() -> Option<String> {
     std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/venv.sh"))

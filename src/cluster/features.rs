@@ -51,21 +51,29 @@ pub fn channel_totals(row: &[f32], channels: usize) -> Vec<f32> {
 }
 
 /// Centres a block of `classes.len()` rows × `width` columns (row-major) on each row's class: every column's mean
-/// over the rows of a class is subtracted from those rows. The means are summed in row order, in f64, so the block
-/// comes out the same whatever else runs.
+/// over the rows of a class is subtracted from those rows. A class with one row has no mean of its own to remove
+/// (its own would make it the zero vector, at distance 0 from every other such image whatever its values): its row
+/// is centred on the mean of every row instead, which keeps it in the space the others are in. The means are summed
+/// in row order, in f64, so the block comes out the same whatever else runs.
 pub fn centre_by_class(block: &mut [f32], width: usize, classes: &[usize]) {
     let k = classes.iter().max().map_or(0, |m| m + 1);
     let mut sums = vec![0.0f64; k * width];
     let mut counts = vec![0usize; k];
+    let mut all = vec![0.0f64; width];
     for (row, &c) in block.chunks_exact(width).zip(classes) {
         counts[c] += 1;
-        for (s, &v) in sums[c * width..(c + 1) * width].iter_mut().zip(row) {
+        for ((s, a), &v) in sums[c * width..(c + 1) * width].iter_mut().zip(all.iter_mut()).zip(row) {
             *s += f64::from(v);
+            *a += f64::from(v);
         }
     }
+    let rows = classes.len().max(1) as f64;
     for (row, &c) in block.chunks_exact_mut(width).zip(classes) {
-        let n = counts[c] as f64;
-        for (v, s) in row.iter_mut().zip(&sums[c * width..(c + 1) * width]) {
+        let (mean, n): (&[f64], f64) = match counts[c] {
+            1 => (&all, rows),
+            n => (&sums[c * width..(c + 1) * width], n as f64),
+        };
+        for (v, s) in row.iter_mut().zip(mean) {
             *v = (f64::from(*v) - s / n) as f32;
         }
     }
@@ -95,6 +103,18 @@ mod tests {
         // Two channels of three positions: totals 6 and −2, magnitudes summing to 8.
         assert_eq!(channel_totals(&[1.0, 2.0, 3.0, -1.0, -1.0, 0.0], 2), vec![0.75, -0.25]);
         assert_eq!(channel_totals(&[0.0; 4], 2), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn an_image_alone_in_its_class_is_centred_on_every_image_not_made_zero() {
+        // Rows 0 and 1 are each alone in their class; rows 2 and 3 share one. Centred on its own class, each lone
+        // row would be zero and the two would sit at distance 0 whatever their values.
+        let classes = dense_classes(&[5, 9, 2, 2]);
+        let mut block = vec![1.0, 0.0, 0.0, 4.0, 2.0, 2.0, 4.0, 2.0];
+        centre_by_class(&mut block, 2, &classes);
+        // The mean of all four rows is (1.75, 2.0); the shared class's mean is (3.0, 2.0).
+        assert_eq!(block, vec![-0.75, -2.0, -1.75, 2.0, -1.0, 0.0, 1.0, 0.0]);
+        assert_ne!(block[0..2], block[2..4]);
     }
 
     #[test]

@@ -213,6 +213,19 @@ fn externals(store: &Store, stage: &StageSpec, kind: &dyn StageKind) -> Result<B
         })?;
         externals.insert(path.display().to_string(), hash);
     }
+    for path in kind.named_paths(&stage.params, store.workspace()) {
+        // A named file that is missing or no regular file is the stage's to name or skip (an image listed in a
+        // CSV that `on_bad_image = "skip"` leaves out), not a reason the workflow cannot be planned.
+        let hash = match store.hash_external(&store.workspace().join(&path)) {
+            Ok(hash) => hash,
+            Err(StoreError::NotRegular { what, .. }) => format!("special file: {what}"),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => "absent".into(),
+            Err(e) => {
+                return Err(EngineError::External { stage: stage.id.clone(), path, source: Box::new(e) });
+            }
+        };
+        externals.insert(path.display().to_string(), hash);
+    }
     externals.extend(kind.fingerprints(&stage.params));
     Ok(externals)
 }

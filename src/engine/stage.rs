@@ -276,6 +276,14 @@ pub trait Stage: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Files the stage reads that its external files name rather than its parameters (an ONNX model's external
+    /// data, the images a CSV lists), relative to the workspace as the parameters' paths are: listed at plan time by
+    /// reading the external files, each hashed into the key like them, so replacing one makes the stage stale. An
+    /// external file that cannot be read for its names names none: the stage fails on it, naming why, when it runs.
+    fn named_paths(_params: &Self::Params, _workspace: &Path) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// libtorch's threads while the stage runs: the engine sets them, on the thread that runs it, right before
     /// `run` (the one place a thread count reaches libtorch). By default the run's share of the cores
     /// (`ctx.threads`); a stage with a `threads` parameter says how it reads it.
@@ -303,6 +311,7 @@ pub trait StageKind: Send + Sync {
     fn external_paths(&self, params: &serde_json::Value) -> Vec<PathBuf>;
     fn fingerprints(&self, params: &serde_json::Value) -> Vec<(String, String)>;
     fn optional_paths(&self, params: &serde_json::Value) -> Vec<PathBuf>;
+    fn named_paths(&self, params: &serde_json::Value, workspace: &Path) -> Vec<PathBuf>;
     fn run(&self, params: &serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
 }
 
@@ -378,6 +387,10 @@ impl<S: Stage> StageKind for S {
 
     fn optional_paths(&self, params: &serde_json::Value) -> Vec<PathBuf> {
         serde_json::from_value::<S::Params>(params.clone()).map(|p| S::optional_paths(&p)).unwrap_or_default()
+    }
+
+    fn named_paths(&self, params: &serde_json::Value, workspace: &Path) -> Vec<PathBuf> {
+        serde_json::from_value::<S::Params>(params.clone()).map(|p| S::named_paths(&p, workspace)).unwrap_or_default()
     }
 
     fn run(&self, params: &serde_json::Value, ctx: &mut StageContext<'_>) -> Result<(), StageError> {

@@ -255,8 +255,29 @@ impl Model {
 /// Loads named tensors into a var store, with errors that name missing or misshaped parameters.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
     let named = Tensor::read_safetensors(path)
-        .map_err(|e| ModelError::Weights { path: path.to_path_buf(), message: e.to_string() })?;
+        .map_err(|e| ModelError::Weights { path: path.to_path_buf(), message: safetensors_message(&e) })?;
     assign_weights(vs, named, path)
+}
+
+/// What is wrong with a weights file, in words: the safetensors crate prints its error's variant name
+/// (`TensorInvalidInfo`), which says nothing to a user.
+fn safetensors_message(e: &tch::TchError) -> String {
+    use safetensors::SafeTensorError as E;
+    let tch::TchError::SafeTensorError { err, .. } = e else { return e.to_string() };
+    match err {
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization | E::JsonError(_) => {
+            "not a safetensors file: its header is not the JSON table safetensors begins with".into()
+        }
+        E::HeaderTooLarge => "not a safetensors file: its header claims more than 100 MB".into(),
+        E::HeaderTooSmall | E::InvalidHeaderLength => "not a safetensors file, or one cut short in its header".into(),
+        E::TensorInvalidInfo | E::InvalidTensorView(..) | E::ValidationOverflow => {
+            "a tensor's shape and type do not match the bytes its header gives it".into()
+        }
+        E::InvalidOffset(name) => format!("the header gives `{name}` bytes outside the file"),
+        E::MetadataIncompleteBuffer => "the file is cut short, or holds bytes no tensor claims".into(),
+        E::TensorNotFound(name) => format!("no tensor `{name}`"),
+        E::IoError(io) => io.to_string(),
+    }
 }
 
 /// Copies named tensors into a var store, with the checks of [`load_weights`]; `path` names their source in errors.

@@ -161,6 +161,36 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
+    /// The integer sizes a layer declares (kernel, stride, padding, channels, features), named, each bounded by
+    /// [`MAX_SIZE`] before any shape is computed from them.
+    pub fn sizes(&self, outputs: usize) -> Vec<(&'static str, usize)> {
+        match self {
+            LayerKind::Conv2d { out_channels, kernel_size, stride, padding, groups, .. } => vec![
+                ("out_channels", out_channels.resolve(outputs)),
+                ("kernel_size", *kernel_size),
+                ("stride", *stride),
+                ("padding", *padding),
+                ("groups", *groups),
+            ],
+            LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, .. } => vec![
+                ("out_channels", out_channels.resolve(outputs)),
+                ("kernel_size", *kernel_size),
+                ("stride", *stride),
+                ("padding", *padding),
+                ("output_padding", *output_padding),
+            ],
+            LayerKind::Linear { out_features, .. } => vec![("out_features", out_features.resolve(outputs))],
+            LayerKind::MaxPool2d { kernel_size, stride, padding }
+            | LayerKind::AvgPool2d { kernel_size, stride, padding } => {
+                vec![("kernel_size", *kernel_size), ("stride", stride.unwrap_or(*kernel_size)), ("padding", *padding)]
+            }
+            LayerKind::AdaptiveAvgPool2d { output_size } => {
+                vec![("output_size", output_size[0]), ("output_size", output_size[1])]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             LayerKind::Conv2d { .. } => "conv2d",
@@ -282,6 +312,11 @@ impl Shape {
 
     pub fn numel(&self) -> usize {
         self.dims().iter().product()
+    }
+
+    /// The number of values, or `None` where it does not fit a `usize`.
+    pub fn numel_checked(&self) -> Option<usize> {
+        self.dims().iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 }
 
@@ -433,12 +468,19 @@ impl Architecture {
     /// Every layer's input and output shape and parameter count for an input and an output count.
     pub fn describe(&self, input: [usize; 3], outputs: usize) -> Result<Vec<LayerInfo>, ArchError> {
         let sources = self.sources()?;
-        let mut shapes = vec![Shape::Map(input[0], input[1], input[2])];
+        let input_shape = Shape::Map(input[0], input[1], input[2]);
+        bound(INPUT, "input", "values", input_shape.numel_checked(), MAX_VALUES)?;
+        let mut shapes = vec![input_shape];
         let name = |v: usize| if v == 0 { INPUT.to_string() } else { self.layers[v - 1].name.clone() };
         let mut rows = Vec::with_capacity(self.layers.len());
         for (layer, from) in self.layers.iter().zip(&sources) {
+            for (what, value) in layer.kind.sizes(outputs) {
+                bound(&layer.name, layer.kind.name(), what, Some(value), MAX_SIZE)?;
+            }
             let given: Vec<(String, &Shape)> = from.iter().map(|&v| (name(v), &shapes[v])).collect();
             let (output, params) = infer(layer, &given, outputs)?;
+            bound(&layer.name, layer.kind.name(), "output values per image", output.numel_checked(), MAX_VALUES)?;
+            bound(&layer.name, layer.kind.name(), "parameters", Some(params), MAX_VALUES)?;
             rows.push(LayerInfo {
                 name: layer.name.clone(),
                 kind: layer.kind.name(),
@@ -457,6 +499,34 @@ impl Architecture {
         let rows = self.describe(input, outputs)?;
         Ok(rows.last().map_or(Shape::Map(input[0], input[1], input[2]), |r| r.output.clone()))
     }
+}
+
+/// The largest kernel, stride, padding, channel or feature count a layer may declare: far beyond any network `hudd`
+/// analyses, and small enough that no shape arithmetic overflows.
+pub const MAX_SIZE: usize = 1 << 20;
+
+/// The most values a layer may hold for one image, or parameters it may hold (2^30, 4 GiB of 32-bit floats): a
+/// declared or imported size beyond it is refused by name before libtorch is asked for the memory.
+pub const MAX_VALUES: usize = 1 << 30;
+
+/// Refuses a size above its bound (or one whose product overflows, `None`), naming the layer and the value.
+fn bound(layer: &str, kind: &'static str, what: &str, value: Option<usize>, max: usize) -> Result<(), ArchError> {
+    match value {
+        Some(v) if v <= max => Ok(()),
+        _ => Err(ArchError::Shape {
+            layer: layer.to_string(),
+            kind,
+            message: format!(
+                "{what} {} exceed the {max} hudd takes",
+                value.map_or("beyond 2^64".to_string(), |v| v.to_string())
+            ),
+        }),
+    }
+}
+
+/// A parameter count, saturating (a count beyond `usize` is refused by [`bound`] like any count above its bound).
+fn product(factors: &[usize]) -> usize {
+    factors.iter().fold(1usize, |n, &f| n.saturating_mul(f)).min(usize::MAX / 2)
 }
 
 fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
@@ -535,7 +605,10 @@ fn infer(layer: &Layer, inputs: &[(String, &Shape)], outputs: usize) -> Result<(
                         )));
                     }
                 };
-            (Shape::Map(out, oh, ow), out * (c / groups) * kernel_size * kernel_size + if *bias { out } else { 0 })
+            (
+                Shape::Map(out, oh, ow),
+                product(&[out, c / groups, *kernel_size, *kernel_size]) + if *bias { out } else { 0 },
+            )
         }
         LayerKind::ConvTranspose2d { out_channels, kernel_size, stride, padding, output_padding, bias } => {
             let (c, h, w) = map("a transposed convolution")?;
@@ -551,7 +624,7 @@ fn infer(layer: &Layer, inputs: &[(String, &Shape)], outputs: usize) -> Result<(
                 (Some(a), Some(b)) if a > 0 && b > 0 => (a, b),
                 _ => return Err(err(format!("padding {padding} removes the whole output for input {input}"))),
             };
-            (Shape::Map(out, oh, ow), c * out * kernel_size * kernel_size + if *bias { out } else { 0 })
+            (Shape::Map(out, oh, ow), product(&[c, out, *kernel_size, *kernel_size]) + if *bias { out } else { 0 })
         }
         LayerKind::Linear { out_features, bias } => {
             let n = match input {
@@ -562,7 +635,7 @@ fn infer(layer: &Layer, inputs: &[(String, &Shape)], outputs: usize) -> Result<(
             };
             let out = out_features.resolve(outputs);
             positive("out_features", out)?;
-            (Shape::Flat(out), n * out + if *bias { out } else { 0 })
+            (Shape::Flat(out), product(&[n, out]) + if *bias { out } else { 0 })
         }
         LayerKind::Relu
         | LayerKind::LeakyRelu { .. }

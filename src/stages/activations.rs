@@ -65,6 +65,10 @@ pub struct ActivationsParams {
     pub pool: Pool,
 }
 
+/// The largest side a backbone's input may be resized to: ImageNet backbones take 224 pixels, and 4096 already asks
+/// hundreds of times their memory and time per image.
+const MAX_SIDE: usize = 4096;
+
 fn default_batch() -> usize {
     64
 }
@@ -90,6 +94,12 @@ impl Params for ActivationsParams {
             }
             if let Some(size) = b.size.filter(|s| s.contains(&0)) {
                 out.push(Invalid::new("backbone.size", format!("height and width must be at least 1, got {size:?}")));
+            }
+            if let Some(size) = b.size.filter(|s| s.iter().any(|&side| side > MAX_SIDE)) {
+                out.push(Invalid::new(
+                    "backbone.size",
+                    format!("height and width must be at most {MAX_SIDE} pixels, got {size:?}"),
+                ));
             }
         }
         if self.layers.as_ref().is_some_and(|l| l.is_empty()) {

@@ -283,7 +283,8 @@ impl Stage for Cluster {
     type Params = ClusterParams;
     const KIND: &'static str = "cluster";
     // 7: PCA of per-channel features from their d×d scatter matrix (other rounding than the n×n route).
-    const VERSION: u32 = 7;
+    // 8: with `centre = "class"`, an image alone in its class is centred on every image, not made the zero vector.
+    const VERSION: u32 = 8;
     const USES_SEED: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {

@@ -202,6 +202,8 @@ struct Item {
 
 enum Pixels {
     File(PathBuf),
+    /// A path that is no image file (a named pipe, a device): why, without opening it.
+    Unreadable(String),
     /// Grey pixels already in memory (IDX), `rows × cols`.
     Grey {
         rows: usize,
@@ -230,10 +232,30 @@ impl Stage for Import {
         vec![p.path.clone()]
     }
 
+    /// The images a CSV listing names (a folder's images are hashed with the folder).
+    fn named_paths(p: &ImportParams, workspace: &Path) -> Vec<PathBuf> {
+        if p.format != SourceFormat::Csv {
+            return Vec::new();
+        }
+        let Ok((items, _, _)) = csv(&workspace.join(&p.path)) else { return Vec::new() };
+        (items.into_iter())
+            .filter_map(|it| match it.pixels {
+                Pixels::File(f) => Some(f.strip_prefix(workspace).map(Path::to_path_buf).unwrap_or(f)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn run(&self, p: &ImportParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let root = ctx.resolve(&p.path);
+        // Entries of a folder that hold no image (listed first in `skipped.csv`).
+        let mut skipped = Vec::new();
         let (mut items, extra_names, target_names) = match p.format {
-            SourceFormat::Folders => (folders(&root, p.splits.as_ref())?, Vec::new(), Vec::new()),
+            SourceFormat::Folders => {
+                let (items, left) = folders(&root, p.splits.as_ref())?;
+                skipped = left;
+                (items, Vec::new(), Vec::new())
+            }
             SourceFormat::Csv => csv(&root)?,
             SourceFormat::Idx => (idx(&root)?, Vec::new(), Vec::new()),
         };
@@ -265,7 +287,6 @@ impl Stage for Import {
         };
         let mut writer = DatasetWriter::create(&ctx.output("dataset")?, meta, Vec::new())?;
         let mut extras: Vec<Vec<String>> = vec![Vec::new(); extra_names.len()];
-        let mut skipped = Vec::new();
         ctx.progress.start(items.len() as u64, "images");
         for it in &items {
             ctx.progress.inc(1);
@@ -359,14 +380,18 @@ fn class_names(items: &mut [Item], p: &ImportParams) -> Result<Vec<String>, Impo
     Ok(classes)
 }
 
+/// The largest image file read (a 16k × 16k RGB PNG is about 800 MB uncompressed but far less on disk).
+const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
 /// How source pixel coordinates map to the output: `(scale_x, scale_y, offset_x, offset_y)`.
 type CoordMap = (f32, f32, f32, f32);
 
 /// Decodes and resizes one image to interleaved RGB `size × size`, or says why it cannot.
 fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, CoordMap), String> {
     let img: image::RgbImage = match pixels {
+        Pixels::Unreadable(reason) => return Err(reason.clone()),
         Pixels::File(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            let bytes = crate::regular::read(path, MAX_IMAGE_BYTES).map_err(|e| format!("cannot read: {e}"))?;
             image::load_from_memory(&bytes).map_err(|e| format!("unreadable or truncated image: {e}"))?.to_rgb8()
         }
         Pixels::Grey { rows, cols, data } => {
@@ -402,8 +427,16 @@ fn decode(pixels: &Pixels, size: usize, resize: Resize) -> Result<(Vec<u8>, Coor
 }
 
 /// HUDD's layout: `<root>/{TrainingSet,TestSet,ImprovementSet}/<class>/<image>`, and `HoldoutSet` for a split
-/// `holdout`; or each split's folder as `splits` names it (every one must exist).
-fn folders(root: &Path, splits: Option<&BTreeMap<String, PathBuf>>) -> Result<Vec<Item>, StageError> {
+/// `holdout`; or each split's folder as `splits` names it (every one must exist). A class folder is walked as
+/// torchvision's ImageFolder walks it, sub-folders included, through [`crate::regular::walk`] (what the key hashes):
+/// a pipe or a device is a bad image (named, never opened); what holds no image of a class (a file beside the class
+/// folders, an empty class folder, a link to a folder outside `root`, never entered) is returned as a row of
+/// `skipped.csv`.
+fn folders(
+    root: &Path,
+    splits: Option<&BTreeMap<String, PathBuf>>,
+) -> Result<(Vec<Item>, Vec<SkippedRow>), StageError> {
+    use crate::regular::Found;
     const HUDD: [(&str, &str); 4] =
         [("TrainingSet", "train"), ("TestSet", "test"), ("ImprovementSet", "improvement"), ("HoldoutSet", "holdout")];
     let named: Vec<(PathBuf, String)> = match splits {
@@ -418,7 +451,9 @@ fn folders(root: &Path, splits: Option<&BTreeMap<String, PathBuf>>) -> Result<Ve
         None => HUDD.iter().map(|(folder, split)| (PathBuf::from(folder), split.to_string())).collect(),
     };
     let mut items = Vec::new();
-    let mut found = false;
+    let mut left = Vec::new();
+    let mut found_split = false;
+    let id = |path: &Path| path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
     for (folder, split) in named {
         let dir = root.join(&folder);
         if !dir.is_dir() {
@@ -427,35 +462,56 @@ fn folders(root: &Path, splits: Option<&BTreeMap<String, PathBuf>>) -> Result<Ve
             }
             continue;
         }
-        found = true;
+        found_split = true;
+        let mut classes: BTreeMap<String, usize> = BTreeMap::new();
         for class in sorted_entries(&dir)? {
-            if !class.is_dir() {
-                continue;
-            }
-            let label = class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            for file in sorted_entries(&class)? {
-                // A link that leads nowhere (dangling, or a loop of links) is an image that cannot be read: skipped
-                // and listed with `on_bad_image = "skip"`, named otherwise.
-                let broken = std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink())
-                    && std::fs::metadata(&file).is_err();
-                if file.is_file() || broken {
-                    let rel = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().into_owned();
-                    items.push(Item {
-                        id: rel,
-                        split: split.clone(),
-                        label: label.clone(),
-                        targets: Vec::new(),
-                        pixels: Pixels::File(file),
-                        extra: Vec::new(),
-                    });
-                }
+            if class.is_dir() {
+                classes.insert(class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), 0);
             }
         }
+        for (path, found) in crate::regular::walk(&dir, root).map_err(|e| StageError::io(&dir, e))? {
+            let rel = path.strip_prefix(&dir).unwrap_or(&path);
+            let mut parts = rel.components();
+            let class = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+            let in_class = parts.next().is_some();
+            let pixels = match found {
+                Found::Outside(target) => {
+                    let reason =
+                        format!("a link to the folder {}, outside {}: not followed", target.display(), root.display());
+                    left.push(SkippedRow { image: id(&path), reason });
+                    continue;
+                }
+                _ if !in_class => {
+                    left.push(SkippedRow { image: id(&path), reason: "not in a class folder".into() });
+                    continue;
+                }
+                Found::File | Found::Broken(_) => Pixels::File(path.clone()),
+                Found::Special(what) => Pixels::Unreadable(format!("{what}, not an image file")),
+            };
+            *classes.entry(class.clone()).or_default() += 1;
+            items.push(Item {
+                id: id(&path),
+                split: split.clone(),
+                label: class,
+                targets: Vec::new(),
+                pixels,
+                extra: Vec::new(),
+            });
+        }
+        for (class, _) in classes.iter().filter(|(_, n)| **n == 0) {
+            left.push(SkippedRow {
+                image: format!("{}/", id(&dir.join(class))),
+                reason: "an empty class folder: no images of this class in this split".into(),
+            });
+        }
     }
-    if !found {
+    if !found_split {
         return Err(ImportError::NotHuddLayout { root: root.into() }.into());
     }
-    Ok(items)
+    if !left.is_empty() {
+        tracing::warn!("{}: {} entries hold no image of a class (listed in skipped.csv)", root.display(), left.len());
+    }
+    Ok((items, left))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StageError> {

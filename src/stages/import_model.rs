@@ -126,6 +126,15 @@ impl Stage for ImportModel {
         [p.torchscript.clone(), p.onnx.clone(), arch, p.weights.clone()].into_iter().flatten().collect()
     }
 
+    /// An ONNX model's external data (`model.onnx.data`), beside the model: the stage reads it, so it is keyed.
+    fn named_paths(p: &ImportModelParams, workspace: &std::path::Path) -> Vec<PathBuf> {
+        let Some(onnx) = &p.onnx else { return Vec::new() };
+        let folder = onnx.parent().unwrap_or(std::path::Path::new(""));
+        let files = crate::model::onnx::external_files(&workspace.join(onnx)).unwrap_or_default();
+        let dir = workspace.join(folder);
+        files.iter().map(|f| folder.join(f.strip_prefix(&dir).unwrap_or(f))).collect()
+    }
+
     fn fingerprints(p: &ImportModelParams) -> Vec<(String, String)> {
         p.architecture.iter().filter_map(|a| shipped_fingerprint(a)).collect()
     }

@@ -8,6 +8,7 @@ mod determinism;
 mod engine;
 mod evaluation;
 mod fuzz;
+mod hostile;
 mod ids;
 mod import;
 mod lrp;

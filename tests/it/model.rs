@@ -543,7 +543,7 @@ fn onnx_files_exported_by_pytorch_import_as_graphs_that_give_pytorchs_logits() {
         ("zennit-mobile-dynamo.onnx", "mobile"),
     ];
     for (file, prefix) in files {
-        let out = ws.path().join(format!("{prefix}.toml"));
+        let out = ws.path().join(file.replace(".onnx", ".toml"));
         let (code, stdout, err) = cli(&["model", "import", &fixture(file), "-o", out.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
         assert!(stdout.contains("input 3×8×8"), "{stdout}");

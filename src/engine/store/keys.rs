@@ -188,20 +188,21 @@ impl Store {
     pub fn hash_external(&self, path: &Path) -> Result<String, StoreError> {
         let meta = fs::metadata(path).map_err(io_err(path))?;
         if meta.is_dir() {
-            use std::os::unix::fs::MetadataExt;
+            use crate::regular::Found;
             let mut hasher = blake3::Hasher::new();
-            let mut files = Vec::new();
-            walk(path, &mut files, &mut [(meta.dev(), meta.ino())].into_iter().collect())?;
-            files.sort();
-            for f in files {
+            for (f, found) in crate::regular::walk(path, path).map_err(io_err(path))? {
                 let rel = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().replace('\\', "/");
                 hasher.update(rel.as_bytes());
                 hasher.update(&[0]);
-                // A broken link inside a folder is data (a bad image for the stage to skip or name), not a reason
-                // the workflow cannot be planned.
-                match broken_link(&f) {
-                    Some(target) => hasher.update(format!("broken link to {}", target.display()).as_bytes()),
-                    None => hasher.update(self.hash_external(&f)?.as_bytes()),
+                // What a stage cannot read inside a folder (a broken link, a pipe, a link out of the folder) is data
+                // for it to skip or name, hashed by what it is, never a reason the workflow cannot be planned.
+                match found {
+                    Found::File => hasher.update(self.hash_external(&f)?.as_bytes()),
+                    Found::Broken(target) => hasher.update(format!("broken link to {}", target.display()).as_bytes()),
+                    Found::Special(what) => hasher.update(format!("special file: {what}").as_bytes()),
+                    Found::Outside(target) => {
+                        hasher.update(format!("link to a folder outside: {}", target.display()).as_bytes())
+                    }
                 };
             }
             return Ok(hasher.finalize().to_hex().to_string());

@@ -206,9 +206,9 @@ struct StatRecord {
     hash: String,
 }
 
-/// Every file under `dir`, following links to folders once each: a folder already walked (by device and inode: a
-/// link back to `..` or to itself) is not entered again. Links that lead nowhere (dangling, or a loop of links) are
-/// listed like files; [`Store::hash_external`] hashes them by where they point.
+/// Every file under `dir` (a stage's output folder), following links to folders once each: a folder already walked
+/// (by device and inode: a link back to `..` or to itself) is not entered again. Folders outside the store are walked
+/// by [`crate::regular::walk`].
 fn walk(
     dir: &Path,
     files: &mut Vec<PathBuf>,
@@ -227,12 +227,6 @@ fn walk(
         }
     }
     Ok(())
-}
-
-/// A link that leads nowhere (dangling, or a loop of links): where it points, for hashing; `None` for anything else.
-fn broken_link(path: &Path) -> Option<PathBuf> {
-    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    (is_link && fs::metadata(path).is_err()).then(|| fs::read_link(path).unwrap_or_default())
 }
 
 #[cfg(test)]

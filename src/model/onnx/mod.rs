@@ -42,8 +42,8 @@ pub enum OnnxError {
     Unsupported { path: PathBuf, node: String, op: String },
     #[error("{path}: {message}")]
     Graph { path: PathBuf, message: String },
-    #[error(transparent)]
-    Arch(#[from] super::ArchError),
+    #[error("{path}: {source}")]
+    Arch { path: PathBuf, source: super::ArchError },
 }
 
 /// An imported model: its declared architecture and its weights, named `<layer>.weight` and so on.
@@ -52,13 +52,68 @@ pub struct Imported {
     pub weights: Vec<(String, Tensor)>,
 }
 
-/// Reads an ONNX file and translates it.
+/// The largest ONNX file read: protobuf's own limit (2 GiB); a larger model keeps its weights as external data.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
+/// Reads an ONNX file and translates it; its weights are checked against the architecture (shapes, finite values)
+/// here, so a model the `model` stage would refuse is refused at import.
 pub fn import(path: &Path) -> Result<Imported, OnnxError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read { path: path.to_path_buf(), source })?;
-    let model = proto::ModelProto::decode(bytes.as_slice())
-        .map_err(|e| OnnxError::Decode { path: path.to_path_buf(), message: e.to_string() })?;
+    let model = decode(path)?;
     let name = path.file_stem().map_or("imported".into(), |s| s.to_string_lossy().to_string());
-    Translator::new(path, &model, &name)?.run(&model)
+    let imported = Translator::new(path, &model, &name)?.run(&model)?;
+    imported.check_weights(path)?;
+    Ok(imported)
+}
+
+/// The files beside an ONNX model that hold its tensors (ONNX's external data, which PyTorch's newer exporter
+/// writes to `<model>.onnx.data`), each once, in order: a stage that imports the model reads them, so they enter its
+/// key. A location outside the model's folder is refused as at import.
+pub fn external_files(path: &Path) -> Result<Vec<PathBuf>, OnnxError> {
+    let model = decode(path)?;
+    let dir = folder(path);
+    let graph_err = |message: String| OnnxError::Graph { path: path.to_path_buf(), message };
+    let Some(graph) = model.graph.as_ref() else { return Ok(Vec::new()) };
+    let constants = graph.node.iter().flat_map(|n| &n.attribute).filter_map(|a| a.t.as_ref());
+    let mut files = BTreeSet::new();
+    for t in graph.initializer.iter().chain(constants) {
+        if let Some(external) = External::of(t, dir).map_err(graph_err)? {
+            files.insert(external.file);
+        }
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// The folder a model lies in (`.` for a bare file name), where its external data must lie.
+fn folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// An ONNX file's model: a regular file of at most [`MAX_FILE_BYTES`], decoded.
+fn decode(path: &Path) -> Result<proto::ModelProto, OnnxError> {
+    let bytes = crate::regular::read(path, MAX_FILE_BYTES)
+        .map_err(|source| OnnxError::Read { path: path.to_path_buf(), source })?;
+    proto::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| OnnxError::Decode { path: path.to_path_buf(), message: e.to_string() })
+}
+
+impl Imported {
+    /// Every weight finite and of the shape its layer declares: the checks the `model` stage makes when it loads
+    /// them, made on a var store of the imported architecture.
+    fn check_weights(&self, path: &Path) -> Result<(), OnnxError> {
+        let graph_err = |message: String| OnnxError::Graph { path: path.to_path_buf(), message };
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let arch = &self.architecture;
+        super::net::Net::new(arch, &vs.root(), arch.model.input, 0)
+            .map_err(|source| OnnxError::Arch { path: path.to_path_buf(), source })?;
+        let weights = self.weights.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        super::artefact::assign_weights(&mut vs, weights, path).map_err(|e| match e {
+            super::artefact::ModelError::Weights { message, .. } => graph_err(message),
+            other => graph_err(other.to_string()),
+        })
+    }
 }
 
 /// The value of an integer or float attribute list, or a single value.
@@ -76,48 +131,155 @@ fn float(node: &NodeProto, name: &str) -> Option<f32> {
 /// A constant's values as f32, with its shape.
 type Constant = (Vec<f32>, Vec<i64>);
 
-/// A tensor's values as f32 (float or integer types), with its shape; `None` for other types. Data stored beside the
-/// model (ONNX's external data, which PyTorch's newer exporter writes to `<model>.onnx.data`) is read from `dir`.
-fn values(t: &TensorProto, dir: &Path) -> Result<Option<Constant>, String> {
-    const FLOAT: i32 = 1;
-    const INT64: i32 = 7;
-    const EXTERNAL: i32 = 1;
-    let external;
-    let raw: Option<&[u8]> = if t.data_location() as i32 == EXTERNAL {
+/// A tensor `hudd` reads: its values, or the name of an element type it does not read (a float16 weight), which is
+/// an error only where a layer takes it.
+enum Value {
+    Numbers(Constant),
+    Other(&'static str),
+}
+
+/// ONNX's element types by number (`TensorProto.DataType`), for messages.
+fn type_name(data_type: i32) -> &'static str {
+    match data_type {
+        1 => "float32",
+        2 => "uint8",
+        3 => "int8",
+        4 => "uint16",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
+        8 => "string",
+        9 => "bool",
+        10 => "float16",
+        11 => "float64",
+        12 => "uint32",
+        13 => "uint64",
+        16 => "bfloat16",
+        _ => "an unknown element type",
+    }
+}
+
+/// Where a tensor's bytes lie outside the model file: a file beside the model and the byte range in it.
+struct External {
+    file: PathBuf,
+    offset: u64,
+    length: Option<u64>,
+}
+
+impl External {
+    /// The external data a tensor names, checked: its `location` a relative path inside the model's folder (no
+    /// `..`, no absolute path, no link leading out: ONNX's own CVE-2024-27318 read files anywhere), `offset` and
+    /// `length` non-negative integers. `None` for a tensor stored in the model file.
+    fn of(t: &TensorProto, dir: &Path) -> Result<Option<External>, String> {
+        const EXTERNAL: i32 = 1;
+        if t.data_location() as i32 != EXTERNAL {
+            return Ok(None);
+        }
         let entry = |key: &str| t.external_data.iter().find(|e| e.key() == key).map(|e| e.value().to_string());
         let location =
             entry("location").ok_or_else(|| format!("tensor `{}`: external data without a location", t.name()))?;
-        let offset: usize = entry("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let file = dir.join(&location);
-        let bytes =
-            std::fs::read(&file).map_err(|e| format!("tensor `{}`: cannot read {}: {e}", t.name(), file.display()))?;
-        let length: usize = entry("length").and_then(|v| v.parse().ok()).unwrap_or(bytes.len().saturating_sub(offset));
-        external = bytes.get(offset..offset + length).map(<[u8]>::to_vec).ok_or_else(|| {
+        let outside = || {
             format!(
-                "tensor `{}`: {} holds {} bytes, not {length} from byte {offset}",
+                "tensor `{}`: its external data `{location}` lies outside the model's folder {}; hudd reads only \
+                 files beside the model",
                 t.name(),
-                file.display(),
-                bytes.len()
+                dir.display()
+            )
+        };
+        let relative = Path::new(&location);
+        if location.is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            return Err(outside());
+        }
+        let file = dir.join(relative);
+        // A link inside the folder may still lead out of it. A file that does not exist is named by the read.
+        let inside = match std::fs::canonicalize(&file) {
+            Ok(f) => std::fs::canonicalize(dir).is_ok_and(|d| f.starts_with(d)),
+            Err(_) => true,
+        };
+        if !inside {
+            return Err(outside());
+        }
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            entry(key)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| {
+                        format!(
+                            "tensor `{}`: external data `{key}` is `{v}`, not a non-negative whole number",
+                            t.name()
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(Some(External { file, offset: number("offset")?.unwrap_or(0), length: number("length")? }))
+    }
+}
+
+/// A tensor's values as f32 (float32 or int64 tensors), with its shape; tensors of other element types are named
+/// by their type. Data stored beside the model is read from `dir`, exactly the bytes the shape needs.
+fn values(t: &TensorProto, dir: &Path) -> Result<Value, String> {
+    const FLOAT: i32 = 1;
+    const INT64: i32 = 7;
+    if let Some(d) = t.dims.iter().find(|&&d| d < 0) {
+        return Err(format!("tensor `{}` has a negative dimension {d} in its shape {:?}", t.name(), t.dims));
+    }
+    let count = t
+        .dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n <= super::MAX_VALUES as u64)
+        .ok_or_else(|| {
+            format!(
+                "tensor `{}`: its shape {:?} holds more than the {} values hudd takes",
+                t.name(),
+                t.dims,
+                super::MAX_VALUES
             )
         })?;
-        Some(&external)
-    } else {
-        t.raw_data.as_deref()
+    let width: u64 = match t.data_type() {
+        FLOAT => 4,
+        INT64 => 8,
+        other => return Ok(Value::Other(type_name(other))),
     };
+    let bytes = count * width;
+    let external = External::of(t, dir)?;
+    let read;
+    let raw: Option<&[u8]> = match &external {
+        Some(e) => {
+            if let Some(length) = e.length.filter(|&l| l != bytes) {
+                return Err(format!(
+                    "tensor `{}`: its external data is {length} bytes long, its shape {:?} needs {bytes}",
+                    t.name(),
+                    t.dims
+                ));
+            }
+            read = crate::regular::read_at(&e.file, e.offset, bytes)
+                .map_err(|err| format!("tensor `{}`: cannot read {}: {err}", t.name(), e.file.display()))?;
+            Some(&read)
+        }
+        None => t.raw_data.as_deref(),
+    };
+    if let Some(raw) = raw
+        && raw.len() as u64 != bytes
+    {
+        return Err(format!("tensor `{}` holds {} bytes, its shape {:?} needs {bytes}", t.name(), raw.len(), t.dims));
+    }
     let data: Vec<f32> = match (t.data_type(), raw) {
         (FLOAT, Some(raw)) => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         (FLOAT, None) => t.float_data.clone(),
-        (INT64, Some(raw)) => {
+        (_, Some(raw)) => {
             raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
         }
-        (INT64, None) => t.int64_data.iter().map(|&v| v as f32).collect(),
-        _ => return Ok(None),
+        (_, None) => t.int64_data.iter().map(|&v| v as f32).collect(),
     };
-    let want: i64 = t.dims.iter().product();
-    if data.len() as i64 != want {
-        return Err(format!("tensor `{}` holds {} values, its shape {:?} needs {want}", t.name(), data.len(), t.dims));
+    if data.len() as u64 != count {
+        return Err(format!("tensor `{}` holds {} values, its shape {:?} needs {count}", t.name(), data.len(), t.dims));
     }
-    Ok(Some((data, t.dims.clone())))
+    Ok(Value::Numbers((data, t.dims.clone())))
 }
 
 /// `/layer1/layer1.0/conv1/Conv` → `layer1.0.conv1`: scope parts that qualify the one before them replace it.
@@ -145,6 +307,8 @@ struct Translator<'a> {
     path: &'a Path,
     /// Constants: initializers and Constant nodes.
     constants: HashMap<String, Constant>,
+    /// Initializers and constants of an element type hudd does not read, with its name.
+    others: HashMap<String, &'static str>,
     /// Each ONNX value name → the layer that produces it (`input` for the image).
     producer: HashMap<String, String>,
     layers: Vec<Layer>,
@@ -159,15 +323,17 @@ impl<'a> Translator<'a> {
     fn new(path: &'a Path, model: &proto::ModelProto, name: &str) -> Result<Translator<'a>, OnnxError> {
         let graph_err = |message: String| OnnxError::Graph { path: path.to_path_buf(), message };
         let graph = model.graph.as_ref().ok_or_else(|| graph_err("the model has no graph".into()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut constants = HashMap::new();
+        let dir = folder(path);
+        let (mut constants, mut others) = (HashMap::new(), HashMap::new());
         for t in &graph.initializer {
-            if let Some(v) = values(t, dir).map_err(graph_err)? {
-                constants.insert(t.name().to_string(), v);
+            match values(t, dir).map_err(graph_err)? {
+                Value::Numbers(v) => drop(constants.insert(t.name().to_string(), v)),
+                Value::Other(kind) => drop(others.insert(t.name().to_string(), kind)),
             }
         }
-        let inputs: Vec<&proto::ValueInfoProto> =
-            graph.input.iter().filter(|i| !constants.contains_key(i.name())).collect();
+        let inputs: Vec<&proto::ValueInfoProto> = (graph.input.iter())
+            .filter(|i| !constants.contains_key(i.name()) && !others.contains_key(i.name()))
+            .collect();
         let [image] = inputs[..] else {
             return Err(graph_err(format!("hudd takes a model with one image input, this one has {}", inputs.len())));
         };
@@ -201,6 +367,7 @@ impl<'a> Translator<'a> {
         Ok(Translator {
             path,
             constants,
+            others,
             producer: HashMap::from([(image.name().to_string(), INPUT.to_string())]),
             layers: Vec::new(),
             weights: Vec::new(),
@@ -242,8 +409,9 @@ impl<'a> Translator<'a> {
             }
         }
         let architecture = Architecture { model: self.header, layers: self.layers };
-        let architecture = Architecture::parse(self.path, &architecture.to_toml())?;
-        architecture.describe(architecture.model.input, 0)?;
+        let arch_err = |source| OnnxError::Arch { path: self.path.to_path_buf(), source };
+        let architecture = Architecture::parse(self.path, &architecture.to_toml()).map_err(arch_err)?;
+        architecture.describe(architecture.model.input, 0).map_err(arch_err)?;
         Ok(Imported { architecture, weights: self.weights })
     }
 
@@ -291,20 +459,28 @@ impl<'a> Translator<'a> {
         node.input.get(i).and_then(|n| self.constants.get(n))
     }
 
-    fn tensor(&self, node: &NodeProto, i: usize, what: &str) -> Result<Tensor, OnnxError> {
+    /// A constant input as a tensor of `rank` dimensions (any rank for `None`).
+    fn tensor(&self, node: &NodeProto, i: usize, what: &str, rank: Option<usize>) -> Result<Tensor, OnnxError> {
+        if let Some(kind) = node.input.get(i).and_then(|n| self.others.get(n)) {
+            return Err(self.err(node, format!("its {what} is a {kind} tensor; hudd reads float32 weights")));
+        }
         let (data, dims) =
             self.constant(node, i).ok_or_else(|| self.err(node, format!("its {what} is not a constant")))?;
+        if let Some(rank) = rank.filter(|&r| r != dims.len()) {
+            return Err(self.err(node, format!("its {what} must have {rank} dimensions, got the shape {dims:?}")));
+        }
         Ok(Tensor::from_slice(data).view(dims.as_slice()))
     }
 
     /// The layers that produce a node's non-constant inputs.
     fn sources(&self, node: &NodeProto) -> Result<Vec<String>, OnnxError> {
         (node.input.iter().filter(|n| !n.is_empty() && !self.constants.contains_key(*n)))
-            .map(|n| {
-                self.producer
-                    .get(n)
-                    .cloned()
-                    .ok_or_else(|| self.err(node, format!("its input `{n}` is produced by no earlier node")))
+            .map(|n| match (self.producer.get(n), self.others.get(n)) {
+                (Some(layer), _) => Ok(layer.clone()),
+                (None, Some(kind)) => {
+                    Err(self.err(node, format!("its input `{n}` is a {kind} tensor; hudd reads float32 weights")))
+                }
+                (None, None) => Err(self.err(node, format!("its input `{n}` is produced by no earlier node"))),
             })
             .collect()
     }
@@ -322,12 +498,24 @@ impl<'a> Translator<'a> {
     // Long by design: one arm per ONNX operator `hudd` maps, each a few lines; splitting it would scatter them.
     fn node(&mut self, index: usize, node: &NodeProto) -> Result<(), OnnxError> {
         let op = node.op_type();
+        if !node.domain().is_empty() && node.domain() != "ai.onnx" {
+            return Err(self.err(
+                node,
+                format!("its operator comes from the domain `{}`; hudd takes ONNX's own operators", node.domain()),
+            ));
+        }
+        let Some(output) = node.output.first().filter(|o| !o.is_empty()).cloned() else {
+            return Err(self.err(node, "it has no output"));
+        };
         if op == "Constant" {
-            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let dir = folder(self.path);
             let tensor = node.attribute.iter().find(|a| a.name() == "value").and_then(|a| a.t.as_ref());
-            let value = tensor.map(|t| values(t, dir)).transpose().map_err(|e| self.err(node, e))?.flatten();
-            let value = value.ok_or_else(|| self.err(node, "a Constant hudd can read holds float or int64 values"))?;
-            self.constants.insert(node.output[0].clone(), value);
+            let value = tensor.map(|t| values(t, dir)).transpose().map_err(|e| self.err(node, e))?;
+            match value {
+                Some(Value::Numbers(value)) => drop(self.constants.insert(output, value)),
+                Some(Value::Other(kind)) => drop(self.others.insert(output, kind)),
+                None => return Err(self.err(node, "a Constant hudd can read holds a tensor in `value`")),
+            }
             return Ok(());
         }
         // A MatMul's bias: `Add(matmul, constant)` folds into the linear layer before it.
@@ -344,7 +532,7 @@ impl<'a> Translator<'a> {
                 if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
                     return Err(self.err(node, "dilated convolutions are not supported"));
                 }
-                let w = self.tensor(node, 1, "weight")?;
+                let w = self.tensor(node, 1, "weight", Some(4))?;
                 let size = w.size();
                 let kernel = self.square(node, "kernel_shape", size[2])?;
                 if size[2] != size[3] {
@@ -353,8 +541,12 @@ impl<'a> Translator<'a> {
                 let bias = node.input.len() > 2 && !node.input[2].is_empty();
                 self.weights.push((format!("{name}.weight"), w.shallow_clone()));
                 if bias {
-                    let b = self.tensor(node, 2, "bias")?;
+                    let b = self.tensor(node, 2, "bias", Some(1))?;
                     self.weights.push((format!("{name}.bias"), b));
+                }
+                let groups = ints(node, "group").and_then(|g| g.first().copied()).unwrap_or(1);
+                if groups < 1 {
+                    return Err(self.err(node, format!("`group` must be at least 1, got {groups}")));
                 }
                 LayerKind::Conv2d {
                     out_channels: Size::Fixed(size[0] as usize),
@@ -362,7 +554,7 @@ impl<'a> Translator<'a> {
                     stride: self.square(node, "strides", 1)?,
                     padding: self.square(node, "pads", 0)?,
                     bias,
-                    groups: ints(node, "group").and_then(|g| g.first().copied()).unwrap_or(1) as usize,
+                    groups: groups as usize,
                 }
             }
             "Gemm" | "MatMul" => {
@@ -372,14 +564,14 @@ impl<'a> Translator<'a> {
                 if ints(node, "transA").is_some_and(|v| v.first() == Some(&1)) || alpha != 1.0 || beta != 1.0 {
                     return Err(self.err(node, "only Gemm with transA = 0, alpha = beta = 1 is a linear layer"));
                 }
-                let w = self.tensor(node, 1, "weight")?;
+                let w = self.tensor(node, 1, "weight", Some(2))?;
                 // PyTorch's layout: out × in.
                 let w = if trans_b { w } else { w.transpose(0, 1).contiguous() };
                 let out = w.size()[0] as usize;
                 self.weights.push((format!("{name}.weight"), w));
                 let bias = op == "Gemm" && node.input.len() > 2 && !node.input[2].is_empty();
                 if bias {
-                    let b = self.tensor(node, 2, "bias")?;
+                    let b = self.tensor(node, 2, "bias", None)?;
                     self.weights.push((format!("{name}.bias"), b.view([-1])));
                 }
                 LayerKind::Linear { out_features: Size::Fixed(out), bias }
@@ -392,7 +584,13 @@ impl<'a> Translator<'a> {
                 match (bound(1, "min"), bound(2, "max")) {
                     (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => LayerKind::Relu6,
                     (Some(0.0), None) => LayerKind::Relu,
-                    other => return Err(self.err(node, format!("only Clip(0, 6) (ReLU6) is supported, got {other:?}"))),
+                    (lo, hi) => {
+                        let show = |v: Option<f32>| v.map_or("none".to_string(), |v| v.to_string());
+                        return Err(self.err(
+                            node,
+                            format!("only Clip(0, 6) (ReLU6) is supported, got min {} and max {}", show(lo), show(hi)),
+                        ));
+                    }
                 }
             }
             "MaxPool" | "AveragePool" => {
@@ -426,13 +624,14 @@ impl<'a> Translator<'a> {
                 });
                 let keep = ints(node, "keepdims").and_then(|v| v.first().copied()).unwrap_or(1) == 1;
                 if !spatial || !keep {
-                    return Err(self.err(node, format!("only a mean over the height and width keeping them (a global average pool) is supported, got axes {axes:?}, keepdims {keep}")));
+                    let axes = axes.map_or("none".to_string(), |a| format!("{a:?}"));
+                    return Err(self.err(node, format!("only a mean over the height and width keeping them (a global average pool) is supported, got axes {axes}, keepdims {keep}")));
                 }
                 LayerKind::AdaptiveAvgPool2d { output_size: [1, 1] }
             }
             "BatchNormalization" => {
                 for (i, part) in [(1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")] {
-                    let t = self.tensor(node, i, part)?;
+                    let t = self.tensor(node, i, part, Some(1))?;
                     self.weights.push((format!("{name}.{part}"), t));
                 }
                 LayerKind::BatchNorm2d { eps: float(node, "epsilon").unwrap_or(1e-5) as f64, momentum: 0.1 }
@@ -454,9 +653,17 @@ impl<'a> Translator<'a> {
             "Reshape" => match self.constant(node, 1).map(|(v, _)| v.clone()).as_deref() {
                 Some([_, b]) if *b == -1.0 || *b > 0.0 => LayerKind::Flatten,
                 other => {
-                    return Err(
-                        self.err(node, format!("only a reshape to one vector per image is supported, got {other:?}"))
-                    );
+                    return Err(self.err(
+                        node,
+                        match other {
+                            Some(shape) => {
+                                format!("only a reshape to one vector per image is supported, got the shape {shape:?}")
+                            }
+                            None => {
+                                "only a reshape to a constant shape (one vector per image) is supported".to_string()
+                            }
+                        },
+                    ));
                 }
             },
             "Sigmoid" => LayerKind::Sigmoid,
@@ -485,9 +692,7 @@ impl<'a> Translator<'a> {
             LayerKind::Mul => self.order_gate(node, inputs)?,
             _ => inputs,
         };
-        if let Some(out) = node.output.first() {
-            self.producer.insert(out.clone(), name.clone());
-        }
+        self.producer.insert(output, name.clone());
         self.layers.push(Layer { name, inputs, kind });
         Ok(())
     }
@@ -501,7 +706,9 @@ impl<'a> Translator<'a> {
             ));
         }
         let arch = Architecture { model: self.header.clone(), layers: self.layers.clone() };
-        let rows = arch.describe(self.header.input, 0)?;
+        let rows = arch
+            .describe(self.header.input, 0)
+            .map_err(|source| OnnxError::Arch { path: self.path.to_path_buf(), source })?;
         let numel = |name: &str| rows.iter().find(|r| r.name == name).map_or(0, |r| r.output.numel());
         let mut inputs = inputs;
         if numel(&inputs[0]) < numel(&inputs[1]) {
@@ -519,12 +726,12 @@ impl<'a> Translator<'a> {
         let Some(layer) = node.input.first().and_then(|n| self.producer.get(n)).cloned() else { return Ok(false) };
         let Some(k) = self.layers.iter().position(|l| l.name == layer) else { return Ok(false) };
         let LayerKind::Linear { bias: false, .. } = self.layers[k].kind else { return Ok(false) };
-        let b = self.tensor(node, 1, "bias")?.view([-1]);
+        let b = self.tensor(node, 1, "bias", None)?.view([-1]);
         self.weights.push((format!("{layer}.bias"), b));
         if let LayerKind::Linear { bias, .. } = &mut self.layers[k].kind {
             *bias = true;
         }
-        self.producer.insert(node.output[0].clone(), layer);
+        self.producer.insert(node.output.first().cloned().unwrap_or_default(), layer);
         Ok(true)
     }
 }
