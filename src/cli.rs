@@ -129,6 +129,11 @@ pub enum Command {
         /// List every figure, changed or not.
         #[arg(long)]
         all: bool,
+        /// Did the second run reproduce the first's figures? Ends with "every figure equal" (exit 0) or the
+        /// number that differ (exit 1), each listed with both values: `hudd diff --check
+        /// reports/quickstart/tables/evidence.json quickstart` after a run of the quickstart.
+        #[arg(long)]
+        check: bool,
     },
     /// Write an annotations file for a run's root-cause clusters, bound to their members by fingerprint; notes of
     /// the run's annotations file that still match a cluster are kept, the others kept as comments.
@@ -364,7 +369,7 @@ fn dispatch(
         }
         Command::Exec { key, threads } => exec(ws, &key, threads, registry, err, reporter),
         Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
-        Command::Diff { before, after, json, md, all } => diff(ws, &before, &after, json, md, all, out),
+        Command::Diff { before, after, json, md, all, check } => diff(ws, &before, &after, [json, md, all, check], out),
         Command::Annotate { run, output, force } => annotate(ws, &run, output.as_deref(), force, out, err),
     }
 }
@@ -588,15 +593,9 @@ fn status(
     Ok(0)
 }
 
-fn diff(
-    ws: &Workspace<'_>,
-    before: &str,
-    after: &str,
-    json: bool,
-    md: bool,
-    all: bool,
-    out: &mut dyn Write,
-) -> Result<u8, CliError> {
+/// `hudd diff`; `flags` are `--json`, `--md`, `--all` and `--check`.
+fn diff(ws: &Workspace<'_>, before: &str, after: &str, flags: [bool; 4], out: &mut dyn Write) -> Result<u8, CliError> {
+    let [json, md, all, check] = flags;
     let store = ws.open()?;
     let a = crate::diff::resolve(&store, ws.dir, before)?;
     let b = crate::diff::resolve(&store, ws.dir, after)?;
@@ -610,7 +609,18 @@ fn diff(
     } else {
         write!(out, "{}", d.text())?;
     }
-    Ok(0)
+    if !check {
+        return Ok(0);
+    }
+    // The exit code says it in every format; the words only where they do not break JSON.
+    let differ = d.figures.iter().filter(|f| f.before != f.after).count();
+    if !json {
+        match differ {
+            0 => writeln!(out, "\nevery figure equal")?,
+            n => writeln!(out, "\n{n} figure{} differ", if n == 1 { "" } else { "s" })?,
+        }
+    }
+    Ok(u8::from(differ > 0))
 }
 
 fn annotate(

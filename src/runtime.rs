@@ -106,34 +106,33 @@ pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
     ("device".to_string(), kind)
 }
 
-/// The CPU as keys name it: `cpu` where libtorch's kernels compute what they computed on the machines the committed
-/// figures come from (x86-64, held to [`CPU_KERNELS`], a CPU not made by Intel), else `cpu (…)` with what makes
-/// other bytes. MKL's reproducible branches are Intel's: `MKL_CBWR=AVX2,STRICT` takes its AVX2 branch on an Intel
-/// CPU and its AUTO branch on any other (oneMKL's documentation; `MKL_VERBOSE=1` prints `CNR:AUTO,STRICT` on this
-/// AMD EPYC), and the two branches sum otherwise: the signs benchmark's model failed on 802 test images on an Intel
-/// AVX-512 machine and on 722 on this AMD EPYC, as on the machines before MKL was held (2026-12-02: the EPYC, with
-/// MKL held, gave the recovery scores committed before byte for byte). So an Intel CPU computes under keys of its
-/// own instead of writing other bytes under a key the store has.
+/// The CPU kind the quickstart's committed report (`reports/quickstart/`, the README's Quick start figures) was
+/// computed under; the README says which other committed tables predate it.
+pub const COMMITTED_KIND: &str = "cpu (x86-64)";
+
+/// The CPU as keys name it: `cpu (x86-64)` on every x86-64 CPU, Intel's and other vendors' alike, while libtorch's
+/// kernels are held to [`CPU_KERNELS`]; else `cpu (…)` with what makes other bytes (a kernel variable set otherwise,
+/// another architecture). Until 2026-12-07 MKL was held to `AVX2,STRICT`, a branch only Intel CPUs take (others take
+/// MKL's AUTO branch, `MKL_VERBOSE=1` printing `CNR:AUTO,STRICT` on an AMD EPYC), so an Intel CPU summed otherwise
+/// and keyed `cpu (Intel: MKL's Intel branch)` (the signs benchmark's model failed on 802 test images there, 722 on
+/// the EPYC). MKL's `COMPATIBLE` branch is the one oneMKL runs alike on every vendor's CPU (`CNR:COMPATIBLE,STRICT`
+/// on the EPYC), so one key serves both; the name differs from the old `cpu`, whose entries hold the other bytes.
 pub fn cpu_kind() -> String {
     static KIND: OnceLock<String> = OnceLock::new();
-    KIND.get_or_init(|| cpu_kind_for(std::env::consts::ARCH, cpu_vendor().as_deref(), |n| std::env::var(n).ok()))
-        .clone()
+    KIND.get_or_init(|| cpu_kind_for(std::env::consts::ARCH, |n| std::env::var(n).ok())).clone()
 }
 
-fn cpu_kind_for(arch: &str, vendor: Option<&str>, var: impl Fn(&str) -> Option<String>) -> String {
+fn cpu_kind_for(arch: &str, var: impl Fn(&str) -> Option<String>) -> String {
     if arch != "x86_64" {
         return format!("cpu ({arch})");
     }
-    let mut other: Vec<String> = (CPU_KERNELS.iter())
+    let other: Vec<String> = (CPU_KERNELS.iter())
         .filter_map(|(name, value)| match var(name) {
             Some(v) if v == *value => None,
             v => Some(format!("{name}={}", v.as_deref().unwrap_or("(unset)"))),
         })
         .collect();
-    if vendor == Some("GenuineIntel") {
-        other.push("Intel: MKL's Intel branch".to_string());
-    }
-    if other.is_empty() { "cpu".to_string() } else { format!("cpu ({})", other.join(", ")) }
+    if other.is_empty() { "cpu (x86-64)".to_string() } else { format!("cpu (x86-64, {})", other.join(", ")) }
 }
 
 /// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, …) on x86-64.
@@ -178,14 +177,15 @@ pub fn host() -> Option<String> {
 /// kernels and oneDNN's convolutions each pick the widest instructions the CPU has, and an AVX-512 machine then sums
 /// in another order than an AVX2 one: the same key trained another model (the quickstart's original accuracy 75.0%
 /// on one machine, 82.9% on another). Held to AVX2, which every x86-64 server CPU since 2013 has, the machines give
-/// the same bytes (the quickstart's report, reproduced on an AVX-512 machine from one made on an AVX2 one). MKL, which
-/// libtorch's matrix products call, is held to AVX2 in its strict reproducible mode: left alone on an AVX-512 machine
-/// it splits a product's sums by the thread count (libtorch sets MKL's count with its own), so LRP's heatmaps changed
-/// with `--threads`, which stays out of keys (`tests/it/determinism.rs`, 2026-12-02); with its plain reproducible
-/// mode (`MKL_CBWR=AVX2`) `tests/it/settings.rs` failed the same way; `STRICT` gives the same bytes at any thread
-/// count. A variable the user set is kept: the user then answers for other machines' bytes.
+/// the same bytes. MKL, which libtorch's matrix products and eigendecompositions call, is held to its `COMPATIBLE`
+/// branch (SSE2 without approximate reciprocals), the one branch oneMKL computes alike on Intel's and other vendors'
+/// CPUs (its AVX2 branch is Intel's only: elsewhere MKL takes its AUTO branch), in strict mode: left alone on an
+/// AVX-512 machine MKL split a product's sums by the thread count, so LRP's heatmaps changed with `--threads`, which
+/// stays out of keys (`tests/it/determinism.rs`); `STRICT` gives the same bytes at any thread count. It costs
+/// nothing measurable here (`cargo bench --bench kernels`: training and LRP as fast as under `AVX2,STRICT` or
+/// faster). A variable the user set is kept: the user then answers for other machines' bytes.
 pub const CPU_KERNELS: [(&str, &str); 3] =
-    [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "AVX2,STRICT")];
+    [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "COMPATIBLE,STRICT")];
 
 /// Holds libtorch's CPU kernels to [`CPU_KERNELS`] (each variable the environment does not set already). Call it
 /// before libtorch runs anything and while no other thread runs: it writes the process environment.
@@ -261,6 +261,14 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
                 .join(" "),
         ),
         ("CPU in keys".into(), format!("{} (vendor {})", cpu_kind(), cpu_vendor().unwrap_or_else(|| "unknown".into()))),
+        (
+            "committed quickstart".into(),
+            if cpu_kind() == COMMITTED_KIND {
+                format!("computed under `{COMMITTED_KIND}`, as here: a run from an empty store gives its figures")
+            } else {
+                format!("computed under `{COMMITTED_KIND}`; this machine computes other keys, so other figures")
+            },
+        ),
         ("libtorch folder".into(), TORCH_LIB_DIR.into()),
         ("libtorch venv (cache)".into(), venv),
         ("CUDA library".into(), describe_cuda(cuda)),
@@ -294,22 +302,17 @@ mod tests {
     }
 
     #[test]
-    fn a_cpu_held_to_the_kernels_and_not_made_by_intel_is_plain_cpu_in_keys() {
-        assert_eq!(cpu_kind_for("x86_64", Some("AuthenticAMD"), held), "cpu");
-        assert_eq!(cpu_kind_for("x86_64", Some("HygonGenuine"), held), "cpu");
+    fn every_x86_64_cpu_held_to_the_kernels_has_one_kind_in_keys_whoever_made_it() {
+        assert_eq!(cpu_kind_for("x86_64", held), "cpu (x86-64)");
     }
 
     #[test]
-    fn an_intel_cpu_or_a_kernel_variable_set_otherwise_gets_keys_of_its_own() {
-        assert_eq!(cpu_kind_for("x86_64", Some("GenuineIntel"), held), "cpu (Intel: MKL's Intel branch)");
-        let compatible = |n: &str| if n == "MKL_CBWR" { Some("COMPATIBLE".to_string()) } else { held(n) };
-        assert_eq!(cpu_kind_for("x86_64", Some("AuthenticAMD"), compatible), "cpu (MKL_CBWR=COMPATIBLE)");
+    fn a_kernel_variable_set_otherwise_or_another_architecture_gets_keys_of_its_own() {
+        let avx2 = |n: &str| if n == "MKL_CBWR" { Some("AVX2,STRICT".to_string()) } else { held(n) };
+        assert_eq!(cpu_kind_for("x86_64", avx2), "cpu (x86-64, MKL_CBWR=AVX2,STRICT)");
         let unset = |n: &str| if n == "ATEN_CPU_CAPABILITY" { None } else { held(n) };
-        assert_eq!(
-            cpu_kind_for("x86_64", Some("GenuineIntel"), unset),
-            "cpu (ATEN_CPU_CAPABILITY=(unset), Intel: MKL's Intel branch)"
-        );
-        assert_eq!(cpu_kind_for("aarch64", None, held), "cpu (aarch64)");
+        assert_eq!(cpu_kind_for("x86_64", unset), "cpu (x86-64, ATEN_CPU_CAPABILITY=(unset))");
+        assert_eq!(cpu_kind_for("aarch64", held), "cpu (aarch64)");
     }
 
     #[test]

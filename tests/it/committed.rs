@@ -1,0 +1,54 @@
+//! What ships agrees with the committed figures a newcomer's first run reproduces: every note of the quickstart's
+//! shipped annotations is bound to a cluster of the committed quickstart report (same members, by fingerprint), so
+//! the first report shows no "changed its members" warning.
+
+use std::path::Path;
+
+#[test]
+fn the_quickstarts_shipped_annotations_are_bound_to_the_clusters_of_its_committed_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("workflows/annotations/quickstart.toml")).unwrap();
+    let annotations: hudd::artefact::annotations::Annotations = toml::from_str(&text).unwrap();
+    let evidence: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("reports/quickstart/tables/evidence.json")).unwrap())
+            .unwrap();
+    let clusters: Vec<hudd::artefact::annotations::Current> = evidence["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| hudd::artefact::annotations::Current {
+            id: c["id"].as_u64().unwrap() as usize,
+            fingerprint: c["fingerprint"].as_str().unwrap().to_string(),
+            members: c["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect(),
+        })
+        .collect();
+    assert!(!annotations.cluster.is_empty());
+    let (bound, flags) = hudd::artefact::annotations::bind(&annotations, &clusters);
+    assert!(flags.is_empty(), "notes not bound to the committed clusters: {flags:?}");
+    assert_eq!(bound.len(), annotations.cluster.len());
+    assert_eq!(evidence["annotation_flags"], serde_json::json!([]), "the committed report warned of drift");
+    // The members the fingerprints stand for, recomputed: a fingerprint copied without its members proves nothing.
+    for c in &clusters {
+        assert_eq!(hudd::artefact::evidence::fingerprint(&c.members), c.fingerprint, "cluster {}", c.id);
+    }
+}
+
+#[test]
+fn diff_check_says_every_figure_equal_or_lists_those_that_differ_with_exit_1() {
+    let ws = crate::support::Ws::new();
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/quickstart/tables/evidence.json");
+    let text = std::fs::read_to_string(&committed).unwrap();
+    let same = ws.write("same/evidence.json", &text);
+    let (code, out, err) = ws.cli(&["diff", "--check", committed.to_str().unwrap(), same.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.trim_end().ends_with("every figure equal"), "{out}");
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let errors = doc["test"]["errors"].as_u64().unwrap();
+    doc["test"]["errors"] = serde_json::json!(errors + 1);
+    let other = ws.write("other/evidence.json", &serde_json::to_string(&doc).unwrap());
+    let (code, out, _) = ws.cli(&["diff", "--check", committed.to_str().unwrap(), other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.trim_end().ends_with("1 figure differ"), "{out}");
+    let line = out.lines().find(|l| l.trim_start().starts_with("test.errors")).unwrap_or_default();
+    assert!(line.contains(&format!("{errors} → {}", errors + 1)), "both values listed: {out}");
+}
