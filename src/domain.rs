@@ -319,7 +319,10 @@ mod tests {
             if let Some(categories) = p["categories"].as_array() {
                 for (c, want) in categories.iter().enumerate() {
                     let got = share(draws.iter().filter(|d| d.1[k] == c as f64).count());
-                    assert!((got - want.as_f64().unwrap()).abs() < 0.01, "parameter {k}, category {c}: {got} against {want}");
+                    assert!(
+                        (got - want.as_f64().unwrap()).abs() < 0.01,
+                        "parameter {k}, category {c}: {got} against {want}"
+                    );
                 }
                 continue;
             }

@@ -673,15 +673,20 @@ mod tests {
                 (info, values)
             })
             .collect();
-        let groups: BTreeMap<usize, Vec<usize>> = serde_json::from_value::<BTreeMap<String, Vec<usize>>>(r["clusters"].clone())
-            .unwrap()
-            .into_iter()
-            .map(|(c, m)| (c.parse().unwrap(), m))
-            .collect();
+        let groups: BTreeMap<usize, Vec<usize>> =
+            serde_json::from_value::<BTreeMap<String, Vec<usize>>>(r["clusters"].clone())
+                .unwrap()
+                .into_iter()
+                .map(|(c, m)| (c.parse().unwrap(), m))
+                .collect();
         let all: Vec<usize> = groups.values().flatten().copied().collect();
         let overall: Vec<f64> = params.iter().map(|(_, v)| v.spread(&all)).collect();
         for (k, (got, want)) in overall.iter().zip(r["overall"].as_array().unwrap()).enumerate() {
-            assert!((got - want.as_f64().unwrap()).abs() < 1e-12, "spread of {} over all: {got} against {want}", params[k].0.name);
+            assert!(
+                (got - want.as_f64().unwrap()).abs() < 1e-12,
+                "spread of {} over all: {got} against {want}",
+                params[k].0.name
+            );
         }
         for correction in [Correction::BenjaminiHochberg, Correction::Holm, Correction::None] {
             let p: VarianceParams =
@@ -695,7 +700,11 @@ mod tests {
                 let j = judge(*c, members, &population, nulls.get(&members.len()), &p, &mut reductions);
                 by_chance += super::chance_of_explained(&nulls[&members.len()], p.threshold);
                 let best = want["best"].as_f64().unwrap();
-                assert!((j.row.best_reduction.unwrap() - best).abs() < 1e-12, "cluster {c}: {:?} against {best}", j.row);
+                assert!(
+                    (j.row.best_reduction.unwrap() - best).abs() < 1e-12,
+                    "cluster {c}: {:?} against {best}",
+                    j.row
+                );
                 let exact = want["p"].as_f64().unwrap();
                 let got = j.row.p.unwrap();
                 assert!((got - exact).abs() < 0.005, "cluster {c}: p {got} against the exact {exact}");
@@ -705,14 +714,19 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .flat_map(|row| row["reductions"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect::<Vec<_>>())
+                .flat_map(|row| {
+                    row["reductions"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect::<Vec<_>>()
+                })
                 .collect();
             assert_eq!(reductions.len(), want.len());
             for (got, want) in reductions.iter().zip(&want) {
                 assert!((got.reduction - want).abs() < 1e-12, "{got:?} against {want}");
             }
             let exact = r["expected_by_chance"].as_f64().unwrap();
-            assert!((by_chance - exact).abs() < 0.005 * groups.len() as f64, "expected by chance {by_chance} against {exact}");
+            assert!(
+                (by_chance - exact).abs() < 0.005 * groups.len() as f64,
+                "expected by chance {by_chance} against {exact}"
+            );
             let tested = adjust(&mut judged, &p).tested_sizes;
             let beyond = expected_beyond_chance(&tested, &nulls, &p, &mut ChaCha8Rng::seed_from_u64(2));
             let exact = r["expected_beyond_chance"][kebab(correction)].as_f64().unwrap();

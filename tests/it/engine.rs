@@ -574,7 +574,8 @@ fn gc_on_the_shipped_workflows_before_any_run_keeps_going_and_names_what_it_coul
     assert_eq!(code, 0, "{out}{err}");
     let absent = std::path::Path::new("/usr/share/datasets/fashion-mnist").exists();
     assert_eq!(
-        err.lines().any(|l| l.starts_with("warning: ") && l.contains("fashion.toml") && l.contains("cannot be planned")),
+        err.lines()
+            .any(|l| l.starts_with("warning: ") && l.contains("fashion.toml") && l.contains("cannot be planned")),
         !absent,
         "{err}"
     );

@@ -71,11 +71,18 @@ const INVALID: [(usize, &str, &str, &str); 8] = [
 fn one_invalid_value() -> impl Strategy<Value = (String, usize, &'static str)> {
     (0..INVALID.len(), Just(VALID.to_vec()).prop_shuffle(), 1u32..20, 1u32..999).prop_map(|(bad, keys, epochs, lr)| {
         let (stage, key, value, message) = INVALID[bad];
+        // Where an unknown key goes among its stage's lines: 0 to 2 lines before the stage's end.
+        let back = epochs as usize % 3;
         let (epochs, lr) = (epochs.to_string(), format!("0.{lr:03}"));
         let mut lines = vec!["[workflow]".to_string(), "name = \"w\"".to_string()];
         let mut line = 0;
         for (s, (id, kind)) in [("data", "simulate"), ("train", "train")].into_iter().enumerate() {
-            lines.extend(["".to_string(), "[[stage]]".to_string(), format!("id = \"{id}\""), format!("kind = \"{kind}\"")]);
+            lines.extend([
+                "".to_string(),
+                "[[stage]]".to_string(),
+                format!("id = \"{id}\""),
+                format!("kind = \"{kind}\""),
+            ]);
             let mut placed = false;
             for (_, k, v) in keys.iter().filter(|(owner, _, _)| *owner == s) {
                 let v = match *k {
@@ -92,8 +99,8 @@ fn one_invalid_value() -> impl Strategy<Value = (String, usize, &'static str)> {
                 }
             }
             if s == stage && !placed {
-                // A key the stage does not have: among its others, after as many as the shuffle put first.
-                let at = lines.len() - (epochs as usize % 3);
+                // A key the stage does not have: among its others.
+                let at = lines.len() - back;
                 lines.insert(at, format!("{key} = {value}"));
                 line = at + 1;
             }
@@ -114,12 +121,14 @@ fn one_invalid_row() -> impl Strategy<Value = (String, u64, &'static str)> {
         Just(("img,1,0.5,1.5\n", "invalid digit")),
         Just(("img,1,0.5\n", "found record with 3 fields")),
     ];
-    (proptest::collection::vec(row, 0..30), bad, any::<proptest::sample::Index>()).prop_map(|(rows, (bad, message), at)| {
-        let at = at.index(rows.len() + 1);
-        let mut rows = rows;
-        rows.insert(at, bad.to_string());
-        (format!("image,cluster,distance,rank\n{}", rows.concat()), at as u64 + 2, message)
-    })
+    (proptest::collection::vec(row, 0..30), bad, any::<proptest::sample::Index>()).prop_map(
+        |(rows, (bad, message), at)| {
+            let at = at.index(rows.len() + 1);
+            let mut rows = rows;
+            rows.insert(at, bad.to_string());
+            (format!("image,cluster,distance,rank\n{}", rows.concat()), at as u64 + 2, message)
+        },
+    )
 }
 
 proptest! {

@@ -33,8 +33,15 @@ fn compare(composite: &str, rules: &[Rule]) {
     let (_vs, net) = net(&refs);
     let got = lrp::relevance(&net, &refs["input"], &refs["seed"], rules);
     // One relevance per layer, as many as Zennit recorded: a missing layer is a difference, not a skipped one.
-    let recorded = refs.keys().filter(|k| k.strip_prefix(&format!("{composite}.")).is_some_and(|i| i.parse::<usize>().is_ok())).count();
-    assert_eq!((got.len(), recorded), (net.layers.len(), net.layers.len()), "{composite}: layers, relevances, Zennit's");
+    let recorded = refs
+        .keys()
+        .filter(|k| k.strip_prefix(&format!("{composite}.")).is_some_and(|i| i.parse::<usize>().is_ok()))
+        .count();
+    assert_eq!(
+        (got.len(), recorded),
+        (net.layers.len(), net.layers.len()),
+        "{composite}: layers, relevances, Zennit's"
+    );
     let diffs: Vec<(String, f64)> = got
         .iter()
         .enumerate()

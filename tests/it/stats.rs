@@ -121,6 +121,9 @@ fn the_two_level_interval_replays_numpys_draws_to_the_same_bounds() {
         .unwrap();
         assert_eq!(next, draws.len(), "{name}: fewer draws asked for than NumPy made");
         let (want_lo, want_hi) = (c["lo"].as_f64().unwrap(), c["hi"].as_f64().unwrap());
-        assert!((lo - want_lo).abs() < 1e-12 && (hi - want_hi).abs() < 1e-12, "{name}: ({lo}, {hi}) against ({want_lo}, {want_hi})");
+        assert!(
+            (lo - want_lo).abs() < 1e-12 && (hi - want_hi).abs() < 1e-12,
+            "{name}: ({lo}, {hi}) against ({want_lo}, {want_hi})"
+        );
     }
 }

@@ -296,7 +296,9 @@ fn every_proptest_regression_file_belongs_to_a_source_file_that_exists() {
     let stale: Vec<String> = files
         .iter()
         .map(|f| f.strip_prefix(root().join("proptest-regressions")).unwrap().to_path_buf())
-        .filter(|rel| rel.extension().is_none_or(|e| e != "txt") || !root().join("src").join(rel.with_extension("rs")).exists())
+        .filter(|rel| {
+            rel.extension().is_none_or(|e| e != "txt") || !root().join("src").join(rel.with_extension("rs")).exists()
+        })
         .map(|rel| rel.display().to_string())
         .collect();
     assert!(stale.is_empty(), "proptest-regressions/ files with no source file under src/: {stale:?}");

@@ -208,7 +208,8 @@ seed = 7
     assert_eq!(generated.meta.chosen_by, ["test"]);
     assert!(generated.numbers("rcc").unwrap().iter().all(|c| *c == 1.0));
     // Every image inside the region: each of the rule's conditions holds for its parameters, whichever they name.
-    let generated_vectors = hudd::trigger::vectors(&generated, sim, &(0..generated.meta.count).collect::<Vec<_>>()).unwrap();
+    let generated_vectors =
+        hudd::trigger::vectors(&generated, sim, &(0..generated.meta.count).collect::<Vec<_>>()).unwrap();
     assert_eq!(generated_vectors.len(), 30);
     for v in &generated_vectors {
         assert!(hudd::trigger::inside(&c.conditions, sim, v), "{v:?} lies outside {:?}", c.conditions);
