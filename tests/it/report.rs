@@ -95,11 +95,11 @@ fn bound(table: usize, members: &[String], text: &str) -> String {
     )
 }
 
-/// The report with what differs between builds and machines masked: every word of 16 or more hexadecimal digits
+/// The report with what differs between builds and machines masked: every word of 32 or more hexadecimal digits
 /// (keys, hashes), the workspace's path, the versions of hudd, libtorch and the crates, and the reference packages'
 /// versions.
 fn masked(md: &str, workspace: &std::path::Path) -> String {
-    let hex = |w: &str| w.len() >= 16 && w.chars().all(|c| c.is_ascii_hexdigit());
+    let hex = |w: &str| w.len() >= 32 && w.chars().all(|c| c.is_ascii_hexdigit());
     let mut references = false;
     let mut out = String::new();
     for line in md.replace(workspace.to_str().unwrap(), "<workspace>").lines() {
