@@ -292,7 +292,7 @@ pub enum Images {
 /// draw. A two-level bootstrap (Davison and Hinkley 1997, §3.8): each of `replicates` resamples the runs with
 /// replacement and then the images with replacement (one resample for all runs when they share their images, so
 /// that the images' common error is kept; one per run otherwise). Seeded: the same outcomes give the same interval.
-/// `None` without runs or images.
+/// `None` without runs, images or replicates.
 pub fn two_level_interval(
     outcomes: &[Vec<f64>],
     images: Images,
@@ -301,27 +301,41 @@ pub fn two_level_interval(
     seed: u64,
 ) -> Option<(f64, f64)> {
     use rand::{Rng, SeedableRng};
-    if outcomes.is_empty() || outcomes.iter().any(Vec::is_empty) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    two_level_interval_with(outcomes, images, level, replicates, |n| rng.random_range(0..n))
+}
+
+/// [`two_level_interval`] with its draws from `draw`, which gives an index below its argument: the seeded function
+/// passes a ChaCha8 stream, a test passes draws recorded by a reference implementation to replay them. Per replicate
+/// it asks, in this order: with shared images one image index per image (below the images' count), then per run a
+/// run index (below the runs' count) and, with images per run, one image index per image of the run drawn.
+pub fn two_level_interval_with(
+    outcomes: &[Vec<f64>],
+    images: Images,
+    level: f64,
+    replicates: usize,
+    mut draw: impl FnMut(usize) -> usize,
+) -> Option<(f64, f64)> {
+    if outcomes.is_empty() || outcomes.iter().any(Vec::is_empty) || replicates == 0 {
         return None;
     }
     let m = outcomes[0].len();
     if images == Images::Shared && outcomes.iter().any(|o| o.len() != m) {
         return None;
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let runs = outcomes.len();
     let mut means = Vec::with_capacity(replicates);
     let mut shared = vec![0usize; m];
     for _ in 0..replicates {
         if images == Images::Shared {
-            shared.iter_mut().for_each(|i| *i = rng.random_range(0..m));
+            shared.iter_mut().for_each(|i| *i = draw(m));
         }
         let mut total = 0.0;
         for _ in 0..runs {
-            let run = &outcomes[rng.random_range(0..runs)];
+            let run = &outcomes[draw(runs)];
             let sum: f64 = match images {
                 Images::Shared => shared.iter().map(|&i| run[i]).sum(),
-                Images::PerRun => (0..run.len()).map(|_| run[rng.random_range(0..run.len())]).sum(),
+                Images::PerRun => (0..run.len()).map(|_| run[draw(run.len())]).sum(),
             };
             total += sum / run.len() as f64;
         }

@@ -655,6 +655,16 @@ mod tests {
         let precision = rule.positives as f64 / (rule.positives + rule.negatives) as f64;
         assert!(precision > tree_precision - 0.02, "{precision} against {tree_precision}");
         assert!(rule.positives as f64 > tree["positives"].as_f64().unwrap() * 0.98, "{rule:?}");
+        // The learner's own output on this case, committed: a change to the learner that moves a bound or a count
+        // shows here even where it stays within two points of the tree.
+        let learned =
+            [("night", 0.6513430828642868, 0.9987272235747469), ("fog", 0.4021253839129031, 0.9994923857216236)];
+        assert_eq!(rule.conditions.len(), learned.len(), "{rule:?}");
+        for (c, (name, want_lo, want_hi)) in rule.conditions.iter().zip(learned) {
+            let Condition::Interval { parameter, lo, hi } = c else { panic!("{c:?}") };
+            assert!(parameter == name && (lo - want_lo).abs() < 1e-12 && (hi - want_hi).abs() < 1e-12, "{c:?}");
+        }
+        assert_eq!((rule.positives, rule.negatives), (602, 24), "{rule:?}");
     }
 
     #[test]

@@ -98,10 +98,23 @@ pub fn random_floor(
     seed: u64,
 ) -> [(f64, f64); 4] {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    random_floor_with(clusters, causes, scope, draws, |shuffled| shuffled.shuffle(&mut rng))
+}
+
+/// [`random_floor`] with its random partitions from `shuffle`, which reorders the labels it is given (the previous
+/// draw's, the first time `clusters`): the seeded function passes a ChaCha8 shuffle, a test passes partitions
+/// recorded by a reference implementation to replay them.
+pub fn random_floor_with(
+    clusters: &[usize],
+    causes: &[usize],
+    scope: Scope<'_>,
+    draws: usize,
+    mut shuffle: impl FnMut(&mut [usize]),
+) -> [(f64, f64); 4] {
     let mut shuffled = clusters.to_vec();
     let mut scores: [Vec<f64>; 4] = Default::default();
     for _ in 0..draws {
-        shuffled.shuffle(&mut rng);
+        shuffle(&mut shuffled);
         let r = recovery(&shuffled, causes, scope);
         for (k, v) in [r.purity, r.coverage, r.nmi, r.ari].into_iter().enumerate() {
             scores[k].push(v);

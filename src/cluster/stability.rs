@@ -21,7 +21,6 @@ pub fn stability(
 ) -> Vec<Option<f64>> {
     use rayon::prelude::*;
     let n = labels.len();
-    let k = labels.iter().max().map_or(0, |l| l + 1);
     let size = ((n as f64 * share).round() as usize).clamp(2.min(n), n);
     // The subsets are drawn first, in order, then reclustered in parallel on the current rayon pool: the result
     // does not depend on the thread count.
@@ -34,8 +33,17 @@ pub fn stability(
         })
         .collect();
     let reclustered: Vec<Vec<usize>> = subsets.par_iter().map(|subset| recluster(subset)).collect();
+    stability_of(labels, &subsets, &reclustered)
+}
+
+/// The stability of each cluster of `labels` from given subsets (indices into `labels`) and their reclusterings
+/// (one new label per index of the subset): what [`stability`] computes from its draws, exposed so that a test can
+/// feed it subsets and clusterings recorded by a reference implementation.
+pub fn stability_of(labels: &[usize], subsets: &[Vec<usize>], reclustered: &[Vec<usize>]) -> Vec<Option<f64>> {
+    let k = labels.iter().max().map_or(0, |l| l + 1);
     let (mut sums, mut counts) = (vec![0.0; k], vec![0usize; k]);
-    for (subset, new) in subsets.iter().zip(&reclustered) {
+    assert_eq!(subsets.len(), reclustered.len(), "one reclustering per subset");
+    for (subset, new) in subsets.iter().zip(reclustered) {
         let groups = members(new);
         for c in 0..k {
             let mine: Vec<usize> = (0..subset.len()).filter(|&i| labels[subset[i]] == c).collect();

@@ -1,7 +1,9 @@
 //! `hudd gc`'s policy: an entry is live when a manifest under `workflows/` of a workspace using the store reaches it
 //! (planned now), when a workflow's last run there used it, or when that workspace's `reports/` shows it; the rest
-//! is dropped. With a shared store every registered workspace counts, each once however many paths lead to it. It
-//! removes nothing when a manifest cannot be checked or planned (what that one reaches cannot be known).
+//! is dropped. With a shared store every registered workspace counts, each once however many paths lead to it. A
+//! manifest whose input files are absent (a shipped study whose data was never installed) is passed over with a
+//! warning: its runs' entries are kept through the workflow's recorded runs. Otherwise it removes nothing when a
+//! manifest cannot be checked or planned (what that one reaches cannot be known).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,19 @@ pub fn live(
         for path in &manifests {
             let unplannable = |message: String| GcError::Unplannable { path: path.clone(), message };
             let workflow = manifest::load(path, &[], registry).map_err(|e| unplannable(e.to_string()))?;
-            let planned = super::plan(&other, &workflow, registry).map_err(|e| unplannable(e.to_string()))?;
+            let planned = match super::plan(&other, &workflow, registry) {
+                Ok(planned) => planned,
+                Err(e) if absent_input(&e) => {
+                    // Nothing can have run from inputs that are not there now; what ran before they went is in the
+                    // workflow's recorded runs, kept below.
+                    say(format!(
+                        "warning: {} cannot be planned ({e}): kept what its recorded runs used",
+                        path.display()
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(unplannable(e.to_string())),
+            };
             keep.extend(planned.specs.into_iter().map(|s| other.resolve(&s.key)));
         }
         // What a workflow's last run used, and what `reports/` links to (the two are written one after the other:
@@ -69,6 +83,16 @@ pub fn live(
         }
     }
     Ok(Live { keep, held })
+}
+
+/// Whether planning failed because a file or folder a stage reads from outside the store does not exist (and for no
+/// other reason: an unreadable input, or a store that cannot save what it hashed, still stops the collection).
+fn absent_input(e: &super::EngineError) -> bool {
+    matches!(
+        e,
+        super::EngineError::External { source, .. }
+            if matches!(&**source, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    )
 }
 
 /// Every entry of the store that `keep` does not hold: its key, and what it was (`stage (workflow)`, or

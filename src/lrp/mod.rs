@@ -344,6 +344,7 @@ mod tests {
     }
 
     fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{a:?} != {b:?}");
         assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{a:?} != {b:?}");
     }
 

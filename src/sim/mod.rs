@@ -364,13 +364,31 @@ mod tests {
     };
 
     #[test]
-    fn a_truncated_normal_stays_in_range() {
+    fn a_truncated_normal_stays_in_range_and_follows_the_truncated_distribution() {
+        // N(50, 30) cut to [-60, 60]: scipy.stats.truncnorm gives mean 32.0646, sd 19.9055, P(x ≤ 50) 0.79291.
+        use statrs::distribution::{ContinuousCDF, Normal};
         let s = SPEC.sampler(&Dist::Normal([50.0, 30.0]), "yaw").unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        for _ in 0..1000 {
-            let x = s.sample(&mut rng);
-            assert!((-60.0..=60.0).contains(&x));
-        }
+        let mut xs: Vec<f64> = (0..2000).map(|_| s.sample(&mut rng)).collect();
+        assert!(xs.iter().all(|x| (-60.0..=60.0).contains(x)), "{xs:?}");
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        // Four standard errors of the mean; a tenth of the standard deviation.
+        assert!((mean - 32.0646).abs() < 4.0 * 19.9055 / n.sqrt(), "mean {mean}");
+        assert!((sd - 19.9055).abs() < 2.0, "sd {sd}");
+        // Kolmogorov–Smirnov distance to the truncated CDF, below the 0.1% critical value 1.95 / √n.
+        let normal = Normal::new(50.0, 30.0).unwrap();
+        let (lo, hi) = (normal.cdf(-60.0), normal.cdf(60.0));
+        let cdf = |x: f64| (normal.cdf(x) - lo) / (hi - lo);
+        assert!((cdf(50.0) - 0.792907).abs() < 1e-5);
+        xs.sort_by(f64::total_cmp);
+        let d = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (cdf(x) - i as f64 / n).abs().max(((i + 1) as f64 / n - cdf(x)).abs()))
+            .fold(0.0, f64::max);
+        assert!(d < 1.95 / n.sqrt(), "Kolmogorov–Smirnov distance {d}");
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn a_run_killed_mid_stage_leaves_no_half_entry_and_a_rerun_gives_the_same_bytes(
     assert_eq!(outputs(&ws, "kill"), outputs(&clean, "kill"), "the rerun gives other bytes than a clean run");
 }
 
-/// A small tmpfs, unmounted when dropped; none where this machine does not let a test mount one.
+/// A small tmpfs, unmounted when dropped; an error where this machine does not let a test mount one.
 struct SmallDisk {
     dir: tempfile::TempDir,
 }
@@ -167,13 +167,11 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_fails_the_stage_leaves_no_entry_and_gc_removes_nothing() {
-    let disk = match SmallDisk::mount("4m") {
-        Ok(d) => d,
-        Err(why) => {
-            eprintln!("skipped: this machine does not let a test mount a tmpfs ({why})");
-            return;
-        }
-    };
+    // Mounting needs root or CAP_SYS_ADMIN, which CI has (it runs as root in its container); without it the test
+    // fails rather than passing unchecked.
+    let disk = SmallDisk::mount("4m").unwrap_or_else(|why| {
+        panic!("this test mounts a 4 MiB tmpfs to fill, and this machine refused ({why}): run it as root or with CAP_SYS_ADMIN")
+    });
     let ws = disk.dir.path();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_hudd")).current_dir(ws).args(args).output().unwrap();
@@ -212,29 +210,77 @@ fn a_full_disk_fails_the_stage_leaves_no_entry_and_gc_removes_nothing() {
 
 #[test]
 fn every_output_file_and_entry_json_is_flushed_to_disk_before_the_entry_appears() {
-    // strace (installed by scripts/deps.sh) counts the fsync calls of a run that stores one entry.
+    // strace (installed by scripts/deps.sh) records, in order, the fsync calls with the path of each descriptor
+    // (`-y`) and the renames of a run that stores one entry.
     let ws = Ws::new();
     ws.write(
         "w.toml",
         "[workflow]\nname = \"sync\"\n[[stage]]\nid = \"data\"\nkind = \"simulate\"\nsimulator = \"signs\"\nsize = 16\n\
          splits = { train = { count = 10 } }\n",
     );
-    let log = ws.path().join("strace.log");
+    let workspace = ws.path().canonicalize().unwrap();
+    let log = workspace.join("strace.log");
     let status = Command::new("strace")
-        .args(["-f", "-e", "trace=fsync,fdatasync", "-o"])
+        .args(["-f", "-y", "-s", "4096", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", "-o"])
         .arg(&log)
         .arg(env!("CARGO_BIN_EXE_hudd"))
-        .args(["--workspace", ws.path().to_str().unwrap(), "run", ws.path().join("w.toml").to_str().unwrap()])
+        .args(["--workspace", workspace.to_str().unwrap(), "run", workspace.join("w.toml").to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .expect("strace runs (scripts/deps.sh installs it)");
     assert!(status.success());
-    let calls = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("fsync(")).count();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" = 0")).collect();
+    // The quoted paths of a call: a rename's source and destination, or the path strace shows for an fsync's fd.
+    let quoted = |l: &str| -> Vec<String> { l.split('"').skip(1).step_by(2).map(str::to_string).collect() };
+    let synced = |l: &str| -> Option<String> {
+        let call = l.find("fsync(").or_else(|| l.find("fdatasync("))?;
+        let rest = &l[call..];
+        Some(rest[rest.find('<')? + 1..rest.find(">)")?].to_string())
+    };
     let entry = ws.store().keys().unwrap();
-    let files: usize = ws.store().entry(&entry[0]).unwrap().outputs.values().map(|o| o.files.len()).sum();
-    // Each output file, entry.json, the entry's folders and the shard folder.
-    assert!(calls > files + 2, "{calls} fsync calls for {files} output files");
+    let dest = ws.store().entry_dir(&entry[0]).canonicalize().unwrap();
+    let dest = dest.to_str().unwrap();
+    // The rename that makes the entry appear, and the working folder it came from.
+    let appear = lines
+        .iter()
+        .position(|l| l.contains("rename") && quoted(l).last().is_some_and(|d| d == dest))
+        .unwrap_or_else(|| panic!("no rename to {dest} in:\n{text}"));
+    let source = quoted(lines[appear])[0].clone();
+    let before: Vec<String> = lines[..appear].iter().filter_map(|l| synced(l)).collect();
+    // Every file of the entry was flushed under its working name before the rename, entry.json included (it is
+    // written under a temporary name and renamed to entry.json, flushed before that rename too).
+    let mut files = Vec::new();
+    let mut todo = vec![std::path::PathBuf::from(dest)];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() { todo.push(path) } else { files.push(path) }
+        }
+    }
+    assert!(files.len() > 2, "{files:?}");
+    for file in &files {
+        let working = format!("{source}{}", &file.to_str().unwrap()[dest.len()..]);
+        let flushed = if file.ends_with("entry.json") {
+            let renamed = lines[..appear]
+                .iter()
+                .position(|l| l.contains("rename") && quoted(l).last() == Some(&working))
+                .unwrap_or_else(|| panic!("entry.json was not renamed into {source} before the entry appeared"));
+            let temporary = quoted(lines[renamed])[0].clone();
+            lines[..renamed].iter().filter_map(|l| synced(l)).any(|p| p == temporary)
+        } else {
+            before.contains(&working)
+        };
+        assert!(flushed, "{working} was not flushed before the entry appeared:\n{text}");
+    }
+    // The working folder itself (its new names) before, and the folder holding the entry (the rename) after.
+    assert!(before.contains(&source), "{source} not flushed before the rename:\n{text}");
+    let parent = std::path::Path::new(dest).parent().unwrap().to_str().unwrap().to_string();
+    assert!(
+        lines[appear + 1..].iter().filter_map(|l| synced(l)).any(|p| p == parent),
+        "{parent} not flushed after the rename:\n{text}"
+    );
 }
 
 /// A report folder with `clusters` clusters of 20 images each, and the notes file it names.

@@ -44,8 +44,23 @@ fn doctor_names_libtorch_and_the_device() {
     let ws = Ws::new();
     let (code, out, _) = ws.cli(&["doctor"]);
     assert_eq!(code, 0);
-    let version = out.lines().find(|l| l.starts_with("libtorch ")).unwrap();
-    assert!(version.trim_end().ends_with("2.13.0+cu130") || version.contains("2.13.0"), "{out}");
+    // The version is the one of the libtorch the binary runs with, read here from that libtorch's own version.py,
+    // and the one scripts/libtorch.sh installs (torch 2.13.0, whatever its build: +cpu, +cu130).
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key).filter(|rest| rest.starts_with("  ")).map(str::trim))
+            .unwrap_or_else(|| panic!("no `{key}` line: {out}"))
+    };
+    let version = value("libtorch");
+    let version_py = std::path::Path::new(value("libtorch folder")).join("../version.py");
+    let recorded = std::fs::read_to_string(&version_py).unwrap_or_else(|e| panic!("{}: {e}", version_py.display()));
+    let recorded = recorded
+        .lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))
+        .map(|v| v.trim_matches(|c| c == '\'' || c == '"'))
+        .unwrap();
+    assert_eq!(version, recorded, "{out}");
+    assert!(version == "2.13.0" || version.starts_with("2.13.0+"), "{out}");
     assert!(out.contains("device (auto)"), "{out}");
     assert!(out.contains("libtorch threads"), "{out}");
 }

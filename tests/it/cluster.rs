@@ -773,3 +773,63 @@ fn the_stability_subsets_partition_is_the_full_pipelines_without_its_sweep() {
         }
     }
 }
+
+fn clusterboot_reference() -> Value {
+    let path = format!("{}/tests/fixtures/clusterboot_ref.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn usizes(v: &Value) -> Vec<usize> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn clusterboot_stability_replays_scipys_subsets_and_reclusterings_to_the_same_jaccard_means() {
+    // Subsets, Ward reclusterings and the stabilities from tests/fixtures/clusterboot_ref.py.
+    let r = &clusterboot_reference()["stability"];
+    let labels = usizes(&r["labels"]);
+    let subsets: Vec<Vec<usize>> = serde_json::from_value(r["subsets"].clone()).unwrap();
+    let reclustered: Vec<Vec<usize>> = serde_json::from_value(r["reclustered"].clone()).unwrap();
+    let want: Vec<Option<f64>> = serde_json::from_value(r["stability"].clone()).unwrap();
+    let got = cluster::stability::stability_of(&labels, &subsets, &reclustered);
+    assert_eq!(got.len(), want.len(), "{got:?} against {want:?}");
+    for (c, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g.unwrap() - w.unwrap()).abs() < 1e-12, "cluster {c}: {got:?} against {want:?}");
+    }
+    // The seeded function gives the same numbers from the same reclusterings of its own subsets.
+    let n = subsets.len();
+    let drawn = std::sync::Mutex::new(Vec::new());
+    let seeded = cluster::stability(&labels, n, 0.5, 3, |subset| {
+        drawn.lock().unwrap().push(subset.to_vec());
+        subset.iter().map(|&i| labels[i]).collect()
+    });
+    assert!(seeded.iter().all(|s| *s == Some(1.0)), "reclustering each subset as it was gives 1: {seeded:?}");
+    let drawn = drawn.into_inner().unwrap();
+    assert!(drawn.iter().all(|s| s.len() == 30 && s.windows(2).all(|w| w[0] < w[1])), "subsets of half, sorted");
+}
+
+#[test]
+fn the_random_floor_replays_numpys_permutations_to_the_same_means_and_95th_percentiles() {
+    // Permutations and scores from tests/fixtures/clusterboot_ref.py (scikit-learn's NMI and ARI).
+    let r = &clusterboot_reference()["floor"];
+    let (clusters, causes) = (usizes(&r["clusters"]), usizes(&r["causes"]));
+    let partitions: Vec<Vec<usize>> = serde_json::from_value(r["partitions"].clone()).unwrap();
+    let mut next = 0;
+    let floor = cluster::score::random_floor_with(&clusters, &causes, Default::default(), partitions.len(), |labels| {
+        let (mut a, mut b) = (labels.to_vec(), partitions[next].clone());
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "draw {next} is not a reordering of the clustering");
+        labels.copy_from_slice(&partitions[next]);
+        next += 1;
+    });
+    assert_eq!(next, partitions.len());
+    for (k, name) in ["purity", "coverage", "nmi", "ari"].into_iter().enumerate() {
+        let want: (f64, f64) = serde_json::from_value(r["floor"][name].clone()).unwrap();
+        assert!(
+            (floor[k].0 - want.0).abs() < 1e-12 && (floor[k].1 - want.1).abs() < 1e-12,
+            "{name}: {:?} against {want:?}",
+            floor[k]
+        );
+    }
+}

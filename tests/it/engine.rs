@@ -523,6 +523,79 @@ fn gc_removes_nothing_when_a_manifest_cannot_be_planned() {
 }
 
 #[test]
+fn gc_passes_over_a_manifest_whose_inputs_are_absent_and_keeps_what_its_recorded_runs_used() {
+    let ws = Ws::new();
+    let m = ws.write("workflows/w.toml", CHAIN);
+    let (_, old) = ws.run(&m);
+    let m = ws.write("workflows/w.toml", &CHAIN.replace("text = \"D\"", "text = \"D2\""));
+    let (_, new) = ws.run(&m);
+    // A shipped study never run, whose data was never installed.
+    let study = |name: &str, folder: &str| {
+        format!("[workflow]\nname = \"{name}\"\n[[stage]]\nid = \"data\"\nkind = \"files\"\npath = \"{folder}\"\n")
+    };
+    ws.write("workflows/never.toml", &study("never", "absent"));
+    // A study that ran, whose data was removed since: its run's entry stays.
+    ws.write("gone/x.txt", "x");
+    let (_, gone) = ws.run(&ws.write("workflows/gone.toml", &study("gone", "gone")));
+    std::fs::remove_dir_all(ws.path().join("gone")).unwrap();
+    let (code, out, err) = ws.cli(&["gc", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for name in ["never.toml", "gone.toml"] {
+        assert!(
+            err.lines().any(|l| l.starts_with("warning: ") && l.contains(name) && l.contains("cannot be planned")),
+            "{name}: {err}"
+        );
+    }
+    assert!(out.contains(&format!("would drop {}", old.keys[3])) && out.contains("would drop 1 entries"), "{out}");
+    let (code, out, err) = ws.cli(&["gc"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ws.store().entry(&old.keys[3]).is_none(), "{out}");
+    for key in new.keys.iter().chain(&gone.keys) {
+        assert!(ws.store().entry(key).is_some(), "{key} dropped: {out}");
+    }
+    // An input that is there but cannot be read still stops the collection: what it reaches is unknown.
+    ws.write("locked/x.txt", "x");
+    ws.write("workflows/locked.toml", &study("locked", "locked/x.txt/inner"));
+    let (code, _, err) = ws.cli(&["gc", "--dry-run"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gc removed nothing") && err.contains("locked.toml"), "{err}");
+}
+
+#[test]
+fn gc_on_the_shipped_workflows_before_any_run_keeps_going_and_names_what_it_could_not_plan() {
+    // A fresh clone after the quickstart: the shipped manifests, their data not installed (Fashion-MNIST's is a
+    // Debian package) and nothing run.
+    let ws = Ws::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for folder in ["workflows", "models"] {
+        copy_tree(&root.join(folder), &ws.path().join(folder));
+    }
+    let (code, out, err) = ws.cli_with(&hudd::stages::registry(), &["gc", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let absent = std::path::Path::new("/usr/share/datasets/fashion-mnist").exists();
+    assert_eq!(
+        err.lines()
+            .any(|l| l.starts_with("warning: ") && l.contains("fashion.toml") && l.contains("cannot be planned")),
+        !absent,
+        "{err}"
+    );
+    assert!(out.contains("would drop 0 entries"), "{out}");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
 fn gc_waits_for_a_running_exec_and_leaves_its_working_folder() {
     let ws = Ws::new();
     let store = ws.store();

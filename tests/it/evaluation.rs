@@ -330,8 +330,17 @@ permutations = 500
     let summary = json(&ws, &w, &r, "variance", "summary");
     assert_eq!(summary["chance"]["explained"], 1, "{summary}");
     assert_eq!(summary["chance"]["permutations"], 500);
+    // Three clusters of 12 share one null of 500 draws: the expected count is three times the share of those draws
+    // reaching the threshold, a whole number of draws out of 500 (the formula is checked against an exact
+    // enumeration in variance.rs's unit tests); the planted cluster's own best reduction is far above that null.
     let expected = summary["chance"]["expected_by_chance"].as_f64().unwrap();
-    assert!((0.0..3.0).contains(&expected), "{summary}");
+    let draws = expected / 3.0 * 500.0;
+    assert!((draws - draws.round()).abs() < 1e-9 && (0.0..=500.0).contains(&draws), "{summary}");
+    assert!(rows.iter().all(|r| (r.p.unwrap() * 501.0 - (r.p.unwrap() * 501.0).round()).abs() < 1e-9), "{rows:?}");
+    assert!(
+        (planted.p.unwrap() - 1.0 / 501.0).abs() < 1e-12,
+        "no random cluster of 12 is as tight as the planted one: {rows:?}"
+    );
     // The same seed draws the same null: the stage is deterministic.
     let again = crate::support::Ws::new();
     again.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{table}"));
@@ -480,7 +489,8 @@ weight = 1.0
     }
 
     // Every tested image's outcome: fog fails always, night on even rows, the nominal scenario and turned signs on
-    // every fourth row (turned signs no more often than nominal ones: a planted cause that causes nothing).
+    // every fourth row (turned signs fail by the same rule as nominal ones: a planted cause that causes nothing, whose
+    // small excess here, 4 of 19 against 4 of 22, is the draw's).
     let fails = |i: usize, s: &str| match s {
         "fog" => true,
         "night" => i.is_multiple_of(2),
@@ -503,23 +513,25 @@ weight = 1.0
         let of: Vec<usize> = (0..ids.len()).filter(|&i| scenarios[i] == s).collect();
         (of.len(), of.iter().filter(|&&i| fails(i, s)).count())
     };
-    let rate = |s: &str| count(s).1 as f64 / count(s).0 as f64;
-    let nominal = rate("nominal");
-    assert!((exposure["nominal_rate"].as_f64().unwrap() - nominal).abs() < 1e-12, "{exposure}");
+    // Worked by hand from the counts of this split: nominal 4 of 22 fail (2/11); fog 23 of 23, so (1 − 2/11) / 1 = 9/11
+    // of its failures are its own; night 16 of 26 (8/13): (8/13 − 2/11) / (8/13) = 31/44; turned 4 of 19: 1 − (2/11)
+    // · (19/4) = 3/22. Over the 47 failures: (23 · 9/11 + 16 · 31/44 + 4 · 3/22) / 47 = 337/517.
+    let worked = [
+        ("fog", (23, 23), 9.0 / 11.0),
+        ("night", (26, 16), 31.0 / 44.0),
+        ("nominal", (22, 4), 0.0),
+        ("turned", (19, 4), 3.0 / 22.0),
+    ];
+    assert!((exposure["nominal_rate"].as_f64().unwrap() - 2.0 / 11.0).abs() < 1e-12, "{exposure}");
     let causes = exposure["causes"].as_array().unwrap();
     let names: Vec<&str> = causes.iter().map(|c| c["cause"].as_str().unwrap()).collect();
     assert_eq!(names, ["fog", "night", "nominal", "turned"]);
-    let mut accounted = 0.0;
-    for c in causes {
-        let s = c["cause"].as_str().unwrap();
-        let (tested, failing) = count(s);
+    for (c, (name, (tested, failing), share)) in causes.iter().zip(worked) {
+        assert_eq!(count(name), (tested, failing), "the split's counts changed: work the shares out again");
         assert_eq!((c["tested"].as_u64(), c["failing"].as_u64()), (Some(tested as u64), Some(failing as u64)), "{c}");
-        let share = if s != "nominal" && rate(s) > nominal { (rate(s) - nominal) / rate(s) } else { 0.0 };
         assert!((c["attributable"].as_f64().unwrap() - share).abs() < 1e-12, "{c}");
-        accounted += failing as f64 * share;
     }
-    let failing: usize = ["fog", "night", "nominal", "turned"].iter().map(|s| count(s).1).sum();
-    assert!((exposure["attributable"].as_f64().unwrap() - accounted / failing as f64).abs() < 1e-12, "{exposure}");
+    assert!((exposure["attributable"].as_f64().unwrap() - 337.0 / 517.0).abs() < 1e-12, "{exposure}");
     // One of the two inputs alone is an error that says so, not a half-filled exposure.
     let half = with_results.replace("tested = \"data.dataset\"\n", "");
     let (w, r) = run_failing(&ws, &half);

@@ -41,6 +41,119 @@ proptest! {
     }
 }
 
+/// The key lines of a valid two-stage manifest: (stage, key, value).
+const VALID: [(usize, &str, &str); 9] = [
+    (0, "simulator", "\"signs\""),
+    (0, "size", "32"),
+    (0, "splits", "{ train = { count = 40 } }"),
+    (1, "dataset", "\"data.dataset\""),
+    (1, "architecture", "\"alexnet-small\""),
+    (1, "epochs", "3"),
+    (1, "batch_size", "8"),
+    (1, "optimizer", "\"adam\""),
+    (1, "lr", "0.003"),
+];
+
+/// One invalid value for a stage's key (a wrong type, an unknown key, an unknown variant or reference), and what
+/// the error says about it.
+const INVALID: [(usize, &str, &str, &str); 8] = [
+    (1, "epochs", "-1", "invalid value: integer `-1`"),
+    (1, "lr", "\"fast\"", "invalid type: string \"fast\""),
+    (1, "batch_size", "2.5", "invalid type: floating point `2.5`"),
+    (1, "optimizer", "\"sgdd\"", "unknown variant `sgdd`"),
+    (1, "epoch", "3", "unknown field `epoch`"),
+    (1, "dataset", "\"dta.dataset\"", "reference to unknown stage `dta`"),
+    (0, "size", "\"big\"", "invalid type: string \"big\""),
+    (0, "simulatr", "\"signs\"", "unknown field `simulatr`"),
+];
+
+/// A valid manifest with one value made invalid: its text, the line of the invalid value, and what its error says.
+fn one_invalid_value() -> impl Strategy<Value = (String, usize, &'static str)> {
+    (0..INVALID.len(), Just(VALID.to_vec()).prop_shuffle(), 1u32..20, 1u32..999).prop_map(|(bad, keys, epochs, lr)| {
+        let (stage, key, value, message) = INVALID[bad];
+        // Where an unknown key goes among its stage's lines: 0 to 2 lines before the stage's end.
+        let back = epochs as usize % 3;
+        let (epochs, lr) = (epochs.to_string(), format!("0.{lr:03}"));
+        let mut lines = vec!["[workflow]".to_string(), "name = \"w\"".to_string()];
+        let mut line = 0;
+        for (s, (id, kind)) in [("data", "simulate"), ("train", "train")].into_iter().enumerate() {
+            lines.extend([
+                "".to_string(),
+                "[[stage]]".to_string(),
+                format!("id = \"{id}\""),
+                format!("kind = \"{kind}\""),
+            ]);
+            let mut placed = false;
+            for (_, k, v) in keys.iter().filter(|(owner, _, _)| *owner == s) {
+                let v = match *k {
+                    "epochs" => epochs.as_str(),
+                    "lr" => lr.as_str(),
+                    _ => v,
+                };
+                if s == stage && *k == key {
+                    lines.push(format!("{k} = {value}"));
+                    line = lines.len();
+                    placed = true;
+                } else {
+                    lines.push(format!("{k} = {v}"));
+                }
+            }
+            if s == stage && !placed {
+                // A key the stage does not have: among its others.
+                let at = lines.len() - back;
+                lines.insert(at, format!("{key} = {value}"));
+                line = at + 1;
+            }
+        }
+        (lines.join("\n") + "\n", line, message)
+    })
+}
+
+/// A valid unsafe-set table with one row made invalid: its bytes, that row's line (the header is line 1), and what
+/// its error says.
+fn one_invalid_row() -> impl Strategy<Value = (String, u64, &'static str)> {
+    let row = ("[a-z]{1,8}", 0usize..10, 0.0f64..100.0, 0usize..1000)
+        .prop_map(|(image, cluster, distance, rank)| format!("{image},{cluster},{distance},{rank}\n"));
+    let bad = prop_oneof![
+        Just(("img,x,0.5,1\n", "invalid digit")),
+        Just(("img,-1,0.5,1\n", "invalid digit")),
+        Just(("img,1,far,1\n", "invalid float literal")),
+        Just(("img,1,0.5,1.5\n", "invalid digit")),
+        Just(("img,1,0.5\n", "found record with 3 fields")),
+    ];
+    (proptest::collection::vec(row, 0..30), bad, any::<proptest::sample::Index>()).prop_map(
+        |(rows, (bad, message), at)| {
+            let at = at.index(rows.len() + 1);
+            let mut rows = rows;
+            rows.insert(at, bad.to_string());
+            (format!("image,cluster,distance,rank\n{}", rows.concat()), at as u64 + 2, message)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_valid_manifest_with_one_invalid_value_is_refused_at_that_line((text, line, message) in one_invalid_value()) {
+        let result = hudd::engine::manifest::parse(std::path::Path::new("f.toml"), &text, &[], &hudd::stages::registry());
+        let Err(hudd::engine::manifest::ManifestError::Invalid { rendered, .. }) = result else {
+            panic!("not refused as invalid:\n{text}");
+        };
+        prop_assert!(rendered.contains(&format!("--> f.toml:{line}:")), "line {line} of\n{text}\nnot named in:\n{rendered}");
+        prop_assert!(rendered.contains(message), "{message:?} missing from:\n{rendered}");
+    }
+
+    #[test]
+    fn a_valid_table_with_one_invalid_row_is_refused_at_that_line((text, line, message) in one_invalid_row()) {
+        let e = hudd::artefact::table::parse::<hudd::artefact::selection::UnsafeRow>(std::path::Path::new("t.csv"), text.as_bytes())
+            .unwrap_err();
+        let shown = e.to_string();
+        prop_assert!(shown.starts_with(&format!("t.csv:{line}: ")), "line {line} of\n{text}\nnot named in: {shown}");
+        prop_assert!(shown.contains(message), "{message:?} missing from: {shown}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 

@@ -209,9 +209,26 @@ fn ids_with_commas_quotes_newlines_and_accents_survive_every_stage_and_table() {
         assert!(rcc.iter().all(|r| r.before == 0.0), "the original fails every image of the clusters: {rcc:?}");
     }
 
-    // The report rendered, and shows a medoid id with its comma or accent as it is.
+    // The report rendered; its evidence names every member of each cluster, the medoid among them, with its comma,
+    // quote, newline or accent as it is (the Markdown shows the medoid as the first image of the cluster's sheet).
     let md = std::fs::read_to_string(out("report", "report").join("report.md")).unwrap();
-    let medoids: Vec<String> = clusters.rows().unwrap().into_iter().map(|r| r.medoid).collect();
-    assert!(medoids.iter().all(|m| members.contains(m)), "{medoids:?}");
-    assert!(!md.is_empty());
+    let rows = clusters.rows().unwrap();
+    let table = clusters.members().unwrap();
+    let evidence: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out("report", "report").join("evidence.json")).unwrap()).unwrap();
+    let shown = evidence["clusters"].as_array().unwrap();
+    assert_eq!(shown.len(), rows.len());
+    for (row, c) in rows.iter().zip(shown) {
+        let listed: BTreeSet<String> = serde_json::from_value(c["members"].clone()).unwrap();
+        let want: BTreeSet<String> =
+            table.iter().filter(|m| m.cluster == row.cluster).map(|m| m.image.clone()).collect();
+        assert_eq!((c["id"].as_u64(), &listed), (Some(row.cluster as u64), &want));
+        assert!(listed.contains(&row.medoid) && members.contains(&row.medoid), "{:?} not among {listed:?}", row.medoid);
+        assert!(md.contains(&format!("images/rcc-{}-sheet.png", row.cluster)), "no sheet for cluster {}", row.cluster);
+    }
+    let listed: Vec<String> =
+        shown.iter().flat_map(|c| serde_json::from_value::<Vec<String>>(c["members"].clone()).unwrap()).collect();
+    for name in NAMES {
+        assert!(listed.iter().any(|id| id.contains(name)) == members.iter().any(|id| id.contains(name)), "{name:?}");
+    }
 }

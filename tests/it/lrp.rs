@@ -32,6 +32,16 @@ fn compare(composite: &str, rules: &[Rule]) {
     let refs = reference();
     let (_vs, net) = net(&refs);
     let got = lrp::relevance(&net, &refs["input"], &refs["seed"], rules);
+    // One relevance per layer, as many as Zennit recorded: a missing layer is a difference, not a skipped one.
+    let recorded = refs
+        .keys()
+        .filter(|k| k.strip_prefix(&format!("{composite}.")).is_some_and(|i| i.parse::<usize>().is_ok()))
+        .count();
+    assert_eq!(
+        (got.len(), recorded),
+        (net.layers.len(), net.layers.len()),
+        "{composite}: layers, relevances, Zennit's"
+    );
     let diffs: Vec<(String, f64)> = got
         .iter()
         .enumerate()
@@ -343,15 +353,19 @@ fn a_rule_a_join_cannot_take_is_refused_naming_the_layer() {
 
 #[test]
 fn asking_for_cuda_where_there_is_none_is_an_input_error_not_a_cpu_run() {
-    if tch::Cuda::is_available() {
-        return; // a GPU host gives CUDA: nothing to refuse
-    }
+    // The binary runs with every GPU hidden (`CUDA_VISIBLE_DEVICES` empty), so a GPU host checks the refusal too.
     let ws = crate::support::Ws::new();
     let text = TRAINED.replace("TINY", &fixture("tiny.toml")).replacen("device = \"cpu\"", "device = \"cuda\"", 1);
-    let (w, report) = ws.run_builtin(&text);
-    let hudd::engine::Outcome::Failed { error, exit_code } = &report.outcomes[w.stage_index("train").unwrap()] else {
-        panic!("{}", crate::support::failures(&report))
-    };
-    assert_eq!(*exit_code, 2);
-    assert!(error.contains("device = \"cuda\" but no CUDA device is visible ("), "{error}");
+    let manifest = ws.write("w.toml", &text);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hudd"))
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .args(["--workspace", ws.path().to_str().unwrap(), "run", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("device = \"cuda\" but no CUDA device is visible ("), "{err}");
+    let store = ws.store();
+    let stages: Vec<String> = store.keys().unwrap().iter().filter_map(|k| store.entry(k)).map(|e| e.stage).collect();
+    assert!(!stages.contains(&"train".to_string()), "a model was trained on the CPU: {stages:?}");
 }

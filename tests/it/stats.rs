@@ -91,3 +91,39 @@ fn t_intervals_match_scipy() {
     }
     assert_eq!(hudd::stats::t_interval(&[0.9], 0.95), None, "one run has no spread");
 }
+
+#[test]
+fn the_two_level_interval_replays_numpys_draws_to_the_same_bounds() {
+    // Numbers and every index drawn from tests/fixtures/bootstrap_ref.py; the Rust function asks for the same draws
+    // in the same order, each below the same bound, and must end on the same percentile bounds.
+    let path = format!("{}/tests/fixtures/bootstrap_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(cases.len(), 3);
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let outcomes: Vec<Vec<f64>> = serde_json::from_value(c["outcomes"].clone()).unwrap();
+        let bounds: Vec<usize> = serde_json::from_value(c["bounds"].clone()).unwrap();
+        let draws: Vec<usize> = serde_json::from_value(c["draws"].clone()).unwrap();
+        let images = if c["shared"].as_bool().unwrap() { stats::Images::Shared } else { stats::Images::PerRun };
+        let mut next = 0;
+        let (lo, hi) = stats::two_level_interval_with(
+            &outcomes,
+            images,
+            c["level"].as_f64().unwrap(),
+            c["replicates"].as_u64().unwrap() as usize,
+            |n| {
+                assert!(next < draws.len(), "{name}: more draws asked for than NumPy made");
+                assert_eq!(n, bounds[next], "{name}: draw {next} asked below {n}, NumPy drew below {}", bounds[next]);
+                next += 1;
+                draws[next - 1]
+            },
+        )
+        .unwrap();
+        assert_eq!(next, draws.len(), "{name}: fewer draws asked for than NumPy made");
+        let (want_lo, want_hi) = (c["lo"].as_f64().unwrap(), c["hi"].as_f64().unwrap());
+        assert!(
+            (lo - want_lo).abs() < 1e-12 && (hi - want_hi).abs() < 1e-12,
+            "{name}: ({lo}, {hi}) against ({want_lo}, {want_hi})"
+        );
+    }
+}

@@ -275,3 +275,31 @@ fn architecture_names_every_source_file_and_only_files_that_exist() {
     }
     assert!(problems.is_empty(), "ARCHITECTURE.md: {problems:#?}");
 }
+
+#[test]
+fn every_proptest_regression_file_belongs_to_a_source_file_that_exists() {
+    // proptest reads the seeds of `src/x/y.rs` from `proptest-regressions/x/y.txt`: a file with no source beside it
+    // (a module since moved into a folder) is never read, and its seeds are silently lost.
+    fn txt_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                txt_files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    txt_files(&root().join("proptest-regressions"), &mut files);
+    assert!(!files.is_empty(), "proptest-regressions/ holds no seed file");
+    let stale: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(root().join("proptest-regressions")).unwrap().to_path_buf())
+        .filter(|rel| {
+            rel.extension().is_none_or(|e| e != "txt") || !root().join("src").join(rel.with_extension("rs")).exists()
+        })
+        .map(|rel| rel.display().to_string())
+        .collect();
+    assert!(stale.is_empty(), "proptest-regressions/ files with no source file under src/: {stale:?}");
+}

@@ -6,7 +6,7 @@ use hudd::artefact::rules::{Confirmations, Rules};
 use hudd::engine::manifest::Workflow;
 use hudd::engine::progress::Reporter;
 use hudd::engine::{RunOptions, RunReport};
-use hudd::trigger::{Condition, Value};
+use hudd::trigger::Condition;
 
 fn run(ws: &crate::support::Ws, text: &str) -> (Workflow, RunReport) {
     let path = ws.write("w.toml", text);
@@ -201,20 +201,19 @@ seed = 7
         !drawn.is_empty() && all(&generated).iter().all(|v| !drawn.contains(v)),
         "confirm-after repeats generate's draws"
     );
-    let condition = &c.conditions[0];
 
     // Generated: 30 labelled images inside the confirmed region, chosen by the test split's failures.
     let generated = hudd::dataset::Dataset::open(&out(&w, &r, "generate", "selected")).unwrap();
     assert_eq!(generated.meta.count, 30);
     assert_eq!(generated.meta.chosen_by, ["test"]);
     assert!(generated.numbers("rcc").unwrap().iter().all(|c| *c == 1.0));
-    assert!(
-        generated
-            .numbers("night")
-            .unwrap()
-            .iter()
-            .all(|n| condition.holds(Value::Number(*n)) || condition.parameter() != "night")
-    );
+    // Every image inside the region: each of the rule's conditions holds for its parameters, whichever they name.
+    let generated_vectors =
+        hudd::trigger::vectors(&generated, sim, &(0..generated.meta.count).collect::<Vec<_>>()).unwrap();
+    assert_eq!(generated_vectors.len(), 30);
+    for v in &generated_vectors {
+        assert!(hudd::trigger::inside(&c.conditions, sim, v), "{v:?} lies outside {:?}", c.conditions);
+    }
     assert_eq!(generated.class_labels().unwrap().len(), 30);
 }
 
