@@ -303,3 +303,58 @@ fn every_proptest_regression_file_belongs_to_a_source_file_that_exists() {
         .collect();
     assert!(stale.is_empty(), "proptest-regressions/ files with no source file under src/: {stale:?}");
 }
+
+/// The Markdown files a reader follows links in: the README, ARCHITECTURE, every folder's README and `docs/`.
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md"].iter().map(|f| root().join(f)).collect();
+    for dir in ["workflows", "models", "datasets", "reports", "docs"] {
+        let Ok(entries) = std::fs::read_dir(root().join(dir)) else { continue };
+        let mut found: Vec<PathBuf> =
+            entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
+}
+
+/// The targets of a Markdown text's inline links, `[text](target)`, outside code blocks.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            let Some(end) = after.find(')') else { break };
+            targets.push(after[..end].to_string());
+            rest = &after[end..];
+        }
+    }
+    targets
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let mut broken = Vec::new();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for target in link_targets(&text) {
+            let path = target.split('#').next().unwrap_or_default().trim();
+            if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
+                continue;
+            }
+            if !file.parent().unwrap().join(path).exists() {
+                broken.push(format!("{}: {target}", file.strip_prefix(root()).unwrap().display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to nothing:\n{}", broken.join("\n"));
+    assert_eq!(link_targets("see [a](x.md#y) and [b](https://e.org)\n```\n[c](z)\n```\n"), ["x.md#y", "https://e.org"]);
+}
