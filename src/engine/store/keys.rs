@@ -207,19 +207,8 @@ impl Store {
             }
             return Ok(hasher.finalize().to_hex().to_string());
         }
-        if !meta.is_file() {
-            // A FIFO would block the read (and the workspace lock) forever; a device may never end.
-            use std::os::unix::fs::FileTypeExt;
-            let t = meta.file_type();
-            let what = if t.is_fifo() {
-                "a named pipe"
-            } else if t.is_char_device() || t.is_block_device() {
-                "a device"
-            } else if t.is_socket() {
-                "a socket"
-            } else {
-                "a special file"
-            };
+        // A FIFO would block the read (and the workspace lock) forever; a device may never end.
+        if let Some(what) = crate::regular::kind_of(meta.file_type()) {
             return Err(StoreError::NotRegular { path: path.to_path_buf(), what });
         }
         let abs = fs::canonicalize(path).map_err(io_err(path))?;
