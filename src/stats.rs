@@ -278,6 +278,41 @@ pub fn adjust(p: &[f64], correction: Correction) -> Vec<f64> {
     adjusted
 }
 
+/// The one-sided exact McNemar test of two interventions on the same images (a sign test on the discordant pairs):
+/// were the first no better than the second, the chance that of the `b + c` images exactly one of them fixes, the
+/// first fixes `b` or more (scipy: `binomtest(b, b + c, 0.5, alternative="greater").pvalue`).
+pub fn mcnemar_greater(b: usize, c: usize) -> f64 {
+    use statrs::distribution::{Binomial, DiscreteCDF};
+    if b == 0 {
+        return 1.0;
+    }
+    let n = (b + c) as u64;
+    Binomial::new(0.5, n).expect("p = 0.5 is a probability").sf(b as u64 - 1).clamp(0.0, 1.0)
+}
+
+/// The tests of a family of discrete tests that count towards its correction (Tarone 1990; for the false discovery
+/// rate, Gilbert 2005): a test that could not reach `α / K` whatever its data (its smallest attainable p-value,
+/// `min_p`, is above it) can never be rejected and takes no share of `α`. `K` is the smallest number such that at most
+/// `K` tests can reach `α / K`; those tests are the family the correction is applied to.
+pub fn tarone(min_p: &[f64], alpha: f64) -> Vec<bool> {
+    let m = min_p.len();
+    let testable = |k: usize| min_p.iter().filter(|&&q| q <= alpha / k as f64).count();
+    let k = (1..=m.max(1)).find(|&k| testable(k) <= k).unwrap_or(m);
+    min_p.iter().map(|&q| q <= alpha / k as f64).collect()
+}
+
+/// Adjusted p-values of a family of discrete tests: [`tarone`]'s tests that could never be rejected get 1, the others
+/// are adjusted among themselves by `correction`.
+pub fn adjust_discrete(p: &[f64], min_p: &[f64], alpha: f64, correction: Correction) -> Vec<f64> {
+    let counted = tarone(min_p, alpha);
+    let family: Vec<usize> = (0..p.len()).filter(|&i| counted[i]).collect();
+    let mut adjusted = vec![1.0; p.len()];
+    for (&i, q) in family.iter().zip(adjust(&family.iter().map(|&i| p[i]).collect::<Vec<_>>(), correction)) {
+        adjusted[i] = q;
+    }
+    adjusted
+}
+
 /// How repeated runs' images relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Images {

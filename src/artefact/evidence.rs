@@ -24,8 +24,10 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// clustering and the alternatives as RQ1 judges them; empty without alternatives) is new. Version 5 (issue 35):
 /// the scope is read from the dataset and the model, not the upstream stages' parameters: `scope.defaults` (the
 /// simulator's default distributions) is new, `scope.splits[].count` is always a number, `scope.architecture` is
-/// the network's name.
-pub const VERSION: u32 = 5;
+/// the network's name. Version 6 (issue 50): `interventions` (the `intervene` stage's figures over every failure) and
+/// each cluster's `tested` (its intervention test against the sham) and `agreement` (where the tests and RQ1
+/// disagree) are new.
+pub const VERSION: u32 = 6;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
 /// binds notes to (the report writes more fields; a test in `stages::report` ties the two).

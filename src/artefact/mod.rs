@@ -12,6 +12,7 @@ pub mod curve;
 pub mod evaluation;
 pub mod evidence;
 pub mod heatmaps;
+pub mod interventions;
 pub mod recovery;
 pub mod results;
 pub mod rules;
@@ -57,6 +58,13 @@ pub const FEATURES: ArtefactKind =
 pub const RECOVERY: ArtefactKind = kind("recovery", "how well clusters recover planted causes, beside a random floor");
 pub const RECOVERY_TABLE: ArtefactKind = kind("recovery table", "per planted cause: its best cluster and share");
 pub const EXPANSION: ArtefactKind = kind("expansion", "per cluster: images simulated, failing, and joining it");
+pub const INTERVENTIONS: ArtefactKind =
+    kind("interventions", "every re-render of every failing image, with what was moved and whether it fixed it");
+pub const IMAGE_CAUSES: ArtefactKind = kind("image causes", "per failing image: what fixes it, and its tested cause");
+pub const CAUSE_TESTS: ArtefactKind =
+    kind("cause tests", "per cluster and intervention: share fixed against the sham, with the exact test");
+pub const INTERVENTION_SUMMARY: ArtefactKind =
+    kind("intervention summary", "shares fixed over every failure and each cluster's tested cause");
 pub const PARQUET: ArtefactKind = kind("parquet tables", "copies of a stage's tables as Parquet");
 pub const REPORT: ArtefactKind = kind("report", "the safety-analysis report: HTML, Markdown and images");
 
@@ -94,6 +102,10 @@ pub const ALL: &[ArtefactKind] = &[
     FEATURES,
     RECOVERY,
     RECOVERY_TABLE,
+    INTERVENTIONS,
+    IMAGE_CAUSES,
+    CAUSE_TESTS,
+    INTERVENTION_SUMMARY,
     PARQUET,
     REPORT,
 ];

@@ -28,6 +28,35 @@ impl From<PredictError> for crate::engine::stage::StageError {
     }
 }
 
+/// Why a model cannot be tested on a data set: it takes other images or was trained for another task.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("the model takes {model:?} images, the dataset has {images:?}; simulate or import at the model's size")]
+    Size { model: [usize; 3], images: [usize; 3] },
+    #[error("the model was trained for another task (different classes or keypoints)")]
+    Task,
+}
+
+impl TestError {
+    /// Whether a model takes a dataset's images and was trained for its task.
+    pub fn check(model: &super::artefact::ModelMeta, ds: &crate::dataset::DatasetMeta) -> Result<(), TestError> {
+        let images = [ds.channels, ds.height, ds.width];
+        if model.input != images {
+            return Err(TestError::Size { model: model.input, images });
+        }
+        if model.target != ds.target {
+            return Err(TestError::Task);
+        }
+        Ok(())
+    }
+}
+
+impl From<TestError> for crate::engine::stage::StageError {
+    fn from(e: TestError) -> Self {
+        crate::engine::stage::StageError::artefact(e)
+    }
+}
+
 /// Predictions of one image.
 pub enum Prediction {
     Class { expected: usize, predicted: usize, scores: Vec<f32> },
@@ -48,6 +77,23 @@ pub fn mean(v: &[f32]) -> f64 {
     v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64
 }
 
+/// What an image should give: its class, or its keypoints (x, y pairs in pixels).
+#[derive(Debug, Clone, Copy)]
+pub enum Truth<'a> {
+    Class(usize),
+    Targets(&'a [f32]),
+}
+
+impl<'a> Truth<'a> {
+    /// A rendered or stored label as the truth to score against.
+    pub fn of(label: &'a crate::dataset::Label) -> Truth<'a> {
+        match label {
+            crate::dataset::Label::Class(c) => Truth::Class(*c),
+            crate::dataset::Label::Targets(t) => Truth::Targets(t),
+        }
+    }
+}
+
 /// Runs a model over some rows of a dataset in batches.
 pub fn predict(
     model: &Model,
@@ -65,40 +111,63 @@ pub fn predict(
     let targets = ds.targets()?;
     let mut out = Vec::with_capacity(rows.len());
     progress.start(rows.len() as u64, "predictions");
+    for chunk in rows.chunks(batch.max(1)) {
+        let pixels = ds.images(chunk)?;
+        let truths: Vec<Truth<'_>> = chunk
+            .iter()
+            .map(|&r| match &m.target {
+                Target::Classification { .. } => Truth::Class(labels[r] as usize),
+                Target::Regression { .. } => Truth::Targets(&targets[r]),
+            })
+            .collect();
+        out.extend(predict_pixels(model, &pixels, [m.channels, m.height, m.width], &truths, threshold)?);
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// Runs a model over one batch of images (C×H×W bytes each, one after the other), scoring each against its truth.
+pub fn predict_pixels(
+    model: &Model,
+    pixels: &[u8],
+    [c, h, w]: [usize; 3],
+    truths: &[Truth<'_>],
+    threshold: f64,
+) -> Result<Vec<Prediction>, PredictError> {
+    let n = truths.len();
+    let mut out = Vec::with_capacity(n);
     tch::no_grad(|| {
-        for chunk in rows.chunks(batch.max(1)) {
-            let pixels = ds.images(chunk)?;
-            let x = Tensor::from_slice(&pixels).view([
-                chunk.len() as i64,
-                m.channels as i64,
-                m.height as i64,
-                m.width as i64,
-            ]);
-            let y = model.forward(&model.preprocess(&x))?;
-            match &m.target {
-                Target::Classification { .. } => {
-                    let scores = y.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-                    let flat: Vec<f32> = Vec::try_from(scores.flatten(0, -1))?;
-                    let k = y.size()[1] as usize;
-                    for (i, &row) in chunk.iter().enumerate() {
-                        let s = flat[i * k..(i + 1) * k].to_vec();
-                        let predicted = argmax(&s);
-                        out.push(Prediction::Class { expected: labels[row] as usize, predicted, scores: s });
-                    }
-                }
-                Target::Regression { .. } => {
-                    let pred = keypoints_from_maps(&y, model.meta.input).to_device(tch::Device::Cpu);
-                    let flat: Vec<f32> = chunk.iter().flat_map(|&r| targets[r].iter().copied()).collect();
-                    let t = Tensor::from_slice(&flat).view([chunk.len() as i64, -1]);
-                    let errors = keypoint_errors(&pred, &t);
-                    let k = errors.size()[1] as usize;
-                    let flat: Vec<f32> = Vec::try_from(errors.flatten(0, -1))?;
-                    for i in 0..chunk.len() {
-                        out.push(Prediction::Keypoints { errors: flat[i * k..(i + 1) * k].to_vec(), threshold });
-                    }
-                }
+        let x = Tensor::from_slice(pixels).view([n as i64, c as i64, h as i64, w as i64]);
+        let y = model.forward(&model.preprocess(&x))?;
+        if matches!(truths.first(), Some(Truth::Targets(_))) {
+            let pred = keypoints_from_maps(&y, model.meta.input).to_device(tch::Device::Cpu);
+            let flat: Vec<f32> = truths
+                .iter()
+                .flat_map(|t| match t {
+                    Truth::Targets(t) => t.iter().copied(),
+                    Truth::Class(_) => [].iter().copied(),
+                })
+                .collect();
+            let t = Tensor::from_slice(&flat).view([n as i64, -1]);
+            let errors = keypoint_errors(&pred, &t);
+            let k = errors.size()[1] as usize;
+            let flat: Vec<f32> = Vec::try_from(errors.flatten(0, -1))?;
+            for i in 0..n {
+                out.push(Prediction::Keypoints { errors: flat[i * k..(i + 1) * k].to_vec(), threshold });
             }
-            progress.inc(chunk.len() as u64);
+        } else {
+            let scores = y.softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+            let flat: Vec<f32> = Vec::try_from(scores.flatten(0, -1))?;
+            let k = y.size()[1] as usize;
+            for (i, truth) in truths.iter().enumerate() {
+                let s = flat[i * k..(i + 1) * k].to_vec();
+                let predicted = argmax(&s);
+                let expected = match truth {
+                    Truth::Class(c) => *c,
+                    Truth::Targets(_) => 0,
+                };
+                out.push(Prediction::Class { expected, predicted, scores: s });
+            }
         }
         Ok::<(), PredictError>(())
     })?;

@@ -269,6 +269,19 @@ pub fn image_rng(seed: u64, split: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(rng.random())
 }
 
+/// Where a split comes in a simulated dataset: `train`, `test`, `improvement` first, then the others by name. A
+/// split's place is its number in [`image_rng`], so re-rendering an image needs it.
+pub fn split_rank(name: &str) -> (usize, String) {
+    (["train", "test", "improvement"].iter().position(|s| *s == name).unwrap_or(3), name.to_string())
+}
+
+/// The number [`generate`] gave split `name` among `splits` (every split of the simulation).
+pub fn split_number<'a>(name: &str, splits: impl IntoIterator<Item = &'a String>) -> Option<usize> {
+    let mut names: Vec<&String> = splits.into_iter().collect();
+    names.sort_by_key(|n| split_rank(n));
+    names.iter().position(|n| *n == name)
+}
+
 /// The first images of each class (or simply the first images), for the contact sheet.
 #[derive(Default)]
 pub struct SheetRows {
@@ -431,6 +444,38 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let b = (0..4000).filter(|_| s.sample(&mut rng) == 1.0).count();
         assert!((2800..3200).contains(&b), "{b}");
+    }
+
+    #[test]
+    fn an_image_re_rendered_from_its_seed_split_and_index_is_the_same_bytes() {
+        // What `intervene` relies on: the image's RNG, its parameters drawn first, then the render going on with it.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for sim in simulators() {
+            let task = sim.tasks()[0];
+            let plans = [
+                SplitPlan::plain("train".into(), 3, Distributions::defaults(sim)),
+                SplitPlan::plain("test".into(), 5, Distributions::defaults(sim)),
+            ];
+            let mut images = Vec::new();
+            generate(sim, task, 24, 9, &plans, &pool, |g| {
+                images.push(g);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            for g in &images {
+                let mut rng = image_rng(9, g.split as u64, g.index as u64);
+                let (_, values) = plans[g.split].domain.draw(&mut rng);
+                assert_eq!(values, g.values);
+                let again = sim.render(task, &values, 24, &mut rng);
+                assert!(again.rgb == g.sample.rgb, "{}: image {} of split {}", sim.name(), g.index, g.split);
+                // Another seed draws another image.
+                let mut other = image_rng(10, g.split as u64, g.index as u64);
+                let (_, v) = plans[g.split].domain.draw(&mut other);
+                assert!(sim.render(task, &v, 24, &mut other).rgb != g.sample.rgb);
+            }
+        }
+        assert_eq!(split_number("test", &["improvement".to_string(), "test".into(), "train".into()]), Some(1));
+        assert_eq!(split_number("holdout", &["holdout".to_string(), "train".into(), "zoo".into()]), Some(1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod heatmaps;
 pub mod import;
 pub mod import_model;
+pub mod intervene;
 pub mod label;
 pub mod recovery;
 pub mod report;
@@ -42,6 +43,7 @@ pub fn registry() -> Registry {
         .with(confirm::Confirm)
         .with(generate::Generate)
         .with(expand::Expand)
+        .with(intervene::Intervene)
         .with(recovery::Recovery)
         .with(activations::Activations)
         .with(compare::Compare)

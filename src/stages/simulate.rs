@@ -93,9 +93,8 @@ impl SimulateParams {
 
     /// The splits in table order: `train`, `test`, `improvement` first, then any others by name.
     fn ordered_splits(&self) -> Vec<(&String, &SplitSpec)> {
-        let rank = |name: &str| ["train", "test", "improvement"].iter().position(|s| *s == name).unwrap_or(3);
         let mut splits: Vec<_> = self.splits.iter().collect();
-        splits.sort_by_key(|(name, _)| (rank(name), name.to_string()));
+        splits.sort_by_key(|(name, _)| sim::split_rank(name));
         splits
     }
 

@@ -10,23 +10,8 @@ use crate::dataset::Target;
 use crate::dataset::{Dataset, write_csv};
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
-use crate::model::predict::{DEFAULT_THRESHOLD, Prediction, argmax, mean, predict};
+use crate::model::predict::{DEFAULT_THRESHOLD, Prediction, TestError, argmax, mean, predict};
 use crate::runtime::{self, DeviceChoice};
-
-/// Why a model cannot be tested on a data set: it takes other images or was trained for another task.
-#[derive(Debug, thiserror::Error)]
-pub enum TestError {
-    #[error("the model takes {model:?} images, the dataset has {images:?}; simulate or import at the model's size")]
-    Size { model: [usize; 3], images: [usize; 3] },
-    #[error("the model was trained for another task (different classes or keypoints)")]
-    Task,
-}
-
-impl From<TestError> for StageError {
-    fn from(e: TestError) -> Self {
-        StageError::artefact(e)
-    }
-}
 
 pub struct Test;
 
@@ -123,13 +108,7 @@ impl Stage for Test {
         let device = runtime::device(p.device)?;
         let model = Model::load(&ctx.input("model")?.path, device)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
-        let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
-        if model.meta.input != input {
-            return Err(TestError::Size { model: model.meta.input, images: input }.into());
-        }
-        if model.meta.target != ds.meta.target {
-            return Err(TestError::Task.into());
-        }
+        TestError::check(&model.meta, &ds.meta)?;
         let rows = ds.split_rows(&p.split)?;
         let preds = predict(&model, &ds, &rows, p.batch_size, p.threshold, ctx.progress)?;
         let ids = ds.ids()?;

@@ -284,7 +284,7 @@ fn each_cluster_names_the_criterion_it_fails_shows_every_strategy_and_flags_too_
         "{md}"
     );
     assert!(!md.contains("Not beyond chance: random clusters of its size do as well"), "{md}");
-    assert!(cluster(1).contains("Explained beyond chance: random clusters of its size rarely do as well"), "{md}");
+    assert!(cluster(1).contains("Homogeneous beyond chance (RQ1): random clusters of its size rarely share"), "{md}");
     // Every strategy on the cluster's held-out images, with intervals; before is 0 by construction and said so.
     assert!(cluster(1).contains("failures of the original, so it gets 0% right by construction"), "{md}");
     assert!(cluster(1).contains("hudd 80% (73–86); random 78% (70–85)."), "{md}");
@@ -396,7 +396,7 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         "{md}"
     );
     let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
-    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(5)));
+    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(6)));
     assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
     assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());

@@ -81,6 +81,16 @@ clusters = "cluster.clusters"
 heatmaps = "heatmaps.heatmaps"
 threads = THREADS
 batch_size = 8
+
+[[stage]]
+id = "intervene"
+kind = "intervene"
+model = "train.model"
+images = "test.errors"
+clusters = "cluster.clusters"
+pairs = 5
+threads = THREADS
+batch_size = 8
 "#;
 
 /// Stage id → every output file with its digest.
@@ -115,7 +125,7 @@ fn threads_change_no_byte_and_no_key() {
     let (keys_a, a) = digests(&one, 1);
     let (keys_b, b) = digests(&two, 2);
     assert_eq!(keys_a, keys_b, "settings are not part of keys");
-    for stage in ["test", "heatmaps", "cluster", "activations", "cluster-activations", "select"] {
+    for stage in ["test", "heatmaps", "cluster", "activations", "cluster-activations", "select", "intervene"] {
         assert!(!a[stage].is_empty());
         assert_eq!(a[stage], b[stage], "{stage}: outputs differ between 1 and 2 threads");
     }
@@ -127,7 +137,7 @@ fn threads_change_no_byte_and_no_key() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.contains("0 of 8 stages would run"), "{out}");
+    assert!(out.contains("0 of 9 stages would run"), "{out}");
 }
 
 #[test]

@@ -127,3 +127,34 @@ fn the_two_level_interval_replays_numpys_draws_to_the_same_bounds() {
         );
     }
 }
+
+#[test]
+fn the_exact_mcnemar_test_and_tarones_family_match_scipy_and_statsmodels() {
+    // Numbers from tests/fixtures/intervene_ref.py: scipy's binomtest on the discordant images, Tarone's reduction
+    // written from its definition, statsmodels' corrections over the tests it keeps.
+    let path = format!("{}/tests/fixtures/intervene_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in reference["mcnemar"].as_array().unwrap() {
+        let (b, c) = (case["b"].as_u64().unwrap() as usize, case["c"].as_u64().unwrap() as usize);
+        let (got, want) = (stats::mcnemar_greater(b, c), case["p"].as_f64().unwrap());
+        assert!((got - want).abs() <= 1e-9 * want.max(1e-300).max(1e-6), "b {b}, c {c}: {got} against {want}");
+    }
+    for family in reference["families"].as_array().unwrap() {
+        let name = family["name"].as_str().unwrap();
+        let counts = |key: &str| -> Vec<usize> { serde_json::from_value(family[key].clone()).unwrap() };
+        let (b, c) = (counts("b"), counts("c"));
+        let p: Vec<f64> = b.iter().zip(&c).map(|(&b, &c)| stats::mcnemar_greater(b, c)).collect();
+        let min_p: Vec<f64> = b.iter().zip(&c).map(|(&b, &c)| 0.5f64.powi((b + c) as i32)).collect();
+        let counted: Vec<bool> = serde_json::from_value(family["counted"].clone()).unwrap();
+        assert_eq!(stats::tarone(&min_p, 0.05), counted, "{name}");
+        for (method, correction) in
+            [("holm", stats::Correction::Holm), ("fdr_bh", stats::Correction::BenjaminiHochberg)]
+        {
+            let want: Vec<f64> = serde_json::from_value(family[method].clone()).unwrap();
+            let got = stats::adjust_discrete(&p, &min_p, 0.05, correction);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < 1e-9, "{name} {method} test {i}: {g} against {w}");
+            }
+        }
+    }
+}

@@ -329,3 +329,64 @@ expanded = "expand-range.expanded"
     let (again, ..) = expanded(&crate::support::Ws::new());
     assert_eq!(again, table);
 }
+
+#[test]
+fn restoring_the_planted_darkness_fixes_the_failures_and_the_sham_does_not() {
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, &planted());
+    let errors = ws.store().output_path(&r.keys[w.stage_index("test").unwrap()], "errors").unwrap();
+    let ids = hudd::dataset::Dataset::open(&errors).unwrap().ids().unwrap();
+    assert!(ids.len() >= 20, "the planted darkness makes the model fail: {} failures", ids.len());
+    // Two clusters: the darker half of the failures and the rest (`night` in the test split is uniform on [0, 1]).
+    let nights = hudd::dataset::Dataset::open(&errors).unwrap().numbers("night").unwrap();
+    let members: String =
+        ids.iter().zip(&nights).map(|(id, n)| format!("{id},{},0\n", if *n > 0.5 { 1 } else { 2 })).collect();
+    ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{members}"));
+    let text = planted()
+        + r#"
+[[stage]]
+id = "clusters"
+kind = "files"
+path = "clusters"
+
+[[stage]]
+id = "intervene"
+kind = "intervene"
+model = "train.model"
+images = "test.errors"
+clusters = "clusters.clusters"
+pairs = 10
+"#;
+    let (w, r) = run(&ws, &text);
+    let out = |output: &str| ws.store().output_path(&r.keys[w.stage_index("intervene").unwrap()], output).unwrap();
+    let summary: hudd::artefact::interventions::InterventionSummary =
+        hudd::artefact::table::read_json(&out("summary")).unwrap();
+    // Re-rendered unchanged, every image is the stored one (the stage refuses otherwise) and fails again.
+    assert_eq!(summary.images, ids.len());
+    assert!(summary.assessed * 20 >= summary.images * 19, "{} of {} fail again", summary.assessed, summary.images);
+    let share = |name: &str| summary.restorations.iter().find(|s| s.intervention == name).unwrap().fixed.rate;
+    assert!(share("night") >= 0.8, "restoring the darkness fixes {:.2}", share("night"));
+    assert!(summary.sham.rate < 0.3, "the sham fixes {:.2}", summary.sham.rate);
+    let dark = summary.clusters.iter().find(|c| c.cluster == 1).unwrap();
+    assert_eq!(dark.causes.first().map(String::as_str), Some("night"), "{dark:?}");
+    assert!(dark.fixed.lo > dark.sham.hi, "{dark:?}");
+    let verdicts: Vec<hudd::artefact::interventions::ImageVerdict> =
+        hudd::artefact::table::read(&out("images")).unwrap();
+    let named = verdicts.iter().filter(|v| v.cause == "night").count();
+    assert!(named * 10 >= verdicts.len() * 7, "{named} of {} named night", verdicts.len());
+    // The rows of the long table: the sham and one restoration per tried parameter for every image, pairs beside.
+    let rows: Vec<hudd::artefact::interventions::InterventionRow> =
+        hudd::artefact::table::read(&out("interventions")).unwrap();
+    assert!(rows.len() >= ids.len() * (1 + summary.parameters.len()));
+    assert!(!summary.parameters.contains(&"class".to_string()), "the label's parameter is never restored");
+
+    // A simulation with another seed than the stage's is refused, naming an image and the seed.
+    let text = text.replace("pairs = 10", "pairs = 10\nseed = 5");
+    let path = ws.write("w.toml", &text);
+    let registry = crate::support::registry_with_crafted();
+    let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap();
+    let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 2);
+    let message = crate::support::failures(&report);
+    assert!(message.contains("with seed 5 does not give the stored image"), "{message}");
+}

@@ -22,7 +22,10 @@ pub(super) fn verdict(e: &ExplanationRow, threshold: f64, alpha: f64) -> Option<
     };
     let best = e.best_reduction.map_or(String::new(), |r| format!(" (best: {}, {:.0}%)", e.best_parameter, r * 100.0));
     Some(match (e.explained, e.beats_chance) {
-        (_, Some(true)) => format!("Explained beyond chance: random clusters of its size rarely do as well ({ps})"),
+        (_, Some(true)) => format!(
+            "Homogeneous beyond chance (RQ1): random clusters of its size rarely share a parameter as much ({ps}); \
+             shared is not yet caused: the tests above say whether the model fails more there"
+        ),
         (Some(false), _) => format!(
             "Not explained: no parameter's spread drops by {:.0}%{best}, whatever chance says ({ps})",
             threshold * 100.0
@@ -97,6 +100,8 @@ pub(super) fn cluster_views(
             p_adjusted: e.and_then(|e| e.p_adjusted),
             beats_chance: e.and_then(|e| e.beats_chance),
             verdict: e.and_then(|e| verdict(e, threshold, alpha)),
+            tested: None,
+            agreement: None,
             stability: r.stability,
             stable: r.stable,
             after: accuracy.get(&id).and_then(|a| a.first()).and_then(|a| a.after.first()).cloned(),

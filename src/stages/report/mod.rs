@@ -1,6 +1,7 @@
 //! Stage `report`: the safety-analysis report (HTML and Markdown) rendered through minijinja templates from the
 //! artefacts of a HUDD workflow: what fails, why (root-cause clusters), what retraining achieved, what remains.
 
+mod causes;
 mod clusters;
 mod conditions;
 mod facts;
@@ -17,11 +18,12 @@ use crate::artefact::clusters::Clusters;
 use crate::artefact::evaluation::{CompareSummary, ExplanationRow, RccRow, RunRow};
 use crate::artefact::evidence;
 use crate::artefact::heatmaps::Heatmaps;
+use crate::artefact::interventions::InterventionSummary;
 use crate::artefact::results::TestSummary;
 use crate::artefact::table;
 use crate::artefact::{
     ANY_DATASET, CLUSTERS, COMPARE_RCC, COMPARE_RUNS, COMPARE_SUMMARY, CONFIRMATIONS, EXPLANATIONS, FEATURES, HEATMAPS,
-    MODEL, RECOVERY, REPORT, RULES, TEST_SUMMARY,
+    INTERVENTION_SUMMARY, MODEL, RECOVERY, REPORT, RULES, TEST_SUMMARY,
 };
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
@@ -242,6 +244,13 @@ impl Stage for Report {
             doc: "the model under analysis: the scope lists its layers and draws a graph architecture",
         },
         InputSlot {
+            name: "interventions",
+            accepts: &[INTERVENTION_SUMMARY],
+            many: false,
+            required: false,
+            doc: "an intervene stage's summary: each cluster's tested cause (the `clusters` input's entries)",
+        },
+        InputSlot {
             name: "confirm_after",
             accepts: &[CONFIRMATIONS],
             many: true,
@@ -301,7 +310,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     let first = |slot: &str| ctx.inputs(slot).first().map(|a| a.path.clone());
     let test: TestSummary = table::read_json(&ctx.input("test")?.path)?;
     let compare: Option<CompareSummary> = first("compare").map(|p| table::read_json(&p)).transpose()?;
-    let judged = judge_clusters(p, ctx, out, compare.as_ref())?;
+    let mut judged = judge_clusters(p, ctx, out, compare.as_ref())?;
     // The compared metric: accuracy for classifiers, the mean keypoint error in pixels for keypoint models.
     let accuracy_compared = compare.as_ref().is_none_or(|c| c.metric == "accuracy");
     let target_parsed = p.target.as_deref().map(parse_target).transpose()?;
@@ -309,6 +318,10 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         target_parsed.as_ref().map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
     let OpenItems { residual, too_small, to_review, unstable } = open_items(&judged.clusters);
     let Evaluated { conditions, confidence, domain } = evaluated(ctx)?;
+    let interventions: Option<InterventionSummary> =
+        first("interventions").map(|p| table::read_json(&p)).transpose()?;
+    let clustered_by = ctx.inputs("clusters").first().map(|a| a.stage.clone()).unwrap_or_default();
+    causes::attach(&mut judged.clusters, interventions.as_ref().map(|s| (s, clustered_by.as_str())), &conditions);
     let runs: Vec<RunRow> = match first("runs") {
         Some(path) => table::read(&path)?,
         None => Vec::new(),
@@ -353,6 +366,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         domain,
         clusterings: clusterings(ctx)?,
         recovery: recovery(ctx)?,
+        interventions: interventions.as_ref().map(causes::overall),
         scope: scope(data.as_ref().map(|d| &d.meta), model_name(architecture.as_ref(), &lineage)?),
         architecture,
         accuracy_metric: accuracy_compared,
@@ -628,7 +642,7 @@ mod tests {
     #[test]
     fn the_verdict_names_the_criterion_a_cluster_fails() {
         let v = |r: ExplanationRow| verdict(&r, 0.5, 0.05).unwrap();
-        assert!(v(row(true, 0.001, 0.004, true)).starts_with("Explained beyond chance"));
+        assert!(v(row(true, 0.001, 0.004, true)).starts_with("Homogeneous beyond chance"));
         // A tiny p does not make a cluster explained: the paper's criterion failed, and the sentence says so.
         let not_explained = v(row(false, 0.001, 0.004, false));
         assert!(not_explained.starts_with("Not explained: no parameter's spread drops by 50% (best: night, 20%)"));

@@ -33,6 +33,10 @@ pub(super) struct ClusterView {
     pub(super) stable: Option<bool>,
     /// Whether it beats chance, and on which criterion it fails when it does not, in a sentence.
     pub(super) verdict: Option<String>,
+    /// What an intervention fixes (the `intervene` stage's test against the sham), when the report reads it.
+    pub(super) tested: Option<super::causes::TestedView>,
+    /// Where the intervention, the triggering condition and RQ1 disagree about it, in a sentence.
+    pub(super) agreement: Option<String>,
     /// Accuracy on its images of each tested split, the judging split first.
     pub(super) accuracy: Vec<RccView>,
     /// The reference strategy's mean accuracy after retraining on the judging split's images of the cluster (else the
@@ -253,6 +257,8 @@ pub(super) struct Evidence {
     pub(super) domain: Option<(String, String)>,
     /// The main clustering and the alternatives as RQ1 judges them (empty without alternatives).
     pub(super) clusterings: Vec<ClusteringView>,
+    /// The intervention stage's figures over every failure (when the report reads it).
+    pub(super) interventions: Option<super::causes::InterventionsView>,
     /// Per recovery stage: how well a clustering recovers the planted causes.
     pub(super) recovery: Vec<serde_json::Value>,
     pub(super) scope: Scope,
@@ -310,12 +316,12 @@ pub(super) fn evidence_of(context: &Evidence) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::ClusterView;
 
-    #[test]
-    fn a_cluster_as_the_report_writes_it_is_one_that_diff_and_annotate_read() {
-        let view = ClusterView {
+    /// A cluster of two images with nothing judged yet.
+    pub(in crate::stages::report) fn cluster_view() -> ClusterView {
+        ClusterView {
             id: 3,
             size: 2,
             share: 0.5,
@@ -329,6 +335,8 @@ mod tests {
             stability: None,
             stable: None,
             verdict: None,
+            tested: None,
+            agreement: None,
             accuracy: Vec::new(),
             after: None,
             small: true,
@@ -339,7 +347,12 @@ mod tests {
             annotation_note: None,
             fingerprint: String::new(),
             members: vec!["test-1".into(), "test-2".into()],
-        };
+        }
+    }
+
+    #[test]
+    fn a_cluster_as_the_report_writes_it_is_one_that_diff_and_annotate_read() {
+        let view = cluster_view();
         let read: crate::artefact::evidence::ClusterRecord =
             serde_json::from_value(serde_json::to_value(&view).unwrap()).unwrap();
         assert_eq!((read.id, read.size, read.members), (3, Some(2), view.members.clone()));
