@@ -128,6 +128,51 @@ impl Distribution {
         }
     }
 
+    /// How typical `value` is of the distribution: the chance that a draw lies at least as far from its centre
+    /// (two-sided: `P(|X − m| ≥ |x − m|)`, `m` the centre of a uniform or interval distribution, the mean of a
+    /// normal, the truncation ignored), or, for categories, that a draw is a category at most as likely as `value`'s.
+    /// 0 where the distribution never gives `value`; 1 at its centre or its likeliest category.
+    pub fn typicality(&self, value: f64) -> f64 {
+        if !self.contains(value) {
+            return 0.0;
+        }
+        match *self {
+            Distribution::Uniform { min, max } => {
+                let half = (max - min) / 2.0;
+                if half > 0.0 { 1.0 - (value - (min + half)).abs() / half } else { 1.0 }
+            }
+            Distribution::Normal { mean, sd, .. } => {
+                use statrs::distribution::{ContinuousCDF, Normal};
+                let z = (value - mean).abs() / sd;
+                2.0 * Normal::standard().sf(z)
+            }
+            Distribution::Categorical { ref weights } => {
+                let total: f64 = weights.iter().sum();
+                let own = weights.get(value as usize).copied().unwrap_or(0.0);
+                weights.iter().filter(|w| **w <= own).sum::<f64>() / total
+            }
+            Distribution::Fixed { .. } => 1.0,
+            Distribution::Intervals { ref ranges } => {
+                let (lo, hi) = (ranges[0][0], ranges[ranges.len() - 1][1]);
+                let (centre, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+                // Uniform by length over the union: the share of the union's length at least as far from the centre.
+                let d = (value - centre).abs();
+                let total: f64 = ranges.iter().map(|r| r[1] - r[0]).sum();
+                let far: f64 = ranges
+                    .iter()
+                    .map(|&[a, b]| {
+                        let (a, b) = (a - centre, b - centre);
+                        // Length of [a, b] where |t| ≥ d.
+                        let right = (b.max(d) - a.max(d)).max(0.0);
+                        let left = ((-d).min(b) - (-d).min(a)).max(0.0);
+                        right + left
+                    })
+                    .sum();
+                if half > 0.0 && total > 0.0 { far / total } else { 1.0 }
+            }
+        }
+    }
+
     pub fn support(&self) -> Support {
         match *self {
             Distribution::Uniform { min, max } | Distribution::Normal { min, max, .. } => Support::Numbers { min, max },
@@ -205,6 +250,16 @@ impl Domain {
         parts.fold(first, Support::hull)
     }
 
+    /// How typical value `value` of parameter `k` is of the domain: [`Distribution::typicality`] averaged over the
+    /// scenarios by weight (a mixture's marginal), or the split's own.
+    pub fn typicality(&self, k: usize, value: f64) -> f64 {
+        if self.scenarios.is_empty() {
+            return self.dists.0[k].typicality(value);
+        }
+        let total: f64 = self.scenarios.iter().map(|s| s.weight).sum();
+        self.scenarios.iter().map(|s| s.weight * s.dists.0[k].typicality(value)).sum::<f64>() / total
+    }
+
     /// Whether a parameter vector could have been drawn: every value inside the support of one part.
     pub fn contains(&self, vector: &[f64]) -> bool {
         self.parts().iter().any(|d| d.0.iter().zip(vector).all(|(dist, &v)| dist.contains(v)))
@@ -246,6 +301,30 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+
+    #[test]
+    fn typicality_is_the_chance_of_a_draw_at_least_as_far_from_the_centre() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        let uniform = Distribution::Uniform { min: 0.0, max: 1.0 };
+        assert!(close(uniform.typicality(0.5), 1.0) && close(uniform.typicality(0.75), 0.5));
+        assert_eq!(uniform.typicality(1.2), 0.0);
+        // scipy: 2 * norm.sf(1.96) = 0.04999579029644097.
+        let normal = Distribution::Normal { mean: 0.0, sd: 10.0, min: -90.0, max: 90.0 };
+        assert!(close(normal.typicality(19.6), 0.04999579029644097), "{}", normal.typicality(19.6));
+        assert_eq!(normal.typicality(95.0), 0.0);
+        // Categories at most as likely as the value's: sunglasses alone, thick and sunglasses, all.
+        let glasses = Distribution::Categorical { weights: vec![0.5, 0.25, 0.23, 0.02] };
+        assert!(close(glasses.typicality(3.0), 0.02) && close(glasses.typicality(2.0), 0.25));
+        assert!(close(glasses.typicality(0.0), 1.0));
+        // Three intervals, 58° long in all: 30° from the centre leaves [30, 45] and [−45, −30], 30° of the 58.
+        let yaw = Distribution::Intervals { ranges: vec![[-45.0, -28.0], [-12.0, 12.0], [28.0, 45.0]] };
+        assert!(close(yaw.typicality(30.0), 30.0 / 58.0) && close(yaw.typicality(0.0), 1.0));
+        assert_eq!(yaw.typicality(20.0), 0.0, "a gap between intervals is never drawn");
+        // A mixture's marginal: the scenarios' typicalities by weight.
+        let domain = mixture();
+        let want = (3.0 * Distribution::Uniform { min: 0.5, max: 1.0 }.typicality(0.6) + 0.0) / 4.0;
+        assert!(close(domain.typicality(0, 0.6), want), "{} against {want}", domain.typicality(0, 0.6));
+    }
 
     fn mixture() -> Domain {
         let day = Distributions(vec![

@@ -27,6 +27,10 @@ pub struct InterventionRow {
     pub kind: Kind,
     /// The parameters moved (`night`, `night+sunglasses`); `sham` for the sham.
     pub intervention: String,
+    /// How typical of the training split the moved value was (`Domain::typicality`; a pair: the less typical of its
+    /// two; the sham: 1): 0 where training never draws it.
+    #[serde(serialize_with = "six_decimals")]
+    pub typicality: f64,
     /// The model is right on the re-rendered image (a keypoint model: its mean error is at most the threshold).
     pub fixed: bool,
     /// A classifier: its probability of the true class; a keypoint model: its mean error in pixels.
@@ -35,7 +39,7 @@ pub struct InterventionRow {
 }
 
 impl Row for InterventionRow {
-    const COLUMNS: &'static [&'static str] = &["image", "kind", "intervention", "fixed", "score"];
+    const COLUMNS: &'static [&'static str] = &["image", "kind", "intervention", "typicality", "fixed", "score"];
 }
 
 /// A row of `images.csv`: what fixes one failing image.
@@ -48,8 +52,9 @@ pub struct ImageVerdict {
     pub sham_fixed: bool,
     /// Every single restoration that fixes it, `;`-separated.
     pub fixed_by: String,
-    /// Its tested cause: of the restorations that fix it the one that helps most (the highest probability of the
-    /// true class, the lowest keypoint error), else the pair that does; empty when none fixes it.
+    /// Its tested cause: of the restorations that fix it (else the pairs that do) the one whose value training was
+    /// least likely to show, on a tie the one that helps most (the highest probability of the true class, the lowest
+    /// keypoint error); empty when none fixes it.
     pub cause: String,
     /// The planted scenario it was drawn from (empty when its split is no mixture).
     pub scenario: String,
@@ -68,8 +73,10 @@ pub struct CauseRow {
     pub cluster: usize,
     /// The cluster's assessed images (those that fail again unchanged).
     pub images: usize,
-    /// `night`, or a pair `night+sunglasses` (fixed: restoring both, or either alone).
+    /// `night`, or a pair `night+sunglasses` (fixed: restoring both, where neither alone does).
     pub intervention: String,
+    /// Images whose own tested cause it is (`images.csv`'s `cause`).
+    pub named: usize,
     pub fixed: usize,
     #[serde(serialize_with = "display")]
     pub share: f64,
@@ -98,6 +105,7 @@ impl Row for CauseRow {
         "cluster",
         "images",
         "intervention",
+        "named",
         "fixed",
         "share",
         "lo",
@@ -149,7 +157,8 @@ pub struct Share {
 }
 
 /// A cluster's tested causes: the interventions that fix significantly more of its images than the sham, those that
-/// fix most first (the first is the cluster's cause); none when no intervention does.
+/// are most members' own cause first, then those that fix most (the first is the cluster's cause); none when no
+/// intervention does.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterCause {
     pub clustering: String,

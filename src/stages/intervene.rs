@@ -143,7 +143,7 @@ impl Params for InterveneParams {
 impl Stage for Intervene {
     type Params = InterveneParams;
     const KIND: &'static str = "intervene";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 5;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model that failed" },
         InputSlot {
@@ -237,7 +237,8 @@ impl Stage for Intervene {
                     return Err(InterveneError::Mismatch { id: ids[r].clone(), seed: ctx.seed }.into());
                 }
                 if !o[0].fixed && !o[2..].iter().any(|x| x.fixed) {
-                    pairs.extend(renderer.pairs(r, &images[r], &o[2..], p.pairs, scorer.higher_is_better()));
+                    let typical = renderer.typicality(&images[r]);
+                    pairs.extend(renderer.pairs(r, &images[r], &o[2..], &typical, p.pairs, scorer.higher_is_better()));
                 }
             }
             let pair_outcomes = scorer.outcomes(&pairs, pool.install(|| renderer.render_all(&pairs)))?;
@@ -245,12 +246,14 @@ impl Stage for Intervene {
                 let o = &outcomes[c * per_image..(c + 1) * per_image];
                 let mine: Vec<(&Job, &Outcome)> =
                     pairs.iter().zip(&pair_outcomes).filter(|(j, _)| j.row == r).collect();
-                verdicts.push(verdict(&ids[r], &images[r], o, &mine, &names, scorer.higher_is_better()));
+                let typical = renderer.typicality(&images[r]);
+                let judged = Judged { singles: o, pairs: &mine, typical: &typical, higher: scorer.higher_is_better() };
+                verdicts.push(verdict(&ids[r], &images[r], &judged, &names));
                 for (j, x) in singles[c * per_image + 1..(c + 1) * per_image].iter().zip(&o[1..]) {
-                    rows.push(row(&ids[r], j, x, &names));
+                    rows.push(row(&ids[r], j, x, &names, &typical));
                 }
                 for (j, x) in &mine {
-                    rows.push(row(&ids[r], j, x, &names));
+                    rows.push(row(&ids[r], j, x, &names, &typical));
                 }
             }
             ctx.progress.inc(chunk.len() as u64);
@@ -371,6 +374,13 @@ impl Renderer<'_> {
         (values, rng, train)
     }
 
+    /// How typical of the training split each tried parameter's value in the image is ([`Domain::typicality`]): 0
+    /// where training never draws it.
+    fn typicality(&self, at: &Located<'_>) -> Vec<f64> {
+        let (values, _, _) = self.start(at);
+        self.tried.iter().map(|&k| self.restore.typicality(k, values[k])).collect()
+    }
+
     /// The image unchanged, the sham, and each single restoration, in that order.
     fn singles(&self, row: usize, at: &Located<'_>) -> Vec<Job> {
         let (values, rng, train) = self.start(at);
@@ -387,14 +397,25 @@ impl Renderer<'_> {
         jobs
     }
 
-    /// Pairs of restorations for an image no single one fixes: the parameters whose restoration helped most first,
-    /// at most `budget`.
-    fn pairs(&self, row: usize, at: &Located<'_>, singles: &[Outcome], budget: usize, higher: bool) -> Vec<Job> {
+    /// Pairs of restorations for an image no single one fixes, at most `budget`: the parameters whose values
+    /// training is least likely to show first, then those whose restoration helped most.
+    fn pairs(
+        &self,
+        row: usize,
+        at: &Located<'_>,
+        singles: &[Outcome],
+        typical: &[f64],
+        budget: usize,
+        higher: bool,
+    ) -> Vec<Job> {
         let (values, rng, train) = self.start(at);
         let mut order: Vec<usize> = (0..singles.len()).collect();
         order.sort_by(|&a, &b| {
             let (x, y) = (singles[a].score, singles[b].score);
-            if higher { y.total_cmp(&x) } else { x.total_cmp(&y) }.then(a.cmp(&b))
+            typical[a]
+                .total_cmp(&typical[b])
+                .then(if higher { y.total_cmp(&x) } else { x.total_cmp(&y) })
+                .then(a.cmp(&b))
         });
         let mut jobs = Vec::new();
         'all: for b in 1..order.len() {
@@ -482,7 +503,16 @@ fn intervention_name(kind: JobKind, names: &[String]) -> String {
     }
 }
 
-fn row(id: &str, job: &Job, outcome: &Outcome, names: &[String]) -> InterventionRow {
+/// How typical of training the values an intervention moved were: the less typical of a pair's two; 1 for the sham.
+fn moved_typicality(kind: JobKind, typical: &[f64]) -> f64 {
+    match kind {
+        JobKind::Identity | JobKind::Sham => 1.0,
+        JobKind::Restore(t) => typical[t],
+        JobKind::Pair(s, t) => typical[s].max(typical[t]),
+    }
+}
+
+fn row(id: &str, job: &Job, outcome: &Outcome, names: &[String], typical: &[f64]) -> InterventionRow {
     let kind = match job.kind {
         JobKind::Identity | JobKind::Sham => Kind::Sham,
         JobKind::Restore(_) => Kind::Restore,
@@ -492,42 +522,51 @@ fn row(id: &str, job: &Job, outcome: &Outcome, names: &[String]) -> Intervention
         image: id.to_string(),
         kind,
         intervention: intervention_name(job.kind, names),
+        typicality: moved_typicality(job.kind, typical),
         fixed: outcome.fixed,
         score: outcome.score,
     }
 }
 
-/// One image's verdict from its unchanged re-render, sham, single restorations and pairs.
-fn verdict(
-    id: &str,
-    at: &Located<'_>,
-    singles: &[Outcome],
-    pairs: &[(&Job, &Outcome)],
-    names: &[String],
+/// What one image's verdict is made from: its unchanged re-render, sham and single restorations (in that order), its
+/// pairs, how typical of training each tried parameter's value was, and which way scores improve.
+struct Judged<'a> {
+    singles: &'a [Outcome],
+    pairs: &'a [(&'a Job, &'a Outcome)],
+    typical: &'a [f64],
     higher: bool,
-) -> ImageVerdict {
-    let better = |a: f64, b: f64| if higher { a > b } else { a < b };
+}
+
+/// One image's verdict. Its cause, of the restorations that fix it (else the pairs), is the one whose value training
+/// was least likely to show (the drift), on a tie the one that helps most: a restoration of a value training sees
+/// often that also fixes the image (glasses taken off a face in the dark) is a remedy, not what went wrong.
+fn verdict(id: &str, at: &Located<'_>, judged: &Judged<'_>, names: &[String]) -> ImageVerdict {
+    let Judged { singles, pairs, typical, higher } = *judged;
     let fails_again = !singles[0].fixed;
     let restorations = &singles[2..];
     let fixed_by: Vec<&str> =
         restorations.iter().zip(names).filter(|(o, _)| o.fixed).map(|(_, n)| n.as_str()).collect();
-    let mut cause: Option<(String, f64)> = None;
+    let mut cause: Option<(JobKind, f64, f64)> = None;
     let candidates = restorations
         .iter()
         .enumerate()
         .map(|(t, o)| (JobKind::Restore(t), o))
         .chain(if fixed_by.is_empty() { pairs.iter().map(|(j, o)| (j.kind, *o)).collect() } else { Vec::new() });
-    for (kind, o) in candidates {
-        if o.fixed && cause.as_ref().is_none_or(|(_, s)| better(o.score, *s)) {
-            cause = Some((intervention_name(kind, names), o.score));
+    for (kind, o) in candidates.filter(|(_, o)| o.fixed) {
+        let t = moved_typicality(kind, typical);
+        let wins =
+            cause.is_none_or(|(_, ct, cs)| t < ct || (t == ct && if higher { o.score > cs } else { o.score < cs }));
+        if wins {
+            cause = Some((kind, t, o.score));
         }
     }
+    let cause = cause.map(|(kind, ..)| intervention_name(kind, names));
     ImageVerdict {
         image: id.to_string(),
         fails_again,
         sham_fixed: singles[1].fixed,
         fixed_by: fixed_by.join(";"),
-        cause: if fails_again { cause.map(|(c, _)| c).unwrap_or_default() } else { String::new() },
+        cause: if fails_again { cause.unwrap_or_default() } else { String::new() },
         scenario: at.scenario.clone().unwrap_or_default(),
     }
 }
@@ -567,6 +606,7 @@ fn test_clusters(
                 cluster,
                 images: n,
                 intervention: intervention.to_string(),
+                named: assessed.iter().filter(|v| v.cause == intervention).count(),
                 fixed: k,
                 share: rate.rate,
                 lo: rate.lo,
@@ -593,10 +633,11 @@ fn test_clusters(
     for &cluster in groups.keys() {
         let mine: Vec<&CauseRow> = rows.iter().filter(|r| r.cluster == cluster).collect();
         let Some(first) = mine.first() else { continue };
-        // Every intervention that beats the sham, those that fix most first (singles before pairs on a tie); shown:
-        // the first of them, else the one that fixes most.
+        // Every intervention that beats the sham, those that are most members' own cause first (the drift, not a
+        // remedy that also fixes), then those that fix most, singles before pairs on a tie; shown: the first of
+        // them, else the one that fixes most.
         let mut ranked = mine.clone();
-        ranked.sort_by_key(|r| std::cmp::Reverse(r.fixed));
+        ranked.sort_by_key(|r| (std::cmp::Reverse(r.named), std::cmp::Reverse(r.fixed)));
         let causes: Vec<String> = ranked.iter().filter(|r| r.significant).map(|r| r.intervention.clone()).collect();
         let shown = ranked.iter().find(|r| r.significant).or(ranked.first()).unwrap_or(first);
         best.push(ClusterCause {

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Prints, from the committed tables, how often the intervention names the planted cause of each planted-cause
+benchmark's failures (issue 50's done-when: at least 90% of the failures the cause accounts for), and per clustering
+how many clusters have a tested cause. Usage: scripts/intervene-table.py (from the repository root)."""
+import json
+import pathlib
+
+BENCHMARKS = [("signs", "recovery"), ("eyes", "recovery-eyes"), ("faces", "recovery-faces")]
+
+print("| benchmark | planted cause (parameters) | failing | named by the intervention (share) | of them exactly"
+      " | attributable to the cause | named ÷ attributable |")
+print("|---|---|---|---|---|---|---|")
+for label, name in BENCHMARKS:
+    tables = pathlib.Path("reports") / name / "tables"
+    summary = json.loads((tables / "intervene-summary.json").read_text())
+    exposure = json.loads((tables / "recovery-hudd.json").read_text())["exposure"]["causes"]
+    attributable = {c["cause"]: c["failing"] * c["attributable"] for c in exposure}
+    for s in summary["scenarios"]:
+        a = attributable[s["scenario"]]
+        print(f"| {label} | {s['scenario']} ({', '.join(s['planted'])}) | {s['images']} | {s['named']} "
+              f"({s['named'] / s['images']:.2f}) | {s['exactly']} | {a:.0f} | {s['named'] / a:.2f} |")
+print()
+print("| benchmark | failing | fixed by one restoration | only by a pair | by none | sham fixes |"
+      " clusters with a tested cause (HUDD's; generic) |")
+print("|---|---|---|---|---|---|---|")
+for label, name in BENCHMARKS:
+    s = json.loads((pathlib.Path("reports") / name / "tables" / "intervene-summary.json").read_text())
+    per = []
+    for clustering in ["cluster", "cluster-generic"]:
+        cs = [c for c in s["clusters"] if c["clustering"] == clustering]
+        tested = [c for c in cs if c["causes"]]
+        per.append(f"{len(tested)} of {len(cs)} ({sum(c['images'] for c in tested)} images)")
+    print(f"| {label} | {s['assessed']} | {s['by_single']} | {s['by_pair']} | {s['unexplained']} | "
+          f"{s['sham']['rate']:.1%} | {'; '.join(per)} |")
