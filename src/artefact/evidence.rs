@@ -26,8 +26,9 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// simulator's default distributions) is new, `scope.splits[].count` is always a number, `scope.architecture` is
 /// the network's name. Version 6 (issue 50): `interventions` (the `intervene` stage's figures over every failure) and
 /// each cluster's `tested` (its intervention test against the sham) and `agreement` (where the tests and RQ1
-/// disagree) are new.
-pub const VERSION: u32 = 6;
+/// disagree) are new. Version 7 (issue 53): `summary` (the executive summary: the criterion's verdict, the largest
+/// clusters with their tests, what retraining changed, the open items) is new.
+pub const VERSION: u32 = 7;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
 /// binds notes to (the report writes more fields; a test in `stages::report` ties the two).

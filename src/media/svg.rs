@@ -257,6 +257,95 @@ pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &st
     svg
 }
 
+/// One row of an [`interval_plot`]: a label, a value with its interval, and the colour of its mark.
+pub struct IntervalRow<'a> {
+    pub label: String,
+    pub value: f64,
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    pub colour: &'a str,
+}
+
+/// A forest plot: one row per label, its value a dot and its interval a bar, on one axis with ticks (percent when
+/// `percent`, else the values as they are), and a vertical line at `marker` (a criterion) with its caption.
+pub fn interval_plot(title: &str, rows: &[IntervalRow<'_>], marker: Option<(f64, &str)>, percent: bool) -> String {
+    let values = rows.iter().flat_map(|r| [Some(r.value), r.lo, r.hi]).flatten();
+    let (lo, hi) =
+        values.chain(marker.map(|m| m.0)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let (lo, hi) = if percent { ((lo - pad).max(0.0), (hi + pad).min(1.0)) } else { (lo - pad, hi + pad) };
+    let (w, row, left, right) = (640.0, 26.0, 210.0, 24.0);
+    let axis_y = row * rows.len() as f64 + 14.0;
+    let h = axis_y + 46.0;
+    let x = |v: f64| left + (v - lo) / (hi - lo).max(1e-9) * (w - left - right);
+    let label = |v: f64| if percent { format!("{:.0}", v * 100.0) } else { format!("{v:.2}") };
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="{}"><rect width="{w}" height="{h}" fill="#fff"/>"##,
+        escape(title)
+    );
+    svg.push_str(&format!(
+        r##"<line x1="{left}" x2="{:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#333"/>"##,
+        w - right
+    ));
+    for t in ticks(lo, hi) {
+        let tx = x(t);
+        svg.push_str(&format!(
+            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{axis_y:.1}" y2="{:.1}" stroke="#333"/><line x1="{tx:.1}" x2="{tx:.1}" y1="4" y2="{axis_y:.1}" stroke="#eee"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            axis_y + 5.0,
+            axis_y + 18.0,
+            label(t)
+        ));
+    }
+    svg.push_str(&format!(
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+        left + (w - left - right) / 2.0,
+        axis_y + 36.0,
+        escape(title)
+    ));
+    if let Some((m, caption)) = marker {
+        let mx = x(m);
+        svg.push_str(&format!(
+            r##"<line x1="{mx:.1}" x2="{mx:.1}" y1="4" y2="{axis_y:.1}" stroke="#a22" stroke-dasharray="5 3"/><text x="{:.1}" y="12" fill="#a22" text-anchor="end">{}</text>"##,
+            mx - 4.0,
+            escape(caption)
+        ));
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let y = row * i as f64 + row / 2.0 + 4.0;
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left - 8.0,
+            y + 4.0,
+            escape(&r.label)
+        ));
+        if let (Some(a), Some(b)) = (r.lo, r.hi) {
+            svg.push_str(&format!(
+                r##"<line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{c}" stroke-width="2"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{c}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{c}"/>"##,
+                x(a),
+                x(b),
+                x(a),
+                x(a),
+                y - 5.0,
+                y + 5.0,
+                x(b),
+                x(b),
+                y - 5.0,
+                y + 5.0,
+                c = r.colour
+            ));
+        }
+        svg.push_str(&format!(
+            r##"<circle cx="{:.1}" cy="{y:.1}" r="4.5" fill="{}"><title>{}: {}</title></circle>"##,
+            x(r.value),
+            r.colour,
+            escape(&r.label),
+            label(r.value)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +369,27 @@ mod tests {
         assert_ne!(lanes[0].split(' ').nth(2), lanes[1].split(' ').nth(2), "overlapping skips share a lane: {lanes:?}");
         // A name that is not XML stays text.
         assert!(layer_graph("<g>", &[node("a<b", vec![])]).contains("a&lt;b"));
+    }
+
+    #[test]
+    fn a_forest_plot_draws_a_dot_and_an_interval_per_row_and_the_criterion() {
+        let row = |label: &str, value: f64, lo: Option<f64>| IntervalRow {
+            label: label.into(),
+            value,
+            lo,
+            hi: lo.map(|l| 2.0 * value - l),
+            colour: "#123",
+        };
+        let svg = interval_plot(
+            "accuracy <held out>",
+            &[row("original", 0.8, Some(0.77)), row("hudd & co", 0.91, Some(0.9)), row("x", 0.5, None)],
+            Some((0.95, "accuracy >= 0.95")),
+            true,
+        );
+        assert_eq!(svg.matches("<circle").count(), 3);
+        // Three lines per interval (the bar and its two caps); the row without one has none.
+        assert_eq!(svg.matches(r##"stroke="#123""##).count(), 6);
+        assert!(svg.contains("hudd &amp; co") && svg.contains("accuracy &lt;held out&gt;"), "{svg}");
+        assert!(svg.contains("accuracy &gt;= 0.95") && svg.contains("stroke-dasharray=\"5 3\""), "{svg}");
     }
 }

@@ -150,13 +150,34 @@ fn the_markdown_report_matches_its_golden_file() {
     assert!(md.contains("| test | `test` | summary |"), "{md}");
     let html = output(&ws, &w, &r, "report.html");
     assert!(html.contains("<h3>Cluster 2</h3>") && html.contains("accuracy (%) on split holdout"), "{html}");
-    for section in ["scope", "data", "performance", "conditions", "measures", "residual", "confidence", "traceability"]
+    for section in
+        ["summary", "scope", "data", "performance", "conditions", "measures", "residual", "confidence", "traceability"]
     {
         assert!(
             html.contains(&format!("<a href=\"#{section}\">")) && html.contains(&format!("id=\"{section}\"")),
             "{section}"
         );
     }
+    // The summary comes first, before the scope, in both reports: the verdict, the causes, the open items.
+    let first_h2 = |text: &str, tag: &str| text.split(tag).nth(1).map(|s| s.lines().next().unwrap_or("").to_string());
+    assert_eq!(first_h2(&md, "\n## ").as_deref(), Some("Summary"), "{md}");
+    assert_eq!(first_h2(&html, "<h2 ").as_deref().map(|l| l.starts_with("id=\"summary\"")), Some(true), "{html}");
+    let summary = &md[md.find("## Summary").unwrap()..md.find("## 1. Scope").unwrap()];
+    assert!(
+        summary.contains(
+            "Acceptance criterion `accuracy >= 0.92`. On held-out split holdout: not met by the original, 80.9%"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- [Cluster 1](#cluster-1), 150 failures (78.5%): the model fails 62.0% inside"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("**Open items**: clusters with too few held-out images to judge: 2; unstable clusters: 2"),
+        "{summary}"
+    );
+    assert!(html.contains("<svg") && html.contains("failure rate (%) on fresh images inside and outside the rule"));
 }
 
 #[test]
@@ -396,7 +417,7 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         "{md}"
     );
     let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
-    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(6)));
+    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(7)));
     assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
     assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());

@@ -6,6 +6,7 @@ mod clusters;
 mod conditions;
 mod facts;
 mod render;
+mod summary;
 mod view;
 
 use std::collections::BTreeMap;
@@ -290,6 +291,8 @@ impl Stage for Report {
         let drawn = [
             ("rq2.svg", gathered.rq2_plot.as_ref()),
             ("architecture.svg", gathered.architecture.as_ref().and_then(|a| a.drawing.as_ref())),
+            ("forest.svg", gathered.summary.forest.as_ref()),
+            ("rates.svg", gathered.summary.rates.as_ref()),
         ];
         for (name, svg) in drawn.into_iter().filter_map(|(name, svg)| Some((name, svg?))) {
             let path = images.join(name);
@@ -316,12 +319,12 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     let target_parsed = p.target.as_deref().map(parse_target).transpose()?;
     let target =
         target_parsed.as_ref().map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
-    let OpenItems { residual, too_small, to_review, unstable } = open_items(&judged.clusters);
     let Evaluated { conditions, confidence, domain } = evaluated(ctx)?;
     let interventions: Option<InterventionSummary> =
         first("interventions").map(|p| table::read_json(&p)).transpose()?;
     let clustered_by = ctx.inputs("clusters").first().map(|a| a.stage.clone()).unwrap_or_default();
     causes::attach(&mut judged.clusters, interventions.as_ref().map(|s| (s, clustered_by.as_str())), &conditions);
+    let open = open_items(&judged.clusters);
     let runs: Vec<RunRow> = match first("runs") {
         Some(path) => table::read(&path)?,
         None => Vec::new(),
@@ -329,6 +332,17 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     let lineage = ctx.lineage().to_vec();
     let architecture = first("model").map(|dir| architecture(&ModelMeta::read(&dir)?)).transpose()?;
     let data = first("data").map(|dir| Dataset::open(&dir)).transpose()?;
+    let performance = performance(&test, compare.as_ref(), &runs, target_parsed.as_ref());
+    let summary = summary::summary(&summary::Facts {
+        performance: &performance,
+        clusters: &judged.clusters,
+        conditions: &conditions,
+        compare: compare.as_ref(),
+        open: &open,
+        target: p.target.as_deref().zip(target_parsed.as_ref().map(|t| t.value)),
+        accuracy: accuracy_compared,
+    });
+    let OpenItems { residual, too_small, to_review, unstable } = open;
     Ok(Evidence {
         title: p.title.clone().unwrap_or_else(|| format!("Safety analysis: {}", ctx.workflow)),
         workflow: ctx.workflow.to_string(),
@@ -373,7 +387,8 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         metric_name: if accuracy_compared { "Accuracy".into() } else { "Mean keypoint error (px)".into() },
         unstable,
         data: independence(ctx, data.as_ref())?,
-        performance: performance(&test, compare.as_ref(), &runs, target_parsed.as_ref()),
+        performance,
+        summary,
         conservation: first("heatmaps").map(|dir| Heatmaps::open(&dir).layers()).transpose()?.unwrap_or_default(),
         references: serde_json::from_str(REFERENCES).expect("the committed versions.json is JSON"),
         params: stage_params(&lineage, ctx.workspace),

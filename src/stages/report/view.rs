@@ -272,6 +272,8 @@ pub(super) struct Evidence {
     /// The splits' independence, by image content (when the report reads the data set).
     pub(super) data: Option<evidence::Independence>,
     pub(super) performance: Vec<Performance>,
+    /// The executive summary, first in the report.
+    pub(super) summary: super::summary::SummaryView,
     /// The heatmaps' conservation of relevance per layer (when the report reads them).
     pub(super) conservation: Vec<crate::artefact::heatmaps::ConservationRow>,
     /// The reference implementations the numerics are tested against, with their versions.
@@ -291,6 +293,13 @@ pub(super) fn evidence_of(context: &Evidence) -> String {
     for (key, mut value) in fields {
         if key == "rq2_plot" {
             continue;
+        }
+        // The summary's plots are drawn from figures evidence.json holds elsewhere.
+        if key == "summary"
+            && let Some(summary) = value.as_object_mut()
+        {
+            summary.remove("forest");
+            summary.remove("rates");
         }
         if key == "architecture"
             && let Some(a) = value.as_object_mut()
