@@ -1,4 +1,4 @@
-"""Prints the README's two recovery tables from the committed tables, so every figure in them can be traced to
+"""Prints docs/planted-causes.md's two recovery tables from the committed tables, so every figure in them can be traced to
 reports/<benchmark>/tables/recovery-<pipeline>.json (scores) and cluster-<pipeline>.json (the layer a rule chose).
 Run: python3 scripts/recovery-table.py            (after scripts/keep-study on recovery, recovery-faces, recovery-eyes)
      python3 scripts/recovery-table.py --tables tables-intel-2026-12-02   (another run's tables; its layers `?`)
@@ -11,7 +11,7 @@ import sys
 REPORTS = pathlib.Path(__file__).resolve().parent.parent / "reports"
 TABLES = sys.argv[sys.argv.index("--tables") + 1] if "--tables" in sys.argv else "tables"
 
-# The signs benchmark's pipelines in the README's order.
+# The signs benchmark's pipelines in docs/planted-causes.md's order.
 SIGNS = [
     ("hudd", "HUDD: LRP heatmaps, row-normalised distances, Ward, the original's knee"),
     ("direct", "LRP heatmaps, Ward on their own distances"),
