@@ -107,7 +107,7 @@ pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
 }
 
 /// The CPU kind the quickstart's committed report (`reports/quickstart/`, the README's Quick start figures) was
-/// computed under; the README says which other committed tables predate it.
+/// computed under; docs/status.md says which other committed tables predate it.
 pub const COMMITTED_KIND: &str = "cpu (x86-64)";
 
 /// The CPU as keys name it: `cpu (x86-64)` on every x86-64 CPU, Intel's and other vendors' alike, while libtorch's
