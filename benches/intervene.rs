@@ -2,7 +2,7 @@
 //! on this machine), beside the `test` stage's throughput in the same run. A small AlexNet (`alexnet-small`, 32×32,
 //! the quickstart's) trained for one epoch fails on most of 2,600 test signs; `test` runs over all of them, then
 //! `intervene` re-renders every failure unchanged, as a sham and with each of the 20 parameters restored (then pairs
-//! for those no single restoration fixes, at most 45 each) and tests the model on every re-render. The ratio says
+//! for those no single restoration fixes, at most 10 each) and tests the model on every re-render. The ratio says
 //! what one re-render and its forward pass cost against one forward pass of `test` (which reads stored images).
 //!
 //! Run with `cargo bench --bench intervene` (`HUDD_BENCH_IMAGES=<n>` for another number of test images).
