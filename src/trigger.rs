@@ -477,6 +477,10 @@ pub enum Purpose {
     Expand,
     Confirm,
     Generate,
+    /// `intervene`'s training vectors that restorations take their values from.
+    Restore,
+    /// `intervene`'s sham re-renders.
+    Sham,
 }
 
 impl Purpose {
@@ -486,6 +490,8 @@ impl Purpose {
             Purpose::Expand => "expand",
             Purpose::Confirm => "confirm",
             Purpose::Generate => "generate",
+            Purpose::Restore => "intervene/restore",
+            Purpose::Sham => "intervene/sham",
         }
     }
 

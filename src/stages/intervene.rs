@@ -36,7 +36,7 @@ use crate::model::predict::{DEFAULT_THRESHOLD, Prediction, TestError, Truth, pre
 use crate::runtime::{self, DeviceChoice};
 use crate::sim::{self, Domain, Simulator};
 use crate::stats::{self, Correction};
-use crate::trigger;
+use crate::trigger::{self, Purpose};
 
 /// Why failing images cannot be intervened on: each names the split, parameter or image.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +230,7 @@ impl Stage for Intervene {
         ctx.progress.start(images.len() as u64, "failing images re-rendered");
         for chunk in (0..images.len()).collect::<Vec<_>>().chunks(CHUNK) {
             let singles: Vec<Job> = chunk.iter().flat_map(|&r| renderer.singles(r, &images[r])).collect();
+            let typical: Vec<Vec<f64>> = chunk.iter().map(|&r| renderer.typicality(&images[r])).collect();
             let outcomes = scorer.outcomes(&singles, pool.install(|| renderer.render_all(&singles)))?;
             let per_image = 2 + tried.len();
             let mut pairs = Vec::new();
@@ -239,8 +240,8 @@ impl Stage for Intervene {
                     return Err(InterveneError::Mismatch { id: ids[r].clone(), seed: ctx.seed }.into());
                 }
                 if !o[0].fixed && !o[2..].iter().any(|x| x.fixed) {
-                    let typical = renderer.typicality(&images[r]);
-                    pairs.extend(renderer.pairs(r, &images[r], &o[2..], &typical, p.pairs, scorer.higher_is_better()));
+                    let typical = &typical[c];
+                    pairs.extend(renderer.pairs(r, &images[r], &o[2..], typical, p.pairs, scorer.higher_is_better()));
                 }
             }
             let pair_outcomes = scorer.outcomes(&pairs, pool.install(|| renderer.render_all(&pairs)))?;
@@ -248,14 +249,14 @@ impl Stage for Intervene {
                 let o = &outcomes[c * per_image..(c + 1) * per_image];
                 let mine: Vec<(&Job, &Outcome)> =
                     pairs.iter().zip(&pair_outcomes).filter(|(j, _)| j.row == r).collect();
-                let typical = renderer.typicality(&images[r]);
-                let judged = Judged { singles: o, pairs: &mine, typical: &typical, higher: scorer.higher_is_better() };
+                let typical = &typical[c];
+                let judged = Judged { singles: o, pairs: &mine, typical, higher: scorer.higher_is_better() };
                 verdicts.push(verdict(&ids[r], &images[r], &judged, &names));
                 for (j, x) in singles[c * per_image + 1..(c + 1) * per_image].iter().zip(&o[1..]) {
-                    rows.push(row(&ids[r], j, x, &names, &typical));
+                    rows.push(row(&ids[r], j, x, &names, typical));
                 }
                 for (j, x) in &mine {
-                    rows.push(row(&ids[r], j, x, &names, &typical));
+                    rows.push(row(&ids[r], j, x, &names, typical));
                 }
             }
             ctx.progress.inc(chunk.len() as u64);
@@ -333,12 +334,6 @@ fn locate(ds: &Dataset) -> Result<Vec<Located<'_>>, StageError> {
     Ok(out)
 }
 
-/// A tag's seed: the restored values' and the sham's streams, independent of the simulation's.
-fn derived_seed(tag: &str, seed: u64) -> u64 {
-    let hash = blake3::hash(format!("hudd/intervene/{tag}/{seed}").as_bytes());
-    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
-}
-
 /// One re-render to make: of which image, what was moved, from which values and random state.
 struct Job {
     row: usize,
@@ -372,7 +367,7 @@ impl Renderer<'_> {
     fn start(&self, at: &Located<'_>) -> (Vec<f64>, ChaCha8Rng, Vec<f64>) {
         let mut rng = sim::image_rng(self.seed, at.split, at.index);
         let (_, values) = at.domain.draw(&mut rng);
-        let (_, train) = self.restore.draw(&mut sim::image_rng(derived_seed("restore", self.seed), at.split, at.index));
+        let (_, train) = self.restore.draw(&mut sim::image_rng(Purpose::Restore.seed(self.seed), at.split, at.index));
         (values, rng, train)
     }
 
@@ -386,7 +381,7 @@ impl Renderer<'_> {
     /// The image unchanged, the sham, and each single restoration, in that order.
     fn singles(&self, row: usize, at: &Located<'_>) -> Vec<Job> {
         let (values, rng, train) = self.start(at);
-        let sham = sim::image_rng(derived_seed("sham", self.seed), at.split, at.index);
+        let sham = sim::image_rng(Purpose::Sham.seed(self.seed), at.split, at.index);
         let mut jobs = vec![
             Job { row, kind: JobKind::Identity, values: values.clone(), rng: rng.clone() },
             Job { row, kind: JobKind::Sham, values: values.clone(), rng: sham },
