@@ -27,8 +27,10 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// the network's name. Version 6 (issue 50): `interventions` (the `intervene` stage's figures over every failure) and
 /// each cluster's `tested` (its intervention test against the sham) and `agreement` (where the tests and RQ1
 /// disagree) are new. Version 7 (issue 53): `summary` (the executive summary: the criterion's verdict, the largest
-/// clusters with their tests, what retraining changed, the open items) is new.
-pub const VERSION: u32 = 7;
+/// clusters with their tests, what retraining changed, the open items) is new. Version 8 (issue 51): `roles` (the
+/// clustering that names the causes against the one that selects the images: both described, their cross-table and
+/// agreement, and each cause's held-out failures right after retraining) is new; null when one clustering plays both.
+pub const VERSION: u32 = 8;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
 /// binds notes to (the report writes more fields; a test in `stages::report` ties the two).

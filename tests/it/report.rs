@@ -700,3 +700,72 @@ fn other_clusterings_of_the_same_failures_are_shown_beside_the_main_one() {
     let (w, r) = run(&ws, &manifest(&ws, ""));
     assert!(!output(&ws, &w, &r, "report.md").contains("clustered other ways"));
 }
+
+#[test]
+fn a_selection_clustering_is_cross_tabulated_against_the_cause_clusters_with_the_residual_risk_by_cause() {
+    let ws = crate::support::Ws::new();
+    // HUDD's relevance clusters of the same 191 failures: cause 1's 150 images split 100/50 over selection clusters
+    // 5 and 6, cause 2's 41 all in 7.
+    ws.write(
+        "selection/cluster.json",
+        r#"{"images": 191, "layer": "features.3", "clusters": 3, "k_rule": "the knee", "layer_rule": "wicd", "mode": "hudd", "linkage": "ward", "layers": []}"#,
+    );
+    let members: String = (0..191)
+        .map(|i| {
+            format!(
+                "test-{i:04},{},0.1\n",
+                if i < 100 {
+                    5
+                } else if i < 150 {
+                    6
+                } else {
+                    7
+                }
+            )
+        })
+        .collect();
+    ws.write("selection/clusters.csv", &format!("image,cluster,distance_to_medoid\n{members}"));
+    ws.write(
+        "selection/summary.csv",
+        "cluster,size,share,mean_intra_distance,medoid,stability,stable\n5,100,0.52,0.2,test-0,,\n6,50,0.26,0.2,test-100,,\n7,41,0.21,0.3,test-150,,\n",
+    );
+    let extra =
+        "selection = \"selection.clusters\"\n\n[[stage]]\nid = \"selection\"\nkind = \"files\"\npath = \"selection\"\n";
+    let (w, r) = run(&ws, &manifest(&ws, extra));
+    assert_eq!(r.exit_code(), 0, "{}", crate::support::failures(&r));
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(md.contains("### Causes against the clusters that select"), "{md}");
+    assert!(md.contains("Stage `clusters` names the causes") && md.contains("Stage `selection` selects the images"));
+    assert!(md.contains("HUDD's pipeline: the model's relevance heatmaps"), "{md}");
+    // Cause 1: 100 in selection cluster 5, 50 in 6; 140 held-out failures assigned, hudd gets 80% (73–86) right.
+    assert!(md.contains("| [1](#cluster-1) | 150 | – | 5 (100), 6 (50) | 66.7% | 140 | 80% (73–86) |"), "{md}");
+    // Cause 2: all in 7, but only 12 held-out failures: too few to judge.
+    assert!(md.contains("| [2](#cluster-2) | 41 | – | 7 (41) | 100.0% | 12 | 25% (8–50), too few to judge |"), "{md}");
+    assert!(md.contains("selected by another clustering, stage `selection`"), "{md}");
+    let html = output(&ws, &w, &r, "report.html");
+    assert!(html.contains(r#"<h3 id="roles">"#) && html.contains("<td>5 (100), 6 (50)</td>"), "{html}");
+    let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
+    let roles = &evidence["roles"];
+    assert_eq!((roles["images"].as_u64(), roles["selection"]["clusters"].as_u64()), (Some(191), Some(3)));
+    // The selection refines the causes: every selection cluster lies within one cause, so the ARI is below 1 and
+    // above 0; the cells in full.
+    let ari = roles["ari"].as_f64().unwrap();
+    assert!(ari > 0.0 && ari < 1.0, "{ari}");
+    assert_eq!(
+        roles["rows"][0]["cells"],
+        serde_json::json!([{"cluster": 5, "images": 100}, {"cluster": 6, "images": 50}])
+    );
+    // Its shape is the one the schema file records (the crafted inputs' other objects are not the real ones).
+    let shape = evidence_shape(&evidence);
+    let schema = std::fs::read_to_string(format!("{}/tests/fixtures/evidence-schema.txt", env!("CARGO_MANIFEST_DIR")));
+    let schema = schema.unwrap();
+    for path in ["roles", "roles.causes", "roles.rows[]", "roles.rows[].after", "roles.rows[].cells[]"] {
+        let line = format!("{path}: {}", shape[path].iter().cloned().collect::<Vec<_>>().join(" "));
+        assert!(schema.lines().any(|l| l == line), "{line}");
+    }
+    // Without a selection clustering, one clustering plays both roles and the section is not there.
+    let ws = crate::support::Ws::new();
+    let (w, r) = run(&ws, &manifest(&ws, ""));
+    let md = output(&ws, &w, &r, "report.md");
+    assert!(!md.contains("clusters that select") && !md.contains("another clustering"));
+}

@@ -6,6 +6,7 @@ mod clusters;
 mod conditions;
 mod facts;
 mod render;
+mod roles;
 mod summary;
 mod view;
 
@@ -150,8 +151,8 @@ impl Params for ReportParams {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    // 11: `alternatives`, other clusterings beside the main one.
-    const VERSION: u32 = 12;
+    // 11: `alternatives`, other clusterings beside the main one. 13: `selection`, the clustering that selects.
+    const VERSION: u32 = 13;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -165,7 +166,14 @@ impl Stage for Report {
             accepts: &[CLUSTERS],
             many: false,
             required: false,
-            doc: "a cluster stage's output",
+            doc: "a cluster stage's output: the clusters that name the causes (tested, ruled and judged here)",
+        },
+        InputSlot {
+            name: "selection",
+            accepts: &[CLUSTERS],
+            many: false,
+            required: false,
+            doc: "the clustering that selected the images to retrain on, when it is not `clusters`: cross-tabulated against it",
         },
         InputSlot {
             name: "variance",
@@ -325,6 +333,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     let clustered_by = ctx.inputs("clusters").first().map(|a| a.stage.clone()).unwrap_or_default();
     causes::attach(&mut judged.clusters, interventions.as_ref().map(|s| (s, clustered_by.as_str())), &conditions);
     let open = open_items(&judged.clusters);
+    let roles = roles::roles(ctx, &judged.clusters)?;
     let runs: Vec<RunRow> = match first("runs") {
         Some(path) => table::read(&path)?,
         None => Vec::new(),
@@ -351,6 +360,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         target,
         clustering: judged.clustering,
         clusters: judged.clusters,
+        roles,
         rq1: compare.as_ref().and_then(|c| c.rq1.as_ref()).map(|r| serde_json::to_value(r).expect("serialises")),
         rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
         rq2_plot: compare.as_ref().filter(|_| first("runs").is_some()).map(|c| rq2_plot(&runs, c)),

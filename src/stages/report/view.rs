@@ -224,6 +224,8 @@ pub(super) struct Evidence {
     pub(super) target: Option<serde_json::Value>,
     pub(super) clustering: Option<serde_json::Value>,
     pub(super) clusters: Vec<ClusterView>,
+    /// The clustering that names the causes against the one that selects the images, when they differ.
+    pub(super) roles: Option<super::roles::RolesView>,
     pub(super) rq1: Option<serde_json::Value>,
     pub(super) rq2: Option<serde_json::Value>,
     /// The strip plot of scores per strategy (inline SVG, trusted: made here from numbers).
