@@ -1,6 +1,6 @@
 //! A pretrained backbone: a declared architecture and its weights that describe images by generic features (not
 //! the model under analysis), the images resized to its input. `activations` describes failing images with one,
-//! and `select` computes new images' features with the same network (read from that stage's parameters).
+//! and `select` and `expand` compute new images' features with the same network (read from that stage's parameters).
 
 use std::path::{Path, PathBuf};
 
@@ -122,4 +122,28 @@ pub struct FeatureParams {
     pub backbone: Option<Backbone>,
     #[serde(default)]
     pub pool: Pool,
+}
+
+/// The libtorch threads a backbone's forward pass runs on, whatever the stage's: oneDNN splits some convolutions'
+/// sums by the thread count (EfficientNet-Lite0's 1×1 head convolution, 320 to 1,280 channels on 7×7, summed
+/// otherwise with 2 threads than with 1 on the AMD EPYC here, 2026-12-07: `tests/it/determinism.rs` saw the
+/// quickstart's generic features change with `--threads`), and a key must fix the bytes.
+pub const THREADS: usize = 1;
+
+/// The parameters of the stage that made some features could not be read as an `activations` stage's.
+#[derive(Debug, thiserror::Error)]
+#[error("the parameters of `{stage}`, which made the activations: {source}")]
+pub struct ProducerParams {
+    pub stage: String,
+    pub source: serde_json::Error,
+}
+
+/// The backbone and pooling of the `activations` stage that made a stage's features input (`producer`), read from
+/// that stage's own parameters; none when another kind of stage made the input, or the activations are the model
+/// under analysis' own.
+pub fn made_by(producer: Option<&crate::engine::stage::Ancestor>) -> Result<Option<(Backbone, Pool)>, ProducerParams> {
+    let Some(producer) = producer.filter(|a| a.kind == "activations") else { return Ok(None) };
+    let p: FeatureParams = serde_json::from_value(producer.params.clone())
+        .map_err(|source| ProducerParams { stage: producer.stage.clone(), source })?;
+    Ok(p.backbone.map(|b| (b, p.pool)))
 }

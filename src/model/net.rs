@@ -118,6 +118,11 @@ fn sub<'a>(root: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
 const ZERO: nn::Init = nn::Init::Const(0.0);
 
 impl Net {
+    /// The position of the layer named `name` among the layers.
+    pub fn layer_index(&self, name: &str) -> Option<usize> {
+        self.layers.iter().position(|(n, _)| n == name)
+    }
+
     /// Builds the layers under `root` with every parameter at zero (see [`Net::initialise`]); shapes are checked
     /// first, so a mismatch is an error naming the layer. Long by design: one arm per layer kind.
     pub fn new(arch: &Architecture, root: &nn::Path<'_>, input: [usize; 3], outputs: usize) -> Result<Net, ArchError> {

@@ -13,7 +13,7 @@ use crate::artefact::{ANY_DATASET, FEATURES, MODEL};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
-use crate::model::backbone::{Backbone, Pool};
+use crate::model::backbone::{self, Backbone, Pool};
 use crate::model::net::Op;
 use crate::model::predict::for_each_activation_batch;
 use crate::model::{is_shipped_name, shipped_fingerprint};
@@ -148,9 +148,12 @@ impl Stage for Activations {
     }
 
     /// The device kind this resolves to enters the key (a GPU computes other bytes), and a shipped backbone's text.
+    /// A backbone's forward pass runs on [`backbone::THREADS`] libtorch threads since 2026-12-07 (before, on the
+    /// stage's, which changed its bytes): named, so that no entry made before is served.
     fn fingerprints(p: &ActivationsParams) -> Vec<(String, String)> {
         let shipped = p.backbone.iter().filter_map(|b| shipped_fingerprint(&b.architecture));
-        std::iter::once(crate::runtime::device_fingerprint(p.device)).chain(shipped).collect()
+        let threads = p.backbone.iter().map(|_| ("backbone threads".to_string(), backbone::THREADS.to_string()));
+        std::iter::once(crate::runtime::device_fingerprint(p.device)).chain(shipped).chain(threads).collect()
     }
 
     fn torch_threads(p: &ActivationsParams, run: usize) -> usize {
@@ -190,14 +193,18 @@ impl Stage for Activations {
         }
         let rows: Vec<usize> = (0..ds.meta.count).collect();
         ctx.progress.start(rows.len() as u64, "activations");
-        for_each_activation_batch(&model, &ds, &rows, p.batch_size, &recorded, |chunk, acts| {
-            for (a, writer) in acts.iter().zip(writers.iter_mut()) {
-                let a = crate::model::backbone::pool(a.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float), p.pool);
-                let values: Vec<f32> = Vec::try_from(a.contiguous().flatten(0, -1)).map_err(ActivationsError::from)?;
-                writer.append(&values)?;
-            }
-            ctx.progress.inc(chunk.len() as u64);
-            Ok::<(), StageError>(())
+        let threads = if p.backbone.is_some() { backbone::THREADS } else { tch::get_num_threads().max(1) as usize };
+        runtime::with_threads(threads, || {
+            for_each_activation_batch(&model, &ds, &rows, p.batch_size, &recorded, |chunk, acts| {
+                for (a, writer) in acts.iter().zip(writers.iter_mut()) {
+                    let a = backbone::pool(a.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float), p.pool);
+                    let values: Vec<f32> =
+                        Vec::try_from(a.contiguous().flatten(0, -1)).map_err(ActivationsError::from)?;
+                    writer.append(&values)?;
+                }
+                ctx.progress.inc(chunk.len() as u64);
+                Ok::<(), StageError>(())
+            })
         })?;
         for w in writers {
             w.finish()?;

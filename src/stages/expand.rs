@@ -2,7 +2,8 @@
 //! learned from it. A seeded evolutionary search over simulator parameters starts from the members' parameters:
 //! each generation mutates parents drawn from the members and the images found so far, renders the children, and
 //! keeps those the model fails on whose heatmaps join the cluster under `select`'s rule (closest cluster, within the
-//! cluster's own spread). Mutations stay inside the clustered split's operational support by default (`search =
+//! cluster's own spread). Clusters of activations (a pretrained backbone's generic features, or the model's own)
+//! are grown the same way, each failure measured by the features its cluster's members were. Mutations stay inside the clustered split's operational support by default (`search =
 //! "range"` ranges over each parameter's full range instead; the images found outside the domain are then counted,
 //! `outside`, and `rules` states no rule from them).
 
@@ -17,14 +18,15 @@ use crate::artefact::clusters::{ClusterSummary, Clusters, MemberNotFound};
 use crate::artefact::heatmaps::Heatmaps;
 use crate::artefact::rules::ExpandRow;
 use crate::artefact::table;
-use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, HEATMAPS, MODEL, SELECTION};
+use crate::artefact::{ANY_DATASET, CLUSTERS, EXPANSION, FEATURES, HEATMAPS, MODEL, SELECTION};
 use crate::cluster::members::Members;
 use crate::dataset::{Dataset, ParamKind};
 use crate::domain::{Domain, Support};
 use crate::engine::progress::Progress;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::lrp::batch;
-use crate::model::predict::{DEFAULT_THRESHOLD, predict};
+use crate::model::backbone::{self, Pool, pool};
+use crate::model::predict::{DEFAULT_THRESHOLD, for_each_activation_batch, predict};
 use crate::runtime::{self, DeviceChoice};
 use crate::sim::{self, Simulator};
 use crate::trigger::{self, Purpose};
@@ -167,6 +169,7 @@ fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
 impl Stage for Expand {
     type Params = ExpandParams;
     const KIND: &'static str = "expand";
+    // Clusters of activations are grown since issue 51; a relevance cluster's bytes are what they were at 4.
     const VERSION: u32 = 4;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
@@ -178,10 +181,10 @@ impl Stage for Expand {
         },
         InputSlot {
             name: "heatmaps",
-            accepts: &[HEATMAPS],
+            accepts: &[HEATMAPS, FEATURES],
             many: false,
             required: true,
-            doc: "the heatmaps the clusters were made from",
+            doc: "the heatmaps (or activations) the clusters were made from",
         },
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model under analysis" },
         InputSlot {
@@ -260,13 +263,27 @@ impl Stage for Expand {
         let members = Members::load(&heatmaps.layer_path(&layer), &groups)?;
         let spreads = members.spreads();
         let model = batch::prepare(&ctx.input("model")?.path, device, &ds, p.batch_size, "expand (LRP)")?;
-        let (rules, k) = heatmaps.rules_for(model.net("LRP")?, &layer)?;
+        let measure = if heatmaps.are_activations()? {
+            let own = tch::get_num_threads().max(1) as usize;
+            let (net, pool, threads) =
+                match backbone::made_by(ctx.producer("heatmaps")).map_err(StageError::artefact)? {
+                    Some((b, pool)) => (b.load(ctx.workspace, device, ds.meta.channels)?, pool, backbone::THREADS),
+                    None => (crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?, Pool::None, own),
+                };
+            let layer = net.net("expand")?.layer_index(&layer).ok_or_else(|| {
+                StageError::input(format!(
+                    "the clusters were made at layer `{layer}`, which the activations' network does not have"
+                ))
+            })?;
+            Measure::Features { net: Box::new(net), layer, pool, threads }
+        } else {
+            let (rules, layer) = heatmaps.rules_for(model.net("LRP")?, &layer)?;
+            Measure::Relevance { rules, layer, seed_with: heatmaps.seed()? }
+        };
         let scratch = tempfile::tempdir().map_err(|e| StageError::io(std::env::temp_dir(), e))?;
         let search = Generations {
             model: &model,
-            rules: &rules,
-            layer: k,
-            seed_with: heatmaps.seed()?,
+            measure: &measure,
             members: &members,
             ds: &ds,
             sim,
@@ -313,13 +330,20 @@ impl Found {
     }
 }
 
+/// How a generated failure is measured against the clusters: as their members were.
+enum Measure {
+    /// Its relevance at the clusters' layer (by index), seeded as the members' was.
+    Relevance { rules: Vec<crate::lrp::Rule>, layer: usize, seed_with: batch::Seed },
+    /// Its activations at the clusters' layer (by index) of the network that made the members' (the model under
+    /// analysis or a pretrained backbone), pooled as theirs were.
+    /// On `threads` libtorch threads ([`backbone::THREADS`] for a backbone).
+    Features { net: Box<crate::model::artefact::Model>, layer: usize, pool: Pool, threads: usize },
+}
+
 /// What every generation of the search is rendered, tested and measured with.
 struct Generations<'a> {
     model: &'a crate::model::artefact::Model,
-    rules: &'a [crate::lrp::Rule],
-    /// The clusters' layer, by index.
-    layer: usize,
-    seed_with: batch::Seed,
+    measure: &'a Measure,
     members: &'a Members,
     ds: &'a Dataset,
     sim: &'static dyn Simulator,
@@ -383,8 +407,8 @@ impl Generations<'_> {
         Ok(row)
     }
 
-    /// Renders generation `g` of `cluster`'s search as a dataset, tests it, and measures the failures' heatmaps
-    /// (seeded as the members' were) to the clusters. Its predictions report no progress of their own: the search's
+    /// Renders generation `g` of `cluster`'s search as a dataset, tests it, and measures the failures to the
+    /// clusters as the members were (heatmaps seeded alike, or activations). Its predictions report no progress of their own: the search's
     /// "images searched" counts them.
     fn generation(&self, cluster: usize, g: usize, children: &[Vec<f64>]) -> Result<Tried, StageError> {
         let task = &self.ds.meta.task;
@@ -405,18 +429,30 @@ impl Generations<'_> {
         let predictions = predict(self.model, &generation, &all, self.batch_size, self.threshold, &quiet)?;
         let wrong: Vec<usize> = all.iter().copied().filter(|&i| !predictions[i].correct()).collect();
         let mut distances = Vec::new();
-        batch::for_each_batch(
-            self.model,
-            &generation,
-            &wrong,
-            self.rules,
-            self.seed_with,
-            self.batch_size,
-            |_, _, relevance| {
-                distances.extend(self.members.nearest(&relevance[self.layer]));
-                Ok::<(), StageError>(())
-            },
-        )?;
+        match self.measure {
+            Measure::Relevance { rules, layer, seed_with } => {
+                batch::for_each_batch(
+                    self.model,
+                    &generation,
+                    &wrong,
+                    rules,
+                    *seed_with,
+                    self.batch_size,
+                    |_, _, relevance| {
+                        distances.extend(self.members.nearest(&relevance[*layer]));
+                        Ok::<(), StageError>(())
+                    },
+                )?;
+            }
+            Measure::Features { net, layer, pool: how, threads } => {
+                runtime::with_threads(*threads, || {
+                    for_each_activation_batch(net, &generation, &wrong, self.batch_size, &[*layer], |_, acts| {
+                        distances.extend(self.members.nearest(&pool(acts[0].shallow_clone(), *how)));
+                        Ok::<(), StageError>(())
+                    })
+                })?;
+            }
+        }
         Ok(Tried { samples, wrong, distances })
     }
 }

@@ -17,7 +17,7 @@ use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageC
 use crate::lrp::batch;
 use crate::lrp::batch::Seed;
 use crate::media::group::write_group;
-use crate::model::backbone::{Backbone, FeatureParams, Pool};
+use crate::model::backbone::{self, Pool};
 use crate::model::predict::{DEFAULT_THRESHOLD, for_each_activation_batch, predict};
 use crate::runtime::{self, DeviceChoice};
 
@@ -53,8 +53,8 @@ pub enum SelectError {
     NoHeatmap { id: String, heatmaps: std::path::PathBuf },
     #[error("the clusters were made at layer `{layer}`, which this model does not have")]
     NoLayer { layer: String },
-    #[error("the parameters of `{stage}`, which made the heatmaps: {source}")]
-    ProducerParams { stage: String, source: serde_json::Error },
+    #[error(transparent)]
+    ProducerParams(#[from] backbone::ProducerParams),
 }
 
 impl From<SelectError> for StageError {
@@ -479,17 +479,20 @@ fn candidate_activations(
     layer: &str,
     device: tch::Device,
 ) -> Result<Vec<Vec<f64>>, StageError> {
-    let (model, pool) = match backbone_of(ctx)? {
-        Some((b, pool)) => (b.load(ctx.workspace, device, ds.meta.channels)?, pool),
-        None => (crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?, Pool::None),
+    let own = tch::get_num_threads().max(1) as usize;
+    let (model, pool, threads) = match backbone::made_by(ctx.producer("heatmaps")).map_err(SelectError::from)? {
+        Some((b, pool)) => (b.load(ctx.workspace, device, ds.meta.channels)?, pool, backbone::THREADS),
+        None => (crate::model::artefact::Model::load(&ctx.input("model")?.path, device)?, Pool::None, own),
     };
     let k = layer_index(model.net("the select stage")?, layer)?;
     let mut distances = Vec::with_capacity(candidates.len());
     ctx.progress.start(candidates.len() as u64, "candidate activations");
-    for_each_activation_batch(&model, ds, candidates, p.batch_size, &[k], |chunk, acts| {
-        distances.extend(members.nearest(&crate::model::backbone::pool(acts[0].shallow_clone(), pool)));
-        ctx.progress.inc(chunk.len() as u64);
-        Ok::<(), StageError>(())
+    runtime::with_threads(threads, || {
+        for_each_activation_batch(&model, ds, candidates, p.batch_size, &[k], |chunk, acts| {
+            distances.extend(members.nearest(&backbone::pool(acts[0].shallow_clone(), pool)));
+            ctx.progress.inc(chunk.len() as u64);
+            Ok::<(), StageError>(())
+        })
     })?;
     Ok(distances)
 }
@@ -521,21 +524,9 @@ fn candidate_heatmaps(
     Ok(distances)
 }
 
-/// The pretrained backbone and pooling of the `activations` stage that made the `heatmaps` input, read from that
-/// stage's own parameters (none: the activations are the model under analysis').
-fn backbone_of(ctx: &StageContext<'_>) -> Result<Option<(Backbone, Pool)>, StageError> {
-    let Some(producer) = ctx.producer("heatmaps").filter(|a| a.kind == "activations") else { return Ok(None) };
-    let p: FeatureParams = serde_json::from_value(producer.params.clone())
-        .map_err(|source| SelectError::ProducerParams { stage: producer.stage.clone(), source })?;
-    Ok(p.backbone.map(|b| (b, p.pool)))
-}
-
 /// The position of `layer` among the network's layers.
 fn layer_index(net: &crate::model::net::Net, layer: &str) -> Result<usize, StageError> {
-    net.layers
-        .iter()
-        .position(|(name, _)| name == layer)
-        .ok_or_else(|| SelectError::NoLayer { layer: layer.to_string() }.into())
+    net.layer_index(layer).ok_or_else(|| SelectError::NoLayer { layer: layer.to_string() }.into())
 }
 
 /// The baselines: `budget` images drawn at random from the candidates (`random`), or drawn at random, labelled and

@@ -556,19 +556,7 @@ fn clusters_of_a_backbones_features_select_candidates_by_the_same_backbone() {
     // the activations stage's parameters, and still reads no candidate's targets.
     let unsafe_set = |scrambled: bool| {
         let ws = crate::support::Ws::new();
-        let arch = hudd::model::Architecture::load(std::path::Path::new(&fixture("tiny-resnet.toml"))).unwrap();
-        let meta = hudd::model::artefact::ModelMeta {
-            format: hudd::model::artefact::Format::Declared,
-            architecture: Some(arch),
-            input: [3, 32, 32],
-            outputs: 1,
-            target: hudd::dataset::Target::Classification { classes: Vec::new() },
-            mean: vec![0.5; 3],
-            std: vec![0.25; 3],
-            seen: Vec::new(),
-        };
-        let mut backbone = hudd::model::artefact::Model::init(meta, tch::Device::Cpu, 7).unwrap();
-        backbone.var_store_mut().unwrap().save(ws.path().join("backbone.safetensors")).unwrap();
+        crate::support::fresh_backbone(&ws, 7);
         let text = dots_manifest(&ws, scrambled, "least-confident")
             .replace("kind = \"heatmaps\"\nmodel = \"train.model\"", "kind = \"activations\"")
             .replace(

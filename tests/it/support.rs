@@ -366,6 +366,12 @@ pub fn quickstart(ws: &Ws, epochs: usize, options: &RunOptions) -> (Workflow, Ru
         "workflows/annotations/quickstart.toml",
         &std::fs::read_to_string(root.join("workflows/annotations/quickstart.toml")).unwrap(),
     );
+    // The cause clusters' backbone weights, which scripts/test installs (scripts/pretrained.sh).
+    let pretrained = ws.path().join("models/pretrained");
+    if !pretrained.exists() {
+        std::fs::create_dir_all(ws.path().join("models")).unwrap();
+        std::os::unix::fs::symlink(root.join("models/pretrained"), pretrained).unwrap();
+    }
     let overrides: Vec<Override> = [
         "data.splits.train.count=400",
         "data.splits.test.count=200",
@@ -400,4 +406,27 @@ pub fn failures(report: &RunReport) -> String {
         })
         .collect();
     if failed.is_empty() { "no stage failed".into() } else { failed.join("\n") }
+}
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A stand-in for a pretrained backbone: tiny-resnet (`tests/fixtures/tiny-resnet.toml`) with fresh weights drawn
+/// from `seed`, saved as `backbone.safetensors` in the workspace.
+pub fn fresh_backbone(ws: &Ws, seed: u64) {
+    let arch = hudd::model::Architecture::load(&fixture("tiny-resnet.toml")).unwrap();
+    let meta = hudd::model::artefact::ModelMeta {
+        format: hudd::model::artefact::Format::Declared,
+        architecture: Some(arch),
+        input: [3, 32, 32],
+        outputs: 1,
+        target: hudd::dataset::Target::Classification { classes: Vec::new() },
+        mean: vec![0.5; 3],
+        std: vec![0.25; 3],
+        seen: Vec::new(),
+    };
+    let mut backbone = hudd::model::artefact::Model::init(meta, tch::Device::Cpu, seed).unwrap();
+    backbone.var_store_mut().unwrap().save(ws.path().join("backbone.safetensors")).unwrap();
 }

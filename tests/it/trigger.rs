@@ -390,3 +390,67 @@ pairs = 10
     let message = crate::support::failures(&report);
     assert!(message.contains("with seed 5 does not give the stored image"), "{message}");
 }
+
+/// A cluster of generic features (a pretrained backbone's channel means; here tiny-resnet with fresh weights) grows
+/// as a relevance cluster does: every image found fails, and each is measured by the backbone that described the
+/// members (other weights, other distances), not by the model's relevance.
+#[test]
+fn expand_grows_clusters_of_a_backbones_features_measured_by_that_backbone() {
+    let expanded = |weights_seed: u64| {
+        let ws = crate::support::Ws::new();
+        crate::support::fresh_backbone(&ws, weights_seed);
+        let text = planted()
+            + &format!(
+                r#"
+[[stage]]
+id = "generic"
+kind = "activations"
+images = "test.errors"
+backbone = {{ architecture = "{}", weights = "backbone.safetensors", mean = [0.5, 0.5, 0.5], std = [0.25, 0.25, 0.25] }}
+layers = ["block.relu2"]
+pool = "channels"
+
+[[stage]]
+id = "causes"
+kind = "cluster"
+heatmaps = "generic.activations"
+images = "test.errors"
+mode = "direct"
+choose_k = "fixed"
+k = 2
+stability_draws = 0
+
+[[stage]]
+id = "expand"
+kind = "expand"
+clusters = "causes.clusters"
+heatmaps = "generic.activations"
+model = "train.model"
+dataset = "data.dataset"
+population = 24
+generations = 2
+
+[[stage]]
+id = "retest"
+kind = "test"
+model = "train.model"
+dataset = "expand.expanded"
+split = "expanded"
+"#,
+                crate::support::fixture("tiny-resnet.toml").display()
+            );
+        let (w, r) = run(&ws, &text);
+        let out =
+            |stage: &str, output: &str| ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], output).unwrap();
+        let found = hudd::dataset::Dataset::open(&out("expand", "expanded")).unwrap();
+        let distances = found.numbers("rcc_distance").unwrap();
+        let retest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out("retest", "summary")).unwrap()).unwrap();
+        (distances, retest)
+    };
+    let (distances, retest) = expanded(7);
+    assert!(!distances.is_empty(), "the search finds failures that join a cluster of generic features");
+    assert_eq!(retest["errors"].as_u64(), Some(distances.len() as u64), "every image found fails: {retest}");
+    let (other, _) = expanded(8);
+    assert_ne!(other, distances, "another backbone's weights measure other distances");
+}
