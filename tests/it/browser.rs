@@ -108,6 +108,24 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     let text = String::from_utf8_lossy(&bytes);
     let pages = text.matches("/Type /Page").count() - text.matches("/Type /Pages").count();
     assert!(pages >= 8, "{pages} pages: the 8 sections each start a page when printed");
+    // What is folded on screen (the operational domain, the lineage) is printed in full: the same report with every
+    // `<details>` open prints as many pages.
+    let html_text = std::fs::read_to_string(&html).unwrap();
+    assert!(html_text.matches("<details").count() >= 2, "the domain and the lineage are folded");
+    let opened = html.with_file_name("report-open.html");
+    std::fs::write(&opened, html_text.replace("<details", "<details open")).unwrap();
+    let open_pdf = ws.path().join("report-open.pdf");
+    chromium(
+        &[
+            "--no-pdf-header-footer",
+            &format!("--print-to-pdf={}", open_pdf.display()),
+            &format!("file://{}", opened.display()),
+        ],
+        &ws.path().join("profile-4"),
+    );
+    let open_text = String::from_utf8_lossy(&std::fs::read(&open_pdf).unwrap()).into_owned();
+    let open_pages = open_text.matches("/Type /Page").count() - open_text.matches("/Type /Pages").count();
+    assert_eq!(pages, open_pages, "folded sections printed as if open");
 
     // The quickstart again with another number of epochs: `hudd diff` names the parameter and the figures it moved.
     crate::support::quickstart(&ws, 2, &RunOptions::default());
