@@ -1,7 +1,7 @@
 """Prints docs/planted-causes.md's two recovery tables from the committed tables, so every figure in them can be traced to
 reports/<benchmark>/tables/recovery-<pipeline>.json (scores) and cluster-<pipeline>.json (the layer a rule chose).
 Run: python3 scripts/recovery-table.py            (after scripts/keep-study on recovery, recovery-faces, recovery-eyes)
-     python3 scripts/recovery-table.py --tables tables-intel-2026-12-02   (another run's tables; its layers `?`)
+     python3 scripts/recovery-table.py --tables tables-<what>   (another run's tables beside tables/; its layers `?`)
 """
 
 import json
