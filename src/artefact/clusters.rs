@@ -266,6 +266,16 @@ impl ClusteredLayer {
         table::write(&self.dir.join(MEMBERS), members)
     }
 
+    /// The layer's images in the order of its distance matrix's rows, each with its cluster at this layer.
+    pub fn members(&self) -> Result<Vec<LayerMember>, TableError> {
+        table::read(&self.dir.join(MEMBERS))
+    }
+
+    /// `knee.svg`, the curve over k with the chosen k, when it was drawn.
+    pub fn knee_path(&self) -> PathBuf {
+        self.dir.join(KNEE)
+    }
+
     /// `knee.svg`: the curve drawn with the chosen k.
     pub fn write_knee(&self, svg: &str) -> Result<(), TableError> {
         let path = self.dir.join(KNEE);

@@ -29,7 +29,8 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// disagree) are new. Version 7 (issue 53): `summary` (the executive summary: the criterion's verdict, the largest
 /// clusters with their tests, what retraining changed, the open items) is new. Version 8 (issue 51): `roles` (the
 /// clustering that names the causes against the one that selects the images: both described, their cross-table and
-/// agreement, and each cause's held-out failures right after retraining) is new; null when one clustering plays both.
+/// agreement, and each cause's held-out failures right after retraining) is new; null when one clustering plays both;
+/// `map_shown` (the share of the failures' distance variance the report's map of them holds) is new.
 pub const VERSION: u32 = 8;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`

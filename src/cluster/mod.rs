@@ -10,6 +10,7 @@ pub mod hierarchical;
 pub mod kmeans;
 pub mod knee;
 pub mod layer;
+pub mod map;
 pub mod members;
 pub mod pipeline;
 pub mod quality;

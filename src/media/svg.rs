@@ -346,6 +346,71 @@ pub fn interval_plot(title: &str, rows: &[IntervalRow<'_>], marker: Option<(f64,
     svg
 }
 
+/// One point of a [`scatter_map`]: where it lies, its group (a colour), its hover text, and whether it is its
+/// group's representative (drawn larger, ringed and numbered).
+pub struct MapPoint {
+    pub x: f64,
+    pub y: f64,
+    pub group: usize,
+    pub text: String,
+    pub representative: bool,
+}
+
+/// Colours for groups, distinguishable in print and by most colour-blind readers (Okabe and Ito's, then darker
+/// shades); groups beyond them repeat the colours, their numbers at the representatives telling them apart.
+const GROUP_COLOURS: [&str; 12] = [
+    "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000", "#7f3c8d", "#11a579",
+    "#3969ac", "#e73f74",
+];
+
+/// A map of points coloured by group, each with its hover text (`<title>`), its group's representative ringed and
+/// labelled with the group's number; square, the axes unlabelled (a map's axes have no unit of their own).
+pub fn scatter_map(title: &str, points: &[MapPoint]) -> String {
+    let (w, h, pad, top): (f64, f64, f64, f64) = (640.0, 560.0, 24.0, 36.0);
+    let range = |f: &dyn Fn(&MapPoint) -> f64| {
+        points.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+    };
+    let ((x0, x1), (y0, y1)) = (range(&|p| p.x), range(&|p| p.y));
+    // One scale for both axes, so that distances on the map are comparable in every direction.
+    let span = (x1 - x0).max(y1 - y0).max(1e-12);
+    let (size_x, size_y) = (w - 2.0 * pad, h - top - pad);
+    let scale = size_x.min(size_y) / span;
+    let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+    let sx = |v: f64| pad + size_x / 2.0 + (v - cx) * scale;
+    let sy = |v: f64| top + size_y / 2.0 - (v - cy) * scale;
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="{t}"><rect width="{w}" height="{h}" fill="#fff"/><text x="{:.1}" y="22" text-anchor="middle" font-size="14">{t}</text><rect x="{pad}" y="{top}" width="{size_x}" height="{size_y}" fill="none" stroke="#ccc"/>"##,
+        w / 2.0,
+        t = escape(title)
+    );
+    let colour = |g: usize| GROUP_COLOURS[g % GROUP_COLOURS.len()];
+    for p in points.iter().filter(|p| !p.representative) {
+        let _ = write!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}" fill-opacity="0.75"><title>{}</title></circle>"##,
+            sx(p.x),
+            sy(p.y),
+            colour(p.group),
+            escape(&p.text)
+        );
+    }
+    // Representatives last, on top.
+    for p in points.iter().filter(|p| p.representative) {
+        let (x, y) = (sx(p.x), sy(p.y));
+        let _ = write!(
+            svg,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="7" fill="{}" stroke="#000" stroke-width="1.5"><title>{}</title></circle><text x="{:.1}" y="{:.1}" font-weight="bold" paint-order="stroke" stroke="#fff" stroke-width="3">{}</text>"##,
+            colour(p.group),
+            escape(&p.text),
+            x + 9.0,
+            y + 4.0,
+            p.group
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +456,29 @@ mod tests {
         assert_eq!(svg.matches(r##"stroke="#123""##).count(), 6);
         assert!(svg.contains("hudd &amp; co") && svg.contains("accuracy &lt;held out&gt;"), "{svg}");
         assert!(svg.contains("accuracy &gt;= 0.95") && svg.contains("stroke-dasharray=\"5 3\""), "{svg}");
+    }
+
+    #[test]
+    fn a_map_draws_every_point_with_its_hover_text_and_numbers_the_representatives() {
+        let point = |x: f64, group: usize, representative: bool| MapPoint {
+            x,
+            y: x * 0.5,
+            group,
+            text: format!("test-<{x}> · cluster {group}"),
+            representative,
+        };
+        let svg = scatter_map("map", &[point(0.0, 1, true), point(1.0, 1, false), point(4.0, 2, true)]);
+        assert_eq!(svg.matches("<circle").count(), 3);
+        assert_eq!(svg.matches("<title>").count(), 3);
+        assert!(svg.contains("test-&lt;1&gt; · cluster 1"), "hover text escaped: {svg}");
+        // Representatives ringed and numbered with their group.
+        assert_eq!(svg.matches(r##"stroke="#000""##).count(), 2);
+        assert!(svg.contains(">1</text>") && svg.contains(">2</text>"), "{svg}");
+        // One scale for both axes: the points' x span (4) maps to twice their y span (2).
+        let cx: Vec<f64> = svg.split("cx=\"").skip(1).map(|r| r[..r.find('"').unwrap()].parse().unwrap()).collect();
+        let cy: Vec<f64> = svg.split("cy=\"").skip(1).map(|r| r[..r.find('"').unwrap()].parse().unwrap()).collect();
+        let spread =
+            |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
+        assert!((spread(&cx) - 2.0 * spread(&cy)).abs() < 0.2, "{cx:?} {cy:?}");
     }
 }

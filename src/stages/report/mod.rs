@@ -5,6 +5,7 @@ mod causes;
 mod clusters;
 mod conditions;
 mod facts;
+mod map;
 mod render;
 mod roles;
 mod summary;
@@ -301,6 +302,8 @@ impl Stage for Report {
             ("architecture.svg", gathered.architecture.as_ref().and_then(|a| a.drawing.as_ref())),
             ("forest.svg", gathered.summary.forest.as_ref()),
             ("rates.svg", gathered.summary.rates.as_ref()),
+            ("map.svg", gathered.map.as_ref()),
+            ("knee.svg", gathered.knee.as_ref()),
         ];
         for (name, svg) in drawn.into_iter().filter_map(|(name, svg)| Some((name, svg?))) {
             let path = images.join(name);
@@ -334,6 +337,10 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     causes::attach(&mut judged.clusters, interventions.as_ref().map(|s| (s, clustered_by.as_str())), &conditions);
     let open = open_items(&judged.clusters);
     let roles = roles::roles(ctx, &judged.clusters)?;
+    let pictures = match first("clusters") {
+        Some(dir) => map::pictures(&Clusters::open(&dir))?,
+        None => map::Pictures { map: None, shown: None, knee: None },
+    };
     let runs: Vec<RunRow> = match first("runs") {
         Some(path) => table::read(&path)?,
         None => Vec::new(),
@@ -361,6 +368,9 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         clustering: judged.clustering,
         clusters: judged.clusters,
         roles,
+        map: pictures.map,
+        map_shown: pictures.shown,
+        knee: pictures.knee,
         rq1: compare.as_ref().and_then(|c| c.rq1.as_ref()).map(|r| serde_json::to_value(r).expect("serialises")),
         rq2: compare.as_ref().map(|c| serde_json::to_value(c).expect("a comparison summary serialises")),
         rq2_plot: compare.as_ref().filter(|_| first("runs").is_some()).map(|c| rq2_plot(&runs, c)),

@@ -226,6 +226,12 @@ pub(super) struct Evidence {
     pub(super) clusters: Vec<ClusterView>,
     /// The clustering that names the causes against the one that selects the images, when they differ.
     pub(super) roles: Option<super::roles::RolesView>,
+    /// The failures' map (inline SVG, drawn here from the clustered layer's distances) and the share of their
+    /// variance its two axes hold; the curve over k at that layer (the cluster stage's own SVG). Only drawn: not in
+    /// `evidence.json` but the share.
+    pub(super) map: Option<String>,
+    pub(super) map_shown: Option<f64>,
+    pub(super) knee: Option<String>,
     pub(super) rq1: Option<serde_json::Value>,
     pub(super) rq2: Option<serde_json::Value>,
     /// The strip plot of scores per strategy (inline SVG, trusted: made here from numbers).
@@ -293,7 +299,7 @@ pub(super) fn evidence_of(context: &Evidence) -> String {
         unreachable!("a struct serialises to an object")
     };
     for (key, mut value) in fields {
-        if key == "rq2_plot" {
+        if matches!(key.as_str(), "rq2_plot" | "map" | "knee") {
             continue;
         }
         // The summary's plots are drawn from figures evidence.json holds elsewhere.
