@@ -45,6 +45,9 @@ pub(super) struct Judged<'a> {
     pub(super) accuracy: &'a BTreeMap<usize, Vec<RccView>>,
     pub(super) threshold: f64,
     pub(super) alpha: f64,
+    /// Whether the clusters were made from the model's relevance: only then is a cluster's mean pixel relevance
+    /// (the cluster stage's heatmap picture) shown; a pretrained backbone's features have none.
+    pub(super) relevance: bool,
 }
 
 /// One view per root-cause cluster, with its annotation bound by fingerprint, its evidence and its pictures copied
@@ -109,7 +112,10 @@ pub(super) fn cluster_views(
             accuracy: accuracy.get(&id).cloned().unwrap_or_default(),
             sheet: picture(&folder.picture(id, Drawn::Sheet), out, &format!("rcc-{id}-sheet.png"))?,
             gif: picture(&folder.picture(id, Drawn::Gif), out, &format!("rcc-{id}.gif"))?,
-            heatmap: picture(&folder.picture(id, Drawn::Heatmap), out, &format!("rcc-{id}-heatmap.png"))?,
+            heatmap: match judged.relevance {
+                true => picture(&folder.picture(id, Drawn::Heatmap), out, &format!("rcc-{id}-heatmap.png"))?,
+                false => None,
+            },
             annotation: binding.map(|b| b.annotation),
             annotation_note,
             fingerprint,

@@ -152,8 +152,9 @@ impl Params for ReportParams {
 impl Stage for Report {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    // 11: `alternatives`, other clusterings beside the main one. 13: `selection`, the clustering that selects.
-    const VERSION: u32 = 13;
+    // 11: `alternatives`, other clusterings beside the main one. 13: `selection`, the clustering that selects. 14: the
+    // failures' map and the curve over k; no mean relevance picture for clusters of a backbone's features.
+    const VERSION: u32 = 14;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -465,7 +466,8 @@ fn judge_clusters(
         return Ok(JudgedClusters { clustering: None, clusters: Vec::new(), flags: Vec::new(), annotations_missing });
     };
     let folder = Clusters::open(&dir);
-    let judged = Judged { explanations: &explanations, accuracy: &accuracy, threshold, alpha };
+    let relevance = !roles::from_backbone(ctx.lineage(), &folder.summary()?);
+    let judged = Judged { explanations: &explanations, accuracy: &accuracy, threshold, alpha, relevance };
     let (clusters, flags) = cluster_views(&folder, &annotations, &judged, out, ctx.progress)?;
     let mut clustering = serde_json::to_value(folder.summary()?).expect("a cluster summary serialises");
     for key in ["empty", "layer", "stability"] {

@@ -131,17 +131,27 @@ pub(super) fn cross(
     RolesView { causes, selection, images: labels_cause.len(), nmi: agreement.nmi, ari: agreement.ari, rows }
 }
 
+/// The pretrained backbone whose activations a clustering clusters: the architecture of an `activations` stage
+/// upstream that extracted the clustering's layer with a backbone.
+fn backbone(lineage: &[Ancestor], summary: &ClusterSummary) -> Option<String> {
+    let layer = summary.layer.as_deref()?;
+    lineage.iter().filter(|a| a.kind == "activations").find_map(|a| {
+        let architecture = a.params.get("backbone")?.get("architecture")?.as_str()?;
+        let layers = a.params.get("layers")?.as_array()?;
+        layers.iter().any(|l| l.as_str() == Some(layer)).then(|| architecture.to_string())
+    })
+}
+
+/// Whether a clustering clusters a pretrained backbone's features (which have no pixel relevance to draw).
+pub(super) fn from_backbone(lineage: &[Ancestor], summary: &ClusterSummary) -> bool {
+    backbone(lineage, summary).is_some()
+}
+
 /// What a clustering clusters, in words: a pretrained backbone's activations at its layer when an `activations`
 /// stage upstream extracted that layer with a backbone, else the model under analysis' heatmaps or activations as
 /// its mode treats them.
 fn features(lineage: &[Ancestor], summary: &ClusterSummary) -> String {
-    let layer = summary.layer.as_deref().unwrap_or_default();
-    let backbone = lineage.iter().filter(|a| a.kind == "activations").find_map(|a| {
-        let architecture = a.params.get("backbone")?.get("architecture")?.as_str()?;
-        let layers = a.params.get("layers")?.as_array()?;
-        layers.iter().any(|l| l.as_str() == Some(layer)).then(|| architecture.to_string())
-    });
-    match (backbone, summary.mode) {
+    match (backbone(lineage, summary), summary.mode) {
         (Some(architecture), _) => format!("generic features: the pretrained {architecture}'s activations"),
         (None, Mode::Hudd) => {
             "HUDD's pipeline: the model's relevance heatmaps, each row of their distance matrix normalised".into()
