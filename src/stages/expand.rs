@@ -3,9 +3,11 @@
 //! each generation mutates parents drawn from the members and the images found so far, renders the children, and
 //! keeps those the model fails on whose heatmaps join the cluster under `select`'s rule (closest cluster, within the
 //! cluster's own spread). Clusters of activations (a pretrained backbone's generic features, or the model's own)
-//! are grown the same way, each failure measured by the features its cluster's members were. Mutations stay inside the clustered split's operational support by default (`search =
-//! "range"` ranges over each parameter's full range instead; the images found outside the domain are then counted,
-//! `outside`, and `rules` states no rule from them).
+//! are grown the same way, each failure measured by the features its cluster's members were (the stored features,
+//! before any centring or principal components the clustering applied, as `select` measures candidates). Mutations
+//! stay inside the clustered split's operational support by default (`search = "range"` ranges over each
+//! parameter's full range instead; the images found outside the domain are then counted, `outside`, and `rules`
+//! states no rule from them).
 
 use std::collections::BTreeMap;
 
@@ -335,8 +337,8 @@ enum Measure {
     /// Its relevance at the clusters' layer (by index), seeded as the members' was.
     Relevance { rules: Vec<crate::lrp::Rule>, layer: usize, seed_with: batch::Seed },
     /// Its activations at the clusters' layer (by index) of the network that made the members' (the model under
-    /// analysis or a pretrained backbone), pooled as theirs were.
-    /// On `threads` libtorch threads ([`backbone::THREADS`] for a backbone).
+    /// analysis or a pretrained backbone), pooled as theirs were, on `threads` libtorch threads
+    /// ([`backbone::THREADS`] for a backbone).
     Features { net: Box<crate::model::artefact::Model>, layer: usize, pool: Pool, threads: usize },
 }
 
@@ -408,8 +410,8 @@ impl Generations<'_> {
     }
 
     /// Renders generation `g` of `cluster`'s search as a dataset, tests it, and measures the failures to the
-    /// clusters as the members were (heatmaps seeded alike, or activations). Its predictions report no progress of their own: the search's
-    /// "images searched" counts them.
+    /// clusters as the members were (heatmaps seeded alike, or activations). Its predictions report no progress of
+    /// their own: the search's "images searched" counts them.
     fn generation(&self, cluster: usize, g: usize, children: &[Vec<f64>]) -> Result<Tried, StageError> {
         let task = &self.ds.meta.task;
         let size = self.ds.meta.width as u32;
