@@ -20,12 +20,13 @@ pub struct Map {
 /// The map of `n` images from their pairwise distances, row by row (n × n).
 pub fn classical_mds(distances: &[f32], n: usize) -> Map {
     assert_eq!(distances.len(), n * n, "an n × n distance matrix");
-    let squared: Vec<f64> = distances.iter().map(|&d| f64::from(d) * f64::from(d)).collect();
+    // D² squared on the fly (the same products every time): no second n × n copy in memory.
     let apply = |v: &[f64]| -> Vec<f64> {
         let mean = v.iter().sum::<f64>() / n.max(1) as f64;
         let centred: Vec<f64> = v.iter().map(|x| x - mean).collect();
-        let w: Vec<f64> =
-            squared.chunks(n.max(1)).map(|row| row.iter().zip(&centred).map(|(d, c)| d * c).sum()).collect();
+        let w: Vec<f64> = (distances.chunks(n.max(1)))
+            .map(|row| row.iter().zip(&centred).map(|(&d, c)| f64::from(d) * f64::from(d) * c).sum())
+            .collect();
         let mean_w = w.iter().sum::<f64>() / n.max(1) as f64;
         w.iter().map(|x| -0.5 * (x - mean_w)).collect()
     };
