@@ -187,6 +187,21 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     (first..=last).map(|i| i as f64 * step).collect()
 }
 
+/// A horizontal axis from `span.0` to `span.1` at height `axis_y`: a tick, a grid line up to `grid_top` and a label
+/// at each `(x, label)`.
+fn x_axis(svg: &mut String, span: (f64, f64), axis_y: f64, grid_top: f64, ticks: impl Iterator<Item = (f64, String)>) {
+    let (left, right) = span;
+    let _ = write!(svg, r##"<line x1="{left}" x2="{right:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#333"/>"##);
+    for (tx, label) in ticks {
+        let _ = write!(
+            svg,
+            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{axis_y:.1}" y2="{:.1}" stroke="#333"/><line x1="{tx:.1}" x2="{tx:.1}" y1="{grid_top}" y2="{axis_y:.1}" stroke="#eee"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            axis_y + 5.0,
+            axis_y + 18.0,
+        );
+    }
+}
+
 /// Scores per strategy on one split (`groups`: each strategy's scores, one per run): each run a dot, each strategy's mean a bar, the original a dashed line, on an
 /// axis with ticks and its unit (percent for accuracy, pixels for a keypoint error).
 pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &str, accuracy: bool) -> String {
@@ -204,19 +219,7 @@ pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &st
         split = escape(split)
     );
     // The axis, its ticks with their values, and its title with the unit.
-    svg.push_str(&format!(
-        r##"<line x1="{left}" x2="{:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#333"/>"##,
-        w - right
-    ));
-    for t in ticks(lo, hi) {
-        let tx = x(t);
-        svg.push_str(&format!(
-            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{axis_y:.1}" y2="{:.1}" stroke="#333"/><line x1="{tx:.1}" x2="{tx:.1}" y1="8" y2="{axis_y:.1}" stroke="#eee"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            axis_y + 5.0,
-            axis_y + 18.0,
-            label(t)
-        ));
-    }
+    x_axis(&mut svg, (left, w - right), axis_y, 8.0, ticks(lo, hi).into_iter().map(|t| (x(t), label(t))));
     let title = if accuracy { "accuracy (%)" } else { "mean keypoint error (px, lower is better)" };
     svg.push_str(&format!(
         r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{title} on split {}; dot: one retrained model, red bar: mean</text>"##,
@@ -283,19 +286,7 @@ pub fn interval_plot(title: &str, rows: &[IntervalRow<'_>], marker: Option<(f64,
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="{}"><rect width="{w}" height="{h}" fill="#fff"/>"##,
         escape(title)
     );
-    svg.push_str(&format!(
-        r##"<line x1="{left}" x2="{:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#333"/>"##,
-        w - right
-    ));
-    for t in ticks(lo, hi) {
-        let tx = x(t);
-        svg.push_str(&format!(
-            r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{axis_y:.1}" y2="{:.1}" stroke="#333"/><line x1="{tx:.1}" x2="{tx:.1}" y1="4" y2="{axis_y:.1}" stroke="#eee"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            axis_y + 5.0,
-            axis_y + 18.0,
-            label(t)
-        ));
-    }
+    x_axis(&mut svg, (left, w - right), axis_y, 4.0, ticks(lo, hi).into_iter().map(|t| (x(t), label(t))));
     svg.push_str(&format!(
         r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
         left + (w - left - right) / 2.0,
