@@ -354,9 +354,26 @@ const GROUP_COLOURS: [&str; 12] = [
     "#3969ac", "#e73f74",
 ];
 
+/// Thumbnails for a [`scatter_map`]: one PNG holding a `tile_w × tile_h` tile per point, in the points' order,
+/// `columns` tiles to a row.
+pub struct Atlas {
+    pub png: Vec<u8>,
+    pub tile_w: usize,
+    pub tile_h: usize,
+    pub columns: usize,
+}
+
+/// The longer side, in the map's pixels, at which a point's thumbnail is shown.
+const THUMB: f64 = 112.0;
+
 /// A map of points coloured by group, each with its hover text (`<title>`), its group's representative ringed and
-/// labelled with the group's number; square, the axes unlabelled (a map's axes have no unit of their own).
-pub fn scatter_map(title: &str, points: &[MapPoint]) -> String {
+/// numbered, on one scale for both axes (points in the map's own units, e.g. the coordinates of classical MDS).
+///
+/// With an `atlas`, hovering a point shows its image beside it: the atlas is embedded once and each point shows
+/// its tile through a nested `<svg>` whose view box is that tile. The dots are drawn first and catch no pointer;
+/// above them each point has a transparent hit circle and its hidden thumbnail, so the one shown is painted over
+/// every dot (the hit circles drawn after it are transparent). CSS only, no script; nothing shows in print.
+pub fn scatter_map(title: &str, points: &[MapPoint], atlas: Option<&Atlas>) -> String {
     let (w, h, pad, top): (f64, f64, f64, f64) = (640.0, 560.0, 24.0, 36.0);
     let range = |f: &dyn Fn(&MapPoint) -> f64| {
         points.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
@@ -375,27 +392,64 @@ pub fn scatter_map(title: &str, points: &[MapPoint]) -> String {
         t = escape(title)
     );
     let colour = |g: usize| GROUP_COLOURS[g % GROUP_COLOURS.len()];
+    // Without thumbnails the dots themselves carry the hover text.
+    let title_of =
+        |p: &MapPoint| if atlas.is_none() { format!("<title>{}</title>", escape(&p.text)) } else { String::new() };
+    let mut dots = String::new();
     for p in points.iter().filter(|p| !p.representative) {
         let _ = write!(
-            svg,
-            r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}" fill-opacity="0.75"><title>{}</title></circle>"##,
+            dots,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}" fill-opacity="0.75">{}</circle>"##,
             sx(p.x),
             sy(p.y),
             colour(p.group),
-            escape(&p.text)
+            title_of(p)
         );
     }
     // Representatives last, on top.
     for p in points.iter().filter(|p| p.representative) {
         let (x, y) = (sx(p.x), sy(p.y));
         let _ = write!(
-            svg,
-            r##"<circle cx="{x:.1}" cy="{y:.1}" r="7" fill="{}" stroke="#000" stroke-width="1.5"><title>{}</title></circle><text x="{:.1}" y="{:.1}" font-weight="bold" paint-order="stroke" stroke="#fff" stroke-width="3">{}</text>"##,
+            dots,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="7" fill="{}" stroke="#000" stroke-width="1.5">{}</circle><text x="{:.1}" y="{:.1}" font-weight="bold" paint-order="stroke" stroke="#fff" stroke-width="3">{}</text>"##,
             colour(p.group),
-            escape(&p.text),
+            title_of(p),
             x + 9.0,
             y + 4.0,
             p.group
+        );
+    }
+    let Some(atlas) = atlas else {
+        svg.push_str(&dots);
+        svg.push_str("</svg>");
+        return svg;
+    };
+    let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &atlas.png);
+    let rows = points.len().div_ceil(atlas.columns.max(1));
+    let (aw, ah) = (atlas.columns * atlas.tile_w, rows * atlas.tile_h);
+    let _ = write!(
+        svg,
+        r##"<style>.map-dots{{pointer-events:none}}.map-pt .map-thumb{{visibility:hidden}}.map-pt:hover .map-thumb{{visibility:visible}}</style><defs><image id="map-atlas" width="{aw}" height="{ah}" style="image-rendering:pixelated" href="data:image/png;base64,{data}"/></defs><g class="map-dots">{dots}</g>"##
+    );
+    let zoom = THUMB / atlas.tile_w.max(atlas.tile_h).max(1) as f64;
+    let (tw, th) = (atlas.tile_w as f64 * zoom, atlas.tile_h as f64 * zoom);
+    for (i, p) in points.iter().enumerate() {
+        let (x, y) = (sx(p.x), sy(p.y));
+        // Beside the point, kept inside the frame.
+        let left = if x + 10.0 + tw <= w - pad { x + 10.0 } else { x - 10.0 - tw };
+        let up = (y - th / 2.0).clamp(top, h - pad - th);
+        let (ox, oy) = ((i % atlas.columns) * atlas.tile_w, (i / atlas.columns) * atlas.tile_h);
+        let _ = write!(
+            svg,
+            r##"<g class="map-pt"><circle cx="{x:.1}" cy="{y:.1}" r="{}" fill="transparent"><title>{}</title></circle><svg class="map-thumb" x="{left:.1}" y="{up:.1}" width="{tw:.1}" height="{th:.1}" viewBox="{ox} {oy} {} {}"><use href="#map-atlas"/><rect x="{ox}" y="{oy}" width="{}" height="{}" fill="none" stroke="{}" stroke-width="{:.2}"/></svg></g>"##,
+            if p.representative { 7 } else { 4 },
+            escape(&p.text),
+            atlas.tile_w,
+            atlas.tile_h,
+            atlas.tile_w,
+            atlas.tile_h,
+            colour(p.group),
+            3.0 / zoom
         );
     }
     svg.push_str("</svg>");
@@ -458,7 +512,8 @@ mod tests {
             text: format!("test-<{x}> · cluster {group}"),
             representative,
         };
-        let svg = scatter_map("map", &[point(0.0, 1, true), point(1.0, 1, false), point(4.0, 2, true)]);
+        let points = [point(0.0, 1, true), point(1.0, 1, false), point(4.0, 2, true)];
+        let svg = scatter_map("map", &points, None);
         assert_eq!(svg.matches("<circle").count(), 3);
         assert_eq!(svg.matches("<title>").count(), 3);
         assert!(svg.contains("test-&lt;1&gt; · cluster 1"), "hover text escaped: {svg}");
@@ -471,5 +526,42 @@ mod tests {
         let spread =
             |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
         assert!((spread(&cx) - 2.0 * spread(&cy)).abs() < 0.2, "{cx:?} {cy:?}");
+    }
+
+    #[test]
+    fn with_an_atlas_each_point_shows_its_own_tile_on_hover_above_every_dot() {
+        let point = |x: f64, group: usize| MapPoint { x, y: -x, group, text: format!("img{x}"), representative: false };
+        let points: Vec<MapPoint> = (0..5).map(|i| point(i as f64, 1 + i % 2)).collect();
+        // 5 tiles of 4×2, 3 to a row: tile 4 lies at (4, 2).
+        let atlas = Atlas { png: vec![1, 2, 3], tile_w: 4, tile_h: 2, columns: 3 };
+        let svg = scatter_map("map", &points, Some(&atlas));
+        assert_eq!(svg.matches("<image ").count(), 1, "the atlas is embedded once");
+        assert!(
+            svg.contains(
+                r#"width="12" height="4" style="image-rendering:pixelated" href="data:image/png;base64,AQID""#
+            ),
+            "{svg}"
+        );
+        assert_eq!(svg.matches(r##"<use href="#map-atlas"/>"##).count(), 5);
+        let boxes: Vec<&str> = svg.split("viewBox=\"").skip(2).map(|r| &r[..r.find('"').unwrap()]).collect();
+        assert_eq!(boxes, ["0 0 4 2", "4 0 4 2", "8 0 4 2", "0 2 4 2", "4 2 4 2"]);
+        // The hover text moves to the transparent hit circles drawn after the dots, which catch no pointer.
+        let dots = svg.find(r#"<g class="map-dots">"#).unwrap();
+        let first_hit = svg.find(r#"<g class="map-pt">"#).unwrap();
+        assert!(dots < first_hit && !svg[dots..first_hit].contains("<title>"), "{svg}");
+        assert_eq!(svg[first_hit..].matches("<title>img").count(), 5);
+        assert!(
+            svg.contains(".map-dots{pointer-events:none}")
+                && svg.contains(".map-pt:hover .map-thumb{visibility:visible}")
+        );
+        // Shown at 112 px on the longer side, inside the frame.
+        for part in svg.split(r#"<svg class="map-thumb" "#).skip(1) {
+            let attr = |name: &str| -> f64 {
+                let r = &part[part.find(&format!("{name}=\"")).unwrap() + name.len() + 2..];
+                r[..r.find('"').unwrap()].parse().unwrap()
+            };
+            assert_eq!((attr("width"), attr("height")), (112.0, 56.0));
+            assert!(attr("x") >= 0.0 && attr("x") + 112.0 <= 640.0 && attr("y") >= 36.0 && attr("y") + 56.0 <= 536.0);
+        }
     }
 }

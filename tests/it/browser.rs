@@ -23,7 +23,19 @@ window.addEventListener('load', () => {
     if (e.getBoundingClientRect().right > parent.right + 1)
       overflow.push(e.tagName + ' ' + (e.textContent || '').slice(0, 60) + ' sticks out of ' + e.parentElement.tagName);
   }
-  document.body.setAttribute('data-check', JSON.stringify({ images: images.length, broken, overflow }));
+  // The map: each point's thumbnail hidden until hovered, the atlas decoding to whole tiles.
+  const thumbs = [...document.querySelectorAll('.map-thumb')];
+  const shown = thumbs.filter(t => getComputedStyle(t).visibility !== 'hidden').length;
+  const tile = thumbs.length ? thumbs[0].viewBox.baseVal : null;
+  const atlas = document.getElementById('map-atlas');
+  const done = map => document.body.setAttribute('data-check',
+    JSON.stringify({ images: images.length, broken, overflow, map }));
+  if (!atlas) return done(null);
+  const img = new Image();
+  img.onload = () => done({ thumbs: thumbs.length, shown, tile: [tile.width, tile.height],
+                            atlas: [img.naturalWidth, img.naturalHeight] });
+  img.onerror = () => done({ thumbs: thumbs.length, shown, atlas: 'broken' });
+  img.src = atlas.getAttribute('href');
 });
 </script>"#;
 
@@ -80,6 +92,15 @@ fn the_quickstart_report_loads_every_image_and_fits_1280_px_in_chromium() {
     assert!(check["images"].as_u64().unwrap() as usize >= clusters * 2, "{check}");
     assert_eq!(check["broken"], serde_json::json!([]), "images that did not load");
     assert_eq!(check["overflow"], serde_json::json!([]), "text wider than its column at 1280 px");
+    // The map's thumbnails: one per failing image, none shown until hovered, the atlas a whole number of tiles.
+    let failures = text.matches("<g class=\"map-pt\">").count();
+    let map = &check["map"];
+    assert!(failures > 0 && map["thumbs"].as_u64() == Some(failures as u64), "{check}");
+    assert_eq!(map["shown"], 0, "{check}");
+    let size = |v: &serde_json::Value, i: usize| v[i].as_f64().unwrap();
+    let (tiles_x, tiles_y) =
+        (size(&map["atlas"], 0) / size(&map["tile"], 0), size(&map["atlas"], 1) / size(&map["tile"], 1));
+    assert!(tiles_x.fract() == 0.0 && tiles_y.fract() == 0.0 && tiles_x * tiles_y >= failures as f64, "{check}");
 
     let shot = ws.path().join("report.png");
     let out = chromium(

@@ -154,7 +154,7 @@ impl Stage for Report {
     const KIND: &'static str = "report";
     // 11: `alternatives`, other clusterings beside the main one. 13: `selection`, the clustering that selects. 14: the
     // failures' map and the curve over k; no mean relevance picture for clusters of a backbone's features.
-    const VERSION: u32 = 14;
+    const VERSION: u32 = 15;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
@@ -338,8 +338,9 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     causes::attach(&mut judged.clusters, interventions.as_ref().map(|s| (s, clustered_by.as_str())), &conditions);
     let open = open_items(&judged.clusters);
     let roles = roles::roles(ctx, &judged.clusters)?;
+    let data = first("data").map(|dir| Dataset::open(&dir)).transpose()?;
     let pictures = match first("clusters") {
-        Some(dir) => map::pictures(&Clusters::open(&dir))?,
+        Some(dir) => map::pictures(&Clusters::open(&dir), data.as_ref())?,
         None => map::Pictures { map: None, shown: None, knee: None },
     };
     let runs: Vec<RunRow> = match first("runs") {
@@ -348,7 +349,6 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     };
     let lineage = ctx.lineage().to_vec();
     let architecture = first("model").map(|dir| architecture(&ModelMeta::read(&dir)?)).transpose()?;
-    let data = first("data").map(|dir| Dataset::open(&dir)).transpose()?;
     let performance = performance(&test, compare.as_ref(), &runs, target_parsed.as_ref());
     let summary = summary::summary(&summary::Facts {
         performance: &performance,
