@@ -4,6 +4,7 @@ pub mod artefact;
 pub mod cli;
 pub mod cluster;
 pub mod dataset;
+pub mod descriptors;
 pub mod diff;
 pub mod domain;
 pub mod engine;

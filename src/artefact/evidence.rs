@@ -30,8 +30,11 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// clusters with their tests, what retraining changed, the open items) is new. Version 8 (issue 51): `roles` (the
 /// clustering that names the causes against the one that selects the images: both described, their cross-table and
 /// agreement, and each cause's held-out failures right after retraining) is new; null when one clustering plays both;
-/// `map_shown` (the share of the failures' distance variance the report's map of them holds) is new.
-pub const VERSION: u32 = 8;
+/// `map_shown` (the share of the failures' distance variance the report's map of them holds) is new. Version 9
+/// (issue 50): `confirm_held_out` (the rules were confirmed on held-out images, real images having no simulator to
+/// render from) and `descriptors` (the images' parameters, which RQ1 and the rules read, are pixel descriptors, not simulator
+/// parameters) are new.
+pub const VERSION: u32 = 9;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
 /// binds notes to (the report writes more fields; a test in `stages::report` ties the two).

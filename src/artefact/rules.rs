@@ -97,6 +97,9 @@ pub struct Confirmations {
     pub images: usize,
     pub alpha: f64,
     pub rules: Vec<Confirmation>,
+    /// Measured on held-out images (`domain` names their splits; `images` counts them all) rather than rendered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_out: bool,
 }
 
 /// One rule's test.

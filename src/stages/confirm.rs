@@ -5,12 +5,18 @@
 //! the region's share of the domain. The images are rendered, labelled by the simulator and given to the model: a
 //! rule is a confirmed triggering condition when the failure rate inside is above the rate outside beyond doubt (the
 //! lower bound of one exact binomial interval above the upper bound of the other).
+//!
+//! Without a simulator (real images, whose parameters are pixel descriptors) nothing can be rendered: given a test
+//! stage's `results` on a split that chose nothing (held out), the rates inside and outside each rule are measured on
+//! those images instead, the region's share of the domain being the share of them inside it. The same criterion
+//! confirms a rule; the rules' own split, or images the model trained on or that chose its data, are refused.
 
 use serde::{Deserialize, Serialize};
 
+use crate::artefact::results::TestResults;
 use crate::artefact::rules::{ConfirmRow, Confirmation, Confirmations, Coverage, Rate, Rules};
 use crate::artefact::table;
-use crate::artefact::{ANY_DATASET, CONFIRM_TABLE, CONFIRMATIONS, DATASET, MODEL, RULES};
+use crate::artefact::{ANY_DATASET, CONFIRM_TABLE, CONFIRMATIONS, DATASET, MODEL, RULES, TEST_RESULTS};
 use crate::dataset::Dataset;
 use crate::engine::stage::{InputSlot, Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 use crate::model::artefact::Model;
@@ -90,13 +96,26 @@ impl Stage for Confirm {
     const VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "rules", accepts: &[RULES], many: false, required: true, doc: "a rules stage's rules" },
-        InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model to test" },
+        InputSlot {
+            name: "model",
+            accepts: &[MODEL],
+            many: false,
+            required: false,
+            doc: "the model to test on the rendered images (not needed with `results`)",
+        },
         InputSlot {
             name: "dataset",
             accepts: ANY_DATASET,
             many: false,
             required: true,
             doc: "the simulated dataset whose split's declared distribution is the operational domain",
+        },
+        InputSlot {
+            name: "results",
+            accepts: &[TEST_RESULTS],
+            many: false,
+            required: false,
+            doc: "a test stage's results on a held-out split: the rates are measured on its images (real images)",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
@@ -111,7 +130,7 @@ impl Stage for Confirm {
             name: "images",
             kind: DATASET,
             path: "images/",
-            doc: "the rendered images (splits inside-<cluster>, outside-<cluster>)",
+            doc: "the rendered images (splits inside-<cluster>, outside-<cluster>), or the held-out images measured",
         },
     ];
     const USES_SEED: bool = true;
@@ -133,7 +152,19 @@ impl Stage for Confirm {
         let device = runtime::device(p.device)?;
         let rules: Rules = table::read_json(&ctx.input("rules")?.path)?;
         let ds = Dataset::open(&ctx.input("dataset")?.path)?;
+        if let Some(results) = ctx.inputs("results").first() {
+            let results = TestResults::read(&results.path)?;
+            let record = held_out(&rules, &ds, &results, p.alpha, &ctx.output("images")?)?;
+            return finish(&record, ctx);
+        }
         let sim = trigger::renderer_of(&ds, "confirm")?;
+        if ctx.inputs("model").is_empty() {
+            return Err(StageError::input(format!(
+                "stage `{}` renders images for a model to be tested on: connect `model` (or, for real images, \
+                 `results`: a test stage's results on a held-out split)",
+                ctx.stage_id
+            )));
+        }
         let split = p.split.clone().unwrap_or_else(|| rules.split.clone());
         let domain = ds.domain(&split)?;
         let dir = ctx.output("images")?;
@@ -178,18 +209,7 @@ impl Stage for Confirm {
                 let predictions = predict(&model, &images, &rows, p.batch_size, threshold, ctx.progress)?;
                 Ok(Rate::of(predictions.iter().filter(|pr| !pr.correct()).count(), rows.len(), p.alpha))
             };
-            let (inside, outside) = (rate("inside")?, rate("outside")?);
-            let confirmed = !conditions.is_empty() && inside.images > 0 && outside.images > 0 && inside.lo > outside.hi;
-            confirmations.push(Confirmation {
-                cluster: rule.cluster,
-                rule: rule.text.clone(),
-                conditions,
-                recall: coverage.recall(&inside, &outside),
-                coverage,
-                inside,
-                outside,
-                confirmed,
-            });
+            confirmations.push(judge(rule, conditions, coverage, rate("inside")?, rate("outside")?));
         }
         let record = Confirmations {
             learned_on: rules.split.clone(),
@@ -197,14 +217,125 @@ impl Stage for Confirm {
             images: p.images,
             alpha: p.alpha,
             rules: confirmations,
+            held_out: false,
         };
-        let rows: Vec<ConfirmRow> = record.rules.iter().map(ConfirmRow::from).collect();
-        table::write(&ctx.output("table")?, &rows)?;
-        ctx.progress.message(&format!(
-            "{} of {} rules confirmed",
-            record.rules.iter().filter(|c| c.confirmed).count(),
-            record.rules.len()
-        ));
-        Ok(table::write_json(&ctx.output("confirmations")?, &record)?)
+        finish(&record, ctx)
     }
+}
+
+/// A rule's test: confirmed when it has conditions, images on both sides, and the inside failure rate's lower bound
+/// above the outside rate's upper bound.
+fn judge(
+    rule: &crate::artefact::rules::RuleRecord,
+    conditions: Vec<trigger::Condition>,
+    coverage: Coverage,
+    inside: Rate,
+    outside: Rate,
+) -> Confirmation {
+    let confirmed = !conditions.is_empty() && inside.images > 0 && outside.images > 0 && inside.lo > outside.hi;
+    Confirmation {
+        cluster: rule.cluster,
+        rule: rule.text.clone(),
+        conditions,
+        recall: coverage.recall(&inside, &outside),
+        coverage,
+        inside,
+        outside,
+        confirmed,
+    }
+}
+
+/// Writes the confirmations and their table.
+fn finish(record: &Confirmations, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+    let rows: Vec<ConfirmRow> = record.rules.iter().map(ConfirmRow::from).collect();
+    table::write(&ctx.output("table")?, &rows)?;
+    ctx.progress.message(&format!(
+        "{} of {} rules confirmed",
+        record.rules.iter().filter(|c| c.confirmed).count(),
+        record.rules.len()
+    ));
+    Ok(table::write_json(&ctx.output("confirmations")?, record)?)
+}
+
+/// Why held-out images cannot confirm these rules.
+#[derive(Debug, thiserror::Error)]
+pub enum HeldOutError {
+    #[error(
+        "{}: its images are of split `{split}`, which the rules were learned on: connect a test stage's results on \
+         a split that chose nothing (e.g. `holdout`)",
+        path.display()
+    )]
+    LearnedOn { path: std::path::PathBuf, split: String },
+    #[error("{}: the model {} these images: connect results on images that chose nothing", path.display(), how.name())]
+    Seen { path: std::path::PathBuf, how: crate::model::artefact::SeenAs },
+    #[error("{}: image `{id}` is not in the dataset {}", path.display(), dataset.display())]
+    NotInDataset { path: std::path::PathBuf, id: String, dataset: std::path::PathBuf },
+}
+
+impl From<HeldOutError> for StageError {
+    fn from(e: HeldOutError) -> Self {
+        StageError::artefact(e)
+    }
+}
+
+/// Every rule measured on held-out images: each image inside the rule's region or outside it, by the values the
+/// dataset records for it; failures on each side with exact intervals; the region's share of the domain the share
+/// of the images inside. The images measured are written to `dir`.
+fn held_out(
+    rules: &Rules,
+    ds: &Dataset,
+    results: &TestResults,
+    alpha: f64,
+    dir: &std::path::Path,
+) -> Result<Confirmations, StageError> {
+    let path = results.path.clone();
+    if let Some(split) = results.splits.iter().find(|s| **s == rules.split) {
+        return Err(HeldOutError::LearnedOn { path, split: split.clone() }.into());
+    }
+    if let Some(how) = results.seen {
+        return Err(HeldOutError::Seen { path, how }.into());
+    }
+    let ids = ds.ids()?;
+    let row_of: std::collections::BTreeMap<&str, usize> =
+        ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let rows: Vec<usize> = (results.images.iter())
+        .map(|(id, _)| {
+            row_of.get(id.as_str()).copied().ok_or_else(|| HeldOutError::NotInDataset {
+                path: path.clone(),
+                id: id.clone(),
+                dataset: ds.dir.clone(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let features = trigger::features(ds, None)?;
+    let value = |name: &str, row: usize| {
+        features.iter().find(|(info, _)| info.name == name).map(|(_, feature)| match feature {
+            trigger::Feature::Numeric { values, .. } => trigger::Value::Number(values[row]),
+            trigger::Feature::Categorical { values, .. } => trigger::Value::Category(&values[row]),
+        })
+    };
+    let mut confirmations = Vec::new();
+    for rule in &rules.rules {
+        let conditions: Vec<trigger::Condition> = rule.conditions.iter().map(|c| c.condition.clone()).collect();
+        let (mut inside, mut outside) = ((0, 0), (0, 0));
+        for (&row, (_, correct)) in rows.iter().zip(&results.images) {
+            let holds = !conditions.is_empty()
+                && conditions.iter().all(|c| value(c.parameter(), row).is_some_and(|v| c.holds(v)));
+            let side = if holds { &mut inside } else { &mut outside };
+            side.0 += usize::from(!correct);
+            side.1 += 1;
+        }
+        let coverage = Coverage::of(inside.1, rows.len());
+        let (inside, outside) = (Rate::of(inside.0, inside.1, alpha), Rate::of(outside.0, outside.1, alpha));
+        confirmations.push(judge(rule, conditions, coverage, inside, outside));
+    }
+    ds.write_subset(&rows, dir)?;
+    Ok(Confirmations {
+        learned_on: rules.split.clone(),
+        domain: results.splits.join(", "),
+        images: rows.len(),
+        alpha,
+        rules: confirmations,
+        held_out: true,
+    })
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::artefact::skipped::SkippedRow;
 use crate::artefact::table;
 use crate::artefact::{DATASET, SKIPPED_IMAGES};
-use crate::dataset::{DatasetMeta, DatasetWriter, Label, Target};
+use crate::dataset::{DatasetMeta, DatasetWriter, Label, ParamInfo, Target, to_chw};
 use crate::engine::stage::{Invalid, OutputSpec, Params, Stage, StageContext, StageError};
 
 pub struct Import;
@@ -138,6 +138,11 @@ pub struct ImportParams {
     /// `ImprovementSet` and `HoldoutSet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splits: Option<BTreeMap<String, PathBuf>>,
+    /// Measure each image's pixel descriptors (luminance, contrast, sharpness, noise, edges; saturation and
+    /// colourfulness in colour) and store them as the dataset's parameters, so that RQ1, `rules` and a held-out
+    /// `confirm` can state conditions over real images (`crate::descriptors`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub descriptors: bool,
 }
 
 fn three() -> usize {
@@ -285,7 +290,10 @@ impl Stage for Import {
             chosen_by: Vec::new(),
             domains: Default::default(),
         };
-        let mut writer = DatasetWriter::create(&ctx.output("dataset")?, meta, Vec::new())?;
+        let described = if p.descriptors { crate::descriptors::columns(p.channels) } else { Vec::new() };
+        let meta = DatasetMeta { params: described.iter().map(ParamInfo::of).collect(), ..meta };
+        let mut writer = DatasetWriter::create(&ctx.output("dataset")?, meta, described)?;
+        let mut chw = Vec::new();
         let mut extras: Vec<Vec<String>> = vec![Vec::new(); extra_names.len()];
         ctx.progress.start(items.len() as u64, "images");
         for it in &items {
@@ -306,7 +314,14 @@ impl Stage for Import {
             } else {
                 Label::Class(classes.iter().position(|c| *c == it.label).expect("labels were checked"))
             };
-            writer.push(it.id.clone(), &it.split, &rgb, label, Vec::new())?;
+            let values = if p.descriptors {
+                chw.clear();
+                to_chw(&rgb, size, p.channels, &mut chw);
+                crate::descriptors::describe(&chw, p.channels, size, size)
+            } else {
+                Vec::new()
+            };
+            writer.push(it.id.clone(), &it.split, &rgb, label, values)?;
             for (k, v) in it.extra.iter().enumerate() {
                 extras[k].push(v.clone());
             }

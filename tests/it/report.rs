@@ -417,7 +417,10 @@ fn annotations_follow_their_members_across_renumbering_and_are_flagged_when_the_
         "{md}"
     );
     let evidence: serde_json::Value = serde_json::from_str(&output(&ws, &w, &r, "evidence.json")).unwrap();
-    assert_eq!((evidence["schema"].as_str(), evidence["schema_version"].as_u64()), (Some("hudd.evidence"), Some(8)));
+    assert_eq!(
+        (evidence["schema"].as_str(), evidence["schema_version"].as_u64()),
+        (Some("hudd.evidence"), Some(hudd::artefact::evidence::VERSION as u64))
+    );
     assert_eq!(evidence["annotation_flags"][0]["overlap"]["shared"], 140);
     assert_eq!(evidence["clusters"][1]["members"].as_array().unwrap().len(), 41);
     assert!(evidence["clusters"][0]["sheet"].is_null() || evidence["clusters"][0]["sheet"].get("data").is_none());

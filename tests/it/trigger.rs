@@ -454,3 +454,134 @@ split = "expanded"
     let (other, _) = expanded(8);
     assert_ne!(other, distances, "another backbone's weights measure other distances");
 }
+
+/// Real images have no simulator: the planted darkness's signs exported as PNG files and imported with a listing,
+/// their pixel descriptors measured by the `dataset` stage; `rules` states the failures' condition over the
+/// descriptors and `confirm` measures it on held-out images that chose nothing; the report says both.
+#[test]
+fn on_real_images_a_condition_over_pixel_descriptors_is_confirmed_on_held_out_images() {
+    let ws = crate::support::Ws::new();
+    // The planted signs (bright in training, any light after), rendered once and kept only as files.
+    let signs = planted().split("\n[[stage]]\nid = \"train\"").next().unwrap().replace(
+        "improvement = {",
+        "holdout = { count = 600, params = { night = { uniform = [0.0, 1.0] } } }, improvement = {",
+    );
+    let (w, r) = run(&ws, &signs);
+    let simulated = hudd::dataset::Dataset::open(
+        &ws.store().output_path(&r.keys[w.stage_index("data").unwrap()], "dataset").unwrap(),
+    )
+    .unwrap();
+    let (ids, labels, splits) =
+        (simulated.ids().unwrap(), simulated.strings("label").unwrap(), simulated.strings("split").unwrap());
+    let rows: Vec<usize> = (0..ids.len()).filter(|&i| splits[i] != "improvement").collect();
+    let mut listing = String::from("path,label,split\n");
+    for (&i, chw) in rows.iter().zip(simulated.images(&rows).unwrap().chunks_exact(3 * 32 * 32)) {
+        let rgb = hudd::media::chw_to_rgb(chw, 3, 32 * 32);
+        let path = ws.path().join(format!("photos/{}.png", ids[i]));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_raw(32, 32, rgb).unwrap().save(&path).unwrap();
+        listing += &format!("photos/{}.png,{},{}\n", ids[i], labels[i], splits[i]);
+    }
+    ws.write("photos.csv", &listing);
+    let real = planted()
+        .replace(
+            "kind = \"simulate\"\nsimulator = \"signs\"",
+            "kind = \"dataset\"\nformat = \"csv\"\npath = \"photos.csv\"",
+        )
+        .lines()
+        .filter(|l| !l.starts_with("params = ") && !l.starts_with("splits = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("size = 32", "size = 32\ndescriptors = true")
+        + r#"
+[[stage]]
+id = "test-holdout"
+kind = "test"
+model = "train.model"
+dataset = "data.dataset"
+split = "holdout"
+"#;
+    let (w, r) = run(&ws, &real);
+    let out = |w: &Workflow, r: &RunReport, stage: &str, output: &str| {
+        ws.store().output_path(&r.keys[w.stage_index(stage).unwrap()], output).unwrap()
+    };
+    let data = hudd::dataset::Dataset::open(&out(&w, &r, "data", "dataset")).unwrap();
+    let names: Vec<&str> = data.meta.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["luminance", "contrast", "sharpness", "noise", "edges", "saturation", "colourfulness"]);
+    // Each image's row holds the descriptors of its stored pixels, as the table rounds them.
+    let first = hudd::descriptors::describe(&data.images(&[0]).unwrap(), 3, 32, 32);
+    for (name, want) in names.iter().zip(first) {
+        assert!((data.numbers(name).unwrap()[0] - want).abs() <= 5e-5, "{name}: {want}");
+    }
+    let errors = hudd::dataset::Dataset::open(&out(&w, &r, "test", "errors")).unwrap().ids().unwrap();
+    assert!(errors.len() >= 20, "the darkness makes the model fail on the imported images too: {}", errors.len());
+    let stages = |results: &str| {
+        real.clone()
+            + &r#"
+[[stage]]
+id = "heatmaps"
+kind = "heatmaps"
+model = "train.model"
+images = "test.errors"
+
+[[stage]]
+id = "clusters"
+kind = "cluster"
+heatmaps = "heatmaps.heatmaps"
+images = "test.errors"
+stability_draws = 0
+
+[[stage]]
+id = "rules"
+kind = "rules"
+clusters = "clusters.clusters"
+results = "test.results"
+dataset = "data.dataset"
+
+[[stage]]
+id = "confirm"
+kind = "confirm"
+rules = "rules.rules"
+dataset = "data.dataset"
+results = "RESULTS"
+
+[[stage]]
+id = "report"
+kind = "report"
+test = "test.summary"
+data = "data.dataset"
+clusters = "clusters.clusters"
+rules = "rules.rules"
+confirm = "confirm.confirmations"
+"#
+            .replace("RESULTS", results)
+    };
+    let (w, r) = run(&ws, &stages("test-holdout.results"));
+    let rules: Rules = hudd::artefact::table::read_json(&out(&w, &r, "rules", "rules")).unwrap();
+    for rule in &rules.rules {
+        assert!(rule.conditions.iter().all(|c| names.contains(&c.condition.parameter())), "{}", rule.text);
+    }
+    let confirmed: Confirmations = hudd::artefact::table::read_json(&out(&w, &r, "confirm", "confirmations")).unwrap();
+    assert!(confirmed.held_out && confirmed.domain == "holdout" && confirmed.images == 600, "{confirmed:?}");
+    assert_eq!(confirmed.rules.len(), rules.rules.len());
+    for c in &confirmed.rules {
+        assert_eq!(c.inside.images + c.outside.images, 600, "every held-out image on one side of {}", c.rule);
+        assert_eq!(c.coverage.inside, c.inside.images);
+    }
+    // The darkness: a rule over the light the images show is confirmed, failing more inside than outside.
+    let dark = confirmed.rules.iter().find(|c| c.confirmed).unwrap_or_else(|| panic!("none confirmed: {confirmed:#?}"));
+    assert!(dark.inside.lo > dark.outside.hi, "{dark:?}");
+    let md = std::fs::read_to_string(ws.path().join("reports/planted/report.md")).unwrap();
+    assert!(md.contains("### Triggering conditions over pixel descriptors"), "{md}");
+    assert!(md.contains("tested on the held-out images of split `holdout`, which chose nothing"), "{md}");
+    assert!(md.contains("| Failure rate inside (held out) |"), "{md}");
+
+    // Measured on the very split the rules were learned on, the confirmation is refused, naming it.
+    let path = ws.write("w.toml", &stages("test.results"));
+    let registry = crate::support::registry_with_crafted();
+    let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap();
+    let report = hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+    assert_eq!(report.exit_code(), 2);
+    let why = crate::support::failures(&report);
+    assert!(why.contains("split `test`, which the rules were learned on"), "{why}");
+}

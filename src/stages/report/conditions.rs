@@ -12,6 +12,10 @@ pub(super) struct Evaluated {
     pub(super) conditions: Vec<ConditionView>,
     pub(super) confidence: f64,
     pub(super) domain: Option<(String, String)>,
+    /// The confirmations measured held-out images rather than fresh renders.
+    pub(super) held_out: bool,
+    /// The rules are over pixel descriptors (real images), not simulator parameters.
+    pub(super) descriptors: bool,
 }
 
 pub(super) fn evaluated(ctx: &StageContext<'_>) -> Result<Evaluated, StageError> {
@@ -19,18 +23,16 @@ pub(super) fn evaluated(ctx: &StageContext<'_>) -> Result<Evaluated, StageError>
     let confirmations = first("confirm").map(|p| table::read_json::<Confirmations>(&p)).transpose()?;
     let confidence = confirmations.as_ref().map_or(95.0, |c| (1.0 - c.alpha) * 100.0);
     let domain = confirmations.as_ref().map(|c| (c.learned_on.clone(), c.domain.clone()));
+    let held_out = confirmations.as_ref().is_some_and(|c| c.held_out);
     let mut after = Vec::new();
     for a in ctx.inputs("confirm_after") {
         let strategy = a.matrix.get("strategy").cloned().unwrap_or_else(|| a.stage.clone());
         after.push((strategy, table::read_json::<Confirmations>(&a.path)?));
     }
-    let conditions = triggering_conditions(
-        first("rules").map(|p| table::read_json::<Rules>(&p)).transpose()?,
-        confirmations,
-        &after,
-        confidence / 100.0,
-    );
-    Ok(Evaluated { conditions, confidence, domain })
+    let rules = first("rules").map(|p| table::read_json::<Rules>(&p)).transpose()?;
+    let descriptors = rules.as_ref().is_some_and(|r| !r.source.starts_with("simulate:"));
+    let conditions = triggering_conditions(rules, confirmations, &after, confidence / 100.0);
+    Ok(Evaluated { conditions, confidence, domain, held_out, descriptors })
 }
 
 /// The conditions of the rules, their confirmations and the inside failure rates after retraining (by strategy:

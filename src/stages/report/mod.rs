@@ -331,7 +331,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
     let target_parsed = p.target.as_deref().map(parse_target).transpose()?;
     let target =
         target_parsed.as_ref().map(|t| serde_json::json!({ "text": p.target, "metric": t.metric, "value": t.value }));
-    let Evaluated { conditions, confidence, domain } = evaluated(ctx)?;
+    let Evaluated { conditions, confidence, domain, held_out, descriptors } = evaluated(ctx)?;
     let interventions: Option<InterventionSummary> =
         first("interventions").map(|p| table::read_json(&p)).transpose()?;
     let clustered_by = ctx.inputs("clusters").first().map(|a| a.stage.clone()).unwrap_or_default();
@@ -358,6 +358,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         open: &open,
         target: p.target.as_deref().zip(target_parsed.as_ref().map(|t| t.value)),
         accuracy: accuracy_compared,
+        held_out,
     });
     let OpenItems { residual, too_small, to_review, unstable } = open;
     Ok(Evidence {
@@ -399,6 +400,9 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         conditions,
         confidence,
         domain,
+        confirm_held_out: held_out,
+        descriptors: descriptors
+            || data.as_ref().is_some_and(|d| !d.meta.source.starts_with("simulate:") && !d.meta.params.is_empty()),
         clusterings: clusterings(ctx)?,
         recovery: recovery(ctx)?,
         interventions: interventions.as_ref().map(causes::overall),

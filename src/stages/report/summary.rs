@@ -50,6 +50,8 @@ pub(super) struct Facts<'a> {
     /// The criterion as written and its threshold.
     pub(super) target: Option<(&'a str, f64)>,
     pub(super) accuracy: bool,
+    /// The rules' rates were measured on held-out images, not on fresh renders.
+    pub(super) held_out: bool,
 }
 
 fn pct(v: f64) -> String {
@@ -280,8 +282,9 @@ impl Facts<'_> {
             });
         }
         (!rows.is_empty()).then(|| {
+            let images = if self.held_out { "held-out" } else { "fresh" };
             interval_plot(
-                "failure rate (%) on fresh images inside and outside the rule, exact 95% intervals",
+                &format!("failure rate (%) on {images} images inside and outside the rule, exact 95% intervals"),
                 &rows,
                 None,
                 true,

@@ -263,6 +263,11 @@ pub(super) struct Evidence {
     pub(super) confidence: f64,
     /// The split the rules were learned on and the split whose declared distribution their confirmation drew from.
     pub(super) domain: Option<(String, String)>,
+    /// The rules were confirmed on held-out images (real images: nothing to render), not on fresh renders.
+    pub(super) confirm_held_out: bool,
+    /// The images' parameters (what RQ1 and the rules read) are pixel descriptors measured from real images, not
+    /// simulator parameters.
+    pub(super) descriptors: bool,
     /// The main clustering and the alternatives as RQ1 judges them (empty without alternatives).
     pub(super) clusterings: Vec<ClusteringView>,
     /// The intervention stage's figures over every failure (when the report reads it).
