@@ -86,7 +86,7 @@ struct Grey<'a> {
 
 /// How a filter reads beyond the border.
 #[derive(Clone, Copy)]
-enum Border {
+pub(crate) enum Border {
     /// `gfedcb|abcdefgh|gfedcba`: OpenCV's default (`BORDER_REFLECT_101`).
     Reflect101,
     /// `dcba|abcd|dcba`: SciPy's `ndimage` mode `reflect` (half-sample symmetric).
@@ -94,7 +94,8 @@ enum Border {
 }
 
 impl Border {
-    fn index(self, i: isize, n: usize) -> usize {
+    /// Where index `i` of a line of `n` reads from.
+    pub(crate) fn index(self, i: isize, n: usize) -> usize {
         let n = n as isize;
         if n == 1 {
             return 0;

@@ -147,6 +147,10 @@ pub struct InterventionSummary {
     /// Per planted scenario (a mixture split's), how often the tested cause is what was planted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scenarios: Vec<ScenarioNaming>,
+    /// Real images: the interventions transform the pixels towards the training images' statistics (`parameters`
+    /// names them) and the sham adds imperceptible noise, where simulated images are re-rendered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub image_space: bool,
 }
 
 /// What one intervention fixes over every assessed image.

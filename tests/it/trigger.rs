@@ -457,7 +457,8 @@ split = "expanded"
 
 /// Real images have no simulator: the planted darkness's signs exported as PNG files and imported with a listing,
 /// their pixel descriptors measured by the `dataset` stage; `rules` states the failures' condition over the
-/// descriptors and `confirm` measures it on held-out images that chose nothing; the report says both.
+/// descriptors, `confirm` measures it on held-out images that chose nothing, and `intervene` brightens the failures
+/// (and tries the other image-space interventions) against a sham of imperceptible noise; the report says all.
 #[test]
 fn on_real_images_a_condition_over_pixel_descriptors_is_confirmed_on_held_out_images() {
     let ws = crate::support::Ws::new();
@@ -546,6 +547,14 @@ dataset = "data.dataset"
 results = "RESULTS"
 
 [[stage]]
+id = "intervene"
+kind = "intervene"
+model = "train.model"
+images = "test.errors"
+dataset = "data.dataset"
+clusters = "clusters.clusters"
+
+[[stage]]
 id = "report"
 kind = "report"
 test = "test.summary"
@@ -553,6 +562,7 @@ data = "data.dataset"
 clusters = "clusters.clusters"
 rules = "rules.rules"
 confirm = "confirm.confirmations"
+interventions = "intervene.summary"
 "#
             .replace("RESULTS", results)
     };
@@ -571,10 +581,22 @@ confirm = "confirm.confirmations"
     // The darkness: a rule over the light the images show is confirmed, failing more inside than outside.
     let dark = confirmed.rules.iter().find(|c| c.confirmed).unwrap_or_else(|| panic!("none confirmed: {confirmed:#?}"));
     assert!(dark.inside.lo > dark.outside.hi, "{dark:?}");
+    // Image-space interventions: brightening the dark failures fixes them, the sham's noise does not.
+    let summary: hudd::artefact::interventions::InterventionSummary =
+        hudd::artefact::table::read_json(&out(&w, &r, "intervene", "summary")).unwrap();
+    assert!(summary.image_space && summary.parameters == ["brightness", "contrast", "gamma", "sharpen", "denoise"]);
+    let fixed = |name: &str| summary.restorations.iter().find(|r| r.intervention == name).unwrap().fixed;
+    assert!(summary.assessed >= 20 && fixed("brightness").rate >= 0.5, "{summary:#?}");
+    assert!(summary.sham.rate <= 0.1 && fixed("brightness").lo > summary.sham.hi, "{summary:#?}");
+    let light = ["brightness", "contrast", "gamma"];
+    let caused: Vec<&str> = summary.clusters.iter().filter_map(|c| c.causes.first()).map(String::as_str).collect();
+    assert!(!caused.is_empty() && caused.iter().all(|c| light.contains(c)), "{caused:?}");
     let md = std::fs::read_to_string(ws.path().join("reports/planted/report.md")).unwrap();
     assert!(md.contains("### Triggering conditions over pixel descriptors"), "{md}");
     assert!(md.contains("tested on the held-out images of split `holdout`, which chose nothing"), "{md}");
     assert!(md.contains("| Failure rate inside (held out) |"), "{md}");
+    assert!(md.contains("Causes tested by intervention on the images themselves"), "{md}");
+    assert!(md.contains("Tested cause: normalising brightness fixes"), "{md}");
 
     // Measured on the very split the rules were learned on, the confirmation is refused, naming it.
     let path = ws.write("w.toml", &stages("test.results"));
@@ -584,4 +606,27 @@ confirm = "confirm.confirmations"
     assert_eq!(report.exit_code(), 2);
     let why = crate::support::failures(&report);
     assert!(why.contains("split `test`, which the rules were learned on"), "{why}");
+    // Real images without the dataset to move them towards, or an intervention misspelt: refused, named.
+    let intervene =
+        "kind = \"intervene\"\nmodel = \"train.model\"\nimages = \"test.errors\"\ndataset = \"data.dataset\"\n";
+    for (instead, expected) in [
+        (
+            "kind = \"intervene\"\nmodel = \"train.model\"\nimages = \"test.errors\"\n",
+            "holds real images (no simulator): connect `dataset`",
+        ),
+        (
+            &format!("{intervene}parameters = [\"brigthness\"]\n")[..],
+            "`brigthness` is not one of brightness, contrast, gamma, sharpen, denoise (did you mean `brightness`?)",
+        ),
+    ] {
+        let text = stages("test-holdout.results");
+        assert!(text.contains(intervene));
+        let path = ws.write("w.toml", &text.replace(intervene, instead));
+        let w = hudd::engine::manifest::load(&path, &[], &registry).unwrap();
+        let report =
+            hudd::engine::run(&ws.store(), &w, &registry, &RunOptions::default(), &Reporter::hidden()).unwrap();
+        assert_eq!(report.exit_code(), 2);
+        let why = crate::support::failures(&report);
+        assert!(why.contains(expected), "{why}");
+    }
 }

@@ -38,6 +38,8 @@ pub(super) struct InterventionsView {
     pub(super) unexplained: usize,
     pub(super) correction: String,
     pub(super) alpha: f64,
+    /// Real images: the interventions transform pixels (named in words in `restorations`), the sham adds noise.
+    pub(super) image_space: bool,
 }
 
 /// Where the model fails in the region a cluster's rule describes, against outside it (exact intervals).
@@ -88,11 +90,34 @@ pub(super) fn overall(summary: &InterventionSummary) -> InterventionsView {
         unexplained: summary.unexplained,
         correction: summary.correction.describe().to_string(),
         alpha: summary.alpha,
+        image_space: summary.image_space,
     }
 }
 
-fn tested_view(c: &ClusterCause, correction: &str) -> TestedView {
+/// An intervention in words: `restoring night and fog` for a re-render, `denoising and sharpening` for a real image.
+pub(super) fn phrase(name: &str, image_space: bool) -> String {
+    if !image_space {
+        return format!("restoring {}", name.replace('+', " and "));
+    }
+    let words = |t: &str| match t {
+        "brightness" => "normalising brightness".to_string(),
+        "contrast" => "normalising contrast".to_string(),
+        "gamma" => "a gamma curve to the training luminance".to_string(),
+        "sharpen" => "sharpening".to_string(),
+        "denoise" => "denoising".to_string(),
+        other => format!("`{other}`"),
+    };
+    name.split('+').map(words).collect::<Vec<_>>().join(" and ")
+}
+
+/// The sham in words.
+pub(super) fn sham(image_space: bool) -> &'static str {
+    if image_space { "imperceptible noise (the sham)" } else { "a sham re-render" }
+}
+
+fn tested_view(c: &ClusterCause, correction: &str, image_space: bool) -> TestedView {
     let moved = |name: &str| name.replace('+', " and ");
+    let sham = sham(image_space);
     let text = match c.causes.first() {
         Some(cause) => {
             let also = if c.causes.len() > 1 {
@@ -102,9 +127,8 @@ fn tested_view(c: &ClusterCause, correction: &str) -> TestedView {
                 String::new()
             };
             format!(
-                "Tested cause: restoring {} fixes {} of its {} failures, a sham re-render {} (adjusted p {:.3}, \
-                 {correction}){also}",
-                moved(cause),
+                "Tested cause: {} fixes {} of its {} failures, {sham} {} (adjusted p {:.3}, {correction}){also}",
+                phrase(cause, image_space),
                 rate(&c.fixed),
                 c.images,
                 rate(&c.sham),
@@ -113,9 +137,9 @@ fn tested_view(c: &ClusterCause, correction: &str) -> TestedView {
         }
         None if c.images == 0 => "No tested cause: none of its images failed again when re-rendered".to_string(),
         None => format!(
-            "No tested cause found: the best, restoring {}, fixes {} of its {} failures and a sham re-render {}, not \
-             significantly more (adjusted p {:.3}, {correction})",
-            moved(&c.best),
+            "No tested cause found: the best, {}, fixes {} of its {} failures and {sham} {}, not significantly more \
+             (adjusted p {:.3}, {correction})",
+            phrase(&c.best, image_space),
             rate(&c.fixed),
             c.images,
             rate(&c.sham),
@@ -146,15 +170,15 @@ pub(super) fn attach(
                 .clusters
                 .iter()
                 .find(|k| k.clustering == stage && k.cluster == c.id)
-                .map(|k| tested_view(k, correction));
+                .map(|k| tested_view(k, correction, summary.image_space));
         }
         let condition = conditions.iter().find(|r| r.cluster == c.id).and_then(region);
-        c.agreement = agreement(c, condition);
+        c.agreement = agreement(c, condition, summary.is_some_and(|(s, _)| s.image_space));
     }
 }
 
 /// Where the tests and RQ1 disagree about one cluster, in a sentence (none when they agree or say nothing).
-fn agreement(c: &ClusterView, condition: Option<(Region, Rate, Rate)>) -> Option<String> {
+fn agreement(c: &ClusterView, condition: Option<(Region, Rate, Rate)>, image_space: bool) -> Option<String> {
     let homogeneous = c.beats_chance == Some(true) || (c.beats_chance.is_none() && c.explained == Some(true));
     let tested = c.tested.as_ref().and_then(|t| t.causes.first());
     let rates = |inside: &Rate, outside: &Rate| format!("{} fail inside, {} outside", rate(inside), rate(outside));
@@ -182,8 +206,9 @@ fn agreement(c: &ClusterView, condition: Option<(Region, Rate, Rate)>) -> Option
             rates(&inside, &outside)
         )),
         (false, _, Some(cause)) if c.explained.is_some() => Some(format!(
-            "RQ1's criterion finds no parameter its images share, yet restoring {cause} fixes its failures: the \
-             criterion asks every image to share a value, the intervention asks what makes them fail"
+            "RQ1's criterion finds no parameter its images share, yet {} fixes its failures: the criterion asks \
+             every image to share a value, the intervention asks what makes them fail",
+            phrase(cause, image_space)
         )),
         _ => None,
     }
@@ -205,7 +230,7 @@ mod tests {
         let mut c = crate::stages::report::view::tests::cluster_view();
         c.beats_chance = Some(true);
         c.best_parameter = "light".into();
-        let text = agreement(&c, condition).unwrap();
+        let text = agreement(&c, condition, false).unwrap();
         assert!(text.contains("homogeneous, not a cause"), "{text}");
         assert!(text.contains("20% (15–26%) fail inside, 37% (30–44%) outside"), "{text}");
         // With a tested cause, the intervention is named and the region is not.
@@ -221,8 +246,9 @@ mod tests {
                 p_adjusted: 0.0001,
             },
             "Holm",
+            false,
         ));
-        let text = agreement(&c, condition).unwrap();
+        let text = agreement(&c, condition, false).unwrap();
         assert!(text.contains("that region is not the cause; the intervention names glasses"), "{text}");
         let tested = &c.tested.as_ref().unwrap().text;
         assert!(
@@ -237,11 +263,11 @@ mod tests {
         c.explained = Some(false);
         c.beats_chance = Some(false);
         let condition = Some((Region::FailsMore, r(74, 200), r(32, 200)));
-        let text = agreement(&c, condition).unwrap();
+        let text = agreement(&c, condition, false).unwrap();
         assert!(text.starts_with("RQ1's criterion finds no parameter its images share, yet the model fails more"));
         // Agreeing tests say nothing more.
         c.explained = Some(true);
         c.beats_chance = Some(true);
-        assert_eq!(agreement(&c, condition), None);
+        assert_eq!(agreement(&c, condition, false), None);
     }
 }

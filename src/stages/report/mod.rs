@@ -359,6 +359,7 @@ fn gather(p: &ReportParams, ctx: &StageContext<'_>, out: &Path) -> Result<Eviden
         target: p.target.as_deref().zip(target_parsed.as_ref().map(|t| t.value)),
         accuracy: accuracy_compared,
         held_out,
+        image_space: interventions.as_ref().is_some_and(|s| s.image_space),
     });
     let OpenItems { residual, too_small, to_review, unstable } = open;
     Ok(Evidence {

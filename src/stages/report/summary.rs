@@ -52,6 +52,8 @@ pub(super) struct Facts<'a> {
     pub(super) accuracy: bool,
     /// The rules' rates were measured on held-out images, not on fresh renders.
     pub(super) held_out: bool,
+    /// The interventions transformed real images' pixels, not re-rendered simulated ones.
+    pub(super) image_space: bool,
 }
 
 fn pct(v: f64) -> String {
@@ -128,9 +130,10 @@ impl Facts<'_> {
         let mut parts = Vec::new();
         match &c.tested {
             Some(t) if !t.causes.is_empty() => parts.push(format!(
-                "restoring {} fixes {} of its failures (a sham re-render {})",
-                t.causes[0].replace('+', " and "),
+                "{} fixes {} of its failures ({} {})",
+                super::causes::phrase(&t.causes[0], self.image_space),
                 pct(t.fixed.rate),
+                super::causes::sham(self.image_space),
                 pct(t.sham.rate)
             )),
             Some(_) => parts.push("no intervention fixes it more often than chance".into()),

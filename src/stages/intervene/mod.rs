@@ -15,17 +15,14 @@
 //! another seed is refused rather than intervened on. An image whose unchanged re-render no longer fails (a score that
 //! flips with the batch it is computed in) is not assessed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::artefact::clusters::Clusters;
-use crate::artefact::interventions::{
-    CauseRow, ClusterCause, ImageVerdict, InterventionRow, InterventionSummary, Kind, ScenarioNaming, Share,
-};
-use crate::artefact::rules::Rate;
+use crate::artefact::interventions::{ImageVerdict, InterventionRow, Kind};
 use crate::artefact::table;
 use crate::artefact::{ANY_DATASET, CAUSE_TESTS, CLUSTERS, IMAGE_CAUSES, INTERVENTION_SUMMARY, INTERVENTIONS, MODEL};
 use crate::dataset::{Dataset, Label, Target, to_chw};
@@ -35,8 +32,13 @@ use crate::model::artefact::Model;
 use crate::model::predict::{DEFAULT_THRESHOLD, Prediction, TestError, Truth, predict_pixels};
 use crate::runtime::{self, DeviceChoice};
 use crate::sim::{self, Domain, Simulator};
-use crate::stats::{self, Correction};
+use crate::stats::Correction;
 use crate::trigger::{self, Purpose};
+
+mod judge;
+mod pixels;
+
+use judge::{scenarios, summarise, test_clusters};
 
 /// Why failing images cannot be intervened on: each names the split, parameter or image.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,14 @@ pub enum InterveneError {
     UnknownParameter { simulator: &'static str, name: String, hint: String },
     #[error("`{name}` makes the label of task `{task}`: restoring it would change what the image shows, not fix it")]
     LabelParameter { name: String, task: String },
+    #[error(
+        "{} holds real images (no simulator): connect `dataset`, the dataset they were imported in, whose training \
+         split the image-space interventions move them towards",
+        images.display()
+    )]
+    NoTrainingSet { images: std::path::PathBuf },
+    #[error("image-space intervention `{name}` is not one of {}{hint}", pixels::TRANSFORMS.join(", "))]
+    UnknownTransform { name: String, hint: String },
     #[error("image `{id}` was not drawn by a simulate stage (ids are `<split>-<number>`, of a split of the dataset)")]
     NotLocated { id: String },
     #[error(
@@ -67,10 +77,12 @@ pub struct Intervene;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterveneParams {
-    /// The split whose declared distribution restored values are drawn from.
+    /// The split whose declared distribution restored values are drawn from (real images: whose images' statistics
+    /// the image-space interventions move towards).
     #[serde(default = "default_restore_from")]
     pub restore_from: String,
-    /// The parameters to restore (default: every parameter of the simulator but those the label is made from).
+    /// The parameters to restore (default: every parameter of the simulator but those the label is made from); for
+    /// real images, the image-space interventions to try (default: all of `pixels::TRANSFORMS`).
     #[serde(default)]
     pub parameters: Vec<String>,
     /// At most this many pairs per image that no single restoration fixes, the parameters whose values training was
@@ -153,7 +165,7 @@ impl Stage for Intervene {
             accepts: ANY_DATASET,
             many: false,
             required: true,
-            doc: "its failing images (a test stage's errors), drawn by a simulate stage",
+            doc: "its failing images (a test stage's errors): simulated, or real (then with `dataset`)",
         },
         InputSlot {
             name: "clusters",
@@ -161,6 +173,13 @@ impl Stage for Intervene {
             many: true,
             required: false,
             doc: "clusterings of those images: each cluster gets its tested cause",
+        },
+        InputSlot {
+            name: "dataset",
+            accepts: ANY_DATASET,
+            many: false,
+            required: false,
+            doc: "real images: the dataset they were imported in (its `restore_from` split's statistics are the target)",
         },
     ];
     const OUTPUTS: &'static [OutputSpec] = &[
@@ -207,60 +226,40 @@ impl Stage for Intervene {
         let device = runtime::device(p.device)?;
         let model = Model::load(&ctx.input("model")?.path, device)?;
         let ds = Dataset::open(&ctx.input("images")?.path)?;
-        let sim = trigger::renderer_of(&ds, "intervene")?;
         let input = [ds.meta.channels, ds.meta.height, ds.meta.width];
         TestError::check(&model.meta, &ds.meta)?;
-        let restore = ds.meta.domains.get(&p.restore_from).ok_or_else(|| InterveneError::NoSplit {
-            split: p.restore_from.clone(),
-            available: ds.meta.domains.keys().cloned().collect(),
-        })?;
-        let tried = tried_parameters(sim, &ds.meta.task, &p.parameters)?;
-        let names: Vec<String> = tried.iter().map(|&k| sim.params()[k].name.to_string()).collect();
-        let images = locate(&ds)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(p.threads.unwrap_or(ctx.threads).max(1))
             .build()
             .map_err(|e| StageError::failed(format!("a pool of threads: {e}")))?;
-        let renderer = Renderer { sim, task: &ds.meta.task, ds: &ds, seed: ctx.seed, restore, tried: &tried };
         let scorer = Scorer { model: &model, shape: input, batch: p.batch_size, threshold: p.threshold };
-
         let ids = ds.ids()?;
-        let mut rows = Vec::new();
-        let mut verdicts = Vec::new();
-        ctx.progress.start(images.len() as u64, "failing images re-rendered");
-        for chunk in (0..images.len()).collect::<Vec<_>>().chunks(CHUNK) {
-            let singles: Vec<Job> = chunk.iter().flat_map(|&r| renderer.singles(r, &images[r])).collect();
-            let typical: Vec<Vec<f64>> = chunk.iter().map(|&r| renderer.typicality(&images[r])).collect();
-            let outcomes = scorer.outcomes(&singles, pool.install(|| renderer.render_all(&singles)))?;
-            let per_image = 2 + tried.len();
-            let mut pairs = Vec::new();
-            for (c, &r) in chunk.iter().enumerate() {
-                let o = &outcomes[c * per_image..(c + 1) * per_image];
-                if o[0].rendered != ds.images(&[r])? {
-                    return Err(InterveneError::Mismatch { id: ids[r].clone(), seed: ctx.seed }.into());
-                }
-                if !o[0].fixed && !o[2..].iter().any(|x| x.fixed) {
-                    let typical = &typical[c];
-                    pairs.extend(renderer.pairs(r, &images[r], &o[2..], typical, p.pairs, scorer.higher_is_better()));
-                }
+        let (names, (rows, verdicts), scenarios) = match trigger::simulator_of(&ds) {
+            Some(sim) => {
+                let restore = ds.meta.domains.get(&p.restore_from).ok_or_else(|| InterveneError::NoSplit {
+                    split: p.restore_from.clone(),
+                    available: ds.meta.domains.keys().cloned().collect(),
+                })?;
+                let tried = tried_parameters(sim, &ds.meta.task, &p.parameters)?;
+                let names: Vec<String> = tried.iter().map(|&k| sim.params()[k].name.to_string()).collect();
+                let images = locate(&ds)?;
+                let task = &ds.meta.task;
+                let renderer =
+                    Renderer { sim, task, ds: &ds, images: &images, ids: &ids, seed: ctx.seed, restore, tried: &tried };
+                let assessed = assess(&renderer, &ids, &names, &scorer, &pool, p.pairs, ctx)?;
+                let scenarios = scenarios(&ds, &images, &assessed.1);
+                (names, assessed, scenarios)
             }
-            let pair_outcomes = scorer.outcomes(&pairs, pool.install(|| renderer.render_all(&pairs)))?;
-            for (c, &r) in chunk.iter().enumerate() {
-                let o = &outcomes[c * per_image..(c + 1) * per_image];
-                let mine: Vec<(&Job, &Outcome)> =
-                    pairs.iter().zip(&pair_outcomes).filter(|(j, _)| j.row == r).collect();
-                let typical = &typical[c];
-                let judged = Judged { singles: o, pairs: &mine, typical, higher: scorer.higher_is_better() };
-                verdicts.push(verdict(&ids[r], &images[r], &judged, &names));
-                for (j, x) in singles[c * per_image + 1..(c + 1) * per_image].iter().zip(&o[1..]) {
-                    rows.push(row(&ids[r], j, x, &names, typical));
-                }
-                for (j, x) in &mine {
-                    rows.push(row(&ids[r], j, x, &names, typical));
-                }
+            None => {
+                let Some(all) = ctx.inputs("dataset").first() else {
+                    return Err(InterveneError::NoTrainingSet { images: ds.dir.clone() }.into());
+                };
+                let all = Dataset::open(&all.path)?;
+                let transformer = pixels::Transformer::new(&ds, &all, &p.restore_from, &p.parameters, ctx.seed)?;
+                let names = transformer.names();
+                (names.clone(), assess(&transformer, &ids, &names, &scorer, &pool, p.pairs, ctx)?, Vec::new())
             }
-            ctx.progress.inc(chunk.len() as u64);
-        }
+        };
 
         let mut causes = Vec::new();
         let mut clusters = Vec::new();
@@ -270,7 +269,8 @@ impl Stage for Intervene {
             causes.extend(rows);
             clusters.extend(best);
         }
-        let summary = summarise(p, &names, &verdicts, clusters, scenarios(&ds, &images, &verdicts));
+        let mut summary = summarise(p, &names, &verdicts, clusters, scenarios);
+        summary.image_space = trigger::simulator_of(&ds).is_none();
         table::write(&ctx.output("interventions")?, &rows)?;
         table::write(&ctx.output("images")?, &verdicts)?;
         table::write(&ctx.output("causes")?, &causes)?;
@@ -283,8 +283,55 @@ impl Stage for Intervene {
     }
 }
 
-/// Failing images re-rendered at once: bounds memory while keeping the batches full.
+/// Failing images intervened on at once: bounds memory while keeping the batches full.
 const CHUNK: usize = 64;
+
+/// Every failing image intervened on (unchanged, sham, each single intervention, then pairs for those no single one
+/// fixes, within `budget`) and tested again: the interventions' rows and each image's verdict.
+fn assess(
+    maker: &dyn Intervener,
+    ids: &[String],
+    names: &[String],
+    scorer: &Scorer<'_>,
+    pool: &rayon::ThreadPool,
+    budget: usize,
+    ctx: &mut StageContext<'_>,
+) -> Result<(Vec<InterventionRow>, Vec<ImageVerdict>), StageError> {
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    let per_image = 2 + names.len();
+    let higher = scorer.higher_is_better();
+    ctx.progress.start(ids.len() as u64, "failing images intervened on");
+    for chunk in (0..ids.len()).collect::<Vec<_>>().chunks(CHUNK) {
+        let jobs: Vec<Job> = chunk.iter().flat_map(|&r| singles(r, names.len())).collect();
+        let typical: Vec<Vec<f64>> = chunk.iter().map(|&r| maker.typicality(r)).collect();
+        let outcomes = scorer.outcomes(&jobs, pool.install(|| maker.images(&jobs)))?;
+        let mut more = Vec::new();
+        for (c, &r) in chunk.iter().enumerate() {
+            let o = &outcomes[c * per_image..(c + 1) * per_image];
+            maker.check(r, &o[0].rendered)?;
+            if !o[0].fixed && !o[2..].iter().any(|x| x.fixed) {
+                more.extend(pairs(r, &o[2..], &typical[c], budget, higher));
+            }
+        }
+        let pair_outcomes = scorer.outcomes(&more, pool.install(|| maker.images(&more)))?;
+        for (c, &r) in chunk.iter().enumerate() {
+            let o = &outcomes[c * per_image..(c + 1) * per_image];
+            let mine: Vec<(&Job, &Outcome)> = more.iter().zip(&pair_outcomes).filter(|(j, _)| j.row == r).collect();
+            let typical = &typical[c];
+            let judged = Judged { singles: o, pairs: &mine, typical, higher };
+            verdicts.push(verdict(&ids[r], maker.scenario(r), &judged, names));
+            for (j, x) in jobs[c * per_image + 1..(c + 1) * per_image].iter().zip(&o[1..]) {
+                rows.push(row(&ids[r], j, x, names, typical));
+            }
+            for (j, x) in &mine {
+                rows.push(row(&ids[r], j, x, names, typical));
+            }
+        }
+        ctx.progress.inc(chunk.len() as u64);
+    }
+    Ok((rows, verdicts))
+}
 
 /// The simulator's parameters to restore, by index: those named, or every one the label is not made from.
 fn tried_parameters(sim: &dyn Simulator, task: &str, named: &[String]) -> Result<Vec<usize>, InterveneError> {
@@ -334,12 +381,56 @@ fn locate(ds: &Dataset) -> Result<Vec<Located<'_>>, StageError> {
     Ok(out)
 }
 
-/// One re-render to make: of which image, what was moved, from which values and random state.
+/// One image to make: of which failing image, with what moved.
 struct Job {
     row: usize,
     kind: JobKind,
-    values: Vec<f64>,
-    rng: ChaCha8Rng,
+}
+
+/// What makes the intervened images: the simulator re-rendering a simulated image ([`Renderer`]), or transforms of a
+/// real image's pixels ([`pixels::Transformer`]). Each image is made from its own state, so threads change no byte.
+trait Intervener: Sync {
+    /// How typical of training each intervention's subject is in the image (0: never seen in training).
+    fn typicality(&self, row: usize) -> Vec<f64>;
+    /// A job's image, as the dataset stores images (C×H×W bytes), and its label.
+    fn image(&self, job: &Job) -> (Vec<u8>, Label);
+    /// Checks the image made unchanged against the stored one.
+    fn check(&self, row: usize, unchanged: &[u8]) -> Result<(), StageError>;
+    /// The planted scenario the image was drawn from, if any.
+    fn scenario(&self, row: usize) -> Option<&str>;
+
+    /// Every job's image, in parallel.
+    fn images(&self, jobs: &[Job]) -> Vec<(Vec<u8>, Label)> {
+        jobs.par_iter().map(|j| self.image(j)).collect()
+    }
+}
+
+/// The unchanged image, the sham, and each of `tried` single interventions, in that order.
+fn singles(row: usize, tried: usize) -> Vec<Job> {
+    let mut jobs = vec![Job { row, kind: JobKind::Identity }, Job { row, kind: JobKind::Sham }];
+    jobs.extend((0..tried).map(|t| Job { row, kind: JobKind::Restore(t) }));
+    jobs
+}
+
+/// Pairs of interventions for an image no single one fixes, at most `budget`: those whose subjects training is least
+/// likely to show first, then those that helped most alone.
+fn pairs(row: usize, singles: &[Outcome], typical: &[f64], budget: usize, higher: bool) -> Vec<Job> {
+    let mut order: Vec<usize> = (0..singles.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (singles[a].score, singles[b].score);
+        typical[a].total_cmp(&typical[b]).then(if higher { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.cmp(&b))
+    });
+    let mut jobs = Vec::new();
+    'all: for b in 1..order.len() {
+        for a in 0..b {
+            if jobs.len() == budget {
+                break 'all;
+            }
+            let (s, t) = (order[a].min(order[b]), order[a].max(order[b]));
+            jobs.push(Job { row, kind: JobKind::Pair(s, t) });
+        }
+    }
+    jobs
 }
 
 #[derive(Clone, Copy)]
@@ -351,11 +442,13 @@ enum JobKind {
     Pair(usize, usize),
 }
 
-/// Makes the re-renders of failing images.
+/// Re-renders simulated failing images.
 struct Renderer<'a> {
     sim: &'a dyn Simulator,
     task: &'a str,
     ds: &'a Dataset,
+    images: &'a [Located<'a>],
+    ids: &'a [String],
     seed: u64,
     restore: &'a Domain,
     tried: &'a [usize],
@@ -370,78 +463,46 @@ impl Renderer<'_> {
         let (_, train) = self.restore.draw(&mut sim::image_rng(Purpose::Restore.seed(self.seed), at.split, at.index));
         (values, rng, train)
     }
+}
 
-    /// How typical of the training split each tried parameter's value in the image is ([`Domain::typicality`]): 0
-    /// where training never draws it.
-    fn typicality(&self, at: &Located<'_>) -> Vec<f64> {
-        let (values, _, _) = self.start(at);
+impl Intervener for Renderer<'_> {
+    /// How typical of the training split each tried parameter's value in the image is ([`Domain::typicality`]).
+    fn typicality(&self, row: usize) -> Vec<f64> {
+        let (values, _, _) = self.start(&self.images[row]);
         self.tried.iter().map(|&k| self.restore.typicality(k, values[k])).collect()
     }
 
-    /// The image unchanged, the sham, and each single restoration, in that order.
-    fn singles(&self, row: usize, at: &Located<'_>) -> Vec<Job> {
-        let (values, rng, train) = self.start(at);
-        let sham = sim::image_rng(Purpose::Sham.seed(self.seed), at.split, at.index);
-        let mut jobs = vec![
-            Job { row, kind: JobKind::Identity, values: values.clone(), rng: rng.clone() },
-            Job { row, kind: JobKind::Sham, values: values.clone(), rng: sham },
-        ];
-        for (t, &k) in self.tried.iter().enumerate() {
-            let mut v = values.clone();
-            v[k] = train[k];
-            jobs.push(Job { row, kind: JobKind::Restore(t), values: v, rng: rng.clone() });
-        }
-        jobs
-    }
-
-    /// Pairs of restorations for an image no single one fixes, at most `budget`: the parameters whose values
-    /// training is least likely to show first, then those whose restoration helped most.
-    fn pairs(
-        &self,
-        row: usize,
-        at: &Located<'_>,
-        singles: &[Outcome],
-        typical: &[f64],
-        budget: usize,
-        higher: bool,
-    ) -> Vec<Job> {
-        let (values, rng, train) = self.start(at);
-        let mut order: Vec<usize> = (0..singles.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (singles[a].score, singles[b].score);
-            typical[a]
-                .total_cmp(&typical[b])
-                .then(if higher { y.total_cmp(&x) } else { x.total_cmp(&y) })
-                .then(a.cmp(&b))
-        });
-        let mut jobs = Vec::new();
-        'all: for b in 1..order.len() {
-            for a in 0..b {
-                if jobs.len() == budget {
-                    break 'all;
-                }
-                let (s, t) = (order[a].min(order[b]), order[a].max(order[b]));
-                let mut v = values.clone();
-                v[self.tried[s]] = train[self.tried[s]];
-                v[self.tried[t]] = train[self.tried[t]];
-                jobs.push(Job { row, kind: JobKind::Pair(s, t), values: v, rng: rng.clone() });
+    /// The image re-rendered: unchanged, with its incidental detail drawn afresh (the sham), or with one or two
+    /// parameters restored to the training vector's values.
+    fn image(&self, job: &Job) -> (Vec<u8>, Label) {
+        let at = &self.images[job.row];
+        let (mut values, mut rng, train) = self.start(at);
+        match job.kind {
+            JobKind::Identity => {}
+            JobKind::Sham => rng = sim::image_rng(Purpose::Sham.seed(self.seed), at.split, at.index),
+            JobKind::Restore(t) => values[self.tried[t]] = train[self.tried[t]],
+            JobKind::Pair(s, t) => {
+                values[self.tried[s]] = train[self.tried[s]];
+                values[self.tried[t]] = train[self.tried[t]];
             }
         }
-        jobs
-    }
-
-    /// Every job's image, in parallel (each from its own random state, so the threads change no byte).
-    fn render_all(&self, jobs: &[Job]) -> Vec<(Vec<u8>, Label)> {
-        jobs.par_iter().map(|j| self.render(j)).collect()
-    }
-
-    /// A job's image, as the dataset stores images (C×H×W bytes).
-    fn render(&self, job: &Job) -> (Vec<u8>, Label) {
         let size = self.ds.meta.width;
-        let sample = self.sim.render(self.task, &job.values, size as u32, &mut job.rng.clone());
+        let sample = self.sim.render(self.task, &values, size as u32, &mut rng);
         let mut chw = Vec::with_capacity(size * size * self.ds.meta.channels);
         to_chw(&sample.rgb, size, self.ds.meta.channels, &mut chw);
         (chw, sample.label)
+    }
+
+    /// The unchanged re-render must be the stored image: a dataset simulated with another seed is refused.
+    fn check(&self, row: usize, unchanged: &[u8]) -> Result<(), StageError> {
+        if unchanged != self.ds.images(&[row])? {
+            return Err(InterveneError::Mismatch { id: self.ids[row].clone(), seed: self.seed }.into());
+        }
+        Ok(())
+    }
+
+    fn scenario(&self, row: usize) -> Option<&str> {
+        self.images[row].scenario.as_deref()
     }
 }
 
@@ -537,7 +598,7 @@ struct Judged<'a> {
 /// One image's verdict. Its cause, of the restorations that fix it (else the pairs), is the one whose value training
 /// was least likely to show (the drift), on a tie the one that helps most: a restoration of a value training sees
 /// often that also fixes the image (glasses taken off a face in the dark) is a remedy, not what went wrong.
-fn verdict(id: &str, at: &Located<'_>, judged: &Judged<'_>, names: &[String]) -> ImageVerdict {
+fn verdict(id: &str, scenario: Option<&str>, judged: &Judged<'_>, names: &[String]) -> ImageVerdict {
     let Judged { singles, pairs, typical, higher } = *judged;
     let fails_again = !singles[0].fixed;
     let restorations = &singles[2..];
@@ -564,214 +625,6 @@ fn verdict(id: &str, at: &Located<'_>, judged: &Judged<'_>, names: &[String]) ->
         sham_fixed: singles[1].fixed,
         fixed_by: fixed_by.join(";"),
         cause: if fails_again { cause.unwrap_or_default() } else { String::new() },
-        scenario: at.scenario.clone().unwrap_or_default(),
-    }
-}
-
-/// Whether an intervention fixes an image: a parameter, when restoring it alone does; a pair `a+b`, when restoring
-/// both does and neither alone (it is then the image's cause: a co-occurrence, not two causes of which either fixes).
-fn fixes(v: &ImageVerdict, intervention: &str) -> bool {
-    if intervention.contains('+') { v.cause == intervention } else { v.fixed_by.split(';').any(|s| s == intervention) }
-}
-
-/// Every cluster of one clustering against the sham: one row per cluster and intervention (every single restoration,
-/// and each pair that is some member's cause), the correction over all of them, and each cluster's tested cause.
-fn test_clusters(
-    clustering: &str,
-    groups: &BTreeMap<usize, Vec<String>>,
-    verdicts: &[ImageVerdict],
-    names: &[String],
-    alpha: f64,
-    correction: Correction,
-) -> (Vec<CauseRow>, Vec<ClusterCause>) {
-    let by_id: BTreeMap<&str, &ImageVerdict> = verdicts.iter().map(|v| (v.image.as_str(), v)).collect();
-    let mut rows = Vec::new();
-    for (&cluster, members) in groups {
-        let assessed: Vec<&ImageVerdict> =
-            members.iter().filter_map(|m| by_id.get(m.as_str()).copied()).filter(|v| v.fails_again).collect();
-        let n = assessed.len();
-        let sham = assessed.iter().filter(|v| v.sham_fixed).count();
-        let pairs: BTreeSet<&str> = assessed.iter().map(|v| v.cause.as_str()).filter(|c| c.contains('+')).collect();
-        for intervention in names.iter().map(String::as_str).chain(pairs) {
-            let fixed: Vec<bool> = assessed.iter().map(|v| fixes(v, intervention)).collect();
-            let k = fixed.iter().filter(|f| **f).count();
-            let only_intervention = assessed.iter().zip(&fixed).filter(|(v, f)| **f && !v.sham_fixed).count();
-            let only_sham = assessed.iter().zip(&fixed).filter(|(v, f)| !**f && v.sham_fixed).count();
-            let rate = Rate::of(k, n, alpha);
-            rows.push(CauseRow {
-                clustering: clustering.to_string(),
-                cluster,
-                images: n,
-                intervention: intervention.to_string(),
-                named: assessed.iter().filter(|v| v.cause == intervention).count(),
-                fixed: k,
-                share: rate.rate,
-                lo: rate.lo,
-                hi: rate.hi,
-                sham_fixed: sham,
-                sham_share: sham as f64 / n.max(1) as f64,
-                only_intervention,
-                only_sham,
-                p: stats::mcnemar_greater(only_intervention, only_sham),
-                p_adjusted: 1.0,
-                significant: false,
-            });
-        }
-    }
-    // A test on n discordant images cannot go below 2^-n: Tarone's tests that could never be rejected take no share
-    // of α; the correction runs over the others.
-    let min_p: Vec<f64> = rows.iter().map(|r| 0.5f64.powi((r.only_intervention + r.only_sham) as i32)).collect();
-    let p: Vec<f64> = rows.iter().map(|r| r.p).collect();
-    for (r, q) in rows.iter_mut().zip(stats::adjust_discrete(&p, &min_p, alpha, correction)) {
-        r.p_adjusted = q;
-        r.significant = q <= alpha;
-    }
-    let mut best = Vec::new();
-    for &cluster in groups.keys() {
-        let mine: Vec<&CauseRow> = rows.iter().filter(|r| r.cluster == cluster).collect();
-        let Some(first) = mine.first() else { continue };
-        // Every intervention that beats the sham, those that are most members' own cause first (the drift, not a
-        // remedy that also fixes), then those that fix most, singles before pairs on a tie; shown: the first of
-        // them, else the one that fixes most.
-        let mut ranked = mine.clone();
-        ranked.sort_by_key(|r| (std::cmp::Reverse(r.named), std::cmp::Reverse(r.fixed)));
-        let causes: Vec<String> = ranked.iter().filter(|r| r.significant).map(|r| r.intervention.clone()).collect();
-        let shown = ranked.iter().find(|r| r.significant).or(ranked.first()).unwrap_or(first);
-        best.push(ClusterCause {
-            clustering: clustering.to_string(),
-            cluster,
-            images: first.images,
-            causes,
-            best: shown.intervention.clone(),
-            fixed: Rate::of(shown.fixed, shown.images, alpha),
-            sham: Rate::of(shown.sham_fixed, shown.images, alpha),
-            p_adjusted: shown.p_adjusted,
-        });
-    }
-    (rows, best)
-}
-
-/// Per planted scenario of a mixture split: its assessed failures and how many have what was planted as their cause.
-fn scenarios(ds: &Dataset, images: &[Located<'_>], verdicts: &[ImageVerdict]) -> Vec<ScenarioNaming> {
-    let mut out: BTreeMap<String, ScenarioNaming> = BTreeMap::new();
-    for (at, v) in images.iter().zip(verdicts) {
-        let Some(name) = &at.scenario else { continue };
-        let Some(scenario) = at.domain.scenarios.iter().find(|s| &s.name == name) else { continue };
-        let planted: Vec<String> = (scenario.dists.0.iter().zip(&at.domain.dists.0))
-            .zip(ds.meta.params.iter())
-            .filter(|((a, b), _)| a != b)
-            .map(|(_, info)| info.name.clone())
-            .collect();
-        if planted.is_empty() || !v.fails_again {
-            continue;
-        }
-        let entry = out.entry(name.clone()).or_insert_with(|| ScenarioNaming {
-            scenario: name.clone(),
-            planted: planted.clone(),
-            images: 0,
-            named: 0,
-            exactly: 0,
-        });
-        entry.images += 1;
-        let parts: BTreeSet<&str> = v.cause.split('+').filter(|s| !s.is_empty()).collect();
-        if !parts.is_empty() && parts.iter().all(|p| planted.iter().any(|q| q == p)) {
-            entry.named += 1;
-            if parts.len() == planted.len() {
-                entry.exactly += 1;
-            }
-        }
-    }
-    out.into_values().collect()
-}
-
-fn summarise(
-    p: &InterveneParams,
-    names: &[String],
-    verdicts: &[ImageVerdict],
-    clusters: Vec<ClusterCause>,
-    scenarios: Vec<ScenarioNaming>,
-) -> InterventionSummary {
-    let assessed: Vec<&ImageVerdict> = verdicts.iter().filter(|v| v.fails_again).collect();
-    let n = assessed.len();
-    let count = |f: &dyn Fn(&ImageVerdict) -> bool| assessed.iter().filter(|v| f(v)).count();
-    InterventionSummary {
-        restore_from: p.restore_from.clone(),
-        parameters: names.to_vec(),
-        pairs: p.pairs,
-        images: verdicts.len(),
-        assessed: n,
-        sham: Rate::of(count(&|v| v.sham_fixed), n, p.alpha),
-        restorations: names
-            .iter()
-            .map(|name| Share { intervention: name.clone(), fixed: Rate::of(count(&|v| fixes(v, name)), n, p.alpha) })
-            .collect(),
-        by_single: count(&|v| !v.fixed_by.is_empty()),
-        by_pair: count(&|v| v.fixed_by.is_empty() && !v.cause.is_empty()),
-        unexplained: count(&|v| v.cause.is_empty()),
-        alpha: p.alpha,
-        correction: p.correction,
-        clusters,
-        scenarios,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(cause: &str, fixed_by: &str, sham: bool) -> ImageVerdict {
-        ImageVerdict {
-            image: format!("test-{cause}-{fixed_by}-{sham}"),
-            fails_again: true,
-            sham_fixed: sham,
-            fixed_by: fixed_by.into(),
-            cause: cause.into(),
-            scenario: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_pair_fixes_only_when_neither_half_fixes_alone() {
-        assert!(fixes(&v("night+fog", "", false), "night+fog"));
-        assert!(!fixes(&v("night", "night;yaw", false), "night+fog"));
-        assert!(!fixes(&v("yaw", "yaw", false), "night+fog"));
-        assert!(fixes(&v("yaw", "night;yaw", false), "night"));
-        assert!(!fixes(&v("night+fog", "", false), "night"));
-    }
-
-    #[test]
-    fn a_cluster_is_caused_only_by_what_beats_the_sham_after_the_correction() {
-        // Cluster 1: `night` fixes 9 of 10, the sham 1; cluster 2: `fog` fixes 3 of 10 and the sham 3 as well.
-        let mut verdicts = Vec::new();
-        let mut groups = BTreeMap::new();
-        for i in 0..10 {
-            let mut a = v("night", "night", i == 0);
-            a.image = format!("a{i}");
-            if i == 9 {
-                a.fixed_by.clear();
-                a.cause.clear();
-            }
-            let mut b = v(if i < 3 { "fog" } else { "" }, if i < 3 { "fog" } else { "" }, i >= 7);
-            b.image = format!("b{i}");
-            groups.entry(1).or_insert_with(Vec::new).push(a.image.clone());
-            groups.entry(2).or_insert_with(Vec::new).push(b.image.clone());
-            verdicts.extend([a, b]);
-        }
-        let names = vec!["night".to_string(), "fog".to_string()];
-        let (rows, best) = test_clusters("cluster", &groups, &verdicts, &names, 0.05, Correction::Holm);
-        assert_eq!(rows.len(), 4);
-        let night = rows.iter().find(|r| r.cluster == 1 && r.intervention == "night").unwrap();
-        // 9 fixed, the sham 1 (an image night also fixes): 8 discordant for night, 0 for the sham; p = 2^-8.
-        assert_eq!((night.fixed, night.sham_fixed, night.only_intervention, night.only_sham), (9, 1, 8, 0));
-        assert!((night.p - 1.0 / 256.0).abs() < 1e-12, "{}", night.p);
-        // Tarone: of the four tests only two could reach 0.05 / 2 (night in cluster 1 on 8 discordant images, fog in
-        // cluster 2 on 6); Holm over those two.
-        assert!((night.p_adjusted - 2.0 / 256.0).abs() < 1e-12, "{}", night.p_adjusted);
-        let untestable = rows.iter().find(|r| r.cluster == 2 && r.intervention == "night").unwrap();
-        assert_eq!((untestable.only_intervention, untestable.only_sham, untestable.p_adjusted), (0, 3, 1.0));
-        assert_eq!(best[0].causes, ["night"]);
-        assert!(best[1].causes.is_empty());
-        assert_eq!(best[1].best, "fog");
-        assert_eq!((best[1].fixed.failures, best[1].sham.failures), (3, 3));
+        scenario: scenario.unwrap_or_default().to_string(),
     }
 }

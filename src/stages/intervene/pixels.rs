@@ -1,0 +1,282 @@
+//! Image-space interventions for real images, which no simulator can re-render: each moves a failing image's
+//! pixels towards the training images' statistics (or removes a degradation), and the model is tested again.
+//!
+//! | intervention | what it does | its subject (how typical of training) |
+//! |---|---|---|
+//! | `brightness` | every channel scaled so the mean grey level is the training images' median | luminance |
+//! | `contrast` | deviations from each channel's mean scaled so the RMS contrast is the training median | contrast |
+//! | `gamma` | a power curve taking the mean grey level to the training median | luminance |
+//! | `sharpen` | an unsharp mask: the image plus its difference from a 3×3 binomial blur | sharpness |
+//! | `denoise` | a 3×3 median filter per channel | noise |
+//!
+//! The sham adds ±1 grey level of seeded noise per pixel, a change no model should care about: what it fixes is
+//! what chance fixes. A pair applies its two interventions in the table's order. Typicality is how central the
+//! image's subject descriptor lies among the training images' ([`crate::descriptors`]): 2·min(F, 1 − F) of its
+//! mid-rank in them, 0 beyond every training image.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{InterveneError, Intervener, Job, JobKind};
+use crate::dataset::{Dataset, Label, Target};
+use crate::descriptors::{self, Border};
+use crate::engine::diagnostic::did_you_mean;
+use crate::engine::stage::StageError;
+use crate::trigger::Purpose;
+
+/// The image-space interventions, in the order they are tried and composed.
+pub(super) const TRANSFORMS: [&str; 5] = ["brightness", "contrast", "gamma", "sharpen", "denoise"];
+
+/// Training images measured at most (evenly spaced over the split): enough for medians and mid-ranks.
+const MEASURED: usize = 5_000;
+
+/// The descriptor (index into [`descriptors::GREY`]) each intervention acts on.
+fn subject(transform: usize) -> usize {
+    [0, 1, 0, 2, 3][transform]
+}
+
+/// Makes the intervened images of real failing images.
+pub(super) struct Transformer {
+    /// Each failing image, C×H×W bytes, and its label.
+    images: Vec<Vec<u8>>,
+    labels: Vec<Label>,
+    ids: Vec<String>,
+    shape: [usize; 3],
+    /// Indices into [`TRANSFORMS`] of the interventions tried.
+    tried: Vec<usize>,
+    /// The training images' grey descriptors, each sorted.
+    training: Vec<Vec<f64>>,
+    /// The training medians of luminance and contrast: the targets.
+    luminance: f64,
+    contrast: f64,
+    seed: u64,
+}
+
+impl Transformer {
+    /// The failing `images` (a test stage's errors of `all`), moved towards the statistics of `all`'s split `towards`.
+    pub(super) fn new(
+        images: &Dataset,
+        all: &Dataset,
+        towards: &str,
+        named: &[String],
+        seed: u64,
+    ) -> Result<Transformer, StageError> {
+        let tried = named
+            .iter()
+            .map(|name| {
+                TRANSFORMS.iter().position(|t| t == name).ok_or_else(|| InterveneError::UnknownTransform {
+                    name: name.clone(),
+                    hint: did_you_mean(name, TRANSFORMS.iter().copied())
+                        .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)")),
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let mut tried = if tried.is_empty() { (0..TRANSFORMS.len()).collect() } else { tried };
+        tried.sort_unstable();
+        let m = &all.meta;
+        let shape = [m.channels, m.height, m.width];
+        if [images.meta.channels, images.meta.height, images.meta.width] != shape {
+            return Err(StageError::input(format!(
+                "{}: its images are not the {}×{}×{} images of {}",
+                images.dir.display(),
+                shape[0],
+                shape[1],
+                shape[2],
+                all.dir.display()
+            )));
+        }
+        if !m.splits.iter().any(|(s, _)| s == towards) {
+            return Err(InterveneError::NoSplit {
+                split: towards.to_string(),
+                available: m.splits.iter().map(|(s, _)| s.clone()).collect(),
+            }
+            .into());
+        }
+        let rows = all.split_rows(towards)?;
+        let step = rows.len().div_ceil(MEASURED).max(1);
+        let rows: Vec<usize> = rows.into_iter().step_by(step).collect();
+        let size = shape.iter().product::<usize>();
+        let mut training = vec![Vec::with_capacity(rows.len()); descriptors::GREY.len()];
+        for chunk in rows.chunks(512) {
+            for img in all.images(chunk)?.chunks_exact(size) {
+                for (k, v) in descriptors::describe(img, shape[0], shape[1], shape[2]).into_iter().enumerate().take(5) {
+                    training[k].push(v);
+                }
+            }
+        }
+        for t in &mut training {
+            t.sort_by(f64::total_cmp);
+        }
+        let median = |v: &[f64]| if v.is_empty() { 0.5 } else { v[v.len() / 2] };
+        let (luminance, contrast) = (median(&training[0]), median(&training[1]));
+        let n = images.meta.count;
+        let pixels = images.images(&(0..n).collect::<Vec<_>>())?;
+        let labels = match &images.meta.target {
+            Target::Classification { .. } => {
+                images.class_labels()?.into_iter().map(|c| Label::Class(c as usize)).collect()
+            }
+            Target::Regression { .. } => images.targets()?.into_iter().map(Label::Targets).collect(),
+        };
+        Ok(Transformer {
+            images: pixels.chunks_exact(size).map(<[u8]>::to_vec).collect(),
+            labels,
+            ids: images.ids()?,
+            shape,
+            tried,
+            training,
+            luminance,
+            contrast,
+            seed,
+        })
+    }
+
+    /// The interventions tried, by name.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.tried.iter().map(|&t| TRANSFORMS[t].to_string()).collect()
+    }
+
+    fn apply(&self, transform: usize, img: &[u8]) -> Vec<u8> {
+        let [c, h, w] = self.shape;
+        let described = descriptors::describe(img, c, h, w);
+        match TRANSFORMS[transform] {
+            "brightness" => {
+                let gain = (self.luminance / described[0].max(1e-3)).clamp(0.125, 8.0);
+                img.iter().map(|&v| byte(f64::from(v) * gain)).collect()
+            }
+            "contrast" => {
+                let scale = (self.contrast / described[1].max(1e-3)).clamp(0.125, 8.0);
+                let plane = h * w;
+                let mut out = Vec::with_capacity(img.len());
+                for channel in img.chunks_exact(plane) {
+                    let mean = channel.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64;
+                    out.extend(channel.iter().map(|&v| byte(mean + (f64::from(v) - mean) * scale)));
+                }
+                out
+            }
+            "gamma" => {
+                let (from, to) = (described[0].clamp(1e-3, 0.999), self.luminance.clamp(1e-3, 0.999));
+                let gamma = (to.ln() / from.ln()).clamp(0.125, 8.0);
+                img.iter().map(|&v| byte(255.0 * (f64::from(v) / 255.0).powf(gamma))).collect()
+            }
+            "sharpen" => planes(img, h, w, |p| {
+                let blurred = binomial(p, h, w);
+                p.iter().zip(blurred).map(|(&v, b)| byte(2.0 * f64::from(v) - b)).collect()
+            }),
+            _ => planes(img, h, w, |p| median3(p, h, w)),
+        }
+    }
+
+    /// ±1 grey level per pixel, from a stream of the image's own (its id and the seed).
+    fn sham(&self, row: usize) -> Vec<u8> {
+        let id = blake3::hash(self.ids[row].as_bytes());
+        let salt = u64::from_le_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));
+        let mut rng = ChaCha8Rng::seed_from_u64(Purpose::Sham.seed(self.seed) ^ salt);
+        self.images[row].iter().map(|&v| byte(f64::from(v) + f64::from(rng.random_range(-1i8..=1)))).collect()
+    }
+}
+
+impl Intervener for Transformer {
+    fn typicality(&self, row: usize) -> Vec<f64> {
+        let [c, h, w] = self.shape;
+        let described = descriptors::describe(&self.images[row], c, h, w);
+        self.tried.iter().map(|&t| typicality(&self.training[subject(t)], described[subject(t)])).collect()
+    }
+
+    fn image(&self, job: &Job) -> (Vec<u8>, Label) {
+        let img = &self.images[job.row];
+        let out = match job.kind {
+            JobKind::Identity => img.clone(),
+            JobKind::Sham => self.sham(job.row),
+            JobKind::Restore(t) => self.apply(self.tried[t], img),
+            JobKind::Pair(s, t) => self.apply(self.tried[t], &self.apply(self.tried[s], img)),
+        };
+        (out, self.labels[job.row].clone())
+    }
+
+    /// The image is the stored one: nothing to check.
+    fn check(&self, _: usize, _: &[u8]) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    fn scenario(&self, _: usize) -> Option<&str> {
+        None
+    }
+}
+
+/// 2·min(F, 1 − F) of `x`'s mid-rank F among the sorted `values`: 1 at their median, 0 beyond all of them.
+fn typicality(values: &[f64], x: f64) -> f64 {
+    if values.is_empty() {
+        return 1.0;
+    }
+    let below = values.partition_point(|&v| v < x);
+    let equal = values[below..].partition_point(|&v| v <= x);
+    let f = (below as f64 + 0.5 * equal as f64) / values.len() as f64;
+    2.0 * f.min(1.0 - f)
+}
+
+fn byte(v: f64) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+/// `f` applied to each channel plane of a C×H×W image.
+fn planes(img: &[u8], h: usize, w: usize, f: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    img.chunks_exact(h * w).flat_map(f).collect()
+}
+
+/// The 3×3 binomial blur (`[1, 2, 1] / 4` both ways), SciPy's `reflect` border.
+fn binomial(p: &[u8], h: usize, w: usize) -> Vec<f64> {
+    let weights = [0.25, 0.5, 0.25];
+    let at = |y: isize, x: isize| f64::from(p[Border::Symmetric.index(y, h) * w + Border::Symmetric.index(x, w)]);
+    let mut out = Vec::with_capacity(p.len());
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let mut s = 0.0;
+            for (dy, wy) in weights.iter().enumerate() {
+                for (dx, wx) in weights.iter().enumerate() {
+                    s += wy * wx * at(y + dy as isize - 1, x + dx as isize - 1);
+                }
+            }
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The 3×3 median, SciPy's `reflect` border (as `scipy.ndimage.median_filter(size=3)`).
+fn median3(p: &[u8], h: usize, w: usize) -> Vec<u8> {
+    let at = |y: isize, x: isize| p[Border::Symmetric.index(y, h) * w + Border::Symmetric.index(x, w)];
+    let mut out = Vec::with_capacity(p.len());
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let mut v = [0u8; 9];
+            for (i, slot) in v.iter_mut().enumerate() {
+                *slot = at(y + (i / 3) as isize - 1, x + (i % 3) as isize - 1);
+            }
+            v.sort_unstable();
+            out.push(v[4]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typicality_is_one_at_the_median_and_zero_beyond_every_training_value() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(typicality(&v, 3.0), 1.0);
+        assert_eq!(typicality(&v, 0.5), 0.0);
+        assert_eq!(typicality(&v, 9.0), 0.0);
+        assert!((typicality(&v, 1.0) - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_median_removes_an_isolated_speck_and_the_blur_keeps_a_flat_image() {
+        let mut p = vec![10u8; 25];
+        p[12] = 250;
+        assert_eq!(median3(&p, 5, 5), vec![10u8; 25]);
+        assert!(binomial(&[7u8; 12], 3, 4).iter().all(|&b| (b - 7.0).abs() < 1e-12));
+    }
+}
