@@ -482,13 +482,26 @@ impl Dataset {
         dir: &Path,
         extra: Vec<Column>,
     ) -> Result<DatasetMeta, DatasetError> {
+        self.write_subset_changed(rows, dir, extra, |_, _| {})
+    }
+
+    /// [`Dataset::write_subset_with`], each image (C×H×W) first given to `change` with its row to change in place.
+    pub fn write_subset_changed(
+        &self,
+        rows: &[usize],
+        dir: &Path,
+        extra: Vec<Column>,
+        mut change: impl FnMut(usize, &mut [u8]),
+    ) -> Result<DatasetMeta, DatasetError> {
         std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io { path: dir.to_path_buf(), source })?;
-        let mut writer = crate::npy::NpyWriter::<u8>::create(
-            &dir.join("images.npy"),
-            &[self.meta.channels, self.meta.height, self.meta.width],
-        )?;
+        let shape = [self.meta.channels, self.meta.height, self.meta.width];
+        let mut writer = crate::npy::NpyWriter::<u8>::create(&dir.join("images.npy"), &shape)?;
         for chunk in rows.chunks(512) {
-            writer.append(&self.images(chunk)?)?;
+            let mut images = self.images(chunk)?;
+            for (&row, img) in chunk.iter().zip(images.chunks_exact_mut(shape.iter().product())) {
+                change(row, img);
+            }
+            writer.append(&images)?;
         }
         writer.finish()?;
         let idx: Vec<polars::prelude::IdxSize> = rows.iter().map(|&r| r as polars::prelude::IdxSize).collect();

@@ -8,6 +8,7 @@ pub mod descriptors;
 pub mod diff;
 pub mod domain;
 pub mod engine;
+pub mod imageops;
 pub mod lrp;
 pub mod media;
 pub mod model;

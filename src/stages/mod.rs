@@ -5,6 +5,7 @@ pub mod balance;
 pub mod cluster;
 pub mod compare;
 pub mod confirm;
+pub mod corrupt;
 pub mod expand;
 pub mod generate;
 pub mod heatmaps;
@@ -29,6 +30,7 @@ pub fn registry() -> Registry {
     Registry::new()
         .with(simulate::Simulate)
         .with(import::Import)
+        .with(corrupt::Corrupt)
         .with(import_model::ImportModel)
         .with(train::Train)
         .with(test::Test)

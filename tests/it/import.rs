@@ -296,3 +296,62 @@ fn ids_of_250_bytes_go_through_every_stage_to_the_report() {
     let md = std::fs::read_to_string(ws.path().join("reports/long/report.md")).unwrap();
     assert!(md.contains("root-cause clusters of the"), "{md}");
 }
+
+/// `corrupt` plants ImageNet-C's kinds of corruption in a share of one split: the shares are exact, every other
+/// image keeps its bytes, each image's corruption is named in `scenario`, and a rerun gives the same bytes.
+#[test]
+fn corrupt_plants_each_corruption_in_its_share_of_the_split_and_leaves_the_rest_alone() {
+    let ws = Ws::new();
+    let mut rows = String::from("path,label,split\n");
+    for i in 0..100 {
+        let split = if i < 60 { "test" } else { "train" };
+        // A pattern, so that blurring, occluding with the mean or turning changes it.
+        let path = ws.path().join(format!("img/{i}.png"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([((x * 16 + y * 3) as usize + i) as u8, (y * 15) as u8, 40])
+        })
+        .save(&path)
+        .unwrap();
+        rows += &format!("img/{i}.png,{},{split}\n", ["a", "b"][i % 2]);
+    }
+    ws.write("list.csv", &rows);
+    let text = "[workflow]\nname = \"c\"\nseed = 3\n[[stage]]\nid = \"data\"\nkind = \"dataset\"\nformat = \"csv\"\n\
+                path = \"list.csv\"\nsize = 16\n[[stage]]\nid = \"bad\"\nkind = \"corrupt\"\ndataset = \"data.dataset\"\n\
+                corruptions = { dark = 0.1, blur = 0.1, noise = 0.1, occlusion = 0.1, rotation = 0.2 }\n";
+    let (w, report) = ws.run_builtin(text);
+    assert_eq!(report.exit_code(), 0, "{}", crate::support::failures(&report));
+    let (clean, bad) = (dataset(&ws, &report.keys[0]), dataset(&ws, &report.keys[1]));
+    let planted = bad.strings("scenario").unwrap();
+    let splits = bad.strings("split").unwrap();
+    let count = |name: &str| planted.iter().filter(|p| *p == name).count();
+    assert_eq!([count("dark"), count("blur"), count("noise"), count("occlusion"), count("rotation")], [6, 6, 6, 6, 12]);
+    assert_eq!(count("clean"), 64);
+    assert!(planted.iter().zip(&splits).all(|(p, s)| p == "clean" || s == "test"), "only the test split");
+    let all: Vec<usize> = (0..100).collect();
+    let (before, after) = (clean.images(&all).unwrap(), bad.images(&all).unwrap());
+    let size = 3 * 16 * 16;
+    for (r, p) in planted.iter().enumerate() {
+        let same = before[r * size..(r + 1) * size] == after[r * size..(r + 1) * size];
+        assert_eq!(same, p == "clean", "image {r} ({p})");
+    }
+    assert_eq!(bad.ids().unwrap(), clean.ids().unwrap());
+    // Again from an empty store: the same bytes.
+    let again = Ws::new();
+    std::fs::create_dir_all(again.path().join("img")).unwrap();
+    for i in 0..100 {
+        std::fs::copy(ws.path().join(format!("img/{i}.png")), again.path().join(format!("img/{i}.png"))).unwrap();
+    }
+    again.write("list.csv", &rows);
+    let (_, report2) = again.run_builtin(text);
+    assert_eq!(report2.keys, report.keys);
+    assert_eq!(dataset(&again, &report2.keys[1]).images(&all).unwrap(), after);
+    // A misspelt corruption is named with what it may have meant.
+    let (code, _, err) = ws.cli_with(
+        &hudd::stages::registry(),
+        &["run", ws.write("m.toml", &text.replace("blur =", "blurr =")).to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("corruptions.blurr") && err.contains("did you mean `blur`?"), "{err}");
+    assert_eq!(w.stage_index("bad"), Some(1));
+}

@@ -19,9 +19,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{InterveneError, Intervener, Job, JobKind};
 use crate::dataset::{Dataset, Label, Target};
-use crate::descriptors::{self, Border};
+use crate::descriptors;
 use crate::engine::diagnostic::did_you_mean;
 use crate::engine::stage::StageError;
+use crate::imageops::{binomial, byte, median3, planes};
 use crate::trigger::Purpose;
 
 /// The image-space interventions, in the order they are tried and composed.
@@ -214,51 +215,6 @@ fn typicality(values: &[f64], x: f64) -> f64 {
     2.0 * f.min(1.0 - f)
 }
 
-fn byte(v: f64) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
-}
-
-/// `f` applied to each channel plane of a C×H×W image.
-fn planes(img: &[u8], h: usize, w: usize, f: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
-    img.chunks_exact(h * w).flat_map(f).collect()
-}
-
-/// The 3×3 binomial blur (`[1, 2, 1] / 4` both ways), SciPy's `reflect` border.
-fn binomial(p: &[u8], h: usize, w: usize) -> Vec<f64> {
-    let weights = [0.25, 0.5, 0.25];
-    let at = |y: isize, x: isize| f64::from(p[Border::Symmetric.index(y, h) * w + Border::Symmetric.index(x, w)]);
-    let mut out = Vec::with_capacity(p.len());
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let mut s = 0.0;
-            for (dy, wy) in weights.iter().enumerate() {
-                for (dx, wx) in weights.iter().enumerate() {
-                    s += wy * wx * at(y + dy as isize - 1, x + dx as isize - 1);
-                }
-            }
-            out.push(s);
-        }
-    }
-    out
-}
-
-/// The 3×3 median, SciPy's `reflect` border (as `scipy.ndimage.median_filter(size=3)`).
-fn median3(p: &[u8], h: usize, w: usize) -> Vec<u8> {
-    let at = |y: isize, x: isize| p[Border::Symmetric.index(y, h) * w + Border::Symmetric.index(x, w)];
-    let mut out = Vec::with_capacity(p.len());
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let mut v = [0u8; 9];
-            for (i, slot) in v.iter_mut().enumerate() {
-                *slot = at(y + (i / 3) as isize - 1, x + (i % 3) as isize - 1);
-            }
-            v.sort_unstable();
-            out.push(v[4]);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,13 +226,5 @@ mod tests {
         assert_eq!(typicality(&v, 0.5), 0.0);
         assert_eq!(typicality(&v, 9.0), 0.0);
         assert!((typicality(&v, 1.0) - 0.2).abs() < 1e-12);
-    }
-
-    #[test]
-    fn the_median_removes_an_isolated_speck_and_the_blur_keeps_a_flat_image() {
-        let mut p = vec![10u8; 25];
-        p[12] = 250;
-        assert_eq!(median3(&p, 5, 5), vec![10u8; 25]);
-        assert!(binomial(&[7u8; 12], 3, 4).iter().all(|&b| (b - 7.0).abs() < 1e-12));
     }
 }
