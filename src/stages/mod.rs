@@ -18,6 +18,7 @@ pub mod report;
 pub mod retrain;
 pub mod rules;
 pub mod select;
+pub mod signature;
 pub mod simulate;
 pub mod test;
 pub mod train;
@@ -46,6 +47,7 @@ pub fn registry() -> Registry {
         .with(generate::Generate)
         .with(expand::Expand)
         .with(intervene::Intervene)
+        .with(signature::Signature)
         .with(recovery::Recovery)
         .with(activations::Activations)
         .with(compare::Compare)

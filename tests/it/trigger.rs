@@ -356,6 +356,21 @@ model = "train.model"
 images = "test.errors"
 clusters = "clusters.clusters"
 pairs = 10
+
+[[stage]]
+id = "signature"
+kind = "signature"
+interventions = "intervene.interventions"
+summary = "intervene.summary"
+images = "test.errors"
+
+[[stage]]
+id = "cluster-signature"
+kind = "cluster"
+heatmaps = "signature.features"
+images = "test.errors"
+mode = "direct"
+stability_draws = 0
 "#;
     let (w, r) = run(&ws, &text);
     let out = |output: &str| ws.store().output_path(&r.keys[w.stage_index("intervene").unwrap()], output).unwrap();
@@ -379,6 +394,31 @@ pairs = 10
         hudd::artefact::table::read(&out("interventions")).unwrap();
     assert!(rows.len() >= ids.len() * (1 + summary.parameters.len()));
     assert!(!summary.parameters.contains(&"class".to_string()), "the label's parameter is never restored");
+
+    // The counterfactual signature: per image, the probability of the true class after each single restoration (in
+    // the summary's order), then after each pair some image was given, a pair not given taking its better half's.
+    let folder = ws.store().output_path(&r.keys[w.stage_index("signature").unwrap()], "features").unwrap();
+    let features = hudd::artefact::heatmaps::Heatmaps::open(&folder);
+    assert_eq!(features.ids().unwrap(), ids);
+    let mut reader = hudd::npy::NpyReader::<f32>::open(&folder.join("signature.npy")).unwrap();
+    let pairs: std::collections::BTreeSet<&str> = (rows.iter())
+        .filter(|r| r.kind == hudd::artefact::interventions::Kind::Pair)
+        .map(|r| r.intervention.as_str())
+        .collect();
+    let columns: Vec<&str> = summary.parameters.iter().map(String::as_str).chain(pairs.iter().copied()).collect();
+    assert_eq!((reader.rows(), reader.row_len()), (ids.len(), columns.len()));
+    let matrix = reader.read_rows(0, ids.len()).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let score = |name: &str| rows.iter().find(|r| &r.image == id && r.intervention == name).map(|r| r.score);
+        for (k, name) in columns.iter().enumerate() {
+            let want = score(name).unwrap_or_else(|| name.split('+').map(|h| score(h).unwrap()).fold(0.0, f64::max));
+            assert!((f64::from(matrix[i * columns.len() + k]) - want).abs() < 1e-6, "{id} {name}");
+        }
+    }
+    // `cluster` takes it as it takes any features.
+    let clustered = ws.store().output_path(&r.keys[w.stage_index("cluster-signature").unwrap()], "clusters").unwrap();
+    let groups = hudd::artefact::clusters::Clusters::open(&clustered).groups().unwrap();
+    assert_eq!(groups.values().map(Vec::len).sum::<usize>(), ids.len());
 
     // A simulation with another seed than the stage's is refused, naming an image and the seed.
     let text = text.replace("pairs = 10", "pairs = 10\nseed = 5");
