@@ -102,7 +102,7 @@ impl Stage for Signature {
         let ids = ds.ids()?;
         let folder = Heatmaps::open(&ctx.output("features")?);
         std::fs::create_dir_all(&folder.dir).map_err(|e| StageError::io(&folder.dir, e))?;
-        let mut writer = NpyWriter::<f32>::create(&folder.dir.join(format!("{LAYER}.npy")), &[names.len()])?;
+        let mut writer = NpyWriter::<f32>::create(&folder.layer_path(LAYER), &[names.len()])?;
         for id in &ids {
             let Some(values) = by_image.get(id.as_str()) else {
                 return Err(StageError::input(format!(

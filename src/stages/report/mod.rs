@@ -154,7 +154,7 @@ impl Stage for Report {
     const KIND: &'static str = "report";
     // 11: `alternatives`, other clusterings beside the main one. 13: `selection`, the clustering that selects. 14: the
     // failures' map and the curve over k; no mean relevance picture for clusters of a backbone's features.
-    const VERSION: u32 = 15;
+    const VERSION: u32 = 16;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",
