@@ -234,9 +234,24 @@ impl DatasetWriter {
         label: Label,
         values: Vec<f64>,
     ) -> Result<(), DatasetError> {
-        self.chw.clear();
-        to_chw(rgb, self.meta.width, self.meta.channels, &mut self.chw);
-        self.images.append(&self.chw)?;
+        let mut chw = std::mem::take(&mut self.chw);
+        chw.clear();
+        to_chw(rgb, self.meta.width, self.meta.channels, &mut chw);
+        let pushed = self.push_chw(id, split, &chw, label, values);
+        self.chw = chw;
+        pushed
+    }
+
+    /// Appends one image as the dataset stores it (C×H×W bytes, already in the dataset's channels) with its row.
+    pub fn push_chw(
+        &mut self,
+        id: String,
+        split: &str,
+        chw: &[u8],
+        label: Label,
+        values: Vec<f64>,
+    ) -> Result<(), DatasetError> {
+        self.images.append(chw)?;
         self.ids.push(id);
         self.splits.push(split.to_string());
         self.labels.push(label);

@@ -46,17 +46,7 @@ pub fn columns(channels: usize) -> Vec<ParamColumn> {
 /// Every descriptor of one image (`chw`: C×H×W bytes, C 1 or 3), in the order of [`columns`].
 pub fn describe(chw: &[u8], channels: usize, height: usize, width: usize) -> Vec<f64> {
     let n = height * width;
-    debug_assert_eq!(chw.len(), channels * n);
-    let grey: Vec<f64> = if channels == 3 {
-        (0..n)
-            .map(|i| {
-                (0.2125 * f64::from(chw[i]) + 0.7154 * f64::from(chw[n + i]) + 0.0721 * f64::from(chw[2 * n + i]))
-                    / 255.0
-            })
-            .collect()
-    } else {
-        chw[..n].iter().map(|&v| f64::from(v) / 255.0).collect()
-    };
+    let grey = grey(chw, channels, n);
     let image = Grey { v: &grey, height, width };
     let (mean, sd) = mean_sd(&grey);
     let levels: Vec<f64> = grey.iter().map(|v| v * 255.0).collect();
@@ -68,6 +58,27 @@ pub fn describe(chw: &[u8], channels: usize, height: usize, width: usize) -> Vec
         out.push(colourfulness(r, g, b));
     }
     out
+}
+
+/// The first two descriptors alone, `luminance` and `contrast` (the mean grey level and its standard deviation, 0–1),
+/// as [`describe`] gives them.
+pub fn luminance_contrast(chw: &[u8], channels: usize, height: usize, width: usize) -> (f64, f64) {
+    mean_sd(&grey(chw, channels, height * width))
+}
+
+/// The grey image (0–1) of `n` pixels: BT.709 luminance of RGB, or the one channel.
+fn grey(chw: &[u8], channels: usize, n: usize) -> Vec<f64> {
+    debug_assert_eq!(chw.len(), channels * n);
+    if channels == 3 {
+        (0..n)
+            .map(|i| {
+                (0.2125 * f64::from(chw[i]) + 0.7154 * f64::from(chw[n + i]) + 0.0721 * f64::from(chw[2 * n + i]))
+                    / 255.0
+            })
+            .collect()
+    } else {
+        chw[..n].iter().map(|&v| f64::from(v) / 255.0).collect()
+    }
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {

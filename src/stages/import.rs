@@ -314,14 +314,11 @@ impl Stage for Import {
             } else {
                 Label::Class(classes.iter().position(|c| *c == it.label).expect("labels were checked"))
             };
-            let values = if p.descriptors {
-                chw.clear();
-                to_chw(&rgb, size, p.channels, &mut chw);
-                crate::descriptors::describe(&chw, p.channels, size, size)
-            } else {
-                Vec::new()
-            };
-            writer.push(it.id.clone(), &it.split, &rgb, label, values)?;
+            chw.clear();
+            to_chw(&rgb, size, p.channels, &mut chw);
+            let values =
+                if p.descriptors { crate::descriptors::describe(&chw, p.channels, size, size) } else { Vec::new() };
+            writer.push_chw(it.id.clone(), &it.split, &chw, label, values)?;
             for (k, v) in it.extra.iter().enumerate() {
                 extras[k].push(v.clone());
             }

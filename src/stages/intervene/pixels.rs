@@ -100,7 +100,8 @@ impl Transformer {
         let mut training = vec![Vec::with_capacity(rows.len()); descriptors::GREY.len()];
         for chunk in rows.chunks(512) {
             for img in all.images(chunk)?.chunks_exact(size) {
-                for (k, v) in descriptors::describe(img, shape[0], shape[1], shape[2]).into_iter().enumerate().take(5) {
+                let described = descriptors::describe(img, shape[0], shape[1], shape[2]);
+                for (k, v) in described.into_iter().enumerate().take(descriptors::GREY.len()) {
                     training[k].push(v);
                 }
             }
@@ -138,14 +139,15 @@ impl Transformer {
 
     fn apply(&self, transform: usize, img: &[u8]) -> Vec<u8> {
         let [c, h, w] = self.shape;
-        let described = descriptors::describe(img, c, h, w);
+        // Only the photometric interventions need the image's luminance and contrast.
+        let measured = || descriptors::luminance_contrast(img, c, h, w);
         match TRANSFORMS[transform] {
             "brightness" => {
-                let gain = (self.luminance / described[0].max(1e-3)).clamp(0.125, 8.0);
+                let gain = (self.luminance / measured().0.max(1e-3)).clamp(0.125, 8.0);
                 img.iter().map(|&v| byte(f64::from(v) * gain)).collect()
             }
             "contrast" => {
-                let scale = (self.contrast / described[1].max(1e-3)).clamp(0.125, 8.0);
+                let scale = (self.contrast / measured().1.max(1e-3)).clamp(0.125, 8.0);
                 let plane = h * w;
                 let mut out = Vec::with_capacity(img.len());
                 for channel in img.chunks_exact(plane) {
@@ -155,7 +157,7 @@ impl Transformer {
                 out
             }
             "gamma" => {
-                let (from, to) = (described[0].clamp(1e-3, 0.999), self.luminance.clamp(1e-3, 0.999));
+                let (from, to) = (measured().0.clamp(1e-3, 0.999), self.luminance.clamp(1e-3, 0.999));
                 let gamma = (to.ln() / from.ln()).clamp(0.125, 8.0);
                 img.iter().map(|&v| byte(255.0 * (f64::from(v) / 255.0).powf(gamma))).collect()
             }
@@ -192,15 +194,6 @@ impl Intervener for Transformer {
             JobKind::Pair(s, t) => self.apply(self.tried[t], &self.apply(self.tried[s], img)),
         };
         (out, self.labels[job.row].clone())
-    }
-
-    /// The image is the stored one: nothing to check.
-    fn check(&self, _: usize, _: &[u8]) -> Result<(), StageError> {
-        Ok(())
-    }
-
-    fn scenario(&self, _: usize) -> Option<&str> {
-        None
     }
 }
 
