@@ -52,8 +52,15 @@ pub fn median3(p: &[u8], h: usize, w: usize) -> Vec<u8> {
 /// Each plane rotated by `degrees` counterclockwise about the image's centre, bilinear, `fill` where the rotated
 /// image has no source pixel (as `scipy.ndimage.rotate(reshape=False, order=1, mode="constant")` does).
 pub fn rotate(p: &[u8], h: usize, w: usize, degrees: f64, fill: u8) -> Vec<u8> {
+    let centre = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+    warp(p, h, w, degrees, centre, centre, fill)
+}
+
+/// A plane turned by `degrees` counterclockwise about the point `from` (row, column) and moved so that `from` lands
+/// on `to`, bilinear, `fill` where no source pixel maps: [`rotate`] when both are the centre, a shift when the angle
+/// is 0.
+pub fn warp(p: &[u8], h: usize, w: usize, degrees: f64, from: (f64, f64), to: (f64, f64), fill: u8) -> Vec<u8> {
     let (sin, cos) = degrees.to_radians().sin_cos();
-    let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
     let at = |y: isize, x: isize| {
         if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
             None
@@ -65,8 +72,8 @@ pub fn rotate(p: &[u8], h: usize, w: usize, degrees: f64, fill: u8) -> Vec<u8> {
     for y in 0..h {
         for x in 0..w {
             // The source of (y, x): the point the rotation takes there (rows grow downwards).
-            let (dy, dx) = (y as f64 - cy, x as f64 - cx);
-            let (sy, sx) = (cy + cos * dy + sin * dx, cx - sin * dy + cos * dx);
+            let (dy, dx) = (y as f64 - to.0, x as f64 - to.1);
+            let (sy, sx) = (from.0 + cos * dy + sin * dx, from.1 - sin * dy + cos * dx);
             // Outside the image (a point a hair beyond an edge still reads the edge).
             if sy < -1e-9 || sx < -1e-9 || sy > h as f64 - 1.0 + 1e-9 || sx > w as f64 - 1.0 + 1e-9 {
                 out.push(fill);
@@ -104,5 +111,14 @@ mod tests {
         assert_eq!(rotate(&p, 3, 3, 0.0, 0), p);
         // Half a turn of a 2×3 image about its centre.
         assert_eq!(rotate(&[1, 2, 3, 4, 5, 6], 2, 3, 180.0, 0), [6, 5, 4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn a_warp_without_a_turn_shifts_the_image() {
+        let p: Vec<u8> = (1..=9).map(|v| v * 10).collect();
+        // From (1, 1) to (1, 2): every column one to the right, the first filled.
+        assert_eq!(warp(&p, 3, 3, 0.0, (1.0, 1.0), (1.0, 2.0), 0), [0, 10, 20, 0, 40, 50, 0, 70, 80]);
+        let centre = (1.0, 1.0);
+        assert_eq!(warp(&p, 3, 3, 90.0, centre, centre, 0), rotate(&p, 3, 3, 90.0, 0));
     }
 }

@@ -624,7 +624,8 @@ interventions = "intervene.summary"
     // Image-space interventions: brightening the dark failures fixes them, the sham's noise does not.
     let summary: hudd::artefact::interventions::InterventionSummary =
         hudd::artefact::table::read_json(&out(&w, &r, "intervene", "summary")).unwrap();
-    assert!(summary.image_space && summary.parameters == ["brightness", "contrast", "gamma", "sharpen", "denoise"]);
+    let every = ["brightness", "contrast", "gamma", "sharpen", "denoise", "derotate", "recentre"];
+    assert!(summary.image_space && summary.parameters == every);
     let fixed = |name: &str| summary.restorations.iter().find(|r| r.intervention == name).unwrap().fixed;
     assert!(summary.assessed >= 20 && fixed("brightness").rate >= 0.5, "{summary:#?}");
     assert!(summary.sham.rate <= 0.1 && fixed("brightness").lo > summary.sham.hi, "{summary:#?}");
@@ -656,7 +657,8 @@ interventions = "intervene.summary"
         ),
         (
             &format!("{intervene}parameters = [\"brigthness\"]\n")[..],
-            "`brigthness` is not one of brightness, contrast, gamma, sharpen, denoise (did you mean `brightness`?)",
+            "`brigthness` is not one of brightness, contrast, gamma, sharpen, denoise, derotate, recentre (did you mean \
+             `brightness`?)",
         ),
     ] {
         let text = stages("test-holdout.results");

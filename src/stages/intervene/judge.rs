@@ -94,37 +94,58 @@ pub(super) fn test_clusters(
     (rows, best)
 }
 
-/// Per planted scenario of a mixture split: its assessed failures and how many have what was planted as their cause.
-pub(super) fn scenarios(ds: &Dataset, images: &[Located<'_>], verdicts: &[ImageVerdict]) -> Vec<ScenarioNaming> {
+/// What an image's scenario planted, as an intervention can name it.
+pub(super) struct Planted {
+    pub scenario: String,
+    /// The parameters its scenario draws otherwise than its split does (simulated), or the image-space
+    /// interventions that undo its corruption (real images).
+    pub names: Vec<String>,
+    /// How many of them make the exact cause: all the parameters, or any one remedy.
+    pub exact: usize,
+}
+
+/// Per planted scenario of a mixture split (each image's, where it has one): its assessed failures and how many have
+/// what was planted as their cause.
+pub(super) fn scenarios(planted: &[Option<Planted>], verdicts: &[ImageVerdict]) -> Vec<ScenarioNaming> {
     let mut out: BTreeMap<String, ScenarioNaming> = BTreeMap::new();
-    for (at, v) in images.iter().zip(verdicts) {
-        let Some(name) = &at.scenario else { continue };
-        let Some(scenario) = at.domain.scenarios.iter().find(|s| &s.name == name) else { continue };
-        let planted: Vec<String> = (scenario.dists.0.iter().zip(&at.domain.dists.0))
-            .zip(ds.meta.params.iter())
-            .filter(|((a, b), _)| a != b)
-            .map(|(_, info)| info.name.clone())
-            .collect();
-        if planted.is_empty() || !v.fails_again {
+    for (at, v) in planted.iter().zip(verdicts) {
+        let Some(at) = at else { continue };
+        if at.names.is_empty() || !v.fails_again {
             continue;
         }
-        let entry = out.entry(name.clone()).or_insert_with(|| ScenarioNaming {
-            scenario: name.clone(),
-            planted: planted.clone(),
+        let entry = out.entry(at.scenario.clone()).or_insert_with(|| ScenarioNaming {
+            scenario: at.scenario.clone(),
+            planted: at.names.clone(),
             images: 0,
             named: 0,
             exactly: 0,
         });
         entry.images += 1;
         let parts: BTreeSet<&str> = v.cause.split('+').filter(|s| !s.is_empty()).collect();
-        if !parts.is_empty() && parts.iter().all(|p| planted.iter().any(|q| q == p)) {
+        if !parts.is_empty() && parts.iter().all(|p| at.names.iter().any(|q| q == p)) {
             entry.named += 1;
-            if parts.len() == planted.len() {
+            if parts.len() == at.exact {
                 entry.exactly += 1;
             }
         }
     }
     out.into_values().collect()
+}
+
+/// What each simulated image's scenario planted: the parameters it draws otherwise than the image's split.
+pub(super) fn simulated(ds: &Dataset, images: &[Located<'_>]) -> Vec<Option<Planted>> {
+    (images.iter())
+        .map(|at| {
+            let name = at.scenario.as_ref()?;
+            let scenario = at.domain.scenarios.iter().find(|s| &s.name == name)?;
+            let names: Vec<String> = (scenario.dists.0.iter().zip(&at.domain.dists.0))
+                .zip(ds.meta.params.iter())
+                .filter(|((a, b), _)| a != b)
+                .map(|(_, info)| info.name.clone())
+                .collect();
+            Some(Planted { scenario: name.clone(), exact: names.len(), names })
+        })
+        .collect()
 }
 
 pub(super) fn summarise(

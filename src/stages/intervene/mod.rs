@@ -38,7 +38,7 @@ use crate::trigger::{self, Purpose};
 mod judge;
 mod pixels;
 
-use judge::{scenarios, summarise, test_clusters};
+use judge::{scenarios, simulated, summarise, test_clusters};
 
 /// Why failing images cannot be intervened on: each names the split, parameter or image.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +157,8 @@ impl Params for InterveneParams {
 impl Stage for Intervene {
     type Params = InterveneParams;
     const KIND: &'static str = "intervene";
-    const VERSION: u32 = 5;
+    // 6: real images: `derotate` and `recentre` among the interventions, each image's planted corruption named.
+    const VERSION: u32 = 6;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model that failed" },
         InputSlot {
@@ -248,7 +249,7 @@ impl Stage for Intervene {
                 let renderer =
                     Renderer { sim, task, ds: &ds, images: &images, ids: &ids, seed: ctx.seed, restore, tried: &tried };
                 let assessed = assess(&renderer, &ids, &names, &scorer, &pool, p.pairs, ctx)?;
-                let scenarios = scenarios(&ds, &images, &assessed.1);
+                let scenarios = scenarios(&simulated(&ds, &images), &assessed.1);
                 (names, assessed, scenarios)
             }
             None => {
@@ -258,7 +259,9 @@ impl Stage for Intervene {
                 let all = Dataset::open(&all.path)?;
                 let transformer = pixels::Transformer::new(&ds, &all, &p.restore_from, &p.parameters, ctx.seed)?;
                 let names = transformer.names();
-                (names.clone(), assess(&transformer, &ids, &names, &scorer, &pool, p.pairs, ctx)?, Vec::new())
+                let assessed = assess(&transformer, &ids, &names, &scorer, &pool, p.pairs, ctx)?;
+                let scenarios = scenarios(&transformer.planted(), &assessed.1);
+                (names, assessed, scenarios)
             }
         };
 

@@ -8,7 +8,15 @@
 //! | `gamma` | a power curve taking the mean grey level to the training median | luminance |
 //! | `sharpen` | an unsharp mask: the image plus its difference from a 3×3 binomial blur | sharpness |
 //! | `denoise` | a 3×3 median filter per channel | noise |
+//! | `derotate` | turned about its centroid to its class's mean orientation in training | orientation |
+//! | `recentre` | moved so its centroid lies at the training images' median centroid | centroid |
 //!
+//! The geometric two read the object's [`Pose`](descriptors::Pose) (the moments of what stands out from the
+//! background) and fill what they uncover with the background's grey level: they suit a task whose images show one
+//! object (Fashion-MNIST's garments, a traffic sign cropped), and fix nothing where the pose of the whole scene means
+//! nothing; `parameters` can leave them out. A class's mean orientation is the axial mean of its training images'
+//! (their doubled angles' mean direction, halved: orientation is an axis, θ and θ + π the same); a regression task's
+//! images form one class.
 //! The sham adds ±1 grey level of seeded noise per pixel, a change no model should care about: what it fixes is
 //! what chance fixes. A pair applies its two interventions in the table's order. Typicality is how central the
 //! image's subject descriptor lies among the training images' ([`crate::descriptors`]): 2·min(F, 1 − F) of its
@@ -17,23 +25,76 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::judge::Planted;
 use super::{InterveneError, Intervener, Job, JobKind};
 use crate::dataset::{Dataset, Label, Target};
 use crate::descriptors;
 use crate::engine::diagnostic::did_you_mean;
 use crate::engine::stage::StageError;
-use crate::imageops::{binomial, byte, median3, planes};
+use crate::imageops::{binomial, byte, median3, planes, warp};
+use crate::stages::corrupt;
 use crate::trigger::Purpose;
 
 /// The image-space interventions, in the order they are tried and composed.
-pub(super) const TRANSFORMS: [&str; 5] = ["brightness", "contrast", "gamma", "sharpen", "denoise"];
+pub(super) const TRANSFORMS: [&str; 7] =
+    ["brightness", "contrast", "gamma", "sharpen", "denoise", "derotate", "recentre"];
 
 /// Training images measured at most (evenly spaced over the split): enough for medians and mid-ranks.
 const MEASURED: usize = 5_000;
 
-/// The descriptor (index into [`descriptors::GREY`]) each intervention acts on.
-fn subject(transform: usize) -> usize {
-    [0, 1, 0, 2, 3][transform]
+/// The descriptor (index into [`descriptors::GREY`]) each photometric intervention acts on.
+fn subject(transform: usize) -> Option<usize> {
+    [Some(0), Some(1), Some(0), Some(2), Some(3), None, None][transform]
+}
+
+/// The training images' poses: what the geometric interventions move towards, and how typical an image's pose is.
+struct Poses {
+    /// Each class's axial mean orientation (radians), by class index (one class for regression).
+    orientation: Vec<f64>,
+    /// Each class's training deviations from it, sorted.
+    deviation: Vec<Vec<f64>>,
+    /// The median centroid (row, column) and the training centroids' rows and columns, sorted.
+    centroid: (f64, f64),
+    rows: Vec<f64>,
+    columns: Vec<f64>,
+}
+
+impl Poses {
+    /// From the training images' poses and class indices.
+    fn new(poses: &[(descriptors::Pose, usize)]) -> Poses {
+        let classes = poses.iter().map(|p| p.1 + 1).max().unwrap_or(1);
+        let mut sums = vec![(0.0, 0.0); classes];
+        for (p, c) in poses {
+            let (sin, cos) = (2.0 * p.orientation).sin_cos();
+            sums[*c] = (sums[*c].0 + sin, sums[*c].1 + cos);
+        }
+        let orientation: Vec<f64> = sums.iter().map(|&(sin, cos)| 0.5 * sin.atan2(cos)).collect();
+        let mut deviation = vec![Vec::new(); classes];
+        for (p, c) in poses {
+            deviation[*c].push(axial(p.orientation - orientation[*c]));
+        }
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let deviation = deviation.into_iter().map(sorted).collect();
+        let rows = sorted(poses.iter().map(|p| p.0.centroid.0).collect());
+        let columns = sorted(poses.iter().map(|p| p.0.centroid.1).collect());
+        let median = |v: &[f64]| if v.is_empty() { 0.0 } else { v[v.len() / 2] };
+        Poses { orientation, deviation, centroid: (median(&rows), median(&columns)), rows, columns }
+    }
+
+    /// The class's mean orientation (the first class's for a class training never showed).
+    fn of(&self, class: usize) -> f64 {
+        self.orientation.get(class).or(self.orientation.first()).copied().unwrap_or(0.0)
+    }
+}
+
+/// An angle between two axes, in (−π/2, π/2].
+fn axial(angle: f64) -> f64 {
+    use std::f64::consts::PI;
+    let a = angle.rem_euclid(PI);
+    if a > PI / 2.0 { a - PI } else { a }
 }
 
 /// Makes the intervened images of real failing images.
@@ -41,6 +102,10 @@ pub(super) struct Transformer {
     /// Each failing image, C×H×W bytes, and its label.
     images: Vec<Vec<u8>>,
     labels: Vec<Label>,
+    /// Each failing image's class index (0 for regression): whose training orientation `derotate` turns to.
+    classes: Vec<usize>,
+    /// Each failing image's planted corruption (a `corrupt` stage's column), if the images have one.
+    scenarios: Option<Vec<String>>,
     ids: Vec<String>,
     shape: [usize; 3],
     /// Indices into [`TRANSFORMS`] of the interventions tried.
@@ -50,6 +115,7 @@ pub(super) struct Transformer {
     /// The training medians of luminance and contrast: the targets.
     luminance: f64,
     contrast: f64,
+    poses: Poses,
     seed: u64,
 }
 
@@ -97,13 +163,16 @@ impl Transformer {
         let step = rows.len().div_ceil(MEASURED).max(1);
         let rows: Vec<usize> = rows.into_iter().step_by(step).collect();
         let size = shape.iter().product::<usize>();
+        let all_classes = class_indices(all)?;
         let mut training = vec![Vec::with_capacity(rows.len()); descriptors::GREY.len()];
+        let mut poses = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(512) {
-            for img in all.images(chunk)?.chunks_exact(size) {
+            for (img, &r) in all.images(chunk)?.chunks_exact(size).zip(chunk) {
                 let described = descriptors::describe(img, shape[0], shape[1], shape[2]);
                 for (k, v) in described.into_iter().enumerate().take(descriptors::GREY.len()) {
                     training[k].push(v);
                 }
+                poses.push((descriptors::pose(img, shape[0], shape[1], shape[2]), all_classes[r]));
             }
         }
         for t in &mut training {
@@ -122,12 +191,15 @@ impl Transformer {
         Ok(Transformer {
             images: pixels.chunks_exact(size).map(<[u8]>::to_vec).collect(),
             labels,
+            classes: class_indices(images)?,
+            scenarios: images.strings("scenario").ok(),
             ids: images.ids()?,
             shape,
             tried,
             training,
             luminance,
             contrast,
+            poses: Poses::new(&poses),
             seed,
         })
     }
@@ -137,7 +209,22 @@ impl Transformer {
         self.tried.iter().map(|&t| TRANSFORMS[t].to_string()).collect()
     }
 
-    fn apply(&self, transform: usize, img: &[u8]) -> Vec<u8> {
+    /// Each image's planted corruption (a `corrupt` stage's `scenario` column) and the interventions tried that undo
+    /// it ([`corrupt::remedies`]); `None` for an image without one.
+    pub(super) fn planted(&self) -> Vec<Option<Planted>> {
+        (0..self.ids.len())
+            .map(|r| {
+                let scenario = self.scenario(r)?;
+                let names: Vec<String> = (corrupt::remedies(scenario).iter())
+                    .filter(|name| self.tried.iter().any(|&t| TRANSFORMS[t] == **name))
+                    .map(|name| name.to_string())
+                    .collect();
+                Some(Planted { scenario: scenario.to_string(), names, exact: 1 })
+            })
+            .collect()
+    }
+
+    fn apply(&self, transform: usize, img: &[u8], class: usize) -> Vec<u8> {
         let [c, h, w] = self.shape;
         // Only the photometric interventions need the image's luminance and contrast.
         let measured = || descriptors::luminance_contrast(img, c, h, w);
@@ -165,7 +252,19 @@ impl Transformer {
                 let blurred = binomial(p, h, w);
                 p.iter().zip(blurred).map(|(&v, b)| byte(2.0 * f64::from(v) - b)).collect()
             }),
-            _ => planes(img, h, w, |p| median3(p, h, w)),
+            "denoise" => planes(img, h, w, |p| median3(p, h, w)),
+            geometric => {
+                let pose = descriptors::pose(img, c, h, w);
+                let (degrees, to) = if geometric == "derotate" {
+                    (axial(self.poses.of(class) - pose.orientation).to_degrees(), pose.centroid)
+                } else {
+                    (0.0, self.poses.centroid)
+                };
+                planes(img, h, w, |p| {
+                    let fill = byte(border_mean(p, h, w));
+                    warp(p, h, w, degrees, pose.centroid, to, fill)
+                })
+            }
         }
     }
 
@@ -182,7 +281,20 @@ impl Intervener for Transformer {
     fn typicality(&self, row: usize) -> Vec<f64> {
         let [c, h, w] = self.shape;
         let described = descriptors::describe(&self.images[row], c, h, w);
-        self.tried.iter().map(|&t| typicality(&self.training[subject(t)], described[subject(t)])).collect()
+        let pose = descriptors::pose(&self.images[row], c, h, w);
+        let class = self.classes[row];
+        let poses = &self.poses;
+        (self.tried.iter())
+            .map(|&t| match (subject(t), TRANSFORMS[t]) {
+                (Some(k), _) => typicality(&self.training[k], described[k]),
+                (None, "derotate") => {
+                    let deviation = axial(pose.orientation - poses.of(class));
+                    typicality(poses.deviation.get(class).unwrap_or(&poses.deviation[0]), deviation)
+                }
+                // Typical only where both its row and its column are.
+                _ => typicality(&poses.rows, pose.centroid.0).min(typicality(&poses.columns, pose.centroid.1)),
+            })
+            .collect()
     }
 
     fn image(&self, job: &Job) -> (Vec<u8>, Label) {
@@ -190,11 +302,36 @@ impl Intervener for Transformer {
         let out = match job.kind {
             JobKind::Identity => img.clone(),
             JobKind::Sham => self.sham(job.row),
-            JobKind::Restore(t) => self.apply(self.tried[t], img),
-            JobKind::Pair(s, t) => self.apply(self.tried[t], &self.apply(self.tried[s], img)),
+            JobKind::Restore(t) => self.apply(self.tried[t], img, self.classes[job.row]),
+            JobKind::Pair(s, t) => {
+                let class = self.classes[job.row];
+                self.apply(self.tried[t], &self.apply(self.tried[s], img, class), class)
+            }
         };
         (out, self.labels[job.row].clone())
     }
+
+    fn scenario(&self, row: usize) -> Option<&str> {
+        self.scenarios.as_ref().map(|s| s[row].as_str()).filter(|s| !s.is_empty())
+    }
+}
+
+/// Every image's class index, 0 for all images of a regression task.
+fn class_indices(ds: &Dataset) -> Result<Vec<usize>, StageError> {
+    Ok(match &ds.meta.target {
+        Target::Classification { .. } => ds.class_labels()?.into_iter().map(|c| c.max(0) as usize).collect(),
+        Target::Regression { .. } => vec![0; ds.meta.count],
+    })
+}
+
+/// The mean grey level of a plane's border pixels: its background, what a geometric intervention uncovers.
+fn border_mean(p: &[u8], h: usize, w: usize) -> f64 {
+    let border: Vec<f64> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (y, x)))
+        .filter(|&(y, x)| y == 0 || x == 0 || y + 1 == h || x + 1 == w)
+        .map(|(y, x)| f64::from(p[y * w + x]))
+        .collect();
+    border.iter().sum::<f64>() / border.len().max(1) as f64
 }
 
 /// 2·min(F, 1 − F) of `x`'s mid-rank F among the sorted `values`: 1 at their median, 0 beyond all of them.
@@ -219,5 +356,54 @@ mod tests {
         assert_eq!(typicality(&v, 0.5), 0.0);
         assert_eq!(typicality(&v, 9.0), 0.0);
         assert!((typicality(&v, 1.0) - 0.2).abs() < 1e-12);
+    }
+
+    /// A bar 200 grey levels bright on black, `rows` × `columns` of an h × w image, its top left at (top, left).
+    fn bar(h: usize, w: usize, (top, left): (usize, usize), (rows, columns): (usize, usize)) -> Vec<u8> {
+        (0..h * w)
+            .map(|i| {
+                if (top..top + rows).contains(&(i / w)) && (left..left + columns).contains(&(i % w)) { 200 } else { 0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn derotate_turns_a_turned_object_back_and_recentre_moves_it_back() {
+        let (h, w) = (33, 33);
+        let level = bar(h, w, (14, 4), (5, 25));
+        let pose = |img: &[u8]| descriptors::pose(img, 1, h, w);
+        let training: Vec<_> = (0..8).map(|_| (pose(&level), 0)).collect();
+        let transformer = Transformer {
+            images: vec![crate::imageops::rotate(&level, h, w, 40.0, 0), bar(h, w, (4, 2), (5, 25))],
+            labels: vec![Label::Class(0); 2],
+            classes: vec![0; 2],
+            scenarios: Some(vec!["rotation".into(), "clean".into()]),
+            ids: vec!["a".into(), "b".into()],
+            shape: [1, h, w],
+            tried: (0..TRANSFORMS.len()).collect(),
+            training: vec![vec![0.5]; descriptors::GREY.len()],
+            luminance: 0.5,
+            contrast: 0.2,
+            poses: Poses::new(&training),
+            seed: 1,
+        };
+        let derotate = TRANSFORMS.iter().position(|&t| t == "derotate").unwrap();
+        let recentre = TRANSFORMS.iter().position(|&t| t == "recentre").unwrap();
+        assert!((pose(&transformer.images[0]).orientation.to_degrees() - 40.0).abs() < 1.0);
+        let turned_back = pose(&transformer.apply(derotate, &transformer.images[0], 0));
+        assert!(turned_back.orientation.to_degrees().abs() < 1.0, "{turned_back:?}");
+        let moved_back = pose(&transformer.apply(recentre, &transformer.images[1], 0));
+        assert!(
+            (moved_back.centroid.0 - 16.0).abs() < 0.5 && (moved_back.centroid.1 - 16.0).abs() < 0.5,
+            "{moved_back:?}"
+        );
+        // Training showed only level, centred bars: the turned bar's orientation and the shifted bar's centroid are
+        // beyond every training image's.
+        assert_eq!(transformer.typicality(0)[derotate], 0.0);
+        assert_eq!(transformer.typicality(1)[recentre], 0.0);
+        // The rotation's remedy is `derotate`; a clean image planted nothing.
+        let planted = transformer.planted();
+        assert_eq!(planted[0].as_ref().unwrap().names, ["derotate"]);
+        assert!(planted[1].as_ref().unwrap().names.is_empty());
     }
 }
