@@ -16,6 +16,9 @@
 
 mod common;
 
+#[global_allocator]
+static ALLOCATOR: hudd::alloc::HugePages = hudd::alloc::HugePages;
+
 use std::time::Instant;
 
 use hudd::artefact::heatmaps::Heatmaps;

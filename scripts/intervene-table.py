@@ -5,17 +5,20 @@ how many clusters have a tested cause. Usage: scripts/intervene-table.py (from t
 import json
 import pathlib
 
-BENCHMARKS = [("signs", "recovery"), ("eyes", "recovery-eyes"), ("faces", "recovery-faces")]
+BENCHMARKS = [("signs", "recovery"), ("eyes", "recovery-eyes"), ("faces", "recovery-faces"),
+              ("pairs", "recovery-pairs"), ("Fashion-MNIST corrupted", "recovery-fashion")]
 
 print("| benchmark | planted cause (parameters) | failing | named by the intervention (share) | of them exactly"
       " | attributable to the cause | named ÷ attributable |")
 print("|---|---|---|---|---|---|---|")
 for label, name in BENCHMARKS:
     tables = pathlib.Path("reports") / name / "tables"
+    if not (tables / "intervene-summary.json").exists():
+        continue
     summary = json.loads((tables / "intervene-summary.json").read_text())
     exposure = json.loads((tables / "recovery-hudd.json").read_text())["exposure"]["causes"]
     attributable = {c["cause"]: c["failing"] * c["attributable"] for c in exposure}
-    for s in summary["scenarios"]:
+    for s in summary.get("scenarios", []):
         a = attributable[s["scenario"]]
         print(f"| {label} | {s['scenario']} ({', '.join(s['planted'])}) | {s['images']} | {s['named']} "
               f"({s['named'] / s['images']:.2f}) | {s['exactly']} | {a:.0f} | {s['named'] / a:.2f} |")
@@ -24,7 +27,10 @@ print("| benchmark | failing | fixed by one restoration | only by a pair | by no
       " clusters with a tested cause (HUDD's; generic) |")
 print("|---|---|---|---|---|---|---|")
 for label, name in BENCHMARKS:
-    s = json.loads((pathlib.Path("reports") / name / "tables" / "intervene-summary.json").read_text())
+    path = pathlib.Path("reports") / name / "tables" / "intervene-summary.json"
+    if not path.exists():
+        continue
+    s = json.loads(path.read_text())
     per = []
     for clustering in ["cluster", "cluster-generic"]:
         cs = [c for c in s["clusters"] if c["clustering"] == clustering]

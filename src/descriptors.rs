@@ -215,8 +215,18 @@ impl Grey<'_> {
 
 /// OpenCV's `Laplacian` (aperture 1: `[[0, 1, 0], [1, -4, 1], [0, 1, 0]]`, border reflect-101), its variance.
 fn laplacian_variance(image: &Grey<'_>) -> f64 {
+    mean_sd(&laplacian_of(image)).1.powi(2)
+}
+
+fn laplacian_of(image: &Grey<'_>) -> Vec<f64> {
     let k = [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]];
-    mean_sd(&image.filter(&k, Border::Reflect101)).1.powi(2)
+    image.filter(&k, Border::Reflect101)
+}
+
+/// The Laplacian `sharpness` reads (OpenCV's, aperture 1, border reflect-101) of a plane of `height × width`
+/// values in grey levels: linear, so an intervention can solve for the sharpening that reaches a given sharpness.
+pub(crate) fn laplacian(levels: &[f64], height: usize, width: usize) -> Vec<f64> {
+    laplacian_of(&Grey { v: levels, height, width })
 }
 
 /// Immerkær's fast noise estimate ("Fast noise variance estimation", 1996): the mean absolute response to the

@@ -32,7 +32,7 @@ pub fn max_distance(m: &Matrix) -> f64 {
 
 /// Rows of one tile of the Gram matrix: tiles are the unit of parallel work, and each is computed whole by one
 /// thread in a fixed order, so the sums (and the distances) are the same bytes at any thread count.
-const TILE: usize = 256;
+const TILE: usize = 512;
 
 /// Euclidean distances between `n` vectors of length `d`, read in column chunks: `chunk(start, width)` returns
 /// columns `[start, start + width)` of every vector, `n × width` row-major. The Gram matrix is accumulated chunk by
@@ -68,15 +68,28 @@ pub fn distances<E>(
         });
         start += w;
     }
-    let mut gram = Array2::<f32>::zeros((n, n));
+    // The distances straight from the tiles (no n×n Gram matrix beside them): each pair i < j from the tile that
+    // holds it, mirrored.
+    let mut norms = vec![0.0f64; n];
     for (tile, &(a, b)) in tiles.iter().zip(&pairs) {
-        gram.slice_mut(s![blocks[a].0..blocks[a].1, blocks[b].0..blocks[b].1]).assign(tile);
+        if a == b {
+            for (i, norm) in norms[blocks[a].0..blocks[a].1].iter_mut().enumerate() {
+                *norm = f64::from(tile[[i, i]]);
+            }
+        }
     }
-    let norms: Vec<f64> = (0..n).map(|i| f64::from(gram[[i, i]])).collect();
-    Ok(Matrix::from_shape_fn((n, n), |(i, j)| {
-        let dot = f64::from(gram[[i.min(j), i.max(j)]]);
-        if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * dot).max(0.0).sqrt() }
-    }))
+    let mut out = Matrix::zeros((n, n));
+    for (tile, &(a, b)) in tiles.iter().zip(&pairs) {
+        for ((i, j), &dot) in tile.indexed_iter() {
+            let (i, j) = (blocks[a].0 + i, blocks[b].0 + j);
+            if i < j {
+                let d = (norms[i] + norms[j] - 2.0 * f64::from(dot)).max(0.0).sqrt();
+                out[[i, j]] = d;
+                out[[j, i]] = d;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Distances between vectors held in memory (`n × d` row-major).
@@ -102,17 +115,46 @@ pub fn row_normalised(m: &Matrix) -> Matrix {
 
 /// HUDD's clustering space: the Euclidean distances between the rows of [`row_normalised`] taken as vectors.
 pub fn hudd_space(m: &Matrix) -> Matrix {
-    let rows = row_normalised(m);
-    let values: Vec<f32> = rows.iter().map(|&v| v as f32).collect();
-    distances_of(&values, m.nrows(), m.nrows())
+    hudd_spaces(m).0
 }
 
 /// The matrix HUDD's k curve is computed on: [`row_normalised`] read on its upper triangle only (pairs i < j, as
 /// the original toolset), mirrored so that the mean over a cluster's ordered pairs equals the mean over its pairs
 /// i < j.
 pub fn hudd_curve_space(m: &Matrix) -> Matrix {
-    let rows = row_normalised(m);
-    Matrix::from_shape_fn(rows.dim(), |(i, j)| rows[[i.min(j), i.max(j)]])
+    hudd_spaces(m).1
+}
+
+/// [`hudd_space`] and [`hudd_curve_space`] at once, from one pass over the raw distances: each row's maximum, then
+/// the normalised rows in single precision (what the product reads) and the curve's matrix (the normalised upper
+/// triangle, mirrored), each value the same division [`row_normalised`] makes. At 8,000 images an n×n matrix is half
+/// a gigabyte: no normalised copy is kept beside them.
+pub fn hudd_spaces(m: &Matrix) -> (Matrix, Matrix) {
+    let n = m.nrows();
+    let maxes: Vec<f64> = m.outer_iter().map(|row| row.fold(0.0, |a: f64, &b| a.max(b))).collect();
+    let normalised = |i: usize, j: usize| if maxes[i] > 0.0 { m[[i, j]] / maxes[i] } else { m[[i, j]] };
+    let mut values: Vec<f32> = Vec::with_capacity(n * n);
+    for (i, row) in m.outer_iter().enumerate() {
+        let max = maxes[i];
+        values.extend(row.iter().map(|&v| if max > 0.0 { (v / max) as f32 } else { v as f32 }));
+    }
+    let space = distances::<std::convert::Infallible>(n, n, |start, width| {
+        Ok(if start == 0 && width == n {
+            std::mem::take(&mut values)
+        } else {
+            (0..n).flat_map(|i| values[i * n + start..i * n + start + width].iter().copied()).collect()
+        })
+    })
+    .expect("infallible");
+    let mut curve = Matrix::zeros((n, n));
+    for i in 0..n {
+        for j in i..n {
+            let v = normalised(i, j);
+            curve[[i, j]] = v;
+            curve[[j, i]] = v;
+        }
+    }
+    (space, curve)
 }
 
 /// The Euclidean distances between the rows of `x`, summed coordinate by coordinate.

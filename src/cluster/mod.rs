@@ -23,7 +23,8 @@ use ndarray::Array2;
 
 pub use density::{dbscan, hdbscan, kdistance_knee, kdistances, knee_eps};
 pub use distance::{
-    Mode, condensed, distances, distances_of, hudd_curve_space, hudd_space, max_distance, row_distances, row_normalised,
+    Mode, condensed, distances, distances_of, hudd_curve_space, hudd_space, hudd_spaces, max_distance, row_distances,
+    row_normalised,
 };
 pub use hierarchical::{
     ChooseK, KRule, Linkage, Sweep, choose_k, cut, default_max_k, dendrogram, knee_k, sweep, wicd_sweep,

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{ArrayView2, Axis};
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use super::spectral::Spectral;
@@ -80,7 +80,9 @@ impl<'a> Distances<'a> {
     fn matrix(self) -> Cow<'a, Matrix> {
         match self {
             Distances::Of(m) => Cow::Borrowed(m),
-            Distances::Among(m, rows) => Cow::Owned(m.select(Axis(0), rows).select(Axis(1), rows)),
+            Distances::Among(m, rows) => {
+                Cow::Owned(Matrix::from_shape_fn((rows.len(), rows.len()), |(a, b)| m[[rows[a], rows[b]]]))
+            }
         }
     }
 }
@@ -117,7 +119,10 @@ fn cluster_with(points: Points<'_>, p: &Pipeline, max_k: usize, full: bool) -> (
         _ => {
             let raw = points.distances.matrix();
             let (space, curve) = match p.mode {
-                Mode::Hudd => (super::hudd_space(&raw), Some(super::hudd_curve_space(&raw))),
+                Mode::Hudd => {
+                    let (space, curve) = super::hudd_spaces(&raw);
+                    (space, Some(curve))
+                }
                 Mode::Direct => (raw.into_owned(), None),
             };
             match p.pca {

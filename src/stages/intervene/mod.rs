@@ -158,7 +158,8 @@ impl Stage for Intervene {
     type Params = InterveneParams;
     const KIND: &'static str = "intervene";
     // 6: real images: `derotate` and `recentre` among the interventions, each image's planted corruption named.
-    const VERSION: u32 = 6;
+    // 7: real images: `sharpen` reaches the training median sharpness; darkening's remedies include `contrast`.
+    const VERSION: u32 = 7;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model that failed" },
         InputSlot {

@@ -6,7 +6,7 @@
 //! | `brightness` | every channel scaled so the mean grey level is the training images' median | luminance |
 //! | `contrast` | deviations from each channel's mean scaled so the RMS contrast is the training median | contrast |
 //! | `gamma` | a power curve taking the mean grey level to the training median | luminance |
-//! | `sharpen` | an unsharp mask: the image plus its difference from a 3×3 binomial blur | sharpness |
+//! | `sharpen` | an unsharp mask (the image plus `a` times its difference from a 3×3 binomial blur), `a` per channel chosen so the variance of its Laplacian reaches the training median sharpness (at most 8; none for an image already as sharp) | sharpness |
 //! | `denoise` | a 3×3 median filter per channel | noise |
 //! | `derotate` | turned about its centroid to its class's mean orientation in training | orientation |
 //! | `recentre` | moved so its centroid lies at the training images' median centroid | centroid |
@@ -112,9 +112,10 @@ pub(super) struct Transformer {
     tried: Vec<usize>,
     /// The training images' grey descriptors, each sorted.
     training: Vec<Vec<f64>>,
-    /// The training medians of luminance and contrast: the targets.
+    /// The training medians of luminance, contrast and sharpness: the targets.
     luminance: f64,
     contrast: f64,
+    sharpness: f64,
     poses: Poses,
     seed: u64,
 }
@@ -179,7 +180,7 @@ impl Transformer {
             t.sort_by(f64::total_cmp);
         }
         let median = |v: &[f64]| if v.is_empty() { 0.5 } else { v[v.len() / 2] };
-        let (luminance, contrast) = (median(&training[0]), median(&training[1]));
+        let (luminance, contrast, sharpness) = (median(&training[0]), median(&training[1]), median(&training[2]));
         let n = images.meta.count;
         let pixels = images.images(&(0..n).collect::<Vec<_>>())?;
         let labels = match &images.meta.target {
@@ -199,6 +200,7 @@ impl Transformer {
             training,
             luminance,
             contrast,
+            sharpness,
             poses: Poses::new(&poses),
             seed,
         })
@@ -249,8 +251,9 @@ impl Transformer {
                 img.iter().map(|&v| byte(255.0 * (f64::from(v) / 255.0).powf(gamma))).collect()
             }
             "sharpen" => planes(img, h, w, |p| {
-                let blurred = binomial(p, h, w);
-                p.iter().zip(blurred).map(|(&v, b)| byte(2.0 * f64::from(v) - b)).collect()
+                let detail: Vec<f64> = p.iter().zip(binomial(p, h, w)).map(|(&v, b)| f64::from(v) - b).collect();
+                let amount = unsharp_amount(p, &detail, h, w, self.sharpness);
+                p.iter().zip(&detail).map(|(&v, d)| byte(f64::from(v) + amount * d)).collect()
             }),
             "denoise" => planes(img, h, w, |p| median3(p, h, w)),
             geometric => {
@@ -314,6 +317,27 @@ impl Intervener for Transformer {
     fn scenario(&self, row: usize) -> Option<&str> {
         self.scenarios.as_ref().map(|s| s[row].as_str()).filter(|s| !s.is_empty())
     }
+}
+
+/// How much of its detail (`detail`: the plane minus its blur) a plane needs added for the variance of its
+/// Laplacian to reach `target`: the Laplacian is linear, so the variance is a quadratic in the amount, solved for
+/// its positive root (at most 8); 0 when the plane is already as sharp.
+fn unsharp_amount(p: &[u8], detail: &[f64], h: usize, w: usize, target: f64) -> f64 {
+    let levels: Vec<f64> = p.iter().map(|&v| f64::from(v)).collect();
+    let (a, b) = (descriptors::laplacian(&levels, h, w), descriptors::laplacian(detail, h, w));
+    let n = a.len().max(1) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut var_a, mut var_b, mut cov) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (x - ma, y - mb);
+        (var_a, var_b, cov) = (var_a + x * x / n, var_b + y * y / n, cov + x * y / n);
+    }
+    if var_a >= target || var_b <= 0.0 {
+        return 0.0;
+    }
+    // var_b·s² + 2·cov·s + var_a = target, with var_a < target: one positive root.
+    let disc = cov * cov + var_b * (target - var_a);
+    ((disc.sqrt() - cov) / var_b).clamp(0.0, 8.0)
 }
 
 /// Every image's class index, 0 for all images of a regression task.
@@ -384,6 +408,7 @@ mod tests {
             training: vec![vec![0.5]; descriptors::GREY.len()],
             luminance: 0.5,
             contrast: 0.2,
+            sharpness: 100.0,
             poses: Poses::new(&training),
             seed: 1,
         };
@@ -405,5 +430,25 @@ mod tests {
         let planted = transformer.planted();
         assert_eq!(planted[0].as_ref().unwrap().names, ["derotate"]);
         assert!(planted[1].as_ref().unwrap().names.is_empty());
+    }
+
+    #[test]
+    fn sharpen_brings_a_blurred_plane_to_the_training_sharpness() {
+        let (h, w) = (16, 16);
+        let sharp: Vec<u8> = (0..h * w).map(|i| if (i / w + i % w) % 4 < 2 { 200 } else { 40 }).collect();
+        let mut blurred = sharp.clone();
+        for _ in 0..2 {
+            blurred = binomial(&blurred, h, w).into_iter().map(byte).collect();
+        }
+        let sharpness = |p: &[u8]| descriptors::describe(p, 1, h, w)[2];
+        let target = 0.25 * sharpness(&sharp);
+        assert!(sharpness(&blurred) < 0.5 * target, "{} against {target}", sharpness(&blurred));
+        let detail: Vec<f64> = blurred.iter().zip(binomial(&blurred, h, w)).map(|(&v, b)| f64::from(v) - b).collect();
+        let amount = unsharp_amount(&blurred, &detail, h, w, target);
+        assert!(amount > 1.0 && amount < 8.0, "{amount}");
+        let sharpened: Vec<u8> = blurred.iter().zip(&detail).map(|(&v, d)| byte(f64::from(v) + amount * d)).collect();
+        // Rounding to grey levels moves it a little off the target.
+        assert!((sharpness(&sharpened) / target - 1.0).abs() < 0.1, "{} against {target}", sharpness(&sharpened));
+        assert_eq!(unsharp_amount(&sharp, &detail, h, w, target), 0.0, "already sharper than the target");
     }
 }
