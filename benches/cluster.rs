@@ -16,9 +16,6 @@
 
 mod common;
 
-#[global_allocator]
-static ALLOCATOR: hudd::alloc::HugePages = hudd::alloc::HugePages;
-
 use std::time::Instant;
 
 use hudd::artefact::heatmaps::Heatmaps;

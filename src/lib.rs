@@ -1,6 +1,5 @@
 //! hudd: Heatmap-based Unsupervised Debugging of DNNs as a declarative workflow engine with a content-addressed store.
 
-pub mod alloc;
 pub mod artefact;
 pub mod cli;
 pub mod cluster;

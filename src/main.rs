@@ -2,9 +2,6 @@
 
 use std::process::ExitCode;
 
-#[global_allocator]
-static ALLOCATOR: hudd::alloc::HugePages = hudd::alloc::HugePages;
-
 fn main() -> ExitCode {
     // MKL, libtorch's LAPACK, splits an eigendecomposition (classical scaling, PCA, the spectral embedding) across
     // its threads whatever libtorch's own thread count, in an order that changes from run to run: the same key gave

@@ -3,6 +3,7 @@
 //! row-normalised space and the matrix its k curve is read on.
 
 use ndarray::{Array2, Axis, s};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Matrix;
@@ -45,7 +46,6 @@ pub fn distances<E>(
     d: usize,
     mut chunk: impl FnMut(usize, usize) -> Result<Vec<f32>, E>,
 ) -> Result<Matrix, E> {
-    use rayon::prelude::*;
     if n == 0 {
         return Ok(Matrix::zeros((0, 0)));
     }
@@ -68,8 +68,8 @@ pub fn distances<E>(
         });
         start += w;
     }
-    // The distances straight from the tiles (no n×n Gram matrix beside them): each pair i < j from the tile that
-    // holds it, mirrored.
+    // The distances straight from the tiles (no n×n Gram matrix beside them), a block of rows per task: each pair
+    // from the tile that holds it as i < j (the same sum `norms[i] + norms[j]` either way round).
     let mut norms = vec![0.0f64; n];
     for (tile, &(a, b)) in tiles.iter().zip(&pairs) {
         if a == b {
@@ -78,17 +78,27 @@ pub fn distances<E>(
             }
         }
     }
+    let tile_of = |a: usize, b: usize| &tiles[pairs.iter().position(|&p| p == (a, b)).expect("every pair a ≤ b")];
     let mut out = Matrix::zeros((n, n));
-    for (tile, &(a, b)) in tiles.iter().zip(&pairs) {
-        for ((i, j), &dot) in tile.indexed_iter() {
-            let (i, j) = (blocks[a].0 + i, blocks[b].0 + j);
-            if i < j {
-                let d = (norms[i] + norms[j] - 2.0 * f64::from(dot)).max(0.0).sqrt();
-                out[[i, j]] = d;
-                out[[j, i]] = d;
+    let flat = out.as_slice_mut().expect("standard layout");
+    flat.par_chunks_mut(TILE * n).enumerate().for_each(|(a, rows)| {
+        for b in 0..blocks.len() {
+            let tile = if a <= b { tile_of(a, b) } else { tile_of(b, a) };
+            for i in 0..blocks[a].1 - blocks[a].0 {
+                for j in 0..blocks[b].1 - blocks[b].0 {
+                    let (gi, gj) = (blocks[a].0 + i, blocks[b].0 + j);
+                    if gi != gj {
+                        let dot = if gi < gj {
+                            tile[[gi - blocks[a.min(b)].0, gj - blocks[a.max(b)].0]]
+                        } else {
+                            tile[[gj - blocks[b].0, gi - blocks[a].0]]
+                        };
+                        rows[i * n + gj] = (norms[gi] + norms[gj] - 2.0 * f64::from(dot)).max(0.0).sqrt();
+                    }
+                }
             }
         }
-    }
+    });
     Ok(out)
 }
 
@@ -131,13 +141,17 @@ pub fn hudd_curve_space(m: &Matrix) -> Matrix {
 /// a gigabyte: no normalised copy is kept beside them.
 pub fn hudd_spaces(m: &Matrix) -> (Matrix, Matrix) {
     let n = m.nrows();
+    // Rows contiguous in memory (a copy only for a matrix that is not).
+    let m = m.as_standard_layout();
     let maxes: Vec<f64> = m.outer_iter().map(|row| row.fold(0.0, |a: f64, &b| a.max(b))).collect();
-    let normalised = |i: usize, j: usize| if maxes[i] > 0.0 { m[[i, j]] / maxes[i] } else { m[[i, j]] };
-    let mut values: Vec<f32> = Vec::with_capacity(n * n);
-    for (i, row) in m.outer_iter().enumerate() {
-        let max = maxes[i];
-        values.extend(row.iter().map(|&v| if max > 0.0 { (v / max) as f32 } else { v as f32 }));
-    }
+    let normalised = |v: f64, max: f64| if max > 0.0 { v / max } else { v };
+    let mut values = vec![0.0f32; n * n];
+    let raw = m.as_slice().expect("a distance matrix in standard layout");
+    (values.par_chunks_mut(n.max(1)).zip(raw.par_chunks(n.max(1))).zip(&maxes)).for_each(|((out, row), &max)| {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = normalised(v, max) as f32;
+        }
+    });
     let space = distances::<std::convert::Infallible>(n, n, |start, width| {
         Ok(if start == 0 && width == n {
             std::mem::take(&mut values)
@@ -146,14 +160,16 @@ pub fn hudd_spaces(m: &Matrix) -> (Matrix, Matrix) {
         })
     })
     .expect("infallible");
+    // The upper triangle's normalised values, mirrored: below the diagonal, (i, j) holds (j, i)'s, m[j][i] divided
+    // by row j's maximum, which is m[i][j] divided by it (distance matrices are symmetric: `distances` mirrors each
+    // pair), so each row is read in memory order.
     let mut curve = Matrix::zeros((n, n));
-    for i in 0..n {
-        for j in i..n {
-            let v = normalised(i, j);
-            curve[[i, j]] = v;
-            curve[[j, i]] = v;
+    let flat = curve.as_slice_mut().expect("standard layout");
+    (flat.par_chunks_mut(n.max(1)).zip(raw.par_chunks(n.max(1))).enumerate()).for_each(|(i, (out, row))| {
+        for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+            *o = normalised(v, maxes[i.min(j)]);
         }
-    }
+    });
     (space, curve)
 }
 

@@ -1,6 +1,7 @@
 //! Agglomerative clustering (kodama's linkages), canonical cuts, and the sweep of cluster counts with HUDD's WICD and
 //! the silhouette (both kept up to date as clusters split), and the rules that choose k from it.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::quality::{nearest_other, silhouette_from};
@@ -132,8 +133,12 @@ impl<'a> Sums<'a> {
     fn new(m: &'a Matrix, stride: usize) -> Self {
         let n = m.nrows();
         let mut to_cluster = vec![0.0f64; n * stride];
-        for p in 0..n {
-            to_cluster[p * stride] = m.row(p).iter().sum();
+        // Each row summed whole by one thread, in order: the same sums at any thread count.
+        match m.as_slice() {
+            Some(rows) => (to_cluster.par_chunks_mut(stride.max(1)).zip(rows.par_chunks(n.max(1))))
+                .for_each(|(sums, row)| sums[0] = row.iter().sum()),
+            // Rows strided in memory (a column-major matrix): summed in the same order, one by one.
+            None => (0..n).for_each(|p| to_cluster[p * stride] = m.row(p).iter().sum()),
         }
         let intra = vec![(0..n).map(|p| to_cluster[p * stride]).sum::<f64>()];
         Sums { m, stride, to_cluster, intra }

@@ -81,7 +81,15 @@ impl<'a> Distances<'a> {
         match self {
             Distances::Of(m) => Cow::Borrowed(m),
             Distances::Among(m, rows) => {
-                Cow::Owned(Matrix::from_shape_fn((rows.len(), rows.len()), |(a, b)| m[[rows[a], rows[b]]]))
+                use rayon::prelude::*;
+                let k = rows.len();
+                let mut out = vec![0.0; k * k];
+                out.par_chunks_mut(k.max(1)).zip(rows).for_each(|(row, &r)| {
+                    for (o, &c) in row.iter_mut().zip(rows) {
+                        *o = m[[r, c]];
+                    }
+                });
+                Cow::Owned(Matrix::from_shape_vec((k, k), out).expect("k × k"))
             }
         }
     }
