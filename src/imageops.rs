@@ -3,6 +3,20 @@
 
 use crate::descriptors::Border;
 
+/// The image-space interventions of `intervene` that undo a corruption of `corrupt`: what naming it means when a test of the
+/// failures names their cause. Darkening multiplies every grey level, so it lowers the RMS contrast by the same
+/// factor: restoring the contrast undoes it as restoring the brightness does. Nothing undoes an occlusion, whose
+/// pixels are gone.
+pub fn remedies(corruption: &str) -> &'static [&'static str] {
+    match corruption {
+        "dark" => &["brightness", "contrast", "gamma"],
+        "blur" => &["sharpen"],
+        "noise" => &["denoise"],
+        "rotation" => &["derotate"],
+        _ => &[],
+    }
+}
+
 /// A value rounded and clamped to a grey level.
 pub fn byte(v: f64) -> u8 {
     v.round().clamp(0.0, 255.0) as u8

@@ -31,20 +31,6 @@ use crate::imageops::{binomial, byte, planes, rotate};
 /// The corruptions, in the order shares are taken from the shuffled split.
 pub const CORRUPTIONS: [&str; 5] = ["dark", "blur", "noise", "occlusion", "rotation"];
 
-/// The image-space interventions of `intervene` that undo a corruption: what naming it means when a test of the
-/// failures names their cause. Darkening multiplies every grey level, so it lowers the RMS contrast by the same
-/// factor: restoring the contrast undoes it as restoring the brightness does. Nothing undoes an occlusion, whose
-/// pixels are gone.
-pub fn remedies(corruption: &str) -> &'static [&'static str] {
-    match corruption {
-        "dark" => &["brightness", "contrast", "gamma"],
-        "blur" => &["sharpen"],
-        "noise" => &["denoise"],
-        "rotation" => &["derotate"],
-        _ => &[],
-    }
-}
-
 pub struct Corrupt;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -32,7 +32,6 @@ use crate::descriptors;
 use crate::engine::diagnostic::did_you_mean;
 use crate::engine::stage::StageError;
 use crate::imageops::{binomial, byte, median3, planes, warp};
-use crate::stages::corrupt;
 use crate::trigger::Purpose;
 
 /// The image-space interventions, in the order they are tried and composed.
@@ -212,12 +211,12 @@ impl Transformer {
     }
 
     /// Each image's planted corruption (a `corrupt` stage's `scenario` column) and the interventions tried that undo
-    /// it ([`corrupt::remedies`]); `None` for an image without one.
+    /// it ([`crate::imageops::remedies`]); `None` for an image without one.
     pub(super) fn planted(&self) -> Vec<Option<Planted>> {
         (0..self.ids.len())
             .map(|r| {
                 let scenario = self.scenario(r)?;
-                let names: Vec<String> = (corrupt::remedies(scenario).iter())
+                let names: Vec<String> = (crate::imageops::remedies(scenario).iter())
                     .filter(|name| self.tried.iter().any(|&t| TRANSFORMS[t] == **name))
                     .map(|name| name.to_string())
                     .collect();

@@ -105,6 +105,8 @@ pub(super) fn phrase(name: &str, image_space: bool) -> String {
         "gamma" => "a gamma curve to the training luminance".to_string(),
         "sharpen" => "sharpening".to_string(),
         "denoise" => "denoising".to_string(),
+        "derotate" => "turning the object to its class's orientation".to_string(),
+        "recentre" => "re-centring the object".to_string(),
         other => format!("`{other}`"),
     };
     name.split('+').map(words).collect::<Vec<_>>().join(" and ")
