@@ -85,12 +85,7 @@ pub struct Pose {
 /// `measure.centroid` and `measure.moments_central` of the same weights (`tests/fixtures/descriptors_ref.py`).
 pub fn pose(chw: &[u8], channels: usize, height: usize, width: usize) -> Pose {
     let levels: Vec<f64> = grey(chw, channels, height * width).iter().map(|v| v * 255.0).collect();
-    let border: Vec<f64> = (0..height)
-        .flat_map(|y| (0..width).map(move |x| (y, x)))
-        .filter(|&(y, x)| y == 0 || x == 0 || y + 1 == height || x + 1 == width)
-        .map(|(y, x)| levels[y * width + x])
-        .collect();
-    let background = border.iter().sum::<f64>() / border.len().max(1) as f64;
+    let background = border_mean(&levels, height, width);
     let weight = |i: usize| (levels[i] - background).abs();
     let (mut m, mut my, mut mx) = (0.0, 0.0, 0.0);
     for y in 0..height {
@@ -117,6 +112,17 @@ pub fn pose(chw: &[u8], channels: usize, height: usize, width: usize) -> Pose {
         orientation += std::f64::consts::PI;
     }
     Pose { centroid: (cy, cx), orientation, background }
+}
+
+/// The mean of a `height × width` plane's border pixels (row by row): its background, the level an object stands out
+/// from and the level a geometric intervention fills what it uncovers with.
+pub(crate) fn border_mean<T: Copy + Into<f64>>(plane: &[T], height: usize, width: usize) -> f64 {
+    let border: Vec<f64> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (y, x)))
+        .filter(|&(y, x)| y == 0 || x == 0 || y + 1 == height || x + 1 == width)
+        .map(|(y, x)| plane[y * width + x].into())
+        .collect();
+    border.iter().sum::<f64>() / border.len().max(1) as f64
 }
 
 /// The grey image (0–1) of `n` pixels: BT.709 luminance of RGB, or the one channel.

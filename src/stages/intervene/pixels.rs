@@ -263,7 +263,7 @@ impl Transformer {
                     (0.0, self.poses.centroid)
                 };
                 planes(img, h, w, |p| {
-                    let fill = byte(border_mean(p, h, w));
+                    let fill = byte(descriptors::border_mean(p, h, w));
                     warp(p, h, w, degrees, pose.centroid, to, fill)
                 })
             }
@@ -345,16 +345,6 @@ fn class_indices(ds: &Dataset) -> Result<Vec<usize>, StageError> {
         Target::Classification { .. } => ds.class_labels()?.into_iter().map(|c| c.max(0) as usize).collect(),
         Target::Regression { .. } => vec![0; ds.meta.count],
     })
-}
-
-/// The mean grey level of a plane's border pixels: its background, what a geometric intervention uncovers.
-fn border_mean(p: &[u8], h: usize, w: usize) -> f64 {
-    let border: Vec<f64> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (y, x)))
-        .filter(|&(y, x)| y == 0 || x == 0 || y + 1 == h || x + 1 == w)
-        .map(|(y, x)| f64::from(p[y * w + x]))
-        .collect();
-    border.iter().sum::<f64>() / border.len().max(1) as f64
 }
 
 /// 2·min(F, 1 − F) of `x`'s mid-rank F among the sorted `values`: 1 at their median, 0 beyond all of them.
