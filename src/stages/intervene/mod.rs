@@ -159,7 +159,9 @@ impl Stage for Intervene {
     const KIND: &'static str = "intervene";
     // 6: real images: `derotate` and `recentre` among the interventions, each image's planted corruption named.
     // 7: real images: `sharpen` reaches the training median sharpness; darkening's remedies include `contrast`.
-    const VERSION: u32 = 7;
+    // 8: real images: sharpness read relative to contrast, so darkening neither calls for nor is undone by `sharpen`;
+    // `derotate` turns the image about its centre, as a camera's roll does, not about the object's centroid.
+    const VERSION: u32 = 8;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot { name: "model", accepts: &[MODEL], many: false, required: true, doc: "the model that failed" },
         InputSlot {

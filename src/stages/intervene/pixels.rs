@@ -6,10 +6,14 @@
 //! | `brightness` | every channel scaled so the mean grey level is the training images' median | luminance |
 //! | `contrast` | deviations from each channel's mean scaled so the RMS contrast is the training median | contrast |
 //! | `gamma` | a power curve taking the mean grey level to the training median | luminance |
-//! | `sharpen` | an unsharp mask (the image plus `a` times its difference from a 3×3 binomial blur), `a` per channel chosen so the variance of its Laplacian reaches the training median sharpness (at most 8; none for an image already as sharp) | sharpness |
+//! | `sharpen` | an unsharp mask (the image plus `a` times its difference from a 3×3 binomial blur), `a` per channel chosen so the variance of its Laplacian, relative to the channel's variance, reaches the training median of that ratio (at most 8; none for an image already as sharp) | relative sharpness |
 //! | `denoise` | a 3×3 median filter per channel | noise |
-//! | `derotate` | turned about its centroid to its class's mean orientation in training | orientation |
+//! | `derotate` | turned about the image's centre (as a camera's roll turns it) until the object's axis lies at its class's mean orientation in training | orientation |
 //! | `recentre` | moved so its centroid lies at the training images' median centroid | centroid |
+//!
+//! Sharpness is read relative to contrast (the variance of the Laplacian over the variance of the grey levels):
+//! darkening an image by a factor shrinks both alike, so a dark but sharp image is neither sharpened nor called
+//! atypically blurred, and sharpening is not named for what brightening undoes.
 //!
 //! The geometric two read the object's [`Pose`](descriptors::Pose) (the moments of what stands out from the
 //! background) and fill what they uncover with the background's grey level: they suit a task whose images show one
@@ -41,9 +45,18 @@ pub(super) const TRANSFORMS: [&str; 7] =
 /// Training images measured at most (evenly spaced over the split): enough for medians and mid-ranks.
 const MEASURED: usize = 5_000;
 
-/// The descriptor (index into [`descriptors::GREY`]) each photometric intervention acts on.
+/// The descriptor (index into [`descriptors::GREY`]) each photometric intervention acts on; for `sharpen` (2) read
+/// relative to contrast ([`subjects`]).
 fn subject(transform: usize) -> Option<usize> {
     [Some(0), Some(1), Some(0), Some(2), Some(3), None, None][transform]
+}
+
+/// An image's grey descriptors as the interventions read them: `sharpness` divided by the variance of the grey levels
+/// (`contrast` in grey levels, squared), which a gain leaves unchanged; 0 for a flat image.
+fn subjects(mut described: Vec<f64>) -> Vec<f64> {
+    let variance = (255.0 * described[1]).powi(2);
+    described[2] = if variance > 0.0 { described[2] / variance } else { 0.0 };
+    described
 }
 
 /// The training images' poses: what the geometric interventions move towards, and how typical an image's pose is.
@@ -111,7 +124,7 @@ pub(super) struct Transformer {
     tried: Vec<usize>,
     /// The training images' grey descriptors, each sorted.
     training: Vec<Vec<f64>>,
-    /// The training medians of luminance, contrast and sharpness: the targets.
+    /// The training medians of luminance, contrast and relative sharpness ([`subjects`]): the targets.
     luminance: f64,
     contrast: f64,
     sharpness: f64,
@@ -168,7 +181,7 @@ impl Transformer {
         let mut poses = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(512) {
             for (img, &r) in all.images(chunk)?.chunks_exact(size).zip(chunk) {
-                let described = descriptors::describe(img, shape[0], shape[1], shape[2]);
+                let described = subjects(descriptors::describe(img, shape[0], shape[1], shape[2]));
                 for (k, v) in described.into_iter().enumerate().take(descriptors::GREY.len()) {
                     training[k].push(v);
                 }
@@ -257,14 +270,15 @@ impl Transformer {
             "denoise" => planes(img, h, w, |p| median3(p, h, w)),
             geometric => {
                 let pose = descriptors::pose(img, c, h, w);
-                let (degrees, to) = if geometric == "derotate" {
-                    (axial(self.poses.of(class) - pose.orientation).to_degrees(), pose.centroid)
+                let centre = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+                let (degrees, from, to) = if geometric == "derotate" {
+                    (axial(self.poses.of(class) - pose.orientation).to_degrees(), centre, centre)
                 } else {
-                    (0.0, self.poses.centroid)
+                    (0.0, pose.centroid, self.poses.centroid)
                 };
                 planes(img, h, w, |p| {
                     let fill = byte(descriptors::border_mean(p, h, w));
-                    warp(p, h, w, degrees, pose.centroid, to, fill)
+                    warp(p, h, w, degrees, from, to, fill)
                 })
             }
         }
@@ -282,7 +296,7 @@ impl Transformer {
 impl Intervener for Transformer {
     fn typicality(&self, row: usize) -> Vec<f64> {
         let [c, h, w] = self.shape;
-        let described = descriptors::describe(&self.images[row], c, h, w);
+        let described = subjects(descriptors::describe(&self.images[row], c, h, w));
         let pose = descriptors::pose(&self.images[row], c, h, w);
         let class = self.classes[row];
         let poses = &self.poses;
@@ -319,24 +333,42 @@ impl Intervener for Transformer {
 }
 
 /// How much of its detail (`detail`: the plane minus its blur) a plane needs added for the variance of its
-/// Laplacian to reach `target`: the Laplacian is linear, so the variance is a quadratic in the amount, solved for
-/// its positive root (at most 8); 0 when the plane is already as sharp.
-fn unsharp_amount(p: &[u8], detail: &[f64], h: usize, w: usize, target: f64) -> f64 {
+/// Laplacian, relative to the variance of its levels, to reach `ratio`. Both variances are quadratics in the amount
+/// (the Laplacian is linear), so the gap `var(L(p + s·d)) − ratio · var(p + s·d)` is one too: negative at 0 for a
+/// plane less sharp than the target, and crossing zero once on the way up; found by bisection on [0, 8] (8 when it
+/// is still short of it there). 0 when the plane is already as sharp.
+fn unsharp_amount(p: &[u8], detail: &[f64], h: usize, w: usize, ratio: f64) -> f64 {
     let levels: Vec<f64> = p.iter().map(|&v| f64::from(v)).collect();
-    let (a, b) = (descriptors::laplacian(&levels, h, w), descriptors::laplacian(detail, h, w));
-    let n = a.len().max(1) as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut var_a, mut var_b, mut cov) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(&b) {
-        let (x, y) = (x - ma, y - mb);
-        (var_a, var_b, cov) = (var_a + x * x / n, var_b + y * y / n, cov + x * y / n);
-    }
-    if var_a >= target || var_b <= 0.0 {
+    let laplacian = covariances(&descriptors::laplacian(&levels, h, w), &descriptors::laplacian(detail, h, w));
+    let plain = covariances(&levels, detail);
+    let gap = |s: f64| {
+        let at = |[a, ab, b]: [f64; 3]| a + 2.0 * ab * s + b * s * s;
+        at(laplacian) - ratio * at(plain)
+    };
+    if gap(0.0) >= 0.0 {
         return 0.0;
     }
-    // var_b·s² + 2·cov·s + var_a = target, with var_a < target: one positive root.
-    let disc = cov * cov + var_b * (target - var_a);
-    ((disc.sqrt() - cov) / var_b).clamp(0.0, 8.0)
+    if gap(8.0) < 0.0 {
+        return 8.0;
+    }
+    let (mut low, mut high) = (0.0, 8.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (low + high);
+        if gap(mid) < 0.0 { low = mid } else { high = mid }
+    }
+    high
+}
+
+/// The variance of `a`, the covariance of `a` and `b`, the variance of `b` (population).
+fn covariances(a: &[f64], b: &[f64]) -> [f64; 3] {
+    let n = a.len().max(1) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let mut out = [0.0; 3];
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x - ma, y - mb);
+        out = [out[0] + x * x / n, out[1] + x * y / n, out[2] + y * y / n];
+    }
+    out
 }
 
 /// Every image's class index, 0 for all images of a regression task.
@@ -380,27 +412,39 @@ mod tests {
             .collect()
     }
 
+    /// Grey images of `shape` (the first planted with a rotation, the others clean), every training descriptor 0.5,
+    /// the relative sharpness target `sharpness`.
+    fn transformer(images: Vec<Vec<u8>>, shape: [usize; 3], sharpness: f64, poses: Poses) -> Transformer {
+        let n = images.len();
+        Transformer {
+            images,
+            labels: vec![Label::Class(0); n],
+            classes: vec![0; n],
+            scenarios: Some((0..n).map(|i| if i == 0 { "rotation" } else { "clean" }.to_string()).collect()),
+            ids: (0..n).map(|i| i.to_string()).collect(),
+            shape,
+            tried: (0..TRANSFORMS.len()).collect(),
+            training: vec![vec![0.5]; descriptors::GREY.len()],
+            luminance: 0.5,
+            contrast: 0.2,
+            sharpness,
+            poses,
+            seed: 1,
+        }
+    }
+
     #[test]
     fn derotate_turns_a_turned_object_back_and_recentre_moves_it_back() {
         let (h, w) = (33, 33);
         let level = bar(h, w, (14, 4), (5, 25));
         let pose = |img: &[u8]| descriptors::pose(img, 1, h, w);
         let training: Vec<_> = (0..8).map(|_| (pose(&level), 0)).collect();
-        let transformer = Transformer {
-            images: vec![crate::imageops::rotate(&level, h, w, 40.0, 0), bar(h, w, (4, 2), (5, 25))],
-            labels: vec![Label::Class(0); 2],
-            classes: vec![0; 2],
-            scenarios: Some(vec!["rotation".into(), "clean".into()]),
-            ids: vec!["a".into(), "b".into()],
-            shape: [1, h, w],
-            tried: (0..TRANSFORMS.len()).collect(),
-            training: vec![vec![0.5]; descriptors::GREY.len()],
-            luminance: 0.5,
-            contrast: 0.2,
-            sharpness: 100.0,
-            poses: Poses::new(&training),
-            seed: 1,
-        };
+        let transformer = transformer(
+            vec![crate::imageops::rotate(&level, h, w, 40.0, 0), bar(h, w, (4, 2), (5, 25))],
+            [1, h, w],
+            100.0,
+            Poses::new(&training),
+        );
         let derotate = TRANSFORMS.iter().position(|&t| t == "derotate").unwrap();
         let recentre = TRANSFORMS.iter().position(|&t| t == "recentre").unwrap();
         assert!((pose(&transformer.images[0]).orientation.to_degrees() - 40.0).abs() < 1.0);
@@ -422,22 +466,36 @@ mod tests {
     }
 
     #[test]
-    fn sharpen_brings_a_blurred_plane_to_the_training_sharpness() {
+    fn sharpen_reaches_the_training_relative_sharpness_and_leaves_a_darkened_image_alone() {
         let (h, w) = (16, 16);
-        let sharp: Vec<u8> = (0..h * w).map(|i| if (i / w + i % w) % 4 < 2 { 200 } else { 40 }).collect();
+        // A bar 160 grey levels bright on 60, so the sharpening's overshoot stays inside 0–255.
+        let sharp: Vec<u8> = bar(h, w, (4, 4), (8, 8)).iter().map(|&v| if v > 0 { 160 } else { 60 }).collect();
+        let dark: Vec<u8> = sharp.iter().map(|&v| byte(f64::from(v) * 0.4)).collect();
         let mut blurred = sharp.clone();
         for _ in 0..2 {
             blurred = binomial(&blurred, h, w).into_iter().map(byte).collect();
         }
-        let sharpness = |p: &[u8]| descriptors::describe(p, 1, h, w)[2];
-        let target = 0.25 * sharpness(&sharp);
-        assert!(sharpness(&blurred) < 0.5 * target, "{} against {target}", sharpness(&blurred));
-        let detail: Vec<f64> = blurred.iter().zip(binomial(&blurred, h, w)).map(|(&v, b)| f64::from(v) - b).collect();
-        let amount = unsharp_amount(&blurred, &detail, h, w, target);
-        assert!(amount > 1.0 && amount < 8.0, "{amount}");
-        let sharpened: Vec<u8> = blurred.iter().zip(&detail).map(|(&v, d)| byte(f64::from(v) + amount * d)).collect();
-        // Rounding to grey levels moves it a little off the target.
-        assert!((sharpness(&sharpened) / target - 1.0).abs() < 0.1, "{} against {target}", sharpness(&sharpened));
-        assert_eq!(unsharp_amount(&sharp, &detail, h, w, target), 0.0, "already sharper than the target");
+        let relative = |p: &[u8]| subjects(descriptors::describe(p, 1, h, w))[2];
+        // The gain shrinks the Laplacian's variance by 0.16 and the ratio not at all (but for rounding).
+        assert!(
+            (descriptors::describe(&dark, 1, h, w)[2] / descriptors::describe(&sharp, 1, h, w)[2] - 0.16).abs() < 0.01
+        );
+        assert!(
+            (relative(&dark) / relative(&sharp) - 1.0).abs() < 0.01,
+            "{} against {}",
+            relative(&dark),
+            relative(&sharp)
+        );
+        let sharpen = TRANSFORMS.iter().position(|&t| t == "sharpen").unwrap();
+        let t = transformer(vec![dark.clone(), blurred.clone()], [1, h, w], 0.25 * relative(&sharp), Poses::new(&[]));
+        assert_eq!(t.apply(sharpen, &dark, 0), dark, "a dark but sharp image is not sharpened");
+        let sharpened = t.apply(sharpen, &blurred, 0);
+        assert!(relative(&blurred) < 0.5 * t.sharpness, "{}", relative(&blurred));
+        assert!(
+            (relative(&sharpened) / t.sharpness - 1.0).abs() < 0.15,
+            "{} against {}",
+            relative(&sharpened),
+            t.sharpness
+        );
     }
 }
