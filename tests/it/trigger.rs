@@ -495,10 +495,11 @@ split = "expanded"
     assert_ne!(other, distances, "another backbone's weights measure other distances");
 }
 
-/// Real images have no simulator: the planted darkness's signs exported as PNG files and imported with a listing,
-/// their pixel descriptors measured by the `dataset` stage; `rules` states the failures' condition over the
-/// descriptors, `confirm` measures it on held-out images that chose nothing, and `intervene` brightens the failures
-/// (and tries the other image-space interventions) against a sham of imperceptible noise; the report says all.
+/// Real images have no simulator: the planted darkness's signs exported as PNG files in torchvision's ImageFolder
+/// layout (`<split>/<class>/<image>`, as a safety team brings its own), imported with their pixel descriptors
+/// measured by the `dataset` stage; `rules` states the failures' condition over the descriptors, `confirm` measures
+/// it on held-out images that chose nothing, and `intervene` brightens the failures (and tries the other image-space
+/// interventions) against a sham of imperceptible noise; the report says all.
 #[test]
 fn on_real_images_a_condition_over_pixel_descriptors_is_confirmed_on_held_out_images() {
     let ws = crate::support::Ws::new();
@@ -514,26 +515,28 @@ fn on_real_images_a_condition_over_pixel_descriptors_is_confirmed_on_held_out_im
     .unwrap();
     let (ids, labels, splits) =
         (simulated.ids().unwrap(), simulated.strings("label").unwrap(), simulated.strings("split").unwrap());
+    // As a safety team would bring them: torchvision's ImageFolder layout, `<split>/<class>/<image>`.
     let rows: Vec<usize> = (0..ids.len()).filter(|&i| splits[i] != "improvement").collect();
-    let mut listing = String::from("path,label,split\n");
     for (&i, chw) in rows.iter().zip(simulated.images(&rows).unwrap().chunks_exact(3 * 32 * 32)) {
         let rgb = hudd::media::chw_to_rgb(chw, 3, 32 * 32);
-        let path = ws.path().join(format!("photos/{}.png", ids[i]));
+        let path = ws.path().join(format!("photos/{}/{}/{}.png", splits[i], labels[i], ids[i]));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         image::RgbImage::from_raw(32, 32, rgb).unwrap().save(&path).unwrap();
-        listing += &format!("photos/{}.png,{},{}\n", ids[i], labels[i], splits[i]);
     }
-    ws.write("photos.csv", &listing);
     let real = planted()
         .replace(
             "kind = \"simulate\"\nsimulator = \"signs\"",
-            "kind = \"dataset\"\nformat = \"csv\"\npath = \"photos.csv\"",
+            "kind = \"dataset\"\nformat = \"folders\"\npath = \"photos\"",
         )
         .lines()
         .filter(|l| !l.starts_with("params = ") && !l.starts_with("splits = "))
         .collect::<Vec<_>>()
         .join("\n")
         .replace("size = 32", "size = 32\ndescriptors = true")
+        .replace(
+            "path = \"photos\"",
+            "path = \"photos\"\nsplits = { train = \"train\", test = \"test\", holdout = \"holdout\" }",
+        )
         + r#"
 [[stage]]
 id = "test-holdout"
