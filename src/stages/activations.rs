@@ -113,7 +113,8 @@ impl Stage for Activations {
     type Params = ActivationsParams;
     const KIND: &'static str = "activations";
     // 2: a backbone runs with its batch norms merged and channels-last memory (`Net::for_features`).
-    const VERSION: u32 = 2;
+    // 3: its 1×1 convolutions as `matrixmultiply`'s products (`Net::for_features`), where libtorch sent them to MKL.
+    const VERSION: u32 = 3;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "model",

@@ -313,6 +313,13 @@ impl Stage for Cluster {
     // Backed by tests/it/settings.rs and tests/it/engine.rs: 1 and 2 threads give the same bytes.
     const SETTINGS: &'static [&'static str] = &["threads"];
 
+    /// How principal components are computed, in the keys of the clusterings that reduce their space by PCA alone
+    /// (a change there leaves HUDD's own clusterings and everything downstream of them cached). 2: the scatter
+    /// matrix and the scores as `matrixmultiply`'s products (`cluster::pca_scores`), where they were MKL's.
+    fn fingerprints(p: &ClusterParams) -> Vec<(String, String)> {
+        p.pca.map(|_| ("principal components".to_string(), "2".to_string())).into_iter().collect()
+    }
+
     fn run(&self, p: &ClusterParams, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let threads = p.threads.unwrap_or(ctx.threads).max(1);
         let pool = rayon::ThreadPoolBuilder::new()

@@ -694,6 +694,29 @@ fn the_spectral_embedding_is_scikit_learns() {
 }
 
 #[test]
+fn principal_component_scores_are_scikit_learns() {
+    // Numbers from tests/fixtures/pca_ref.py (PCA with the full SVD; components of no variance dropped).
+    let path = format!("{}/tests/fixtures/pca_ref.json", env!("CARGO_MANIFEST_DIR"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in doc["cases"].as_array().unwrap() {
+        let (n, d) = (case["n"].as_u64().unwrap() as usize, case["d"].as_u64().unwrap() as usize);
+        let x: Vec<f32> = case["x"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let x = ndarray::Array2::from_shape_vec((n, d), x).unwrap();
+        let want: Vec<Vec<f64>> = serde_json::from_value(case["scores"].clone()).unwrap();
+        let got = cluster::pca_scores(x.view(), case["components"].as_u64().unwrap() as usize);
+        assert_eq!(got.dim(), (n, want[0].len()), "{}: the components kept", case["name"]);
+        for (c, column) in got.columns().into_iter().enumerate() {
+            // An eigenvector's sign is arbitrary: the reference's largest absolute score is positive.
+            let top = column.iter().copied().fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+            for (i, (g, row)) in column.iter().zip(&want).enumerate() {
+                let (g, w) = (top.signum() * g, row[c]);
+                assert!((g - w).abs() < 1e-9 * (1.0 + w.abs()), "{} [{i}, {c}]: {g} against {w}", case["name"]);
+            }
+        }
+    }
+}
+
+#[test]
 fn principal_components_give_the_same_bytes_at_any_thread_count() {
     // libtorch's thread count must not reach the classical scaling's bytes (its eigendecomposition runs on one MKL
     // thread: src/main.rs, .cargo/config.toml).
