@@ -566,16 +566,24 @@ mod tests {
         let mut net = Net::new(&arch, &vs.root(), [3, 9, 7], 1).unwrap();
         net.initialise(&mut Draws::new(11, draws::Stream::Init));
         let x = Draws::new(12, draws::Stream::Init).normal(&[3, 3, 9, 7]);
+        // The inputs of `relu`, `project` and `strided`, and the output: that of `strided`, which libtorch computes.
         let layers = [2, 3, 4];
-        let before = tch::no_grad(|| net.forward_at(&x, &layers));
+        let all = |net: &Net| {
+            tch::no_grad(|| {
+                let mut values = net.forward_at(&x, &layers);
+                values.push(net.forward(&x));
+                values
+            })
+        };
+        let before = all(&net);
         net.for_features();
-        let after = tch::no_grad(|| net.forward_at(&x, &layers));
-        for ((b, a), &k) in before.iter().zip(&after).zip(&layers) {
+        let after = all(&net);
+        for ((b, a), k) in before.iter().zip(&after).zip(layers.iter().chain([&5])) {
             assert_eq!(a.size(), b.size());
             let diff = f64::try_from((a - b).abs().max()).unwrap();
             let scale = f64::try_from(b.abs().max()).unwrap();
-            assert!(diff < 1e-5 * scale.max(1.0), "layer {}: {diff}", net.layers[k].0);
-            assert_eq!(a.stride()[1], 1, "layer {}: channels-last", net.layers[k].0);
+            assert!(diff < 1e-5 * scale.max(1.0), "value {k}: {diff}");
+            assert_eq!(a.stride()[1], 1, "value {k}: channels-last");
         }
         // The 1×1 convolution of stride 1 is the product, libtorch's convolution up to rounding.
         let input = tch::no_grad(|| net.forward_at(&x, &[1]))[0].shallow_clone();
