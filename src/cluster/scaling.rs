@@ -38,8 +38,11 @@ pub fn embed(m: &Matrix) -> Array2<f64> {
 /// first, at most `limit` of them.
 fn positive(values: &[f64], limit: usize) -> Vec<i64> {
     let largest = values.iter().copied().fold(0.0, f64::max);
-    (0..values.len() as i64).rev().filter(|&i| values[i as usize] > largest * 1e-10).take(limit).collect()
+    (0..values.len() as i64).rev().filter(|&i| values[i as usize] > largest * ROUNDING).take(limit).collect()
 }
+
+/// An eigenvalue at most this share of the largest is rounding, not a direction of the data.
+const ROUNDING: f64 = 1e-10;
 
 fn to_array(x: &Tensor, rows: usize, columns: usize) -> Array2<f64> {
     let flat = Vec::<f64>::try_from(x.flatten(0, -1)).expect("double coordinates");
@@ -62,7 +65,7 @@ pub fn pca_scores(x: ArrayView2<f32>, components: usize) -> Array2<f64> {
     let scatter = centred.t().dot(&centred);
     let (values, vectors) = largest_eigenpairs(&scatter, components);
     let largest = values.first().copied().unwrap_or(0.0);
-    let keep: Vec<usize> = (0..values.len()).filter(|&i| values[i] > largest * 1e-10).collect();
+    let keep: Vec<usize> = (0..values.len()).filter(|&i| values[i] > largest * ROUNDING).collect();
     centred.dot(&vectors.select(Axis(1), &keep))
 }
 
@@ -81,11 +84,11 @@ fn largest_eigenpairs(s: &Array2<f64>, k: usize) -> (Vec<f64>, Array2<f64>) {
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let start = Array2::from_shape_simple_fn((d, block), || rand::Rng::random::<f64>(&mut rng) - 0.5);
     let Some(mut q) = orthonormal(s.dot(&start)) else { return full_eigenpairs(s, k) };
+    // The Ritz pairs wanted, largest first (`eigh` gives them in ascending order).
+    let top: Vec<usize> = (0..k).map(|i| block - 1 - i).collect();
     for _ in 0..100 {
         let z = s.dot(&q);
         let (theta, w) = symmetric_eigh(&q.t().dot(&z));
-        // The Ritz pairs, largest first (`eigh` gives them in ascending order).
-        let top: Vec<usize> = (0..k).map(|i| block - 1 - i).collect();
         let w = w.select(Axis(1), &top);
         let (v, zv) = (q.dot(&w), z.dot(&w));
         let values: Vec<f64> = top.iter().map(|&i| theta[i]).collect();
