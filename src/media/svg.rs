@@ -89,6 +89,52 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series<'_>], marker: Opt
     svg
 }
 
+/// Average advance of a sans-serif character, in em: a generous estimate (most glyphs of the system's sans-serif are
+/// narrower), so a caption placed by it stays inside its figure.
+const EM_PER_CHAR: f64 = 0.6;
+
+/// A caption's lines and where each is centred, so that none runs past `bounds` at `font_size`: one line centred on
+/// `centre` where it fits, moved inwards where it would cross a bound; split at the space nearest the middle (as many
+/// times as it takes) where it is wider than the bounds.
+fn caption_lines(text: &str, centre: f64, bounds: (f64, f64), font_size: f64) -> Vec<(f64, String)> {
+    let width = |t: &str| t.chars().count() as f64 * font_size * EM_PER_CHAR;
+    let room = bounds.1 - bounds.0;
+    let mut lines = vec![text.to_string()];
+    while let Some(k) = lines.iter().position(|l| width(l) > room && l.contains(' ')) {
+        let line = lines.remove(k);
+        let middle = line.chars().count() / 2;
+        let split = line
+            .char_indices()
+            .filter(|&(_, c)| c == ' ')
+            .map(|(b, _)| b)
+            .min_by_key(|&b| line[..b].chars().count().abs_diff(middle))
+            .expect("the line has a space");
+        lines.insert(k, line[split + 1..].to_string());
+        lines.insert(k, line[..split].to_string());
+    }
+    lines
+        .into_iter()
+        .map(|l| {
+            let half = (width(&l) / 2.0).min(room / 2.0);
+            (centre.clamp(bounds.0 + half, bounds.1 - half), l)
+        })
+        .collect()
+}
+
+/// Writes [`caption_lines`] centred from height `y` down, `font_size × 1.25` apart; returns how many lines it took.
+fn write_caption(svg: &mut String, text: &str, centre: f64, y: f64, bounds: (f64, f64), font_size: f64) -> usize {
+    let lines = caption_lines(text, centre, bounds, font_size);
+    for (i, (x, line)) in lines.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r##"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            y + i as f64 * font_size * 1.25,
+            escape(line)
+        );
+    }
+    lines.len()
+}
+
 /// A number in at most four significant digits.
 fn short(v: f64) -> String {
     if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {
@@ -211,7 +257,18 @@ pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &st
     let (lo, hi) = (lo - pad, hi + pad);
     let (w, row, left, right) = (640.0, 34.0, 120.0, 24.0);
     let axis_y = row * (groups.len() as f64 + 0.6);
-    let h = axis_y + 62.0;
+    let title = if accuracy { "accuracy (%)" } else { "mean keypoint error (px, lower is better)" };
+    let mut caption = String::new();
+    let lines = write_caption(
+        &mut caption,
+        &format!("{title} on split {split}; dot: one retrained model, red bar: mean"),
+        left + (w - left - right) / 2.0,
+        axis_y + 38.0,
+        (4.0, w - 4.0),
+        12.0,
+    );
+    let extra = 15.0 * (lines - 1) as f64;
+    let h = axis_y + 62.0 + extra;
     let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - right);
     let label = |v: f64| if accuracy { format!("{:.1}", v * 100.0) } else { format!("{v:.2}") };
     let mut svg = format!(
@@ -220,17 +277,11 @@ pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &st
     );
     // The axis, its ticks with their values, and its title with the unit.
     x_axis(&mut svg, (left, w - right), axis_y, 8.0, ticks(lo, hi).into_iter().map(|t| (x(t), label(t))));
-    let title = if accuracy { "accuracy (%)" } else { "mean keypoint error (px, lower is better)" };
-    svg.push_str(&format!(
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{title} on split {}; dot: one retrained model, red bar: mean</text>"##,
-        left + (w - left - right) / 2.0,
-        axis_y + 38.0,
-        escape(split)
-    ));
+    svg.push_str(&caption);
     let ox = x(original);
     svg.push_str(&format!(
         r##"<line x1="{ox:.1}" x2="{ox:.1}" y1="8" y2="{axis_y:.1}" stroke="#777" stroke-dasharray="4 3"/><text x="{ox:.1}" y="{:.1}" text-anchor="middle" fill="#555">original {}</text>"##,
-        axis_y + 54.0,
+        axis_y + 54.0 + extra,
         label(original)
     ));
     for (i, (name, values)) in groups.iter().enumerate() {
@@ -279,20 +330,18 @@ pub fn interval_plot(title: &str, rows: &[IntervalRow<'_>], marker: Option<(f64,
     let (lo, hi) = if percent { ((lo - pad).max(0.0), (hi + pad).min(1.0)) } else { (lo - pad, hi + pad) };
     let (w, row, left, right) = (640.0, 26.0, 210.0, 24.0);
     let axis_y = row * rows.len() as f64 + 14.0;
-    let h = axis_y + 46.0;
     let x = |v: f64| left + (v - lo) / (hi - lo).max(1e-9) * (w - left - right);
     let label = |v: f64| if percent { format!("{:.0}", v * 100.0) } else { format!("{v:.2}") };
+    let mut caption = String::new();
+    let lines =
+        write_caption(&mut caption, title, left + (w - left - right) / 2.0, axis_y + 36.0, (4.0, w - 4.0), 12.0);
+    let h = axis_y + 46.0 + 15.0 * (lines - 1) as f64;
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="{}"><rect width="{w}" height="{h}" fill="#fff"/>"##,
         escape(title)
     );
     x_axis(&mut svg, (left, w - right), axis_y, 4.0, ticks(lo, hi).into_iter().map(|t| (x(t), label(t))));
-    svg.push_str(&format!(
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-        left + (w - left - right) / 2.0,
-        axis_y + 36.0,
-        escape(title)
-    ));
+    svg.push_str(&caption);
     if let Some((m, caption)) = marker {
         let mx = x(m);
         svg.push_str(&format!(
@@ -501,6 +550,59 @@ mod tests {
         assert_eq!(svg.matches(r##"stroke="#123""##).count(), 6);
         assert!(svg.contains("hudd &amp; co") && svg.contains("accuracy &lt;held out&gt;"), "{svg}");
         assert!(svg.contains("accuracy &gt;= 0.95") && svg.contains("stroke-dasharray=\"5 3\""), "{svg}");
+    }
+
+    /// Each `<text … text-anchor="middle">` of an SVG: its x, y and its text's estimated half width at 12 px.
+    fn centred_texts(svg: &str) -> Vec<(f64, f64, f64)> {
+        // The attributes follow "<text " (split off), so each is found after a space.
+        let attr = |t: &str, name: &str| -> f64 {
+            let t = format!(" {t}");
+            let r = &t[t.find(&format!(" {name}=\"")).unwrap() + name.len() + 3..];
+            r[..r.find('"').unwrap()].parse().unwrap()
+        };
+        svg.split("<text ")
+            .skip(1)
+            .filter(|t| t[..t.find('>').unwrap()].contains(r#"text-anchor="middle""#))
+            .map(|t| {
+                let text = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+                (attr(t, "x"), attr(t, "y"), text.chars().count() as f64 * 12.0 * EM_PER_CHAR / 2.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_caption_wider_than_its_figure_wraps_and_every_line_stays_inside_it() {
+        let long = "failure rate (%) on fresh images inside and outside the rule, exact 95% intervals, and more words";
+        let row = IntervalRow { label: "a".into(), value: 0.3, lo: Some(0.2), hi: Some(0.4), colour: "#123" };
+        let one = interval_plot("short caption", std::slice::from_ref(&row), None, true);
+        let two = interval_plot(long, std::slice::from_ref(&row), None, true);
+        let height = |svg: &str| -> f64 {
+            let r = &svg[svg.find("height=\"").unwrap() + 8..];
+            r[..r.find('"').unwrap()].parse().unwrap()
+        };
+        assert_eq!(height(&two), height(&one) + 15.0, "a second caption line grows the figure by one line");
+        let lines: Vec<(f64, f64, f64)> = centred_texts(&two).into_iter().filter(|t| t.1 > 70.0).collect();
+        assert_eq!(lines.len(), 2, "{two}");
+        for (x, y, half) in &lines {
+            assert!(x - half >= 0.0 && x + half <= 640.0 && *y < height(&two), "line at ({x}, {y}) ±{half}: {two}");
+        }
+        // Nothing lost, in order; a short caption stays centred on the plot area (210..616).
+        let words = |svg: &str| {
+            svg.split("<text ")
+                .skip(1)
+                .map(|t| t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(words(&two).iter().any(|w| long.starts_with(w.as_str())), "{two}");
+        assert!(words(&two).iter().any(|w| long.ends_with(w.as_str())), "{two}");
+        assert!(centred_texts(&one).iter().any(|t| (t.0 - 413.0).abs() < 0.1), "{one}");
+        // A word longer than the figure cannot be split: its line is kept whole, centred.
+        assert_eq!(caption_lines(&"x".repeat(200), 100.0, (0.0, 640.0), 12.0), vec![(320.0, "x".repeat(200))]);
+        // The keypoint error's caption, the longest the strip plot writes, fits too.
+        let groups = BTreeMap::from([("hudd".to_string(), vec![0.7, 0.71])]);
+        for (x, _, half) in centred_texts(&strip_plot(&groups, 0.9, "holdout", false)) {
+            assert!(x - half >= 0.0 && x + half <= 640.0, "({x}) ±{half}");
+        }
     }
 
     #[test]
