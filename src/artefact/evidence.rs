@@ -34,8 +34,9 @@ pub const SCHEMA: &str = "hudd.evidence";
 /// (issue 50): `confirm_held_out` (the rules were confirmed on held-out images, real images having no simulator to
 /// render from) and `descriptors` (the images' parameters, which RQ1 and the rules read, are pixel descriptors, not
 /// simulator parameters) are new. Version 10 (issue 50): `interventions.image_space` (real images: the interventions
-/// transform pixels and the sham adds noise, where simulated images are re-rendered) is new.
-pub const VERSION: u32 = 10;
+/// transform pixels and the sham adds noise, where simulated images are re-rendered) is new. Version 11:
+/// `summary.by_cause` (the clusters counted under their tested causes, in a sentence) is new.
+pub const VERSION: u32 = 11;
 
 /// A root-cause cluster as every version of `evidence.json` holds it: what `hudd diff` matches and `hudd annotate`
 /// binds notes to (the report writes more fields; a test in `stages::report` ties the two).

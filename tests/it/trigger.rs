@@ -342,6 +342,26 @@ fn restoring_the_planted_darkness_fixes_the_failures_and_the_sham_does_not() {
     let members: String =
         ids.iter().zip(&nights).map(|(id, n)| format!("{id},{},0\n", if *n > 0.5 { 1 } else { 2 })).collect();
     ws.write("clusters/clusters.csv", &format!("image,cluster,distance_to_medoid\n{members}"));
+    // What a report reads beside the members: the clustering's summary and each cluster's row.
+    let dark: Vec<&String> = ids.iter().zip(&nights).filter(|(_, n)| **n > 0.5).map(|(id, _)| id).collect();
+    let light: Vec<&String> = ids.iter().zip(&nights).filter(|(_, n)| **n <= 0.5).map(|(id, _)| id).collect();
+    ws.write(
+        "clusters/cluster.json",
+        &format!(r#"{{"images": {}, "clusters": 2, "mode": "direct", "linkage": "ward", "layers": []}}"#, ids.len()),
+    );
+    let share = |n: usize| n as f64 / ids.len() as f64;
+    ws.write(
+        "clusters/summary.csv",
+        &format!(
+            "cluster,size,share,mean_intra_distance,medoid,stability,stable\n1,{},{},0,{},,\n2,{},{},0,{},,\n",
+            dark.len(),
+            share(dark.len()),
+            dark[0],
+            light.len(),
+            share(light.len()),
+            light[0]
+        ),
+    );
     let text = planted()
         + r#"
 [[stage]]
@@ -371,6 +391,13 @@ heatmaps = "signature.features"
 images = "test.errors"
 mode = "direct"
 stability_draws = 0
+
+[[stage]]
+id = "report"
+kind = "report"
+test = "test.summary"
+clusters = "clusters.clusters"
+interventions = "intervene.summary"
 "#;
     let (w, r) = run(&ws, &text);
     let out = |output: &str| ws.store().output_path(&r.keys[w.stage_index("intervene").unwrap()], output).unwrap();
@@ -385,6 +412,15 @@ stability_draws = 0
     let dark = summary.clusters.iter().find(|c| c.cluster == 1).unwrap();
     assert_eq!(dark.causes.first().map(String::as_str), Some("night"), "{dark:?}");
     assert!(dark.fixed.lo > dark.sham.hi, "{dark:?}");
+    // The report's summary counts the clusters under their tested causes: the dark one under `night`.
+    let report = ws.store().output_path(&r.keys[w.stage_index("report").unwrap()], "report").unwrap();
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    let summary_md = &md[md.find("## Summary").unwrap()..md.find("## 1. Scope").unwrap()];
+    let line = summary_md
+        .lines()
+        .find(|l| l.starts_with("By tested cause, the 2 clusters come to "))
+        .unwrap_or_else(|| panic!("{summary_md}"));
+    assert!(line.contains(&format!("restoring night for 1 cluster ({} failures)", dark.images)), "{line}");
     let verdicts: Vec<hudd::artefact::interventions::ImageVerdict> =
         hudd::artefact::table::read(&out("images")).unwrap();
     let named = verdicts.iter().filter(|v| v.cause == "night").count();

@@ -154,8 +154,9 @@ impl Stage for Report {
     const KIND: &'static str = "report";
     // 11: `alternatives`, other clusterings beside the main one. 13: `selection`, the clustering that selects. 14: the
     // failures' map and the curve over k; no mean relevance picture for clusters of a backbone's features. 17: the
-    // geometric image-space interventions in words. 18: plot captions wrapped and kept inside their figures.
-    const VERSION: u32 = 18;
+    // geometric image-space interventions in words. 18: plot captions wrapped and kept inside their figures. 20: the
+    // summary counts the clusters under their tested causes (evidence v11; 19 was that without the evidence version).
+    const VERSION: u32 = 20;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "test",

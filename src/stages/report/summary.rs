@@ -1,7 +1,8 @@
 //! The executive summary, first in the report: whether the acceptance criterion is met before and after retraining
-//! (held out, with intervals), the main causes with their tests and what retraining did for each, the open items, and
-//! the pictures an assessor looks at first (a forest plot of the scores, the failure rates inside and outside each
-//! triggering condition).
+//! (held out, with intervals), the main causes with their tests and what retraining did for each, how many tested
+//! causes the clusters come to (seventeen clusters of one cause read otherwise than seventeen causes), the open
+//! items, and the pictures an assessor looks at first (a forest plot of the scores, the failure rates inside and
+//! outside each triggering condition).
 
 use serde::Serialize;
 
@@ -23,6 +24,9 @@ pub(super) struct SummaryView {
     pub(super) causes: Vec<CauseLine>,
     /// The other clusters, counted.
     pub(super) more: Option<String>,
+    /// Every cluster counted under its tested cause: how many causes the clusters come to (seventeen clusters may
+    /// share one).
+    pub(super) by_cause: Option<String>,
     /// What retraining achieved against the baselines, held out.
     pub(super) retraining: Option<String>,
     pub(super) open: Vec<String>,
@@ -171,6 +175,41 @@ impl Facts<'_> {
         CauseLine { cluster: c.id, size: c.size, share: c.share, text: parts.join("; ") }
     }
 
+    /// The clusters grouped by their tested cause (the first, strongest, of each), the most failures first, and those
+    /// without one; none when no cluster was tested.
+    fn by_cause(&self) -> Option<String> {
+        let mut groups: Vec<(String, usize, usize)> = Vec::new();
+        let mut untested = (0, 0);
+        for c in self.clusters {
+            let Some(t) = &c.tested else { continue };
+            match t.causes.first() {
+                Some(cause) => match groups.iter_mut().find(|g| &g.0 == cause) {
+                    Some(g) => (g.1, g.2) = (g.1 + 1, g.2 + c.size),
+                    None => groups.push((cause.clone(), 1, c.size)),
+                },
+                None => untested = (untested.0 + 1, untested.1 + c.size),
+            }
+        }
+        if groups.is_empty() && untested.0 == 0 {
+            return None;
+        }
+        groups.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+        let count = |n: usize| if n == 1 { "1 cluster".to_string() } else { format!("{n} clusters") };
+        let mut parts: Vec<String> = groups
+            .iter()
+            .map(|(cause, n, size)| {
+                format!("{} for {} ({size} failures)", super::causes::phrase(cause, self.image_space), count(*n))
+            })
+            .collect();
+        if untested.0 > 0 {
+            parts.push(format!("no tested cause for {} ({} failures)", count(untested.0), untested.1));
+        }
+        let causes =
+            if groups.len() == 1 { "1 tested cause".to_string() } else { format!("{} tested causes", groups.len()) };
+        let verb = if self.clusters.len() == 1 { "comes" } else { "come" };
+        Some(format!("{} {verb} to {causes}: {}", count(self.clusters.len()), parts.join("; ")))
+    }
+
     fn retraining(&self) -> Option<String> {
         let c = self.compare?;
         let p = c.protocols.first()?;
@@ -313,6 +352,7 @@ pub(super) fn summary(facts: &Facts<'_>) -> SummaryView {
         met,
         causes,
         more,
+        by_cause: facts.by_cause(),
         retraining: facts.retraining(),
         open: facts.open(),
         forest: facts.forest(),
