@@ -2,9 +2,11 @@
 //! images resized to 224×224 (and 160×160) as the `activations` stage computes them (preprocessing, the resize, the
 //! forward pass to the three recorded layers, each channel's mean), against PyTorch on the same weights and images
 //! in one run: the fixtures' independent implementation as a PyTorch user runs it (`plain`), and with its batch norms
-//! folded and channels-last memory (`fused`, the fastest PyTorch offers on a CPU without compiling). Target: hudd at
-//! least as fast as `plain`; and, with the generic clustering of 8,000 failures (`HUDD_BENCH_GENERIC=8000 cargo
-//! bench --bench cluster`), within 3 minutes.
+//! folded and channels-last memory (`fused`, the fastest PyTorch offers on a CPU without compiling). hudd is timed as
+//! the stage runs it: a backbone computes on one libtorch thread per batch (its bytes must not depend on the thread
+//! count), so the stage's threads each take every other batch with a model of their own; PyTorch gets the same
+//! threads for one batch at a time. Target: hudd at least as fast as `plain`; and, with the generic clustering of
+//! 8,000 failures (`HUDD_BENCH_GENERIC=8000 cargo bench --bench cluster`), within 3 minutes.
 //!
 //! Run with `cargo bench --bench backbone` (needs `scripts/pretrained.sh`'s weights; PyTorch runs from the fixtures
 //! venv, `tests/fixtures/venv.sh`). `HUDD_BENCH_BATCH=b` times batches of b images (default 8, the manifests').
@@ -32,8 +34,14 @@ fn main() {
             println!("no weights: run scripts/pretrained.sh");
             return;
         };
-        let ours = common::backbone_per_image(&model, &layers, &images, batch, ROUNDS);
-        println!("{size}×{size}: hudd {:6.1} ms an image", ours * 1e3);
+        let single = common::backbone_per_image(&model, &layers, &images, batch, ROUNDS);
+        let ours = common::backbone_as_the_stage(size, &images, batch, ROUNDS, threads as usize);
+        println!(
+            "{size}×{size}: hudd {:6.1} ms an image as `activations` runs it ({threads} batches at once, each on {} libtorch thread); {:.1} ms one batch at a time",
+            ours * 1e3,
+            hudd::model::backbone::THREADS,
+            single * 1e3
+        );
         let Some(python) = common::python() else {
             println!("  PyTorch: (no fixtures venv: run tests/fixtures/venv.sh)");
             continue;

@@ -111,6 +111,46 @@ pub fn backbone(size: usize) -> Option<(Model, Vec<usize>)> {
 /// The layers the recovery manifests' generic pipeline records.
 pub const BACKBONE_LAYERS: [&str; 3] = ["_blocks.10.add", "_conv_head", "_avg_pooling"];
 
+/// Seconds an image when the backbone's features are computed as the `activations` stage computes them on a CPU with
+/// `workers` threads: each worker a copy of the model of its own on [`hudd::model::backbone::THREADS`] libtorch
+/// thread, taking every `workers`-th batch of `rounds`. The wall time over all of them, divided by the images.
+pub fn backbone_as_the_stage(size: usize, images: &tch::Tensor, batch: i64, rounds: i64, workers: usize) -> f64 {
+    let n = images.size()[0];
+    let chunks: Vec<tch::Tensor> =
+        (0..rounds).map(|r| images.narrow(0, (r * batch) % n, batch.min(n - (r * batch) % n))).collect();
+    let count: i64 = chunks.iter().map(|c| c.size()[0]).sum();
+    let (start, done) = (std::sync::Barrier::new(workers + 1), std::sync::Barrier::new(workers + 1));
+    let mut elapsed = 0.0;
+    std::thread::scope(|scope| {
+        for w in 0..workers {
+            // Each worker its own handles on its batches (a tensor may move between threads, not be shared).
+            let mine: Vec<tch::Tensor> = chunks.iter().skip(w).step_by(workers).map(|c| c.shallow_clone()).collect();
+            let warm = chunks[0].shallow_clone();
+            let (start, done) = (&start, &done);
+            scope.spawn(move || {
+                let (model, layers) = backbone(size).expect("the weights were found before");
+                let net = model.net("bench").unwrap();
+                hudd::runtime::with_threads(hudd::model::backbone::THREADS, || {
+                    // One batch first, untimed, as a user's first batch warms the allocator.
+                    hudd::model::predict::activations(&model, net, &warm, &layers);
+                    start.wait();
+                    for chunk in &mine {
+                        for a in hudd::model::predict::activations(&model, net, chunk, &layers) {
+                            assert_eq!(hudd::model::backbone::pool(a, hudd::model::backbone::Pool::Channels).dim(), 2);
+                        }
+                    }
+                    done.wait();
+                });
+            });
+        }
+        start.wait();
+        let t = std::time::Instant::now();
+        done.wait();
+        elapsed = t.elapsed().as_secs_f64();
+    });
+    elapsed / count as f64
+}
+
 /// Median seconds per image of the backbone's features as `activations` computes them (preprocessing, the resize,
 /// the forward pass to the recorded layers, each channel's mean), over `rounds` batches of `batch` images from
 /// `images` (N×3×H×W uint8), after one warm-up batch.
