@@ -111,17 +111,19 @@ fn planted(dir: &std::path::Path, name: &str, n: usize, d: usize, causes: &Tenso
     hudd::npy::write(&Heatmaps::open(dir).layer_path(name), &[n, d], &values).unwrap();
 }
 
-/// The backbone's features (as `activations` computes them, `common::backbone_per_image`) at each input size, 64×64
-/// images resized, the manifests' batches of 8: seconds per image, the median of 16 batches.
+/// The backbone's features as the `activations` stage computes them (`common::backbone_as_the_stage`: a batch per
+/// thread at once, each on one libtorch thread) at each input size, 64×64 images resized, the manifests' batches of
+/// 8: seconds per image over 16 batches.
 fn forward_per_image(sizes: &[usize]) -> Vec<(usize, f64)> {
     let images = Tensor::randint(256, [128, 3, 64, 64], (Kind::Uint8, tch::Device::Cpu));
+    let workers = tch::get_num_threads().max(1) as usize;
     let mut out = Vec::new();
     for &size in sizes {
-        let Some((model, layers)) = common::backbone(size) else {
+        if common::backbone(size).is_none() {
             println!("backbone forward passes: no weights (run scripts/pretrained.sh)");
             return out;
-        };
-        out.push((size, common::backbone_per_image(&model, &layers, &images, 8, 16)));
+        }
+        out.push((size, common::backbone_as_the_stage(size, &images, 8, 16, workers)));
     }
     out
 }
