@@ -121,18 +121,20 @@ fn caption_lines(text: &str, centre: f64, bounds: (f64, f64), font_size: f64) ->
         .collect()
 }
 
-/// Writes [`caption_lines`] centred from height `y` down, `font_size × 1.25` apart; returns how many lines it took.
-fn write_caption(svg: &mut String, text: &str, centre: f64, y: f64, bounds: (f64, f64), font_size: f64) -> usize {
+/// Writes [`caption_lines`] centred from height `y` down, `font_size × 1.25` apart; returns the height its lines
+/// beyond the first take, which the figure grows by.
+fn write_caption(svg: &mut String, text: &str, centre: f64, y: f64, bounds: (f64, f64), font_size: f64) -> f64 {
     let lines = caption_lines(text, centre, bounds, font_size);
+    let spacing = font_size * 1.25;
     for (i, (x, line)) in lines.iter().enumerate() {
         let _ = write!(
             svg,
             r##"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            y + i as f64 * font_size * 1.25,
+            y + i as f64 * spacing,
             escape(line)
         );
     }
-    lines.len()
+    spacing * (lines.len() - 1) as f64
 }
 
 /// A number in at most four significant digits.
@@ -259,7 +261,7 @@ pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &st
     let axis_y = row * (groups.len() as f64 + 0.6);
     let title = if accuracy { "accuracy (%)" } else { "mean keypoint error (px, lower is better)" };
     let mut caption = String::new();
-    let lines = write_caption(
+    let extra = write_caption(
         &mut caption,
         &format!("{title} on split {split}; dot: one retrained model, red bar: mean"),
         left + (w - left - right) / 2.0,
@@ -267,7 +269,6 @@ pub fn strip_plot(groups: &BTreeMap<String, Vec<f64>>, original: f64, split: &st
         (4.0, w - 4.0),
         12.0,
     );
-    let extra = 15.0 * (lines - 1) as f64;
     let h = axis_y + 62.0 + extra;
     let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - right);
     let label = |v: f64| if accuracy { format!("{:.1}", v * 100.0) } else { format!("{v:.2}") };
@@ -333,9 +334,9 @@ pub fn interval_plot(title: &str, rows: &[IntervalRow<'_>], marker: Option<(f64,
     let x = |v: f64| left + (v - lo) / (hi - lo).max(1e-9) * (w - left - right);
     let label = |v: f64| if percent { format!("{:.0}", v * 100.0) } else { format!("{v:.2}") };
     let mut caption = String::new();
-    let lines =
+    let extra =
         write_caption(&mut caption, title, left + (w - left - right) / 2.0, axis_y + 36.0, (4.0, w - 4.0), 12.0);
-    let h = axis_y + 46.0 + 15.0 * (lines - 1) as f64;
+    let h = axis_y + 46.0 + extra;
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" font-family="sans-serif" font-size="12" role="img" aria-label="{}"><rect width="{w}" height="{h}" fill="#fff"/>"##,
         escape(title)
