@@ -176,6 +176,10 @@ pub struct Diff {
     pub same: usize,
     /// Stages the second run computed (the rest it found in the store or kept by early cutoff).
     pub reran: Vec<String>,
+    /// Whether both sides are runs with records, so that parameters and stages were compared.
+    pub runs_compared: bool,
+    /// How many figures the two reports hold between them, each compared (0 when a side has no report).
+    pub compared: usize,
     /// Every figure that differs (or all with `all`).
     pub figures: Vec<FigureChange>,
     pub clusters: Option<Matching>,
@@ -204,12 +208,15 @@ pub fn diff(
         only_after: Vec::new(),
         same: 0,
         reran: Vec::new(),
+        runs_compared: false,
+        compared: 0,
         figures: Vec::new(),
         clusters: None,
         notes: Vec::new(),
     };
     match (&a.record, &b.record) {
         (Some(ra), Some(rb)) => {
+            d.runs_compared = true;
             let (sa, sb) = (stages(ra), stages(rb));
             for (id, x) in &sa {
                 match sb.get(id) {
@@ -238,6 +245,7 @@ pub fn diff(
         (Some(ea), Some(eb)) => {
             let (fa, fb) = (evidence::figures(ea), evidence::figures(eb));
             let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+            d.compared = names.len();
             for name in names {
                 let (x, y) = (fa.get(name), fb.get(name));
                 if x == y && !all {
@@ -341,6 +349,11 @@ fn signed(c: Option<f64>) -> String {
 }
 
 impl Diff {
+    /// How many figures differ (the listed ones may include equal ones, with `all`).
+    pub fn differing(&self) -> usize {
+        self.figures.iter().filter(|f| f.before != f.after).count()
+    }
+
     /// Plain text, for a terminal.
     pub fn text(&self) -> String {
         let mut out = format!("before: {}\nafter:  {}\n", self.before, self.after);
@@ -348,6 +361,35 @@ impl Diff {
         if !oa.is_empty() || !ob.is_empty() {
             out.push_str(&format!("overrides: [{}] → [{}]\n", oa.join(", "), ob.join(", ")));
         }
+        if self.runs_compared {
+            self.runs_text(&mut out);
+        }
+        out.push_str("\nfigures:\n");
+        if self.figures.is_empty() {
+            out.push_str(&format!("  none changed ({} compared)\n", self.compared));
+        }
+        let width = self.figures.iter().map(|f| f.figure.len()).max().unwrap_or(0);
+        for f in &self.figures {
+            out.push_str(&format!(
+                "  {:width$}  {:>10} → {:<10} {}\n",
+                f.figure,
+                shown(&f.before),
+                shown(&f.after),
+                signed(f.change)
+            ));
+        }
+        if let Some(m) = &self.clusters {
+            out.push_str("\nclusters (matched by their members):\n");
+            out.push_str(&clusters_text(m, "  "));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("\nnote: {n}\n"));
+        }
+        out
+    }
+
+    /// The parameters and stages of two run records, as [`Diff::text`] shows them.
+    fn runs_text(&self, out: &mut String) {
         out.push_str("\nparameters that differ:\n");
         if self.params.is_empty() {
             out.push_str("  none\n");
@@ -387,56 +429,43 @@ impl Diff {
         if !self.same_bytes.is_empty() {
             out.push_str(&format!("  recomputed, same bytes: {}\n", self.same_bytes.join(", ")));
         }
-        out.push_str(&format!("  the second run computed {}: {}\n", self.reran.len(), self.reran.join(", ")));
-        out.push_str("\nfigures:\n");
-        if self.figures.is_empty() {
-            out.push_str("  none changed\n");
+        match self.reran.len() {
+            0 => out.push_str("  the second run computed none (it found every stage in the store)\n"),
+            n => out.push_str(&format!("  the second run computed {n}: {}\n", self.reran.join(", "))),
         }
-        let width = self.figures.iter().map(|f| f.figure.len()).max().unwrap_or(0);
-        for f in &self.figures {
-            out.push_str(&format!(
-                "  {:width$}  {:>10} → {:<10} {}\n",
-                f.figure,
-                shown(&f.before),
-                shown(&f.after),
-                signed(f.change)
-            ));
-        }
-        if let Some(m) = &self.clusters {
-            out.push_str("\nclusters (matched by their members):\n");
-            out.push_str(&clusters_text(m, "  "));
-        }
-        for n in &self.notes {
-            out.push_str(&format!("\nnote: {n}\n"));
-        }
-        out
     }
 
     /// Markdown, for a pull request or an audit trail.
     pub fn markdown(&self) -> String {
         let cell = |s: &str| s.replace('|', "\\|");
         let mut out = format!("## hudd diff\n\nBefore: {}  \nAfter: {}\n\n", cell(&self.before), cell(&self.after));
-        out.push_str("### Parameters that differ\n\n| Stage | Parameter | Before | After |\n|---|---|---|---|\n");
-        for p in &self.params {
+        if self.runs_compared {
+            out.push_str("### Parameters that differ\n\n| Stage | Parameter | Before | After |\n|---|---|---|---|\n");
+            for p in &self.params {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    cell(&p.stage),
+                    cell(&p.param),
+                    cell(p.before.as_deref().unwrap_or("(unset)")),
+                    cell(p.after.as_deref().unwrap_or("(unset)"))
+                ));
+            }
             out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                cell(&p.stage),
-                cell(&p.param),
-                cell(p.before.as_deref().unwrap_or("(unset)")),
-                cell(p.after.as_deref().unwrap_or("(unset)"))
+                "\n### Stages\n\n{} with different artefacts ({}), {} recomputed with the same bytes ({}), {} the \
+                 same; the second run computed {}.\n\n",
+                self.differ.len(),
+                cell(&self.differ.join(", ")),
+                self.same_bytes.len(),
+                cell(&self.same_bytes.join(", ")),
+                self.same,
+                self.reran.len()
             ));
         }
         out.push_str(&format!(
-            "\n### Stages\n\n{} with different artefacts ({}), {} recomputed with the same bytes ({}), {} the same; the \
-             second run computed {}.\n",
-            self.differ.len(),
-            cell(&self.differ.join(", ")),
-            self.same_bytes.len(),
-            cell(&self.same_bytes.join(", ")),
-            self.same,
-            self.reran.len()
+            "### Figures\n\n{} compared, {} differ.\n\n| Figure | Before | After | Change |\n|---|---|---|---|\n",
+            self.compared,
+            self.differing()
         ));
-        out.push_str("\n### Figures\n\n| Figure | Before | After | Change |\n|---|---|---|---|\n");
         for f in &self.figures {
             out.push_str(&format!(
                 "| {} | {} | {} | {} |\n",

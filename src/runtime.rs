@@ -110,6 +110,11 @@ pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
 /// computed under; docs/status.md says which other committed tables predate it.
 pub const COMMITTED_KIND: &str = "cpu (x86-64)";
 
+/// The CPU vendors whose machines have computed the committed figures under [`COMMITTED_KIND`] from an empty store
+/// (`scripts/vendor-check`; docs/status.md records each check). The kind is the same on every x86-64 CPU, but
+/// only a run on each vendor's CPU shows that its bytes are.
+pub const CHECKED_VENDORS: &[&str] = &["AuthenticAMD"];
+
 /// The CPU as keys name it: `cpu (x86-64)` on every x86-64 CPU, Intel's and other vendors' alike, while libtorch's
 /// kernels are held to [`CPU_KERNELS`]; else `cpu (…)` with what makes other bytes (a kernel variable set otherwise,
 /// another architecture). Until 2026-12-07 MKL was held to `AVX2,STRICT`, a branch only Intel CPUs take (others take
@@ -241,6 +246,24 @@ fn mkl_single_thread() -> bool {
     set.is_some()
 }
 
+/// Whether a machine of this CPU kind and vendor computes the committed figures, for `hudd doctor`.
+fn committed_figures(kind: &str, vendor: Option<&str>) -> String {
+    if kind != COMMITTED_KIND {
+        return format!("computed under `{COMMITTED_KIND}`; this machine computes other keys, so other figures");
+    }
+    let checked = CHECKED_VENDORS.join(", ");
+    match vendor {
+        Some(v) if CHECKED_VENDORS.contains(&v) => format!(
+            "computed under `{COMMITTED_KIND}`, as here, and rerun from an empty store on {checked} CPUs: \
+             a run from an empty store gives its figures"
+        ),
+        _ => format!(
+            "computed under `{COMMITTED_KIND}`, as here, but checked from an empty store on {checked} CPUs only: \
+             a run should give its figures; `scripts/vendor-check fashion` checks it (docs/status.md)"
+        ),
+    }
+}
+
 /// Lines for `hudd doctor`.
 pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
     let cuda = load_cuda();
@@ -261,14 +284,7 @@ pub fn doctor(store_root: &Path) -> Vec<(String, String)> {
                 .join(" "),
         ),
         ("CPU in keys".into(), format!("{} (vendor {})", cpu_kind(), cpu_vendor().unwrap_or_else(|| "unknown".into()))),
-        (
-            "committed quickstart".into(),
-            if cpu_kind() == COMMITTED_KIND {
-                format!("computed under `{COMMITTED_KIND}`, as here: a run from an empty store gives its figures")
-            } else {
-                format!("computed under `{COMMITTED_KIND}`; this machine computes other keys, so other figures")
-            },
-        ),
+        ("committed quickstart".into(), committed_figures(&cpu_kind(), cpu_vendor().as_deref())),
         ("libtorch folder".into(), TORCH_LIB_DIR.into()),
         ("libtorch venv (cache)".into(), venv),
         ("CUDA library".into(), describe_cuda(cuda)),
@@ -324,6 +340,21 @@ mod tests {
         let one = with_threads(1, || x.linear(&w, None::<tch::Tensor>));
         let two = with_threads(2, || x.linear(&w, None::<tch::Tensor>));
         assert!(one.equal(&two));
+    }
+
+    #[test]
+    fn doctor_says_whether_the_committed_figures_were_checked_on_this_vendor() {
+        let on = |vendor| committed_figures(COMMITTED_KIND, vendor);
+        for &v in CHECKED_VENDORS {
+            assert!(on(Some(v)).contains("a run from an empty store gives its figures"), "{}", on(Some(v)));
+        }
+        // A vendor no run has checked yet (Hygon's string), and none read (not x86-64).
+        for v in [Some("HygonGenuine"), None] {
+            let said = on(v);
+            assert!(said.contains("scripts/vendor-check") && said.contains(CHECKED_VENDORS[0]), "{said}");
+        }
+        let other = committed_figures("cpu (x86-64, MKL_CBWR=AVX2)", Some(CHECKED_VENDORS[0]));
+        assert!(other.contains("other keys"), "{other}");
     }
 
     #[test]

@@ -136,9 +136,10 @@ pub enum Command {
         /// List every figure, changed or not.
         #[arg(long)]
         all: bool,
-        /// Did the second run reproduce the first's figures? Ends with "every figure equal" (exit 0) or the
-        /// number that differ (exit 1), each listed with both values: `hudd diff --check
-        /// reports/quickstart/tables/evidence.json quickstart` after a run of the quickstart.
+        /// Did the second run reproduce the first's figures? Ends with "every figure equal (N compared)" (exit 0)
+        /// or the number that differ (exit 1), each listed with both values; a side without a report is an error
+        /// (exit 2): `hudd diff --check reports/quickstart/tables/evidence.json quickstart` after a run of the
+        /// quickstart.
         #[arg(long)]
         check: bool,
     },

@@ -93,12 +93,22 @@ pub(super) fn diff(
     if !check {
         return Ok(0);
     }
+    // A side without figures leaves nothing checked, which is not a reproduction.
+    if d.compared == 0 {
+        let why = match [&a, &b].into_iter().find(|side| side.evidence.is_none()) {
+            Some(side) => format!("`{}` has no report (no evidence.json)", side.label),
+            None => "neither evidence.json holds a figure".into(),
+        };
+        return Err(CliError::Usage(format!(
+            "diff --check: nothing to compare, {why}: run the workflow through its report stage, or name a report folder"
+        )));
+    }
     // The exit code says it in every format; the words only where they do not break JSON.
-    let differ = d.figures.iter().filter(|f| f.before != f.after).count();
+    let differ = d.differing();
     if !json {
         match differ {
-            0 => writeln!(out, "\nevery figure equal")?,
-            n => writeln!(out, "\n{n} figure{} differ", if n == 1 { "" } else { "s" })?,
+            0 => writeln!(out, "\nevery figure equal ({} compared)", d.compared)?,
+            n => writeln!(out, "\n{n} figure{} differ (of {} compared)", if n == 1 { "" } else { "s" }, d.compared)?,
         }
     }
     Ok(u8::from(differ > 0))

@@ -41,14 +41,33 @@ fn diff_check_says_every_figure_equal_or_lists_those_that_differ_with_exit_1() {
     let same = ws.write("same/evidence.json", &text);
     let (code, out, err) = ws.cli(&["diff", "--check", committed.to_str().unwrap(), same.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.trim_end().ends_with("every figure equal"), "{out}");
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // It says how many it compared: a check that compared a handful proves little.
+    let figures = hudd::artefact::evidence::figures(&doc).len();
+    assert!(figures > 100, "{figures}");
+    assert!(out.trim_end().ends_with(&format!("every figure equal ({figures} compared)")), "{out}");
+    assert!(!out.contains("stages:"), "two evidence files have no stages to compare: {out}");
     let errors = doc["test"]["errors"].as_u64().unwrap();
     doc["test"]["errors"] = serde_json::json!(errors + 1);
     let other = ws.write("other/evidence.json", &serde_json::to_string(&doc).unwrap());
     let (code, out, _) = ws.cli(&["diff", "--check", committed.to_str().unwrap(), other.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.trim_end().ends_with("1 figure differ"), "{out}");
+    assert!(out.trim_end().ends_with(&format!("1 figure differ (of {figures} compared)")), "{out}");
     let line = out.lines().find(|l| l.trim_start().starts_with("test.errors")).unwrap_or_default();
     assert!(line.contains(&format!("{errors} → {}", errors + 1)), "both values listed: {out}");
+}
+
+#[test]
+fn diff_check_refuses_a_run_without_a_report_instead_of_calling_it_reproduced() {
+    let ws = crate::support::Ws::new();
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/quickstart/tables/evidence.json");
+    // A run stopped before its report stage: its record names no report, so it has no figures.
+    let record = ws.write(
+        "partial-run.json",
+        r#"{"workflow": "quickstart", "stages": [{"id": "data", "kind": "simulate", "key": "0", "outcome": "ran"}]}"#,
+    );
+    let (code, out, err) = ws.cli(&["diff", "--check", committed.to_str().unwrap(), record.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!out.contains("every figure equal"), "{out}");
+    assert!(err.contains("nothing to compare") && err.contains("partial-run.json` has no report"), "{err}");
 }
