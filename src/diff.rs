@@ -430,7 +430,7 @@ impl Diff {
             out.push_str(&format!("  recomputed, same bytes: {}\n", self.same_bytes.join(", ")));
         }
         match self.reran.len() {
-            0 => out.push_str("  the second run computed none (it found every stage in the store)\n"),
+            0 => out.push_str("  the second run computed none\n"),
             n => out.push_str(&format!("  the second run computed {n}: {}\n", self.reran.join(", "))),
         }
     }
