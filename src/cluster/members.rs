@@ -7,6 +7,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
+use crate::model::ops::sqrt;
 use crate::npy::{NpyError, NpyReader};
 
 pub struct Members {
@@ -44,10 +45,11 @@ impl Members {
     pub fn nearest(&self, heatmaps: &Tensor) -> Vec<Vec<f64>> {
         let h = heatmaps.to_device(tch::Device::Cpu).flatten(1, -1).to_kind(Kind::Double);
         let cross = one_thread(|| {
-            (h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + self.norms.unsqueeze(0)
-                - h.matmul(&self.x.tr()) * 2.0)
-                .clamp_min(0.0)
-                .sqrt()
+            sqrt(
+                &(h.square().sum_dim_intlist([1i64].as_slice(), true, Kind::Double) + self.norms.unsqueeze(0)
+                    - h.matmul(&self.x.tr()) * 2.0)
+                    .clamp_min(0.0),
+            )
         });
         let cross = Vec::<f64>::try_from(cross.flatten(0, -1)).expect("a double tensor");
         let width = self.x.size()[0] as usize;
@@ -70,7 +72,7 @@ impl Members {
                 let x = self.x.narrow(0, a as i64, (b - a) as i64);
                 let total = one_thread(|| {
                     let sq = x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-                    let dist = (sq.unsqueeze(1) + sq.unsqueeze(0) - x.matmul(&x.tr()) * 2.0).clamp_min(0.0).sqrt();
+                    let dist = sqrt(&(sq.unsqueeze(1) + sq.unsqueeze(0) - x.matmul(&x.tr()) * 2.0).clamp_min(0.0));
                     f64::try_from(dist.sum(Kind::Double)).unwrap_or(0.0)
                 });
                 total / ((b - a) * (b - a - 1)) as f64

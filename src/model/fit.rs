@@ -140,6 +140,73 @@ pub fn channel_stats(pixels: &Tensor) -> (Vec<f32>, Vec<f32>) {
     (Vec::<f32>::try_from(&mean).unwrap_or_default(), Vec::<f32>::try_from(&std).unwrap_or_default())
 }
 
+/// SGD (libtorch's, which only multiplies and adds), or Adam (written here, see [`Adam`]).
+enum Optimizer {
+    Sgd(nn::Optimizer),
+    Adam(Adam),
+}
+
+impl Optimizer {
+    fn backward_step(&mut self, loss: &Tensor) {
+        match self {
+            Optimizer::Sgd(opt) => opt.backward_step(loss),
+            Optimizer::Adam(opt) => opt.backward_step(loss),
+        }
+    }
+}
+
+/// Adam (Kingma and Ba, 2015) with L2 weight decay and PyTorch's defaults (β₁ 0.9, β₂ 0.999, ε 1e-8), step for step
+/// as `torch.optim.Adam` and libtorch's C++ Adam, but for the square root of the second moment: theirs calls
+/// `Tensor::sqrt`, whose bytes depend on the CPU's vendor ([`super::ops`]); this one takes [`super::ops::sqrt`].
+/// Public for `benches/kernels.rs`, which times it beside libtorch's.
+pub struct Adam {
+    params: Vec<Tensor>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    steps: i32,
+    lr: f64,
+    weight_decay: f64,
+}
+
+impl Adam {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    /// Adam over `params` (leaf tensors that require gradients), moments zero.
+    pub fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64) -> Adam {
+        let zeros = |p: &Tensor| tch::no_grad(|| p.zeros_like());
+        let first = params.iter().map(zeros).collect();
+        let second = params.iter().map(zeros).collect();
+        Adam { params, first, second, steps: 0, lr, weight_decay }
+    }
+
+    /// Zeroes the gradients, back-propagates `loss` and takes one step.
+    pub fn backward_step(&mut self, loss: &Tensor) {
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+        loss.backward();
+        self.steps += 1;
+        let correction1 = 1.0 - Self::BETA1.powi(self.steps);
+        let correction2 = 1.0 - Self::BETA2.powi(self.steps);
+        let step_size = self.lr / correction1;
+        tch::no_grad(|| {
+            for ((p, m), v) in self.params.iter_mut().zip(&mut self.first).zip(&mut self.second) {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let grad = if self.weight_decay != 0.0 { grad + &*p * self.weight_decay } else { grad };
+                let _ = m.g_mul_scalar_(Self::BETA1).g_add_(&(&grad * (1.0 - Self::BETA1)));
+                let _ = v.g_mul_scalar_(Self::BETA2).g_add_(&(grad.square() * (1.0 - Self::BETA2)));
+                let denom = super::ops::sqrt(v) / correction2.sqrt() + Self::EPS;
+                let _ = p.g_sub_(&(&*m / denom * step_size));
+            }
+        });
+    }
+}
+
 /// Trains `model` in place; returns the curve. `val` may be empty.
 pub fn fit(
     model: &mut Model,
@@ -155,12 +222,13 @@ pub fn fit(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let vs = model.var_store().expect("training needs a declared model");
     let mut opt = match cfg.optimizer {
-        OptimizerKind::Sgd => {
-            nn::Sgd { momentum: cfg.momentum, dampening: 0.0, wd: cfg.weight_decay, nesterov: false }.build(vs, cfg.lr)
-        }
-        OptimizerKind::Adam => nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(vs, cfg.lr),
-    }
-    .map_err(|e| ModelError::Invalid { path: "optimizer".into(), message: e.to_string() })?;
+        OptimizerKind::Sgd => Optimizer::Sgd(
+            nn::Sgd { momentum: cfg.momentum, dampening: 0.0, wd: cfg.weight_decay, nesterov: false }
+                .build(vs, cfg.lr)
+                .map_err(|e| ModelError::Invalid { path: "optimizer".into(), message: e.to_string() })?,
+        ),
+        OptimizerKind::Adam => Optimizer::Adam(Adam::new(vs.trainable_variables(), cfg.lr, cfg.weight_decay)),
+    };
     let n = train.len();
     let batches = n.div_ceil(cfg.batch_size.max(1));
     let mut curve = Vec::new();
@@ -316,7 +384,7 @@ pub fn keypoints_from_maps(maps: &Tensor, input: [usize; 3]) -> Tensor {
 pub fn keypoint_errors(pred: &Tensor, target: &Tensor) -> Tensor {
     let size = pred.size();
     let t = target.view([size[0], size[1], 2]).to_kind(Kind::Float).to_device(pred.device());
-    (pred - t).square().sum_dim_intlist([-1i64].as_slice(), false, Kind::Float).sqrt()
+    super::ops::sqrt(&(pred - t).square().sum_dim_intlist([-1i64].as_slice(), false, Kind::Float))
 }
 
 /// Why a fit failed.
@@ -374,4 +442,30 @@ pub fn fit_finite(
         return Err(FitError::Diverged { what: what.to_string(), lr: cfg.lr });
     }
     Ok(curve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam_steps_as_torch_optim_adam_does() {
+        // tests/fixtures/adam_ref.py: three steps of torch.optim.Adam (L2 weight decay) on 64 parameters with fixed
+        // gradients. Only the square roots differ (ours are ATen's, torch's MKL's), by a unit in the last place.
+        let reference: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/adam_ref.json")).expect("the reference parses");
+        let floats = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        };
+        let p = Tensor::from_slice(&floats(&reference["initial"])).set_requires_grad(true);
+        let mut adam = Adam::new(vec![p.shallow_clone()], 1e-3, 5e-4);
+        for step in reference["steps"].as_array().unwrap() {
+            let grad = Tensor::from_slice(&floats(&step["grad"]));
+            adam.backward_step(&(&p * &grad).sum(Kind::Float));
+            let ours = Vec::<f32>::try_from(p.detach()).unwrap();
+            for (a, b) in ours.iter().zip(floats(&step["param"])) {
+                assert!((a - b).abs() <= 1e-6, "{a} against torch's {b}");
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod draws;
 pub mod fit;
 pub mod net;
 pub mod onnx;
+pub mod ops;
 pub mod predict;
 
 use std::fmt;

@@ -326,7 +326,7 @@ impl Net {
             tch::no_grad(|| {
                 let gamma = bn.ws.as_ref().map_or_else(|| bn.running_var.ones_like(), Tensor::detach);
                 let beta = bn.bs.as_ref().map_or_else(|| bn.running_mean.zeros_like(), Tensor::detach);
-                let scale = gamma / (&bn.running_var + *eps).sqrt();
+                let scale = gamma * (&bn.running_var + *eps).rsqrt();
                 let bias = conv.bs.as_ref().map_or_else(|| bn.running_mean.zeros_like(), Tensor::detach);
                 conv.ws = conv.ws.detach() * scale.view([-1, 1, 1, 1]);
                 conv.bs = Some((bias - &bn.running_mean) * &scale + beta);

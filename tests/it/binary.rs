@@ -365,5 +365,5 @@ fn the_binary_holds_libtorch_to_the_same_cpu_kernels_on_every_machine_unless_tol
     // A kernel variable set otherwise computes other bytes, so the keys name it.
     let (chosen, keyed) = doctor(&[("ATEN_CPU_CAPABILITY", "default")]);
     assert!(chosen.contains("ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2"), "{chosen}");
-    assert!(keyed.contains("cpu (x86-64, ATEN_CPU_CAPABILITY=default)"), "{keyed}");
+    assert!(keyed.contains("cpu (x86-64, kernels 2, ATEN_CPU_CAPABILITY=default)"), "{keyed}");
 }

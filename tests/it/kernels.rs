@@ -1,15 +1,18 @@
 //! The bytes libtorch's held CPU kernels compute, pinned: fixed computations of the kinds every model stage makes
 //! (a linear layer and a convolution of the shapes the shipped models use, an eigendecomposition as the clustering
 //! makes, a short training of the fixture model, LRP through it), their blake3 hashes committed in
-//! `tests/fixtures/kernel-hashes.json`. Those were computed on an AMD EPYC; on any other x86-64 CPU (Intel's
-//! included) the test fails where a vendor's or an instruction set's branch leaks into the bytes, naming the
-//! computation, which is what makes `cpu (x86-64)` one key for every x86-64 machine. No blessing: a change of these
-//! bytes is a change of every key's meaning, written into the fixture by hand with the reason.
+//! `tests/fixtures/kernel-hashes.json`. The first five were computed on an AMD EPYC (2026-12-07) and computed again
+//! on an Intel Xeon (2026-12-08); the square roots and the Adam epoch on that Xeon, and alike under QEMU's emulated
+//! EPYC and Xeon (the second test here). On any other x86-64 CPU the test fails where a vendor's or an instruction
+//! set's branch leaks into the bytes, naming the computation, which is what makes `cpu (x86-64, kernels 2)` one key
+//! for every x86-64 machine. No blessing: a change of these bytes is a change of every key's meaning, written into
+//! the fixture by hand with the reason.
 
 use std::collections::BTreeMap;
 
 use hudd::engine::progress::Progress;
 use hudd::model::fit::{self, Data, FitConfig, Keep, OptimizerKind};
+use hudd::model::ops::sqrt;
 use tch::{Device, Kind, Tensor};
 
 /// `n` values in [-0.5, 0.5) from an integer sequence (no random generator whose kernels could differ).
@@ -73,10 +76,7 @@ fn computed() -> BTreeMap<String, String> {
             seed: 3,
         };
         fit::fit(&mut model, &data, &empty, &cfg, &Progress::hidden()).unwrap();
-        let mut weights: Vec<(String, Tensor)> = model.var_store().unwrap().variables().into_iter().collect();
-        weights.sort_by(|a, b| a.0.cmp(&b.0));
-        let flat = Tensor::cat(&weights.iter().map(|(_, t)| t.detach().view([-1])).collect::<Vec<_>>(), 0);
-        out.insert("tiny model trained one epoch".into(), hash(&flat));
+        out.insert("tiny model trained one epoch".into(), hash(&weights_of(&model)));
         let net = model.net("kernels").unwrap();
         let x = model.preprocess(&data.pixels.narrow(0, 0, 8));
         let y = tch::no_grad(|| net.forward(&x));
@@ -87,8 +87,37 @@ fn computed() -> BTreeMap<String, String> {
         let relevance = hudd::lrp::relevance(net, &x, &seed, &rules);
         let all = Tensor::cat(&relevance.iter().map(|r| r.view([-1])).collect::<Vec<_>>(), 0);
         out.insert("LRP through it, hudd composite".into(), hash(&all));
+        // Square roots as hudd takes them (Adam's second moments, distances; a batch norm merged into its
+        // convolution takes `rsqrt`): MKL's vector maths, which `Tensor::sqrt` calls, differs by vendor.
+        let positive = (tensor(&[4096], 8).abs() + 0.01) * 37.0;
+        out.insert(
+            "rsqrt and model::ops::sqrt (float32)".into(),
+            hash(&Tensor::cat(&[positive.rsqrt(), sqrt(&positive)], 0)),
+        );
+        let double = positive.to_kind(Kind::Double);
+        let roots = Tensor::cat(&[double.rsqrt(), sqrt(&double)], 0);
+        let bytes: Vec<u8> = Vec::<f64>::try_from(&roots).unwrap().iter().flat_map(|x| x.to_le_bytes()).collect();
+        out.insert("rsqrt and model::ops::sqrt (float64)".into(), blake3::hash(&bytes).to_hex().to_string());
+        // One epoch of Adam, the optimiser every shipped manifest trains with, on the same images.
+        let mut model = crate::support::tiny_model();
+        fit::fit(
+            &mut model,
+            &data,
+            &empty,
+            &FitConfig { optimizer: OptimizerKind::Adam, lr: 0.001, ..cfg },
+            &Progress::hidden(),
+        )
+        .unwrap();
+        out.insert("tiny model trained one epoch with Adam".into(), hash(&weights_of(&model)));
         out
     })
+}
+
+/// Every weight of a declared model, in the order of their names.
+fn weights_of(model: &hudd::model::artefact::Model) -> Tensor {
+    let mut weights: Vec<(String, Tensor)> = model.var_store().unwrap().variables().into_iter().collect();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::cat(&weights.iter().map(|(_, t)| t.detach().view([-1])).collect::<Vec<_>>(), 0)
 }
 
 #[test]
@@ -110,4 +139,26 @@ fn the_held_kernels_compute_the_committed_bytes_on_this_cpu() {
         file.display(),
         serde_json::to_string_pretty(&here).unwrap()
     );
+}
+
+/// The test above, run again under QEMU's emulation of other CPUs (`qemu-x86_64 -cpu`, Debian's `qemu-user`, which
+/// scripts/deps.sh installs): an AMD EPYC (Milan) and an Intel Xeon (Ice Lake), each with its vendor string, its
+/// caches and its instruction sets but QEMU's own arithmetic. A kernel that picks its code by vendor, cache size or
+/// AVX-512, or that leans on an instruction whose result differs by chip (MKL's vector square root did, by way of
+/// the reciprocal-square-root estimate), computes other bytes under one of them than on this CPU. It is not a real
+/// AMD chip, whose estimates are its own; `scripts/vendor-check` on each vendor's machine remains the proof.
+#[test]
+fn the_held_kernels_compute_the_committed_bytes_under_emulated_cpus() {
+    let exe = std::env::current_exe().unwrap();
+    for cpu in ["EPYC-Milan", "Icelake-Server"] {
+        let out = std::process::Command::new("qemu-x86_64")
+            .args(["-cpu", cpu])
+            .arg(&exe)
+            .args(["--exact", "kernels::the_held_kernels_compute_the_committed_bytes_on_this_cpu", "--test-threads=1"])
+            .output()
+            .unwrap_or_else(|e| panic!("qemu-x86_64 did not start ({e}): install qemu-user (scripts/deps.sh does)"));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let said: String = said.lines().filter(|l| !l.contains("TCG doesn't support")).collect::<Vec<_>>().join("\n");
+        assert!(out.status.success() && said.contains("1 passed"), "under qemu-x86_64 -cpu {cpu}:\n{said}");
+    }
 }
